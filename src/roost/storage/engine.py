@@ -1,0 +1,231 @@
+"""The local storage engine: topics, journals and metadata in one data directory.
+
+Layout::
+
+    <data>/LOCK                        held (flock) while a process has the directory open
+    <data>/CLEAN_SHUTDOWN              present only between a clean close and the next open
+    <data>/metadata.json               topic configs (and later subscriptions, exchanges, users)
+    <data>/topics/<topic>/<partition>/ segments of one partition log
+    <data>/journals/<name>/            a state journal: log/ and snapshot
+
+Metadata is the truth about which topics exist. Creating a topic makes its directories first
+and commits the metadata last; deleting commits first and removes the directories after; so a
+crash in between leaves only directories without metadata, which ``open`` removes.
+
+Opening and closing block (recovery reads and fsyncs); so do topic creation and deletion
+(metadata is fsynced). The asyncio host runs them off the event loop.
+
+    engine = LocalEngine.open("./data")
+    orders = engine.create_topic("orders", TopicConfig(partitions=3))
+    orders.append(0, [Record(value=b"hello")])
+    engine.close()
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Callable, Iterator
+
+import msgspec
+
+from roost.clock import Clock, SystemClock
+from roost.errors import StorageClosed, StorageFailure, TopicExists, UnknownTopic
+from roost.storage.config import TopicConfig, check_name
+from roost.storage.fs import LOCAL_FS, LocalFS
+from roost.storage.journal import Journal
+from roost.storage.log import PartitionLog
+from roost.storage.metadata import MetadataStore
+from roost.storage.recovery import LogRecovery
+from roost.storage.topic import PartitionInfo, Topic, TopicInfo
+
+CLEAN_MARKER = "CLEAN_SHUTDOWN"
+LOCK_NAME = "LOCK"
+TOPICS_NAMESPACE = "topics"
+
+DirtyCallback = Callable[[PartitionLog, bool], None]
+
+
+class RecoveryReport(msgspec.Struct):
+    """What opening the data directory found and did, per log."""
+
+    clean_shutdown: bool
+    logs: list[LogRecovery]
+    orphans_removed: list[str]
+
+    @property
+    def lost_data(self) -> bool:
+        return any(log.lost_data for log in self.logs)
+
+
+class LocalEngine:
+    def __init__(self, path: str, clock: Clock, fs: LocalFS, lock_fd: int) -> None:
+        self.path = path
+        self.clock = clock
+        self._fs = fs
+        self._lock_fd = lock_fd
+        self._topics: dict[str, Topic] = {}
+        self._journals: dict[str, Journal] = {}
+        self._on_dirty: DirtyCallback | None = None
+        self._closed = False
+        self.metadata = MetadataStore.open(fs, os.path.join(path, "metadata.json"))
+        self.recovery = RecoveryReport(False, [], [])
+
+    @classmethod
+    def open(cls, path: str, clock: Clock | None = None, fs: LocalFS = LOCAL_FS) -> LocalEngine:
+        """Open (creating if needed) the data directory at ``path`` and recover every log."""
+        for directory in (path, os.path.join(path, "topics"), os.path.join(path, "journals")):
+            fs.makedirs(directory)
+        lock_fd = _lock(os.path.join(path, LOCK_NAME))
+        engine = cls(path, clock or SystemClock(), fs, lock_fd)
+        marker = os.path.join(path, CLEAN_MARKER)
+        clean = fs.exists(marker)
+        if clean:
+            # From here on a crash must look unclean, so the marker goes before any write.
+            fs.remove(marker)
+            fs.fsync_dir(path)
+        engine.recovery.clean_shutdown = clean
+        engine._open_topics(clean)
+        return engine
+
+    def _open_topics(self, clean: bool) -> None:
+        topics_dir = os.path.join(self.path, "topics")
+        known = set(self.metadata.names(TOPICS_NAMESPACE))
+        for name in self._fs.listdir(topics_dir):
+            if name not in known:
+                self._fs.remove_tree(os.path.join(topics_dir, name))
+                self.recovery.orphans_removed.append(name)
+        for name in sorted(known):
+            config = msgspec.convert(self.metadata.get(TOPICS_NAMESPACE, name), TopicConfig)
+            topic = self._open_topic(name, config, clean)
+            self.recovery.logs.extend(log.recovery for log in topic.partitions)
+
+    def _open_topic(self, name: str, config: TopicConfig, clean: bool) -> Topic:
+        directory = os.path.join(self.path, "topics", name)
+        logs = [
+            PartitionLog.open(
+                name, p, os.path.join(directory, str(p)), config, self.clock, self._fs, clean
+            )
+            for p in range(config.partitions)
+        ]
+        for log in logs:
+            log.on_dirty = self._on_dirty
+        topic = Topic(name, config, logs)
+        self._topics[name] = topic
+        return topic
+
+    # -- topics ---------------------------------------------------------------------------
+
+    def create_topic(self, name: str, config: TopicConfig | None = None) -> Topic:
+        self._check_open()
+        check_name("topic", name)
+        if name in self._topics:
+            raise TopicExists(name)
+        config = config or TopicConfig()
+        topic = self._open_topic(name, config, clean=True)
+        self._fs.fsync_dir(os.path.join(self.path, "topics"))
+        try:
+            with self.metadata.transaction() as txn:
+                txn.put(TOPICS_NAMESPACE, name, msgspec.to_builtins(config))
+        except StorageFailure:
+            del self._topics[name]
+            self._remove_topic_files(topic)
+            raise
+        return topic
+
+    def delete_topic(self, name: str) -> None:
+        topic = self.topic(name)
+        with self.metadata.transaction() as txn:
+            txn.delete(TOPICS_NAMESPACE, name)
+        del self._topics[name]
+        self._remove_topic_files(topic)
+
+    def _remove_topic_files(self, topic: Topic) -> None:
+        topic.close(clean=False)
+        self._fs.remove_tree(os.path.join(self.path, "topics", topic.name))
+
+    def topic(self, name: str) -> Topic:
+        self._check_open()
+        try:
+            return self._topics[name]
+        except KeyError:
+            raise UnknownTopic(name) from None
+
+    def list_topics(self) -> list[str]:
+        self._check_open()
+        return sorted(self._topics)
+
+    def describe_topic(self, name: str) -> TopicInfo:
+        return self.topic(name).describe()
+
+    def logs(self) -> Iterator[PartitionLog]:
+        """Every open log, topics' and journals'."""
+        for topic in self._topics.values():
+            yield from topic.partitions
+        for journal in self._journals.values():
+            yield journal.log
+
+    # -- journals -------------------------------------------------------------------------
+
+    def journal(self, name: str) -> Journal:
+        """The state journal called ``name``, opened (and recovered) on first use."""
+        self._check_open()
+        if name not in self._journals:
+            check_name("journal", name)
+            journal = Journal.open(
+                name,
+                os.path.join(self.path, "journals", name),
+                self.clock,
+                self._fs,
+                clean_shutdown=self.recovery.clean_shutdown,
+            )
+            journal.log.on_dirty = self._on_dirty
+            self.recovery.logs.append(journal.log.recovery)
+            self._journals[name] = journal
+        return self._journals[name]
+
+    # -- durability -----------------------------------------------------------------------
+
+    @property
+    def on_dirty(self) -> DirtyCallback | None:
+        return self._on_dirty
+
+    @on_dirty.setter
+    def on_dirty(self, callback: DirtyCallback | None) -> None:
+        """Who to tell when a log has appends to sync (the flusher); see ``PartitionLog``."""
+        self._on_dirty = callback
+        for log in self.logs():
+            log.on_dirty = callback
+
+    def close(self) -> None:
+        """Flush and close every log, then mark the shutdown clean. Blocking."""
+        if self._closed:
+            return
+        failed = False
+        for log in list(self.logs()):
+            try:
+                log.close(clean=True)
+            except StorageFailure:
+                failed = True
+            failed = failed or log.failure is not None
+        self._closed = True
+        if not failed:
+            self._fs.replace_atomically(os.path.join(self.path, CLEAN_MARKER), b"")
+        os.close(self._lock_fd)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageClosed(f"storage engine at {self.path}")
+
+
+def _lock(path: str) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StorageFailure(f"data directory {os.path.dirname(path)} is in use by another process")
+    return fd
+
+
+__all__ = ["LocalEngine", "PartitionInfo", "RecoveryReport", "Topic", "TopicInfo"]

@@ -1,0 +1,97 @@
+"""The one seam every storage file operation goes through.
+
+Storage code never calls ``open``/``os.write``/``os.fsync`` directly: it calls a ``FileSystem``.
+``LocalFS`` is the real one; tests subclass it to fail at a chosen call (ENOSPC on a write, EIO
+on an fsync) or to tear a write, which is how the crash and fault tests reach code paths a
+healthy disk never takes.
+
+Rules kept here so callers need not remember them:
+- ``pwrite`` loops until every byte is written or raises: a short write is never reported as done.
+- ``replace_atomically`` is temp file -> fsync -> rename -> fsync directory, so a reader sees the
+  old content or the new, never a mix, and the new name survives power loss.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+
+class LocalFS:
+    def open_rw(self, path: str) -> int:
+        """Open (creating if needed) for positional reads and writes."""
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+    def open_ro(self, path: str) -> int:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+
+    def close(self, fd: int) -> None:
+        os.close(fd)
+
+    def pwrite(self, fd: int, data: bytes | memoryview, position: int) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(fd, view, position)
+            view = view[written:]
+            position += written
+
+    def pread(self, fd: int, size: int, position: int) -> bytes:
+        return os.pread(fd, size, position)
+
+    def fdatasync(self, fd: int) -> None:
+        os.fdatasync(fd)
+
+    def truncate(self, fd: int, size: int) -> None:
+        os.ftruncate(fd, size)
+
+    def file_size(self, fd: int) -> int:
+        return os.fstat(fd).st_size
+
+    def fsync_dir(self, path: str) -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def listdir(self, path: str) -> list[str]:
+        return sorted(os.listdir(path))
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def makedirs(self, path: str) -> None:
+        os.makedirs(path, exist_ok=True)
+
+    def remove(self, path: str) -> None:
+        os.remove(path)
+
+    def remove_tree(self, path: str) -> None:
+        shutil.rmtree(path)
+
+    def rename(self, source: str, target: str) -> None:
+        os.rename(source, target)
+
+    def read_file(self, path: str) -> bytes:
+        with open(path, "rb") as f:
+            return f.read()
+
+    def write_file(self, path: str, data: bytes) -> None:
+        """Write without fsync: for hints (indexes) that recovery can rebuild."""
+        with open(path, "wb") as f:
+            f.write(data)
+
+    def replace_atomically(self, path: str, data: bytes) -> None:
+        temp = f"{path}.tmp"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            self.pwrite(fd, data, 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.rename(temp, path)
+        self.fsync_dir(os.path.dirname(path) or ".")
+
+
+#: The file system storage uses unless told otherwise.
+LOCAL_FS = LocalFS()

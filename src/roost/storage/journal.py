@@ -1,0 +1,128 @@
+"""The state journal: small, frequently updated state as a log of entries plus a snapshot.
+
+Subscription cursors and ack state change with every delivery and ack; rewriting them in place
+would cost a random write each. Instead each change is appended as an entry to a partition log
+(same batch format, same group-commit flusher) and, now and then, the whole state is written as a
+snapshot; entries the snapshot covers are then deleted a segment at a time.
+
+    journal = Journal.open("subscriptions", directory, clock, fs)
+    snapshot, entries = journal.recover()      # rebuild state: snapshot, then entries in order
+    journal.append([b"ack 17"])                # durable when journal.log.durable_offset passes it
+    journal.snapshot(state_bytes)              # state after every entry appended so far
+
+Snapshot file ``snapshot`` (little-endian): 4s magic b"RSN1", u64 next_seq (the first entry not
+covered), u32 length of state, u32 crc32c of the state, then the state bytes. It is replaced
+atomically, so a crash leaves the old snapshot or the new one.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Sequence
+
+from crc32c import crc32c
+
+from roost.clock import Clock
+from roost.errors import StorageFailure
+from roost.storage.batch import Record
+from roost.storage.config import TopicConfig
+from roost.storage.fs import LocalFS
+from roost.storage.log import PartitionLog
+
+SNAPSHOT_NAME = "snapshot"
+_SNAPSHOT_HEADER = struct.Struct("<4sQII")
+_SNAPSHOT_MAGIC = b"RSN1"
+#: Journals roll small segments so a snapshot can free space soon after it is written.
+JOURNAL_CONFIG = TopicConfig(segment_max_bytes=4 * 1024 * 1024, max_record_bytes=1024 * 1024)
+
+
+class SnapshotJob:
+    """The blocking half of a snapshot: write the file. ``Journal.snapshot_done`` finishes."""
+
+    def __init__(self, fs: LocalFS, path: str, next_seq: int, state: bytes) -> None:
+        self.fs = fs
+        self.path = path
+        self.next_seq = next_seq
+        self.data = _SNAPSHOT_HEADER.pack(_SNAPSHOT_MAGIC, next_seq, len(state), crc32c(state))
+        self.data += state
+
+    def run(self) -> None:
+        self.fs.replace_atomically(self.path, self.data)
+
+
+class Journal:
+    def __init__(self, name: str, directory: str, log: PartitionLog, fs: LocalFS) -> None:
+        self.name = name
+        self.log = log
+        self._fs = fs
+        self._snapshot_path = os.path.join(directory, SNAPSHOT_NAME)
+
+    @classmethod
+    def open(
+        cls,
+        name: str,
+        directory: str,
+        clock: Clock,
+        fs: LocalFS,
+        config: TopicConfig = JOURNAL_CONFIG,
+        clean_shutdown: bool = False,
+    ) -> Journal:
+        log_directory = os.path.join(directory, "log")
+        fs.makedirs(log_directory)
+        log = PartitionLog.open(name, 0, log_directory, config, clock, fs, clean_shutdown)
+        return cls(name, directory, log, fs)
+
+    def append(self, entries: Sequence[bytes]) -> int:
+        """Append entries; returns the sequence number after the last one."""
+        return self.log.append([Record(value=entry) for entry in entries]).next_offset
+
+    def recover(self) -> tuple[bytes | None, list[bytes]]:
+        """The latest snapshot's state (None if none) and the entries after it, in order."""
+        state, next_seq = self._read_snapshot()
+        entries: list[bytes] = []
+        seq = max(next_seq, self.log.start_offset)
+        if next_seq < self.log.start_offset and state is not None:
+            raise StorageFailure(
+                f"journal {self.name}: entries {next_seq}..{self.log.start_offset - 1} "
+                "are gone but the snapshot does not cover them"
+            )
+        while seq < self.log.end_offset:
+            records = self.log.read(seq)
+            entries.extend(r.value for r in records)
+            seq = records[-1].offset + 1
+        return state, entries
+
+    def snapshot_job(self, state: bytes) -> SnapshotJob:
+        """Prepare a snapshot of ``state``, the state after every entry appended so far."""
+        return SnapshotJob(self._fs, self._snapshot_path, self.log.end_offset, state)
+
+    def snapshot_done(self, job: SnapshotJob) -> int:
+        """After ``job.run()``: drop the log segments it covers; returns how many."""
+        if self.log.end_offset == job.next_seq:
+            self.log.roll()
+        return self.log.delete_below(job.next_seq)
+
+    def snapshot(self, state: bytes) -> int:
+        """Snapshot and compact inline (blocking)."""
+        job = self.snapshot_job(state)
+        try:
+            job.run()
+        except OSError as e:
+            raise StorageFailure(f"journal {self.name} snapshot", e) from e
+        return self.snapshot_done(job)
+
+    def close(self, clean: bool = True) -> None:
+        self.log.close(clean)
+
+    def _read_snapshot(self) -> tuple[bytes | None, int]:
+        if not self._fs.exists(self._snapshot_path):
+            return None, 0
+        data = self._fs.read_file(self._snapshot_path)
+        if len(data) >= _SNAPSHOT_HEADER.size:
+            magic, next_seq, length, crc = _SNAPSHOT_HEADER.unpack_from(data)
+            state = data[_SNAPSHOT_HEADER.size :]
+            if magic == _SNAPSHOT_MAGIC and len(state) == length and crc32c(state) == crc:
+                return state, next_seq
+        # Replaced atomically, so a bad snapshot is not a torn write but damage: say so loudly.
+        raise StorageFailure(f"journal {self.name}: snapshot {self._snapshot_path} is corrupt")

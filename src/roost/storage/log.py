@@ -1,0 +1,441 @@
+"""A partition log: an ordered run of segments with dense offsets.
+
+How it works:
+
+- ``append`` validates, encodes one batch, rolls the active segment when it is full or old,
+  and writes the batch to the OS. It never fsyncs: it returns the offsets at once, and the
+  records are durable when ``durable_offset`` has passed them.
+- Durability is a three-step flush so that the fsync can run off the event loop:
+  ``begin_flush()`` (on the loop) captures which files to sync and the offset that sync covers;
+  ``FlushJob.run()`` (in a thread) does the fsyncs; ``end_flush()`` (on the loop) advances
+  ``durable_offset`` or, on error, fails the log. Appends made while a job runs wait for the next
+  job: that is group commit. ``flush()`` does all three inline for synchronous callers.
+- After a failed write or fsync the log refuses every write until it is reopened (recovery then
+  cuts what the failure left): it never confirms what may not be on disk.
+- ``on_dirty`` tells the flusher there is something to sync: at once under ``always``, when the
+  record threshold is crossed under ``interval`` (its timer covers the rest), never under ``never``.
+
+Concurrency: every method runs on one thread (the event loop) except ``FlushJob.run``, which only
+fsyncs file descriptors that stay open until ``end_flush``.
+"""
+
+from __future__ import annotations
+
+import os
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+from roost.clock import Clock
+from roost.errors import (
+    InvalidRequest,
+    OffsetOutOfRange,
+    RecordTooLarge,
+    StorageClosed,
+    StorageFailure,
+)
+from roost.storage import batch as batch_format
+from roost.storage.batch import CorruptBatch, Record, StoredRecord
+from roost.storage.config import TopicConfig
+from roost.storage.fs import LocalFS
+from roost.storage.recovery import LogRecovery, open_segments
+from roost.storage.segment import Segment
+
+DEFAULT_MAX_READ_BYTES = 1024 * 1024
+
+
+class AppendResult(NamedTuple):
+    base_offset: int
+    next_offset: int
+
+    @property
+    def last_offset(self) -> int:
+        return self.next_offset - 1
+
+
+class RawBatches(NamedTuple):
+    """Whole batches as stored, for serving without decoding.
+
+    ``data`` may begin with records below the requested offset (a batch is never split); the
+    reader skips them. ``next_offset`` is where the next read continues.
+    """
+
+    data: bytes
+    next_offset: int
+
+
+class FlushJob:
+    """The blocking half of a flush: fsync these files, then the directory if it changed."""
+
+    __slots__ = ("directory", "end_offset", "fds", "fs")
+
+    def __init__(self, fs: LocalFS, fds: list[int], directory: str | None, end: int) -> None:
+        self.fs = fs
+        self.fds = fds
+        self.directory = directory
+        self.end_offset = end
+
+    def run(self) -> None:
+        for fd in self.fds:
+            self.fs.fdatasync(fd)
+        if self.directory is not None:
+            self.fs.fsync_dir(self.directory)
+
+
+class PartitionLog:
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        directory: str,
+        config: TopicConfig,
+        clock: Clock,
+        fs: LocalFS,
+        segments: list[Segment],
+        recovery: LogRecovery,
+    ) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.directory = directory
+        self.config = config
+        self.recovery = recovery
+        self.on_dirty: Callable[[PartitionLog, bool], None] | None = None
+        self._clock = clock
+        self._fs = fs
+        self._segments = segments
+        self._bases = [s.base_offset for s in segments]
+        self._unsynced: dict[int, Segment] = {}  # by base offset
+        self._directory_changed = False
+        self._flushing: FlushJob | None = None
+        self._failure: StorageFailure | None = None
+        self._closed = False
+        self.unflushed_records = 0
+        self.durable_offset = self.end_offset
+
+    @classmethod
+    def open(
+        cls,
+        topic: str,
+        partition: int,
+        directory: str,
+        config: TopicConfig,
+        clock: Clock,
+        fs: LocalFS,
+        clean_shutdown: bool = False,
+    ) -> PartitionLog:
+        """Open (creating if needed) the log in ``directory``, recovering its tail.
+
+        Blocking: after an unclean shutdown it fsyncs what recovery kept, so that
+        ``durable_offset`` is honest from the first moment. Call it off the event loop.
+        """
+        fs.makedirs(directory)
+        recovery = LogRecovery(log=f"{topic}/{partition}", clean_shutdown=clean_shutdown)
+        segments = open_segments(fs, directory, config.index_interval_bytes, recovery)
+        if not segments:
+            segments = [Segment.create(fs, directory, 0)]
+            fs.fsync_dir(directory)
+        if not clean_shutdown:
+            for segment in segments:
+                fs.fdatasync(segment.fd)
+        return cls(topic, partition, directory, config, clock, fs, segments, recovery)
+
+    # -- offsets --------------------------------------------------------------------------
+
+    @property
+    def start_offset(self) -> int:
+        return self._segments[0].base_offset
+
+    @property
+    def end_offset(self) -> int:
+        """The offset the next appended record will get."""
+        return self._segments[-1].next_offset
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(s.size for s in self._segments)
+
+    @property
+    def segment_count(self) -> int:
+        return len(self._segments)
+
+    @property
+    def failure(self) -> StorageFailure | None:
+        return self._failure
+
+    # -- append ---------------------------------------------------------------------------
+
+    def append(self, records: Sequence[Record]) -> AppendResult:
+        """Append ``records`` as one batch; returns their offsets. Not yet durable."""
+        self._check_writable()
+        if not records:
+            raise InvalidRequest("an append needs at least one record")
+        self._check_records(records)
+        now_ms = self._clock.now_ms()
+        active = self._segments[-1]
+        data = batch_format.encode(active.next_offset, records, now_ms)
+        if len(data) > self.config.segment_max_bytes:
+            raise InvalidRequest(
+                f"a batch of {len(data)} bytes exceeds segment_max_bytes "
+                f"({self.config.segment_max_bytes}); append fewer records at once"
+            )
+        if active.size and (
+            active.size + len(data) > self.config.segment_max_bytes
+            or now_ms - active.first_append_time_ms >= self.config.segment_max_age_ms
+        ):
+            active = self._roll()
+        header = batch_format.parse_header(data)
+        try:
+            active.append(data, header, self.config.index_interval_bytes)
+        except OSError as e:
+            raise self._fail("append", e) from e
+        self._unsynced[active.base_offset] = active
+        self.unflushed_records += len(records)
+        if self.on_dirty is not None and self.config.durability != "never":
+            urgent = (
+                self.config.durability == "always"
+                or self.unflushed_records >= self.config.flush_interval_records
+            )
+            self.on_dirty(self, urgent)
+        return AppendResult(header.base_offset, header.next_offset)
+
+    def _check_records(self, records: Sequence[Record]) -> None:
+        limit = self.config.max_record_bytes
+        for record in records:
+            value, key = record.value, record.key
+            if type(value) is not bytes or not (key is None or type(key) is bytes):
+                raise InvalidRequest("a record's value must be bytes and its key bytes or None")
+            size = len(value) + (len(key) if key else 0)
+            if record.headers:
+                size += _headers_size(record.headers)
+            if size > limit:
+                raise RecordTooLarge(self.topic, size, limit)
+            ts = record.timestamp_ms
+            if ts is not None and (type(ts) is not int or not 0 <= ts < 2**62):
+                raise InvalidRequest(f"timestamp_ms must be a non-negative int, not {ts!r}")
+
+    def roll(self) -> None:
+        """Start a new segment now, if the active one holds anything."""
+        self._check_writable()
+        if self._segments[-1].size:
+            self._roll()
+
+    def _roll(self) -> Segment:
+        previous = self._segments[-1]
+        try:
+            previous.write_index()
+            segment = Segment.create(self._fs, self.directory, previous.next_offset)
+        except OSError as e:
+            raise self._fail("segment roll", e) from e
+        self._segments.append(segment)
+        self._bases.append(segment.base_offset)
+        self._directory_changed = True
+        return segment
+
+    # -- read -----------------------------------------------------------------------------
+
+    def read(
+        self,
+        offset: int,
+        max_bytes: int = DEFAULT_MAX_READ_BYTES,
+        max_records: int | None = None,
+    ) -> list[StoredRecord]:
+        """Records from ``offset`` on, at most ``max_records`` and about ``max_bytes``.
+
+        Returns at least one record when any exists at ``offset``, even one larger than
+        ``max_bytes``; an empty list at the end of the log. Reads stop at a segment boundary, so
+        a caller wanting more continues from the last offset + 1.
+        """
+        records: list[StoredRecord] = []
+        data = self._read_whole_batches(offset, max_bytes)
+        for position, header in self._verified(data):
+            batch_records = batch_format.decode_records(data, position, header)
+            if header.base_offset < offset:
+                batch_records = batch_records[offset - header.base_offset :]
+            records.extend(batch_records)
+            if max_records is not None and len(records) >= max_records:
+                del records[max_records:]
+                break
+        return records
+
+    def read_batches(self, offset: int, max_bytes: int = DEFAULT_MAX_READ_BYTES) -> RawBatches:
+        """Whole, CRC-verified batches from the one holding ``offset`` (see ``RawBatches``)."""
+        data = self._read_whole_batches(offset, max_bytes)
+        batches = self._verified(data)
+        return RawBatches(data, batches[-1][1].next_offset if batches else offset)
+
+    def _read_whole_batches(self, offset: int, max_bytes: int) -> bytes:
+        self._check_open()
+        if not self.start_offset <= offset <= self.end_offset:
+            raise OffsetOutOfRange(
+                self.topic, self.partition, offset, self.start_offset, self.end_offset
+            )
+        segment = self._segments[bisect_right(self._bases, offset) - 1]
+        position, header = segment.find_batch(offset)
+        if header is None:
+            return b""
+        data = segment.read(position, max(max_bytes, header.size))
+        return data
+
+    def _verified(self, data: bytes) -> list[tuple[int, batch_format.BatchHeader]]:
+        try:
+            return batch_format.iter_batches(data)
+        except CorruptBatch as e:
+            raise StorageFailure(f"read of {self.topic}/{self.partition}", e) from e
+
+    def offset_for_timestamp(self, timestamp_ms: int) -> int | None:
+        """The first offset whose record timestamp is >= ``timestamp_ms``; None if none is."""
+        self._check_open()
+        for segment in self._segments:
+            if segment.max_timestamp_ms < timestamp_ms:
+                continue
+            position = segment.index.position_for_timestamp(timestamp_ms)
+            while position < segment.size:
+                header = segment.header_at(position)
+                if header.max_timestamp_ms >= timestamp_ms:
+                    data = segment.read(position, header.size)
+                    for record in batch_format.decode_records(data, 0, header):
+                        if record.timestamp_ms >= timestamp_ms:
+                            return record.offset
+                position += header.size
+        return None
+
+    # -- retention ------------------------------------------------------------------------
+
+    def delete_below(self, offset: int) -> int:
+        """Delete whole segments whose records are all below ``offset``; returns how many.
+
+        The active segment is never deleted, so the start offset may stay below ``offset``.
+        """
+        return self._delete_leading(lambda s: s.next_offset <= offset)
+
+    def enforce_retention(self) -> int:
+        """Delete the oldest segments past ``retention_ms`` or ``retention_bytes``."""
+        retention_ms, retention_bytes = self.config.retention_ms, self.config.retention_bytes
+        oldest_kept_ms = self._clock.now_ms() - retention_ms if retention_ms is not None else None
+        total = self.size_bytes
+
+        def expired(segment: Segment) -> bool:
+            nonlocal total
+            too_old = oldest_kept_ms is not None and segment.last_append_time_ms < oldest_kept_ms
+            too_big = retention_bytes is not None and total - segment.size >= retention_bytes
+            if too_old or too_big:
+                total -= segment.size
+            return too_old or too_big
+
+        return self._delete_leading(expired)
+
+    def _delete_leading(self, condition: Callable[[Segment], bool]) -> int:
+        self._check_open()
+        in_flight = set(self._flushing.fds) if self._flushing else set()
+        deleted = 0
+        while len(self._segments) > 1:
+            segment = self._segments[0]
+            if segment.fd in in_flight or not condition(segment):
+                break
+            try:
+                segment.delete()
+            except OSError as e:
+                raise self._fail("segment delete", e) from e
+            self._unsynced.pop(segment.base_offset, None)
+            del self._segments[0], self._bases[0]
+            self._directory_changed = True
+            deleted += 1
+        return deleted
+
+    # -- durability -----------------------------------------------------------------------
+
+    @property
+    def needs_flush(self) -> bool:
+        return bool(self._unsynced or self._directory_changed) and self._failure is None
+
+    def begin_flush(self) -> FlushJob | None:
+        """Capture what the next fsync covers; None if nothing needs one (or one is running)."""
+        if self._flushing is not None or self._closed or not self.needs_flush:
+            return None
+        job = FlushJob(
+            self._fs,
+            [s.fd for s in self._unsynced.values()],
+            self.directory if self._directory_changed else None,
+            self.end_offset,
+        )
+        self._unsynced.clear()
+        self._directory_changed = False
+        self.unflushed_records = 0
+        self._flushing = job
+        return job
+
+    def end_flush(self, job: FlushJob, error: BaseException | None) -> None:
+        self._flushing = None
+        if self._closed:
+            return
+        if error is not None:
+            self._fail("fsync", error)
+            return
+        self.durable_offset = max(self.durable_offset, job.end_offset)
+
+    def flush(self) -> None:
+        """Make everything appended so far durable, inline (blocking)."""
+        job = self.begin_flush()
+        if job is None:
+            if self._failure is not None:
+                raise self._failure
+            return
+        try:
+            job.run()
+        except OSError as e:
+            self.end_flush(job, e)
+            raise self._failure from e  # type: ignore[misc]
+        self.end_flush(job, None)
+
+    def close(self, clean: bool = True) -> None:
+        """Flush, persist the indexes (when ``clean``) and release the files."""
+        if self._closed:
+            return
+        try:
+            if clean and self._failure is None:
+                self.flush()
+                for segment in self._segments:
+                    segment.write_index()
+        finally:
+            self._closed = True
+            for segment in self._segments:
+                segment.close()
+
+    def delete(self) -> None:
+        """Close and remove every file of this log."""
+        self.close(clean=False)
+        self._fs.remove_tree(self.directory)
+
+    # -- failure --------------------------------------------------------------------------
+
+    def _fail(self, what: str, cause: BaseException) -> StorageFailure:
+        if self._failure is None:
+            self._failure = StorageFailure(f"{what} on {self.topic}/{self.partition}", cause)
+        return self._failure
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self._failure is not None:
+            raise self._failure
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageClosed(f"log {self.topic}/{self.partition}")
+
+
+def _headers_size(headers: Sequence[tuple[str, bytes]]) -> int:
+    size = 0
+    for header in headers:
+        if not (
+            isinstance(header, tuple | list)
+            and len(header) == 2
+            and type(header[0]) is str
+            and type(header[1]) is bytes
+        ):
+            raise InvalidRequest(f"a header must be a (str, bytes) pair, not {header!r}")
+        size += len(header[0].encode()) + len(header[1])
+    return size
+
+
+def partition_directory(topic_directory: str, partition: int) -> str:
+    return os.path.join(topic_directory, str(partition))

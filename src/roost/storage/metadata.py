@@ -1,0 +1,92 @@
+"""The metadata store: topics now; subscriptions, exchanges and users later.
+
+One small JSON document, ``metadata.json``, holding namespaces of named entries. Every change is
+a transaction that writes the whole document with ``replace_atomically`` (temp file, fsync,
+rename, fsync directory): after a crash the store holds the state before the transaction or
+after it, never a mix. Metadata changes are rare and small, so rewriting the document is cheap
+and leaves nothing to compact.
+
+    store = MetadataStore.open(fs, "/data/metadata.json")
+    with store.transaction() as txn:
+        txn.put("topics", "orders", {"partitions": 3})
+    store.get("topics", "orders")   # {'partitions': 3}
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import msgspec
+
+from roost.errors import StorageFailure
+from roost.storage.fs import LocalFS
+
+FORMAT_VERSION = 1
+
+
+class _Document(msgspec.Struct):
+    format: int
+    version: int
+    namespaces: dict[str, dict[str, Any]]
+
+
+class Transaction:
+    def __init__(self, namespaces: dict[str, dict[str, Any]]) -> None:
+        self.namespaces = namespaces
+
+    def put(self, namespace: str, name: str, value: Any) -> None:
+        self.namespaces.setdefault(namespace, {})[name] = value
+
+    def delete(self, namespace: str, name: str) -> None:
+        self.namespaces.get(namespace, {}).pop(name, None)
+
+    def get(self, namespace: str, name: str) -> Any:
+        return self.namespaces.get(namespace, {}).get(name)
+
+
+class MetadataStore:
+    def __init__(self, fs: LocalFS, path: str, document: _Document) -> None:
+        self._fs = fs
+        self._path = path
+        self._document = document
+
+    @classmethod
+    def open(cls, fs: LocalFS, path: str) -> MetadataStore:
+        if not fs.exists(path):
+            return cls(fs, path, _Document(FORMAT_VERSION, 0, {}))
+        try:
+            document = msgspec.json.decode(fs.read_file(path), type=_Document)
+        except (OSError, msgspec.DecodeError) as e:
+            raise StorageFailure(f"reading metadata {path}", e) from e
+        if document.format != FORMAT_VERSION:
+            raise StorageFailure(f"metadata {path} has unknown format {document.format}")
+        return cls(fs, path, document)
+
+    @property
+    def version(self) -> int:
+        """Bumped by every committed transaction."""
+        return self._document.version
+
+    def get(self, namespace: str, name: str) -> Any:
+        return copy.deepcopy(self._document.namespaces.get(namespace, {}).get(name))
+
+    def names(self, namespace: str) -> list[str]:
+        return sorted(self._document.namespaces.get(namespace, {}))
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """Changes made in the block are committed together, durably, when it exits cleanly.
+
+        An exception in the block, or a failed write, leaves the store as it was.
+        """
+        txn = Transaction(copy.deepcopy(self._document.namespaces))
+        yield txn
+        document = _Document(FORMAT_VERSION, self._document.version + 1, txn.namespaces)
+        try:
+            self._fs.replace_atomically(self._path, msgspec.json.encode(document))
+        except OSError as e:
+            raise StorageFailure(f"writing metadata {self._path}", e) from e
+        self._document = document
