@@ -1,14 +1,16 @@
 """Group commit: one thread fsyncs for every log that has appends waiting to be durable.
 
 Appends happen on the event loop and return at once; a producer that needs durability awaits
-``wait_durable(log, offset)``. The flusher's task collects every log with unsynced appends,
-starts one flush job per log (capturing the offset each fsync will cover), runs all the fsyncs in
-its own thread, then advances each log's durable offset and wakes its waiters. Appends that land
-while a flush runs are covered by the next one, so under load one fsync confirms many appends and
-the fsync rate, not the append rate, is the only disk cost.
+``wait_durable(log, offset)``. A flush round takes every log with unsynced appends, starts one
+flush job per log (capturing the offset each fsync will cover), runs all the writes and fsyncs in
+the flusher's own thread, then advances each log's durable offset and wakes its waiters. A round
+starts the moment there is something due and no round is running — from inside the append that
+made it due, not from a task waiting its turn on the loop — so the loop keeps taking appends while
+the disk syncs the previous group. Appends that land during a round are covered by the next one:
+under load one fsync confirms many appends, and the loop's CPU and the disk work side by side.
 
-Waiters share one future per log per flush, so a thousand producers waiting on one flush cost
-one future, not a thousand.
+Each waiter has its own future (so cancelling one disturbs no other); a flush resolves its
+waiters in one pass.
 
 Per durability policy (``PartitionLog.on_dirty`` tells the flusher):
 - ``always``: flushed as soon as the flusher is free;
@@ -16,13 +18,11 @@ Per durability policy (``PartitionLog.on_dirty`` tells the flusher):
   ``flush_interval_records`` is reached;
 - ``never``: not flushed here (closing the engine still does).
 
-    flusher = Flusher(clock)
+    flusher = Flusher(clock)                 # inside a running event loop
     engine.on_dirty = flusher.notify
-    async with asyncio.TaskGroup() as tasks:
-        tasks.create_task(flusher.run())
-        offsets = topic.append(0, records)
-        await flusher.wait_durable(topic.log(0), offsets.next_offset)
-        await flusher.aclose()
+    offsets = topic.append(0, records)
+    await flusher.wait_durable(topic.log(0), offsets.next_offset)
+    await flusher.aclose()                   # flushes whatever is still due
 """
 
 from __future__ import annotations
@@ -33,81 +33,58 @@ from concurrent.futures import ThreadPoolExecutor
 from roost.clock import Clock
 from roost.storage.log import FlushJob, PartitionLog
 
+Waiters = list[asyncio.Future[None]]
+
 
 class Flusher:
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
+        self._loop = asyncio.get_running_loop()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="roost-fsync")
         self._urgent: dict[PartitionLog, None] = {}  # an ordered set
         self._deadlines: dict[PartitionLog, int] = {}  # interval logs: monotonic ms
-        self._waiting: dict[PartitionLog, asyncio.Future[None]] = {}
-        self._in_flight: dict[PartitionLog, tuple[FlushJob, asyncio.Future[None] | None]] = {}
-        self._wake = asyncio.Event()
-        self._closing = False
-        self._stopped = asyncio.Event()
-        self._running = False
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="roost-fsync")
-        #: Fsync rounds done; a round syncs every log that was due.
+        # Waiters for appends no job covers yet, and for the jobs of the round in flight.
+        self._waiting: dict[PartitionLog, Waiters] = {}
+        self._in_flight: dict[PartitionLog, tuple[FlushJob, Waiters]] = {}
+        self._round: asyncio.Future[list[OSError | None]] | None = None
+        self._round_done = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+        #: Flush rounds completed; one round syncs every log that was due.
         self.rounds = 0
 
     def notify(self, log: PartitionLog, urgent: bool) -> None:
         """``PartitionLog.on_dirty``: ``log`` has appends to sync, now or within its interval."""
         if urgent:
             self._urgent[log] = None
-            self._wake.set()
+            self.flush_due()
         elif log not in self._deadlines:
             self._deadlines[log] = self._clock.monotonic_ms() + log.config.flush_interval_ms
-            self._wake.set()
+            self._arm_timer()
 
     async def wait_durable(self, log: PartitionLog, offset: int) -> None:
         """Return once every record below ``offset`` in ``log`` is durable.
 
-        Raises the log's ``StorageFailure`` if an fsync failed: those records are not confirmed.
-        Cancelling the waiter does not disturb the flush or the other waiters.
+        Raises the log's ``StorageFailure`` if a write or fsync failed: those records are not
+        confirmed. Cancelling a waiter disturbs neither the flush nor the other waiters.
         """
         while log.durable_offset < offset:
             if log.failure is not None:
                 raise log.failure
+            future = self._loop.create_future()
             in_flight = self._in_flight.get(log)
             if in_flight is not None and in_flight[0].end_offset >= offset:
-                future = in_flight[1]
-                if future is None:
-                    future = asyncio.get_running_loop().create_future()
-                    self._in_flight[log] = (in_flight[0], future)
+                in_flight[1].append(future)
             else:
-                future = self._waiting.get(log)
-                if future is None:
-                    future = self._waiting[log] = asyncio.get_running_loop().create_future()
+                self._waiting.setdefault(log, []).append(future)
                 self._urgent[log] = None
-                self._wake.set()
-            await asyncio.shield(future)
+                self.flush_due()
+            await future
 
-    async def run(self) -> None:
-        """The flusher's task: flush whatever is due until ``aclose``."""
-        self._running = True
-        try:
-            while not self._closing:
-                await self._wait_for_work()
-                await self.flush_due()
-        finally:
-            self._stopped.set()
-
-    async def _wait_for_work(self) -> None:
-        if self._urgent:
-            return
-        timeout = None
-        if self._deadlines:
-            timeout = max(0, min(self._deadlines.values()) - self._clock.monotonic_ms()) / 1000
-        self._wake.clear()
-        try:
-            await asyncio.wait_for(self._wake.wait(), timeout)
-        except TimeoutError:
-            pass
-
-    async def flush_due(self) -> int:
-        """One round: start a job for every due log, fsync them all in the thread, finish.
-
-        Returns how many logs were flushed.
-        """
+    def flush_due(self) -> bool:
+        """Start a round for every log that is due, unless one is running; True if started."""
+        if self._round is not None or (self._closed and not self._urgent):
+            return False
         now_ms = self._clock.monotonic_ms()
         due = list(self._urgent)
         due += [log for log, deadline in self._deadlines.items() if deadline <= now_ms]
@@ -118,31 +95,52 @@ class Flusher:
             job = log.begin_flush()
             if job is None:
                 self._release(log)
-                continue
-            self._in_flight[log] = (job, self._waiting.pop(log, None))
-            jobs.append((log, job))
+            else:
+                self._in_flight[log] = (job, self._waiting.pop(log, []))
+                jobs.append((log, job))
         if not jobs:
-            return 0
-        loop = asyncio.get_running_loop()
-        errors = await loop.run_in_executor(self._executor, _run_jobs, [j for _, j in jobs])
+            return False
+        self._round_done.clear()
+        self._round = self._loop.run_in_executor(
+            self._executor, _run_jobs, [job for _, job in jobs]
+        )
+        self._round.add_done_callback(lambda round_: self._finish_round(jobs, round_))
+        return True
+
+    def _finish_round(
+        self,
+        jobs: list[tuple[PartitionLog, FlushJob]],
+        round_: asyncio.Future[list[OSError | None]],
+    ) -> None:
+        self._round = None
         self.rounds += 1
-        for (log, job), error in zip(jobs, errors, strict=True):
-            log.end_flush(job, error)
-            _, future = self._in_flight.pop(log)
-            if future is not None and not future.done():
-                future.set_result(None)
-            if log.needs_flush and log in self._waiting:
+        error = round_.exception()
+        errors: list[BaseException | None] = (
+            list(round_.result()) if error is None else [error] * len(jobs)
+        )
+        for (log, job), job_error in zip(jobs, errors, strict=True):
+            log.end_flush(job, job_error)
+            _wake_all(self._in_flight.pop(log)[1])
+            if log in self._waiting:
                 self._urgent[log] = None
-        return len(jobs)
+        self._round_done.set()
+        self.flush_due()
+        self._arm_timer()
 
     def _release(self, log: PartitionLog) -> None:
         """Wake waiters of a log with nothing to flush (they re-check; a failure raises)."""
-        if log in self._in_flight:
-            self._urgent[log] = None  # its waiters need the next round, after this job
+        _wake_all(self._waiting.pop(log, []))
+
+    def _arm_timer(self) -> None:
+        if self._timer is not None or not self._deadlines or self._closed:
             return
-        future = self._waiting.pop(log, None)
-        if future is not None and not future.done():
-            future.set_result(None)
+        delay_ms = max(0, min(self._deadlines.values()) - self._clock.monotonic_ms())
+        self._timer = self._loop.call_later(delay_ms / 1000, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.flush_due()
+        self._arm_timer()
 
     def forget(self, log: PartitionLog) -> None:
         """Stop tracking a log that is being closed or deleted."""
@@ -150,15 +148,23 @@ class Flusher:
         self._deadlines.pop(log, None)
         self._release(log)
 
+    async def idle(self) -> None:
+        """Wait until no round is running."""
+        while self._round is not None:
+            await self._round_done.wait()
+
     async def aclose(self) -> None:
-        """Flush everything still due, then stop the task started with ``run``."""
-        self._closing = True
-        self._wake.set()
-        if self._running:
-            await self._stopped.wait()
-        self._deadlines = dict.fromkeys(self._deadlines, 0)
-        while self._urgent or self._deadlines:
-            await self.flush_due()
+        """Flush everything still due, interval logs included, then stop."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        await self.idle()
+        self._urgent.update(dict.fromkeys(self._deadlines))
+        self._deadlines.clear()
+        while self._urgent:
+            self.flush_due()
+            await self.idle()
         self._executor.shutdown(wait=True)
 
 
@@ -172,3 +178,9 @@ def _run_jobs(jobs: list[FlushJob]) -> list[OSError | None]:
         else:
             errors.append(None)
     return errors
+
+
+def _wake_all(futures: Waiters) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)

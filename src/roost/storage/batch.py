@@ -37,6 +37,8 @@ from crc32c import crc32c
 FORMAT_VERSION = 1
 HEADER = struct.Struct("<IIBBHIqqq")
 HEADER_SIZE = HEADER.size  # 40
+_PREFIX = struct.Struct("<II")  # batch_length, crc32c
+_CRC_COVERED = struct.Struct("<BBHIqqq")  # the rest of the header, which the CRC covers
 #: Bytes of the header that the batch_length field counts (everything after it).
 _LENGTH_FIELD_SIZE = 4
 _CRC_START = 8
@@ -90,8 +92,10 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(list[StoredRecord])
 
 
-def encode(base_offset: int, records: Sequence[Record], append_time_ms: int) -> bytes:
-    """Encode ``records`` as one batch starting at ``base_offset``."""
+def encode(
+    base_offset: int, records: Sequence[Record], append_time_ms: int
+) -> tuple[bytes, BatchHeader]:
+    """Encode ``records`` as one batch starting at ``base_offset``; returns it and its header."""
     rows = [
         (
             base_offset + i,
@@ -102,31 +106,28 @@ def encode(base_offset: int, records: Sequence[Record], append_time_ms: int) -> 
         )
         for i, r in enumerate(records)
     ]
-    max_timestamp_ms = max(row[1] for row in rows)
+    max_ts_ms = rows[0][1] if len(rows) == 1 else max(rows, key=_timestamp)[1]
     payload = _encoder.encode(rows)
-    return seal(payload, len(rows), base_offset, append_time_ms, max_timestamp_ms)
+    return seal(payload, len(rows), base_offset, append_time_ms, max_ts_ms)
+
+
+def _timestamp(row: tuple[int, int, bytes | None, bytes, object]) -> int:
+    return row[1]
 
 
 def seal(
     payload: bytes, record_count: int, base_offset: int, append_time_ms: int, max_ts_ms: int
-) -> bytes:
-    """Prefix an encoded payload with its header and CRC."""
-    header = bytearray(
-        HEADER.pack(
-            HEADER_SIZE - _LENGTH_FIELD_SIZE + len(payload),
-            0,
-            FORMAT_VERSION,
-            0,
-            0,
-            record_count,
-            base_offset,
-            append_time_ms,
-            max_ts_ms,
-        )
+) -> tuple[bytes, BatchHeader]:
+    """Prefix an encoded payload with its header and CRC; returns the batch and its header."""
+    length = HEADER_SIZE - _LENGTH_FIELD_SIZE + len(payload)
+    covered = _CRC_COVERED.pack(
+        FORMAT_VERSION, 0, 0, record_count, base_offset, append_time_ms, max_ts_ms
     )
-    crc = crc32c(payload, crc32c(memoryview(header)[_CRC_START:]))
-    struct.pack_into("<I", header, 4, crc)
-    return bytes(header) + payload
+    crc = crc32c(payload, crc32c(covered))
+    header = BatchHeader(
+        length, crc, FORMAT_VERSION, 0, 0, record_count, base_offset, append_time_ms, max_ts_ms
+    )
+    return b"".join((_PREFIX.pack(length, crc), covered, payload)), header
 
 
 def parse_header(buffer: bytes | memoryview, position: int = 0) -> BatchHeader:

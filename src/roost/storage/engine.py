@@ -201,15 +201,14 @@ class LocalEngine:
         """Flush and close every log, then mark the shutdown clean. Blocking."""
         if self._closed:
             return
-        failed = False
+        all_clean = True
         for log in list(self.logs()):
             try:
-                log.close(clean=True)
+                all_clean = log.close(clean=True) and all_clean
             except StorageFailure:
-                failed = True
-            failed = failed or log.failure is not None
+                all_clean = False
         self._closed = True
-        if not failed:
+        if all_clean:
             self._fs.replace_atomically(os.path.join(self.path, CLEAN_MARKER), b"")
         os.close(self._lock_fd)
 
@@ -222,9 +221,11 @@ def _lock(path: str) -> int:
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    except BlockingIOError as e:
         os.close(fd)
-        raise StorageFailure(f"data directory {os.path.dirname(path)} is in use by another process")
+        raise StorageFailure(
+            f"data directory {os.path.dirname(path)}: in use by another process"
+        ) from e
     return fd
 
 

@@ -28,6 +28,7 @@ the log file, or whose CRC or ordering is off, is discarded and rebuilt by scann
 
 from __future__ import annotations
 
+import itertools
 import struct
 from array import array
 from bisect import bisect_left, bisect_right
@@ -126,7 +127,7 @@ class SparseIndex:
                 raise InvalidIndex("offset and timestamp index entries disagree")
             index.add(base_offset + relative, position, max_ts_before)
         for column in (index.offsets, index.positions, index.max_ts_before):
-            if any(a > b for a, b in zip(column, column[1:], strict=False)):
+            if any(a > b for a, b in itertools.pairwise(column)):
                 raise InvalidIndex("index entries are not in order")
         if index.positions and (
             index.positions[0] != 0 or index.positions[-1] >= summary.covered_log_bytes

@@ -112,8 +112,8 @@ class Journal:
             raise StorageFailure(f"journal {self.name} snapshot", e) from e
         return self.snapshot_done(job)
 
-    def close(self, clean: bool = True) -> None:
-        self.log.close(clean)
+    def close(self, clean: bool = True) -> bool:
+        return self.log.close(clean)
 
     def _read_snapshot(self) -> tuple[bytes | None, int]:
         if not self._fs.exists(self._snapshot_path):

@@ -6,10 +6,11 @@ How it works:
   and writes the batch to the OS. It never fsyncs: it returns the offsets at once, and the
   records are durable when ``durable_offset`` has passed them.
 - Durability is a three-step flush so that the fsync can run off the event loop:
-  ``begin_flush()`` (on the loop) captures which files to sync and the offset that sync covers;
-  ``FlushJob.run()`` (in a thread) does the fsyncs; ``end_flush()`` (on the loop) advances
-  ``durable_offset`` or, on error, fails the log. Appends made while a job runs wait for the next
-  job: that is group commit. ``flush()`` does all three inline for synchronous callers.
+  ``begin_flush()`` (on the loop) captures which files to sync, the batches held back to write
+  with them (write-behind, see segment.py: under ``always`` with a flusher attached) and the
+  offset that sync covers; ``FlushJob.run()`` (in a thread) writes and syncs; ``end_flush()``
+  (on the loop) advances ``durable_offset`` or, on error, fails the log. Appends made while a
+  job runs wait for the next job: that is group commit. ``flush()`` does all three inline.
 - After a failed write or fsync the log refuses every write until it is reopened (recovery then
   cuts what the failure left): it never confirms what may not be on disk.
 - ``on_dirty`` tells the flusher there is something to sync: at once under ``always``, when the
@@ -65,17 +66,25 @@ class RawBatches(NamedTuple):
 
 
 class FlushJob:
-    """The blocking half of a flush: fsync these files, then the directory if it changed."""
+    """The blocking half of a flush: write what was held back, fsync, fsync the directory.
 
-    __slots__ = ("directory", "end_offset", "fds", "fs")
+    Held-back batches are written through each segment's O_DSYNC descriptor, so one ``pwrite``
+    both writes and syncs them; segments written through at append time get an ``fdatasync``.
+    """
 
-    def __init__(self, fs: LocalFS, fds: list[int], directory: str | None, end: int) -> None:
+    __slots__ = ("directory", "end_offset", "fds", "fs", "segments", "writes")
+
+    def __init__(self, fs: LocalFS, directory: str | None, end_offset: int) -> None:
         self.fs = fs
-        self.fds = fds
+        self.writes: list[tuple[Segment, int, bytes]] = []
+        self.fds: list[int] = []
+        self.segments: list[Segment] = []
         self.directory = directory
-        self.end_offset = end
+        self.end_offset = end_offset
 
     def run(self) -> None:
+        for segment, position, data in self.writes:
+            self.fs.pwrite(segment.sync_fd, data, position)
         for fd in self.fds:
             self.fs.fdatasync(fd)
         if self.directory is not None:
@@ -172,7 +181,7 @@ class PartitionLog:
         self._check_records(records)
         now_ms = self._clock.now_ms()
         active = self._segments[-1]
-        data = batch_format.encode(active.next_offset, records, now_ms)
+        data, header = batch_format.encode(active.next_offset, records, now_ms)
         if len(data) > self.config.segment_max_bytes:
             raise InvalidRequest(
                 f"a batch of {len(data)} bytes exceeds segment_max_bytes "
@@ -183,9 +192,9 @@ class PartitionLog:
             or now_ms - active.first_append_time_ms >= self.config.segment_max_age_ms
         ):
             active = self._roll()
-        header = batch_format.parse_header(data)
+        write_behind = self.on_dirty is not None and self.config.durability == "always"
         try:
-            active.append(data, header, self.config.index_interval_bytes)
+            active.append(data, header, self.config.index_interval_bytes, write_behind)
         except OSError as e:
             raise self._fail("append", e) from e
         self._unsynced[active.base_offset] = active
@@ -326,11 +335,11 @@ class PartitionLog:
 
     def _delete_leading(self, condition: Callable[[Segment], bool]) -> int:
         self._check_open()
-        in_flight = set(self._flushing.fds) if self._flushing else set()
+        in_flight = self._flushing.segments if self._flushing else []
         deleted = 0
         while len(self._segments) > 1:
             segment = self._segments[0]
-            if segment.fd in in_flight or not condition(segment):
+            if segment in in_flight or not condition(segment):
                 break
             try:
                 segment.delete()
@@ -353,11 +362,17 @@ class PartitionLog:
         if self._flushing is not None or self._closed or not self.needs_flush:
             return None
         job = FlushJob(
-            self._fs,
-            [s.fd for s in self._unsynced.values()],
-            self.directory if self._directory_changed else None,
-            self.end_offset,
+            self._fs, self.directory if self._directory_changed else None, self.end_offset
         )
+        for segment in self._unsynced.values():
+            job.segments.append(segment)
+            unwritten = segment.take_unwritten()
+            if unwritten is not None:
+                segment.sync_fd  # noqa: B018 -- opened here, on the loop, not in the thread
+                job.writes.append((segment, *unwritten))
+            if segment.needs_fdatasync:
+                job.fds.append(segment.fd)
+                segment.needs_fdatasync = False
         self._unsynced.clear()
         self._directory_changed = False
         self.unflushed_records = 0
@@ -367,10 +382,13 @@ class PartitionLog:
     def end_flush(self, job: FlushJob, error: BaseException | None) -> None:
         self._flushing = None
         if self._closed:
+            self._release_files()
             return
         if error is not None:
             self._fail("fsync", error)
             return
+        for segment, position, data in job.writes:
+            segment.mark_written(position + len(data))
         self.durable_offset = max(self.durable_offset, job.end_offset)
 
     def flush(self) -> None:
@@ -387,19 +405,30 @@ class PartitionLog:
             raise self._failure from e  # type: ignore[misc]
         self.end_flush(job, None)
 
-    def close(self, clean: bool = True) -> None:
-        """Flush, persist the indexes (when ``clean``) and release the files."""
+    def close(self, clean: bool = True) -> bool:
+        """Flush, persist the indexes (when ``clean``) and release the files.
+
+        Returns whether the close was clean: not if asked not to be, if the log had failed, or
+        if a flush job was still running (its thread keeps the files until ``end_flush``; the
+        host closes the flusher before the logs to avoid that).
+        """
         if self._closed:
-            return
+            return False
+        clean = clean and self._failure is None and self._flushing is None
         try:
-            if clean and self._failure is None:
+            if clean:
                 self.flush()
                 for segment in self._segments:
                     segment.write_index()
         finally:
             self._closed = True
-            for segment in self._segments:
-                segment.close()
+            if self._flushing is None:
+                self._release_files()
+        return clean
+
+    def _release_files(self) -> None:
+        for segment in self._segments:
+            segment.close()
 
     def delete(self) -> None:
         """Close and remove every file of this log."""
