@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import NamedTuple
 
 import msgspec
@@ -37,8 +38,7 @@ from crc32c import crc32c
 FORMAT_VERSION = 1
 HEADER = struct.Struct("<IIBBHIqqq")
 HEADER_SIZE = HEADER.size  # 40
-_PREFIX = struct.Struct("<II")  # batch_length, crc32c
-_CRC_COVERED = struct.Struct("<BBHIqqq")  # the rest of the header, which the CRC covers
+_CRC = struct.Struct("<I")
 #: Bytes of the header that the batch_length field counts (everything after it).
 _LENGTH_FIELD_SIZE = 4
 _CRC_START = 8
@@ -96,6 +96,19 @@ def encode(
     base_offset: int, records: Sequence[Record], append_time_ms: int
 ) -> tuple[bytes, BatchHeader]:
     """Encode ``records`` as one batch starting at ``base_offset``; returns it and its header."""
+    buffer = bytearray()
+    header = encode_into(buffer, base_offset, records, append_time_ms)
+    return bytes(buffer), header
+
+
+def encode_into(
+    buffer: bytearray, base_offset: int, records: Sequence[Record], append_time_ms: int
+) -> BatchHeader:
+    """Encode one batch into ``buffer``, replacing its contents; returns the header.
+
+    Reusing one buffer for every batch spares an allocation (and its page faults) and a copy
+    per batch on the write-through path.
+    """
     rows = [
         (
             base_offset + i,
@@ -107,27 +120,29 @@ def encode(
         for i, r in enumerate(records)
     ]
     max_ts_ms = rows[0][1] if len(rows) == 1 else max(rows, key=_timestamp)[1]
-    payload = _encoder.encode(rows)
-    return seal(payload, len(rows), base_offset, append_time_ms, max_ts_ms)
-
-
-def _timestamp(row: tuple[int, int, bytes | None, bytes, object]) -> int:
-    return row[1]
-
-
-def seal(
-    payload: bytes, record_count: int, base_offset: int, append_time_ms: int, max_ts_ms: int
-) -> tuple[bytes, BatchHeader]:
-    """Prefix an encoded payload with its header and CRC; returns the batch and its header."""
-    length = HEADER_SIZE - _LENGTH_FIELD_SIZE + len(payload)
-    covered = _CRC_COVERED.pack(
-        FORMAT_VERSION, 0, 0, record_count, base_offset, append_time_ms, max_ts_ms
+    _encoder.encode_into(rows, buffer, HEADER_SIZE)
+    length = len(buffer) - _LENGTH_FIELD_SIZE
+    HEADER.pack_into(
+        buffer,
+        0,
+        length,
+        0,
+        FORMAT_VERSION,
+        0,
+        0,
+        len(rows),
+        base_offset,
+        append_time_ms,
+        max_ts_ms,
     )
-    crc = crc32c(payload, crc32c(covered))
-    header = BatchHeader(
-        length, crc, FORMAT_VERSION, 0, 0, record_count, base_offset, append_time_ms, max_ts_ms
+    crc = crc32c(memoryview(buffer)[_CRC_START:])
+    _CRC.pack_into(buffer, 4, crc)
+    return BatchHeader(
+        length, crc, FORMAT_VERSION, 0, 0, len(rows), base_offset, append_time_ms, max_ts_ms
     )
-    return b"".join((_PREFIX.pack(length, crc), covered, payload)), header
+
+
+_timestamp = itemgetter(1)
 
 
 def parse_header(buffer: bytes | memoryview, position: int = 0) -> BatchHeader:

@@ -36,7 +36,7 @@ class LocalFS:
     def close(self, fd: int) -> None:
         os.close(fd)
 
-    def pwrite(self, fd: int, data: bytes | memoryview, position: int) -> None:
+    def pwrite(self, fd: int, data: bytes | bytearray | memoryview, position: int) -> None:
         view = memoryview(data)
         while view:
             written = os.pwrite(fd, view, position)

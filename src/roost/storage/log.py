@@ -120,6 +120,7 @@ class PartitionLog:
         self._closed = False
         self.unflushed_records = 0
         self.durable_offset = self.end_offset
+        self._scratch = bytearray()  # the batch being appended, reused
 
     @classmethod
     def open(
@@ -181,20 +182,21 @@ class PartitionLog:
         self._check_records(records)
         now_ms = self._clock.now_ms()
         active = self._segments[-1]
-        data, header = batch_format.encode(active.next_offset, records, now_ms)
-        if len(data) > self.config.segment_max_bytes:
+        buffer = self._scratch
+        header = batch_format.encode_into(buffer, active.next_offset, records, now_ms)
+        if len(buffer) > self.config.segment_max_bytes:
             raise InvalidRequest(
-                f"a batch of {len(data)} bytes exceeds segment_max_bytes "
+                f"a batch of {len(buffer)} bytes exceeds segment_max_bytes "
                 f"({self.config.segment_max_bytes}); append fewer records at once"
             )
         if active.size and (
-            active.size + len(data) > self.config.segment_max_bytes
+            active.size + len(buffer) > self.config.segment_max_bytes
             or now_ms - active.first_append_time_ms >= self.config.segment_max_age_ms
         ):
             active = self._roll()
         write_behind = self.on_dirty is not None and self.config.durability == "always"
         try:
-            active.append(data, header, self.config.index_interval_bytes, write_behind)
+            active.append(buffer, header, self.config.index_interval_bytes, write_behind)
         except OSError as e:
             raise self._fail("append", e) from e
         self._unsynced[active.base_offset] = active

@@ -94,11 +94,18 @@ class Segment:
     # -- append ---------------------------------------------------------------------------
 
     def append(
-        self, data: bytes, header: BatchHeader, index_interval_bytes: int, write_behind: bool
+        self,
+        data: bytes | bytearray,
+        header: BatchHeader,
+        index_interval_bytes: int,
+        write_behind: bool,
     ) -> None:
-        """Add one encoded batch at the end. Raises ``OSError``; the caller fails the log."""
+        """Add one encoded batch at the end. Raises ``OSError``; the caller fails the log.
+
+        ``data`` may be the caller's scratch buffer: it is copied if it must be kept.
+        """
         if write_behind or self._unwritten:
-            self._unwritten.append((self.size, data))
+            self._unwritten.append((self.size, bytes(data)))
         else:
             self.fs.pwrite(self.fd, data, self.size)
             self._file_end = self._taken_end = self.size + len(data)

@@ -1,0 +1,1 @@
+"""Benchmarks behind ``roost bench``: each prints figures next to a baseline from the same run."""

@@ -1,0 +1,70 @@
+"""``roost``: the command line entry point."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from roost import __version__
+
+
+@click.group()
+@click.version_option(__version__, prog_name="roost")
+def main() -> None:
+    """Roost: work queues, routing and replayable logs in one broker."""
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks that print their figures next to baselines from the same run."""
+
+
+@bench.command("storage")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where to write (default: the system temp directory); it decides the disk measured.",
+)
+@click.option("--batches", default=600, show_default=True, help="Batches of 100 records per run.")
+@click.option(
+    "--rounds", default=3, show_default=True, help="Alternating rounds; medians reported."
+)
+def bench_storage(as_json: bool, directory: str | None, batches: int, rounds: int) -> None:
+    """The storage engine against raw file I/O: writes, fsyncs, group commit, reads."""
+    from roost.bench.storage import run_storage_bench
+
+    console = Console(stderr=True)
+    with console.status("measuring") as status:
+        result = run_storage_bench(directory, batches, rounds, status.update)
+    if as_json:
+        json.dump(result, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        Console().print(_storage_table(result))
+
+
+def _storage_table(result: dict[str, Any]) -> Table:
+    table = Table(title="roost bench storage (1 KiB values, medians)")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_column("target", justify="right")
+    targets = {
+        "never_ratio": ">= 0.5",
+        "read_batches_ratio": ">= 0.5",
+        "always_64_vs_1": ">= 20",
+        "group_commit_ratio": ">= 0.25",
+    }
+    for name, value in result.items():
+        if isinstance(value, int | float):
+            table.add_row(
+                name, f"{value:,.3f}" if value < 10 else f"{value:,.0f}", targets.get(name, "")
+            )
+    return table

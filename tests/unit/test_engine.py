@@ -1,0 +1,207 @@
+"""The engine: topics, names, configs, metadata, the data directory's lifecycle."""
+
+from __future__ import annotations
+
+import os
+
+import msgspec
+import pytest
+
+from roost.clock import ManualClock
+from roost.errors import (
+    ERRORS_BY_CODE,
+    InvalidConfig,
+    InvalidName,
+    RoostError,
+    StorageClosed,
+    StorageFailure,
+    TopicExists,
+    UnknownTopic,
+)
+from roost.storage import LocalEngine, Record, TopicConfig, topic_config
+from roost.storage.metadata import MetadataStore
+
+
+def test_create_list_describe_delete(engine: LocalEngine) -> None:
+    engine.create_topic("b", TopicConfig(partitions=3, durability="interval"))
+    engine.create_topic("a")
+    assert engine.list_topics() == ["a", "b"]
+    info = engine.describe_topic("b")
+    assert info.config.durability == "interval"
+    assert [p.partition for p in info.partitions] == [0, 1, 2]
+    assert all(p.start_offset == p.end_offset == 0 for p in info.partitions)
+    engine.delete_topic("b")
+    assert engine.list_topics() == ["a"]
+    with pytest.raises(UnknownTopic):
+        engine.topic("b")
+    with pytest.raises(UnknownTopic):
+        engine.delete_topic("b")
+
+
+def test_topics_and_configs_survive_restart(data_dir: str, clock: ManualClock) -> None:
+    engine = LocalEngine.open(data_dir, clock)
+    config = TopicConfig(
+        partitions=2, retention_ms=5000, segment_max_bytes=8192, max_record_bytes=4096
+    )
+    engine.create_topic("kept", config).append(1, [Record(value=b"v")])
+    engine.create_topic("gone")
+    engine.delete_topic("gone")
+    engine.close()
+
+    engine = LocalEngine.open(data_dir, clock)
+    assert engine.list_topics() == ["kept"]
+    assert engine.topic("kept").config == config
+    assert engine.topic("kept").read(1, 0)[0].value == b"v"
+    assert not os.path.exists(os.path.join(data_dir, "topics", "gone"))
+    engine.close()
+
+
+def test_deleted_topic_name_can_be_reused_empty(engine: LocalEngine) -> None:
+    engine.create_topic("t").append(0, [Record(value=b"old")])
+    engine.delete_topic("t")
+    topic = engine.create_topic("t")
+    assert topic.end_offset(0) == 0
+
+
+def test_duplicate_topic(engine: LocalEngine) -> None:
+    engine.create_topic("t")
+    with pytest.raises(TopicExists) as raised:
+        engine.create_topic("t")
+    assert raised.value.code == "topic_exists"
+
+
+@pytest.mark.parametrize(
+    "name", ["", ".", "..", "a/b", "../x", "-lead", "_lead", "sp ace", "ü", "x" * 250, None, 7]
+)
+def test_invalid_topic_names(engine: LocalEngine, name: object) -> None:
+    with pytest.raises(InvalidName) as raised:
+        engine.create_topic(name)  # type: ignore[arg-type]
+    assert "1 to 249 characters" in str(raised.value)
+    assert engine.list_topics() == []
+
+
+@pytest.mark.parametrize("name", ["a", "A.b-c_d", "0", "x" * 249, "orders.v2"])
+def test_valid_topic_names(engine: LocalEngine, name: str) -> None:
+    engine.create_topic(name)
+    assert engine.list_topics() == [name]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("partitions", 0),
+        ("partitions", 5000),
+        ("durability", "sometimes"),
+        ("flush_interval_ms", 0),
+        ("segment_max_bytes", 100),
+        ("segment_max_bytes", 2**31),
+        ("retention_ms", -1),
+        ("retention_bytes", -5),
+        ("max_record_bytes", 0),
+        ("index_interval_bytes", 0),
+    ],
+)
+def test_invalid_configs_name_the_field(field: str, value: object) -> None:
+    with pytest.raises(InvalidConfig) as raised:
+        topic_config(**{field: value})
+    assert field in str(raised.value)
+
+
+def test_unknown_config_field_is_refused() -> None:
+    with pytest.raises(InvalidConfig) as raised:
+        topic_config(partitons=3)
+    assert "partitons" in str(raised.value)
+
+
+def test_clean_marker_lifecycle(data_dir: str, clock: ManualClock) -> None:
+    marker = os.path.join(data_dir, "CLEAN_SHUTDOWN")
+    engine = LocalEngine.open(data_dir, clock)
+    assert not engine.recovery.clean_shutdown
+    engine.create_topic("t").append(0, [Record(value=b"v")])
+    engine.close()
+    assert os.path.exists(marker)
+    engine = LocalEngine.open(data_dir, clock)
+    assert engine.recovery.clean_shutdown
+    assert not os.path.exists(marker), "a crash after open must not look clean"
+    assert [log.segments_scanned for log in engine.recovery.logs] == [0]
+    engine.close()
+
+
+def test_unclean_restart_scans_the_tail(data_dir: str, clock: ManualClock) -> None:
+    engine = LocalEngine.open(data_dir, clock)
+    engine.create_topic("t").append(0, [Record(value=b"v")])
+    engine.close()
+    os.remove(os.path.join(data_dir, "CLEAN_SHUTDOWN"))
+    engine = LocalEngine.open(data_dir, clock)
+    assert not engine.recovery.clean_shutdown
+    assert [log.segments_scanned for log in engine.recovery.logs] == [1]
+    assert not engine.recovery.lost_data
+    assert engine.topic("t").read(0, 0)[0].value == b"v"
+    engine.close()
+
+
+def test_orphan_topic_directories_are_removed(data_dir: str, clock: ManualClock) -> None:
+    # A crash between making a topic's files and committing its metadata leaves an orphan.
+    engine = LocalEngine.open(data_dir, clock)
+    engine.close()
+    os.makedirs(os.path.join(data_dir, "topics", "half-made", "0"))
+    engine = LocalEngine.open(data_dir, clock)
+    assert engine.recovery.orphans_removed == ["half-made"]
+    assert engine.list_topics() == []
+    engine.close()
+
+
+def test_one_process_at_a_time(data_dir: str, clock: ManualClock) -> None:
+    engine = LocalEngine.open(data_dir, clock)
+    with pytest.raises(StorageFailure) as raised:
+        LocalEngine.open(data_dir, clock)
+    assert "in use" in str(raised.value)
+    engine.close()
+    LocalEngine.open(data_dir, clock).close()
+
+
+def test_closed_engine_refuses_calls(data_dir: str, clock: ManualClock) -> None:
+    engine = LocalEngine.open(data_dir, clock)
+    engine.close()
+    with pytest.raises(StorageClosed):
+        engine.create_topic("t")
+    with pytest.raises(StorageClosed):
+        engine.list_topics()
+
+
+def test_metadata_transactions_are_all_or_nothing(tmp_path: object, data_dir: str) -> None:
+    from roost.storage.fs import LOCAL_FS
+
+    os.makedirs(data_dir)
+    path = os.path.join(data_dir, "metadata.json")
+    store = MetadataStore.open(LOCAL_FS, path)
+    with store.transaction() as txn:
+        txn.put("topics", "a", {"partitions": 1})
+        txn.put("users", "ann", {"role": "admin"})
+    with pytest.raises(RuntimeError), store.transaction() as txn:
+        txn.delete("topics", "a")
+        raise RuntimeError("abandon")
+    assert store.get("topics", "a") == {"partitions": 1}
+    reopened = MetadataStore.open(LOCAL_FS, path)
+    assert reopened.names("topics") == ["a"]
+    assert reopened.get("users", "ann") == {"role": "admin"}
+    assert reopened.version == 1
+    with open(path, "wb") as f:
+        f.write(b"{not json")
+    with pytest.raises(StorageFailure):
+        MetadataStore.open(LOCAL_FS, path)
+
+
+def test_every_error_has_a_stable_unique_code() -> None:
+    codes = [cls.code for cls in ERRORS_BY_CODE.values()]
+    assert len(codes) == len(set(codes))
+    for code, cls in ERRORS_BY_CODE.items():
+        assert issubclass(cls, RoostError)
+        assert cls.code == code
+
+
+def test_topic_info_serialises_for_the_admin_api(engine: LocalEngine) -> None:
+    engine.create_topic("t")
+    encoded = msgspec.json.decode(msgspec.json.encode(engine.describe_topic("t")))
+    assert encoded["partitions"][0]["end_offset"] == 0
+    assert encoded["config"]["durability"] == "always"

@@ -1,0 +1,120 @@
+"""Disk faults through the fs seam: a failed write or fsync stops writes, confirms nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+
+import pytest
+
+from roost.clock import ManualClock
+from roost.errors import StorageFailure
+from roost.server.flusher import Flusher
+from roost.storage import LocalEngine, Record, TopicConfig
+from roost.storage.fs import LocalFS
+
+
+class FaultyFS(LocalFS):
+    """Fails the chosen operation once armed; a torn write lands half its bytes first."""
+
+    def __init__(self) -> None:
+        self.fail_writes: int | None = None  # errno for the next pwrite
+        self.tear = False
+        self.fail_syncs: int | None = None  # errno for the next fdatasync / O_DSYNC pwrite
+
+    def pwrite(self, fd: int, data: bytes | bytearray | memoryview, position: int) -> None:
+        if self.fail_writes is not None:
+            if self.tear:
+                super().pwrite(fd, memoryview(data)[: len(data) // 2], position)
+            raise OSError(self.fail_writes, "injected write failure")
+        super().pwrite(fd, data, position)
+
+    def fdatasync(self, fd: int) -> None:
+        if self.fail_syncs is not None:
+            raise OSError(self.fail_syncs, "injected fsync failure")
+        super().fdatasync(fd)
+
+
+@pytest.fixture
+def faulty() -> FaultyFS:
+    return FaultyFS()
+
+
+def test_a_torn_write_fails_the_log_and_recovery_cuts_it(
+    data_dir: str, clock: ManualClock, faulty: FaultyFS
+) -> None:
+    engine = LocalEngine.open(data_dir, clock, faulty)
+    topic = engine.create_topic("t", TopicConfig(durability="never"))
+    topic.append(0, [Record(value=b"kept")])
+    faulty.fail_writes, faulty.tear = errno.ENOSPC, True
+    with pytest.raises(StorageFailure) as raised:
+        topic.append(0, [Record(value=b"x" * 1000)])
+    assert raised.value.retriable
+    faulty.fail_writes = None
+    with pytest.raises(StorageFailure):
+        topic.append(0, [Record(value=b"refused though the disk is back")])
+    assert [r.value for r in topic.read(0, 0)] == [b"kept"], "reads go on"
+    engine.close()
+
+    engine = LocalEngine.open(data_dir, clock)
+    assert not engine.recovery.clean_shutdown, "a failed log must not look cleanly closed"
+    assert engine.recovery.logs[0].bytes_truncated > 0
+    topic = engine.topic("t")
+    assert topic.append(0, [Record(value=b"after")]).base_offset == 1
+    assert [r.value for r in topic.read(0, 0)] == [b"kept", b"after"]
+    engine.close()
+
+
+def test_a_failed_fsync_confirms_nothing_and_refuses_writes(
+    data_dir: str, clock: ManualClock, faulty: FaultyFS
+) -> None:
+    engine = LocalEngine.open(data_dir, clock, faulty)
+    log = engine.create_topic("t").log(0)
+    log.append([Record(value=b"a")])
+    log.flush()
+    log.append([Record(value=b"b")])
+    faulty.fail_syncs = errno.EIO
+    with pytest.raises(StorageFailure) as raised:
+        log.flush()
+    assert "fsync" in str(raised.value)
+    assert log.durable_offset == 1
+    faulty.fail_syncs = None
+    with pytest.raises(StorageFailure):
+        log.append([Record(value=b"c")])
+    with pytest.raises(StorageFailure):
+        log.flush()
+    engine.close()
+
+
+def test_waiters_get_the_failure_from_the_flusher(
+    data_dir: str, clock: ManualClock, faulty: FaultyFS
+) -> None:
+    engine = LocalEngine.open(data_dir, clock, faulty)
+    log = engine.create_topic("t").log(0)
+
+    async def main() -> list[BaseException | None]:
+        flusher = Flusher(clock)
+        engine.on_dirty = flusher.notify
+        ok = log.append([Record(value=b"ok")])
+        await flusher.wait_durable(log, ok.next_offset)
+        # Held-back batches are written by the flush job: fail that write.
+        faulty.fail_writes = errno.EIO
+        results = [log.append([Record(value=b"%d" % i)]) for i in range(5)]
+        outcomes = await asyncio.gather(
+            *(flusher.wait_durable(log, r.next_offset) for r in results), return_exceptions=True
+        )
+        await flusher.aclose()
+        return outcomes
+
+    outcomes = asyncio.run(main())
+    assert all(isinstance(o, StorageFailure) for o in outcomes)
+    assert log.durable_offset == 1
+    faulty.fail_writes = None
+    with pytest.raises(StorageFailure):
+        log.append([Record(value=b"refused")])
+    engine.close()
+
+    engine = LocalEngine.open(data_dir, clock)
+    topic = engine.topic("t")
+    assert [r.value for r in topic.read(0, 0)] == [b"ok"]
+    engine.close()

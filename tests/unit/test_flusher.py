@@ -1,0 +1,186 @@
+"""The group-commit flusher and the three durability policies."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+from roost.clock import ManualClock
+from roost.server.flusher import Flusher
+from roost.storage import LocalEngine, Record, TopicConfig
+
+
+def run(
+    engine: LocalEngine, clock: ManualClock, body: Callable[[Flusher], Awaitable[None]]
+) -> Flusher:
+    async def main() -> Flusher:
+        flusher = Flusher(clock)
+        engine.on_dirty = flusher.notify
+        try:
+            await body(flusher)
+        finally:
+            await flusher.aclose()
+        return flusher
+
+    return asyncio.run(main())
+
+
+def test_always_confirms_only_after_fsync_and_shares_fsyncs(
+    engine: LocalEngine, clock: ManualClock
+) -> None:
+    log = engine.create_topic("t").log(0)
+    confirmed: list[int] = []
+
+    async def producer(n: int) -> None:
+        for i in range(n):
+            result = log.append([Record(value=b"%d" % i)])
+            assert log.durable_offset < result.next_offset
+            await flusher_ref[0].wait_durable(log, result.next_offset)
+            assert log.durable_offset >= result.next_offset
+            confirmed.append(result.base_offset)
+
+    flusher_ref: list[Flusher] = []
+
+    async def body(flusher: Flusher) -> None:
+        flusher_ref.append(flusher)
+        await asyncio.gather(*(producer(20) for _ in range(32)))
+
+    flusher = run(engine, clock, body)
+    assert sorted(confirmed) == list(range(640))
+    assert log.durable_offset == log.end_offset == 640
+    assert flusher.rounds < 640 / 4, "concurrent appends must share fsyncs"
+
+
+def test_records_held_back_for_the_flush_are_readable_before_it(
+    engine: LocalEngine, clock: ManualClock
+) -> None:
+    log = engine.create_topic("t").log(0)
+
+    async def body(flusher: Flusher) -> None:
+        result = log.append([Record(value=b"early")])
+        assert [r.value for r in log.read(0)] == [b"early"]
+        await flusher.wait_durable(log, result.next_offset)
+        assert [r.value for r in log.read(0)] == [b"early"]
+
+    run(engine, clock, body)
+
+
+def test_interval_flushes_on_the_timer_or_the_record_count(
+    engine: LocalEngine, clock: ManualClock
+) -> None:
+    config = TopicConfig(durability="interval", flush_interval_ms=500, flush_interval_records=5)
+    log = engine.create_topic("t", config).log(0)
+
+    async def body(flusher: Flusher) -> None:
+        log.append([Record(value=b"a")])
+        assert not flusher.flush_due()
+        clock.advance(499)
+        assert not flusher.flush_due()
+        clock.advance(1)
+        assert flusher.flush_due()
+        await flusher.idle()
+        assert log.durable_offset == 1
+
+        for _ in range(4):
+            log.append([Record(value=b"b")])
+        await flusher.idle()
+        assert log.durable_offset == 1, "4 records: below the threshold, within the interval"
+        log.append([Record(value=b"c")])  # the fifth: flushed at once
+        await flusher.idle()
+        assert log.durable_offset == 6
+
+    run(engine, clock, body)
+
+
+def test_never_is_not_flushed_until_close(
+    data_dir: str, engine: LocalEngine, clock: ManualClock
+) -> None:
+    log = engine.create_topic("t", TopicConfig(durability="never")).log(0)
+
+    async def body(flusher: Flusher) -> None:
+        log.append([Record(value=b"a")])
+        clock.advance(10_000_000)
+        assert not flusher.flush_due()
+        await flusher.idle()
+
+    flusher = run(engine, clock, body)
+    assert flusher.rounds == 0
+    assert log.durable_offset == 0
+    engine.close()
+    reopened = LocalEngine.open(data_dir, clock)
+    assert reopened.topic("t").read(0, 0)[0].value == b"a"
+    reopened.close()
+
+
+def test_aclose_flushes_interval_logs(engine: LocalEngine, clock: ManualClock) -> None:
+    log = engine.create_topic("t", TopicConfig(durability="interval")).log(0)
+
+    async def body(flusher: Flusher) -> None:
+        log.append([Record(value=b"a")])
+
+    run(engine, clock, body)
+    assert log.durable_offset == 1
+
+
+def test_a_cancelled_waiter_does_not_disturb_the_others(
+    engine: LocalEngine, clock: ManualClock
+) -> None:
+    log = engine.create_topic("t").log(0)
+
+    async def body(flusher: Flusher) -> None:
+        first = log.append([Record(value=b"a")])
+        second = log.append([Record(value=b"b")])
+        doomed = asyncio.create_task(flusher.wait_durable(log, first.next_offset))
+        survivor = asyncio.create_task(flusher.wait_durable(log, second.next_offset))
+        await asyncio.sleep(0)
+        doomed.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await doomed
+        await survivor
+        assert log.durable_offset == 2
+
+    run(engine, clock, body)
+
+
+def test_wait_durable_returns_at_once_when_already_durable(
+    engine: LocalEngine, clock: ManualClock
+) -> None:
+    log = engine.create_topic("t").log(0)
+    log.append([Record(value=b"a")])
+    log.flush()
+
+    async def body(flusher: Flusher) -> None:
+        await flusher.wait_durable(log, 1)
+        await flusher.wait_durable(log, 0)
+
+    flusher = run(engine, clock, body)
+    assert flusher.rounds == 0
+
+
+def test_several_logs_share_a_round(engine: LocalEngine, clock: ManualClock) -> None:
+    logs = [engine.create_topic(f"t{i}").log(0) for i in range(5)]
+
+    async def body(flusher: Flusher) -> None:
+        results = [log.append([Record(value=b"x")]) for log in logs]
+        await asyncio.gather(
+            *(
+                flusher.wait_durable(log, r.next_offset)
+                for log, r in zip(logs, results, strict=True)
+            )
+        )
+
+    flusher = run(engine, clock, body)
+    assert flusher.rounds <= 2
+    assert all(log.durable_offset == 1 for log in logs)
+
+
+def test_journal_logs_use_the_same_flusher(engine: LocalEngine, clock: ManualClock) -> None:
+    journal = engine.journal("cursors")
+
+    async def body(flusher: Flusher) -> None:
+        seq = journal.append([b"a", b"b"])
+        await flusher.wait_durable(journal.log, seq)
+        assert journal.log.durable_offset == 2
+
+    run(engine, clock, body)
