@@ -43,7 +43,7 @@ def test_imports_point_down() -> None:
     for path in SRC.rglob("*.py"):
         relative = path.relative_to(SRC.parent).with_suffix("")
         layer = layer_of(".".join(relative.parts))
-        if layer in SHARED or relative.parts[-1] == "__init__" and len(relative.parts) == 2:
+        if layer in SHARED or (relative.parts[-1] == "__init__" and len(relative.parts) == 2):
             continue
         rank = LAYERS.index(layer) if layer in LAYERS else None
         for name in imports(path):

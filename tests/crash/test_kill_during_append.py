@@ -12,11 +12,12 @@ the whole partition back. It must find:
   record's content is a function of its offset, ``record_at``): unconfirmed appends are whole
   or absent, never torn or corrupt; and no read raises.
 
-Half the rounds check a copy of the directory and leave the original as the kill left it, so the
-next child's own recovery is exercised too (its ``ready`` line must already show every confirmed
-record); the other half check in place and close cleanly, so the next child starts from trusted
-indexes. A quarter of the children flush inline instead of through the flusher, which writes
-each batch through at append time instead of holding it back for the flush job.
+About half the rounds check a copy of the directory and leave the original as the kill left
+it, so the next child's own recovery is exercised too (its ``ready`` line must already show
+every confirmed record); the others check in place and close cleanly, so the next child starts
+from trusted indexes. About a quarter of the children flush inline instead of through the
+flusher: they write each batch through at append time instead of holding it back for the
+flush job.
 
 Timing decides only when a kill lands; no check waits on a clock. The rounds, their modes and
 their delays come from a fixed seed, though where a kill lands in the child's work still varies.
@@ -145,14 +146,14 @@ def parse(lines: list[str]) -> ChildRun:
     return run
 
 
-def check_log(data_dir: str, confirmed_end: int) -> LogRecovery:
+def check_log(data_dir: str, confirmed_end: int, where: str) -> LogRecovery:
     """Open ``data_dir`` and check its whole log; returns what recovery did. Closes cleanly."""
     engine = LocalEngine.open(data_dir)
     try:
         topic = engine.topic(TOPIC)
         (recovery,) = engine.recovery.logs
         start, end = topic.start_offset(0), topic.end_offset(0)
-        context = f"log [{start}, {end}), confirmed below {confirmed_end}, {recovery}"
+        context = f"{where}: log [{start}, {end}), confirmed below {confirmed_end}, {recovery}"
         assert not recovery.clean_shutdown, context
         assert start == 0, context
         assert end >= confirmed_end, f"confirmed records were lost: {context}"
@@ -172,7 +173,7 @@ def check_log(data_dir: str, confirmed_end: int) -> LogRecovery:
 
 
 @pytest.mark.crash
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(120)
 def test_kill_during_append_loses_no_confirmed_record(tmp_path: Path) -> None:
     rng = random.Random(SEED)
     data_dir = str(tmp_path / "data")
@@ -195,12 +196,11 @@ def test_kill_during_append_loses_no_confirmed_record(tmp_path: Path) -> None:
         if in_copy:
             copy = str(tmp_path / "copy")
             shutil.copytree(data_dir, copy)
-            recovery = check_log(copy, confirmed_end)
+            recovery = check_log(copy, confirmed_end, where)
             shutil.rmtree(copy)
         else:
-            recovery = check_log(data_dir, confirmed_end)
+            recovery = check_log(data_dir, confirmed_end, where)
         cut_rounds += recovery.lost_data
-        print(where, run.ready_end, run.confirmed_end, recovery)
     assert confirmed_batches > 0, "no child confirmed anything: the test checked nothing"
     print(
         f"{ROUNDS} kills, {confirmed_batches} batches confirmed below offset {confirmed_end}, "

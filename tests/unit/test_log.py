@@ -101,7 +101,7 @@ def test_read_batches_returns_whole_verified_batches(engine: LocalEngine) -> Non
 def test_offset_for_timestamp(engine: LocalEngine, clock: ManualClock) -> None:
     topic = engine.create_topic("t", SMALL_SEGMENTS)
     start = clock.now_ms()
-    for i in range(40):
+    for _i in range(40):
         topic.append(0, [Record(value=b"x" * 200)])
         clock.advance(10)
     assert topic.offset_for_timestamp(0, 0) == 0

@@ -18,12 +18,14 @@ cleanly, never on the append path::
     <base>.index      header, then entries (u32 offset - base, u32 position)
     <base>.timeindex  header, then entries (i64 max_ts_before, u32 offset - base)
 
-    header (48 bytes, little-endian): 4s magic b"RIX1" / b"RTI1", u32 entry_count,
-    u32 crc32c of the entries, u32 reserved, u64 covered_log_bytes, i64 next_offset,
-    i64 max_timestamp_ms, i64 last_append_time_ms
+    header (52 bytes, little-endian): 4s magic b"RIX1" / b"RTI1", u32 entry_count,
+    u32 crc32c of everything after this field (rest of the header and the entries),
+    i64 base_offset, u64 covered_log_bytes, i64 next_offset, i64 max_timestamp_ms,
+    i64 last_append_time_ms
 
-``covered_log_bytes`` is the segment size the index describes: an index whose size disagrees with
-the log file, or whose CRC or ordering is off, is discarded and rebuilt by scanning the log.
+``covered_log_bytes`` is the segment size the index describes: an index whose size or base offset
+disagrees with the log file, or whose CRC or ordering is off, is discarded and rebuilt by scanning
+the log. The segment also checks that the batches after the last entry end the file exactly.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from typing import NamedTuple
 
 from crc32c import crc32c
 
-_HEADER = struct.Struct("<4sIIIQqqq")
+_HEADER = struct.Struct("<4sIIqQqqq")
+_CRC_START = 12  # magic and entry_count are checked directly; the CRC covers what follows it
 _OFFSET_ENTRY = struct.Struct("<II")
 _TIME_ENTRY = struct.Struct("<qI")
 OFFSET_MAGIC = b"RIX1"
@@ -106,8 +109,8 @@ class SparseIndex:
             for t, o in zip(self.max_ts_before, self.offsets, strict=True)
         )
         return (
-            _header(OFFSET_MAGIC, len(self), offset_entries, summary) + offset_entries,
-            _header(TIME_MAGIC, len(self), time_entries, summary) + time_entries,
+            _pack(OFFSET_MAGIC, len(self), base, offset_entries, summary),
+            _pack(TIME_MAGIC, len(self), base, time_entries, summary),
         )
 
     @classmethod
@@ -115,8 +118,8 @@ class SparseIndex:
         cls, base_offset: int, offset_file: bytes, time_file: bytes
     ) -> tuple[SparseIndex, SegmentSummary]:
         """Rebuild an index from its two files, or raise ``InvalidIndex``."""
-        summary, offset_entries = _read(OFFSET_MAGIC, offset_file, _OFFSET_ENTRY)
-        time_summary, time_entries = _read(TIME_MAGIC, time_file, _TIME_ENTRY)
+        summary, offset_entries = _read(OFFSET_MAGIC, base_offset, offset_file, _OFFSET_ENTRY)
+        time_summary, time_entries = _read(TIME_MAGIC, base_offset, time_file, _TIME_ENTRY)
         if summary != time_summary or len(offset_entries) != len(time_entries):
             raise InvalidIndex("offset and timestamp indexes describe different logs")
         index = cls(base_offset)
@@ -136,19 +139,24 @@ class SparseIndex:
         return index, summary
 
 
-def _header(magic: bytes, count: int, entries: bytes, summary: SegmentSummary) -> bytes:
-    return _HEADER.pack(magic, count, crc32c(entries), 0, *summary)
+def _pack(magic: bytes, count: int, base: int, entries: bytes, summary: SegmentSummary) -> bytes:
+    header = bytearray(_HEADER.pack(magic, count, 0, base, *summary))
+    crc = crc32c(entries, crc32c(memoryview(header)[_CRC_START:]))
+    struct.pack_into("<I", header, 8, crc)
+    return bytes(header) + entries
 
 
 def _read(
-    magic: bytes, data: bytes, entry: struct.Struct
+    magic: bytes, base_offset: int, data: bytes, entry: struct.Struct
 ) -> tuple[SegmentSummary, list[tuple[int, ...]]]:
     if len(data) < _HEADER.size:
         raise InvalidIndex("index file shorter than its header")
-    found_magic, count, crc, _reserved, *summary = _HEADER.unpack_from(data)
+    found_magic, count, crc, found_base, *summary = _HEADER.unpack_from(data)
     entries = memoryview(data)[_HEADER.size :]
     if found_magic != magic:
         raise InvalidIndex(f"bad index magic {found_magic!r}")
-    if len(entries) != count * entry.size or crc32c(entries) != crc:
-        raise InvalidIndex("index entries are torn or corrupt")
+    if len(entries) != count * entry.size or crc32c(memoryview(data)[_CRC_START:]) != crc:
+        raise InvalidIndex("index is torn or corrupt")
+    if found_base != base_offset:
+        raise InvalidIndex(f"index of segment {found_base}, not {base_offset}")
     return SegmentSummary(*summary), list(entry.iter_unpack(entries))

@@ -192,6 +192,8 @@ class Segment:
         file_bytes = self.fs.file_size(self.fd)
         if summary.covered_log_bytes != file_bytes or (file_bytes > 0) != bool(index):
             return False
+        if index and not self._tail_matches(index, summary):
+            return False
         self.index = index
         self.size = self._file_end = self._taken_end = file_bytes
         self.next_offset = summary.next_offset
@@ -201,6 +203,24 @@ class Segment:
             self.first_append_time_ms = self.header_at(0).append_time_ms
             self._bytes_since_index = file_bytes - index.last_position
         return True
+
+    def _tail_matches(self, index: SparseIndex, summary: SegmentSummary) -> bool:
+        """Walk the batch headers after the last index entry: they must end the file exactly.
+
+        Cheap (at most ``index_interval_bytes`` of log) and it catches an index that is intact
+        but describes another log, say a file copied over from a segment of the same size.
+        """
+        position, expected = index.last_position, index.offsets[-1]
+        try:
+            while position < summary.covered_log_bytes:
+                header = batch_format.parse_header(self.fs.pread(self.fd, HEADER_SIZE, position))
+                if header.base_offset != expected:
+                    return False
+                position += header.size
+                expected = header.next_offset
+        except CorruptBatch:
+            return False
+        return position == summary.covered_log_bytes and expected == summary.next_offset
 
     def scan(self, index_interval_bytes: int) -> ScanResult:
         """Walk every batch from the start, verifying CRCs and offsets; rebuild the index.
@@ -232,15 +252,23 @@ class Segment:
         return ScanResult(self.size, file_bytes, None)
 
     def _scan_chunk(self, chunk: bytes, position: int, index_interval_bytes: int) -> int:
+        """Account the whole, valid batches at the start of ``chunk``; returns bytes consumed.
+
+        One batch at a time, so that every good batch before a bad one is kept.
+        """
         consumed = 0
-        for relative, header in batch_format.iter_batches(chunk):
+        while len(chunk) - consumed >= HEADER_SIZE:
+            header = batch_format.parse_header(chunk, consumed)
+            if consumed + header.size > len(chunk):
+                break
+            batch_format.verify(chunk, consumed, header)
             if header.base_offset != self.next_offset:
                 raise CorruptBatch(
-                    f"batch at byte {position + relative} starts at offset {header.base_offset}, "
+                    f"batch at byte {position + consumed} starts at offset {header.base_offset}, "
                     f"expected {self.next_offset}"
                 )
-            self._account(position + relative, header, index_interval_bytes)
-            consumed = relative + header.size
+            self._account(position + consumed, header, index_interval_bytes)
+            consumed += header.size
         return consumed
 
     def truncate(self, size: int) -> None:
