@@ -220,6 +220,9 @@ def test_offset_out_of_range(engine: LocalEngine) -> None:
         Record(value=b"v", headers=[("name", "text")]),  # type: ignore[list-item]
         Record(value=b"v", headers=[(b"name", b"v")]),  # type: ignore[list-item]
         Record(value=b"v", headers=["pair"]),  # type: ignore[list-item]
+        Record(value=b"v", headers=None),  # type: ignore[arg-type]
+        Record(value=b"v", headers={"a": b"b"}),  # type: ignore[arg-type]
+        Record(value=b"v", headers=[("\ud800", b"lone surrogate")]),
         Record(value=b"v", timestamp_ms=-1),
         Record(value=b"v", timestamp_ms=1.5),  # type: ignore[arg-type]
     ],

@@ -109,6 +109,7 @@ def encode_into(
     Reusing one buffer for every batch spares an allocation (and its page faults) and a copy
     per batch on the write-through path.
     """
+    count = len(records)
     rows = [
         (
             base_offset + i,
@@ -119,7 +120,7 @@ def encode_into(
         )
         for i, r in enumerate(records)
     ]
-    max_ts_ms = rows[0][1] if len(rows) == 1 else max(rows, key=_timestamp)[1]
+    max_ts_ms = max(rows, key=_timestamp_of_row)[1] if count > 1 else rows[0][1]
     _encoder.encode_into(rows, buffer, HEADER_SIZE)
     length = len(buffer) - _LENGTH_FIELD_SIZE
     HEADER.pack_into(
@@ -130,7 +131,7 @@ def encode_into(
         FORMAT_VERSION,
         0,
         0,
-        len(rows),
+        count,
         base_offset,
         append_time_ms,
         max_ts_ms,
@@ -138,11 +139,11 @@ def encode_into(
     crc = crc32c(memoryview(buffer)[_CRC_START:])
     _CRC.pack_into(buffer, 4, crc)
     return BatchHeader(
-        length, crc, FORMAT_VERSION, 0, 0, len(rows), base_offset, append_time_ms, max_ts_ms
+        length, crc, FORMAT_VERSION, 0, 0, count, base_offset, append_time_ms, max_ts_ms
     )
 
 
-_timestamp = itemgetter(1)
+_timestamp_of_row = itemgetter(1)
 
 
 def parse_header(buffer: bytes | memoryview, position: int = 0) -> BatchHeader:

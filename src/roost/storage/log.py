@@ -31,7 +31,6 @@ from roost.clock import Clock
 from roost.errors import (
     InvalidRequest,
     OffsetOutOfRange,
-    RecordTooLarge,
     StorageClosed,
     StorageFailure,
 )
@@ -41,6 +40,7 @@ from roost.storage.config import TopicConfig
 from roost.storage.fs import LocalFS
 from roost.storage.recovery import LogRecovery, open_segments
 from roost.storage.segment import Segment
+from roost.storage.validation import check_records
 
 DEFAULT_MAX_READ_BYTES = 1024 * 1024
 
@@ -177,9 +177,7 @@ class PartitionLog:
     def append(self, records: Sequence[Record]) -> AppendResult:
         """Append ``records`` as one batch; returns their offsets. Not yet durable."""
         self._check_writable()
-        if not records:
-            raise InvalidRequest("an append needs at least one record")
-        self._check_records(records)
+        check_records(records, self.config.max_record_bytes, self.topic)
         now_ms = self._clock.now_ms()
         active = self._segments[-1]
         buffer = self._scratch
@@ -208,21 +206,6 @@ class PartitionLog:
             )
             self.on_dirty(self, urgent)
         return AppendResult(header.base_offset, header.next_offset)
-
-    def _check_records(self, records: Sequence[Record]) -> None:
-        limit = self.config.max_record_bytes
-        for record in records:
-            value, key = record.value, record.key
-            if type(value) is not bytes or not (key is None or type(key) is bytes):
-                raise InvalidRequest("a record's value must be bytes and its key bytes or None")
-            size = len(value) + (len(key) if key else 0)
-            if record.headers:
-                size += _headers_size(record.headers)
-            if size > limit:
-                raise RecordTooLarge(self.topic, size, limit)
-            ts = record.timestamp_ms
-            if ts is not None and (type(ts) is not int or not 0 <= ts < 2**62):
-                raise InvalidRequest(f"timestamp_ms must be a non-negative int, not {ts!r}")
 
     def roll(self) -> None:
         """Start a new segment now, if the active one holds anything."""
@@ -452,20 +435,6 @@ class PartitionLog:
     def _check_open(self) -> None:
         if self._closed:
             raise StorageClosed(f"log {self.topic}/{self.partition}")
-
-
-def _headers_size(headers: Sequence[tuple[str, bytes]]) -> int:
-    size = 0
-    for header in headers:
-        if not (
-            isinstance(header, tuple | list)
-            and len(header) == 2
-            and type(header[0]) is str
-            and type(header[1]) is bytes
-        ):
-            raise InvalidRequest(f"a header must be a (str, bytes) pair, not {header!r}")
-        size += len(header[0].encode()) + len(header[1])
-    return size
 
 
 def partition_directory(topic_directory: str, partition: int) -> str:
