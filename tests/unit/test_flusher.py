@@ -184,3 +184,41 @@ def test_journal_logs_use_the_same_flusher(engine: LocalEngine, clock: ManualClo
         assert journal.log.durable_offset == 2
 
     run(engine, clock, body)
+
+
+def test_overlapping_jobs_apply_in_order(engine: LocalEngine) -> None:
+    log = engine.create_topic("t").log(0)
+    log.on_dirty = lambda _log, _urgent: None  # as if a flusher were attached: write-behind
+    log.append([Record(value=b"a")])
+    first = log.begin_flush()
+    log.append([Record(value=b"b")])
+    second = log.begin_flush()
+    assert first is not None and second is not None
+    second.run()
+    log.end_flush(second, None)
+    assert log.durable_offset == 0, "b is durable only once a is"
+    assert [r.value for r in log.read(0)] == [b"a", b"b"]
+    first.run()
+    log.end_flush(first, None)
+    assert log.durable_offset == 2
+
+
+def test_two_rounds_in_flight_confirm_everything(engine: LocalEngine, clock: ManualClock) -> None:
+    log = engine.create_topic("t").log(0)
+
+    async def main() -> int:
+        flusher = Flusher(clock, max_rounds=2)
+        engine.on_dirty = flusher.notify
+
+        async def producer() -> None:
+            for _ in range(30):
+                result = log.append([Record(value=b"x")])
+                await flusher.wait_durable(log, result.next_offset)
+
+        await asyncio.gather(*(producer() for _ in range(16)))
+        await flusher.aclose()
+        return flusher.rounds
+
+    asyncio.run(main())
+    assert log.durable_offset == log.end_offset == 480
+    assert len(log.read(0, max_records=1000)) == 480

@@ -36,21 +36,29 @@ from roost.storage.log import FlushJob, PartitionLog
 Waiters = list[asyncio.Future[None]]
 
 
+#: Rounds that may run at once. This disk syncs two groups side by side 1.3x faster than one
+#: after the other, yet on 2 cores two rounds measured slower end to end (38k vs 45k appends/s
+#: with 64 appenders): the rounds get smaller and each costs ~50 us of CPU in thread hand-offs,
+#: and the CPU, not the disk, is what runs out. One, until a machine shows otherwise.
+DEFAULT_MAX_ROUNDS = 1
+
+
 class Flusher:
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, max_rounds: int = DEFAULT_MAX_ROUNDS) -> None:
         self._clock = clock
         self._loop = asyncio.get_running_loop()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="roost-fsync")
+        self._max_rounds = max_rounds
+        self._executor = ThreadPoolExecutor(max_rounds, thread_name_prefix="roost-fsync")
         self._urgent: dict[PartitionLog, None] = {}  # an ordered set
         self._deadlines: dict[PartitionLog, int] = {}  # interval logs: monotonic ms
-        # Waiters for appends no job covers yet, and for the jobs of the round in flight.
+        # Waiters for appends no job covers yet, and per job in flight, oldest job first.
         self._waiting: dict[PartitionLog, Waiters] = {}
-        self._in_flight: dict[PartitionLog, tuple[FlushJob, Waiters]] = {}
-        self._round: asyncio.Future[list[OSError | None]] | None = None
+        self._in_flight: dict[PartitionLog, list[tuple[FlushJob, Waiters]]] = {}
+        self._rounds = 0  # running now
         self._round_done = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
-        #: Flush rounds completed; one round syncs every log that was due.
+        #: Flush rounds completed; a round syncs every log that was due when it started.
         self.rounds = 0
 
     def notify(self, log: PartitionLog, urgent: bool) -> None:
@@ -72,9 +80,10 @@ class Flusher:
             if log.failure is not None:
                 raise log.failure
             future = self._loop.create_future()
-            in_flight = self._in_flight.get(log)
-            if in_flight is not None and in_flight[0].end_offset >= offset:
-                in_flight[1].append(future)
+            for job, waiters in self._in_flight.get(log, ()):
+                if job.end_offset >= offset:
+                    waiters.append(future)
+                    break
             else:
                 self._waiting.setdefault(log, []).append(future)
                 self._urgent[log] = None
@@ -82,8 +91,8 @@ class Flusher:
             await future
 
     def flush_due(self) -> bool:
-        """Start a round for every log that is due, unless one is running; True if started."""
-        if self._round is not None or (self._closed and not self._urgent):
+        """Start a round for every log that is due, if a round may start; True if one did."""
+        if self._rounds >= self._max_rounds or (self._closed and not self._urgent):
             return False
         now_ms = self._clock.monotonic_ms()
         due = list(self._urgent)
@@ -94,17 +103,17 @@ class Flusher:
             self._deadlines.pop(log, None)
             job = log.begin_flush()
             if job is None:
-                self._release(log)
+                if log not in self._in_flight:
+                    self._release(log)
             else:
-                self._in_flight[log] = (job, self._waiting.pop(log, []))
+                self._in_flight.setdefault(log, []).append((job, self._waiting.pop(log, [])))
                 jobs.append((log, job))
         if not jobs:
             return False
+        self._rounds += 1
         self._round_done.clear()
-        self._round = self._loop.run_in_executor(
-            self._executor, _run_jobs, [job for _, job in jobs]
-        )
-        self._round.add_done_callback(lambda round_: self._finish_round(jobs, round_))
+        round_ = self._loop.run_in_executor(self._executor, _run_jobs, [job for _, job in jobs])
+        round_.add_done_callback(lambda done: self._finish_round(jobs, done))
         return True
 
     def _finish_round(
@@ -112,7 +121,7 @@ class Flusher:
         jobs: list[tuple[PartitionLog, FlushJob]],
         round_: asyncio.Future[list[OSError | None]],
     ) -> None:
-        self._round = None
+        self._rounds -= 1
         self.rounds += 1
         error = round_.exception()
         errors: list[BaseException | None] = (
@@ -120,12 +129,23 @@ class Flusher:
         )
         for (log, job), job_error in zip(jobs, errors, strict=True):
             log.end_flush(job, job_error)
-            _wake_all(self._in_flight.pop(log)[1])
+            self._wake_covered(log)
             if log in self._waiting:
                 self._urgent[log] = None
-        self._round_done.set()
+        if not self._rounds:
+            self._round_done.set()
         self.flush_due()
         self._arm_timer()
+
+    def _wake_covered(self, log: PartitionLog) -> None:
+        """Wake the waiters of jobs the log has applied (all of them, if it failed)."""
+        in_flight = self._in_flight[log]
+        while in_flight and (
+            in_flight[0][0].end_offset <= log.durable_offset or log.failure is not None
+        ):
+            _wake_all(in_flight.pop(0)[1])
+        if not in_flight:
+            del self._in_flight[log]
 
     def _release(self, log: PartitionLog) -> None:
         """Wake waiters of a log with nothing to flush (they re-check; a failure raises)."""
@@ -150,7 +170,7 @@ class Flusher:
 
     async def idle(self) -> None:
         """Wait until no round is running."""
-        while self._round is not None:
+        while self._rounds:
             await self._round_done.wait()
 
     async def aclose(self) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 from bisect import bisect_right
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -72,7 +73,7 @@ class FlushJob:
     both writes and syncs them; segments written through at append time get an ``fdatasync``.
     """
 
-    __slots__ = ("directory", "end_offset", "fds", "fs", "segments", "writes")
+    __slots__ = ("directory", "end_offset", "error", "fds", "finished", "fs", "segments", "writes")
 
     def __init__(self, fs: LocalFS, directory: str | None, end_offset: int) -> None:
         self.fs = fs
@@ -81,6 +82,8 @@ class FlushJob:
         self.segments: list[Segment] = []
         self.directory = directory
         self.end_offset = end_offset
+        self.finished = False
+        self.error: BaseException | None = None
 
     def run(self) -> None:
         for segment, position, data in self.writes:
@@ -115,7 +118,9 @@ class PartitionLog:
         self._bases = [s.base_offset for s in segments]
         self._unsynced: dict[int, Segment] = {}  # by base offset
         self._directory_changed = False
-        self._flushing: FlushJob | None = None
+        # Jobs begun and not yet finished, in the order they were begun. Several may run at
+        # once (the flusher overlaps rounds); they are finished strictly in this order.
+        self._flushing: deque[FlushJob] = deque()
         self._failure: StorageFailure | None = None
         self._closed = False
         self.unflushed_records = 0
@@ -320,7 +325,7 @@ class PartitionLog:
 
     def _delete_leading(self, condition: Callable[[Segment], bool]) -> int:
         self._check_open()
-        in_flight = self._flushing.segments if self._flushing else []
+        in_flight = [segment for job in self._flushing for segment in job.segments]
         deleted = 0
         while len(self._segments) > 1:
             segment = self._segments[0]
@@ -343,8 +348,12 @@ class PartitionLog:
         return bool(self._unsynced or self._directory_changed) and self._failure is None
 
     def begin_flush(self) -> FlushJob | None:
-        """Capture what the next fsync covers; None if nothing needs one (or one is running)."""
-        if self._flushing is not None or self._closed or not self.needs_flush:
+        """Capture what the next fsync covers; None if nothing needs one.
+
+        Jobs may overlap: a job begun while another runs covers only what was appended since,
+        and ``end_flush`` applies them in the order they were begun.
+        """
+        if self._closed or not self.needs_flush:
             return None
         job = FlushJob(
             self._fs, self.directory if self._directory_changed else None, self.end_offset
@@ -361,20 +370,27 @@ class PartitionLog:
         self._unsynced.clear()
         self._directory_changed = False
         self.unflushed_records = 0
-        self._flushing = job
+        self._flushing.append(job)
         return job
 
     def end_flush(self, job: FlushJob, error: BaseException | None) -> None:
-        self._flushing = None
-        if self._closed:
+        """Record that ``job`` ran; apply it and every finished job begun before it.
+
+        A job that finishes before an earlier one waits: its records are durable only when
+        everything below them is, and ``durable_offset`` only ever covers a prefix.
+        """
+        job.finished, job.error = True, error
+        while self._flushing and self._flushing[0].finished:
+            done = self._flushing.popleft()
+            if done.error is not None:
+                self._fail("fsync", done.error)
+            if self._failure is not None or self._closed:
+                continue
+            for segment, position, data in done.writes:
+                segment.mark_written(position + len(data))
+            self.durable_offset = max(self.durable_offset, done.end_offset)
+        if self._closed and not self._flushing:
             self._release_files()
-            return
-        if error is not None:
-            self._fail("fsync", error)
-            return
-        for segment, position, data in job.writes:
-            segment.mark_written(position + len(data))
-        self.durable_offset = max(self.durable_offset, job.end_offset)
 
     def flush(self) -> None:
         """Make everything appended so far durable, inline (blocking)."""
@@ -399,7 +415,7 @@ class PartitionLog:
         """
         if self._closed:
             return False
-        clean = clean and self._failure is None and self._flushing is None
+        clean = clean and self._failure is None and not self._flushing
         try:
             if clean:
                 self.flush()
@@ -407,7 +423,7 @@ class PartitionLog:
                     segment.write_index()
         finally:
             self._closed = True
-            if self._flushing is None:
+            if not self._flushing:
                 self._release_files()
         return clean
 
