@@ -55,6 +55,7 @@ class Flusher:
         self._waiting: dict[PartitionLog, Waiters] = {}
         self._in_flight: dict[PartitionLog, list[tuple[FlushJob, Waiters]]] = {}
         self._rounds = 0  # running now
+        self._round_records = 0  # records in the round started last
         self._round_done = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
@@ -97,6 +98,10 @@ class Flusher:
         now_ms = self._clock.monotonic_ms()
         due = list(self._urgent)
         due += [log for log, deadline in self._deadlines.items() if deadline <= now_ms]
+        if self._rounds and sum(log.unflushed_records for log in due) < self._round_records:
+            # Another round runs: join the next one unless this group is as big. Tiny rounds
+            # side by side would spend the CPU on hand-offs and the disk on fixed costs.
+            return False
         self._urgent.clear()
         jobs: list[tuple[PartitionLog, FlushJob]] = []
         for log in due:
@@ -110,6 +115,7 @@ class Flusher:
                 jobs.append((log, job))
         if not jobs:
             return False
+        self._round_records = sum(job.records for _, job in jobs)
         self._rounds += 1
         self._round_done.clear()
         round_ = self._loop.run_in_executor(self._executor, _run_jobs, [job for _, job in jobs])

@@ -73,7 +73,17 @@ class FlushJob:
     both writes and syncs them; segments written through at append time get an ``fdatasync``.
     """
 
-    __slots__ = ("directory", "end_offset", "error", "fds", "finished", "fs", "segments", "writes")
+    __slots__ = (
+        "directory",
+        "end_offset",
+        "error",
+        "fds",
+        "finished",
+        "fs",
+        "records",
+        "segments",
+        "writes",
+    )
 
     def __init__(self, fs: LocalFS, directory: str | None, end_offset: int) -> None:
         self.fs = fs
@@ -84,6 +94,7 @@ class FlushJob:
         self.end_offset = end_offset
         self.finished = False
         self.error: BaseException | None = None
+        self.records = 0  # how many records the job makes durable
 
     def run(self) -> None:
         for segment, position, data in self.writes:
@@ -126,6 +137,8 @@ class PartitionLog:
         self.unflushed_records = 0
         self.durable_offset = self.end_offset
         self._scratch = bytearray()  # the batch being appended, reused
+        self._always = config.durability == "always"
+        self._never = config.durability == "never"
 
     @classmethod
     def open(
@@ -187,30 +200,32 @@ class PartitionLog:
         active = self._segments[-1]
         buffer = self._scratch
         header = batch_format.encode_into(buffer, active.next_offset, records, now_ms)
-        if len(buffer) > self.config.segment_max_bytes:
+        config = self.config
+        if len(buffer) > config.segment_max_bytes:
             raise InvalidRequest(
                 f"a batch of {len(buffer)} bytes exceeds segment_max_bytes "
-                f"({self.config.segment_max_bytes}); append fewer records at once"
+                f"({config.segment_max_bytes}); append fewer records at once"
             )
         if active.size and (
-            active.size + len(buffer) > self.config.segment_max_bytes
-            or now_ms - active.first_append_time_ms >= self.config.segment_max_age_ms
+            active.size + len(buffer) > config.segment_max_bytes
+            or now_ms - active.first_append_time_ms >= config.segment_max_age_ms
         ):
             active = self._roll()
-        write_behind = self.on_dirty is not None and self.config.durability == "always"
+        on_dirty = self.on_dirty
         try:
-            active.append(buffer, header, self.config.index_interval_bytes, write_behind)
+            active.append(
+                buffer, header, config.index_interval_bytes, self._always and on_dirty is not None
+            )
         except OSError as e:
             raise self._fail("append", e) from e
         self._unsynced[active.base_offset] = active
         self.unflushed_records += len(records)
-        if self.on_dirty is not None and self.config.durability != "never":
-            urgent = (
-                self.config.durability == "always"
-                or self.unflushed_records >= self.config.flush_interval_records
+        if on_dirty is not None and not self._never:
+            on_dirty(
+                self,
+                self._always or self.unflushed_records >= config.flush_interval_records,
             )
-            self.on_dirty(self, urgent)
-        return AppendResult(header.base_offset, header.next_offset)
+        return AppendResult(header.base_offset, header.base_offset + len(records))
 
     def roll(self) -> None:
         """Start a new segment now, if the active one holds anything."""
@@ -369,6 +384,7 @@ class PartitionLog:
                 segment.needs_fdatasync = False
         self._unsynced.clear()
         self._directory_changed = False
+        job.records = self.unflushed_records
         self.unflushed_records = 0
         self._flushing.append(job)
         return job
