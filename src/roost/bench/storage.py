@@ -69,12 +69,21 @@ class StorageBench:
             sample("read_batches_mbps", read_batches)
             sample("read_records_rps", read_records)
         result: dict[str, Any] = {k: round(statistics.median(v), 1) for k, v in samples.items()}
-        result["never_ratio"] = _ratio(result["never_mbps"], result["raw_write_mbps"])
-        result["group_commit_ratio"] = _ratio(
-            result["always_64_rps"], 64 * result["raw_fsyncs_per_s"]
-        )
-        result["read_batches_ratio"] = _ratio(result["read_batches_mbps"], result["raw_read_mbps"])
-        result["always_64_vs_1"] = _ratio(result["always_64_rps"], result["always_1_rps"])
+        # A ratio is taken within each round, whose two figures were measured moments apart,
+        # then the median across rounds: noise that hits both sides of a pair cancels.
+        ratios = {
+            "never_ratio": ("never_mbps", "raw_write_mbps", 1),
+            "group_commit_ratio": ("always_64_rps", "raw_fsyncs_per_s", 64),
+            "read_batches_ratio": ("read_batches_mbps", "raw_read_mbps", 1),
+            "always_64_vs_1": ("always_64_rps", "always_1_rps", 1),
+        }
+        for name, (figure, baseline, scale) in ratios.items():
+            result[name] = round(
+                statistics.median(
+                    f / (scale * b) for f, b in zip(samples[figure], samples[baseline], strict=True)
+                ),
+                3,
+            )
         result["samples"] = samples
         result["settings"] = {
             "value_bytes": VALUE_BYTES,
@@ -202,10 +211,6 @@ class StorageBench:
         return path
 
 
-def _ratio(value: float, baseline: float) -> float:
-    return round(value / baseline, 3) if baseline else 0.0
-
-
 def _event_loop_run(main: Any) -> float:
     try:
         import uvloop
@@ -217,6 +222,8 @@ def _event_loop_run(main: Any) -> float:
 def run_storage_bench(
     directory: str | None, batches: int, rounds: int, progress: Callable[[str], None]
 ) -> dict[str, Any]:
+    if directory is not None:
+        os.makedirs(directory, exist_ok=True)
     parent = tempfile.mkdtemp(prefix="roost-bench-", dir=directory)
     try:
         return StorageBench(parent, batches, rounds).run(progress)

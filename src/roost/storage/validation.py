@@ -22,17 +22,17 @@ def check_records(records: Sequence[Record], max_record_bytes: int, topic: str) 
     if not records:
         raise InvalidRequest("an append needs at least one record")
     for record in records:
-        value, key = record.value, record.key
+        value = record.value
+        key = record.key
         if type(value) is not bytes or (key is not None and type(key) is not bytes):
             raise InvalidRequest("a record's value must be bytes and its key bytes or None")
         if (
             record.headers
             or record.timestamp_ms is not None
-            or len(value) + (len(key) if key else 0) > max_record_bytes
+            or (len(value) if key is None else len(value) + len(key)) > max_record_bytes
+            or type(record.headers) not in _HEADERS_TYPES
         ):
             _check_slowly(record, max_record_bytes, topic)
-        elif type(record.headers) not in _HEADERS_TYPES:
-            raise InvalidRequest("a record's headers must be a list or tuple of (str, bytes) pairs")
 
 
 def _check_slowly(record: Record, max_record_bytes: int, topic: str) -> None:
