@@ -31,7 +31,8 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 from roost.clock import Clock
-from roost.storage.log import FlushJob, PartitionLog
+from roost.storage.flush import FlushJob
+from roost.storage.log import PartitionLog
 
 Waiters = list[asyncio.Future[None]]
 

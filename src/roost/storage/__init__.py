@@ -7,8 +7,9 @@ Nothing here knows about subscriptions, protocols or asyncio.
 from roost.storage.batch import Record, StoredRecord
 from roost.storage.config import TopicConfig, topic_config
 from roost.storage.engine import LocalEngine, RecoveryReport
+from roost.storage.flush import FlushJob
 from roost.storage.journal import Journal
-from roost.storage.log import AppendResult, FlushJob, PartitionLog, RawBatches
+from roost.storage.log import AppendResult, PartitionLog, RawBatches
 from roost.storage.topic import PartitionInfo, Topic, TopicInfo
 
 __all__ = [

@@ -38,6 +38,7 @@ from roost.errors import (
 from roost.storage import batch as batch_format
 from roost.storage.batch import CorruptBatch, Record, StoredRecord
 from roost.storage.config import TopicConfig
+from roost.storage.flush import FlushJob
 from roost.storage.fs import LocalFS
 from roost.storage.recovery import LogRecovery, open_segments
 from roost.storage.segment import Segment
@@ -64,45 +65,6 @@ class RawBatches(NamedTuple):
 
     data: bytes
     next_offset: int
-
-
-class FlushJob:
-    """The blocking half of a flush: write what was held back, fsync, fsync the directory.
-
-    Held-back batches are written through each segment's O_DSYNC descriptor, so one ``pwrite``
-    both writes and syncs them; segments written through at append time get an ``fdatasync``.
-    """
-
-    __slots__ = (
-        "directory",
-        "end_offset",
-        "error",
-        "fds",
-        "finished",
-        "fs",
-        "records",
-        "segments",
-        "writes",
-    )
-
-    def __init__(self, fs: LocalFS, directory: str | None, end_offset: int) -> None:
-        self.fs = fs
-        self.writes: list[tuple[Segment, int, bytes]] = []
-        self.fds: list[int] = []
-        self.segments: list[Segment] = []
-        self.directory = directory
-        self.end_offset = end_offset
-        self.finished = False
-        self.error: BaseException | None = None
-        self.records = 0  # how many records the job makes durable
-
-    def run(self) -> None:
-        for segment, position, data in self.writes:
-            self.fs.pwrite(segment.sync_fd, data, position)
-        for fd in self.fds:
-            self.fs.fdatasync(fd)
-        if self.directory is not None:
-            self.fs.fsync_dir(self.directory)
 
 
 class PartitionLog:
@@ -300,17 +262,8 @@ class PartitionLog:
         """The first offset whose record timestamp is >= ``timestamp_ms``; None if none is."""
         self._check_open()
         for segment in self._segments:
-            if segment.max_timestamp_ms < timestamp_ms:
-                continue
-            position = segment.index.position_for_timestamp(timestamp_ms)
-            while position < segment.size:
-                header = segment.header_at(position)
-                if header.max_timestamp_ms >= timestamp_ms:
-                    data = segment.read(position, header.size)
-                    for record in batch_format.decode_records(data, 0, header):
-                        if record.timestamp_ms >= timestamp_ms:
-                            return record.offset
-                position += header.size
+            if segment.max_timestamp_ms >= timestamp_ms:
+                return segment.first_offset_at(timestamp_ms)
         return None
 
     # -- retention ------------------------------------------------------------------------

@@ -177,6 +177,19 @@ class Segment:
             position += header.size
         return self.size, None
 
+    def first_offset_at(self, timestamp_ms: int) -> int | None:
+        """The first offset here whose record timestamp is >= ``timestamp_ms``."""
+        position = self.index.position_for_timestamp(timestamp_ms)
+        while position < self.size:
+            header = self.header_at(position)
+            if header.max_timestamp_ms >= timestamp_ms:
+                data = self.read(position, header.size)
+                for record in batch_format.decode_records(data, 0, header):
+                    if record.timestamp_ms >= timestamp_ms:
+                        return record.offset
+            position += header.size
+        return None
+
     # -- recovery -------------------------------------------------------------------------
 
     def load_index(self) -> bool:

@@ -1,0 +1,55 @@
+"""The blocking half of a flush, the only storage code that runs off the event loop.
+
+``PartitionLog.begin_flush`` (on the loop) fills a ``FlushJob`` with what the sync must cover;
+``run`` (in the flusher's thread) does the writes and syncs; ``PartitionLog.end_flush`` (on the
+loop) applies the outcome. ``run`` touches nothing but the descriptors and bytes it was given,
+which stay valid until ``end_flush``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from roost.storage.fs import LocalFS
+
+if TYPE_CHECKING:
+    from roost.storage.segment import Segment
+
+
+class FlushJob:
+    """The blocking half of a flush: write what was held back, fsync, fsync the directory.
+
+    Held-back batches are written through each segment's O_DSYNC descriptor, so one ``pwrite``
+    both writes and syncs them; segments written through at append time get an ``fdatasync``.
+    """
+
+    __slots__ = (
+        "directory",
+        "end_offset",
+        "error",
+        "fds",
+        "finished",
+        "fs",
+        "records",
+        "segments",
+        "writes",
+    )
+
+    def __init__(self, fs: LocalFS, directory: str | None, end_offset: int) -> None:
+        self.fs = fs
+        self.writes: list[tuple[Segment, int, bytes]] = []
+        self.fds: list[int] = []
+        self.segments: list[Segment] = []
+        self.directory = directory
+        self.end_offset = end_offset
+        self.finished = False
+        self.error: BaseException | None = None
+        self.records = 0  # how many records the job makes durable
+
+    def run(self) -> None:
+        for segment, position, data in self.writes:
+            self.fs.pwrite(segment.sync_fd, data, position)
+        for fd in self.fds:
+            self.fs.fdatasync(fd)
+        if self.directory is not None:
+            self.fs.fsync_dir(self.directory)
