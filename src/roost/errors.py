@@ -4,14 +4,25 @@
     ├── InvalidRequest               (client errors: fix the request, do not retry)
     │   ├── InvalidName              invalid_name
     │   ├── InvalidConfig            invalid_config
+    │   ├── InvalidPattern           invalid_pattern
     │   ├── RecordTooLarge           record_too_large
     │   └── OffsetOutOfRange         offset_out_of_range
     ├── NotFound
     │   ├── UnknownTopic             unknown_topic
-    │   └── UnknownPartition         unknown_partition
+    │   ├── UnknownPartition         unknown_partition
+    │   ├── UnknownExchange          unknown_exchange
+    │   ├── UnknownSubscription      unknown_subscription
+    │   └── UnknownMember            unknown_member
     ├── AlreadyExists
-    │   └── TopicExists              topic_exists
-    └── StorageFailure               storage_failure  (the engine stopped accepting writes)
+    │   ├── TopicExists              topic_exists
+    │   ├── ExchangeExists           exchange_exists
+    │   └── SubscriptionExists       subscription_exists
+    ├── Conflict                     (the request was valid, the state moved on)
+    │   ├── StaleGeneration          stale_generation (rejoin the group)
+    │   └── LeaseExpired             lease_expired    (the message was or will be redelivered)
+    ├── Unroutable                   unroutable       (no binding matched, no alternate exchange)
+    ├── BacklogFull                  backlog_full     yes
+    └── StorageFailure               storage_failure  yes (the engine stopped accepting writes)
         └── StorageClosed            storage_closed
 
 Rules: an error carries the data a caller needs to act (names, offsets, limits) as attributes,
@@ -118,6 +129,111 @@ class TopicExists(AlreadyExists):
         self.topic = topic
 
 
+class InvalidPattern(InvalidRequest):
+    code = "invalid_pattern"
+
+    def __init__(self, pattern: str, rule: str) -> None:
+        super().__init__(f"invalid pattern {pattern!r}: {rule}")
+        self.pattern = pattern
+        self.rule = rule
+
+
+class UnknownExchange(NotFound):
+    code = "unknown_exchange"
+
+    def __init__(self, exchange: str) -> None:
+        super().__init__(f"unknown exchange {exchange!r}")
+        self.exchange = exchange
+
+
+class UnknownSubscription(NotFound):
+    code = "unknown_subscription"
+
+    def __init__(self, topic: str, subscription: str) -> None:
+        super().__init__(f"topic {topic!r} has no subscription {subscription!r}")
+        self.topic = topic
+        self.subscription = subscription
+
+
+class UnknownMember(NotFound):
+    code = "unknown_member"
+
+    def __init__(self, group: str, member: str) -> None:
+        super().__init__(f"group {group!r} has no member {member!r} (it may have timed out)")
+        self.group = group
+        self.member = member
+
+
+class ExchangeExists(AlreadyExists):
+    code = "exchange_exists"
+
+    def __init__(self, exchange: str) -> None:
+        super().__init__(f"exchange {exchange!r} already exists")
+        self.exchange = exchange
+
+
+class SubscriptionExists(AlreadyExists):
+    code = "subscription_exists"
+
+    def __init__(self, topic: str, subscription: str) -> None:
+        super().__init__(f"topic {topic!r} already has a subscription {subscription!r}")
+        self.topic = topic
+        self.subscription = subscription
+
+
+class Conflict(RoostError):
+    code = "conflict"
+
+
+class StaleGeneration(Conflict):
+    code = "stale_generation"
+
+    def __init__(self, group: str, member: str, generation: int, current: int) -> None:
+        super().__init__(
+            f"member {member!r} of group {group!r} is at generation {generation}, the group is "
+            f"at {current}: rejoin to get the current assignment"
+        )
+        self.group = group
+        self.member = member
+        self.generation = generation
+        self.current_generation = current
+
+
+class LeaseExpired(Conflict):
+    code = "lease_expired"
+
+    def __init__(self, topic: str, subscription: str, offset: int) -> None:
+        super().__init__(
+            f"the lease on {topic!r}/{subscription!r} offset {offset} has expired or was "
+            "released: the message was or will be delivered again"
+        )
+        self.topic = topic
+        self.subscription = subscription
+        self.offset = offset
+
+
+class Unroutable(RoostError):
+    code = "unroutable"
+
+    def __init__(self, exchange: str, routing_key: str) -> None:
+        super().__init__(
+            f"exchange {exchange!r} has no binding for routing key {routing_key!r} and no "
+            "alternate exchange that takes it"
+        )
+        self.exchange = exchange
+        self.routing_key = routing_key
+
+
+class BacklogFull(RoostError):
+    code = "backlog_full"
+    retriable = True
+
+    def __init__(self, topic: str, limit: str) -> None:
+        super().__init__(f"topic {topic!r} is full ({limit}); retry later")
+        self.topic = topic
+        self.limit = limit
+
+
 class StorageFailure(RoostError):
     """The disk refused a write or an fsync: the log stops accepting writes until reopened.
 
@@ -151,13 +267,24 @@ ERRORS_BY_CODE: dict[str, type[RoostError]] = {
         InvalidRequest,
         InvalidName,
         InvalidConfig,
+        InvalidPattern,
         RecordTooLarge,
         OffsetOutOfRange,
         NotFound,
         UnknownTopic,
         UnknownPartition,
+        UnknownExchange,
+        UnknownSubscription,
+        UnknownMember,
         AlreadyExists,
         TopicExists,
+        ExchangeExists,
+        SubscriptionExists,
+        Conflict,
+        StaleGeneration,
+        LeaseExpired,
+        Unroutable,
+        BacklogFull,
         StorageFailure,
         StorageClosed,
     )
