@@ -19,6 +19,7 @@
     │   └── SubscriptionExists       subscription_exists
     ├── Conflict                     (the request was valid, the state moved on)
     │   ├── StaleGeneration          stale_generation (rejoin the group)
+    │   ├── NotOwner                 not_owner        (the partition is another member's)
     │   └── LeaseExpired             lease_expired    (the message was or will be redelivered)
     ├── Unroutable                   unroutable       (no binding matched, no alternate exchange)
     ├── BacklogFull                  backlog_full     yes
@@ -199,6 +200,16 @@ class StaleGeneration(Conflict):
         self.current_generation = current
 
 
+class NotOwner(Conflict):
+    code = "not_owner"
+
+    def __init__(self, group: str, member: str, partition: int) -> None:
+        super().__init__(f"member {member!r} of group {group!r} does not own partition {partition}")
+        self.group = group
+        self.member = member
+        self.partition = partition
+
+
 class LeaseExpired(Conflict):
     code = "lease_expired"
 
@@ -282,6 +293,7 @@ ERRORS_BY_CODE: dict[str, type[RoostError]] = {
         SubscriptionExists,
         Conflict,
         StaleGeneration,
+        NotOwner,
         LeaseExpired,
         Unroutable,
         BacklogFull,

@@ -197,14 +197,19 @@ class LocalEngine:
         for log in self.logs():
             log.on_dirty = callback
 
-    def close(self) -> None:
-        """Flush and close every log, then mark the shutdown clean. Blocking."""
+    def close(self, clean: bool = True) -> None:
+        """Flush and close every log, then mark the shutdown clean. Blocking.
+
+        ``clean=False`` releases the files without flushing or marking anything, as a crash
+        would (less the page cache): the next open runs recovery. For shutting down after a
+        failure, and for crash tests.
+        """
         if self._closed:
             return
-        all_clean = True
+        all_clean = clean
         for log in list(self.logs()):
             try:
-                all_clean = log.close(clean=True) and all_clean
+                all_clean = log.close(clean=clean) and all_clean
             except StorageFailure:
                 all_clean = False
         self._closed = True

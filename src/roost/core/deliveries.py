@@ -1,0 +1,246 @@
+"""Delivery state of one `queue` or `keyed` subscription on one partition.
+
+Offsets move through these states; every transition is a method here, and nothing else changes
+them:
+
+    unread --admit--> ready | delayed | parked (keyed: its key is busy)
+    ready --lease--> leased --ack--> done
+                     leased --release (nack, lease expiry)--> delayed | ready | dead
+    delayed --promote (time passes)--> ready
+    parked --(the key's head is done)--> ready | delayed
+    dead --finish (after the dead-letter append)--> done
+
+- ``read_offset`` is the next offset never admitted. Admission reads the log forward; offsets
+  already done (known from the ack ranges after a restart) are skipped.
+- ``ready`` is a min-heap of offsets to deliver now, lowest first; ``delayed`` a heap of
+  ``(visible_at_ms, offset)``; leases a dict plus a heap of deadlines (stale heap entries are
+  skipped, not removed).
+- A lease's token is the delivery count at the time: an ack or nack carrying an older token is
+  for a delivery that expired, and is refused.
+- `keyed` mode: a key is busy while its head offset is leased, delayed or ready; later offsets
+  of a busy key are parked on that key's own queue, in order. Parking is per key, so a key stuck
+  in retries never holds back any other key, however long its own queue. A record's key is
+  ``b""`` when it has none.
+- What must survive a restart (ack ranges, attempt counts and times, retry times) is exposed for
+  the journal; leases are not: after a restart every unacked offset is admitted again.
+
+The caller (subscription.py) reads records and builds messages; this class only decides.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from typing import NamedTuple
+
+from roost.core.acks import AckRanges
+
+
+class Attempts:
+    """What is known about the deliveries of one offset that is not done yet."""
+
+    __slots__ = ("count", "first_ms", "last_error", "last_ms")
+
+    def __init__(self, count: int = 0, first_ms: int = 0, last_ms: int = 0) -> None:
+        self.count = count
+        self.first_ms = first_ms
+        self.last_ms = last_ms
+        self.last_error: str | None = None
+
+
+class Lease(NamedTuple):
+    token: int
+    deadline_ms: int
+    consumer: str
+
+
+class Released(NamedTuple):
+    """Outcome of a release: retry at ``visible_at_ms``, or dead-letter (``dead``)."""
+
+    offset: int
+    dead: bool
+    visible_at_ms: int
+
+
+class PartitionDeliveries:
+    def __init__(self, partition: int, keyed: bool, acks: AckRanges | None = None) -> None:
+        self.partition = partition
+        self.keyed = keyed
+        self.acks = acks or AckRanges()
+        self.read_offset = self.acks.floor
+        self.attempts: dict[int, Attempts] = {}
+        self.retry_at: dict[int, int] = {}  # offset -> visible_at_ms, survives restarts
+        self.leases: dict[int, Lease] = {}
+        self._lease_heap: list[tuple[int, int, int]] = []  # (deadline, offset, token)
+        self._ready: list[int] = []
+        self._delayed: list[tuple[int, int]] = []
+        self._busy: dict[bytes, deque[tuple[int, int]]] = {}  # key -> parked (offset, visible)
+        self._head_key: dict[int, bytes] = {}
+
+    # -- admission ------------------------------------------------------------------------
+
+    def admit(self, offset: int, key: bytes | None, visible_at_ms: int, now_ms: int) -> bool:
+        """Take in the record at ``read_offset``; True if it may be leased right now.
+
+        ``visible_at_ms`` is when the record may first be delivered (its delay).
+        """
+        assert offset == self.read_offset, (offset, self.read_offset)
+        self.read_offset = offset + 1
+        if offset in self.acks:
+            return False
+        visible_at_ms = max(visible_at_ms, self.retry_at.get(offset, 0))
+        if self.keyed:
+            key = key or b""
+            parked = self._busy.get(key)
+            if parked is not None:
+                parked.append((offset, visible_at_ms))
+                return False
+            self._busy[key] = deque()
+            self._head_key[offset] = key
+        if visible_at_ms > now_ms:
+            heapq.heappush(self._delayed, (visible_at_ms, offset))
+            return False
+        return True
+
+    def take_ready(self, limit: int) -> list[int]:
+        """Up to ``limit`` offsets that are ready to be delivered again, lowest first."""
+        taken: list[int] = []
+        while self._ready and len(taken) < limit:
+            offset = heapq.heappop(self._ready)
+            if offset not in self.acks and offset not in self.leases and offset not in taken:
+                taken.append(offset)
+        return taken
+
+    @property
+    def has_ready(self) -> bool:
+        return bool(self._ready)
+
+    # -- leases ---------------------------------------------------------------------------
+
+    def lease(self, offset: int, now_ms: int, visibility_ms: int, consumer: str) -> Lease:
+        attempts = self.attempts.get(offset)
+        if attempts is None:
+            attempts = self.attempts[offset] = Attempts(0, now_ms)
+        attempts.count += 1
+        attempts.last_ms = now_ms
+        lease = Lease(attempts.count, now_ms + visibility_ms, consumer)
+        self.leases[offset] = lease
+        heapq.heappush(self._lease_heap, (lease.deadline_ms, offset, lease.token))
+        return lease
+
+    def holds(self, offset: int, token: int, now_ms: int) -> bool:
+        """Whether delivery ``token`` of ``offset`` is still leased: a lease past its deadline
+        is gone even before ``expire`` has swept it."""
+        lease = self.leases.get(offset)
+        return lease is not None and lease.token == token and lease.deadline_ms > now_ms
+
+    def extend(self, offset: int, token: int, now_ms: int, deadline_ms: int) -> bool:
+        if not self.holds(offset, token, now_ms):
+            return False
+        lease = self.leases[offset]
+        self.leases[offset] = lease._replace(deadline_ms=deadline_ms)
+        heapq.heappush(self._lease_heap, (deadline_ms, offset, token))
+        return True
+
+    def ack(self, offset: int, token: int, now_ms: int) -> bool:
+        """Finish a leased offset; False if the lease is gone (expired, or another delivery)."""
+        if not self.holds(offset, token, now_ms):
+            return False
+        del self.leases[offset]
+        self.finish(offset)
+        return True
+
+    def release(
+        self,
+        offset: int,
+        token: int,
+        now_ms: int,
+        visible_at_ms: int,
+        error: str | None,
+        max_deliveries: int | None,
+    ) -> Released | None:
+        """Give a leased offset back (nack): retry at ``visible_at_ms``, or mark it dead.
+
+        None if the lease is gone (expired, or another delivery holds the offset now).
+        """
+        if not self.holds(offset, token, now_ms):
+            return None
+        del self.leases[offset]
+        return self.requeue(offset, visible_at_ms, error, max_deliveries)
+
+    def expire(self, now_ms: int) -> list[int]:
+        """Drop every lease whose deadline has passed; the caller requeues each offset."""
+        expired = []
+        heap = self._lease_heap
+        while heap and heap[0][0] <= now_ms:
+            deadline, offset, token = heapq.heappop(heap)
+            lease = self.leases.get(offset)
+            if lease is None or lease.token != token or lease.deadline_ms != deadline:
+                continue  # acked, released or extended since
+            del self.leases[offset]
+            expired.append(offset)
+        return expired
+
+    def requeue(
+        self, offset: int, visible_at_ms: int, error: str | None, max_deliveries: int | None
+    ) -> Released:
+        """An offset no longer leased: deliver again at ``visible_at_ms``, or it is dead."""
+        attempts = self.attempts[offset]
+        attempts.last_error = error
+        if max_deliveries is not None and attempts.count >= max_deliveries:
+            return Released(offset, True, visible_at_ms)
+        self.retry_at[offset] = visible_at_ms
+        heapq.heappush(self._delayed, (visible_at_ms, offset))
+        return Released(offset, False, visible_at_ms)
+
+    # -- time -----------------------------------------------------------------------------
+
+    def promote(self, now_ms: int) -> int:
+        """Move delayed offsets whose time has come to ready; returns how many."""
+        moved = 0
+        while self._delayed and self._delayed[0][0] <= now_ms:
+            _, offset = heapq.heappop(self._delayed)
+            if offset not in self.acks and offset not in self.leases:
+                heapq.heappush(self._ready, offset)
+                moved += 1
+        return moved
+
+    def next_deadline_ms(self) -> int | None:
+        """The earliest lease deadline or delay end, for the host's timer."""
+        candidates = []
+        if self._lease_heap:
+            candidates.append(self._lease_heap[0][0])
+        if self._delayed:
+            candidates.append(self._delayed[0][0])
+        return min(candidates) if candidates else None
+
+    # -- done -----------------------------------------------------------------------------
+
+    def finish(self, offset: int) -> None:
+        """``offset`` is done (acked, or dead-lettered): record it, unblock its key."""
+        self.acks.add(offset)
+        self.attempts.pop(offset, None)
+        self.retry_at.pop(offset, None)
+        self.leases.pop(offset, None)
+        key = self._head_key.pop(offset, None)
+        if key is None:
+            return
+        parked = self._busy[key]
+        if not parked:
+            del self._busy[key]
+            return
+        head, visible_at_ms = parked.popleft()
+        self._head_key[head] = key
+        heapq.heappush(self._delayed, (max(visible_at_ms, self.retry_at.get(head, 0)), head))
+
+    # -- counts ---------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.leases)
+
+    @property
+    def delayed(self) -> int:
+        return sum(1 for _, offset in self._delayed if offset not in self.acks) + sum(
+            len(parked) for parked in self._busy.values()
+        )

@@ -1,0 +1,398 @@
+"""A `queue` or `keyed` subscription: competing consumers over every partition of a topic.
+
+    sub = QueueSubscription.open(spec, topic, journal, clock, dead_letter=dlq_topic)
+    messages = sub.receive(max_messages=10)           # leased for the visibility timeout
+    sub.ack([m.receipt for m in messages])            # done
+    sub.nack([receipt], delay_ms=5000, error="smtp")  # again later (or dead-lettered)
+    next_deadline_ms = sub.tick()                     # expire leases, end delays
+
+Each partition's decisions are made by a ``PartitionDeliveries``; this class reads records,
+builds messages, writes the state journal, and moves dead letters. Rules:
+
+- Only records a crash cannot take back are delivered: under ``always`` those below the log's
+  ``durable_offset``, otherwise those below its end.
+- Every command appends at most a few journal entries, never one per message. Acks are recorded
+  as ranges; a receive of 100 messages is one entry.
+- Dead-lettering is two steps. The record is appended to the dead-letter topic with headers
+  naming where it came from; the original is marked done only once that append is confirmed
+  (durable, under ``always``), by a later ``tick``. A crash in between delivers the message to
+  the dead-letter topic twice, never zero times.
+- Receipts carry the delivery count, so an ack for an expired delivery is refused with
+  ``LeaseExpired`` instead of acking someone else's.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+from roost.clock import Clock
+from roost.core import state_codec
+from roost.core.deliveries import PartitionDeliveries, Released
+from roost.core.model import DELIVER_AT_HEADER, Message, Receipt, SubscriptionSpec, check_visibility
+from roost.errors import InvalidRequest, UnknownPartition
+from roost.storage import Journal, Record, StoredRecord, Topic
+from roost.storage.log import PartitionLog
+
+#: How many records one receive reads past parked or delayed ones before it returns.
+MAX_SCAN_PER_RECEIVE = 10_000
+#: Journal entries between snapshots.
+SNAPSHOT_EVERY = 10_000
+
+RESTART_ERROR = "lease lost in a broker restart"
+
+DLQ_HEADERS = (
+    "x-roost-source-topic",
+    "x-roost-source-partition",
+    "x-roost-source-offset",
+    "x-roost-delivery-count",
+    "x-roost-first-delivery-ms",
+    "x-roost-last-delivery-ms",
+    "x-roost-last-error",
+)
+
+
+class PendingDeadLetter(NamedTuple):
+    partition: int
+    offset: int
+    log: PartitionLog
+    next_offset: int
+
+
+class QueueSubscription:
+    def __init__(
+        self,
+        spec: SubscriptionSpec,
+        topic: Topic,
+        journal: Journal,
+        clock: Clock,
+        partitions: list[PartitionDeliveries],
+        dead_letter: Topic | None,
+    ) -> None:
+        self.spec = spec
+        self.topic = topic
+        self.journal = journal
+        self.dead_letter = dead_letter
+        self._clock = clock
+        self._partitions = partitions
+        self._rng = random.Random(f"{spec.topic}/{spec.name}")
+        self._next_partition = 0
+        self._pending_dead: list[PendingDeadLetter] = []
+        self._entries_since_snapshot = 0
+
+    @classmethod
+    def open(
+        cls,
+        spec: SubscriptionSpec,
+        topic: Topic,
+        journal: Journal,
+        clock: Clock,
+        dead_letter: Topic | None = None,
+    ) -> QueueSubscription:
+        """Resume from the journal; a new (empty) journal starts at ``spec.start``."""
+        snapshot, entries = journal.recover()
+        partitions = len(topic.partitions)
+        if snapshot is None and not entries:
+            entries = [cls._start_entry(spec, topic, p) for p in range(partitions)]
+            journal.append(entries)
+        states = state_codec.replay(snapshot, entries, partitions)
+        keyed = spec.mode == "keyed"
+        deliveries = [state_codec.restore(states[p], keyed) for p in range(partitions)]
+        return cls(spec, topic, journal, clock, deliveries, dead_letter)
+
+    @staticmethod
+    def _start_entry(spec: SubscriptionSpec, topic: Topic, partition: int) -> bytes:
+        log = topic.log(partition)
+        start = log.end_offset if spec.start == "latest" else log.start_offset
+        return state_codec.done(partition, [(0, start)] if start else [])
+
+    # -- receive --------------------------------------------------------------------------
+
+    def receive(
+        self, max_messages: int, visibility_ms: int | None = None, consumer: str = ""
+    ) -> list[Message]:
+        """Lease up to ``max_messages`` messages, across partitions in turn. Never waits."""
+        if type(max_messages) is not int or max_messages < 1:
+            raise InvalidRequest(f"max_messages must be a positive int, not {max_messages!r}")
+        visibility = check_visibility(
+            self.spec.visibility_timeout_ms if visibility_ms is None else visibility_ms
+        )
+        now_ms = self._clock.now_ms()
+        self.tick()
+        messages: list[Message] = []
+        count = len(self._partitions)
+        for step in range(count):
+            if len(messages) >= max_messages:
+                break
+            state = self._partitions[(self._next_partition + step) % count]
+            messages += self._receive_from(
+                state, max_messages - len(messages), now_ms, visibility, consumer
+            )
+        self._next_partition = (self._next_partition + 1) % count
+        return messages
+
+    def _receive_from(
+        self, state: PartitionDeliveries, limit: int, now_ms: int, visibility: int, consumer: str
+    ) -> list[Message]:
+        log = self.topic.log(state.partition)
+        records = [self._record_at(log, o) for o in state.take_ready(limit)]
+        if len(records) < limit:
+            records += self._admit_new(state, log, limit - len(records), now_ms)
+        if not records:
+            return []
+        messages = []
+        for record in records:
+            lease = state.lease(record.offset, now_ms, visibility, consumer)
+            messages.append(self._message(state.partition, record, lease.token))
+        self._write(state_codec.delivered(state.partition, now_ms, [r.offset for r in records]))
+        return messages
+
+    def _admit_new(
+        self, state: PartitionDeliveries, log: PartitionLog, limit: int, now_ms: int
+    ) -> list[StoredRecord]:
+        readable = log.durable_offset if log.config.durability == "always" else log.end_offset
+        if state.read_offset < log.start_offset:
+            self._expired_by_retention(state, log.start_offset)
+        admitted: list[StoredRecord] = []
+        scanned = 0
+        while len(admitted) < limit and state.read_offset < readable:
+            batch = log.read(state.read_offset, max_records=readable - state.read_offset)
+            for record in batch:
+                if record.offset >= readable or len(admitted) >= limit:
+                    return admitted
+                scanned += 1
+                if not state.admit(record.offset, record.key, self._visible_at(record), now_ms):
+                    continue
+                if self._exhausted(state, record.offset):
+                    # Its last lease, or its dead-letter step, was lost in a restart.
+                    attempts = state.attempts[record.offset]
+                    attempts.last_error = attempts.last_error or RESTART_ERROR
+                    self._dead_letter(state, record.offset)
+                else:
+                    admitted.append(record)
+            if scanned >= MAX_SCAN_PER_RECEIVE:
+                break
+        return admitted
+
+    def _expired_by_retention(self, state: PartitionDeliveries, start: int) -> None:
+        """Retention deleted records this subscription never read: they count as done."""
+        gone = (state.read_offset, start)
+        state.acks.add_range(*gone)
+        state.read_offset = start
+        self._write(state_codec.done(state.partition, [gone]))
+
+    def _visible_at(self, record: StoredRecord) -> int:
+        visible = record.timestamp_ms + self.spec.delay_ms if self.spec.delay_ms else 0
+        for name, value in record.headers:
+            if name == DELIVER_AT_HEADER:
+                visible = max(visible, int(value))
+        return visible
+
+    @staticmethod
+    def _record_at(log: PartitionLog, offset: int) -> StoredRecord:
+        return log.read(offset, max_records=1)[0]
+
+    def _message(self, partition: int, record: StoredRecord, delivery: int) -> Message:
+        return Message(
+            self.spec.topic,
+            partition,
+            record.offset,
+            record.timestamp_ms,
+            record.key,
+            record.value,
+            record.headers,
+            delivery,
+            Receipt(partition, record.offset, delivery),
+        )
+
+    # -- settle ---------------------------------------------------------------------------
+
+    def ack(self, receipts: Iterable[Receipt]) -> list[Receipt]:
+        """Mark messages done; returns the receipts whose lease was gone (not acked)."""
+        now_ms = self._clock.now_ms()
+        refused: list[Receipt] = []
+        acked: dict[int, list[int]] = {}
+        for receipt in receipts:
+            state = self._state(receipt.partition)
+            if state.ack(receipt.offset, receipt.delivery, now_ms):
+                acked.setdefault(receipt.partition, []).append(receipt.offset)
+            else:
+                refused.append(receipt)
+        for partition, offsets in acked.items():
+            self._write(state_codec.done(partition, state_codec.as_ranges(offsets)))
+        return refused
+
+    def nack(
+        self, receipts: Iterable[Receipt], delay_ms: int | None = None, error: str | None = None
+    ) -> list[Receipt]:
+        """Give messages back: again after ``delay_ms`` (default: the retry policy), or to the
+        dead-letter topic once ``max_deliveries`` is reached. Returns refused receipts."""
+        if delay_ms is not None and (type(delay_ms) is not int or delay_ms < 0):
+            raise InvalidRequest(f"delay_ms must be a non-negative int, not {delay_ms!r}")
+        now_ms = self._clock.now_ms()
+        refused: list[Receipt] = []
+        released: dict[int, list[Released]] = {}
+        for receipt in receipts:
+            state = self._state(receipt.partition)
+            delay = self._retry_delay(receipt.delivery) if delay_ms is None else delay_ms
+            outcome = state.release(
+                receipt.offset,
+                receipt.delivery,
+                now_ms,
+                now_ms + delay,
+                error,
+                self._max_deliveries,
+            )
+            if outcome is None:
+                refused.append(receipt)
+            else:
+                released.setdefault(receipt.partition, []).append(outcome)
+        for partition, outcomes in released.items():
+            self._settle_released(self._partitions[partition], outcomes, error)
+        return refused
+
+    def extend(self, receipts: Iterable[Receipt], visibility_ms: int) -> list[Receipt]:
+        """Push the leases' deadlines to now + ``visibility_ms``; returns refused receipts."""
+        now_ms = self._clock.now_ms()
+        deadline = now_ms + check_visibility(visibility_ms)
+        return [
+            receipt
+            for receipt in receipts
+            if not self._state(receipt.partition).extend(
+                receipt.offset, receipt.delivery, now_ms, deadline
+            )
+        ]
+
+    def _settle_released(
+        self, state: PartitionDeliveries, outcomes: Sequence[Released], error: str | None
+    ) -> None:
+        retries = [o for o in outcomes if not o.dead]
+        for visible_at in sorted({o.visible_at_ms for o in retries}):
+            offsets = [o.offset for o in retries if o.visible_at_ms == visible_at]
+            self._write(state_codec.retry(state.partition, visible_at, error, offsets))
+        for outcome in outcomes:
+            if outcome.dead:
+                self._dead_letter(state, outcome.offset)
+
+    def _exhausted(self, state: PartitionDeliveries, offset: int) -> bool:
+        attempts = state.attempts.get(offset)
+        limit = self._max_deliveries
+        return attempts is not None and limit is not None and attempts.count >= limit
+
+    @property
+    def _max_deliveries(self) -> int | None:
+        return self.spec.max_deliveries if self.dead_letter is not None else None
+
+    def _retry_delay(self, deliveries: int) -> int:
+        return self.spec.retry.delay_ms(deliveries, self._rng)
+
+    # -- time -----------------------------------------------------------------------------
+
+    def tick(self) -> int | None:
+        """Expire leases, end delays, settle dead letters; returns the next deadline (ms)."""
+        now_ms = self._clock.now_ms()
+        for state in self._partitions:
+            expired = state.expire(now_ms)
+            if expired:
+                outcomes = [
+                    state.requeue(
+                        offset,
+                        now_ms + self._retry_delay(state.attempts[offset].count),
+                        "lease expired",
+                        self._max_deliveries,
+                    )
+                    for offset in expired
+                ]
+                self._settle_released(state, outcomes, "lease expired")
+            state.promote(now_ms)
+        self._settle_dead_letters()
+        deadlines = [d for s in self._partitions if (d := s.next_deadline_ms()) is not None]
+        return min(deadlines) if deadlines else None
+
+    # -- dead letters ---------------------------------------------------------------------
+
+    def _dead_letter(self, state: PartitionDeliveries, offset: int) -> None:
+        assert self.dead_letter is not None
+        record = self._record_at(self.topic.log(state.partition), offset)
+        attempts = state.attempts[offset]
+        headers = (
+            *record.headers,
+            *zip(
+                DLQ_HEADERS,
+                (
+                    self.spec.topic.encode(),
+                    b"%d" % state.partition,
+                    b"%d" % offset,
+                    b"%d" % attempts.count,
+                    b"%d" % attempts.first_ms,
+                    b"%d" % attempts.last_ms,
+                    (attempts.last_error or "").encode(),
+                ),
+                strict=True,
+            ),
+        )
+        partition = state.partition % len(self.dead_letter.partitions)
+        result = self.dead_letter.append(
+            partition,
+            [
+                Record(
+                    value=record.value,
+                    key=record.key,
+                    headers=headers,
+                    timestamp_ms=record.timestamp_ms,
+                )
+            ],
+        )
+        self._pending_dead.append(
+            PendingDeadLetter(
+                state.partition, offset, self.dead_letter.log(partition), result.next_offset
+            )
+        )
+
+    def _settle_dead_letters(self) -> None:
+        still_pending = []
+        finished: dict[int, list[int]] = {}
+        for pending in self._pending_dead:
+            log = pending.log
+            confirmed = (
+                log.config.durability != "always" or log.durable_offset >= pending.next_offset
+            )
+            if confirmed:
+                self._partitions[pending.partition].finish(pending.offset)
+                finished.setdefault(pending.partition, []).append(pending.offset)
+            else:
+                still_pending.append(pending)
+        self._pending_dead = still_pending
+        for partition, offsets in finished.items():
+            self._write(state_codec.done(partition, state_codec.as_ranges(offsets)))
+
+    @property
+    def pending_dead_letters(self) -> list[PendingDeadLetter]:
+        """Dead-letter appends waiting to be durable; the host awaits them, then ticks."""
+        return list(self._pending_dead)
+
+    # -- journal --------------------------------------------------------------------------
+
+    def _write(self, entry: bytes) -> None:
+        self.journal.append([entry])
+        self._entries_since_snapshot += 1
+
+    @property
+    def snapshot_due(self) -> bool:
+        return self._entries_since_snapshot >= SNAPSHOT_EVERY
+
+    def snapshot(self) -> bytes:
+        """The whole state, for ``Journal.snapshot_job``; resets the entry count."""
+        self._entries_since_snapshot = 0
+        return state_codec.snapshot(self._partitions, {})
+
+    # -- inspection -----------------------------------------------------------------------
+
+    def _state(self, partition: int) -> PartitionDeliveries:
+        if type(partition) is not int or not 0 <= partition < len(self._partitions):
+            raise UnknownPartition(self.spec.topic, partition, len(self._partitions))
+        return self._partitions[partition]
+
+    def partition_state(self, partition: int) -> PartitionDeliveries:
+        return self._state(partition)
