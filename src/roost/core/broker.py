@@ -1,0 +1,359 @@
+"""The broker's core: topics, queues, subscriptions and exchanges over one storage engine.
+
+Synchronous, single-threaded, and never waits: every command runs to completion and returns
+values. Two of them tell the caller (the asyncio host) what to wait for:
+
+- ``publish`` returns, with the offsets, the ``(log, next_offset)`` pairs that must become
+  durable before the publish may be confirmed (only for ``always`` topics);
+- ``tick`` returns the next time (ms) something is due — a lease expiry or a delay ending —
+  and the dead-letter appends whose durability would let a subscription finish a message.
+
+    broker = Broker.open(engine, clock)
+    broker.create_queue("emails", dead_letter="emails.dlq")
+    outcome = broker.publish("emails", [Outgoing(value=b"hi")])
+    [message] = broker.receive("emails", "emails", max_messages=1)
+    broker.ack("emails", "emails", [message.receipt])
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import msgspec
+from crc32c import crc32c
+
+from roost.clock import Clock
+from roost.core.catalog import Catalog
+from roost.core.model import (
+    DEFAULT_MAX_DELIVERIES,
+    DELIVER_AT_HEADER,
+    Message,
+    Receipt,
+    SubscriptionSpec,
+    check_delay,
+)
+from roost.core.routing import MAX_KEY_BYTES, BindingSpec, ExchangeSpec, Router
+from roost.core.stats import PartitionStats, SubscriptionStats, subscription_stats
+from roost.core.subscription import PendingDeadLetter, QueueSubscription
+from roost.errors import (
+    InvalidConfig,
+    InvalidRequest,
+    SubscriptionExists,
+    UnknownSubscription,
+    UnknownTopic,
+)
+from roost.storage import LocalEngine, Record, Topic, TopicConfig, TopicInfo
+from roost.storage.log import PartitionLog
+
+
+class Outgoing(msgspec.Struct, kw_only=True, frozen=True):
+    """A message to publish. ``partition`` wins over ``key``; without either, round robin."""
+
+    value: bytes
+    key: bytes | None = None
+    headers: Sequence[tuple[str, bytes]] = ()
+    partition: int | None = None
+    #: Not delivered to queue subscriptions before this time (ms since the epoch) ...
+    deliver_at_ms: int | None = None
+    #: ... or before this long after publishing.
+    delay_ms: int | None = None
+
+
+class Published(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+
+
+class PublishOutcome(NamedTuple):
+    published: list[Published]
+    #: Confirm only once each log's durable_offset reaches the offset (``always`` topics).
+    durability: list[tuple[PartitionLog, int]]
+
+
+class Tick(NamedTuple):
+    next_deadline_ms: int | None
+    pending_dead_letters: list[PendingDeadLetter]
+
+
+class Broker:
+    def __init__(self, engine: LocalEngine, clock: Clock, catalog: Catalog, router: Router) -> None:
+        self.engine = engine
+        self.clock = clock
+        self._catalog = catalog
+        self._router = router
+        self._subscriptions: dict[tuple[str, str], QueueSubscription] = {}
+        self._round_robin: dict[str, itertools.count[int]] = {}
+
+    @classmethod
+    def open(cls, engine: LocalEngine, clock: Clock) -> Broker:
+        """Load every definition from the engine's metadata and resume every subscription."""
+        catalog = Catalog(engine.metadata)
+        router = Router.from_specs(catalog.exchanges(), catalog.bindings())
+        broker = cls(engine, clock, catalog, router)
+        for spec in catalog.subscriptions():
+            broker._open_subscription(spec)
+        return broker
+
+    # -- topics ---------------------------------------------------------------------------
+
+    def create_topic(self, name: str, config: TopicConfig | None = None) -> TopicInfo:
+        return self.engine.create_topic(name, config).describe()
+
+    def delete_topic(self, name: str) -> None:
+        """Delete a topic and every subscription on it."""
+        self.engine.topic(name)
+        for topic, subscription in list(self._subscriptions):
+            if topic == name:
+                self.delete_subscription(topic, subscription)
+        self.engine.delete_topic(name)
+
+    def list_topics(self) -> list[str]:
+        return self.engine.list_topics()
+
+    def describe_topic(self, name: str) -> TopicInfo:
+        return self.engine.describe_topic(name)
+
+    # -- subscriptions and queues ---------------------------------------------------------
+
+    def create_subscription(self, spec: SubscriptionSpec) -> SubscriptionSpec:
+        """Start reading ``spec.topic`` as ``spec.name``; the dead-letter topic must exist."""
+        self.engine.topic(spec.topic)
+        if spec.dead_letter is not None:
+            self.engine.topic(spec.dead_letter)
+        if spec.mode == "stream":
+            raise InvalidConfig("mode", spec.mode, "stream subscriptions are not built yet")
+        if (spec.topic, spec.name) in self._subscriptions:
+            raise SubscriptionExists(spec.topic, spec.name)
+        stored = self._catalog.add_subscription(spec)
+        self._open_subscription(stored)
+        return stored
+
+    def create_queue(
+        self,
+        name: str,
+        *,
+        fifo: bool = False,
+        partitions: int = 1,
+        visibility_timeout_ms: int = 30_000,
+        max_deliveries: int | None = DEFAULT_MAX_DELIVERIES,
+        dead_letter: str | None = "",
+        delay_ms: int = 0,
+        durability: str = "always",
+    ) -> SubscriptionSpec:
+        """A topic and one subscription of the same name: the SQS or RabbitMQ queue.
+
+        ``fifo`` makes it `keyed` (per key in order, one in flight per key). The dead-letter
+        topic defaults to ``<name>.dlq`` (made if missing); ``dead_letter=None`` with
+        ``max_deliveries=None`` retries a failing message forever, deliberately.
+        """
+        if dead_letter is None and max_deliveries is not None:
+            raise InvalidConfig(
+                "dead_letter", None,
+                "a queue without a dead-letter topic needs max_deliveries=None (retry forever)",
+            )  # fmt: skip
+        dead_letter_topic = f"{name}.dlq" if dead_letter == "" else dead_letter
+        config = msgspec.convert({"partitions": partitions, "durability": durability}, TopicConfig)
+        self.engine.create_topic(name, config)
+        if dead_letter_topic is not None and dead_letter_topic not in self.engine.list_topics():
+            self.engine.create_topic(dead_letter_topic, TopicConfig(durability=config.durability))
+        return self.create_subscription(
+            SubscriptionSpec(
+                name=name,
+                topic=name,
+                mode="keyed" if fifo else "queue",
+                start="earliest",
+                visibility_timeout_ms=visibility_timeout_ms,
+                max_deliveries=max_deliveries,
+                dead_letter=dead_letter_topic,
+                delay_ms=delay_ms,
+            )
+        )
+
+    def delete_subscription(self, topic: str, name: str) -> None:
+        self._subscription(topic, name)
+        self._catalog.remove_subscription(topic, name)
+        del self._subscriptions[(topic, name)]
+
+    def list_subscriptions(self, topic: str | None = None) -> list[SubscriptionSpec]:
+        return [
+            sub.spec
+            for (t, _), sub in sorted(self._subscriptions.items())
+            if topic is None or t == topic
+        ]
+
+    def _open_subscription(self, spec: SubscriptionSpec) -> None:
+        dead_letter = self.engine.topic(spec.dead_letter) if spec.dead_letter else None
+        self._subscriptions[(spec.topic, spec.name)] = QueueSubscription.open(
+            spec,
+            self.engine.topic(spec.topic),
+            self.engine.journal(spec.journal),
+            self.clock,
+            dead_letter,
+        )
+
+    def _subscription(self, topic: str, name: str) -> QueueSubscription:
+        sub = self._subscriptions.get((topic, name))
+        if sub is None:
+            self.engine.topic(topic)  # UnknownTopic first, when it is the topic that is missing
+            raise UnknownSubscription(topic, name)
+        return sub
+
+    # -- exchanges ------------------------------------------------------------------------
+
+    def declare_exchange(self, spec: ExchangeSpec) -> ExchangeSpec:
+        declared = self._router.declare(spec)
+        self._catalog.save_exchange(declared)
+        return declared
+
+    def delete_exchange(self, name: str) -> None:
+        self._router.delete(name)
+        self._catalog.remove_exchange(name)
+
+    def list_exchanges(self) -> list[ExchangeSpec]:
+        return self._router.exchanges()
+
+    def bind(self, spec: BindingSpec) -> bool:
+        """Bind an exchange to a topic that exists; False if that binding was already there."""
+        if spec.topic not in self.engine.list_topics():
+            raise UnknownTopic(spec.topic)
+        added = self._router.bind(spec)
+        if added:
+            self._catalog.save_bindings(spec.exchange, self._router.bindings(spec.exchange))
+        return added
+
+    def unbind(self, spec: BindingSpec) -> bool:
+        removed = self._router.unbind(spec)
+        if removed:
+            self._catalog.save_bindings(spec.exchange, self._router.bindings(spec.exchange))
+        return removed
+
+    def list_bindings(self, exchange: str | None = None) -> list[BindingSpec]:
+        return self._router.bindings(exchange)
+
+    # -- publish --------------------------------------------------------------------------
+
+    def publish(self, topic: str, messages: Sequence[Outgoing]) -> PublishOutcome:
+        """Append ``messages`` to ``topic``, one batch per partition, in order per partition."""
+        if not messages:
+            raise InvalidRequest("publish needs at least one message")
+        target = self.engine.topic(topic)
+        now_ms = self.clock.now_ms()
+        batches: dict[int, list[Record]] = {}
+        for message in messages:
+            partition = self._partition_for(target, message)
+            batches.setdefault(partition, []).append(_record(message, now_ms))
+        published: list[Published] = []
+        durability: list[tuple[PartitionLog, int]] = []
+        for partition, records in batches.items():
+            result = target.append(partition, records)
+            published += [
+                Published(topic, partition, offset)
+                for offset in range(result.base_offset, result.next_offset)
+            ]
+            log = target.log(partition)
+            if log.config.durability == "always":
+                durability.append((log, result.next_offset))
+        return PublishOutcome(published, durability)
+
+    def publish_to_exchange(
+        self, exchange: str, routing_key: str, messages: Sequence[Outgoing]
+    ) -> PublishOutcome:
+        """Route each message through ``exchange`` and publish it to every topic it matches."""
+        if len(routing_key.encode()) > MAX_KEY_BYTES:
+            raise InvalidRequest(f"a routing key is at most {MAX_KEY_BYTES} bytes")
+        per_topic: dict[str, list[Outgoing]] = {}
+        for message in messages:
+            for topic in self._router.route(exchange, routing_key, message.headers, message.key):
+                per_topic.setdefault(topic, []).append(message)
+        outcome = PublishOutcome([], [])
+        for topic, routed in per_topic.items():
+            part = self.publish(topic, routed)
+            outcome.published.extend(part.published)
+            outcome.durability.extend(part.durability)
+        return outcome
+
+    def _partition_for(self, topic: Topic, message: Outgoing) -> int:
+        count = len(topic.partitions)
+        if message.partition is not None:
+            topic.log(message.partition)  # UnknownPartition for a bad one
+            return message.partition
+        if message.key is not None:
+            return partition_for_key(message.key, count)
+        counter = self._round_robin.setdefault(topic.name, itertools.count())
+        return next(counter) % count
+
+    # -- consume --------------------------------------------------------------------------
+
+    def receive(
+        self,
+        topic: str,
+        subscription: str,
+        max_messages: int = 1,
+        visibility_ms: int | None = None,
+        consumer: str = "",
+    ) -> list[Message]:
+        return self._subscription(topic, subscription).receive(
+            max_messages, visibility_ms, consumer
+        )
+
+    def ack(self, topic: str, subscription: str, receipts: Sequence[Receipt]) -> list[Receipt]:
+        """Returns the receipts that were refused (their lease had expired)."""
+        return self._subscription(topic, subscription).ack(receipts)
+
+    def nack(
+        self,
+        topic: str,
+        subscription: str,
+        receipts: Sequence[Receipt],
+        delay_ms: int | None = None,
+        error: str | None = None,
+    ) -> list[Receipt]:
+        return self._subscription(topic, subscription).nack(receipts, delay_ms, error)
+
+    def extend(
+        self, topic: str, subscription: str, receipts: Sequence[Receipt], visibility_ms: int
+    ) -> list[Receipt]:
+        return self._subscription(topic, subscription).extend(receipts, visibility_ms)
+
+    # -- time and state -------------------------------------------------------------------
+
+    def tick(self) -> Tick:
+        """Expire leases and end delays everywhere; what is due next and what to await."""
+        deadlines: list[int] = []
+        pending: list[PendingDeadLetter] = []
+        for sub in self._subscriptions.values():
+            deadline = sub.tick()
+            if deadline is not None:
+                deadlines.append(deadline)
+            pending += sub.pending_dead_letters
+        return Tick(min(deadlines) if deadlines else None, pending)
+
+    def stats(self, topic: str, subscription: str) -> SubscriptionStats:
+        return subscription_stats(self._subscription(topic, subscription), self.clock.now_ms())
+
+    def partition_stats(self, topic: str, subscription: str) -> list[PartitionStats]:
+        return self.stats(topic, subscription).partitions
+
+    def subscriptions(self) -> list[QueueSubscription]:
+        """Every open subscription (for the host's snapshots)."""
+        return list(self._subscriptions.values())
+
+
+def partition_for_key(key: bytes, partitions: int) -> int:
+    """The partition a key always lands on: a stable hash (CRC32C), never Python's hash()."""
+    return crc32c(key) % partitions
+
+
+def _record(message: Outgoing, now_ms: int) -> Record:
+    headers = message.headers
+    deliver_at = message.deliver_at_ms
+    if message.delay_ms is not None:
+        deliver_at = max(deliver_at or 0, now_ms + check_delay(message.delay_ms))
+    if deliver_at is not None:
+        if type(deliver_at) is not int or deliver_at < 0:
+            raise InvalidRequest(f"deliver_at_ms must be a non-negative int, not {deliver_at!r}")
+        headers = (*headers, (DELIVER_AT_HEADER, b"%d" % deliver_at))
+    return Record(value=message.value, key=message.key, headers=headers)

@@ -1,0 +1,76 @@
+"""What the broker has defined, kept in the storage engine's metadata store.
+
+Namespaces: ``subscriptions`` (``<topic>/<name>`` -> ``SubscriptionSpec``), ``exchanges``,
+``bindings`` (exchange name -> its bindings, as the router lists them) and ``counters``. Each
+change is one metadata transaction, so a crash leaves a definition wholly there or wholly absent.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from roost.core.model import SubscriptionSpec
+from roost.core.routing import BindingSpec, ExchangeSpec
+from roost.storage.metadata import MetadataStore
+
+SUBSCRIPTIONS = "subscriptions"
+EXCHANGES = "exchanges"
+BINDINGS = "bindings"
+COUNTERS = "counters"
+
+
+def subscription_id(topic: str, name: str) -> str:
+    return f"{topic}/{name}"
+
+
+class Catalog:
+    def __init__(self, metadata: MetadataStore) -> None:
+        self._metadata = metadata
+
+    def subscriptions(self) -> list[SubscriptionSpec]:
+        return [
+            msgspec.convert(self._metadata.get(SUBSCRIPTIONS, name), SubscriptionSpec)
+            for name in self._metadata.names(SUBSCRIPTIONS)
+        ]
+
+    def add_subscription(self, spec: SubscriptionSpec) -> SubscriptionSpec:
+        """Persist ``spec`` with a fresh journal name; returns the spec as stored."""
+        with self._metadata.transaction() as txn:
+            number = (txn.get(COUNTERS, "journals") or 0) + 1
+            txn.put(COUNTERS, "journals", number)
+            stored = msgspec.structs.replace(spec, journal=f"sub-{number}")
+            txn.put(
+                SUBSCRIPTIONS, subscription_id(spec.topic, spec.name), msgspec.to_builtins(stored)
+            )
+        return stored
+
+    def remove_subscription(self, topic: str, name: str) -> None:
+        with self._metadata.transaction() as txn:
+            txn.delete(SUBSCRIPTIONS, subscription_id(topic, name))
+
+    def exchanges(self) -> list[ExchangeSpec]:
+        return [
+            msgspec.convert(self._metadata.get(EXCHANGES, name), ExchangeSpec)
+            for name in self._metadata.names(EXCHANGES)
+        ]
+
+    def bindings(self) -> list[BindingSpec]:
+        return [
+            msgspec.convert(binding, BindingSpec)
+            for name in self._metadata.names(BINDINGS)
+            for binding in self._metadata.get(BINDINGS, name)
+        ]
+
+    def save_exchange(self, spec: ExchangeSpec) -> None:
+        with self._metadata.transaction() as txn:
+            txn.put(EXCHANGES, spec.name, msgspec.to_builtins(spec))
+
+    def remove_exchange(self, name: str) -> None:
+        with self._metadata.transaction() as txn:
+            txn.delete(EXCHANGES, name)
+            txn.delete(BINDINGS, name)
+
+    def save_bindings(self, exchange: str, bindings: list[BindingSpec]) -> None:
+        """Replace every binding of ``exchange`` with ``bindings``."""
+        with self._metadata.transaction() as txn:
+            txn.put(BINDINGS, exchange, [msgspec.to_builtins(b) for b in bindings])

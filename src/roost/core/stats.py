@@ -1,0 +1,83 @@
+"""What operators page on, per subscription and partition: depth, in flight, delayed, age of
+the oldest message, lag, dead letters.
+
+``depth`` counts messages not done (acked or dead-lettered) that are neither leased nor
+waiting on a delay: what a consumer could take now. ``backlog`` is everything not done.
+``oldest_age_ms`` is measured from the timestamp of the first message not done.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from roost.core.subscription import QueueSubscription
+
+
+class PartitionStats(msgspec.Struct, frozen=True):
+    partition: int
+    end_offset: int
+    ack_floor: int
+    backlog: int
+    in_flight: int
+    delayed: int
+    depth: int
+    oldest_age_ms: int | None
+
+
+class SubscriptionStats(msgspec.Struct, frozen=True):
+    topic: str
+    subscription: str
+    mode: str
+    backlog: int
+    in_flight: int
+    delayed: int
+    depth: int
+    oldest_age_ms: int | None
+    dead_letter_topic: str | None
+    dead_letters: int
+    partitions: list[PartitionStats]
+
+
+def subscription_stats(sub: QueueSubscription, now_ms: int) -> SubscriptionStats:
+    partitions = [_partition(sub, p, now_ms) for p in range(len(sub.topic.partitions))]
+    ages = [p.oldest_age_ms for p in partitions if p.oldest_age_ms is not None]
+    dead_letter = sub.dead_letter
+    return SubscriptionStats(
+        sub.spec.topic,
+        sub.spec.name,
+        sub.spec.mode,
+        sum(p.backlog for p in partitions),
+        sum(p.in_flight for p in partitions),
+        sum(p.delayed for p in partitions),
+        sum(p.depth for p in partitions),
+        max(ages) if ages else None,
+        dead_letter.name if dead_letter is not None else None,
+        sum(log.end_offset - log.start_offset for log in dead_letter.partitions)
+        if dead_letter is not None
+        else 0,
+        partitions,
+    )
+
+
+def _partition(sub: QueueSubscription, partition: int, now_ms: int) -> PartitionStats:
+    state = sub.partition_state(partition)
+    log = sub.topic.log(partition)
+    end = log.end_offset
+    floor = max(state.acks.floor, log.start_offset)
+    backlog = (end - floor) - state.acks.done_between(floor, end)
+    delayed = state.delayed
+    oldest = None
+    if backlog and floor < end:
+        first = log.read(floor, max_records=1)
+        if first:
+            oldest = max(0, now_ms - first[0].timestamp_ms)
+    return PartitionStats(
+        partition,
+        end,
+        state.acks.floor,
+        backlog,
+        state.in_flight,
+        delayed,
+        max(0, backlog - state.in_flight - delayed),
+        oldest,
+    )
