@@ -1,3 +1,17 @@
-"""Roost: a message broker in one process — work queues, routing and replayable logs."""
+"""Roost: a message broker in one process — work queues, routing and replayable logs.
+
+import roost
+
+async with roost.open("./data") as broker:
+    await broker.create_queue("emails")
+    await broker.publish("emails", b"hello")
+    [message] = await broker.receive("emails", wait=1)
+    await message.ack()
+"""
+
+from roost.client.embedded import Delivery, EmbeddedBroker, Outgoing, Published, open
+from roost.errors import RoostError
 
 __version__ = "0.1.0"
+
+__all__ = ["Delivery", "EmbeddedBroker", "Outgoing", "Published", "RoostError", "open"]

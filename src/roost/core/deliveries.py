@@ -168,8 +168,10 @@ class PartitionDeliveries:
         del self.leases[offset]
         return self.requeue(offset, visible_at_ms, error, max_deliveries)
 
-    def expire(self, now_ms: int) -> list[int]:
-        """Drop every lease whose deadline has passed; the caller requeues each offset."""
+    def expire(self, now_ms: int) -> list[tuple[int, int]]:
+        """Drop every lease whose deadline has passed; returns ``(offset, deadline_ms)`` pairs
+        for the caller to requeue (a retry delay counts from the deadline, not from whenever
+        the expiry was noticed)."""
         expired = []
         heap = self._lease_heap
         while heap and heap[0][0] <= now_ms:
@@ -178,7 +180,7 @@ class PartitionDeliveries:
             if lease is None or lease.token != token or lease.deadline_ms != deadline:
                 continue  # acked, released or extended since
             del self.leases[offset]
-            expired.append(offset)
+            expired.append((offset, deadline))
         return expired
 
     def requeue(

@@ -298,11 +298,11 @@ class QueueSubscription:
                 outcomes = [
                     state.requeue(
                         offset,
-                        now_ms + self._retry_delay(state.attempts[offset].count),
+                        deadline + self._retry_delay(state.attempts[offset].count),
                         "lease expired",
                         self._max_deliveries,
                     )
-                    for offset in expired
+                    for offset, deadline in expired
                 ]
                 self._settle_released(state, outcomes, "lease expired")
             state.promote(now_ms)

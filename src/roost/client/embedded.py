@@ -1,0 +1,341 @@
+"""``roost.open(path)``: the whole broker in this process, behind the client's API.
+
+    async with roost.open("./data") as broker:
+        await broker.create_queue("emails")
+        await broker.publish("emails", b"hello", key=b"customer-7")
+        for message in await broker.receive("emails", max_messages=10, wait=20):
+            ...                                   # do the work
+            await message.ack()
+
+Times are seconds (floats) here, as Python users expect; the core counts milliseconds. The
+network client (``roost.connect``) will offer exactly these methods, so code moves between the
+two by changing one line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+from typing import Literal
+
+import msgspec
+
+from roost.clock import Clock
+from roost.core.broker import Outgoing, Published
+from roost.core.model import DEFAULT_MAX_DELIVERIES, Message, SubscriptionSpec
+from roost.core.retry import RetryPolicy
+from roost.core.routing import BindingSpec, ExchangeKind, ExchangeSpec
+from roost.core.stats import SubscriptionStats
+from roost.errors import LeaseExpired
+from roost.server.host import Host
+from roost.storage import TopicConfig, TopicInfo
+
+__all__ = ["Delivery", "EmbeddedBroker", "Outgoing", "Published", "open"]
+
+
+def _ms(seconds: float | None) -> int | None:
+    return None if seconds is None else round(seconds * 1000)
+
+
+class Delivery:
+    """A received message, leased to you until you ack, nack, or the lease runs out."""
+
+    __slots__ = ("_host", "message", "subscription")
+
+    def __init__(self, host: Host, subscription: str, message: Message) -> None:
+        self._host = host
+        self.subscription = subscription
+        self.message = message
+
+    topic = property(lambda self: self.message.topic)
+    partition = property(lambda self: self.message.partition)
+    offset = property(lambda self: self.message.offset)
+    key = property(lambda self: self.message.key)
+    value = property(lambda self: self.message.value)
+    headers = property(lambda self: self.message.headers)
+    timestamp_ms = property(lambda self: self.message.timestamp_ms)
+    delivery_count = property(lambda self: self.message.delivery_count)
+    receipt = property(lambda self: self.message.receipt)
+
+    async def ack(self) -> None:
+        """Done: it will not be delivered again. ``LeaseExpired`` if the lease ran out."""
+        self._refused(self._host.broker.ack(self.topic, self.subscription, [self.receipt]))
+
+    async def nack(self, delay: float | None = None, error: str | None = None) -> None:
+        """Failed: deliver again after ``delay`` seconds (default: the retry policy), or move
+        it to the dead-letter topic once it has been delivered ``max_deliveries`` times."""
+        refused = self._host.broker.nack(
+            self.topic, self.subscription, [self.receipt], _ms(delay), error
+        )
+        self._host.wake_timer()
+        self._refused(refused)
+
+    async def extend(self, seconds: float) -> None:
+        """Keep the lease for ``seconds`` more, from now."""
+        refused = self._host.broker.extend(
+            self.topic, self.subscription, [self.receipt], round(seconds * 1000)
+        )
+        self._refused(refused)
+
+    def _refused(self, refused: Sequence[object]) -> None:
+        if refused:
+            raise LeaseExpired(self.topic, self.subscription, self.offset)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Delivery {self.topic}/{self.partition}@{self.offset} "
+            f"delivery {self.delivery_count}, {len(self.value)} bytes>"
+        )
+
+
+class EmbeddedBroker:
+    def __init__(self, host: Host) -> None:
+        self._host = host
+
+    # -- topics ---------------------------------------------------------------------------
+
+    async def create_topic(
+        self,
+        name: str,
+        *,
+        partitions: int = 1,
+        durability: Literal["always", "interval", "never"] = "always",
+        retention: float | None = None,
+        retention_bytes: int | None = None,
+        max_record_bytes: int = 1024 * 1024,
+    ) -> TopicInfo:
+        """A topic of ``partitions`` logs. ``retention`` (seconds) and ``retention_bytes``
+        delete old segments; without them a topic keeps everything."""
+        config = msgspec.convert(
+            {"partitions": partitions, "durability": durability,
+             "retention_ms": _ms(retention), "retention_bytes": retention_bytes,
+             "max_record_bytes": max_record_bytes},
+            TopicConfig,
+        )  # fmt: skip
+        return self._host.broker.create_topic(name, config)
+
+    async def list_topics(self) -> list[str]:
+        return self._host.broker.list_topics()
+
+    async def describe_topic(self, name: str) -> TopicInfo:
+        return self._host.broker.describe_topic(name)
+
+    async def delete_topic(self, name: str) -> None:
+        self._host.broker.delete_topic(name)
+
+    # -- queues and subscriptions ---------------------------------------------------------
+
+    async def create_queue(
+        self,
+        name: str,
+        *,
+        fifo: bool = False,
+        partitions: int = 1,
+        visibility_timeout: float = 30.0,
+        max_deliveries: int | None = DEFAULT_MAX_DELIVERIES,
+        dead_letter: str | None = "",
+        delay: float = 0.0,
+        durability: Literal["always", "interval", "never"] = "always",
+    ) -> SubscriptionSpec:
+        """A topic plus one subscription of the same name. ``fifo``: per key in order, one in
+        flight per key. Dead letters go to ``<name>.dlq`` unless ``dead_letter`` names another
+        topic (or is None, with ``max_deliveries=None``: retry forever)."""
+        return self._host.broker.create_queue(
+            name, fifo=fifo, partitions=partitions,
+            visibility_timeout_ms=round(visibility_timeout * 1000),
+            max_deliveries=max_deliveries, dead_letter=dead_letter,
+            delay_ms=round(delay * 1000), durability=durability,
+        )  # fmt: skip
+
+    async def create_subscription(
+        self,
+        topic: str,
+        name: str,
+        *,
+        mode: Literal["queue", "keyed"] = "queue",
+        start: Literal["earliest", "latest"] = "latest",
+        visibility_timeout: float = 30.0,
+        max_deliveries: int | None = DEFAULT_MAX_DELIVERIES,
+        dead_letter: str | None = None,
+        delay: float = 0.0,
+        retry: RetryPolicy | None = None,
+    ) -> SubscriptionSpec:
+        """Read ``topic`` as ``name``: every subscription of a topic sees every message."""
+        spec = SubscriptionSpec(
+            name=name, topic=topic, mode=mode, start=start,
+            visibility_timeout_ms=round(visibility_timeout * 1000),
+            max_deliveries=max_deliveries if dead_letter is not None else None,
+            dead_letter=dead_letter, delay_ms=round(delay * 1000), retry=retry or RetryPolicy(),
+        )  # fmt: skip
+        return self._host.broker.create_subscription(spec)
+
+    async def list_subscriptions(self, topic: str | None = None) -> list[SubscriptionSpec]:
+        return self._host.broker.list_subscriptions(topic)
+
+    async def delete_subscription(self, topic: str, name: str) -> None:
+        self._host.broker.delete_subscription(topic, name)
+
+    # -- exchanges ------------------------------------------------------------------------
+
+    async def declare_exchange(
+        self, name: str, kind: ExchangeKind, *, alternate: str | None = None
+    ) -> ExchangeSpec:
+        return self._host.broker.declare_exchange(ExchangeSpec(name, kind, alternate))
+
+    async def delete_exchange(self, name: str) -> None:
+        self._host.broker.delete_exchange(name)
+
+    async def list_exchanges(self) -> list[ExchangeSpec]:
+        return self._host.broker.list_exchanges()
+
+    async def bind(
+        self,
+        exchange: str,
+        topic: str,
+        *,
+        key: str = "",
+        headers: dict[str, bytes | None] | None = None,
+        match: Literal["all", "any"] = "all",
+        weight: int = 1,
+    ) -> bool:
+        return self._host.broker.bind(BindingSpec(exchange, topic, key, headers, match, weight))
+
+    async def unbind(
+        self,
+        exchange: str,
+        topic: str,
+        *,
+        key: str = "",
+        headers: dict[str, bytes | None] | None = None,
+        match: Literal["all", "any"] = "all",
+        weight: int = 1,
+    ) -> bool:
+        return self._host.broker.unbind(BindingSpec(exchange, topic, key, headers, match, weight))
+
+    async def list_bindings(self, exchange: str | None = None) -> list[BindingSpec]:
+        return self._host.broker.list_bindings(exchange)
+
+    # -- publish --------------------------------------------------------------------------
+
+    async def publish(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+        partition: int | None = None,
+        delay: float | None = None,
+        deliver_at_ms: int | None = None,
+    ) -> Published:
+        """Publish one message; returns where it landed once it is durable."""
+        message = Outgoing(
+            value=value, key=key, headers=tuple(headers), partition=partition,
+            delay_ms=_ms(delay), deliver_at_ms=deliver_at_ms,
+        )  # fmt: skip
+        [published] = await self._host.publish(topic, [message])
+        return published
+
+    async def publish_batch(self, topic: str, messages: Sequence[Outgoing]) -> list[Published]:
+        """Publish many messages in one go (one append per partition)."""
+        return await self._host.publish(topic, messages)
+
+    async def publish_to_exchange(
+        self,
+        exchange: str,
+        routing_key: str,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> list[Published]:
+        """Publish through an exchange: one entry per topic the message was routed to."""
+        message = Outgoing(value=value, key=key, headers=tuple(headers))
+        return await self._host.publish_to_exchange(exchange, routing_key, [message])
+
+    # -- consume --------------------------------------------------------------------------
+
+    async def receive(
+        self,
+        topic: str,
+        subscription: str | None = None,
+        *,
+        max_messages: int = 1,
+        wait: float = 0.0,
+        visibility_timeout: float | None = None,
+    ) -> list[Delivery]:
+        """Lease up to ``max_messages``; wait up to ``wait`` seconds (20 at most) for one.
+
+        ``subscription`` defaults to the topic's name: the queue of that name.
+        """
+        name = subscription or topic
+        messages = await self._host.receive(
+            topic, name, max_messages, wait, _ms(visibility_timeout)
+        )
+        return [Delivery(self._host, name, message) for message in messages]
+
+    async def consume(
+        self, topic: str, subscription: str | None = None, *, prefetch: int = 100
+    ) -> AsyncIterator[Delivery]:
+        """Deliveries, forever, long-polling when there are none. ``prefetch`` is the credit:
+        at most that many are leased ahead of the one you are handling."""
+        while True:
+            batch = await self.receive(topic, subscription, max_messages=prefetch, wait=20.0)
+            for delivery in batch:
+                yield delivery
+
+    async def stats(self, topic: str, subscription: str | None = None) -> SubscriptionStats:
+        return self._host.broker.stats(topic, subscription or topic)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        await self._host.aclose()
+
+    async def __aenter__(self) -> EmbeddedBroker:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class _Opening:
+    """``roost.open(path)``: awaitable, and an async context manager."""
+
+    def __init__(self, path: str, clock: Clock | None) -> None:
+        self._path = path
+        self._clock = clock
+        self._broker: EmbeddedBroker | None = None
+
+    def __await__(self):  # type: ignore[no-untyped-def]
+        return self._open().__await__()
+
+    async def _open(self) -> EmbeddedBroker:
+        return EmbeddedBroker(await Host.start(self._path, self._clock))
+
+    async def __aenter__(self) -> EmbeddedBroker:
+        self._broker = await self._open()
+        return self._broker
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._broker is not None:
+            await self._broker.aclose()
+
+
+def open(path: str, *, clock: Clock | None = None) -> _Opening:
+    """Run a broker in this process on the data directory at ``path``.
+
+    ``async with roost.open(path) as broker: ...`` or ``broker = await roost.open(path)``
+    (then ``await broker.aclose()``).
+    """
+    return _Opening(path, clock)

@@ -1,0 +1,167 @@
+"""The host: the core, the storage engine, the flusher and the timers on one event loop.
+
+The core never waits; the host does the waiting it asks for:
+
+- a publish to an ``always`` topic is confirmed once the flusher has made it durable;
+- a receive with ``wait_s`` sleeps until a publish to the topic, a delay ending or a lease
+  expiring makes a message ready, or until the wait runs out (long polling);
+- a timer task sleeps until the core's next deadline (``Broker.tick``), ticks, and waits for
+  the dead-letter appends a tick started to become durable, then ticks again so the
+  subscriptions can finish those messages;
+- opening and closing the engine (recovery, final fsyncs) run in a thread;
+- subscription journals are snapshotted off the loop when enough entries have piled up.
+
+Known limit: definition changes (topics, queues, exchanges) fsync the metadata file on the
+loop; they are rare and short, but a host serving heavy traffic will want them in a thread
+with the core's commands queued behind them.
+
+The host owns one task, the timer; ``aclose`` stops it, lets the flusher finish, and closes
+the engine cleanly.
+
+    host = await Host.start("./data")
+    await host.publish("emails", [Outgoing(value=b"hi")])
+    messages = await host.receive("emails", "emails", max_messages=10, wait_s=20)
+    await host.aclose()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+
+from roost.clock import Clock, SystemClock
+from roost.core.broker import Broker, Outgoing, Published, PublishOutcome
+from roost.core.model import Message
+from roost.errors import InvalidConfig
+from roost.server.flusher import Flusher
+from roost.storage import LocalEngine
+
+#: Longest a receive may wait for a message, as in SQS long polling.
+MAX_WAIT_S = 20.0
+#: The timer never sleeps longer than this, so a clock that jumps is noticed.
+MAX_TIMER_SLEEP_S = 1.0
+
+
+class Host:
+    def __init__(self, engine: LocalEngine, broker: Broker, flusher: Flusher, clock: Clock) -> None:
+        self.engine = engine
+        self.broker = broker
+        self.flusher = flusher
+        self.clock = clock
+        self._new_data: dict[str, asyncio.Event] = {}  # per topic, set on publish and on tick
+        self._wake_timer = asyncio.Event()
+        self._timer: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @classmethod
+    async def start(cls, path: str, clock: Clock | None = None) -> Host:
+        """Open the data directory (recovering it, in a thread) and start the timer."""
+        clock = clock or SystemClock()
+        engine = await asyncio.to_thread(LocalEngine.open, path, clock)
+        broker = Broker.open(engine, clock)
+        flusher = Flusher(clock)
+        engine.on_dirty = flusher.notify
+        host = cls(engine, broker, flusher, clock)
+        host._timer = asyncio.create_task(host._run_timer(), name="roost-timer")
+        return host
+
+    # -- publish --------------------------------------------------------------------------
+
+    async def publish(self, topic: str, messages: Sequence[Outgoing]) -> list[Published]:
+        return await self._confirm(self.broker.publish(topic, messages))
+
+    async def publish_to_exchange(
+        self, exchange: str, routing_key: str, messages: Sequence[Outgoing]
+    ) -> list[Published]:
+        return await self._confirm(self.broker.publish_to_exchange(exchange, routing_key, messages))
+
+    async def _confirm(self, outcome: PublishOutcome) -> list[Published]:
+        for topic in {p.topic for p in outcome.published}:
+            self._signal(topic)
+        for log, offset in outcome.durability:
+            await self.flusher.wait_durable(log, offset)
+        return outcome.published
+
+    def _signal(self, topic: str) -> None:
+        event = self._new_data.pop(topic, None)
+        if event is not None:
+            event.set()
+
+    # -- receive --------------------------------------------------------------------------
+
+    async def receive(
+        self,
+        topic: str,
+        subscription: str,
+        max_messages: int = 1,
+        wait_s: float = 0.0,
+        visibility_ms: int | None = None,
+        consumer: str = "",
+    ) -> list[Message]:
+        """Lease up to ``max_messages``; with ``wait_s``, wait that long for the first one."""
+        if not 0 <= wait_s <= MAX_WAIT_S:
+            raise InvalidConfig("wait", wait_s, f"between 0 and {MAX_WAIT_S} seconds")
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + wait_s
+        while True:
+            messages = self.broker.receive(
+                topic, subscription, max_messages, visibility_ms, consumer
+            )
+            remaining = give_up - loop.time()
+            if messages or remaining <= 0:
+                return messages
+            event = self._new_data.setdefault(topic, asyncio.Event())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), remaining)
+
+    # -- time -----------------------------------------------------------------------------
+
+    def wake_timer(self) -> None:
+        """A command changed what is due next (a nack with a delay, a short lease)."""
+        self._wake_timer.set()
+
+    async def _run_timer(self) -> None:
+        while not self._closed:
+            tick = self.broker.tick()
+            for topic in self._topics_with_subscriptions():
+                self._signal(topic)
+            await self._snapshot_journals()
+            for pending in tick.pending_dead_letters:
+                await self.flusher.wait_durable(pending.log, pending.next_offset)
+            if tick.pending_dead_letters:
+                continue
+            sleep_s = MAX_TIMER_SLEEP_S
+            if tick.next_deadline_ms is not None:
+                sleep_s = min(
+                    sleep_s, max(0.0, (tick.next_deadline_ms - self.clock.now_ms()) / 1000)
+                )
+            self._wake_timer.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_timer.wait(), sleep_s)
+
+    async def _snapshot_journals(self) -> None:
+        for sub in self.broker.subscriptions():
+            if sub.snapshot_due:
+                job = sub.journal.snapshot_job(sub.snapshot())
+                await asyncio.to_thread(job.run)
+                sub.journal.snapshot_done(job)
+
+    def _topics_with_subscriptions(self) -> set[str]:
+        return {spec.topic for spec in self.broker.list_subscriptions()}
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Stop the timer, finish every pending flush, close the engine cleanly."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer
+        for event in self._new_data.values():
+            event.set()
+        await self.flusher.aclose()
+        await asyncio.to_thread(self.engine.close)
