@@ -22,15 +22,17 @@ import msgspec
 
 from roost.clock import Clock
 from roost.core.broker import Outgoing, Published
+from roost.core.groups import Membership
 from roost.core.model import DEFAULT_MAX_DELIVERIES, Message, SubscriptionSpec
 from roost.core.retry import RetryPolicy
 from roost.core.routing import BindingSpec, ExchangeKind, ExchangeSpec
-from roost.core.stats import SubscriptionStats
+from roost.core.stats import StreamStats, SubscriptionStats
+from roost.core.streams import StreamSubscription
 from roost.errors import LeaseExpired
 from roost.server.host import Host
 from roost.storage import TopicConfig, TopicInfo
 
-__all__ = ["Delivery", "EmbeddedBroker", "Outgoing", "Published", "open"]
+__all__ = ["Delivery", "EmbeddedBroker", "Outgoing", "Published", "StreamMember", "open"]
 
 
 def _ms(seconds: float | None) -> int | None:
@@ -86,6 +88,75 @@ class Delivery:
             f"<Delivery {self.topic}/{self.partition}@{self.offset} "
             f"delivery {self.delivery_count}, {len(self.value)} bytes>"
         )
+
+
+class StreamMember:
+    """One member of a consumer group: fetch in order, commit, seek.
+
+    member = await broker.join("clicks", "analytics")
+    while True:
+        records = await member.fetch(max_records=500, wait=5)
+        ...
+        await member.commit()          # everything fetched so far
+    """
+
+    def __init__(self, host: Host, topic: str, group: str, membership: Membership) -> None:
+        self._host = host
+        self.topic = topic
+        self.group = group
+        self.membership = membership
+        self._fetched: dict[int, int] = {}
+
+    @property
+    def member_id(self) -> str:
+        return self.membership.member_id
+
+    @property
+    def partitions(self) -> tuple[int, ...]:
+        return self.membership.partitions
+
+    def _stream(self) -> StreamSubscription:
+        return self._host.broker.stream(self.topic, self.group)
+
+    async def heartbeat(self) -> Membership:
+        """Stay in the group; learn a new assignment (a rebalance) if there was one."""
+        self._apply(self._stream().heartbeat(self.member_id, self.membership.generation))
+        return self.membership
+
+    def _apply(self, membership: Membership) -> None:
+        if membership.generation != self.membership.generation:
+            self._fetched = {p: o for p, o in self._fetched.items() if p in membership.partitions}
+        self.membership = membership
+
+    async def fetch(self, max_records: int = 500, wait: float = 0.0) -> list[Message]:
+        """The next records of this member's partitions (waiting up to ``wait`` seconds)."""
+        await self.heartbeat()
+        records = await self._host.fetch(
+            self.topic, self.group, self.member_id, self.membership.generation, max_records, wait
+        )
+        for record in records:
+            self._fetched[record.partition] = record.offset + 1
+        return records
+
+    async def commit(self, offsets: dict[int, int] | None = None) -> None:
+        """Commit ``offsets`` (partition -> next offset to read), or everything fetched."""
+        offsets = dict(self._fetched) if offsets is None else offsets
+        self._stream().commit(self.member_id, self.membership.generation, offsets)
+
+    async def seek(self, partition: int, to: int | Literal["earliest", "latest"]) -> int:
+        """Read ``partition`` next from ``to``; returns the offset. Commit to make it stick."""
+        return self._stream().seek(self.member_id, self.membership.generation, partition, to)
+
+    async def seek_to_time(self, partition: int, timestamp_ms: int) -> int:
+        """Read ``partition`` next from its first record at or after ``timestamp_ms``."""
+        stream = self._stream()
+        return stream.seek_to_timestamp(
+            self.member_id, self.membership.generation, partition, timestamp_ms
+        )
+
+    async def leave(self) -> None:
+        """Leave the group now (rather than at the session timeout): a rebalance follows."""
+        self._stream().leave(self.member_id)
 
 
 class EmbeddedBroker:
@@ -152,7 +223,7 @@ class EmbeddedBroker:
         topic: str,
         name: str,
         *,
-        mode: Literal["queue", "keyed"] = "queue",
+        mode: Literal["stream", "queue", "keyed"] = "queue",
         start: Literal["earliest", "latest"] = "latest",
         visibility_timeout: float = 30.0,
         max_deliveries: int | None = DEFAULT_MAX_DELIVERIES,
@@ -284,7 +355,20 @@ class EmbeddedBroker:
             for delivery in batch:
                 yield delivery
 
-    async def stats(self, topic: str, subscription: str | None = None) -> SubscriptionStats:
+    async def join(
+        self, topic: str, group: str, *, member_id: str | None = None, client: str = ""
+    ) -> StreamMember:
+        """Join the `stream` subscription ``group`` on ``topic``; the broker assigns partitions.
+
+        Heartbeat (any call on the member counts) within the session timeout, or the member is
+        removed and its partitions go to the others.
+        """
+        membership = self._host.broker.stream(topic, group).join(member_id, client)
+        return StreamMember(self._host, topic, group, membership)
+
+    async def stats(
+        self, topic: str, subscription: str | None = None
+    ) -> SubscriptionStats | StreamStats:
         return self._host.broker.stats(topic, subscription or topic)
 
     # -- lifecycle ------------------------------------------------------------------------

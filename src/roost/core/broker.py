@@ -35,7 +35,8 @@ from roost.core.model import (
     check_delay,
 )
 from roost.core.routing import MAX_KEY_BYTES, BindingSpec, ExchangeSpec, Router
-from roost.core.stats import PartitionStats, SubscriptionStats, subscription_stats
+from roost.core.stats import StreamStats, SubscriptionStats, stream_stats, subscription_stats
+from roost.core.streams import StreamSubscription
 from roost.core.subscription import PendingDeadLetter, QueueSubscription
 from roost.errors import (
     InvalidConfig,
@@ -85,6 +86,7 @@ class Broker:
         self._catalog = catalog
         self._router = router
         self._subscriptions: dict[tuple[str, str], QueueSubscription] = {}
+        self._streams: dict[tuple[str, str], StreamSubscription] = {}
         self._round_robin: dict[str, itertools.count[int]] = {}
 
     @classmethod
@@ -105,7 +107,7 @@ class Broker:
     def delete_topic(self, name: str) -> None:
         """Delete a topic and every subscription on it."""
         self.engine.topic(name)
-        for topic, subscription in list(self._subscriptions):
+        for topic, subscription in [*self._subscriptions, *self._streams]:
             if topic == name:
                 self.delete_subscription(topic, subscription)
         self.engine.delete_topic(name)
@@ -123,9 +125,10 @@ class Broker:
         self.engine.topic(spec.topic)
         if spec.dead_letter is not None:
             self.engine.topic(spec.dead_letter)
-        if spec.mode == "stream":
-            raise InvalidConfig("mode", spec.mode, "stream subscriptions are not built yet")
-        if (spec.topic, spec.name) in self._subscriptions:
+        if (spec.topic, spec.name) in self._subscriptions or (
+            spec.topic,
+            spec.name,
+        ) in self._streams:
             raise SubscriptionExists(spec.topic, spec.name)
         stored = self._catalog.add_subscription(spec)
         self._open_subscription(stored)
@@ -173,18 +176,25 @@ class Broker:
         )
 
     def delete_subscription(self, topic: str, name: str) -> None:
-        self._subscription(topic, name)
+        if (topic, name) not in self._streams:
+            self._subscription(topic, name)
         self._catalog.remove_subscription(topic, name)
-        del self._subscriptions[(topic, name)]
+        self._subscriptions.pop((topic, name), None)
+        self._streams.pop((topic, name), None)
 
     def list_subscriptions(self, topic: str | None = None) -> list[SubscriptionSpec]:
-        return [
-            sub.spec
-            for (t, _), sub in sorted(self._subscriptions.items())
-            if topic is None or t == topic
-        ]
+        specs = [sub.spec for sub in self._subscriptions.values()]
+        specs += [stream.spec for stream in self._streams.values()]
+        return sorted(
+            (s for s in specs if topic is None or s.topic == topic), key=lambda s: (s.topic, s.name)
+        )
 
     def _open_subscription(self, spec: SubscriptionSpec) -> None:
+        if spec.mode == "stream":
+            self._streams[(spec.topic, spec.name)] = StreamSubscription.open(
+                spec, self.engine.topic(spec.topic), self.engine.journal(spec.journal), self.clock
+            )
+            return
         dead_letter = self.engine.topic(spec.dead_letter) if spec.dead_letter else None
         self._subscriptions[(spec.topic, spec.name)] = QueueSubscription.open(
             spec,
@@ -198,8 +208,21 @@ class Broker:
         sub = self._subscriptions.get((topic, name))
         if sub is None:
             self.engine.topic(topic)  # UnknownTopic first, when it is the topic that is missing
+            if (topic, name) in self._streams:
+                raise InvalidRequest(f"{topic!r}/{name!r} is a stream: fetch and commit instead")
             raise UnknownSubscription(topic, name)
         return sub
+
+    def stream(self, topic: str, name: str) -> StreamSubscription:
+        """The `stream` subscription ``name`` on ``topic``: join, fetch, commit, seek on it."""
+        stream = self._streams.get((topic, name))
+        if stream is None:
+            self.engine.topic(topic)
+            if (topic, name) in self._subscriptions:
+                mode = self._subscriptions[(topic, name)].spec.mode
+                raise InvalidRequest(f"{topic!r}/{name!r} is a {mode} subscription: receive it")
+            raise UnknownSubscription(topic, name)
+        return stream
 
     # -- exchanges ------------------------------------------------------------------------
 
@@ -329,17 +352,21 @@ class Broker:
             if deadline is not None:
                 deadlines.append(deadline)
             pending += sub.pending_dead_letters
+        for stream in self._streams.values():
+            deadline = stream.tick()
+            if deadline is not None:
+                deadlines.append(deadline)
         return Tick(min(deadlines) if deadlines else None, pending)
 
-    def stats(self, topic: str, subscription: str) -> SubscriptionStats:
+    def stats(self, topic: str, subscription: str) -> SubscriptionStats | StreamStats:
+        """Depth, in flight, delayed, oldest age, dead letters; or, for a stream, lag."""
+        if (topic, subscription) in self._streams:
+            return stream_stats(self._streams[(topic, subscription)])
         return subscription_stats(self._subscription(topic, subscription), self.clock.now_ms())
 
-    def partition_stats(self, topic: str, subscription: str) -> list[PartitionStats]:
-        return self.stats(topic, subscription).partitions
-
-    def subscriptions(self) -> list[QueueSubscription]:
+    def subscriptions(self) -> list[QueueSubscription | StreamSubscription]:
         """Every open subscription (for the host's snapshots)."""
-        return list(self._subscriptions.values())
+        return [*self._subscriptions.values(), *self._streams.values()]
 
 
 def partition_for_key(key: bytes, partitions: int) -> int:

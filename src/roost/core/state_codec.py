@@ -76,25 +76,21 @@ def as_ranges(offsets: list[int]) -> list[tuple[int, int]]:
 
 
 def snapshot(states: list[PartitionDeliveries], committed: dict[int, int]) -> bytes:
-    return _encoder.encode(
-        Snapshot(
-            1,
-            [
-                PartitionState(
-                    state.partition,
-                    state.acks.floor,
-                    state.acks.ranges(),
-                    [
-                        (o, a.count, a.first_ms, a.last_ms, a.last_error)
-                        for o, a in state.attempts.items()
-                    ],
-                    list(state.retry_at.items()),
-                    committed.get(state.partition),
-                )
-                for state in states
-            ],
+    """Queue/keyed delivery states and stream committed offsets, as one snapshot."""
+    partitions = {
+        state.partition: PartitionState(
+            state.partition,
+            state.acks.floor,
+            state.acks.ranges(),
+            [(o, a.count, a.first_ms, a.last_ms, a.last_error) for o, a in state.attempts.items()],
+            list(state.retry_at.items()),
+            committed.get(state.partition),
         )
-    )
+        for state in states
+    }
+    for partition, offset in committed.items():
+        partitions.setdefault(partition, PartitionState(partition, 0, [], [], [], offset))
+    return _encoder.encode(Snapshot(1, [partitions[p] for p in sorted(partitions)]))
 
 
 def replay(

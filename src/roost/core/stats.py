@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import msgspec
 
+from roost.core.streams import StreamSubscription
 from roost.core.subscription import QueueSubscription
 
 
@@ -80,4 +81,39 @@ def _partition(sub: QueueSubscription, partition: int, now_ms: int) -> Partition
         delayed,
         max(0, backlog - state.in_flight - delayed),
         oldest,
+    )
+
+
+class StreamPartitionStats(msgspec.Struct, frozen=True):
+    partition: int
+    end_offset: int
+    committed: int
+    lag: int
+    owner: str | None
+
+
+class StreamStats(msgspec.Struct, frozen=True):
+    topic: str
+    subscription: str
+    mode: str
+    members: list[str]
+    generation: int
+    lag: int
+    partitions: list[StreamPartitionStats]
+
+
+def stream_stats(stream: StreamSubscription) -> StreamStats:
+    lag = stream.lag()
+    partitions = [
+        StreamPartitionStats(p, log.end_offset, stream.committed[p], lag[p], stream.group.owner(p))
+        for p, log in enumerate(stream.topic.partitions)
+    ]
+    return StreamStats(
+        stream.spec.topic,
+        stream.spec.name,
+        "stream",
+        stream.group.members(),
+        stream.group.generation,
+        sum(lag.values()),
+        partitions,
     )

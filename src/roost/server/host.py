@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from roost.clock import Clock, SystemClock
 from roost.core.broker import Broker, Outgoing, Published, PublishOutcome
@@ -77,10 +77,11 @@ class Host:
         return await self._confirm(self.broker.publish_to_exchange(exchange, routing_key, messages))
 
     async def _confirm(self, outcome: PublishOutcome) -> list[Published]:
-        for topic in {p.topic for p in outcome.published}:
-            self._signal(topic)
+        # Under `always` a record is readable once durable, so waiting readers are woken after.
         for log, offset in outcome.durability:
             await self.flusher.wait_durable(log, offset)
+        for topic in {p.topic for p in outcome.published}:
+            self._signal(topic)
         return outcome.published
 
     def _signal(self, topic: str) -> None:
@@ -100,14 +101,36 @@ class Host:
         consumer: str = "",
     ) -> list[Message]:
         """Lease up to ``max_messages``; with ``wait_s``, wait that long for the first one."""
+        return await self._long_poll(
+            topic,
+            wait_s,
+            lambda: self.broker.receive(topic, subscription, max_messages, visibility_ms, consumer),
+        )
+
+    async def fetch(
+        self,
+        topic: str,
+        subscription: str,
+        member_id: str,
+        generation: int,
+        max_records: int = 500,
+        wait_s: float = 0.0,
+    ) -> list[Message]:
+        """A stream member's next records; with ``wait_s``, wait that long for the first one."""
+        stream = self.broker.stream(topic, subscription)
+        return await self._long_poll(
+            topic, wait_s, lambda: stream.fetch(member_id, generation, max_records)
+        )
+
+    async def _long_poll(
+        self, topic: str, wait_s: float, attempt: Callable[[], list[Message]]
+    ) -> list[Message]:
         if not 0 <= wait_s <= MAX_WAIT_S:
             raise InvalidConfig("wait", wait_s, f"between 0 and {MAX_WAIT_S} seconds")
         loop = asyncio.get_running_loop()
         give_up = loop.time() + wait_s
         while True:
-            messages = self.broker.receive(
-                topic, subscription, max_messages, visibility_ms, consumer
-            )
+            messages = attempt()
             remaining = give_up - loop.time()
             if messages or remaining <= 0:
                 return messages

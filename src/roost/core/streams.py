@@ -1,0 +1,216 @@
+"""A `stream` subscription: a consumer group that reads partitions in order and commits offsets.
+
+    stream = StreamSubscription.open(spec, topic, journal, clock)
+    member = stream.join()                                  # the broker assigns partitions
+    records = stream.fetch(member.member_id, member.generation, max_records=500)
+    stream.commit(member.member_id, member.generation, {0: records[-1].offset + 1})
+
+Rules:
+
+- Membership and assignment are the ``ConsumerGroup``'s (balanced, sticky, fenced by
+  generation). Only the owner of a partition, in the current generation, may commit it.
+- A committed offset is the next offset to read, as in Kafka. Commits go through the state
+  journal; membership does not (members rejoin after a restart).
+- Each owned partition has a fetch position. It starts at the committed offset when a member
+  gets the partition, moves forward as the member fetches, and moves anywhere with ``seek``
+  (to an offset, a timestamp, the earliest or the latest). Positions are not persisted: after
+  a restart or a rebalance, reading resumes from the last commit (at-least-once).
+- A new subscription's committed offsets start at ``spec.start``: the log's end ("latest") or
+  its start ("earliest"), recorded in the journal so the choice survives restarts.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from roost.clock import Clock
+from roost.core import state_codec
+from roost.core.groups import ConsumerGroup, Membership
+from roost.core.model import Message, Receipt, SubscriptionSpec
+from roost.errors import InvalidRequest, OffsetOutOfRange
+from roost.storage import Journal, Topic
+
+SeekTarget = int | Literal["earliest", "latest"]
+
+
+class StreamSubscription:
+    def __init__(
+        self,
+        spec: SubscriptionSpec,
+        topic: Topic,
+        journal: Journal,
+        clock: Clock,
+        committed: dict[int, int],
+    ) -> None:
+        self.spec = spec
+        self.topic = topic
+        self.journal = journal
+        self.group = ConsumerGroup(spec.name, len(topic.partitions), clock)
+        self._clock = clock
+        self.committed = committed
+        self._positions: dict[int, tuple[str, int]] = {}  # partition -> (owner, next offset)
+        self._entries_since_snapshot = 0
+
+    @classmethod
+    def open(
+        cls, spec: SubscriptionSpec, topic: Topic, journal: Journal, clock: Clock
+    ) -> StreamSubscription:
+        snapshot, entries = journal.recover()
+        partitions = len(topic.partitions)
+        if snapshot is None and not entries:
+            entries = [
+                state_codec.committed(p, _start(topic, p, spec.start)) for p in range(partitions)
+            ]
+            journal.append(entries)
+        states = state_codec.replay(snapshot, entries, partitions)
+        committed = {p: state.committed or 0 for p, state in states.items()}
+        return cls(spec, topic, journal, clock, committed)
+
+    # -- membership -----------------------------------------------------------------------
+
+    def join(self, member_id: str | None = None, client: str = "") -> Membership:
+        return self.group.join(member_id, client)
+
+    def heartbeat(self, member_id: str, generation: int) -> Membership:
+        return self.group.heartbeat(member_id, generation)
+
+    def leave(self, member_id: str) -> None:
+        self.group.leave(member_id)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def fetch(
+        self,
+        member_id: str,
+        generation: int,
+        max_records: int = 500,
+        max_bytes: int = 1024 * 1024,
+    ) -> list[Message]:
+        """The next records of the member's partitions, in order per partition.
+
+        Partitions are visited from the one after the last that returned records, so a busy
+        partition does not starve the others.
+        """
+        if type(max_records) is not int or max_records < 1:
+            raise InvalidRequest(f"max_records must be a positive int, not {max_records!r}")
+        membership = self.group.heartbeat(member_id, generation)
+        messages: list[Message] = []
+        for partition in membership.partitions:
+            if len(messages) >= max_records:
+                break
+            messages += self._fetch_partition(
+                member_id, partition, max_records - len(messages), max_bytes
+            )
+        return messages
+
+    def _fetch_partition(
+        self, member_id: str, partition: int, limit: int, max_bytes: int
+    ) -> list[Message]:
+        log = self.topic.log(partition)
+        position = self.position(member_id, partition)
+        readable = log.durable_offset if log.config.durability == "always" else log.end_offset
+        position = max(position, log.start_offset)
+        if position >= readable:
+            return []
+        records = log.read(
+            position, max_bytes=max_bytes, max_records=min(limit, readable - position)
+        )
+        if records:
+            self._positions[partition] = (member_id, records[-1].offset + 1)
+        return [
+            Message(
+                self.spec.topic,
+                partition,
+                r.offset,
+                r.timestamp_ms,
+                r.key,
+                r.value,
+                r.headers,
+                1,
+                Receipt(partition, r.offset, 0),
+            )
+            for r in records
+        ]
+
+    def position(self, member_id: str, partition: int) -> int:
+        """Where ``member_id`` reads ``partition`` next: its own position, or the commit."""
+        owner, offset = self._positions.get(partition, ("", -1))
+        return offset if owner == member_id else self.committed[partition]
+
+    def seek(self, member_id: str, generation: int, partition: int, to: SeekTarget) -> int:
+        """Move the member's position on a partition it owns; returns the new position."""
+        self.group.check_owner(member_id, generation, partition)
+        log = self.topic.log(partition)
+        if to == "earliest":
+            offset = log.start_offset
+        elif to == "latest":
+            offset = log.end_offset
+        elif type(to) is int and log.start_offset <= to <= log.end_offset:
+            offset = to
+        else:
+            raise OffsetOutOfRange(
+                self.spec.topic, partition, to if type(to) is int else -1,
+                log.start_offset, log.end_offset,
+            )  # fmt: skip
+        self._positions[partition] = (member_id, offset)
+        return offset
+
+    def seek_to_timestamp(
+        self, member_id: str, generation: int, partition: int, timestamp_ms: int
+    ) -> int:
+        """Position at the first record with a timestamp >= ``timestamp_ms`` (else the end)."""
+        self.group.check_owner(member_id, generation, partition)
+        log = self.topic.log(partition)
+        offset = log.offset_for_timestamp(timestamp_ms)
+        return self.seek(
+            member_id, generation, partition, log.end_offset if offset is None else offset
+        )
+
+    # -- committing -----------------------------------------------------------------------
+
+    def commit(self, member_id: str, generation: int, offsets: dict[int, int]) -> None:
+        """Record, for each partition, the next offset to read; only its owner may."""
+        for partition, offset in offsets.items():
+            self.group.check_owner(member_id, generation, partition)
+            log = self.topic.log(partition)
+            if type(offset) is not int or not log.start_offset <= offset <= log.end_offset:
+                raise OffsetOutOfRange(
+                    self.spec.topic, partition, offset, log.start_offset, log.end_offset
+                )
+        entries = []
+        for partition, offset in offsets.items():
+            self.committed[partition] = offset
+            entries.append(state_codec.committed(partition, offset))
+        if entries:
+            self.journal.append(entries)
+            self._entries_since_snapshot += len(entries)
+
+    # -- time and state -------------------------------------------------------------------
+
+    def tick(self) -> int | None:
+        """Expire silent members; the next session deadline on the wall clock (ms)."""
+        self.group.expire()
+        deadline = self.group.next_deadline_ms()
+        if deadline is None:
+            return None
+        return self._clock.now_ms() + max(0, deadline - self._clock.monotonic_ms())
+
+    def lag(self) -> dict[int, int]:
+        """Per partition: records after the committed offset."""
+        return {
+            p: max(0, log.end_offset - max(self.committed[p], log.start_offset))
+            for p, log in enumerate(self.topic.partitions)
+        }
+
+    @property
+    def snapshot_due(self) -> bool:
+        return self._entries_since_snapshot >= 10_000
+
+    def snapshot(self) -> bytes:
+        self._entries_since_snapshot = 0
+        return state_codec.snapshot([], self.committed)
+
+
+def _start(topic: Topic, partition: int, start: str) -> int:
+    log = topic.log(partition)
+    return log.end_offset if start == "latest" else log.start_offset
