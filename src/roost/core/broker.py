@@ -34,11 +34,13 @@ from roost.core.model import (
     SubscriptionSpec,
     check_delay,
 )
+from roost.core.policies import DEFAULT_POLICY, QUEUE_POLICY, TopicPolicy
 from roost.core.routing import MAX_KEY_BYTES, BindingSpec, ExchangeSpec, Router
 from roost.core.stats import StreamStats, SubscriptionStats, stream_stats, subscription_stats
 from roost.core.streams import StreamSubscription
 from roost.core.subscription import PendingDeadLetter, QueueSubscription
 from roost.errors import (
+    BacklogFull,
     InvalidConfig,
     InvalidRequest,
     SubscriptionExists,
@@ -87,6 +89,7 @@ class Broker:
         self._router = router
         self._subscriptions: dict[tuple[str, str], QueueSubscription] = {}
         self._streams: dict[tuple[str, str], StreamSubscription] = {}
+        self._policies: dict[str, TopicPolicy] = catalog.policies()
         self._round_robin: dict[str, itertools.count[int]] = {}
 
     @classmethod
@@ -101,8 +104,19 @@ class Broker:
 
     # -- topics ---------------------------------------------------------------------------
 
-    def create_topic(self, name: str, config: TopicConfig | None = None) -> TopicInfo:
-        return self.engine.create_topic(name, config).describe()
+    def create_topic(
+        self, name: str, config: TopicConfig | None = None, policy: TopicPolicy | None = None
+    ) -> TopicInfo:
+        """A topic of partition logs; ``policy`` bounds its backlog (see policies.py)."""
+        info = self.engine.create_topic(name, config).describe()
+        if policy is not None and policy != DEFAULT_POLICY:
+            self._catalog.save_policy(name, policy)
+            self._policies[name] = policy
+        return info
+
+    def policy(self, topic: str) -> TopicPolicy:
+        self.engine.topic(topic)
+        return self._policies.get(topic, DEFAULT_POLICY)
 
     def delete_topic(self, name: str) -> None:
         """Delete a topic and every subscription on it."""
@@ -111,6 +125,8 @@ class Broker:
             if topic == name:
                 self.delete_subscription(topic, subscription)
         self.engine.delete_topic(name)
+        if self._policies.pop(name, None) is not None:
+            self._catalog.remove_policy(name)
 
     def list_topics(self) -> list[str]:
         return self.engine.list_topics()
@@ -145,6 +161,7 @@ class Broker:
         dead_letter: str | None = "",
         delay_ms: int = 0,
         durability: str = "always",
+        policy: TopicPolicy = QUEUE_POLICY,
     ) -> SubscriptionSpec:
         """A topic and one subscription of the same name: the SQS or RabbitMQ queue.
 
@@ -159,7 +176,7 @@ class Broker:
             )  # fmt: skip
         dead_letter_topic = f"{name}.dlq" if dead_letter == "" else dead_letter
         config = msgspec.convert({"partitions": partitions, "durability": durability}, TopicConfig)
-        self.engine.create_topic(name, config)
+        self.create_topic(name, config, policy)
         if dead_letter_topic is not None and dead_letter_topic not in self.engine.list_topics():
             self.engine.create_topic(dead_letter_topic, TopicConfig(durability=config.durability))
         return self.create_subscription(
@@ -268,6 +285,9 @@ class Broker:
         for message in messages:
             partition = self._partition_for(target, message)
             batches.setdefault(partition, []).append(_record(message, now_ms))
+        policy = self._policies.get(topic, DEFAULT_POLICY)
+        if policy.limited:
+            self._make_room(target, policy, {p: len(r) for p, r in batches.items()})
         published: list[Published] = []
         durability: list[tuple[PartitionLog, int]] = []
         for partition, records in batches.items():
@@ -297,6 +317,42 @@ class Broker:
             outcome.published.extend(part.published)
             outcome.durability.extend(part.durability)
         return outcome
+
+    def _make_room(self, topic: Topic, policy: TopicPolicy, adding: dict[int, int]) -> None:
+        """Apply the overflow policy to every partition first, so a refused publish appends
+        nothing anywhere."""
+        for partition, count in adding.items():
+            floor = self.floor(topic.name, partition)
+            if floor is None:
+                continue
+            log = topic.log(partition)
+            records = log.end_offset - log.start_offset
+            average = log.size_bytes / records if records else 0.0
+            excess = policy.excess(log.end_offset - floor, count, average)
+            if excess <= 0:
+                continue
+            if policy.overflow != "drop_oldest":
+                raise BacklogFull(topic.name, _limits(policy))
+            self._drop_below(topic.name, partition, floor + excess)
+
+    def floor(self, topic: str, partition: int) -> int | None:
+        """The slowest subscription's position on a partition: below it, everything is
+        consumed. None when the topic has no subscriptions."""
+        floors = [
+            sub.partition_state(partition).acks.floor
+            for (t, _), sub in self._subscriptions.items()
+            if t == topic
+        ]
+        floors += [s.committed[partition] for (t, _), s in self._streams.items() if t == topic]
+        return min(floors) if floors else None
+
+    def _drop_below(self, topic: str, partition: int, offset: int) -> None:
+        for (t, _), sub in self._subscriptions.items():
+            if t == topic:
+                sub.drop_below(partition, offset)
+        for (t, _), stream in self._streams.items():
+            if t == topic and stream.committed[partition] < offset:
+                stream.force_commit(partition, offset)
 
     def _partition_for(self, topic: Topic, message: Outgoing) -> int:
         count = len(topic.partitions)
@@ -356,7 +412,19 @@ class Broker:
             deadline = stream.tick()
             if deadline is not None:
                 deadlines.append(deadline)
+        self._retain_until_consumed()
         return Tick(min(deadlines) if deadlines else None, pending)
+
+    def _retain_until_consumed(self) -> None:
+        """Delete segments every subscription is done with, on topics that ask for it."""
+        for name, policy in self._policies.items():
+            if not policy.retain_until_consumed:
+                continue
+            topic = self.engine.topic(name)
+            for partition in range(len(topic.partitions)):
+                floor = self.floor(name, partition)
+                if floor is not None:
+                    topic.delete_below(partition, floor)
 
     def stats(self, topic: str, subscription: str) -> SubscriptionStats | StreamStats:
         """Depth, in flight, delayed, oldest age, dead letters; or, for a stream, lag."""
@@ -367,6 +435,15 @@ class Broker:
     def subscriptions(self) -> list[QueueSubscription | StreamSubscription]:
         """Every open subscription (for the host's snapshots)."""
         return [*self._subscriptions.values(), *self._streams.values()]
+
+
+def _limits(policy: TopicPolicy) -> str:
+    limits = []
+    if policy.max_backlog_messages is not None:
+        limits.append(f"max_backlog_messages={policy.max_backlog_messages}")
+    if policy.max_backlog_bytes is not None:
+        limits.append(f"max_backlog_bytes={policy.max_backlog_bytes}")
+    return ", ".join(limits)
 
 
 def partition_for_key(key: bytes, partitions: int) -> int:

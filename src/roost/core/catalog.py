@@ -1,7 +1,8 @@
 """What the broker has defined, kept in the storage engine's metadata store.
 
 Namespaces: ``subscriptions`` (``<topic>/<name>`` -> ``SubscriptionSpec``), ``exchanges``,
-``bindings`` (exchange name -> its bindings, as the router lists them) and ``counters``. Each
+``bindings`` (exchange name -> its bindings, as the router lists them), ``topic_policies``
+(topic -> ``TopicPolicy``, only where not the default) and ``counters``. Each
 change is one metadata transaction, so a crash leaves a definition wholly there or wholly absent.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import msgspec
 
 from roost.core.model import SubscriptionSpec
+from roost.core.policies import TopicPolicy
 from roost.core.routing import BindingSpec, ExchangeSpec
 from roost.storage.metadata import MetadataStore
 
@@ -17,6 +19,7 @@ SUBSCRIPTIONS = "subscriptions"
 EXCHANGES = "exchanges"
 BINDINGS = "bindings"
 COUNTERS = "counters"
+POLICIES = "topic_policies"
 
 
 def subscription_id(topic: str, name: str) -> str:
@@ -74,3 +77,17 @@ class Catalog:
         """Replace every binding of ``exchange`` with ``bindings``."""
         with self._metadata.transaction() as txn:
             txn.put(BINDINGS, exchange, [msgspec.to_builtins(b) for b in bindings])
+
+    def policies(self) -> dict[str, TopicPolicy]:
+        return {
+            topic: msgspec.convert(self._metadata.get(POLICIES, topic), TopicPolicy)
+            for topic in self._metadata.names(POLICIES)
+        }
+
+    def save_policy(self, topic: str, policy: TopicPolicy) -> None:
+        with self._metadata.transaction() as txn:
+            txn.put(POLICIES, topic, msgspec.to_builtins(policy))
+
+    def remove_policy(self, topic: str) -> None:
+        with self._metadata.transaction() as txn:
+            txn.delete(POLICIES, topic)

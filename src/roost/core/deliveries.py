@@ -168,6 +168,11 @@ class PartitionDeliveries:
         del self.leases[offset]
         return self.requeue(offset, visible_at_ms, error, max_deliveries)
 
+    def _live(self, entry: tuple[int, int, int]) -> bool:
+        deadline, offset, token = entry
+        lease = self.leases.get(offset)
+        return lease is not None and lease.token == token and lease.deadline_ms == deadline
+
     def expire(self, now_ms: int) -> list[tuple[int, int]]:
         """Drop every lease whose deadline has passed; returns ``(offset, deadline_ms)`` pairs
         for the caller to requeue (a retry delay counts from the deadline, not from whenever
@@ -175,10 +180,10 @@ class PartitionDeliveries:
         expired = []
         heap = self._lease_heap
         while heap and heap[0][0] <= now_ms:
-            deadline, offset, token = heapq.heappop(heap)
-            lease = self.leases.get(offset)
-            if lease is None or lease.token != token or lease.deadline_ms != deadline:
+            entry = heapq.heappop(heap)
+            if not self._live(entry):
                 continue  # acked, released or extended since
+            deadline, offset, _ = entry
             del self.leases[offset]
             expired.append((offset, deadline))
         return expired
@@ -210,8 +215,11 @@ class PartitionDeliveries:
     def next_deadline_ms(self) -> int | None:
         """The earliest lease deadline or delay end, for the host's timer."""
         candidates = []
-        if self._lease_heap:
-            candidates.append(self._lease_heap[0][0])
+        heap = self._lease_heap
+        while heap and not self._live(heap[0]):
+            heapq.heappop(heap)  # acked, released or extended since it was pushed
+        if heap:
+            candidates.append(heap[0][0])
         if self._delayed:
             candidates.append(self._delayed[0][0])
         return min(candidates) if candidates else None
@@ -234,6 +242,18 @@ class PartitionDeliveries:
         head, visible_at_ms = parked.popleft()
         self._head_key[head] = key
         heapq.heappush(self._delayed, (max(visible_at_ms, self.retry_at.get(head, 0)), head))
+
+    def finish_range(self, start: int, end: int) -> None:
+        """Every offset in ``[start, end)`` is done, read or not (dropped, or past retention).
+
+        Leased, delayed and parked offsets in the range go too, and keys whose heads were in
+        it move on to their first offset past it.
+        """
+        self.acks.add_range(start, end)
+        self.read_offset = max(self.read_offset, end)
+        while stale := [o for o in {*self.leases, *self.attempts, *self._head_key} if o < end]:
+            for offset in stale:
+                self.finish(offset)
 
     # -- counts ---------------------------------------------------------------------------
 

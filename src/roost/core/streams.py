@@ -108,7 +108,7 @@ class StreamSubscription:
     ) -> list[Message]:
         log = self.topic.log(partition)
         position = self.position(member_id, partition)
-        readable = log.durable_offset if log.config.durability == "always" else log.end_offset
+        readable = log.confirmed_offset
         position = max(position, log.start_offset)
         if position >= readable:
             return []
@@ -185,6 +185,15 @@ class StreamSubscription:
             self.journal.append(entries)
             self._entries_since_snapshot += len(entries)
 
+    def force_commit(self, partition: int, offset: int) -> None:
+        """Move the committed offset without an owner: the broker dropping old messages."""
+        self.committed[partition] = offset
+        owner, position = self._positions.get(partition, ("", -1))
+        if position < offset:
+            self._positions[partition] = (owner, offset)
+        self.journal.append([state_codec.committed(partition, offset)])
+        self._entries_since_snapshot += 1
+
     # -- time and state -------------------------------------------------------------------
 
     def tick(self) -> int | None:
@@ -213,4 +222,4 @@ class StreamSubscription:
 
 def _start(topic: Topic, partition: int, start: str) -> int:
     log = topic.log(partition)
-    return log.end_offset if start == "latest" else log.start_offset
+    return log.confirmed_offset if start == "latest" else log.start_offset

@@ -31,7 +31,7 @@ from roost.clock import Clock
 from roost.core import state_codec
 from roost.core.deliveries import PartitionDeliveries, Released
 from roost.core.model import DELIVER_AT_HEADER, Message, Receipt, SubscriptionSpec, check_visibility
-from roost.errors import InvalidRequest, UnknownPartition
+from roost.errors import InvalidRequest, RecordTooLarge, UnknownPartition
 from roost.storage import Journal, Record, StoredRecord, Topic
 from roost.storage.log import PartitionLog
 
@@ -104,7 +104,7 @@ class QueueSubscription:
     @staticmethod
     def _start_entry(spec: SubscriptionSpec, topic: Topic, partition: int) -> bytes:
         log = topic.log(partition)
-        start = log.end_offset if spec.start == "latest" else log.start_offset
+        start = log.confirmed_offset if spec.start == "latest" else log.start_offset
         return state_codec.done(partition, [(0, start)] if start else [])
 
     # -- receive --------------------------------------------------------------------------
@@ -136,7 +136,11 @@ class QueueSubscription:
         self, state: PartitionDeliveries, limit: int, now_ms: int, visibility: int, consumer: str
     ) -> list[Message]:
         log = self.topic.log(state.partition)
-        records = [self._record_at(log, o) for o in state.take_ready(limit)]
+        ready = state.take_ready(limit)
+        gone = [offset for offset in ready if offset < log.start_offset]
+        if gone:
+            self._forget(state, gone)
+        records = [self._record_at(log, o) for o in ready if o >= log.start_offset]
         if len(records) < limit:
             records += self._admit_new(state, log, limit - len(records), now_ms)
         if not records:
@@ -151,7 +155,7 @@ class QueueSubscription:
     def _admit_new(
         self, state: PartitionDeliveries, log: PartitionLog, limit: int, now_ms: int
     ) -> list[StoredRecord]:
-        readable = log.durable_offset if log.config.durability == "always" else log.end_offset
+        readable = log.confirmed_offset
         if state.read_offset < log.start_offset:
             self._expired_by_retention(state, log.start_offset)
         admitted: list[StoredRecord] = []
@@ -178,14 +182,21 @@ class QueueSubscription:
     def _expired_by_retention(self, state: PartitionDeliveries, start: int) -> None:
         """Retention deleted records this subscription never read: they count as done."""
         gone = (state.read_offset, start)
-        state.acks.add_range(*gone)
-        state.read_offset = start
+        state.finish_range(*gone)
         self._write(state_codec.done(state.partition, [gone]))
+
+    def _forget(self, state: PartitionDeliveries, offsets: list[int]) -> None:
+        """Retention deleted these records while they waited for a retry: they are done."""
+        for offset in offsets:
+            state.finish(offset)
+        self._write(state_codec.done(state.partition, state_codec.as_ranges(offsets)))
 
     def _visible_at(self, record: StoredRecord) -> int:
         visible = record.timestamp_ms + self.spec.delay_ms if self.spec.delay_ms else 0
         for name, value in record.headers:
-            if name == DELIVER_AT_HEADER:
+            if name == DELIVER_AT_HEADER and value.isdigit():
+                # The broker writes this header; anything unparsable came from elsewhere and
+                # must not stop the subscription: it means no delay.
                 visible = max(visible, int(value))
         return visible
 
@@ -287,6 +298,18 @@ class QueueSubscription:
     def _retry_delay(self, deliveries: int) -> int:
         return self.spec.retry.delay_ms(deliveries, self._rng)
 
+    def drop_below(self, partition: int, offset: int) -> int:
+        """Mark every message below ``offset`` consumed (overflow ``drop_oldest``), leased or
+        not; returns how many were dropped."""
+        state = self._state(partition)
+        floor = state.acks.floor
+        if offset <= floor:
+            return 0
+        dropped = (offset - floor) - state.acks.done_between(floor, offset)
+        state.finish_range(floor, offset)
+        self._write(state_codec.done(partition, [(floor, offset)]))
+        return dropped
+
     # -- time -----------------------------------------------------------------------------
 
     def tick(self) -> int | None:
@@ -305,8 +328,10 @@ class QueueSubscription:
                     for offset, deadline in expired
                 ]
                 self._settle_released(state, outcomes, "lease expired")
-            state.promote(now_ms)
+        # Settling a dead letter may unblock a key: do it before promoting what is due.
         self._settle_dead_letters()
+        for state in self._partitions:
+            state.promote(now_ms)
         deadlines = [d for s in self._partitions if (d := s.next_deadline_ms()) is not None]
         return min(deadlines) if deadlines else None
 
@@ -314,7 +339,11 @@ class QueueSubscription:
 
     def _dead_letter(self, state: PartitionDeliveries, offset: int) -> None:
         assert self.dead_letter is not None
-        record = self._record_at(self.topic.log(state.partition), offset)
+        log = self.topic.log(state.partition)
+        if offset < log.start_offset:
+            self._forget(state, [offset])
+            return
+        record = self._record_at(log, offset)
         attempts = state.attempts[offset]
         headers = (
             *record.headers,
@@ -333,17 +362,18 @@ class QueueSubscription:
             ),
         )
         partition = state.partition % len(self.dead_letter.partitions)
-        result = self.dead_letter.append(
-            partition,
-            [
-                Record(
-                    value=record.value,
-                    key=record.key,
-                    headers=headers,
-                    timestamp_ms=record.timestamp_ms,
-                )
-            ],
+        dead = Record(
+            value=record.value, key=record.key, headers=headers, timestamp_ms=record.timestamp_ms
         )
+        try:
+            result = self.dead_letter.append(partition, [dead])
+        except RecordTooLarge as e:
+            # Keep it rather than lose it: retried (and refused again) until an operator
+            # raises the dead-letter topic's limit; the error says why.
+            retry_at = self._clock.now_ms() + self._retry_delay(attempts.count)
+            state.requeue(offset, retry_at, f"dead-letter topic refused it: {e}", None)
+            self._write(state_codec.retry(state.partition, retry_at, attempts.last_error, [offset]))
+            return
         self._pending_dead.append(
             PendingDeadLetter(
                 state.partition, offset, self.dead_letter.log(partition), result.next_offset

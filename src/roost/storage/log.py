@@ -141,6 +141,13 @@ class PartitionLog:
         return self._segments[-1].next_offset
 
     @property
+    def confirmed_offset(self) -> int:
+        """The end of what a producer has been (or may be) told is stored: under ``always``
+        what is durable, otherwise everything appended. Readers that must not see what a
+        crash could undo read up to here."""
+        return self.durable_offset if self._always else self.end_offset
+
+    @property
     def size_bytes(self) -> int:
         return sum(s.size for s in self._segments)
 
