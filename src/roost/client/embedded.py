@@ -24,6 +24,7 @@ from roost.clock import Clock
 from roost.core.broker import Outgoing, Published
 from roost.core.groups import Membership
 from roost.core.model import DEFAULT_MAX_DELIVERIES, Message, SubscriptionSpec
+from roost.core.policies import Overflow, TopicPolicy
 from roost.core.retry import RetryPolicy
 from roost.core.routing import BindingSpec, ExchangeKind, ExchangeSpec
 from roost.core.stats import StreamStats, SubscriptionStats
@@ -62,6 +63,7 @@ class Delivery:
     async def ack(self) -> None:
         """Done: it will not be delivered again. ``LeaseExpired`` if the lease ran out."""
         self._refused(self._host.broker.ack(self.topic, self.subscription, [self.receipt]))
+        self._host.settled(self.topic)
 
     async def nack(self, delay: float | None = None, error: str | None = None) -> None:
         """Failed: deliver again after ``delay`` seconds (default: the retry policy), or move
@@ -142,6 +144,7 @@ class StreamMember:
         """Commit ``offsets`` (partition -> next offset to read), or everything fetched."""
         offsets = dict(self._fetched) if offsets is None else offsets
         self._stream().commit(self.member_id, self.membership.generation, offsets)
+        self._host.settled(self.topic)
 
     async def seek(self, partition: int, to: int | Literal["earliest", "latest"]) -> int:
         """Read ``partition`` next from ``to``; returns the offset. Commit to make it stick."""
@@ -174,16 +177,28 @@ class EmbeddedBroker:
         retention: float | None = None,
         retention_bytes: int | None = None,
         max_record_bytes: int = 1024 * 1024,
+        max_backlog: int | None = None,
+        max_backlog_bytes: int | None = None,
+        overflow: Overflow = "reject",
+        block_timeout: float = 5.0,
     ) -> TopicInfo:
         """A topic of ``partitions`` logs. ``retention`` (seconds) and ``retention_bytes``
-        delete old segments; without them a topic keeps everything."""
+        delete old segments; without them a topic keeps everything. ``max_backlog`` (messages)
+        and ``max_backlog_bytes`` bound what subscriptions have not consumed yet; past them a
+        publish is refused (``overflow="reject"``: ``BacklogFull``), waits up to
+        ``block_timeout`` seconds for room (``"block"``), or drops the oldest
+        (``"drop_oldest"``)."""
         config = msgspec.convert(
             {"partitions": partitions, "durability": durability,
              "retention_ms": _ms(retention), "retention_bytes": retention_bytes,
              "max_record_bytes": max_record_bytes},
             TopicConfig,
         )  # fmt: skip
-        return self._host.broker.create_topic(name, config)
+        policy = TopicPolicy(
+            max_backlog_messages=max_backlog, max_backlog_bytes=max_backlog_bytes,
+            overflow=overflow, block_timeout_ms=round(block_timeout * 1000),
+        )  # fmt: skip
+        return self._host.broker.create_topic(name, config, policy)
 
     async def list_topics(self) -> list[str]:
         return self._host.broker.list_topics()
@@ -207,6 +222,9 @@ class EmbeddedBroker:
         dead_letter: str | None = "",
         delay: float = 0.0,
         durability: Literal["always", "interval", "never"] = "always",
+        max_backlog: int | None = None,
+        overflow: Overflow = "reject",
+        block_timeout: float = 5.0,
     ) -> SubscriptionSpec:
         """A topic plus one subscription of the same name. ``fifo``: per key in order, one in
         flight per key. Dead letters go to ``<name>.dlq`` unless ``dead_letter`` names another
@@ -216,6 +234,10 @@ class EmbeddedBroker:
             visibility_timeout_ms=round(visibility_timeout * 1000),
             max_deliveries=max_deliveries, dead_letter=dead_letter,
             delay_ms=round(delay * 1000), durability=durability,
+            policy=TopicPolicy(
+                max_backlog_messages=max_backlog, overflow=overflow,
+                block_timeout_ms=round(block_timeout * 1000), retain_until_consumed=True,
+            ),
         )  # fmt: skip
 
     async def create_subscription(

@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from roost.clock import Clock, SystemClock
 from roost.core.broker import Broker, Outgoing, Published, PublishOutcome
 from roost.core.model import Message
-from roost.errors import InvalidConfig
+from roost.errors import BacklogFull, InvalidConfig
 from roost.server.flusher import Flusher
 from roost.storage import LocalEngine
 
@@ -50,6 +50,7 @@ class Host:
         self.flusher = flusher
         self.clock = clock
         self._new_data: dict[str, asyncio.Event] = {}  # per topic, set on publish and on tick
+        self._room: dict[str, asyncio.Event] = {}  # per topic, set when consumers settle
         self._wake_timer = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
         self._closed = False
@@ -69,7 +70,32 @@ class Host:
     # -- publish --------------------------------------------------------------------------
 
     async def publish(self, topic: str, messages: Sequence[Outgoing]) -> list[Published]:
-        return await self._confirm(self.broker.publish(topic, messages))
+        """Publish and confirm; under overflow ``block``, first wait for room (bounded)."""
+        give_up: float | None = None
+        while True:
+            try:
+                outcome = self.broker.publish(topic, messages)
+            except BacklogFull:
+                policy = self.broker.policy(topic)
+                if policy.overflow != "block":
+                    raise
+                loop = asyncio.get_running_loop()
+                if give_up is None:
+                    give_up = loop.time() + policy.block_timeout_ms / 1000
+                remaining = give_up - loop.time()
+                if remaining <= 0:
+                    raise
+                room = self._room.setdefault(topic, asyncio.Event())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(room.wait(), remaining)
+                continue
+            return await self._confirm(outcome)
+
+    def settled(self, topic: str) -> None:
+        """Consumers acked or committed on ``topic``: blocked publishers may find room."""
+        room = self._room.pop(topic, None)
+        if room is not None:
+            room.set()
 
     async def publish_to_exchange(
         self, exchange: str, routing_key: str, messages: Sequence[Outgoing]
