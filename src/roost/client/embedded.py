@@ -25,6 +25,7 @@ from roost.core.broker import Outgoing, Published
 from roost.core.groups import Membership
 from roost.core.model import DEFAULT_MAX_DELIVERIES, Message, SubscriptionSpec
 from roost.core.policies import Overflow, TopicPolicy
+from roost.core.redrive import RedriveFilter
 from roost.core.retry import RetryPolicy
 from roost.core.routing import BindingSpec, ExchangeKind, ExchangeSpec
 from roost.core.stats import StreamStats, SubscriptionStats
@@ -376,6 +377,24 @@ class EmbeddedBroker:
             batch = await self.receive(topic, subscription, max_messages=prefetch, wait=20.0)
             for delivery in batch:
                 yield delivery
+
+    async def redrive(
+        self,
+        dead_letter_topic: str,
+        *,
+        source_topic: str | None = None,
+        key: bytes | None = None,
+        error_contains: str | None = None,
+        headers: dict[str, bytes] | None = None,
+        rate: float = 100.0,
+        to: str | None = None,
+    ) -> int:
+        """Move dead letters back to their source topic (or to ``to``), at most ``rate`` a
+        second: all of them, or those matching every filter given. Returns how many moved."""
+        where = RedriveFilter(
+            source_topic=source_topic, key=key, error_contains=error_contains, headers=headers
+        )
+        return await self._host.redrive(dead_letter_topic, where, rate, to)
 
     async def join(
         self, topic: str, group: str, *, member_id: str | None = None, client: str = ""

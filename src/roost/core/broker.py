@@ -35,6 +35,15 @@ from roost.core.model import (
     check_delay,
 )
 from roost.core.policies import DEFAULT_POLICY, QUEUE_POLICY, TopicPolicy
+from roost.core.redrive import (
+    HOLD_MS,
+    REDRIVE_SUBSCRIPTION,
+    RedriveBatch,
+    RedriveFilter,
+    original_headers,
+    redrive_spec,
+    source_of,
+)
 from roost.core.routing import MAX_KEY_BYTES, BindingSpec, ExchangeSpec, Router
 from roost.core.stats import StreamStats, SubscriptionStats, stream_stats, subscription_stats
 from roost.core.streams import StreamSubscription
@@ -396,6 +405,47 @@ class Broker:
         self, topic: str, subscription: str, receipts: Sequence[Receipt], visibility_ms: int
     ) -> list[Receipt]:
         return self._subscription(topic, subscription).extend(receipts, visibility_ms)
+
+    # -- redrive --------------------------------------------------------------------------
+
+    def redrive_batch(
+        self,
+        dead_letter_topic: str,
+        where: RedriveFilter,
+        max_messages: int = 100,
+        to: str | None = None,
+    ) -> tuple[RedriveBatch, PublishOutcome]:
+        """Move one batch of matching dead letters back (see redrive.py); the outcome's
+        durability must be awaited before the run reports the moves as done."""
+        key = (dead_letter_topic, REDRIVE_SUBSCRIPTION)
+        if key not in self._subscriptions:
+            self.create_subscription(redrive_spec(dead_letter_topic))
+        sub = self._subscriptions[key]
+        messages = sub.receive(max_messages, HOLD_MS)
+        outcome = PublishOutcome([], [])
+        moved: list[Receipt] = []
+        skipped: list[Receipt] = []
+        for message in messages:
+            if not where.matches(message):
+                skipped.append(message.receipt)
+                continue
+            destination = to or source_of(message)
+            part = self.publish(
+                destination,
+                [Outgoing(value=message.value, key=message.key,
+                          headers=original_headers(message))],
+            )  # fmt: skip
+            outcome.published.extend(part.published)
+            outcome.durability.extend(part.durability)
+            moved.append(message.receipt)
+        sub.ack(moved)
+        return RedriveBatch(len(moved), skipped, exhausted=not messages), outcome
+
+    def release_redrive(self, dead_letter_topic: str, receipts: Sequence[Receipt]) -> None:
+        """End a redrive run: the dead letters it skipped are visible to the next run."""
+        sub = self._subscriptions.get((dead_letter_topic, REDRIVE_SUBSCRIPTION))
+        if sub is not None and receipts:
+            sub.nack(receipts, delay_ms=0)
 
     # -- time and state -------------------------------------------------------------------
 

@@ -32,7 +32,8 @@ from collections.abc import Callable, Sequence
 
 from roost.clock import Clock, SystemClock
 from roost.core.broker import Broker, Outgoing, Published, PublishOutcome
-from roost.core.model import Message
+from roost.core.model import Message, Receipt
+from roost.core.redrive import RedriveFilter
 from roost.errors import BacklogFull, InvalidConfig
 from roost.server.flusher import Flusher
 from roost.storage import LocalEngine
@@ -114,6 +115,40 @@ class Host:
         event = self._new_data.pop(topic, None)
         if event is not None:
             event.set()
+
+    # -- redrive --------------------------------------------------------------------------
+
+    async def redrive(
+        self,
+        dead_letter_topic: str,
+        where: RedriveFilter,
+        rate_per_s: float = 100.0,
+        to: str | None = None,
+    ) -> int:
+        """Move matching dead letters back, at most ``rate_per_s`` a second; returns how many.
+
+        Each batch is confirmed (durable at the destination) before its dead letters are
+        acked, so a crash mid-run moves a message twice at worst, never loses one.
+        """
+        if not rate_per_s > 0:
+            raise InvalidConfig("rate", rate_per_s, "a positive number of messages per second")
+        batch_size = max(1, min(100, int(rate_per_s)))
+        skipped: list[Receipt] = []
+        moved = 0
+        try:
+            while True:
+                started = asyncio.get_running_loop().time()
+                batch, outcome = self.broker.redrive_batch(dead_letter_topic, where, batch_size, to)
+                await self._confirm(outcome)
+                moved += batch.moved
+                skipped += batch.skipped
+                if batch.exhausted:
+                    return moved
+                pace_s = len(outcome.published) / rate_per_s
+                elapsed = asyncio.get_running_loop().time() - started
+                await asyncio.sleep(max(0.0, pace_s - elapsed))
+        finally:
+            self.broker.release_redrive(dead_letter_topic, skipped)
 
     # -- receive --------------------------------------------------------------------------
 
