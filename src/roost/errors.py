@@ -6,6 +6,8 @@
     │   ├── InvalidConfig            invalid_config
     │   ├── InvalidPattern           invalid_pattern
     │   ├── RecordTooLarge           record_too_large
+    │   ├── OutOfOrderSequence       out_of_order_sequence (idempotent producer)
+    │   │   └── UnknownProducer      unknown_producer (start over with a new producer id)
     │   └── OffsetOutOfRange         offset_out_of_range
     ├── NotFound
     │   ├── UnknownTopic             unknown_topic
@@ -77,6 +79,24 @@ class RecordTooLarge(InvalidRequest):
         self.topic = topic
         self.size_bytes = size_bytes
         self.limit_bytes = limit_bytes
+
+
+class OutOfOrderSequence(InvalidRequest):
+    code = "out_of_order_sequence"
+
+    def __init__(
+        self, message: str, topic: str, partition: int, producer_id: str, expected: int, got: int
+    ) -> None:
+        super().__init__(message)
+        self.topic = topic
+        self.partition = partition
+        self.producer_id = producer_id
+        self.expected = expected
+        self.got = got
+
+
+class UnknownProducer(OutOfOrderSequence):
+    code = "unknown_producer"
 
 
 class OffsetOutOfRange(InvalidRequest):
@@ -280,6 +300,8 @@ ERRORS_BY_CODE: dict[str, type[RoostError]] = {
         InvalidConfig,
         InvalidPattern,
         RecordTooLarge,
+        OutOfOrderSequence,
+        UnknownProducer,
         OffsetOutOfRange,
         NotFound,
         UnknownTopic,

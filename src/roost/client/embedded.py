@@ -21,10 +21,10 @@ from typing import Literal
 import msgspec
 
 from roost.clock import Clock
-from roost.core.broker import Outgoing, Published
 from roost.core.groups import Membership
 from roost.core.model import DEFAULT_MAX_DELIVERIES, Message, SubscriptionSpec
 from roost.core.policies import Overflow, TopicPolicy
+from roost.core.publishing import Outgoing, Published
 from roost.core.redrive import RedriveFilter
 from roost.core.retry import RetryPolicy
 from roost.core.routing import BindingSpec, ExchangeKind, ExchangeSpec
@@ -321,18 +321,33 @@ class EmbeddedBroker:
         partition: int | None = None,
         delay: float | None = None,
         deliver_at_ms: int | None = None,
+        dedup_id: str | None = None,
     ) -> Published:
-        """Publish one message; returns where it landed once it is durable."""
+        """Publish one message; returns where it landed once it is durable. A ``dedup_id``
+        seen on this topic within its dedup window (5 minutes by default) is confirmed with
+        the first placement and not appended again."""
         message = Outgoing(
             value=value, key=key, headers=tuple(headers), partition=partition,
-            delay_ms=_ms(delay), deliver_at_ms=deliver_at_ms,
+            delay_ms=_ms(delay), deliver_at_ms=deliver_at_ms, dedup_id=dedup_id,
         )  # fmt: skip
         [published] = await self._host.publish(topic, [message])
         return published
 
-    async def publish_batch(self, topic: str, messages: Sequence[Outgoing]) -> list[Published]:
-        """Publish many messages in one go (one append per partition)."""
-        return await self._host.publish(topic, messages)
+    async def publish_batch(
+        self,
+        topic: str,
+        messages: Sequence[Outgoing],
+        *,
+        producer_id: str | None = None,
+        sequence: int | None = None,
+    ) -> list[Published]:
+        """Publish many messages in one go (one append per partition), results in order.
+
+        An idempotent producer passes its id and the sequence of the first message (its
+        messages to a partition are numbered 0, 1, 2, ...; a batch goes to one partition): a
+        retry of a batch is confirmed with the offsets it got the first time.
+        """
+        return await self._host.publish(topic, messages, producer_id, sequence)
 
     async def publish_to_exchange(
         self,

@@ -17,24 +17,26 @@ values. Two of them tell the caller (the asyncio host) what to wait for:
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import msgspec
-from crc32c import crc32c
 
 from roost.clock import Clock
 from roost.core.catalog import Catalog
 from roost.core.model import (
     DEFAULT_MAX_DELIVERIES,
-    DELIVER_AT_HEADER,
     Message,
     Receipt,
     SubscriptionSpec,
-    check_delay,
 )
 from roost.core.policies import DEFAULT_POLICY, QUEUE_POLICY, TopicPolicy
+from roost.core.publishing import (
+    Outgoing,
+    Publisher,
+    PublishOutcome,
+    TopicProducers,
+)
 from roost.core.redrive import (
     HOLD_MS,
     REDRIVE_SUBSCRIPTION,
@@ -56,33 +58,7 @@ from roost.errors import (
     UnknownSubscription,
     UnknownTopic,
 )
-from roost.storage import LocalEngine, Record, Topic, TopicConfig, TopicInfo
-from roost.storage.log import PartitionLog
-
-
-class Outgoing(msgspec.Struct, kw_only=True, frozen=True):
-    """A message to publish. ``partition`` wins over ``key``; without either, round robin."""
-
-    value: bytes
-    key: bytes | None = None
-    headers: Sequence[tuple[str, bytes]] = ()
-    partition: int | None = None
-    #: Not delivered to queue subscriptions before this time (ms since the epoch) ...
-    deliver_at_ms: int | None = None
-    #: ... or before this long after publishing.
-    delay_ms: int | None = None
-
-
-class Published(NamedTuple):
-    topic: str
-    partition: int
-    offset: int
-
-
-class PublishOutcome(NamedTuple):
-    published: list[Published]
-    #: Confirm only once each log's durable_offset reaches the offset (``always`` topics).
-    durability: list[tuple[PartitionLog, int]]
+from roost.storage import LocalEngine, Topic, TopicConfig, TopicInfo
 
 
 class Tick(NamedTuple):
@@ -97,9 +73,10 @@ class Broker:
         self._catalog = catalog
         self._router = router
         self._subscriptions: dict[tuple[str, str], QueueSubscription] = {}
+        self._producers: dict[str, TopicProducers] = {}
+        self._publisher = Publisher(clock, self._topic_producers)
         self._streams: dict[tuple[str, str], StreamSubscription] = {}
         self._policies: dict[str, TopicPolicy] = catalog.policies()
-        self._round_robin: dict[str, itertools.count[int]] = {}
 
     @classmethod
     def open(cls, engine: LocalEngine, clock: Clock) -> Broker:
@@ -134,6 +111,8 @@ class Broker:
             if topic == name:
                 self.delete_subscription(topic, subscription)
         self.engine.delete_topic(name)
+        if self._producers.pop(name, None) is not None:
+            self._catalog.forget_topic(name)
         if self._policies.pop(name, None) is not None:
             self._catalog.remove_policy(name)
 
@@ -284,31 +263,36 @@ class Broker:
 
     # -- publish --------------------------------------------------------------------------
 
-    def publish(self, topic: str, messages: Sequence[Outgoing]) -> PublishOutcome:
-        """Append ``messages`` to ``topic``, one batch per partition, in order per partition."""
-        if not messages:
-            raise InvalidRequest("publish needs at least one message")
+    def publish(
+        self,
+        topic: str,
+        messages: Sequence[Outgoing],
+        producer_id: str | None = None,
+        sequence: int | None = None,
+    ) -> PublishOutcome:
+        """Append ``messages`` to ``topic`` (see publishing.py); results in message order.
+
+        With ``producer_id`` and ``sequence`` (the first message's), a retried publish is
+        confirmed with its first offsets instead of being appended twice.
+        """
         target = self.engine.topic(topic)
-        now_ms = self.clock.now_ms()
-        batches: dict[int, list[Record]] = {}
-        for message in messages:
-            partition = self._partition_for(target, message)
-            batches.setdefault(partition, []).append(_record(message, now_ms))
+        partitions = self._publisher.plan(target, messages)
         policy = self._policies.get(topic, DEFAULT_POLICY)
         if policy.limited:
-            self._make_room(target, policy, {p: len(r) for p, r in batches.items()})
-        published: list[Published] = []
-        durability: list[tuple[PartitionLog, int]] = []
-        for partition, records in batches.items():
-            result = target.append(partition, records)
-            published += [
-                Published(topic, partition, offset)
-                for offset in range(result.base_offset, result.next_offset)
-            ]
-            log = target.log(partition)
-            if log.config.durability == "always":
-                durability.append((log, result.next_offset))
-        return PublishOutcome(published, durability)
+            counts: dict[int, int] = {}
+            for partition in partitions:
+                counts[partition] = counts.get(partition, 0) + 1
+            self._make_room(target, policy, counts)
+        return self._publisher.publish(target, policy, messages, partitions, producer_id, sequence)
+
+    def _topic_producers(self, topic: Topic) -> TopicProducers:
+        producers = self._producers.get(topic.name)
+        if producers is None:
+            journal = self.engine.journal(self._catalog.producer_journal(topic.name))
+            window_ms = self._policies.get(topic.name, DEFAULT_POLICY).dedup_window_ms
+            producers = TopicProducers.open(topic, journal, self.clock, window_ms)
+            self._producers[topic.name] = producers
+        return producers
 
     def publish_to_exchange(
         self, exchange: str, routing_key: str, messages: Sequence[Outgoing]
@@ -362,16 +346,6 @@ class Broker:
         for (t, _), stream in self._streams.items():
             if t == topic and stream.committed[partition] < offset:
                 stream.force_commit(partition, offset)
-
-    def _partition_for(self, topic: Topic, message: Outgoing) -> int:
-        count = len(topic.partitions)
-        if message.partition is not None:
-            topic.log(message.partition)  # UnknownPartition for a bad one
-            return message.partition
-        if message.key is not None:
-            return partition_for_key(message.key, count)
-        counter = self._round_robin.setdefault(topic.name, itertools.count())
-        return next(counter) % count
 
     # -- consume --------------------------------------------------------------------------
 
@@ -486,6 +460,10 @@ class Broker:
         """Every open subscription (for the host's snapshots)."""
         return [*self._subscriptions.values(), *self._streams.values()]
 
+    def producer_states(self) -> list[TopicProducers]:
+        """Every topic's producer state in use (for the host's snapshots)."""
+        return list(self._producers.values())
+
 
 def _limits(policy: TopicPolicy) -> str:
     limits = []
@@ -494,20 +472,3 @@ def _limits(policy: TopicPolicy) -> str:
     if policy.max_backlog_bytes is not None:
         limits.append(f"max_backlog_bytes={policy.max_backlog_bytes}")
     return ", ".join(limits)
-
-
-def partition_for_key(key: bytes, partitions: int) -> int:
-    """The partition a key always lands on: a stable hash (CRC32C), never Python's hash()."""
-    return crc32c(key) % partitions
-
-
-def _record(message: Outgoing, now_ms: int) -> Record:
-    headers = message.headers
-    deliver_at = message.deliver_at_ms
-    if message.delay_ms is not None:
-        deliver_at = max(deliver_at or 0, now_ms + check_delay(message.delay_ms))
-    if deliver_at is not None:
-        if type(deliver_at) is not int or deliver_at < 0:
-            raise InvalidRequest(f"deliver_at_ms must be a non-negative int, not {deliver_at!r}")
-        headers = (*headers, (DELIVER_AT_HEADER, b"%d" % deliver_at))
-    return Record(value=message.value, key=message.key, headers=headers)

@@ -20,6 +20,7 @@ EXCHANGES = "exchanges"
 BINDINGS = "bindings"
 COUNTERS = "counters"
 POLICIES = "topic_policies"
+PRODUCER_JOURNALS = "producer_journals"
 
 
 def subscription_id(topic: str, name: str) -> str:
@@ -46,6 +47,17 @@ class Catalog:
                 SUBSCRIPTIONS, subscription_id(spec.topic, spec.name), msgspec.to_builtins(stored)
             )
         return stored
+
+    def producer_journal(self, topic: str) -> str:
+        """The journal of ``topic``'s producer and dedup state, named on first use."""
+        name = self._metadata.get(PRODUCER_JOURNALS, topic)
+        if name is not None:
+            return str(name)
+        with self._metadata.transaction() as txn:
+            number = (txn.get(COUNTERS, "journals") or 0) + 1
+            txn.put(COUNTERS, "journals", number)
+            txn.put(PRODUCER_JOURNALS, topic, f"producers-{number}")
+        return f"producers-{number}"
 
     def remove_subscription(self, topic: str, name: str) -> None:
         with self._metadata.transaction() as txn:
@@ -91,3 +103,9 @@ class Catalog:
     def remove_policy(self, topic: str) -> None:
         with self._metadata.transaction() as txn:
             txn.delete(POLICIES, topic)
+
+    def forget_topic(self, topic: str) -> None:
+        """A deleted topic's producer journal name goes; a new topic of that name starts
+        afresh."""
+        with self._metadata.transaction() as txn:
+            txn.delete(PRODUCER_JOURNALS, topic)

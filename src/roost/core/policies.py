@@ -33,6 +33,10 @@ class TopicPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     overflow: Overflow = "reject"
     block_timeout_ms: int = 5_000
     retain_until_consumed: bool = False
+    #: How long a dedup id (or content hash) keeps a republish from being appended again.
+    dedup_window_ms: int = 5 * 60 * 1000
+    #: Deduplicate on a hash of key, value and headers when a message has no dedup id.
+    content_dedup: bool = False
 
     def __post_init__(self) -> None:
         for name in ("max_backlog_messages", "max_backlog_bytes"):
@@ -41,6 +45,8 @@ class TopicPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
                 raise InvalidConfig(name, value, "a positive int, or None for no limit")
         if self.overflow not in ("reject", "block", "drop_oldest"):
             raise InvalidConfig("overflow", self.overflow, "reject, block or drop_oldest")
+        if not 1000 <= self.dedup_window_ms <= 24 * 3600 * 1000:
+            raise InvalidConfig("dedup_window_ms", self.dedup_window_ms, "1 s .. 24 h")
         if not 0 <= self.block_timeout_ms <= MAX_BLOCK_MS:
             raise InvalidConfig("block_timeout_ms", self.block_timeout_ms, f"0..{MAX_BLOCK_MS}")
 

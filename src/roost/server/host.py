@@ -31,8 +31,9 @@ import contextlib
 from collections.abc import Callable, Sequence
 
 from roost.clock import Clock, SystemClock
-from roost.core.broker import Broker, Outgoing, Published, PublishOutcome
+from roost.core.broker import Broker
 from roost.core.model import Message, Receipt
+from roost.core.publishing import SNAPSHOT_EVERY, Outgoing, Published, PublishOutcome
 from roost.core.redrive import RedriveFilter
 from roost.errors import BacklogFull, InvalidConfig
 from roost.server.flusher import Flusher
@@ -70,12 +71,18 @@ class Host:
 
     # -- publish --------------------------------------------------------------------------
 
-    async def publish(self, topic: str, messages: Sequence[Outgoing]) -> list[Published]:
+    async def publish(
+        self,
+        topic: str,
+        messages: Sequence[Outgoing],
+        producer_id: str | None = None,
+        sequence: int | None = None,
+    ) -> list[Published]:
         """Publish and confirm; under overflow ``block``, first wait for room (bounded)."""
         give_up: float | None = None
         while True:
             try:
-                outcome = self.broker.publish(topic, messages)
+                outcome = self.broker.publish(topic, messages, producer_id, sequence)
             except BacklogFull:
                 policy = self.broker.policy(topic)
                 if policy.overflow != "block":
@@ -230,6 +237,12 @@ class Host:
                 job = sub.journal.snapshot_job(sub.snapshot())
                 await asyncio.to_thread(job.run)
                 sub.journal.snapshot_done(job)
+        for producers in self.broker.producer_states():
+            if producers.entries_since_snapshot >= SNAPSHOT_EVERY:
+                producers.entries_since_snapshot = 0
+                job = producers.journal.snapshot_job(producers.state.export())
+                await asyncio.to_thread(job.run)
+                producers.journal.snapshot_done(job)
 
     def _topics_with_subscriptions(self) -> set[str]:
         return {spec.topic for spec in self.broker.list_subscriptions()}

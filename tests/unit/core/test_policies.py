@@ -8,9 +8,10 @@ import pytest
 
 import roost
 from roost.clock import ManualClock
-from roost.core.broker import Broker, Outgoing
+from roost.core.broker import Broker
 from roost.core.model import SubscriptionSpec
 from roost.core.policies import TopicPolicy
+from roost.core.publishing import Outgoing
 from roost.errors import BacklogFull, InvalidConfig
 from roost.storage import LocalEngine, TopicConfig
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from roost.clock import ManualClock
-from roost.core.broker import Broker, Outgoing
+from roost.core.broker import Broker
 from roost.core.model import SubscriptionSpec
+from roost.core.publishing import Outgoing
 from roost.errors import NotOwner, OffsetOutOfRange, StaleGeneration, UnknownMember
 from roost.storage import LocalEngine, TopicConfig
 

@@ -1,0 +1,233 @@
+"""Publishing to a topic: partitioning, idempotent producers, the dedup window, one append per
+partition, results in the order the messages were given.
+
+    publisher = Publisher(engine, clock)
+    outcome = publisher.publish(topic, policy, messages, producer_id="p-1", sequence=0)
+
+- Partition: ``message.partition`` if given, else a stable hash (CRC32C) of the key, else
+  round robin per topic.
+- Idempotent producer: a publish with ``producer_id`` and ``sequence`` (its first record's
+  sequence) must land on one partition. A retry of one of its last batches is confirmed with
+  the offsets it got the first time and appends nothing.
+- Dedup: a message whose ``dedup_id`` (or content hash, when the topic asks) was published in
+  the window is confirmed with its first placement and not appended again; two messages with
+  one id in the same publish are appended once.
+- What producers and dedup ids have done is journaled per topic (``ProducerState.entry``),
+  after the append, in the same flush round as the records; a publish is confirmed only when
+  both are durable. Known window: a crash between the two fsyncs of one round keeps a record
+  whose entry was lost, and a retry of it is appended again.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import msgspec
+from crc32c import crc32c
+
+from roost.clock import Clock
+from roost.core.model import DELIVER_AT_HEADER, check_delay
+from roost.core.policies import TopicPolicy
+from roost.core.producers import APPEND, ProducerState, content_id
+from roost.errors import InvalidRequest
+from roost.storage import Journal, Record, Topic
+from roost.storage.log import PartitionLog
+
+#: Journal entries between snapshots of a topic's producer state.
+SNAPSHOT_EVERY = 10_000
+
+
+class Outgoing(msgspec.Struct, kw_only=True, frozen=True):
+    """A message to publish. ``partition`` wins over ``key``; without either, round robin."""
+
+    value: bytes
+    key: bytes | None = None
+    headers: Sequence[tuple[str, bytes]] = ()
+    partition: int | None = None
+    #: Not delivered to queue subscriptions before this time (ms since the epoch) ...
+    deliver_at_ms: int | None = None
+    #: ... or before this long after publishing.
+    delay_ms: int | None = None
+    #: Published again within the topic's dedup window: confirmed, not appended.
+    dedup_id: str | None = None
+
+
+class Published(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+
+
+class PublishOutcome(NamedTuple):
+    published: list[Published]
+    #: Confirm only once each log's durable_offset reaches the offset (``always`` logs).
+    durability: list[tuple[PartitionLog, int]]
+
+
+class TopicProducers:
+    """A topic's ``ProducerState`` and the journal that keeps it."""
+
+    def __init__(self, state: ProducerState, journal: Journal) -> None:
+        self.state = state
+        self.journal = journal
+        self.entries_since_snapshot = 0
+
+    @classmethod
+    def open(cls, topic: Topic, journal: Journal, clock: Clock, window_ms: int) -> TopicProducers:
+        state = ProducerState(topic.name, clock, window_ms=window_ms)
+        snapshot, entries = journal.recover()
+        if snapshot is not None:
+            state.restore(snapshot)
+        for entry in entries:
+            state.apply(entry)
+        for partition, log in enumerate(topic.partitions):
+            state.truncate(partition, log.end_offset)
+        producers = cls(state, journal)
+        if entries:
+            journal.snapshot(state.export())
+        return producers
+
+
+class Publisher:
+    def __init__(self, clock: Clock, producers: Callable[[Topic], TopicProducers]) -> None:
+        self._clock = clock
+        self._producers = producers
+        self._round_robin: dict[str, itertools.count[int]] = {}
+
+    def partition_for(self, topic: Topic, message: Outgoing) -> int:
+        count = len(topic.partitions)
+        if message.partition is not None:
+            topic.log(message.partition)  # UnknownPartition for a bad one
+            return message.partition
+        if message.key is not None:
+            return partition_for_key(message.key, count)
+        counter = self._round_robin.setdefault(topic.name, itertools.count())
+        return next(counter) % count
+
+    def plan(self, topic: Topic, messages: Sequence[Outgoing]) -> list[int]:
+        """The partition of each message, in order."""
+        if not messages:
+            raise InvalidRequest("publish needs at least one message")
+        return [self.partition_for(topic, message) for message in messages]
+
+    def publish(
+        self,
+        topic: Topic,
+        policy: TopicPolicy,
+        messages: Sequence[Outgoing],
+        partitions: list[int],
+        producer_id: str | None = None,
+        sequence: int | None = None,
+    ) -> PublishOutcome:
+        """Append (or confirm again) ``messages`` on their ``partitions``."""
+        tracked = (
+            producer_id is not None
+            or policy.content_dedup
+            or any(m.dedup_id is not None for m in messages)
+        )
+        producers = self._producers(topic) if tracked else None
+        if producer_id is not None:
+            assert producers is not None
+            duplicate = self._retried_batch(topic, producers, partitions, producer_id, sequence)
+            if duplicate is not None:
+                return duplicate
+        ids = [_dedup_id(m, policy) for m in messages]
+        results: list[Published | None] = [None] * len(messages)
+        batches: dict[int, list[int]] = {}  # partition -> indexes of the messages to append
+        first_by_id: dict[str, int] = {}
+        for i, (message_id, partition) in enumerate(zip(ids, partitions, strict=True)):
+            if message_id is not None and producers is not None:
+                placed = producers.state.seen(message_id)
+                if placed is not None:
+                    results[i] = Published(topic.name, placed.partition, placed.offset)
+                    continue
+                if message_id in first_by_id:
+                    continue  # the same id earlier in this publish: filled in below
+                first_by_id[message_id] = i
+            batches.setdefault(partition, []).append(i)
+        now_ms = self._clock.now_ms()
+        durability: list[tuple[PartitionLog, int]] = []
+        for partition, indexes in batches.items():
+            records = [_record(messages[i], now_ms) for i in indexes]
+            result = topic.append(partition, records)
+            for position, i in enumerate(indexes):
+                results[i] = Published(topic.name, partition, result.base_offset + position)
+            log = topic.log(partition)
+            if log.config.durability == "always":
+                durability.append((log, result.next_offset))
+            if producers is not None:
+                durability += self._journal(
+                    producers, partition, result.base_offset, indexes, ids, producer_id, sequence
+                )
+        for i, message_id in enumerate(ids):
+            if results[i] is None and message_id is not None:
+                results[i] = results[first_by_id[message_id]]
+        return PublishOutcome([r for r in results if r is not None], durability)
+
+    def _retried_batch(
+        self,
+        topic: Topic,
+        producers: TopicProducers,
+        partitions: list[int],
+        producer_id: str,
+        sequence: int | None,
+    ) -> PublishOutcome | None:
+        if sequence is None or len(set(partitions)) != 1:
+            raise InvalidRequest(
+                "an idempotent publish needs a sequence and must go to one partition "
+                "(give every message the same key, or a partition)"
+            )
+        partition = partitions[0]
+        decision = producers.state.check(producer_id, partition, sequence, len(partitions))
+        if decision is APPEND:
+            return None
+        log = topic.log(partition)
+        offsets = range(decision.base_offset, decision.base_offset + decision.record_count)
+        durability = [(log, offsets.stop)] if log.config.durability == "always" else []
+        return PublishOutcome([Published(topic.name, partition, o) for o in offsets], durability)
+
+    def _journal(
+        self,
+        producers: TopicProducers,
+        partition: int,
+        base_offset: int,
+        indexes: list[int],
+        ids: list[str | None],
+        producer_id: str | None,
+        sequence: int | None,
+    ) -> list[tuple[PartitionLog, int]]:
+        entry = producers.state.entry(
+            partition, base_offset, len(indexes), producer_id=producer_id,
+            first_sequence=sequence, dedup_ids=[ids[i] for i in indexes],
+        )  # fmt: skip
+        producers.state.apply(entry)
+        next_seq = producers.journal.append([entry])
+        producers.entries_since_snapshot += 1
+        return [(producers.journal.log, next_seq)]
+
+
+def partition_for_key(key: bytes, partitions: int) -> int:
+    """The partition a key always lands on: a stable hash (CRC32C), never Python's hash()."""
+    return crc32c(key) % partitions
+
+
+def _dedup_id(message: Outgoing, policy: TopicPolicy) -> str | None:
+    if message.dedup_id is not None:
+        return message.dedup_id
+    if policy.content_dedup:
+        return content_id(message.key, message.value, message.headers)
+    return None
+
+
+def _record(message: Outgoing, now_ms: int) -> Record:
+    headers = message.headers
+    deliver_at = message.deliver_at_ms
+    if message.delay_ms is not None:
+        deliver_at = max(deliver_at or 0, now_ms + check_delay(message.delay_ms))
+    if deliver_at is not None:
+        if type(deliver_at) is not int or deliver_at < 0:
+            raise InvalidRequest(f"deliver_at_ms must be a non-negative int, not {deliver_at!r}")
+        headers = (*headers, (DELIVER_AT_HEADER, b"%d" % deliver_at))
+    return Record(value=message.value, key=message.key, headers=headers)
