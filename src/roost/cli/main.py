@@ -51,17 +51,66 @@ def bench_storage(as_json: bool, directory: str | None, batches: int, rounds: in
         Console().print(_storage_table(result))
 
 
+@bench.command("core")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where to write (default: the system temp directory); it decides the disk measured.",
+)
+@click.option(
+    "--messages", default=100_000, show_default=True, help="Messages per phase (1 KiB each)."
+)
+@click.option(
+    "--batch",
+    default=100,
+    show_default=True,
+    help="Messages per publish, receive, ack and stream fetch.",
+)
+@click.option("--keys", default=1_000, show_default=True, help="Distinct keys on the fifo queue.")
+def bench_core(as_json: bool, directory: str | None, messages: int, batch: int, keys: int) -> None:
+    """The broker's queue path (publish, receive, ack) against the log alone, durability always."""
+    from roost.bench.core import run_core_bench
+
+    if min(messages, batch, keys) < 1 or messages % batch:
+        raise click.BadParameter(
+            "--messages, --batch and --keys must be positive, --messages a multiple of --batch"
+        )
+
+    console = Console(stderr=True)
+    with console.status("measuring") as status:
+        result = run_core_bench(directory, messages, batch, keys, status.update)
+    if as_json:
+        json.dump(result, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        Console().print(
+            _figures_table(
+                "roost bench core (1 KiB values, durability always, one run)",
+                result,
+                {"queue_vs_append_ratio": ">= 0.5", "queue_cpu_us_per_msg": "<= 10"},
+            )
+        )
+
+
 def _storage_table(result: dict[str, Any]) -> Table:
-    table = Table(title="roost bench storage (1 KiB values, medians)")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    table.add_column("target", justify="right")
     targets = {
         "never_ratio": ">= 0.5",
         "read_batches_ratio": ">= 0.5",
         "always_64_vs_1": ">= 20",
         "group_commit_ratio": ">= 0.25",
     }
+    return _figures_table("roost bench storage (1 KiB values, medians)", result, targets)
+
+
+def _figures_table(title: str, result: dict[str, Any], targets: dict[str, str]) -> Table:
+    """Every number in ``result``, one row each, with its target where it has one."""
+    table = Table(title=title)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_column("target", justify="right")
     for name, value in result.items():
         if isinstance(value, int | float):
             table.add_row(
