@@ -24,6 +24,7 @@ builds messages, writes the state journal, and moves dead letters. Rules:
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
@@ -37,6 +38,8 @@ from roost.storage.log import PartitionLog
 
 #: How many records one receive reads past parked or delayed ones before it returns.
 MAX_SCAN_PER_RECEIVE = 10_000
+#: Records read ahead of the read position per partition, kept for the next receive.
+READ_AHEAD_RECORDS = 256
 #: Journal entries between snapshots.
 SNAPSHOT_EVERY = 10_000
 
@@ -79,6 +82,7 @@ class QueueSubscription:
         self._rng = random.Random(f"{spec.topic}/{spec.name}")
         self._next_partition = 0
         self._pending_dead: list[PendingDeadLetter] = []
+        self._read_ahead: dict[int, deque[StoredRecord]] = {}
         self._entries_since_snapshot = 0
 
     @classmethod
@@ -140,7 +144,7 @@ class QueueSubscription:
         gone = [offset for offset in ready if offset < log.start_offset]
         if gone:
             self._forget(state, gone)
-        records = [self._record_at(log, o) for o in ready if o >= log.start_offset]
+        records = self._records_at(log, [o for o in ready if o >= log.start_offset])
         if len(records) < limit:
             records += self._admit_new(state, log, limit - len(records), now_ms)
         if not records:
@@ -158,16 +162,18 @@ class QueueSubscription:
         readable = log.confirmed_offset
         if state.read_offset < log.start_offset:
             self._expired_by_retention(state, log.start_offset)
+        ahead = self._read_ahead.setdefault(state.partition, deque())
+        if ahead and ahead[0].offset != state.read_offset:
+            ahead.clear()  # the position moved (retention, drop_oldest): read afresh
         admitted: list[StoredRecord] = []
         scanned = 0
         while len(admitted) < limit and state.read_offset < readable:
-            batch = log.read(state.read_offset, max_records=readable - state.read_offset)
-            for record in batch:
-                if record.offset >= readable or len(admitted) >= limit:
-                    return admitted
-                scanned += 1
-                if not state.admit(record.offset, record.key, self._visible_at(record), now_ms):
-                    continue
+            if not ahead:
+                count = min(READ_AHEAD_RECORDS, readable - state.read_offset)
+                ahead.extend(log.read(state.read_offset, max_records=count))
+            record = ahead.popleft()
+            scanned += 1
+            if state.admit(record.offset, record.key, self._visible_at(record), now_ms):
                 if self._exhausted(state, record.offset):
                     # Its last lease, or its dead-letter step, was lost in a restart.
                     attempts = state.attempts[record.offset]
@@ -203,6 +209,16 @@ class QueueSubscription:
     @staticmethod
     def _record_at(log: PartitionLog, offset: int) -> StoredRecord:
         return log.read(offset, max_records=1)[0]
+
+    @staticmethod
+    def _records_at(log: PartitionLog, offsets: list[int]) -> list[StoredRecord]:
+        """The records at ``offsets`` (redeliveries), one decode per batch they share."""
+        found: dict[int, StoredRecord] = {}
+        for offset in sorted(offsets):
+            if offset not in found:
+                # max_bytes=1: exactly the batch holding ``offset``, from ``offset`` on.
+                found.update((r.offset, r) for r in log.read(offset, max_bytes=1))
+        return [found[offset] for offset in offsets]
 
     def _message(self, partition: int, record: StoredRecord, delivery: int) -> Message:
         return Message(

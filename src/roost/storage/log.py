@@ -36,7 +36,7 @@ from roost.errors import (
     StorageFailure,
 )
 from roost.storage import batch as batch_format
-from roost.storage.batch import CorruptBatch, Record, StoredRecord
+from roost.storage.batch import HEADER_SIZE, CorruptBatch, Record, StoredRecord
 from roost.storage.config import TopicConfig
 from roost.storage.flush import FlushJob
 from roost.storage.fs import LocalFS
@@ -226,11 +226,20 @@ class PartitionLog:
 
         Returns at least one record when any exists at ``offset``, even one larger than
         ``max_bytes``; an empty list at the end of the log. Reads stop at a segment boundary, so
-        a caller wanting more continues from the last offset + 1.
+        a caller wanting more continues from the last offset + 1. With ``max_records``, only
+        about that many records' bytes are read (by the log's average record size), and only
+        the batches decoded are CRC-checked: asking for few records costs little.
         """
-        records: list[StoredRecord] = []
+        if max_records is not None:
+            max_bytes = min(max_bytes, self._bytes_for(max_records))
         data = self._read_whole_batches(offset, max_bytes)
-        for position, header in self._verified(data):
+        records: list[StoredRecord] = []
+        position = 0
+        while len(data) - position >= HEADER_SIZE:
+            header = self._header(data, position)
+            if position + header.size > len(data):
+                break  # the read ended inside a batch: the caller asks again from there
+            self._verify(data, position, header)
             batch_records = batch_format.decode_records(data, position, header)
             if header.base_offset < offset:
                 batch_records = batch_records[offset - header.base_offset :]
@@ -238,7 +247,25 @@ class PartitionLog:
             if max_records is not None and len(records) >= max_records:
                 del records[max_records:]
                 break
+            position += header.size
         return records
+
+    def _bytes_for(self, records: int) -> int:
+        count = self.end_offset - self.start_offset
+        average = self.size_bytes / count if count else 1024.0
+        return int(records * average * 1.25) + HEADER_SIZE
+
+    def _header(self, data: bytes, position: int) -> batch_format.BatchHeader:
+        try:
+            return batch_format.parse_header(data, position)
+        except CorruptBatch as e:
+            raise StorageFailure(f"read of {self.topic}/{self.partition}", e) from e
+
+    def _verify(self, data: bytes, position: int, header: batch_format.BatchHeader) -> None:
+        try:
+            batch_format.verify(data, position, header)
+        except CorruptBatch as e:
+            raise StorageFailure(f"read of {self.topic}/{self.partition}", e) from e
 
     def read_batches(self, offset: int, max_bytes: int = DEFAULT_MAX_READ_BYTES) -> RawBatches:
         """Whole, CRC-verified batches from the one holding ``offset`` (see ``RawBatches``)."""
