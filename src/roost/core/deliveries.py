@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
+from collections.abc import Iterable
 from typing import NamedTuple
 
 from roost.core.acks import AckRanges
@@ -71,7 +72,10 @@ class PartitionDeliveries:
         self.attempts: dict[int, Attempts] = {}
         self.retry_at: dict[int, int] = {}  # offset -> visible_at_ms, survives restarts
         self.leases: dict[int, Lease] = {}
-        self._lease_heap: list[tuple[int, int, int]] = []  # (deadline, offset, token)
+        # (deadline, serial, [(offset, token), ...]): one entry per receive or extend; entries
+        # whose leases were acked, released or extended are skipped, not removed.
+        self._lease_heap: list[tuple[int, int, list[tuple[int, int]]]] = []
+        self._heap_serial = 0
         self._ready: list[int] = []
         self._delayed: list[tuple[int, int]] = []
         self._busy: dict[bytes, deque[tuple[int, int]]] = {}  # key -> parked (offset, visible)
@@ -117,16 +121,29 @@ class PartitionDeliveries:
 
     # -- leases ---------------------------------------------------------------------------
 
-    def lease(self, offset: int, now_ms: int, visibility_ms: int, consumer: str) -> Lease:
-        attempts = self.attempts.get(offset)
-        if attempts is None:
-            attempts = self.attempts[offset] = Attempts(0, now_ms)
-        attempts.count += 1
-        attempts.last_ms = now_ms
-        lease = Lease(attempts.count, now_ms + visibility_ms, consumer)
-        self.leases[offset] = lease
-        heapq.heappush(self._lease_heap, (lease.deadline_ms, offset, lease.token))
-        return lease
+    def lease(
+        self, offsets: list[int], now_ms: int, visibility_ms: int, consumer: str
+    ) -> list[int]:
+        """Lease ``offsets`` until now + ``visibility_ms``; returns each one's token (its
+        delivery count). One deadline entry covers the whole batch."""
+        deadline = now_ms + visibility_ms
+        attempts_of, leases = self.attempts, self.leases
+        tokens = []
+        for offset in offsets:
+            attempts = attempts_of.get(offset)
+            if attempts is None:
+                attempts = attempts_of[offset] = Attempts(1, now_ms, now_ms)
+            else:
+                attempts.count += 1
+                attempts.last_ms = now_ms
+            leases[offset] = Lease(attempts.count, deadline, consumer)
+            tokens.append(attempts.count)
+        self._push_deadline(deadline, list(zip(offsets, tokens, strict=True)))
+        return tokens
+
+    def _push_deadline(self, deadline_ms: int, members: list[tuple[int, int]]) -> None:
+        self._heap_serial += 1
+        heapq.heappush(self._lease_heap, (deadline_ms, self._heap_serial, members))
 
     def holds(self, offset: int, token: int, now_ms: int) -> bool:
         """Whether delivery ``token`` of ``offset`` is still leased: a lease past its deadline
@@ -139,16 +156,24 @@ class PartitionDeliveries:
             return False
         lease = self.leases[offset]
         self.leases[offset] = lease._replace(deadline_ms=deadline_ms)
-        heapq.heappush(self._lease_heap, (deadline_ms, offset, token))
+        self._push_deadline(deadline_ms, [(offset, token)])
         return True
 
-    def ack(self, offset: int, token: int, now_ms: int) -> bool:
-        """Finish a leased offset; False if the lease is gone (expired, or another delivery)."""
-        if not self.holds(offset, token, now_ms):
-            return False
-        del self.leases[offset]
-        self.finish(offset)
-        return True
+    def ack(self, pairs: Iterable[tuple[int, int]], now_ms: int) -> tuple[list[int], list[int]]:
+        """Finish leased offsets, given as ``(offset, token)``; returns the offsets acked and
+        those refused (their lease is gone: expired, or another delivery holds it)."""
+        leases = self.leases
+        acked: list[int] = []
+        refused: list[int] = []
+        for offset, token in pairs:
+            lease = leases.get(offset)
+            if lease is None or lease.token != token or lease.deadline_ms <= now_ms:
+                refused.append(offset)
+                continue
+            del leases[offset]
+            acked.append(offset)
+        self.finish_many(acked)
+        return acked, refused
 
     def release(
         self,
@@ -168,10 +193,9 @@ class PartitionDeliveries:
         del self.leases[offset]
         return self.requeue(offset, visible_at_ms, error, max_deliveries)
 
-    def _live(self, entry: tuple[int, int, int]) -> bool:
-        deadline, offset, token = entry
+    def _live(self, deadline_ms: int, offset: int, token: int) -> bool:
         lease = self.leases.get(offset)
-        return lease is not None and lease.token == token and lease.deadline_ms == deadline
+        return lease is not None and lease.token == token and lease.deadline_ms == deadline_ms
 
     def expire(self, now_ms: int) -> list[tuple[int, int]]:
         """Drop every lease whose deadline has passed; returns ``(offset, deadline_ms)`` pairs
@@ -180,12 +204,11 @@ class PartitionDeliveries:
         expired = []
         heap = self._lease_heap
         while heap and heap[0][0] <= now_ms:
-            entry = heapq.heappop(heap)
-            if not self._live(entry):
-                continue  # acked, released or extended since
-            deadline, offset, _ = entry
-            del self.leases[offset]
-            expired.append((offset, deadline))
+            deadline, _, members = heapq.heappop(heap)
+            for offset, token in members:
+                if self._live(deadline, offset, token):
+                    del self.leases[offset]
+                    expired.append((offset, deadline))
         return expired
 
     def requeue(
@@ -216,8 +239,8 @@ class PartitionDeliveries:
         """The earliest lease deadline or delay end, for the host's timer."""
         candidates = []
         heap = self._lease_heap
-        while heap and not self._live(heap[0]):
-            heapq.heappop(heap)  # acked, released or extended since it was pushed
+        while heap and not any(self._live(heap[0][0], o, t) for o, t in heap[0][2]):
+            heapq.heappop(heap)  # all acked, released or extended since it was pushed
         if heap:
             candidates.append(heap[0][0])
         if self._delayed:
@@ -225,6 +248,28 @@ class PartitionDeliveries:
         return min(candidates) if candidates else None
 
     # -- done -----------------------------------------------------------------------------
+
+    def finish_many(self, offsets: list[int]) -> None:
+        """``finish`` for many offsets; the ack ranges are updated once per contiguous run."""
+        if self._head_key:
+            for offset in offsets:
+                self.finish(offset)
+            return
+        runs = sorted(offsets)
+        start = previous = runs[0] if runs else 0
+        for offset in runs[1:]:
+            if offset != previous + 1:
+                self.acks.add_range(start, previous + 1)
+                start = offset
+            previous = offset
+        if runs:
+            self.acks.add_range(start, previous + 1)
+        attempts, retry_at = self.attempts, self.retry_at
+        for offset in offsets:
+            attempts.pop(offset, None)
+        if retry_at:
+            for offset in offsets:
+                retry_at.pop(offset, None)
 
     def finish(self, offset: int) -> None:
         """``offset`` is done (acked, or dead-lettered): record it, unblock its key."""

@@ -110,6 +110,8 @@ class Publisher:
         """The partition of each message, in order."""
         if not messages:
             raise InvalidRequest("publish needs at least one message")
+        if len(topic.partitions) == 1 and all(m.partition is None for m in messages):
+            return [0] * len(messages)
         return [self.partition_for(topic, message) for message in messages]
 
     def publish(

@@ -149,12 +149,15 @@ class QueueSubscription:
             records += self._admit_new(state, log, limit - len(records), now_ms)
         if not records:
             return []
-        messages = []
-        for record in records:
-            lease = state.lease(record.offset, now_ms, visibility, consumer)
-            messages.append(self._message(state.partition, record, lease.token))
-        self._write(state_codec.delivered(state.partition, now_ms, [r.offset for r in records]))
-        return messages
+        offsets = [r.offset for r in records]
+        tokens = state.lease(offsets, now_ms, visibility, consumer)
+        self._write(state_codec.delivered(state.partition, now_ms, offsets))
+        topic, partition = self.spec.topic, state.partition
+        return [
+            Message(topic, partition, r.offset, r.timestamp_ms, r.key, r.value, r.headers, token,
+                    Receipt(partition, r.offset, token))
+            for r, token in zip(records, tokens, strict=True)
+        ]  # fmt: skip
 
     def _admit_new(
         self, state: PartitionDeliveries, log: PartitionLog, limit: int, now_ms: int
@@ -238,16 +241,19 @@ class QueueSubscription:
     def ack(self, receipts: Iterable[Receipt]) -> list[Receipt]:
         """Mark messages done; returns the receipts whose lease was gone (not acked)."""
         now_ms = self._clock.now_ms()
-        refused: list[Receipt] = []
-        acked: dict[int, list[int]] = {}
+        by_partition: dict[int, list[tuple[int, int]]] = {}
         for receipt in receipts:
-            state = self._state(receipt.partition)
-            if state.ack(receipt.offset, receipt.delivery, now_ms):
-                acked.setdefault(receipt.partition, []).append(receipt.offset)
-            else:
-                refused.append(receipt)
-        for partition, offsets in acked.items():
-            self._write(state_codec.done(partition, state_codec.as_ranges(offsets)))
+            by_partition.setdefault(receipt.partition, []).append(
+                (receipt.offset, receipt.delivery)
+            )
+        refused: list[Receipt] = []
+        for partition, pairs in by_partition.items():
+            acked, refused_offsets = self._state(partition).ack(pairs, now_ms)
+            if acked:
+                self._write(state_codec.done(partition, state_codec.as_ranges(acked)))
+            if refused_offsets:
+                tokens = dict(pairs)
+                refused += [Receipt(partition, o, tokens[o]) for o in refused_offsets]
         return refused
 
     def nack(
