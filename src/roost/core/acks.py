@@ -31,6 +31,11 @@ class AckRanges:
         i = bisect_right(self._starts, offset) - 1
         return i >= 0 and offset < self._ends[i]
 
+    @property
+    def has_ranges(self) -> bool:
+        """Whether anything above the floor is done (else ``in`` is just ``< floor``)."""
+        return bool(self._starts)
+
     def add(self, offset: int) -> None:
         self.add_range(offset, offset + 1)
 

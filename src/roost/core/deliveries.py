@@ -88,9 +88,9 @@ class PartitionDeliveries:
 
         ``visible_at_ms`` is when the record may first be delivered (its delay).
         """
-        assert offset == self.read_offset, (offset, self.read_offset)
         self.read_offset = offset + 1
-        if offset in self.acks:
+        acks = self.acks
+        if offset < acks.floor or (acks.has_ranges and offset in acks):
             return False
         visible_at_ms = max(visible_at_ms, self.retry_at.get(offset, 0))
         if self.keyed:

@@ -24,7 +24,6 @@ import itertools
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-import msgspec
 from crc32c import crc32c
 
 from roost.clock import Clock
@@ -39,12 +38,13 @@ from roost.storage.log import PartitionLog
 SNAPSHOT_EVERY = 10_000
 
 
-class Outgoing(msgspec.Struct, kw_only=True, frozen=True):
-    """A message to publish. ``partition`` wins over ``key``; without either, round robin."""
+class Outgoing(Record, kw_only=True):
+    """A message to publish: a ``Record`` (value, key, headers, timestamp) and where and when
+    it goes. ``partition`` wins over ``key``; without either, round robin.
 
-    value: bytes
-    key: bytes | None = None
-    headers: Sequence[tuple[str, bytes]] = ()
+    Without a delay, the message is appended as it is: no copy per message.
+    """
+
     partition: int | None = None
     #: Not delivered to queue subscriptions before this time (ms since the epoch) ...
     deliver_at_ms: int | None = None
@@ -224,6 +224,8 @@ def _dedup_id(message: Outgoing, policy: TopicPolicy) -> str | None:
 
 
 def _record(message: Outgoing, now_ms: int) -> Record:
+    if message.deliver_at_ms is None and message.delay_ms is None:
+        return message
     headers = message.headers
     deliver_at = message.deliver_at_ms
     if message.delay_ms is not None:
@@ -232,4 +234,6 @@ def _record(message: Outgoing, now_ms: int) -> Record:
         if type(deliver_at) is not int or deliver_at < 0:
             raise InvalidRequest(f"deliver_at_ms must be a non-negative int, not {deliver_at!r}")
         headers = (*headers, (DELIVER_AT_HEADER, b"%d" % deliver_at))
-    return Record(value=message.value, key=message.key, headers=headers)
+    return Record(
+        value=message.value, key=message.key, headers=headers, timestamp_ms=message.timestamp_ms
+    )

@@ -170,17 +170,23 @@ class QueueSubscription:
             ahead.clear()  # the position moved (retention, drop_oldest): read afresh
         admitted: list[StoredRecord] = []
         scanned = 0
+        delay_ms = self.spec.delay_ms
+        admit, attempts = state.admit, state.attempts
         while len(admitted) < limit and state.read_offset < readable:
             if not ahead:
                 count = min(READ_AHEAD_RECORDS, readable - state.read_offset)
                 ahead.extend(log.read(state.read_offset, max_records=count))
             record = ahead.popleft()
             scanned += 1
-            if state.admit(record.offset, record.key, self._visible_at(record), now_ms):
-                if self._exhausted(state, record.offset):
+            if record.headers:
+                visible_at = self._visible_at(record)
+            else:
+                visible_at = record.timestamp_ms + delay_ms if delay_ms else 0
+            if admit(record.offset, record.key, visible_at, now_ms):
+                if record.offset in attempts and self._exhausted(state, record.offset):
                     # Its last lease, or its dead-letter step, was lost in a restart.
-                    attempts = state.attempts[record.offset]
-                    attempts.last_error = attempts.last_error or RESTART_ERROR
+                    attempt = attempts[record.offset]
+                    attempt.last_error = attempt.last_error or RESTART_ERROR
                     self._dead_letter(state, record.offset)
                 else:
                     admitted.append(record)
