@@ -214,3 +214,32 @@ def test_errors_for_bad_names(data_dir: str, clock: ManualClock) -> None:
             await broker.create_queue("q3", dead_letter=None)
 
     run(data_dir, clock, body)
+
+
+def test_consume_respects_its_credit(data_dir: str, clock: ManualClock) -> None:
+    async def body(broker: roost.EmbeddedBroker) -> None:
+        await broker.create_queue("q")
+        await broker.publish_batch("q", [Outgoing(value=b"%d" % i) for i in range(10)])
+        stream = broker.consume("q", prefetch=3)
+        held = [await anext(stream) for _ in range(3)]
+        stats = await broker.stats("q")
+        assert stats.in_flight == 3, "no more than the credit is leased"
+        fourth = asyncio.create_task(anext(stream))
+        await asyncio.sleep(0)
+        assert not fourth.done()
+        await held[0].ack()
+        assert (await asyncio.wait_for(fourth, 5)).value == b"3"
+        await stream.aclose()
+
+    run(data_dir, clock, body)
+
+
+def test_delete_queue_and_retention(data_dir: str, clock: ManualClock) -> None:
+    async def body(broker: roost.EmbeddedBroker) -> None:
+        await broker.create_queue("q", retention=60)
+        assert (await broker.describe_topic("q")).config.retention_ms == 60_000
+        await broker.delete_queue("q")
+        assert "q" not in await broker.list_topics()
+        assert "q.dlq" in await broker.list_topics()
+
+    run(data_dir, clock, body)

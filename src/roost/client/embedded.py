@@ -14,6 +14,7 @@ two by changing one line.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Literal
@@ -30,7 +31,7 @@ from roost.core.retry import RetryPolicy
 from roost.core.routing import BindingSpec, ExchangeKind, ExchangeSpec
 from roost.core.stats import StreamStats, SubscriptionStats
 from roost.core.streams import StreamSubscription
-from roost.errors import LeaseExpired
+from roost.errors import InvalidConfig, LeaseExpired
 from roost.server.host import Host
 from roost.storage import TopicConfig, TopicInfo
 
@@ -41,15 +42,45 @@ def _ms(seconds: float | None) -> int | None:
     return None if seconds is None else round(seconds * 1000)
 
 
+class _Credit:
+    """``consume``'s prefetch: deliveries handed out and not yet acked or nacked."""
+
+    def __init__(self, prefetch: int) -> None:
+        self.prefetch = prefetch
+        self.unsettled = 0
+        self._freed = asyncio.Event()
+
+    @property
+    def free(self) -> int:
+        return self.prefetch - self.unsettled
+
+    def give_back(self) -> None:
+        self.unsettled -= 1
+        self._freed.set()
+
+    async def wait_for_room(self) -> None:
+        while self.free <= 0:
+            self._freed.clear()
+            await self._freed.wait()
+
+
 class Delivery:
     """A received message, leased to you until you ack, nack, or the lease runs out."""
 
-    __slots__ = ("_host", "message", "subscription")
+    __slots__ = ("_credit", "_host", "message", "subscription")
 
-    def __init__(self, host: Host, subscription: str, message: Message) -> None:
+    def __init__(
+        self, host: Host, subscription: str, message: Message, credit: _Credit | None = None
+    ) -> None:
         self._host = host
         self.subscription = subscription
         self.message = message
+        self._credit = credit
+
+    def _settled(self) -> None:
+        if self._credit is not None:
+            self._credit.give_back()
+            self._credit = None
 
     topic = property(lambda self: self.message.topic)
     partition = property(lambda self: self.message.partition)
@@ -64,6 +95,7 @@ class Delivery:
     async def ack(self) -> None:
         """Done: it will not be delivered again. ``LeaseExpired`` if the lease ran out."""
         self._refused(self._host.broker.ack(self.topic, self.subscription, [self.receipt]))
+        self._settled()
         self._host.settled(self.topic)
 
     async def nack(self, delay: float | None = None, error: str | None = None) -> None:
@@ -73,6 +105,7 @@ class Delivery:
             self.topic, self.subscription, [self.receipt], _ms(delay), error
         )
         self._host.wake_timer()
+        self._settled()
         self._refused(refused)
 
     async def extend(self, seconds: float) -> None:
@@ -226,20 +259,27 @@ class EmbeddedBroker:
         max_backlog: int | None = None,
         overflow: Overflow = "reject",
         block_timeout: float = 5.0,
+        retention: float | None = None,
     ) -> SubscriptionSpec:
         """A topic plus one subscription of the same name. ``fifo``: per key in order, one in
         flight per key. Dead letters go to ``<name>.dlq`` unless ``dead_letter`` names another
-        topic (or is None, with ``max_deliveries=None``: retry forever)."""
+        topic (or is None, with ``max_deliveries=None``: retry forever). Consumed messages are
+        deleted; ``retention`` (seconds) also deletes unconsumed ones older than that, as
+        SQS's retention period does."""
         return self._host.broker.create_queue(
             name, fifo=fifo, partitions=partitions,
             visibility_timeout_ms=round(visibility_timeout * 1000),
             max_deliveries=max_deliveries, dead_letter=dead_letter,
-            delay_ms=round(delay * 1000), durability=durability,
+            delay_ms=round(delay * 1000), durability=durability, retention_ms=_ms(retention),
             policy=TopicPolicy(
                 max_backlog_messages=max_backlog, overflow=overflow,
                 block_timeout_ms=round(block_timeout * 1000), retain_until_consumed=True,
             ),
         )  # fmt: skip
+
+    async def delete_queue(self, name: str) -> None:
+        """Delete a queue and its messages (its dead-letter topic stays)."""
+        self._host.broker.delete_queue(name)
 
     async def create_subscription(
         self,
@@ -386,12 +426,21 @@ class EmbeddedBroker:
     async def consume(
         self, topic: str, subscription: str | None = None, *, prefetch: int = 100
     ) -> AsyncIterator[Delivery]:
-        """Deliveries, forever, long-polling when there are none. ``prefetch`` is the credit:
-        at most that many are leased ahead of the one you are handling."""
+        """Deliveries, forever, long-polling when there are none.
+
+        ``prefetch`` is the credit: at most that many deliveries are out, unacked, at once;
+        when they all are, ``consume`` waits for an ``ack`` or ``nack`` before it leases more.
+        """
+        if type(prefetch) is not int or prefetch < 1:
+            raise InvalidConfig("prefetch", prefetch, "a positive int")
+        name = subscription or topic
+        credit = _Credit(prefetch)
         while True:
-            batch = await self.receive(topic, subscription, max_messages=prefetch, wait=20.0)
-            for delivery in batch:
-                yield delivery
+            await credit.wait_for_room()
+            messages = await self._host.receive(topic, name, credit.free, 20.0)
+            credit.unsettled += len(messages)
+            for message in messages:
+                yield Delivery(self._host, name, message, credit)
 
     async def redrive(
         self,

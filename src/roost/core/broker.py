@@ -150,6 +150,7 @@ class Broker:
         delay_ms: int = 0,
         durability: str = "always",
         policy: TopicPolicy = QUEUE_POLICY,
+        retention_ms: int | None = None,
     ) -> SubscriptionSpec:
         """A topic and one subscription of the same name: the SQS or RabbitMQ queue.
 
@@ -163,7 +164,10 @@ class Broker:
                 "a queue without a dead-letter topic needs max_deliveries=None (retry forever)",
             )  # fmt: skip
         dead_letter_topic = f"{name}.dlq" if dead_letter == "" else dead_letter
-        config = msgspec.convert({"partitions": partitions, "durability": durability}, TopicConfig)
+        config = msgspec.convert(
+            {"partitions": partitions, "durability": durability, "retention_ms": retention_ms},
+            TopicConfig,
+        )
         self.create_topic(name, config, policy)
         if dead_letter_topic is not None and dead_letter_topic not in self.engine.list_topics():
             self.engine.create_topic(dead_letter_topic, TopicConfig(durability=config.durability))
@@ -179,6 +183,11 @@ class Broker:
                 delay_ms=delay_ms,
             )
         )
+
+    def delete_queue(self, name: str) -> None:
+        """Delete a queue's topic (and so its subscription); its dead-letter topic stays."""
+        self._subscription(name, name)
+        self.delete_topic(name)
 
     def delete_subscription(self, topic: str, name: str) -> None:
         if (topic, name) not in self._streams:
