@@ -37,7 +37,7 @@ from roost.core.publishing import SNAPSHOT_EVERY, Outgoing, Published, PublishOu
 from roost.core.redrive import RedriveFilter
 from roost.errors import BacklogFull, InvalidConfig
 from roost.server.flusher import Flusher
-from roost.storage import LocalEngine
+from roost.storage import Journal, LocalEngine
 
 #: Longest a receive may wait for a message, as in SQS long polling.
 MAX_WAIT_S = 20.0
@@ -94,8 +94,7 @@ class Host:
                 if remaining <= 0:
                     raise
                 room = self._room.setdefault(topic, asyncio.Event())
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(room.wait(), remaining)
+                await _wait(room, remaining)
                 continue
             return await self._confirm(outcome)
 
@@ -169,11 +168,17 @@ class Host:
         consumer: str = "",
     ) -> list[Message]:
         """Lease up to ``max_messages``; with ``wait_s``, wait that long for the first one."""
-        return await self._long_poll(
+        messages = await self._long_poll(
             topic,
             wait_s,
             lambda: self.broker.receive(topic, subscription, max_messages, visibility_ms, consumer),
         )
+        if messages:
+            # Delivery counts must survive a crash (a message that kills its consumer must
+            # still reach max_deliveries): hand messages out once their delivery is durable.
+            journal = self.broker.journal_log(topic, subscription)
+            await self.flusher.wait_durable(journal, journal.end_offset)
+        return messages
 
     async def fetch(
         self,
@@ -202,9 +207,7 @@ class Host:
             remaining = give_up - loop.time()
             if messages or remaining <= 0:
                 return messages
-            event = self._new_data.setdefault(topic, asyncio.Event())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), remaining)
+            await _wait(self._new_data.setdefault(topic, asyncio.Event()), remaining)
 
     # -- time -----------------------------------------------------------------------------
 
@@ -228,21 +231,24 @@ class Host:
                     sleep_s, max(0.0, (tick.next_deadline_ms - self.clock.now_ms()) / 1000)
                 )
             self._wake_timer.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_timer.wait(), sleep_s)
+            await _wait(self._wake_timer, sleep_s)
 
     async def _snapshot_journals(self) -> None:
         for sub in self.broker.subscriptions():
             if sub.snapshot_due:
-                job = sub.journal.snapshot_job(sub.snapshot())
-                await asyncio.to_thread(job.run)
-                sub.journal.snapshot_done(job)
+                await self._snapshot(sub.journal, sub.snapshot())
         for producers in self.broker.producer_states():
             if producers.entries_since_snapshot >= SNAPSHOT_EVERY:
                 producers.entries_since_snapshot = 0
-                job = producers.journal.snapshot_job(producers.state.export())
-                await asyncio.to_thread(job.run)
-                producers.journal.snapshot_done(job)
+                await self._snapshot(producers.journal, producers.state.export())
+
+    async def _snapshot(self, journal: Journal, state: bytes) -> None:
+        job = journal.snapshot_job(state)
+        # The entries a snapshot covers must be durable before it is: otherwise a crash could
+        # leave a snapshot ahead of the log, and new entries numbered below it.
+        await self.flusher.wait_durable(journal.log, job.next_seq)
+        await asyncio.to_thread(job.run)
+        journal.snapshot_done(job)
 
     def _topics_with_subscriptions(self) -> set[str]:
         return {spec.topic for spec in self.broker.list_subscriptions()}
@@ -262,3 +268,12 @@ class Host:
             event.set()
         await self.flusher.aclose()
         await asyncio.to_thread(self.engine.close)
+
+
+async def _wait(event: asyncio.Event, timeout_s: float) -> None:
+    """Wait for ``event`` at most ``timeout_s``. Not ``asyncio.wait_for``: on Python 3.11 it
+    swallows a cancellation that lands in the same turn as the event, and the cancelled task
+    would go on (a receive returning leased messages to a task that was told to stop)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            await event.wait()

@@ -80,6 +80,10 @@ class Journal:
     def recover(self) -> tuple[bytes | None, list[bytes]]:
         """The latest snapshot's state (None if none) and the entries after it, in order."""
         state, next_seq = self._read_snapshot()
+        if next_seq > self.log.end_offset:
+            # A crash took entries the (durable) snapshot covers: restart the log past them,
+            # or new entries would be numbered below the snapshot and skipped next time.
+            self.log.reset(next_seq)
         entries: list[bytes] = []
         seq = max(next_seq, self.log.start_offset)
         if next_seq < self.log.start_offset and state is not None:

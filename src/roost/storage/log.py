@@ -196,6 +196,22 @@ class PartitionLog:
             )
         return AppendResult(header.base_offset, header.base_offset + len(records))
 
+    def reset(self, offset: int) -> None:
+        """Delete every segment and start empty at ``offset`` (blocking: fsyncs the directory).
+
+        For a journal whose snapshot covers everything below ``offset``; never for topics.
+        """
+        self._check_writable()
+        if self._flushing:
+            raise StorageFailure(f"reset of {self.topic}/{self.partition} during a flush")
+        for segment in self._segments:
+            segment.delete()
+        segment = Segment.create(self._fs, self.directory, offset)
+        self._segments, self._bases = [segment], [offset]
+        self._unsynced.clear()
+        self._fs.fsync_dir(self.directory)
+        self.durable_offset = offset
+
     def roll(self) -> None:
         """Start a new segment now, if the active one holds anything."""
         self._check_writable()
