@@ -83,3 +83,27 @@ def test_engine_journals_survive_restart(data_dir: str, clock: ManualClock) -> N
     engine = LocalEngine.open(data_dir, clock)
     assert engine.journal("subs").recover() == (None, [b"cursor=5"])
     engine.close()
+
+
+def test_a_snapshot_ahead_of_its_log_restarts_the_log_past_it(
+    data_dir: str, clock: ManualClock
+) -> None:
+    # A power loss can keep a (synced) snapshot and lose the unsynced entries it covers.
+    journal = open_journal(data_dir, clock)
+    journal.append([b"e0", b"e1"])
+    journal.log.flush()
+    journal.append([b"e2", b"e3"])
+    job = journal.snapshot_job(b"state after e3")
+    job.run()
+    journal.close(clean=False)
+    segment = os.path.join(data_dir, "log", f"{0:020d}.log")
+    kept = open_journal(data_dir, clock)  # measure where e2 starts, then cut it off
+    position = kept.log.read_batches(2).data
+    kept.close(clean=False)
+    os.truncate(segment, os.path.getsize(segment) - len(position))
+
+    journal = open_journal(data_dir, clock)
+    assert journal.recover() == (b"state after e3", [])
+    journal.append([b"after"])
+    journal.close()
+    assert open_journal(data_dir, clock, clean=True).recover() == (b"state after e3", [b"after"])

@@ -59,7 +59,6 @@ from roost.errors import (
     UnknownTopic,
 )
 from roost.storage import LocalEngine, Topic, TopicConfig, TopicInfo
-from roost.storage.log import PartitionLog
 
 
 class Tick(NamedTuple):
@@ -227,11 +226,6 @@ class Broker:
                 raise InvalidRequest(f"{topic!r}/{name!r} is a stream: fetch and commit instead")
             raise UnknownSubscription(topic, name)
         return sub
-
-    def journal_log(self, topic: str, name: str) -> PartitionLog:
-        """The log of a subscription's state journal (whose durability the host awaits)."""
-        sub = self._subscriptions.get((topic, name)) or self.stream(topic, name)
-        return sub.journal.log
 
     def stream(self, topic: str, name: str) -> StreamSubscription:
         """The `stream` subscription ``name`` on ``topic``: join, fetch, commit, seek on it."""

@@ -168,17 +168,14 @@ class Host:
         consumer: str = "",
     ) -> list[Message]:
         """Lease up to ``max_messages``; with ``wait_s``, wait that long for the first one."""
-        messages = await self._long_poll(
+        # A delivery's journal entry is in the OS before the message goes out (journals write
+        # through), so a process crash keeps its count: a message that kills its consumer's
+        # process still reaches max_deliveries. A power loss before the fsync may not.
+        return await self._long_poll(
             topic,
             wait_s,
             lambda: self.broker.receive(topic, subscription, max_messages, visibility_ms, consumer),
         )
-        if messages:
-            # Delivery counts must survive a crash (a message that kills its consumer must
-            # still reach max_deliveries): hand messages out once their delivery is durable.
-            journal = self.broker.journal_log(topic, subscription)
-            await self.flusher.wait_durable(journal, journal.end_offset)
-        return messages
 
     async def fetch(
         self,

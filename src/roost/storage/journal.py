@@ -7,7 +7,7 @@ snapshot; entries the snapshot covers are then deleted a segment at a time.
 
     journal = Journal.open("subscriptions", directory, clock, fs)
     snapshot, entries = journal.recover()      # rebuild state: snapshot, then entries in order
-    journal.append([b"ack 17"])                # durable when journal.log.durable_offset passes it
+    journal.append([b"ack 17"])                # in the OS now; durable once durable_offset passes
     journal.snapshot(state_bytes)              # state after every entry appended so far
 
 Snapshot file ``snapshot`` (little-endian): 4s magic b"RSN1", u64 next_seq (the first entry not
@@ -71,6 +71,9 @@ class Journal:
         log_directory = os.path.join(directory, "log")
         fs.makedirs(log_directory)
         log = PartitionLog.open(name, 0, log_directory, config, clock, fs, clean_shutdown)
+        # Entries are small and few (one per command): written to the OS at once they survive
+        # a process crash even before their fsync, so delivery counts and acks do too.
+        log.write_behind = False
         return cls(name, directory, log, fs)
 
     def append(self, entries: Sequence[bytes]) -> int:

@@ -100,6 +100,10 @@ class PartitionLog:
         self.durable_offset = self.end_offset
         self._scratch = bytearray()  # the batch being appended, reused
         self._always = config.durability == "always"
+        #: Hold batches back for the flusher to write with its fsync (``always`` with a
+        #: flusher attached). False makes every append reach the OS at once, so a process
+        #: crash loses nothing appended: state journals want that for every entry.
+        self.write_behind = True
         self._never = config.durability == "never"
 
     @classmethod
@@ -183,7 +187,10 @@ class PartitionLog:
         on_dirty = self.on_dirty
         try:
             active.append(
-                buffer, header, config.index_interval_bytes, self._always and on_dirty is not None
+                buffer,
+                header,
+                config.index_interval_bytes,
+                self._always and self.write_behind and on_dirty is not None,
             )
         except OSError as e:
             raise self._fail("append", e) from e
