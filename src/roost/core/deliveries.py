@@ -239,9 +239,11 @@ class PartitionDeliveries:
         """The earliest lease deadline or delay end, for the host's timer."""
         candidates = []
         heap = self._lease_heap
-        while heap and not any(self._live(heap[0][0], o, t) for o, t in heap[0][2]):
-            heapq.heappop(heap)  # all acked, released or extended since it was pushed
-        if heap:
+        if not self.leases:
+            heap.clear()  # every entry is stale: nothing is leased
+        elif heap:
+            # May be a batch whose leases are all gone: the host then wakes early, finds
+            # nothing, and sleeps again — cheaper than checking every member here.
             candidates.append(heap[0][0])
         if self._delayed:
             candidates.append(self._delayed[0][0])

@@ -168,6 +168,20 @@ class Publisher:
                 results[i] = results[first_by_id[message_id]]
         return PublishOutcome([r for r in results if r is not None], durability)
 
+    def _publish_plainly(
+        self, topic: Topic, messages: Sequence[Outgoing], partition: int
+    ) -> PublishOutcome:
+        """The common case: no producer id, no dedup, one partition: one append, no lookups."""
+        now_ms = self._clock.now_ms()
+        result = topic.append(partition, [_record(m, now_ms) for m in messages])
+        name = topic.name
+        published = [
+            Published(name, partition, o) for o in range(result.base_offset, result.next_offset)
+        ]
+        log = topic.log(partition)
+        durability = [(log, result.next_offset)] if log.config.durability == "always" else []
+        return PublishOutcome(published, durability)
+
     def _retried_batch(
         self,
         topic: Topic,

@@ -172,22 +172,34 @@ class QueueSubscription:
         scanned = 0
         delay_ms = self.spec.delay_ms
         admit, attempts = state.admit, state.attempts
+        # Nothing above the floor is done, nothing waits for a retry, no delays, no keys: a
+        # record without headers is then simply admitted (the bulk of a busy queue).
+        plain = (
+            not state.keyed and not delay_ms and not state.acks.has_ranges and not state.retry_at
+        )
+        floor = state.acks.floor
         while len(admitted) < limit and state.read_offset < readable:
             if not ahead:
                 count = min(READ_AHEAD_RECORDS, readable - state.read_offset)
                 ahead.extend(log.read(state.read_offset, max_records=count))
             record = ahead.popleft()
             scanned += 1
-            if record.headers:
-                visible_at = self._visible_at(record)
+            offset = record.offset
+            if plain and not record.headers and offset >= floor:
+                state.read_offset = offset + 1
+                admitted_now = True
             else:
-                visible_at = record.timestamp_ms + delay_ms if delay_ms else 0
-            if admit(record.offset, record.key, visible_at, now_ms):
-                if record.offset in attempts and self._exhausted(state, record.offset):
+                if record.headers:
+                    visible_at = self._visible_at(record)
+                else:
+                    visible_at = record.timestamp_ms + delay_ms if delay_ms else 0
+                admitted_now = admit(offset, record.key, visible_at, now_ms)
+            if admitted_now:
+                if offset in attempts and self._exhausted(state, offset):
                     # Its last lease, or its dead-letter step, was lost in a restart.
-                    attempt = attempts[record.offset]
+                    attempt = attempts[offset]
                     attempt.last_error = attempt.last_error or RESTART_ERROR
-                    self._dead_letter(state, record.offset)
+                    self._dead_letter(state, offset)
                 else:
                     admitted.append(record)
             if scanned >= MAX_SCAN_PER_RECEIVE:
