@@ -129,6 +129,8 @@ class Publisher:
             or policy.content_dedup
             or any(m.dedup_id is not None for m in messages)
         )
+        if not tracked and len(set(partitions)) == 1:
+            return self._publish_plainly(topic, messages, partitions[0])
         producers = self._producers(topic) if tracked else None
         if producer_id is not None:
             assert producers is not None
