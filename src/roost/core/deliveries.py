@@ -53,6 +53,7 @@ class Lease(NamedTuple):
     token: int
     deadline_ms: int
     consumer: str
+    leased_ms: int
 
 
 class Released(NamedTuple):
@@ -130,14 +131,17 @@ class PartitionDeliveries:
         attempts_of, leases = self.attempts, self.leases
         tokens = []
         for offset in offsets:
+            # A first delivery keeps its count in the lease alone: ``Attempts`` are made only
+            # when a message comes back (``_attempts_after``), which most never do.
             attempts = attempts_of.get(offset)
             if attempts is None:
-                attempts = attempts_of[offset] = Attempts(1, now_ms, now_ms)
+                token = 1
             else:
                 attempts.count += 1
                 attempts.last_ms = now_ms
-            leases[offset] = Lease(attempts.count, deadline, consumer)
-            tokens.append(attempts.count)
+                token = attempts.count
+            leases[offset] = Lease(token, deadline, consumer, now_ms)
+            tokens.append(token)
         self._push_deadline(deadline, list(zip(offsets, tokens, strict=True)))
         return tokens
 
@@ -190,7 +194,7 @@ class PartitionDeliveries:
         """
         if not self.holds(offset, token, now_ms):
             return None
-        del self.leases[offset]
+        self._attempts_after(offset, self.leases.pop(offset))
         return self.requeue(offset, visible_at_ms, error, max_deliveries)
 
     def _live(self, deadline_ms: int, offset: int, token: int) -> bool:
@@ -207,9 +211,22 @@ class PartitionDeliveries:
             deadline, _, members = heapq.heappop(heap)
             for offset, token in members:
                 if self._live(deadline, offset, token):
-                    del self.leases[offset]
+                    self._attempts_after(offset, self.leases.pop(offset))
                     expired.append((offset, deadline))
         return expired
+
+    def _attempts_after(self, offset: int, lease: Lease) -> None:
+        """A lease ended without an ack: its first delivery's count moves out of the lease."""
+        if offset not in self.attempts:
+            self.attempts[offset] = Attempts(lease.token, lease.leased_ms, lease.leased_ms)
+
+    def attempts_of(self, offset: int) -> Attempts | None:
+        """What is known of ``offset``'s deliveries, from its attempts or its live lease."""
+        attempts = self.attempts.get(offset)
+        lease = self.leases.get(offset)
+        if attempts is None and lease is not None:
+            return Attempts(lease.token, lease.leased_ms, lease.leased_ms)
+        return attempts
 
     def requeue(
         self, offset: int, visible_at_ms: int, error: str | None, max_deliveries: int | None

@@ -102,7 +102,11 @@ class Message(msgspec.Struct, frozen=True):
     value: bytes
     headers: tuple[tuple[str, bytes], ...]
     delivery_count: int
-    receipt: Receipt
+
+    @property
+    def receipt(self) -> Receipt:
+        """What an ack or nack of this delivery carries."""
+        return Receipt(self.partition, self.offset, self.delivery_count)
 
     def header(self, name: str) -> bytes | None:
         """The last value of header ``name``, or None."""

@@ -137,6 +137,21 @@ class Publisher:
             duplicate = self._retried_batch(topic, producers, partitions, producer_id, sequence)
             if duplicate is not None:
                 return duplicate
+        return self._publish_tracked(
+            topic, policy, messages, partitions, producers, producer_id, sequence
+        )
+
+    def _publish_tracked(
+        self,
+        topic: Topic,
+        policy: TopicPolicy,
+        messages: Sequence[Outgoing],
+        partitions: list[int],
+        producers: TopicProducers | None,
+        producer_id: str | None,
+        sequence: int | None,
+    ) -> PublishOutcome:
+        """Several partitions, or dedup ids, or an idempotent producer's new batch."""
         ids = [_dedup_id(m, policy) for m in messages]
         results: list[Published | None] = [None] * len(messages)
         batches: dict[int, list[int]] = {}  # partition -> indexes of the messages to append

@@ -82,7 +82,7 @@ def snapshot(states: list[PartitionDeliveries], committed: dict[int, int]) -> by
             state.partition,
             state.acks.floor,
             state.acks.ranges(),
-            [(o, a.count, a.first_ms, a.last_ms, a.last_error) for o, a in state.attempts.items()],
+            _attempts(state),
             list(state.retry_at.items()),
             committed.get(state.partition),
         )
@@ -91,6 +91,18 @@ def snapshot(states: list[PartitionDeliveries], committed: dict[int, int]) -> by
     for partition, offset in committed.items():
         partitions.setdefault(partition, PartitionState(partition, 0, [], [], [], offset))
     return _encoder.encode(Snapshot(1, [partitions[p] for p in sorted(partitions)]))
+
+
+def _attempts(state: PartitionDeliveries) -> list[tuple[int, int, int, int, str | None]]:
+    """Attempts of offsets not done, first deliveries still leased included."""
+    offsets = {*state.attempts, *state.leases}
+    rows = []
+    for offset in sorted(offsets):
+        attempts = state.attempts_of(offset)
+        if attempts is not None:
+            rows.append((offset, attempts.count, attempts.first_ms, attempts.last_ms,
+                         attempts.last_error))  # fmt: skip
+    return rows
 
 
 def replay(

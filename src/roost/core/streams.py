@@ -26,7 +26,7 @@ from typing import Literal
 from roost.clock import Clock
 from roost.core import state_codec
 from roost.core.groups import ConsumerGroup, Membership
-from roost.core.model import Message, Receipt, SubscriptionSpec
+from roost.core.model import Message, SubscriptionSpec
 from roost.errors import InvalidRequest, OffsetOutOfRange
 from roost.storage import Journal, Topic
 
@@ -119,15 +119,7 @@ class StreamSubscription:
             self._positions[partition] = (member_id, records[-1].offset + 1)
         return [
             Message(
-                self.spec.topic,
-                partition,
-                r.offset,
-                r.timestamp_ms,
-                r.key,
-                r.value,
-                r.headers,
-                1,
-                Receipt(partition, r.offset, 0),
+                self.spec.topic, partition, r.offset, r.timestamp_ms, r.key, r.value, r.headers, 1
             )
             for r in records
         ]

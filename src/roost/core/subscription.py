@@ -154,8 +154,7 @@ class QueueSubscription:
         self._write(state_codec.delivered(state.partition, now_ms, offsets))
         topic, partition = self.spec.topic, state.partition
         return [
-            Message(topic, partition, r.offset, r.timestamp_ms, r.key, r.value, r.headers, token,
-                    Receipt(partition, r.offset, token))
+            Message(topic, partition, r.offset, r.timestamp_ms, r.key, r.value, r.headers, token)
             for r, token in zip(records, tokens, strict=True)
         ]  # fmt: skip
 
@@ -240,19 +239,6 @@ class QueueSubscription:
                 # max_bytes=1: exactly the batch holding ``offset``, from ``offset`` on.
                 found.update((r.offset, r) for r in log.read(offset, max_bytes=1))
         return [found[offset] for offset in offsets]
-
-    def _message(self, partition: int, record: StoredRecord, delivery: int) -> Message:
-        return Message(
-            self.spec.topic,
-            partition,
-            record.offset,
-            record.timestamp_ms,
-            record.key,
-            record.value,
-            record.headers,
-            delivery,
-            Receipt(partition, record.offset, delivery),
-        )
 
     # -- settle ---------------------------------------------------------------------------
 
