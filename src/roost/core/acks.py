@@ -65,3 +65,19 @@ class AckRanges:
         for s, e in zip(self._starts, self._ends, strict=True):
             count += max(0, min(e, end) - max(s, start, self.floor))
         return count
+
+
+def ranges_of(offsets: list[int]) -> list[tuple[int, int]]:
+    """Sorted, merged ``[start, end)`` ranges covering ``offsets`` (duplicates allowed)."""
+    runs: list[tuple[int, int]] = []
+    if not offsets:
+        return runs
+    ordered = sorted(offsets)
+    start = previous = ordered[0]
+    for offset in ordered[1:]:
+        if offset > previous + 1:
+            runs.append((start, previous + 1))
+            start = offset
+        previous = offset
+    runs.append((start, previous + 1))
+    return runs

@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from roost.core.acks import AckRanges
+from roost.core.acks import AckRanges, ranges_of
 
 
 class Attempts:
@@ -163,9 +163,11 @@ class PartitionDeliveries:
         self._push_deadline(deadline_ms, [(offset, token)])
         return True
 
-    def ack(self, pairs: Iterable[tuple[int, int]], now_ms: int) -> tuple[list[int], list[int]]:
-        """Finish leased offsets, given as ``(offset, token)``; returns the offsets acked and
-        those refused (their lease is gone: expired, or another delivery holds it)."""
+    def ack(
+        self, pairs: Iterable[tuple[int, int]], now_ms: int
+    ) -> tuple[list[tuple[int, int]], list[int]]:
+        """Finish leased offsets, given as ``(offset, token)``; returns the ranges acked and
+        the offsets refused (their lease is gone: expired, or another delivery holds it)."""
         leases = self.leases
         acked: list[int] = []
         refused: list[int] = []
@@ -176,8 +178,7 @@ class PartitionDeliveries:
                 continue
             del leases[offset]
             acked.append(offset)
-        self.finish_many(acked)
-        return acked, refused
+        return self.finish_many(acked), refused
 
     def release(
         self,
@@ -268,27 +269,23 @@ class PartitionDeliveries:
 
     # -- done -----------------------------------------------------------------------------
 
-    def finish_many(self, offsets: list[int]) -> None:
-        """``finish`` for many offsets; the ack ranges are updated once per contiguous run."""
+    def finish_many(self, offsets: list[int]) -> list[tuple[int, int]]:
+        """``finish`` for many offsets, the ack ranges updated once per contiguous run;
+        returns those runs as ``[start, end)`` ranges."""
+        runs = ranges_of(offsets)
         if self._head_key:
             for offset in offsets:
                 self.finish(offset)
-            return
-        runs = sorted(offsets)
-        start = previous = runs[0] if runs else 0
-        for offset in runs[1:]:
-            if offset != previous + 1:
-                self.acks.add_range(start, previous + 1)
-                start = offset
-            previous = offset
-        if runs:
-            self.acks.add_range(start, previous + 1)
+            return runs
+        for start, end in runs:
+            self.acks.add_range(start, end)
         attempts, retry_at = self.attempts, self.retry_at
         for offset in offsets:
             attempts.pop(offset, None)
         if retry_at:
             for offset in offsets:
                 retry_at.pop(offset, None)
+        return runs
 
     def finish(self, offset: int) -> None:
         """``offset`` is done (acked, or dead-lettered): record it, unblock its key."""

@@ -64,17 +64,6 @@ def committed(partition: int, offset: int) -> bytes:
     return _encoder.encode((COMMITTED, partition, offset))
 
 
-def as_ranges(offsets: list[int]) -> list[tuple[int, int]]:
-    """Sorted, merged ``[start, end)`` ranges covering ``offsets``."""
-    ranges: list[tuple[int, int]] = []
-    for offset in sorted(offsets):
-        if ranges and ranges[-1][1] == offset:
-            ranges[-1] = (ranges[-1][0], offset + 1)
-        elif not ranges or ranges[-1][1] < offset:
-            ranges.append((offset, offset + 1))
-    return ranges
-
-
 def snapshot(states: list[PartitionDeliveries], committed: dict[int, int]) -> bytes:
     """Queue/keyed delivery states and stream committed offsets, as one snapshot."""
     partitions = {

@@ -30,6 +30,7 @@ from typing import NamedTuple
 
 from roost.clock import Clock
 from roost.core import state_codec
+from roost.core.acks import ranges_of
 from roost.core.deliveries import PartitionDeliveries, Released
 from roost.core.model import DELIVER_AT_HEADER, Message, Receipt, SubscriptionSpec, check_visibility
 from roost.errors import InvalidRequest, RecordTooLarge, UnknownPartition
@@ -215,7 +216,7 @@ class QueueSubscription:
         """Retention deleted these records while they waited for a retry: they are done."""
         for offset in offsets:
             state.finish(offset)
-        self._write(state_codec.done(state.partition, state_codec.as_ranges(offsets)))
+        self._write(state_codec.done(state.partition, ranges_of(offsets)))
 
     def _visible_at(self, record: StoredRecord) -> int:
         visible = record.timestamp_ms + self.spec.delay_ms if self.spec.delay_ms else 0
@@ -254,7 +255,7 @@ class QueueSubscription:
         for partition, pairs in by_partition.items():
             acked, refused_offsets = self._state(partition).ack(pairs, now_ms)
             if acked:
-                self._write(state_codec.done(partition, state_codec.as_ranges(acked)))
+                self._write(state_codec.done(partition, acked))
             if refused_offsets:
                 tokens = dict(pairs)
                 refused += [Receipt(partition, o, tokens[o]) for o in refused_offsets]
@@ -421,7 +422,7 @@ class QueueSubscription:
                 still_pending.append(pending)
         self._pending_dead = still_pending
         for partition, offsets in finished.items():
-            self._write(state_codec.done(partition, state_codec.as_ranges(offsets)))
+            self._write(state_codec.done(partition, ranges_of(offsets)))
 
     @property
     def pending_dead_letters(self) -> list[PendingDeadLetter]:
