@@ -380,7 +380,7 @@ class EmbeddedBroker:
         *,
         producer_id: str | None = None,
         sequence: int | None = None,
-    ) -> list[Published]:
+    ) -> Sequence[Published]:
         """Publish many messages in one go (one append per partition), results in order.
 
         An idempotent producer passes its id and the sequence of the first message (its
@@ -397,7 +397,7 @@ class EmbeddedBroker:
         *,
         key: bytes | None = None,
         headers: Sequence[tuple[str, bytes]] = (),
-    ) -> list[Published]:
+    ) -> Sequence[Published]:
         """Publish through an exchange: one entry per topic the message was routed to."""
         message = Outgoing(value=value, key=key, headers=tuple(headers))
         return await self._host.publish_to_exchange(exchange, routing_key, [message])

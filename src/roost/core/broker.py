@@ -33,6 +33,7 @@ from roost.core.model import (
 from roost.core.policies import DEFAULT_POLICY, QUEUE_POLICY, TopicPolicy
 from roost.core.publishing import (
     Outgoing,
+    Published,
     Publisher,
     PublishOutcome,
     TopicProducers,
@@ -59,6 +60,7 @@ from roost.errors import (
     UnknownTopic,
 )
 from roost.storage import LocalEngine, Topic, TopicConfig, TopicInfo
+from roost.storage.log import PartitionLog
 
 
 class Tick(NamedTuple):
@@ -313,12 +315,13 @@ class Broker:
         for message in messages:
             for topic in self._router.route(exchange, routing_key, message.headers, message.key):
                 per_topic.setdefault(topic, []).append(message)
-        outcome = PublishOutcome([], [])
+        published: list[Published] = []
+        durability: list[tuple[PartitionLog, int]] = []
         for topic, routed in per_topic.items():
             part = self.publish(topic, routed)
-            outcome.published.extend(part.published)
-            outcome.durability.extend(part.durability)
-        return outcome
+            published.extend(part.published)
+            durability.extend(part.durability)
+        return PublishOutcome(published, durability)
 
     def _make_room(self, topic: Topic, policy: TopicPolicy, adding: dict[int, int]) -> None:
         """Apply the overflow policy to every partition first, so a refused publish appends
@@ -405,7 +408,8 @@ class Broker:
             self.create_subscription(redrive_spec(dead_letter_topic))
         sub = self._subscriptions[key]
         messages = sub.receive(max_messages, HOLD_MS)
-        outcome = PublishOutcome([], [])
+        published: list[Published] = []
+        durability: list[tuple[PartitionLog, int]] = []
         moved: list[Receipt] = []
         skipped: list[Receipt] = []
         for message in messages:
@@ -418,10 +422,11 @@ class Broker:
                 [Outgoing(value=message.value, key=message.key,
                           headers=original_headers(message))],
             )  # fmt: skip
-            outcome.published.extend(part.published)
-            outcome.durability.extend(part.durability)
+            published.extend(part.published)
+            durability.extend(part.durability)
             moved.append(message.receipt)
         sub.ack(moved)
+        outcome = PublishOutcome(published, durability)
         return RedriveBatch(len(moved), skipped, exhausted=not messages), outcome
 
     def release_redrive(self, dead_letter_topic: str, receipts: Sequence[Receipt]) -> None:

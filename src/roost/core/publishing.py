@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, overload
 
 from crc32c import crc32c
 
@@ -60,8 +60,46 @@ class Published(NamedTuple):
     offset: int
 
 
+class PublishedRange(Sequence[Published]):
+    """Consecutive offsets of one partition, as a sequence of ``Published`` made on demand:
+    a publish of 100 messages answers with one of these, not 100 tuples."""
+
+    __slots__ = ("base_offset", "length", "partition", "topic")
+    __hash__ = None  # type: ignore[assignment]  # equal to lists, so not hashable
+
+    def __init__(self, topic: str, partition: int, base_offset: int, length: int) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.base_offset = base_offset
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    @overload
+    def __getitem__(self, index: int) -> Published: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Published]: ...
+    def __getitem__(self, index: int | slice) -> Published | list[Published]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self.length))]
+        if index < 0:
+            index += self.length
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        return Published(self.topic, self.partition, self.base_offset + index)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return (
+            f"PublishedRange({self.topic!r}, {self.partition}, {self.base_offset}, {self.length})"
+        )
+
+
 class PublishOutcome(NamedTuple):
-    published: list[Published]
+    published: Sequence[Published]
     #: Confirm only once each log's durable_offset reaches the offset (``always`` logs).
     durability: list[tuple[PartitionLog, int]]
 
@@ -190,11 +228,10 @@ class Publisher:
     ) -> PublishOutcome:
         """The common case: no producer id, no dedup, one partition: one append, no lookups."""
         now_ms = self._clock.now_ms()
-        result = topic.append(partition, [_record(m, now_ms) for m in messages])
-        name = topic.name
-        published = [
-            Published(name, partition, o) for o in range(result.base_offset, result.next_offset)
-        ]
+        delayed = any(m.delay_ms is not None or m.deliver_at_ms is not None for m in messages)
+        records = [_record(m, now_ms) for m in messages] if delayed else messages
+        result = topic.append(partition, records)
+        published = PublishedRange(topic.name, partition, result.base_offset, len(messages))
         log = topic.log(partition)
         durability = [(log, result.next_offset)] if log.config.durability == "always" else []
         return PublishOutcome(published, durability)

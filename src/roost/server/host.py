@@ -77,7 +77,7 @@ class Host:
         messages: Sequence[Outgoing],
         producer_id: str | None = None,
         sequence: int | None = None,
-    ) -> list[Published]:
+    ) -> Sequence[Published]:
         """Publish and confirm; under overflow ``block``, first wait for room (bounded)."""
         give_up: float | None = None
         while True:
@@ -96,7 +96,7 @@ class Host:
                 room = self._room.setdefault(topic, asyncio.Event())
                 await _wait(room, remaining)
                 continue
-            return await self._confirm(outcome)
+            return await self._confirm(outcome, {topic})
 
     def settled(self, topic: str) -> None:
         """Consumers acked or committed on ``topic``: blocked publishers may find room."""
@@ -106,14 +106,15 @@ class Host:
 
     async def publish_to_exchange(
         self, exchange: str, routing_key: str, messages: Sequence[Outgoing]
-    ) -> list[Published]:
-        return await self._confirm(self.broker.publish_to_exchange(exchange, routing_key, messages))
+    ) -> Sequence[Published]:
+        outcome = self.broker.publish_to_exchange(exchange, routing_key, messages)
+        return await self._confirm(outcome, {p.topic for p in outcome.published})
 
-    async def _confirm(self, outcome: PublishOutcome) -> list[Published]:
+    async def _confirm(self, outcome: PublishOutcome, topics: set[str]) -> Sequence[Published]:
         # Under `always` a record is readable once durable, so waiting readers are woken after.
         for log, offset in outcome.durability:
             await self.flusher.wait_durable(log, offset)
-        for topic in {p.topic for p in outcome.published}:
+        for topic in topics:
             self._signal(topic)
         return outcome.published
 
@@ -145,7 +146,7 @@ class Host:
             while True:
                 started = asyncio.get_running_loop().time()
                 batch, outcome = self.broker.redrive_batch(dead_letter_topic, where, batch_size, to)
-                await self._confirm(outcome)
+                await self._confirm(outcome, {p.topic for p in outcome.published})
                 moved += batch.moved
                 skipped += batch.skipped
                 if batch.exhausted:
