@@ -94,9 +94,10 @@ class Delivery:
 
     async def ack(self) -> None:
         """Done: it will not be delivered again. ``LeaseExpired`` if the lease ran out."""
-        self._refused(self._host.broker.ack(self.topic, self.subscription, [self.receipt]))
+        refused = self._host.broker.ack(self.topic, self.subscription, [self.receipt])
         self._settled()
         self._host.settled(self.topic)
+        self._refused(refused)
 
     async def nack(self, delay: float | None = None, error: str | None = None) -> None:
         """Failed: deliver again after ``delay`` seconds (default: the retry policy), or move

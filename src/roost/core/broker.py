@@ -107,8 +107,19 @@ class Broker:
         return self._policies.get(topic, DEFAULT_POLICY)
 
     def delete_topic(self, name: str) -> None:
-        """Delete a topic and every subscription on it."""
+        """Delete a topic and every subscription on it. A topic that another topic's
+        subscription dead-letters into cannot go before that subscription."""
         self.engine.topic(name)
+        users = [
+            f"{sub.spec.topic}/{sub.spec.name}"
+            for sub in self._subscriptions.values()
+            if sub.spec.dead_letter == name and sub.spec.topic != name
+        ]
+        if users:
+            raise InvalidRequest(
+                f"topic {name!r} is the dead-letter topic of {', '.join(users)}: delete or "
+                "change those subscriptions first"
+            )
         for topic, subscription in [*self._subscriptions, *self._streams]:
             if topic == name:
                 self.delete_subscription(topic, subscription)

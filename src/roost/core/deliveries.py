@@ -116,10 +116,6 @@ class PartitionDeliveries:
                 taken.append(offset)
         return taken
 
-    @property
-    def has_ready(self) -> bool:
-        return bool(self._ready)
-
     # -- leases ---------------------------------------------------------------------------
 
     def lease(

@@ -27,15 +27,13 @@ from typing import NamedTuple, overload
 from crc32c import crc32c
 
 from roost.clock import Clock
+from roost.core import state_codec
 from roost.core.model import DELIVER_AT_HEADER, check_delay
 from roost.core.policies import TopicPolicy
 from roost.core.producers import APPEND, ProducerState, content_id
 from roost.errors import InvalidRequest
 from roost.storage import Journal, Record, Topic
 from roost.storage.log import PartitionLog
-
-#: Journal entries between snapshots of a topic's producer state.
-SNAPSHOT_EVERY = 10_000
 
 
 class Outgoing(Record, kw_only=True):
@@ -111,6 +109,15 @@ class TopicProducers:
         self.state = state
         self.journal = journal
         self.entries_since_snapshot = 0
+
+    @property
+    def snapshot_due(self) -> bool:
+        return self.entries_since_snapshot >= state_codec.SNAPSHOT_EVERY
+
+    def snapshot(self) -> bytes:
+        """The whole state, for ``Journal.snapshot_job``; resets the entry count."""
+        self.entries_since_snapshot = 0
+        return self.state.export()
 
     @classmethod
     def open(cls, topic: Topic, journal: Journal, clock: Clock, window_ms: int) -> TopicProducers:

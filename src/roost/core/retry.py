@@ -46,6 +46,3 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         if self.jitter:
             delay -= int(delay * self.jitter * rng.random())
         return delay
-
-
-NO_RETRY_DELAY = RetryPolicy(kind="fixed", base_ms=0, max_ms=0, jitter=0.0)

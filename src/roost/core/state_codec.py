@@ -26,6 +26,8 @@ from roost.core.acks import AckRanges
 from roost.core.deliveries import Attempts, PartitionDeliveries
 
 DELIVERED, DONE, RETRY, COMMITTED = 0, 1, 2, 3
+#: Journal entries between snapshots (of a subscription, or of a topic's producer state).
+SNAPSHOT_EVERY = 10_000
 
 
 class PartitionState(msgspec.Struct, array_like=True):

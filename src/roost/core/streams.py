@@ -205,7 +205,7 @@ class StreamSubscription:
 
     @property
     def snapshot_due(self) -> bool:
-        return self._entries_since_snapshot >= 10_000
+        return self._entries_since_snapshot >= state_codec.SNAPSHOT_EVERY
 
     def snapshot(self) -> bytes:
         self._entries_since_snapshot = 0

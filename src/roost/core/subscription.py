@@ -41,8 +41,6 @@ from roost.storage.log import PartitionLog
 MAX_SCAN_PER_RECEIVE = 10_000
 #: Records read ahead of the read position per partition, kept for the next receive.
 READ_AHEAD_RECORDS = 256
-#: Journal entries between snapshots.
-SNAPSHOT_EVERY = 10_000
 
 RESTART_ERROR = "lease lost in a broker restart"
 
@@ -345,13 +343,9 @@ class QueueSubscription:
         for state in self._partitions:
             expired = state.expire(now_ms)
             if expired:
+                # Visible again at the deadline, as in SQS: the retry policy is for nacks.
                 outcomes = [
-                    state.requeue(
-                        offset,
-                        deadline + self._retry_delay(state.attempts[offset].count),
-                        "lease expired",
-                        self._max_deliveries,
-                    )
+                    state.requeue(offset, deadline, "lease expired", self._max_deliveries)
                     for offset, deadline in expired
                 ]
                 self._settle_released(state, outcomes, "lease expired")
@@ -437,7 +431,7 @@ class QueueSubscription:
 
     @property
     def snapshot_due(self) -> bool:
-        return self._entries_since_snapshot >= SNAPSHOT_EVERY
+        return self._entries_since_snapshot >= state_codec.SNAPSHOT_EVERY
 
     def snapshot(self) -> bytes:
         """The whole state, for ``Journal.snapshot_job``; resets the entry count."""

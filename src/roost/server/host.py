@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable, Sequence
 
 from roost.clock import Clock, SystemClock
 from roost.core.broker import Broker
 from roost.core.model import Message, Receipt
-from roost.core.publishing import SNAPSHOT_EVERY, Outgoing, Published, PublishOutcome
+from roost.core.publishing import Outgoing, Published, PublishOutcome
 from roost.core.redrive import RedriveFilter
 from roost.errors import BacklogFull, InvalidConfig
 from roost.server.flusher import Flusher
@@ -43,6 +44,10 @@ from roost.storage import Journal, LocalEngine
 MAX_WAIT_S = 20.0
 #: The timer never sleeps longer than this, so a clock that jumps is noticed.
 MAX_TIMER_SLEEP_S = 1.0
+#: Pause before the timer tries again after a tick failed.
+TIMER_RETRY_S = 1.0
+
+log = logging.getLogger("roost.host")
 
 
 class Host:
@@ -62,7 +67,11 @@ class Host:
         """Open the data directory (recovering it, in a thread) and start the timer."""
         clock = clock or SystemClock()
         engine = await asyncio.to_thread(LocalEngine.open, path, clock)
-        broker = Broker.open(engine, clock)
+        try:
+            broker = Broker.open(engine, clock)
+        except BaseException:
+            await asyncio.to_thread(engine.close, False)
+            raise
         flusher = Flusher(clock)
         engine.on_dirty = flusher.notify
         host = cls(engine, broker, flusher, clock)
@@ -91,7 +100,7 @@ class Host:
                 if give_up is None:
                     give_up = loop.time() + policy.block_timeout_ms / 1000
                 remaining = give_up - loop.time()
-                if remaining <= 0:
+                if remaining <= 0 or self._closed:
                     raise
                 room = self._room.setdefault(topic, asyncio.Event())
                 await _wait(room, remaining)
@@ -203,7 +212,7 @@ class Host:
         while True:
             messages = attempt()
             remaining = give_up - loop.time()
-            if messages or remaining <= 0:
+            if messages or remaining <= 0 or self._closed:
                 return messages
             await _wait(self._new_data.setdefault(topic, asyncio.Event()), remaining)
 
@@ -214,10 +223,21 @@ class Host:
         self._wake_timer.set()
 
     async def _run_timer(self) -> None:
+        """Tick until closed. A failing tick is logged with its traceback and retried after a
+        pause, never swallowed: a dead timer would stop leases expiring without a sound."""
+        while not self._closed:
+            try:
+                await self._tick_once()
+            except Exception:
+                log.exception("roost timer: tick failed; retrying in %s s", TIMER_RETRY_S)
+                await asyncio.sleep(TIMER_RETRY_S)
+
+    async def _tick_once(self) -> None:
         while not self._closed:
             tick = self.broker.tick()
             for topic in self._topics_with_subscriptions():
                 self._signal(topic)
+                self.settled(topic)  # dead letters, drops, retention may have made room
             await self._snapshot_journals()
             for pending in tick.pending_dead_letters:
                 await self.flusher.wait_durable(pending.log, pending.next_offset)
@@ -236,9 +256,8 @@ class Host:
             if sub.snapshot_due:
                 await self._snapshot(sub.journal, sub.snapshot())
         for producers in self.broker.producer_states():
-            if producers.entries_since_snapshot >= SNAPSHOT_EVERY:
-                producers.entries_since_snapshot = 0
-                await self._snapshot(producers.journal, producers.state.export())
+            if producers.snapshot_due:
+                await self._snapshot(producers.journal, producers.snapshot())
 
     async def _snapshot(self, journal: Journal, state: bytes) -> None:
         job = journal.snapshot_job(state)
@@ -262,8 +281,10 @@ class Host:
             self._timer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._timer
-        for event in self._new_data.values():
-            event.set()
+        # Wake every waiter; with _closed set they return instead of waiting again.
+        for waiting in (self._new_data, self._room):
+            for topic in list(waiting):
+                waiting.pop(topic).set()
         await self.flusher.aclose()
         await asyncio.to_thread(self.engine.close)
 
