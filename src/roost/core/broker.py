@@ -55,6 +55,7 @@ from roost.errors import (
     BacklogFull,
     InvalidConfig,
     InvalidRequest,
+    RoostError,
     SubscriptionExists,
     UnknownSubscription,
     UnknownTopic,
@@ -412,8 +413,12 @@ class Broker:
         max_messages: int = 100,
         to: str | None = None,
     ) -> tuple[RedriveBatch, PublishOutcome]:
-        """Move one batch of matching dead letters back (see redrive.py); the outcome's
-        durability must be awaited before the run reports the moves as done."""
+        """Copy one batch of matching dead letters back (see redrive.py). Nothing is acked
+        here: once the outcome is durable, ``finish_redrive`` acks ``batch.moved``.
+
+        A dead letter that cannot be moved (no source header, a destination that is gone or
+        full) is skipped like a non-matching one, with the reason in ``batch.errors``.
+        """
         key = (dead_letter_topic, REDRIVE_SUBSCRIPTION)
         if key not in self._subscriptions:
             self.create_subscription(redrive_spec(dead_letter_topic))
@@ -423,22 +428,32 @@ class Broker:
         durability: list[tuple[PartitionLog, int]] = []
         moved: list[Receipt] = []
         skipped: list[Receipt] = []
+        errors: list[str] = []
         for message in messages:
             if not where.matches(message):
                 skipped.append(message.receipt)
                 continue
-            destination = to or source_of(message)
-            part = self.publish(
-                destination,
-                [Outgoing(value=message.value, key=message.key,
-                          headers=original_headers(message))],
-            )  # fmt: skip
+            try:
+                part = self.publish(
+                    to or source_of(message),
+                    [Outgoing(value=message.value, key=message.key,
+                              headers=original_headers(message))],
+                )  # fmt: skip
+            except RoostError as e:
+                skipped.append(message.receipt)
+                errors.append(f"{message.topic}/{message.partition}@{message.offset}: {e}")
+                continue
             published.extend(part.published)
             durability.extend(part.durability)
             moved.append(message.receipt)
-        sub.ack(moved)
         outcome = PublishOutcome(published, durability)
-        return RedriveBatch(len(moved), skipped, exhausted=not messages), outcome
+        return RedriveBatch(moved, skipped, errors, exhausted=not messages), outcome
+
+    def finish_redrive(self, dead_letter_topic: str, moved: Sequence[Receipt]) -> None:
+        """The copies of ``moved`` are durable at their destination: ack the dead letters."""
+        sub = self._subscriptions.get((dead_letter_topic, REDRIVE_SUBSCRIPTION))
+        if sub is not None and moved:
+            sub.ack(moved)
 
     def release_redrive(self, dead_letter_topic: str, receipts: Sequence[Receipt]) -> None:
         """End a redrive run: the dead letters it skipped are visible to the next run."""

@@ -1,12 +1,13 @@
 """Redrive: move dead letters back to where they came from, all of them or a filtered subset.
 
 A dead-letter topic is read by an internal queue subscription, ``roost-redrive``. A redrive
-run leases dead letters a batch at a time; each one that matches the filter is published again
-to its source topic (named by its ``x-roost-source-topic`` header, or to ``to``) with the
-``x-roost-*`` headers stripped, then acked; each one that does not match stays leased until the
-run ends and is then released, so one run looks at every dead letter once and a later run can
-look again. Publishing before acking makes a move at-least-once: a crash between the two moves
-that message twice, never zero times. The rate is the host's to bound (``Host.redrive``).
+run leases dead letters a batch at a time. Each one that matches the filter is published again
+to its source topic (its ``x-roost-source-topic`` header, or ``to``) without the ``x-roost-*``
+headers, and acked once that copy is durable. Each one that does not match (or cannot be moved:
+no source, a destination gone or full) stays leased until the run ends, then is released, so one
+run looks at every dead letter once and a later run can look again. Copying before acking makes
+a move at-least-once: a crash between the two moves that message twice, never zero times. The
+rate is the host's to bound (``Host.redrive``).
 
 Like SQS's message move tasks, a moved message starts over: a new offset, delivery count 0.
 """
@@ -47,10 +48,12 @@ class RedriveFilter(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 
 
 class RedriveBatch(msgspec.Struct):
-    """One batch of a run: what moved where, and what was skipped (still held)."""
+    """One batch of a run: the dead letters copied back (to ack once the copies are durable),
+    those skipped (still held until the run ends), and why any could not be moved."""
 
-    moved: int
+    moved: list[Receipt]
     skipped: list[Receipt]
+    errors: list[str]
     exhausted: bool
 
 

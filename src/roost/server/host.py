@@ -155,9 +155,12 @@ class Host:
             while True:
                 started = asyncio.get_running_loop().time()
                 batch, outcome = self.broker.redrive_batch(dead_letter_topic, where, batch_size, to)
-                await self._confirm(outcome, {p.topic for p in outcome.published})
-                moved += batch.moved
                 skipped += batch.skipped
+                for error in batch.errors:
+                    log.warning("redrive of %s: %s", dead_letter_topic, error)
+                await self._confirm(outcome, {p.topic for p in outcome.published})
+                self.broker.finish_redrive(dead_letter_topic, batch.moved)
+                moved += len(batch.moved)
                 if batch.exhausted:
                     return moved
                 pace_s = len(outcome.published) / rate_per_s
