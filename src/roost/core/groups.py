@@ -104,6 +104,9 @@ class ConsumerGroup:
         self._clock = clock
         #: Owner of each partition, by number. All None exactly when there are no members.
         self._owners: list[str | None] = [None] * partitions
+        #: Per partition, how many times it changed owner: a reader's position is only good
+        #: while this has not moved (A -> B -> A is two handovers, not none).
+        self._handovers: list[int] = [0] * partitions
         #: Member id -> session deadline (monotonic ms). The keys are the members.
         self._deadlines_ms: dict[str, int] = {}
         #: Member id -> its partitions, ascending; rebuilt from ``_owners`` by every rebalance.
@@ -192,6 +195,11 @@ class ConsumerGroup:
         self._require_member(member_id)
         return self._assignments[member_id]
 
+    def handovers(self, partition: int) -> int:
+        """How many times ``partition`` has changed owner."""
+        self._check_partition(partition)
+        return self._handovers[partition]
+
     def owner(self, partition: int) -> str | None:
         """The member owning ``partition``; None only when the group has no members."""
         self._check_partition(partition)
@@ -219,7 +227,12 @@ class ConsumerGroup:
 
     def _rebalance(self) -> None:
         members = sorted(self._deadlines_ms)
+        previous = self._owners
         self._owners = assign(self._owners, members)
+        self._handovers += [0] * (len(self._owners) - len(self._handovers))
+        for partition, (was, now) in enumerate(zip(previous, self._owners, strict=False)):
+            if was != now:
+                self._handovers[partition] += 1
         assigned: dict[str, list[int]] = {member_id: [] for member_id in members}
         for partition, owner in enumerate(self._owners):
             if owner is not None:

@@ -48,7 +48,8 @@ class StreamSubscription:
         self.group = ConsumerGroup(spec.name, len(topic.partitions), clock)
         self._clock = clock
         self.committed = committed
-        self._positions: dict[int, tuple[str, int]] = {}  # partition -> (owner, next offset)
+        # partition -> (owner, handovers when the position was set, next offset)
+        self._positions: dict[int, tuple[str, int, int]] = {}
         self._entries_since_snapshot = 0
 
     @classmethod
@@ -116,7 +117,7 @@ class StreamSubscription:
             position, max_bytes=max_bytes, max_records=min(limit, readable - position)
         )
         if records:
-            self._positions[partition] = (member_id, records[-1].offset + 1)
+            self._set_position(member_id, partition, records[-1].offset + 1)
         return [
             Message(
                 self.spec.topic, partition, r.offset, r.timestamp_ms, r.key, r.value, r.headers, 1
@@ -125,9 +126,16 @@ class StreamSubscription:
         ]
 
     def position(self, member_id: str, partition: int) -> int:
-        """Where ``member_id`` reads ``partition`` next: its own position, or the commit."""
-        owner, offset = self._positions.get(partition, ("", -1))
-        return offset if owner == member_id else self.committed[partition]
+        """Where ``member_id`` reads ``partition`` next: its own position if the partition has
+        been its own ever since, else the commit (a partition that went to another member and
+        came back resumes from the commit, as in Kafka)."""
+        owner, handovers, offset = self._positions.get(partition, ("", -1, -1))
+        if owner == member_id and handovers == self.group.handovers(partition):
+            return offset
+        return self.committed[partition]
+
+    def _set_position(self, member_id: str, partition: int, offset: int) -> None:
+        self._positions[partition] = (member_id, self.group.handovers(partition), offset)
 
     def seek(self, member_id: str, generation: int, partition: int, to: SeekTarget) -> int:
         """Move the member's position on a partition it owns; returns the new position."""
@@ -144,7 +152,7 @@ class StreamSubscription:
                 self.spec.topic, partition, to if type(to) is int else -1,
                 log.start_offset, log.end_offset,
             )  # fmt: skip
-        self._positions[partition] = (member_id, offset)
+        self._set_position(member_id, partition, offset)
         return offset
 
     def seek_to_timestamp(
@@ -180,9 +188,9 @@ class StreamSubscription:
     def force_commit(self, partition: int, offset: int) -> None:
         """Move the committed offset without an owner: the broker dropping old messages."""
         self.committed[partition] = offset
-        owner, position = self._positions.get(partition, ("", -1))
+        owner, handovers, position = self._positions.get(partition, ("", -1, -1))
         if position < offset:
-            self._positions[partition] = (owner, offset)
+            self._positions[partition] = (owner, handovers, offset)
         self.journal.append([state_codec.committed(partition, offset)])
         self._entries_since_snapshot += 1
 

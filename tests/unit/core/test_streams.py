@@ -133,3 +133,23 @@ def test_seek_to_offsets_times_earliest_latest(broker: Broker, clock: ManualCloc
         group.seek(m, g, 0, 11)
     with pytest.raises(OffsetOutOfRange):
         group.commit(m, g, {0: 12})
+
+
+def test_a_partition_that_comes_back_resumes_from_the_commit(broker: Broker) -> None:
+    broker.create_topic("two", TopicConfig(partitions=2, durability="never"))
+    for p in (0, 1):
+        broker.publish("two", [Outgoing(value=b"%d" % i, partition=p) for i in range(10)])
+    spec = SubscriptionSpec(name="s", topic="two", mode="stream", start="earliest")
+    broker.create_subscription(spec)
+    group = broker.stream("two", "s")
+    a = group.join(client="a")
+    assert len(group.fetch(a.member_id, a.generation, max_records=100)) == 20  # not committed
+    b = group.join(client="b")
+    [moved] = b.partitions
+    group.leave(b.member_id)
+    a = group.heartbeat(a.member_id, a.generation)
+    again = group.fetch(a.member_id, a.generation, max_records=100)
+    assert [r.offset for r in again if r.partition == moved] == list(range(10)), (
+        "back from another owner: from the commit, not the old position"
+    )
+    assert [r for r in again if r.partition != moved] == [], "the kept partition goes on"
