@@ -339,18 +339,39 @@ class Broker:
         """Apply the overflow policy to every partition first, so a refused publish appends
         nothing anywhere."""
         for partition, count in adding.items():
-            floor = self.floor(topic.name, partition)
-            if floor is None:
-                continue
             log = topic.log(partition)
             records = log.end_offset - log.start_offset
             average = log.size_bytes / records if records else 0.0
-            excess = policy.excess(log.end_offset - floor, count, average)
-            if excess <= 0:
+            backlog = self.backlog(topic.name, partition)
+            excess = policy.excess(backlog or 0, count, average)
+            if backlog is None or excess <= 0:
                 continue
             if policy.overflow != "drop_oldest":
                 raise BacklogFull(topic.name, _limits(policy))
-            self._drop_below(topic.name, partition, floor + excess)
+            # Drop from the slowest floor up; acked ranges above it count for nothing, so
+            # go on until enough not-yet-consumed messages are gone.
+            while excess > 0 and (floor := self.floor(topic.name, partition)) is not None:
+                self._drop_below(topic.name, partition, min(floor + excess, log.end_offset))
+                excess = policy.excess(self.backlog(topic.name, partition) or 0, count, average)
+                if floor >= log.end_offset:
+                    break
+
+    def backlog(self, topic: str, partition: int) -> int | None:
+        """Messages of a partition the slowest subscription has not consumed (acked, dead-
+        lettered or committed past). None when the topic has no subscriptions."""
+        end = self.engine.topic(topic).log(partition).end_offset
+        backlogs = []
+        for (t, _), sub in self._subscriptions.items():
+            if t == topic:
+                acks = sub.partition_state(partition).acks
+                backlogs.append(end - acks.floor - acks.done_between(acks.floor, end))
+        backlogs += [
+            end - s.committed[partition] for (t, _), s in self._streams.items() if t == topic
+        ]
+        return max(backlogs) if backlogs else None
+
+    def _streams_of(self, topic: str) -> list[StreamSubscription]:
+        return [stream for (t, _), stream in self._streams.items() if t == topic]
 
     def floor(self, topic: str, partition: int) -> int | None:
         """The slowest subscription's position on a partition: below it, everything is
@@ -360,7 +381,7 @@ class Broker:
             for (t, _), sub in self._subscriptions.items()
             if t == topic
         ]
-        floors += [s.committed[partition] for (t, _), s in self._streams.items() if t == topic]
+        floors += [s.committed[partition] for s in self._streams_of(topic)]
         return min(floors) if floors else None
 
     def _drop_below(self, topic: str, partition: int, offset: int) -> None:

@@ -179,6 +179,13 @@ class Publisher:
         producers = self._producers(topic) if tracked else None
         if producer_id is not None:
             assert producers is not None
+            if any(m.dedup_id is not None for m in messages):
+                # A batch's sequences must all be appended or all be a retry: dedup hits
+                # inside it would leave holes in the producer's sequence.
+                raise InvalidRequest(
+                    "an idempotent publish carries no dedup ids: its sequence numbers already "
+                    "make a retry safe"
+                )
             duplicate = self._retried_batch(topic, producers, partitions, producer_id, sequence)
             if duplicate is not None:
                 return duplicate
@@ -196,8 +203,12 @@ class Publisher:
         producer_id: str | None,
         sequence: int | None,
     ) -> PublishOutcome:
-        """Several partitions, or dedup ids, or an idempotent producer's new batch."""
-        ids = [_dedup_id(m, policy) for m in messages]
+        """Several partitions, or dedup ids, or an idempotent producer's new batch (appended
+        whole: content dedup does not apply to it)."""
+        if producer_id is None:
+            ids = [_dedup_id(m, policy) for m in messages]
+        else:
+            ids = [None] * len(messages)
         results: list[Published | None] = [None] * len(messages)
         batches: dict[int, list[int]] = {}  # partition -> indexes of the messages to append
         first_by_id: dict[str, int] = {}

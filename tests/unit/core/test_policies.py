@@ -142,3 +142,16 @@ def test_block_gives_up_after_its_timeout(data_dir: str, clock: ManualClock) -> 
                 await broker.publish("q", b"2")
 
     asyncio.run(main())
+
+
+def test_acked_messages_above_a_stuck_one_do_not_count_as_backlog(broker: Broker) -> None:
+    broker.create_topic("t", NEVER, TopicPolicy(max_backlog_messages=3))
+    subscribe(broker, "t")
+    fill(broker, "t", 3)
+    stuck, *rest = broker.receive("t", "s", 3)
+    broker.ack("t", "s", [m.receipt for m in rest])
+    assert broker.stats("t", "s").backlog == 1
+    fill(broker, "t", 2)  # backlog 3: fits, though the floor is still at offset 0
+    with pytest.raises(BacklogFull):
+        fill(broker, "t", 1)
+    del stuck

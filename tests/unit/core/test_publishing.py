@@ -104,3 +104,18 @@ def test_producer_and_dedup_state_survive_a_crash(data_dir: str, clock: ManualCl
     assert broker.publish("t", batch, producer_id="p1", sequence=0).published == first
     assert broker.publish("t", [Outgoing(value=b"d", dedup_id="id-1")]).published == placed
     engine.close()
+
+
+def test_an_idempotent_batch_is_appended_whole(engine: LocalEngine, clock: ManualClock) -> None:
+    broker = Broker.open(engine, clock)
+    broker.create_topic("c", TopicConfig(durability="never"), TopicPolicy(content_dedup=True))
+    same = [Outgoing(value=b"same"), Outgoing(value=b"same")]
+    first = broker.publish("c", same, producer_id="p", sequence=0).published
+    assert [p.offset for p in first] == [0, 1], "no content dedup inside an idempotent batch"
+    assert broker.publish("c", same, producer_id="p", sequence=0).published == first
+    assert [p.offset for p in broker.publish("c", same, producer_id="p", sequence=2).published] == [
+        2,
+        3,
+    ]
+    with pytest.raises(InvalidRequest, match="dedup ids"):
+        broker.publish("c", [Outgoing(value=b"x", dedup_id="d")], producer_id="p", sequence=4)
