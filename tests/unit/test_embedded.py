@@ -243,3 +243,21 @@ def test_delete_queue_and_retention(data_dir: str, clock: ManualClock) -> None:
         assert "q.dlq" in await broker.list_topics()
 
     run(data_dir, clock, body)
+
+
+def test_subscriptions_dead_letter_by_default_and_retry_forever_only_when_told(
+    data_dir: str, clock: ManualClock
+) -> None:
+    async def body(broker: roost.EmbeddedBroker) -> None:
+        await broker.create_topic("t")
+        spec = await broker.create_subscription("t", "workers")
+        assert (spec.dead_letter, spec.max_deliveries) == ("t.workers.dlq", 10)
+        assert "t.workers.dlq" in await broker.list_topics()
+        with pytest.raises(InvalidConfig, match="max_deliveries=None"):
+            await broker.create_subscription("t", "careless", dead_letter=None)
+        forever = await broker.create_subscription(
+            "t", "stubborn", dead_letter=None, max_deliveries=None
+        )
+        assert forever.max_deliveries is None
+
+    run(data_dir, clock, body)

@@ -291,16 +291,28 @@ class EmbeddedBroker:
         start: Literal["earliest", "latest"] = "latest",
         visibility_timeout: float = 30.0,
         max_deliveries: int | None = DEFAULT_MAX_DELIVERIES,
-        dead_letter: str | None = None,
+        dead_letter: str | None = "",
         delay: float = 0.0,
         retry: RetryPolicy | None = None,
     ) -> SubscriptionSpec:
-        """Read ``topic`` as ``name``: every subscription of a topic sees every message."""
+        """Read ``topic`` as ``name``: every subscription of a topic sees every message.
+
+        A `queue` or `keyed` subscription dead-letters a message after ``max_deliveries``, to
+        ``<topic>.<name>.dlq`` (made if missing) unless ``dead_letter`` names another topic;
+        ``dead_letter=None`` needs ``max_deliveries=None``: retrying forever is said, not
+        defaulted.
+        """
+        if mode == "stream":
+            dead_letter, max_deliveries = None, None
+        elif dead_letter == "":
+            dead_letter = f"{topic}.{name}.dlq"
+            if dead_letter not in await self.list_topics():
+                await self.create_topic(dead_letter)
         spec = SubscriptionSpec(
             name=name, topic=topic, mode=mode, start=start,
             visibility_timeout_ms=round(visibility_timeout * 1000),
-            max_deliveries=max_deliveries if dead_letter is not None else None,
-            dead_letter=dead_letter, delay_ms=round(delay * 1000), retry=retry or RetryPolicy(),
+            max_deliveries=max_deliveries, dead_letter=dead_letter,
+            delay_ms=round(delay * 1000), retry=retry or RetryPolicy(),
         )  # fmt: skip
         return self._host.broker.create_subscription(spec)
 

@@ -143,6 +143,12 @@ class Broker:
         self.engine.topic(spec.topic)
         if spec.dead_letter is not None:
             self.engine.topic(spec.dead_letter)
+        elif spec.mode != "stream" and spec.max_deliveries is not None:
+            raise InvalidConfig(
+                "dead_letter", None,
+                f"max_deliveries={spec.max_deliveries} needs a dead-letter topic; to retry a "
+                "failing message forever, say max_deliveries=None",
+            )  # fmt: skip
         if (spec.topic, spec.name) in self._subscriptions or (
             spec.topic,
             spec.name,

@@ -59,8 +59,9 @@ class RedriveBatch(msgspec.Struct):
 
 def redrive_spec(dead_letter_topic: str) -> SubscriptionSpec:
     return SubscriptionSpec(
-        name=REDRIVE_SUBSCRIPTION, topic=dead_letter_topic, mode="queue", start="earliest"
-    )
+        name=REDRIVE_SUBSCRIPTION, topic=dead_letter_topic, mode="queue", start="earliest",
+        max_deliveries=None,
+    )  # fmt: skip
 
 
 def source_of(message: Message) -> str:

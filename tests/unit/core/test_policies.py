@@ -24,7 +24,9 @@ def broker(engine: LocalEngine, clock: ManualClock) -> Broker:
 
 
 def subscribe(broker: Broker, topic: str, name: str = "s") -> None:
-    broker.create_subscription(SubscriptionSpec(name=name, topic=topic, start="earliest"))
+    broker.create_subscription(
+        SubscriptionSpec(name=name, topic=topic, start="earliest", max_deliveries=None)
+    )
 
 
 def fill(broker: Broker, topic: str, count: int) -> None:
