@@ -304,6 +304,13 @@ class Broker:
         With ``producer_id`` and ``sequence`` (the first message's), a retried publish is
         confirmed with its first offsets instead of being appended twice.
         """
+        target, policy, partitions = self._plan(topic, messages)
+        return self._publisher.publish(target, policy, messages, partitions, producer_id, sequence)
+
+    def _plan(
+        self, topic: str, messages: Sequence[Outgoing]
+    ) -> tuple[Topic, TopicPolicy, list[int]]:
+        """Where ``messages`` go, once their topic's backlog policy has made room or refused."""
         target = self.engine.topic(topic)
         partitions = self._publisher.plan(target, messages)
         policy = self._policies.get(topic, DEFAULT_POLICY)
@@ -312,7 +319,7 @@ class Broker:
             for partition in partitions:
                 counts[partition] = counts.get(partition, 0) + 1
             self._make_room(target, policy, counts)
-        return self._publisher.publish(target, policy, messages, partitions, producer_id, sequence)
+        return target, policy, partitions
 
     def _topic_producers(self, topic: Topic) -> TopicProducers:
         producers = self._producers.get(topic.name)
@@ -326,17 +333,22 @@ class Broker:
     def publish_to_exchange(
         self, exchange: str, routing_key: str, messages: Sequence[Outgoing]
     ) -> PublishOutcome:
-        """Route each message through ``exchange`` and publish it to every topic it matches."""
+        """Route each message through ``exchange`` and publish it to every topic it matches.
+
+        Every topic's backlog policy is asked first, so a topic that refuses (``BacklogFull``)
+        leaves every other topic without the message too.
+        """
         if len(routing_key.encode()) > MAX_KEY_BYTES:
             raise InvalidRequest(f"a routing key is at most {MAX_KEY_BYTES} bytes")
         per_topic: dict[str, list[Outgoing]] = {}
         for message in messages:
             for topic in self._router.route(exchange, routing_key, message.headers, message.key):
                 per_topic.setdefault(topic, []).append(message)
+        plans = [(self._plan(topic, routed), routed) for topic, routed in per_topic.items()]
         published: list[Published] = []
         durability: list[tuple[PartitionLog, int]] = []
-        for topic, routed in per_topic.items():
-            part = self.publish(topic, routed)
+        for (target, policy, partitions), routed in plans:
+            part = self._publisher.publish(target, policy, routed, partitions)
             published.extend(part.published)
             durability.extend(part.durability)
         return PublishOutcome(published, durability)

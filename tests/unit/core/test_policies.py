@@ -157,3 +157,19 @@ def test_acked_messages_above_a_stuck_one_do_not_count_as_backlog(broker: Broker
     with pytest.raises(BacklogFull):
         fill(broker, "t", 1)
     del stuck
+
+
+def test_an_exchange_publish_refused_by_one_topic_appends_to_none(broker: Broker) -> None:
+    from roost.core.routing import BindingSpec, ExchangeSpec
+
+    broker.create_topic("full", NEVER, TopicPolicy(max_backlog_messages=1))
+    broker.create_topic("roomy", NEVER)
+    subscribe(broker, "full")
+    broker.declare_exchange(ExchangeSpec("all", "fanout"))
+    broker.bind(BindingSpec("all", "full"))
+    broker.bind(BindingSpec("all", "roomy"))
+    broker.publish_to_exchange("all", "", [Outgoing(value=b"1")])
+    for _ in range(3):
+        with pytest.raises(BacklogFull):
+            broker.publish_to_exchange("all", "", [Outgoing(value=b"x")])
+    assert broker.describe_topic("roomy").partitions[0].end_offset == 1
