@@ -261,3 +261,29 @@ def test_subscriptions_dead_letter_by_default_and_retry_forever_only_when_told(
         assert forever.max_deliveries is None
 
     run(data_dir, clock, body)
+
+
+def test_closing_consume_gives_back_what_it_never_handed_out(
+    data_dir: str, clock: ManualClock
+) -> None:
+    async def body(broker: roost.EmbeddedBroker) -> None:
+        await broker.create_queue("q")
+        await broker.publish_batch("q", [Outgoing(value=b"%d" % i) for i in range(10)])
+        stream = broker.consume("q", prefetch=10)
+        first = await anext(stream)
+        await stream.aclose()
+        assert (await broker.stats("q")).in_flight == 1, "only the handed-out one stays leased"
+        assert len(await broker.receive("q", max_messages=20)) == 9
+        await first.ack()
+
+    run(data_dir, clock, body)
+
+
+def test_a_refused_queue_leaves_nothing_behind(data_dir: str, clock: ManualClock) -> None:
+    async def body(broker: roost.EmbeddedBroker) -> None:
+        with pytest.raises(InvalidConfig):
+            await broker.create_queue("q", visibility_timeout=-1)
+        assert await broker.list_topics() == []
+        await broker.create_queue("q")
+
+    run(data_dir, clock, body)

@@ -448,12 +448,19 @@ class EmbeddedBroker:
             raise InvalidConfig("prefetch", prefetch, "a positive int")
         name = subscription or topic
         credit = _Credit(prefetch)
-        while True:
-            await credit.wait_for_room()
-            messages = await self._host.receive(topic, name, credit.free, 20.0)
-            credit.unsettled += len(messages)
-            for message in messages:
-                yield Delivery(self._host, name, message, credit)
+        unhanded: list[Message] = []
+        try:
+            while True:
+                await credit.wait_for_room()
+                unhanded = await self._host.receive(topic, name, credit.free, 20.0)
+                credit.unsettled += len(unhanded)
+                while unhanded:
+                    yield Delivery(self._host, name, unhanded.pop(0), credit)
+        finally:
+            # Closed (break, aclose): what was leased but never handed out goes back at once,
+            # as a closing channel requeues its unacked deliveries.
+            if unhanded:
+                self._host.broker.nack(topic, name, [m.receipt for m in unhanded], delay_ms=0)
 
     async def redrive(
         self,

@@ -57,6 +57,7 @@ from roost.errors import (
     InvalidRequest,
     RoostError,
     SubscriptionExists,
+    TopicExists,
     UnknownSubscription,
     UnknownTopic,
 )
@@ -184,25 +185,27 @@ class Broker:
                 "a queue without a dead-letter topic needs max_deliveries=None (retry forever)",
             )  # fmt: skip
         dead_letter_topic = f"{name}.dlq" if dead_letter == "" else dead_letter
+        # Everything is checked before anything is made: a refused queue leaves nothing behind.
         config = msgspec.convert(
             {"partitions": partitions, "durability": durability, "retention_ms": retention_ms},
             TopicConfig,
         )
+        spec = SubscriptionSpec(
+            name=name,
+            topic=name,
+            mode="keyed" if fifo else "queue",
+            start="earliest",
+            visibility_timeout_ms=visibility_timeout_ms,
+            max_deliveries=max_deliveries,
+            dead_letter=dead_letter_topic,
+            delay_ms=delay_ms,
+        )
+        if name in self.engine.list_topics():
+            raise TopicExists(name)
         self.create_topic(name, config, policy)
         if dead_letter_topic is not None and dead_letter_topic not in self.engine.list_topics():
             self.engine.create_topic(dead_letter_topic, TopicConfig(durability=config.durability))
-        return self.create_subscription(
-            SubscriptionSpec(
-                name=name,
-                topic=name,
-                mode="keyed" if fifo else "queue",
-                start="earliest",
-                visibility_timeout_ms=visibility_timeout_ms,
-                max_deliveries=max_deliveries,
-                dead_letter=dead_letter_topic,
-                delay_ms=delay_ms,
-            )
-        )
+        return self.create_subscription(spec)
 
     def delete_queue(self, name: str) -> None:
         """Delete a queue's topic (and so its subscription); its dead-letter topic stays."""
@@ -533,7 +536,13 @@ class Broker:
         """Depth, in flight, delayed, oldest age, dead letters; or, for a stream, lag."""
         if (topic, subscription) in self._streams:
             return stream_stats(self._streams[(topic, subscription)])
-        return subscription_stats(self._subscription(topic, subscription), self.clock.now_ms())
+        stats = subscription_stats(self._subscription(topic, subscription), self.clock.now_ms())
+        redrive = self._subscriptions.get((stats.dead_letter_topic or "", REDRIVE_SUBSCRIPTION))
+        if redrive is not None:
+            # Once redriven, a dead letter is gone from the count, though its record stays.
+            waiting = subscription_stats(redrive, self.clock.now_ms()).backlog
+            stats = msgspec.structs.replace(stats, dead_letters=waiting)
+        return stats
 
     def subscriptions(self) -> list[QueueSubscription | StreamSubscription]:
         """Every open subscription (for the host's snapshots)."""

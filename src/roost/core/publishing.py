@@ -28,7 +28,7 @@ from crc32c import crc32c
 
 from roost.clock import Clock
 from roost.core import state_codec
-from roost.core.model import DELIVER_AT_HEADER, check_delay
+from roost.core.model import DELIVER_AT_HEADER, MAX_DELAY_MS, check_delay
 from roost.core.policies import TopicPolicy
 from roost.core.producers import APPEND, ProducerState, content_id
 from roost.errors import InvalidRequest
@@ -317,8 +317,10 @@ def _record(message: Outgoing, now_ms: int) -> Record:
     if message.delay_ms is not None:
         deliver_at = max(deliver_at or 0, now_ms + check_delay(message.delay_ms))
     if deliver_at is not None:
-        if type(deliver_at) is not int or deliver_at < 0:
-            raise InvalidRequest(f"deliver_at_ms must be a non-negative int, not {deliver_at!r}")
+        if type(deliver_at) is not int or not 0 <= deliver_at <= now_ms + MAX_DELAY_MS:
+            raise InvalidRequest(
+                f"deliver_at_ms must be an int between 0 and now + 24 h, not {deliver_at!r}"
+            )
         headers = (*headers, (DELIVER_AT_HEADER, b"%d" % deliver_at))
     return Record(
         value=message.value, key=message.key, headers=headers, timestamp_ms=message.timestamp_ms

@@ -4,6 +4,8 @@ the oldest message, lag, dead letters.
 ``depth`` counts messages not done (acked or dead-lettered) that are neither leased nor
 waiting on a delay: what a consumer could take now. ``backlog`` is everything not done.
 ``oldest_age_ms`` is measured from the timestamp of the first message not done.
+``dead_letters`` counts the records of the dead-letter topic, less those redriven (the broker
+corrects it when a redrive subscription exists).
 """
 
 from __future__ import annotations

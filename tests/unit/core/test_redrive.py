@@ -72,3 +72,14 @@ def test_redrive_to_another_topic(data_dir: str, clock: ManualClock) -> None:
         assert message.value == b"x"
 
     run(data_dir, clock, body)
+
+
+def test_redriven_dead_letters_leave_the_count(data_dir: str, clock: ManualClock) -> None:
+    async def body(broker: roost.EmbeddedBroker) -> None:
+        await broker.create_queue("q", max_deliveries=1)
+        await poison(broker, "q", [b"a1", b"b2"])
+        assert (await broker.stats("q")).dead_letters == 2
+        await broker.redrive("q.dlq", key=b"a")
+        assert (await broker.stats("q")).dead_letters == 1
+
+    run(data_dir, clock, body)
