@@ -25,6 +25,7 @@
     │   └── LeaseExpired             lease_expired    (the message was or will be redelivered)
     ├── Unroutable                   unroutable       (no binding matched, no alternate exchange)
     ├── BacklogFull                  backlog_full     yes
+    ├── ProtocolError                protocol_error   (the peer broke the wire protocol: close)
     └── StorageFailure               storage_failure  yes (the engine stopped accepting writes)
         └── StorageClosed            storage_closed
 
@@ -265,6 +266,17 @@ class BacklogFull(RoostError):
         self.limit = limit
 
 
+class ProtocolError(RoostError):
+    """The peer sent bytes that break the protocol; the connection is closed after this."""
+
+    code = "protocol_error"
+
+    def __init__(self, protocol: str, problem: str) -> None:
+        super().__init__(f"{protocol} protocol error: {problem}")
+        self.protocol = protocol
+        self.problem = problem
+
+
 class StorageFailure(RoostError):
     """The disk refused a write or an fsync: the log stops accepting writes until reopened.
 
@@ -319,6 +331,7 @@ ERRORS_BY_CODE: dict[str, type[RoostError]] = {
         LeaseExpired,
         Unroutable,
         BacklogFull,
+        ProtocolError,
         StorageFailure,
         StorageClosed,
     )

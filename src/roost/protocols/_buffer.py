@@ -1,0 +1,47 @@
+"""A receive buffer for framed protocols: append what arrives, take whole frames off the front.
+
+Rules (STYLE.md, parsers assume a hostile peer): the buffer never holds more than its limit
+(``ProtocolError`` instead); consumed bytes are dropped by moving an offset, and the storage is
+compacted only once the consumed part is large, so taking frames is not quadratic.
+"""
+
+from __future__ import annotations
+
+from roost.errors import ProtocolError
+
+#: Compact once this much has been consumed (and it is at least half the buffer).
+COMPACT_AFTER_BYTES = 64 * 1024
+
+
+class ReceiveBuffer:
+    def __init__(self, protocol: str, max_bytes: int) -> None:
+        self._protocol = protocol
+        self._max_bytes = max_bytes
+        self._data = bytearray()
+        self._start = 0
+
+    def __len__(self) -> int:
+        return len(self._data) - self._start
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        if len(self) + len(data) > self._max_bytes:
+            raise ProtocolError(
+                self._protocol,
+                f"more than {self._max_bytes} bytes buffered without a whole frame",
+            )
+        self._data += data
+
+    def peek(self, size: int) -> bytes | None:
+        """The next ``size`` bytes, not consumed; None if fewer are buffered."""
+        if len(self) < size:
+            return None
+        return bytes(self._data[self._start : self._start + size])
+
+    def take(self, size: int) -> bytes:
+        """Consume and return the next ``size`` bytes (there must be that many)."""
+        chunk = bytes(self._data[self._start : self._start + size])
+        self._start += size
+        if self._start >= COMPACT_AFTER_BYTES and self._start * 2 >= len(self._data):
+            del self._data[: self._start]
+            self._start = 0
+        return chunk

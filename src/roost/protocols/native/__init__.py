@@ -1,0 +1,1 @@
+"""Roost's own wire protocol: framed MessagePack, pipelined requests, pushed deliveries."""

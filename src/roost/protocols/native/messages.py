@@ -1,0 +1,353 @@
+"""The native protocol's messages: what a frame's MessagePack payload holds, per frame kind.
+
+Requests and responses are tagged unions: each is a MessagePack array whose first element is
+the operation's number (the same for a request and its response), so one decoder per direction
+turns any payload into the right struct and refuses anything else. The numbers are the wire
+contract: never renumber, only add. Times are milliseconds and sizes bytes, as in the core.
+
+    Publish(topic="emails", messages=[Out(value=b"hi")])   ->  [20, "emails", [[b"hi", ...]], ...]
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+Headers = list[tuple[str, bytes]]
+
+
+class _Msg(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    pass
+
+
+# -- connection --------------------------------------------------------------------------
+
+
+class Hello(_Msg):
+    """Client -> server, first frame: the protocol versions it speaks, newest first."""
+
+    versions: list[int]
+    client: str = ""
+
+
+class Welcome(_Msg):
+    """Server -> client: the version chosen and the limits the server enforces."""
+
+    version: int
+    server: str
+    max_frame_bytes: int
+    heartbeat_ms: int
+
+
+class Failure(_Msg):
+    """Any error: a stable code from roost.errors, a sentence, whether a retry may work."""
+
+    code: str
+    message: str
+    retriable: bool = False
+
+
+# -- records -----------------------------------------------------------------------------
+
+
+class Out(_Msg):
+    """A message to publish (``Outgoing`` on the wire)."""
+
+    value: bytes
+    key: bytes | None = None
+    headers: Headers = msgspec.field(default_factory=list)
+    partition: int | None = None
+    deliver_at_ms: int | None = None
+    delay_ms: int | None = None
+    dedup_id: str | None = None
+
+
+class Delivered(_Msg):
+    """A delivered message (``Message`` on the wire); its receipt is (partition, offset,
+    delivery_count)."""
+
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes
+    headers: Headers
+    delivery_count: int
+
+
+class Placed(_Msg):
+    partition: int
+    offset: int
+
+
+# -- requests ----------------------------------------------------------------------------
+
+
+class Request(_Msg):
+    pass
+
+
+class CreateTopic(Request, tag=1):
+    name: str
+    config: dict[str, object] = msgspec.field(default_factory=dict)
+    policy: dict[str, object] = msgspec.field(default_factory=dict)
+
+
+class ListTopics(Request, tag=2):
+    pass
+
+
+class DescribeTopic(Request, tag=3):
+    name: str
+
+
+class DeleteTopic(Request, tag=4):
+    name: str
+
+
+class CreateQueue(Request, tag=5):
+    name: str
+    options: dict[str, object] = msgspec.field(default_factory=dict)
+
+
+class DeleteQueue(Request, tag=6):
+    name: str
+
+
+class CreateSubscription(Request, tag=7):
+    spec: dict[str, object]
+
+
+class ListSubscriptions(Request, tag=8):
+    topic: str | None = None
+
+
+class DeleteSubscription(Request, tag=9):
+    topic: str
+    name: str
+
+
+class DeclareExchange(Request, tag=10):
+    name: str
+    kind: str
+    alternate: str | None = None
+
+
+class DeleteExchange(Request, tag=11):
+    name: str
+
+
+class ListExchanges(Request, tag=12):
+    pass
+
+
+class Bind(Request, tag=13):
+    binding: dict[str, object]
+
+
+class Unbind(Request, tag=14):
+    binding: dict[str, object]
+
+
+class ListBindings(Request, tag=15):
+    exchange: str | None = None
+
+
+class Publish(Request, tag=20):
+    topic: str
+    messages: list[Out]
+    producer_id: str | None = None
+    sequence: int | None = None
+
+
+class PublishToExchange(Request, tag=21):
+    exchange: str
+    routing_key: str
+    messages: list[Out]
+
+
+class Receive(Request, tag=30):
+    topic: str
+    subscription: str
+    max_messages: int = 1
+    wait_ms: int = 0
+    visibility_ms: int | None = None
+
+
+class Ack(Request, tag=31):
+    """Receipts as (partition, offset, delivery) triples: one frame acks a whole batch."""
+
+    topic: str
+    subscription: str
+    receipts: list[tuple[int, int, int]]
+
+
+class Nack(Request, tag=32):
+    topic: str
+    subscription: str
+    receipts: list[tuple[int, int, int]]
+    delay_ms: int | None = None
+    error: str | None = None
+
+
+class Extend(Request, tag=33):
+    topic: str
+    subscription: str
+    receipts: list[tuple[int, int, int]]
+    visibility_ms: int
+
+
+class Subscribe(Request, tag=34):
+    """Start pushing deliveries of a subscription on this connection (``Delivery`` frames whose
+    correlation id is this request's), as ``Credit`` frames allow."""
+
+    topic: str
+    subscription: str
+    credit: int
+
+
+class Join(Request, tag=40):
+    topic: str
+    group: str
+    member_id: str | None = None
+    client: str = ""
+
+
+class Heartbeat(Request, tag=41):
+    topic: str
+    group: str
+    member_id: str
+    generation: int
+
+
+class Leave(Request, tag=42):
+    topic: str
+    group: str
+    member_id: str
+
+
+class Fetch(Request, tag=43):
+    topic: str
+    group: str
+    member_id: str
+    generation: int
+    max_records: int = 500
+    wait_ms: int = 0
+
+
+class Commit(Request, tag=44):
+    topic: str
+    group: str
+    member_id: str
+    generation: int
+    offsets: dict[int, int]
+
+
+class Seek(Request, tag=45):
+    topic: str
+    group: str
+    member_id: str
+    generation: int
+    partition: int
+    to: int | str  # an offset, "earliest" or "latest"
+
+
+class Stats(Request, tag=50):
+    topic: str
+    subscription: str
+
+
+class Redrive(Request, tag=51):
+    dead_letter_topic: str
+    where: dict[str, object] = msgspec.field(default_factory=dict)
+    rate_per_s: float = 100.0
+    to: str | None = None
+
+
+AnyRequest = (
+    CreateTopic | ListTopics | DescribeTopic | DeleteTopic | CreateQueue | DeleteQueue
+    | CreateSubscription | ListSubscriptions | DeleteSubscription | DeclareExchange
+    | DeleteExchange | ListExchanges | Bind | Unbind | ListBindings | Publish
+    | PublishToExchange | Receive | Ack | Nack | Extend | Subscribe | Join | Heartbeat | Leave
+    | Fetch | Commit | Seek | Stats | Redrive
+)  # fmt: skip
+
+
+# -- responses ---------------------------------------------------------------------------
+
+
+class Response(_Msg):
+    pass
+
+
+class Done(Response, tag=0):
+    """A request with nothing to return succeeded."""
+
+
+class Described(Response, tag=1):
+    """Any definition or description, as the core's structs turned into builtins."""
+
+    value: object
+
+
+class Names(Response, tag=2):
+    names: list[str]
+
+
+class PublishedAt(Response, tag=20):
+    """Where each message landed, in the order sent (a run of one partition is one entry)."""
+
+    runs: list[tuple[int, int, int]]  # (partition, first offset, count)
+
+
+class Messages(Response, tag=30):
+    messages: list[Delivered]
+
+
+class Refused(Response, tag=31):
+    """Receipts whose lease had expired (the rest were settled)."""
+
+    receipts: list[tuple[int, int, int]]
+
+
+class Membership(Response, tag=40):
+    member_id: str
+    generation: int
+    partitions: list[int]
+    session_timeout_ms: int
+
+
+class Records(Response, tag=43):
+    records: list[Delivered]
+
+
+class Position(Response, tag=45):
+    offset: int
+
+
+class Moved(Response, tag=51):
+    count: int
+
+
+AnyResponse = (
+    Done | Described | Names | PublishedAt | Messages | Refused | Membership | Records
+    | Position | Moved
+)  # fmt: skip
+
+
+# -- pushed ------------------------------------------------------------------------------
+
+
+class Deliveries(_Msg):
+    """Server -> client, pushed for a ``Subscribe``: a batch of messages, one frame."""
+
+    messages: list[Delivered]
+
+
+class Credit(_Msg):
+    """Client -> server: this many more deliveries may be pushed for a ``Subscribe``."""
+
+    messages: int
+
+
+class Empty(_Msg):
+    """The payload of frames that carry nothing (heartbeats, goodbye)."""
