@@ -154,15 +154,7 @@ class NativeCodec:
         """The bytes of ``frame``; raises ``ProtocolError`` for a frame this side may not send
         now (our own mistake, so the connection is not failed for it)."""
         self._check_turn(frame.kind, received=False)
-        if not isinstance(frame.message, PAYLOADS[frame.kind]):
-            raise ProtocolError(PROTOCOL, f"a {frame.kind.name} frame cannot carry that message")
-        payload = _ENCODER.encode(frame.message)
-        length = HEADER_SIZE - 4 + len(payload)
-        if length > self.max_frame_bytes:
-            raise ProtocolError(
-                PROTOCOL, f"frame of {length} bytes exceeds the limit of {self.max_frame_bytes}"
-            )
-        return HEADER.pack(length, frame.kind, frame.correlation) + payload
+        return encode(frame, self.max_frame_bytes)
 
     # -- the table of turns ---------------------------------------------------------------
 
@@ -209,6 +201,20 @@ class NativeCodec:
         self._error = error
         self.state = State.CLOSED
         return error
+
+
+def encode(frame: Frame, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> bytes:
+    """The bytes of ``frame`` whatever the connection's state: for a last ``FAILURE`` after
+    the peer broke the protocol (``NativeCodec.send`` would refuse it then)."""
+    if not isinstance(frame.message, PAYLOADS[frame.kind]):
+        raise ProtocolError(PROTOCOL, f"a {frame.kind.name} frame cannot carry that message")
+    payload = _ENCODER.encode(frame.message)
+    length = HEADER_SIZE - 4 + len(payload)
+    if length > max_frame_bytes:
+        raise ProtocolError(
+            PROTOCOL, f"frame of {length} bytes exceeds the limit of {max_frame_bytes}"
+        )
+    return HEADER.pack(length, frame.kind, frame.correlation) + payload
 
 
 def negotiate(hello: m.Hello) -> int | None:

@@ -251,6 +251,15 @@ class Seek(Request, tag=45):
     to: int | str  # an offset, "earliest" or "latest"
 
 
+class SeekToTime(Request, tag=46):
+    topic: str
+    group: str
+    member_id: str
+    generation: int
+    partition: int
+    timestamp_ms: int
+
+
 class Stats(Request, tag=50):
     topic: str
     subscription: str
@@ -268,7 +277,7 @@ AnyRequest = (
     | CreateSubscription | ListSubscriptions | DeleteSubscription | DeclareExchange
     | DeleteExchange | ListExchanges | Bind | Unbind | ListBindings | Publish
     | PublishToExchange | Receive | Ack | Nack | Extend | Subscribe | Join | Heartbeat | Leave
-    | Fetch | Commit | Seek | Stats | Redrive
+    | Fetch | Commit | Seek | SeekToTime | Stats | Redrive
 )  # fmt: skip
 
 
@@ -294,9 +303,10 @@ class Names(Response, tag=2):
 
 
 class PublishedAt(Response, tag=20):
-    """Where each message landed, in the order sent (a run of one partition is one entry)."""
+    """Where each message landed, in the order sent: runs of consecutive offsets, one entry
+    per run (topic, partition, first offset, count)."""
 
-    runs: list[tuple[int, int, int]]  # (partition, first offset, count)
+    runs: list[tuple[str, int, int, int]]
 
 
 class Messages(Response, tag=30):

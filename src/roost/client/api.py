@@ -1,0 +1,604 @@
+"""The client API, one implementation for both ways of reaching a broker.
+
+    async with roost.open("./data") as broker:              # in this process
+    async with roost.connect("roost://host:7420") as broker:  # over the network
+        await broker.create_queue("emails")
+        await broker.publish("emails", b"hello", key=b"customer-7")
+        for message in await broker.receive("emails", max_messages=10, wait=20):
+            ...                                   # do the work
+            await message.ack()
+
+Every method builds a native-protocol request and hands it to a backend: ``LocalBackend`` runs
+it against a host in this process, ``NetworkBackend`` sends it over a connection. So code moves
+between the two by changing one line, and the embedded mode exercises exactly the mapping the
+server uses. Times are seconds (floats) here, as Python users expect; the wire counts ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+from typing import Any, Literal, Protocol, TypeVar
+
+import msgspec
+
+from roost.core.groups import Membership
+from roost.core.model import DEFAULT_MAX_DELIVERIES, Message, Receipt, SubscriptionSpec
+from roost.core.policies import Overflow
+from roost.core.publishing import Outgoing, Published
+from roost.core.retry import RetryPolicy
+from roost.core.routing import BindingSpec, ExchangeKind, ExchangeSpec
+from roost.core.stats import StreamStats, SubscriptionStats
+from roost.errors import InvalidConfig, LeaseExpired
+from roost.protocols.native import messages as m
+from roost.storage import TopicInfo
+
+R = TypeVar("R", bound=m.Response)
+T = TypeVar("T")
+
+
+class Backend(Protocol):
+    async def call(self, request: m.Request) -> m.Response: ...
+
+    async def aclose(self) -> None: ...
+
+
+def _ms(seconds: float | None) -> int | None:
+    return None if seconds is None else round(seconds * 1000)
+
+
+def _message(topic: str, wire: m.Delivered) -> Message:
+    return Message(
+        topic, wire.partition, wire.offset, wire.timestamp_ms, wire.key, wire.value,
+        tuple(wire.headers), wire.delivery_count,
+    )  # fmt: skip
+
+
+def _out(message: Outgoing) -> m.Out:
+    return m.Out(
+        message.value, message.key, list(message.headers), message.partition,
+        message.deliver_at_ms, message.delay_ms, message.dedup_id,
+    )  # fmt: skip
+
+
+def _triples(receipts: Sequence[Receipt]) -> list[tuple[int, int, int]]:
+    return [(r.partition, r.offset, r.delivery) for r in receipts]
+
+
+class _Credit:
+    """``consume``'s prefetch: deliveries handed out and not yet acked or nacked."""
+
+    def __init__(self, prefetch: int) -> None:
+        self.prefetch = prefetch
+        self.unsettled = 0
+        self._freed = asyncio.Event()
+
+    @property
+    def free(self) -> int:
+        return self.prefetch - self.unsettled
+
+    def give_back(self) -> None:
+        self.unsettled -= 1
+        self._freed.set()
+
+    async def wait_for_room(self) -> None:
+        while self.free <= 0:
+            self._freed.clear()
+            await self._freed.wait()
+
+
+class Delivery:
+    """A received message, leased to you until you ack, nack, or the lease runs out."""
+
+    __slots__ = ("_client", "_credit", "message", "subscription")
+
+    def __init__(
+        self, client: Client, subscription: str, message: Message, credit: _Credit | None = None
+    ) -> None:
+        self._client = client
+        self.subscription = subscription
+        self.message = message
+        self._credit = credit
+
+    topic = property(lambda self: self.message.topic)
+    partition = property(lambda self: self.message.partition)
+    offset = property(lambda self: self.message.offset)
+    key = property(lambda self: self.message.key)
+    value = property(lambda self: self.message.value)
+    headers = property(lambda self: self.message.headers)
+    timestamp_ms = property(lambda self: self.message.timestamp_ms)
+    delivery_count = property(lambda self: self.message.delivery_count)
+    receipt = property(lambda self: self.message.receipt)
+
+    async def ack(self) -> None:
+        """Done: it will not be delivered again. ``LeaseExpired`` if the lease ran out."""
+        refused = await self._client.ack(self.topic, self.subscription, [self.receipt])
+        self._settled(refused)
+
+    async def nack(self, delay: float | None = None, error: str | None = None) -> None:
+        """Failed: deliver again after ``delay`` seconds (default: the retry policy), or move
+        it to the dead-letter topic once it has been delivered ``max_deliveries`` times."""
+        refused = await self._client.nack(
+            self.topic, self.subscription, [self.receipt], delay, error
+        )
+        self._settled(refused)
+
+    async def extend(self, seconds: float) -> None:
+        """Keep the lease for ``seconds`` more, from now."""
+        if await self._client.extend(self.topic, self.subscription, [self.receipt], seconds):
+            raise LeaseExpired(self.topic, self.subscription, self.offset)
+
+    def _settled(self, refused: Sequence[Receipt]) -> None:
+        if self._credit is not None:
+            self._credit.give_back()
+            self._credit = None
+        if refused:
+            raise LeaseExpired(self.topic, self.subscription, self.offset)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Delivery {self.topic}/{self.partition}@{self.offset} "
+            f"delivery {self.delivery_count}, {len(self.value)} bytes>"
+        )
+
+
+class StreamMember:
+    """One member of a consumer group: fetch in order, commit, seek.
+
+    member = await broker.join("clicks", "analytics")
+    records = await member.fetch(max_records=500, wait=5)
+    await member.commit()          # everything fetched so far
+    """
+
+    def __init__(self, client: Client, topic: str, group: str, membership: Membership) -> None:
+        self._client = client
+        self.topic = topic
+        self.group = group
+        self.membership = membership
+        self._fetched: dict[int, int] = {}
+
+    @property
+    def member_id(self) -> str:
+        return self.membership.member_id
+
+    @property
+    def partitions(self) -> tuple[int, ...]:
+        return self.membership.partitions
+
+    async def heartbeat(self) -> Membership:
+        """Stay in the group; learn a new assignment (a rebalance) if there was one."""
+        wire = await self._client.call(
+            m.Heartbeat(self.topic, self.group, self.member_id, self.membership.generation),
+            m.Membership,
+        )
+        membership = _membership(wire)
+        if membership.generation != self.membership.generation:
+            self._fetched = {p: o for p, o in self._fetched.items() if p in membership.partitions}
+        self.membership = membership
+        return membership
+
+    async def fetch(self, max_records: int = 500, wait: float = 0.0) -> list[Message]:
+        """The next records of this member's partitions (waiting up to ``wait`` seconds)."""
+        await self.heartbeat()
+        wire = await self._client.call(
+            m.Fetch(self.topic, self.group, self.member_id, self.membership.generation,
+                    max_records, round(wait * 1000)),
+            m.Records,
+        )  # fmt: skip
+        records = [_message(self.topic, record) for record in wire.records]
+        for record in records:
+            self._fetched[record.partition] = record.offset + 1
+        return records
+
+    async def commit(self, offsets: dict[int, int] | None = None) -> None:
+        """Commit ``offsets`` (partition -> next offset to read), or everything fetched."""
+        offsets = dict(self._fetched) if offsets is None else offsets
+        await self._client.call(
+            m.Commit(self.topic, self.group, self.member_id, self.membership.generation, offsets),
+            m.Done,
+        )
+
+    async def seek(self, partition: int, to: int | Literal["earliest", "latest"]) -> int:
+        """Read ``partition`` next from ``to``; returns the offset. Commit to make it stick."""
+        wire = await self._client.call(
+            m.Seek(self.topic, self.group, self.member_id, self.membership.generation,
+                   partition, to),
+            m.Position,
+        )  # fmt: skip
+        return wire.offset
+
+    async def seek_to_time(self, partition: int, timestamp_ms: int) -> int:
+        """Read ``partition`` next from its first record at or after ``timestamp_ms``."""
+        wire = await self._client.call(
+            m.SeekToTime(self.topic, self.group, self.member_id, self.membership.generation,
+                         partition, timestamp_ms),
+            m.Position,
+        )  # fmt: skip
+        return wire.offset
+
+    async def leave(self) -> None:
+        """Leave the group now (rather than at the session timeout): a rebalance follows."""
+        await self._client.call(m.Leave(self.topic, self.group, self.member_id), m.Done)
+
+
+def _membership(wire: m.Membership) -> Membership:
+    return Membership(
+        wire.member_id, wire.generation, tuple(wire.partitions), wire.session_timeout_ms
+    )
+
+
+class Client:
+    """A broker, in this process or across the network; see the module docstring."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+
+    async def call(self, request: m.Request, expected: type[R]) -> R:
+        response = await self._backend.call(request)
+        if not isinstance(response, expected):
+            raise TypeError(f"{type(request).__name__} answered {type(response).__name__}")
+        return response
+
+    async def _value(self, request: m.Request, kind: type[T]) -> T:
+        return msgspec.convert((await self.call(request, m.Described)).value, kind)
+
+    # -- topics ---------------------------------------------------------------------------
+
+    async def create_topic(
+        self,
+        name: str,
+        *,
+        partitions: int = 1,
+        durability: Literal["always", "interval", "never"] = "always",
+        retention: float | None = None,
+        retention_bytes: int | None = None,
+        max_record_bytes: int = 1024 * 1024,
+        max_backlog: int | None = None,
+        max_backlog_bytes: int | None = None,
+        overflow: Overflow = "reject",
+        block_timeout: float = 5.0,
+    ) -> TopicInfo:
+        """A topic of ``partitions`` logs. ``retention`` (seconds) and ``retention_bytes``
+        delete old segments; without them a topic keeps everything. ``max_backlog`` (messages)
+        and ``max_backlog_bytes`` bound what subscriptions have not consumed yet; past them a
+        publish is refused (``overflow="reject"``: ``BacklogFull``), waits up to
+        ``block_timeout`` seconds for room (``"block"``), or drops the oldest
+        (``"drop_oldest"``)."""
+        config: dict[str, object] = {"partitions": partitions, "durability": durability,
+                  "retention_ms": _ms(retention), "retention_bytes": retention_bytes,
+                  "max_record_bytes": max_record_bytes}  # fmt: skip
+        policy: dict[str, object] = {
+            "max_backlog_messages": max_backlog, "max_backlog_bytes": max_backlog_bytes,
+            "overflow": overflow, "block_timeout_ms": round(block_timeout * 1000),
+        }  # fmt: skip
+        return await self._value(m.CreateTopic(name, config, policy), TopicInfo)
+
+    async def list_topics(self) -> list[str]:
+        return await self._value(m.ListTopics(), list[str])
+
+    async def describe_topic(self, name: str) -> TopicInfo:
+        return await self._value(m.DescribeTopic(name), TopicInfo)
+
+    async def delete_topic(self, name: str) -> None:
+        await self.call(m.DeleteTopic(name), m.Done)
+
+    # -- queues and subscriptions ---------------------------------------------------------
+
+    async def create_queue(
+        self,
+        name: str,
+        *,
+        fifo: bool = False,
+        partitions: int = 1,
+        visibility_timeout: float = 30.0,
+        max_deliveries: int | None = DEFAULT_MAX_DELIVERIES,
+        dead_letter: str | None = "",
+        delay: float = 0.0,
+        durability: Literal["always", "interval", "never"] = "always",
+        max_backlog: int | None = None,
+        overflow: Overflow = "reject",
+        block_timeout: float = 5.0,
+        retention: float | None = None,
+    ) -> SubscriptionSpec:
+        """A topic plus one subscription of the same name. ``fifo``: per key in order, one in
+        flight per key. Dead letters go to ``<name>.dlq`` unless ``dead_letter`` names another
+        topic (or is None, with ``max_deliveries=None``: retry forever). Consumed messages are
+        deleted; ``retention`` (seconds) also deletes unconsumed ones older than that, as
+        SQS's retention period does."""
+        options: dict[str, object] = {
+            "fifo": fifo, "partitions": partitions,
+            "visibility_timeout_ms": round(visibility_timeout * 1000),
+            "max_deliveries": max_deliveries, "dead_letter": dead_letter,
+            "delay_ms": round(delay * 1000), "durability": durability,
+            "retention_ms": _ms(retention),
+            "policy": {"max_backlog_messages": max_backlog, "overflow": overflow,
+                       "block_timeout_ms": round(block_timeout * 1000),
+                       "retain_until_consumed": True},
+        }  # fmt: skip
+        return await self._value(m.CreateQueue(name, options), SubscriptionSpec)
+
+    async def delete_queue(self, name: str) -> None:
+        """Delete a queue and its messages (its dead-letter topic stays)."""
+        await self.call(m.DeleteQueue(name), m.Done)
+
+    async def create_subscription(
+        self,
+        topic: str,
+        name: str,
+        *,
+        mode: Literal["stream", "queue", "keyed"] = "queue",
+        start: Literal["earliest", "latest"] = "latest",
+        visibility_timeout: float = 30.0,
+        max_deliveries: int | None = DEFAULT_MAX_DELIVERIES,
+        dead_letter: str | None = "",
+        delay: float = 0.0,
+        retry: RetryPolicy | None = None,
+    ) -> SubscriptionSpec:
+        """Read ``topic`` as ``name``: every subscription of a topic sees every message.
+
+        A `queue` or `keyed` subscription dead-letters a message after ``max_deliveries``, to
+        ``<topic>.<name>.dlq`` (made if missing) unless ``dead_letter`` names another topic;
+        ``dead_letter=None`` needs ``max_deliveries=None``: retrying forever is said, not
+        defaulted.
+        """
+        if mode == "stream":
+            dead_letter, max_deliveries = None, None
+        elif dead_letter == "":
+            dead_letter = f"{topic}.{name}.dlq"
+            if dead_letter not in await self.list_topics():
+                await self.create_topic(dead_letter)
+        spec = {
+            "name": name, "topic": topic, "mode": mode, "start": start,
+            "visibility_timeout_ms": round(visibility_timeout * 1000),
+            "max_deliveries": max_deliveries, "dead_letter": dead_letter,
+            "delay_ms": round(delay * 1000),
+            "retry": msgspec.to_builtins(retry or RetryPolicy()),
+        }  # fmt: skip
+        return await self._value(m.CreateSubscription(spec), SubscriptionSpec)
+
+    async def list_subscriptions(self, topic: str | None = None) -> list[SubscriptionSpec]:
+        return await self._value(m.ListSubscriptions(topic), list[SubscriptionSpec])
+
+    async def delete_subscription(self, topic: str, name: str) -> None:
+        await self.call(m.DeleteSubscription(topic, name), m.Done)
+
+    # -- exchanges ------------------------------------------------------------------------
+
+    async def declare_exchange(
+        self, name: str, kind: ExchangeKind, *, alternate: str | None = None
+    ) -> ExchangeSpec:
+        return await self._value(m.DeclareExchange(name, kind, alternate), ExchangeSpec)
+
+    async def delete_exchange(self, name: str) -> None:
+        await self.call(m.DeleteExchange(name), m.Done)
+
+    async def list_exchanges(self) -> list[ExchangeSpec]:
+        return await self._value(m.ListExchanges(), list[ExchangeSpec])
+
+    async def bind(
+        self,
+        exchange: str,
+        topic: str,
+        *,
+        key: str = "",
+        headers: dict[str, bytes | None] | None = None,
+        match: Literal["all", "any"] = "all",
+        weight: int = 1,
+    ) -> bool:
+        binding = BindingSpec(exchange, topic, key, headers, match, weight)
+        return await self._value(m.Bind(msgspec.to_builtins(binding)), bool)
+
+    async def unbind(
+        self,
+        exchange: str,
+        topic: str,
+        *,
+        key: str = "",
+        headers: dict[str, bytes | None] | None = None,
+        match: Literal["all", "any"] = "all",
+        weight: int = 1,
+    ) -> bool:
+        binding = BindingSpec(exchange, topic, key, headers, match, weight)
+        return await self._value(m.Unbind(msgspec.to_builtins(binding)), bool)
+
+    async def list_bindings(self, exchange: str | None = None) -> list[BindingSpec]:
+        return await self._value(m.ListBindings(exchange), list[BindingSpec])
+
+    # -- publish --------------------------------------------------------------------------
+
+    async def publish(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+        partition: int | None = None,
+        delay: float | None = None,
+        deliver_at_ms: int | None = None,
+        dedup_id: str | None = None,
+    ) -> Published:
+        """Publish one message; returns where it landed once it is durable. A ``dedup_id``
+        seen on this topic within its dedup window (5 minutes by default) is confirmed with
+        the first placement and not appended again."""
+        message = Outgoing(
+            value=value, key=key, headers=tuple(headers), partition=partition,
+            delay_ms=_ms(delay), deliver_at_ms=deliver_at_ms, dedup_id=dedup_id,
+        )  # fmt: skip
+        [published] = await self.publish_batch(topic, [message])
+        return published
+
+    async def publish_batch(
+        self,
+        topic: str,
+        messages: Sequence[Outgoing],
+        *,
+        producer_id: str | None = None,
+        sequence: int | None = None,
+    ) -> list[Published]:
+        """Publish many messages in one go (one append per partition), results in order.
+
+        An idempotent producer passes its id and the sequence of the first message (its
+        messages to a partition are numbered 0, 1, 2, ...; a batch goes to one partition): a
+        retry of a batch is confirmed with the offsets it got the first time.
+        """
+        request = m.Publish(topic, [_out(msg) for msg in messages], producer_id, sequence)
+        return _unfold(await self.call(request, m.PublishedAt))
+
+    async def publish_to_exchange(
+        self,
+        exchange: str,
+        routing_key: str,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> list[Published]:
+        """Publish through an exchange: one entry per topic the message was routed to."""
+        message = m.Out(value, key, list(headers))
+        return _unfold(
+            await self.call(m.PublishToExchange(exchange, routing_key, [message]), m.PublishedAt)
+        )
+
+    # -- consume --------------------------------------------------------------------------
+
+    async def receive(
+        self,
+        topic: str,
+        subscription: str | None = None,
+        *,
+        max_messages: int = 1,
+        wait: float = 0.0,
+        visibility_timeout: float | None = None,
+    ) -> list[Delivery]:
+        """Lease up to ``max_messages``; wait up to ``wait`` seconds (20 at most) for one.
+
+        ``subscription`` defaults to the topic's name: the queue of that name.
+        """
+        name = subscription or topic
+        return [
+            Delivery(self, name, message)
+            for message in await self._receive(topic, name, max_messages, wait, visibility_timeout)
+        ]
+
+    async def _receive(
+        self, topic: str, name: str, count: int, wait: float, visibility: float | None
+    ) -> list[Message]:
+        request = m.Receive(topic, name, count, round(wait * 1000), _ms(visibility))
+        wire = await self.call(request, m.Messages)
+        return [_message(topic, message) for message in wire.messages]
+
+    async def consume(
+        self, topic: str, subscription: str | None = None, *, prefetch: int = 100
+    ) -> AsyncIterator[Delivery]:
+        """Deliveries, forever, long-polling when there are none.
+
+        ``prefetch`` is the credit: at most that many deliveries are out, unacked, at once;
+        when they all are, ``consume`` waits for an ``ack`` or ``nack`` before it leases more.
+        """
+        if type(prefetch) is not int or prefetch < 1:
+            raise InvalidConfig("prefetch", prefetch, "a positive int")
+        name = subscription or topic
+        credit = _Credit(prefetch)
+        unhanded: list[Message] = []
+        try:
+            while True:
+                await credit.wait_for_room()
+                unhanded = await self._receive(topic, name, credit.free, 20.0, None)
+                credit.unsettled += len(unhanded)
+                while unhanded:
+                    yield Delivery(self, name, unhanded.pop(0), credit)
+        finally:
+            # Closed (break, aclose): what was leased but never handed out goes back at once,
+            # as a closing channel requeues its unacked deliveries.
+            if unhanded:
+                await self.nack(topic, name, [msg.receipt for msg in unhanded], 0.0, None)
+
+    async def ack(
+        self, topic: str, subscription: str, receipts: Sequence[Receipt]
+    ) -> list[Receipt]:
+        """Ack many at once; returns the receipts refused (their lease had expired)."""
+        wire = await self.call(m.Ack(topic, subscription, _triples(receipts)), m.Refused)
+        return [Receipt(*triple) for triple in wire.receipts]
+
+    async def nack(
+        self,
+        topic: str,
+        subscription: str,
+        receipts: Sequence[Receipt],
+        delay: float | None = None,
+        error: str | None = None,
+    ) -> list[Receipt]:
+        request = m.Nack(topic, subscription, _triples(receipts), _ms(delay), error)
+        wire = await self.call(request, m.Refused)
+        return [Receipt(*triple) for triple in wire.receipts]
+
+    async def extend(
+        self, topic: str, subscription: str, receipts: Sequence[Receipt], seconds: float
+    ) -> list[Receipt]:
+        request = m.Extend(topic, subscription, _triples(receipts), round(seconds * 1000))
+        wire = await self.call(request, m.Refused)
+        return [Receipt(*triple) for triple in wire.receipts]
+
+    async def redrive(
+        self,
+        dead_letter_topic: str,
+        *,
+        source_topic: str | None = None,
+        key: bytes | None = None,
+        error_contains: str | None = None,
+        headers: dict[str, bytes] | None = None,
+        rate: float = 100.0,
+        to: str | None = None,
+    ) -> int:
+        """Move dead letters back to their source topic (or to ``to``), at most ``rate`` a
+        second: all of them, or those matching every filter given. Returns how many moved."""
+        where: dict[str, object] = {
+            "source_topic": source_topic, "key": key, "error_contains": error_contains,
+            "headers": headers,
+        }  # fmt: skip
+        wire = await self.call(m.Redrive(dead_letter_topic, where, rate, to), m.Moved)
+        return wire.count
+
+    async def join(
+        self, topic: str, group: str, *, member_id: str | None = None, client: str = ""
+    ) -> StreamMember:
+        """Join the `stream` subscription ``group`` on ``topic``; the broker assigns partitions.
+
+        Heartbeat (any call on the member counts) within the session timeout, or the member is
+        removed and its partitions go to the others.
+        """
+        wire = await self.call(m.Join(topic, group, member_id, client), m.Membership)
+        return StreamMember(self, topic, group, _membership(wire))
+
+    async def stats(
+        self, topic: str, subscription: str | None = None
+    ) -> SubscriptionStats | StreamStats:
+        value: Any = (await self.call(m.Stats(topic, subscription or topic), m.Described)).value
+        kind = StreamStats if value.get("mode") == "stream" else SubscriptionStats
+        return msgspec.convert(value, kind)  # type: ignore[return-value]
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        await self._backend.aclose()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def _unfold(wire: m.PublishedAt) -> list[Published]:
+    return [
+        Published(topic, partition, first + i)
+        for topic, partition, first, count in wire.runs
+        for i in range(count)
+    ]

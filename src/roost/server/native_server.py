@@ -1,0 +1,189 @@
+"""The native protocol's listener and connections: sockets in, codec, session, sockets out.
+
+    server = await serve_native(host, "127.0.0.1", 7420)
+    ...
+    await close_native(server)
+
+Each connection owns a codec, a writer and its request tasks. Requests run concurrently (a
+long-polling receive does not hold up a publish behind it) and answer in whatever order they
+finish, each with its correlation id. A ``Subscribe`` starts a push task that sends
+``Deliveries`` while the client has credit. Any ``ProtocolError`` ends that connection only,
+after a ``FAILURE`` frame if one can still be sent; a ``RoostError`` from the core answers its
+request with a ``FAILURE`` carrying the error's stable code; anything else is logged as a bug
+and answered ``internal``. Closing a connection cancels its tasks; leases it held expire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from roost import __version__
+from roost.errors import ProtocolError, RoostError
+from roost.protocols.native import messages as m
+from roost.protocols.native.codec import (
+    NEED_DATA,
+    Frame,
+    Kind,
+    NativeCodec,
+    encode,
+    negotiate,
+)
+from roost.server.host import Host
+from roost.server.native_session import HANDLERS, delivered
+
+log = logging.getLogger("roost.native")
+READ_CHUNK_BYTES = 256 * 1024
+HEARTBEAT_MS = 10_000
+#: Deliveries pushed per frame at most.
+PUSH_BATCH = 100
+
+
+class NativeConnection:
+    def __init__(
+        self,
+        host: Host,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        max_frame_bytes: int,
+    ) -> None:
+        self._host = host
+        self._reader = reader
+        self._writer = writer
+        self._codec = NativeCodec("server", max_frame_bytes)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._credits: dict[int, asyncio.Semaphore] = {}
+        self.peer = writer.get_extra_info("peername")
+
+    async def run(self) -> None:
+        try:
+            await self._read_loop()
+        except ProtocolError as e:
+            log.warning("closing %s: %s", self.peer, e)
+            self._send_quietly(Frame(Kind.FAILURE, 0, m.Failure(e.code, str(e))))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._writer.close()
+            with contextlib.suppress(ConnectionError):
+                await self._writer.wait_closed()
+
+    async def _read_loop(self) -> None:
+        while True:
+            chunk = await self._reader.read(READ_CHUNK_BYTES)
+            self._codec.receive_data(chunk)
+            if not chunk:
+                return
+            while (frame := self._codec.next_event()) is not NEED_DATA:
+                assert isinstance(frame, Frame)
+                if not self._dispatch(frame):
+                    return
+
+    def _dispatch(self, frame: Frame) -> bool:
+        """Act on one frame; False when the connection should end."""
+        if frame.kind is Kind.HELLO:
+            self._welcome(frame.message)  # type: ignore[arg-type]
+        elif frame.kind is Kind.REQUEST:
+            self._spawn(self._answer(frame.correlation, frame.message))  # type: ignore[arg-type]
+        elif frame.kind is Kind.CREDIT:
+            credit = self._credits.get(frame.correlation)
+            if credit is not None:
+                for _ in range(min(frame.message.messages, 100_000)):  # type: ignore[attr-defined]
+                    credit.release()
+        elif frame.kind is Kind.PING:
+            self._send(Frame(Kind.PONG, frame.correlation, m.Empty()))
+        elif frame.kind is Kind.GOODBYE:
+            return False
+        return True
+
+    def _welcome(self, hello: m.Hello) -> None:
+        version = negotiate(hello)
+        if version is None:
+            failure = m.Failure(
+                "protocol_error", f"no common version: server speaks 1, client {hello.versions}"
+            )
+            self._send(Frame(Kind.FAILURE, 0, failure))
+            return
+        welcome = m.Welcome(
+            version, f"roost {__version__}", self._codec.max_frame_bytes, HEARTBEAT_MS
+        )
+        self._send(Frame(Kind.WELCOME, 0, welcome))
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, correlation: int, request: m.Request) -> None:
+        try:
+            if isinstance(request, m.Subscribe):
+                response: m.Response = self._subscribe(correlation, request)
+            else:
+                response = await HANDLERS[type(request)](self._host, request)
+        except RoostError as e:
+            await self._reply(
+                Frame(Kind.FAILURE, correlation, m.Failure(e.code, str(e), e.retriable))
+            )
+            return
+        except Exception as e:
+            log.exception("request %s failed", type(request).__name__)
+            await self._reply(Frame(Kind.FAILURE, correlation, m.Failure("internal", repr(e))))
+            return
+        await self._reply(Frame(Kind.RESPONSE, correlation, response))
+
+    async def _reply(self, frame: Frame) -> None:
+        """Send and wait until the socket takes it: a client that reads slowly slows its own
+        requests down instead of growing the server's buffers."""
+        self._send(frame)
+        await self._writer.drain()
+
+    def _subscribe(self, correlation: int, request: m.Subscribe) -> m.Response:
+        self._host.broker.stats(request.topic, request.subscription)  # unknown names fail now
+        credit = self._credits[correlation] = asyncio.Semaphore(max(0, request.credit))
+        self._spawn(self._push(correlation, request, credit))
+        return m.Done()
+
+    async def _push(
+        self, correlation: int, request: m.Subscribe, credit: asyncio.Semaphore
+    ) -> None:
+        while True:
+            await credit.acquire()
+            allowed = 1
+            while allowed < PUSH_BATCH and not credit.locked():
+                await credit.acquire()
+                allowed += 1
+            messages = await self._host.receive(request.topic, request.subscription, allowed, 20.0)
+            for _ in range(allowed - len(messages)):
+                credit.release()
+            if messages:
+                payload = m.Deliveries([delivered(message) for message in messages])
+                self._send(Frame(Kind.DELIVERIES, correlation, payload))
+                await self._writer.drain()
+
+    def _send(self, frame: Frame) -> None:
+        self._writer.write(self._codec.send(frame))
+
+    def _send_quietly(self, frame: Frame) -> None:
+        with contextlib.suppress(Exception):
+            self._writer.write(encode(frame))
+
+
+async def serve_native(
+    host: Host, address: str, port: int, max_frame_bytes: int = 16 * 1024 * 1024
+) -> asyncio.Server:
+    """Listen for native-protocol clients on ``address:port``."""
+
+    async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await NativeConnection(host, reader, writer, max_frame_bytes).run()
+
+    return await asyncio.start_server(connected, address, port, limit=READ_CHUNK_BYTES)
+
+
+async def close_native(server: asyncio.Server) -> None:
+    server.close()
+    await server.wait_closed()
