@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck bench-storage lock clean
+.PHONY: run test lint typecheck bench-storage lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,10 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+# The broker on its embedded default: ./data, the native protocol on 127.0.0.1:7420.
+run: $(STAMP)
+	$(BIN)/roost serve
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -9,9 +9,21 @@ async with roost.open("./data") as broker:
     await message.ack()
 """
 
-from roost.client.embedded import Delivery, EmbeddedBroker, Outgoing, Published, open
+from roost.client.api import Client, Delivery, StreamMember
+from roost.client.embedded import EmbeddedBroker, Outgoing, Published, open
+from roost.client.network import connect
 from roost.errors import RoostError
 
 __version__ = "0.1.0"
 
-__all__ = ["Delivery", "EmbeddedBroker", "Outgoing", "Published", "RoostError", "open"]
+__all__ = [
+    "Client",
+    "Delivery",
+    "EmbeddedBroker",
+    "Outgoing",
+    "Published",
+    "RoostError",
+    "StreamMember",
+    "connect",
+    "open",
+]

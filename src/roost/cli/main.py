@@ -19,6 +19,41 @@ def main() -> None:
     """Roost: work queues, routing and replayable logs in one broker."""
 
 
+@main.command()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A TOML file with a [server] table.",
+)
+@click.option("--data", default=None, help="Data directory (default ./data; env ROOST_DATA).")
+@click.option("--listen", default=None, help="Address to bind (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default 7420; 0 picks one).")
+def serve(config_file: str | None, data: str | None, listen: str | None, port: int | None) -> None:
+    """Run the broker: the native protocol on a port, everything in one data directory."""
+    import asyncio
+    import logging
+    import os
+
+    from roost.server import serve as serving
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    config = serving.settings(
+        config_file, os.environ, {"data": data, "listen": listen, "port": port}
+    )
+
+    def ready(address: str, bound: int) -> None:
+        click.echo(f"roost listening on {address}:{bound}", err=True)
+
+    try:
+        import uvloop
+
+        uvloop.run(serving.run(config, ready))
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        asyncio.run(serving.run(config, ready))
+
+
 @main.group()
 def bench() -> None:
     """Benchmarks that print their figures next to baselines from the same run."""
@@ -117,3 +152,7 @@ def _figures_table(title: str, result: dict[str, Any], targets: dict[str, str]) 
                 name, f"{value:,.3f}" if value < 10 else f"{value:,.0f}", targets.get(name, "")
             )
     return table
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""``roost.connect(url)``: the client API over the native protocol.
+
+    async with roost.connect("roost://127.0.0.1:7420") as broker:
+        await broker.publish("emails", b"hello")
+
+One connection, many requests in flight (pipelined): each request gets a correlation id and a
+future; a reader task resolves futures as answers arrive, in any order. A ``FAILURE`` answer
+is raised as the Roost error its code names, so ``except UnknownTopic`` works the same
+embedded or networked. Not yet: automatic reconnect, a batching producer, a sync wrapper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from types import TracebackType
+from urllib.parse import urlsplit
+
+from roost.client.api import Client
+from roost.errors import ERRORS_BY_CODE, ProtocolError, RoostError, StorageClosed
+from roost.protocols.native import messages as m
+from roost.protocols.native.codec import NEED_DATA, VERSIONS, Frame, Kind, NativeCodec
+
+DEFAULT_PORT = 7420
+READ_CHUNK_BYTES = 256 * 1024
+
+
+def error_from_wire(failure: m.Failure) -> RoostError:
+    """The Roost error a ``FAILURE`` frame names, carrying the server's sentence."""
+    cls = ERRORS_BY_CODE.get(failure.code, RoostError)
+    error = cls.__new__(cls)
+    Exception.__init__(error, failure.message)
+    if failure.code not in ERRORS_BY_CODE:
+        error.code = failure.code
+    return error
+
+
+class NetworkBackend:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._codec = NativeCodec("client")
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[m.Response]] = {}
+        self._reading: asyncio.Task[None] | None = None
+        self._closed: BaseException | None = None
+
+    @classmethod
+    async def connect(cls, host: str, port: int) -> NetworkBackend:
+        reader, writer = await asyncio.open_connection(host, port, limit=READ_CHUNK_BYTES)
+        backend = cls(reader, writer)
+        await backend._handshake()
+        backend._reading = asyncio.create_task(backend._read_loop(), name="roost-client-reader")
+        return backend
+
+    async def _handshake(self) -> None:
+        self._writer.write(self._codec.send(Frame(Kind.HELLO, 0, m.Hello(list(VERSIONS)))))
+        frame = await self._next_frame()
+        if frame.kind is Kind.FAILURE:
+            raise error_from_wire(frame.message)  # type: ignore[arg-type]
+
+    async def _next_frame(self) -> Frame:
+        while (frame := self._codec.next_event()) is NEED_DATA:
+            chunk = await self._reader.read(READ_CHUNK_BYTES)
+            self._codec.receive_data(chunk)
+            if not chunk:
+                raise StorageClosed("the connection to the broker")
+        assert isinstance(frame, Frame)
+        return frame
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                frame = await self._next_frame()
+                future = self._pending.pop(frame.correlation, None)
+                if future is None or future.done():
+                    continue
+                if frame.kind is Kind.FAILURE:
+                    future.set_exception(error_from_wire(frame.message))  # type: ignore[arg-type]
+                elif frame.kind is Kind.RESPONSE:
+                    future.set_result(frame.message)  # type: ignore[arg-type]
+        except (ProtocolError, StorageClosed, ConnectionError) as e:
+            self._fail_all(e)
+        except asyncio.CancelledError:
+            self._fail_all(StorageClosed("the connection to the broker"))
+            raise
+
+    def _fail_all(self, error: BaseException) -> None:
+        self._closed = error
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(error)
+        self._pending.clear()
+
+    async def call(self, request: m.Request) -> m.Response:
+        if self._closed is not None:
+            raise StorageClosed("the connection to the broker") from self._closed
+        correlation = next(self._ids)
+        future: asyncio.Future[m.Response] = asyncio.get_running_loop().create_future()
+        self._pending[correlation] = future
+        self._writer.write(self._codec.send(Frame(Kind.REQUEST, correlation, request)))
+        await self._writer.drain()
+        return await future
+
+    async def aclose(self) -> None:
+        if self._reading is not None:
+            self._reading.cancel()
+            await asyncio.gather(self._reading, return_exceptions=True)
+        if self._closed is None or not isinstance(self._closed, ConnectionError):
+            self._writer.write(self._codec.send(Frame(Kind.GOODBYE, 0, m.Empty())))
+        self._writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self._writer.wait_closed()
+
+
+class _Connecting:
+    """``roost.connect(url)``: awaitable, and an async context manager."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url if "://" in url else f"roost://{url}")
+        if parts.scheme != "roost":
+            raise ValueError(f"a Roost URL looks like roost://host:7420, not {url!r}")
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port or DEFAULT_PORT
+        self._client: Client | None = None
+
+    def __await__(self):  # type: ignore[no-untyped-def]
+        return self._open().__await__()
+
+    async def _open(self) -> Client:
+        return Client(await NetworkBackend.connect(self._host, self._port))
+
+    async def __aenter__(self) -> Client:
+        self._client = await self._open()
+        return self._client
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+
+def connect(url: str = f"roost://127.0.0.1:{DEFAULT_PORT}") -> _Connecting:
+    """Talk to a ``roost serve`` at ``url``: ``async with roost.connect(url) as broker``."""
+    return _Connecting(url)

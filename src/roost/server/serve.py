@@ -1,0 +1,75 @@
+"""``roost serve``: one process, one data directory, the native protocol on a port.
+
+Settings come from a TOML file, then environment variables, then flags, each overriding the
+one before (docs/operations.md lists them). On SIGTERM or SIGINT the broker stops accepting
+connections, lets in-flight confirms finish, flushes and closes the data directory cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import tomllib
+from collections.abc import Callable, Mapping
+
+import msgspec
+
+from roost.server.host import Host
+from roost.server.native_server import close_native, serve_native
+
+log = logging.getLogger("roost.serve")
+
+
+class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    data: str = "./data"
+    listen: str = "127.0.0.1"
+    port: int = 7420
+    max_frame_bytes: int = 16 * 1024 * 1024
+
+
+#: Environment variables and the setting each sets.
+ENVIRONMENT = {
+    "ROOST_DATA": "data",
+    "ROOST_LISTEN": "listen",
+    "ROOST_PORT": "port",
+    "ROOST_MAX_FRAME_BYTES": "max_frame_bytes",
+}
+
+
+def settings(
+    config_file: str | None, environ: Mapping[str, str], flags: Mapping[str, object]
+) -> Settings:
+    """File, then environment, then flags (None flags are not given)."""
+    values: dict[str, object] = {}
+    if config_file is not None:
+        with open(config_file, "rb") as f:
+            values.update(tomllib.load(f).get("server", {}))
+    for variable, name in ENVIRONMENT.items():
+        if variable in environ:
+            values[name] = environ[variable]
+    values.update({name: value for name, value in flags.items() if value is not None})
+    return msgspec.convert(values, Settings, strict=False)
+
+
+async def run(config: Settings, ready: Callable[[str, int], None] | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    host = await Host.start(config.data)
+    server = await serve_native(host, config.listen, config.port, config.max_frame_bytes)
+    address, port = server.sockets[0].getsockname()[:2]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info("roost listening on %s:%d, data in %s", address, port, os.path.abspath(config.data))
+    if ready is not None:
+        ready(address, port)
+    try:
+        await stop.wait()
+    finally:
+        log.info("roost shutting down")
+        await close_native(server)
+        with contextlib.suppress(Exception):
+            await host.aclose()
