@@ -1,0 +1,128 @@
+"""A synchronous face on the client, for scripts and WSGI apps.
+
+    from roost import sync
+
+    with sync.connect("roost://127.0.0.1:7420") as broker:
+        broker.publish("emails", b"hello")
+        for message in broker.receive("emails", max_messages=10, wait=5):
+            message.ack()
+
+The async client runs on an event loop in a background thread that this object owns; every
+method submits the call there and waits for its result, so the API is exactly the async one
+without ``await``. Deliveries and stream members come back wrapped the same way; ``consume``
+is a plain iterator. One ``SyncBroker`` may be shared by threads: calls are serialised onto
+its loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from types import TracebackType
+from typing import Any
+
+from roost.client.api import Client, Delivery, StreamMember
+from roost.client.embedded import open as open_embedded
+from roost.client.network import DEFAULT_PORT
+from roost.client.network import connect as connect_network
+
+
+class _Bridge:
+    """An event loop in a daemon thread, and a way to run coroutines on it and wait."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="roost-sync", daemon=True
+        )
+        self._thread.start()
+
+    def run(self, coroutine: Awaitable[Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(_await(coroutine), self.loop).result()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+
+async def _await(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+class _Synced:
+    """Wraps an object whose coroutine methods become blocking calls on the bridge."""
+
+    def __init__(self, bridge: _Bridge, target: Any) -> None:
+        self._bridge = bridge
+        self._target = target
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._target, name)
+        if inspect.isasyncgenfunction(attribute):
+            return lambda *args, **kwargs: self._iterate(attribute(*args, **kwargs))
+        if not inspect.iscoroutinefunction(attribute):
+            return attribute
+        return lambda *args, **kwargs: self._wrap(self._bridge.run(attribute(*args, **kwargs)))
+
+    def _wrap(self, value: Any) -> Any:
+        if isinstance(value, Delivery | StreamMember):
+            return _Synced(self._bridge, value)
+        if isinstance(value, list) and value and isinstance(value[0], Delivery):
+            return [_Synced(self._bridge, item) for item in value]
+        return value
+
+    def _iterate(self, generator: Any) -> Iterator[Any]:
+        try:
+            while True:
+                try:
+                    item = self._bridge.run(generator.__anext__())
+                except StopAsyncIteration:
+                    return
+                yield self._wrap(item)
+        finally:
+            self._bridge.run(generator.aclose())
+
+    def __repr__(self) -> str:
+        return f"<sync {self._target!r}>"
+
+
+class SyncBroker(_Synced):
+    def __init__(self, opener: Callable[[], Awaitable[Client]]) -> None:
+        bridge = _Bridge()
+        try:
+            client = bridge.run(opener())
+        except BaseException:
+            bridge.stop()
+            raise
+        super().__init__(bridge, client)
+
+    def close(self) -> None:
+        """Close the client, then stop its thread."""
+        try:
+            self._bridge.run(self._target.aclose())
+        finally:
+            self._bridge.stop()
+
+    def __enter__(self) -> SyncBroker:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def connect(url: str = f"roost://127.0.0.1:{DEFAULT_PORT}") -> SyncBroker:
+    """A blocking client of the broker at ``url``."""
+    return SyncBroker(lambda: connect_network(url)._open())
+
+
+def open(path: str) -> SyncBroker:
+    """A blocking client of a broker run in this process (on its own thread) at ``path``."""
+    return SyncBroker(lambda: open_embedded(path)._open())
