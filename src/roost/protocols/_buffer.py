@@ -24,7 +24,10 @@ class ReceiveBuffer:
         return len(self._data) - self._start
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
-        if len(self) + len(data) > self._max_bytes:
+        """Append ``data``. Refused when what is already buffered, not yet taken as frames,
+        is over the limit: at most ``max_bytes`` plus one chunk is ever held, and a chunk of
+        several whole frames is never refused for its size."""
+        if len(self) > self._max_bytes:
             raise ProtocolError(
                 self._protocol,
                 f"more than {self._max_bytes} bytes buffered without a whole frame",

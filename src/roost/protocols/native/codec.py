@@ -112,6 +112,7 @@ class NativeCodec:
         self._buffer = ReceiveBuffer(PROTOCOL, max_frame_bytes + HEADER_SIZE)
         self._error: ProtocolError | None = None
         self._sent_hello = self._got_hello = False
+        self._peer_closed = False
 
     # -- receiving ------------------------------------------------------------------------
 
@@ -120,7 +121,10 @@ class NativeCodec:
         if self._error is not None:
             raise self._error
         if not data:
-            self.state = State.CLOSED
+            # Frames already buffered are still delivered; with none, it is over at once.
+            self._peer_closed = True
+            if not len(self._buffer):
+                self.state = State.CLOSED
             return
         try:
             self._buffer.feed(data)
@@ -133,17 +137,18 @@ class NativeCodec:
             raise self._error
         header = self._buffer.peek(HEADER_SIZE)
         if header is None:
-            return NEED_DATA
+            return self._end_of_data()
         length, kind_number, correlation = HEADER.unpack(header)
         if not HEADER_SIZE - 4 <= length <= self.max_frame_bytes:
             raise self._fail(self._problem(f"frame length {length} (limit {self.max_frame_bytes})"))
         if len(self._buffer) < 4 + length:
-            return NEED_DATA
+            return self._end_of_data()
         frame = self._buffer.take(4 + length)
         try:
             kind = Kind(kind_number)
             message = _DECODERS[kind].decode(memoryview(frame)[HEADER_SIZE:])
-        except (ValueError, msgspec.DecodeError) as e:
+        except (ValueError, msgspec.DecodeError, RecursionError) as e:
+            # RecursionError: a payload nested thousands deep must not escape as a crash.
             raise self._fail(self._problem(f"bad frame of kind {kind_number}: {e}")) from None
         self._check_turn(kind, received=True)
         return Frame(kind, correlation, message)
@@ -152,9 +157,20 @@ class NativeCodec:
 
     def send(self, frame: Frame) -> bytes:
         """The bytes of ``frame``; raises ``ProtocolError`` for a frame this side may not send
-        now (our own mistake, so the connection is not failed for it)."""
+        now (our own mistake, so the connection is not failed for it, nor its state moved)."""
+        wire = encode(frame, self.max_frame_bytes)
         self._check_turn(frame.kind, received=False)
-        return encode(frame, self.max_frame_bytes)
+        return wire
+
+    def _end_of_data(self) -> _NeedData:
+        if not self._peer_closed:
+            return NEED_DATA
+        if len(self._buffer):
+            raise self._fail(
+                self._problem(f"the stream ended inside a frame ({len(self._buffer)} bytes)")
+            )
+        self.state = State.CLOSED
+        return NEED_DATA
 
     # -- the table of turns ---------------------------------------------------------------
 
@@ -208,6 +224,8 @@ def encode(frame: Frame, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> byte
     the peer broke the protocol (``NativeCodec.send`` would refuse it then)."""
     if not isinstance(frame.message, PAYLOADS[frame.kind]):
         raise ProtocolError(PROTOCOL, f"a {frame.kind.name} frame cannot carry that message")
+    if not 0 <= frame.correlation < 2**32:
+        raise ProtocolError(PROTOCOL, f"correlation id {frame.correlation} is not a u32")
     payload = _ENCODER.encode(frame.message)
     length = HEADER_SIZE - 4 + len(payload)
     if length > max_frame_bytes:

@@ -1,0 +1,464 @@
+"""The native codec as a peer sees it: bytes in, frames out; frames in, bytes out.
+
+What is pinned here:
+
+- The handshake both ways (WELCOME opens, FAILURE closes) and ``negotiate``.
+- Pipelining: many requests before any answer, answers in any order, correlation ids kept.
+- PING/PONG from either side; GOODBYE closes, and nothing is sent or taken after it.
+- The bytes of one frame of each kind, so any change to the layout, the kind numbers or the
+  operation tags shows up here (a second table pins every tag).
+- Limits: a frame over ``max_frame_bytes`` is refused on send and on receive (as soon as its
+  header arrives); the receive buffer never grows past ``max_frame_bytes + HEADER_SIZE``.
+- An empty chunk marks the connection closed; after a receive error the codec keeps raising
+  the same ``ProtocolError``.
+- Known bugs, each an ``xfail(strict=True)`` naming the line to fix.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from roost.errors import ProtocolError
+from roost.protocols.native import messages as m
+from roost.protocols.native.codec import (
+    DEFAULT_MAX_FRAME_BYTES,
+    HEADER,
+    HEADER_SIZE,
+    NEED_DATA,
+    VERSIONS,
+    Frame,
+    Kind,
+    NativeCodec,
+    State,
+    encode,
+    negotiate,
+)
+from tests.protocols.native_support import (
+    REQUESTS,
+    RESPONSES,
+    drain,
+    hello,
+    open_pair,
+    raw_frame,
+    raw_payload_frame,
+    sample,
+)
+
+# -- handshake ----------------------------------------------------------------------------
+
+
+def test_hello_then_welcome_opens_both_sides() -> None:
+    client, server = NativeCodec("client"), NativeCodec("server")
+    assert client.state is server.state is State.HANDSHAKE
+
+    server.receive_data(client.send(Frame(Kind.HELLO, 0, m.Hello(versions=[1], client="py"))))
+    (got_hello,) = drain(server)
+    assert got_hello == Frame(Kind.HELLO, 0, m.Hello(versions=[1], client="py"))
+    assert client.state is server.state is State.HANDSHAKE
+
+    version = negotiate(got_hello.message)  # type: ignore[arg-type]
+    assert version == 1
+    welcome = m.Welcome(version=version, server="roost", max_frame_bytes=1024, heartbeat_ms=5000)
+    client.receive_data(server.send(Frame(Kind.WELCOME, 0, welcome)))
+    assert server.state is State.OPEN
+    assert drain(client) == [Frame(Kind.WELCOME, 0, welcome)]
+    assert client.state is State.OPEN
+
+
+def test_hello_then_failure_closes_both_sides() -> None:
+    client, server = NativeCodec("client"), NativeCodec("server")
+    server.receive_data(client.send(Frame(Kind.HELLO, 0, m.Hello(versions=[99]))))
+    (got_hello,) = drain(server)
+    assert negotiate(got_hello.message) is None  # type: ignore[arg-type]
+
+    failure = m.Failure(code="protocol_error", message="no common version")
+    client.receive_data(server.send(Frame(Kind.FAILURE, 0, failure)))
+    assert server.state is State.CLOSED
+    assert drain(client) == [Frame(Kind.FAILURE, 0, failure)]
+    assert client.state is State.CLOSED
+
+    with pytest.raises(ProtocolError):
+        client.send(sample(Kind.REQUEST, 1))
+    with pytest.raises(ProtocolError):
+        server.send(sample(Kind.RESPONSE, 1))
+
+
+@pytest.mark.parametrize(
+    ("versions", "chosen"),
+    [
+        ([1], 1),
+        ([2, 1], 1),
+        ([1, 2, 3], 1),
+        ([5, 4, 1, 0], 1),
+        ([], None),
+        ([2, 3], None),
+        ([0], None),
+        ([-1], None),
+    ],
+)
+def test_negotiate_picks_the_newest_common_version(versions: list[int], chosen: int | None) -> None:
+    assert VERSIONS == (1,)
+    assert negotiate(m.Hello(versions=versions)) == chosen
+
+
+def test_requests_before_the_welcome_are_refused() -> None:
+    client, server = NativeCodec("client"), NativeCodec("server")
+    hello(client, server)
+    with pytest.raises(ProtocolError, match="handshake"):
+        client.send(sample(Kind.REQUEST, 1))
+    server.receive_data(raw_frame(Kind.REQUEST, 1, m.ListTopics()))
+    with pytest.raises(ProtocolError, match="handshake"):
+        server.next_event()
+
+
+# -- pipelining ---------------------------------------------------------------------------
+
+
+def test_pipelined_requests_are_answered_in_any_order_by_correlation() -> None:
+    client, server = open_pair()
+    requests = {
+        11: m.ListTopics(),
+        12: m.DescribeTopic(name="a"),
+        13: m.Publish(topic="a", messages=[m.Out(value=b"x")]),
+        2**32 - 1: m.DeleteTopic(name="b"),
+    }
+    wire = b"".join(client.send(Frame(Kind.REQUEST, c, r)) for c, r in requests.items())
+    server.receive_data(wire)  # all of them before any answer
+    got = drain(server)
+    assert [(f.kind, f.correlation, f.message) for f in got] == [
+        (Kind.REQUEST, c, r) for c, r in requests.items()
+    ]
+
+    answers = [
+        Frame(Kind.RESPONSE, 13, m.PublishedAt(runs=[("a", 0, 0, 1)])),
+        Frame(Kind.FAILURE, 2**32 - 1, m.Failure(code="unknown_topic", message="b")),
+        Frame(Kind.RESPONSE, 11, m.Names(names=["a"])),
+        Frame(Kind.RESPONSE, 12, m.Described(value={"name": "a", "partitions": 1})),
+    ]
+    for answer in answers:  # one at a time, out of order
+        client.receive_data(server.send(answer))
+    assert drain(client) == answers
+    assert {a.correlation for a in answers} == set(requests)
+
+
+def test_many_frames_in_one_chunk_and_split_across_chunks() -> None:
+    client, server = open_pair()
+    frames = [Frame(Kind.REQUEST, i, m.DescribeTopic(name=f"t{i}")) for i in range(50)]
+    wire = b"".join(client.send(f) for f in frames)
+    got = []
+    for start in range(0, len(wire), 7):  # chunks that never line up with frames
+        server.receive_data(wire[start : start + 7])
+        got += drain(server)
+    assert got == frames
+
+
+# -- heartbeats and goodbye ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pinger", ["client", "server"])
+def test_ping_is_answered_with_pong_either_way(pinger: str) -> None:
+    client, server = open_pair()
+    a, b = (client, server) if pinger == "client" else (server, client)
+    b.receive_data(a.send(Frame(Kind.PING, 42, m.Empty())))
+    assert drain(b) == [Frame(Kind.PING, 42, m.Empty())]
+    a.receive_data(b.send(Frame(Kind.PONG, 42, m.Empty())))
+    assert drain(a) == [Frame(Kind.PONG, 42, m.Empty())]
+    assert client.state is server.state is State.OPEN
+
+
+@pytest.mark.parametrize("leaver", ["client", "server"])
+def test_goodbye_closes_and_nothing_after_it_is_taken(leaver: str) -> None:
+    client, server = open_pair()
+    a, b = (client, server) if leaver == "client" else (server, client)
+    b.receive_data(a.send(Frame(Kind.GOODBYE, 0, m.Empty())))
+    assert a.state is State.CLOSED
+    assert drain(b) == [Frame(Kind.GOODBYE, 0, m.Empty())]
+    assert b.state is State.CLOSED
+
+    for codec in (a, b):  # neither side may send anything more, not even another GOODBYE
+        for kind in (Kind.PING, Kind.PONG, Kind.GOODBYE):
+            with pytest.raises(ProtocolError, match="closed"):
+                codec.send(sample(kind))
+
+    b.receive_data(raw_frame(Kind.PING, 1, m.Empty()))  # a peer that talks on
+    with pytest.raises(ProtocolError, match="closed") as refused:
+        b.next_event()
+    with pytest.raises(ProtocolError) as again:
+        b.next_event()
+    assert again.value is refused.value
+
+
+# -- golden bytes -------------------------------------------------------------------------
+
+#: (sender, frame, its bytes) for one frame of each kind. Computed once from this codec: a
+#: failure here means the wire format changed, which breaks every deployed peer.
+GOLDEN: list[tuple[str, Frame, str]] = [
+    (
+        "client",
+        Frame(Kind.HELLO, 0, m.Hello(versions=[1], client="py")),
+        "0b000000 01 00000000 92 9101 a27079",
+    ),
+    (
+        "server",
+        Frame(Kind.WELCOME, 0, m.Welcome(1, "roost", max_frame_bytes=1024, heartbeat_ms=5000)),
+        "13000000 02 00000000 94 01 a5726f6f7374 cd0400 cd1388",
+    ),
+    (
+        "client",
+        Frame(
+            Kind.REQUEST,
+            7,
+            m.Publish(topic="t", messages=[m.Out(value=b"hi", key=b"k", headers=[("h", b"v")])]),
+        ),
+        # [20 (Publish), "t", [[b"hi", b"k", [["h", b"v"]], nil x4]], nil, nil]
+        "1f000000 03 07000000 95 14 a174 91 97 c4026869 c4016b 91 92 a168 c40176 c0c0c0c0 c0c0",
+    ),
+    (
+        "server",
+        Frame(Kind.RESPONSE, 7, m.PublishedAt(runs=[("t", 0, 5, 1)])),
+        # [20 (PublishedAt), [["t", partition 0, first offset 5, count 1]]]
+        "0e000000 04 07000000 92 14 91 94 a174 00 05 01",
+    ),
+    (
+        "server",
+        Frame(Kind.FAILURE, 8, m.Failure(code="unknown_topic", message="no", retriable=True)),
+        "18000000 05 08000000 93 ad756e6b6e6f776e5f746f706963 a26e6f c3",
+    ),
+    (
+        "server",
+        Frame(
+            Kind.DELIVERIES,
+            9,
+            m.Deliveries(
+                messages=[
+                    m.Delivered(0, 3, 1000, key=None, value=b"x", headers=[], delivery_count=1)
+                ]
+            ),
+        ),
+        "13000000 06 09000000 91 91 97 00 03 cd03e8 c0 c40178 90 01",
+    ),
+    ("client", Frame(Kind.CREDIT, 9, m.Credit(messages=16)), "07000000 07 09000000 91 10"),
+    ("client", Frame(Kind.PING, 1, m.Empty()), "06000000 08 01000000 90"),
+    ("server", Frame(Kind.PONG, 1, m.Empty()), "06000000 09 01000000 90"),
+    ("client", Frame(Kind.GOODBYE, 0, m.Empty()), "06000000 0a 00000000 90"),
+]
+
+
+def test_golden_covers_every_kind() -> None:
+    assert sorted(frame.kind for _, frame, _ in GOLDEN) == sorted(Kind)
+    assert {k.name: int(k) for k in Kind} == {
+        "HELLO": 1, "WELCOME": 2, "REQUEST": 3, "RESPONSE": 4, "FAILURE": 5,
+        "DELIVERIES": 6, "CREDIT": 7, "PING": 8, "PONG": 9, "GOODBYE": 10,
+    }  # fmt: skip
+    assert HEADER.format == "<IBI"
+    assert HEADER_SIZE == 9
+
+
+@pytest.mark.parametrize(
+    ("sender", "frame", "wire_hex"), GOLDEN, ids=lambda v: getattr(v, "name", None)
+)
+def test_golden_bytes(sender: str, frame: Frame, wire_hex: str) -> None:
+    wire = bytes.fromhex(wire_hex)
+    if frame.kind is Kind.HELLO:
+        client, server = NativeCodec("client"), NativeCodec("server")
+    elif frame.kind is Kind.WELCOME:
+        client, server = NativeCodec("client"), NativeCodec("server")
+        hello(client, server)
+    else:
+        client, server = open_pair()
+    sending, receiving = (client, server) if sender == "client" else (server, client)
+
+    assert sending.send(frame) == wire
+    assert encode(frame) == wire  # the same bytes without a codec, in any state
+    receiving.receive_data(wire)
+    assert drain(receiving) == [frame]
+
+
+def test_operation_tags_are_the_wire_contract() -> None:
+    """Never renumber, only add: a change here breaks every deployed peer."""
+    requests = {cls.__name__: cls.__struct_config__.tag for cls in REQUESTS}
+    responses = {cls.__name__: cls.__struct_config__.tag for cls in RESPONSES}
+    assert requests == {
+        "CreateTopic": 1, "ListTopics": 2, "DescribeTopic": 3, "DeleteTopic": 4,
+        "CreateQueue": 5, "DeleteQueue": 6, "CreateSubscription": 7, "ListSubscriptions": 8,
+        "DeleteSubscription": 9, "DeclareExchange": 10, "DeleteExchange": 11,
+        "ListExchanges": 12, "Bind": 13, "Unbind": 14, "ListBindings": 15, "Publish": 20,
+        "PublishToExchange": 21, "Receive": 30, "Ack": 31, "Nack": 32, "Extend": 33,
+        "Subscribe": 34, "Join": 40, "Heartbeat": 41, "Leave": 42, "Fetch": 43, "Commit": 44,
+        "Seek": 45, "SeekToTime": 46, "Stats": 50, "Redrive": 51,
+    }  # fmt: skip
+    assert responses == {
+        "Done": 0, "Described": 1, "Names": 2, "PublishedAt": 20, "Messages": 30,
+        "Refused": 31, "Membership": 40, "Records": 43, "Position": 45, "Moved": 51,
+    }  # fmt: skip
+    # every struct is in its union, or it could be sent but never decoded
+    assert set(REQUESTS) == set(m.Request.__subclasses__())
+    assert set(RESPONSES) == set(m.Response.__subclasses__())
+
+
+# -- limits -------------------------------------------------------------------------------
+
+LIMIT = 64
+
+
+def test_a_frame_at_the_limit_passes_and_one_byte_more_is_refused_on_send() -> None:
+    client, server = open_pair(max_frame_bytes=LIMIT)
+    # Names(["x" * n]): 5 header bytes after the length + [2, [str n]] -> 5 + 3 + 2 + n (n < 256)
+    fits = Frame(Kind.RESPONSE, 1, m.Names(names=["x" * (LIMIT - 10)]))
+    wire = server.send(fits)
+    assert len(wire) == 4 + LIMIT
+    client.receive_data(wire)
+    assert drain(client) == [fits]
+
+    with pytest.raises(ProtocolError, match=rf"\b{LIMIT}\b") as refused:
+        server.send(Frame(Kind.RESPONSE, 2, m.Names(names=["x" * (LIMIT - 9)])))
+    assert str(LIMIT + 1) in refused.value.problem
+    assert server.state is State.OPEN  # our own mistake does not fail the connection
+
+
+def test_a_header_announcing_too_many_bytes_fails_before_the_payload_arrives() -> None:
+    _, server = open_pair(max_frame_bytes=LIMIT)
+    server.receive_data(HEADER.pack(LIMIT + 1, Kind.REQUEST, 1))  # the header alone
+    with pytest.raises(ProtocolError, match=rf"\b{LIMIT}\b"):
+        server.next_event()
+    assert server.state is State.CLOSED
+
+
+def test_a_header_announcing_exactly_the_limit_waits_for_its_payload() -> None:
+    _, server = open_pair(max_frame_bytes=LIMIT)
+    name = "x" * (LIMIT - 9)  # payload [3, str8 n]: 2 + 2 + n bytes, after 5 header bytes
+    frame = raw_frame(Kind.REQUEST, 1, m.DescribeTopic(name=name))
+    assert HEADER.unpack(frame[:HEADER_SIZE])[0] == LIMIT
+    server.receive_data(frame[:-1])
+    assert server.next_event() is NEED_DATA
+    server.receive_data(frame[-1:])
+    assert drain(server) == [Frame(Kind.REQUEST, 1, m.DescribeTopic(name=name))]
+
+
+@pytest.mark.parametrize("length", [0, 1, 4])
+def test_a_length_too_short_to_hold_the_header_is_refused(length: int) -> None:
+    _, server = open_pair()
+    server.receive_data(HEADER.pack(length, Kind.PING, 0))
+    with pytest.raises(ProtocolError, match=f"frame length {length}"):
+        server.next_event()
+
+
+def test_the_receive_buffer_is_bounded_by_the_frame_limit() -> None:
+    """A peer that never finishes a frame, to a caller that does not drain: refused at the
+    first chunk after more than ``max_frame_bytes + HEADER_SIZE`` bytes are held."""
+    _, server = open_pair(max_frame_bytes=LIMIT)
+    server.receive_data(HEADER.pack(LIMIT, Kind.REQUEST, 1))
+    fed = HEADER_SIZE
+    with pytest.raises(ProtocolError, match="buffered") as refused:
+        while True:
+            server.receive_data(b"\xc0")
+            fed += 1
+            assert fed <= LIMIT + HEADER_SIZE + 1
+    assert fed == LIMIT + HEADER_SIZE + 1
+    with pytest.raises(ProtocolError) as again:
+        server.next_event()
+    assert again.value is refused.value
+
+
+def test_the_default_limit() -> None:
+    assert NativeCodec("server").max_frame_bytes == DEFAULT_MAX_FRAME_BYTES == 16 * 1024 * 1024
+
+
+# -- closing and failing ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("state", ["handshake", "open"])
+def test_an_empty_chunk_marks_the_connection_closed(state: str) -> None:
+    if state == "handshake":
+        server = NativeCodec("server")
+    else:
+        _, server = open_pair()
+    server.receive_data(b"")
+    assert server.state is State.CLOSED
+    assert server.next_event() is NEED_DATA
+    with pytest.raises(ProtocolError, match="closed"):
+        server.send(sample(Kind.PING))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param(raw_payload_frame(99, 1, b"\x90"), id="unknown-kind"),
+        pytest.param(raw_payload_frame(Kind.REQUEST, 1, b"\x91\x7f"), id="unknown-operation"),
+        pytest.param(raw_payload_frame(Kind.REQUEST, 1, b"\xc1"), id="not-msgpack"),
+        pytest.param(raw_payload_frame(Kind.PING, 1, b"\x91\x01"), id="extra-field"),
+        pytest.param(raw_frame(Kind.RESPONSE, 1, m.Done()), id="out-of-turn"),
+        pytest.param(HEADER.pack(2**32 - 1, Kind.REQUEST, 1), id="too-long"),
+    ],
+)
+def test_after_a_receive_error_the_codec_keeps_raising_it(bad: bytes) -> None:
+    client, server = open_pair()
+    server.receive_data(bad)
+    with pytest.raises(ProtocolError) as first:
+        server.next_event()
+    assert server.state is State.CLOSED
+    for _ in range(3):
+        with pytest.raises(ProtocolError) as again:
+            server.next_event()
+        assert again.value is first.value
+    with pytest.raises(ProtocolError) as fed:  # a good frame does not revive it
+        server.receive_data(client.send(sample(Kind.PING)))
+    assert fed.value is first.value
+
+
+# -- known bugs ---------------------------------------------------------------------------
+
+
+def test_deeply_nested_payload_is_a_protocol_error() -> None:
+    _, server = open_pair()
+    # CreateTopic(name="t", config={"a": {"a": ... nil}}): 30 KB, far under the 16 MiB limit
+    payload = b"\x93\x01\xa1t" + b"\x81\xa1a" * 10_000 + b"\xc0"
+    server.receive_data(raw_payload_frame(Kind.REQUEST, 1, payload))
+    with pytest.raises(ProtocolError):
+        server.next_event()
+    assert server.state is State.CLOSED
+
+
+@pytest.mark.parametrize("case", ["oversized-hello", "goodbye-wrong-payload", "welcome-too-big"])
+def test_a_refused_send_leaves_the_state_alone(case: str) -> None:
+    if case == "oversized-hello":
+        codec = NativeCodec("client", max_frame_bytes=LIMIT)
+        with pytest.raises(ProtocolError, match="limit"):
+            codec.send(Frame(Kind.HELLO, 0, m.Hello(versions=[1], client="x" * LIMIT)))
+        codec.send(Frame(Kind.HELLO, 0, m.Hello(versions=[1])))  # the retry must be allowed
+    elif case == "goodbye-wrong-payload":
+        codec, _ = open_pair()
+        with pytest.raises(ProtocolError, match="cannot carry"):
+            codec.send(Frame(Kind.GOODBYE, 0, m.Done()))
+        assert codec.state is State.OPEN
+    else:
+        client, codec = NativeCodec("client"), NativeCodec("server", max_frame_bytes=LIMIT)
+        hello(client, codec)
+        with pytest.raises(ProtocolError, match="limit"):
+            codec.send(Frame(Kind.WELCOME, 0, m.Welcome(1, "x" * LIMIT, LIMIT, 0)))
+        assert codec.state is State.HANDSHAKE  # nothing was sent, nothing was agreed
+
+
+def test_whole_frames_arriving_in_one_chunk_are_never_refused() -> None:
+    client, server = open_pair(max_frame_bytes=LIMIT)
+    frames = [Frame(Kind.REQUEST, i, m.DescribeTopic(name="x" * 40)) for i in range(3)]
+    wire = b"".join(client.send(f) for f in frames)
+    assert all(len(client.send(f)) <= 4 + LIMIT for f in frames)
+    assert len(wire) > LIMIT + HEADER_SIZE
+    server.receive_data(wire)
+    assert drain(server) == frames
+
+
+def test_frames_received_before_the_peer_closed_are_still_delivered() -> None:
+    client, server = open_pair()
+    request = Frame(Kind.REQUEST, 1, m.ListTopics())
+    server.receive_data(client.send(request) + client.send(sample(Kind.GOODBYE)))
+    server.receive_data(b"")
+    assert drain(server) == [request, sample(Kind.GOODBYE)]
+
+
+@pytest.mark.parametrize("correlation", [-1, 2**32])
+def test_a_correlation_outside_u32_is_refused_with_protocol_error(correlation: int) -> None:
+    client, _ = open_pair()
+    with pytest.raises(ProtocolError):
+        client.send(Frame(Kind.PING, correlation, m.Empty()))
