@@ -26,6 +26,7 @@
     ├── Unroutable                   unroutable       (no binding matched, no alternate exchange)
     ├── BacklogFull                  backlog_full     yes
     ├── ProtocolError                protocol_error   (the peer broke the wire protocol: close)
+    ├── ConnectionLost               connection_lost  yes (the answer may or may not have happened)
     └── StorageFailure               storage_failure  yes (the engine stopped accepting writes)
         └── StorageClosed            storage_closed
 
@@ -277,6 +278,21 @@ class ProtocolError(RoostError):
         self.problem = problem
 
 
+class ConnectionLost(RoostError):
+    """The connection broke before the answer came: the request may or may not have been done.
+
+    Retrying is safe for reads, acks and idempotent publishes (the client does those by
+    itself); a plain publish retried may be stored twice, which a dedup id prevents.
+    """
+
+    code = "connection_lost"
+    retriable = True
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"connection lost during {what}: it may or may not have been done")
+        self.what = what
+
+
 class StorageFailure(RoostError):
     """The disk refused a write or an fsync: the log stops accepting writes until reopened.
 
@@ -332,6 +348,7 @@ ERRORS_BY_CODE: dict[str, type[RoostError]] = {
         Unroutable,
         BacklogFull,
         ProtocolError,
+        ConnectionLost,
         StorageFailure,
         StorageClosed,
     )

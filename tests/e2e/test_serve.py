@@ -21,11 +21,11 @@ READY = re.compile(rb"roost listening on ([\d.]+):(\d+)")
 
 
 class Server:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, port: int = 0) -> None:
         self.data_dir = data_dir
         self.process = subprocess.Popen(
             [sys.executable, "-m", "roost.cli.main", "serve", "--data", str(data_dir),
-             "--port", "0"],
+             "--port", str(port)],
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
         )  # fmt: skip

@@ -6,7 +6,7 @@
 One connection, many requests in flight (pipelined): each request gets a correlation id and a
 future; a reader task resolves futures as answers arrive, in any order. A ``FAILURE`` answer
 is raised as the Roost error its code names, so ``except UnknownTopic`` works the same
-embedded or networked. Not yet: automatic reconnect, a batching producer, a sync wrapper.
+embedded or networked. Reconnecting is ``roost.client.reconnect``'s; batching, ``Producer``'s.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from roost.client.api import Client
 from roost.errors import ERRORS_BY_CODE, ProtocolError, RoostError, StorageClosed
 from roost.protocols.native import messages as m
-from roost.protocols.native.codec import NEED_DATA, VERSIONS, Frame, Kind, NativeCodec
+from roost.protocols.native.codec import NEED_DATA, VERSIONS, Frame, Kind, NativeCodec, State
 
 DEFAULT_PORT = 7420
 READ_CHUNK_BYTES = 256 * 1024
@@ -50,7 +50,13 @@ class NetworkBackend:
     async def connect(cls, host: str, port: int) -> NetworkBackend:
         reader, writer = await asyncio.open_connection(host, port, limit=READ_CHUNK_BYTES)
         backend = cls(reader, writer)
-        await backend._handshake()
+        try:
+            await backend._handshake()
+        except BaseException:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+            raise
         backend._reading = asyncio.create_task(backend._read_loop(), name="roost-client-reader")
         return backend
 
@@ -86,6 +92,10 @@ class NetworkBackend:
             self._fail_all(StorageClosed("the connection to the broker"))
             raise
 
+    @property
+    def alive(self) -> bool:
+        return self._closed is None
+
     def _fail_all(self, error: BaseException) -> None:
         self._closed = error
         for future in self._pending.values():
@@ -107,17 +117,20 @@ class NetworkBackend:
         if self._reading is not None:
             self._reading.cancel()
             await asyncio.gather(self._reading, return_exceptions=True)
-        if self._closed is None or not isinstance(self._closed, ConnectionError):
-            self._writer.write(self._codec.send(Frame(Kind.GOODBYE, 0, m.Empty())))
-        self._writer.close()
-        with contextlib.suppress(ConnectionError):
-            await self._writer.wait_closed()
+        try:
+            if self._codec.state is State.OPEN:
+                self._writer.write(self._codec.send(Frame(Kind.GOODBYE, 0, m.Empty())))
+        finally:
+            self._writer.close()
+            with contextlib.suppress(ConnectionError):
+                await self._writer.wait_closed()
 
 
 class _Connecting:
     """``roost.connect(url)``: awaitable, and an async context manager."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, reconnect: bool = True) -> None:
+        self._reconnect = reconnect
         parts = urlsplit(url if "://" in url else f"roost://{url}")
         if parts.scheme != "roost":
             raise ValueError(f"a Roost URL looks like roost://host:7420, not {url!r}")
@@ -129,6 +142,10 @@ class _Connecting:
         return self._open().__await__()
 
     async def _open(self) -> Client:
+        if self._reconnect:
+            from roost.client.reconnect import ReconnectingBackend
+
+            return Client(await ReconnectingBackend.connect(self._host, self._port))
         return Client(await NetworkBackend.connect(self._host, self._port))
 
     async def __aenter__(self) -> Client:
@@ -145,6 +162,12 @@ class _Connecting:
             await self._client.aclose()
 
 
-def connect(url: str = f"roost://127.0.0.1:{DEFAULT_PORT}") -> _Connecting:
-    """Talk to a ``roost serve`` at ``url``: ``async with roost.connect(url) as broker``."""
-    return _Connecting(url)
+def connect(
+    url: str = f"roost://127.0.0.1:{DEFAULT_PORT}", *, reconnect: bool = True
+) -> _Connecting:
+    """Talk to a ``roost serve`` at ``url``: ``async with roost.connect(url) as broker``.
+
+    With ``reconnect`` (the default) a broken connection is reopened on the next call, and
+    calls that are safe to repeat are retried on it (see ``roost.client.reconnect``).
+    """
+    return _Connecting(url, reconnect)

@@ -1,0 +1,91 @@
+"""A network backend that reconnects, and retries what is safe to retry.
+
+When the connection breaks, the next call opens a new one (backing off, up to a deadline). A
+call whose connection broke while it waited for its answer is retried on the new connection
+only if doing it twice is harmless: reads, acks and nacks (a second ack of the same receipt is
+refused, not repeated), receives and fetches (leases not answered expire and come back), and
+publishes of an idempotent producer (the broker answers a repeated sequence with the first
+offsets). Anything else raises ``ConnectionLost``: the caller decides, knowing it may have
+happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+
+from roost.client.network import NetworkBackend
+from roost.errors import ConnectionLost, StorageClosed
+from roost.protocols.native import messages as m
+
+#: Requests a retry cannot make happen twice (or for which twice is harmless).
+SAFE_TO_RETRY = (
+    m.ListTopics, m.DescribeTopic, m.ListSubscriptions, m.ListExchanges, m.ListBindings,
+    m.Stats, m.Receive, m.Ack, m.Nack, m.Extend, m.Fetch, m.Heartbeat, m.Commit,
+)  # fmt: skip
+FIRST_BACKOFF_S = 0.05
+MAX_BACKOFF_S = 2.0
+
+
+def safe_to_retry(request: m.Request) -> bool:
+    if isinstance(request, m.Publish):
+        return request.producer_id is not None
+    return isinstance(request, SAFE_TO_RETRY)
+
+
+class ReconnectingBackend:
+    def __init__(self, host: str, port: int, reconnect_timeout_s: float = 30.0) -> None:
+        self._host = host
+        self._port = port
+        self._timeout_s = reconnect_timeout_s
+        self._current: NetworkBackend | None = None
+        self._connecting: asyncio.Lock = asyncio.Lock()
+        self.reconnects = 0
+
+    @classmethod
+    async def connect(
+        cls, host: str, port: int, reconnect_timeout_s: float = 30.0
+    ) -> ReconnectingBackend:
+        backend = cls(host, port, reconnect_timeout_s)
+        backend._current = await NetworkBackend.connect(host, port)
+        return backend
+
+    async def call(self, request: m.Request) -> m.Response:
+        while True:
+            connection = await self._connection()
+            try:
+                return await connection.call(request)
+            except (StorageClosed, ConnectionError, OSError) as e:
+                if self._current is connection:
+                    self._current = None
+                with contextlib.suppress(Exception):
+                    await connection.aclose()
+                if not safe_to_retry(request):
+                    raise ConnectionLost(type(request).__name__) from e
+
+    async def _connection(self) -> NetworkBackend:
+        async with self._connecting:
+            if self._current is not None and self._current.alive:
+                return self._current
+            if self._current is not None:
+                with contextlib.suppress(Exception):
+                    await self._current.aclose()
+            loop = asyncio.get_running_loop()
+            give_up = loop.time() + self._timeout_s
+            backoff = FIRST_BACKOFF_S
+            while True:
+                try:
+                    self._current = await NetworkBackend.connect(self._host, self._port)
+                    self.reconnects += 1
+                    return self._current
+                except (OSError, StorageClosed) as e:
+                    if loop.time() + backoff > give_up:
+                        raise ConnectionLost(f"reconnecting to {self._host}:{self._port}") from e
+                    await asyncio.sleep(backoff * (0.5 + random.random()))
+                    backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    async def aclose(self) -> None:
+        if self._current is not None:
+            await self._current.aclose()
+            self._current = None
