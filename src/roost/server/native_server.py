@@ -174,12 +174,33 @@ class NativeConnection:
 
 
 async def serve_native(
-    host: Host, address: str, port: int, max_frame_bytes: int = 16 * 1024 * 1024
+    host: Host,
+    address: str,
+    port: int,
+    max_frame_bytes: int = 16 * 1024 * 1024,
+    max_connections: int = 10_000,
 ) -> asyncio.Server:
-    """Listen for native-protocol clients on ``address:port``."""
+    """Listen for native-protocol clients on ``address:port``.
+
+    Past ``max_connections`` a new connection gets a ``FAILURE`` naming the limit and is
+    closed; the ones already open are not disturbed.
+    """
+    open_connections = 0
 
     async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await NativeConnection(host, reader, writer, max_frame_bytes).run()
+        nonlocal open_connections
+        if open_connections >= max_connections:
+            failure = m.Failure(
+                "unavailable", f"too many connections (max_connections={max_connections})", True
+            )
+            writer.write(encode(Frame(Kind.FAILURE, 0, failure)))
+            writer.close()
+            return
+        open_connections += 1
+        try:
+            await NativeConnection(host, reader, writer, max_frame_bytes).run()
+        finally:
+            open_connections -= 1
 
     return await asyncio.start_server(connected, address, port, limit=READ_CHUNK_BYTES)
 

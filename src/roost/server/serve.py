@@ -28,6 +28,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     listen: str = "127.0.0.1"
     port: int = 7420
     max_frame_bytes: int = 16 * 1024 * 1024
+    max_connections: int = 10_000
 
 
 #: Environment variables and the setting each sets.
@@ -36,6 +37,7 @@ ENVIRONMENT = {
     "ROOST_LISTEN": "listen",
     "ROOST_PORT": "port",
     "ROOST_MAX_FRAME_BYTES": "max_frame_bytes",
+    "ROOST_MAX_CONNECTIONS": "max_connections",
 }
 
 
@@ -57,7 +59,9 @@ def settings(
 async def run(config: Settings, ready: Callable[[str, int], None] | None = None) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
     host = await Host.start(config.data)
-    server = await serve_native(host, config.listen, config.port, config.max_frame_bytes)
+    server = await serve_native(
+        host, config.listen, config.port, config.max_frame_bytes, config.max_connections
+    )
     address, port = server.sockets[0].getsockname()[:2]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
