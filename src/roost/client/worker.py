@@ -1,0 +1,308 @@
+"""A worker: run async handlers over queues, ack on success, nack on failure, keep leases alive.
+
+    worker = Worker(broker, install_signal_handlers=True)
+
+    @worker.handler("emails", concurrency=4, retry=RetryPolicy(kind="fixed", base_ms=5000))
+    async def send_email(message: Delivery) -> None:
+        await smtp.send(message.value)
+
+    await worker.run()          # until worker.stop(), SIGTERM or SIGINT
+
+How it works. ``run`` consumes every registered queue with ``consume(prefetch=concurrency)``:
+the prefetch credit is what bounds the handlers in flight, since a delivery's credit comes back
+only when the worker acks or nacks it. Each delivery gets a task that runs the handler beside a
+lease keeper, which extends the lease every third of it, so a slow handler that is still alive
+is not redelivered; then the task acks (the handler returned), or nacks with the exception's
+text as the error and the retry policy's delay (the handler raised ``Exception``).
+
+Rules:
+- Every task lives in ``run``'s TaskGroup: a broker error (other than ``LeaseExpired``) or a
+  ``BaseException`` out of a handler ends ``run`` with it, loudly. Messages whose handlers were
+  torn down that way are not nacked; their leases run out and they come back.
+- ``stop()`` stops taking messages, waits up to ``shutdown_timeout`` seconds for the running
+  handlers, then cancels the rest and nacks their messages (delay 0, error ``STOPPED_ERROR``;
+  that delivery still counts towards ``max_deliveries``). A second ``stop()`` (a second Ctrl-C)
+  cancels at once. ``run`` returns once every message is settled.
+- ``LeaseExpired`` on an ack, nack or extend means the message was or will be delivered again
+  (the worker stalled past its lease): it is logged, not raised. Handlers must therefore be
+  idempotent, as under any at-least-once delivery (see ``roost.client.idempotency``).
+- Lease extensions are paced by ``sleep`` (real time), leases by the broker's clock. Tests pass
+  a ``sleep`` they drive together with a ``ManualClock``.
+- Call ``stop`` on the worker's event loop (signal handlers run there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import cast
+
+from roost.client.api import Client, Delivery
+from roost.core.retry import RetryPolicy
+from roost.errors import InvalidConfig, LeaseExpired, UnknownSubscription
+
+Handler = Callable[[Delivery], Awaitable[None]]
+Sleep = Callable[[float], Awaitable[None]]
+
+#: The error a message is nacked with when its handler was cancelled by a shutdown.
+STOPPED_ERROR = "worker stopped before the handler finished"
+#: Longest error text sent with a nack (it ends up in the dead letter's headers).
+MAX_ERROR_CHARS = 1000
+
+log = logging.getLogger("roost.worker")
+
+
+@dataclass
+class _Route:
+    """One registered queue. ``lease_s`` is the subscription's visibility timeout, read when
+    ``run`` starts; ``extend_s`` is what each extension asks for (``visibility_timeout``)."""
+
+    queue: str
+    subscription: str
+    function: Handler
+    concurrency: int
+    retry: RetryPolicy | None
+    visibility_timeout: float | None
+    lease_s: float = 0.0
+    extend_s: float = 0.0
+
+
+class Worker:
+    """Runs handlers over queues; see the module docstring."""
+
+    def __init__(
+        self,
+        broker: Client,
+        *,
+        shutdown_timeout: float = 30.0,
+        install_signal_handlers: bool = False,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if not shutdown_timeout >= 0:
+            raise InvalidConfig("shutdown_timeout", shutdown_timeout, "seconds, >= 0")
+        self._broker = broker
+        self.shutdown_timeout = shutdown_timeout
+        self._install_signal_handlers = install_signal_handlers
+        self._sleep = sleep
+        self._routes: dict[tuple[str, str], _Route] = {}
+        self._rng = random.Random()
+        self._stopping = asyncio.Event()  # stop(): take no more messages
+        self._force = asyncio.Event()  # grace period over, or stop() twice: cancel handlers
+        self._changed = asyncio.Event()  # a handler finished, or _force was set
+        self._active = 0  # deliveries taken and not yet settled
+        self._working: set[asyncio.Task[Exception | None]] = set()  # running handler calls
+        self._forced: set[asyncio.Task[Exception | None]] = set()  # ... cancelled by _force
+        self._running = False
+
+    def handler(
+        self,
+        queue: str,
+        *,
+        subscription: str | None = None,
+        concurrency: int = 1,
+        retry: RetryPolicy | None = None,
+        visibility_timeout: float | None = None,
+    ) -> Callable[[Handler], Handler]:
+        """Register ``async def handle(message: Delivery) -> None`` for ``queue``.
+
+        ``subscription`` defaults to the queue's own. At most ``concurrency`` handlers run at
+        once for it. A failure is retried after ``retry``'s delay for that delivery, else after
+        the subscription's own retry policy. ``visibility_timeout`` (seconds) is what each lease
+        extension asks for; by default the subscription's visibility timeout.
+        """
+        if type(concurrency) is not int or concurrency < 1:
+            raise InvalidConfig("concurrency", concurrency, "a positive int")
+        if visibility_timeout is not None and not visibility_timeout > 0:
+            raise InvalidConfig("visibility_timeout", visibility_timeout, "seconds, > 0")
+        name = subscription or queue
+        if (queue, name) in self._routes:
+            raise InvalidConfig("handler", f"{queue}/{name}", "one handler per subscription")
+
+        def register(function: Handler) -> Handler:
+            route = _Route(queue, name, function, concurrency, retry, visibility_timeout)
+            self._routes[queue, name] = route
+            return function
+
+        return register
+
+    def stop(self) -> None:
+        """Stop taking messages and let running handlers finish (see the module docstring).
+        Called again while stopping: cancel the running handlers now."""
+        if self._stopping.is_set():
+            self._force.set()
+            self._changed.set()
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Consume every registered queue until ``stop()``; returns once everything taken has
+        been acked or nacked. Raises what a consumer, a lease keeper or a settlement raised
+        (in an ``ExceptionGroup``), and ``UnknownSubscription`` for a queue that is missing."""
+        if not self._routes:
+            raise InvalidConfig("handlers", 0, "register one with @worker.handler(queue)")
+        if self._running:
+            raise RuntimeError("this worker is already running")
+        self._running = True
+        try:
+            routes = [await self._prepare(route) for route in self._routes.values()]
+            with self._signals():
+                await self._serve(routes)
+        finally:
+            self._running = False
+            self._stopping.clear()
+            self._force.clear()
+
+    # -- consuming ------------------------------------------------------------------------
+
+    async def _serve(self, routes: list[_Route]) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            consumers = [
+                tasks.create_task(self._consume(route, tasks), name=f"consume {route.queue}")
+                for route in routes
+            ]
+            await self._stopping.wait()
+            for consumer in consumers:
+                consumer.cancel()
+            await self._drain(tasks)
+
+    async def _prepare(self, route: _Route) -> _Route:
+        """Read the subscription's visibility timeout: the first lease a delivery has."""
+        for spec in await self._broker.list_subscriptions(route.queue):
+            if spec.name == route.subscription:
+                route.lease_s = spec.visibility_timeout_ms / 1000
+                route.extend_s = route.visibility_timeout or route.lease_s
+                return route
+        raise UnknownSubscription(route.queue, route.subscription)
+
+    async def _consume(self, route: _Route, tasks: asyncio.TaskGroup) -> None:
+        deliveries = cast(
+            AsyncGenerator[Delivery, None],
+            self._broker.consume(route.queue, route.subscription, prefetch=route.concurrency),
+        )
+        # Cancelled only while it awaits the next delivery (nothing else here awaits), so no
+        # delivery is ever taken and dropped.
+        try:
+            async for delivery in deliveries:
+                self._active += 1
+                tasks.create_task(self._handle(route, delivery), name=f"roost-worker {delivery}")
+        finally:
+            await deliveries.aclose()
+
+    async def _handle(self, route: _Route, delivery: Delivery) -> None:
+        try:
+            if self._force.is_set():
+                error, cancelled = None, True
+            else:
+                error, cancelled = await self._call(route, delivery)
+            await self._settle(route, delivery, error, cancelled)
+        finally:
+            self._active -= 1
+            self._changed.set()
+
+    async def _call(self, route: _Route, delivery: Delivery) -> tuple[Exception | None, bool]:
+        """Run the handler beside its lease keeper: (the exception it raised, cancelled?)."""
+        async with asyncio.TaskGroup() as tasks:
+            keeper = tasks.create_task(self._keep_lease(route, delivery))
+            work = tasks.create_task(_outcome(route.function, delivery))
+            self._working.add(work)
+            try:
+                await asyncio.wait([work])
+            finally:
+                self._working.discard(work)
+                keeper.cancel()
+        if work.cancelled() or work in self._forced:
+            self._forced.discard(work)
+            return None, True
+        return work.result(), False
+
+    async def _keep_lease(self, route: _Route, delivery: Delivery) -> None:
+        lease_s = route.lease_s
+        while lease_s > 0:
+            await self._sleep(lease_s / 3)
+            try:
+                await delivery.extend(route.extend_s)
+            except LeaseExpired:
+                log.warning("%r: the lease ran out before it was extended", delivery)
+                return
+            lease_s = route.extend_s
+
+    async def _settle(
+        self, route: _Route, delivery: Delivery, error: Exception | None, cancelled: bool
+    ) -> None:
+        try:
+            if cancelled:
+                await delivery.nack(delay=0.0, error=STOPPED_ERROR)
+            elif error is None:
+                await delivery.ack()
+            else:
+                log.warning("handler for %s failed on %r", route.queue, delivery, exc_info=error)
+                await delivery.nack(delay=self._retry_delay(route, delivery), error=_text(error))
+        except LeaseExpired:
+            log.warning("%r: the lease ran out before it was settled; it comes back", delivery)
+
+    def _retry_delay(self, route: _Route, delivery: Delivery) -> float | None:
+        if route.retry is None:
+            return None
+        return route.retry.delay_ms(delivery.delivery_count, self._rng) / 1000
+
+    # -- stopping -------------------------------------------------------------------------
+
+    async def _drain(self, tasks: asyncio.TaskGroup) -> None:
+        """Wait for the running handlers, up to the grace period; then cancel the rest."""
+        grace = tasks.create_task(self._grace_period(), name="roost-worker grace period")
+        try:
+            while self._active and not self._force.is_set():
+                self._changed.clear()
+                await self._changed.wait()
+        finally:
+            grace.cancel()
+        self._force.set()  # from here on, a delivery still starting is nacked, not run
+        for work in list(self._working):
+            if work.cancel():
+                self._forced.add(work)
+
+    async def _grace_period(self) -> None:
+        await self._sleep(self.shutdown_timeout)
+        if self._active:
+            log.warning("worker: %d handlers still running after %s s; cancelling them",
+                        self._active, self.shutdown_timeout)  # fmt: skip
+        self._force.set()
+        self._changed.set()
+
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        """SIGTERM and SIGINT call ``stop`` while ``run`` runs; the previous handlers return
+        afterwards."""
+        if not self._install_signal_handlers:
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        signals = (signal.SIGTERM, signal.SIGINT)
+        previous = {sig: signal.getsignal(sig) for sig in signals}
+        for sig in signals:
+            loop.add_signal_handler(sig, self.stop)
+        try:
+            yield
+        finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+                if previous[sig] is not None:  # None: set outside Python; leave the default
+                    signal.signal(sig, previous[sig])
+
+
+async def _outcome(function: Handler, delivery: Delivery) -> Exception | None:
+    """The handler's failure as a value, so its task ends cleanly either way."""
+    try:
+        await function(delivery)
+    except Exception as error:
+        return error
+    return None
+
+
+def _text(error: Exception) -> str:
+    text = str(error) or type(error).__name__
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
