@@ -11,12 +11,30 @@ from rich.console import Console
 from rich.table import Table
 
 from roost import __version__
+from roost.cli.admin import queue, topic
+from roost.cli.exchanges import bind, exchange, unbind
+from roost.cli.messaging import consume, publish
+from roost.cli.monitoring import dlq, stats
+from roost.cli.session import DEFAULT_URL, Settings
 
 
 @click.group()
 @click.version_option(__version__, prog_name="roost")
-def main() -> None:
+@click.option(
+    "--url",
+    envvar="ROOST_URL",
+    default=DEFAULT_URL,
+    show_default=True,
+    help="The broker the client commands talk to (env ROOST_URL).",
+)
+@click.pass_context
+def main(ctx: click.Context, url: str) -> None:
     """Roost: work queues, routing and replayable logs in one broker."""
+    ctx.obj = Settings(url)
+
+
+for _command in (topic, queue, exchange, bind, unbind, publish, consume, stats, dlq):
+    main.add_command(_command)
 
 
 @main.command()

@@ -1,0 +1,241 @@
+"""``roost topic ...`` and ``roost queue ...``: define them, look at them, delete them.
+
+Each command is one short coroutine over the client (see ``session.run``). A queue, to these
+commands, is a subscription named like its topic (what ``create_queue`` makes); ``queue purge``
+acks what a consumer could take now, at most the depth it saw when it started, so it ends
+even while producers publish. Leased and delayed messages are not purged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Literal, get_args
+
+import click
+
+from roost.cli import render
+from roost.cli.session import done, echo_json, json_option, run, show
+from roost.client.api import Client
+from roost.core.model import DEFAULT_MAX_DELIVERIES, SubscriptionSpec
+from roost.core.stats import SubscriptionStats
+from roost.errors import UnknownTopic
+from roost.storage import TopicInfo
+
+Durability = Literal["always", "interval", "never"]
+#: Messages leased per receive while purging.
+PURGE_BATCH = 100
+
+
+# -- topics ---------------------------------------------------------------------------------
+
+
+@click.group()
+def topic() -> None:
+    """Topics: partitioned, replayable logs."""
+
+
+@topic.command("create")
+@click.argument("name")
+@click.option("--partitions", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--durability",
+    type=click.Choice(get_args(Durability)),
+    default="always",
+    show_default=True,
+    help="When an append is fsynced.",
+)
+@click.option(
+    "--retention",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Seconds to keep records (default: forever).",
+)
+@json_option
+def topic_create(
+    name: str, partitions: int, durability: Durability, retention: float | None, as_json: bool
+) -> None:
+    """Create topic NAME."""
+    info = run(
+        lambda c: c.create_topic(
+            name, partitions=partitions, durability=durability, retention=retention
+        )
+    )
+    done(as_json, info, f"created topic {name} ({partitions} partitions, {durability})")
+
+
+@topic.command("list")
+@json_option
+def topic_list(as_json: bool) -> None:
+    """Every topic, with its size."""
+    if as_json:
+        echo_json(run(lambda c: c.list_topics()))
+        return
+
+    async def described(client: Client) -> list[TopicInfo]:
+        found = await asyncio.gather(
+            *(_describe_if_there(client, name) for name in await client.list_topics())
+        )
+        return [info for info in found if info is not None]
+
+    show(render.topics_table(run(described)))
+
+
+async def _describe_if_there(client: Client, name: str) -> TopicInfo | None:
+    try:
+        return await client.describe_topic(name)
+    except UnknownTopic:  # deleted since it was listed
+        return None
+
+
+@topic.command("describe")
+@click.argument("name")
+@json_option
+def topic_describe(name: str, as_json: bool) -> None:
+    """Topic NAME's configuration and partitions."""
+    info = run(lambda c: c.describe_topic(name))
+    if as_json:
+        echo_json(info)
+    else:
+        show(*render.topic_tables(info))
+
+
+@topic.command("delete")
+@click.argument("name")
+@json_option
+def topic_delete(name: str, as_json: bool) -> None:
+    """Delete topic NAME, its records and its subscriptions."""
+    run(lambda c: c.delete_topic(name))
+    done(as_json, {"deleted": name}, f"deleted topic {name}")
+
+
+# -- queues ---------------------------------------------------------------------------------
+
+
+@click.group()
+def queue() -> None:
+    """Queues: a topic and one subscription of the same name."""
+
+
+@queue.command("create")
+@click.argument("name")
+@click.option("--fifo", is_flag=True, help="In order per key, one in flight per key.")
+@click.option("--partitions", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--visibility-timeout",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds a received message stays leased.",
+)
+@click.option(
+    "--max-deliveries",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_DELIVERIES,
+    show_default=True,
+    help="Deliveries before a message is dead-lettered.",
+)
+@click.option(
+    "--dead-letter",
+    default=None,
+    metavar="TOPIC",
+    help="Dead-letter topic (default: NAME.dlq, made if missing).",
+)
+@click.option(
+    "--delay",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Seconds before a new message can be received.",
+)
+@json_option
+def queue_create(
+    name: str,
+    fifo: bool,
+    partitions: int,
+    visibility_timeout: float,
+    max_deliveries: int,
+    dead_letter: str | None,
+    delay: float,
+    as_json: bool,
+) -> None:
+    """Create queue NAME."""
+    spec = run(
+        lambda c: c.create_queue(
+            name,
+            fifo=fifo,
+            partitions=partitions,
+            visibility_timeout=visibility_timeout,
+            max_deliveries=max_deliveries,
+            dead_letter=dead_letter or "",
+            delay=delay,
+        )
+    )
+    kind = "fifo queue" if fifo else "queue"
+    done(as_json, spec, f"created {kind} {name} (dead letters to {spec.dead_letter})")
+
+
+async def _queues(client: Client) -> list[SubscriptionSpec]:
+    return [
+        s for s in await client.list_subscriptions() if s.name == s.topic and s.mode != "stream"
+    ]
+
+
+@queue.command("list")
+@json_option
+def queue_list(as_json: bool) -> None:
+    """Every queue, with its depth."""
+    if as_json:
+        echo_json(run(_queues))
+        return
+
+    async def with_stats(client: Client) -> tuple[list[SubscriptionSpec], list[SubscriptionStats]]:
+        specs = await _queues(client)
+        stats = await asyncio.gather(*(client.stats(s.topic, s.name) for s in specs))
+        return specs, [s for s in stats if isinstance(s, SubscriptionStats)]
+
+    show(render.queues_table(*run(with_stats)))
+
+
+@queue.command("describe")
+@click.argument("name")
+@json_option
+def queue_describe(name: str, as_json: bool) -> None:
+    """Queue NAME's stats: depth, in flight, delayed, oldest age, dead letters."""
+    stats = run(lambda c: c.stats(name, name))
+    if as_json:
+        echo_json(stats)
+    else:
+        show(render.stats_table(stats))
+
+
+@queue.command("purge")
+@click.argument("name")
+@json_option
+def queue_purge(name: str, as_json: bool) -> None:
+    """Ack every message queue NAME could deliver now; report how many."""
+
+    async def purge(client: Client) -> int:
+        stats = await client.stats(name, name)
+        left = stats.depth if isinstance(stats, SubscriptionStats) else 0
+        purged = 0
+        while left > 0:
+            batch = await client.receive(name, name, max_messages=min(left, PURGE_BATCH))
+            if not batch:
+                break
+            refused = await client.ack(name, name, [d.receipt for d in batch])
+            purged += len(batch) - len(refused)
+            left -= len(batch)
+        return purged
+
+    purged = run(purge)
+    line = f"purged {render.plural(purged, 'message')} from {name}"
+    done(as_json, {"queue": name, "purged": purged}, line)
+
+
+@queue.command("delete")
+@click.argument("name")
+@json_option
+def queue_delete(name: str, as_json: bool) -> None:
+    """Delete queue NAME and its messages (its dead-letter topic stays)."""
+    run(lambda c: c.delete_queue(name))
+    done(as_json, {"deleted": name}, f"deleted queue {name}")

@@ -1,0 +1,98 @@
+"""What every client command shares: the broker URL, ``--json``, one run per invocation.
+
+A command is a coroutine ``body(client)``; ``run`` connects to ``--url``, awaits it under its own
+``asyncio.run`` (so the CLI works in-process, under ``CliRunner``, as well as from a shell) and
+turns failures into one line. Rules: a ``RoostError`` (the broker said no), an unreachable
+broker, or a ``CliError`` (the command's own refusal, such as a queue without a dead-letter
+topic) prints ``error: <message>`` on stderr and exits 1, never with a traceback. Misused
+options are click's usage errors (exit 2). Ctrl-C exits 130, or 0 where it is the way to stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
+
+import click
+import msgspec
+from rich.console import Console
+
+from roost.client.api import Client
+from roost.client.network import DEFAULT_PORT, connect
+from roost.errors import RoostError
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_URL = f"roost://127.0.0.1:{DEFAULT_PORT}"
+EXIT_INTERRUPTED = 130
+
+
+class Settings(msgspec.Struct):
+    """The group's options, handed to every command as ``ctx.obj``."""
+
+    url: str = DEFAULT_URL
+
+
+class CliError(Exception):
+    """A command refusing on its own account; printed like a broker's error."""
+
+
+def json_option(command: F) -> F:
+    """``--json``: print machine-readable JSON instead of a table or a line."""
+    decorate = click.option(
+        "--json", "as_json", is_flag=True, help="Print JSON instead of a table or a line."
+    )
+    return decorate(command)
+
+
+def run(body: Callable[[Client], Awaitable[T]], *, interrupt_is_exit: bool = False) -> T:
+    """Connect to the group's ``--url``, await ``body(client)``, close; see the module doc.
+
+    ``interrupt_is_exit``: Ctrl-C is how the command ends (``--watch``), so exit 0.
+    """
+    ctx = click.get_current_context()
+    settings = ctx.find_object(Settings)
+    url = settings.url if settings is not None else DEFAULT_URL
+    try:
+        connecting = connect(url)
+    except ValueError as e:
+        fail(ctx, str(e))
+
+    async def session() -> T:
+        async with connecting as client:
+            return await body(client)
+
+    try:
+        return asyncio.run(session())
+    except (RoostError, CliError) as e:
+        fail(ctx, str(e))
+    except OSError as e:
+        fail(ctx, f"cannot reach the broker at {url}: {e.strerror or e}")
+    except KeyboardInterrupt:
+        ctx.exit(0 if interrupt_is_exit else EXIT_INTERRUPTED)
+
+
+def fail(ctx: click.Context, message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    ctx.exit(1)
+
+
+def echo_json(value: object) -> None:
+    """``value`` (structs, lists, dicts) as one JSON document on stdout; bytes as base64."""
+    click.echo(json.dumps(msgspec.to_builtins(value)))
+
+
+def done(as_json: bool, value: object, line: str) -> None:
+    """Report a command's result: ``value`` as JSON, or ``line`` for people."""
+    if as_json:
+        echo_json(value)
+    else:
+        click.echo(line)
+
+
+def show(*renderables: object) -> None:
+    """Rich tables (or anything rich prints) on stdout."""
+    Console().print(*renderables)
