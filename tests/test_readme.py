@@ -19,3 +19,30 @@ def test_the_readme_has_snippets() -> None:
 def test_snippet_runs(snippet: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     exec(compile(snippet, str(README), "exec"), {"__name__": "readme"})
+
+
+SHELL_BLOCK = re.search(
+    r"## Five minutes, from the shell.*?```sh\n(.*?)```", README.read_text(), re.DOTALL
+)
+
+
+def test_the_shell_quickstart_runs_against_a_real_server(tmp_path: Path) -> None:
+    import shlex
+
+    from click.testing import CliRunner
+
+    from roost.cli.main import main
+    from tests.e2e.test_serve import Server
+
+    assert SHELL_BLOCK is not None
+    commands = [line for line in SHELL_BLOCK.group(1).splitlines() if line.strip()]
+    assert commands
+    server = Server(tmp_path / "data")
+    try:
+        for line in commands:
+            words = shlex.split(line)
+            assert words[0].endswith("roost"), line
+            result = CliRunner().invoke(main, ["--url", server.url, *words[1:]])
+            assert result.exit_code == 0, f"{line}\n{result.output}"
+    finally:
+        server.stop()
