@@ -148,6 +148,57 @@ def bench_core(as_json: bool, directory: str | None, messages: int, batch: int, 
         )
 
 
+@bench.command("e2e")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option(
+    "--url",
+    default=None,
+    help="Measure the broker at this URL (default: start a roost serve in a temp directory).",
+)
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where the started broker keeps its data (default: the system temp directory).",
+)
+@click.option("--messages", default=30_000, show_default=True, help="Messages (1 KiB each).")
+@click.option("--batch", default=64, show_default=True, help="Messages per publish.")
+@click.option("--inflight", default=256, show_default=True, help="Unconfirmed messages at most.")
+@click.option("--prefetch", default=256, show_default=True, help="Messages per receive.")
+def bench_e2e(
+    as_json: bool,
+    url: str | None,
+    directory: str | None,
+    messages: int,
+    batch: int,
+    inflight: int,
+    prefetch: int,
+) -> None:
+    """A producer process and a consumer process over the network, durability always."""
+    from roost.bench.e2e import run_e2e_bench
+
+    if min(messages, batch, inflight, prefetch) < 1:
+        raise click.BadParameter("--messages, --batch, --inflight and --prefetch must be positive")
+
+    console = Console(stderr=True)
+    with console.status("measuring") as status:
+        result = run_e2e_bench(
+            url, directory, messages, batch, inflight, prefetch, progress=status.update
+        )
+    if as_json:
+        json.dump(result, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        Console().print(
+            _figures_table(
+                "roost bench e2e (1 KiB values, durability always, separate processes)",
+                result,
+                {},
+            )
+        )
+
+
 def _storage_table(result: dict[str, Any]) -> Table:
     targets = {
         "never_ratio": ">= 0.5",

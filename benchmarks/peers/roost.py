@@ -1,0 +1,224 @@
+"""Roost as one more target of the peer-broker harness (``/work/shared/bench``).
+
+Loaded by the harness through ``BENCH_ADAPTER_PATH=<this folder>`` as target ``-t roost``.
+It talks to a ``roost serve`` over the native protocol (``roost.connect``, no reconnect), which
+this file also starts and stops, run as a script from the folder that holds ``bench/``:
+
+    $BENCH_PY /work/main/benchmarks/peers/roost.py start   # prints export BENCH_PID_ROOST=...
+    $BENCH_PY /work/main/benchmarks/peers/roost.py stop
+
+The server's data lives in ``$BENCH_RUNDIR/roost`` (as the peers'), its port is
+``BENCH_ROOST_PORT`` (default 37420), and its pid is recorded in ``$BENCH_RUNDIR/roost.pid`` in
+the format of ``bench.servers`` (pid + kernel start time), so the harness finds the broker for
+CPU accounting through ``BENCH_PID_ROOST`` or, failing that, the pid file.
+
+Mapping (durability ``always`` everywhere: a publish is confirmed after its batch is fsync'd):
+  queue  = ``create_queue(dest)``: a topic plus one `queue` subscription of the same name;
+           consumed messages are deleted. No dead-lettering (``max_deliveries=None``).
+  fanout = ``create_topic(dest)`` + N `queue` subscriptions ``s0..s{N-1}`` on it: every
+           subscription of a topic sees every message, each one is a work queue of its own
+           (the natural Roost mapping; no exchange needed for a fixed fan-out).
+  log    = ``create_topic(dest)``; replay = a fresh `stream` subscription with
+           ``start="earliest"``, ``join`` and ``fetch(max_records=batch)`` until the end
+           (no commits, like the peers' replay readers).
+Publish: one ``publish_batch`` request per harness batch (it returns once durable).
+Consume: ``receive(max_messages=prefetch, wait=1)`` then one ``ack`` of the whole received
+batch, so at most ``prefetch`` are unacked at a time.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+if __name__ == "__main__":  # run as a script: `import roost` must find the package, not this
+    _HERE = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+    sys.path.insert(0, os.getcwd())  # the folder that holds bench/
+
+import contextlib
+import json
+import signal
+import subprocess
+import time
+from typing import Any
+
+from bench.common import HOST, Handler, proc_starttime, rundir
+from bench.common import Adapter as Base
+
+PORT = int(os.environ.get("BENCH_ROOST_PORT", "37420"))
+URL = f"roost://{HOST}:{PORT}"
+#: Long-poll of one receive / fetch; the harness stops us when it has seen everything.
+WAIT_S = 1.0
+
+
+class Adapter(Base):
+    name = "roost"
+    server = "roost"
+
+    def __init__(self, **opts: str) -> None:
+        super().__init__(**opts)
+        self.client: Any = None
+
+    def describe(self) -> dict[str, Any]:
+        import msgspec
+
+        import roost
+
+        d = super().describe()
+        d.update(
+            client=f"roost {roost.__version__} native protocol (roost.connect), "
+            f"msgspec {msgspec.__version__}",
+            settings=(
+                "roost serve, durability always (confirm after fsync, group commit); "
+                "queue = create_queue, fanout = topic + N queue subscriptions, "
+                "log = topic + stream subscription from earliest; publish_batch per batch; "
+                "receive(max_messages=prefetch) + one ack per received batch"
+            ),
+        )
+        return d
+
+    async def connect(self) -> None:
+        import roost
+
+        self.client = await roost.connect(URL, reconnect=False)
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+            self.client = None
+
+    async def declare(
+        self, dest: str, kind: str, subscribers: int = 1, prefetch: int = 256
+    ) -> None:
+        c = self.client
+        if kind == "queue":
+            await c.create_queue(dest, durability="always", max_deliveries=None, dead_letter=None)
+            return
+        await c.create_topic(dest, durability="always")
+        if kind == "fanout":
+            for i in range(subscribers):
+                await c.create_subscription(
+                    dest, f"s{i}", mode="queue", start="earliest",
+                    max_deliveries=None, dead_letter=None,
+                )  # fmt: skip
+
+    async def delete(self, dest: str, kind: str, subscribers: int = 1) -> None:
+        from roost import RoostError
+
+        try:
+            if kind == "queue":
+                await self.client.delete_queue(dest)
+            else:
+                await self.client.delete_topic(dest)
+        except RoostError:
+            pass  # not found
+
+    async def publish_batch(self, dest: str, kind: str, payloads: list[bytes]) -> None:
+        from roost import Outgoing
+
+        await self.client.publish_batch(dest, [Outgoing(value=p) for p in payloads])
+
+    async def consume(
+        self, dest: str, kind: str, sub_index: int, handler: Handler, prefetch: int
+    ) -> None:
+        c = self.client
+        sub = f"s{sub_index}" if kind == "fanout" else dest
+        while True:
+            got = await c.receive(dest, sub, max_messages=prefetch, wait=WAIT_S)
+            if not got:
+                continue
+            stop = False
+            done = got
+            for i, delivery in enumerate(got):
+                if not handler(delivery.value):
+                    stop, done = True, got[: i + 1]
+                    break
+            await c.ack(dest, sub, [d.receipt for d in done])
+            if stop:
+                return
+
+    async def replay(self, dest: str, handler: Handler, batch: int) -> None:
+        c = self.client
+        group = f"replay-{os.getpid()}-{time.monotonic_ns()}"
+        await c.create_subscription(dest, group, mode="stream", start="earliest")
+        member = await c.join(dest, group)
+        while True:
+            for record in await member.fetch(max_records=batch, wait=WAIT_S):
+                if not handler(record.value):
+                    return
+
+
+# ------------------------------------------------------------------ server start / stop
+def _pidfile() -> str:
+    return os.path.join(rundir(), "roost.pid")
+
+
+def read_pid() -> int | None:
+    try:
+        with open(_pidfile()) as f:
+            rec = json.load(f)
+        if proc_starttime(rec["pid"]) == rec["start"]:
+            return int(rec["pid"])
+    except (OSError, ValueError, KeyError, IndexError):
+        pass
+    return None
+
+
+def start() -> int:
+    """``roost serve`` on PORT with data under $BENCH_RUNDIR/roost; returns its pid."""
+    pid = read_pid()
+    if pid is not None:
+        return pid
+    data = os.path.join(rundir(), "roost")
+    os.makedirs(data, exist_ok=True)
+    log_path = os.path.join(rundir(), "roost.out")
+    argv = [sys.executable, "-m", "roost.cli.main", "serve", "--data", data, "--port", str(PORT)]
+    with open(log_path, "ab") as log:
+        start_at = log.tell()
+        p = subprocess.Popen(
+            argv, cwd=rundir(), stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+    with open(_pidfile(), "w") as f:
+        json.dump({"pid": p.pid, "start": proc_starttime(p.pid), "argv": argv}, f)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with open(log_path, "rb") as f:
+            f.seek(start_at)
+            if b"roost listening on" in f.read():
+                return p.pid
+        if p.poll() is not None:
+            raise SystemExit(f"roost serve exited with {p.returncode}; see {log_path}")
+        time.sleep(0.1)
+    raise SystemExit(f"roost serve did not say it was listening in 30 s; see {log_path}")
+
+
+def stop() -> None:
+    pid = read_pid()
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and read_pid() == pid:
+            time.sleep(0.1)
+    with contextlib.suppress(OSError):
+        os.unlink(_pidfile())
+
+
+def main(argv: list[str]) -> int:
+    command = argv[0] if argv else ""
+    if command == "start":
+        pid = start()
+        print(f"export BENCH_PID_ROOST={pid}  # roost serve on {URL}")
+    elif command == "stop":
+        stop()
+    elif command == "status":
+        print(f"roost {read_pid()}")
+    else:
+        print(__doc__)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,282 @@
+"""``roost bench e2e``: a producer process and a consumer process against a ``roost serve``.
+
+What users get end to end over the native protocol, as the peer-broker harness measures other
+brokers: a broker process (``roost serve`` on a fresh temp data directory and port 0, or the one
+at ``--url``), one producer process and one consumer process, each its own OS process running
+uvloop and ``roost.connect``. One durable queue (durability ``always``: a publish is confirmed
+after fsync). Values are 1 KiB; the first 16 bytes carry the sequence number and the send time
+(``CLOCK_MONOTONIC``, one clock for every process on the machine).
+
+The producer keeps ``inflight`` messages unconfirmed at most, as ``inflight / batch`` tasks that
+each ``publish_batch`` ``batch`` messages and wait for the confirm. The consumer receives up to
+``prefetch`` messages per long poll and acks each received batch with one ``ack``. Both start
+together once connected.
+
+Fields:
+  msgs_per_s              messages / (first publish .. last receive)
+  producer_msgs_per_s     messages / (first publish .. last confirm)
+  consumer_msgs_per_s     messages / (first .. last receive)
+  latency_p50_ms, _p99_ms receive time - send stamp, over every message (under full load:
+                          queueing behind ``inflight`` + ``prefetch``, not an idle latency)
+  broker_cpu_us_per_msg   CPU time of the broker process (all threads) over the run, per
+                          message, from /proc/PID/task/*/schedstat (absent with ``--url``:
+                          the pid is unknown)
+  producer_cpu_us_per_msg, consumer_cpu_us_per_msg   the same for each client process, from
+                          /proc/self around its measured part
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+VALUE_BYTES = 1024
+HEADER = struct.Struct("<Qq")  # sequence, send time (monotonic ns)
+RECEIVE_WAIT_S = 1.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+LISTENING = "roost listening on "
+
+
+def cpu_seconds(pid: int | str = "self") -> float:
+    """CPU time of a process, every live thread, from /proc: the sum of each thread's
+    ``schedstat`` (nanoseconds), else ``stat``'s utime + stime (clock ticks, 10 ms coarse)."""
+    try:
+        total = 0
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[0])
+        return total / 1e9
+    except (OSError, ValueError, IndexError):
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15
+
+
+def _percentile(ordered: list[int], p: float) -> float:
+    index = min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))
+    return ordered[index] / 1e6
+
+
+# -- the two client processes -----------------------------------------------------------
+
+
+async def _produce(
+    url: str, queue: str, messages: int, batch: int, inflight: int
+) -> dict[str, Any]:
+    import roost
+    from roost.core.publishing import Outgoing
+
+    client = await roost.connect(url, reconnect=False)
+    filler = bytearray((b"0123456789abcdef" * (VALUE_BYTES // 16 + 1))[:VALUE_BYTES])
+    batches = iter(range(0, messages, batch))
+
+    async def publisher() -> None:
+        for first in batches:
+            out = []
+            for seq in range(first, min(first + batch, messages)):
+                HEADER.pack_into(filler, 0, seq, time.monotonic_ns())
+                out.append(Outgoing(value=bytes(filler)))
+            await client.publish_batch(queue, out)
+
+    await _ready()
+    cpu0, t0 = cpu_seconds(), time.monotonic_ns()
+    await asyncio.gather(*(publisher() for _ in range(max(1, inflight // batch))))
+    t1, cpu1 = time.monotonic_ns(), cpu_seconds()
+    await client.aclose()
+    return {"t_start": t0, "t_end": t1, "cpu_s": cpu1 - cpu0}
+
+
+async def _consume(url: str, queue: str, messages: int, prefetch: int) -> dict[str, Any]:
+    import roost
+
+    client = await roost.connect(url, reconnect=False)
+    seen = bytearray(messages)
+    latencies: list[int] = []
+    await _ready()
+    cpu0, t_first = cpu_seconds(), 0
+    unique = 0
+    while unique < messages:
+        got = await client.receive(queue, max_messages=prefetch, wait=RECEIVE_WAIT_S)
+        now = time.monotonic_ns()
+        for delivery in got:
+            seq, sent = HEADER.unpack_from(delivery.value)
+            latencies.append(now - sent)
+            if not seen[seq]:
+                seen[seq] = 1
+                unique += 1
+        if got:
+            t_first = t_first or now
+            await client.ack(queue, queue, [d.receipt for d in got])
+    t_last, cpu1 = time.monotonic_ns(), cpu_seconds()
+    await client.aclose()
+    latencies.sort()
+    return {
+        "t_first": t_first, "t_last": t_last, "cpu_s": cpu1 - cpu0, "received": len(latencies),
+        "p50_ms": _percentile(latencies, 50), "p99_ms": _percentile(latencies, 99),
+    }  # fmt: skip
+
+
+async def _ready() -> None:
+    """Tell the parent we are connected; start when it says go (a line on stdin)."""
+    print("ready", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+
+
+def _client_main(argv: list[str]) -> None:
+    role, url, queue, messages, batch, window = argv
+    if role == "producer":
+        work = _produce(url, queue, int(messages), int(batch), int(window))
+    else:
+        work = _consume(url, queue, int(messages), int(window))
+    result = _run(work)
+    print(json.dumps(result), flush=True)
+
+
+def _run(coroutine: Any) -> Any:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
+
+
+# -- the broker and the run --------------------------------------------------------------
+
+
+class _Server:
+    """A ``roost serve`` on port 0 with a fresh data directory under ``directory``."""
+
+    def __init__(self, directory: str | None) -> None:
+        self.root = tempfile.mkdtemp(prefix="roost-e2e-", dir=directory)
+        self.log_path = os.path.join(self.root, "serve.log")
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "roost.cli.main", "serve",
+                 "--data", os.path.join(self.root, "data"), "--port", "0"],
+                stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        self.url = self._wait_listening()
+
+    def _wait_listening(self, timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with open(self.log_path) as f:
+                for line in f:
+                    if line.startswith(LISTENING):
+                        return "roost://" + line[len(LISTENING) :].strip()
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.close()
+        raise RuntimeError(f"roost serve did not start: see {self.log_path}")
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _spawn(role: str, url: str, queue: str, messages: int, batch: int, window: int) -> Any:
+    argv = [sys.executable, "-m", "roost.bench.e2e", role, url, queue, str(messages),
+            str(batch), str(window)]  # fmt: skip
+    return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+async def _admin(url: str, queue: str, create: bool) -> None:
+    import roost
+
+    async with roost.connect(url, reconnect=False) as broker:
+        if create:
+            await broker.create_queue(
+                queue, durability="always", max_deliveries=None, dead_letter=None
+            )
+        else:
+            await broker.delete_queue(queue)
+
+
+def run_e2e_bench(
+    url: str | None,
+    directory: str | None,
+    messages: int,
+    batch: int,
+    inflight: int,
+    prefetch: int,
+    timeout: float = 300.0,
+    progress: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    progress("starting roost serve" if url is None else f"using {url}")
+    server = _Server(directory) if url is None else None
+    broker_pid = server.process.pid if server is not None else None
+    target = server.url if server is not None else url
+    assert target is not None
+    queue = f"bench-e2e-{os.getpid()}-{time.monotonic_ns()}"
+    clients: list[Any] = []
+    try:
+        _run(_admin(target, queue, create=True))
+        producer = _spawn("producer", target, queue, messages, batch, inflight)
+        consumer = _spawn("consumer", target, queue, messages, batch, prefetch)
+        clients = [producer, consumer]
+        for client in clients:
+            if client.stdout.readline().strip() != "ready":
+                raise RuntimeError("a bench client failed to connect")
+        progress(f"{messages:,} messages")
+        broker_cpu0 = cpu_seconds(broker_pid) if broker_pid is not None else 0.0
+        for client in clients:
+            client.stdin.write("go\n")
+            client.stdin.flush()
+        results = []
+        for client in clients:
+            out, _ = client.communicate(timeout=timeout)
+            if client.returncode != 0:
+                raise RuntimeError(f"a bench client exited with {client.returncode}")
+            results.append(json.loads(out.strip().splitlines()[-1]))
+        broker_cpu = cpu_seconds(broker_pid) - broker_cpu0 if broker_pid is not None else None
+        _run(_admin(target, queue, create=False))
+    finally:
+        for client in clients:
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+        if server is not None:
+            server.close()
+    sent, got = results
+
+    def rate(start: int, end: int) -> float:
+        return round(messages / max(end - start, 1) * 1e9, 1)
+
+    figures: dict[str, Any] = {
+        "msgs_per_s": rate(sent["t_start"], got["t_last"]),
+        "producer_msgs_per_s": rate(sent["t_start"], sent["t_end"]),
+        "consumer_msgs_per_s": rate(got["t_first"], got["t_last"]),
+        "latency_p50_ms": round(got["p50_ms"], 3),
+        "latency_p99_ms": round(got["p99_ms"], 3),
+        "producer_cpu_us_per_msg": round(sent["cpu_s"] / messages * 1e6, 2),
+        "consumer_cpu_us_per_msg": round(got["cpu_s"] / messages * 1e6, 2),
+    }
+    if broker_cpu is not None:
+        figures["broker_cpu_us_per_msg"] = round(broker_cpu / messages * 1e6, 2)
+    figures["settings"] = {
+        "messages": messages, "value_bytes": VALUE_BYTES, "batch": batch, "inflight": inflight,
+        "prefetch": prefetch, "durability": "always", "url": url or "roost serve (temp dir)",
+        "received": got["received"],
+    }  # fmt: skip
+    return figures
+
+
+if __name__ == "__main__":
+    _client_main(sys.argv[1:])

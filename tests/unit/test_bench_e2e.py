@@ -1,0 +1,30 @@
+"""``roost bench e2e`` runs a real ``roost serve`` and two client processes (a smoke run)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from roost.cli.main import main
+
+FIELDS = {
+    "msgs_per_s", "producer_msgs_per_s", "consumer_msgs_per_s", "latency_p50_ms",
+    "latency_p99_ms", "broker_cpu_us_per_msg", "producer_cpu_us_per_msg",
+    "consumer_cpu_us_per_msg",
+}  # fmt: skip
+
+
+def test_bench_e2e_json(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["bench", "e2e", "--json", "--messages", "300", "--batch", "20",
+               "--dir", str(tmp_path)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout)
+    assert figures.keys() >= FIELDS
+    assert all(figures[name] > 0 for name in FIELDS), figures
+    assert figures["settings"]["messages"] == 300
+    assert figures["settings"]["received"] >= 300
+    assert list(tmp_path.iterdir()) == [], "the bench cleans up after itself"
