@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -285,5 +286,35 @@ def test_a_refused_queue_leaves_nothing_behind(data_dir: str, clock: ManualClock
             await broker.create_queue("q", visibility_timeout=-1)
         assert await broker.list_topics() == []
         await broker.create_queue("q")
+
+    run(data_dir, clock, body)
+
+
+def test_a_fetch_is_a_heartbeat_that_learns_the_rebalance(
+    data_dir: str, clock: ManualClock
+) -> None:
+    async def body(broker: roost.EmbeddedBroker) -> None:
+        await broker.create_topic("clicks", partitions=2)
+        await broker.create_subscription("clicks", "analytics", mode="stream", start="earliest")
+        for partition in (0, 1):
+            await broker.publish("clicks", b"p%d" % partition, partition=partition)
+        first = await broker.join("clicks", "analytics")
+        assert first.partitions == (0, 1)
+        second = await broker.join("clicks", "analytics")
+        sent: list[str] = []
+        call = broker.call
+
+        async def counting(request: Any, answer: Any) -> Any:
+            sent.append(type(request).__name__)
+            return await call(request, answer)
+
+        broker.call = counting  # type: ignore[method-assign]
+        records = await first.fetch()
+        assert sent == ["Fetch"], "one round trip"
+        assert first.membership.generation == second.membership.generation, "no heartbeat call"
+        assert set(first.partitions) | set(second.partitions) == {0, 1}
+        assert {r.partition for r in records} == set(first.partitions)
+        await first.commit()
+        assert [r.partition for r in await second.fetch()] == list(second.partitions)
 
     run(data_dir, clock, body)

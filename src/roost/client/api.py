@@ -172,24 +172,33 @@ class StreamMember:
             m.Heartbeat(self.topic, self.group, self.member_id, self.membership.generation),
             m.Membership,
         )
-        membership = _membership(wire)
-        if membership.generation != self.membership.generation:
-            self._fetched = {p: o for p, o in self._fetched.items() if p in membership.partitions}
-        self.membership = membership
-        return membership
+        return self._apply(wire)
 
     async def fetch(self, max_records: int = 500, wait: float = 0.0) -> list[Message]:
-        """The next records of this member's partitions (waiting up to ``wait`` seconds)."""
-        await self.heartbeat()
+        """The next records of this member's partitions (waiting up to ``wait`` seconds).
+
+        A fetch is also a heartbeat: the answer carries the member's current assignment.
+        """
         wire = await self._client.call(
             m.Fetch(self.topic, self.group, self.member_id, self.membership.generation,
                     max_records, round(wait * 1000)),
             m.Records,
         )  # fmt: skip
+        owned = self._apply(wire.membership).partitions
         records = [_message(self.topic, record) for record in wire.records]
         for record in records:
-            self._fetched[record.partition] = record.offset + 1
+            # A partition lost to a rebalance during a long poll is not committed from here:
+            # its new owner reads those records again (at-least-once).
+            if record.partition in owned:
+                self._fetched[record.partition] = record.offset + 1
         return records
+
+    def _apply(self, wire: m.Membership) -> Membership:
+        membership = _membership(wire)
+        if membership.generation != self.membership.generation:
+            self._fetched = {p: o for p, o in self._fetched.items() if p in membership.partitions}
+        self.membership = membership
+        return membership
 
     async def commit(self, offsets: dict[int, int] | None = None) -> None:
         """Commit ``offsets`` (partition -> next offset to read), or everything fetched."""

@@ -148,7 +148,8 @@ async def fetch(host: Host, req: m.Fetch) -> m.Response:
     records = await host.fetch(
         req.topic, req.group, req.member_id, req.generation, req.max_records, req.wait_ms / 1000
     )
-    return m.Records([delivered(record) for record in records])
+    current = host.broker.stream(req.topic, req.group).heartbeat(req.member_id, req.generation)
+    return m.Records([delivered(record) for record in records], membership(current))
 
 
 async def commit(host: Host, req: m.Commit) -> m.Response:

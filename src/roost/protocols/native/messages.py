@@ -328,6 +328,8 @@ class Membership(Response, tag=40):
 
 class Records(Response, tag=43):
     records: list[Delivered]
+    # The member's assignment as of this fetch, so a fetch is also its heartbeat: one round trip.
+    membership: Membership
 
 
 class Position(Response, tag=45):
