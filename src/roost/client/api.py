@@ -17,7 +17,7 @@ server uses. Times are seconds (floats) here, as Python users expect; the wire c
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
 from types import TracebackType
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -603,6 +603,31 @@ class Client:
         traceback: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+class Opening:
+    """A client being opened (``roost.open``, ``roost.connect``): await it for the client, or
+    use it as an async context manager that closes the client on the way out."""
+
+    def __init__(self, open_client: Callable[[], Awaitable[Client]]) -> None:
+        self._open = open_client
+        self._client: Client | None = None
+
+    def __await__(self) -> Generator[Any, None, Client]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> Client:
+        self._client = await self._open()
+        return self._client
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._client is not None:
+            await self._client.aclose()
 
 
 def _unfold(wire: m.PublishedAt) -> list[Published]:

@@ -9,9 +9,7 @@ running on this event loop: no sockets, no encoding, the same behaviour.
 
 from __future__ import annotations
 
-from types import TracebackType
-
-from roost.client.api import Client, Delivery, StreamMember
+from roost.client.api import Client, Delivery, Opening, StreamMember
 from roost.clock import Clock
 from roost.core.publishing import Outgoing, Published
 from roost.protocols.native import messages as m
@@ -36,38 +34,14 @@ class LocalBackend:
         await self.host.aclose()
 
 
-class _Opening:
-    """``roost.open(path)``: awaitable, and an async context manager."""
-
-    def __init__(self, path: str, clock: Clock | None) -> None:
-        self._path = path
-        self._clock = clock
-        self._broker: Client | None = None
-
-    def __await__(self):  # type: ignore[no-untyped-def]
-        return self._open().__await__()
-
-    async def _open(self) -> Client:
-        return Client(LocalBackend(await Host.start(self._path, self._clock)))
-
-    async def __aenter__(self) -> Client:
-        self._broker = await self._open()
-        return self._broker
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if self._broker is not None:
-            await self._broker.aclose()
-
-
-def open(path: str, *, clock: Clock | None = None) -> _Opening:
+def open(path: str, *, clock: Clock | None = None) -> Opening:
     """Run a broker in this process on the data directory at ``path``.
 
     ``async with roost.open(path) as broker: ...`` or ``broker = await roost.open(path)``
     (then ``await broker.aclose()``).
     """
-    return _Opening(path, clock)
+
+    async def open_client() -> Client:
+        return Client(LocalBackend(await Host.start(path, clock)))
+
+    return Opening(open_client)

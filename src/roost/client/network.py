@@ -14,10 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from types import TracebackType
 from urllib.parse import urlsplit
 
-from roost.client.api import Client
+from roost.client.api import Client, Opening
 from roost.errors import ERRORS_BY_CODE, ProtocolError, RoostError, StorageClosed
 from roost.protocols.native import messages as m
 from roost.protocols.native.codec import NEED_DATA, VERSIONS, Frame, Kind, NativeCodec, State
@@ -126,48 +125,22 @@ class NetworkBackend:
                 await self._writer.wait_closed()
 
 
-class _Connecting:
-    """``roost.connect(url)``: awaitable, and an async context manager."""
-
-    def __init__(self, url: str, reconnect: bool = True) -> None:
-        self._reconnect = reconnect
-        parts = urlsplit(url if "://" in url else f"roost://{url}")
-        if parts.scheme != "roost":
-            raise ValueError(f"a Roost URL looks like roost://host:7420, not {url!r}")
-        self._host = parts.hostname or "127.0.0.1"
-        self._port = parts.port or DEFAULT_PORT
-        self._client: Client | None = None
-
-    def __await__(self):  # type: ignore[no-untyped-def]
-        return self._open().__await__()
-
-    async def _open(self) -> Client:
-        if self._reconnect:
-            from roost.client.reconnect import ReconnectingBackend
-
-            return Client(await ReconnectingBackend.connect(self._host, self._port))
-        return Client(await NetworkBackend.connect(self._host, self._port))
-
-    async def __aenter__(self) -> Client:
-        self._client = await self._open()
-        return self._client
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-
-
-def connect(
-    url: str = f"roost://127.0.0.1:{DEFAULT_PORT}", *, reconnect: bool = True
-) -> _Connecting:
+def connect(url: str = f"roost://127.0.0.1:{DEFAULT_PORT}", *, reconnect: bool = True) -> Opening:
     """Talk to a ``roost serve`` at ``url``: ``async with roost.connect(url) as broker``.
 
     With ``reconnect`` (the default) a broken connection is reopened on the next call, and
     calls that are safe to repeat are retried on it (see ``roost.client.reconnect``).
     """
-    return _Connecting(url, reconnect)
+    parts = urlsplit(url if "://" in url else f"roost://{url}")
+    if parts.scheme != "roost":
+        raise ValueError(f"a Roost URL looks like roost://host:7420, not {url!r}")
+    host, port = parts.hostname or "127.0.0.1", parts.port or DEFAULT_PORT
+
+    async def open_client() -> Client:
+        if reconnect:
+            from roost.client.reconnect import ReconnectingBackend
+
+            return Client(await ReconnectingBackend.connect(host, port))
+        return Client(await NetworkBackend.connect(host, port))
+
+    return Opening(open_client)
