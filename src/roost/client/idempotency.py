@@ -39,7 +39,7 @@ import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal, Protocol, cast, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, cast, runtime_checkable
 
 from roost.client.api import Delivery
 from roost.clock import Clock, SystemClock
@@ -111,88 +111,6 @@ def message_key(delivery: Delivery, *, header: str | None = DEDUP_HEADER) -> str
     return key
 
 
-class ProcessedMessages:
-    """The keys of messages whose effects are committed; see the module docstring.
-
-    Table (``create_table``): ``message_key VARCHAR(255) PRIMARY KEY`` and
-    ``processed_at_ms BIGINT NOT NULL`` (``clock.now_ms()`` at the insert), indexed for
-    ``prune``.
-    """
-
-    def __init__(
-        self,
-        connection: Connection,
-        table: str = "roost_processed",
-        *,
-        paramstyle: ParamStyle | None = None,
-        dialect: Dialect | None = None,
-        clock: Clock | None = None,
-    ) -> None:
-        self.connection = connection
-        self.table = check_table(table)
-        self.sql = SqlParams(paramstyle or paramstyle_of(connection))
-        self.dialect = dialect
-        self.clock = clock or SystemClock()
-
-    def create_table(self) -> None:
-        """Create the table and its index if missing, and commit."""
-        t = self.table
-        key, at = f"message_key VARCHAR({MAX_KEY_CHARS}) PRIMARY KEY", "processed_at_ms BIGINT"
-        if (self.dialect or dialect_of(self.connection)) == "mysql":
-            statements = [
-                f"CREATE TABLE IF NOT EXISTS {t} ({key}, {at} NOT NULL, INDEX {t}_at "
-                "(processed_at_ms))"
-            ]
-        else:
-            statements = [
-                f"CREATE TABLE IF NOT EXISTS {t} ({key}, {at} NOT NULL)",
-                f"CREATE INDEX IF NOT EXISTS {t}_at ON {t} (processed_at_ms)",
-            ]
-        run_ddl(self.connection, statements)
-
-    @contextmanager
-    def once(self, message_key: str) -> Iterator[bool]:
-        """Record ``message_key`` in the caller's transaction; yields whether it is new.
-
-        False: a transaction that committed already recorded it; skip the effects. True: it is
-        recorded now, and stays recorded only if the caller commits. Raises the driver's
-        ``IntegrityError`` when another transaction inserted the key meanwhile (roll back).
-        Never commits or rolls back.
-        """
-        if not 0 < len(message_key) <= MAX_KEY_CHARS:
-            raise InvalidConfig("message_key", message_key, f"1..{MAX_KEY_CHARS} characters")
-        cursor = self.connection.cursor()
-        try:
-            select = f"SELECT 1 FROM {self.table} WHERE message_key = {{key}}"
-            cursor.execute(*self.sql.bind(select, key=message_key))
-            fresh = cursor.fetchone() is None
-            if fresh:
-                columns = "(message_key, processed_at_ms)"
-                insert = f"INSERT INTO {self.table} {columns} VALUES ({{key}}, {{at}})"
-                cursor.execute(*self.sql.bind(insert, key=message_key, at=self.clock.now_ms()))
-        finally:
-            cursor.close()
-        yield fresh
-
-    def prune(self, older_than: float) -> int:
-        """Delete keys recorded more than ``older_than`` seconds ago, and commit; returns how
-        many. Only prune past the last moment a duplicate can arrive: the topic's retention
-        for redeliveries, and how long producers may retry with the same dedup id."""
-        cutoff_ms = self.clock.now_ms() - round(older_than * 1000)
-        cursor = self.connection.cursor()
-        try:
-            delete = f"DELETE FROM {self.table} WHERE processed_at_ms < {{cutoff}}"
-            cursor.execute(*self.sql.bind(delete, cutoff=cutoff_ms))
-            deleted = cursor.rowcount
-            self.connection.commit()
-        except BaseException:
-            self.connection.rollback()
-            raise
-        finally:
-            cursor.close()
-        return deleted
-
-
 # -- SQL without a dialect library (shared with roost.client.outbox) -----------------------
 
 _TABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,55}")
@@ -230,17 +148,76 @@ def dialect_of(connection: object) -> Dialect:
     return _DIALECTS[driver]
 
 
-def run_ddl(connection: Connection, statements: Sequence[str]) -> None:
-    cursor = connection.cursor()
-    try:
-        for statement in statements:
-            cursor.execute(statement)
-        connection.commit()
-    except BaseException:
-        connection.rollback()
-        raise
-    finally:
-        cursor.close()
+class SqlTable:
+    """One of Roost's tables in the application's database, over its DB-API connection: what
+    ``ProcessedMessages`` and ``outbox.Outbox`` share."""
+
+    #: The table's name when the caller gives none.
+    default_table: ClassVar[str]
+
+    def __init__(
+        self,
+        connection: Connection,
+        table: str | None = None,
+        *,
+        paramstyle: ParamStyle | None = None,
+        dialect: Dialect | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.connection = connection
+        self.table = check_table(table or self.default_table)
+        self.sql = SqlParams(paramstyle or paramstyle_of(connection))
+        self.dialect = dialect
+        self.clock = clock or SystemClock()
+
+    def _dialect(self) -> Dialect:
+        return self.dialect or dialect_of(self.connection)
+
+    def _create(self, columns: str, index: str, indexed: str) -> None:
+        """CREATE TABLE with ``columns`` and the index ``<table>_<index>`` on ``indexed``, if
+        missing, and commit. MySQL has no CREATE INDEX IF NOT EXISTS: it gets the index inline."""
+        t = self.table
+        if self._dialect() == "mysql":
+            statements = [
+                f"CREATE TABLE IF NOT EXISTS {t} ({columns}, INDEX {t}_{index} ({indexed}))"
+            ]
+        else:
+            statements = [
+                f"CREATE TABLE IF NOT EXISTS {t} ({columns})",
+                f"CREATE INDEX IF NOT EXISTS {t}_{index} ON {t} ({indexed})",
+            ]
+        with self._committing() as cursor:
+            for statement in statements:
+                cursor.execute(statement)
+
+    def _delete_older(self, column: str, older_than: float) -> int:
+        """Delete the rows whose ``column`` (ms) is more than ``older_than`` seconds ago, and
+        commit; returns how many."""
+        cutoff_ms = self.clock.now_ms() - round(older_than * 1000)
+        delete = f"DELETE FROM {self.table} WHERE {column} < {{cutoff}}"
+        with self._committing() as cursor:
+            cursor.execute(*self.sql.bind(delete, cutoff=cutoff_ms))
+            return cursor.rowcount
+
+    @contextmanager
+    def _cursor(self) -> Iterator[Cursor]:
+        """A cursor in the caller's transaction: closed, never committed."""
+        cursor = self.connection.cursor()
+        try:
+            yield cursor
+        finally:
+            cursor.close()
+
+    @contextmanager
+    def _committing(self) -> Iterator[Cursor]:
+        """A cursor whose statements commit together, or roll back on any exception."""
+        with self._cursor() as cursor:
+            try:
+                yield cursor
+                self.connection.commit()
+            except BaseException:
+                self.connection.rollback()
+                raise
 
 
 class SqlParams:
@@ -289,3 +266,51 @@ class SqlParams:
         if self.paramstyle in ("named", "pyformat"):
             return {name: values[name] for name in names}
         return tuple(values[name] for name in names)
+
+
+# -- the consumer's table ------------------------------------------------------------------
+
+
+class ProcessedMessages(SqlTable):
+    """The keys of messages whose effects are committed; see the module docstring.
+
+    Table (``create_table``): ``message_key VARCHAR(255) PRIMARY KEY`` and
+    ``processed_at_ms BIGINT NOT NULL`` (``clock.now_ms()`` at the insert), indexed for
+    ``prune``.
+    """
+
+    default_table = "roost_processed"
+
+    def create_table(self) -> None:
+        """Create the table and its index if missing, and commit."""
+        columns = (
+            f"message_key VARCHAR({MAX_KEY_CHARS}) PRIMARY KEY, processed_at_ms BIGINT NOT NULL"
+        )
+        self._create(columns, "at", "processed_at_ms")
+
+    @contextmanager
+    def once(self, message_key: str) -> Iterator[bool]:
+        """Record ``message_key`` in the caller's transaction; yields whether it is new.
+
+        False: a transaction that committed already recorded it; skip the effects. True: it is
+        recorded now, and stays recorded only if the caller commits. Raises the driver's
+        ``IntegrityError`` when another transaction inserted the key meanwhile (roll back).
+        Never commits or rolls back.
+        """
+        if not 0 < len(message_key) <= MAX_KEY_CHARS:
+            raise InvalidConfig("message_key", message_key, f"1..{MAX_KEY_CHARS} characters")
+        with self._cursor() as cursor:
+            select = f"SELECT 1 FROM {self.table} WHERE message_key = {{key}}"
+            cursor.execute(*self.sql.bind(select, key=message_key))
+            fresh = cursor.fetchone() is None
+            if fresh:
+                columns = "(message_key, processed_at_ms)"
+                insert = f"INSERT INTO {self.table} {columns} VALUES ({{key}}, {{at}})"
+                cursor.execute(*self.sql.bind(insert, key=message_key, at=self.clock.now_ms()))
+        yield fresh
+
+    def prune(self, older_than: float) -> int:
+        """Delete keys recorded more than ``older_than`` seconds ago, and commit; returns how
+        many. Only prune past the last moment a duplicate can arrive: the topic's retention
+        for redeliveries, and how long producers may retry with the same dedup id."""
+        return self._delete_older("processed_at_ms", older_than)

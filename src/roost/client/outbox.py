@@ -52,13 +52,10 @@ from roost.client.idempotency import (
     Connection,
     Dialect,
     ParamStyle,
-    SqlParams,
+    SqlTable,
     check_table,
-    dialect_of,
-    paramstyle_of,
-    run_ddl,
 )
-from roost.clock import Clock, SystemClock
+from roost.clock import Clock
 from roost.core.publishing import Outgoing
 from roost.errors import InvalidConfig, RoostError
 from roost.storage.config import check_name
@@ -91,43 +88,20 @@ class OutboxRow(NamedTuple):
         return Outgoing(value=self.value, key=self.key, headers=headers, dedup_id=self.dedup_id)
 
 
-class Outbox:
+class Outbox(SqlTable):
     """The outbox table; see the module docstring."""
 
-    def __init__(
-        self,
-        connection: Connection,
-        table: str = "roost_outbox",
-        *,
-        paramstyle: ParamStyle | None = None,
-        dialect: Dialect | None = None,
-        clock: Clock | None = None,
-    ) -> None:
-        self.connection = connection
-        self.table = check_table(table)
-        self.sql = SqlParams(paramstyle or paramstyle_of(connection))
-        self.dialect = dialect
-        self.clock = clock or SystemClock()
+    default_table = "roost_outbox"
 
     def create_table(self) -> None:
         """Create the table and its index if missing, and commit."""
-        t = self.table
-        id_column, blob = _TYPES[self.dialect or dialect_of(self.connection)]
+        id_column, blob = _TYPES[self._dialect()]
         columns = (
             f"{id_column}, topic VARCHAR(255) NOT NULL, message_key {blob}, "
             f"value {blob} NOT NULL, headers {blob} NOT NULL, dedup_id VARCHAR(255) NOT NULL, "
             "created_at_ms BIGINT NOT NULL, sent_at_ms BIGINT"
         )
-        if (self.dialect or dialect_of(self.connection)) == "mysql":
-            statements = [
-                f"CREATE TABLE IF NOT EXISTS {t} ({columns}, INDEX {t}_unsent (sent_at_ms, id))"
-            ]
-        else:
-            statements = [
-                f"CREATE TABLE IF NOT EXISTS {t} ({columns})",
-                f"CREATE INDEX IF NOT EXISTS {t}_unsent ON {t} (sent_at_ms, id)",
-            ]
-        run_ddl(self.connection, statements)
+        self._create(columns, "unsent", "sent_at_ms, id")
 
     def add(
         self,
@@ -149,14 +123,11 @@ class Outbox:
             "created_at_ms) VALUES ({topic}, {key}, {value}, {headers}, {dedup}, {at})"
         )
         encoded = msgspec.msgpack.encode([list(header) for header in headers])
-        cursor = self.connection.cursor()
-        try:
+        with self._cursor() as cursor:
             cursor.execute(*self.sql.bind(
                 insert, topic=topic, key=key, value=bytes(value), headers=encoded,
                 dedup=dedup_id, at=self.clock.now_ms(),
             ))  # fmt: skip
-        finally:
-            cursor.close()
         return dedup_id
 
     def pending(self, max_messages: int) -> list[OutboxRow]:
@@ -167,12 +138,9 @@ class Outbox:
             f"SELECT id, topic, message_key, value, headers, dedup_id FROM {self.table} "
             f"WHERE sent_at_ms IS NULL ORDER BY id LIMIT {max_messages}"
         )
-        cursor = self.connection.cursor()
-        try:
+        with self._cursor() as cursor:
             cursor.execute(select)
             rows = cursor.fetchall()
-        finally:
-            cursor.close()
         return [
             OutboxRow(int(id_), topic, None if key is None else bytes(key), bytes(value),
                       tuple(_HEADERS.decode(bytes(headers))), dedup_id)
@@ -186,34 +154,15 @@ class Outbox:
         else:
             template = f"UPDATE {self.table} SET sent_at_ms = {{at}} WHERE id = {{id}}"
         now_ms = self.clock.now_ms()
-        cursor = self.connection.cursor()
-        try:
+        with self._committing() as cursor:
             cursor.executemany(
                 *self.sql.bind_many(template, [{"id": i, "at": now_ms} for i in ids])
             )
-            self.connection.commit()
-        except BaseException:
-            self.connection.rollback()
-            raise
-        finally:
-            cursor.close()
 
     def prune_sent(self, older_than: float) -> int:
         """Delete rows marked sent more than ``older_than`` seconds ago, and commit; returns
         how many (rows are only marked when the relay runs with ``after_publish="mark"``)."""
-        cutoff_ms = self.clock.now_ms() - round(older_than * 1000)
-        delete = f"DELETE FROM {self.table} WHERE sent_at_ms < {{cutoff}}"
-        cursor = self.connection.cursor()
-        try:
-            cursor.execute(*self.sql.bind(delete, cutoff=cutoff_ms))
-            deleted = cursor.rowcount
-            self.connection.commit()
-        except BaseException:
-            self.connection.rollback()
-            raise
-        finally:
-            cursor.close()
-        return deleted
+        return self._delete_older("sent_at_ms", older_than)
 
 
 class OutboxRelay:
