@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -77,15 +78,25 @@ def bench() -> None:
     """Benchmarks that print their figures next to baselines from the same run."""
 
 
-@bench.command("storage")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-@click.option(
-    "--dir",
-    "directory",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Where to write (default: the system temp directory); it decides the disk measured.",
+_json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object instead of a table."
 )
+
+
+def _dir_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--dir", "directory", type=click.Path(file_okay=False), default=None, help=help
+    )
+
+
+_WRITE_DIR_HELP = (
+    "Where to write (default: the system temp directory); it decides the disk measured."
+)
+
+
+@bench.command("storage")
+@_json_option
+@_dir_option(_WRITE_DIR_HELP)
 @click.option("--batches", default=600, show_default=True, help="Batches of 100 records per run.")
 @click.option(
     "--rounds", default=3, show_default=True, help="Alternating rounds; medians reported."
@@ -94,25 +105,22 @@ def bench_storage(as_json: bool, directory: str | None, batches: int, rounds: in
     """The storage engine against raw file I/O: writes, fsyncs, group commit, reads."""
     from roost.bench.storage import run_storage_bench
 
-    console = Console(stderr=True)
-    with console.status("measuring") as status:
-        result = run_storage_bench(directory, batches, rounds, status.update)
-    if as_json:
-        json.dump(result, sys.stdout)
-        sys.stdout.write("\n")
-    else:
-        Console().print(_storage_table(result))
+    _report(
+        as_json,
+        lambda progress: run_storage_bench(directory, batches, rounds, progress),
+        "roost bench storage (1 KiB values, medians)",
+        {
+            "never_ratio": ">= 0.5",
+            "read_batches_ratio": ">= 0.5",
+            "always_64_vs_1": ">= 20",
+            "group_commit_ratio": ">= 0.25",
+        },
+    )
 
 
 @bench.command("core")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-@click.option(
-    "--dir",
-    "directory",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Where to write (default: the system temp directory); it decides the disk measured.",
-)
+@_json_option
+@_dir_option(_WRITE_DIR_HELP)
 @click.option(
     "--messages", default=100_000, show_default=True, help="Messages per phase (1 KiB each)."
 )
@@ -131,37 +139,22 @@ def bench_core(as_json: bool, directory: str | None, messages: int, batch: int, 
         raise click.BadParameter(
             "--messages, --batch and --keys must be positive, --messages a multiple of --batch"
         )
-
-    console = Console(stderr=True)
-    with console.status("measuring") as status:
-        result = run_core_bench(directory, messages, batch, keys, status.update)
-    if as_json:
-        json.dump(result, sys.stdout)
-        sys.stdout.write("\n")
-    else:
-        Console().print(
-            _figures_table(
-                "roost bench core (1 KiB values, durability always, one run)",
-                result,
-                {"queue_vs_append_ratio": ">= 0.5", "queue_cpu_us_per_msg": "<= 10"},
-            )
-        )
+    _report(
+        as_json,
+        lambda progress: run_core_bench(directory, messages, batch, keys, progress),
+        "roost bench core (1 KiB values, durability always, one run)",
+        {"queue_vs_append_ratio": ">= 0.5", "queue_cpu_us_per_msg": "<= 10"},
+    )
 
 
 @bench.command("e2e")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@_json_option
 @click.option(
     "--url",
     default=None,
     help="Measure the broker at this URL (default: start a roost serve in a temp directory).",
 )
-@click.option(
-    "--dir",
-    "directory",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Where the started broker keeps its data (default: the system temp directory).",
-)
+@_dir_option("Where the started broker keeps its data (default: the system temp directory).")
 @click.option("--messages", default=30_000, show_default=True, help="Messages (1 KiB each).")
 @click.option("--batch", default=64, show_default=True, help="Messages per publish.")
 @click.option("--inflight", default=256, show_default=True, help="Unconfirmed messages at most.")
@@ -180,37 +173,30 @@ def bench_e2e(
 
     if min(messages, batch, inflight, prefetch) < 1:
         raise click.BadParameter("--messages, --batch, --inflight and --prefetch must be positive")
+    _report(
+        as_json,
+        lambda progress: run_e2e_bench(
+            url, directory, messages, batch, inflight, prefetch, progress=progress
+        ),
+        "roost bench e2e (1 KiB values, durability always, separate processes)",
+        {},
+    )
 
-    console = Console(stderr=True)
-    with console.status("measuring") as status:
-        result = run_e2e_bench(
-            url, directory, messages, batch, inflight, prefetch, progress=status.update
-        )
+
+def _report(
+    as_json: bool,
+    measure: Callable[[Callable[[str], None]], dict[str, Any]],
+    title: str,
+    targets: dict[str, str],
+) -> None:
+    """Run ``measure`` (it reports progress on stderr), then print its figures: one JSON object,
+    or a table with each figure's target where it has one."""
+    with Console(stderr=True).status("measuring") as status:
+        result = measure(status.update)
     if as_json:
         json.dump(result, sys.stdout)
         sys.stdout.write("\n")
-    else:
-        Console().print(
-            _figures_table(
-                "roost bench e2e (1 KiB values, durability always, separate processes)",
-                result,
-                {},
-            )
-        )
-
-
-def _storage_table(result: dict[str, Any]) -> Table:
-    targets = {
-        "never_ratio": ">= 0.5",
-        "read_batches_ratio": ">= 0.5",
-        "always_64_vs_1": ">= 20",
-        "group_commit_ratio": ">= 0.25",
-    }
-    return _figures_table("roost bench storage (1 KiB values, medians)", result, targets)
-
-
-def _figures_table(title: str, result: dict[str, Any], targets: dict[str, str]) -> Table:
-    """Every number in ``result``, one row each, with its target where it has one."""
+        return
     table = Table(title=title)
     table.add_column("figure")
     table.add_column("value", justify="right")
@@ -220,7 +206,7 @@ def _figures_table(title: str, result: dict[str, Any], targets: dict[str, str]) 
             table.add_row(
                 name, f"{value:,.3f}" if value < 10 else f"{value:,.0f}", targets.get(name, "")
             )
-    return table
+    Console().print(table)
 
 
 if __name__ == "__main__":
