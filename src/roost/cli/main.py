@@ -16,7 +16,7 @@ from roost.cli.admin import queue, topic
 from roost.cli.exchanges import bind, exchange, unbind
 from roost.cli.messaging import consume, publish
 from roost.cli.monitoring import dlq, stats
-from roost.cli.session import DEFAULT_URL, Settings
+from roost.cli.session import DEFAULT_URL, Settings, json_option
 
 
 @click.group()
@@ -78,11 +78,6 @@ def bench() -> None:
     """Benchmarks that print their figures next to baselines from the same run."""
 
 
-_json_option = click.option(
-    "--json", "as_json", is_flag=True, help="Print one JSON object instead of a table."
-)
-
-
 def _dir_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     return click.option(
         "--dir", "directory", type=click.Path(file_okay=False), default=None, help=help
@@ -95,7 +90,7 @@ _WRITE_DIR_HELP = (
 
 
 @bench.command("storage")
-@_json_option
+@json_option
 @_dir_option(_WRITE_DIR_HELP)
 @click.option("--batches", default=600, show_default=True, help="Batches of 100 records per run.")
 @click.option(
@@ -119,7 +114,7 @@ def bench_storage(as_json: bool, directory: str | None, batches: int, rounds: in
 
 
 @bench.command("core")
-@_json_option
+@json_option
 @_dir_option(_WRITE_DIR_HELP)
 @click.option(
     "--messages", default=100_000, show_default=True, help="Messages per phase (1 KiB each)."
@@ -148,7 +143,7 @@ def bench_core(as_json: bool, directory: str | None, messages: int, batch: int, 
 
 
 @bench.command("e2e")
-@_json_option
+@json_option
 @click.option(
     "--url",
     default=None,
