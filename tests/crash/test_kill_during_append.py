@@ -25,9 +25,7 @@ their delays come from a fixed seed, though where a kill lands in the child's wo
 
 from __future__ import annotations
 
-import os
 import random
-import select
 import shutil
 import signal
 import subprocess
@@ -41,6 +39,7 @@ import pytest
 from roost.storage import LocalEngine, TopicConfig
 from roost.storage.recovery import LogRecovery
 from tests.crash.append_child import TOPIC, record_at
+from tests.crash.line_reader import LineReader
 
 SEED = 0x5EED_0F_C4A5
 ROUNDS = 24
@@ -73,30 +72,6 @@ class ChildRun:
     def confirmed_end(self) -> int:
         """One past the highest offset this child confirmed (0 if it confirmed none)."""
         return max((end for _, end in self.confirmed_batches), default=0)
-
-
-class LineReader:
-    """Lines from a child's stdout, read as they come so that the child never blocks on it."""
-
-    def __init__(self, process: subprocess.Popen[bytes]) -> None:
-        assert process.stdout is not None
-        self._fd = process.stdout.fileno()
-        self._pending = b""
-        self.lines: list[str] = []
-        self.eof = False
-
-    def pump(self, timeout_s: float) -> None:
-        """Read whatever arrives within ``timeout_s`` (one read at most)."""
-        readable, _, _ = select.select([self._fd], [], [], max(0.0, timeout_s))
-        if not readable:
-            return
-        chunk = os.read(self._fd, 1 << 16)
-        if not chunk:
-            self.eof = True
-            assert not self._pending, f"the child left a torn line: {self._pending!r}"
-            return
-        *lines, self._pending = (self._pending + chunk).split(b"\n")
-        self.lines.extend(line.decode() for line in lines)
 
 
 def run_and_kill(data_dir: str, mode: str, kill_after_s: float, stderr_path: Path) -> ChildRun:
