@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -19,16 +18,7 @@ from roost.errors import (
     UnknownTopic,
     Unroutable,
 )
-
-Body = Callable[[roost.EmbeddedBroker], Awaitable[None]]
-
-
-def run(data_dir: str, clock: ManualClock, body: Body) -> None:
-    async def main() -> None:
-        async with roost.open(data_dir, clock=clock) as broker:
-            await body(broker)
-
-    asyncio.run(main())
+from tests.embedded_support import run
 
 
 def test_queue_publish_receive_ack(data_dir: str, clock: ManualClock) -> None:

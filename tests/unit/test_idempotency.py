@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,16 +24,7 @@ from roost.clock import ManualClock
 from roost.core.retry import RetryPolicy
 from roost.core.stats import SubscriptionStats
 from roost.errors import InvalidConfig
-
-Body = Callable[[roost.EmbeddedBroker], Awaitable[None]]
-
-
-def run(data_dir: str, clock: ManualClock, body: Body) -> None:
-    async def main() -> None:
-        async with roost.open(data_dir, clock=clock) as broker:
-            await body(broker)
-
-    asyncio.run(main())
+from tests.embedded_support import run
 
 
 @pytest.fixture

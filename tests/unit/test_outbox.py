@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +21,9 @@ from roost.client.idempotency import DEDUP_HEADER, ProcessedMessages, message_ke
 from roost.client.outbox import Outbox, OutboxRelay
 from roost.clock import ManualClock
 from roost.errors import InvalidConfig, InvalidName, UnknownTopic
+from tests.embedded_support import run
 
-Body = Callable[[roost.EmbeddedBroker], Awaitable[None]]
 _inspections = itertools.count()
-
-
-def run(data_dir: str, clock: ManualClock, body: Body) -> None:
-    async def main() -> None:
-        async with roost.open(data_dir, clock=clock) as broker:
-            await body(broker)
-
-    asyncio.run(main())
 
 
 @pytest.fixture

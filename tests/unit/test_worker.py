@@ -20,17 +20,9 @@ from roost.clock import ManualClock
 from roost.core.retry import RetryPolicy
 from roost.core.stats import SubscriptionStats
 from roost.errors import InvalidConfig, UnknownSubscription
+from tests.embedded_support import run
 
-Body = Callable[[roost.EmbeddedBroker], Awaitable[None]]
 NO_DELAY = RetryPolicy(kind="fixed", base_ms=0, max_ms=0, jitter=0.0)
-
-
-def run(data_dir: str, clock: ManualClock, body: Body) -> None:
-    async def main() -> None:
-        async with roost.open(data_dir, clock=clock) as broker:
-            await body(broker)
-
-    asyncio.run(main())
 
 
 async def eventually(condition: Callable[[], bool | Awaitable[bool]], within: float = 5.0) -> None:

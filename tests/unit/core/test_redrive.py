@@ -6,6 +6,7 @@ import asyncio
 
 import roost
 from roost.clock import ManualClock
+from tests.embedded_support import run
 
 
 async def poison(broker: roost.EmbeddedBroker, queue: str, values: list[bytes]) -> None:
@@ -19,14 +20,6 @@ async def poison(broker: roost.EmbeddedBroker, queue: str, values: list[bytes]) 
             return
         await asyncio.sleep(0.005)
     raise AssertionError("dead letters were not settled")
-
-
-def run(data_dir: str, clock: ManualClock, body) -> None:  # type: ignore[no-untyped-def]
-    async def main() -> None:
-        async with roost.open(data_dir, clock=clock) as broker:
-            await body(broker)
-
-    asyncio.run(main())
 
 
 def test_redrive_moves_everything_back_with_original_headers(
