@@ -284,8 +284,8 @@ def test_operation_tags_are_the_wire_contract() -> None:
         "DeleteSubscription": 9, "DeclareExchange": 10, "DeleteExchange": 11,
         "ListExchanges": 12, "Bind": 13, "Unbind": 14, "ListBindings": 15, "Publish": 20,
         "PublishToExchange": 21, "Receive": 30, "Ack": 31, "Nack": 32, "Extend": 33,
-        "Subscribe": 34, "Join": 40, "Heartbeat": 41, "Leave": 42, "Fetch": 43, "Commit": 44,
-        "Seek": 45, "SeekToTime": 46, "Stats": 50, "Redrive": 51,
+        "Subscribe": 34, "Unsubscribe": 35, "Join": 40, "Heartbeat": 41, "Leave": 42,
+        "Fetch": 43, "Commit": 44, "Seek": 45, "SeekToTime": 46, "Stats": 50, "Redrive": 51,
     }  # fmt: skip
     assert responses == {
         "Done": 0, "Described": 1, "Names": 2, "PublishedAt": 20, "Messages": 30,

@@ -61,6 +61,8 @@ class Host:
         self._wake_timer = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
         self._closed = False
+        #: Shutting down: long polls answer at once instead of waiting, pushes stop.
+        self.stopping = False
 
     @classmethod
     async def start(cls, path: str, clock: Clock | None = None) -> Host:
@@ -100,7 +102,7 @@ class Host:
                 if give_up is None:
                     give_up = loop.time() + policy.block_timeout_ms / 1000
                 remaining = give_up - loop.time()
-                if remaining <= 0 or self._closed:
+                if remaining <= 0 or self.stopping:
                     raise
                 room = self._room.setdefault(topic, asyncio.Event())
                 await _wait(room, remaining)
@@ -124,10 +126,11 @@ class Host:
         for log, offset in outcome.durability:
             await self.flusher.wait_durable(log, offset)
         for topic in topics:
-            self._signal(topic)
+            self.wake_readers(topic)
         return outcome.published
 
-    def _signal(self, topic: str) -> None:
+    def wake_readers(self, topic: str) -> None:
+        """Wake the long polls on ``topic`` to look again (it changed, or it is gone)."""
         event = self._new_data.pop(topic, None)
         if event is not None:
             event.set()
@@ -215,7 +218,7 @@ class Host:
         while True:
             messages = attempt()
             remaining = give_up - loop.time()
-            if messages or remaining <= 0 or self._closed:
+            if messages or remaining <= 0 or self.stopping:
                 return messages
             await _wait(self._new_data.setdefault(topic, asyncio.Event()), remaining)
 
@@ -239,7 +242,7 @@ class Host:
         while not self._closed:
             tick = self.broker.tick()
             for topic in self._topics_with_subscriptions():
-                self._signal(topic)
+                self.wake_readers(topic)
                 self.settled(topic)  # dead letters, drops, retention may have made room
             await self._snapshot_journals()
             for pending in tick.pending_dead_letters:
@@ -275,6 +278,14 @@ class Host:
 
     # -- lifecycle ------------------------------------------------------------------------
 
+    def stop_waiting(self) -> None:
+        """The first step of a shutdown: every long poll answers now, with what it has, and
+        none waits again; blocked publishers give up. Requests still work."""
+        self.stopping = True
+        for waiting in (self._new_data, self._room):
+            for topic in list(waiting):
+                waiting.pop(topic).set()
+
     async def aclose(self) -> None:
         """Stop the timer, finish every pending flush, close the engine cleanly."""
         if self._closed:
@@ -284,10 +295,7 @@ class Host:
             self._timer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._timer
-        # Wake every waiter; with _closed set they return instead of waiting again.
-        for waiting in (self._new_data, self._room):
-            for topic in list(waiting):
-                waiting.pop(topic).set()
+        self.stop_waiting()
         await self.flusher.aclose()
         await asyncio.to_thread(self.engine.close)
 

@@ -38,7 +38,27 @@ log = logging.getLogger("roost.native")
 READ_CHUNK_BYTES = 256 * 1024
 HEARTBEAT_MS = 10_000
 #: Deliveries pushed per frame at most.
-PUSH_BATCH = 100
+PUSH_BATCH = 256
+#: Credit a client can hold for one subscribe: more is a client bug, not a reason to grow.
+MAX_CREDIT = 1_000_000
+
+
+class _Push:
+    """One ``Subscribe``: the credit the client has given and the task pushing to it."""
+
+    def __init__(self, credit: int) -> None:
+        self.credit = max(0, credit)
+        self.task: asyncio.Future[None] | None = None
+        self._granted = asyncio.Event()
+
+    def grant(self, messages: int) -> None:
+        self.credit = min(self.credit + max(0, messages), MAX_CREDIT)
+        self._granted.set()
+
+    async def wait_for_credit(self) -> None:
+        while self.credit <= 0:
+            self._granted.clear()
+            await self._granted.wait()
 
 
 class NativeConnection:
@@ -54,7 +74,7 @@ class NativeConnection:
         self._writer = writer
         self._codec = NativeCodec("server", max_frame_bytes)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._credits: dict[int, asyncio.Semaphore] = {}
+        self._pushes: dict[int, _Push] = {}
         self.peer = writer.get_extra_info("peername")
 
     async def run(self) -> None:
@@ -66,9 +86,10 @@ class NativeConnection:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
-            for task in self._tasks:
+            tasks = [*self._tasks, *(p.task for p in self._pushes.values() if p.task)]
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             self._writer.close()
             with contextlib.suppress(ConnectionError):
                 await self._writer.wait_closed()
@@ -91,10 +112,9 @@ class NativeConnection:
         elif frame.kind is Kind.REQUEST:
             self._spawn(self._answer(frame.correlation, frame.message))  # type: ignore[arg-type]
         elif frame.kind is Kind.CREDIT:
-            credit = self._credits.get(frame.correlation)
-            if credit is not None:
-                for _ in range(min(frame.message.messages, 100_000)):  # type: ignore[attr-defined]
-                    credit.release()
+            push = self._pushes.get(frame.correlation)
+            if push is not None:
+                push.grant(frame.message.messages)  # type: ignore[attr-defined]
         elif frame.kind is Kind.PING:
             self._send(Frame(Kind.PONG, frame.correlation, m.Empty()))
         elif frame.kind is Kind.GOODBYE:
@@ -123,6 +143,8 @@ class NativeConnection:
         try:
             if isinstance(request, m.Subscribe):
                 response: m.Response = self._subscribe(correlation, request)
+            elif isinstance(request, m.Unsubscribe):
+                response = await self._unsubscribe(request)
             else:
                 response = await HANDLERS[type(request)](self._host, request)
         except RoostError as e:
@@ -144,23 +166,43 @@ class NativeConnection:
 
     def _subscribe(self, correlation: int, request: m.Subscribe) -> m.Response:
         self._host.broker.stats(request.topic, request.subscription)  # unknown names fail now
-        credit = self._credits[correlation] = asyncio.Semaphore(max(0, request.credit))
-        self._spawn(self._push(correlation, request, credit))
+        if correlation in self._pushes:
+            raise ProtocolError("native", f"correlation id {correlation} already names a subscribe")
+        push = _Push(request.credit)
+        self._pushes[correlation] = push
+        push.task = asyncio.ensure_future(self._push(correlation, request, push))
         return m.Done()
 
-    async def _push(
-        self, correlation: int, request: m.Subscribe, credit: asyncio.Semaphore
-    ) -> None:
-        while True:
-            await credit.acquire()
-            allowed = 1
-            while allowed < PUSH_BATCH and not credit.locked():
-                await credit.acquire()
-                allowed += 1
+    async def _unsubscribe(self, request: m.Unsubscribe) -> m.Response:
+        push = self._pushes.pop(request.subscribe, None)
+        if push is not None and push.task is not None:
+            push.task.cancel()
+            await asyncio.gather(push.task, return_exceptions=True)
+        return m.Done()
+
+    async def _push(self, correlation: int, request: m.Subscribe, push: _Push) -> None:
+        """Deliveries while there is credit; an error ends the pushes with a ``FAILURE``
+        on the subscribe's correlation id (the topic was deleted, say)."""
+        try:
+            await self._push_while_credit(correlation, request, push)
+        except RoostError as e:
+            self._pushes.pop(correlation, None)
+            failure = m.Failure(e.code, str(e), e.retriable)
+            self._send_quietly(Frame(Kind.FAILURE, correlation, failure))
+        except (ConnectionError, asyncio.CancelledError):
+            raise
+        except Exception as e:
+            log.exception("pushing %s/%s failed", request.topic, request.subscription)
+            self._pushes.pop(correlation, None)
+            self._send_quietly(Frame(Kind.FAILURE, correlation, m.Failure("internal", repr(e))))
+
+    async def _push_while_credit(self, correlation: int, request: m.Subscribe, push: _Push) -> None:
+        while not self._host.stopping:
+            await push.wait_for_credit()
+            allowed = min(push.credit, PUSH_BATCH)
             messages = await self._host.receive(request.topic, request.subscription, allowed, 20.0)
-            for _ in range(allowed - len(messages)):
-                credit.release()
             if messages:
+                push.credit -= len(messages)
                 payload = m.Deliveries([delivered(message) for message in messages])
                 self._send(Frame(Kind.DELIVERIES, correlation, payload))
                 await self._writer.drain()

@@ -184,6 +184,18 @@ def _done(call: Callable[[Host, Any], object]) -> Handler:
     return handler
 
 
+def _deleting(call: Callable[[Host, Any], object], topic_of: Callable[[Any], str]) -> Handler:
+    """A delete; then the long polls on its topic wake, to fail with the error that names
+    what is gone instead of waiting out their time."""
+
+    async def handler(host: Host, req: Any) -> m.Response:
+        call(host, req)
+        host.wake_readers(topic_of(req))
+        return m.Done()
+
+    return handler
+
+
 def _describe(call: Callable[[Host, Any], object]) -> Handler:
     async def handler(host: Host, req: Any) -> m.Response:
         return described(call(host, req))
@@ -195,12 +207,14 @@ HANDLERS: dict[type, Handler] = {
     m.CreateTopic: create_topic,
     m.ListTopics: _describe(lambda h, r: h.broker.list_topics()),
     m.DescribeTopic: _describe(lambda h, r: h.broker.describe_topic(r.name)),
-    m.DeleteTopic: _done(lambda h, r: h.broker.delete_topic(r.name)),
+    m.DeleteTopic: _deleting(lambda h, r: h.broker.delete_topic(r.name), lambda r: r.name),
     m.CreateQueue: create_queue,
-    m.DeleteQueue: _done(lambda h, r: h.broker.delete_queue(r.name)),
+    m.DeleteQueue: _deleting(lambda h, r: h.broker.delete_queue(r.name), lambda r: r.name),
     m.CreateSubscription: create_subscription,
     m.ListSubscriptions: _describe(lambda h, r: h.broker.list_subscriptions(r.topic)),
-    m.DeleteSubscription: _done(lambda h, r: h.broker.delete_subscription(r.topic, r.name)),
+    m.DeleteSubscription: _deleting(
+        lambda h, r: h.broker.delete_subscription(r.topic, r.name), lambda r: r.topic
+    ),
     m.DeclareExchange: _describe(
         lambda h, r: h.broker.declare_exchange(ExchangeSpec(r.name, r.kind, r.alternate))
     ),

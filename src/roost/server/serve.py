@@ -74,6 +74,7 @@ async def run(config: Settings, ready: Callable[[str, int], None] | None = None)
         await stop.wait()
     finally:
         log.info("roost shutting down")
+        host.stop_waiting()
         await close_native(server)
         with contextlib.suppress(Exception):
             await host.aclose()

@@ -205,6 +205,13 @@ class Subscribe(Request, tag=34):
     credit: int
 
 
+class Unsubscribe(Request, tag=35):
+    """Stop the pushes a ``Subscribe`` started; answered once the last ``Deliveries`` frame of
+    it has been sent, so every delivery it pushed arrives before this answer."""
+
+    subscribe: int  # the correlation id of the Subscribe
+
+
 class Join(Request, tag=40):
     topic: str
     group: str
@@ -276,8 +283,8 @@ AnyRequest = (
     CreateTopic | ListTopics | DescribeTopic | DeleteTopic | CreateQueue | DeleteQueue
     | CreateSubscription | ListSubscriptions | DeleteSubscription | DeclareExchange
     | DeleteExchange | ListExchanges | Bind | Unbind | ListBindings | Publish
-    | PublishToExchange | Receive | Ack | Nack | Extend | Subscribe | Join | Heartbeat | Leave
-    | Fetch | Commit | Seek | SeekToTime | Stats | Redrive
+    | PublishToExchange | Receive | Ack | Nack | Extend | Subscribe | Unsubscribe | Join
+    | Heartbeat | Leave | Fetch | Commit | Seek | SeekToTime | Stats | Redrive
 )  # fmt: skip
 
 
