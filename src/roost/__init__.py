@@ -9,9 +9,10 @@ async with roost.open("./data") as broker:
     await message.ack()
 """
 
-from roost.client.api import Client, Delivery, StreamMember
+from roost.client.api import Client, StreamMember
 from roost.client.embedded import EmbeddedBroker, Outgoing, Published, open
 from roost.client.network import connect
+from roost.client.subscriber import Delivery
 from roost.errors import RoostError
 
 __version__ = "0.1.0"

@@ -16,13 +16,19 @@ server uses. Times are seconds (floats) here, as Python users expect; the wire c
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
 from types import TracebackType
 from typing import Any, Literal, Protocol, TypeVar
 
 import msgspec
 
+from roost.client.subscriber import (
+    AckCoalescer,
+    Delivery,
+    PushStream,
+    Subscriber,
+    message_from_wire,
+)
 from roost.core.groups import Membership
 from roost.core.model import DEFAULT_MAX_DELIVERIES, Message, Receipt, SubscriptionSpec
 from roost.core.policies import Overflow
@@ -30,7 +36,7 @@ from roost.core.publishing import Outgoing, Published
 from roost.core.retry import RetryPolicy
 from roost.core.routing import BindingSpec, ExchangeKind, ExchangeSpec
 from roost.core.stats import StreamStats, SubscriptionStats
-from roost.errors import InvalidConfig, LeaseExpired
+from roost.errors import InvalidConfig
 from roost.protocols.native import messages as m
 from roost.storage import TopicInfo
 
@@ -41,18 +47,13 @@ T = TypeVar("T")
 class Backend(Protocol):
     async def call(self, request: m.Request) -> m.Response: ...
 
+    async def subscribe(self, request: m.Subscribe) -> PushStream: ...
+
     async def aclose(self) -> None: ...
 
 
 def _ms(seconds: float | None) -> int | None:
     return None if seconds is None else round(seconds * 1000)
-
-
-def _message(topic: str, wire: m.Delivered) -> Message:
-    return Message(
-        topic, wire.partition, wire.offset, wire.timestamp_ms, wire.key, wire.value,
-        tuple(wire.headers), wire.delivery_count,
-    )  # fmt: skip
 
 
 def _out(message: Outgoing) -> m.Out:
@@ -64,83 +65,6 @@ def _out(message: Outgoing) -> m.Out:
 
 def _triples(receipts: Sequence[Receipt]) -> list[tuple[int, int, int]]:
     return [(r.partition, r.offset, r.delivery) for r in receipts]
-
-
-class _Credit:
-    """``consume``'s prefetch: deliveries handed out and not yet acked or nacked."""
-
-    def __init__(self, prefetch: int) -> None:
-        self.prefetch = prefetch
-        self.unsettled = 0
-        self._freed = asyncio.Event()
-
-    @property
-    def free(self) -> int:
-        return self.prefetch - self.unsettled
-
-    def give_back(self) -> None:
-        self.unsettled -= 1
-        self._freed.set()
-
-    async def wait_for_room(self) -> None:
-        while self.free <= 0:
-            self._freed.clear()
-            await self._freed.wait()
-
-
-class Delivery:
-    """A received message, leased to you until you ack, nack, or the lease runs out."""
-
-    __slots__ = ("_client", "_credit", "message", "subscription")
-
-    def __init__(
-        self, client: Client, subscription: str, message: Message, credit: _Credit | None = None
-    ) -> None:
-        self._client = client
-        self.subscription = subscription
-        self.message = message
-        self._credit = credit
-
-    topic = property(lambda self: self.message.topic)
-    partition = property(lambda self: self.message.partition)
-    offset = property(lambda self: self.message.offset)
-    key = property(lambda self: self.message.key)
-    value = property(lambda self: self.message.value)
-    headers = property(lambda self: self.message.headers)
-    timestamp_ms = property(lambda self: self.message.timestamp_ms)
-    delivery_count = property(lambda self: self.message.delivery_count)
-    receipt = property(lambda self: self.message.receipt)
-
-    async def ack(self) -> None:
-        """Done: it will not be delivered again. ``LeaseExpired`` if the lease ran out."""
-        refused = await self._client.ack(self.topic, self.subscription, [self.receipt])
-        self._settled(refused)
-
-    async def nack(self, delay: float | None = None, error: str | None = None) -> None:
-        """Failed: deliver again after ``delay`` seconds (default: the retry policy), or move
-        it to the dead-letter topic once it has been delivered ``max_deliveries`` times."""
-        refused = await self._client.nack(
-            self.topic, self.subscription, [self.receipt], delay, error
-        )
-        self._settled(refused)
-
-    async def extend(self, seconds: float) -> None:
-        """Keep the lease for ``seconds`` more, from now."""
-        if await self._client.extend(self.topic, self.subscription, [self.receipt], seconds):
-            raise LeaseExpired(self.topic, self.subscription, self.offset)
-
-    def _settled(self, refused: Sequence[Receipt]) -> None:
-        if self._credit is not None:
-            self._credit.give_back()
-            self._credit = None
-        if refused:
-            raise LeaseExpired(self.topic, self.subscription, self.offset)
-
-    def __repr__(self) -> str:
-        return (
-            f"<Delivery {self.topic}/{self.partition}@{self.offset} "
-            f"delivery {self.delivery_count}, {len(self.value)} bytes>"
-        )
 
 
 class StreamMember:
@@ -185,7 +109,7 @@ class StreamMember:
             m.Records,
         )  # fmt: skip
         owned = self._apply(wire.membership).partitions
-        records = [_message(self.topic, record) for record in wire.records]
+        records = [message_from_wire(self.topic, record) for record in wire.records]
         for record in records:
             # A partition lost to a rebalance during a long poll is not committed from here:
             # its new owner reads those records again (at-least-once).
@@ -242,6 +166,7 @@ class Client:
 
     def __init__(self, backend: Backend) -> None:
         self._backend = backend
+        self.acks = AckCoalescer(self.ack)
 
     async def call(self, request: m.Request, expected: type[R]) -> R:
         response = await self._backend.call(request)
@@ -496,33 +421,32 @@ class Client:
     ) -> list[Message]:
         request = m.Receive(topic, name, count, round(wait * 1000), _ms(visibility))
         wire = await self.call(request, m.Messages)
-        return [_message(topic, message) for message in wire.messages]
+        return [message_from_wire(topic, message) for message in wire.messages]
+
+    def subscribe(
+        self, topic: str, subscription: str | None = None, *, prefetch: int = 100
+    ) -> Subscriber:
+        """Deliveries pushed as ``prefetch`` allows: ``async with broker.subscribe(...) as d``.
+
+        ``prefetch`` is the credit: at most that many deliveries are out, unacked, at once;
+        when they all are, the broker pushes more only as they are acked or nacked.
+        ``subscription`` defaults to the topic's name: the queue of that name.
+        """
+        if type(prefetch) is not int or prefetch < 1:
+            raise InvalidConfig("prefetch", prefetch, "a positive int")
+        return Subscriber(self, topic, subscription or topic, prefetch)
+
+    async def subscribe_stream(self, request: m.Subscribe) -> PushStream:
+        return await self._backend.subscribe(request)
 
     async def consume(
         self, topic: str, subscription: str | None = None, *, prefetch: int = 100
     ) -> AsyncIterator[Delivery]:
-        """Deliveries, forever, long-polling when there are none.
-
-        ``prefetch`` is the credit: at most that many deliveries are out, unacked, at once;
-        when they all are, ``consume`` waits for an ``ack`` or ``nack`` before it leases more.
-        """
-        if type(prefetch) is not int or prefetch < 1:
-            raise InvalidConfig("prefetch", prefetch, "a positive int")
-        name = subscription or topic
-        credit = _Credit(prefetch)
-        unhanded: list[Message] = []
-        try:
-            while True:
-                await credit.wait_for_room()
-                unhanded = await self._receive(topic, name, credit.free, 20.0, None)
-                credit.unsettled += len(unhanded)
-                while unhanded:
-                    yield Delivery(self, name, unhanded.pop(0), credit)
-        finally:
-            # Closed (break, aclose): what was leased but never handed out goes back at once,
-            # as a closing channel requeues its unacked deliveries.
-            if unhanded:
-                await self.nack(topic, name, [msg.receipt for msg in unhanded], 0.0, None)
+        """Deliveries, forever: ``subscribe`` one at a time. Closing the iterator (``break``,
+        ``aclose``) puts back what arrived and was never handed out."""
+        async with self.subscribe(topic, subscription, prefetch=prefetch) as deliveries:
+            async for delivery in deliveries:
+                yield delivery
 
     async def ack(
         self, topic: str, subscription: str, receipts: Sequence[Receipt]

@@ -9,7 +9,8 @@ running on this event loop: no sockets, no encoding, the same behaviour.
 
 from __future__ import annotations
 
-from roost.client.api import Client, Delivery, Opening, StreamMember
+from roost.client.api import Client, Opening, StreamMember
+from roost.client.subscriber import Delivery, PollingStream, PushStream
 from roost.clock import Clock
 from roost.core.publishing import Outgoing, Published
 from roost.protocols.native import messages as m
@@ -29,6 +30,10 @@ class LocalBackend:
 
     async def call(self, request: m.Request) -> m.Response:
         return await HANDLERS[type(request)](self.host, request)
+
+    async def subscribe(self, request: m.Subscribe) -> PushStream:
+        self.host.broker.stats(request.topic, request.subscription)  # unknown names fail now
+        return PollingStream(self.call, request)
 
     async def aclose(self) -> None:
         await self.host.aclose()

@@ -41,7 +41,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar, Literal, Protocol, cast, runtime_checkable
 
-from roost.client.api import Delivery
+from roost.client.subscriber import Delivery
 from roost.clock import Clock, SystemClock
 from roost.errors import InvalidConfig
 

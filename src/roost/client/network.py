@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+from collections import deque
 from urllib.parse import urlsplit
 
 from roost.client.api import Client, Opening
+from roost.client.subscriber import PushStream
 from roost.errors import ERRORS_BY_CODE, ProtocolError, RoostError, StorageClosed
 from roost.protocols.native import messages as m
 from roost.protocols.native.codec import NEED_DATA, VERSIONS, Frame, Kind, NativeCodec, State
@@ -35,6 +37,63 @@ def error_from_wire(failure: m.Failure) -> RoostError:
     return error
 
 
+class Pushed:
+    """The deliveries the server pushes for one ``Subscribe``, and the credit sent back."""
+
+    def __init__(self, backend: NetworkBackend, correlation: int) -> None:
+        self._backend = backend
+        self._correlation = correlation
+        self._batches: deque[list[m.Delivered]] = deque()
+        self._arrived = asyncio.Event()
+        self._error: BaseException | None = None
+        self._granted = 0
+
+    def put(self, messages: list[m.Delivered]) -> None:
+        self._batches.append(messages)
+        self._arrived.set()
+
+    def fail(self, error: BaseException) -> None:
+        self._error = error
+        self._arrived.set()
+
+    @property
+    def broken(self) -> bool:
+        return self._error is not None
+
+    async def next_batch(self) -> list[m.Delivered]:
+        while not self._batches:
+            if self._error is not None:
+                raise self._error
+            self._arrived.clear()
+            await self._arrived.wait()
+        batch = self._batches.popleft()
+        while self._batches:
+            batch += self._batches.popleft()
+        return batch
+
+    def grant(self, messages: int) -> None:
+        # Settlements of one turn of the event loop share one CREDIT frame.
+        if self._granted == 0:
+            asyncio.get_running_loop().call_soon(self._send_credit)
+        self._granted += messages
+
+    def _send_credit(self) -> None:
+        granted, self._granted = self._granted, 0
+        if granted and self._error is None and self._backend.alive:
+            self._backend.send(Frame(Kind.CREDIT, self._correlation, m.Credit(granted)))
+
+    async def close(self) -> list[m.Delivered]:
+        if self._error is None:
+            # Answered after the last push of this subscribe: everything pushed is here then.
+            with contextlib.suppress(StorageClosed, ConnectionError):
+                await self._backend.call(m.Unsubscribe(self._correlation))
+        self._backend.forget(self._correlation)
+        self._error = StorageClosed("the subscription")
+        unhanded = [delivery for batch in self._batches for delivery in batch]
+        self._batches.clear()
+        return unhanded
+
+
 class NetworkBackend:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader = reader
@@ -42,6 +101,7 @@ class NetworkBackend:
         self._codec = NativeCodec("client")
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[m.Response]] = {}
+        self._streams: dict[int, Pushed] = {}
         self._reading: asyncio.Task[None] | None = None
         self._closed: BaseException | None = None
 
@@ -79,7 +139,10 @@ class NetworkBackend:
             while True:
                 frame = await self._next_frame()
                 future = self._pending.pop(frame.correlation, None)
-                if future is None or future.done():
+                if future is None:
+                    self._to_stream(frame)
+                    continue
+                if future.done():
                     continue
                 if frame.kind is Kind.FAILURE:
                     future.set_exception(error_from_wire(frame.message))  # type: ignore[arg-type]
@@ -91,6 +154,16 @@ class NetworkBackend:
             self._fail_all(StorageClosed("the connection to the broker"))
             raise
 
+    def _to_stream(self, frame: Frame) -> None:
+        stream = self._streams.get(frame.correlation)
+        if stream is None:
+            return  # pushed before an unsubscribe was answered, and already handed back
+        if frame.kind is Kind.DELIVERIES:
+            stream.put(frame.message.messages)  # type: ignore[attr-defined]
+        elif frame.kind is Kind.FAILURE:
+            del self._streams[frame.correlation]
+            stream.fail(error_from_wire(frame.message))  # type: ignore[arg-type]
+
     @property
     def alive(self) -> bool:
         return self._closed is None
@@ -101,16 +174,38 @@ class NetworkBackend:
             if not future.done():
                 future.set_exception(error)
         self._pending.clear()
+        for stream in self._streams.values():
+            stream.fail(error)
+        self._streams.clear()
 
     async def call(self, request: m.Request) -> m.Response:
+        return await self._request(next(self._ids), request)
+
+    async def _request(self, correlation: int, request: m.Request) -> m.Response:
         if self._closed is not None:
             raise StorageClosed("the connection to the broker") from self._closed
-        correlation = next(self._ids)
         future: asyncio.Future[m.Response] = asyncio.get_running_loop().create_future()
         self._pending[correlation] = future
-        self._writer.write(self._codec.send(Frame(Kind.REQUEST, correlation, request)))
+        self.send(Frame(Kind.REQUEST, correlation, request))
         await self._writer.drain()
         return await future
+
+    def send(self, frame: Frame) -> None:
+        self._writer.write(self._codec.send(frame))
+
+    async def subscribe(self, request: m.Subscribe) -> PushStream:
+        """Start the server's pushes; its ``Deliveries`` frames carry this request's id."""
+        correlation = next(self._ids)
+        stream = self._streams[correlation] = Pushed(self, correlation)
+        try:
+            await self._request(correlation, request)
+        except BaseException:
+            del self._streams[correlation]
+            raise
+        return stream
+
+    def forget(self, correlation: int) -> None:
+        self._streams.pop(correlation, None)
 
     async def aclose(self) -> None:
         if self._reading is not None:

@@ -16,6 +16,7 @@ import contextlib
 import random
 
 from roost.client.network import NetworkBackend
+from roost.client.subscriber import PushStream
 from roost.errors import ConnectionLost, StorageClosed
 from roost.protocols.native import messages as m
 
@@ -63,6 +64,20 @@ class ReconnectingBackend:
                     await connection.aclose()
                 if not safe_to_retry(request):
                     raise ConnectionLost(type(request).__name__) from e
+
+    async def subscribe(self, request: m.Subscribe) -> PushStream:
+        """Subscribe on the current connection, or on a new one if it broke meanwhile: what
+        a broken connection was pushed comes back to the subscription when its leases run
+        out, so subscribing again is harmless."""
+        while True:
+            connection = await self._connection()
+            try:
+                return await connection.subscribe(request)
+            except (StorageClosed, ConnectionError, OSError):
+                if self._current is connection:
+                    self._current = None
+                with contextlib.suppress(Exception):
+                    await connection.aclose()
 
     async def _connection(self) -> NetworkBackend:
         async with self._connecting:

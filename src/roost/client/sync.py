@@ -23,10 +23,11 @@ from collections.abc import Awaitable, Callable, Iterator
 from types import TracebackType
 from typing import Any
 
-from roost.client.api import Client, Delivery, StreamMember
+from roost.client.api import Client, StreamMember
 from roost.client.embedded import open as open_embedded
 from roost.client.network import DEFAULT_PORT
 from roost.client.network import connect as connect_network
+from roost.client.subscriber import Delivery
 
 
 class _Bridge:

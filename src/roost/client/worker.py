@@ -42,7 +42,8 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import cast
 
-from roost.client.api import Client, Delivery
+from roost.client.api import Client
+from roost.client.subscriber import Delivery
 from roost.core.retry import RetryPolicy
 from roost.errors import InvalidConfig, LeaseExpired, UnknownSubscription
 

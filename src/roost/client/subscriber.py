@@ -1,0 +1,326 @@
+"""Consuming a subscription: deliveries the broker pushes, as far as the consumer's credit goes.
+
+    async with broker.subscribe("emails", prefetch=100) as deliveries:
+        async for delivery in deliveries:
+            ...                                   # do the work
+            await delivery.ack()
+
+``prefetch`` is the credit: at most that many deliveries are out at once, pushed to this
+process and not yet acked or nacked (RabbitMQ's ``basic.qos``). Over the network the server
+pushes ``Deliveries`` frames for one ``Subscribe`` request and the client tops its credit up
+with ``Credit`` frames as deliveries settle, one frame per turn of the event loop however many
+settled in it: a busy consumer sends no request to be given work. In this process a
+long-polling receive plays the server's part; there it costs no round trip.
+
+Deliveries that arrived but were never handed out go back at once (a nack with no delay) when
+the subscriber closes, as a closing AMQP channel requeues its unacked deliveries. Those in the
+consumer's hands stay leased to it until it settles them or their lease runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol
+
+from roost.core.model import Message, Receipt
+from roost.errors import ConnectionLost, LeaseExpired, StorageClosed
+from roost.protocols.native import messages as m
+
+if TYPE_CHECKING:
+    from roost.client.api import Client
+
+#: How long one receive of a ``PollingStream`` waits for a message, in ms (the broker's most).
+LONG_POLL_MS = 20_000
+#: Errors that mean the connection, not the subscription, went away.
+CONNECTION_ERRORS = (StorageClosed, ConnectionLost, ConnectionError)
+
+
+def message_from_wire(topic: str, wire: m.Delivered) -> Message:
+    return Message(
+        topic, wire.partition, wire.offset, wire.timestamp_ms, wire.key, wire.value,
+        tuple(wire.headers), wire.delivery_count,
+    )  # fmt: skip
+
+
+class PushStream(Protocol):
+    """The deliveries of one ``Subscribe``, as a backend brings them."""
+
+    async def next_batch(self) -> list[m.Delivered]:
+        """What has arrived since the last call, waiting for at least one delivery."""
+        ...
+
+    def grant(self, messages: int) -> None:
+        """This many more deliveries may come (that many were settled)."""
+        ...
+
+    @property
+    def broken(self) -> bool:
+        """The connection it came over is gone (with the leases of what it brought)."""
+        ...
+
+    async def close(self) -> list[m.Delivered]:
+        """Stop the deliveries; returns those that arrived and were never taken."""
+        ...
+
+
+class PollingStream:
+    """A push stream made of long-polling receives, for a backend where a request costs no
+    round trip (the broker in this process)."""
+
+    def __init__(self, call: Callable[[m.Request], Awaitable[m.Response]], request: m.Subscribe):
+        self._call = call
+        self._topic = request.topic
+        self._subscription = request.subscription
+        self._credit = request.credit
+        self._granted = asyncio.Event()
+
+    async def next_batch(self) -> list[m.Delivered]:
+        while True:
+            while self._credit <= 0:
+                self._granted.clear()
+                await self._granted.wait()
+            request = m.Receive(self._topic, self._subscription, self._credit, LONG_POLL_MS)
+            wire = await self._call(request)
+            assert isinstance(wire, m.Messages)
+            if wire.messages:
+                self._credit -= len(wire.messages)
+                return wire.messages
+
+    def grant(self, messages: int) -> None:
+        self._credit += messages
+        self._granted.set()
+
+    broken = False
+
+    async def close(self) -> list[m.Delivered]:
+        return []  # a receive hands over everything it leased
+
+
+class AckCoalescer:
+    """Acks asked for in one turn of the event loop, per subscription, sent as one request: a
+    worker whose handlers finish together acks them all with one frame, and each ``ack()``
+    still learns whether its own receipt was refused."""
+
+    def __init__(
+        self, send: Callable[[str, str, Sequence[Receipt]], Awaitable[list[Receipt]]]
+    ) -> None:
+        self._send = send
+        self._gathering: dict[tuple[str, str], tuple[list[Receipt], asyncio.Future[Any]]] = {}
+        self._sending: set[asyncio.Future[list[Receipt]]] = set()
+
+    async def ack(self, topic: str, subscription: str, receipt: Receipt) -> bool:
+        """Ack with whatever else is acked in this turn; True if the broker refused it."""
+        key = (topic, subscription)
+        gathering = self._gathering.get(key)
+        if gathering is None:
+            loop = asyncio.get_running_loop()
+            gathering = self._gathering[key] = ([], loop.create_future())
+            # Retrieved here too, so an error nobody awaits any more is not reported as lost.
+            gathering[1].add_done_callback(lambda f: f.cancelled() or f.exception())
+            loop.call_soon(self._flush, key)
+        gathering[0].append(receipt)
+        # Shielded: one acker cancelled must not cancel the request the others wait on.
+        refused = await asyncio.shield(gathering[1])
+        return receipt in refused
+
+    def _flush(self, key: tuple[str, str]) -> None:
+        receipts, answer = self._gathering.pop(key)
+        sending = asyncio.ensure_future(self._send(key[0], key[1], receipts))
+        self._sending.add(sending)
+        sending.add_done_callback(self._sending.discard)
+        sending.add_done_callback(lambda done: _pass_on(done, answer))
+
+
+def _pass_on(done: asyncio.Future[Any], to: asyncio.Future[Any]) -> None:
+    if to.done():
+        return
+    if done.cancelled():
+        to.cancel()
+    elif (error := done.exception()) is not None:
+        to.set_exception(error)
+    else:
+        to.set_result(done.result())
+
+
+class Delivery:
+    """A received message, leased to you until you ack, nack, or the lease runs out."""
+
+    __slots__ = ("_client", "_on_settled", "message", "subscription")
+
+    def __init__(
+        self,
+        client: Client,
+        subscription: str,
+        message: Message,
+        on_settled: Callable[[], None] | None = None,
+    ) -> None:
+        self._client = client
+        self.subscription = subscription
+        self.message = message
+        self._on_settled = on_settled
+
+    topic = property(lambda self: self.message.topic)
+    partition = property(lambda self: self.message.partition)
+    offset = property(lambda self: self.message.offset)
+    key = property(lambda self: self.message.key)
+    value = property(lambda self: self.message.value)
+    headers = property(lambda self: self.message.headers)
+    timestamp_ms = property(lambda self: self.message.timestamp_ms)
+    delivery_count = property(lambda self: self.message.delivery_count)
+    receipt = property(lambda self: self.message.receipt)
+
+    async def ack(self) -> None:
+        """Done: it will not be delivered again. ``LeaseExpired`` if the lease ran out.
+
+        Acks of one turn of the event loop travel together (see ``AckCoalescer``)."""
+        refused = await self._client.acks.ack(self.topic, self.subscription, self.receipt)
+        self.settled((self.receipt,) if refused else ())
+
+    async def nack(self, delay: float | None = None, error: str | None = None) -> None:
+        """Failed: deliver again after ``delay`` seconds (default: the retry policy), or move
+        it to the dead-letter topic once it has been delivered ``max_deliveries`` times."""
+        refused = await self._client.nack(
+            self.topic, self.subscription, [self.receipt], delay, error
+        )
+        self.settled(refused)
+
+    async def extend(self, seconds: float) -> None:
+        """Keep the lease for ``seconds`` more, from now."""
+        if await self._client.extend(self.topic, self.subscription, [self.receipt], seconds):
+            raise LeaseExpired(self.topic, self.subscription, self.offset)
+
+    def settled(self, refused: Sequence[Receipt] = ()) -> None:
+        """It was acked or nacked (here or in a batch): give its credit back; raise
+        ``LeaseExpired`` if the broker refused it."""
+        if self._on_settled is not None:
+            self._on_settled()
+            self._on_settled = None
+        if refused:
+            raise LeaseExpired(self.topic, self.subscription, self.offset)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Delivery {self.topic}/{self.partition}@{self.offset} "
+            f"delivery {self.delivery_count}, {len(self.value)} bytes>"
+        )
+
+
+class Subscriber:
+    """The deliveries of one subscription, pushed as credit allows; see the module docstring.
+
+    Iterate it for one delivery at a time, or take ``batch()`` for everything that has
+    arrived, and settle many with one request through ``ack(deliveries)``.
+    """
+
+    def __init__(self, client: Client, topic: str, subscription: str, prefetch: int) -> None:
+        self._client = client
+        self.topic = topic
+        self.subscription = subscription
+        self.prefetch = prefetch
+        #: Deliveries pushed to this process and not yet settled (handed out or not).
+        self.unsettled = 0
+        self._stream: PushStream | None = None
+        self._arrived: deque[m.Delivered] = deque()
+        self._closed = False
+
+    async def open(self) -> Subscriber:
+        await self._subscribe()
+        return self
+
+    async def _subscribe(self) -> None:
+        request = m.Subscribe(self.topic, self.subscription, self.prefetch - self.unsettled)
+        self._stream = await self._client.subscribe_stream(request)
+
+    def __aiter__(self) -> Subscriber:
+        return self
+
+    async def __anext__(self) -> Delivery:
+        if not self._arrived or self._stream is None or self._stream.broken:
+            await self._fill()
+        return self._delivery(self._arrived.popleft())
+
+    async def batch(self, max_messages: int | None = None) -> list[Delivery]:
+        """Every delivery that has arrived (at most ``max_messages``), waiting for one."""
+        if not self._arrived or self._stream is None or self._stream.broken:
+            await self._fill()
+        count = len(self._arrived)
+        if max_messages is not None:
+            count = min(count, max_messages)
+        return [self._delivery(self._arrived.popleft()) for _ in range(count)]
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> list[Receipt]:
+        """Ack many with one request; returns the receipts refused (their lease had expired)."""
+        refused = await self._client.ack(
+            self.topic, self.subscription, [d.receipt for d in deliveries]
+        )
+        for delivery in deliveries:
+            delivery.settled()
+        return refused
+
+    async def _fill(self) -> None:
+        while True:
+            if self._closed or self._stream is None:
+                raise StopAsyncIteration
+            if self._stream.broken:
+                self._drop_arrived()
+            if self._arrived:
+                return
+            try:
+                batch = await self._stream.next_batch()
+            except CONNECTION_ERRORS:
+                # Subscribe again on a new connection (a backend that cannot reconnect
+                # raises here).
+                self._drop_arrived()
+                self._stream = None
+                await self._subscribe()
+                continue
+            self.unsettled += len(batch)
+            self._arrived.extend(batch)
+            return
+
+    def _drop_arrived(self) -> None:
+        # What a lost connection brought and nobody took was leased to it: the broker
+        # delivers it again when the lease runs out (or at once, if the broker restarted).
+        self.unsettled -= len(self._arrived)
+        self._arrived.clear()
+
+    def _delivery(self, wire: m.Delivered) -> Delivery:
+        message = message_from_wire(self.topic, wire)
+        return Delivery(self._client, self.subscription, message, self._settled)
+
+    def _settled(self) -> None:
+        self.unsettled -= 1
+        if self._stream is not None:
+            self._stream.grant(1)
+
+    async def aclose(self) -> None:
+        """Stop the deliveries and put back those that arrived and were never handed out."""
+        if self._closed:
+            return
+        self._closed = True
+        stream, self._stream = self._stream, None
+        unhanded = list(self._arrived)
+        self._arrived.clear()
+        if stream is not None:
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                unhanded += await stream.close()
+        self.unsettled -= len(unhanded)
+        if unhanded:
+            receipts = [Receipt(d.partition, d.offset, d.delivery_count) for d in unhanded]
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                await self._client.nack(self.topic, self.subscription, receipts, 0.0, None)
+
+    async def __aenter__(self) -> Subscriber:
+        return await self.open()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
