@@ -10,7 +10,7 @@
 The async client runs on an event loop in a background thread that this object owns; every
 method submits the call there and waits for its result, so the API is exactly the async one
 without ``await``. Deliveries and stream members come back wrapped the same way; ``consume``
-is a plain iterator.
+is a plain iterator; ``producer`` gives a batching, idempotent producer whose ``send`` blocks.
 
 One ``SyncBroker`` may be shared by threads (a WSGI server's workers): each call is handed to
 its loop, where calls from several threads run at once (over the network they are pipelined on
@@ -32,6 +32,7 @@ from roost.client.api import Client, Delivery, StreamMember
 from roost.client.embedded import open as open_embedded
 from roost.client.network import DEFAULT_PORT
 from roost.client.network import connect as connect_network
+from roost.client.producer import Producer
 from roost.errors import StorageClosed
 
 
@@ -154,12 +155,37 @@ class SyncBroker(_Synced):
             raise
         super().__init__(bridge, client)
 
+    def producer(self, topic: str, **options: Any) -> SyncProducer:
+        """A batching, idempotent ``Producer`` for ``topic`` (options as ``Producer.start``)
+        whose ``send`` blocks until the message is durable. Threads sending at once share
+        batches; a send retried across a reconnect is not stored twice."""
+        producer = self._bridge.run(Producer.start(self._target, topic, **options))
+        return SyncProducer(self._bridge, producer)
+
     def close(self) -> None:
         """Close the client, then stop its thread. Calls still waiting in other threads
         raise ``StorageClosed``, as does any call made after; closing twice does nothing."""
         self._bridge.stop(self._target.aclose)
 
     def __enter__(self) -> SyncBroker:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class SyncProducer(_Synced):
+    """``Producer`` without ``await``: ``send``, ``flush``; ``close`` sends what is pending."""
+
+    def close(self) -> None:
+        self._bridge.run(self._target.aclose())
+
+    def __enter__(self) -> SyncProducer:
         return self
 
     def __exit__(
