@@ -49,6 +49,9 @@ class LocalFS:
     def fdatasync(self, fd: int) -> None:
         os.fdatasync(fd)
 
+    def fsync(self, fd: int) -> None:
+        os.fsync(fd)
+
     def truncate(self, fd: int, size: int) -> None:
         os.ftruncate(fd, size)
 
@@ -90,13 +93,15 @@ class LocalFS:
             f.write(data)
 
     def replace_atomically(self, path: str, data: bytes) -> None:
+        # Built from this class's own operations, so a test file system sees every step.
         temp = f"{path}.tmp"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        fd = self.open_rw(temp)
         try:
+            self.truncate(fd, 0)
             self.pwrite(fd, data, 0)
-            os.fsync(fd)
+            self.fsync(fd)
         finally:
-            os.close(fd)
+            self.close(fd)
         self.rename(temp, path)
         self.fsync_dir(os.path.dirname(path) or ".")
 
