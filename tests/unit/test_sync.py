@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from roost import Outgoing, sync
-from roost.errors import LeaseExpired, UnknownTopic
+from roost.errors import LeaseExpired, StorageClosed, UnknownTopic
 
 
 def test_the_blocking_client_does_what_the_async_one_does(tmp_path: Path) -> None:
@@ -50,3 +50,26 @@ def test_threads_share_one_blocking_client(tmp_path: Path) -> None:
         for thread in threads:
             thread.join()
         assert broker.stats("q").backlog == 80
+
+
+def test_closing_ends_a_call_waiting_in_another_thread(tmp_path: Path) -> None:
+    broker = sync.open(str(tmp_path / "data"))
+    broker.create_queue("idle")
+    outcome: list[BaseException | object] = []
+
+    def long_poll() -> None:
+        try:
+            outcome.append(broker.receive("idle", wait=20))
+        except BaseException as e:
+            outcome.append(e)
+
+    thread = threading.Thread(target=long_poll)
+    thread.start()
+    broker.close()
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "a call waiting when the client closed must not hang"
+    # Ended either way: answered empty by the host shutting down, or cut off by the close.
+    assert outcome[0] == [] or isinstance(outcome[0], StorageClosed)
+    broker.close()
+    with pytest.raises(StorageClosed):
+        broker.list_topics()

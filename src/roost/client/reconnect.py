@@ -7,6 +7,8 @@ refused, not repeated), receives and fetches (leases not answered expire and com
 publishes of an idempotent producer (the broker answers a repeated sequence with the first
 offsets). Anything else raises ``ConnectionLost``: the caller decides, knowing it may have
 happened.
+Once closed, the backend never reconnects: a call waiting on the connection ``aclose`` breaks
+gets ``StorageClosed`` rather than a retry on a fresh connection nobody would close.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class ReconnectingBackend:
         self._timeout_s = reconnect_timeout_s
         self._current: NetworkBackend | None = None
         self._connecting: asyncio.Lock = asyncio.Lock()
+        self._closed = False
         self.reconnects = 0
 
     @classmethod
@@ -62,6 +65,8 @@ class ReconnectingBackend:
                     self._current = None
                 with contextlib.suppress(Exception):
                     await connection.aclose()
+                if self._closed:
+                    raise StorageClosed("the client") from e
                 if not safe_to_retry(request):
                     raise ConnectionLost(type(request).__name__) from e
 
@@ -81,6 +86,8 @@ class ReconnectingBackend:
 
     async def _connection(self) -> NetworkBackend:
         async with self._connecting:
+            if self._closed:
+                raise StorageClosed("the client")
             if self._current is not None and self._current.alive:
                 return self._current
             if self._current is not None:
@@ -91,16 +98,24 @@ class ReconnectingBackend:
             backoff = FIRST_BACKOFF_S
             while True:
                 try:
-                    self._current = await NetworkBackend.connect(self._host, self._port)
-                    self.reconnects += 1
-                    return self._current
+                    connection = await NetworkBackend.connect(self._host, self._port)
                 except (OSError, StorageClosed) as e:
+                    if self._closed:
+                        raise StorageClosed("the client") from e
                     if loop.time() + backoff > give_up:
                         raise ConnectionLost(f"reconnecting to {self._host}:{self._port}") from e
                     await asyncio.sleep(backoff * (0.5 + random.random()))
                     backoff = min(backoff * 2, MAX_BACKOFF_S)
+                    continue
+                if self._closed:  # closed while connecting: this one would never be closed
+                    await connection.aclose()
+                    raise StorageClosed("the client")
+                self._current = connection
+                self.reconnects += 1
+                return connection
 
     async def aclose(self) -> None:
+        self._closed = True
         if self._current is not None:
             await self._current.aclose()
             self._current = None

@@ -10,13 +10,18 @@
 The async client runs on an event loop in a background thread that this object owns; every
 method submits the call there and waits for its result, so the API is exactly the async one
 without ``await``. Deliveries and stream members come back wrapped the same way; ``consume``
-is a plain iterator. One ``SyncBroker`` may be shared by threads: calls are serialised onto
-its loop.
+is a plain iterator; ``producer`` gives a batching, idempotent producer whose ``send`` blocks.
+
+One ``SyncBroker`` may be shared by threads (a WSGI server's workers): each call is handed to
+its loop, where calls from several threads run at once (over the network they are pipelined on
+one connection) and each thread waits for its own answer. ``close`` ends the calls still
+waiting with ``StorageClosed`` and stops the thread; closing twice does nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import threading
 from collections.abc import Awaitable, Callable, Iterator
@@ -27,30 +32,76 @@ from roost.client.api import Client, StreamMember
 from roost.client.embedded import open as open_embedded
 from roost.client.network import DEFAULT_PORT
 from roost.client.network import connect as connect_network
+from roost.client.producer import Producer
 from roost.client.subscriber import Delivery
+from roost.errors import StorageClosed
 
 
 class _Bridge:
-    """An event loop in a daemon thread, and a way to run coroutines on it and wait."""
+    """An event loop in a daemon thread, and a way to run coroutines on it and wait.
+
+    Once ``stop`` has begun, ``run`` raises ``StorageClosed``, and so does every call still
+    waiting on the loop when it stops: no thread is left blocked on a loop that is gone.
+    """
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
+        self.closed = False
+        self._lock = threading.Lock()  # orders submissions against ``stop``
         self._thread = threading.Thread(
             target=self.loop.run_forever, name="roost-sync", daemon=True
         )
         self._thread.start()
 
     def run(self, coroutine: Awaitable[Any]) -> Any:
-        return asyncio.run_coroutine_threadsafe(_await(coroutine), self.loop).result()
+        with self._lock:
+            if self.closed:
+                if inspect.iscoroutine(coroutine):
+                    coroutine.close()  # never started: no "never awaited" warning
+                raise StorageClosed("the blocking client")
+            future = asyncio.run_coroutine_threadsafe(_await(coroutine), self.loop)
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:
+            if self.closed:
+                raise StorageClosed("the blocking client") from None
+            raise
 
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join()
-        self.loop.close()
+    def stop(self, last: Callable[[], Awaitable[None]]) -> None:
+        """Close the async generators (``consume`` hands back what it leased), await
+        ``last()`` (the client's ``aclose``), cancel whatever still runs, stop the thread."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            finishing = asyncio.run_coroutine_threadsafe(_finish(last), self.loop)
+        try:
+            finishing.result()
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join()
+            self.loop.close()
 
 
 async def _await(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
+
+
+async def _anext(generator: Any) -> Any:
+    # Called on the loop's thread, so the loop sees the generator start and can close it.
+    return await generator.__anext__()
+
+
+async def _finish(last: Callable[[], Awaitable[None]]) -> None:
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.shutdown_asyncgens()
+        await last()
+    finally:
+        rest = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in rest:
+            task.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
 
 
 class _Synced:
@@ -79,15 +130,20 @@ class _Synced:
         try:
             while True:
                 try:
-                    item = self._bridge.run(generator.__anext__())
+                    item = self._bridge.run(_anext(generator))
                 except StopAsyncIteration:
                     return
                 yield self._wrap(item)
         finally:
-            self._bridge.run(generator.aclose())
+            if not self._bridge.closed:  # else ``stop`` closed it
+                self._bridge.run(generator.aclose())
 
     def __repr__(self) -> str:
         return f"<sync {self._target!r}>"
+
+
+async def _nothing() -> None:
+    pass
 
 
 class SyncBroker(_Synced):
@@ -96,18 +152,41 @@ class SyncBroker(_Synced):
         try:
             client = bridge.run(opener())
         except BaseException:
-            bridge.stop()
+            bridge.stop(_nothing)
             raise
         super().__init__(bridge, client)
 
+    def producer(self, topic: str, **options: Any) -> SyncProducer:
+        """A batching, idempotent ``Producer`` for ``topic`` (options as ``Producer.start``)
+        whose ``send`` blocks until the message is durable. Threads sending at once share
+        batches; a send retried across a reconnect is not stored twice."""
+        producer = self._bridge.run(Producer.start(self._target, topic, **options))
+        return SyncProducer(self._bridge, producer)
+
     def close(self) -> None:
-        """Close the client, then stop its thread."""
-        try:
-            self._bridge.run(self._target.aclose())
-        finally:
-            self._bridge.stop()
+        """Close the client, then stop its thread. Calls still waiting in other threads
+        raise ``StorageClosed``, as does any call made after; closing twice does nothing."""
+        self._bridge.stop(self._target.aclose)
 
     def __enter__(self) -> SyncBroker:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class SyncProducer(_Synced):
+    """``Producer`` without ``await``: ``send``, ``flush``; ``close`` sends what is pending."""
+
+    def close(self) -> None:
+        self._bridge.run(self._target.aclose())
+
+    def __enter__(self) -> SyncProducer:
         return self
 
     def __exit__(

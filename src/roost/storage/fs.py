@@ -9,6 +9,7 @@ Rules kept here so callers need not remember them:
 - ``pwrite`` loops until every byte is written or raises: a short write is never reported as done.
 - ``replace_atomically`` is temp file -> fsync -> rename -> fsync directory, so a reader sees the
   old content or the new, never a mix, and the new name survives power loss.
+- ``makedirs`` fsyncs the parent of every directory it creates, so the new directory does too.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ class LocalFS:
     def fdatasync(self, fd: int) -> None:
         os.fdatasync(fd)
 
+    def fsync(self, fd: int) -> None:
+        os.fsync(fd)
+
     def truncate(self, fd: int, size: int) -> None:
         os.ftruncate(fd, size)
 
@@ -68,8 +72,27 @@ class LocalFS:
     def exists(self, path: str) -> bool:
         return os.path.exists(path)
 
+    def mkdir(self, path: str) -> None:
+        os.mkdir(path)
+
     def makedirs(self, path: str) -> None:
-        os.makedirs(path, exist_ok=True)
+        """Create ``path`` and its missing parents, each new one's entry fsynced in its parent.
+
+        A directory's entry is like a file's: until its parent is fsynced, a power loss may
+        take it, and with it everything inside however well synced (a topic's partition, a
+        journal, the data directory itself).
+        """
+        missing = []
+        path = os.path.abspath(path)
+        while not os.path.isdir(path):
+            missing.append(path)
+            path = os.path.dirname(path)
+        for directory in reversed(missing):
+            try:
+                self.mkdir(directory)
+            except FileExistsError:
+                continue
+            self.fsync_dir(os.path.dirname(directory))
 
     def remove(self, path: str) -> None:
         os.remove(path)
@@ -90,13 +113,15 @@ class LocalFS:
             f.write(data)
 
     def replace_atomically(self, path: str, data: bytes) -> None:
+        # Built from this class's own operations, so a test file system sees every step.
         temp = f"{path}.tmp"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        fd = self.open_rw(temp)
         try:
+            self.truncate(fd, 0)
             self.pwrite(fd, data, 0)
-            os.fsync(fd)
+            self.fsync(fd)
         finally:
-            os.close(fd)
+            self.close(fd)
         self.rename(temp, path)
         self.fsync_dir(os.path.dirname(path) or ".")
 

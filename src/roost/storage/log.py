@@ -119,8 +119,9 @@ class PartitionLog:
     ) -> PartitionLog:
         """Open (creating if needed) the log in ``directory``, recovering its tail.
 
-        Blocking: after an unclean shutdown it fsyncs what recovery kept, so that
-        ``durable_offset`` is honest from the first moment. Call it off the event loop.
+        Blocking: after an unclean shutdown it fsyncs what recovery kept (and the directory, if
+        it dropped segments), so that ``durable_offset`` is honest from the first moment. Call
+        it off the event loop.
         """
         fs.makedirs(directory)
         recovery = LogRecovery(log=f"{topic}/{partition}", clean_shutdown=clean_shutdown)
@@ -131,6 +132,10 @@ class PartitionLog:
         if not clean_shutdown:
             for segment in segments:
                 fs.fdatasync(segment.fd)
+            if recovery.segments_dropped:
+                # Or a second power loss may bring dropped segments back, and one that now
+                # continues the log exactly would return records recovery reported lost.
+                fs.fsync_dir(directory)
         return cls(topic, partition, directory, config, clock, fs, segments, recovery)
 
     # -- offsets --------------------------------------------------------------------------
