@@ -38,6 +38,7 @@ from roost.core.publishing import Outgoing, Published, PublishOutcome
 from roost.core.redrive import RedriveFilter
 from roost.errors import BacklogFull, InvalidConfig
 from roost.server.flusher import Flusher
+from roost.server.meters import ListenerStats
 from roost.storage import Journal, LocalEngine
 
 #: Longest a receive may wait for a message, as in SQS long polling.
@@ -61,6 +62,8 @@ class Host:
         self._wake_timer = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
         self._closed = False
+        #: Per listener name, counted by the listeners and read by admin/metrics.py.
+        self.listeners: dict[str, ListenerStats] = {}
 
     @classmethod
     async def start(cls, path: str, clock: Clock | None = None) -> Host:
