@@ -7,12 +7,21 @@ for time to pass.
 from __future__ import annotations
 
 import asyncio
+import errno
+
+import pytest
 
 from roost.admin.metrics import host_registry, render
 from roost.clock import ManualClock
+from roost.core.broker import Broker
+from roost.core.publishing import Outgoing
 from roost.core.stats import StreamStats, SubscriptionStats
+from roost.errors import StorageFailure
+from roost.server.flusher import Flusher
 from roost.server.host import Host
+from roost.storage import LocalEngine
 from tests.metrics_support import metered_host, moved, scrape, series, value
+from tests.unit.test_faults import FaultyFS
 
 JOBS = {"topic": "jobs", "subscription": "jobs", "partition": 0}
 
@@ -207,5 +216,59 @@ def test_a_consumer_group_s_lag_and_commits(data_dir: str, clock: ManualClock) -
             assert isinstance(stats, StreamStats)
             assert [p.lag for p in stats.partitions] == [0, 5]
             assert len(records) == 8
+
+    asyncio.run(main())
+
+
+def test_flush_rounds_are_counted_once_per_group_commit(data_dir: str, clock: ManualClock) -> None:
+    async def main() -> None:
+        async with metered_host(data_dir, clock) as (host, client):
+            registry = host_registry(host)
+            await client.create_topic("t")
+            before = scrape(registry)
+            await asyncio.gather(*(client.publish("t", b"%d" % i) for i in range(50)))
+            after = scrape(registry)
+
+            def grew(name: str) -> float:
+                return value(after, name) - value(before, name)
+
+            rounds = grew("roost_flush_rounds_total")
+            assert 1 <= rounds < 50, "concurrent publishes share rounds"
+            assert grew("roost_fsync_duration_seconds_count") == rounds, "one observation a round"
+            assert 1 <= grew("roost_append_latency_seconds_count") <= rounds
+            assert grew("roost_fsyncs_total") >= rounds
+            assert grew("roost_flushed_records_total") >= 50
+            assert value(after, "roost_fsync_duration_seconds_bucket", le="+Inf") == value(
+                after, "roost_fsync_duration_seconds_count"
+            )
+
+    asyncio.run(main())
+
+
+def test_a_partition_whose_fsync_failed_is_pageable(data_dir: str, clock: ManualClock) -> None:
+    faulty = FaultyFS()
+
+    async def main() -> None:
+        engine = LocalEngine.open(data_dir, clock, faulty)
+        flusher = Flusher(clock)
+        engine.on_dirty = flusher.notify
+        host = Host(engine, Broker.open(engine, clock), flusher, clock)
+        try:
+            registry = host_registry(host)
+            host.broker.create_topic("t")
+            await host.publish("t", [Outgoing(value=b"ok")])
+            healthy = scrape(registry)
+            assert value(healthy, "roost_partition_write_failed", topic="t", partition=0) == 0
+            faulty.fail_writes = errno.EIO  # the flush job's O_DSYNC write
+            with pytest.raises(StorageFailure):
+                await host.publish("t", [Outgoing(value=b"lost")])
+            failed = scrape(registry)
+            assert value(failed, "roost_partition_write_failed", topic="t", partition=0) == 1
+            assert value(failed, "roost_fsyncs_total") == value(healthy, "roost_fsyncs_total"), (
+                "a failed sync is not counted as done"
+            )
+        finally:
+            faulty.fail_writes = None
+            await host.aclose()
 
     asyncio.run(main())

@@ -12,7 +12,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from roost.admin.metrics import METRICS, Spec, host_registry
+from roost.admin.metrics import METRICS, Spec, host_registry, render
 from roost.clock import ManualClock
 from roost.server.meters import LATENCY_BOUNDS_S, Histogram
 from roost.server.native_server import close_native, serve_native
@@ -130,3 +130,19 @@ def test_the_operations_guide_describes_every_metric() -> None:
     guide = (DOCS / "operations.md").read_text()
     missing = [name for name in METRICS if f"`{name}`" not in guide]
     assert missing == []
+
+
+def test_render_speaks_openmetrics_when_asked(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with metered_host(str(tmp_path / "data"), ManualClock()) as (host, client):
+            await client.create_queue("jobs")
+            registry = host_registry(host)
+            text, text_type = render(registry)
+            assert text_type.startswith("text/plain")
+            assert b"roost_subscription_acked_total{" in text
+            body, content_type = render(registry, "application/openmetrics-text; version=1.0.0")
+            assert content_type.startswith("application/openmetrics-text")
+            assert body.endswith(b"# EOF\n")
+            assert b"# TYPE roost_subscription_acked counter" in body
+
+    asyncio.run(main())
