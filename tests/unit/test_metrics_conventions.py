@@ -146,3 +146,14 @@ def test_render_speaks_openmetrics_when_asked(tmp_path: Path) -> None:
             assert b"# TYPE roost_subscription_acked counter" in body
 
     asyncio.run(main())
+
+
+def test_only_the_admin_layer_imports_prometheus_client() -> None:
+    """The hot paths keep plain ints; prometheus_client is for the scrape alone."""
+    src = Path(__file__).resolve().parents[2] / "src" / "roost"
+    importers = [
+        str(path.relative_to(src))
+        for path in src.rglob("*.py")
+        if re.search(r"^\s*(from|import) prometheus_client", path.read_text(), re.MULTILINE)
+    ]
+    assert importers and all(name.startswith("admin/") for name in importers), importers
