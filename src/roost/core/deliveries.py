@@ -23,6 +23,9 @@ them:
   ``b""`` when it has none.
 - What must survive a restart (ack ranges, attempt counts and times, retry times) is exposed for
   the journal; leases are not: after a restart every unacked offset is admitted again.
+- The counters (``delivered`` ... ``dead_lettered``) count since the process started, for
+  ``/metrics``; each costs one integer increment per call (per message only on paths that are
+  per message anyway: a nack, a redelivery, an expiry). Never journaled.
 
 The caller (subscription.py) reads records and builds messages; this class only decides.
 """
@@ -81,6 +84,12 @@ class PartitionDeliveries:
         self._delayed: list[tuple[int, int]] = []
         self._busy: dict[bytes, deque[tuple[int, int]]] = {}  # key -> parked (offset, visible)
         self._head_key: dict[int, bytes] = {}
+        self.delivered = 0  # leases granted: first deliveries and redeliveries
+        self.redelivered = 0  # leases granted to an offset delivered before
+        self.acked = 0
+        self.nacked = 0  # leases given back by a consumer
+        self.expired = 0  # leases that ran out before an ack or a nack
+        self.dead_lettered = 0  # done by moving to the dead-letter topic (subscription.py)
 
     # -- admission ------------------------------------------------------------------------
 
@@ -136,9 +145,11 @@ class PartitionDeliveries:
                 attempts.count += 1
                 attempts.last_ms = now_ms
                 token = attempts.count
+                self.redelivered += 1
             leases[offset] = Lease(token, deadline, consumer, now_ms)
             tokens.append(token)
         self._push_deadline(deadline, list(zip(offsets, tokens, strict=True)))
+        self.delivered += len(offsets)
         return tokens
 
     def _push_deadline(self, deadline_ms: int, members: list[tuple[int, int]]) -> None:
@@ -174,6 +185,7 @@ class PartitionDeliveries:
                 continue
             del leases[offset]
             acked.append(offset)
+        self.acked += len(acked)
         return self.finish_many(acked), refused
 
     def release(
@@ -191,6 +203,7 @@ class PartitionDeliveries:
         """
         if not self.holds(offset, token, now_ms):
             return None
+        self.nacked += 1
         self._attempts_after(offset, self.leases.pop(offset))
         return self.requeue(offset, visible_at_ms, error, max_deliveries)
 
@@ -210,6 +223,7 @@ class PartitionDeliveries:
                 if self._live(deadline, offset, token):
                     self._attempts_after(offset, self.leases.pop(offset))
                     expired.append((offset, deadline))
+        self.expired += len(expired)
         return expired
 
     def _attempts_after(self, offset: int, lease: Lease) -> None:

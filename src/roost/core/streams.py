@@ -50,6 +50,9 @@ class StreamSubscription:
         self.committed = committed
         # partition -> (owner, handovers when the position was set, next offset)
         self._positions: dict[int, tuple[str, int, int]] = {}
+        #: Per partition, records fetched since the process started (for /metrics; refetches
+        #: after a seek or a rebalance count again).
+        self.delivered = [0] * len(topic.partitions)
         self._entries_since_snapshot = 0
 
     @classmethod
@@ -118,6 +121,7 @@ class StreamSubscription:
         )
         if records:
             self._set_position(member_id, partition, records[-1].offset + 1)
+            self.delivered[partition] += len(records)
         return [
             Message(
                 self.spec.topic, partition, r.offset, r.timestamp_ms, r.key, r.value, r.headers, 1

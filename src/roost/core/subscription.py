@@ -410,7 +410,9 @@ class QueueSubscription:
                 log.config.durability != "always" or log.durable_offset >= pending.next_offset
             )
             if confirmed:
-                self._partitions[pending.partition].finish(pending.offset)
+                state = self._partitions[pending.partition]
+                state.finish(pending.offset)
+                state.dead_lettered += 1
                 finished.setdefault(pending.partition, []).append(pending.offset)
             else:
                 still_pending.append(pending)

@@ -38,6 +38,7 @@ from roost.core.publishing import Outgoing, Published, PublishOutcome
 from roost.core.redrive import RedriveFilter
 from roost.errors import BacklogFull, InvalidConfig
 from roost.server.flusher import Flusher
+from roost.server.meters import ListenerStats
 from roost.storage import Journal, LocalEngine
 
 #: Longest a receive may wait for a message, as in SQS long polling.
@@ -63,6 +64,8 @@ class Host:
         self._closed = False
         #: Shutting down: long polls answer at once instead of waiting, pushes stop.
         self.stopping = False
+        #: Per listener name, counted by the listeners and read by admin/metrics.py.
+        self.listeners: dict[str, ListenerStats] = {}
 
     @classmethod
     async def start(cls, path: str, clock: Clock | None = None) -> Host:

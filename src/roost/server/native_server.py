@@ -32,6 +32,7 @@ from roost.protocols.native.codec import (
     negotiate,
 )
 from roost.server.host import Host
+from roost.server.meters import ListenerStats
 from roost.server.native_session import HANDLERS, delivered
 
 log = logging.getLogger("roost.native")
@@ -68,8 +69,10 @@ class NativeConnection:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         max_frame_bytes: int,
+        stats: ListenerStats | None = None,
     ) -> None:
         self._host = host
+        self._stats = stats or ListenerStats()
         self._reader = reader
         self._writer = writer
         self._codec = NativeCodec("server", max_frame_bytes)
@@ -81,6 +84,7 @@ class NativeConnection:
         try:
             await self._read_loop()
         except ProtocolError as e:
+            self._stats.protocol_errors += 1
             log.warning("closing %s: %s", self.peer, e)
             self._send_quietly(Frame(Kind.FAILURE, 0, m.Failure(e.code, str(e))))
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -102,6 +106,7 @@ class NativeConnection:
                 return
             while (frame := self._codec.next_event()) is not NEED_DATA:
                 assert isinstance(frame, Frame)
+                self._stats.frames_received += 1
                 if not self._dispatch(frame):
                     return
 
@@ -221,13 +226,16 @@ async def serve_native(
     port: int,
     max_frame_bytes: int = 16 * 1024 * 1024,
     max_connections: int = 10_000,
+    name: str = "native",
 ) -> asyncio.Server:
     """Listen for native-protocol clients on ``address:port``.
 
     Past ``max_connections`` a new connection gets a ``FAILURE`` naming the limit and is
-    closed; the ones already open are not disturbed.
+    closed; the ones already open are not disturbed. Connections and frames are counted in
+    ``host.listeners[name]`` (listeners of one name share it).
     """
     open_connections = 0
+    stats = host.listeners.setdefault(name, ListenerStats())
 
     async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal open_connections
@@ -237,12 +245,16 @@ async def serve_native(
             )
             writer.write(encode(Frame(Kind.FAILURE, 0, failure)))
             writer.close()
+            stats.refused += 1
             return
         open_connections += 1
+        stats.accepted += 1
+        stats.connections += 1
         try:
-            await NativeConnection(host, reader, writer, max_frame_bytes).run()
+            await NativeConnection(host, reader, writer, max_frame_bytes, stats).run()
         finally:
             open_connections -= 1
+            stats.connections -= 1
 
     return await asyncio.start_server(connected, address, port, limit=READ_CHUNK_BYTES)
 

@@ -1,0 +1,1 @@
+"""Operating a running broker: the HTTP admin API, Prometheus metrics, the dashboard."""

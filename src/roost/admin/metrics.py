@@ -1,0 +1,276 @@
+"""Prometheus metrics for one host: a collector that reads the broker's numbers when Prometheus
+scrapes, and ``render`` for the HTTP layer's ``/metrics``.
+
+    registry = host_registry(host)      # once per host, never the global registry
+    body, content_type = render(registry, request.headers.get("accept"))
+
+Rules:
+
+- Nothing on a hot path calls prometheus_client. The core, the flusher and the listeners keep
+  plain ints (and bucket counts, once per flush round); this collector reads them per scrape.
+- The gauges `roost stats` shows come from ``Broker.stats`` (core/stats.py): the CLI, the
+  dashboard and Prometheus read one set of numbers, computed one way.
+- Counters count since the process started; Prometheus handles the reset after a restart.
+- Labels are names an operator chose (topic, subscription, listener) and partition numbers,
+  never message keys or ids: cardinality is bounded by the definitions.
+- Each host has its own registry: tests run many hosts in one process, and a host's metrics
+  must go when it does.
+- Scrape on the host's event loop: the core's state has no locks.
+
+Every metric is in ``METRICS`` (docs/operations.md describes each; tests hold both to it).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from typing import Literal, NamedTuple
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from roost.core.broker import Broker
+from roost.core.stats import StreamStats, SubscriptionStats
+from roost.core.streams import StreamSubscription
+from roost.core.subscription import QueueSubscription
+from roost.server.host import Host
+from roost.server.meters import Histogram, ListenerStats
+
+Kind = Literal["counter", "gauge", "histogram"]
+PARTITION = ("topic", "partition")
+SUBSCRIPTION = ("topic", "subscription")
+SUBSCRIPTION_PARTITION = ("topic", "subscription", "partition")
+LISTENER = ("listener",)
+
+
+class Spec(NamedTuple):
+    name: str  # as exposed: a counter's ends in _total
+    kind: Kind
+    labels: tuple[str, ...]
+    help: str
+
+
+def _specs(*specs: Spec) -> dict[str, Spec]:
+    return {spec.name: spec for spec in specs}
+
+
+METRICS = _specs(
+    # -- partitions ------------------------------------------------------------------------
+    Spec("roost_partition_published_total", "counter", PARTITION,
+         "Records appended to the partition: publishes, dead letters moved in, redrives."),
+    Spec("roost_partition_end_offset", "gauge", PARTITION,
+         "The offset the next record appended to the partition will get."),
+    Spec("roost_partition_start_offset", "gauge", PARTITION,
+         "The first offset the partition still stores (retention moves it up)."),
+    Spec("roost_partition_size_bytes", "gauge", PARTITION,
+         "Bytes of the partition's segment files."),
+    Spec("roost_partition_write_failed", "gauge", PARTITION,
+         "1 if a write or fsync failed and the partition refuses writes until a restart."),
+    # -- queue and keyed subscriptions, per partition ------------------------------------
+    Spec("roost_subscription_depth", "gauge", SUBSCRIPTION_PARTITION,
+         "Messages a consumer could receive now: not done, not leased, not delayed."),
+    Spec("roost_subscription_backlog", "gauge", SUBSCRIPTION_PARTITION,
+         "Messages not done (acked or dead-lettered), leased and delayed ones included."),
+    Spec("roost_subscription_in_flight", "gauge", SUBSCRIPTION_PARTITION,
+         "Messages leased to a consumer and not yet acked, nacked or expired."),
+    Spec("roost_subscription_delayed", "gauge", SUBSCRIPTION_PARTITION,
+         "Messages waiting for a delay or retry backoff, or parked behind their key."),
+    Spec("roost_subscription_oldest_age_seconds", "gauge", SUBSCRIPTION_PARTITION,
+         "Age of the oldest message not done, from its publish timestamp; 0 when none."),
+    Spec("roost_subscription_delivered_total", "counter", SUBSCRIPTION_PARTITION,
+         "Messages delivered (leased; for a stream, fetched), redeliveries included."),
+    Spec("roost_subscription_redelivered_total", "counter", SUBSCRIPTION_PARTITION,
+         "Deliveries of a message that had been delivered before."),
+    Spec("roost_subscription_acked_total", "counter", SUBSCRIPTION_PARTITION,
+         "Messages acked."),
+    Spec("roost_subscription_nacked_total", "counter", SUBSCRIPTION_PARTITION,
+         "Leases given back by a consumer (nack)."),
+    Spec("roost_subscription_expired_total", "counter", SUBSCRIPTION_PARTITION,
+         "Leases that ran out before the consumer acked or nacked."),
+    Spec("roost_subscription_dead_lettered_total", "counter", SUBSCRIPTION_PARTITION,
+         "Messages moved to the dead-letter topic after max_deliveries."),
+    # -- stream subscriptions (consumer groups), per partition ---------------------------
+    Spec("roost_subscription_committed_offset", "gauge", SUBSCRIPTION_PARTITION,
+         "A stream subscription's committed offset: the next record it will read."),
+    Spec("roost_subscription_lag", "gauge", SUBSCRIPTION_PARTITION,
+         "A stream subscription's lag: the partition's end offset less the committed offset."),
+    # -- per subscription ----------------------------------------------------------------
+    Spec("roost_subscription_dead_letters", "gauge", SUBSCRIPTION,
+         "Dead letters waiting in the subscription's dead-letter topic (not redriven)."),
+    Spec("roost_subscription_members", "gauge", SUBSCRIPTION,
+         "Members of a stream subscription's consumer group."),
+    # -- listeners -----------------------------------------------------------------------
+    Spec("roost_listener_connections", "gauge", LISTENER, "Connections open now."),
+    Spec("roost_listener_accepted_connections_total", "counter", LISTENER,
+         "Connections accepted."),
+    Spec("roost_listener_refused_connections_total", "counter", LISTENER,
+         "Connections refused because max_connections were open."),
+    Spec("roost_listener_frames_received_total", "counter", LISTENER,
+         "Protocol frames received from clients."),
+    Spec("roost_listener_protocol_errors_total", "counter", LISTENER,
+         "Connections closed because the client broke the protocol."),
+    # -- storage -------------------------------------------------------------------------
+    Spec("roost_flush_rounds_total", "counter", (),
+         "Group commits: flush rounds, each syncing every log that was due."),
+    Spec("roost_fsyncs_total", "counter", (),
+         "Synchronous writes and syncs done by flush rounds (O_DSYNC writes, fdatasync, "
+         "directory fsync)."),
+    Spec("roost_flushed_records_total", "counter", (),
+         "Records made durable by flush rounds, journal entries included."),
+    Spec("roost_fsync_duration_seconds", "histogram", (),
+         "Per flush round: time spent writing and syncing, in the flusher's thread."),
+    Spec("roost_append_latency_seconds", "histogram", (),
+         "Per flush round: from the first append it covers asking for durability until "
+         "durable, the longest any confirm in the round waited on storage."),
+    Spec("roost_data_filesystem_avail_bytes", "gauge", (),
+         "Bytes free for the broker on the data directory's filesystem."),
+    Spec("roost_data_filesystem_size_bytes", "gauge", (),
+         "Size of the data directory's filesystem in bytes."),
+)  # fmt: skip
+
+
+class _Scrape:
+    """One family per spec, filled by one collect: every metric is exposed, with or without
+    samples, so its HELP and TYPE are there from the first scrape."""
+
+    def __init__(self) -> None:
+        self.families: dict[str, Metric] = {name: _family(spec) for name, spec in METRICS.items()}
+
+    def add(self, name: str, labels: Sequence[object], value: float) -> None:
+        family = self.families[name]
+        assert isinstance(family, CounterMetricFamily | GaugeMetricFamily)
+        family.add_metric([str(label) for label in labels], value)
+
+    def add_histogram(self, name: str, histogram: Histogram) -> None:
+        family = self.families[name]
+        assert isinstance(family, HistogramMetricFamily)
+        buckets = [(_bound(bound), float(count)) for bound, count in histogram.cumulative()]
+        family.add_metric([], buckets, histogram.sum)
+
+
+def _family(spec: Spec) -> Metric:
+    labels = list(spec.labels)
+    if spec.kind == "counter":
+        return CounterMetricFamily(spec.name, spec.help, labels=labels)
+    if spec.kind == "gauge":
+        return GaugeMetricFamily(spec.name, spec.help, labels=labels)
+    return HistogramMetricFamily(spec.name, spec.help, labels=labels)
+
+
+def _bound(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(bound)
+
+
+class HostCollector:
+    """Reads one host's numbers per scrape (see the module's rules)."""
+
+    def __init__(self, host: Host) -> None:
+        self._host = host
+
+    def describe(self) -> Iterable[Metric]:
+        return _Scrape().families.values()
+
+    def collect(self) -> Iterable[Metric]:
+        host = self._host
+        scrape = _Scrape()
+        _partitions(scrape, host.broker)
+        for sub in host.broker.subscriptions():
+            if isinstance(sub, StreamSubscription):
+                _stream(scrape, host.broker, sub)
+            else:
+                _queue(scrape, host.broker, sub)
+        for name, stats in sorted(host.listeners.items()):
+            _listener(scrape, name, stats)
+        _storage(scrape, host)
+        return scrape.families.values()
+
+
+def _partitions(scrape: _Scrape, broker: Broker) -> None:
+    for name in broker.list_topics():
+        for partition, log in enumerate(broker.engine.topic(name).partitions):
+            labels = (name, partition)
+            scrape.add("roost_partition_published_total", labels,
+                       log.end_offset - log.opened_end_offset)  # fmt: skip
+            scrape.add("roost_partition_end_offset", labels, log.end_offset)
+            scrape.add("roost_partition_start_offset", labels, log.start_offset)
+            scrape.add("roost_partition_size_bytes", labels, log.size_bytes)
+            scrape.add("roost_partition_write_failed", labels, log.failure is not None)
+
+
+def _queue(scrape: _Scrape, broker: Broker, sub: QueueSubscription) -> None:
+    stats = broker.stats(sub.spec.topic, sub.spec.name)
+    assert isinstance(stats, SubscriptionStats)
+    names = (stats.topic, stats.subscription)
+    for p in stats.partitions:
+        labels = (*names, p.partition)
+        scrape.add("roost_subscription_depth", labels, p.depth)
+        scrape.add("roost_subscription_backlog", labels, p.backlog)
+        scrape.add("roost_subscription_in_flight", labels, p.in_flight)
+        scrape.add("roost_subscription_delayed", labels, p.delayed)
+        age_s = (p.oldest_age_ms or 0) / 1000
+        scrape.add("roost_subscription_oldest_age_seconds", labels, age_s)
+        state = sub.partition_state(p.partition)
+        scrape.add("roost_subscription_delivered_total", labels, state.delivered)
+        scrape.add("roost_subscription_redelivered_total", labels, state.redelivered)
+        scrape.add("roost_subscription_acked_total", labels, state.acked)
+        scrape.add("roost_subscription_nacked_total", labels, state.nacked)
+        scrape.add("roost_subscription_expired_total", labels, state.expired)
+        scrape.add("roost_subscription_dead_lettered_total", labels, state.dead_lettered)
+    if stats.dead_letter_topic is not None:
+        scrape.add("roost_subscription_dead_letters", names, stats.dead_letters)
+
+
+def _stream(scrape: _Scrape, broker: Broker, stream: StreamSubscription) -> None:
+    stats = broker.stats(stream.spec.topic, stream.spec.name)
+    assert isinstance(stats, StreamStats)
+    names = (stats.topic, stats.subscription)
+    for p in stats.partitions:
+        labels = (*names, p.partition)
+        scrape.add("roost_subscription_committed_offset", labels, p.committed)
+        scrape.add("roost_subscription_lag", labels, p.lag)
+        scrape.add("roost_subscription_delivered_total", labels, stream.delivered[p.partition])
+    scrape.add("roost_subscription_members", names, len(stats.members))
+
+
+def _listener(scrape: _Scrape, name: str, stats: ListenerStats) -> None:
+    labels = (name,)
+    scrape.add("roost_listener_connections", labels, stats.connections)
+    scrape.add("roost_listener_accepted_connections_total", labels, stats.accepted)
+    scrape.add("roost_listener_refused_connections_total", labels, stats.refused)
+    scrape.add("roost_listener_frames_received_total", labels, stats.frames_received)
+    scrape.add("roost_listener_protocol_errors_total", labels, stats.protocol_errors)
+
+
+def _storage(scrape: _Scrape, host: Host) -> None:
+    flusher = host.flusher
+    scrape.add("roost_flush_rounds_total", (), flusher.rounds)
+    scrape.add("roost_fsyncs_total", (), flusher.meters.syncs)
+    scrape.add("roost_flushed_records_total", (), flusher.meters.records)
+    scrape.add_histogram("roost_fsync_duration_seconds", flusher.meters.sync_duration)
+    scrape.add_histogram("roost_append_latency_seconds", flusher.meters.append_latency)
+    try:
+        fs = os.statvfs(host.engine.path)
+    except OSError:
+        return  # the directory is gone: no sample, and an absent() alert can say so
+    scrape.add("roost_data_filesystem_avail_bytes", (), fs.f_bavail * fs.f_frsize)
+    scrape.add("roost_data_filesystem_size_bytes", (), fs.f_blocks * fs.f_frsize)
+
+
+def host_registry(host: Host) -> CollectorRegistry:
+    """A registry of its own holding ``host``'s collector (never the process-wide one)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(HostCollector(host))
+    return registry
+
+
+def render(registry: CollectorRegistry, accept: str | None = None) -> tuple[bytes, str]:
+    """The scrape body and its content type: OpenMetrics if ``accept`` (the request's Accept
+    header) asks for it, else Prometheus text."""
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry), content_type

@@ -1,0 +1,83 @@
+"""Plain counters the asyncio layer keeps for ``/metrics``: ints and bucket counts, no locks and
+no prometheus_client.
+
+Rules, because these sit on hot paths:
+
+- Writers touch them on the event loop only, and at most once per frame, connection or flush
+  round, never per message: an integer increment on an object that already exists.
+- ``admin/metrics.py`` reads them when Prometheus scrapes (also on the loop) and turns them
+  into samples; nothing here knows Prometheus' names or formats.
+- They count from process start and are never persisted: Prometheus handles the reset a
+  restart causes.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+
+#: Upper bounds (seconds) of the latency buckets: 50 µs (an fsync on a fast SSD) up to 2.5 s (a
+#: disk in trouble). Prometheus' ``le`` is inclusive, so a value equal to a bound falls in it.
+LATENCY_BOUNDS_S = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
+
+
+class Histogram:
+    """Counts per bucket and a sum: what a Prometheus histogram needs, at the cost of one
+    bisect per observation. Observed once per flush round, not per message."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...] = LATENCY_BOUNDS_S) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """``(upper bound, observations <= it)`` for every bucket, ending with +Inf."""
+        running = 0
+        buckets = []
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += count
+            buckets.append((bound, running))
+        return buckets
+
+
+class FlushMeters:
+    """What the group-commit flusher did (server/flusher.py), updated once per round."""
+
+    __slots__ = ("append_latency", "records", "sync_duration", "syncs")
+
+    def __init__(self) -> None:
+        #: Write-and-sync system calls completed: O_DSYNC writes, fdatasyncs, directory fsyncs.
+        self.syncs = 0
+        #: Records made durable.
+        self.records = 0
+        #: Per round: the seconds the flusher's thread spent writing and syncing.
+        self.sync_duration = Histogram()
+        #: Per round: seconds from the first append that asked for durability while no round
+        #: covered it, until the round covering it was applied; the longest any confirm in the
+        #: round waited on storage.
+        self.append_latency = Histogram()
+
+
+class ListenerStats:
+    """One listener's connections and frames (server/native_server.py)."""
+
+    __slots__ = ("accepted", "connections", "frames_received", "protocol_errors", "refused")
+
+    def __init__(self) -> None:
+        self.connections = 0  # open now
+        self.accepted = 0
+        self.refused = 0  # over max_connections
+        self.frames_received = 0
+        self.protocol_errors = 0  # connections ended by a ProtocolError
