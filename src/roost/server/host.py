@@ -36,7 +36,7 @@ from roost.core.broker import Broker
 from roost.core.model import Message, Receipt
 from roost.core.publishing import Outgoing, Published, PublishOutcome
 from roost.core.redrive import RedriveFilter
-from roost.errors import BacklogFull, InvalidConfig
+from roost.errors import BacklogFull, InvalidConfig, StorageClosed
 from roost.server.flusher import Flusher
 from roost.storage import Journal, LocalEngine
 
@@ -272,6 +272,16 @@ class Host:
 
     def _topics_with_subscriptions(self) -> set[str]:
         return {spec.topic for spec in self.broker.list_subscriptions()}
+
+    # -- health ---------------------------------------------------------------------------
+
+    async def check_ready(self) -> None:
+        """Raise (``StorageFailure``, ``StorageClosed``) unless the host can take writes: not
+        closing, the engine open with no failed log, the data directory writable."""
+        if self._closed:
+            raise StorageClosed("the host (shutting down)")
+        self.engine.check_health()
+        await asyncio.to_thread(self.engine.probe_write)
 
     # -- lifecycle ------------------------------------------------------------------------
 
