@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Callable, Sequence
 
 from roost.clock import Clock, SystemClock
@@ -146,7 +147,7 @@ class Host:
         Each batch is confirmed (durable at the destination) before its dead letters are
         acked, so a crash mid-run moves a message twice at worst, never loses one.
         """
-        if not rate_per_s > 0:
+        if not 0 < rate_per_s < math.inf:  # inf would make int(rate) below raise
             raise InvalidConfig("rate", rate_per_s, "a positive number of messages per second")
         batch_size = max(1, min(100, int(rate_per_s)))
         skipped: list[Receipt] = []
