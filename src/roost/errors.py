@@ -22,6 +22,7 @@
     ├── Conflict                     (the request was valid, the state moved on)
     │   ├── StaleGeneration          stale_generation (rejoin the group)
     │   ├── NotOwner                 not_owner        (the partition is another member's)
+    │   ├── GroupActive              group_active     (stop the group's members first)
     │   └── LeaseExpired             lease_expired    (the message was or will be redelivered)
     ├── Unroutable                   unroutable       (no binding matched, no alternate exchange)
     ├── BacklogFull                  backlog_full     yes
@@ -232,6 +233,18 @@ class NotOwner(Conflict):
         self.partition = partition
 
 
+class GroupActive(Conflict):
+    code = "group_active"
+
+    def __init__(self, group: str, members: int) -> None:
+        super().__init__(
+            f"group {group!r} has {members} member(s): its committed offsets can be reset only "
+            "while it has none (stop its consumers, or wait for their sessions to expire)"
+        )
+        self.group = group
+        self.members = members
+
+
 class LeaseExpired(Conflict):
     code = "lease_expired"
 
@@ -344,6 +357,7 @@ ERRORS_BY_CODE: dict[str, type[RoostError]] = {
         Conflict,
         StaleGeneration,
         NotOwner,
+        GroupActive,
         LeaseExpired,
         Unroutable,
         BacklogFull,

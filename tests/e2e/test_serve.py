@@ -18,6 +18,7 @@ import roost
 from roost.errors import LeaseExpired, UnknownSubscription, UnknownTopic
 
 READY = re.compile(rb"roost listening on ([\d.]+):(\d+)")
+ADMIN = re.compile(rb"roost admin API on (http://[\d.]+:\d+)")
 
 
 class Server:
@@ -25,13 +26,17 @@ class Server:
         self.data_dir = data_dir
         self.process = subprocess.Popen(
             [sys.executable, "-m", "roost.cli.main", "serve", "--data", str(data_dir),
-             "--port", str(port)],
+             "--port", str(port), "--admin-port", "0"],
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
         assert self.process.stderr is not None
+        self.admin_url = ""
         for _ in range(200):
             line = self.process.stderr.readline()
+            admin = ADMIN.search(line)
+            if admin:  # logged before the native listener's line
+                self.admin_url = admin.group(1).decode()
             found = READY.search(line)
             if found:
                 self.url = f"roost://{found.group(1).decode()}:{found.group(2).decode()}"

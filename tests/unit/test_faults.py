@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 
 import pytest
 
 from roost.clock import ManualClock
-from roost.errors import StorageFailure
+from roost.errors import StorageClosed, StorageFailure
 from roost.server.flusher import Flusher
 from roost.storage import LocalEngine, Record, TopicConfig
 from roost.storage.fs import LocalFS
@@ -118,3 +119,39 @@ def test_waiters_get_the_failure_from_the_flusher(
     topic = engine.topic("t")
     assert [r.value for r in topic.read(0, 0)] == [b"ok"]
     engine.close()
+
+
+class ReadOnlyFS(FaultyFS):
+    """A data directory that has stopped taking new files (full, or remounted read-only)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refuse_files = False
+
+    def write_file(self, path: str, data: bytes) -> None:
+        if self.refuse_files:
+            raise OSError(errno.EROFS, "injected read-only file system")
+        super().write_file(path, data)
+
+
+def test_health_and_the_write_probe_see_what_would_refuse_a_write(
+    data_dir: str, clock: ManualClock
+) -> None:
+    fs = ReadOnlyFS()
+    engine = LocalEngine.open(data_dir, clock, fs)
+    topic = engine.create_topic("t", TopicConfig(durability="never"))
+    engine.check_health()
+    engine.probe_write()
+    assert not os.path.exists(os.path.join(data_dir, "WRITE_PROBE")), "the probe cleans up"
+    fs.refuse_files = True
+    with pytest.raises(StorageFailure, match="data directory"):
+        engine.probe_write()
+    fs.refuse_files = False
+    fs.fail_writes = errno.ENOSPC
+    with pytest.raises(StorageFailure):
+        topic.append(0, [Record(value=b"x")])
+    with pytest.raises(StorageFailure, match="t/0"):
+        engine.check_health()
+    engine.close()
+    with pytest.raises(StorageClosed):
+        engine.check_health()

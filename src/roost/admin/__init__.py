@@ -1,1 +1,11 @@
-"""Operating a running broker: the HTTP admin API, Prometheus metrics, the dashboard."""
+"""The HTTP admin layer: a JSON admin API over the host, served by uvicorn on the broker's loop.
+
+- ``endpoints.py``: how an endpoint is declared; decoding, errors, the one serving function
+- ``schemas.py``: request and response bodies (msgspec Structs)
+- ``health.py``, ``topics.py``, ``queues.py``, ``exchanges.py``, ``dead_letters.py``,
+  ``groups.py``: the endpoints, one resource each
+- ``openapi.py``: the OpenAPI document, generated from the endpoints
+- ``app.py``: ``build_app(host, extra_routes=())``, the Starlette app
+- ``server.py``: ``AdminServer``, uvicorn as a task on the running loop
+- ``metrics.py``: the Prometheus collector of a host and ``render`` for ``/metrics``
+"""

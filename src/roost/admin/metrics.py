@@ -34,6 +34,9 @@ from prometheus_client.metrics_core import (
     HistogramMetricFamily,
     Metric,
 )
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from roost.core.broker import Broker
 from roost.core.stats import StreamStats, SubscriptionStats
@@ -267,6 +270,17 @@ def host_registry(host: Host) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(HostCollector(host))
     return registry
+
+
+def metrics_route(host: Host) -> Route:
+    """``GET /metrics`` for the admin app: one registry for the host's life."""
+    registry = host_registry(host)
+
+    async def scrape(request: Request) -> Response:
+        body, content_type = render(registry, request.headers.get("accept"))
+        return Response(body, headers={"Content-Type": content_type})
+
+    return Route("/metrics", scrape, methods=["GET"])
 
 
 def render(registry: CollectorRegistry, accept: str | None = None) -> tuple[bytes, str]:

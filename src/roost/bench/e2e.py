@@ -162,7 +162,7 @@ class _Server:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "roost.cli.main", "serve",
-                 "--data", os.path.join(self.root, "data"), "--port", "0"],
+                 "--data", os.path.join(self.root, "data"), "--port", "0", "--admin-port", "0"],
                 stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL,
             )  # fmt: skip
         self.url = self._wait_listening()

@@ -49,18 +49,34 @@ for _command in (topic, queue, exchange, bind, unbind, publish, consume, stats, 
 @click.option("--data", default=None, help="Data directory (default ./data; env ROOST_DATA).")
 @click.option("--listen", default=None, help="Address to bind (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default 7420; 0 picks one).")
-def serve(config_file: str | None, data: str | None, listen: str | None, port: int | None) -> None:
-    """Run the broker: the native protocol on a port, everything in one data directory."""
+@click.option("--admin/--no-admin", default=None, help="Serve the HTTP admin API (default: on).")
+@click.option("--admin-listen", default=None, help="Admin API address (default 127.0.0.1).")
+@click.option(
+    "--admin-port", type=int, default=None, help="Admin API port (default 7480; 0 picks one)."
+)
+def serve(
+    config_file: str | None,
+    data: str | None,
+    listen: str | None,
+    port: int | None,
+    admin: bool | None,
+    admin_listen: str | None,
+    admin_port: int | None,
+) -> None:
+    """Run the broker: the native protocol and the HTTP admin API, one data directory."""
     import asyncio
     import logging
     import os
 
+    from roost.admin.server import start_admin
     from roost.server import serve as serving
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    config = serving.settings(
-        config_file, os.environ, {"data": data, "listen": listen, "port": port}
-    )
+    flags = {
+        "data": data, "listen": listen, "port": port, "admin": admin,
+        "admin_listen": admin_listen, "admin_port": admin_port,
+    }  # fmt: skip
+    config = serving.settings(config_file, os.environ, flags)
 
     def ready(address: str, bound: int) -> None:
         click.echo(f"roost listening on {address}:{bound}", err=True)
@@ -68,9 +84,9 @@ def serve(config_file: str | None, data: str | None, listen: str | None, port: i
     try:
         import uvloop
 
-        uvloop.run(serving.run(config, ready))
+        uvloop.run(serving.run(config, ready, [start_admin]))
     except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
-        asyncio.run(serving.run(config, ready))
+        asyncio.run(serving.run(config, ready, [start_admin]))
 
 
 @main.group()

@@ -24,6 +24,7 @@ import msgspec
 
 from roost.clock import Clock
 from roost.core.catalog import Catalog
+from roost.core.inspection import Peeked, peek_queue, peek_stream, peek_topic, read_log
 from roost.core.model import (
     DEFAULT_MAX_DELIVERIES,
     Message,
@@ -48,8 +49,15 @@ from roost.core.redrive import (
     source_of,
 )
 from roost.core.routing import MAX_KEY_BYTES, BindingSpec, ExchangeSpec, Router
-from roost.core.stats import StreamStats, SubscriptionStats, stream_stats, subscription_stats
-from roost.core.streams import StreamSubscription
+from roost.core.stats import (
+    GroupDescription,
+    StreamStats,
+    SubscriptionStats,
+    describe_group,
+    stream_stats,
+    subscription_stats,
+)
+from roost.core.streams import ResetTarget, StreamSubscription
 from roost.core.subscription import PendingDeadLetter, QueueSubscription
 from roost.errors import (
     BacklogFull,
@@ -543,6 +551,52 @@ class Broker:
             waiting = subscription_stats(redrive, self.clock.now_ms()).backlog
             stats = msgspec.structs.replace(stats, dead_letters=waiting)
         return stats
+
+    # -- inspection and repair (operators) --------------------------------------------------
+
+    def peek(
+        self, topic: str, subscription: str, max_messages: int = 10, partition: int | None = None
+    ) -> list[Peeked]:
+        """What ``subscription`` has not finished with, without taking it (inspection.py)."""
+        if (topic, subscription) in self._streams:
+            return peek_stream(self._streams[(topic, subscription)], max_messages, partition)
+        sub = self._subscription(topic, subscription)
+        return peek_queue(sub, self.clock.now_ms(), max_messages, partition)
+
+    def read(
+        self, topic: str, partition: int, offset: int | None = None, max_messages: int = 10
+    ) -> list[Message]:
+        """Records of one partition from ``offset`` (default: its start), as stored."""
+        return read_log(self.engine.topic(topic), partition, offset, max_messages)
+
+    def peek_dead_letters(
+        self, dead_letter_topic: str, max_messages: int = 10, partition: int | None = None
+    ) -> list[Peeked]:
+        """The dead letters of a topic not yet redriven, with the headers saying why they died.
+
+        Those a running redrive holds are ``leased``; without any redrive so far, every record
+        of the topic."""
+        redrive = self._subscriptions.get((dead_letter_topic, REDRIVE_SUBSCRIPTION))
+        if redrive is not None:
+            return peek_queue(redrive, self.clock.now_ms(), max_messages, partition)
+        return peek_topic(self.engine.topic(dead_letter_topic), max_messages, partition)
+
+    def purge(self, topic: str, subscription: str) -> int:
+        """Finish every confirmed message of ``subscription``, leased and delayed ones too;
+        for a stream, commit at the end. Returns how many messages it skipped."""
+        if (topic, subscription) in self._streams:
+            return self._streams[(topic, subscription)].purge()
+        return self._subscription(topic, subscription).purge()
+
+    def describe_group(self, topic: str, group: str) -> GroupDescription:
+        """Members, their partitions and sessions, committed offsets and lag per partition."""
+        return describe_group(self.stream(topic, group))
+
+    def reset_group(
+        self, topic: str, group: str, to: ResetTarget, partitions: Sequence[int] | None = None
+    ) -> dict[int, int]:
+        """Move an idle group's committed offsets (see ``StreamSubscription.reset``)."""
+        return self.stream(topic, group).reset(to, partitions)
 
     def subscriptions(self) -> list[QueueSubscription | StreamSubscription]:
         """Every open subscription (for the host's snapshots)."""

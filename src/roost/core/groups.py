@@ -84,6 +84,15 @@ class Membership(msgspec.Struct, frozen=True):
     session_timeout_ms: int
 
 
+class MemberState(msgspec.Struct, frozen=True):
+    """One member as an operator sees it: its partitions and how long its session has left."""
+
+    member_id: str
+    partitions: tuple[int, ...]
+    #: Until ``expire`` may remove it, unless it heartbeats; 0 once overdue.
+    session_expires_in_ms: int
+
+
 class ConsumerGroup:
     """The members of one group and the partitions each owns. See the module docstring."""
 
@@ -208,6 +217,14 @@ class ConsumerGroup:
     def members(self) -> list[str]:
         """Member ids, sorted."""
         return sorted(self._deadlines_ms)
+
+    def member_states(self) -> list[MemberState]:
+        """Every member with its partitions and the time left on its session, by id."""
+        now_ms = self._clock.monotonic_ms()
+        return [
+            MemberState(m, self._assignments[m], max(0, self._deadlines_ms[m] - now_ms))
+            for m in sorted(self._deadlines_ms)
+        ]
 
     def check_owner(self, member_id: str, generation: int, partition: int) -> None:
         """Raise unless the member owns ``partition`` in the current generation.

@@ -5,13 +5,15 @@ the oldest message, lag, dead letters.
 waiting on a delay: what a consumer could take now. ``backlog`` is everything not done.
 ``oldest_age_ms`` is measured from the timestamp of the first message not done.
 ``dead_letters`` counts the records of the dead-letter topic, less those redriven (the broker
-corrects it when a redrive subscription exists).
+corrects it when a redrive subscription exists). ``describe_group`` adds to a stream's lag who
+is in the group, what each member owns, and where each owner reads next.
 """
 
 from __future__ import annotations
 
 import msgspec
 
+from roost.core.groups import MemberState
 from roost.core.streams import StreamSubscription
 from roost.core.subscription import QueueSubscription
 
@@ -117,5 +119,49 @@ def stream_stats(stream: StreamSubscription) -> StreamStats:
         stream.group.members(),
         stream.group.generation,
         sum(lag.values()),
+        partitions,
+    )
+
+
+class GroupPartition(msgspec.Struct, frozen=True):
+    partition: int
+    start_offset: int
+    end_offset: int
+    committed: int
+    lag: int
+    #: The member that owns the partition; None while the group has no members.
+    owner: str | None
+    #: Where the owner reads next (its fetch position, else the commit); None without owner.
+    position: int | None
+
+
+class GroupDescription(msgspec.Struct, frozen=True):
+    """A consumer group (a `stream` subscription) as an operator looks at it."""
+
+    topic: str
+    group: str
+    generation: int
+    lag: int
+    members: list[MemberState]
+    partitions: list[GroupPartition]
+
+
+def describe_group(stream: StreamSubscription) -> GroupDescription:
+    lag = stream.lag()
+    partitions = []
+    for p, log in enumerate(stream.topic.partitions):
+        owner = stream.group.owner(p)
+        position = stream.position(owner, p) if owner is not None else None
+        partitions.append(
+            GroupPartition(
+                p, log.start_offset, log.end_offset, stream.committed[p], lag[p], owner, position
+            )
+        )
+    return GroupDescription(
+        stream.spec.topic,
+        stream.spec.name,
+        stream.group.generation,
+        sum(lag.values()),
+        stream.group.member_states(),
         partitions,
     )

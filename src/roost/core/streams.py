@@ -15,22 +15,35 @@ Rules:
   gets the partition, moves forward as the member fetches, and moves anywhere with ``seek``
   (to an offset, a timestamp, the earliest or the latest). Positions are not persisted: after
   a restart or a rebalance, reading resumes from the last commit (at-least-once).
+- An operator may ``reset`` committed offsets (to an offset, a time, the earliest or the
+  latest), but only while the group has no members, as Kafka asks: a member reading on would
+  commit over the reset. ``purge`` commits at the end with or without members.
 - A new subscription's committed offsets start at ``spec.start``: the log's end ("latest") or
   its start ("earliest"), recorded in the journal so the choice survives restarts.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import Literal, NamedTuple
 
 from roost.clock import Clock
 from roost.core import state_codec
 from roost.core.groups import ConsumerGroup, Membership
 from roost.core.model import Message, SubscriptionSpec
-from roost.errors import InvalidRequest, OffsetOutOfRange
+from roost.errors import GroupActive, InvalidRequest, OffsetOutOfRange
 from roost.storage import Journal, Topic
 
 SeekTarget = int | Literal["earliest", "latest"]
+
+
+class AtTime(NamedTuple):
+    """A reset target: the first record at or after ``timestamp_ms`` (ms since the epoch)."""
+
+    timestamp_ms: int
+
+
+ResetTarget = SeekTarget | AtTime
 
 
 class StreamSubscription:
@@ -197,6 +210,53 @@ class StreamSubscription:
             self._positions[partition] = (owner, handovers, offset)
         self.journal.append([state_codec.committed(partition, offset)])
         self._entries_since_snapshot += 1
+
+    def purge(self) -> int:
+        """Commit every partition at its confirmed end, as if the group had read everything
+        published so far; returns how many records it skipped."""
+        skipped = 0
+        for partition, log in enumerate(self.topic.partitions):
+            end = log.confirmed_offset
+            if self.committed[partition] < end:
+                skipped += end - max(self.committed[partition], log.start_offset)
+                self.force_commit(partition, end)
+        return skipped
+
+    def reset(self, to: ResetTarget, partitions: Sequence[int] | None = None) -> dict[int, int]:
+        """Move the committed offsets of ``partitions`` (default: all) while the group is empty.
+
+        ``to`` is an offset, ``"earliest"``, ``"latest"`` or ``AtTime(timestamp_ms)`` (the first
+        record at or after it, else the end). Every target is checked before anything moves;
+        returns the new committed offset per partition. ``GroupActive`` if the group has
+        members: a member reading on would commit over the reset.
+        """
+        members = self.group.members()
+        if members:
+            raise GroupActive(self.spec.name, len(members))
+        chosen = range(len(self.topic.partitions)) if partitions is None else partitions
+        offsets = {p: self._reset_offset(p, to) for p in chosen}
+        for partition, offset in offsets.items():
+            self.committed[partition] = offset
+            self._positions.pop(partition, None)
+        if offsets:
+            entries = [state_codec.committed(p, o) for p, o in offsets.items()]
+            self.journal.append(entries)
+            self._entries_since_snapshot += len(entries)
+        return offsets
+
+    def _reset_offset(self, partition: int, to: ResetTarget) -> int:
+        log = self.topic.log(partition)
+        if isinstance(to, AtTime):
+            found = log.offset_for_timestamp(to.timestamp_ms)
+            return log.end_offset if found is None else found
+        if to == "earliest":
+            return log.start_offset
+        if to == "latest":
+            return log.end_offset
+        if type(to) is int and log.start_offset <= to <= log.end_offset:
+            return to
+        offset = to if type(to) is int else -1
+        raise OffsetOutOfRange(self.spec.topic, partition, offset, log.start_offset, log.end_offset)
 
     # -- time and state -------------------------------------------------------------------
 

@@ -188,7 +188,7 @@ class QueueSubscription:
                 admitted_now = True
             else:
                 if record.headers:
-                    visible_at = self._visible_at(record)
+                    visible_at = self.visible_at(record)
                 else:
                     visible_at = record.timestamp_ms + delay_ms if delay_ms else 0
                 admitted_now = admit(offset, record.key, visible_at, now_ms)
@@ -216,7 +216,8 @@ class QueueSubscription:
             state.finish(offset)
         self._write(state_codec.done(state.partition, ranges_of(offsets)))
 
-    def _visible_at(self, record: StoredRecord) -> int:
+    def visible_at(self, record: StoredRecord) -> int:
+        """When ``record`` may first be delivered (ms): its deliver-at header, the delay."""
         visible = record.timestamp_ms + self.spec.delay_ms if self.spec.delay_ms else 0
         for name, value in record.headers:
             if name == DELIVER_AT_HEADER and value.isdigit():
@@ -334,6 +335,15 @@ class QueueSubscription:
         state.finish_range(floor, offset)
         self._write(state_codec.done(partition, [(floor, offset)]))
         return dropped
+
+    def purge(self) -> int:
+        """Mark every confirmed message done, leased and delayed ones too (an ack of a purged
+        message is refused); returns how many were purged. Messages published later, and
+        those not yet durable under ``always``, stay."""
+        return sum(
+            self.drop_below(partition, self.topic.log(partition).confirmed_offset)
+            for partition in range(len(self._partitions))
+        )
 
     # -- time -----------------------------------------------------------------------------
 

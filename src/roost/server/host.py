@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Callable, Sequence
 
 from roost.clock import Clock, SystemClock
@@ -36,7 +37,7 @@ from roost.core.broker import Broker
 from roost.core.model import Message, Receipt
 from roost.core.publishing import Outgoing, Published, PublishOutcome
 from roost.core.redrive import RedriveFilter
-from roost.errors import BacklogFull, InvalidConfig
+from roost.errors import BacklogFull, InvalidConfig, StorageClosed
 from roost.server.flusher import Flusher
 from roost.server.meters import ListenerStats
 from roost.storage import Journal, LocalEngine
@@ -152,7 +153,7 @@ class Host:
         Each batch is confirmed (durable at the destination) before its dead letters are
         acked, so a crash mid-run moves a message twice at worst, never loses one.
         """
-        if not rate_per_s > 0:
+        if not 0 < rate_per_s < math.inf:  # inf would make int(rate) below raise
             raise InvalidConfig("rate", rate_per_s, "a positive number of messages per second")
         batch_size = max(1, min(100, int(rate_per_s)))
         skipped: list[Receipt] = []
@@ -278,6 +279,16 @@ class Host:
 
     def _topics_with_subscriptions(self) -> set[str]:
         return {spec.topic for spec in self.broker.list_subscriptions()}
+
+    # -- health ---------------------------------------------------------------------------
+
+    async def check_ready(self) -> None:
+        """Raise (``StorageFailure``, ``StorageClosed``) unless the host can take writes: not
+        closing, the engine open with no failed log, the data directory writable."""
+        if self._closed:
+            raise StorageClosed("the host (shutting down)")
+        self.engine.check_health()
+        await asyncio.to_thread(self.engine.probe_write)
 
     # -- lifecycle ------------------------------------------------------------------------
 

@@ -3,6 +3,11 @@
 Settings come from a TOML file, then environment variables, then flags, each overriding the
 one before (docs/operations.md lists them). On SIGTERM or SIGINT the broker stops accepting
 connections, lets in-flight confirms finish, flushes and closes the data directory cleanly.
+
+Other things served from the same process and loop (the HTTP admin API) are passed in as
+``services``: this layer may not import the layers above it, so the command line, which
+may, hands them over. Each is started once the host and the native listener are up and
+closed, in reverse order, before them.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ import logging
 import os
 import signal
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Protocol
 
 import msgspec
 
@@ -29,6 +35,10 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     port: int = 7420
     max_frame_bytes: int = 16 * 1024 * 1024
     max_connections: int = 10_000
+    #: The HTTP admin API: served unless ``admin`` is false.
+    admin: bool = True
+    admin_listen: str = "127.0.0.1"
+    admin_port: int = 7480
 
 
 #: Environment variables and the setting each sets.
@@ -38,7 +48,18 @@ ENVIRONMENT = {
     "ROOST_PORT": "port",
     "ROOST_MAX_FRAME_BYTES": "max_frame_bytes",
     "ROOST_MAX_CONNECTIONS": "max_connections",
+    "ROOST_ADMIN": "admin",
+    "ROOST_ADMIN_LISTEN": "admin_listen",
+    "ROOST_ADMIN_PORT": "admin_port",
 }
+
+
+class Service(Protocol):
+    async def aclose(self) -> None: ...
+
+
+#: Starts a service on the host (None: the settings turn it off).
+StartService = Callable[[Host, Settings], Awaitable[Service | None]]
 
 
 def settings(
@@ -56,25 +77,43 @@ def settings(
     return msgspec.convert(values, Settings, strict=False)
 
 
-async def run(config: Settings, ready: Callable[[str, int], None] | None = None) -> None:
+async def run(
+    config: Settings,
+    ready: Callable[[str, int], None] | None = None,
+    services: Sequence[StartService] = (),
+) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
     host = await Host.start(config.data)
-    server = await serve_native(
-        host, config.listen, config.port, config.max_frame_bytes, config.max_connections
-    )
-    address, port = server.sockets[0].getsockname()[:2]
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    log.info("roost listening on %s:%d, data in %s", address, port, os.path.abspath(config.data))
-    if ready is not None:
-        ready(address, port)
+    server: asyncio.Server | None = None
+    started: list[Service] = []
     try:
+        server = await serve_native(
+            host, config.listen, config.port, config.max_frame_bytes, config.max_connections
+        )
+        for start in services:
+            service = await start(host, config)
+            if service is not None:
+                started.append(service)
+        address, port = server.sockets[0].getsockname()[:2]
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        log.info(
+            "roost listening on %s:%d, data in %s", address, port, os.path.abspath(config.data)
+        )
+        if ready is not None:
+            ready(address, port)
         await stop.wait()
     finally:
         log.info("roost shutting down")
         host.stop_waiting()
-        await close_native(server)
+        for service in reversed(started):
+            try:
+                await service.aclose()
+            except Exception:
+                log.exception("roost: closing %r failed", service)
+        if server is not None:
+            await close_native(server)
         with contextlib.suppress(Exception):
             await host.aclose()

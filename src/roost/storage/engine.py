@@ -4,6 +4,7 @@ Layout::
 
     <data>/LOCK                        held (flock) while a process has the directory open
     <data>/CLEAN_SHUTDOWN              present only between a clean close and the next open
+    <data>/WRITE_PROBE                 briefly, while a readiness check writes it
     <data>/metadata.json               topic configs (and later subscriptions, exchanges, users)
     <data>/topics/<topic>/<partition>/ segments of one partition log
     <data>/journals/<name>/            a state journal: log/ and snapshot
@@ -41,6 +42,8 @@ from roost.storage.topic import PartitionInfo, Topic, TopicInfo
 
 CLEAN_MARKER = "CLEAN_SHUTDOWN"
 LOCK_NAME = "LOCK"
+#: Written and removed again by ``probe_write``; a leftover one (a crash) is harmless.
+PROBE_NAME = "WRITE_PROBE"
 TOPICS_NAMESPACE = "topics"
 
 DirtyCallback = Callable[[PartitionLog, bool], None]
@@ -164,6 +167,25 @@ class LocalEngine:
             yield from topic.partitions
         for journal in self._journals.values():
             yield journal.log
+
+    def check_health(self) -> None:
+        """Raise unless the engine is open and no log has failed (a failed log refuses writes
+        until the directory is reopened). No I/O; on the thread that owns the engine."""
+        self._check_open()
+        for log in self.logs():
+            if log.failure is not None:
+                raise log.failure
+
+    def probe_write(self) -> None:
+        """Raise ``StorageFailure`` unless the data directory accepts a small file (written,
+        then removed). Blocking, and touching no engine state: run it in a thread, so that a
+        hung disk stalls the probe and not the event loop."""
+        probe = os.path.join(self.path, PROBE_NAME)
+        try:
+            self._fs.write_file(probe, b"ready?")
+            self._fs.remove(probe)
+        except OSError as e:
+            raise StorageFailure(f"writing to the data directory {self.path}", e) from e
 
     # -- journals -------------------------------------------------------------------------
 

@@ -1,0 +1,109 @@
+"""uvicorn serving the admin app as a task on the broker's own event loop.
+
+    admin = await AdminServer.start(host, "127.0.0.1", 7480)
+    print(admin.address)           # ("127.0.0.1", 7480); port 0 picks a free one
+    await admin.aclose()           # stop accepting, let requests finish, then return
+
+Rules:
+
+- One loop, one process: the handlers call the core directly, as the native listener does,
+  so no core state is ever touched from two threads.
+- The socket is bound here, before uvicorn starts, so a port in use fails ``start`` at once
+  and the bound port is known (port 0) before anything is served.
+- uvicorn does not install signal handlers: ``roost serve`` owns SIGTERM and SIGINT and closes
+  the admin server with the native listener.
+- ``aclose`` lets requests in flight finish for up to ``GRACE_S``, then cancels them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator, Sequence
+
+import uvicorn
+from starlette.routing import BaseRoute
+
+from roost.admin.app import build_app
+from roost.admin.metrics import metrics_route
+from roost.server.host import Host
+from roost.server.serve import Settings
+
+log = logging.getLogger("roost.admin")
+
+#: How long requests in flight may take to finish once the server is closing.
+GRACE_S = 5
+DEFAULT_PORT = 7480
+
+
+class _LoopServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: the broker's process owns its signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class AdminServer:
+    def __init__(self, server: _LoopServer, sock: socket.socket) -> None:
+        self._server = server
+        self._socket = sock
+        self.address: tuple[str, int] = sock.getsockname()[:2]
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def start(
+        cls, host: Host, listen: str, port: int, extra_routes: Sequence[BaseRoute] = ()
+    ) -> AdminServer:
+        """Bind ``listen:port`` and serve the admin app there until ``aclose``."""
+        sock = _bind(listen, port)
+        config = uvicorn.Config(
+            build_app(host, extra_routes),
+            lifespan="off",
+            log_config=None,  # the process's logging as it is
+            access_log=False,
+            timeout_graceful_shutdown=GRACE_S,
+        )
+        admin = cls(_LoopServer(config), sock)
+        admin._task = asyncio.create_task(admin._server.serve([sock]), name="roost-admin")
+        while not admin._server.started:
+            if admin._task.done():
+                await admin._task  # raises what stopped it
+                raise RuntimeError("the admin server stopped while starting")
+            await asyncio.sleep(0.01)  # uvicorn says it has started only through this flag
+        return admin
+
+    async def aclose(self) -> None:
+        """Stop accepting, let requests in flight finish (``GRACE_S`` at most), stop."""
+        if self._task is None:
+            return
+        self._server.should_exit = True
+        task, self._task = self._task, None
+        await task
+        self._socket.close()
+
+
+async def start_admin(host: Host, settings: Settings) -> AdminServer | None:
+    """The admin API as ``roost serve`` runs it: per the settings, or None when turned off."""
+    if not settings.admin:
+        return None
+    routes = [metrics_route(host)]
+    admin = await AdminServer.start(host, settings.admin_listen, settings.admin_port, routes)
+    log.info("roost admin API on http://%s:%d", *admin.address)
+    return admin
+
+
+def _bind(listen: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in listen else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((listen, port))
+        sock.listen(128)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
