@@ -18,6 +18,7 @@ import random
 from roost.client.network import NetworkBackend
 from roost.errors import ConnectionLost, StorageClosed
 from roost.protocols.native import messages as m
+from roost.protocols.native.codec import VERSIONS
 
 #: Requests a retry cannot make happen twice (or for which twice is harmless).
 SAFE_TO_RETRY = (
@@ -42,6 +43,7 @@ class ReconnectingBackend:
         self._current: NetworkBackend | None = None
         self._connecting: asyncio.Lock = asyncio.Lock()
         self.reconnects = 0
+        self._version = min(VERSIONS)
 
     @classmethod
     async def connect(
@@ -63,6 +65,13 @@ class ReconnectingBackend:
                     await connection.aclose()
                 if not safe_to_retry(request):
                     raise ConnectionLost(type(request).__name__) from e
+
+    @property
+    def protocol_version(self) -> int:
+        """The version of the connection in use (or of the last one, between connections)."""
+        if self._current is not None:
+            self._version = self._current.protocol_version
+        return self._version
 
     async def _connection(self) -> NetworkBackend:
         async with self._connecting:
