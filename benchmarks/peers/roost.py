@@ -19,8 +19,10 @@ Mapping (durability ``always`` everywhere: a publish is confirmed after its batc
            subscription of a topic sees every message, each one is a work queue of its own
            (the natural Roost mapping; no exchange needed for a fixed fan-out).
   log    = ``create_topic(dest)``; replay = a fresh `stream` subscription with
-           ``start="earliest"``, ``join`` and ``fetch(max_records=batch)`` until the end
-           (no commits, like the peers' replay readers).
+           ``start="earliest"``, ``join`` and ``member.stream(max_records=batch)`` until the
+           end: each fetch is answered with the stored batches (protocol version 2) and the
+           next one is in flight while a batch is handled (no commits, like the peers' replay
+           readers).
 Publish: one ``publish_batch`` request per harness batch (it returns once durable).
 Consume: ``receive(max_messages=prefetch, wait=1)`` then one ``ack`` of the whole received
 batch, so at most ``prefetch`` are unacked at a time.
@@ -72,7 +74,8 @@ class Adapter(Base):
             settings=(
                 "roost serve, durability always (confirm after fsync, group commit); "
                 "queue = create_queue, fanout = topic + N queue subscriptions, "
-                "log = topic + stream subscription from earliest; publish_batch per batch; "
+                "log = topic + stream subscription from earliest, read with member.stream "
+                "(stored batches, one fetch in flight); publish_batch per batch; "
                 "receive(max_messages=prefetch) + one ack per received batch"
             ),
         )
@@ -143,10 +146,11 @@ class Adapter(Base):
         group = f"replay-{os.getpid()}-{time.monotonic_ns()}"
         await c.create_subscription(dest, group, mode="stream", start="earliest")
         member = await c.join(dest, group)
-        while True:
-            for record in await member.fetch(max_records=batch, wait=WAIT_S):
-                if not handler(record.value):
-                    return
+        async with member.stream(max_records=batch, wait=WAIT_S) as batches:
+            async for records in batches:
+                for record in records:
+                    if not handler(record.value):
+                        return
 
 
 # ------------------------------------------------------------------ server start / stop

@@ -12,7 +12,8 @@ from roost.cli.main import main
 FIELDS = {
     "msgs_per_s", "producer_msgs_per_s", "consumer_msgs_per_s", "latency_p50_ms",
     "latency_p99_ms", "broker_cpu_us_per_msg", "producer_cpu_us_per_msg",
-    "consumer_cpu_us_per_msg",
+    "consumer_cpu_us_per_msg", "replay_msgs_per_s", "replay_broker_cpu_us_per_msg",
+    "replay_reader_cpu_us_per_msg",
 }  # fmt: skip
 
 
@@ -27,4 +28,5 @@ def test_bench_e2e_json(tmp_path: Path) -> None:
     assert all(figures[name] > 0 for name in FIELDS), figures
     assert figures["settings"]["messages"] == 300
     assert figures["settings"]["received"] >= 300
+    assert figures["settings"]["replay_received"] == 300, "every record of the log, once"
     assert list(tmp_path.iterdir()) == [], "the bench cleans up after itself"

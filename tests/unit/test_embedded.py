@@ -300,7 +300,7 @@ def test_a_fetch_is_a_heartbeat_that_learns_the_rebalance(
 
         broker.call = counting  # type: ignore[method-assign]
         records = await first.fetch()
-        assert sent == ["Fetch"], "one round trip"
+        assert sent == ["FetchBatches"], "one round trip"
         assert first.membership.generation == second.membership.generation, "no heartbeat call"
         assert set(first.partitions) | set(second.partitions) == {0, 1}
         assert {r.partition for r in records} == set(first.partitions)

@@ -98,6 +98,27 @@ def test_read_batches_returns_whole_verified_batches(engine: LocalEngine) -> Non
     assert topic.read_batches(0, 3).data == b""
 
 
+def test_read_batches_cuts_at_max_records_and_end_offset(engine: LocalEngine) -> None:
+    topic = engine.create_topic("t")
+    for first in range(0, 12, 4):  # batches [0, 4), [4, 8), [8, 12)
+        topic.append(0, [Record(value=bytes([i])) for i in range(first, first + 4)])
+
+    def bases(data: bytes) -> list[int]:
+        return [h.base_offset for _, h in iter_batches(data)]
+
+    raw = topic.read_batches(0, 0, max_records=6)
+    assert (bases(raw.data), raw.next_offset) == ([0, 4], 6), "the batch holding offset 5 whole"
+    raw = topic.read_batches(0, 1, max_records=100, end_offset=8)
+    assert (bases(raw.data), raw.next_offset) == ([0, 4], 8), "nothing at or past end_offset"
+    raw = topic.read_batches(0, 4, end_offset=4)
+    assert raw == (b"", 4)
+    # A read that ends inside a batch keeps only the whole batches before it.
+    one_batch = len(topic.read_batches(0, 0, max_records=1).data)
+    raw = topic.read_batches(0, 0, max_bytes=one_batch + 10)
+    assert (bases(raw.data), raw.next_offset) == ([0], 4)
+    assert len(raw.data) == one_batch
+
+
 def test_offset_for_timestamp(engine: LocalEngine, clock: ManualClock) -> None:
     topic = engine.create_topic("t", SMALL_SEGMENTS)
     start = clock.now_ms()

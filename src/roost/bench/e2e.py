@@ -23,6 +23,15 @@ Fields:
                           the pid is unknown)
   producer_cpu_us_per_msg, consumer_cpu_us_per_msg   the same for each client process, from
                           /proc/self around its measured part
+
+Then a replay, as the peer harness's W4: ``messages`` more are written to a fresh topic
+(durability ``always``, ``batch`` per publish, not measured), and a new reader process joins a
+new `stream` subscription from the earliest offset and reads them all with
+``member.stream(max_records=REPLAY_BATCH)`` (the next fetch in flight while it handles a batch;
+per record it reads the sequence number, as a handler would):
+  replay_msgs_per_s              messages / (first .. last record handed to the reader)
+  replay_broker_cpu_us_per_msg   the broker's CPU over the reader's run, per message
+  replay_reader_cpu_us_per_msg   the reader process's CPU, per message
 """
 
 from __future__ import annotations
@@ -43,6 +52,8 @@ from typing import Any
 VALUE_BYTES = 1024
 HEADER = struct.Struct("<Qq")  # sequence, send time (monotonic ns)
 RECEIVE_WAIT_S = 1.0
+#: Records per fetch of the replay reader (the peer harness's ``--replay-batch``).
+REPLAY_BATCH = 1000
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 LISTENING = "roost listening on "
 
@@ -126,6 +137,52 @@ async def _consume(url: str, queue: str, messages: int, prefetch: int) -> dict[s
     }  # fmt: skip
 
 
+async def _replay(url: str, topic: str, messages: int) -> dict[str, Any]:
+    import roost
+
+    client = await roost.connect(url, reconnect=False)
+    group = f"replay-{os.getpid()}"
+    await client.create_subscription(topic, group, mode="stream", start="earliest")
+    member = await client.join(topic, group)
+    seen = bytearray(messages)
+    count = 0
+    await _ready()
+    cpu0, t_first = cpu_seconds(), 0
+    async with member.stream(max_records=REPLAY_BATCH, wait=RECEIVE_WAIT_S) as batches:
+        async for batch in batches:
+            t_first = t_first or time.monotonic_ns()
+            for record in batch:
+                seen[HEADER.unpack_from(record.value)[0]] = 1
+            count += len(batch)
+            if count >= messages:
+                break
+        t_last, cpu1 = time.monotonic_ns(), cpu_seconds()
+    await client.aclose()
+    return {"t_first": t_first, "t_last": t_last, "cpu_s": cpu1 - cpu0, "received": count,
+            "unique": sum(seen)}  # fmt: skip
+
+
+async def _write_log(url: str, topic: str, messages: int, batch: int) -> None:
+    """The replay's log: ``messages`` records of VALUE_BYTES, stamped as the producer does."""
+    import roost
+    from roost.core.publishing import Outgoing
+
+    async with roost.connect(url, reconnect=False) as client:
+        await client.create_topic(topic, durability="always")
+        filler = bytearray((b"0123456789abcdef" * (VALUE_BYTES // 16 + 1))[:VALUE_BYTES])
+        batches = iter(range(0, messages, batch))
+
+        async def publisher() -> None:
+            for first in batches:
+                out = []
+                for seq in range(first, min(first + batch, messages)):
+                    HEADER.pack_into(filler, 0, seq, time.monotonic_ns())
+                    out.append(Outgoing(value=bytes(filler)))
+                await client.publish_batch(topic, out)
+
+        await asyncio.gather(*(publisher() for _ in range(4)))
+
+
 async def _ready() -> None:
     """Tell the parent we are connected; start when it says go (a line on stdin)."""
     print("ready", flush=True)
@@ -136,6 +193,8 @@ def _client_main(argv: list[str]) -> None:
     role, url, queue, messages, batch, window = argv
     if role == "producer":
         work = _produce(url, queue, int(messages), int(batch), int(window))
+    elif role == "replay":
+        work = _replay(url, queue, int(messages))
     else:
         work = _consume(url, queue, int(messages), int(window))
     result = _run(work)
@@ -209,6 +268,38 @@ async def _admin(url: str, queue: str, create: bool) -> None:
             await broker.delete_queue(queue)
 
 
+def _replay_phase(
+    url: str, broker_pid: int | None, messages: int, batch: int, timeout: float
+) -> tuple[dict[str, Any], float | None]:
+    """Write the log, then time a fresh reader process replaying it; (its figures, broker CPU)."""
+    topic = f"bench-replay-{os.getpid()}-{time.monotonic_ns()}"
+    _run(_write_log(url, topic, messages, batch))
+    reader = _spawn("replay", url, topic, messages, batch, 0)
+    try:
+        if reader.stdout.readline().strip() != "ready":
+            raise RuntimeError("the replay reader failed to connect")
+        broker_cpu0 = cpu_seconds(broker_pid) if broker_pid is not None else 0.0
+        reader.stdin.write("go\n")
+        reader.stdin.flush()
+        out, _ = reader.communicate(timeout=timeout)
+        broker_cpu = cpu_seconds(broker_pid) - broker_cpu0 if broker_pid is not None else None
+        if reader.returncode != 0:
+            raise RuntimeError(f"the replay reader exited with {reader.returncode}")
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+            reader.wait()
+    _run(_delete_topic(url, topic))
+    return json.loads(out.strip().splitlines()[-1]), broker_cpu
+
+
+async def _delete_topic(url: str, topic: str) -> None:
+    import roost
+
+    async with roost.connect(url, reconnect=False) as broker:
+        await broker.delete_topic(topic)
+
+
 def run_e2e_bench(
     url: str | None,
     directory: str | None,
@@ -247,6 +338,9 @@ def run_e2e_bench(
             results.append(json.loads(out.strip().splitlines()[-1]))
         broker_cpu = cpu_seconds(broker_pid) - broker_cpu0 if broker_pid is not None else None
         _run(_admin(target, queue, create=False))
+        progress(f"replay of {messages:,} messages")
+        replay, replay_broker_cpu = _replay_phase(target, broker_pid, messages, batch, timeout)
+        clients = []
     finally:
         for client in clients:
             if client.poll() is None:
@@ -270,10 +364,15 @@ def run_e2e_bench(
     }
     if broker_cpu is not None:
         figures["broker_cpu_us_per_msg"] = round(broker_cpu / messages * 1e6, 2)
+    figures["replay_msgs_per_s"] = rate(replay["t_first"], replay["t_last"])
+    figures["replay_reader_cpu_us_per_msg"] = round(replay["cpu_s"] / messages * 1e6, 2)
+    if replay_broker_cpu is not None:
+        figures["replay_broker_cpu_us_per_msg"] = round(replay_broker_cpu / messages * 1e6, 2)
     figures["settings"] = {
         "messages": messages, "value_bytes": VALUE_BYTES, "batch": batch, "inflight": inflight,
         "prefetch": prefetch, "durability": "always", "url": url or "roost serve (temp dir)",
-        "received": got["received"],
+        "received": got["received"], "replay_received": replay["unique"],
+        "replay_batch": REPLAY_BATCH,
     }  # fmt: skip
     return figures
 

@@ -16,6 +16,8 @@ server uses. Times are seconds (floats) here, as Python users expect; the wire c
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
 from types import TracebackType
 from typing import Any, Literal, Protocol, TypeVar
@@ -36,8 +38,16 @@ from roost.core.publishing import Outgoing, Published
 from roost.core.retry import RetryPolicy
 from roost.core.routing import BindingSpec, ExchangeKind, ExchangeSpec
 from roost.core.stats import StreamStats, SubscriptionStats
-from roost.errors import InvalidConfig
+from roost.errors import (
+    InvalidConfig,
+    InvalidRequest,
+    NotOwner,
+    RoostError,
+    StaleGeneration,
+    UnknownMember,
+)
 from roost.protocols.native import messages as m
+from roost.protocols.native.batches import decode_fetched
 from roost.storage import TopicInfo
 
 R = TypeVar("R", bound=m.Response)
@@ -48,6 +58,11 @@ class Backend(Protocol):
     async def call(self, request: m.Request) -> m.Response: ...
 
     async def subscribe(self, request: m.Subscribe) -> PushStream: ...
+
+    @property
+    def protocol_version(self) -> int:
+        """The native protocol version spoken: which requests the other side knows."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -67,12 +82,21 @@ def _triples(receipts: Sequence[Receipt]) -> list[tuple[int, int, int]]:
     return [(r.partition, r.offset, r.delivery) for r in receipts]
 
 
+#: A fetch's answer: stored batches (protocol version 2) or decoded records (version 1).
+FetchAnswer = m.Batches | m.Records
+
+
 class StreamMember:
     """One member of a consumer group: fetch in order, commit, seek.
 
     member = await broker.join("clicks", "analytics")
     records = await member.fetch(max_records=500, wait=5)
     await member.commit()          # everything fetched so far
+
+    async with member.stream(max_records=1000) as batches:   # the next fetch always in flight
+        async for batch in batches:
+            ...
+            await member.commit()  # everything handed out so far
     """
 
     def __init__(self, client: Client, topic: str, group: str, membership: Membership) -> None:
@@ -80,7 +104,9 @@ class StreamMember:
         self.topic = topic
         self.group = group
         self.membership = membership
+        #: partition -> the offset after the last record handed out: what ``commit`` commits.
         self._fetched: dict[int, int] = {}
+        self._stream: StreamReader | None = None
 
     @property
     def member_id(self) -> str:
@@ -103,19 +129,82 @@ class StreamMember:
 
         A fetch is also a heartbeat: the answer carries the member's current assignment.
         """
-        wire = await self._client.call(
-            m.Fetch(self.topic, self.group, self.member_id, self.membership.generation,
-                    max_records, round(wait * 1000)),
-            m.Records,
-        )  # fmt: skip
-        owned = self._apply(wire.membership).partitions
-        records = [message_from_wire(self.topic, record) for record in wire.records]
-        for record in records:
-            # A partition lost to a rebalance during a long poll is not committed from here:
-            # its new owner reads those records again (at-least-once).
-            if record.partition in owned:
-                self._fetched[record.partition] = record.offset + 1
+        self._check_not_streaming("fetch")
+        answer = await self._request_fetch(max_records, wait)
+        self._apply(answer.membership)
+        try:
+            return self._hand_out(answer)
+        except RoostError:
+            await self._rewind([answer])
+            raise
+
+    def stream(self, max_records: int = 1000, wait: float = 1.0) -> StreamReader:
+        """Batches of the next records, forever, with the next fetch always in flight.
+
+        ``async with member.stream() as batches: async for batch in batches: ...``. Each batch
+        is what one ``fetch(max_records, wait)`` would return (empty answers are not handed
+        out); the fetch after it is sent before the batch is handed out, so the broker reads
+        while you work. ``commit()`` commits what was handed out, never what is in flight.
+        While a stream is open, do not ``fetch`` or ``seek`` on this member: close the stream
+        first (``aclose``, or leave the ``async with``); closing waits for the fetch in flight
+        (``wait`` seconds at most) and moves the positions back to where the handed-out
+        records end.
+        """
+        self._check_not_streaming("stream")
+        if type(max_records) is not int or max_records < 1:
+            raise InvalidConfig("max_records", max_records, "a positive int")
+        self._stream = StreamReader(self, max_records, wait)
+        return self._stream
+
+    def _check_not_streaming(self, what: str) -> None:
+        if self._stream is not None:
+            raise InvalidRequest(f"{what} while this member's stream() is open: close it first")
+
+    async def _request_fetch(self, max_records: int, wait: float) -> FetchAnswer:
+        args = (self.topic, self.group, self.member_id, self.membership.generation,
+                max_records, round(wait * 1000))  # fmt: skip
+        if self._client.protocol_version >= 2:
+            return await self._client.call(m.FetchBatches(*args), m.Batches)
+        return await self._client.call(m.Fetch(*args), m.Records)
+
+    def _hand_out(self, answer: FetchAnswer) -> list[Message]:
+        """The records of ``answer``, now counted as fetched (decoded whole before any is).
+
+        A partition lost to a rebalance during a long poll is not committed from here: its
+        new owner reads those records again (at-least-once).
+        """
+        owned = self.membership.partitions
+        if isinstance(answer, m.Records):
+            records = [message_from_wire(self.topic, record) for record in answer.records]
+            for record in records:
+                if record.partition in owned:
+                    self._fetched[record.partition] = record.offset + 1
+            return records
+        records = []
+        for fetched in answer.partitions:
+            records += decode_fetched(self.topic, fetched)
+        for fetched in answer.partitions:
+            if fetched.partition in owned:
+                self._fetched[fetched.partition] = fetched.next_offset
         return records
+
+    async def _rewind(self, answers: Sequence[FetchAnswer]) -> None:
+        """Put the positions back before the records of ``answers``, which were not handed
+        out: the broker moved past them when it answered. A partition no longer owned needs
+        nothing: its next owner starts from the commit."""
+        first: dict[int, int] = {}
+        for answer in answers:
+            starts = (
+                [(f.partition, f.first_offset) for f in answer.partitions]
+                if isinstance(answer, m.Batches)
+                else [(r.partition, r.offset) for r in answer.records]
+            )
+            for partition, offset in starts:
+                first[partition] = min(offset, first.get(partition, offset))
+        for partition, offset in sorted(first.items()):
+            if partition in self.membership.partitions:
+                with contextlib.suppress(StaleGeneration, NotOwner, UnknownMember):
+                    await self._seek(partition, offset)
 
     def _apply(self, wire: m.Membership) -> Membership:
         membership = _membership(wire)
@@ -134,6 +223,10 @@ class StreamMember:
 
     async def seek(self, partition: int, to: int | Literal["earliest", "latest"]) -> int:
         """Read ``partition`` next from ``to``; returns the offset. Commit to make it stick."""
+        self._check_not_streaming("seek")
+        return await self._seek(partition, to)
+
+    async def _seek(self, partition: int, to: int | Literal["earliest", "latest"]) -> int:
         wire = await self._client.call(
             m.Seek(self.topic, self.group, self.member_id, self.membership.generation,
                    partition, to),
@@ -143,6 +236,7 @@ class StreamMember:
 
     async def seek_to_time(self, partition: int, timestamp_ms: int) -> int:
         """Read ``partition`` next from its first record at or after ``timestamp_ms``."""
+        self._check_not_streaming("seek_to_time")
         wire = await self._client.call(
             m.SeekToTime(self.topic, self.group, self.member_id, self.membership.generation,
                          partition, timestamp_ms),
@@ -153,6 +247,85 @@ class StreamMember:
     async def leave(self) -> None:
         """Leave the group now (rather than at the session timeout): a rebalance follows."""
         await self._client.call(m.Leave(self.topic, self.group, self.member_id), m.Done)
+
+
+class StreamReader:
+    """``StreamMember.stream``: fetch N + 1 is on its way while fetch N's records are used.
+
+    How it works: an answer is awaited, its assignment applied, the next fetch sent (it reaches
+    the socket before this returns), and only then are the answer's records decoded and handed
+    out, counted as fetched for ``commit``. The broker keeps each partition's position, so
+    the fetch in flight reads on from where the last answer ended; a rebalance shows in the
+    next answer's assignment, and a partition lost is dropped from what ``commit`` sends (a
+    commit that races the rebalance is refused by the broker: ``StaleGeneration``).
+    """
+
+    def __init__(self, member: StreamMember, max_records: int, wait: float) -> None:
+        self._member = member
+        self._max_records = max_records
+        self._wait = wait
+        self._next: asyncio.Task[FetchAnswer] | None = None
+        self._closed = False
+
+    def __aiter__(self) -> StreamReader:
+        return self
+
+    async def __anext__(self) -> list[Message]:
+        member = self._member
+        while not self._closed:
+            task = self._next or self._send()
+            try:
+                answer = await task
+            finally:
+                self._next = None
+            member._apply(answer.membership)
+            self._next = self._send()
+            await asyncio.sleep(0)  # one step: the fetch is written before we hand out
+            try:
+                records = member._hand_out(answer)
+            except RoostError:
+                await self._close([answer])
+                raise
+            if records:
+                return records
+        raise StopAsyncIteration
+
+    def _send(self) -> asyncio.Task[FetchAnswer]:
+        return asyncio.ensure_future(self._member._request_fetch(self._max_records, self._wait))
+
+    async def aclose(self) -> None:
+        """Stop: wait for the fetch in flight and give its records back (positions move back
+        to where the handed-out records end). The member may ``fetch`` and ``seek`` again."""
+        await self._close([])
+
+    async def _close(self, unused: list[FetchAnswer]) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        task, self._next = self._next, None
+        try:
+            if task is not None:
+                try:
+                    answer = await task
+                except RoostError:
+                    pass  # nothing was fetched, or the connection is gone with its state
+                else:
+                    self._member._apply(answer.membership)
+                    unused.append(answer)
+            await self._member._rewind(unused)
+        finally:
+            self._member._stream = None
+
+    async def __aenter__(self) -> StreamReader:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
 
 def _membership(wire: m.Membership) -> Membership:
@@ -167,6 +340,10 @@ class Client:
     def __init__(self, backend: Backend) -> None:
         self._backend = backend
         self.acks = AckCoalescer(self.ack)
+
+    @property
+    def protocol_version(self) -> int:
+        return self._backend.protocol_version
 
     async def call(self, request: m.Request, expected: type[R]) -> R:
         response = await self._backend.call(request)

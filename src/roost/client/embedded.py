@@ -14,6 +14,7 @@ from roost.client.subscriber import Delivery, PollingStream, PushStream
 from roost.clock import Clock
 from roost.core.publishing import Outgoing, Published
 from roost.protocols.native import messages as m
+from roost.protocols.native.codec import VERSIONS
 from roost.server.host import Host
 from roost.server.native_session import HANDLERS
 
@@ -25,6 +26,9 @@ EmbeddedBroker = Client
 
 
 class LocalBackend:
+    #: In-process, client and handlers are the same code: always the newest version.
+    protocol_version = max(VERSIONS)
+
     def __init__(self, host: Host) -> None:
         self.host = host
 

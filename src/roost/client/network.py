@@ -104,6 +104,8 @@ class NetworkBackend:
         self._streams: dict[int, Pushed] = {}
         self._reading: asyncio.Task[None] | None = None
         self._closed: BaseException | None = None
+        #: The version the server chose in its WELCOME: which operations this connection has.
+        self.protocol_version = min(VERSIONS)
 
     @classmethod
     async def connect(cls, host: str, port: int) -> NetworkBackend:
@@ -120,10 +122,13 @@ class NetworkBackend:
         return backend
 
     async def _handshake(self) -> None:
-        self._writer.write(self._codec.send(Frame(Kind.HELLO, 0, m.Hello(list(VERSIONS)))))
+        hello = m.Hello(sorted(VERSIONS, reverse=True))
+        self._writer.write(self._codec.send(Frame(Kind.HELLO, 0, hello)))
         frame = await self._next_frame()
         if frame.kind is Kind.FAILURE:
             raise error_from_wire(frame.message)  # type: ignore[arg-type]
+        assert isinstance(frame.message, m.Welcome)
+        self.protocol_version = frame.message.version
 
     async def _next_frame(self) -> Frame:
         while (frame := self._codec.next_event()) is NEED_DATA:

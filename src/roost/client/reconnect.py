@@ -21,6 +21,7 @@ from roost.client.network import NetworkBackend
 from roost.client.subscriber import PushStream
 from roost.errors import ConnectionLost, StorageClosed
 from roost.protocols.native import messages as m
+from roost.protocols.native.codec import VERSIONS
 
 #: Requests a retry cannot make happen twice (or for which twice is harmless).
 SAFE_TO_RETRY = (
@@ -46,6 +47,7 @@ class ReconnectingBackend:
         self._connecting: asyncio.Lock = asyncio.Lock()
         self._closed = False
         self.reconnects = 0
+        self._version = min(VERSIONS)
 
     @classmethod
     async def connect(
@@ -83,6 +85,13 @@ class ReconnectingBackend:
                     self._current = None
                 with contextlib.suppress(Exception):
                     await connection.aclose()
+
+    @property
+    def protocol_version(self) -> int:
+        """The version of the connection in use (or of the last one, between connections)."""
+        if self._current is not None:
+            self._version = self._current.protocol_version
+        return self._version
 
     async def _connection(self) -> NetworkBackend:
         async with self._connecting:

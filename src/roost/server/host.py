@@ -31,12 +31,14 @@ import contextlib
 import logging
 import math
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from roost.clock import Clock, SystemClock
 from roost.core.broker import Broker
 from roost.core.model import Message, Receipt
 from roost.core.publishing import Outgoing, Published, PublishOutcome
 from roost.core.redrive import RedriveFilter
+from roost.core.streams import FetchedBatches
 from roost.errors import BacklogFull, InvalidConfig, StorageClosed
 from roost.server.flusher import Flusher
 from roost.server.meters import ListenerStats
@@ -48,6 +50,7 @@ MAX_WAIT_S = 20.0
 MAX_TIMER_SLEEP_S = 1.0
 #: Pause before the timer tries again after a tick failed.
 TIMER_RETRY_S = 1.0
+T = TypeVar("T")
 
 log = logging.getLogger("roost.host")
 
@@ -212,9 +215,24 @@ class Host:
             topic, wait_s, lambda: stream.fetch(member_id, generation, max_records)
         )
 
+    async def fetch_batches(
+        self,
+        topic: str,
+        subscription: str,
+        member_id: str,
+        generation: int,
+        max_records: int = 500,
+        wait_s: float = 0.0,
+    ) -> list[FetchedBatches]:
+        """``fetch`` as stored batches, undecoded (see ``StreamSubscription.fetch_batches``)."""
+        stream = self.broker.stream(topic, subscription)
+        return await self._long_poll(
+            topic, wait_s, lambda: stream.fetch_batches(member_id, generation, max_records)
+        )
+
     async def _long_poll(
-        self, topic: str, wait_s: float, attempt: Callable[[], list[Message]]
-    ) -> list[Message]:
+        self, topic: str, wait_s: float, attempt: Callable[[], list[T]]
+    ) -> list[T]:
         if not 0 <= wait_s <= MAX_WAIT_S:
             raise InvalidConfig("wait", wait_s, f"between 0 and {MAX_WAIT_S} seconds")
         loop = asyncio.get_running_loop()

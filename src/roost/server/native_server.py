@@ -25,6 +25,7 @@ from roost.errors import ProtocolError, RoostError
 from roost.protocols.native import messages as m
 from roost.protocols.native.codec import (
     NEED_DATA,
+    VERSIONS,
     Frame,
     Kind,
     NativeCodec,
@@ -130,7 +131,8 @@ class NativeConnection:
         version = negotiate(hello)
         if version is None:
             failure = m.Failure(
-                "protocol_error", f"no common version: server speaks 1, client {hello.versions}"
+                "protocol_error",
+                f"no common version: server speaks {list(VERSIONS)}, client {hello.versions}",
             )
             self._send(Frame(Kind.FAILURE, 0, failure))
             return

@@ -152,6 +152,17 @@ async def fetch(host: Host, req: m.Fetch) -> m.Response:
     return m.Records([delivered(record) for record in records], membership(current))
 
 
+async def fetch_batches(host: Host, req: m.FetchBatches) -> m.Response:
+    fetched = await host.fetch_batches(
+        req.topic, req.group, req.member_id, req.generation, req.max_records, req.wait_ms / 1000
+    )
+    current = host.broker.stream(req.topic, req.group).heartbeat(req.member_id, req.generation)
+    return m.Batches(
+        [m.Fetched(f.partition, f.first_offset, f.next_offset, f.data) for f in fetched],
+        membership(current),
+    )
+
+
 async def commit(host: Host, req: m.Commit) -> m.Response:
     host.broker.stream(req.topic, req.group).commit(req.member_id, req.generation, req.offsets)
     host.settled(req.topic)
@@ -233,6 +244,7 @@ HANDLERS: dict[type, Handler] = {
     m.Heartbeat: heartbeat,
     m.Leave: _done(lambda h, r: h.broker.stream(r.topic, r.group).leave(r.member_id)),
     m.Fetch: fetch,
+    m.FetchBatches: fetch_batches,
     m.Commit: commit,
     m.Seek: seek,
     m.SeekToTime: seek_to_time,

@@ -57,10 +57,12 @@ class AppendResult(NamedTuple):
 
 
 class RawBatches(NamedTuple):
-    """Whole batches as stored, for serving without decoding.
+    """Whole batches as stored, CRC-verified, for serving without decoding.
 
-    ``data`` may begin with records below the requested offset (a batch is never split); the
-    reader skips them. ``next_offset`` is where the next read continues.
+    ``data`` holds whole batches only. It may begin with records below the requested offset and
+    end with records at or past ``next_offset`` (a batch is never split); the reader skips
+    both. ``next_offset`` is where the next read continues: the records meant for the reader
+    are exactly ``[offset asked for, next_offset)``.
     """
 
     data: bytes
@@ -298,30 +300,53 @@ class PartitionLog:
         except CorruptBatch as e:
             raise StorageFailure(f"read of {self.topic}/{self.partition}", e) from e
 
-    def read_batches(self, offset: int, max_bytes: int = DEFAULT_MAX_READ_BYTES) -> RawBatches:
-        """Whole, CRC-verified batches from the one holding ``offset`` (see ``RawBatches``)."""
-        data = self._read_whole_batches(offset, max_bytes)
-        batches = self._verified(data)
-        return RawBatches(data, batches[-1][1].next_offset if batches else offset)
+    def read_batches(
+        self,
+        offset: int,
+        max_bytes: int = DEFAULT_MAX_READ_BYTES,
+        max_records: int | None = None,
+        end_offset: int | None = None,
+    ) -> RawBatches:
+        """Whole, CRC-verified batches from the one holding ``offset`` (see ``RawBatches``).
 
-    def _read_whole_batches(self, offset: int, max_bytes: int) -> bytes:
+        At most about ``max_bytes`` (but at least the first batch), at most ``max_records``
+        records from ``offset``, and none at or past ``end_offset`` (say, the confirmed offset).
+        No record is decoded: the cost is a read and a CRC per batch, whatever the records.
+        """
+        limit = self.end_offset if end_offset is None else min(end_offset, self.end_offset)
+        if max_records is not None:
+            limit = min(limit, offset + max_records)
+            max_bytes = min(max_bytes, self._bytes_for(max_records))
+        self._check_readable(offset)
+        if limit <= offset:
+            return RawBatches(b"", offset)
+        data = self._read_whole_batches(offset, max_bytes)
+        kept = position = 0
+        next_offset = offset
+        while len(data) - position >= HEADER_SIZE and next_offset < limit:
+            header = self._header(data, position)
+            if position + header.size > len(data):
+                break  # the read ended inside a batch: the caller asks again from there
+            self._verify(data, position, header)
+            kept = position = position + header.size
+            next_offset = min(header.next_offset, limit)
+        return RawBatches(data if kept == len(data) else data[:kept], next_offset)
+
+    def _check_readable(self, offset: int) -> None:
         self._check_open()
         if not self.start_offset <= offset <= self.end_offset:
             raise OffsetOutOfRange(
                 self.topic, self.partition, offset, self.start_offset, self.end_offset
             )
+
+    def _read_whole_batches(self, offset: int, max_bytes: int) -> bytes:
+        self._check_readable(offset)
         segment = self._segments[bisect_right(self._bases, offset) - 1]
         position, header = segment.find_batch(offset)
         if header is None:
             return b""
         data = segment.read(position, max(max_bytes, header.size))
         return data
-
-    def _verified(self, data: bytes) -> list[tuple[int, batch_format.BatchHeader]]:
-        try:
-            return batch_format.iter_batches(data)
-        except CorruptBatch as e:
-            raise StorageFailure(f"read of {self.topic}/{self.partition}", e) from e
 
     def offset_for_timestamp(self, timestamp_ms: int) -> int | None:
         """The first offset whose record timestamp is >= ``timestamp_ms``; None if none is."""

@@ -51,9 +51,14 @@ class Topic:
         return self.log(partition).read(offset, max_bytes, max_records)
 
     def read_batches(
-        self, partition: int, offset: int, max_bytes: int = DEFAULT_MAX_READ_BYTES
+        self,
+        partition: int,
+        offset: int,
+        max_bytes: int = DEFAULT_MAX_READ_BYTES,
+        max_records: int | None = None,
+        end_offset: int | None = None,
     ) -> RawBatches:
-        return self.log(partition).read_batches(offset, max_bytes)
+        return self.log(partition).read_batches(offset, max_bytes, max_records, end_offset)
 
     def start_offset(self, partition: int) -> int:
         return self.log(partition).start_offset

@@ -8,8 +8,16 @@ from roost.clock import ManualClock
 from roost.core.broker import Broker
 from roost.core.model import SubscriptionSpec
 from roost.core.publishing import Outgoing
-from roost.errors import NotOwner, OffsetOutOfRange, StaleGeneration, UnknownMember
+from roost.core.streams import FetchedBatches
+from roost.errors import (
+    InvalidRequest,
+    NotOwner,
+    OffsetOutOfRange,
+    StaleGeneration,
+    UnknownMember,
+)
 from roost.storage import LocalEngine, TopicConfig
+from roost.storage import batch as batch_format
 
 
 @pytest.fixture
@@ -153,3 +161,71 @@ def test_a_partition_that_comes_back_resumes_from_the_commit(broker: Broker) -> 
         "back from another owner: from the commit, not the old position"
     )
     assert [r for r in again if r.partition != moved] == [], "the kept partition goes on"
+
+
+def unpacked(fetched: list[FetchedBatches]) -> list[tuple[int, int, bytes]]:
+    """(partition, offset, value) of the records a ``fetch_batches`` answer hands out."""
+    return [
+        (part.partition, record.offset, record.value)
+        for part in fetched
+        for position, header in batch_format.iter_batches(part.data)
+        for record in batch_format.decode_records(part.data, position, header)
+        if part.first_offset <= record.offset < part.next_offset
+    ]
+
+
+def test_fetch_batches_hands_out_what_fetch_does(broker: Broker) -> None:
+    for _ in range(6):  # batches of 5 per partition, so cuts fall inside them
+        publish(broker, 20)
+    broker.create_subscription(
+        SubscriptionSpec(name="plain", topic="clicks", mode="stream", start="earliest")
+    )
+    stream(broker)
+    plain, raw = broker.stream("clicks", "plain"), broker.stream("clicks", "analytics")
+    p, r = plain.join(), raw.join()
+    for size in (7, 1, 13, 100, 3):
+        expected = plain.fetch(p.member_id, p.generation, max_records=size)
+        fetched = raw.fetch_batches(r.member_id, r.generation, max_records=size)
+        assert unpacked(fetched) == [(m.partition, m.offset, m.value) for m in expected]
+        assert sum(f.next_offset - f.first_offset for f in fetched) == len(expected) <= size
+        for part in fetched:
+            assert raw.position(r.member_id, part.partition) == part.next_offset
+    assert raw.fetch_batches(r.member_id, r.generation) == []
+    with pytest.raises(InvalidRequest):
+        raw.fetch_batches(r.member_id, r.generation, max_records=0)
+
+
+def test_fetch_batches_stops_at_the_confirmed_offset(
+    engine: LocalEngine, clock: ManualClock
+) -> None:
+    broker = Broker.open(engine, clock)
+    broker.create_topic("durable", TopicConfig(durability="always"))
+    broker.publish("durable", [Outgoing(value=b"a"), Outgoing(value=b"b")])
+    engine.topic("durable").log(0).flush()
+    broker.publish("durable", [Outgoing(value=b"not yet durable")])
+    broker.create_subscription(
+        SubscriptionSpec(name="s", topic="durable", mode="stream", start="earliest")
+    )
+    group = broker.stream("durable", "s")
+    member = group.join()
+    [part] = group.fetch_batches(member.member_id, member.generation)
+    assert (part.first_offset, part.next_offset) == (0, 2)
+    assert [h.base_offset for _, h in batch_format.iter_batches(part.data)] == [0]
+    assert group.fetch_batches(member.member_id, member.generation) == []
+    engine.topic("durable").log(0).flush()
+    [part] = group.fetch_batches(member.member_id, member.generation)
+    assert (part.first_offset, part.next_offset) == (2, 3)
+
+
+def test_fetch_batches_bounds_the_whole_answer_by_max_bytes(broker: Broker) -> None:
+    for partition in range(4):
+        broker.publish("clicks", [Outgoing(value=b"x" * 1000, partition=partition)])
+        broker.publish("clicks", [Outgoing(value=b"y" * 1000, partition=partition)])
+    stream(broker)
+    group = broker.stream("clicks", "analytics")
+    member = group.join()
+    fetched = group.fetch_batches(member.member_id, member.generation, max_bytes=2500)
+    assert [(f.partition, f.next_offset) for f in fetched] == [(0, 2), (1, 1)], (
+        "partition 0 takes two batches, partition 1 the one batch it must get, then no room"
+    )
+    assert sum(len(f.data) for f in fetched) < 2500 + 1100

@@ -39,7 +39,9 @@ from roost.protocols._buffer import ReceiveBuffer
 from roost.protocols.native import messages as m
 
 PROTOCOL = "roost"
-VERSIONS: Final = (1,)
+#: Protocol versions spoken, oldest first. 2 adds ``FetchBatches``/``Batches``; a client says
+#: which it speaks in ``HELLO`` and uses a newer operation only if ``WELCOME`` chose its version.
+VERSIONS: Final = (1, 2)
 HEADER = struct.Struct("<IBI")
 HEADER_SIZE = HEADER.size  # 9
 DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024

@@ -267,6 +267,18 @@ class SeekToTime(Request, tag=46):
     timestamp_ms: int
 
 
+class FetchBatches(Request, tag=47):
+    """``Fetch``, answered with ``Batches``: the records as the broker stores them. Protocol
+    version 2; a client sends it only on a connection whose ``WELCOME`` said 2."""
+
+    topic: str
+    group: str
+    member_id: str
+    generation: int
+    max_records: int = 500
+    wait_ms: int = 0
+
+
 class Stats(Request, tag=50):
     topic: str
     subscription: str
@@ -284,7 +296,7 @@ AnyRequest = (
     | CreateSubscription | ListSubscriptions | DeleteSubscription | DeclareExchange
     | DeleteExchange | ListExchanges | Bind | Unbind | ListBindings | Publish
     | PublishToExchange | Receive | Ack | Nack | Extend | Subscribe | Unsubscribe | Join
-    | Heartbeat | Leave | Fetch | Commit | Seek | SeekToTime | Stats | Redrive
+    | Heartbeat | Leave | Fetch | Commit | Seek | SeekToTime | FetchBatches | Stats | Redrive
 )  # fmt: skip
 
 
@@ -339,6 +351,24 @@ class Records(Response, tag=43):
     membership: Membership
 
 
+class Fetched(_Msg):
+    """One partition's records in a ``Batches`` answer: ``[first_offset, next_offset)``, held by
+    ``batches``, whole record batches in the storage format (docs/storage-format.md), each with
+    its CRC. They may begin below ``first_offset`` and end past ``next_offset``: a batch is never
+    split, and the reader skips the records outside the window."""
+
+    partition: int
+    first_offset: int
+    next_offset: int
+    batches: bytes
+
+
+class Batches(Response, tag=47):
+    partitions: list[Fetched]
+    # As in ``Records``: the member's assignment as of this fetch.
+    membership: Membership
+
+
 class Position(Response, tag=45):
     offset: int
 
@@ -349,7 +379,7 @@ class Moved(Response, tag=51):
 
 AnyResponse = (
     Done | Described | Names | PublishedAt | Messages | Refused | Membership | Records
-    | Position | Moved
+    | Position | Batches | Moved
 )  # fmt: skip
 
 
