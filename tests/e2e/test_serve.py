@@ -32,6 +32,7 @@ class Server:
         )  # fmt: skip
         assert self.process.stderr is not None
         self.admin_url = ""
+        self.stderr = b""  # what it logged after it started, once stopped
         for _ in range(200):
             line = self.process.stderr.readline()
             admin = ADMIN.search(line)
@@ -49,7 +50,7 @@ class Server:
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
         # Drain stderr while it exits (a full pipe would block its shutdown logging).
-        _, _ = self.process.communicate(timeout=30)
+        _, self.stderr = self.process.communicate(timeout=30)
         return self.process.returncode
 
 

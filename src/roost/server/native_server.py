@@ -39,6 +39,8 @@ from roost.server.native_session import HANDLERS, delivered
 log = logging.getLogger("roost.native")
 READ_CHUNK_BYTES = 256 * 1024
 HEARTBEAT_MS = 10_000
+#: How long a shutdown waits for requests in flight (a publish's fsync) before closing.
+SHUTDOWN_GRACE_S = 5.0
 #: Deliveries pushed per frame at most.
 PUSH_BATCH = 256
 #: Credit a client can hold for one subscribe: more is a client bug, not a reason to grow.
@@ -79,7 +81,16 @@ class NativeConnection:
         self._codec = NativeCodec("server", max_frame_bytes)
         self._tasks: set[asyncio.Task[None]] = set()
         self._pushes: dict[int, _Push] = {}
+        self._finishing = False
         self.peer = writer.get_extra_info("peername")
+
+    async def finish(self, grace_s: float) -> None:
+        """Shutting down: refuse new requests (``unavailable``, retriable), give the ones in
+        flight ``grace_s`` to answer, then close; ``run`` then ends as on a hang-up."""
+        self._finishing = True
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=grace_s)
+        self._writer.close()
 
     async def run(self) -> None:
         try:
@@ -115,6 +126,9 @@ class NativeConnection:
         """Act on one frame; False when the connection should end."""
         if frame.kind is Kind.HELLO:
             self._welcome(frame.message)  # type: ignore[arg-type]
+        elif frame.kind is Kind.REQUEST and self._finishing:
+            failure = m.Failure("unavailable", "the broker is shutting down", True)
+            self._send(Frame(Kind.FAILURE, frame.correlation, failure))
         elif frame.kind is Kind.REQUEST:
             self._spawn(self._answer(frame.correlation, frame.message))  # type: ignore[arg-type]
         elif frame.kind is Kind.CREDIT:
@@ -222,6 +236,27 @@ class NativeConnection:
             self._writer.write(encode(frame))
 
 
+class NativeListener:
+    """A listening socket and its open connections, so a shutdown can finish them."""
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+        self.connections: set[NativeConnection] = set()
+
+    @property
+    def sockets(self) -> tuple[Any, ...]:
+        assert self.server is not None
+        return tuple(self.server.sockets)
+
+    async def aclose(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
+        """Stop accepting; let each connection's requests in flight answer (``grace_s`` at
+        most: a publish waiting for its fsync gets its confirm), then close them."""
+        assert self.server is not None
+        self.server.close()
+        await asyncio.gather(*(c.finish(grace_s) for c in list(self.connections)))
+        await self.server.wait_closed()
+
+
 async def serve_native(
     host: Host,
     address: str,
@@ -229,19 +264,18 @@ async def serve_native(
     max_frame_bytes: int = 16 * 1024 * 1024,
     max_connections: int = 10_000,
     name: str = "native",
-) -> asyncio.Server:
+) -> NativeListener:
     """Listen for native-protocol clients on ``address:port``.
 
     Past ``max_connections`` a new connection gets a ``FAILURE`` naming the limit and is
     closed; the ones already open are not disturbed. Connections and frames are counted in
     ``host.listeners[name]`` (listeners of one name share it).
     """
-    open_connections = 0
+    listener = NativeListener()
     stats = host.listeners.setdefault(name, ListenerStats())
 
     async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal open_connections
-        if open_connections >= max_connections:
+        if len(listener.connections) >= max_connections:
             failure = m.Failure(
                 "unavailable", f"too many connections (max_connections={max_connections})", True
             )
@@ -249,18 +283,19 @@ async def serve_native(
             writer.close()
             stats.refused += 1
             return
-        open_connections += 1
+        connection = NativeConnection(host, reader, writer, max_frame_bytes, stats)
+        listener.connections.add(connection)
         stats.accepted += 1
         stats.connections += 1
         try:
-            await NativeConnection(host, reader, writer, max_frame_bytes, stats).run()
+            await connection.run()
         finally:
-            open_connections -= 1
+            listener.connections.discard(connection)
             stats.connections -= 1
 
-    return await asyncio.start_server(connected, address, port, limit=READ_CHUNK_BYTES)
+    listener.server = await asyncio.start_server(connected, address, port, limit=READ_CHUNK_BYTES)
+    return listener
 
 
-async def close_native(server: asyncio.Server) -> None:
-    server.close()
-    await server.wait_closed()
+async def close_native(listener: NativeListener) -> None:
+    await listener.aclose()

@@ -24,7 +24,7 @@ from typing import Protocol
 import msgspec
 
 from roost.server.host import Host
-from roost.server.native_server import close_native, serve_native
+from roost.server.native_server import NativeListener, close_native, serve_native
 
 log = logging.getLogger("roost.serve")
 
@@ -84,7 +84,7 @@ async def run(
 ) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
     host = await Host.start(config.data)
-    server: asyncio.Server | None = None
+    server: NativeListener | None = None
     started: list[Service] = []
     try:
         server = await serve_native(
