@@ -24,8 +24,9 @@ Mapping (durability ``always`` everywhere: a publish is confirmed after its batc
            next one is in flight while a batch is handled (no commits, like the peers' replay
            readers).
 Publish: one ``publish_batch`` request per harness batch (it returns once durable).
-Consume: ``receive(max_messages=prefetch, wait=1)`` then one ``ack`` of the whole received
-batch, so at most ``prefetch`` are unacked at a time.
+Consume: ``subscribe(prefetch=prefetch)``: the server pushes deliveries while fewer than
+``prefetch`` are unacked; each pushed batch is handled, then acked with one request sent in the
+background (its answer gives the credit back).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ if __name__ == "__main__":  # run as a script: `import roost` must find the pack
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
     sys.path.insert(0, os.getcwd())  # the folder that holds bench/
 
+import asyncio
 import contextlib
 import json
 import signal
@@ -76,7 +78,7 @@ class Adapter(Base):
                 "queue = create_queue, fanout = topic + N queue subscriptions, "
                 "log = topic + stream subscription from earliest, read with member.stream "
                 "(stored batches, one fetch in flight); publish_batch per batch; "
-                "receive(max_messages=prefetch) + one ack per received batch"
+                "subscribe(prefetch) push + one background ack per pushed batch"
             ),
         )
         return d
@@ -127,19 +129,23 @@ class Adapter(Base):
     ) -> None:
         c = self.client
         sub = f"s{sub_index}" if kind == "fanout" else dest
-        while True:
-            got = await c.receive(dest, sub, max_messages=prefetch, wait=WAIT_S)
-            if not got:
-                continue
-            stop = False
-            done = got
-            for i, delivery in enumerate(got):
-                if not handler(delivery.value):
-                    stop, done = True, got[: i + 1]
-                    break
-            await c.ack(dest, sub, [d.receipt for d in done])
-            if stop:
-                return
+        acking: set[asyncio.Task[Any]] = set()
+        async with c.subscribe(dest, sub, prefetch=prefetch) as deliveries:
+            while True:
+                got = await deliveries.batch()
+                done, stop = got, False
+                for i, delivery in enumerate(got):
+                    if not handler(delivery.value):
+                        done, stop = got[: i + 1], True
+                        break
+                # Acked in the background: the next pushed batch is handled meanwhile, and
+                # each ack's answer gives its credit back.
+                ack = asyncio.create_task(deliveries.ack(done))
+                acking.add(ack)
+                ack.add_done_callback(acking.discard)
+                if stop:
+                    await asyncio.gather(*acking)
+                    return
 
     async def replay(self, dest: str, handler: Handler, batch: int) -> None:
         c = self.client
