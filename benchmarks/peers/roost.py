@@ -63,6 +63,11 @@ class Adapter(Base):
     def __init__(self, **opts: str) -> None:
         super().__init__(**opts)
         self.client: Any = None
+        # ``-t roost:durability=interval`` compares with peers that fsync once a second
+        # (Redis's appendfsync everysec); the default, ``always``, confirms after fsync.
+        self.durability = opts.get("durability", "always")
+        if self.durability not in ("always", "interval"):
+            raise SystemExit(f"roost: durability is always or interval, not {self.durability!r}")
 
     def describe(self) -> dict[str, Any]:
         import msgspec
@@ -74,8 +79,13 @@ class Adapter(Base):
             client=f"roost {roost.__version__} native protocol (roost.connect), "
             f"msgspec {msgspec.__version__}",
             settings=(
-                "roost serve, durability always (confirm after fsync, group commit); "
-                "queue = create_queue, fanout = topic + N queue subscriptions, "
+                f"roost serve, durability {self.durability} "
+                + (
+                    "(confirm after fsync, group commit); "
+                    if self.durability == "always"
+                    else "(fsync every 1 s, as appendfsync everysec); "
+                )
+                + "queue = create_queue, fanout = topic + N queue subscriptions, "
                 "log = topic + stream subscription from earliest, read with member.stream "
                 "(stored batches, one fetch in flight); publish_batch per batch; "
                 "subscribe(prefetch) push + one background ack per pushed batch"
@@ -98,9 +108,11 @@ class Adapter(Base):
     ) -> None:
         c = self.client
         if kind == "queue":
-            await c.create_queue(dest, durability="always", max_deliveries=None, dead_letter=None)
+            await c.create_queue(
+                dest, durability=self.durability, max_deliveries=None, dead_letter=None
+            )
             return
-        await c.create_topic(dest, durability="always")
+        await c.create_topic(dest, durability=self.durability)
         if kind == "fanout":
             for i in range(subscribers):
                 await c.create_subscription(

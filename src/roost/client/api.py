@@ -78,8 +78,6 @@ def _out(message: Outgoing) -> m.Out:
     )  # fmt: skip
 
 
-def _triples(receipts: Sequence[Receipt]) -> list[tuple[int, int, int]]:
-    return [(r.partition, r.offset, r.delivery) for r in receipts]
 
 
 #: A fetch's answer: stored batches (protocol version 2) or decoded records (version 1).
@@ -629,8 +627,8 @@ class Client:
         self, topic: str, subscription: str, receipts: Sequence[Receipt]
     ) -> list[Receipt]:
         """Ack many at once; returns the receipts refused (their lease had expired)."""
-        wire = await self.call(m.Ack(topic, subscription, _triples(receipts)), m.Refused)
-        return [Receipt(*triple) for triple in wire.receipts]
+        wire = await self.call(m.Ack(topic, subscription, list(receipts)), m.Refused)
+        return wire.receipts
 
     async def nack(
         self,
@@ -640,16 +638,16 @@ class Client:
         delay: float | None = None,
         error: str | None = None,
     ) -> list[Receipt]:
-        request = m.Nack(topic, subscription, _triples(receipts), _ms(delay), error)
+        request = m.Nack(topic, subscription, list(receipts), _ms(delay), error)
         wire = await self.call(request, m.Refused)
-        return [Receipt(*triple) for triple in wire.receipts]
+        return wire.receipts
 
     async def extend(
         self, topic: str, subscription: str, receipts: Sequence[Receipt], seconds: float
     ) -> list[Receipt]:
-        request = m.Extend(topic, subscription, _triples(receipts), round(seconds * 1000))
+        request = m.Extend(topic, subscription, list(receipts), round(seconds * 1000))
         wire = await self.call(request, m.Refused)
-        return [Receipt(*triple) for triple in wire.receipts]
+        return wire.receipts
 
     async def redrive(
         self,

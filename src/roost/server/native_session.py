@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from roost.core.model import Message, Receipt, SubscriptionSpec
+from roost.core.model import Message, SubscriptionSpec
 from roost.core.policies import TopicPolicy
 from roost.core.publishing import Outgoing, Published
 from roost.core.redrive import RedriveFilter
@@ -62,14 +62,6 @@ def outgoing(message: m.Out) -> Outgoing:
     )  # fmt: skip
 
 
-def receipts(triples: list[tuple[int, int, int]]) -> list[Receipt]:
-    return [Receipt(*triple) for triple in triples]
-
-
-def refused(receipts: list[Receipt]) -> m.Refused:
-    return m.Refused([(r.partition, r.offset, r.delivery) for r in receipts])
-
-
 async def create_topic(host: Host, req: m.CreateTopic) -> m.Response:
     config = msgspec.convert(req.config, TopicConfig)
     policy = msgspec.convert(req.policy, TopicPolicy)
@@ -109,24 +101,24 @@ async def receive(host: Host, req: m.Receive) -> m.Response:
 
 
 async def ack(host: Host, req: m.Ack) -> m.Response:
-    result = host.broker.ack(req.topic, req.subscription, receipts(req.receipts))
+    result = host.broker.ack(req.topic, req.subscription, req.receipts)
     host.settled(req.topic)
-    return refused(result)
+    return m.Refused(result)
 
 
 async def nack(host: Host, req: m.Nack) -> m.Response:
     result = host.broker.nack(
-        req.topic, req.subscription, receipts(req.receipts), req.delay_ms, req.error
+        req.topic, req.subscription, req.receipts, req.delay_ms, req.error
     )
     host.wake_timer()
-    return refused(result)
+    return m.Refused(result)
 
 
 async def extend(host: Host, req: m.Extend) -> m.Response:
     result = host.broker.extend(
-        req.topic, req.subscription, receipts(req.receipts), req.visibility_ms
+        req.topic, req.subscription, req.receipts, req.visibility_ms
     )
-    return refused(result)
+    return m.Refused(result)
 
 
 def membership(value: Any) -> m.Membership:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import msgspec
 
+from roost.core.model import Receipt
+
 Headers = list[tuple[str, bytes]]
 
 
@@ -174,17 +176,18 @@ class Receive(Request, tag=30):
 
 
 class Ack(Request, tag=31):
-    """Receipts as (partition, offset, delivery) triples: one frame acks a whole batch."""
+    """Receipts (on the wire ``[partition, offset, delivery]`` arrays, decoded straight into
+    the core's ``Receipt``): one frame acks a whole batch."""
 
     topic: str
     subscription: str
-    receipts: list[tuple[int, int, int]]
+    receipts: list[Receipt]
 
 
 class Nack(Request, tag=32):
     topic: str
     subscription: str
-    receipts: list[tuple[int, int, int]]
+    receipts: list[Receipt]
     delay_ms: int | None = None
     error: str | None = None
 
@@ -192,7 +195,7 @@ class Nack(Request, tag=32):
 class Extend(Request, tag=33):
     topic: str
     subscription: str
-    receipts: list[tuple[int, int, int]]
+    receipts: list[Receipt]
     visibility_ms: int
 
 
@@ -335,7 +338,7 @@ class Messages(Response, tag=30):
 class Refused(Response, tag=31):
     """Receipts whose lease had expired (the rest were settled)."""
 
-    receipts: list[tuple[int, int, int]]
+    receipts: list[Receipt]
 
 
 class Membership(Response, tag=40):
