@@ -83,8 +83,10 @@ class Pushed:
             self._backend.send(Frame(Kind.CREDIT, self._correlation, m.Credit(granted)))
 
     async def close(self) -> list[m.Delivered]:
-        if self._error is None:
+        if self._error is None and self._backend.protocol_version >= 2:
             # Answered after the last push of this subscribe: everything pushed is here then.
+            # (A version-1 server has no Unsubscribe: its pushes end with the connection, and
+            # what it pushes meanwhile comes back when the leases run out.)
             with contextlib.suppress(StorageClosed, ConnectionError):
                 await self._backend.call(m.Unsubscribe(self._correlation))
         self._backend.forget(self._correlation)
