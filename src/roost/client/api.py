@@ -78,8 +78,6 @@ def _out(message: Outgoing) -> m.Out:
     )  # fmt: skip
 
 
-
-
 #: A fetch's answer: stored batches (protocol version 2) or decoded records (version 1).
 FetchAnswer = m.Batches | m.Records
 

@@ -107,17 +107,13 @@ async def ack(host: Host, req: m.Ack) -> m.Response:
 
 
 async def nack(host: Host, req: m.Nack) -> m.Response:
-    result = host.broker.nack(
-        req.topic, req.subscription, req.receipts, req.delay_ms, req.error
-    )
+    result = host.broker.nack(req.topic, req.subscription, req.receipts, req.delay_ms, req.error)
     host.wake_timer()
     return m.Refused(result)
 
 
 async def extend(host: Host, req: m.Extend) -> m.Response:
-    result = host.broker.extend(
-        req.topic, req.subscription, req.receipts, req.visibility_ms
-    )
+    result = host.broker.extend(req.topic, req.subscription, req.receipts, req.visibility_ms)
     return m.Refused(result)
 
 
