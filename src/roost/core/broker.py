@@ -378,12 +378,14 @@ class Broker:
             if policy.overflow != "drop_oldest":
                 raise BacklogFull(topic.name, _limits(policy))
             # Drop from the slowest floor up; acked ranges above it count for nothing, so
-            # go on until enough not-yet-consumed messages are gone.
+            # go on until enough not-yet-consumed messages are gone. Never past what is
+            # durable: a crash could take those records back, and the ones written at their
+            # offsets after it would count as dropped already.
             while excess > 0 and (floor := self.floor(topic.name, partition)) is not None:
-                self._drop_below(topic.name, partition, min(floor + excess, log.end_offset))
-                excess = policy.excess(self.backlog(topic.name, partition) or 0, count, average)
-                if floor >= log.end_offset:
+                if floor >= log.confirmed_offset:
                     break
+                self._drop_below(topic.name, partition, min(floor + excess, log.confirmed_offset))
+                excess = policy.excess(self.backlog(topic.name, partition) or 0, count, average)
 
     def backlog(self, topic: str, partition: int) -> int | None:
         """Messages of a partition the slowest subscription has not consumed (acked, dead-

@@ -57,7 +57,7 @@ def subscription_stats(sub: QueueSubscription, now_ms: int) -> SubscriptionStats
         sum(p.depth for p in partitions),
         max(ages) if ages else None,
         dead_letter.name if dead_letter is not None else None,
-        sum(log.end_offset - log.start_offset for log in dead_letter.partitions)
+        sum(log.confirmed_offset - log.start_offset for log in dead_letter.partitions)
         if dead_letter is not None
         else 0,
         partitions,

@@ -74,6 +74,27 @@ def test_drop_oldest_makes_room_for_every_subscription(broker: Broker) -> None:
     assert broker.ack("t", "s", [leased[0].receipt]) == [leased[0].receipt], "its lease went too"
 
 
+def test_drop_oldest_never_drops_what_is_not_durable_yet(
+    broker: Broker, engine: LocalEngine
+) -> None:
+    """A record not yet fsynced may be gone after a crash, and the next one written at its
+    offset would then count as dropped: only durable records are dropped."""
+    always = TopicConfig(durability="always")
+    broker.create_topic("t", always, TopicPolicy(max_backlog_messages=4, overflow="drop_oldest"))
+    subscribe(broker, "t")
+    fill(broker, "t", 4)
+    log = engine.topic("t").log(0)
+    fill(broker, "t", 2)  # over the limit, but nothing is durable: nothing may go
+    assert broker.floor("t", 0) == 0
+    job = log.begin_flush()
+    assert job is not None
+    job.run()
+    log.end_flush(job, None)
+    assert log.confirmed_offset == 6
+    fill(broker, "t", 1)  # now the oldest durable ones make room
+    assert broker.floor("t", 0) == 3
+
+
 def test_queues_delete_consumed_segments(broker: Broker, engine: LocalEngine) -> None:
     small = TopicConfig(durability="never", segment_max_bytes=4096, max_record_bytes=2048)
     broker.create_topic("q", small, TopicPolicy(retain_until_consumed=True))
