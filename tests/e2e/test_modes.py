@@ -7,20 +7,9 @@ import asyncio
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 import roost
 from tests.e2e.test_serve import Server
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    server = Server(tmp_path / "data")
-    yield server
-    server.stop()
 
 
 def test_keyed_delays_and_dead_letters(server: Server) -> None:

@@ -34,11 +34,8 @@ def test_sends_are_batched_and_confirmed_in_order(tmp_path: Path) -> None:
 
 
 def test_a_broker_restart_mid_stream_stores_each_message_once(tmp_path: Path) -> None:
-    probe = Server(tmp_path / "probe")  # learn a free port, then serve on it twice
-    port = probe.port
-    probe.stop()
-    data = tmp_path / "data"
-    server = Server(data, port)
+    server = Server.restartable(tmp_path / "data")
+    port = server.port
 
     async def main() -> None:
         nonlocal server
@@ -47,8 +44,7 @@ def test_a_broker_restart_mid_stream_stores_each_message_once(tmp_path: Path) ->
             producer = await Producer.start(broker, "events", linger=0.002, max_batch=20)
             sends = [asyncio.create_task(producer.send(b"%d" % i)) for i in range(400)]
             await asyncio.sleep(0.05)
-            server.stop()  # SIGTERM: a clean stop mid-stream; the client reconnects
-            server = Server(data, port)
+            server = server.restart()  # SIGTERM: a clean stop mid-stream; the client reconnects
             placed = await asyncio.wait_for(asyncio.gather(*sends), 60)
             await producer.aclose()
             assert sorted(p.offset for p in placed) == list(range(400)), "each stored once"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,14 +12,6 @@ from roost import Outgoing
 from roost.errors import LeaseExpired, StorageClosed, UnknownSubscription, UnknownTopic
 from roost.protocols.native import messages as m
 from tests.e2e.test_serve import Server
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    server = Server(tmp_path / "data")
-    yield server
-    if server.process.poll() is None:
-        server.stop()
 
 
 async def _fill(broker: roost.Client, queue: str, count: int) -> None:
@@ -143,11 +134,8 @@ def test_acks_and_credit_of_one_turn_share_a_frame(server: Server) -> None:
 
 
 def test_consuming_resumes_after_the_server_restarts(tmp_path: Path) -> None:
-    probe = Server(tmp_path / "probe")  # learn a free port, then serve on it twice
-    port = probe.port
-    probe.stop()
-    data = tmp_path / "data"
-    server = Server(data, port)
+    server = Server.restartable(tmp_path / "data")
+    port = server.port
 
     async def body() -> None:
         nonlocal server
@@ -160,8 +148,7 @@ def test_consuming_resumes_after_the_server_restarts(tmp_path: Path) -> None:
                     delivery = await anext(deliveries)
                     await delivery.ack()
                     acked.add(delivery.value)
-                server.stop()
-                server = Server(data, port)
+                server = server.restart()
                 while len(acked) < 20:
                     delivery = await asyncio.wait_for(anext(deliveries), 30)
                     try:

@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -47,19 +46,24 @@ class Server:
                 break
         raise AssertionError("roost serve did not start")
 
+    @classmethod
+    def restartable(cls, data_dir: Path) -> Server:
+        """A server on a port it can be restarted on: one a probe server just let go of (so
+        the clients of a restart test reconnect to the same URL)."""
+        probe = cls(data_dir.with_name(data_dir.name + "-probe"))
+        probe.stop()
+        return cls(data_dir, probe.port)
+
+    def restart(self) -> Server:
+        """Stop (SIGTERM) and serve the same data directory on the same port again."""
+        self.stop()
+        return Server(self.data_dir, self.port)
+
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
         # Drain stderr while it exits (a full pipe would block its shutdown logging).
         _, self.stderr = self.process.communicate(timeout=30)
         return self.process.returncode
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    server = Server(tmp_path / "data")
-    yield server
-    if server.process.poll() is None:
-        server.stop()
 
 
 def run(body):  # type: ignore[no-untyped-def]

@@ -4,7 +4,6 @@ native protocol, and closes both on SIGTERM."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -12,14 +11,6 @@ import pytest
 
 import roost
 from tests.e2e.test_serve import Server
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    server = Server(tmp_path / "data")
-    yield server
-    if server.process.poll() is None:
-        server.stop()
 
 
 def test_admin_api_beside_the_native_protocol(server: Server) -> None:

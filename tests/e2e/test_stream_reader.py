@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -17,14 +15,6 @@ from roost.errors import StaleGeneration
 from tests.e2e.test_serve import Server
 
 WAIT_S = 0.2  # the long poll of a fetch that finds nothing; a data arrival ends it at once
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    server = Server(tmp_path / "data")
-    yield server
-    if server.process.poll() is None:
-        server.stop()
 
 
 async def fill(broker: roost.Client, partitions: int, per_partition: int) -> None:

@@ -191,11 +191,8 @@ def test_threads_share_one_producer(server: Server) -> None:
 
 
 def test_the_client_keeps_working_across_a_server_restart(tmp_path: Path) -> None:
-    probe = Server(tmp_path / "probe")  # learn a free port, then serve on it twice
-    port = probe.port
-    probe.stop()
-    data = tmp_path / "data"
-    server = Server(data, port)
+    server = Server.restartable(tmp_path / "data")
+    port = server.port
     try:
         with sync.connect(f"roost://127.0.0.1:{port}") as broker:
             broker.create_queue("jobs")
@@ -206,8 +203,7 @@ def test_the_client_keeps_working_across_a_server_restart(tmp_path: Path) -> Non
             retried = [Outgoing(value=b"idempotent")]
             first = broker.publish_batch("events", retried, producer_id="p-1", sequence=0)
 
-            server.stop()
-            server = Server(data, port)
+            server = server.restart()
 
             assert broker.publish("jobs", b"after").offset == 1, "reconnected by itself"
             # A retry of an idempotent batch whose answer was lost: confirmed, not stored again.
