@@ -24,6 +24,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import msgspec
 
+from roost.client.closing import ClosedOnExit
 from roost.client.subscriber import (
     AckCoalescer,
     Delivery,
@@ -245,7 +246,7 @@ class StreamMember:
         await self._client.call(m.Leave(self.topic, self.group, self.member_id), m.Done)
 
 
-class StreamReader:
+class StreamReader(ClosedOnExit):
     """``StreamMember.stream``: fetch N + 1 is on its way while fetch N's records are used.
 
     How it works: an answer is awaited, its assignment applied, the next fetch sent (it reaches
@@ -312,17 +313,6 @@ class StreamReader:
         finally:
             self._member._stream = None
 
-    async def __aenter__(self) -> StreamReader:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
 
 def _membership(wire: m.Membership) -> Membership:
     return Membership(
@@ -330,7 +320,7 @@ def _membership(wire: m.Membership) -> Membership:
     )
 
 
-class Client:
+class Client(ClosedOnExit):
     """A broker, in this process or across the network; see the module docstring."""
 
     def __init__(self, backend: Backend) -> None:
@@ -689,17 +679,6 @@ class Client:
 
     async def aclose(self) -> None:
         await self._backend.aclose()
-
-    async def __aenter__(self) -> Client:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 class Opening:

@@ -23,9 +23,9 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
+from roost.client.closing import ClosedOnExit
 from roost.core.model import Message, Receipt
 from roost.errors import ConnectionLost, LeaseExpired, StorageClosed
 from roost.protocols.native import messages as m
@@ -209,7 +209,7 @@ class Delivery:
         )
 
 
-class Subscriber:
+class Subscriber(ClosedOnExit):
     """The deliveries of one subscription, pushed as credit allows; see the module docstring.
 
     Iterate it for one delivery at a time, or take ``batch()`` for everything that has
@@ -316,11 +316,3 @@ class Subscriber:
 
     async def __aenter__(self) -> Subscriber:
         return await self.open()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
