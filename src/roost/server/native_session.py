@@ -14,7 +14,7 @@ import msgspec
 
 from roost.core.model import Message, SubscriptionSpec
 from roost.core.policies import TopicPolicy
-from roost.core.publishing import Outgoing, Published
+from roost.core.publishing import Outgoing, Published, PublishedRange
 from roost.core.redrive import RedriveFilter
 from roost.core.routing import BindingSpec, ExchangeSpec
 from roost.errors import InvalidConfig
@@ -43,6 +43,9 @@ def delivered(message: Message) -> m.Delivered:
 
 def runs(published: Sequence[Published]) -> m.PublishedAt:
     """Consecutive offsets of one topic and partition, folded into one run each."""
+    if isinstance(published, PublishedRange):  # a plain publish: one run already
+        run = (published.topic, published.partition, published.base_offset, published.length)
+        return m.PublishedAt([run] if published.length else [])
     folded: list[tuple[str, int, int, int]] = []
     for p in published:
         if folded:
