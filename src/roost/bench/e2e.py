@@ -8,9 +8,9 @@ after fsync). Values are 1 KiB; the first 16 bytes carry the sequence number and
 (``CLOCK_MONOTONIC``, one clock for every process on the machine).
 
 The producer keeps ``inflight`` messages unconfirmed at most, as ``inflight / batch`` tasks that
-each ``publish_batch`` ``batch`` messages and wait for the confirm. The consumer receives up to
-``prefetch`` messages per long poll and acks each received batch with one ``ack``. Both start
-together once connected.
+each ``publish_batch`` ``batch`` messages and wait for the confirm. The consumer subscribes with
+``prefetch`` (the broker pushes while fewer are unacked) and acks each pushed batch with one
+``ack``, in the background. Both start together once connected.
 
 Fields:
   msgs_per_s              messages / (first publish .. last receive)
@@ -116,18 +116,23 @@ async def _consume(url: str, queue: str, messages: int, prefetch: int) -> dict[s
     await _ready()
     cpu0, t_first = cpu_seconds(), 0
     unique = 0
-    while unique < messages:
-        got = await client.receive(queue, max_messages=prefetch, wait=RECEIVE_WAIT_S)
-        now = time.monotonic_ns()
-        for delivery in got:
-            seq, sent = HEADER.unpack_from(delivery.value)
-            latencies.append(now - sent)
-            if not seen[seq]:
-                seen[seq] = 1
-                unique += 1
-        if got:
+    acking: set[asyncio.Task[Any]] = set()
+    async with client.subscribe(queue, prefetch=prefetch) as deliveries:
+        while unique < messages:
+            got = await deliveries.batch()
+            now = time.monotonic_ns()
             t_first = t_first or now
-            await client.ack(queue, queue, [d.receipt for d in got])
+            for delivery in got:
+                seq, sent = HEADER.unpack_from(delivery.value)
+                latencies.append(now - sent)
+                if not seen[seq]:
+                    seen[seq] = 1
+                    unique += 1
+            # Acked in the background: the next pushed batch is handled meanwhile.
+            ack = asyncio.create_task(deliveries.ack(got))
+            acking.add(ack)
+            ack.add_done_callback(acking.discard)
+        await asyncio.gather(*acking)
     t_last, cpu1 = time.monotonic_ns(), cpu_seconds()
     await client.aclose()
     latencies.sort()
