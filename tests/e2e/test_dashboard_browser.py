@@ -18,6 +18,7 @@ import pytest
 from playwright.async_api import Page, expect
 
 import roost
+from roost.core.model import Message
 from tests.e2e.browser import browser_page, require_chromium
 from tests.e2e.test_serve import Server
 
@@ -92,10 +93,30 @@ def test_watch_a_queue_dead_letter_a_message_and_redrive_it(server: Server) -> N
             await page.click("header .brand")
             await expect(depth).to_have_text("6")
             await screenshot(page, "dashboard-overview.png")
+            await a_consumer_group_s_lag_per_partition(broker, page)
             assert await page.evaluate("window.stillTheSamePage") is True, "no reload"
             assert errors == [], "the page's scripts ran without an error"
 
     asyncio.run(body())
+
+
+async def a_consumer_group_s_lag_per_partition(broker: roost.Client, page: Page) -> None:
+    await broker.create_topic("orders", partitions=2)
+    await broker.create_subscription("orders", "analytics", mode="stream", start="earliest")
+    for i in range(5):
+        await broker.publish("orders", b"order %d" % i, partition=i % 2)
+    await page.click('tr[data-key="orders"] a')
+    group = page.locator('[data-group="analytics"]')
+    await expect(group.locator('tr[data-partition="0"] [data-field="lag"]')).to_have_text("3")
+    await expect(group.locator('tr[data-partition="1"] [data-field="lag"]')).to_have_text("2")
+    member = await broker.join("orders", "analytics", client="test")
+    fetched: list[Message] = []
+    while len(fetched) < 5:
+        fetched += await member.fetch(max_records=10)
+    await member.commit()
+    await expect(group.locator('[data-field="lag"]')).to_have_text(["0", "0"])
+    await expect(group).to_contain_text(member.member_id)
+    await member.leave()
 
 
 async def dead_letter_the_poison(broker: roost.Client) -> None:

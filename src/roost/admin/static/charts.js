@@ -9,6 +9,8 @@ const COLORS = ["#2563eb", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#64748b"
 const live = new Set();
 // Counts and rates are never negative: start every y axis at 0, with room above the top.
 const FROM_ZERO = { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] };
+// A sparkline dips a little below 0, so a line at 0 is not hidden by the cell's bottom edge.
+const SPARK_RANGE = { range: (u, min, max) => (max > 0 ? [-max * 0.08, max * 1.1] : [-0.08, 1]) };
 
 window.addEventListener("resize", () => {
   for (const chart of live) chart.resize();
@@ -19,7 +21,7 @@ export function sparkline(name) {
   return makeChart(name, (width) => ({
     width, height: 28,
     cursor: { show: false }, legend: { show: false }, select: { show: false },
-    scales: { x: { time: false }, y: FROM_ZERO },
+    scales: { x: { time: false }, y: SPARK_RANGE },
     axes: [{ show: false }, { show: false }],
     series: [{}, {
       stroke: COLORS[0], width: 1.5, fill: "rgba(37, 99, 235, 0.12)", points: { show: false },
@@ -33,6 +35,7 @@ export function timeChart(name, title, lines) {
     width, height: 200,
     scales: { x: { time: true }, y: FROM_ZERO },
     axes: [{}, { size: 56 }],
+    legend: { live: false }, // names and colours only: "--" for every value until a hover
     series: [{}, ...lines.map((line, i) => ({
       label: line.label, stroke: COLORS[i % COLORS.length], width: 2,
     }))],
