@@ -21,6 +21,7 @@ from roost.admin.app import build_app
 from roost.admin.dashboard import STATIC, Dashboard
 from roost.admin.dashboard.feed import PREAMBLE, QUEUED_EVENTS, Feed
 from roost.admin.metrics import host_registry
+from roost.admin.server import GRACE_S, AdminServer
 from roost.clock import ManualClock
 from roost.core.publishing import Outgoing
 from roost.core.readings import Reading, read_broker
@@ -275,5 +276,33 @@ def test_the_page_and_its_files_are_served_from_the_package(
             assert (missing.status_code, missing.json()["error"]["code"]) == (404, "not_found")
             assert (await http.get("/api/v1/topics")).json() == [], "the API keeps its paths"
         await dashboard.aclose()
+
+    run(data_dir, clock, body)
+
+
+def test_closing_the_admin_server_ends_open_event_streams_cleanly(
+    data_dir: str, clock: ManualClock
+) -> None:
+    """uvicorn waits for responses in flight; an event stream never finishes by itself, so
+    the dashboard's ``aclose`` runs first and each stream ends as a complete response."""
+
+    async def body(host: Host) -> None:
+        dashboard = Dashboard(host, Ticks())
+        admin = await AdminServer.start(
+            host, "127.0.0.1", 0, dashboard.routes, closing=[dashboard.aclose]
+        )
+        listen, port = admin.address
+        async with (
+            httpx.AsyncClient(base_url=f"http://{listen}:{port}") as http,
+            http.stream("GET", "/dashboard/events") as stream,
+        ):
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            chunks = stream.aiter_raw()
+            assert await anext(chunks) == PREAMBLE
+            assert (await anext(chunks)).startswith(b"data: {")
+            # Within the grace period: uvicorn did not have to give up on the stream.
+            await asyncio.wait_for(admin.aclose(), GRACE_S - 1)
+            assert [chunk async for chunk in chunks] == [], "the response ended, complete"
+        assert not dashboard.feed.running
 
     run(data_dir, clock, body)

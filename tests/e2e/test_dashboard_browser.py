@@ -3,8 +3,8 @@ through the client moves the depth and the chart without a reload, a dead letter
 dead-letter browser with why it died, and the redrive button empties it.
 
 Nothing sleeps: every wait is Playwright's auto-waiting for a DOM condition (``expect``).
-With ``ROOST_SCREENSHOTS=<dir>`` the test also saves the overview and the queue page there
-(``docs/`` holds the ones the README shows).
+With ``ROOST_SCREENSHOTS=<dir>`` the test also saves the overview and the queue page there,
+to look at after a failure (the README's come from ``dashboard_screenshots.py``).
 """
 
 from __future__ import annotations
