@@ -9,23 +9,24 @@ import {
 } from "./dom.js";
 import { series, subscriptionKey } from "./feed.js";
 
+// Each tile: [data-field, label, its number from (stats, rates), how that number reads].
 const QUEUE_TILES = [
-  ["depth", "Depth", (s) => fmtCount(s.depth)],
-  ["in_flight", "In flight", (s) => fmtCount(s.in_flight)],
-  ["delayed", "Delayed", (s) => fmtCount(s.delayed)],
-  ["backlog", "Backlog", (s) => fmtCount(s.backlog)],
-  ["oldest", "Oldest", (s) => fmtAge(s.oldest_age_ms)],
-  ["dead_letters", "Dead letters", (s) => (s.dead_letter_topic ? fmtCount(s.dead_letters) : "—")],
+  ["depth", "Depth", (s) => s.depth, fmtCount],
+  ["in_flight", "In flight", (s) => s.in_flight, fmtCount],
+  ["delayed", "Delayed", (s) => s.delayed, fmtCount],
+  ["backlog", "Backlog", (s) => s.backlog, fmtCount],
+  ["oldest", "Oldest", (s) => s.oldest_age_ms, fmtAge],
+  ["dead_letters", "Dead letters", (s) => (s.dead_letter_topic ? s.dead_letters : null), fmtCount],
 ];
 const STREAM_TILES = [
-  ["lag", "Lag", (s) => fmtCount(s.lag)],
-  ["members", "Members", (s) => fmtCount(s.members.length)],
-  ["generation", "Generation", (s) => fmtCount(s.generation)],
+  ["lag", "Lag", (s) => s.lag, fmtCount],
+  ["members", "Members", (s) => s.members.length, fmtCount],
+  ["generation", "Generation", (s) => s.generation, fmtCount],
 ];
 const RATE_TILES = [
-  ["published", "Publish/s", (r) => fmtRate(r.published)],
-  ["delivered", "Deliver/s", (r) => fmtRate(r.delivered)],
-  ["acked", "Ack/s", (r) => fmtRate(r.acked)],
+  ["published", "Publish/s", (s, r) => r.published, fmtRate],
+  ["delivered", "Deliver/s", (s, r) => r.delivered, fmtRate],
+  ["acked", "Ack/s", (s, r) => r.acked, fmtRate],
 ];
 
 export function subscriptionPage(main, topic, name) {
@@ -54,7 +55,9 @@ function build(main, stats) {
   const stream = stats.mode === "stream";
   main.querySelector("h1").append(h("span", { class: "badge" }, stats.mode));
   // A stream has no acks: the group commits offsets instead.
-  const tiles = stream ? [...STREAM_TILES, ...RATE_TILES.slice(0, 2)] : [...QUEUE_TILES, ...RATE_TILES];
+  const tiles = stream
+    ? [...STREAM_TILES, ...RATE_TILES.slice(0, 2)]
+    : [...QUEUE_TILES, ...RATE_TILES];
   const tileCells = tiles.map(([field]) => h("div", { class: "value", "data-field": field }));
   const tileGrid = h("div", { class: "tiles" }, tiles.map(([, label], i) =>
     h("div", { class: "tile" }, h("div", { class: "label" }, label), tileCells[i])));
@@ -90,13 +93,12 @@ function build(main, stats) {
   return {
     charts: charts.map(([chart]) => chart),
     update({ stats: now, rates }, key) {
-      tiles.forEach(([field, , show], i) => {
-        const isRate = RATE_TILES.some(([f]) => f === field);
-        const raw = isRate ? rates[field] : (field === "oldest" ? now.oldest_age_ms : now[field]);
-        setCell(tileCells[i], show(isRate ? rates : now), Array.isArray(raw) ? raw.length : raw);
+      tiles.forEach(([, , read, show], i) => {
+        const raw = read(now, rates);
+        setCell(tileCells[i], show(raw), raw);
       });
       for (const [chart, fields] of charts) chart.update(series(key, fields));
-      partitionBody.replaceChildren(...now.partitions.map((p) => (stream ? streamRow(p) : queueRow(p))));
+      partitionBody.replaceChildren(...now.partitions.map(stream ? streamRow : queueRow));
       if (stream) {
         members.textContent = now.members.length
           ? `Members: ${now.members.join(", ")} (generation ${now.generation})`
