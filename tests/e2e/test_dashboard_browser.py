@@ -19,6 +19,7 @@ from playwright.async_api import Page, expect
 
 import roost
 from roost.core.model import Message
+from tests.e2e import browser
 from tests.e2e.browser import browser_page, require_chromium
 from tests.e2e.test_serve import Server
 
@@ -130,3 +131,15 @@ async def dead_letter_the_poison(broker: roost.Client) -> None:
     for message in held:
         if message is not poison:
             await message.nack(delay=0)
+
+
+def test_without_chromium_ci_fails_and_a_developer_skips(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(browser, "CHROMIUM", tmp_path / "no-chromium")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="apt-get install"):
+        require_chromium()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="no-chromium is missing"):
+        require_chromium()
