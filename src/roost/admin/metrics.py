@@ -8,8 +8,9 @@ Rules:
 
 - Nothing on a hot path calls prometheus_client. The core, the flusher and the listeners keep
   plain ints (and bucket counts, once per flush round); this collector reads them per scrape.
-- The gauges `roost stats` shows come from ``Broker.stats`` (core/stats.py): the CLI, the
-  dashboard and Prometheus read one set of numbers, computed one way.
+- Everything comes from one ``read_broker`` (core/readings.py), which the dashboard's feed
+  reads too; its gauges are ``Broker.stats`` (core/stats.py), what `roost stats` shows: the
+  CLI, the dashboard and Prometheus read one set of numbers, computed one way.
 - Counters count since the process started; Prometheus handles the reset after a restart.
 - Labels are names an operator chose (topic, subscription, listener) and partition numbers,
   never message keys or ids: cardinality is bounded by the definitions.
@@ -38,10 +39,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from roost.core.broker import Broker
+from roost.core.readings import Counters, TopicReading, read_broker
 from roost.core.stats import StreamStats, SubscriptionStats
-from roost.core.streams import StreamSubscription
-from roost.core.subscription import QueueSubscription
 from roost.server.host import Host
 from roost.server.meters import Histogram, ListenerStats
 
@@ -182,35 +181,33 @@ class HostCollector:
     def collect(self) -> Iterable[Metric]:
         host = self._host
         scrape = _Scrape()
-        _partitions(scrape, host.broker)
-        for sub in host.broker.subscriptions():
-            if isinstance(sub, StreamSubscription):
-                _stream(scrape, host.broker, sub)
+        reading = read_broker(host.broker)
+        for topic in reading.topics:
+            _partitions(scrape, topic)
+        for sub in reading.subscriptions:
+            if isinstance(sub.stats, StreamStats):
+                _stream(scrape, sub.stats, sub.counters)
             else:
-                _queue(scrape, host.broker, sub)
+                _queue(scrape, sub.stats, sub.counters)
         for name, stats in sorted(host.listeners.items()):
             _listener(scrape, name, stats)
         _storage(scrape, host)
         return scrape.families.values()
 
 
-def _partitions(scrape: _Scrape, broker: Broker) -> None:
-    for name in broker.list_topics():
-        for partition, log in enumerate(broker.engine.topic(name).partitions):
-            labels = (name, partition)
-            scrape.add("roost_partition_published_total", labels,
-                       log.end_offset - log.opened_end_offset)  # fmt: skip
-            scrape.add("roost_partition_end_offset", labels, log.end_offset)
-            scrape.add("roost_partition_start_offset", labels, log.start_offset)
-            scrape.add("roost_partition_size_bytes", labels, log.size_bytes)
-            scrape.add("roost_partition_write_failed", labels, log.failure is not None)
+def _partitions(scrape: _Scrape, topic: TopicReading) -> None:
+    for p in topic.partitions:
+        labels = (topic.name, p.partition)
+        scrape.add("roost_partition_published_total", labels, p.published)
+        scrape.add("roost_partition_end_offset", labels, p.end_offset)
+        scrape.add("roost_partition_start_offset", labels, p.start_offset)
+        scrape.add("roost_partition_size_bytes", labels, p.size_bytes)
+        scrape.add("roost_partition_write_failed", labels, p.write_failed)
 
 
-def _queue(scrape: _Scrape, broker: Broker, sub: QueueSubscription) -> None:
-    stats = broker.stats(sub.spec.topic, sub.spec.name)
-    assert isinstance(stats, SubscriptionStats)
+def _queue(scrape: _Scrape, stats: SubscriptionStats, counters: Sequence[Counters]) -> None:
     names = (stats.topic, stats.subscription)
-    for p in stats.partitions:
+    for p, counted in zip(stats.partitions, counters, strict=True):
         labels = (*names, p.partition)
         scrape.add("roost_subscription_depth", labels, p.depth)
         scrape.add("roost_subscription_backlog", labels, p.backlog)
@@ -218,26 +215,23 @@ def _queue(scrape: _Scrape, broker: Broker, sub: QueueSubscription) -> None:
         scrape.add("roost_subscription_delayed", labels, p.delayed)
         age_s = (p.oldest_age_ms or 0) / 1000
         scrape.add("roost_subscription_oldest_age_seconds", labels, age_s)
-        state = sub.partition_state(p.partition)
-        scrape.add("roost_subscription_delivered_total", labels, state.delivered)
-        scrape.add("roost_subscription_redelivered_total", labels, state.redelivered)
-        scrape.add("roost_subscription_acked_total", labels, state.acked)
-        scrape.add("roost_subscription_nacked_total", labels, state.nacked)
-        scrape.add("roost_subscription_expired_total", labels, state.expired)
-        scrape.add("roost_subscription_dead_lettered_total", labels, state.dead_lettered)
+        scrape.add("roost_subscription_delivered_total", labels, counted.delivered)
+        scrape.add("roost_subscription_redelivered_total", labels, counted.redelivered)
+        scrape.add("roost_subscription_acked_total", labels, counted.acked)
+        scrape.add("roost_subscription_nacked_total", labels, counted.nacked)
+        scrape.add("roost_subscription_expired_total", labels, counted.expired)
+        scrape.add("roost_subscription_dead_lettered_total", labels, counted.dead_lettered)
     if stats.dead_letter_topic is not None:
         scrape.add("roost_subscription_dead_letters", names, stats.dead_letters)
 
 
-def _stream(scrape: _Scrape, broker: Broker, stream: StreamSubscription) -> None:
-    stats = broker.stats(stream.spec.topic, stream.spec.name)
-    assert isinstance(stats, StreamStats)
+def _stream(scrape: _Scrape, stats: StreamStats, counters: Sequence[Counters]) -> None:
     names = (stats.topic, stats.subscription)
-    for p in stats.partitions:
+    for p, counted in zip(stats.partitions, counters, strict=True):
         labels = (*names, p.partition)
         scrape.add("roost_subscription_committed_offset", labels, p.committed)
         scrape.add("roost_subscription_lag", labels, p.lag)
-        scrape.add("roost_subscription_delivered_total", labels, stream.delivered[p.partition])
+        scrape.add("roost_subscription_delivered_total", labels, counted.delivered)
     scrape.add("roost_subscription_members", names, len(stats.members))
 
 

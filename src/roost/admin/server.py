@@ -12,7 +12,9 @@ Rules:
   and the bound port is known (port 0) before anything is served.
 - uvicorn does not install signal handlers: ``roost serve`` owns SIGTERM and SIGINT and closes
   the admin server with the native listener.
-- ``aclose`` lets requests in flight finish for up to ``GRACE_S``, then cancels them.
+- ``aclose`` first runs the ``closing`` callbacks, which end responses that would otherwise
+  never finish (the dashboard's event streams), then lets requests in flight finish for up to
+  ``GRACE_S``, then cancels them.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 import uvicorn
 from starlette.routing import BaseRoute
 
 from roost.admin.app import build_app
+from roost.admin.dashboard import Dashboard
 from roost.admin.metrics import metrics_route
 from roost.server.host import Host
 from roost.server.serve import Settings
@@ -36,6 +39,8 @@ log = logging.getLogger("roost.admin")
 #: How long requests in flight may take to finish once the server is closing.
 GRACE_S = 5
 DEFAULT_PORT = 7480
+#: Called at the start of ``aclose``.
+Closing = Callable[[], Awaitable[None]]
 
 
 class _LoopServer(uvicorn.Server):
@@ -47,17 +52,26 @@ class _LoopServer(uvicorn.Server):
 
 
 class AdminServer:
-    def __init__(self, server: _LoopServer, sock: socket.socket) -> None:
+    def __init__(
+        self, server: _LoopServer, sock: socket.socket, closing: Sequence[Closing] = ()
+    ) -> None:
         self._server = server
+        self._closing = closing
         self._socket = sock
         self.address: tuple[str, int] = sock.getsockname()[:2]
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
     async def start(
-        cls, host: Host, listen: str, port: int, extra_routes: Sequence[BaseRoute] = ()
+        cls,
+        host: Host,
+        listen: str,
+        port: int,
+        extra_routes: Sequence[BaseRoute] = (),
+        closing: Sequence[Closing] = (),
     ) -> AdminServer:
-        """Bind ``listen:port`` and serve the admin app there until ``aclose``."""
+        """Bind ``listen:port`` and serve the admin app there until ``aclose``; ``closing``
+        runs first thing in ``aclose``."""
         sock = _bind(listen, port)
         config = uvicorn.Config(
             build_app(host, extra_routes),
@@ -66,7 +80,7 @@ class AdminServer:
             access_log=False,
             timeout_graceful_shutdown=GRACE_S,
         )
-        admin = cls(_LoopServer(config), sock)
+        admin = cls(_LoopServer(config), sock, closing)
         admin._task = asyncio.create_task(admin._server.serve([sock]), name="roost-admin")
         while not admin._server.started:
             if admin._task.done():
@@ -76,9 +90,12 @@ class AdminServer:
         return admin
 
     async def aclose(self) -> None:
-        """Stop accepting, let requests in flight finish (``GRACE_S`` at most), stop."""
+        """End endless responses (``closing``), stop accepting, let requests in flight
+        finish (``GRACE_S`` at most), stop."""
         if self._task is None:
             return
+        for close in self._closing:
+            await close()
         self._server.should_exit = True
         task, self._task = self._task, None
         await task
@@ -86,12 +103,18 @@ class AdminServer:
 
 
 async def start_admin(host: Host, settings: Settings) -> AdminServer | None:
-    """The admin API as ``roost serve`` runs it: per the settings, or None when turned off."""
+    """The admin API, ``/metrics`` and the dashboard as ``roost serve`` runs them: per the
+    settings, or None when turned off."""
     if not settings.admin:
         return None
-    routes = [metrics_route(host)]
-    admin = await AdminServer.start(host, settings.admin_listen, settings.admin_port, routes)
-    log.info("roost admin API on http://%s:%d", *admin.address)
+    dashboard = Dashboard(host)
+    routes = [metrics_route(host), *dashboard.routes]
+    admin = await AdminServer.start(
+        host, settings.admin_listen, settings.admin_port, routes, closing=[dashboard.aclose]
+    )
+    log.info(
+        "roost admin API on http://%s:%d (dashboard at /, metrics at /metrics)", *admin.address
+    )
     return admin
 
 
