@@ -9,8 +9,11 @@ import pytest
 
 import roost
 from roost import Outgoing
+from roost.clock import ManualClock
 from roost.errors import LeaseExpired, StorageClosed, UnknownSubscription, UnknownTopic
 from roost.protocols.native import messages as m
+from roost.server.host import Host
+from roost.server.native_server import close_native, serve_native
 from tests.e2e.test_serve import Server
 
 
@@ -181,3 +184,30 @@ def test_without_reconnect_a_lost_connection_ends_the_iteration_with_an_error(
                     await asyncio.wait_for(waiting, 30)
 
     asyncio.run(body())
+
+
+def test_large_deliveries_are_pushed_in_frames_the_limit_allows(tmp_path: Path) -> None:
+    """256 deliveries of 20 KiB leased together are 5 MiB; the server's frames are at most
+    64 KiB: the push is cut into many frames, and every message arrives once."""
+
+    async def main() -> None:
+        host = await Host.start(str(tmp_path / "data"), ManualClock())
+        server = await serve_native(host, "127.0.0.1", 0, max_frame_bytes=64 * 1024)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            async with roost.connect(f"roost://127.0.0.1:{port}", reconnect=False) as broker:
+                await broker.create_queue("big", durability="never")
+                for i in range(256):
+                    await broker.publish("big", bytes([i % 256]) * 20_000)
+                seen: list[bytes] = []
+                async with broker.subscribe("big", prefetch=256) as deliveries:
+                    while len(seen) < 256:
+                        batch = await asyncio.wait_for(deliveries.batch(), 10)
+                        seen += [d.value[:1] for d in batch]
+                        await deliveries.ack(batch)
+                assert seen == [bytes([i % 256]) for i in range(256)]
+        finally:
+            await close_native(server)
+            await host.aclose()
+
+    asyncio.run(main())

@@ -21,6 +21,7 @@ import logging
 from typing import Any
 
 from roost import __version__
+from roost.core.model import Message
 from roost.errors import ProtocolError, RoostError
 from roost.protocols.native import messages as m
 from roost.protocols.native.codec import (
@@ -41,6 +42,8 @@ READ_CHUNK_BYTES = 256 * 1024
 HEARTBEAT_MS = 10_000
 #: How long a shutdown waits for requests in flight (a publish's fsync) before closing.
 SHUTDOWN_GRACE_S = 5.0
+#: A delivery's encoded size beyond its key, value and headers, rounded up.
+MESSAGE_OVERHEAD_BYTES = 64
 #: Deliveries pushed per frame at most.
 PUSH_BATCH = 256
 #: Credit a client can hold for one subscribe: more is a client bug, not a reason to grow.
@@ -51,7 +54,7 @@ class _Push:
     """One ``Subscribe``: the credit the client has given and the task pushing to it."""
 
     def __init__(self, credit: int) -> None:
-        self.credit = max(0, credit)
+        self.credit = min(max(0, credit), MAX_CREDIT)
         self.task: asyncio.Future[None] | None = None
         self._granted = asyncio.Event()
 
@@ -224,8 +227,10 @@ class NativeConnection:
             messages = await self._host.receive(request.topic, request.subscription, allowed, 20.0)
             if messages:
                 push.credit -= len(messages)
-                payload = m.Deliveries([delivered(message) for message in messages])
-                self._send(Frame(Kind.DELIVERIES, correlation, payload))
+                budget = self._codec.max_frame_bytes // 2
+                for part in _frame_sized(messages, budget):
+                    payload = m.Deliveries([delivered(message) for message in part])
+                    self._send(Frame(Kind.DELIVERIES, correlation, payload))
                 await self._writer.drain()
 
     def _send(self, frame: Frame) -> None:
@@ -234,6 +239,24 @@ class NativeConnection:
     def _send_quietly(self, frame: Frame) -> None:
         with contextlib.suppress(Exception):
             self._writer.write(encode(frame))
+
+
+def _frame_sized(messages: list[Message], budget: int) -> list[list[Message]]:
+    """``messages`` cut into runs that fit in ``budget`` bytes each (one at least): 256 large
+    messages leased together must not make a frame the limit refuses."""
+    if sum(len(message.value) for message in messages) <= budget // 2:
+        return [messages]  # the usual case, decided without per-message overhead sums
+    parts: list[list[Message]] = [[]]
+    size = 0
+    for message in messages:
+        cost = MESSAGE_OVERHEAD_BYTES + len(message.value) + len(message.key or b"")
+        cost += sum(len(name) + len(value) + 8 for name, value in message.headers)
+        if parts[-1] and size + cost > budget:
+            parts.append([])
+            size = 0
+        parts[-1].append(message)
+        size += cost
+    return parts
 
 
 class NativeListener:
