@@ -10,7 +10,13 @@ import pytest
 import roost
 from roost import Outgoing
 from roost.clock import ManualClock
-from roost.errors import LeaseExpired, StorageClosed, UnknownSubscription, UnknownTopic
+from roost.errors import (
+    InvalidRequest,
+    LeaseExpired,
+    StorageClosed,
+    UnknownSubscription,
+    UnknownTopic,
+)
 from roost.protocols.native import messages as m
 from roost.server.host import Host
 from roost.server.native_server import close_native, serve_native
@@ -211,3 +217,16 @@ def test_large_deliveries_are_pushed_in_frames_the_limit_allows(tmp_path: Path) 
             await host.aclose()
 
     asyncio.run(main())
+
+
+def test_a_receive_asking_too_much_is_refused_with_the_limit_named(
+    server: Server,
+) -> None:
+    async def body() -> None:
+        async with roost.connect(server.url) as broker:
+            await broker.create_queue("q")
+            with pytest.raises(InvalidRequest, match="max_messages=1001 exceeds the limit of 1000"):
+                await broker.receive("q", max_messages=1001)
+            assert await broker.receive("q", max_messages=1000) == []
+
+    asyncio.run(body())

@@ -17,7 +17,7 @@ from roost.core.policies import TopicPolicy
 from roost.core.publishing import Outgoing, Published, PublishedRange
 from roost.core.redrive import RedriveFilter
 from roost.core.routing import BindingSpec, ExchangeSpec
-from roost.errors import InvalidConfig
+from roost.errors import InvalidConfig, InvalidRequest
 from roost.protocols.native import messages as m
 from roost.server.host import Host
 from roost.storage import TopicConfig
@@ -96,7 +96,19 @@ async def publish_to_exchange(host: Host, req: m.PublishToExchange) -> m.Respons
     return runs(await host.publish_to_exchange(req.exchange, req.routing_key, messages))
 
 
+#: One answer holds at most this many messages: its size (and the broker's memory while it is
+#: built) stays bounded whatever a client asks for. Pushed deliveries have their own bound.
+MAX_RECEIVE_MESSAGES = 1_000
+MAX_FETCH_RECORDS = 10_000
+
+
+def _at_most(asked: int, limit: int, name: str, what: str) -> None:
+    if asked > limit:
+        raise InvalidRequest(f"{name}={asked} exceeds the limit of {limit} per {what}")
+
+
 async def receive(host: Host, req: m.Receive) -> m.Response:
+    _at_most(req.max_messages, MAX_RECEIVE_MESSAGES, "max_messages", "receive")
     messages = await host.receive(
         req.topic, req.subscription, req.max_messages, req.wait_ms / 1000, req.visibility_ms
     )
@@ -136,6 +148,7 @@ async def heartbeat(host: Host, req: m.Heartbeat) -> m.Response:
 
 
 async def fetch(host: Host, req: m.Fetch) -> m.Response:
+    _at_most(req.max_records, MAX_FETCH_RECORDS, "max_records", "fetch")
     records = await host.fetch(
         req.topic, req.group, req.member_id, req.generation, req.max_records, req.wait_ms / 1000
     )
