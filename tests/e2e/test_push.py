@@ -13,6 +13,7 @@ from roost.clock import ManualClock
 from roost.errors import (
     InvalidRequest,
     LeaseExpired,
+    ProtocolError,
     StorageClosed,
     UnknownSubscription,
     UnknownTopic,
@@ -230,3 +231,23 @@ def test_a_receive_asking_too_much_is_refused_with_the_limit_named(
             assert await broker.receive("q", max_messages=1000) == []
 
     asyncio.run(body())
+
+
+def test_an_answer_too_large_for_a_frame_fails_that_request_only(tmp_path: Path) -> None:
+    async def main() -> None:
+        host = await Host.start(str(tmp_path / "data"), ManualClock())
+        server = await serve_native(host, "127.0.0.1", 0, max_frame_bytes=64 * 1024)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            async with roost.connect(f"roost://127.0.0.1:{port}", reconnect=False) as broker:
+                await broker.create_queue("big", durability="never")
+                for _ in range(10):
+                    await broker.publish("big", b"x" * 20_000)
+                with pytest.raises(ProtocolError, match="exceeds the limit of 65536"):
+                    await asyncio.wait_for(broker.receive("big", max_messages=10), 10)
+                assert await broker.list_topics() == ["big", "big.dlq"], "the connection lives"
+        finally:
+            await close_native(server)
+            await host.aclose()
+
+    asyncio.run(main())

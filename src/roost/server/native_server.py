@@ -180,7 +180,10 @@ class NativeConnection:
             log.exception("request %s failed", type(request).__name__)
             await self._reply(Frame(Kind.FAILURE, correlation, m.Failure("internal", repr(e))))
             return
-        await self._reply(Frame(Kind.RESPONSE, correlation, response))
+        try:
+            await self._reply(Frame(Kind.RESPONSE, correlation, response))
+        except ProtocolError as e:  # an answer larger than a frame may be: say so, go on
+            await self._reply(Frame(Kind.FAILURE, correlation, m.Failure(e.code, str(e))))
 
     async def _reply(self, frame: Frame) -> None:
         """Send and wait until the socket takes it: a client that reads slowly slows its own
