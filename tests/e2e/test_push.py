@@ -251,3 +251,33 @@ def test_an_answer_too_large_for_a_frame_fails_that_request_only(tmp_path: Path)
             await host.aclose()
 
     asyncio.run(main())
+
+
+def test_closing_ends_a_wait_in_another_task(server: Server) -> None:
+    async def body() -> None:
+        async with roost.connect(server.url) as broker:
+            await broker.create_queue("q")
+            deliveries = await broker.subscribe("q").open()
+            waiting = asyncio.create_task(anext(deliveries))
+            await asyncio.sleep(0)  # it waits for a push now
+            await deliveries.aclose()
+            with pytest.raises(StopAsyncIteration):
+                await asyncio.wait_for(waiting, 10)
+
+    asyncio.run(body())
+
+
+def test_an_ack_that_never_answers_still_gives_its_credit_back(server: Server) -> None:
+    async def body() -> None:
+        async with roost.connect(server.url) as broker:
+            await _fill(broker, "q", 3)
+            async with broker.subscribe("q", prefetch=1) as deliveries:
+                first = await anext(deliveries)
+                acking = asyncio.create_task(first.ack())
+                await asyncio.sleep(0)  # the ack is on its way
+                acking.cancel()  # its caller gave up; the credit must not be lost with it
+                second = await asyncio.wait_for(anext(deliveries), 10)
+                assert second.value == b"1"
+                await second.ack()
+
+    asyncio.run(body())

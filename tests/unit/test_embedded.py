@@ -13,6 +13,7 @@ from roost.clock import ManualClock
 from roost.errors import (
     InvalidConfig,
     LeaseExpired,
+    StorageClosed,
     SubscriptionExists,
     UnknownSubscription,
     UnknownTopic,
@@ -223,6 +224,23 @@ def test_consume_respects_its_credit(data_dir: str, clock: ManualClock) -> None:
         await stream.aclose()
 
     run(data_dir, clock, body)
+
+
+def test_closing_the_broker_ends_a_waiting_consumer(data_dir: str, clock: ManualClock) -> None:
+    """A closing broker answers long polls at once and empty; the consumer must stop asking,
+    not spin on the loop the close needs."""
+
+    async def main() -> None:
+        broker = await roost.open(data_dir, clock=clock)
+        await broker.create_queue("q")
+        consuming = broker.consume("q", prefetch=2000)  # more than one poll asks for
+        waiting = asyncio.create_task(anext(consuming))
+        await asyncio.sleep(0)
+        await asyncio.wait_for(broker.aclose(), 10)
+        with pytest.raises((StopAsyncIteration, StorageClosed)):
+            await asyncio.wait_for(waiting, 10)
+
+    asyncio.run(main())
 
 
 def test_delete_queue_and_retention(data_dir: str, clock: ManualClock) -> None:

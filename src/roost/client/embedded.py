@@ -13,6 +13,7 @@ from roost.client.api import Client, Opening, StreamMember
 from roost.client.subscriber import Delivery, PollingStream, PushStream
 from roost.clock import Clock
 from roost.core.publishing import Outgoing, Published
+from roost.errors import StorageClosed
 from roost.protocols.native import messages as m
 from roost.protocols.native.codec import VERSIONS
 from roost.server.host import Host
@@ -36,8 +37,10 @@ class LocalBackend:
         return await HANDLERS[type(request)](self.host, request)
 
     async def subscribe(self, request: m.Subscribe) -> PushStream:
+        if self.host.stopping:
+            raise StorageClosed("the broker")
         self.host.broker.stats(request.topic, request.subscription)  # unknown names fail now
-        return PollingStream(self.call, request)
+        return PollingStream(self.call, request, lambda: self.host.stopping)
 
     async def aclose(self) -> None:
         await self.host.aclose()

@@ -61,7 +61,9 @@ class Pushed:
         return self._error is not None
 
     async def next_batch(self) -> list[m.Delivered]:
-        while not self._batches:
+        while not self._batches or self._error is not None:
+            # Failed: what is still queued came over a lost connection (its leases went with
+            # it) or for a subscription that is gone; ``close`` returns it to be put back.
             if self._error is not None:
                 raise self._error
             self._arrived.clear()
@@ -91,6 +93,7 @@ class Pushed:
                 await self._backend.call(m.Unsubscribe(self._correlation))
         self._backend.forget(self._correlation)
         self._error = StorageClosed("the subscription")
+        self._arrived.set()  # a task waiting in next_batch learns it is over
         unhanded = [delivery for batch in self._batches for delivery in batch]
         self._batches.clear()
         return unhanded

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from roost.client.closing import ClosedOnExit
 from roost.core.model import Message, Receipt
-from roost.errors import ConnectionLost, LeaseExpired, StorageClosed
+from roost.errors import ConnectionLost, LeaseExpired, RoostError, StorageClosed
 from roost.protocols.native import messages as m
 
 if TYPE_CHECKING:
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 #: How long one receive of a ``PollingStream`` waits for a message, in ms (the broker's most).
 LONG_POLL_MS = 20_000
+#: Messages one long poll of a ``PollingStream`` asks for at most (as a push frame holds).
+POLL_BATCH = 256
 #: Errors that mean the connection, not the subscription, went away.
 CONNECTION_ERRORS = (StorageClosed, ConnectionLost, ConnectionError)
 
@@ -71,20 +73,30 @@ class PollingStream:
     """A push stream made of long-polling receives, for a backend where a request costs no
     round trip (the broker in this process)."""
 
-    def __init__(self, call: Callable[[m.Request], Awaitable[m.Response]], request: m.Subscribe):
+    def __init__(
+        self,
+        call: Callable[[m.Request], Awaitable[m.Response]],
+        request: m.Subscribe,
+        stopping: Callable[[], bool],
+    ) -> None:
         self._call = call
         self._topic = request.topic
         self._subscription = request.subscription
         self._credit = request.credit
         self._granted = asyncio.Event()
+        self._stopping = stopping
+        self._closed = False
 
     async def next_batch(self) -> list[m.Delivered]:
         while True:
-            while self._credit <= 0:
+            while self._credit <= 0 and not self._closed:
                 self._granted.clear()
                 await self._granted.wait()
-            request = m.Receive(self._topic, self._subscription, self._credit, LONG_POLL_MS)
-            wire = await self._call(request)
+            if self._closed or self._stopping():
+                # A closing broker answers long polls at once, empty: asking again would spin.
+                raise StorageClosed("the subscription")
+            count = min(self._credit, POLL_BATCH)
+            wire = await self._call(m.Receive(self._topic, self._subscription, count, LONG_POLL_MS))
             assert isinstance(wire, m.Messages)
             if wire.messages:
                 self._credit -= len(wire.messages)
@@ -97,7 +109,11 @@ class PollingStream:
     broken = False
 
     async def close(self) -> list[m.Delivered]:
-        return []  # a receive hands over everything it leased
+        # A receive in flight still hands what it leases to its caller (``Subscriber._fill``
+        # puts it back when it finds the subscriber closed).
+        self._closed = True
+        self._granted.set()
+        return []
 
 
 class AckCoalescer:
@@ -177,15 +193,23 @@ class Delivery:
         """Done: it will not be delivered again. ``LeaseExpired`` if the lease ran out.
 
         Acks of one turn of the event loop travel together (see ``AckCoalescer``)."""
-        refused = await self._client.acks.ack(self.topic, self.subscription, self.receipt)
+        try:
+            refused = await self._client.acks.ack(self.topic, self.subscription, self.receipt)
+        finally:
+            # Asked for, so its credit comes back even if the answer does not: an ack that
+            # failed leaves the lease to run out and the message to come again.
+            self._give_back_credit()
         self.settled((self.receipt,) if refused else ())
 
     async def nack(self, delay: float | None = None, error: str | None = None) -> None:
         """Failed: deliver again after ``delay`` seconds (default: the retry policy), or move
         it to the dead-letter topic once it has been delivered ``max_deliveries`` times."""
-        refused = await self._client.nack(
-            self.topic, self.subscription, [self.receipt], delay, error
-        )
+        try:
+            refused = await self._client.nack(
+                self.topic, self.subscription, [self.receipt], delay, error
+            )
+        finally:
+            self._give_back_credit()
         self.settled(refused)
 
     async def extend(self, seconds: float) -> None:
@@ -194,13 +218,17 @@ class Delivery:
             raise LeaseExpired(self.topic, self.subscription, self.offset)
 
     def settled(self, refused: Sequence[Receipt] = ()) -> None:
-        """It was acked or nacked (here or in a batch): give its credit back; raise
-        ``LeaseExpired`` if the broker refused it."""
+        """It was acked or nacked (here, in a ``Subscriber.ack`` batch, or with the broker's
+        own ``ack(receipts)``): give its credit back; raise ``LeaseExpired`` if the broker
+        refused it."""
+        self._give_back_credit()
+        if refused:
+            raise LeaseExpired(self.topic, self.subscription, self.offset)
+
+    def _give_back_credit(self) -> None:
         if self._on_settled is not None:
             self._on_settled()
             self._on_settled = None
-        if refused:
-            raise LeaseExpired(self.topic, self.subscription, self.offset)
 
     def __repr__(self) -> str:
         return (
@@ -226,6 +254,8 @@ class Subscriber(ClosedOnExit):
         self._stream: PushStream | None = None
         self._arrived: deque[m.Delivered] = deque()
         self._closed = False
+        # Settled while no stream was there to take the credit (a resubscribe in flight).
+        self._ungranted = 0
 
     async def open(self) -> Subscriber:
         await self._subscribe()
@@ -233,7 +263,11 @@ class Subscriber(ClosedOnExit):
 
     async def _subscribe(self) -> None:
         request = m.Subscribe(self.topic, self.subscription, self.prefetch - self.unsettled)
+        self._ungranted = 0  # the request's credit counts every settlement up to now
         self._stream = await self._client.subscribe_stream(request)
+        if self._ungranted:  # settled while it was on its way
+            self._stream.grant(self._ungranted)
+            self._ungranted = 0
 
     def __aiter__(self) -> Subscriber:
         return self
@@ -254,12 +288,13 @@ class Subscriber(ClosedOnExit):
 
     async def ack(self, deliveries: Sequence[Delivery]) -> list[Receipt]:
         """Ack many with one request; returns the receipts refused (their lease had expired)."""
-        refused = await self._client.ack(
-            self.topic, self.subscription, [d.receipt for d in deliveries]
-        )
-        for delivery in deliveries:
-            delivery.settled()
-        return refused
+        try:
+            return await self._client.ack(
+                self.topic, self.subscription, [d.receipt for d in deliveries]
+            )
+        finally:
+            for delivery in deliveries:
+                delivery._give_back_credit()
 
     async def _fill(self) -> None:
         while True:
@@ -272,12 +307,17 @@ class Subscriber(ClosedOnExit):
             try:
                 batch = await self._stream.next_batch()
             except CONNECTION_ERRORS:
+                if self._closed:
+                    raise StopAsyncIteration from None
                 # Subscribe again on a new connection (a backend that cannot reconnect
                 # raises here).
                 self._drop_arrived()
                 self._stream = None
                 await self._subscribe()
                 continue
+            if self._closed:  # closed by another task while this one waited
+                await self._put_back(batch)
+                raise StopAsyncIteration
             self.unsettled += len(batch)
             self._arrived.extend(batch)
             return
@@ -296,6 +336,8 @@ class Subscriber(ClosedOnExit):
         self.unsettled -= 1
         if self._stream is not None:
             self._stream.grant(1)
+        else:
+            self._ungranted += 1
 
     async def aclose(self) -> None:
         """Stop the deliveries and put back those that arrived and were never handed out."""
@@ -304,14 +346,22 @@ class Subscriber(ClosedOnExit):
         self._closed = True
         stream, self._stream = self._stream, None
         unhanded = list(self._arrived)
-        self._arrived.clear()
-        if stream is not None:
-            with contextlib.suppress(*CONNECTION_ERRORS):
-                unhanded += await stream.close()
         self.unsettled -= len(unhanded)
+        self._arrived.clear()
+        try:
+            if stream is not None:
+                # Past a failed unsubscribe the pushes end with the connection anyway.
+                with contextlib.suppress(RoostError, ConnectionError):
+                    unhanded += await stream.close()
+        finally:
+            await self._put_back(unhanded)
+
+    async def _put_back(self, unhanded: list[m.Delivered]) -> None:
+        """Nack, with no delay, what arrived and was never handed out (best effort: what is
+        not put back comes again when its lease runs out)."""
         if unhanded:
             receipts = [Receipt(d.partition, d.offset, d.delivery_count) for d in unhanded]
-            with contextlib.suppress(*CONNECTION_ERRORS):
+            with contextlib.suppress(RoostError, ConnectionError):
                 await self._client.nack(self.topic, self.subscription, receipts, 0.0, None)
 
     async def __aenter__(self) -> Subscriber:

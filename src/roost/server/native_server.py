@@ -42,6 +42,9 @@ READ_CHUNK_BYTES = 256 * 1024
 HEARTBEAT_MS = 10_000
 #: How long a shutdown waits for requests in flight (a publish's fsync) before closing.
 SHUTDOWN_GRACE_S = 5.0
+#: Still answered while a shutdown finishes a connection: they settle what it was handed
+#: (nothing then comes back as a redelivery) and cost the broker nothing to wait for.
+SETTLING_REQUESTS = (m.Ack, m.Nack, m.Unsubscribe)
 #: A delivery's encoded size beyond its key, value and headers, rounded up.
 MESSAGE_OVERHEAD_BYTES = 64
 #: Deliveries pushed per frame at most.
@@ -129,7 +132,11 @@ class NativeConnection:
         """Act on one frame; False when the connection should end."""
         if frame.kind is Kind.HELLO:
             self._welcome(frame.message)  # type: ignore[arg-type]
-        elif frame.kind is Kind.REQUEST and self._finishing:
+        elif (
+            frame.kind is Kind.REQUEST
+            and self._finishing
+            and not isinstance(frame.message, SETTLING_REQUESTS)
+        ):
             failure = m.Failure("unavailable", "the broker is shutting down", True)
             self._send(Frame(Kind.FAILURE, frame.correlation, failure))
         elif frame.kind is Kind.REQUEST:
