@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,20 @@ from roost.protocols.native import messages as m
 from roost.server.host import Host
 from roost.server.native_server import close_native, serve_native
 from tests.e2e.test_serve import Server
+
+
+@contextlib.asynccontextmanager
+async def small_frames_server(tmp_path: Path) -> AsyncIterator[roost.Client]:
+    """A client of a server in this process whose frames are at most 64 KiB."""
+    host = await Host.start(str(tmp_path / "data"), ManualClock())
+    server = await serve_native(host, "127.0.0.1", 0, max_frame_bytes=64 * 1024)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with roost.connect(f"roost://127.0.0.1:{port}", reconnect=False) as broker:
+            yield broker
+    finally:
+        await close_native(server)
+        await host.aclose()
 
 
 async def _fill(broker: roost.Client, queue: str, count: int) -> None:
@@ -198,24 +214,17 @@ def test_large_deliveries_are_pushed_in_frames_the_limit_allows(tmp_path: Path) 
     64 KiB: the push is cut into many frames, and every message arrives once."""
 
     async def main() -> None:
-        host = await Host.start(str(tmp_path / "data"), ManualClock())
-        server = await serve_native(host, "127.0.0.1", 0, max_frame_bytes=64 * 1024)
-        port = server.sockets[0].getsockname()[1]
-        try:
-            async with roost.connect(f"roost://127.0.0.1:{port}", reconnect=False) as broker:
-                await broker.create_queue("big", durability="never")
-                for i in range(256):
-                    await broker.publish("big", bytes([i % 256]) * 20_000)
-                seen: list[bytes] = []
-                async with broker.subscribe("big", prefetch=256) as deliveries:
-                    while len(seen) < 256:
-                        batch = await asyncio.wait_for(deliveries.batch(), 10)
-                        seen += [d.value[:1] for d in batch]
-                        await deliveries.ack(batch)
-                assert seen == [bytes([i % 256]) for i in range(256)]
-        finally:
-            await close_native(server)
-            await host.aclose()
+        async with small_frames_server(tmp_path) as broker:
+            await broker.create_queue("big", durability="never")
+            for i in range(256):
+                await broker.publish("big", bytes([i % 256]) * 20_000)
+            seen: list[bytes] = []
+            async with broker.subscribe("big", prefetch=256) as deliveries:
+                while len(seen) < 256:
+                    batch = await asyncio.wait_for(deliveries.batch(), 10)
+                    seen += [d.value[:1] for d in batch]
+                    await deliveries.ack(batch)
+            assert seen == [bytes([i % 256]) for i in range(256)]
 
     asyncio.run(main())
 
@@ -235,20 +244,13 @@ def test_a_receive_asking_too_much_is_refused_with_the_limit_named(
 
 def test_an_answer_too_large_for_a_frame_fails_that_request_only(tmp_path: Path) -> None:
     async def main() -> None:
-        host = await Host.start(str(tmp_path / "data"), ManualClock())
-        server = await serve_native(host, "127.0.0.1", 0, max_frame_bytes=64 * 1024)
-        port = server.sockets[0].getsockname()[1]
-        try:
-            async with roost.connect(f"roost://127.0.0.1:{port}", reconnect=False) as broker:
-                await broker.create_queue("big", durability="never")
-                for _ in range(10):
-                    await broker.publish("big", b"x" * 20_000)
-                with pytest.raises(ProtocolError, match="exceeds the limit of 65536"):
-                    await asyncio.wait_for(broker.receive("big", max_messages=10), 10)
-                assert await broker.list_topics() == ["big", "big.dlq"], "the connection lives"
-        finally:
-            await close_native(server)
-            await host.aclose()
+        async with small_frames_server(tmp_path) as broker:
+            await broker.create_queue("big", durability="never")
+            for _ in range(10):
+                await broker.publish("big", b"x" * 20_000)
+            with pytest.raises(ProtocolError, match="exceeds the limit of 65536"):
+                await asyncio.wait_for(broker.receive("big", max_messages=10), 10)
+            assert await broker.list_topics() == ["big", "big.dlq"], "the connection lives"
 
     asyncio.run(main())
 

@@ -46,7 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 VALUE_BYTES = 1024
@@ -85,19 +85,9 @@ async def _produce(
     url: str, queue: str, messages: int, batch: int, inflight: int
 ) -> dict[str, Any]:
     import roost
-    from roost.core.publishing import Outgoing
 
     client = await roost.connect(url, reconnect=False)
-    filler = bytearray((b"0123456789abcdef" * (VALUE_BYTES // 16 + 1))[:VALUE_BYTES])
-    batches = iter(range(0, messages, batch))
-
-    async def publisher() -> None:
-        for first in batches:
-            out = []
-            for seq in range(first, min(first + batch, messages)):
-                HEADER.pack_into(filler, 0, seq, time.monotonic_ns())
-                out.append(Outgoing(value=bytes(filler)))
-            await client.publish_batch(queue, out)
+    publisher = _stamping_publisher(client, queue, messages, batch)
 
     await _ready()
     cpu0, t0 = cpu_seconds(), time.monotonic_ns()
@@ -170,22 +160,33 @@ async def _replay(url: str, topic: str, messages: int) -> dict[str, Any]:
 async def _write_log(url: str, topic: str, messages: int, batch: int) -> None:
     """The replay's log: ``messages`` records of VALUE_BYTES, stamped as the producer does."""
     import roost
-    from roost.core.publishing import Outgoing
 
     async with roost.connect(url, reconnect=False) as client:
         await client.create_topic(topic, durability="always")
-        filler = bytearray((b"0123456789abcdef" * (VALUE_BYTES // 16 + 1))[:VALUE_BYTES])
-        batches = iter(range(0, messages, batch))
-
-        async def publisher() -> None:
-            for first in batches:
-                out = []
-                for seq in range(first, min(first + batch, messages)):
-                    HEADER.pack_into(filler, 0, seq, time.monotonic_ns())
-                    out.append(Outgoing(value=bytes(filler)))
-                await client.publish_batch(topic, out)
-
+        publisher = _stamping_publisher(client, topic, messages, batch)
         await asyncio.gather(*(publisher() for _ in range(4)))
+
+
+def _stamping_publisher(
+    client: Any, topic: str, messages: int, batch: int
+) -> Callable[[], Awaitable[None]]:
+    """A publisher task's body: ``publish_batch`` of ``batch`` values of VALUE_BYTES, each
+    stamped with its sequence number and send time, until ``messages`` are sent. Tasks of the
+    same publisher share its sequence, so several of them keep several batches in flight."""
+    from roost.core.publishing import Outgoing
+
+    filler = bytearray((b"0123456789abcdef" * (VALUE_BYTES // 16 + 1))[:VALUE_BYTES])
+    batches = iter(range(0, messages, batch))
+
+    async def publisher() -> None:
+        for first in batches:
+            out = []
+            for seq in range(first, min(first + batch, messages)):
+                HEADER.pack_into(filler, 0, seq, time.monotonic_ns())
+                out.append(Outgoing(value=bytes(filler)))
+            await client.publish_batch(topic, out)
+
+    return publisher
 
 
 async def _ready() -> None:
