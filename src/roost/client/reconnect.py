@@ -26,7 +26,8 @@ from roost.protocols.native.codec import VERSIONS
 #: Requests a retry cannot make happen twice (or for which twice is harmless).
 SAFE_TO_RETRY = (
     m.ListTopics, m.DescribeTopic, m.ListSubscriptions, m.ListExchanges, m.ListBindings,
-    m.Stats, m.Receive, m.Ack, m.Nack, m.Extend, m.Fetch, m.Heartbeat, m.Commit,
+    m.Stats, m.Receive, m.Ack, m.Nack, m.Extend, m.Fetch, m.FetchBatches, m.Heartbeat,
+    m.Commit,
 )  # fmt: skip
 FIRST_BACKOFF_S = 0.05
 MAX_BACKOFF_S = 2.0
