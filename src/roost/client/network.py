@@ -21,10 +21,10 @@ from roost.client.api import Client, Opening
 from roost.client.subscriber import PushStream
 from roost.errors import ERRORS_BY_CODE, ProtocolError, RoostError, StorageClosed
 from roost.protocols.native import messages as m
-from roost.protocols.native.codec import NEED_DATA, VERSIONS, Frame, Kind, NativeCodec, State
+from roost.protocols.native.codec import VERSIONS, Frame, Kind, NativeCodec, State
+from roost.server.framed import FramedStream, open_framed
 
 DEFAULT_PORT = 7420
-READ_CHUNK_BYTES = 256 * 1024
 
 
 def error_from_wire(failure: m.Failure) -> RoostError:
@@ -100,10 +100,9 @@ class Pushed:
 
 
 class NetworkBackend:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
-        self._codec = NativeCodec("client")
+    def __init__(self, stream: FramedStream) -> None:
+        self._stream = stream
+        self._codec = stream.codec
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[m.Response]] = {}
         self._streams: dict[int, Pushed] = {}
@@ -114,21 +113,21 @@ class NetworkBackend:
 
     @classmethod
     async def connect(cls, host: str, port: int) -> NetworkBackend:
-        reader, writer = await asyncio.open_connection(host, port, limit=READ_CHUNK_BYTES)
-        backend = cls(reader, writer)
+        stream = await open_framed(NativeCodec("client"), host, port)
+        backend = cls(stream)
         try:
             await backend._handshake()
         except BaseException:
-            writer.close()
+            stream.close()
             with contextlib.suppress(Exception):
-                await writer.wait_closed()
+                await stream.wait_closed()
             raise
         backend._reading = asyncio.create_task(backend._read_loop(), name="roost-client-reader")
         return backend
 
     async def _handshake(self) -> None:
         hello = m.Hello(sorted(VERSIONS, reverse=True))
-        self._writer.write(self._codec.send(Frame(Kind.HELLO, 0, hello)))
+        self._stream.write(self._codec.send(Frame(Kind.HELLO, 0, hello)))
         frame = await self._next_frame()
         if frame.kind is Kind.FAILURE:
             raise error_from_wire(frame.message)  # type: ignore[arg-type]
@@ -136,12 +135,9 @@ class NetworkBackend:
         self.protocol_version = frame.message.version
 
     async def _next_frame(self) -> Frame:
-        while (frame := self._codec.next_event()) is NEED_DATA:
-            chunk = await self._reader.read(READ_CHUNK_BYTES)
-            self._codec.receive_data(chunk)
-            if not chunk:
-                raise StorageClosed("the connection to the broker")
-        assert isinstance(frame, Frame)
+        frame = await self._stream.next_frame()
+        if frame is None:
+            raise StorageClosed("the connection to the broker")
         return frame
 
     async def _read_loop(self) -> None:
@@ -197,11 +193,11 @@ class NetworkBackend:
         future: asyncio.Future[m.Response] = asyncio.get_running_loop().create_future()
         self._pending[correlation] = future
         self.send(Frame(Kind.REQUEST, correlation, request))
-        await self._writer.drain()
+        await self._stream.drain()
         return await future
 
     def send(self, frame: Frame) -> None:
-        self._writer.write(self._codec.send(frame))
+        self._stream.write(self._codec.send(frame))
 
     async def subscribe(self, request: m.Subscribe) -> PushStream:
         """Start the server's pushes; its ``Deliveries`` frames carry this request's id."""
@@ -223,11 +219,11 @@ class NetworkBackend:
             await asyncio.gather(self._reading, return_exceptions=True)
         try:
             if self._codec.state is State.OPEN:
-                self._writer.write(self._codec.send(Frame(Kind.GOODBYE, 0, m.Empty())))
+                self._stream.write(self._codec.send(Frame(Kind.GOODBYE, 0, m.Empty())))
         finally:
-            self._writer.close()
+            self._stream.close()
             with contextlib.suppress(ConnectionError):
-                await self._writer.wait_closed()
+                await self._stream.wait_closed()
 
 
 def connect(url: str = f"roost://127.0.0.1:{DEFAULT_PORT}", *, reconnect: bool = True) -> Opening:

@@ -25,7 +25,6 @@ from roost.core.model import Message
 from roost.errors import ProtocolError, RoostError
 from roost.protocols.native import messages as m
 from roost.protocols.native.codec import (
-    NEED_DATA,
     VERSIONS,
     Frame,
     Kind,
@@ -33,12 +32,12 @@ from roost.protocols.native.codec import (
     encode,
     negotiate,
 )
+from roost.server.framed import FramedStream
 from roost.server.host import Host
 from roost.server.meters import ListenerStats
 from roost.server.native_session import HANDLERS, delivered
 
 log = logging.getLogger("roost.native")
-READ_CHUNK_BYTES = 256 * 1024
 HEARTBEAT_MS = 10_000
 #: How long a shutdown waits for requests in flight (a publish's fsync) before closing.
 SHUTDOWN_GRACE_S = 5.0
@@ -73,22 +72,16 @@ class _Push:
 
 class NativeConnection:
     def __init__(
-        self,
-        host: Host,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        max_frame_bytes: int,
-        stats: ListenerStats | None = None,
+        self, host: Host, stream: FramedStream, stats: ListenerStats | None = None
     ) -> None:
         self._host = host
         self._stats = stats or ListenerStats()
-        self._reader = reader
-        self._writer = writer
-        self._codec = NativeCodec("server", max_frame_bytes)
+        self._stream = stream
+        self._codec = stream.codec
         self._tasks: set[asyncio.Task[None]] = set()
         self._pushes: dict[int, _Push] = {}
         self._finishing = False
-        self.peer = writer.get_extra_info("peername")
+        self.peer = stream.get_extra_info("peername")
 
     async def finish(self, grace_s: float) -> None:
         """Shutting down: refuse new requests (``unavailable``, retriable), give the ones in
@@ -96,7 +89,7 @@ class NativeConnection:
         self._finishing = True
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=grace_s)
-        self._writer.close()
+        self._stream.close()
 
     async def run(self) -> None:
         try:
@@ -105,28 +98,22 @@ class NativeConnection:
             self._stats.protocol_errors += 1
             log.warning("closing %s: %s", self.peer, e)
             self._send_quietly(Frame(Kind.FAILURE, 0, m.Failure(e.code, str(e))))
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except ConnectionError:
             pass
         finally:
             tasks = [*self._tasks, *(p.task for p in self._pushes.values() if p.task)]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            self._writer.close()
+            self._stream.close()
             with contextlib.suppress(ConnectionError):
-                await self._writer.wait_closed()
+                await self._stream.wait_closed()
 
     async def _read_loop(self) -> None:
-        while True:
-            chunk = await self._reader.read(READ_CHUNK_BYTES)
-            self._codec.receive_data(chunk)
-            if not chunk:
+        while (frame := await self._stream.next_frame()) is not None:
+            self._stats.frames_received += 1
+            if not self._dispatch(frame):
                 return
-            while (frame := self._codec.next_event()) is not NEED_DATA:
-                assert isinstance(frame, Frame)
-                self._stats.frames_received += 1
-                if not self._dispatch(frame):
-                    return
 
     def _dispatch(self, frame: Frame) -> bool:
         """Act on one frame; False when the connection should end."""
@@ -196,7 +183,7 @@ class NativeConnection:
         """Send and wait until the socket takes it: a client that reads slowly slows its own
         requests down instead of growing the server's buffers."""
         self._send(frame)
-        await self._writer.drain()
+        await self._stream.drain()
 
     def _subscribe(self, correlation: int, request: m.Subscribe) -> m.Response:
         self._host.broker.stats(request.topic, request.subscription)  # unknown names fail now
@@ -241,14 +228,14 @@ class NativeConnection:
                 for part in _frame_sized(messages, budget):
                     payload = m.Deliveries([delivered(message) for message in part])
                     self._send(Frame(Kind.DELIVERIES, correlation, payload))
-                await self._writer.drain()
+                await self._stream.drain()
 
     def _send(self, frame: Frame) -> None:
-        self._writer.write(self._codec.send(frame))
+        self._stream.write(self._codec.send(frame))
 
     def _send_quietly(self, frame: Frame) -> None:
         with contextlib.suppress(Exception):
-            self._writer.write(encode(frame))
+            self._stream.write(encode(frame))
 
 
 def _frame_sized(messages: list[Message], budget: int) -> list[list[Message]]:
@@ -307,16 +294,16 @@ async def serve_native(
     listener = NativeListener()
     stats = host.listeners.setdefault(name, ListenerStats())
 
-    async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def connected(stream: FramedStream) -> None:
         if len(listener.connections) >= max_connections:
             failure = m.Failure(
                 "unavailable", f"too many connections (max_connections={max_connections})", True
             )
-            writer.write(encode(Frame(Kind.FAILURE, 0, failure)))
-            writer.close()
+            stream.write(encode(Frame(Kind.FAILURE, 0, failure)))
+            stream.close()
             stats.refused += 1
             return
-        connection = NativeConnection(host, reader, writer, max_frame_bytes, stats)
+        connection = NativeConnection(host, stream, stats)
         listener.connections.add(connection)
         stats.accepted += 1
         stats.connections += 1
@@ -326,7 +313,9 @@ async def serve_native(
             listener.connections.discard(connection)
             stats.connections -= 1
 
-    listener.server = await asyncio.start_server(connected, address, port, limit=READ_CHUNK_BYTES)
+    listener.server = await asyncio.get_running_loop().create_server(
+        lambda: FramedStream(NativeCodec("server", max_frame_bytes), connected), address, port
+    )
     return listener
 
 

@@ -116,6 +116,16 @@ class NativeCodec:
         self._sent_hello = self._got_hello = False
         self._peer_closed = False
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet taken as frames."""
+        return len(self._buffer)
+
+    @property
+    def failed(self) -> bool:
+        """The peer broke the protocol: every further call raises that error."""
+        return self._error is not None
+
     # -- receiving ------------------------------------------------------------------------
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
@@ -137,18 +147,17 @@ class NativeCodec:
         """The next whole frame from the peer, or ``NEED_DATA``."""
         if self._error is not None:
             raise self._error
-        header = self._buffer.peek(HEADER_SIZE)
+        header = self._buffer.unpack(HEADER)
         if header is None:
             return self._end_of_data()
-        length, kind_number, correlation = HEADER.unpack(header)
+        length, kind_number, correlation = header
         if not HEADER_SIZE - 4 <= length <= self.max_frame_bytes:
             raise self._fail(self._problem(f"frame length {length} (limit {self.max_frame_bytes})"))
         if len(self._buffer) < 4 + length:
             return self._end_of_data()
-        frame = self._buffer.take(4 + length)
         try:
             kind = Kind(kind_number)
-            message = _DECODERS[kind].decode(memoryview(frame)[HEADER_SIZE:])
+            message = self._buffer.decode(4 + length, HEADER_SIZE, _DECODERS[kind].decode)
         except (ValueError, msgspec.DecodeError, RecursionError) as e:
             # RecursionError: a payload nested thousands deep must not escape as a crash.
             raise self._fail(self._problem(f"bad frame of kind {kind_number}: {e}")) from None

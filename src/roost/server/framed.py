@@ -1,0 +1,169 @@
+"""The socket side of a native-protocol connection: bytes go from the transport into the codec.
+
+asyncio's ``StreamReader`` copies what arrives into a buffer of its own, and ``read`` copies it
+out again before the codec copies it a third time; replaying megabyte answers, those two extra
+copies were a quarter of the reader's CPU. Here ``data_received`` feeds the codec directly, and
+the one task that reads a connection takes whole frames with ``await next_frame()``. Used by
+both ends: the listener's connections and ``roost.connect``'s.
+
+    stream = FramedStream(NativeCodec("client"))
+    await loop.create_connection(lambda: stream, host, port)
+    stream.write(stream.codec.send(frame))
+    await stream.drain()              # waits while the socket's send buffer is full
+    frame = await stream.next_frame() # None once the peer has closed
+
+Flow control both ways, as streams have it: a reader that falls behind by more than
+``PAUSE_AT_BYTES`` of undecoded input pauses the socket until it has taken half of that, and
+``drain`` waits while the transport's send buffer is over its high-water mark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from roost.errors import ProtocolError
+from roost.protocols.native.codec import NEED_DATA, Frame, NativeCodec
+
+log = logging.getLogger("roost.native")
+#: Undecoded bytes held before the socket is paused (the codec's own limit is far above).
+PAUSE_AT_BYTES = 1024 * 1024
+
+
+class FramedStream(asyncio.Protocol):
+    def __init__(
+        self,
+        codec: NativeCodec,
+        on_connect: Callable[[FramedStream], Awaitable[None]] | None = None,
+    ) -> None:
+        self.codec = codec
+        self._on_connect = on_connect
+        self._transport: asyncio.Transport | None = None
+        self._task: asyncio.Task[None] | None = None  # on_connect's, referenced while it runs
+        self._waiter: asyncio.Future[None] | None = None
+        self._ended = False  # the peer closed its side, or the connection is gone
+        self._reading_paused = False
+        self._writing_paused = False
+        self._drainers: list[asyncio.Future[None]] = []
+        self._lost: asyncio.Future[None] | None = None
+        self._lost_error: BaseException | None = None
+
+    # -- asyncio.Protocol -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        self._lost = asyncio.get_running_loop().create_future()
+        if self._on_connect is not None:
+            self._task = asyncio.ensure_future(self._on_connect(self))
+            self._task.add_done_callback(_report)
+
+    def data_received(self, data: bytes) -> None:
+        if self.codec.failed:
+            return  # the reader raises the codec's error; nothing more is read
+        # A ProtocolError is kept by the codec: the reader's next_frame raises it.
+        with contextlib.suppress(ProtocolError):
+            self.codec.receive_data(data)
+        if self.codec.buffered > PAUSE_AT_BYTES and not self._reading_paused:
+            assert self._transport is not None
+            self._transport.pause_reading()
+            self._reading_paused = True
+        self._wake_reader()
+
+    def eof_received(self) -> bool:
+        self._end()
+        return True  # half-open: answers already on their way may still be written
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost_error = exc or ConnectionResetError("connection lost")
+        self._end()
+        for drainer in self._drainers:
+            if not drainer.done():
+                drainer.set_exception(ConnectionResetError("connection lost"))
+        self._drainers.clear()
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        for drainer in self._drainers:
+            if not drainer.done():
+                drainer.set_result(None)
+        self._drainers.clear()
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def next_frame(self) -> Frame | None:
+        """The next whole frame; None once the peer has closed and every frame it sent is
+        taken. Raises the codec's ``ProtocolError`` for bytes that break the protocol."""
+        while True:
+            frame = self.codec.next_event()
+            if self._reading_paused and self.codec.buffered < PAUSE_AT_BYTES // 2:
+                assert self._transport is not None
+                self._reading_paused = False
+                self._transport.resume_reading()
+            if frame is not NEED_DATA:
+                assert isinstance(frame, Frame)
+                return frame
+            if self._ended:
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    def _end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            if not self.codec.failed:
+                self.codec.receive_data(b"")
+        self._wake_reader()
+
+    def _wake_reader(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    # -- writing --------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        assert self._transport is not None
+        self._transport.write(data)
+
+    async def drain(self) -> None:
+        """Return once the transport will take more; ``ConnectionResetError`` if it is gone."""
+        if self._lost_error is not None:
+            raise ConnectionResetError("connection lost") from self._lost_error
+        if not self._writing_paused:
+            return
+        drainer = asyncio.get_running_loop().create_future()
+        self._drainers.append(drainer)
+        await drainer
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    async def wait_closed(self) -> None:
+        if self._lost is not None:
+            await asyncio.shield(self._lost)
+
+    def get_extra_info(self, name: str) -> Any:
+        return None if self._transport is None else self._transport.get_extra_info(name)
+
+
+def _report(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.error("a connection's task failed", exc_info=error)
+
+
+async def open_framed(codec: NativeCodec, host: str, port: int) -> FramedStream:
+    """A client connection to ``host:port`` reading into ``codec``."""
+    stream = FramedStream(codec)
+    await asyncio.get_running_loop().create_connection(lambda: stream, host, port)
+    return stream

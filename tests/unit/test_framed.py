@@ -1,0 +1,155 @@
+"""``FramedStream``: frames straight from the socket into the codec, with flow control both ways.
+
+Real loopback sockets; the raw side is a plain asyncio stream so the bytes are exactly ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from roost.errors import ProtocolError
+from roost.protocols.native import messages as m
+from roost.protocols.native.codec import HEADER, HEADER_SIZE, Frame, Kind, NativeCodec, encode
+from roost.server import framed
+from roost.server.framed import FramedStream, open_framed
+
+HELLO = encode(Frame(Kind.HELLO, 0, m.Hello([2, 1])))
+WELCOME = Frame(Kind.WELCOME, 0, m.Welcome(2, "test", 1 << 20, 10_000))
+
+
+async def _hello(stream: FramedStream) -> Frame | None:
+    """Take the client's HELLO and welcome it: the connection is open for other frames."""
+    frame = await stream.next_frame()
+    stream.write(stream.codec.send(WELCOME))
+    return frame
+
+
+async def _pair() -> tuple[FramedStream, asyncio.StreamReader, asyncio.StreamWriter]:
+    """A server-side ``FramedStream`` and the raw client socket talking to it."""
+    accepted: asyncio.Future[FramedStream] = asyncio.get_running_loop().create_future()
+
+    async def connected(stream: FramedStream) -> None:
+        accepted.set_result(stream)
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: FramedStream(NativeCodec("server"), connected), "127.0.0.1", 0
+    )
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    stream = await accepted
+    server.close()
+    return stream, reader, writer
+
+
+def in_pair(body):
+    """Run ``body(stream, reader, writer)`` on a fresh connected pair, then close both ends."""
+
+    async def main() -> None:
+        stream, reader, writer = await _pair()
+        try:
+            await body(stream, reader, writer)
+        finally:
+            writer.close()
+            stream.close()
+            await stream.wait_closed()
+            await writer.wait_closed()
+
+    asyncio.run(main())
+
+
+def test_frames_split_across_reads_arrive_whole_then_none_at_eof() -> None:
+    in_pair(_frames_split)
+
+
+async def _frames_split(stream, _, writer) -> None:
+    ping = encode(Frame(Kind.PING, 7, m.Empty()))
+    wire = HELLO + ping
+    for i in range(len(wire)):  # one byte at a time: every cut point of both frames
+        writer.write(wire[i : i + 1])
+        await writer.drain()
+    writer.write_eof()
+    frames = [await _hello(stream), await stream.next_frame()]
+    assert [(f.kind, f.correlation) for f in frames if f] == [(Kind.HELLO, 0), (Kind.PING, 7)]
+    assert await stream.next_frame() is None
+
+
+def test_bytes_that_break_the_protocol_raise_from_next_frame() -> None:
+    in_pair(_broken)
+
+
+async def _broken(stream, _, writer) -> None:
+    writer.write(HEADER.pack(HEADER_SIZE - 4, 255, 0))
+    with pytest.raises(ProtocolError, match="kind 255"):
+        await stream.next_frame()
+    writer.write(HELLO)  # nothing more is taken
+    with pytest.raises(ProtocolError):
+        await stream.next_frame()
+
+
+def test_a_reader_that_falls_behind_pauses_the_socket_until_it_reads(monkeypatch) -> None:
+    monkeypatch.setattr(framed, "PAUSE_AT_BYTES", 1000)
+    in_pair(_behind)
+
+
+async def _behind(stream, _, writer) -> None:
+    ping = encode(Frame(Kind.PING, 1, m.Empty()))
+    writer.write(HELLO + ping * 200)  # ~2.6 kB, nobody reading
+    await writer.drain()
+    while stream.codec.buffered <= 1000:
+        await asyncio.sleep(0)  # a loop turn, not time: let the bytes arrive
+    assert stream._reading_paused
+    frames = [await _hello(stream)] + [await stream.next_frame() for _ in range(200)]
+    assert len(frames) == 201 and not stream._reading_paused
+
+
+def test_drain_waits_while_the_peer_does_not_read_and_fails_when_it_goes() -> None:
+    asyncio.run(_drain())
+
+
+async def _drain() -> None:
+    stream, _reader, writer = await _pair()
+    chunk = b"\x00" * (1 << 20)
+    while not stream._writing_paused:  # the peer reads nothing: the send buffer fills
+        stream.write(chunk)
+        await asyncio.sleep(0)
+    draining = asyncio.ensure_future(stream.drain())
+    await asyncio.sleep(0)
+    assert not draining.done()
+    writer.transport.abort()  # the peer goes away without reading
+    with pytest.raises(ConnectionResetError):
+        await draining
+    with pytest.raises(ConnectionResetError):
+        await stream.drain()
+    stream.close()
+    await stream.wait_closed()
+
+
+def test_a_client_stream_talks_to_a_listener() -> None:
+    asyncio.run(_client())
+
+
+async def _client() -> None:
+    loop = asyncio.get_running_loop()
+    got: asyncio.Future[Frame | None] = loop.create_future()
+
+    async def connected(stream: FramedStream) -> None:
+        got.set_result(await stream.next_frame())
+        stream.close()
+
+    server = await loop.create_server(
+        lambda: FramedStream(NativeCodec("server"), connected), "127.0.0.1", 0
+    )
+    client = await open_framed(
+        NativeCodec("client"), "127.0.0.1", server.sockets[0].getsockname()[1]
+    )
+    client.write(client.codec.send(Frame(Kind.HELLO, 0, m.Hello([2]))))
+    frame = await got
+    assert frame is not None and frame.kind is Kind.HELLO
+    assert await client.next_frame() is None  # the server closed
+    client.close()
+    await client.wait_closed()
+    server.close()
+    await server.wait_closed()
