@@ -165,29 +165,43 @@ def _pass_on(done: asyncio.Future[Any], to: asyncio.Future[Any]) -> None:
 class Delivery:
     """A received message, leased to you until you ack, nack, or the lease runs out."""
 
-    __slots__ = ("_client", "_on_settled", "message", "subscription")
+    # A pushed delivery keeps the wire struct it came in and makes its ``Message`` only when
+    # asked: a consumer that reads the value and acks costs one object per message, not three.
+    __slots__ = ("_client", "_on_settled", "_record", "subscription", "topic")
 
     def __init__(
         self,
         client: Client,
         subscription: str,
-        message: Message,
-        on_settled: Callable[[], None] | None = None,
+        message: Message | m.Delivered,
+        on_settled: Callable[[int], None] | None = None,
+        topic: str | None = None,
     ) -> None:
         self._client = client
         self.subscription = subscription
-        self.message = message
+        self._record = message
+        self.topic: str = message.topic if isinstance(message, Message) else topic or ""
         self._on_settled = on_settled
 
-    topic = property(lambda self: self.message.topic)
-    partition = property(lambda self: self.message.partition)
-    offset = property(lambda self: self.message.offset)
-    key = property(lambda self: self.message.key)
-    value = property(lambda self: self.message.value)
+    @property
+    def message(self) -> Message:
+        record = self._record
+        if not isinstance(record, Message):
+            record = self._record = message_from_wire(self.topic, record)
+        return record
+
+    partition = property(lambda self: self._record.partition)
+    offset = property(lambda self: self._record.offset)
+    key = property(lambda self: self._record.key)
+    value = property(lambda self: self._record.value)
     headers = property(lambda self: self.message.headers)
-    timestamp_ms = property(lambda self: self.message.timestamp_ms)
-    delivery_count = property(lambda self: self.message.delivery_count)
-    receipt = property(lambda self: self.message.receipt)
+    timestamp_ms = property(lambda self: self._record.timestamp_ms)
+    delivery_count = property(lambda self: self._record.delivery_count)
+
+    @property
+    def receipt(self) -> Receipt:
+        record = self._record
+        return Receipt(record.partition, record.offset, record.delivery_count)
 
     async def ack(self) -> None:
         """Done: it will not be delivered again. ``LeaseExpired`` if the lease ran out.
@@ -227,7 +241,7 @@ class Delivery:
 
     def _give_back_credit(self) -> None:
         if self._on_settled is not None:
-            self._on_settled()
+            self._on_settled(1)
             self._on_settled = None
 
     def __repr__(self) -> str:
@@ -284,7 +298,14 @@ class Subscriber(ClosedOnExit):
         count = len(self._arrived)
         if max_messages is not None:
             count = min(count, max_messages)
-        return [self._delivery(self._arrived.popleft()) for _ in range(count)]
+        arrived, client, name, settled = (
+            self._arrived,
+            self._client,
+            self.subscription,
+            self._settled,
+        )
+        topic = self.topic
+        return [Delivery(client, name, arrived.popleft(), settled, topic) for _ in range(count)]
 
     async def ack(self, deliveries: Sequence[Delivery]) -> list[Receipt]:
         """Ack many with one request; returns the receipts refused (their lease had expired)."""
@@ -293,8 +314,23 @@ class Subscriber(ClosedOnExit):
                 self.topic, self.subscription, [d.receipt for d in deliveries]
             )
         finally:
-            for delivery in deliveries:
-                delivery._give_back_credit()
+            self._give_back_credit(deliveries)
+
+    def _give_back_credit(self, deliveries: Sequence[Delivery]) -> None:
+        """Each delivery's credit, back once: this subscriber's with one grant."""
+        ours = 0
+        settled = self._settled
+        for delivery in deliveries:
+            on_settled = delivery._on_settled
+            if on_settled is None:
+                continue
+            delivery._on_settled = None
+            if on_settled == settled:
+                ours += 1
+            else:
+                on_settled(1)
+        if ours:
+            settled(ours)
 
     async def _fill(self) -> None:
         while True:
@@ -329,15 +365,14 @@ class Subscriber(ClosedOnExit):
         self._arrived.clear()
 
     def _delivery(self, wire: m.Delivered) -> Delivery:
-        message = message_from_wire(self.topic, wire)
-        return Delivery(self._client, self.subscription, message, self._settled)
+        return Delivery(self._client, self.subscription, wire, self._settled, self.topic)
 
-    def _settled(self) -> None:
-        self.unsettled -= 1
+    def _settled(self, count: int = 1) -> None:
+        self.unsettled -= count
         if self._stream is not None:
-            self._stream.grant(1)
+            self._stream.grant(count)
         else:
-            self._ungranted += 1
+            self._ungranted += count
 
     async def aclose(self) -> None:
         """Stop the deliveries and put back those that arrived and were never handed out."""
