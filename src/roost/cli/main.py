@@ -70,6 +70,7 @@ def serve(
 
     from roost.admin.server import start_admin
     from roost.server import serve as serving
+    from roost.server.process_tuning import tune_allocator, tune_collector
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     flags = {
@@ -81,6 +82,8 @@ def serve(
     def ready(address: str, bound: int) -> None:
         click.echo(f"roost listening on {address}:{bound}", err=True)
 
+    tune_allocator()
+    tune_collector()
     try:
         import uvloop
 
