@@ -222,3 +222,25 @@ def test_two_rounds_in_flight_confirm_everything(engine: LocalEngine, clock: Man
     asyncio.run(main())
     assert log.durable_offset == log.end_offset == 480
     assert len(log.read(0, max_records=1000)) == 480
+
+
+def test_a_round_that_raises_fails_its_waiters_instead_of_leaving_them_waiting(
+    engine: LocalEngine, clock: ManualClock, monkeypatch
+) -> None:
+    from roost.errors import StorageFailure
+    from roost.storage.flush import FlushJob
+
+    def broken(self: FlushJob) -> None:
+        raise RuntimeError("a bug in the sync")
+
+    monkeypatch.setattr(FlushJob, "run", broken)
+    log = engine.create_topic("t").log(0)
+
+    async def body(flusher: Flusher) -> None:
+        result = log.append([Record(value=b"x")])
+        with contextlib.suppress(StorageFailure, RuntimeError):
+            await asyncio.wait_for(flusher.wait_durable(log, result.next_offset), 5)
+            raise AssertionError("confirmed without a sync")
+        assert log.durable_offset == 0
+
+    run(engine, clock, body)

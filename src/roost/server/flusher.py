@@ -28,8 +28,9 @@ Per durability policy (``PartitionLog.on_dirty`` tells the flusher):
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from roost.clock import Clock
 from roost.server.meters import FlushMeters
@@ -51,7 +52,11 @@ class Flusher:
         self._clock = clock
         self._loop = asyncio.get_running_loop()
         self._max_rounds = max_rounds
-        self._executor = ThreadPoolExecutor(max_rounds, thread_name_prefix="roost-fsync")
+        # Rounds go to the fsync threads through a queue, and each thread hands its outcome
+        # straight back with call_soon_threadsafe: one loop turn after the sync, where an
+        # executor's future took two (its own callback, then the asyncio future's).
+        self._rounds_queue: queue.SimpleQueue[_Round | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []  # started as rounds first need them
         self._urgent: dict[PartitionLog, None] = {}  # an ordered set
         self._deadlines: dict[PartitionLog, int] = {}  # interval logs: monotonic ms
         # Waiters for appends no job covers yet, and per job in flight, oldest job first.
@@ -133,26 +138,33 @@ class Flusher:
         self._round_records = sum(job.records for _, job in jobs)
         self._rounds += 1
         self._round_done.clear()
-        round_ = self._loop.run_in_executor(self._executor, _run_jobs, [job for _, job in jobs])
-        round_.add_done_callback(lambda done: self._finish_round(jobs, done, due_since_ns))
+        if len(self._threads) < self._rounds:
+            thread = threading.Thread(
+                target=self._sync_rounds, name=f"roost-fsync-{len(self._threads)}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+        self._rounds_queue.put(_Round(jobs, due_since_ns))
         return True
 
-    def _finish_round(
-        self,
-        jobs: list[tuple[PartitionLog, FlushJob]],
-        round_: asyncio.Future[tuple[list[OSError | None], int]],
-        due_since_ns: int | None,
-    ) -> None:
+    def _sync_rounds(self) -> None:
+        """An fsync thread: run each round it is given, then hand it back to the loop."""
+        while (round_ := self._rounds_queue.get()) is not None:
+            try:
+                round_.errors, round_.sync_ns = _run_jobs([job for _, job in round_.jobs])
+            except BaseException as e:  # a bug in a job: each of its waiters gets it
+                round_.errors = [e] * len(round_.jobs)
+            try:
+                self._loop.call_soon_threadsafe(self._finish_round, round_)
+            except RuntimeError:
+                return  # the loop is closed: nobody waits for this round any more
+
+    def _finish_round(self, round_: _Round) -> None:
         self._rounds -= 1
         self.rounds += 1
-        error = round_.exception()
-        errors: list[BaseException | None]
-        if error is None:
-            job_errors, sync_ns = round_.result()
-            errors = list(job_errors)
-            self.meters.sync_duration.observe(sync_ns / 1e9)
-        else:
-            errors = [error] * len(jobs)
+        jobs, errors, due_since_ns = round_.jobs, round_.errors, round_.due_since_ns
+        if round_.sync_ns is not None:
+            self.meters.sync_duration.observe(round_.sync_ns / 1e9)
         for (log, job), job_error in zip(jobs, errors, strict=True):
             log.end_flush(job, job_error)
             self._wake_covered(log)
@@ -216,13 +228,28 @@ class Flusher:
         while self._urgent:
             self.flush_due()
             await self.idle()
-        self._executor.shutdown(wait=True)
+        for _ in self._threads:
+            self._rounds_queue.put(None)
+        for thread in self._threads:
+            thread.join()
 
 
-def _run_jobs(jobs: list[FlushJob]) -> tuple[list[OSError | None], int]:
+class _Round:
+    """One round on its way through an fsync thread: its jobs, then their outcome."""
+
+    __slots__ = ("due_since_ns", "errors", "jobs", "sync_ns")
+
+    def __init__(self, jobs: list[tuple[PartitionLog, FlushJob]], due_since_ns: int | None) -> None:
+        self.jobs = jobs
+        self.due_since_ns = due_since_ns
+        self.errors: list[BaseException | None] = []
+        self.sync_ns: int | None = None  # None: the round failed before timing its syncs
+
+
+def _run_jobs(jobs: list[FlushJob]) -> tuple[list[BaseException | None], int]:
     """Run a round's jobs in the flusher's thread; their errors, and how long it took (ns)."""
     started_ns = time.perf_counter_ns()
-    errors: list[OSError | None] = []
+    errors: list[BaseException | None] = []
     for job in jobs:
         try:
             job.run()
