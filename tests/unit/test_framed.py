@@ -153,3 +153,47 @@ async def _client() -> None:
     await client.wait_closed()
     server.close()
     await server.wait_closed()
+
+
+def test_dispatch_hands_over_buffered_frames_first_then_each_as_it_arrives() -> None:
+    in_pair(_dispatching)
+
+
+async def _dispatching(stream, _, writer) -> None:
+    ping = encode(Frame(Kind.PING, 3, m.Empty()))
+    writer.write(HELLO + ping)
+    await writer.drain()
+    assert (await _hello(stream)).kind is Kind.HELLO  # the PING stays buffered
+    seen: list[int] = []
+
+    def on_frame(frame: Frame) -> bool:
+        seen.append(frame.correlation)
+        return frame.kind is not Kind.GOODBYE
+
+    dispatching = asyncio.ensure_future(stream.dispatch(on_frame))
+    await asyncio.sleep(0)
+    assert seen == [3]
+    writer.write(encode(Frame(Kind.PING, 4, m.Empty())))
+    writer.write(encode(Frame(Kind.GOODBYE, 5, m.Empty())) + ping)
+    await dispatching  # returned at GOODBYE: the PING after it is not handed over
+    assert seen == [3, 4, 5]
+
+
+def test_dispatch_ends_at_eof_and_raises_for_broken_bytes() -> None:
+    in_pair(_dispatch_eof)
+    in_pair(_dispatch_broken)
+
+
+async def _dispatch_eof(stream, _, writer) -> None:
+    writer.write(HELLO)
+    writer.write_eof()
+    frames: list[Frame] = []
+    await stream.dispatch(lambda frame: frames.append(frame) is None)
+    assert [f.kind for f in frames] == [Kind.HELLO]
+
+
+async def _dispatch_broken(stream, _, writer) -> None:
+    writer.write(HELLO[:-1])
+    writer.write_eof()  # the stream ends inside a frame
+    with pytest.raises(ProtocolError, match="ended inside a frame"):
+        await stream.dispatch(lambda frame: True)

@@ -142,23 +142,25 @@ class NetworkBackend:
 
     async def _read_loop(self) -> None:
         try:
-            while True:
-                frame = await self._next_frame()
-                future = self._pending.pop(frame.correlation, None)
-                if future is None:
-                    self._to_stream(frame)
-                    continue
-                if future.done():
-                    continue
-                if frame.kind is Kind.FAILURE:
-                    future.set_exception(error_from_wire(frame.message))  # type: ignore[arg-type]
-                elif frame.kind is Kind.RESPONSE:
-                    future.set_result(frame.message)  # type: ignore[arg-type]
+            await self._stream.dispatch(self._on_frame)
+            raise StorageClosed("the connection to the broker")
         except (ProtocolError, StorageClosed, ConnectionError) as e:
             self._fail_all(e)
         except asyncio.CancelledError:
             self._fail_all(StorageClosed("the connection to the broker"))
             raise
+
+    def _on_frame(self, frame: Frame) -> bool:
+        future = self._pending.pop(frame.correlation, None)
+        if future is None:
+            self._to_stream(frame)
+        elif future.done():
+            pass
+        elif frame.kind is Kind.FAILURE:
+            future.set_exception(error_from_wire(frame.message))  # type: ignore[arg-type]
+        elif frame.kind is Kind.RESPONSE:
+            future.set_result(frame.message)  # type: ignore[arg-type]
+        return True
 
     def _to_stream(self, frame: Frame) -> None:
         stream = self._streams.get(frame.correlation)

@@ -3,8 +3,9 @@
 asyncio's ``StreamReader`` copies what arrives into a buffer of its own, and ``read`` copies it
 out again before the codec copies it a third time; replaying megabyte answers, those two extra
 copies were a quarter of the reader's CPU. Here ``data_received`` feeds the codec directly, and
-the one task that reads a connection takes whole frames with ``await next_frame()``. Used by
-both ends: the listener's connections and ``roost.connect``'s.
+the one task that reads a connection takes whole frames with ``await next_frame()``, or has
+them handed to a callback as they arrive with ``await dispatch(on_frame)``. Used by both ends:
+the listener's connections and ``roost.connect``'s.
 
     stream = FramedStream(NativeCodec("client"))
     await loop.create_connection(lambda: stream, host, port)
@@ -50,6 +51,8 @@ class FramedStream(asyncio.Protocol):
         self._drainers: list[asyncio.Future[None]] = []
         self._lost: asyncio.Future[None] | None = None
         self._lost_error: BaseException | None = None
+        self._on_frame: Callable[[Frame], bool] | None = None
+        self._dispatching: asyncio.Future[None] | None = None
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -66,6 +69,9 @@ class FramedStream(asyncio.Protocol):
         # A ProtocolError is kept by the codec: the reader's next_frame raises it.
         with contextlib.suppress(ProtocolError):
             self.codec.receive_data(data)
+        if self._on_frame is not None:
+            self._deliver()
+            return
         if self.codec.buffered > PAUSE_AT_BYTES and not self._reading_paused:
             assert self._transport is not None
             self._transport.pause_reading()
@@ -118,12 +124,43 @@ class FramedStream(asyncio.Protocol):
             finally:
                 self._waiter = None
 
+    async def dispatch(self, on_frame: Callable[[Frame], bool]) -> None:
+        """Hand each frame to ``on_frame`` the moment it arrives, inside ``data_received``:
+        no task wakes up per read (each wake-up is a turn of the loop, and under load a turn
+        is where the latency goes). Frames already buffered go first. Returns once the peer
+        has closed, or when ``on_frame`` returns False; raises the codec's ``ProtocolError``,
+        and whatever ``on_frame`` raises."""
+        self._on_frame = on_frame
+        self._dispatching = asyncio.get_running_loop().create_future()
+        self._deliver()
+        try:
+            await self._dispatching
+        finally:
+            self._on_frame = None
+
+    def _deliver(self) -> None:
+        done, on_frame = self._dispatching, self._on_frame
+        if done is None or done.done() or on_frame is None:
+            return
+        try:
+            while (frame := self.codec.next_event()) is not NEED_DATA:
+                assert isinstance(frame, Frame)
+                if not on_frame(frame):
+                    done.set_result(None)
+                    return
+        except Exception as e:
+            done.set_exception(e)
+            return
+        if self._ended:
+            done.set_result(None)
+
     def _end(self) -> None:
         if not self._ended:
             self._ended = True
             if not self.codec.failed:
                 self.codec.receive_data(b"")
         self._wake_reader()
+        self._deliver()
 
     def _wake_reader(self) -> None:
         if self._waiter is not None and not self._waiter.done():

@@ -110,13 +110,11 @@ class NativeConnection:
                 await self._stream.wait_closed()
 
     async def _read_loop(self) -> None:
-        while (frame := await self._stream.next_frame()) is not None:
-            self._stats.frames_received += 1
-            if not self._dispatch(frame):
-                return
+        await self._stream.dispatch(self._dispatch)
 
     def _dispatch(self, frame: Frame) -> bool:
         """Act on one frame; False when the connection should end."""
+        self._stats.frames_received += 1
         if frame.kind is Kind.HELLO:
             self._welcome(frame.message)  # type: ignore[arg-type]
         elif (
