@@ -244,3 +244,47 @@ def test_a_round_that_raises_fails_its_waiters_instead_of_leaving_them_waiting(
         assert log.durable_offset == 0
 
     run(engine, clock, body)
+
+
+def test_a_flusher_that_is_closed_refuses_to_wait_instead_of_hanging(
+    engine: LocalEngine, clock: ManualClock
+) -> None:
+    from roost.errors import StorageClosed
+
+    log = engine.create_topic("t").log(0)
+
+    async def main() -> None:
+        flusher = Flusher(clock)
+        engine.on_dirty = flusher.notify
+        first = log.append([Record(value=b"a")])
+        await flusher.wait_durable(log, first.next_offset)
+        await flusher.aclose()
+        late = log.append([Record(value=b"b")])  # a publish still in flight at shutdown
+        with contextlib.suppress(StorageClosed):
+            await asyncio.wait_for(flusher.wait_durable(log, late.next_offset), 5)
+            raise AssertionError("confirmed by a closed flusher")
+
+    asyncio.run(main())
+
+
+def test_a_flusher_dropped_without_aclose_leaks_no_thread(
+    engine: LocalEngine, clock: ManualClock
+) -> None:
+    import gc
+    import threading
+
+    log = engine.create_topic("t").log(0)
+
+    async def main() -> None:
+        flusher = Flusher(clock)
+        engine.on_dirty = flusher.notify
+        result = log.append([Record(value=b"a")])
+        await flusher.wait_durable(log, result.next_offset)  # its thread is running now
+        engine.on_dirty = None
+
+    asyncio.run(main())
+    gc.collect()
+    for thread in threading.enumerate():
+        if thread.name.startswith("roost-fsync"):
+            thread.join(5)
+            assert not thread.is_alive(), "the fsync thread outlived its flusher"

@@ -197,3 +197,37 @@ async def _dispatch_broken(stream, _, writer) -> None:
     writer.write_eof()  # the stream ends inside a frame
     with pytest.raises(ProtocolError, match="ended inside a frame"):
         await stream.dispatch(lambda frame: True)
+
+
+def test_a_frame_larger_than_the_pause_mark_still_arrives_whole(monkeypatch) -> None:
+    monkeypatch.setattr(framed, "PAUSE_AT_BYTES", 1000)
+    in_pair(_large_frame)
+
+
+async def _large_frame(stream, _, writer) -> None:
+    big = encode(Frame(Kind.REQUEST, 1, m.Publish("t", [m.Out(b"x" * 1_000_000)])))
+    writer.write(HELLO + big)  # the socket pauses long before the frame is whole
+    await _hello(stream)
+    frame = await asyncio.wait_for(stream.next_frame(), 5)
+    assert frame is not None and frame.kind is Kind.REQUEST
+
+
+def test_dispatch_resumes_a_socket_that_pulling_paused(monkeypatch) -> None:
+    monkeypatch.setattr(framed, "PAUSE_AT_BYTES", 1000)
+    in_pair(_paused_then_dispatched)
+
+
+async def _paused_then_dispatched(stream, _, writer) -> None:
+    writer.write(HELLO)
+    await _hello(stream)
+    writer.write(encode(Frame(Kind.PING, 1, m.Empty())) * 200)
+    await writer.drain()
+    while not stream._reading_paused:
+        await asyncio.sleep(0)  # a loop turn, not time: let the bytes arrive
+    kinds: list[Kind] = []
+    dispatching = asyncio.ensure_future(
+        stream.dispatch(lambda frame: kinds.append(frame.kind) or frame.kind is not Kind.GOODBYE)
+    )
+    writer.write(encode(Frame(Kind.GOODBYE, 0, m.Empty())))
+    await asyncio.wait_for(dispatching, 5)
+    assert kinds == [Kind.PING] * 200 + [Kind.GOODBYE]

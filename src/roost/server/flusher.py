@@ -31,8 +31,11 @@ import asyncio
 import queue
 import threading
 import time
+import weakref
+from collections.abc import Callable
 
 from roost.clock import Clock
+from roost.errors import StorageClosed
 from roost.server.meters import FlushMeters
 from roost.storage.flush import FlushJob
 from roost.storage.log import PartitionLog
@@ -67,6 +70,7 @@ class Flusher:
         self._round_done = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
+        self._stopped = False  # closed, and its threads are gone: nothing can be synced
         #: Flush rounds completed; a round syncs every log that was due when it started.
         self.rounds = 0
         #: Per round, for /metrics. Latencies are measured with ``time.perf_counter_ns``, not
@@ -97,6 +101,8 @@ class Flusher:
         while log.durable_offset < offset:
             if log.failure is not None:
                 raise log.failure
+            if self._stopped:
+                raise StorageClosed("the flusher (the host is shut down)")
             future = self._loop.create_future()
             for job, waiters in self._in_flight.get(log, ()):
                 if job.end_offset >= offset:
@@ -112,7 +118,7 @@ class Flusher:
 
     def flush_due(self) -> bool:
         """Start a round for every log that is due, if a round may start; True if one did."""
-        if self._rounds >= self._max_rounds or (self._closed and not self._urgent):
+        if self._stopped or self._rounds >= self._max_rounds or (self._closed and not self._urgent):
             return False
         now_ms = self._clock.monotonic_ms()
         due = list(self._urgent)
@@ -139,25 +145,22 @@ class Flusher:
         self._rounds += 1
         self._round_done.clear()
         if len(self._threads) < self._rounds:
-            thread = threading.Thread(
-                target=self._sync_rounds, name=f"roost-fsync-{len(self._threads)}", daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
+            self._start_thread()
         self._rounds_queue.put(_Round(jobs, due_since_ns))
         return True
 
-    def _sync_rounds(self) -> None:
-        """An fsync thread: run each round it is given, then hand it back to the loop."""
-        while (round_ := self._rounds_queue.get()) is not None:
-            try:
-                round_.errors, round_.sync_ns = _run_jobs([job for _, job in round_.jobs])
-            except BaseException as e:  # a bug in a job: each of its waiters gets it
-                round_.errors = [e] * len(round_.jobs)
-            try:
-                self._loop.call_soon_threadsafe(self._finish_round, round_)
-            except RuntimeError:
-                return  # the loop is closed: nobody waits for this round any more
+    def _start_thread(self) -> None:
+        # The thread holds the flusher only weakly, and a flusher dropped without aclose()
+        # sends it the stop sentinel: a forgotten flusher leaks no thread, loop or logs.
+        thread = threading.Thread(
+            target=_sync_rounds,
+            args=(self._rounds_queue, self._loop, weakref.WeakMethod(self._finish_round)),
+            name=f"roost-fsync-{len(self._threads)}",
+            daemon=True,
+        )
+        thread.start()
+        self._threads.append(thread)
+        weakref.finalize(self, self._rounds_queue.put, None)
 
     def _finish_round(self, round_: _Round) -> None:
         self._rounds -= 1
@@ -228,6 +231,7 @@ class Flusher:
         while self._urgent:
             self.flush_due()
             await self.idle()
+        self._stopped = True
         for _ in self._threads:
             self._rounds_queue.put(None)
         for thread in self._threads:
@@ -244,6 +248,27 @@ class _Round:
         self.due_since_ns = due_since_ns
         self.errors: list[BaseException | None] = []
         self.sync_ns: int | None = None  # None: the round failed before timing its syncs
+
+
+def _sync_rounds(
+    rounds: queue.SimpleQueue[_Round | None],
+    loop: asyncio.AbstractEventLoop,
+    finish: weakref.WeakMethod[Callable[[_Round], None]],
+) -> None:
+    """An fsync thread: run each round it is given, then hand it back to the loop."""
+    while (round_ := rounds.get()) is not None:
+        try:
+            round_.errors, round_.sync_ns = _run_jobs([job for _, job in round_.jobs])
+        except BaseException as e:  # a bug in a job: each of its waiters gets it
+            round_.errors = [e] * len(round_.jobs)
+        finish_round = finish()
+        if finish_round is None:
+            return  # the flusher is gone: nobody waits for this round any more
+        try:
+            loop.call_soon_threadsafe(finish_round, round_)
+        except RuntimeError:
+            return  # the loop is closed: likewise
+        del finish_round
 
 
 def _run_jobs(jobs: list[FlushJob]) -> tuple[list[BaseException | None], int]:

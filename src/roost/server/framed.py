@@ -109,15 +109,14 @@ class FramedStream(asyncio.Protocol):
         taken. Raises the codec's ``ProtocolError`` for bytes that break the protocol."""
         while True:
             frame = self.codec.next_event()
-            if self._reading_paused and self.codec.buffered < PAUSE_AT_BYTES // 2:
-                assert self._transport is not None
-                self._reading_paused = False
-                self._transport.resume_reading()
+            if self.codec.buffered < PAUSE_AT_BYTES // 2:
+                self._resume_reading()
             if frame is not NEED_DATA:
                 assert isinstance(frame, Frame)
                 return frame
             if self._ended:
                 return None
+            self._resume_reading()  # a frame larger than the pause mark needs the rest
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
@@ -132,6 +131,7 @@ class FramedStream(asyncio.Protocol):
         and whatever ``on_frame`` raises."""
         self._on_frame = on_frame
         self._dispatching = asyncio.get_running_loop().create_future()
+        self._resume_reading()  # what pulling paused: from now on nothing piles up
         self._deliver()
         try:
             await self._dispatching
@@ -153,6 +153,12 @@ class FramedStream(asyncio.Protocol):
             return
         if self._ended:
             done.set_result(None)
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused:
+            assert self._transport is not None
+            self._reading_paused = False
+            self._transport.resume_reading()
 
     def _end(self) -> None:
         if not self._ended:

@@ -11,8 +11,8 @@ Only the server's process, never a client's: these are choices a program makes f
   burst, never more.
 - **The garbage collector** runs a young collection every 700 container allocations; the
   message path allocates lists and tuples that reference counting frees at once, so most of
-  those runs find nothing. Objects alive at startup (modules, classes, the recovered state) are
-  moved out of its sight with ``gc.freeze``, and the young generation is made larger.
+  those runs find nothing. Objects alive before the broker starts (modules, classes) are moved
+  out of its sight with ``gc.freeze``, and the young generation is made larger.
 """
 
 from __future__ import annotations
