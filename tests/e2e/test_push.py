@@ -22,7 +22,7 @@ from roost.errors import (
 )
 from roost.protocols.native import messages as m
 from roost.server.host import Host
-from roost.server.native_server import close_native, serve_native
+from roost.server.native_server import NativeConnection, close_native, serve_native
 from tests.e2e.test_serve import Server
 
 
@@ -281,5 +281,56 @@ def test_an_ack_that_never_answers_still_gives_its_credit_back(server: Server) -
                 second = await asyncio.wait_for(anext(deliveries), 10)
                 assert second.value == b"1"
                 await second.ack()
+
+    asyncio.run(body())
+
+
+def test_pushes_that_filled_the_socket_go_on_once_it_drains(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More than a socket holds is due at once (2,000 deliveries of 8 KiB, 16 MiB): the server
+    stops pushing while the transport is over its high-water mark and goes on from
+    ``resume_writing``, with no publish or credit to poke it. Every message arrives once."""
+    resumed: list[int] = []
+    push_all = NativeConnection._push_all
+    monkeypatch.setattr(
+        NativeConnection, "_push_all", lambda self: resumed.append(1) or push_all(self)
+    )
+
+    async def main() -> None:
+        async with small_frames_server(tmp_path) as broker:
+            await broker.create_queue("wide", durability="never")
+            for start in range(0, 2000, 5):  # 5 x 8 KiB fits the server's 64 KiB frames
+                batch = [Outgoing(value=b"%06d" % i + b"." * 8192) for i in range(start, start + 5)]
+                await broker.publish_batch("wide", batch)
+            seen: list[bytes] = []
+            async with broker.subscribe("wide", prefetch=2000) as deliveries:
+                while len(seen) < 2000:
+                    batch = await asyncio.wait_for(deliveries.batch(), 10)
+                    seen += [d.value[:6] for d in batch]
+                await deliveries.ack([])  # nothing: every credit was given up front
+            assert seen == [b"%06d" % i for i in range(2000)]
+            assert resumed, "the socket never filled: this test proves nothing"
+
+    asyncio.run(main())
+
+
+def test_a_push_waits_for_no_task_a_publish_on_another_connection_reaches_it(
+    server: Server,
+) -> None:
+    """The pushing connection watches its topic on the host: a publish elsewhere delivers
+    to it, and after an unsubscribe nothing more is leased to it."""
+
+    async def body() -> None:
+        async with roost.connect(server.url) as consumer, roost.connect(server.url) as producer:
+            await consumer.create_queue("w")
+            async with consumer.subscribe("w", prefetch=10) as deliveries:
+                await producer.publish("w", b"one")
+                first = await asyncio.wait_for(anext(deliveries), 10)
+                assert first.value == b"one"
+                await first.ack()
+            await producer.publish("w", b"two")
+            stats = await producer.stats("w")
+            assert (stats.in_flight, stats.depth) == (0, 1), "leased to a closed subscriber"
 
     asyncio.run(body())

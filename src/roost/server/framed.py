@@ -52,6 +52,8 @@ class FramedStream(asyncio.Protocol):
         self._lost: asyncio.Future[None] | None = None
         self._lost_error: BaseException | None = None
         self._on_frame: Callable[[Frame], bool] | None = None
+        #: Called when the transport takes writes again after ``drain`` would have waited.
+        self.on_writable: Callable[[], None] | None = None
         self._dispatching: asyncio.Future[None] | None = None
 
     # -- asyncio.Protocol -----------------------------------------------------------------
@@ -101,6 +103,8 @@ class FramedStream(asyncio.Protocol):
             if not drainer.done():
                 drainer.set_result(None)
         self._drainers.clear()
+        if self.on_writable is not None:
+            self.on_writable()
 
     # -- reading --------------------------------------------------------------------------
 
@@ -173,6 +177,12 @@ class FramedStream(asyncio.Protocol):
             self._waiter.set_result(None)
 
     # -- writing --------------------------------------------------------------------------
+
+    @property
+    def writable(self) -> bool:
+        """The transport is open and under its high-water mark: a write would not pile up."""
+        transport = self._transport
+        return transport is not None and not transport.is_closing() and not self._writing_paused
 
     def write(self, data: bytes) -> None:
         assert self._transport is not None

@@ -62,6 +62,8 @@ class Host:
         self.flusher = flusher
         self.clock = clock
         self._new_data: dict[str, asyncio.Event] = {}  # per topic, set on publish and on tick
+        self._watchers: dict[str, dict[Callable[[], None], None]] = {}  # per topic, ordered
+        self._watching_soon: set[str] = set()
         self._room: dict[str, asyncio.Event] = {}  # per topic, set when consumers settle
         self._wake_timer = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
@@ -133,14 +135,42 @@ class Host:
         for log, offset in outcome.durability:
             await self.flusher.wait_durable(log, offset)
         for topic in topics:
-            self.wake_readers(topic)
+            # A publish that waited for a round resumes beside the others of that round: their
+            # confirms go out first (a producer's window waits on them), the pushes after.
+            self.wake_readers(topic, soon=bool(outcome.durability))
         return outcome.published
 
-    def wake_readers(self, topic: str) -> None:
-        """Wake the long polls on ``topic`` to look again (it changed, or it is gone)."""
+    def wake_readers(self, topic: str, soon: bool = False) -> None:
+        """Wake the long polls on ``topic`` to look again (it changed, or it is gone), and
+        call its watchers: now, or with ``soon`` once this turn of the loop is done."""
         event = self._new_data.pop(topic, None)
         if event is not None:
             event.set()
+        if topic not in self._watchers:
+            return
+        if not soon:
+            self._call_watchers(topic)
+        elif topic not in self._watching_soon:
+            self._watching_soon.add(topic)
+            asyncio.get_running_loop().call_soon(self._call_watchers, topic)
+
+    def _call_watchers(self, topic: str) -> None:
+        self._watching_soon.discard(topic)
+        for watcher in list(self._watchers.get(topic, ())):
+            watcher()
+
+    def watch(self, topic: str, watcher: Callable[[], None]) -> None:
+        """Call ``watcher`` whenever the long polls on ``topic`` would wake, with no task to
+        wake in between: a pushing connection delivers a message in the turn that made it
+        readable (or the next, see ``wake_readers``). It must not wait, and must not raise."""
+        self._watchers.setdefault(topic, {})[watcher] = None
+
+    def unwatch(self, topic: str, watcher: Callable[[], None]) -> None:
+        watchers = self._watchers.get(topic)
+        if watchers is not None:
+            watchers.pop(watcher, None)
+            if not watchers:
+                del self._watchers[topic]
 
     # -- redrive --------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from roost import __version__
@@ -53,21 +54,17 @@ MAX_CREDIT = 1_000_000
 
 
 class _Push:
-    """One ``Subscribe``: the credit the client has given and the task pushing to it."""
+    """One ``Subscribe``: the credit the client has given, and what it is for."""
 
-    def __init__(self, credit: int) -> None:
-        self.credit = min(max(0, credit), MAX_CREDIT)
-        self.task: asyncio.Future[None] | None = None
-        self._granted = asyncio.Event()
+    def __init__(self, correlation: int, request: m.Subscribe) -> None:
+        self.correlation = correlation
+        self.topic = request.topic
+        self.subscription = request.subscription
+        self.credit = min(max(0, request.credit), MAX_CREDIT)
+        self.poke: Callable[[], None] = lambda: None  # set by the connection
 
     def grant(self, messages: int) -> None:
         self.credit = min(self.credit + max(0, messages), MAX_CREDIT)
-        self._granted.set()
-
-    async def wait_for_credit(self) -> None:
-        while self.credit <= 0:
-            self._granted.clear()
-            await self._granted.wait()
 
 
 class NativeConnection:
@@ -78,6 +75,7 @@ class NativeConnection:
         self._stats = stats or ListenerStats()
         self._stream = stream
         self._codec = stream.codec
+        stream.on_writable = self._push_all  # pushes that waited for the socket go on
         self._tasks: set[asyncio.Task[None]] = set()
         self._pushes: dict[int, _Push] = {}
         self._finishing = False
@@ -101,7 +99,9 @@ class NativeConnection:
         except ConnectionError:
             pass
         finally:
-            tasks = [*self._tasks, *(p.task for p in self._pushes.values() if p.task)]
+            for push in list(self._pushes.values()):
+                self._stop_pushing(push)
+            tasks = list(self._tasks)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -130,6 +130,7 @@ class NativeConnection:
             push = self._pushes.get(frame.correlation)
             if push is not None:
                 push.grant(frame.message.messages)  # type: ignore[attr-defined]
+                push.poke()
         elif frame.kind is Kind.PING:
             self._send(Frame(Kind.PONG, frame.correlation, m.Empty()))
         elif frame.kind is Kind.GOODBYE:
@@ -187,46 +188,60 @@ class NativeConnection:
         self._host.broker.stats(request.topic, request.subscription)  # unknown names fail now
         if correlation in self._pushes:
             raise ProtocolError("native", f"correlation id {correlation} already names a subscribe")
-        push = _Push(request.credit)
+        push = _Push(correlation, request)
+        push.poke = lambda: self._push(push)
         self._pushes[correlation] = push
-        push.task = asyncio.ensure_future(self._push(correlation, request, push))
+        self._host.watch(push.topic, push.poke)
+        # After the answer: what is already there goes out once the client knows the subscribe.
+        asyncio.get_running_loop().call_soon(push.poke)
         return m.Done()
 
     async def _unsubscribe(self, request: m.Unsubscribe) -> m.Response:
-        push = self._pushes.pop(request.subscribe, None)
-        if push is not None and push.task is not None:
-            push.task.cancel()
-            await asyncio.gather(push.task, return_exceptions=True)
+        push = self._pushes.get(request.subscribe)
+        if push is not None:
+            self._stop_pushing(push)
         return m.Done()
 
-    async def _push(self, correlation: int, request: m.Subscribe, push: _Push) -> None:
-        """Deliveries while there is credit; an error ends the pushes with a ``FAILURE``
-        on the subscribe's correlation id (the topic was deleted, say)."""
-        try:
-            await self._push_while_credit(correlation, request, push)
-        except RoostError as e:
-            self._pushes.pop(correlation, None)
-            failure = m.Failure(e.code, str(e), e.retriable)
-            self._send_quietly(Frame(Kind.FAILURE, correlation, failure))
-        except (ConnectionError, asyncio.CancelledError):
-            raise
-        except Exception as e:
-            log.exception("pushing %s/%s failed", request.topic, request.subscription)
-            self._pushes.pop(correlation, None)
-            self._send_quietly(Frame(Kind.FAILURE, correlation, m.Failure("internal", repr(e))))
+    def _stop_pushing(self, push: _Push) -> None:
+        self._pushes.pop(push.correlation, None)
+        self._host.unwatch(push.topic, push.poke)
 
-    async def _push_while_credit(self, correlation: int, request: m.Subscribe, push: _Push) -> None:
-        while not self._host.stopping:
-            await push.wait_for_credit()
-            allowed = min(push.credit, PUSH_BATCH)
-            messages = await self._host.receive(request.topic, request.subscription, allowed, 20.0)
-            if messages:
-                push.credit -= len(messages)
-                budget = self._codec.max_frame_bytes // 2
-                for part in _frame_sized(messages, budget):
-                    payload = m.Deliveries([delivered(message) for message in part])
-                    self._send(Frame(Kind.DELIVERIES, correlation, payload))
-                await self._stream.drain()
+    def _push_all(self) -> None:
+        for push in list(self._pushes.values()):
+            push.poke()
+
+    def _push(self, push: _Push) -> None:
+        """Push what is ready, as far as the credit goes, now: called when the subscribe is
+        answered, when credit comes, when the topic has news (``Host.watch``: a publish, a
+        tick, a delete) and when the socket takes writes again. An error ends the pushes
+        with a ``FAILURE`` on the subscribe's correlation id (the topic was deleted, say)."""
+        while (
+            push.credit > 0
+            and self._pushes.get(push.correlation) is push
+            and not self._host.stopping
+            and self._stream.writable
+        ):
+            try:
+                allowed = min(push.credit, PUSH_BATCH)
+                messages = self._host.broker.receive(push.topic, push.subscription, allowed)
+            except RoostError as e:
+                self._stop_pushing(push)
+                failure = m.Failure(e.code, str(e), e.retriable)
+                self._send_quietly(Frame(Kind.FAILURE, push.correlation, failure))
+                return
+            except Exception as e:
+                log.exception("pushing %s/%s failed", push.topic, push.subscription)
+                self._stop_pushing(push)
+                failure = m.Failure("internal", repr(e))
+                self._send_quietly(Frame(Kind.FAILURE, push.correlation, failure))
+                return
+            if not messages:
+                return
+            push.credit -= len(messages)
+            budget = self._codec.max_frame_bytes // 2
+            for part in _frame_sized(messages, budget):
+                payload = m.Deliveries([delivered(message) for message in part])
+                self._send(Frame(Kind.DELIVERIES, push.correlation, payload))
 
     def _send(self, frame: Frame) -> None:
         self._stream.write(self._codec.send(frame))
