@@ -4,13 +4,15 @@
     ...
     await close_native(server)
 
-Each connection owns a codec, a writer and its request tasks. Requests run concurrently (a
-long-polling receive does not hold up a publish behind it) and answer in whatever order they
-finish, each with its correlation id. A ``Subscribe`` starts a push task that sends
-``Deliveries`` while the client has credit. Any ``ProtocolError`` ends that connection only,
-after a ``FAILURE`` frame if one can still be sent; a ``RoostError`` from the core answers its
-request with a ``FAILURE`` carrying the error's stable code; anything else is logged as a bug
-and answered ``internal``. Closing a connection cancels its tasks; leases it held expire.
+Each connection owns a ``FramedStream`` (socket and codec) and its request tasks. Frames are
+dispatched as they arrive; requests run concurrently (a long-polling receive does not hold up a
+publish behind it) and answer in whatever order they finish, each with its correlation id. A
+``Subscribe`` makes the connection watch the topic on the host and push ``Deliveries`` while
+the client has credit, whenever there is news (see ``_push``). Any ``ProtocolError`` ends that
+connection only, after a ``FAILURE`` frame if one can still be sent; a ``RoostError`` from the
+core answers its request with a ``FAILURE`` carrying the error's stable code; anything else is
+logged as a bug and answered ``internal``. Closing a connection cancels its tasks; leases it
+held expire.
 """
 
 from __future__ import annotations
