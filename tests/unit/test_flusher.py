@@ -246,6 +246,16 @@ def test_a_round_that_raises_fails_its_waiters_instead_of_leaving_them_waiting(
     run(engine, clock, body)
 
 
+async def _flushed_once(engine: LocalEngine, clock: ManualClock) -> Flusher:
+    """A flusher attached to ``engine`` that has synced one append (its thread is running)."""
+    flusher = Flusher(clock)
+    engine.on_dirty = flusher.notify
+    log = engine.topic("t").log(0)
+    result = log.append([Record(value=b"a")])
+    await flusher.wait_durable(log, result.next_offset)
+    return flusher
+
+
 def test_a_flusher_that_is_closed_refuses_to_wait_instead_of_hanging(
     engine: LocalEngine, clock: ManualClock
 ) -> None:
@@ -254,10 +264,7 @@ def test_a_flusher_that_is_closed_refuses_to_wait_instead_of_hanging(
     log = engine.create_topic("t").log(0)
 
     async def main() -> None:
-        flusher = Flusher(clock)
-        engine.on_dirty = flusher.notify
-        first = log.append([Record(value=b"a")])
-        await flusher.wait_durable(log, first.next_offset)
+        flusher = await _flushed_once(engine, clock)
         await flusher.aclose()
         late = log.append([Record(value=b"b")])  # a publish still in flight at shutdown
         with contextlib.suppress(StorageClosed):
@@ -273,13 +280,10 @@ def test_a_flusher_dropped_without_aclose_leaks_no_thread(
     import gc
     import threading
 
-    log = engine.create_topic("t").log(0)
+    engine.create_topic("t")
 
     async def main() -> None:
-        flusher = Flusher(clock)
-        engine.on_dirty = flusher.notify
-        result = log.append([Record(value=b"a")])
-        await flusher.wait_durable(log, result.next_offset)  # its thread is running now
+        await _flushed_once(engine, clock)
         engine.on_dirty = None
 
     asyncio.run(main())
