@@ -25,8 +25,9 @@ Mapping (durability ``always`` everywhere: a publish is confirmed after its batc
            readers).
 Publish: one ``publish_batch`` request per harness batch (it returns once durable).
 Consume: ``subscribe(prefetch=prefetch)``: the server pushes deliveries while fewer than
-``prefetch`` are unacked; each pushed batch is handled, then acked with one request sent in the
-background (its answer gives the credit back).
+``prefetch`` are unacked; each pushed batch is handled, then acked with one ``Ack`` that
+expects no answer (protocol version 3, as AMQP's ``basic.ack`` and NATS's ``msg.ack()``),
+whose credit goes back as it is sent; the last ack is answered.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ if __name__ == "__main__":  # run as a script: `import roost` must find the pack
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
     sys.path.insert(0, os.getcwd())  # the folder that holds bench/
 
-import asyncio
 import contextlib
 import json
 import signal
@@ -88,7 +88,7 @@ class Adapter(Base):
                 + "queue = create_queue, fanout = topic + N queue subscriptions, "
                 "log = topic + stream subscription from earliest, read with member.stream "
                 "(stored batches, one fetch in flight); publish_batch per batch; "
-                "subscribe(prefetch) push + one background ack per pushed batch"
+                "subscribe(prefetch) push + one unanswered ack per pushed batch"
             ),
         )
         return d
@@ -141,7 +141,6 @@ class Adapter(Base):
     ) -> None:
         c = self.client
         sub = f"s{sub_index}" if kind == "fanout" else dest
-        acking: set[asyncio.Task[Any]] = set()
         async with c.subscribe(dest, sub, prefetch=prefetch) as deliveries:
             while True:
                 got = await deliveries.batch()
@@ -150,14 +149,13 @@ class Adapter(Base):
                     if not handler(delivery.value):
                         done, stop = got[: i + 1], True
                         break
-                # Acked in the background: the next pushed batch is handled meanwhile, and
-                # each ack's answer gives its credit back.
-                ack = asyncio.create_task(deliveries.ack(done))
-                acking.add(ack)
-                ack.add_done_callback(acking.discard)
                 if stop:
-                    await asyncio.gather(*acking)
+                    # The last ack is answered: everything is settled when consume returns.
+                    await deliveries.ack(done)
                     return
+                # Sent, not answered (as the peers' acks: AMQP basic.ack, NATS msg.ack()):
+                # the next pushed batch is handled at once, and the credit is back already.
+                await deliveries.ack(done, wait=False)
 
     async def replay(self, dest: str, handler: Handler, batch: int) -> None:
         c = self.client

@@ -7,11 +7,13 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 import roost
 from roost import Outgoing
 from roost.clock import ManualClock
+from roost.core.model import Receipt
 from roost.errors import (
     InvalidRequest,
     LeaseExpired,
@@ -21,6 +23,8 @@ from roost.errors import (
     UnknownTopic,
 )
 from roost.protocols.native import messages as m
+from roost.protocols.native.codec import Frame, Kind, NativeCodec
+from roost.server.framed import open_framed
 from roost.server.host import Host
 from roost.server.native_server import NativeConnection, close_native, serve_native
 from tests.e2e.test_serve import Server
@@ -332,5 +336,51 @@ def test_a_push_waits_for_no_task_a_publish_on_another_connection_reaches_it(
             await producer.publish("w", b"two")
             stats = await producer.stats("w")
             assert (stats.in_flight, stats.depth) == (0, 1), "leased to a closed subscriber"
+
+    asyncio.run(body())
+
+
+def test_an_ack_that_waits_for_no_answer_settles_in_order_and_gets_none(
+    server: Server,
+) -> None:
+    """``ack(wait=False)`` (protocol version 3) sends an ``Ack`` the server settles and does
+    not answer; a request after it on the connection sees it done. A server or connection
+    on version 2 answers, and the client then waits for that answer."""
+
+    async def body() -> None:
+        async with roost.connect(server.url, reconnect=False) as broker:
+            await _fill(broker, "q", 4)
+            async with broker.subscribe("q", prefetch=4) as deliveries:
+                got = [await anext(deliveries) for _ in range(4)]
+                assert await deliveries.ack(got[:2], wait=False) == []
+                assert (await broker.stats("q")).in_flight == 2, "settled before the next call"
+                stale = Receipt(got[2].partition, got[2].offset, 99)  # not the lease's token
+                assert await broker.ack("q", "q", [stale], wait=False) == []
+                broker._backend.protocol_version = 2  # type: ignore[attr-defined]
+                assert await broker.ack("q", "q", [stale], wait=False) == [stale]
+                await deliveries.ack(got[2:])
+            assert (await broker.stats("q")).in_flight == 0
+
+    asyncio.run(body())
+
+
+def test_an_unanswered_ack_the_broker_cannot_settle_sends_nothing_back(server: Server) -> None:
+    async def body() -> None:
+        port = int(server.url.rsplit(":", 1)[1])
+        stream = await open_framed(NativeCodec("client"), "127.0.0.1", port)
+        stream.write(stream.codec.send(Frame(Kind.HELLO, 0, m.Hello([3]))))
+        welcome = await stream.next_frame()
+        assert welcome is not None and welcome.message.version == 3
+        ack = m.Ack("no-such-topic", "q", [Receipt(0, 0, 1)], answer=False)
+        stream.write(stream.codec.send(Frame(Kind.REQUEST, 1, ack)))
+        stream.write(stream.codec.send(Frame(Kind.PING, 2, m.Empty())))
+        reply = await asyncio.wait_for(stream.next_frame(), 10)
+        assert reply is not None and (reply.kind, reply.correlation) == (Kind.PONG, 2)
+        answered = msgspec.structs.replace(ack, answer=True)
+        stream.write(stream.codec.send(Frame(Kind.REQUEST, 3, answered)))
+        failure = await asyncio.wait_for(stream.next_frame(), 10)
+        assert failure is not None and (failure.kind, failure.correlation) == (Kind.FAILURE, 3)
+        stream.close()
+        await stream.wait_closed()
 
     asyncio.run(body())

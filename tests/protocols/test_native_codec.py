@@ -88,17 +88,19 @@ def test_hello_then_failure_closes_both_sides() -> None:
     [
         ([1], 1),
         ([2, 1], 2),
-        ([1, 2, 3], 2),
+        ([1, 2, 3], 3),
+        ([1, 2, 4], 2),
         ([5, 4, 1, 0], 1),
         ([2], 2),
+        ([3], 3),
         ([], None),
-        ([3, 4], None),
+        ([4, 5], None),
         ([0], None),
         ([-1], None),
     ],
 )
 def test_negotiate_picks_the_newest_common_version(versions: list[int], chosen: int | None) -> None:
-    assert VERSIONS == (1, 2)
+    assert VERSIONS == (1, 2, 3)
     assert negotiate(m.Hello(versions=versions)) == chosen
 
 

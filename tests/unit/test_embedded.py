@@ -326,3 +326,18 @@ def test_a_fetch_is_a_heartbeat_that_learns_the_rebalance(
         assert [r.partition for r in await second.fetch()] == list(second.partitions)
 
     run(data_dir, clock, body)
+
+
+def test_an_ack_that_waits_for_no_answer_settles_at_once(data_dir: str, clock: ManualClock) -> None:
+    async def body(broker: roost.EmbeddedBroker) -> None:
+        await broker.create_queue("emails")
+        await broker.publish_batch("emails", [Outgoing(value=b"a"), Outgoing(value=b"b")])
+        async with broker.subscribe("emails", prefetch=2) as deliveries:
+            got = await deliveries.batch()
+            while len(got) < 2:
+                got += await deliveries.batch()
+            assert await deliveries.ack(got, wait=False) == []
+            assert (await broker.stats("emails")).in_flight == 0
+            assert deliveries.unsettled == 0
+
+    run(data_dir, clock, body)

@@ -58,6 +58,10 @@ T = TypeVar("T")
 class Backend(Protocol):
     async def call(self, request: m.Request) -> m.Response: ...
 
+    def tell(self, request: m.Ack) -> None:
+        """Send an ``Ack(answer=False)`` and wait for nothing (version 3)."""
+        ...
+
     async def subscribe(self, request: m.Subscribe) -> PushStream: ...
 
     @property
@@ -612,9 +616,17 @@ class Client(ClosedOnExit):
                 yield delivery
 
     async def ack(
-        self, topic: str, subscription: str, receipts: Sequence[Receipt]
+        self, topic: str, subscription: str, receipts: Sequence[Receipt], *, wait: bool = True
     ) -> list[Receipt]:
-        """Ack many at once; returns the receipts refused (their lease had expired)."""
+        """Ack many at once; returns the receipts refused (their lease had expired).
+
+        With ``wait=False`` the ack is sent and nothing comes back (as AMQP's ``basic.ack``):
+        no round trip, and a refused receipt shows only as its message delivered again.
+        Returns ``[]`` then. A broker older than protocol version 3 answers anyway, and the
+        answer is waited for."""
+        if not wait and self.protocol_version >= 3:
+            self._backend.tell(m.Ack(topic, subscription, list(receipts), answer=False))
+            return []
         wire = await self.call(m.Ack(topic, subscription, list(receipts)), m.Refused)
         return wire.receipts
 

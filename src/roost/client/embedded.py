@@ -17,7 +17,7 @@ from roost.errors import StorageClosed
 from roost.protocols.native import messages as m
 from roost.protocols.native.codec import VERSIONS
 from roost.server.host import Host
-from roost.server.native_session import HANDLERS
+from roost.server.native_session import HANDLERS, ack_unanswered
 
 __all__ = ["Delivery", "EmbeddedBroker", "LocalBackend", "Outgoing", "Published", "StreamMember",
            "open"]  # fmt: skip
@@ -35,6 +35,9 @@ class LocalBackend:
 
     async def call(self, request: m.Request) -> m.Response:
         return await HANDLERS[type(request)](self.host, request)
+
+    def tell(self, request: m.Ack) -> None:
+        ack_unanswered(self.host, request)
 
     async def subscribe(self, request: m.Subscribe) -> PushStream:
         if self.host.stopping:

@@ -198,6 +198,11 @@ class NetworkBackend:
         await self._stream.drain()
         return await future
 
+    def tell(self, request: m.Ack) -> None:
+        if self._closed is not None:
+            raise StorageClosed("the connection to the broker") from self._closed
+        self.send(Frame(Kind.REQUEST, next(self._ids), request))
+
     def send(self, frame: Frame) -> None:
         self._stream.write(self._codec.send(frame))
 

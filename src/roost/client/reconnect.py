@@ -17,6 +17,8 @@ import asyncio
 import contextlib
 import random
 
+import msgspec
+
 from roost.client.network import NetworkBackend
 from roost.client.subscriber import PushStream
 from roost.errors import ConnectionLost, StorageClosed
@@ -49,6 +51,7 @@ class ReconnectingBackend:
         self._closed = False
         self.reconnects = 0
         self._version = min(VERSIONS)
+        self._telling: set[asyncio.Future[m.Response]] = set()
 
     @classmethod
     async def connect(
@@ -72,6 +75,22 @@ class ReconnectingBackend:
                     raise StorageClosed("the client") from e
                 if not safe_to_retry(request):
                     raise ConnectionLost(type(request).__name__) from e
+
+    def tell(self, request: m.Ack) -> None:
+        """On the connection in use; between connections, as a call on the next one (which
+        may be older and answer: the answer is dropped)."""
+        if self._current is not None and self._current.alive:
+            self._current.tell(request)
+            return
+        answered = msgspec.structs.replace(request, answer=True)
+        sending = asyncio.ensure_future(self.call(answered))
+        self._telling.add(sending)
+        sending.add_done_callback(self._told)
+
+    def _told(self, sending: asyncio.Future[m.Response]) -> None:
+        self._telling.discard(sending)
+        if not sending.cancelled():
+            sending.exception()  # retrieved: a lost ack is redelivered, not reported
 
     async def subscribe(self, request: m.Subscribe) -> PushStream:
         """Subscribe on the current connection, or on a new one if it broke meanwhile: what

@@ -307,15 +307,17 @@ class Subscriber(ClosedOnExit):
         topic = self.topic
         return [Delivery(client, name, arrived.popleft(), settled, topic) for _ in range(count)]
 
-    async def ack(self, deliveries: Sequence[Delivery]) -> list[Receipt]:
+    async def ack(self, deliveries: Sequence[Delivery], *, wait: bool = True) -> list[Receipt]:
         """Ack many with one request; returns the receipts refused (their lease had expired).
 
         Their credit goes back as the ack is sent, not when it is answered: the ``Credit``
         frame then travels with the ``Ack`` (one wake-up of the broker for both), and the
-        broker can push again while the ack is on its way."""
+        broker can push again while the ack is on its way. ``wait=False`` sends the ack and
+        waits for no answer (``Client.ack``): a refused receipt then shows only as its message
+        delivered again."""
         receipts = [d.receipt for d in deliveries]
         self._give_back_credit(deliveries)
-        return await self._client.ack(self.topic, self.subscription, receipts)
+        return await self._client.ack(self.topic, self.subscription, receipts, wait=wait)
 
     def _give_back_credit(self, deliveries: Sequence[Delivery]) -> None:
         """Each delivery's credit, back once: this subscriber's with one grant."""

@@ -38,7 +38,7 @@ from roost.protocols.native.codec import (
 from roost.server.framed import FramedStream
 from roost.server.host import Host
 from roost.server.meters import ListenerStats
-from roost.server.native_session import HANDLERS, delivered
+from roost.server.native_session import HANDLERS, ack_unanswered, delivered
 
 log = logging.getLogger("roost.native")
 HEARTBEAT_MS = 10_000
@@ -126,6 +126,8 @@ class NativeConnection:
         ):
             failure = m.Failure("unavailable", "the broker is shutting down", True)
             self._send(Frame(Kind.FAILURE, frame.correlation, failure))
+        elif isinstance(frame.message, m.Ack) and not frame.message.answer:
+            ack_unanswered(self._host, frame.message)
         elif frame.kind is Kind.REQUEST:
             self._spawn(self._answer(frame.correlation, frame.message))  # type: ignore[arg-type]
         elif frame.kind is Kind.CREDIT:

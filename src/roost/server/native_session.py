@@ -7,6 +7,7 @@ correlation ids) stay in the connection; core types stay out of the wire structs
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -17,11 +18,12 @@ from roost.core.policies import TopicPolicy
 from roost.core.publishing import Outgoing, Published, PublishedRange
 from roost.core.redrive import RedriveFilter
 from roost.core.routing import BindingSpec, ExchangeSpec
-from roost.errors import InvalidConfig, InvalidRequest
+from roost.errors import InvalidConfig, InvalidRequest, RoostError
 from roost.protocols.native import messages as m
 from roost.server.host import Host
 from roost.storage import TopicConfig
 
+log = logging.getLogger("roost.native")
 Handler = Callable[[Host, Any], Awaitable[m.Response]]
 #: create_queue options a client may pass (the Broker's keyword arguments).
 QUEUE_OPTIONS = frozenset({
@@ -119,6 +121,18 @@ async def ack(host: Host, req: m.Ack) -> m.Response:
     result = host.broker.ack(req.topic, req.subscription, req.receipts)
     host.settled(req.topic)
     return m.Refused(result)
+
+
+def ack_unanswered(host: Host, req: m.Ack) -> None:
+    """An ``Ack`` that expects no answer (version 3), settled now. What it cannot settle (a
+    lease that ran out, a subscription gone) is logged at debug level: those messages come
+    again when their leases run out, as after a lost ack."""
+    try:
+        host.broker.ack(req.topic, req.subscription, req.receipts)
+    except RoostError as e:
+        log.debug("unanswered ack on %s/%s: %s", req.topic, req.subscription, e)
+        return
+    host.settled(req.topic)
 
 
 async def nack(host: Host, req: m.Nack) -> m.Response:

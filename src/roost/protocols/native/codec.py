@@ -41,7 +41,7 @@ from roost.protocols.native import messages as m
 PROTOCOL = "roost"
 #: Protocol versions spoken, oldest first. 2 adds ``FetchBatches``/``Batches``; a client says
 #: which it speaks in ``HELLO`` and uses a newer operation only if ``WELCOME`` chose its version.
-VERSIONS: Final = (1, 2)
+VERSIONS: Final = (1, 2, 3)
 HEADER = struct.Struct("<IBI")
 HEADER_SIZE = HEADER.size  # 9
 DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024

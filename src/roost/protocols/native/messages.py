@@ -177,11 +177,14 @@ class Receive(Request, tag=30):
 
 class Ack(Request, tag=31):
     """Receipts (on the wire ``[partition, offset, delivery]`` arrays, decoded straight into
-    the core's ``Receipt``): one frame acks a whole batch."""
+    the core's ``Receipt``): one frame acks a whole batch. With ``answer`` false (version 3)
+    the server sends nothing back, as AMQP's ``basic.ack``: a refused receipt then shows
+    only as the message delivered again."""
 
     topic: str
     subscription: str
     receipts: list[Receipt]
+    answer: bool = True
 
 
 class Nack(Request, tag=32):
