@@ -26,7 +26,7 @@ import inspect
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from roost.client.api import Client, StreamMember
 from roost.client.embedded import open as open_embedded
@@ -146,7 +146,25 @@ async def _nothing() -> None:
     pass
 
 
-class SyncBroker(_Synced):
+class _ClosedOnExit(_Synced):
+    """``with thing:`` closes it on the way out, whatever happened inside."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class SyncBroker(_ClosedOnExit):
     def __init__(self, opener: Callable[[], Awaitable[Client]]) -> None:
         bridge = _Bridge()
         try:
@@ -168,34 +186,12 @@ class SyncBroker(_Synced):
         raise ``StorageClosed``, as does any call made after; closing twice does nothing."""
         self._bridge.stop(self._target.aclose)
 
-    def __enter__(self) -> SyncBroker:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class SyncProducer(_Synced):
+class SyncProducer(_ClosedOnExit):
     """``Producer`` without ``await``: ``send``, ``flush``; ``close`` sends what is pending."""
 
     def close(self) -> None:
         self._bridge.run(self._target.aclose())
-
-    def __enter__(self) -> SyncProducer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def connect(url: str = f"roost://127.0.0.1:{DEFAULT_PORT}") -> SyncBroker:
