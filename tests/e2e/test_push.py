@@ -23,7 +23,7 @@ from roost.errors import (
     UnknownTopic,
 )
 from roost.protocols.native import messages as m
-from roost.protocols.native.codec import Frame, Kind, NativeCodec
+from roost.protocols.native.codec import HEADER, Frame, Kind, NativeCodec
 from roost.server.framed import open_framed
 from roost.server.host import Host
 from roost.server.native_server import NativeConnection, close_native, serve_native
@@ -137,19 +137,19 @@ def test_unknown_names_fail_the_subscribe_and_a_deleted_topic_ends_the_pushes(
 def test_acks_and_credit_of_one_turn_share_a_frame(server: Server) -> None:
     async def body() -> None:
         async with roost.connect(server.url, reconnect=False) as broker:
-            backend = broker._backend
+            codec = broker._backend._codec  # type: ignore[attr-defined]
             frames: list[m.Credit] = []
             acks: list[m.Ack] = []
-            send = backend.send  # type: ignore[attr-defined]
+            send = codec.send
 
             def counting(frame):  # type: ignore[no-untyped-def]
                 if isinstance(frame.message, m.Credit):
                     frames.append(frame.message)
                 if isinstance(frame.message, m.Ack):
                     acks.append(frame.message)
-                send(frame)
+                return send(frame)
 
-            backend.send = counting  # type: ignore[attr-defined]
+            codec.send = counting
             await _fill(broker, "q", 50)
             async with broker.subscribe("q", prefetch=50) as deliveries:
                 got = []
@@ -161,6 +161,47 @@ def test_acks_and_credit_of_one_turn_share_a_frame(server: Server) -> None:
             assert [c.messages for c in frames] == [50], "and so does their credit"
 
     asyncio.run(body())
+
+
+def test_an_unanswered_ack_and_its_credit_leave_in_one_write(server: Server) -> None:
+    """``ack(wait=False)``: the ``Ack`` and the ``Credit`` it frees reach the broker in one
+    write (one wake-up), ack first, and the broker pushes again on that credit."""
+
+    async def body() -> None:
+        async with roost.connect(server.url, reconnect=False) as broker:
+            stream = broker._backend._stream  # type: ignore[attr-defined]
+            writes: list[list[Kind]] = []
+            write = stream.write
+
+            def recording(data: bytes) -> None:
+                writes.append(_kinds(data))
+                write(data)
+
+            stream.write = recording
+            await _fill(broker, "q", 3)
+            async with broker.subscribe("q", prefetch=2) as deliveries:
+                got = await asyncio.wait_for(deliveries.batch(), 10)
+                while len(got) < 2:
+                    got += await asyncio.wait_for(deliveries.batch(), 10)
+                written = len(writes)
+                assert await deliveries.ack(got, wait=False) == []
+                assert len(writes) == written, "nothing is written before the turn ends"
+                [third] = await asyncio.wait_for(deliveries.batch(), 10)
+                assert third.value == b"2"
+                await deliveries.ack([third])
+            assert [Kind.REQUEST, Kind.CREDIT] in writes
+
+    asyncio.run(body())
+
+
+def _kinds(data: bytes) -> list[Kind]:
+    """The kinds of the whole frames in ``data``, in order."""
+    kinds, position = [], 0
+    while position + HEADER.size <= len(data):
+        length, kind, _ = HEADER.unpack_from(data, position)
+        kinds.append(Kind(kind))
+        position += 4 + length
+    return kinds
 
 
 def test_consuming_resumes_after_the_server_restarts(tmp_path: Path) -> None:

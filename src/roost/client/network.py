@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import itertools
 from collections import deque
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from roost.client.api import Client, Opening
@@ -74,15 +75,17 @@ class Pushed:
         return batch
 
     def grant(self, messages: int) -> None:
-        # Settlements of one turn of the event loop share one CREDIT frame.
+        # Settlements of one turn of the event loop share one CREDIT frame, written with that
+        # turn's unanswered acks (``NetworkBackend.send_later``).
         if self._granted == 0:
-            asyncio.get_running_loop().call_soon(self._send_credit)
+            self._backend.send_later(self._take_credit)
         self._granted += messages
 
-    def _send_credit(self) -> None:
+    def _take_credit(self) -> Frame | None:
         granted, self._granted = self._granted, 0
-        if granted and self._error is None and self._backend.alive:
-            self._backend.send(Frame(Kind.CREDIT, self._correlation, m.Credit(granted)))
+        if granted and self._error is None:
+            return Frame(Kind.CREDIT, self._correlation, m.Credit(granted))
+        return None
 
     async def close(self) -> list[m.Delivered]:
         if self._error is None and self._backend.protocol_version >= 2:
@@ -108,6 +111,7 @@ class NetworkBackend:
         self._streams: dict[int, Pushed] = {}
         self._reading: asyncio.Task[None] | None = None
         self._closed: BaseException | None = None
+        self._later: list[Callable[[], Frame | None]] = []
         #: The version the server chose in its WELCOME: which operations this connection has.
         self.protocol_version = min(VERSIONS)
 
@@ -201,10 +205,35 @@ class NetworkBackend:
     def tell(self, request: m.Ack) -> None:
         if self._closed is not None:
             raise StorageClosed("the connection to the broker") from self._closed
-        self.send(Frame(Kind.REQUEST, next(self._ids), request))
+        frame = Frame(Kind.REQUEST, next(self._ids), request)
+        self.send_later(lambda: frame)
 
     def send(self, frame: Frame) -> None:
-        self._stream.write(self._codec.send(frame))
+        if self._later:  # what waits for the end of the turn was asked for first: it goes first
+            self._send_later(frame)
+        else:
+            self._stream.write(self._codec.send(frame))
+
+    def send_later(self, make: Callable[[], Frame | None]) -> None:
+        """Send the frame ``make`` returns (if any) once this turn of the event loop is done,
+        in one write with the others of the turn, in the order they were asked for (a frame
+        sent at once meanwhile takes them along, ahead of itself).
+
+        For frames nobody waits on: a consumer's unanswered ``Ack`` and the ``Credit`` it frees
+        then cost the broker one wake-up and one read, not two."""
+        if not self._later:
+            asyncio.get_running_loop().call_soon(self._send_later)
+        self._later.append(make)
+
+    def _send_later(self, last: Frame | None = None) -> None:
+        makers, self._later = self._later, []
+        if self._closed is not None:
+            return  # as a lost ack: those messages come again when their leases run out
+        frames = [frame for make in makers if (frame := make()) is not None]
+        if last is not None:
+            frames.append(last)
+        if frames:
+            self._stream.write(b"".join(self._codec.send(frame) for frame in frames))
 
     async def subscribe(self, request: m.Subscribe) -> PushStream:
         """Start the server's pushes; its ``Deliveries`` frames carry this request's id."""

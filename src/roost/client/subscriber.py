@@ -310,14 +310,18 @@ class Subscriber(ClosedOnExit):
     async def ack(self, deliveries: Sequence[Delivery], *, wait: bool = True) -> list[Receipt]:
         """Ack many with one request; returns the receipts refused (their lease had expired).
 
-        Their credit goes back as the ack is sent, not when it is answered: the ``Credit``
-        frame then travels with the ``Ack`` (one wake-up of the broker for both), and the
-        broker can push again while the ack is on its way. ``wait=False`` sends the ack and
-        waits for no answer (``Client.ack``): a refused receipt then shows only as its message
-        delivered again."""
+        Their credit goes back as the ack is sent, not when it is answered: the broker can
+        push again while the ack is on its way. ``wait=False`` sends the ack and waits for no
+        answer (``Client.ack``): a refused receipt then shows only as its message delivered
+        again. Such an ack and the ``Credit`` it frees leave in one write, ack first (one
+        wake-up of the broker for both)."""
         receipts = [d.receipt for d in deliveries]
-        self._give_back_credit(deliveries)
-        return await self._client.ack(self.topic, self.subscription, receipts, wait=wait)
+        if wait:
+            self._give_back_credit(deliveries)
+        try:
+            return await self._client.ack(self.topic, self.subscription, receipts, wait=wait)
+        finally:
+            self._give_back_credit(deliveries)  # once: a no-op for those given back above
 
     def _give_back_credit(self, deliveries: Sequence[Delivery]) -> None:
         """Each delivery's credit, back once: this subscriber's with one grant."""
