@@ -100,23 +100,35 @@ class Host:
     ) -> Sequence[Published]:
         """Publish and confirm; under overflow ``block``, first wait for room (bounded)."""
         give_up: float | None = None
-        while True:
-            try:
+        while (outcome := self.publish_now(topic, messages, producer_id, sequence)) is None:
+            loop = asyncio.get_running_loop()
+            if give_up is None:
+                give_up = loop.time() + self.broker.policy(topic).block_timeout_ms / 1000
+            remaining = give_up - loop.time()
+            if remaining <= 0 or self.stopping:
+                # A last try: it appends if room came after all, or raises BacklogFull.
                 outcome = self.broker.publish(topic, messages, producer_id, sequence)
-            except BacklogFull:
-                policy = self.broker.policy(topic)
-                if policy.overflow != "block":
-                    raise
-                loop = asyncio.get_running_loop()
-                if give_up is None:
-                    give_up = loop.time() + policy.block_timeout_ms / 1000
-                remaining = give_up - loop.time()
-                if remaining <= 0 or self.stopping:
-                    raise
-                room = self._room.setdefault(topic, asyncio.Event())
-                await _wait(room, remaining)
-                continue
-            return await self._confirm(outcome, {topic})
+                break
+            room = self._room.setdefault(topic, asyncio.Event())
+            await _wait(room, remaining)
+        return await self.confirm(outcome, {topic})
+
+    def publish_now(
+        self,
+        topic: str,
+        messages: Sequence[Outgoing],
+        producer_id: str | None = None,
+        sequence: int | None = None,
+    ) -> PublishOutcome | None:
+        """Append in this turn; None, with nothing appended, when the topic is full and its
+        overflow policy says wait for room (``publish`` waits). Confirm what it returns with
+        ``confirmed_now`` or ``confirm``."""
+        try:
+            return self.broker.publish(topic, messages, producer_id, sequence)
+        except BacklogFull:
+            if self.broker.policy(topic).overflow != "block":
+                raise
+            return None
 
     def settled(self, topic: str) -> None:
         """Consumers acked or committed on ``topic``: blocked publishers may find room."""
@@ -128,9 +140,21 @@ class Host:
         self, exchange: str, routing_key: str, messages: Sequence[Outgoing]
     ) -> Sequence[Published]:
         outcome = self.broker.publish_to_exchange(exchange, routing_key, messages)
-        return await self._confirm(outcome, {p.topic for p in outcome.published})
+        return await self.confirm(outcome, {p.topic for p in outcome.published})
 
-    async def _confirm(self, outcome: PublishOutcome, topics: set[str]) -> Sequence[Published]:
+    def confirmed_now(
+        self, outcome: PublishOutcome, topics: set[str]
+    ) -> Sequence[Published] | None:
+        """``confirm`` in this turn when no record of ``outcome`` waits for an fsync round (its
+        topics are not `always`); None, with nothing done, when one does."""
+        if outcome.durability:
+            return None
+        for topic in topics:
+            self.wake_readers(topic)
+        return outcome.published
+
+    async def confirm(self, outcome: PublishOutcome, topics: set[str]) -> Sequence[Published]:
+        """Once what ``outcome`` appended may be confirmed: wake the readers of ``topics``."""
         # Under `always` a record is readable once durable, so waiting readers are woken after.
         for log, offset in outcome.durability:
             await self.flusher.wait_durable(log, offset)
@@ -198,7 +222,7 @@ class Host:
                 skipped += batch.skipped
                 for error in batch.errors:
                     log.warning("redrive of %s: %s", dead_letter_topic, error)
-                await self._confirm(outcome, {p.topic for p in outcome.published})
+                await self.confirm(outcome, {p.topic for p in outcome.published})
                 self.broker.finish_redrive(dead_letter_topic, batch.moved)
                 moved += len(batch.moved)
                 if batch.exhausted:

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from roost import __version__
@@ -38,7 +39,14 @@ from roost.protocols.native.codec import (
 from roost.server.framed import FramedStream
 from roost.server.host import Host
 from roost.server.meters import ListenerStats
-from roost.server.native_session import HANDLERS, ack_unanswered, delivered
+from roost.server.native_session import (
+    HANDLERS,
+    ack_unanswered,
+    confirm,
+    delivered,
+    publish_now,
+    runs,
+)
 
 log = logging.getLogger("roost.native")
 HEARTBEAT_MS = 10_000
@@ -128,8 +136,12 @@ class NativeConnection:
             self._send(Frame(Kind.FAILURE, frame.correlation, failure))
         elif isinstance(frame.message, m.Ack) and not frame.message.answer:
             ack_unanswered(self._host, frame.message)
+        elif type(frame.message) is m.Publish and self._stream.writable:
+            self._publish(frame.correlation, frame.message)
         elif frame.kind is Kind.REQUEST:
-            self._spawn(self._answer(frame.correlation, frame.message))  # type: ignore[arg-type]
+            request: m.Request = frame.message  # type: ignore[assignment]
+            work = functools.partial(self._handle, frame.correlation, request)
+            self._spawn(self._answer(frame.correlation, request, work))
         elif frame.kind is Kind.CREDIT:
             push = self._pushes.get(frame.correlation)
             if push is not None:
@@ -160,27 +172,45 @@ class NativeConnection:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _answer(self, correlation: int, request: m.Request) -> None:
+    async def _handle(self, correlation: int, request: m.Request) -> m.Response:
+        if isinstance(request, m.Subscribe):
+            return self._subscribe(correlation, request)
+        if isinstance(request, m.Unsubscribe):
+            return await self._unsubscribe(request)
+        return await HANDLERS[type(request)](self._host, request)
+
+    async def _answer(
+        self, correlation: int, request: m.Request, work: Callable[[], Awaitable[m.Response]]
+    ) -> None:
+        """Answer ``request`` with what ``work()`` comes to, or the failure it raises."""
         try:
-            if isinstance(request, m.Subscribe):
-                response: m.Response = self._subscribe(correlation, request)
-            elif isinstance(request, m.Unsubscribe):
-                response = await self._unsubscribe(request)
-            else:
-                response = await HANDLERS[type(request)](self._host, request)
-        except RoostError as e:
-            await self._reply(
-                Frame(Kind.FAILURE, correlation, m.Failure(e.code, str(e), e.retriable))
-            )
-            return
+            response = await work()
         except Exception as e:
-            log.exception("request %s failed", type(request).__name__)
-            await self._reply(Frame(Kind.FAILURE, correlation, m.Failure("internal", repr(e))))
+            await self._reply(_failure(correlation, request, e))
             return
         try:
             await self._reply(Frame(Kind.RESPONSE, correlation, response))
         except ProtocolError as e:  # an answer larger than a frame may be: say so, go on
             await self._reply(Frame(Kind.FAILURE, correlation, m.Failure(e.code, str(e))))
+
+    def _publish(self, correlation: int, request: m.Publish) -> None:
+        """Append a publish in the turn it arrives, and answer it then too unless an fsync
+        round must come first: no task and no turn of the loop between a message and its
+        push. A publish that waits (for its round under `always`, for room in a full topic
+        under overflow `block`) is finished by a task, as any request."""
+        try:
+            outcome = publish_now(self._host, request)
+            if outcome is None:  # nothing appended: the task waits for room, then appends
+                work = functools.partial(self._handle, correlation, request)
+            elif (published := self._host.confirmed_now(outcome, {request.topic})) is None:
+                work = functools.partial(confirm, self._host, outcome, request.topic)
+            else:
+                self._send(Frame(Kind.RESPONSE, correlation, runs(published)))
+                return
+        except Exception as e:
+            self._send(_failure(correlation, request, e))
+            return
+        self._spawn(self._answer(correlation, request, work))
 
     async def _reply(self, frame: Frame) -> None:
         """Send and wait until the socket takes it: a client that reads slowly slows its own
@@ -253,6 +283,15 @@ class NativeConnection:
     def _send_quietly(self, frame: Frame) -> None:
         with contextlib.suppress(Exception):
             self._stream.write(encode(frame))
+
+
+def _failure(correlation: int, request: m.Request, error: Exception) -> Frame:
+    """The ``FAILURE`` answering ``request``: a Roost error's stable code, or ``internal`` for
+    anything else (a bug, logged)."""
+    if isinstance(error, RoostError):
+        return Frame(Kind.FAILURE, correlation, m.Failure(error.code, str(error), error.retriable))
+    log.error("request %s failed", type(request).__name__, exc_info=error)
+    return Frame(Kind.FAILURE, correlation, m.Failure("internal", repr(error)))
 
 
 def _frame_sized(messages: list[Message], budget: int) -> list[list[Message]]:

@@ -15,7 +15,7 @@ import msgspec
 
 from roost.core.model import Message, SubscriptionSpec
 from roost.core.policies import TopicPolicy
-from roost.core.publishing import Outgoing, Published, PublishedRange
+from roost.core.publishing import Outgoing, Published, PublishedRange, PublishOutcome
 from roost.core.redrive import RedriveFilter
 from roost.core.routing import BindingSpec, ExchangeSpec
 from roost.errors import InvalidConfig, InvalidRequest, RoostError
@@ -91,6 +91,16 @@ async def create_subscription(host: Host, req: m.CreateSubscription) -> m.Respon
 async def publish(host: Host, req: m.Publish) -> m.Response:
     messages = [outgoing(message) for message in req.messages]
     return runs(await host.publish(req.topic, messages, req.producer_id, req.sequence))
+
+
+def publish_now(host: Host, req: m.Publish) -> PublishOutcome | None:
+    """``Host.publish_now`` of a ``Publish``: appended in this turn, or None (nothing done)."""
+    messages = [outgoing(message) for message in req.messages]
+    return host.publish_now(req.topic, messages, req.producer_id, req.sequence)
+
+
+async def confirm(host: Host, outcome: PublishOutcome, topic: str) -> m.Response:
+    return runs(await host.confirm(outcome, {topic}))
 
 
 async def publish_to_exchange(host: Host, req: m.PublishToExchange) -> m.Response:

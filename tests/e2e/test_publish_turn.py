@@ -1,0 +1,139 @@
+"""A publish is appended in the turn its frame arrives and, unless it must wait, answered then
+too. One that waits (its fsync round under `always`, room under overflow `block`) is finished
+by a task. Every path answers in the client's terms: offsets, or the error's stable code."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+import roost
+from roost import Outgoing
+from roost.clock import ManualClock
+from roost.core.policies import TopicPolicy
+from roost.errors import BacklogFull, InvalidRequest, RoostError, UnknownTopic
+from roost.server.host import Host
+from roost.server.native_server import close_native, serve_native
+
+
+@contextlib.asynccontextmanager
+async def served(tmp_path: Path) -> AsyncIterator[tuple[roost.Client, Host]]:
+    """A client of a server in this process, and the server's host."""
+    host = await Host.start(str(tmp_path / "data"), ManualClock())
+    server = await serve_native(host, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with roost.connect(f"roost://127.0.0.1:{port}", reconnect=False) as broker:
+            yield broker, host
+    finally:
+        await close_native(server)
+        await host.aclose()
+
+
+@pytest.mark.parametrize("durability", ["always", "interval", "never"])
+def test_pipelined_publishes_are_answered_in_order(tmp_path: Path, durability: str) -> None:
+    async def body() -> None:
+        async with served(tmp_path) as (broker, _):
+            await broker.create_queue("q", durability=durability)  # type: ignore[arg-type]
+            published = await asyncio.gather(*(broker.publish("q", b"%d" % i) for i in range(50)))
+            assert [p.offset for p in published] == list(range(50))
+            assert (await broker.stats("q")).depth == 50
+
+    asyncio.run(body())
+
+
+def test_a_publish_to_a_full_topic_waits_for_room(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with served(tmp_path) as (broker, _):
+            await broker.create_queue("q", max_backlog=1, overflow="block", block_timeout=10)
+            await broker.publish("q", b"first")
+            blocked = asyncio.create_task(broker.publish("q", b"second"))
+            await asyncio.sleep(0.1)
+            assert not blocked.done(), "the topic is full: the publish waits"
+            assert (await broker.stats("q")).depth == 1, "and nothing was appended meanwhile"
+            [first] = await broker.receive("q")
+            await first.ack()
+            assert (await asyncio.wait_for(blocked, 10)).offset == 1
+
+    asyncio.run(body())
+
+
+def test_a_publish_to_a_full_topic_gives_up_and_the_connection_goes_on(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with served(tmp_path) as (broker, _):
+            await broker.create_queue("q", max_backlog=1, overflow="block", block_timeout=0.05)
+            await broker.create_queue("r", max_backlog=1)  # overflow "reject": at once
+            await broker.publish("q", b"first")
+            await broker.publish("r", b"first")
+            with pytest.raises(BacklogFull):
+                await broker.publish("q", b"second")
+            with pytest.raises(BacklogFull):
+                await broker.publish("r", b"second")
+            assert (await broker.publish("q.dlq", b"elsewhere")).offset == 0
+
+    asyncio.run(body())
+
+
+def test_a_refused_publish_fails_that_request_only(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with served(tmp_path) as (broker, _):
+            await broker.create_queue("q", durability="interval")
+            refused = broker.publish("nowhere", b"x")
+            too_big = broker.publish_batch("q", [Outgoing(value=b"x" * (2 << 20))])
+            fine = broker.publish("q", b"fine")
+            results = await asyncio.gather(refused, too_big, fine, return_exceptions=True)
+            assert isinstance(results[0], UnknownTopic)
+            assert isinstance(results[1], InvalidRequest)
+            assert "max_record_bytes" in str(results[1])
+            assert results[2].offset == 0  # type: ignore[union-attr]
+
+    asyncio.run(body())
+
+
+def test_a_bug_on_the_way_is_answered_internal_and_logged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def body() -> None:
+        async with served(tmp_path) as (broker, host):
+            await broker.create_queue("q", durability="interval")
+
+            def broken(*args: object) -> None:
+                raise KeyError("a bug")
+
+            monkeypatch.setattr(host, "confirmed_now", broken)
+            with pytest.raises(RoostError, match="a bug") as failed:
+                await broker.publish("q", b"x")
+            assert failed.value.code == "internal"
+            monkeypatch.undo()
+            assert (await broker.publish("q", b"y")).offset == 1
+
+    with caplog.at_level(logging.ERROR, logger="roost.native"):
+        asyncio.run(body())
+    assert "request Publish failed" in caplog.text
+
+
+def test_publish_now_appends_or_leaves_a_full_blocking_topic_alone(tmp_path: Path) -> None:
+    async def body() -> None:
+        host = await Host.start(str(tmp_path / "data"), ManualClock())
+        try:
+            policy = TopicPolicy(max_backlog_messages=1, overflow="block")
+            host.broker.create_queue("q", durability="never", policy=policy)
+            host.broker.create_queue("durable", durability="always")
+            outcome = host.publish_now("q", [Outgoing(value=b"1")])
+            assert outcome is not None
+            assert [p.offset for p in host.confirmed_now(outcome, {"q"}) or []] == [0]
+            assert host.publish_now("q", [Outgoing(value=b"2")]) is None
+            assert host.engine.topic("q").log(0).end_offset == 1, "nothing appended"
+            durable = host.publish_now("durable", [Outgoing(value=b"1")])
+            assert durable is not None
+            assert host.confirmed_now(durable, {"durable"}) is None, "its fsync comes first"
+            assert [p.offset for p in await host.confirm(durable, {"durable"})] == [0]
+        finally:
+            await host.aclose()
+
+    asyncio.run(body())
