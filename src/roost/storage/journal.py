@@ -83,6 +83,7 @@ class Journal:
         # Entries are small and few (one per command): written to the OS at once they survive
         # a process crash even before their fsync, so delivery counts and acks do too.
         log.write_behind = False
+        log.tail_bytes = 0  # read back only when the journal is replayed
         return cls(name, directory, log, fs)
 
     def append(self, entries: Sequence[bytes]) -> int:

@@ -41,7 +41,7 @@ from roost.storage.config import TopicConfig
 from roost.storage.flush import FlushJob
 from roost.storage.fs import LocalFS
 from roost.storage.recovery import LogRecovery, open_segments
-from roost.storage.segment import Segment
+from roost.storage.segment import TAIL_BYTES, Segment
 from roost.storage.validation import check_records
 
 DEFAULT_MAX_READ_BYTES = 1024 * 1024
@@ -109,6 +109,9 @@ class PartitionLog:
         #: flusher attached). False makes every append reach the OS at once, so a process
         #: crash loses nothing appended: state journals want that for every entry.
         self.write_behind = True
+        #: Newest bytes of the active segment kept in memory for readers (``Segment.append``);
+        #: 0 for a log nobody reads while it is written (a state journal).
+        self.tail_bytes = TAIL_BYTES
         self._never = config.durability == "never"
 
     @classmethod
@@ -201,6 +204,7 @@ class PartitionLog:
                 header,
                 config.index_interval_bytes,
                 self._always and self.write_behind and on_dirty is not None,
+                self.tail_bytes,
             )
         except OSError as e:
             raise self._fail("append", e) from e
@@ -237,6 +241,7 @@ class PartitionLog:
 
     def _roll(self) -> Segment:
         previous = self._segments[-1]
+        previous.drop_tail()
         try:
             previous.write_index()
             segment = Segment.create(self._fs, self.directory, previous.next_offset)

@@ -17,6 +17,7 @@ memory until the job that wrote them has finished. Making data durable is the fl
 from __future__ import annotations
 
 import os
+from collections import deque
 from typing import NamedTuple
 
 from roost.storage import batch as batch_format
@@ -29,6 +30,11 @@ INDEX_SUFFIX = ".index"
 TIME_INDEX_SUFFIX = ".timeindex"
 #: How much a recovery scan reads per call; batches larger than this are read whole.
 SCAN_CHUNK_BYTES = 1024 * 1024
+#: The newest batches of the active segment stay in memory up to this many bytes: a reader
+#: that keeps up (a pushing subscription, a tailing stream) finds what was just appended
+#: without a syscall, where the sparse index would cost a header read per batch since its
+#: last entry and one more for the batch.
+TAIL_BYTES = 64 * 1024
 
 
 def file_name(base_offset: int, suffix: str) -> str:
@@ -64,6 +70,9 @@ class Segment:
         self.max_timestamp_ms = NO_TIMESTAMP
         self.index = SparseIndex(self.base_offset)
         self._bytes_since_index = 0
+        #: (position, header, bytes) of the newest whole batches, contiguous up to ``size``.
+        self._tail: deque[tuple[int, BatchHeader, bytes]] = deque()
+        self._tail_bytes = 0
 
     @classmethod
     def create(cls, fs: LocalFS, directory: str, base_offset: int) -> Segment:
@@ -99,18 +108,38 @@ class Segment:
         header: BatchHeader,
         index_interval_bytes: int,
         write_behind: bool,
+        tail_bytes: int = TAIL_BYTES,
     ) -> None:
         """Add one encoded batch at the end. Raises ``OSError``; the caller fails the log.
 
-        ``data`` may be the caller's scratch buffer: it is copied if it must be kept.
+        ``data`` may be the caller's scratch buffer: it is copied if it must be kept. The
+        newest ``tail_bytes`` of batches are kept in memory for readers (0: none).
         """
+        position = self.size
+        keep = 0 < len(data) <= tail_bytes
+        kept = bytes(data) if keep or write_behind or self._unwritten else b""
         if write_behind or self._unwritten:
-            self._unwritten.append((self.size, bytes(data)))
+            self._unwritten.append((position, kept))
         else:
-            self.fs.pwrite(self.fd, data, self.size)
-            self._file_end = self._taken_end = self.size + len(data)
+            self.fs.pwrite(self.fd, data, position)
+            self._file_end = self._taken_end = position + len(data)
             self.needs_fdatasync = True
-        self._account(self.size, header, index_interval_bytes)
+        self._account(position, header, index_interval_bytes)
+        if keep:
+            self._keep(position, header, kept, tail_bytes)
+        elif self._tail:
+            self.drop_tail()  # the tail must run up to ``size``: a gap would read wrong
+
+    def _keep(self, position: int, header: BatchHeader, data: bytes, tail_bytes: int) -> None:
+        self._tail.append((position, header, data))
+        self._tail_bytes += len(data)
+        while self._tail_bytes > tail_bytes:
+            self._tail_bytes -= len(self._tail.popleft()[2])
+
+    def drop_tail(self) -> None:
+        """Forget the batches kept for readers (this segment is no longer the active one)."""
+        self._tail.clear()
+        self._tail_bytes = 0
 
     def take_unwritten(self) -> tuple[int, bytes] | None:
         """The chunks no flush job has taken yet, joined, with their position.
@@ -152,6 +181,9 @@ class Segment:
 
     def read(self, position: int, max_bytes: int) -> bytes:
         end = min(position + max_bytes, self.size)
+        tail = self._tail
+        if tail and position >= tail[0][0]:
+            return self._read_tail(position, end)
         if end <= self._file_end:
             return self.fs.pread(self.fd, end - position, position)
         parts = []
@@ -164,11 +196,27 @@ class Segment:
                 parts.append(chunk[max(0, position - start) : end - start])
         return b"".join(parts)
 
+    def _read_tail(self, position: int, end: int) -> bytes:
+        parts: list[bytes] = []
+        for start, _, chunk in self._tail:
+            if start >= end:
+                break
+            if start + len(chunk) > position:
+                parts.append(chunk[max(0, position - start) : end - start])
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
     def header_at(self, position: int) -> BatchHeader:
         return batch_format.parse_header(self.read(position, HEADER_SIZE))
 
     def find_batch(self, offset: int) -> tuple[int, BatchHeader | None]:
         """Position and header of the batch holding ``offset``; ``(size, None)`` past the end."""
+        tail = self._tail
+        if tail and offset >= tail[0][1].base_offset:
+            if offset >= self.next_offset:
+                return self.size, None
+            for position, header, _ in reversed(tail):  # a reader that keeps up: the newest
+                if header.base_offset <= offset:
+                    return position, header
         position = self.index.position_for_offset(offset)
         while position < self.size:
             header = self.header_at(position)
@@ -308,6 +356,7 @@ class Segment:
 
     def close(self) -> None:
         self._unwritten.clear()
+        self.drop_tail()
         for fd in (self.fd, self._sync_fd):
             if fd >= 0:
                 self.fs.close(fd)
