@@ -231,3 +231,60 @@ async def _paused_then_dispatched(stream, _, writer) -> None:
     writer.write(encode(Frame(Kind.GOODBYE, 0, m.Empty())))
     await asyncio.wait_for(dispatching, 5)
     assert kinds == [Kind.PING] * 200 + [Kind.GOODBYE]
+
+
+def test_what_the_frames_of_one_read_write_leaves_in_one_write(monkeypatch) -> None:
+    in_pair(_held_writes)
+    monkeypatch.setattr(framed, "HOLD_BYTES", 2 * HEADER_SIZE)
+    in_pair(_held_up_to_the_limit)
+
+
+def _pong_each_ping(stream: FramedStream) -> tuple[list[bytes], asyncio.Future[None]]:
+    """Dispatch, answering each PING with a PONG; returns the transport's writes."""
+    writes: list[bytes] = []
+    transport = stream._transport
+    write = transport.write
+
+    def recording(data: bytes) -> None:
+        writes.append(bytes(data))
+        write(data)
+
+    transport.write = recording  # type: ignore[method-assign]
+
+    def on_frame(frame: Frame) -> bool:
+        if frame.kind is Kind.PING:
+            stream.write(stream.codec.send(Frame(Kind.PONG, frame.correlation, m.Empty())))
+        return frame.kind is not Kind.GOODBYE
+
+    return writes, asyncio.ensure_future(stream.dispatch(on_frame))
+
+
+def _pings(*correlations: int) -> bytes:
+    return b"".join(encode(Frame(Kind.PING, c, m.Empty())) for c in correlations)
+
+
+async def _held_writes(stream, reader, writer) -> None:
+    writer.write(HELLO)
+    await _hello(stream)
+    writes, dispatching = _pong_each_ping(stream)
+    writer.write(_pings(1, 2, 3))
+    await writer.drain()
+    answers = await reader.readexactly(len(_pings(1, 2, 3)) + len(encode(WELCOME)))
+    assert len(writes) == 1, "three answers, one write"
+    assert answers.endswith(writes[0])
+    stream.write(stream.codec.send(Frame(Kind.PONG, 9, m.Empty())))
+    assert len(writes) == 2, "outside a read's frames a write goes at once"
+    writer.write(encode(Frame(Kind.GOODBYE, 0, m.Empty())))
+    await dispatching
+
+
+async def _held_up_to_the_limit(stream, reader, writer) -> None:
+    writer.write(HELLO)
+    await _hello(stream)
+    writes, dispatching = _pong_each_ping(stream)
+    writer.write(_pings(1, 2, 3, 4, 5))
+    await writer.drain()
+    await reader.readexactly(len(_pings(1, 2, 3, 4, 5)) + len(encode(WELCOME)))
+    assert [len(w) // HEADER_SIZE for w in writes] == [2, 1, 1, 1], "held up to the limit"
+    writer.write(encode(Frame(Kind.GOODBYE, 0, m.Empty())))
+    await dispatching
