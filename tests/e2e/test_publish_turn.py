@@ -1,6 +1,7 @@
 """A publish is appended in the turn its frame arrives and, unless it must wait, answered then
 too. One that waits (its fsync round under `always`, room under overflow `block`) is finished
-by a task. Every path answers in the client's terms: offsets, or the error's stable code."""
+by a task. Every path answers in the client's terms: offsets, or the error's stable code.
+Publishes read together are pushed to a watching consumer together."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from roost import Outgoing
 from roost.clock import ManualClock
 from roost.core.policies import TopicPolicy
 from roost.errors import BacklogFull, InvalidRequest, RoostError, UnknownTopic
+from roost.protocols.native import messages as m
+from roost.protocols.native.codec import Frame, Kind, NativeCodec
+from roost.server.framed import open_framed
 from roost.server.host import Host
 from roost.server.native_server import close_native, serve_native
 
@@ -27,6 +31,7 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[roost.Client, Host]]:
     host = await Host.start(str(tmp_path / "data"), ManualClock())
     server = await serve_native(host, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
+    host.port = port  # type: ignore[attr-defined]  # for a second, raw connection
     try:
         async with roost.connect(f"roost://127.0.0.1:{port}", reconnect=False) as broker:
             yield broker, host
@@ -133,6 +138,66 @@ def test_publish_now_appends_or_leaves_a_full_blocking_topic_alone(tmp_path: Pat
             assert durable is not None
             assert host.confirmed_now(durable, {"durable"}) is None, "its fsync comes first"
             assert [p.offset for p in await host.confirm(durable, {"durable"})] == [0]
+        finally:
+            await host.aclose()
+
+    asyncio.run(body())
+
+
+def test_publishes_read_together_are_pushed_together(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with served(tmp_path) as (broker, host):
+            await broker.create_queue("q", durability="interval")
+            frames: list[int] = []
+            backend = broker._backend  # type: ignore[attr-defined]
+            to_stream = backend._to_stream
+
+            def counting(frame: Frame) -> None:
+                if frame.kind is Kind.DELIVERIES:
+                    frames.append(len(frame.message.messages))  # type: ignore[attr-defined]
+                to_stream(frame)
+
+            backend._to_stream = counting
+            async with broker.subscribe("q", prefetch=10) as deliveries:
+                producer = await open_framed(NativeCodec("client"), "127.0.0.1", host.port)  # type: ignore[attr-defined]
+                try:
+                    producer.write(producer.codec.send(Frame(Kind.HELLO, 0, m.Hello([3]))))
+                    assert await producer.next_frame() is not None
+                    publishes = [
+                        producer.codec.send(
+                            Frame(Kind.REQUEST, i, m.Publish("q", [m.Out(b"%d" % i)]))
+                        )
+                        for i in (1, 2)
+                    ]
+                    producer.write(b"".join(publishes))  # one read at the server
+                    got = await asyncio.wait_for(deliveries.batch(), 10)
+                    assert [d.value for d in got] == [b"1", b"2"]
+                    assert frames == [2], "one push for both"
+                    answers = [await producer.next_frame() for _ in publishes]
+                    assert [a.correlation for a in answers if a] == [1, 2]
+                finally:
+                    producer.close()
+                await deliveries.ack(got)
+
+    asyncio.run(body())
+
+
+def test_wakes_held_for_a_read_call_each_watcher_once_at_its_end(tmp_path: Path) -> None:
+    async def body() -> None:
+        host = await Host.start(str(tmp_path / "data"), ManualClock())
+        try:
+            calls: list[str] = []
+            host.watch("a", lambda: calls.append("a"))
+            host.watch("b", lambda: calls.append("b"))
+            with host.holding_wakes():
+                host.wake_readers("a")
+                with host.holding_wakes():  # nested: the outer one calls them
+                    host.wake_readers("b")
+                    host.wake_readers("a")
+                assert calls == []
+            assert calls == ["a", "b"]
+            host.wake_readers("a")
+            assert calls == ["a", "b", "a"], "not held: at once"
         finally:
             await host.aclose()
 

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from roost.errors import ProtocolError
@@ -60,6 +61,7 @@ class FramedStream(asyncio.Protocol):
         self._lost: asyncio.Future[None] | None = None
         self._lost_error: BaseException | None = None
         self._on_frame: Callable[[Frame], bool] | None = None
+        self._reading: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext
         #: Called when the transport takes writes again after ``drain`` would have waited.
         self.on_writable: Callable[[], None] | None = None
         self._dispatching: asyncio.Future[None] | None = None
@@ -135,13 +137,19 @@ class FramedStream(asyncio.Protocol):
             finally:
                 self._waiter = None
 
-    async def dispatch(self, on_frame: Callable[[Frame], bool]) -> None:
+    async def dispatch(
+        self,
+        on_frame: Callable[[Frame], bool],
+        reading: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
+    ) -> None:
         """Hand each frame to ``on_frame`` the moment it arrives, inside ``data_received``:
         no task wakes up per read (each wake-up is a turn of the loop, and under load a turn
-        is where the latency goes). Frames already buffered go first. Returns once the peer
-        has closed, or when ``on_frame`` returns False; raises the codec's ``ProtocolError``,
-        and whatever ``on_frame`` raises."""
+        is where the latency goes). Frames already buffered go first. The frames of one read
+        are handled inside ``with reading()``. Returns once the peer has closed, or when
+        ``on_frame`` returns False; raises the codec's ``ProtocolError``, and whatever
+        ``on_frame`` raises."""
         self._on_frame = on_frame
+        self._reading = reading
         self._dispatching = asyncio.get_running_loop().create_future()
         self._resume_reading()  # what pulling paused: from now on nothing piles up
         self._deliver()
@@ -156,11 +164,12 @@ class FramedStream(asyncio.Protocol):
             return
         self._held = []
         try:
-            while (frame := self.codec.next_event()) is not NEED_DATA:
-                assert isinstance(frame, Frame)
-                if not on_frame(frame):
-                    done.set_result(None)
-                    return
+            with self._reading():
+                while (frame := self.codec.next_event()) is not NEED_DATA:
+                    assert isinstance(frame, Frame)
+                    if not on_frame(frame):
+                        done.set_result(None)
+                        return
         except Exception as e:
             done.set_exception(e)
             return

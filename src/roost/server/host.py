@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 from roost.clock import Clock, SystemClock
@@ -64,6 +64,7 @@ class Host:
         self._new_data: dict[str, asyncio.Event] = {}  # per topic, set on publish and on tick
         self._watchers: dict[str, dict[Callable[[], None], None]] = {}  # per topic, ordered
         self._watching_soon: set[str] = set()
+        self._watching_later: dict[str, None] | None = None  # see ``holding_wakes``
         self._room: dict[str, asyncio.Event] = {}  # per topic, set when consumers settle
         self._wake_timer = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
@@ -172,11 +173,30 @@ class Host:
             event.set()
         if topic not in self._watchers:
             return
-        if not soon:
+        if not soon and self._watching_later is not None:
+            self._watching_later[topic] = None
+        elif not soon:
             self._call_watchers(topic)
         elif topic not in self._watching_soon:
             self._watching_soon.add(topic)
             asyncio.get_running_loop().call_soon(self._call_watchers, topic)
+
+    @contextlib.contextmanager
+    def holding_wakes(self) -> Iterator[None]:
+        """Call the watchers woken inside, once each, as it ends (still in this turn).
+
+        For the frames of one read: two publishes that arrive together are pushed to a
+        watching consumer together, with one lease, one journal entry and one write."""
+        if self._watching_later is not None:  # already held further out: that one calls them
+            yield
+            return
+        self._watching_later = {}
+        try:
+            yield
+        finally:
+            topics, self._watching_later = self._watching_later, None
+            for topic in topics:
+                self._call_watchers(topic)
 
     def _call_watchers(self, topic: str) -> None:
         self._watching_soon.discard(topic)

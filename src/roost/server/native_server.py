@@ -120,7 +120,8 @@ class NativeConnection:
                 await self._stream.wait_closed()
 
     async def _read_loop(self) -> None:
-        await self._stream.dispatch(self._dispatch)
+        # Publishes read together are pushed together (``Host.holding_wakes``).
+        await self._stream.dispatch(self._dispatch, self._host.holding_wakes)
 
     def _dispatch(self, frame: Frame) -> bool:
         """Act on one frame; False when the connection should end."""
