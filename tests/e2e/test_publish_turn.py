@@ -20,7 +20,7 @@ from roost.core.policies import TopicPolicy
 from roost.errors import BacklogFull, InvalidRequest, RoostError, UnknownTopic
 from roost.protocols.native import messages as m
 from roost.protocols.native.codec import Frame, Kind, NativeCodec
-from roost.server.framed import open_framed
+from roost.server.framed import FramedStream, open_framed
 from roost.server.host import Host
 from roost.server.native_server import close_native, serve_native
 
@@ -110,12 +110,12 @@ def test_a_bug_on_the_way_is_answered_internal_and_logged(
             def broken(*args: object) -> None:
                 raise KeyError("a bug")
 
-            monkeypatch.setattr(host, "confirmed_now", broken)
+            monkeypatch.setattr(host, "publish_now", broken)
             with pytest.raises(RoostError, match="a bug") as failed:
                 await broker.publish("q", b"x")
             assert failed.value.code == "internal"
             monkeypatch.undo()
-            assert (await broker.publish("q", b"y")).offset == 1
+            assert (await broker.publish("q", b"y")).offset == 0, "nothing was appended"
 
     with caplog.at_level(logging.ERROR, logger="roost.native"):
         asyncio.run(body())
@@ -200,5 +200,118 @@ def test_wakes_held_for_a_read_call_each_watcher_once_at_its_end(tmp_path: Path)
             assert calls == ["a", "b", "a"], "not held: at once"
         finally:
             await host.aclose()
+
+    asyncio.run(body())
+
+
+async def _raw(host: Host) -> FramedStream:
+    """A native connection to ``host``'s listener that speaks frames by hand."""
+    stream = await open_framed(NativeCodec("client"), "127.0.0.1", host.port)  # type: ignore[attr-defined]
+    stream.write(stream.codec.send(Frame(Kind.HELLO, 0, m.Hello([3]))))
+    assert await stream.next_frame() is not None
+    return stream
+
+
+def _request(stream: FramedStream, correlation: int, request: m.Request) -> bytes:
+    return stream.codec.send(Frame(Kind.REQUEST, correlation, request))
+
+
+async def _answers(stream: FramedStream, count: int) -> dict[int, Frame]:
+    frames = [await asyncio.wait_for(stream.next_frame(), 10) for _ in range(count)]
+    return {frame.correlation: frame for frame in frames if frame is not None}
+
+
+def test_a_publish_does_not_overtake_a_request_read_before_it(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with served(tmp_path) as (_, host):
+            raw = await _raw(host)
+            try:
+                create = m.CreateQueue("late", {"durability": "interval"})
+                publish = m.Publish("late", [m.Out(b"x")])
+                raw.write(_request(raw, 1, create) + _request(raw, 2, publish))
+                answers = await _answers(raw, 2)
+                assert answers[2].kind is Kind.RESPONSE, answers[2].message
+            finally:
+                raw.close()
+
+    asyncio.run(body())
+
+
+def test_a_publish_waits_behind_one_waiting_for_room(tmp_path: Path) -> None:
+    """One read frees room and brings another publish: the one that waited goes first."""
+
+    async def body() -> None:
+        async with served(tmp_path) as (broker, host):
+            await broker.create_queue(
+                "q", durability="interval", max_backlog=2, overflow="block", block_timeout=0.3
+            )
+            await broker.publish_batch("q", [Outgoing(value=b"a"), Outgoing(value=b"b")])
+            [a] = await broker.receive("q")
+            raw = await _raw(host)
+            try:
+                raw.write(_request(raw, 1, m.Publish("q", [m.Out(b"waited")])))
+                await asyncio.sleep(0.05)
+                ack = m.Ack("q", "q", [a.receipt], answer=False)
+                raw.write(_request(raw, 2, ack) + _request(raw, 3, m.Publish("q", [m.Out(b"new")])))
+                answers = await _answers(raw, 2)
+                assert answers[1].kind is Kind.RESPONSE
+                assert answers[1].message.runs[0][2] == 2  # type: ignore[attr-defined]
+                assert answers[3].kind is Kind.FAILURE
+                assert answers[3].message.code == "backlog_full"  # type: ignore[attr-defined]
+            finally:
+                raw.close()
+
+    asyncio.run(body())
+
+
+def test_a_failing_watcher_leaves_the_publisher_and_the_other_watchers_alone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def body() -> None:
+        async with served(tmp_path) as (broker, host):
+            await broker.create_queue("q", durability="interval")
+
+            def broken() -> None:
+                raise RuntimeError("a watcher's bug")
+
+            host.watch("q", broken)
+            async with broker.subscribe("q", prefetch=10) as deliveries:
+                raw = await _raw(host)
+                try:
+                    publishes = [
+                        _request(raw, i, m.Publish("q", [m.Out(b"%d" % i)])) for i in (1, 2)
+                    ]
+                    raw.write(b"".join(publishes))
+                    answers = await _answers(raw, 2)
+                    assert [a.kind for a in answers.values()] == [Kind.RESPONSE] * 2
+                    got = await asyncio.wait_for(deliveries.batch(), 10)
+                    while len(got) < 2:
+                        got += await asyncio.wait_for(deliveries.batch(), 10)
+                    assert [d.value for d in got] == [b"1", b"2"]
+                    raw.write(_request(raw, 3, m.Publish("q", [m.Out(b"3")])))
+                    assert (await _answers(raw, 1))[3].kind is Kind.RESPONSE, "still open"
+                finally:
+                    raw.close()
+                await deliveries.ack(got)
+            host.unwatch("q", broken)
+
+    with caplog.at_level(logging.ERROR, logger="roost.host"):
+        asyncio.run(body())
+    assert "a watcher of q failed" in caplog.text
+
+
+def test_nothing_is_pushed_to_a_connection_that_said_goodbye(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with served(tmp_path) as (broker, host):
+            await broker.create_queue("q", durability="interval")
+            consumer = await _raw(host)
+            consumer.write(_request(consumer, 1, m.Subscribe("q", "q", 10)))
+            assert (await _answers(consumer, 1))[1].kind is Kind.RESPONSE
+            consumer.write(consumer.codec.send(Frame(Kind.GOODBYE, 0, m.Empty())))
+            await broker.publish("q", b"after goodbye")
+            stats = await broker.stats("q")
+            assert (stats.depth, stats.in_flight) == (1, 0), "not leased to a closing connection"
+            consumer.close()
+            assert (await broker.publish("q", b"still serving")).offset == 1
 
     asyncio.run(body())

@@ -188,7 +188,11 @@ def test_an_unanswered_ack_and_its_credit_leave_in_one_write(server: Server) -> 
                 assert len(writes) == written, "nothing is written before the turn ends"
                 [third] = await asyncio.wait_for(deliveries.batch(), 10)
                 assert third.value == b"2"
-                await deliveries.ack([third])
+                written = len(writes)
+                await deliveries.ack([third])  # answered: its credit follows it, never leads
+                await asyncio.sleep(0)
+                after = [kind for write in writes[written:] for kind in write]
+                assert after.index(Kind.REQUEST) < after.index(Kind.CREDIT)
             assert [Kind.REQUEST, Kind.CREDIT] in writes
 
     asyncio.run(body())

@@ -317,11 +317,13 @@ class Subscriber(ClosedOnExit):
         wake-up of the broker for both)."""
         receipts = [d.receipt for d in deliveries]
         if wait:
-            self._give_back_credit(deliveries)
+            # Right after the request is written, behind it: the broker settles before it
+            # pushes again (a key of a fifo queue is free by then).
+            asyncio.get_running_loop().call_soon(self._give_back_credit, deliveries)
         try:
             return await self._client.ack(self.topic, self.subscription, receipts, wait=wait)
         finally:
-            self._give_back_credit(deliveries)  # once: a no-op for those given back above
+            self._give_back_credit(deliveries)  # once: a no-op for those given back already
 
     def _give_back_credit(self, deliveries: Sequence[Delivery]) -> None:
         """Each delivery's credit, back once: this subscriber's with one grant."""

@@ -171,7 +171,8 @@ class FramedStream(asyncio.Protocol):
                         done.set_result(None)
                         return
         except Exception as e:
-            done.set_exception(e)
+            if not done.done():  # done already when the frame that ended it came first
+                done.set_exception(e)
             return
         finally:
             self._release()
@@ -212,8 +213,9 @@ class FramedStream(asyncio.Protocol):
             return
         held.append(data)
         self._held_bytes += len(data)
-        if self._held_bytes >= HOLD_BYTES:
-            self._release()  # the transport's own buffer and flow control take it from here
+        if self._held_bytes >= HOLD_BYTES:  # the transport's buffer and flow control take it
+            self._release()
+            self._held = []
 
     def _release(self) -> None:
         held, self._held, self._held_bytes = self._held, None, 0

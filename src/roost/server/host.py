@@ -66,6 +66,7 @@ class Host:
         self._watching_soon: set[str] = set()
         self._watching_later: dict[str, None] | None = None  # see ``holding_wakes``
         self._room: dict[str, asyncio.Event] = {}  # per topic, set when consumers settle
+        self._blocked: dict[str, int] = {}  # per topic, publishes waiting for room
         self._wake_timer = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
         self._closed = False
@@ -100,19 +101,40 @@ class Host:
         sequence: int | None = None,
     ) -> Sequence[Published]:
         """Publish and confirm; under overflow ``block``, first wait for room (bounded)."""
-        give_up: float | None = None
-        while (outcome := self.publish_now(topic, messages, producer_id, sequence)) is None:
-            loop = asyncio.get_running_loop()
-            if give_up is None:
-                give_up = loop.time() + self.broker.policy(topic).block_timeout_ms / 1000
+        outcome = self.publish_now(topic, messages, producer_id, sequence)
+        if outcome is None:
+            self._blocked[topic] = self._blocked.get(topic, 0) + 1
+            try:
+                outcome = await self._publish_when_room(topic, messages, producer_id, sequence)
+            finally:
+                self._blocked[topic] -= 1
+                if not self._blocked[topic]:
+                    del self._blocked[topic]
+        return await self.confirm(outcome, {topic})
+
+    async def _publish_when_room(
+        self,
+        topic: str,
+        messages: Sequence[Outgoing],
+        producer_id: str | None,
+        sequence: int | None,
+    ) -> PublishOutcome:
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.broker.policy(topic).block_timeout_ms / 1000
+        while True:
             remaining = give_up - loop.time()
             if remaining <= 0 or self.stopping:
                 # A last try: it appends if room came after all, or raises BacklogFull.
-                outcome = self.broker.publish(topic, messages, producer_id, sequence)
-                break
+                return self.broker.publish(topic, messages, producer_id, sequence)
             room = self._room.setdefault(topic, asyncio.Event())
             await _wait(room, remaining)
-        return await self.confirm(outcome, {topic})
+            outcome = self.publish_now(topic, messages, producer_id, sequence)
+            if outcome is not None:
+                return outcome
+
+    def blocked(self, topic: str) -> bool:
+        """Publishes to ``topic`` wait for room: a new one must queue behind them."""
+        return topic in self._blocked
 
     def publish_now(
         self,
@@ -201,7 +223,12 @@ class Host:
     def _call_watchers(self, topic: str) -> None:
         self._watching_soon.discard(topic)
         for watcher in list(self._watchers.get(topic, ())):
-            watcher()
+            try:
+                watcher()
+            except Exception:
+                # A watcher's bug is its connection's; the others, and whoever woke them (a
+                # publisher, at the end of its read), go on.
+                log.exception("a watcher of %s failed", topic)
 
     def watch(self, topic: str, watcher: Callable[[], None]) -> None:
         """Call ``watcher`` whenever the long polls on ``topic`` would wake, with no task to

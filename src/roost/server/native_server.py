@@ -33,6 +33,7 @@ from roost.protocols.native.codec import (
     Frame,
     Kind,
     NativeCodec,
+    State,
     encode,
     negotiate,
 )
@@ -88,6 +89,8 @@ class NativeConnection:
         stream.on_writable = self._push_all  # pushes that waited for the socket go on
         self._tasks: set[asyncio.Task[None]] = set()
         self._pushes: dict[int, _Push] = {}
+        #: Requests given a task that has not started yet: a publish must not overtake them.
+        self._waiting_to_start = 0
         self._finishing = False
         self.peer = stream.get_extra_info("peername")
 
@@ -137,11 +140,19 @@ class NativeConnection:
             self._send(Frame(Kind.FAILURE, frame.correlation, failure))
         elif isinstance(frame.message, m.Ack) and not frame.message.answer:
             ack_unanswered(self._host, frame.message)
-        elif type(frame.message) is m.Publish and self._stream.writable:
+        elif (
+            type(frame.message) is m.Publish
+            and self._stream.writable
+            and not self._waiting_to_start
+            and not self._host.blocked(frame.message.topic)
+        ):
+            # Nothing sent before it is still to start (a request before it in this read, a
+            # publish waiting for room): it may go first.
             self._publish(frame.correlation, frame.message)
         elif frame.kind is Kind.REQUEST:
             request: m.Request = frame.message  # type: ignore[assignment]
             work = functools.partial(self._handle, frame.correlation, request)
+            self._waiting_to_start += 1
             self._spawn(self._answer(frame.correlation, request, work))
         elif frame.kind is Kind.CREDIT:
             push = self._pushes.get(frame.correlation)
@@ -181,9 +192,16 @@ class NativeConnection:
         return await HANDLERS[type(request)](self._host, request)
 
     async def _answer(
-        self, correlation: int, request: m.Request, work: Callable[[], Awaitable[m.Response]]
+        self,
+        correlation: int,
+        request: m.Request,
+        work: Callable[[], Awaitable[m.Response]],
+        queued: bool = True,
     ) -> None:
-        """Answer ``request`` with what ``work()`` comes to, or the failure it raises."""
+        """Answer ``request`` with what ``work()`` comes to, or the failure it raises.
+        ``queued``: it was counted in ``_waiting_to_start`` (it has not begun yet)."""
+        if queued:
+            self._waiting_to_start -= 1
         try:
             response = await work()
         except Exception as e:
@@ -203,15 +221,18 @@ class NativeConnection:
             outcome = publish_now(self._host, request)
             if outcome is None:  # nothing appended: the task waits for room, then appends
                 work = functools.partial(self._handle, correlation, request)
-            elif (published := self._host.confirmed_now(outcome, {request.topic})) is None:
-                work = functools.partial(confirm, self._host, outcome, request.topic)
-            else:
-                self._send(Frame(Kind.RESPONSE, correlation, runs(published)))
+                self._waiting_to_start += 1  # what this connection publishes next waits too
+                self._spawn(self._answer(correlation, request, work))
                 return
+            published = self._host.confirmed_now(outcome, {request.topic})
         except Exception as e:
             self._send(_failure(correlation, request, e))
             return
-        self._spawn(self._answer(correlation, request, work))
+        if published is None:  # appended: what is left is its fsync round, nothing to overtake
+            work = functools.partial(confirm, self._host, outcome, request.topic)
+            self._spawn(self._answer(correlation, request, work, queued=False))
+        else:
+            self._send(Frame(Kind.RESPONSE, correlation, runs(published)))
 
     async def _reply(self, frame: Frame) -> None:
         """Send and wait until the socket takes it: a client that reads slowly slows its own
@@ -255,6 +276,7 @@ class NativeConnection:
             and self._pushes.get(push.correlation) is push
             and not self._host.stopping
             and self._stream.writable
+            and self._codec.state is not State.CLOSED  # said goodbye: it is being closed
         ):
             try:
                 allowed = min(push.credit, PUSH_BATCH)
