@@ -214,11 +214,10 @@ class FramedStream(asyncio.Protocol):
         held.append(data)
         self._held_bytes += len(data)
         if self._held_bytes >= HOLD_BYTES:  # the transport's buffer and flow control take it
-            self._release()
-            self._held = []
+            self._release(hold_on=True)
 
-    def _release(self) -> None:
-        held, self._held, self._held_bytes = self._held, None, 0
+    def _release(self, hold_on: bool = False) -> None:
+        held, self._held, self._held_bytes = self._held, [] if hold_on else None, 0
         if held and self._transport is not None and not self._transport.is_closing():
             self._transport.write(held[0] if len(held) == 1 else b"".join(held))
 

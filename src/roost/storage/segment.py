@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Iterable
 from typing import NamedTuple
 
 from roost.storage import batch as batch_format
@@ -39,6 +40,17 @@ TAIL_BYTES = 64 * 1024
 
 def file_name(base_offset: int, suffix: str) -> str:
     return f"{base_offset:020d}{suffix}"
+
+
+def _slices(chunks: Iterable[tuple[int, bytes]], position: int, end: int) -> list[bytes]:
+    """The parts of ``(start, bytes)`` chunks, contiguous and in order, in ``[position, end)``."""
+    parts: list[bytes] = []
+    for start, chunk in chunks:
+        if start >= end:
+            break
+        if start + len(chunk) > position:
+            parts.append(chunk[max(0, position - start) : end - start])
+    return parts
 
 
 class ScanResult(NamedTuple):
@@ -116,9 +128,10 @@ class Segment:
         newest ``tail_bytes`` of batches are kept in memory for readers (0: none).
         """
         position = self.size
+        held_back = write_behind or bool(self._unwritten)
         keep = 0 < len(data) <= tail_bytes
-        kept = bytes(data) if keep or write_behind or self._unwritten else b""
-        if write_behind or self._unwritten:
+        kept = bytes(data) if keep or held_back else b""
+        if held_back:
             self._unwritten.append((position, kept))
         else:
             self.fs.pwrite(self.fd, data, position)
@@ -183,27 +196,14 @@ class Segment:
         end = min(position + max_bytes, self.size)
         tail = self._tail
         if tail and position >= tail[0][0]:
-            return self._read_tail(position, end)
+            parts = _slices(((start, chunk) for start, _, chunk in tail), position, end)
+            return parts[0] if len(parts) == 1 else b"".join(parts)
         if end <= self._file_end:
             return self.fs.pread(self.fd, end - position, position)
         parts = []
         if position < self._file_end:
             parts.append(self.fs.pread(self.fd, self._file_end - position, position))
-        for start, chunk in self._unwritten:
-            if start >= end:
-                break
-            if start + len(chunk) > position:
-                parts.append(chunk[max(0, position - start) : end - start])
-        return b"".join(parts)
-
-    def _read_tail(self, position: int, end: int) -> bytes:
-        parts: list[bytes] = []
-        for start, _, chunk in self._tail:
-            if start >= end:
-                break
-            if start + len(chunk) > position:
-                parts.append(chunk[max(0, position - start) : end - start])
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        return b"".join(parts + _slices(self._unwritten, position, end))
 
     def header_at(self, position: int) -> BatchHeader:
         return batch_format.parse_header(self.read(position, HEADER_SIZE))
