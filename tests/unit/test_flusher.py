@@ -6,16 +6,34 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 
+import pytest
+
 from roost.clock import ManualClock
-from roost.server.flusher import Flusher
+from roost.server import flusher as flusher_module
+from roost.server.flusher import INLINE_MAX_BYTES, SLOW_SYNC_NS, Flusher
 from roost.storage import LocalEngine, Record, TopicConfig
 
 
+@pytest.fixture(autouse=True)
+def quick_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No sync counts as slow: where rounds run must not hang on this machine's disk."""
+    monkeypatch.setattr(flusher_module, "SLOW_SYNC_NS", 10**12)
+
+
+@pytest.fixture(params=["loop", "thread"])
+def inline_max_bytes(request: pytest.FixtureRequest) -> int:
+    """Small rounds on the loop (the default), or every round in the thread."""
+    return INLINE_MAX_BYTES if request.param == "loop" else 0
+
+
 def run(
-    engine: LocalEngine, clock: ManualClock, body: Callable[[Flusher], Awaitable[None]]
+    engine: LocalEngine,
+    clock: ManualClock,
+    body: Callable[[Flusher], Awaitable[None]],
+    inline_max_bytes: int = INLINE_MAX_BYTES,
 ) -> Flusher:
     async def main() -> Flusher:
-        flusher = Flusher(clock)
+        flusher = Flusher(clock, inline_max_bytes=inline_max_bytes)
         engine.on_dirty = flusher.notify
         try:
             await body(flusher)
@@ -27,7 +45,7 @@ def run(
 
 
 def test_always_confirms_only_after_fsync_and_shares_fsyncs(
-    engine: LocalEngine, clock: ManualClock
+    engine: LocalEngine, clock: ManualClock, inline_max_bytes: int
 ) -> None:
     log = engine.create_topic("t").log(0)
     confirmed: list[int] = []
@@ -46,14 +64,14 @@ def test_always_confirms_only_after_fsync_and_shares_fsyncs(
         flusher_ref.append(flusher)
         await asyncio.gather(*(producer(20) for _ in range(32)))
 
-    flusher = run(engine, clock, body)
+    flusher = run(engine, clock, body, inline_max_bytes)
     assert sorted(confirmed) == list(range(640))
     assert log.durable_offset == log.end_offset == 640
     assert flusher.rounds < 640 / 4, "concurrent appends must share fsyncs"
 
 
 def test_records_held_back_for_the_flush_are_readable_before_it(
-    engine: LocalEngine, clock: ManualClock
+    engine: LocalEngine, clock: ManualClock, inline_max_bytes: int
 ) -> None:
     log = engine.create_topic("t").log(0)
 
@@ -63,7 +81,7 @@ def test_records_held_back_for_the_flush_are_readable_before_it(
         await flusher.wait_durable(log, result.next_offset)
         assert [r.value for r in log.read(0)] == [b"early"]
 
-    run(engine, clock, body)
+    run(engine, clock, body, inline_max_bytes)
 
 
 def test_interval_flushes_on_the_timer_or_the_record_count(
@@ -124,7 +142,7 @@ def test_aclose_flushes_interval_logs(engine: LocalEngine, clock: ManualClock) -
 
 
 def test_a_cancelled_waiter_does_not_disturb_the_others(
-    engine: LocalEngine, clock: ManualClock
+    engine: LocalEngine, clock: ManualClock, inline_max_bytes: int
 ) -> None:
     log = engine.create_topic("t").log(0)
 
@@ -140,7 +158,7 @@ def test_a_cancelled_waiter_does_not_disturb_the_others(
         await survivor
         assert log.durable_offset == 2
 
-    run(engine, clock, body)
+    run(engine, clock, body, inline_max_bytes)
 
 
 def test_wait_durable_returns_at_once_when_already_durable(
@@ -158,7 +176,9 @@ def test_wait_durable_returns_at_once_when_already_durable(
     assert flusher.rounds == 0
 
 
-def test_several_logs_share_a_round(engine: LocalEngine, clock: ManualClock) -> None:
+def test_several_logs_share_a_round(
+    engine: LocalEngine, clock: ManualClock, inline_max_bytes: int
+) -> None:
     logs = [engine.create_topic(f"t{i}").log(0) for i in range(5)]
 
     async def body(flusher: Flusher) -> None:
@@ -170,7 +190,7 @@ def test_several_logs_share_a_round(engine: LocalEngine, clock: ManualClock) -> 
             )
         )
 
-    flusher = run(engine, clock, body)
+    flusher = run(engine, clock, body, inline_max_bytes)
     assert flusher.rounds <= 2
     assert all(log.durable_offset == 1 for log in logs)
 
@@ -207,7 +227,7 @@ def test_two_rounds_in_flight_confirm_everything(engine: LocalEngine, clock: Man
     log = engine.create_topic("t").log(0)
 
     async def main() -> int:
-        flusher = Flusher(clock, max_rounds=2)
+        flusher = Flusher(clock, max_rounds=2, inline_max_bytes=0)
         engine.on_dirty = flusher.notify
 
         async def producer() -> None:
@@ -225,7 +245,7 @@ def test_two_rounds_in_flight_confirm_everything(engine: LocalEngine, clock: Man
 
 
 def test_a_round_that_raises_fails_its_waiters_instead_of_leaving_them_waiting(
-    engine: LocalEngine, clock: ManualClock, monkeypatch
+    engine: LocalEngine, clock: ManualClock, monkeypatch, inline_max_bytes: int
 ) -> None:
     from roost.errors import StorageFailure
     from roost.storage.flush import FlushJob
@@ -243,12 +263,12 @@ def test_a_round_that_raises_fails_its_waiters_instead_of_leaving_them_waiting(
             raise AssertionError("confirmed without a sync")
         assert log.durable_offset == 0
 
-    run(engine, clock, body)
+    run(engine, clock, body, inline_max_bytes)
 
 
 async def _flushed_once(engine: LocalEngine, clock: ManualClock) -> Flusher:
     """A flusher attached to ``engine`` that has synced one append (its thread is running)."""
-    flusher = Flusher(clock)
+    flusher = Flusher(clock, inline_max_bytes=0)
     engine.on_dirty = flusher.notify
     log = engine.topic("t").log(0)
     result = log.append([Record(value=b"a")])
@@ -292,3 +312,104 @@ def test_a_flusher_dropped_without_aclose_leaks_no_thread(
         if thread.name.startswith("roost-fsync"):
             thread.join(5)
             assert not thread.is_alive(), "the fsync thread outlived its flusher"
+
+
+# -- where a round runs ---------------------------------------------------------------------
+
+
+def test_small_always_rounds_run_on_the_loop(engine: LocalEngine, clock: ManualClock) -> None:
+    log = engine.create_topic("t").log(0)
+
+    async def body(flusher: Flusher) -> None:
+        for i in range(3):
+            result = log.append([Record(value=b"%d" % i)])
+            await flusher.wait_durable(log, result.next_offset)
+
+    flusher = run(engine, clock, body)
+    assert flusher.rounds == flusher.meters.rounds_on_loop == 3
+    assert log.durable_offset == 3
+    assert [r.value for r in log.read(0)] == [b"0", b"1", b"2"]
+
+
+def test_a_round_on_the_loop_covers_every_append_of_the_turn(
+    engine: LocalEngine, clock: ManualClock, inline_max_bytes: int
+) -> None:
+    """It starts at the end of the turn; a thread's round starts inside the first append."""
+    log = engine.create_topic("t").log(0)
+
+    async def body(flusher: Flusher) -> None:
+        results = [log.append([Record(value=b"x")]) for _ in range(10)]  # one turn
+        await asyncio.gather(*(flusher.wait_durable(log, r.next_offset) for r in results))
+
+    flusher = run(engine, clock, body, inline_max_bytes)
+    assert flusher.rounds == (1 if inline_max_bytes else 2)
+
+
+def test_what_may_take_long_goes_to_the_thread_and_the_rest_stays_on_the_loop(
+    engine: LocalEngine, clock: ManualClock
+) -> None:
+    interval = engine.create_topic("i", TopicConfig(durability="interval")).log(0)
+    big = engine.create_topic("big").log(0)
+    many = [engine.create_topic(f"m{i}").log(0) for i in range(5)]
+    placed: list[tuple[int, int]] = []  # (rounds, of them on the loop) after each step
+
+    async def main() -> None:
+        flusher = Flusher(clock, inline_max_bytes=4096)
+        engine.on_dirty = flusher.notify
+
+        def step() -> None:
+            placed.append((flusher.rounds, flusher.meters.rounds_on_loop))
+
+        # Written through at append time: its round is an fdatasync.
+        result = interval.append([Record(value=b"x")])
+        await flusher.wait_durable(interval, result.next_offset)
+        step()
+        # More bytes than a round on the loop may write.
+        result = big.append([Record(value=bytes(8192))])
+        await flusher.wait_durable(big, result.next_offset)
+        step()
+        # More files than a round on the loop may write to: four stay, the fifth goes; and an
+        # fdatasync due at the same time goes to the thread beside them.
+        results = [log.append([Record(value=b"x")]) for log in many]
+        result = interval.append([Record(value=b"y")])
+        await flusher.wait_durable(interval, result.next_offset)
+        for log, r in zip(many, results, strict=True):
+            await flusher.wait_durable(log, r.next_offset)
+        step()
+        await flusher.aclose()
+
+    asyncio.run(main())
+    assert placed == [(1, 0), (2, 0), (4, 1)]
+    assert interval.durable_offset == 2 and big.durable_offset == 1
+    assert all(log.durable_offset == 1 for log in many)
+
+
+def test_a_slow_sync_sends_rounds_to_the_thread_until_a_small_one_is_quick(
+    engine: LocalEngine, clock: ManualClock, monkeypatch
+) -> None:
+    """A disk that stalls blocks the loop once, not once per round."""
+    real_run_jobs = flusher_module._run_jobs
+    took = iter([SLOW_SYNC_NS, SLOW_SYNC_NS, SLOW_SYNC_NS - 1, 0])
+    places: list[str] = []
+    loop_rounds = [0]
+
+    def timed(jobs):  # the durations the rounds report, in order
+        errors, _ = real_run_jobs(jobs)
+        return errors, next(took)
+
+    monkeypatch.setattr(flusher_module, "_run_jobs", timed)
+    monkeypatch.setattr(flusher_module, "SLOW_SYNC_NS", SLOW_SYNC_NS)
+    log = engine.create_topic("t").log(0)
+
+    async def body(flusher: Flusher) -> None:
+        for _ in range(4):
+            result = log.append([Record(value=b"x")])
+            await flusher.wait_durable(log, result.next_offset)
+            on_loop = flusher.meters.rounds_on_loop > loop_rounds[0]
+            places.append("loop" if on_loop else "thread")
+            loop_rounds[0] = flusher.meters.rounds_on_loop
+
+    run(engine, clock, body)
+    # slow on the loop -> slow in the thread -> quick in the thread -> back on the loop
+    assert places == ["loop", "thread", "thread", "loop"]
+    assert log.durable_offset == 4

@@ -237,6 +237,7 @@ def test_flush_rounds_are_counted_once_per_group_commit(data_dir: str, clock: Ma
             assert grew("roost_fsync_duration_seconds_count") == rounds, "one observation a round"
             assert 1 <= grew("roost_append_latency_seconds_count") <= rounds
             assert grew("roost_fsyncs_total") >= rounds
+            assert grew("roost_flush_rounds_on_loop_total") <= rounds
             assert grew("roost_flushed_records_total") >= 50
             assert value(after, "roost_fsync_duration_seconds_bucket", le="+Inf") == value(
                 after, "roost_fsync_duration_seconds_count"

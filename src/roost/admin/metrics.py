@@ -120,13 +120,16 @@ METRICS = _specs(
     # -- storage -------------------------------------------------------------------------
     Spec("roost_flush_rounds_total", "counter", (),
          "Group commits: flush rounds, each syncing every log that was due."),
+    Spec("roost_flush_rounds_on_loop_total", "counter", (),
+         "Flush rounds small enough to run on the event loop itself (the rest ran in the "
+         "flusher's thread)."),
     Spec("roost_fsyncs_total", "counter", (),
          "Synchronous writes and syncs done by flush rounds (O_DSYNC writes, fdatasync, "
          "directory fsync)."),
     Spec("roost_flushed_records_total", "counter", (),
          "Records made durable by flush rounds, journal entries included."),
     Spec("roost_fsync_duration_seconds", "histogram", (),
-         "Per flush round: time spent writing and syncing, in the flusher's thread."),
+         "Per flush round: time spent writing and syncing (on the loop or in the thread)."),
     Spec("roost_append_latency_seconds", "histogram", (),
          "Per flush round: from the first append it covers asking for durability until "
          "durable, the longest any confirm in the round waited on storage."),
@@ -247,6 +250,7 @@ def _listener(scrape: _Scrape, name: str, stats: ListenerStats) -> None:
 def _storage(scrape: _Scrape, host: Host) -> None:
     flusher = host.flusher
     scrape.add("roost_flush_rounds_total", (), flusher.rounds)
+    scrape.add("roost_flush_rounds_on_loop_total", (), flusher.meters.rounds_on_loop)
     scrape.add("roost_fsyncs_total", (), flusher.meters.syncs)
     scrape.add("roost_flushed_records_total", (), flusher.meters.records)
     scrape.add_histogram("roost_fsync_duration_seconds", flusher.meters.sync_duration)

@@ -55,14 +55,16 @@ class Histogram:
 class FlushMeters:
     """What the group-commit flusher did (server/flusher.py), updated once per round."""
 
-    __slots__ = ("append_latency", "records", "sync_duration", "syncs")
+    __slots__ = ("append_latency", "records", "rounds_on_loop", "sync_duration", "syncs")
 
     def __init__(self) -> None:
         #: Write-and-sync system calls completed: O_DSYNC writes, fdatasyncs, directory fsyncs.
         self.syncs = 0
         #: Records made durable.
         self.records = 0
-        #: Per round: the seconds the flusher's thread spent writing and syncing.
+        #: Rounds small enough to run on the event loop itself (the rest went to the thread).
+        self.rounds_on_loop = 0
+        #: Per round: the seconds spent writing and syncing (in the thread, or on the loop).
         self.sync_duration = Histogram()
         #: Per round: seconds from the first append that asked for durability while no round
         #: covered it, until the round covering it was applied; the longest any confirm in the

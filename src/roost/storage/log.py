@@ -410,6 +410,19 @@ class PartitionLog:
     def needs_flush(self) -> bool:
         return bool(self._unsynced or self._directory_changed) and self._failure is None
 
+    def held_back_bytes(self) -> int | None:
+        """What the next flush job would write, when writing is all it would do: held-back
+        batches into one segment, no fdatasync of bytes written through, no directory entry
+        to sync. None when it would do more (it may take long: the flusher's thread runs it)."""
+        if self._directory_changed or len(self._unsynced) > 1:
+            return None
+        total = 0
+        for segment in self._unsynced.values():
+            if segment.needs_fdatasync:
+                return None
+            total += segment.held_back_bytes
+        return total
+
     def begin_flush(self) -> FlushJob | None:
         """Capture what the next fsync covers; None if nothing needs one.
 

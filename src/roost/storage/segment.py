@@ -154,6 +154,11 @@ class Segment:
         self._tail.clear()
         self._tail_bytes = 0
 
+    @property
+    def held_back_bytes(self) -> int:
+        """Bytes appended that no flush job has taken yet."""
+        return self.size - self._taken_end
+
     def take_unwritten(self) -> tuple[int, bytes] | None:
         """The chunks no flush job has taken yet, joined, with their position.
 
