@@ -155,3 +155,34 @@ def test_health_and_the_write_probe_see_what_would_refuse_a_write(
     engine.close()
     with pytest.raises(StorageClosed):
         engine.check_health()
+
+
+def test_a_descriptor_a_flush_cannot_open_fails_the_log_and_confirms_nothing(
+    data_dir: str, clock: ManualClock
+) -> None:
+    """The O_DSYNC descriptor is opened when the flush job begins (EMFILE, say): the batches
+    held back for it must not be skipped and later confirmed unwritten."""
+
+    class NoDescriptors(LocalFS):
+        refuse = 1
+
+        def open_dsync(self, path: str) -> int:
+            if self.refuse:
+                self.refuse -= 1
+                raise OSError(errno.EMFILE, "injected: too many open files")
+            return super().open_dsync(path)
+
+    engine = LocalEngine.open(data_dir, clock, NoDescriptors())
+    log = engine.create_topic("t").log(0)
+
+    async def main() -> None:
+        flusher = Flusher(clock)
+        engine.on_dirty = flusher.notify
+        first = log.append([Record(value=b"a")])
+        with pytest.raises(StorageFailure):
+            await asyncio.wait_for(flusher.wait_durable(log, first.next_offset), 5)
+        await flusher.aclose()
+
+    asyncio.run(main())
+    assert log.durable_offset == 0
+    engine.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -413,3 +414,131 @@ def test_a_slow_sync_sends_rounds_to_the_thread_until_a_small_one_is_quick(
     # slow on the loop -> slow in the thread -> quick in the thread -> back on the loop
     assert places == ["loop", "thread", "thread", "loop"]
     assert log.durable_offset == 4
+
+
+def test_a_quick_round_bigger_than_a_small_one_ends_the_slow_disk(
+    engine: LocalEngine, clock: ManualClock, monkeypatch
+) -> None:
+    """With more logs due than a round on the loop takes, no round in the thread is small:
+    one that is quick must still bring the small rounds back to the loop."""
+    real_run_jobs = flusher_module._run_jobs
+    took = iter([SLOW_SYNC_NS, SLOW_SYNC_NS, 0, 0])
+    in_thread = threading.Event()  # the thread's rounds wait for it
+
+    def timed(jobs):
+        if threading.current_thread() is not threading.main_thread():
+            assert in_thread.wait(5)
+        errors, _ = real_run_jobs(jobs)
+        return errors, next(took)
+
+    monkeypatch.setattr(flusher_module, "_run_jobs", timed)
+    monkeypatch.setattr(flusher_module, "SLOW_SYNC_NS", SLOW_SYNC_NS)
+    logs = [engine.create_topic(f"t{i}").log(0) for i in range(5)]
+    on_loop: list[int] = []
+
+    async def body(flusher: Flusher) -> None:
+        result = logs[0].append([Record(value=b"x")])  # slow, on the loop: the disk is slow
+        await flusher.wait_durable(logs[0], result.next_offset)
+        on_loop.append(flusher.meters.rounds_on_loop)
+        first = logs[0].append([Record(value=b"x")])  # slow, in the thread, held there...
+        results = [log.append([Record(value=b"y")]) for log in logs]  # ... while all 5 wait
+        in_thread.set()
+        await flusher.wait_durable(logs[0], first.next_offset)
+        for log, r in zip(logs, results, strict=True):  # one round of 5 logs, quick
+            await flusher.wait_durable(log, r.next_offset)
+        on_loop.append(flusher.meters.rounds_on_loop)
+        result = logs[0].append([Record(value=b"z")])
+        await flusher.wait_durable(logs[0], result.next_offset)
+        on_loop.append(flusher.meters.rounds_on_loop)
+
+    flusher = run(engine, clock, body)
+    assert flusher.rounds == 4
+    assert on_loop == [1, 1, 2], "after a quick round the next small one runs on the loop"
+
+
+def test_a_round_on_the_loop_is_not_charged_with_a_wait_for_the_thread(
+    engine: LocalEngine, clock: ManualClock, monkeypatch
+) -> None:
+    """append_latency: a loop round that runs while a journal's fdatasync waits for the busy
+    thread observes its own appends' wait, not the journal's."""
+    now_ns = [0]
+
+    class FakeTime:
+        @staticmethod
+        def perf_counter_ns() -> int:
+            return now_ns[0]
+
+    monkeypatch.setattr(flusher_module, "time", FakeTime)
+    in_thread = threading.Event()
+    real_run_jobs = flusher_module._run_jobs
+
+    def held(jobs):
+        if threading.current_thread() is not threading.main_thread():
+            assert in_thread.wait(5)
+        return real_run_jobs(jobs)
+
+    monkeypatch.setattr(flusher_module, "_run_jobs", held)
+    journal = engine.journal("cursors")  # written through: its rounds go to the thread
+    log = engine.create_topic("t").log(0)
+
+    async def body(flusher: Flusher) -> None:
+        first = asyncio.create_task(flusher.wait_durable(journal.log, journal.append([b"a"])))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert flusher.rounds == 0 and journal.log.unflushed_records == 0  # held in the thread
+        now_ns[0] = 100_000_000
+        second = asyncio.create_task(flusher.wait_durable(journal.log, journal.append([b"b"])))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert journal.log.unflushed_records == 1  # due, but the thread is busy: it waits
+        now_ns[0] = 200_000_000
+        before = flusher.meters.append_latency.sum
+        result = log.append([Record(value=b"x")])
+        await flusher.wait_durable(log, result.next_offset)  # on the loop, at once
+        assert flusher.meters.rounds_on_loop == 1
+        assert flusher.meters.append_latency.sum == before == 0
+        in_thread.set()
+        await first
+        await second
+
+    run(engine, clock, body)
+
+
+def test_a_failed_job_does_not_lose_track_of_a_later_one_still_running(
+    engine: LocalEngine, clock: ManualClock, monkeypatch
+) -> None:
+    """max_rounds=2: a log's first job fails while its second still runs in the other thread."""
+    import errno
+
+    from roost.errors import StorageFailure
+    from roost.storage.flush import FlushJob
+
+    real_run = FlushJob.run
+    second_may_run = threading.Event()
+
+    log = engine.create_topic("t").log(0)
+    other = engine.create_topic("o").log(0)
+
+    def run_job(self: FlushJob) -> None:
+        if self.segments[0].directory == log.directory:
+            if self.end_offset == 1:
+                raise OSError(errno.EIO, "injected")
+            assert second_may_run.wait(5)
+        real_run(self)
+
+    monkeypatch.setattr(FlushJob, "run", run_job)
+
+    async def main() -> None:
+        flusher = Flusher(clock, max_rounds=2, inline_max_bytes=0)
+        engine.on_dirty = flusher.notify
+        first = log.append([Record(value=b"a")])  # round 1: fails
+        log.append([Record(value=b"b"), Record(value=b"c")])  # round 2, beside it: held
+        with pytest.raises(StorageFailure):
+            await asyncio.wait_for(flusher.wait_durable(log, first.next_offset), 5)
+        late = other.append([Record(value=b"x")])  # smaller than round 2: waits for it
+        second_may_run.set()
+        await asyncio.wait_for(flusher.wait_durable(other, late.next_offset), 5)
+        await asyncio.wait_for(flusher.aclose(), 5)
+
+    asyncio.run(main())
+    assert other.durable_offset == 1

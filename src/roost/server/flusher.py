@@ -86,7 +86,10 @@ class Flusher:
         # executor's future took two (its own callback, then the asyncio future's).
         self._rounds_queue: queue.SimpleQueue[_Round | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []  # started as rounds first need them
-        self._urgent: dict[PartitionLog, None] = {}  # an ordered set
+        # Logs to flush at once (ordered), each with when it first asked, by
+        # ``time.perf_counter_ns`` (None: not known, not observed): per log, because a round
+        # on the loop and one in the thread may each take part of them.
+        self._urgent: dict[PartitionLog, int | None] = {}
         self._deadlines: dict[PartitionLog, int] = {}  # interval logs: monotonic ms
         # Waiters for appends no job covers yet, and per job in flight, oldest job first.
         self._waiting: dict[PartitionLog, Waiters] = {}
@@ -104,16 +107,12 @@ class Flusher:
         #: small rounds stay on the loop), and the clock's milliseconds are too coarse for an
         #: fsync.
         self.meters = FlushMeters()
-        # When the oldest urgent append no round covers yet asked for durability: read once
-        # per round (a None check per append), not once per append.
-        self._due_since_ns: int | None = None
 
     def notify(self, log: PartitionLog, urgent: bool) -> None:
         """``PartitionLog.on_dirty``: ``log`` has appends to sync, now or within its interval."""
         if urgent:
-            if self._due_since_ns is None:
-                self._due_since_ns = time.perf_counter_ns()
-            self._urgent[log] = None
+            if self._urgent.get(log) is None:  # read once per log and round, not per append
+                self._urgent[log] = time.perf_counter_ns()
             self.flush_due()
         elif log not in self._deadlines:
             self._deadlines[log] = self._clock.monotonic_ms() + log.config.flush_interval_ms
@@ -137,9 +136,8 @@ class Flusher:
                     break
             else:
                 self._waiting.setdefault(log, []).append(future)
-                if self._due_since_ns is None:
-                    self._due_since_ns = time.perf_counter_ns()
-                self._urgent[log] = None
+                if self._urgent.get(log) is None:
+                    self._urgent[log] = time.perf_counter_ns()
                 self.flush_due()
             await future
 
@@ -223,8 +221,9 @@ class Flusher:
     def _begin(self, logs: list[PartitionLog]) -> _Round | None:
         """Begin a flush job for each of ``logs``; None if none of them has anything to sync."""
         jobs: list[tuple[PartitionLog, FlushJob]] = []
+        due_since_ns: int | None = None  # the oldest wait of the logs it syncs
         for log in logs:
-            self._urgent.pop(log, None)
+            asked_ns = self._urgent.pop(log, None)
             self._deadlines.pop(log, None)
             job = log.begin_flush()
             if job is None:
@@ -233,9 +232,8 @@ class Flusher:
             else:
                 self._in_flight.setdefault(log, []).append((job, self._waiting.pop(log, [])))
                 jobs.append((log, job))
-        due_since_ns = self._due_since_ns
-        if not self._urgent:  # else it is still the oldest wait of what is left
-            self._due_since_ns = None
+                if asked_ns is not None and (due_since_ns is None or asked_ns < due_since_ns):
+                    due_since_ns = asked_ns
         return _Round(jobs, due_since_ns) if jobs else None
 
     def _maybe_idle(self) -> None:
@@ -262,15 +260,21 @@ class Flusher:
         jobs, errors, due_since_ns = round_.jobs, round_.errors, round_.due_since_ns
         if round_.sync_ns is not None:
             self.meters.sync_duration.observe(round_.sync_ns / 1e9)
-            if self._inline_max_bytes and _small_enough(jobs, self._inline_max_bytes):
-                self._disk_slow = round_.sync_ns >= SLOW_SYNC_NS
+            if self._inline_max_bytes:
+                if _small_enough(jobs, self._inline_max_bytes):
+                    self._disk_slow = round_.sync_ns >= SLOW_SYNC_NS
+                elif round_.sync_ns < SLOW_SYNC_NS:
+                    # More than a small round's work, in less than a small one may take: the
+                    # disk is quick. Under load on more logs than a round on the loop takes,
+                    # the thread's rounds are never small again.
+                    self._disk_slow = False
         if round_.on_loop:
             self.meters.rounds_on_loop += 1
         for (log, job), job_error in zip(jobs, errors, strict=True):
             log.end_flush(job, job_error)
             self._wake_covered(log)
             if log in self._waiting:
-                self._urgent[log] = None
+                self._urgent.setdefault(log, None)
             if job_error is None:
                 self.meters.syncs += len(job.writes) + len(job.fds) + (job.directory is not None)
                 self.meters.records += job.records
@@ -282,7 +286,9 @@ class Flusher:
 
     def _wake_covered(self, log: PartitionLog) -> None:
         """Wake the waiters of jobs the log has applied (all of them, if it failed)."""
-        in_flight = self._in_flight[log]
+        in_flight = self._in_flight.get(log)
+        if in_flight is None:  # it failed, and a round that finished before this one woke all
+            return
         while in_flight and (
             in_flight[0][0].end_offset <= log.durable_offset or log.failure is not None
         ):
@@ -323,7 +329,8 @@ class Flusher:
             self._timer.cancel()
             self._timer = None
         await self.idle()
-        self._urgent.update(dict.fromkeys(self._deadlines))
+        for log in self._deadlines:
+            self._urgent.setdefault(log, None)
         self._deadlines.clear()
         while self._urgent:
             self.flush_due()

@@ -431,6 +431,14 @@ class PartitionLog:
         """
         if self._closed or not self.needs_flush:
             return None
+        for segment in self._unsynced.values():
+            if segment.held_back_bytes:
+                try:
+                    segment.sync_fd  # noqa: B018 -- opened here, on the loop, not in the thread
+                except OSError as e:
+                    # Before anything is taken: a job must never skip held-back batches.
+                    self._fail("flush", e)
+                    return None
         job = FlushJob(
             self._fs, self.directory if self._directory_changed else None, self.end_offset
         )
@@ -438,7 +446,6 @@ class PartitionLog:
             job.segments.append(segment)
             unwritten = segment.take_unwritten()
             if unwritten is not None:
-                segment.sync_fd  # noqa: B018 -- opened here, on the loop, not in the thread
                 job.writes.append((segment, *unwritten))
             if segment.needs_fdatasync:
                 job.fds.append(segment.fd)
