@@ -542,3 +542,120 @@ def test_a_failed_job_does_not_lose_track_of_a_later_one_still_running(
 
     asyncio.run(main())
     assert other.durable_offset == 1
+
+
+def test_a_slow_round_in_the_thread_keeps_small_rounds_on_the_loop(
+    engine: LocalEngine, clock: ManualClock, monkeypatch
+) -> None:
+    """A thread's timing includes its waits for the GIL: it never says the disk is slow."""
+    real_run_jobs = flusher_module._run_jobs
+
+    def slow(jobs):
+        errors, _ = real_run_jobs(jobs)
+        return errors, SLOW_SYNC_NS * 10
+
+    monkeypatch.setattr(flusher_module, "_run_jobs", slow)
+    monkeypatch.setattr(flusher_module, "SLOW_SYNC_NS", SLOW_SYNC_NS)
+    interval = engine.create_topic("i", TopicConfig(durability="interval")).log(0)
+    log = engine.create_topic("t").log(0)
+
+    async def body(flusher: Flusher) -> None:
+        result = interval.append([Record(value=b"x")])  # an fdatasync: the thread's
+        await flusher.wait_durable(interval, result.next_offset)
+        assert flusher.meters.rounds_on_loop == 0
+        result = log.append([Record(value=b"x")])
+        await flusher.wait_durable(log, result.next_offset)
+        assert flusher.meters.rounds_on_loop == 1
+
+    run(engine, clock, body)
+
+
+def test_a_log_deleted_before_its_round_fails_its_waiters_instead_of_hanging(
+    engine: LocalEngine, clock: ManualClock, inline_max_bytes: int
+) -> None:
+    from roost.errors import StorageClosed
+
+    log = engine.create_topic("t").log(0)
+
+    async def body(flusher: Flusher) -> None:
+        result = log.append([Record(value=b"x")])
+        engine.delete_topic("t")  # in the append's turn: no round has covered it
+        with pytest.raises(StorageClosed):
+            await asyncio.wait_for(flusher.wait_durable(log, result.next_offset), 5)
+
+    run(engine, clock, body, inline_max_bytes)
+
+
+def test_a_log_deleted_while_its_round_runs_fails_its_waiters_instead_of_hanging(
+    engine: LocalEngine, clock: ManualClock, monkeypatch
+) -> None:
+    import threading
+
+    from roost.errors import StorageClosed
+    from roost.storage.flush import FlushJob
+
+    syncing, deleted = threading.Event(), threading.Event()
+    real_run = FlushJob.run
+
+    def held(self: FlushJob) -> None:
+        syncing.set()
+        deleted.wait(5)
+        real_run(self)
+
+    monkeypatch.setattr(FlushJob, "run", held)
+    log = engine.create_topic("t").log(0)
+
+    async def body(flusher: Flusher) -> None:
+        result = log.append([Record(value=b"x")])
+        waiter = asyncio.create_task(flusher.wait_durable(log, result.next_offset))
+        await asyncio.to_thread(syncing.wait, 5)  # the thread's round has the job
+        engine.delete_topic("t")
+        deleted.set()
+        with pytest.raises(StorageClosed):
+            await asyncio.wait_for(waiter, 5)
+
+    run(engine, clock, body, inline_max_bytes=0)
+
+
+def test_an_interval_log_due_while_the_thread_is_busy_waits_without_spinning(
+    engine: LocalEngine, clock: ManualClock, monkeypatch
+) -> None:
+    import threading
+
+    from roost.storage.flush import FlushJob
+
+    syncing, release = threading.Event(), threading.Event()
+    real_run = FlushJob.run
+    timer_calls = [0]
+    real_on_timer = Flusher._on_timer
+
+    def held(self: FlushJob) -> None:
+        syncing.set()
+        release.wait(5)
+        real_run(self)
+
+    def counted(self: Flusher) -> None:
+        timer_calls[0] += 1
+        real_on_timer(self)
+
+    monkeypatch.setattr(FlushJob, "run", held)
+    monkeypatch.setattr(Flusher, "_on_timer", counted)
+    config = TopicConfig(durability="interval", flush_interval_ms=10)
+    first = engine.create_topic("a", config).log(0)
+    second = engine.create_topic("b", config).log(0)
+
+    async def body(flusher: Flusher) -> None:
+        result = first.append([Record(value=b"x")])
+        waiter = asyncio.create_task(flusher.wait_durable(first, result.next_offset))
+        await asyncio.to_thread(syncing.wait, 5)  # the thread is busy with ``first``
+        second.append([Record(value=b"y")])
+        clock.advance(50)  # ``second`` is due now, and must wait for the thread
+        # The loop's timer for it runs on the loop's own time (10 ms), not the injected clock:
+        # give it that long, then count how often it fired.
+        await asyncio.sleep(0.05)
+        assert timer_calls[0] <= 2, "the timer spun while the thread was busy"
+        release.set()
+        await waiter
+        await asyncio.wait_for(flusher.wait_durable(second, 1), 5)
+
+    run(engine, clock, body, inline_max_bytes=0)

@@ -1,4 +1,4 @@
-"""Group commit: one round at a time writes and fsyncs every log with appends waiting to be durable.
+"""Group commit: rounds that write and fsync every log with appends waiting to be durable.
 
 Appends happen on the event loop and return at once; a producer that needs durability awaits
 ``wait_durable(log, offset)``. A flush round takes every log with unsynced appends, starts one
@@ -15,10 +15,11 @@ Where a round runs:
   back on the loop mean 0.25 ms; the write 0.4 ms), and each hand-off is futex and eventfd
   traffic. While the loop waits on the disk, its core serves the clients.
 - **In the flusher's thread** otherwise (an fdatasync of written-through data, a directory, many
-  files, a big group), so the loop keeps taking appends while the disk syncs. Such a round
-  starts the moment it is due, from inside the append that made it due. Every round goes to the
-  thread while the disk is slow (a small round took ``SLOW_SYNC_NS`` or more), until a small
-  round is quick again: a disk that stalls costs the loop one stall, not one per round.
+  files, a big group), beside the loop's round, so the loop keeps taking appends while the disk
+  syncs. Every round goes to the thread while the disk is slow (a round on the loop took
+  ``SLOW_SYNC_NS`` or more), until a round is that quick again: a disk that stalls costs the
+  loop one stall, not one per round. Then a round starts from inside the append that made it
+  due, not at the end of the turn.
 
 Each waiter has its own future (so cancelling one disturbs no other); a flush resolves its
 waiters in one pass.
@@ -121,12 +122,15 @@ class Flusher:
     async def wait_durable(self, log: PartitionLog, offset: int) -> None:
         """Return once every record below ``offset`` in ``log`` is durable.
 
-        Raises the log's ``StorageFailure`` if a write or fsync failed: those records are not
-        confirmed. Cancelling a waiter disturbs neither the flush nor the other waiters.
+        Raises the log's ``StorageFailure`` if a write or fsync failed, ``StorageClosed`` if
+        the log was closed or deleted first: those records are not confirmed. Cancelling a
+        waiter disturbs neither the flush nor the other waiters.
         """
         while log.durable_offset < offset:
             if log.failure is not None:
                 raise log.failure
+            if log.closed:
+                raise StorageClosed(f"{log.topic}/{log.partition} (closed or deleted)")
             if self._stopped:
                 raise StorageClosed("the flusher (the host is shut down)")
             future = self._loop.create_future()
@@ -161,24 +165,22 @@ class Flusher:
     def _start_on_loop(self) -> None:
         """Run the small, writes-only part of what is due here; hand the rest to the thread."""
         self._loop_round_due = False
-        due = self._due()
-        if self._disk_slow:
-            small: list[PartitionLog] = []
-        else:
-            small = self._small(due)
-            due = [log for log in due if log not in small]
-        if due:
-            self._start_in_thread(due)  # declined while a thread round runs: they stay due
-        round_ = self._begin(small) if small else None
-        if round_ is None:
-            self._maybe_idle()
-            return
-        round_.on_loop = True
         try:
-            round_.errors, round_.sync_ns = _run_jobs([job for _, job in round_.jobs])
-        except Exception as e:  # a bug in a job: each of its waiters gets it, as in the thread
-            round_.errors = [e] * len(round_.jobs)
-        self._finish_round(round_)
+            due = self._due()
+            small = [] if self._disk_slow else self._small(due)
+            if rest := [log for log in due if log not in small]:
+                self._start_in_thread(rest)  # declined while a thread round runs: stays due
+            round_ = self._begin(small) if small else None
+            if round_ is None:
+                return
+            round_.on_loop = True
+            try:
+                round_.errors, round_.sync_ns = _run_jobs([job for _, job in round_.jobs])
+            except Exception as e:  # a bug in a job: each of its waiters gets it, as in the thread
+                round_.errors = [e] * len(round_.jobs)
+            self._finish_round(round_)
+        finally:
+            self._maybe_idle()  # even if starting the thread failed: idle() must not hang
 
     def _small(self, due: list[PartitionLog]) -> list[PartitionLog]:
         """The logs whose flush is only held-back writes, as many as a round on the loop takes."""
@@ -260,14 +262,13 @@ class Flusher:
         jobs, errors, due_since_ns = round_.jobs, round_.errors, round_.due_since_ns
         if round_.sync_ns is not None:
             self.meters.sync_duration.observe(round_.sync_ns / 1e9)
-            if self._inline_max_bytes:
-                if _small_enough(jobs, self._inline_max_bytes):
-                    self._disk_slow = round_.sync_ns >= SLOW_SYNC_NS
-                elif round_.sync_ns < SLOW_SYNC_NS:
-                    # More than a small round's work, in less than a small one may take: the
-                    # disk is quick. Under load on more logs than a round on the loop takes,
-                    # the thread's rounds are never small again.
-                    self._disk_slow = False
+            # Only a round on the loop says the disk is slow: a thread's timing includes its
+            # waits for the GIL. Any round as quick as a small one may be says it is not (under
+            # load on many logs the thread's rounds are never small again).
+            if round_.on_loop:
+                self._disk_slow = round_.sync_ns >= SLOW_SYNC_NS
+            elif round_.sync_ns < SLOW_SYNC_NS:
+                self._disk_slow = False
         if round_.on_loop:
             self.meters.rounds_on_loop += 1
         for (log, job), job_error in zip(jobs, errors, strict=True):
@@ -285,12 +286,14 @@ class Flusher:
         self._arm_timer()
 
     def _wake_covered(self, log: PartitionLog) -> None:
-        """Wake the waiters of jobs the log has applied (all of them, if it failed)."""
+        """Wake the waiters of jobs the log has applied (all of them, if it failed or closed)."""
         in_flight = self._in_flight.get(log)
         if in_flight is None:  # it failed, and a round that finished before this one woke all
             return
         while in_flight and (
-            in_flight[0][0].end_offset <= log.durable_offset or log.failure is not None
+            in_flight[0][0].end_offset <= log.durable_offset
+            or log.failure is not None
+            or log.closed
         ):
             _wake_all(in_flight.pop(0)[1])
         if not in_flight:
@@ -304,6 +307,8 @@ class Flusher:
         if self._timer is not None or not self._deadlines or self._closed:
             return
         delay_ms = max(0, min(self._deadlines.values()) - self._clock.monotonic_ms())
+        if delay_ms == 0 and self._rounds:
+            return  # due, and waiting for the thread: its round's end looks again, no spinning
         self._timer = self._loop.call_later(delay_ms / 1000, self._on_timer)
 
     def _on_timer(self) -> None:
@@ -388,16 +393,6 @@ def _run_jobs(jobs: list[FlushJob]) -> tuple[list[BaseException | None], int]:
         else:
             errors.append(None)
     return errors, time.perf_counter_ns() - started_ns
-
-
-def _small_enough(jobs: list[tuple[PartitionLog, FlushJob]], max_bytes: int) -> bool:
-    """Whether a round of these jobs could have run on the loop: is its time the disk's?"""
-    size = 0
-    for _, job in jobs:
-        if job.fds or job.directory is not None:
-            return False
-        size += sum(len(data) for _, _, data in job.writes)
-    return len(jobs) <= INLINE_MAX_WRITES and size <= max_bytes
 
 
 def _wake_all(futures: Waiters) -> None:

@@ -176,6 +176,11 @@ class PartitionLog:
     def failure(self) -> StorageFailure | None:
         return self._failure
 
+    @property
+    def closed(self) -> bool:
+        """Closed or deleted: what it did not make durable by then, it never will."""
+        return self._closed
+
     # -- append ---------------------------------------------------------------------------
 
     def append(self, records: Sequence[Record]) -> AppendResult:
