@@ -150,15 +150,16 @@ class Flusher:
         loop, at the end of this turn)."""
         if self._stopped or (self._closed and not self._urgent):
             return False
+        if self._loop_round_due:  # every append of a busy turn asks: one look is enough
+            return True
         due = self._due()
         if not due:
             return False
         if self._inline_max_bytes and not self._disk_slow:
             # At the end of the turn: what else the turn appends joins the round.
-            if not self._loop_round_due:
-                self._loop_round_due = True
-                self._round_done.clear()
-                self._loop.call_soon(self._start_on_loop)
+            self._loop_round_due = True
+            self._round_done.clear()
+            self._loop.call_soon(self._start_on_loop)
             return True
         return self._start_in_thread(due)
 
