@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
@@ -25,6 +26,35 @@ def quick_disk(monkeypatch: pytest.MonkeyPatch) -> None:
 def inline_max_bytes(request: pytest.FixtureRequest) -> int:
     """Small rounds on the loop (the default), or every round in the thread."""
     return INLINE_MAX_BYTES if request.param == "loop" else 0
+
+
+def report_sync_times(monkeypatch: pytest.MonkeyPatch, took: Iterator[int]) -> None:
+    """Rounds write and sync for real but report the durations ``took`` gives, in order,
+    judged against the real ``SLOW_SYNC_NS``."""
+    real_run_jobs = flusher_module._run_jobs
+
+    def timed(jobs):
+        errors, _ = real_run_jobs(jobs)
+        return errors, next(took)
+
+    monkeypatch.setattr(flusher_module, "_run_jobs", timed)
+    monkeypatch.setattr(flusher_module, "SLOW_SYNC_NS", SLOW_SYNC_NS)
+
+
+def hold_syncs(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """Each flush job, once started, waits for ``release``; ``syncing`` says one has started."""
+    from roost.storage.flush import FlushJob
+
+    syncing, release = threading.Event(), threading.Event()
+    real_run = FlushJob.run
+
+    def held(self: FlushJob) -> None:
+        syncing.set()
+        release.wait(5)
+        real_run(self)
+
+    monkeypatch.setattr(FlushJob, "run", held)
+    return syncing, release
 
 
 def run(
@@ -389,17 +419,9 @@ def test_a_slow_sync_sends_rounds_to_the_thread_until_a_small_one_is_quick(
     engine: LocalEngine, clock: ManualClock, monkeypatch
 ) -> None:
     """A disk that stalls blocks the loop once, not once per round."""
-    real_run_jobs = flusher_module._run_jobs
-    took = iter([SLOW_SYNC_NS, SLOW_SYNC_NS, SLOW_SYNC_NS - 1, 0])
+    report_sync_times(monkeypatch, iter([SLOW_SYNC_NS, SLOW_SYNC_NS, SLOW_SYNC_NS - 1, 0]))
     places: list[str] = []
     loop_rounds = [0]
-
-    def timed(jobs):  # the durations the rounds report, in order
-        errors, _ = real_run_jobs(jobs)
-        return errors, next(took)
-
-    monkeypatch.setattr(flusher_module, "_run_jobs", timed)
-    monkeypatch.setattr(flusher_module, "SLOW_SYNC_NS", SLOW_SYNC_NS)
     log = engine.create_topic("t").log(0)
 
     async def body(flusher: Flusher) -> None:
@@ -548,14 +570,7 @@ def test_a_slow_round_in_the_thread_keeps_small_rounds_on_the_loop(
     engine: LocalEngine, clock: ManualClock, monkeypatch
 ) -> None:
     """A thread's timing includes its waits for the GIL: it never says the disk is slow."""
-    real_run_jobs = flusher_module._run_jobs
-
-    def slow(jobs):
-        errors, _ = real_run_jobs(jobs)
-        return errors, SLOW_SYNC_NS * 10
-
-    monkeypatch.setattr(flusher_module, "_run_jobs", slow)
-    monkeypatch.setattr(flusher_module, "SLOW_SYNC_NS", SLOW_SYNC_NS)
+    report_sync_times(monkeypatch, itertools.repeat(SLOW_SYNC_NS * 10))
     interval = engine.create_topic("i", TopicConfig(durability="interval")).log(0)
     log = engine.create_topic("t").log(0)
 
@@ -589,20 +604,9 @@ def test_a_log_deleted_before_its_round_fails_its_waiters_instead_of_hanging(
 def test_a_log_deleted_while_its_round_runs_fails_its_waiters_instead_of_hanging(
     engine: LocalEngine, clock: ManualClock, monkeypatch
 ) -> None:
-    import threading
-
     from roost.errors import StorageClosed
-    from roost.storage.flush import FlushJob
 
-    syncing, deleted = threading.Event(), threading.Event()
-    real_run = FlushJob.run
-
-    def held(self: FlushJob) -> None:
-        syncing.set()
-        deleted.wait(5)
-        real_run(self)
-
-    monkeypatch.setattr(FlushJob, "run", held)
+    syncing, deleted = hold_syncs(monkeypatch)
     log = engine.create_topic("t").log(0)
 
     async def body(flusher: Flusher) -> None:
@@ -620,25 +624,14 @@ def test_a_log_deleted_while_its_round_runs_fails_its_waiters_instead_of_hanging
 def test_an_interval_log_due_while_the_thread_is_busy_waits_without_spinning(
     engine: LocalEngine, clock: ManualClock, monkeypatch
 ) -> None:
-    import threading
-
-    from roost.storage.flush import FlushJob
-
-    syncing, release = threading.Event(), threading.Event()
-    real_run = FlushJob.run
+    syncing, release = hold_syncs(monkeypatch)
     timer_calls = [0]
     real_on_timer = Flusher._on_timer
-
-    def held(self: FlushJob) -> None:
-        syncing.set()
-        release.wait(5)
-        real_run(self)
 
     def counted(self: Flusher) -> None:
         timer_calls[0] += 1
         real_on_timer(self)
 
-    monkeypatch.setattr(FlushJob, "run", held)
     monkeypatch.setattr(Flusher, "_on_timer", counted)
     config = TopicConfig(durability="interval", flush_interval_ms=10)
     first = engine.create_topic("a", config).log(0)

@@ -64,8 +64,8 @@ DEFAULT_MAX_ROUNDS = 1
 INLINE_MAX_BYTES = 512 * 1024
 #: ... into at most this many files (each O_DSYNC write is a device flush of its own).
 INLINE_MAX_WRITES = 4
-#: A small round that took this long means the disk is slow now: the thread takes the rounds
-#: until one as small is quick again.
+#: A round on the loop that took this long means the disk is slow now: the thread takes the
+#: rounds until one is that quick again.
 SLOW_SYNC_NS = 4_000_000
 
 
@@ -175,10 +175,7 @@ class Flusher:
             if round_ is None:
                 return
             round_.on_loop = True
-            try:
-                round_.errors, round_.sync_ns = _run_jobs([job for _, job in round_.jobs])
-            except Exception as e:  # a bug in a job: each of its waiters gets it, as in the thread
-                round_.errors = [e] * len(round_.jobs)
+            round_.run()
             self._finish_round(round_)
         finally:
             self._maybe_idle()  # even if starting the thread failed: idle() must not hang
@@ -349,7 +346,8 @@ class Flusher:
 
 
 class _Round:
-    """One round on its way through an fsync thread: its jobs, then their outcome."""
+    """One round, on the loop or on its way through an fsync thread: its jobs, then their
+    outcome."""
 
     __slots__ = ("due_since_ns", "errors", "jobs", "on_loop", "sync_ns")
 
@@ -360,6 +358,13 @@ class _Round:
         self.errors: list[BaseException | None] = []
         self.sync_ns: int | None = None  # None: the round failed before timing its syncs
 
+    def run(self) -> None:
+        """Write and sync; each job's error, and the time it all took. Blocks."""
+        try:
+            self.errors, self.sync_ns = _run_jobs([job for _, job in self.jobs])
+        except Exception as e:  # a bug in a job: each of its waiters gets it
+            self.errors = [e] * len(self.jobs)
+
 
 def _sync_rounds(
     rounds: queue.SimpleQueue[_Round | None],
@@ -368,10 +373,7 @@ def _sync_rounds(
 ) -> None:
     """An fsync thread: run each round it is given, then hand it back to the loop."""
     while (round_ := rounds.get()) is not None:
-        try:
-            round_.errors, round_.sync_ns = _run_jobs([job for _, job in round_.jobs])
-        except BaseException as e:  # a bug in a job: each of its waiters gets it
-            round_.errors = [e] * len(round_.jobs)
+        round_.run()
         finish_round = finish()
         if finish_round is None:
             return  # the flusher is gone: nobody waits for this round any more
@@ -383,7 +385,7 @@ def _sync_rounds(
 
 
 def _run_jobs(jobs: list[FlushJob]) -> tuple[list[BaseException | None], int]:
-    """Run a round's jobs in the flusher's thread; their errors, and how long it took (ns)."""
+    """Run a round's jobs; their errors, and how long it took (ns)."""
     started_ns = time.perf_counter_ns()
     errors: list[BaseException | None] = []
     for job in jobs:
