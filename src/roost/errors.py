@@ -14,11 +14,14 @@
     │   ├── UnknownPartition         unknown_partition
     │   ├── UnknownExchange          unknown_exchange
     │   ├── UnknownSubscription      unknown_subscription
-    │   └── UnknownMember            unknown_member
+    │   ├── UnknownMember            unknown_member
+    │   ├── UnknownUser              unknown_user
+    │   └── UnknownToken             unknown_token
     ├── AlreadyExists
     │   ├── TopicExists              topic_exists
     │   ├── ExchangeExists           exchange_exists
-    │   └── SubscriptionExists       subscription_exists
+    │   ├── SubscriptionExists       subscription_exists
+    │   └── UserExists               user_exists
     ├── Conflict                     (the request was valid, the state moved on)
     │   ├── StaleGeneration          stale_generation (rejoin the group)
     │   ├── NotOwner                 not_owner        (the partition is another member's)
@@ -26,8 +29,12 @@
     │   └── LeaseExpired             lease_expired    (the message was or will be redelivered)
     ├── Unroutable                   unroutable       (no binding matched, no alternate exchange)
     ├── BacklogFull                  backlog_full     yes
+    ├── NotAuthenticated             not_authenticated (bad credentials, expired or revoked token)
+    ├── NotAuthorised                not_authorised   (the user lacks the grant named)
+    ├── Unavailable                  unavailable      yes (shutting down, too many connections)
     ├── ProtocolError                protocol_error   (the peer broke the wire protocol: close)
     ├── ConnectionLost               connection_lost  yes (the answer may or may not have happened)
+    ├── ConnectionClosed             connection_closed (this client closed its connection)
     └── StorageFailure               storage_failure  yes (the engine stopped accepting writes)
         └── StorageClosed            storage_closed
 
@@ -205,6 +212,30 @@ class SubscriptionExists(AlreadyExists):
         self.subscription = subscription
 
 
+class UnknownUser(NotFound):
+    code = "unknown_user"
+
+    def __init__(self, user: str) -> None:
+        super().__init__(f"unknown user {user!r}")
+        self.user = user
+
+
+class UserExists(AlreadyExists):
+    code = "user_exists"
+
+    def __init__(self, user: str) -> None:
+        super().__init__(f"user {user!r} already exists")
+        self.user = user
+
+
+class UnknownToken(NotFound):
+    code = "unknown_token"
+
+    def __init__(self, token_id: str) -> None:
+        super().__init__(f"unknown token {token_id!r}")
+        self.token_id = token_id
+
+
 class Conflict(RoostError):
     code = "conflict"
 
@@ -280,6 +311,43 @@ class BacklogFull(RoostError):
         self.limit = limit
 
 
+class NotAuthenticated(RoostError):
+    """Who is asking could not be established: a wrong password or an unknown user (never
+    told apart, so names cannot be probed), an expired or revoked token, no credentials where
+    the listener requires them. The connection is closed after it."""
+
+    code = "not_authenticated"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"authentication failed: {reason}")
+        self.reason = reason
+
+
+class NotAuthorised(RoostError):
+    """The user is known but holds no grant for ``operation`` on ``resource``
+    (``"topic:orders"``, ``"exchange:events"``, ``"broker"`` for broker-wide operations)."""
+
+    code = "not_authorised"
+
+    def __init__(self, user: str, operation: str, resource: str) -> None:
+        super().__init__(f"user {user!r} may not {operation} on {resource}")
+        self.user = user
+        self.operation = operation
+        self.resource = resource
+
+
+class Unavailable(RoostError):
+    """The broker cannot take this now (it is shutting down, a connection limit is reached):
+    another broker, or this one later, may."""
+
+    code = "unavailable"
+    retriable = True
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
 class ProtocolError(RoostError):
     """The peer sent bytes that break the protocol; the connection is closed after this."""
 
@@ -303,6 +371,17 @@ class ConnectionLost(RoostError):
 
     def __init__(self, what: str) -> None:
         super().__init__(f"connection lost during {what}: it may or may not have been done")
+        self.what = what
+
+
+class ConnectionClosed(RoostError):
+    """This client's connection (or the subscription riding on it) was closed by its owner:
+    nothing more can be sent over it. Open a new one to go on."""
+
+    code = "connection_closed"
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} is closed")
         self.what = what
 
 
@@ -331,39 +410,21 @@ class StorageClosed(StorageFailure):
         self.what = what
 
 
-#: Every error class by its stable code, for protocols that map codes to their wire codes.
-ERRORS_BY_CODE: dict[str, type[RoostError]] = {
-    cls.code: cls
-    for cls in (
-        RoostError,
-        InvalidRequest,
-        InvalidName,
-        InvalidConfig,
-        InvalidPattern,
-        RecordTooLarge,
-        OutOfOrderSequence,
-        UnknownProducer,
-        OffsetOutOfRange,
-        NotFound,
-        UnknownTopic,
-        UnknownPartition,
-        UnknownExchange,
-        UnknownSubscription,
-        UnknownMember,
-        AlreadyExists,
-        TopicExists,
-        ExchangeExists,
-        SubscriptionExists,
-        Conflict,
-        StaleGeneration,
-        NotOwner,
-        GroupActive,
-        LeaseExpired,
-        Unroutable,
-        BacklogFull,
-        ProtocolError,
-        ConnectionLost,
-        StorageFailure,
-        StorageClosed,
-    )
-}
+def _by_code(root: type[RoostError]) -> dict[str, type[RoostError]]:
+    """Every class under ``root`` (itself included) by its code; two classes sharing a code
+    are a bug that would make one of them unreachable over the wire, so they raise here."""
+    table: dict[str, type[RoostError]] = {}
+    pending = [root]
+    while pending:
+        cls = pending.pop()
+        if "code" in cls.__dict__:  # a subclass that keeps its parent's code is not listed
+            if cls.code in table:
+                raise TypeError(f"{cls.__name__} and {table[cls.code].__name__} share {cls.code!r}")
+            table[cls.code] = cls
+        pending += cls.__subclasses__()
+    return table
+
+
+#: Every error class by its stable code, for protocols that map codes to their wire codes:
+#: built by walking the hierarchy, so a new class is in it without being listed again.
+ERRORS_BY_CODE: dict[str, type[RoostError]] = _by_code(RoostError)

@@ -192,12 +192,36 @@ def test_metadata_transactions_are_all_or_nothing(tmp_path: object, data_dir: st
         MetadataStore.open(LOCAL_FS, path)
 
 
-def test_every_error_has_a_stable_unique_code() -> None:
-    codes = [cls.code for cls in ERRORS_BY_CODE.values()]
+def test_every_error_class_has_its_own_code() -> None:
+    """Walk the hierarchy itself (not the table, which is keyed by code and so cannot hold a
+    duplicate): every class declares a code no other class has, and the table finds it."""
+    classes: list[type[RoostError]] = []
+    pending: list[type[RoostError]] = [RoostError]
+    while pending:
+        cls = pending.pop()
+        if cls.__module__ == "roost.errors":
+            classes.append(cls)
+        pending += cls.__subclasses__()
+    codes = [cls.__dict__.get("code") for cls in classes]
+    assert None not in codes, [c.__name__ for c in classes if "code" not in c.__dict__]
     assert len(codes) == len(set(codes))
-    for code, cls in ERRORS_BY_CODE.items():
-        assert issubclass(cls, RoostError)
-        assert cls.code == code
+    for cls in classes:
+        assert ERRORS_BY_CODE[cls.code] is cls
+    assert {"not_authorised", "not_authenticated", "connection_closed"} <= set(ERRORS_BY_CODE)
+
+
+def test_a_shared_code_is_refused_when_the_table_is_built() -> None:
+    from roost.errors import _by_code
+
+    class Base(RoostError):
+        code = "base_for_test"
+
+    class Twin(Base):
+        code = "base_for_test"
+
+    with pytest.raises(TypeError, match="share 'base_for_test'"):
+        _by_code(Base)
+    del Twin
 
 
 def test_topic_info_serialises_for_the_admin_api(engine: LocalEngine) -> None:

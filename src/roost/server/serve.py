@@ -39,6 +39,24 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     admin: bool = True
     admin_listen: str = "127.0.0.1"
     admin_port: int = 7480
+    # -- security (docs/security.md) --
+    #: Serve without authentication on a non-loopback address (logged as a warning).
+    allow_anonymous: bool = False
+    #: Ask for a token (or a user) on /metrics; open by default, as Prometheus scrapers expect.
+    metrics_auth: bool = False
+    #: Names the admin API answers to in Host and Origin, besides its listen address and
+    #: localhost (a proxy's public name, say); anything else is refused (DNS rebinding).
+    admin_hosts: list[str] = msgspec.field(default_factory=list)
+    max_connections_per_user: int = 1_000
+    #: A connection must finish its handshake (and authentication) this soon, or is closed.
+    handshake_timeout_ms: int = 10_000
+    #: TLS on the native and admin listeners: PEM files (the ``[tls]`` table of the TOML file).
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    #: Client certificates are checked against this CA bundle (mutual TLS).
+    tls_ca_file: str | None = None
+    #: ``none``, ``optional`` or ``required``: whether clients must present a certificate.
+    tls_client_auth: str = "none"
 
 
 #: Environment variables and the setting each sets.
@@ -51,6 +69,14 @@ ENVIRONMENT = {
     "ROOST_ADMIN": "admin",
     "ROOST_ADMIN_LISTEN": "admin_listen",
     "ROOST_ADMIN_PORT": "admin_port",
+    "ROOST_ALLOW_ANONYMOUS": "allow_anonymous",
+    "ROOST_METRICS_AUTH": "metrics_auth",
+    "ROOST_MAX_CONNECTIONS_PER_USER": "max_connections_per_user",
+    "ROOST_HANDSHAKE_TIMEOUT_MS": "handshake_timeout_ms",
+    "ROOST_TLS_CERT_FILE": "tls_cert_file",
+    "ROOST_TLS_KEY_FILE": "tls_key_file",
+    "ROOST_TLS_CA_FILE": "tls_ca_file",
+    "ROOST_TLS_CLIENT_AUTH": "tls_client_auth",
 }
 
 
@@ -69,7 +95,9 @@ def settings(
     values: dict[str, object] = {}
     if config_file is not None:
         with open(config_file, "rb") as f:
-            values.update(tomllib.load(f).get("server", {}))
+            document = tomllib.load(f)
+        values.update(document.get("server", {}))
+        values.update({f"tls_{name}": value for name, value in document.get("tls", {}).items()})
     for variable, name in ENVIRONMENT.items():
         if variable in environ:
             values[name] = environ[variable]
