@@ -41,6 +41,7 @@ from roost.core.redrive import RedriveFilter
 from roost.core.streams import FetchedBatches
 from roost.errors import BacklogFull, InvalidConfig, StorageClosed
 from roost.server.flusher import Flusher
+from roost.server.identities import Identities
 from roost.server.meters import ListenerStats
 from roost.storage import Journal, LocalEngine
 
@@ -61,6 +62,8 @@ class Host:
         self.broker = broker
         self.flusher = flusher
         self.clock = clock
+        #: Users, tokens and grants, in the engine's metadata store.
+        self.identities = Identities(engine.metadata, clock)
         self._new_data: dict[str, asyncio.Event] = {}  # per topic, set on publish and on tick
         self._watchers: dict[str, dict[Callable[[], None], None]] = {}  # per topic, ordered
         self._watching_soon: set[str] = set()
