@@ -29,7 +29,7 @@ class Admin:
 
     @property
     def broker(self):  # type: ignore[no-untyped-def]
-        return self.host.broker
+        return self.host._broker
 
     async def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
         response = await self.http.request(method, path, **kw)

@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from roost.clock import ManualClock
-from roost.core.model import Receipt
 from roost.core.publishing import Outgoing
 from roost.errors import StorageFailure
+from roost.receipt import Receipt
 from tests.admin.support import Admin, run
 
 NEVER = {"durability": "never"}

@@ -113,7 +113,7 @@ def test_one_reading_per_tick_for_every_listener(data_dir: str, clock: ManualClo
         readings: list[Reading] = []
 
         def read() -> Reading:
-            readings.append(read_broker(host.broker))
+            readings.append(read_broker(host._broker))
             return readings[-1]
 
         ticks = Ticks()
@@ -153,7 +153,7 @@ def test_a_slow_listener_loses_the_oldest_events(data_dir: str, clock: ManualClo
             nonlocal count
             count += 1
             clock.advance(1_000)
-            return read_broker(host.broker)
+            return read_broker(host._broker)
 
         feed = Feed(read, ticks)
         slow = feed.events()
@@ -173,7 +173,7 @@ def test_a_slow_listener_loses_the_oldest_events(data_dir: str, clock: ManualClo
 
 def test_closing_ends_every_stream(data_dir: str, clock: ManualClock) -> None:
     async def body(host: Host) -> None:
-        feed = Feed(lambda: read_broker(host.broker), Ticks())
+        feed = Feed(lambda: read_broker(host._broker), Ticks())
         stream = feed.events()
         await anext(stream)
         await anext(stream)
@@ -197,7 +197,7 @@ def test_a_failing_reading_is_logged_and_ends_the_streams(
             calls += 1
             if calls == 2:
                 raise RuntimeError("a bug")
-            return read_broker(host.broker)
+            return read_broker(host._broker)
 
         ticks = Ticks()
         feed = Feed(read, ticks)
@@ -228,7 +228,7 @@ def test_the_event_stream_carries_the_numbers_of_roost_stats_and_metrics(
         ticks = Ticks()
         dashboard = Dashboard(host, ticks)
         app = build_app(host, dashboard.routes)
-        host.broker.create_queue("jobs", durability="never", max_deliveries=1)
+        host._broker.create_queue("jobs", durability="never", max_deliveries=1)
 
         browser = Browser(app)
         assert await browser.chunk() == PREAMBLE
@@ -242,8 +242,8 @@ def test_the_event_stream_carries_the_numbers_of_roost_stats_and_metrics(
         ticks.release()
         live = await browser.snapshot()
         [line] = live["subscriptions"]
-        assert line["stats"] == msgspec.to_builtins(host.broker.stats("jobs", "jobs"))
-        assert depth(live, "jobs") == host.broker.stats("jobs", "jobs").depth == 3  # type: ignore[union-attr]
+        assert line["stats"] == msgspec.to_builtins(host._broker.stats("jobs", "jobs"))
+        assert depth(live, "jobs") == host._broker.stats("jobs", "jobs").depth == 3  # type: ignore[union-attr]
         metrics = scrape(host_registry(host))
         assert value(metrics, "roost_subscription_depth", topic="jobs", subscription="jobs",
                      partition=0) == 3  # fmt: skip

@@ -55,7 +55,7 @@ class Served(NamedTuple):
 
 
 async def _seed(host: Host) -> None:
-    broker = host.broker
+    broker = host._broker
     broker.create_queue("q", durability="never", max_deliveries=1)
     await host.publish("q", [Outgoing(value=b"x", key=b"k"), Outgoing(value=b"\xff")])
     [first, _] = await host.receive("q", "q", max_messages=2)

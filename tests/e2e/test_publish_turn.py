@@ -127,8 +127,8 @@ def test_publish_now_appends_or_leaves_a_full_blocking_topic_alone(tmp_path: Pat
         host = await Host.start(str(tmp_path / "data"), ManualClock())
         try:
             policy = TopicPolicy(max_backlog_messages=1, overflow="block")
-            host.broker.create_queue("q", durability="never", policy=policy)
-            host.broker.create_queue("durable", durability="always")
+            host._broker.create_queue("q", durability="never", policy=policy)
+            host._broker.create_queue("durable", durability="always")
             outcome = host.publish_now("q", [Outgoing(value=b"1")])
             assert outcome is not None
             assert [p.offset for p in host.confirmed_now(outcome, {"q"}) or []] == [0]

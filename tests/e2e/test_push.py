@@ -13,7 +13,6 @@ import pytest
 import roost
 from roost import Outgoing
 from roost.clock import ManualClock
-from roost.core.model import Receipt
 from roost.errors import (
     InvalidRequest,
     LeaseExpired,
@@ -24,6 +23,7 @@ from roost.errors import (
 )
 from roost.protocols.native import messages as m
 from roost.protocols.native.codec import HEADER, Frame, Kind, NativeCodec
+from roost.receipt import Receipt
 from roost.server.framed import open_framed
 from roost.server.host import Host
 from roost.server.native_server import NativeConnection, close_native, serve_native

@@ -20,9 +20,9 @@ from crc32c import crc32c
 from hypothesis import given
 from hypothesis import strategies as st
 
+from roost.client.batches import decode_fetched
 from roost.errors import ProtocolError
 from roost.protocols.native import messages as m
-from roost.protocols.native.batches import decode_fetched
 from roost.protocols.native.codec import Frame, Kind, encode
 from roost.storage import batch as batch_format
 from roost.storage.batch import Record

@@ -29,10 +29,10 @@ JOBS = {"topic": "jobs", "subscription": "jobs", "partition": 0}
 async def settle_dead_letters(host: Host) -> None:
     """Tick, wait until the dead-letter appends it started are durable, tick again: what the
     host's timer does, done here so the test need not wait for the timer."""
-    tick = host.broker.tick()
+    tick = host._broker.tick()
     for pending in tick.pending_dead_letters:
         await host.flusher.wait_durable(pending.log, pending.next_offset)
-    host.broker.tick()
+    host._broker.tick()
 
 
 def sub(name: str, **labels: object) -> tuple[str, tuple[tuple[str, str], ...]]:
@@ -80,7 +80,7 @@ def test_a_queue_moves_every_counter_and_gauge_as_it_must(
 
             await a.ack()
             await b.nack(delay=0, error="boom")
-            host.broker.tick()  # b's zero delay is over: ready again
+            host._broker.tick()  # b's zero delay is over: ready again
             settled = scrape(registry)
             assert moved(received, settled) == {
                 sub("roost_subscription_acked_total"): 1,
@@ -91,7 +91,7 @@ def test_a_queue_moves_every_counter_and_gauge_as_it_must(
             }
 
             clock.advance(31_000)  # c's lease (30 s) runs out
-            host.broker.tick()
+            host._broker.tick()
             expired = scrape(registry)
             assert moved(settled, expired) == {
                 sub("roost_subscription_expired_total"): 1,
@@ -144,7 +144,7 @@ def test_metrics_read_the_numbers_roost_stats_shows(data_dir: str, clock: Manual
             await first.ack()
             await second.nack(delay=60, error="later")
             await third.nack(delay=0, error="dead")
-            host.broker.tick()
+            host._broker.tick()
             [again] = await client.receive("jobs", max_messages=1)
             assert again.value == third.value
             await again.nack(delay=0, error="dead")  # its second delivery: dead-lettered
@@ -256,7 +256,7 @@ def test_a_partition_whose_fsync_failed_is_pageable(data_dir: str, clock: Manual
         host = Host(engine, Broker.open(engine, clock), flusher, clock)
         try:
             registry = host_registry(host)
-            host.broker.create_topic("t")
+            host._broker.create_topic("t")
             await host.publish("t", [Outgoing(value=b"ok")])
             healthy = scrape(registry)
             assert value(healthy, "roost_partition_write_failed", topic="t", partition=0) == 0

@@ -19,12 +19,11 @@ DEAD_LETTER_TOPIC = "/api/v1/topics/{topic}"
 
 async def list_dead_letters(call: Call) -> list[DeadLetters]:
     """Every queue or keyed subscription with a dead-letter topic, and how many wait there."""
-    broker = call.host.broker
     found = []
-    for spec in broker.list_subscriptions():
+    for spec in call.door.list_subscriptions():
         if spec.mode == "stream" or spec.dead_letter is None:
             continue
-        stats = broker.stats(spec.topic, spec.name)
+        stats = call.door.stats(spec.topic, spec.name)
         assert isinstance(stats, SubscriptionStats)
         found.append(DeadLetters(spec.topic, spec.name, spec.dead_letter, stats.dead_letters))
     return found
@@ -32,7 +31,7 @@ async def list_dead_letters(call: Call) -> list[DeadLetters]:
 
 async def peek_dead_letters(call: Call) -> list[MessageView]:
     query: PeekQuery = call.query
-    peeked = call.host.broker.peek_dead_letters(call.path["topic"], query.limit, query.partition)
+    peeked = call.door.peek_dead_letters(call.path["topic"], query.limit, query.partition)
     return peeked_views(peeked)
 
 
@@ -46,9 +45,7 @@ async def redrive(call: Call) -> Moved:
         error_contains=body.error_contains,
         headers=None if body.headers is None else {k: v.encode() for k, v in body.headers.items()},
     )
-    topic = call.path["topic"]
-    call.host.broker.describe_topic(topic)  # 404 before a redrive subscription is made
-    return Moved(await call.host.redrive(topic, where, body.rate_per_s, body.to))
+    return Moved(await call.door.redrive(call.path["topic"], where, body.rate_per_s, body.to))
 
 
 ENDPOINTS = [

@@ -7,9 +7,13 @@ document cannot drift from what is served.
 
 Rules kept here so handlers need not remember them:
 
-- Handlers take a ``Call`` (the host, the path parameters, the decoded body and query) and
-  return a msgspec-encodable value, or None for an empty answer. They call the core the way
-  the native session does: synchronously on the event loop, awaiting only the host.
+- Handlers take a ``Call`` (the door of the request's principal, the path parameters, the
+  decoded body and query) and return a msgspec-encodable value, or None for an empty answer.
+  They reach the broker only through ``call.door`` (server/door.py), as the native session
+  does, so every call is authorised there: a refusal answers 403 ``not_authorised``.
+- Who the principal is, the authentication layer in front of the routes says, in the ASGI
+  scope's ``PRINCIPAL`` entry; without one (no users: the anonymous operator) it is
+  ``access.ANONYMOUS``.
 - Bad input never reaches a handler as anything but a typed value: a body that is not JSON is
   400, one that does not fit the type (or a query that does not) is 422, a body over
   ``MAX_BODY_BYTES`` is 413.
@@ -35,11 +39,15 @@ from roost.errors import (
     BacklogFull,
     Conflict,
     InvalidRequest,
+    NotAuthenticated,
+    NotAuthorised,
     NotFound,
     RoostError,
     StorageFailure,
     Unroutable,
 )
+from roost.server.access import ANONYMOUS, Principal
+from roost.server.door import Door
 from roost.server.host import Host
 
 log = logging.getLogger("roost.admin")
@@ -50,6 +58,8 @@ JSON = "application/json"
 
 #: HTTP status per error class, most specific first; the first the error is an instance of.
 STATUS_BY_ERROR: tuple[tuple[type[RoostError], int], ...] = (
+    (NotAuthenticated, 401),
+    (NotAuthorised, 403),
     (NotFound, 404),
     (AlreadyExists, 409),
     (Conflict, 409),
@@ -70,14 +80,22 @@ class ErrorBody(msgspec.Struct, frozen=True):
     error: ErrorDetail
 
 
+#: The ASGI scope key under which the authentication layer leaves the request's principal.
+PRINCIPAL = "roost.principal"
+
+
 @dataclass(frozen=True)
 class Call:
     """One request, decoded: what a handler gets."""
 
-    host: Host
+    door: Door
     path: Mapping[str, str]
     body: Any
     query: Any
+
+    @property
+    def principal(self) -> Principal:
+        return self.door.principal
 
 
 Handler = Callable[[Call], Awaitable[Any]]
@@ -127,9 +145,9 @@ def route(endpoint: Endpoint, host: Host) -> Route:
 
     async def serve(request: Request) -> Response:
         try:
-            call = Call(
-                host, request.path_params, await _body(endpoint, request), _query(endpoint, request)
-            )
+            door = host.door(request.scope.get(PRINCIPAL, ANONYMOUS))
+            body = await _body(endpoint, request)
+            call = Call(door, request.path_params, body, _query(endpoint, request))
             result = await endpoint.handler(call)
         except _BadInput as e:
             return error_response(e.status, "invalid_request", e.message)

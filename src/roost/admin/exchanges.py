@@ -24,41 +24,40 @@ class UnknownBinding(NotFound):
 
 
 async def list_exchanges(call: Call) -> list[ExchangeSpec]:
-    return call.host.broker.list_exchanges()
+    return call.door.list_exchanges()
 
 
 async def declare_exchange(call: Call) -> Answer:
     spec: ExchangeSpec = call.body
-    existed = any(e.name == spec.name for e in call.host.broker.list_exchanges())
-    declared = call.host.broker.declare_exchange(spec)
+    existed = any(e.name == spec.name for e in call.door.list_exchanges())
+    declared = call.door.declare_exchange(spec)
     return Answer(200 if existed else 201, declared)
 
 
 async def describe_exchange(call: Call) -> ExchangeView:
     name = call.path["exchange"]
-    bindings = call.host.broker.list_bindings(name)  # UnknownExchange first
-    [spec] = [e for e in call.host.broker.list_exchanges() if e.name == name]
+    spec, bindings = call.door.describe_exchange(name)
     return ExchangeView(spec.name, spec.kind, spec.alternate, bindings)
 
 
 async def delete_exchange(call: Call) -> None:
-    call.host.broker.delete_exchange(call.path["exchange"])
+    call.door.delete_exchange(call.path["exchange"])
 
 
 async def list_bindings(call: Call) -> list[BindingSpec]:
     query: BindingsQuery = call.query
-    return call.host.broker.list_bindings(query.exchange)
+    return call.door.list_bindings(query.exchange)
 
 
 async def bind(call: Call) -> Answer:
     spec: BindingSpec = call.body
-    added = call.host.broker.bind(spec)
+    added = call.door.bind(spec)
     return Answer(201 if added else 200, spec)
 
 
 async def unbind(call: Call) -> None:
     spec: BindingSpec = call.body
-    if not call.host.broker.unbind(spec):
+    if not call.door.unbind(spec):
         raise UnknownBinding(spec)
 
 

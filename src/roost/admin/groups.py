@@ -13,18 +13,17 @@ GROUP = GROUPS + "/{group}"
 
 
 async def list_groups(call: Call) -> list[GroupDescription]:
-    broker = call.host.broker
     topic = call.path["topic"]
-    broker.describe_topic(topic)  # 404 for an unknown topic, not []
+    call.door.describe_topic(topic)  # 404 for an unknown topic, not []
     return [
-        broker.describe_group(topic, s.name)
-        for s in broker.list_subscriptions(topic)
+        call.door.describe_group(topic, s.name)
+        for s in call.door.list_subscriptions(topic)
         if s.mode == "stream"
     ]
 
 
 async def describe_group(call: Call) -> GroupDescription:
-    return call.host.broker.describe_group(call.path["topic"], call.path["group"])
+    return call.door.describe_group(call.path["topic"], call.path["group"])
 
 
 async def seek(call: Call) -> GroupDescription:
@@ -33,9 +32,8 @@ async def seek(call: Call) -> GroupDescription:
         raise InvalidRequest("give exactly one of 'to' and 'timestamp_ms'")
     target: ResetTarget = AtTime(body.timestamp_ms) if body.timestamp_ms is not None else body.to  # type: ignore[assignment]
     topic, group = call.path["topic"], call.path["group"]
-    call.host.broker.reset_group(topic, group, target, body.partitions)
-    call.host.settled(topic)
-    return call.host.broker.describe_group(topic, group)
+    call.door.reset_group(topic, group, target, body.partitions)
+    return call.door.describe_group(topic, group)
 
 
 ENDPOINTS = [

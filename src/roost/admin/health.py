@@ -17,7 +17,7 @@ async def alive(call: Call) -> Health:
 
 
 async def ready(call: Call) -> Health:
-    await call.host.check_ready()
+    await call.door.check_ready()
     return Health("ready")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import msgspec
@@ -18,14 +19,13 @@ QUEUE = QUEUES + "/{name}"
 def _queue(call: Call) -> Call:
     """The queue ``name`` as the subscription ``name`` of topic ``name``."""
     name = call.path["name"]
-    return Call(call.host, {"topic": name, "name": name}, call.body, call.query)
+    return dataclasses.replace(call, path={"topic": name, "name": name})
 
 
 async def list_queues(call: Call) -> list[SubscriptionView]:
-    broker = call.host.broker
     return [
-        subscription_view(broker, s.topic, s.name)
-        for s in broker.list_subscriptions()
+        subscription_view(call.door, s.topic, s.name)
+        for s in call.door.list_subscriptions()
         if s.name == s.topic and s.mode != "stream"
     ]
 
@@ -36,20 +36,20 @@ async def create_queue(call: Call) -> SubscriptionView:
     name = options.pop("name")
     if options["policy"] is None:
         del options["policy"]  # the broker's queue policy: retention until consumed
-    call.host.broker.create_queue(name, **options)
-    return subscription_view(call.host.broker, name, name)
+    call.door.create_queue(name, **options)
+    return subscription_view(call.door, name, name)
 
 
 async def describe_queue(call: Call) -> SubscriptionView:
     name = call.path["name"]
-    view = subscription_view(call.host.broker, name, name)
+    view = subscription_view(call.door, name, name)
     if view.stats is None:
         raise UnknownSubscription(name, name)  # a stream of that name is not a queue
     return view
 
 
 async def delete_queue(call: Call) -> None:
-    call.host.broker.delete_queue(call.path["name"])
+    call.door.delete_queue(call.path["name"])
 
 
 async def peek_queue(call: Call) -> list[MessageView]:

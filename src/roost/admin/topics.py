@@ -17,9 +17,9 @@ from roost.admin.schemas import (
     message_view,
     peeked_views,
 )
-from roost.core.broker import Broker
 from roost.core.model import SubscriptionSpec
 from roost.core.stats import StreamStats
+from roost.server.door import Door
 from roost.storage import TopicInfo
 
 TOPICS = "/api/v1/topics"
@@ -28,78 +28,74 @@ SUBSCRIPTIONS = TOPIC + "/subscriptions"
 SUBSCRIPTION = SUBSCRIPTIONS + "/{name}"
 
 
-def topic_view(broker: Broker, name: str) -> TopicView:
-    info = broker.describe_topic(name)
-    subscriptions = [s.name for s in broker.list_subscriptions(name)]
-    return TopicView(info.name, info.config, broker.policy(name), info.partitions, subscriptions)
+def topic_view(door: Door, name: str) -> TopicView:
+    info = door.describe_topic(name)
+    subscriptions = [s.name for s in door.list_subscriptions(name)]
+    return TopicView(info.name, info.config, door.policy(name), info.partitions, subscriptions)
 
 
-def subscription_view(broker: Broker, topic: str, name: str) -> SubscriptionView:
-    stats = broker.stats(topic, name)
-    [spec] = [s for s in broker.list_subscriptions(topic) if s.name == name]
+def subscription_view(door: Door, topic: str, name: str) -> SubscriptionView:
+    stats = door.stats(topic, name)
+    [spec] = [s for s in door.list_subscriptions(topic) if s.name == name]
     if isinstance(stats, StreamStats):
         return SubscriptionView(spec, None, stats)
     return SubscriptionView(spec, stats, None)
 
 
 async def list_topics(call: Call) -> list[TopicInfo]:
-    broker = call.host.broker
-    return [broker.describe_topic(name) for name in broker.list_topics()]
+    return [call.door.describe_topic(name) for name in call.door.list_topics()]
 
 
 async def create_topic(call: Call) -> TopicView:
     body: NewTopic = call.body
-    call.host.broker.create_topic(body.name, body.config, body.policy)
-    return topic_view(call.host.broker, body.name)
+    call.door.create_topic(body.name, body.config, body.policy)
+    return topic_view(call.door, body.name)
 
 
 async def describe_topic(call: Call) -> TopicView:
-    return topic_view(call.host.broker, call.path["topic"])
+    return topic_view(call.door, call.path["topic"])
 
 
 async def delete_topic(call: Call) -> None:
-    call.host.broker.delete_topic(call.path["topic"])
+    call.door.delete_topic(call.path["topic"])
 
 
 async def read_messages(call: Call) -> list[MessageView]:
     query: ReadQuery = call.query
-    messages = call.host.broker.read(call.path["topic"], query.partition, query.offset, query.limit)
+    messages = call.door.read(call.path["topic"], query.partition, query.offset, query.limit)
     return [message_view(message) for message in messages]
 
 
 async def list_subscriptions(call: Call) -> list[SubscriptionSpec]:
-    call.host.broker.describe_topic(call.path["topic"])  # 404 for an unknown topic, not []
-    return call.host.broker.list_subscriptions(call.path["topic"])
+    call.door.describe_topic(call.path["topic"])  # 404 for an unknown topic, not []
+    return call.door.list_subscriptions(call.path["topic"])
 
 
 async def create_subscription(call: Call) -> SubscriptionView:
     body: NewSubscription = call.body
     fields = {**msgspec.structs.asdict(body), "topic": call.path["topic"]}
-    spec = call.host.broker.create_subscription(SubscriptionSpec(**fields))
-    return subscription_view(call.host.broker, spec.topic, spec.name)
+    spec = call.door.create_subscription(SubscriptionSpec(**fields))
+    return subscription_view(call.door, spec.topic, spec.name)
 
 
 async def describe_subscription(call: Call) -> SubscriptionView:
-    return subscription_view(call.host.broker, call.path["topic"], call.path["name"])
+    return subscription_view(call.door, call.path["topic"], call.path["name"])
 
 
 async def delete_subscription(call: Call) -> None:
-    call.host.broker.delete_subscription(call.path["topic"], call.path["name"])
+    call.door.delete_subscription(call.path["topic"], call.path["name"])
 
 
 async def peek(call: Call) -> list[MessageView]:
     query: PeekQuery = call.query
-    broker = call.host.broker
     return peeked_views(
-        broker.peek(call.path["topic"], call.path["name"], query.limit, query.partition)
+        call.door.peek(call.path["topic"], call.path["name"], query.limit, query.partition)
     )
 
 
 async def purge(call: Call) -> Purged:
     topic = call.path["topic"]
-    purged = call.host.broker.purge(topic, call.path["name"])
-    call.host.settled(topic)  # producers blocked on a full backlog may go on
-    return Purged(purged)
+    return Purged(call.door.purge(topic, call.path["name"]))
 
 
 ENDPOINTS = [

@@ -43,6 +43,7 @@ from typing import Any
 
 from roost.core.model import SubscriptionSpec
 from roost.core.publishing import Outgoing
+from roost.server.access import TRUSTED
 from roost.server.host import Host
 from roost.storage import Record
 
@@ -118,7 +119,7 @@ class CoreBench:
 
     async def append_phase(self, name: str) -> Phase:
         """The baseline: the producers' batches straight onto the log, each awaited durable."""
-        self.host.broker.create_topic(name)
+        self.host.door(TRUSTED).create_topic(name)
         topic = self.host.engine.topic(name)
         log = topic.log(0)
         flusher = self.host.flusher
@@ -136,20 +137,21 @@ class CoreBench:
 
     async def queue_phase(self, name: str, fifo: bool) -> Phase:
         """Publish, receive and ack every message through the queue ``name``, concurrently."""
-        self.host.broker.create_queue(name, fifo=fifo, durability="always")
+        door = self.host.door(TRUSTED)
+        door.create_queue(name, fifo=fifo, durability="always")
         batches = self._batches(fifo)
         acked = [0]
 
         async def produce(mine: Sequence[list[Outgoing]]) -> None:
             for messages in mine:
-                await self.host.publish(name, messages)
+                await door.publish(name, messages)
 
         async def consume() -> None:
             while acked[0] < self.messages:
-                received = await self.host.receive(name, name, self.batch, RECEIVE_WAIT_S)
+                received = await door.receive(name, name, self.batch, RECEIVE_WAIT_S)
                 if not received:
                     continue
-                refused = self.host.broker.ack(name, name, [m.receipt for m in received])
+                refused = door.ack(name, name, [m.receipt for m in received])
                 if refused:
                     raise RuntimeError(f"{len(refused)} acks refused: a lease ran out mid-run")
                 acked[0] += len(received)
@@ -167,20 +169,20 @@ class CoreBench:
     async def stream_phase(self, topic: str) -> Phase:
         """One member of a new `stream` subscription reads ``topic`` from the start, committing."""
         name = "reader"
-        self.host.broker.create_subscription(
+        door = self.host.door(TRUSTED)
+        door.create_subscription(
             SubscriptionSpec(name=name, topic=topic, mode="stream", start="earliest")
         )
-        stream = self.host.broker.stream(topic, name)
-        member = stream.join()
+        member = door.join(topic, name)
         log = self.host.engine.topic(topic).log(0)
         offset, end = log.start_offset, log.end_offset
         phase = Phase(end - offset)
         while offset < end:
-            records = await self.host.fetch(
+            records, _ = await door.fetch(
                 topic, name, member.member_id, member.generation, self.batch
             )
             offset = records[-1].offset + 1
-            stream.commit(member.member_id, member.generation, {0: offset})
+            door.commit(topic, name, member.member_id, member.generation, {0: offset})
         phase.stop()
         return phase
 

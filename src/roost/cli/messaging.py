@@ -22,8 +22,9 @@ import click
 from roost.cli import render
 from roost.cli.session import CliError, echo_json, json_option, run, show
 from roost.client.api import Client
-from roost.core.model import Message, Receipt
+from roost.core.model import Message
 from roost.core.publishing import Outgoing, Published
+from roost.receipt import Receipt
 
 PUBLISH_BATCH = 500
 PUBLISH_BATCH_BYTES = 1024 * 1024

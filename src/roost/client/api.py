@@ -24,6 +24,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import msgspec
 
+from roost.client.batches import decode_fetched
 from roost.client.closing import ClosedOnExit
 from roost.client.subscriber import (
     AckCoalescer,
@@ -33,7 +34,7 @@ from roost.client.subscriber import (
     message_from_wire,
 )
 from roost.core.groups import Membership
-from roost.core.model import DEFAULT_MAX_DELIVERIES, Message, Receipt, SubscriptionSpec
+from roost.core.model import DEFAULT_MAX_DELIVERIES, Message, SubscriptionSpec
 from roost.core.policies import Overflow
 from roost.core.publishing import Outgoing, Published
 from roost.core.retry import RetryPolicy
@@ -48,7 +49,7 @@ from roost.errors import (
     UnknownMember,
 )
 from roost.protocols.native import messages as m
-from roost.protocols.native.batches import decode_fetched
+from roost.receipt import Receipt
 from roost.storage import TopicInfo
 
 R = TypeVar("R", bound=m.Response)

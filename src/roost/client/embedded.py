@@ -3,8 +3,10 @@
     async with roost.open("./data") as broker:
         await broker.create_queue("emails")
 
-The ``LocalBackend`` hands each request to the same handlers the server uses, against a host
-running on this event loop: no sockets, no encoding, the same behaviour.
+The ``LocalBackend`` hands each request to the same handlers the server uses, through the same
+door (server/door.py), against a host running on this event loop: no sockets, no encoding,
+the same behaviour. The caller owns the process, so its door is ``TRUSTED``: embedded mode
+checks no grants.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from roost.core.publishing import Outgoing, Published
 from roost.errors import StorageClosed
 from roost.protocols.native import messages as m
 from roost.protocols.native.codec import VERSIONS
+from roost.server.access import TRUSTED
 from roost.server.host import Host
 from roost.server.native_session import HANDLERS, ack_unanswered
 
@@ -32,17 +35,18 @@ class LocalBackend:
 
     def __init__(self, host: Host) -> None:
         self.host = host
+        self.door = host.door(TRUSTED)
 
     async def call(self, request: m.Request) -> m.Response:
-        return await HANDLERS[type(request)](self.host, request)
+        return await HANDLERS[type(request)](self.door, request)
 
     def tell(self, request: m.Ack) -> None:
-        ack_unanswered(self.host, request)
+        ack_unanswered(self.door, request)
 
     async def subscribe(self, request: m.Subscribe) -> PushStream:
         if self.host.stopping:
             raise StorageClosed("the broker")
-        self.host.broker.stats(request.topic, request.subscription)  # unknown names fail now
+        self.door.check_subscription(request.topic, request.subscription)  # fails now, if ever
         return PollingStream(self.call, request, lambda: self.host.stopping)
 
     async def aclose(self) -> None:

@@ -26,9 +26,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from roost.client.closing import ClosedOnExit
-from roost.core.model import Message, Receipt
+from roost.core.model import Message
 from roost.errors import ConnectionLost, LeaseExpired, RoostError, StorageClosed
 from roost.protocols.native import messages as m
+from roost.receipt import Receipt
 
 if TYPE_CHECKING:
     from roost.client.api import Client

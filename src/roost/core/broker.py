@@ -25,12 +25,7 @@ import msgspec
 from roost.clock import Clock
 from roost.core.catalog import Catalog
 from roost.core.inspection import Peeked, peek_queue, peek_stream, peek_topic, read_log
-from roost.core.model import (
-    DEFAULT_MAX_DELIVERIES,
-    Message,
-    Receipt,
-    SubscriptionSpec,
-)
+from roost.core.model import DEFAULT_MAX_DELIVERIES, Message, SubscriptionSpec
 from roost.core.policies import DEFAULT_POLICY, QUEUE_POLICY, TopicPolicy
 from roost.core.publishing import (
     Outgoing,
@@ -69,6 +64,7 @@ from roost.errors import (
     UnknownSubscription,
     UnknownTopic,
 )
+from roost.receipt import Receipt
 from roost.storage import LocalEngine, Topic, TopicConfig, TopicInfo
 from roost.storage.log import PartitionLog
 

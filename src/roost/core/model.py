@@ -15,7 +15,8 @@ from typing import Literal
 import msgspec
 
 from roost.core.retry import RetryPolicy
-from roost.errors import InvalidConfig, InvalidRequest
+from roost.errors import InvalidConfig
+from roost.receipt import Receipt
 from roost.storage.config import check_name
 
 Mode = Literal["stream", "queue", "keyed"]
@@ -72,23 +73,6 @@ def check_delay(delay_ms: int) -> int:
     if type(delay_ms) is not int or not 0 <= delay_ms <= MAX_DELAY_MS:
         raise InvalidConfig("delay_ms", delay_ms, f"between 0 and {MAX_DELAY_MS} (24 h)")
     return delay_ms
-
-
-class Receipt(msgspec.Struct, frozen=True, array_like=True):
-    partition: int
-    offset: int
-    delivery: int
-
-    def __str__(self) -> str:
-        return f"{self.partition}:{self.offset}:{self.delivery}"
-
-    @classmethod
-    def parse(cls, text: str) -> Receipt:
-        try:
-            partition, offset, delivery = (int(part) for part in text.split(":"))
-        except ValueError:
-            raise InvalidRequest(f"malformed receipt {text!r}") from None
-        return cls(partition, offset, delivery)
 
 
 class Message(msgspec.Struct, frozen=True):

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import msgspec
 
-from roost.core.model import DELIVER_AT_HEADER, Message, Receipt, SubscriptionSpec
+from roost.core.model import DELIVER_AT_HEADER, Message, SubscriptionSpec
 from roost.core.subscription import DLQ_HEADERS
 from roost.errors import InvalidRequest
+from roost.receipt import Receipt
 
 REDRIVE_SUBSCRIPTION = "roost-redrive"
 #: How long a redrive run holds the dead letters it skips (it releases them when it ends).

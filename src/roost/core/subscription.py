@@ -32,8 +32,9 @@ from roost.clock import Clock
 from roost.core import state_codec
 from roost.core.acks import ranges_of
 from roost.core.deliveries import PartitionDeliveries, Released
-from roost.core.model import DELIVER_AT_HEADER, Message, Receipt, SubscriptionSpec, check_visibility
+from roost.core.model import DELIVER_AT_HEADER, Message, SubscriptionSpec, check_visibility
 from roost.errors import InvalidRequest, RecordTooLarge, UnknownPartition
+from roost.receipt import Receipt
 from roost.storage import Journal, Record, StoredRecord, Topic
 from roost.storage.log import PartitionLog
 

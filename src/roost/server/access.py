@@ -115,6 +115,8 @@ class Principal:
             return True
         if kind == "broker":
             return operation == "monitor" and self.monitor
+        if kind == "queue":  # a queue is its topic and its group: the grant must cover both
+            return self.may(operation, "topic", name) and self.may(operation, "group", name)
         key = (operation, kind, name)
         decided = self._decided.get(key)
         if decided is None:

@@ -35,11 +35,14 @@ from typing import TypeVar
 
 from roost.clock import Clock, SystemClock
 from roost.core.broker import Broker
-from roost.core.model import Message, Receipt
+from roost.core.model import Message
 from roost.core.publishing import Outgoing, Published, PublishOutcome
 from roost.core.redrive import RedriveFilter
 from roost.core.streams import FetchedBatches
 from roost.errors import BacklogFull, InvalidConfig, StorageClosed
+from roost.receipt import Receipt
+from roost.server.access import Principal
+from roost.server.door import Door
 from roost.server.flusher import Flusher
 from roost.server.identities import Identities
 from roost.server.meters import ListenerStats
@@ -59,7 +62,8 @@ log = logging.getLogger("roost.host")
 class Host:
     def __init__(self, engine: LocalEngine, broker: Broker, flusher: Flusher, clock: Clock) -> None:
         self.engine = engine
-        self.broker = broker
+        #: Private: every session reaches the core through a ``Door`` (``door``).
+        self._broker = broker
         self.flusher = flusher
         self.clock = clock
         #: Users, tokens and grants, in the engine's metadata store.
@@ -94,6 +98,10 @@ class Host:
         host._timer = asyncio.create_task(host._run_timer(), name="roost-timer")
         return host
 
+    def door(self, principal: Principal) -> Door:
+        """The command surface as ``principal`` may use it (server/door.py)."""
+        return Door(self, self._broker, principal)
+
     # -- publish --------------------------------------------------------------------------
 
     async def publish(
@@ -123,12 +131,12 @@ class Host:
         sequence: int | None,
     ) -> PublishOutcome:
         loop = asyncio.get_running_loop()
-        give_up = loop.time() + self.broker.policy(topic).block_timeout_ms / 1000
+        give_up = loop.time() + self._broker.policy(topic).block_timeout_ms / 1000
         while True:
             remaining = give_up - loop.time()
             if remaining <= 0 or self.stopping:
                 # A last try: it appends if room came after all, or raises BacklogFull.
-                return self.broker.publish(topic, messages, producer_id, sequence)
+                return self._broker.publish(topic, messages, producer_id, sequence)
             room = self._room.setdefault(topic, asyncio.Event())
             await _wait(room, remaining)
             outcome = self.publish_now(topic, messages, producer_id, sequence)
@@ -150,9 +158,9 @@ class Host:
         overflow policy says wait for room (``publish`` waits). Confirm what it returns with
         ``confirmed_now`` or ``confirm``."""
         try:
-            return self.broker.publish(topic, messages, producer_id, sequence)
+            return self._broker.publish(topic, messages, producer_id, sequence)
         except BacklogFull:
-            if self.broker.policy(topic).overflow != "block":
+            if self._broker.policy(topic).overflow != "block":
                 raise
             return None
 
@@ -165,7 +173,7 @@ class Host:
     async def publish_to_exchange(
         self, exchange: str, routing_key: str, messages: Sequence[Outgoing]
     ) -> Sequence[Published]:
-        outcome = self.broker.publish_to_exchange(exchange, routing_key, messages)
+        outcome = self._broker.publish_to_exchange(exchange, routing_key, messages)
         return await self.confirm(outcome, {p.topic for p in outcome.published})
 
     def confirmed_now(
@@ -268,12 +276,14 @@ class Host:
         try:
             while True:
                 started = asyncio.get_running_loop().time()
-                batch, outcome = self.broker.redrive_batch(dead_letter_topic, where, batch_size, to)
+                batch, outcome = self._broker.redrive_batch(
+                    dead_letter_topic, where, batch_size, to
+                )
                 skipped += batch.skipped
                 for error in batch.errors:
                     log.warning("redrive of %s: %s", dead_letter_topic, error)
                 await self.confirm(outcome, {p.topic for p in outcome.published})
-                self.broker.finish_redrive(dead_letter_topic, batch.moved)
+                self._broker.finish_redrive(dead_letter_topic, batch.moved)
                 moved += len(batch.moved)
                 if batch.exhausted:
                     return moved
@@ -281,7 +291,7 @@ class Host:
                 elapsed = asyncio.get_running_loop().time() - started
                 await asyncio.sleep(max(0.0, pace_s - elapsed))
         finally:
-            self.broker.release_redrive(dead_letter_topic, skipped)
+            self._broker.release_redrive(dead_letter_topic, skipped)
 
     # -- receive --------------------------------------------------------------------------
 
@@ -301,7 +311,9 @@ class Host:
         return await self._long_poll(
             topic,
             wait_s,
-            lambda: self.broker.receive(topic, subscription, max_messages, visibility_ms, consumer),
+            lambda: self._broker.receive(
+                topic, subscription, max_messages, visibility_ms, consumer
+            ),
         )
 
     async def fetch(
@@ -314,7 +326,7 @@ class Host:
         wait_s: float = 0.0,
     ) -> list[Message]:
         """A stream member's next records; with ``wait_s``, wait that long for the first one."""
-        stream = self.broker.stream(topic, subscription)
+        stream = self._broker.stream(topic, subscription)
         return await self._long_poll(
             topic, wait_s, lambda: stream.fetch(member_id, generation, max_records)
         )
@@ -329,7 +341,7 @@ class Host:
         wait_s: float = 0.0,
     ) -> list[FetchedBatches]:
         """``fetch`` as stored batches, undecoded (see ``StreamSubscription.fetch_batches``)."""
-        stream = self.broker.stream(topic, subscription)
+        stream = self._broker.stream(topic, subscription)
         return await self._long_poll(
             topic, wait_s, lambda: stream.fetch_batches(member_id, generation, max_records)
         )
@@ -366,7 +378,7 @@ class Host:
 
     async def _tick_once(self) -> None:
         while not self._closed:
-            tick = self.broker.tick()
+            tick = self._broker.tick()
             for topic in self._topics_with_subscriptions():
                 self.wake_readers(topic)
                 self.settled(topic)  # dead letters, drops, retention may have made room
@@ -384,10 +396,10 @@ class Host:
             await _wait(self._wake_timer, sleep_s)
 
     async def _snapshot_journals(self) -> None:
-        for sub in self.broker.subscriptions():
+        for sub in self._broker.subscriptions():
             if sub.snapshot_due:
                 await self._snapshot(sub.journal, sub.snapshot())
-        for producers in self.broker.producer_states():
+        for producers in self._broker.producer_states():
             if producers.snapshot_due:
                 await self._snapshot(producers.journal, producers.snapshot())
 
@@ -400,7 +412,7 @@ class Host:
         journal.snapshot_done(job)
 
     def _topics_with_subscriptions(self) -> set[str]:
-        return {spec.topic for spec in self.broker.list_subscriptions()}
+        return {spec.topic for spec in self._broker.list_subscriptions()}
 
     # -- health ---------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ from roost.protocols.native.codec import (
     encode,
     negotiate,
 )
+from roost.server.access import ANONYMOUS, Principal
 from roost.server.framed import FramedStream
 from roost.server.host import Host
 from roost.server.meters import ListenerStats
@@ -83,6 +84,9 @@ class NativeConnection:
         self, host: Host, stream: FramedStream, stats: ListenerStats | None = None
     ) -> None:
         self._host = host
+        #: Who this connection acts for: set once its handshake authenticates it; every
+        #: request goes through ``door``, which checks it (server/door.py).
+        self.principal = ANONYMOUS
         self._stats = stats or ListenerStats()
         self._stream = stream
         self._codec = stream.codec
@@ -93,6 +97,15 @@ class NativeConnection:
         self._waiting_to_start = 0
         self._finishing = False
         self.peer = stream.get_extra_info("peername")
+
+    @property
+    def principal(self) -> Principal:
+        return self._principal
+
+    @principal.setter
+    def principal(self, principal: Principal) -> None:
+        self._principal = principal
+        self.door = self._host.door(principal)
 
     async def finish(self, grace_s: float) -> None:
         """Shutting down: refuse new requests (``unavailable``, retriable), give the ones in
@@ -124,7 +137,7 @@ class NativeConnection:
 
     async def _read_loop(self) -> None:
         # Publishes read together are pushed together (``Host.holding_wakes``).
-        await self._stream.dispatch(self._dispatch, self._host.holding_wakes)
+        await self._stream.dispatch(self._dispatch, self.door.holding_wakes)
 
     def _dispatch(self, frame: Frame) -> bool:
         """Act on one frame; False when the connection should end."""
@@ -139,12 +152,12 @@ class NativeConnection:
             failure = m.Failure("unavailable", "the broker is shutting down", True)
             self._send(Frame(Kind.FAILURE, frame.correlation, failure))
         elif isinstance(frame.message, m.Ack) and not frame.message.answer:
-            ack_unanswered(self._host, frame.message)
+            ack_unanswered(self.door, frame.message)
         elif (
             type(frame.message) is m.Publish
             and self._stream.writable
             and not self._waiting_to_start
-            and not self._host.blocked(frame.message.topic)
+            and not self.door.blocked(frame.message.topic)
         ):
             # Nothing sent before it is still to start (a request before it in this read, a
             # publish waiting for room): it may go first.
@@ -189,7 +202,7 @@ class NativeConnection:
             return self._subscribe(correlation, request)
         if isinstance(request, m.Unsubscribe):
             return await self._unsubscribe(request)
-        return await HANDLERS[type(request)](self._host, request)
+        return await HANDLERS[type(request)](self.door, request)
 
     async def _answer(
         self,
@@ -218,18 +231,18 @@ class NativeConnection:
         push. A publish that waits (for its round under `always`, for room in a full topic
         under overflow `block`) is finished by a task, as any request."""
         try:
-            outcome = publish_now(self._host, request)
+            outcome = publish_now(self.door, request)
             if outcome is None:  # nothing appended: the task waits for room, then appends
                 work = functools.partial(self._handle, correlation, request)
                 self._waiting_to_start += 1  # what this connection publishes next waits too
                 self._spawn(self._answer(correlation, request, work))
                 return
-            published = self._host.confirmed_now(outcome, {request.topic})
+            published = self.door.confirmed_now(outcome, {request.topic})
         except Exception as e:
             self._send(_failure(correlation, request, e))
             return
         if published is None:  # appended: what is left is its fsync round, nothing to overtake
-            work = functools.partial(confirm, self._host, outcome, request.topic)
+            work = functools.partial(confirm, self.door, outcome, request.topic)
             self._spawn(self._answer(correlation, request, work, queued=False))
         else:
             self._send(Frame(Kind.RESPONSE, correlation, runs(published)))
@@ -241,13 +254,13 @@ class NativeConnection:
         await self._stream.drain()
 
     def _subscribe(self, correlation: int, request: m.Subscribe) -> m.Response:
-        self._host.broker.stats(request.topic, request.subscription)  # unknown names fail now
+        self.door.check_subscription(request.topic, request.subscription)  # fails now, if ever
         if correlation in self._pushes:
             raise ProtocolError("native", f"correlation id {correlation} already names a subscribe")
         push = _Push(correlation, request)
         push.poke = lambda: self._push(push)
         self._pushes[correlation] = push
-        self._host.watch(push.topic, push.poke)
+        self.door.watch(push.topic, push.poke)
         # After the answer: what is already there goes out once the client knows the subscribe.
         asyncio.get_running_loop().call_soon(push.poke)
         return m.Done()
@@ -260,7 +273,7 @@ class NativeConnection:
 
     def _stop_pushing(self, push: _Push) -> None:
         self._pushes.pop(push.correlation, None)
-        self._host.unwatch(push.topic, push.poke)
+        self.door.unwatch(push.topic, push.poke)
 
     def _push_all(self) -> None:
         for push in list(self._pushes.values()):
@@ -274,13 +287,13 @@ class NativeConnection:
         while (
             push.credit > 0
             and self._pushes.get(push.correlation) is push
-            and not self._host.stopping
+            and not self.door.stopping
             and self._stream.writable
             and self._codec.state is not State.CLOSED  # said goodbye: it is being closed
         ):
             try:
                 allowed = min(push.credit, PUSH_BATCH)
-                messages = self._host.broker.receive(push.topic, push.subscription, allowed)
+                messages = self.door.lease(push.topic, push.subscription, allowed)
             except RoostError as e:
                 self._stop_pushing(push)
                 failure = m.Failure(e.code, str(e), e.retriable)

@@ -1,8 +1,9 @@
-"""What each native request does to the host, and what it answers.
+"""What each native request does through the door, and what it answers.
 
-One handler per request type, in a table; each turns the wire struct into core arguments,
-awaits the host, and turns the result into a response struct. Protocol details (frames,
-correlation ids) stay in the connection; core types stay out of the wire structs.
+One handler per request type, in a table; each turns the wire struct into the arguments of
+one door command (server/door.py, where it is authorised), awaits it, and turns the result
+into a response struct. Protocol details (frames, correlation ids) stay in the connection;
+core types stay out of the wire structs.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from roost.core.redrive import RedriveFilter
 from roost.core.routing import BindingSpec, ExchangeSpec
 from roost.errors import InvalidConfig, InvalidRequest, RoostError
 from roost.protocols.native import messages as m
-from roost.server.host import Host
+from roost.server.door import Door
 from roost.storage import TopicConfig
 
 log = logging.getLogger("roost.native")
-Handler = Callable[[Host, Any], Awaitable[m.Response]]
+Handler = Callable[[Door, Any], Awaitable[m.Response]]
 #: create_queue options a client may pass (the Broker's keyword arguments).
 QUEUE_OPTIONS = frozenset({
     "fifo", "partitions", "visibility_timeout_ms", "max_deliveries", "dead_letter", "delay_ms",
@@ -67,45 +68,45 @@ def outgoing(message: m.Out) -> Outgoing:
     )  # fmt: skip
 
 
-async def create_topic(host: Host, req: m.CreateTopic) -> m.Response:
+async def create_topic(door: Door, req: m.CreateTopic) -> m.Response:
     config = msgspec.convert(req.config, TopicConfig)
     policy = msgspec.convert(req.policy, TopicPolicy)
-    return described(host.broker.create_topic(req.name, config, policy))
+    return described(door.create_topic(req.name, config, policy))
 
 
-async def create_queue(host: Host, req: m.CreateQueue) -> m.Response:
+async def create_queue(door: Door, req: m.CreateQueue) -> m.Response:
     unknown = set(req.options) - QUEUE_OPTIONS
     if unknown:
         raise InvalidConfig("queue options", sorted(unknown), f"known: {sorted(QUEUE_OPTIONS)}")
     options = dict(req.options)
     if "policy" in options:
         options["policy"] = msgspec.convert(options["policy"], TopicPolicy)
-    return described(host.broker.create_queue(req.name, **options))  # type: ignore[arg-type]
+    return described(door.create_queue(req.name, **options))
 
 
-async def create_subscription(host: Host, req: m.CreateSubscription) -> m.Response:
+async def create_subscription(door: Door, req: m.CreateSubscription) -> m.Response:
     spec = msgspec.convert(req.spec, SubscriptionSpec)
-    return described(host.broker.create_subscription(spec))
+    return described(door.create_subscription(spec))
 
 
-async def publish(host: Host, req: m.Publish) -> m.Response:
+async def publish(door: Door, req: m.Publish) -> m.Response:
     messages = [outgoing(message) for message in req.messages]
-    return runs(await host.publish(req.topic, messages, req.producer_id, req.sequence))
+    return runs(await door.publish(req.topic, messages, req.producer_id, req.sequence))
 
 
-def publish_now(host: Host, req: m.Publish) -> PublishOutcome | None:
+def publish_now(door: Door, req: m.Publish) -> PublishOutcome | None:
     """``Host.publish_now`` of a ``Publish``: appended in this turn, or None (nothing done)."""
     messages = [outgoing(message) for message in req.messages]
-    return host.publish_now(req.topic, messages, req.producer_id, req.sequence)
+    return door.publish_now(req.topic, messages, req.producer_id, req.sequence)
 
 
-async def confirm(host: Host, outcome: PublishOutcome, topic: str) -> m.Response:
-    return runs(await host.confirm(outcome, {topic}))
+async def confirm(door: Door, outcome: PublishOutcome, topic: str) -> m.Response:
+    return runs(await door.confirm(outcome, {topic}))
 
 
-async def publish_to_exchange(host: Host, req: m.PublishToExchange) -> m.Response:
+async def publish_to_exchange(door: Door, req: m.PublishToExchange) -> m.Response:
     messages = [outgoing(message) for message in req.messages]
-    return runs(await host.publish_to_exchange(req.exchange, req.routing_key, messages))
+    return runs(await door.publish_to_exchange(req.exchange, req.routing_key, messages))
 
 
 #: One answer holds at most this many messages: its size (and the broker's memory while it is
@@ -119,41 +120,34 @@ def _at_most(asked: int, limit: int, name: str, what: str) -> None:
         raise InvalidRequest(f"{name}={asked} exceeds the limit of {limit} per {what}")
 
 
-async def receive(host: Host, req: m.Receive) -> m.Response:
+async def receive(door: Door, req: m.Receive) -> m.Response:
     _at_most(req.max_messages, MAX_RECEIVE_MESSAGES, "max_messages", "receive")
-    messages = await host.receive(
+    messages = await door.receive(
         req.topic, req.subscription, req.max_messages, req.wait_ms / 1000, req.visibility_ms
     )
     return m.Messages([delivered(message) for message in messages])
 
 
-async def ack(host: Host, req: m.Ack) -> m.Response:
-    result = host.broker.ack(req.topic, req.subscription, req.receipts)
-    host.settled(req.topic)
-    return m.Refused(result)
+async def ack(door: Door, req: m.Ack) -> m.Response:
+    return m.Refused(door.ack(req.topic, req.subscription, req.receipts))
 
 
-def ack_unanswered(host: Host, req: m.Ack) -> None:
+def ack_unanswered(door: Door, req: m.Ack) -> None:
     """An ``Ack`` that expects no answer (version 3), settled now. What it cannot settle (a
-    lease that ran out, a subscription gone) is logged at debug level: those messages come
-    again when their leases run out, as after a lost ack."""
+    lease that ran out, a subscription gone, a missing grant) is logged at debug level: those
+    messages come again when their leases run out, as after a lost ack."""
     try:
-        host.broker.ack(req.topic, req.subscription, req.receipts)
+        door.ack(req.topic, req.subscription, req.receipts)
     except RoostError as e:
         log.debug("unanswered ack on %s/%s: %s", req.topic, req.subscription, e)
-        return
-    host.settled(req.topic)
 
 
-async def nack(host: Host, req: m.Nack) -> m.Response:
-    result = host.broker.nack(req.topic, req.subscription, req.receipts, req.delay_ms, req.error)
-    host.wake_timer()
-    return m.Refused(result)
+async def nack(door: Door, req: m.Nack) -> m.Response:
+    return m.Refused(door.nack(req.topic, req.subscription, req.receipts, req.delay_ms, req.error))
 
 
-async def extend(host: Host, req: m.Extend) -> m.Response:
-    result = host.broker.extend(req.topic, req.subscription, req.receipts, req.visibility_ms)
-    return m.Refused(result)
+async def extend(door: Door, req: m.Extend) -> m.Response:
+    return m.Refused(door.extend(req.topic, req.subscription, req.receipts, req.visibility_ms))
 
 
 def membership(value: Any) -> m.Membership:
@@ -162,106 +156,90 @@ def membership(value: Any) -> m.Membership:
     )
 
 
-async def join(host: Host, req: m.Join) -> m.Response:
-    return membership(host.broker.stream(req.topic, req.group).join(req.member_id, req.client))
+async def join(door: Door, req: m.Join) -> m.Response:
+    return membership(door.join(req.topic, req.group, req.member_id, req.client))
 
 
-async def heartbeat(host: Host, req: m.Heartbeat) -> m.Response:
-    stream = host.broker.stream(req.topic, req.group)
-    return membership(stream.heartbeat(req.member_id, req.generation))
+async def heartbeat(door: Door, req: m.Heartbeat) -> m.Response:
+    return membership(door.heartbeat(req.topic, req.group, req.member_id, req.generation))
 
 
-async def fetch(host: Host, req: m.Fetch) -> m.Response:
+async def fetch(door: Door, req: m.Fetch) -> m.Response:
     _at_most(req.max_records, MAX_FETCH_RECORDS, "max_records", "fetch")
-    records = await host.fetch(
+    records, current = await door.fetch(
         req.topic, req.group, req.member_id, req.generation, req.max_records, req.wait_ms / 1000
     )
-    current = host.broker.stream(req.topic, req.group).heartbeat(req.member_id, req.generation)
     return m.Records([delivered(record) for record in records], membership(current))
 
 
-async def fetch_batches(host: Host, req: m.FetchBatches) -> m.Response:
-    fetched = await host.fetch_batches(
+async def fetch_batches(door: Door, req: m.FetchBatches) -> m.Response:
+    fetched, current = await door.fetch_batches(
         req.topic, req.group, req.member_id, req.generation, req.max_records, req.wait_ms / 1000
     )
-    current = host.broker.stream(req.topic, req.group).heartbeat(req.member_id, req.generation)
     return m.Batches(
         [m.Fetched(f.partition, f.first_offset, f.next_offset, f.data) for f in fetched],
         membership(current),
     )
 
 
-async def commit(host: Host, req: m.Commit) -> m.Response:
-    host.broker.stream(req.topic, req.group).commit(req.member_id, req.generation, req.offsets)
-    host.settled(req.topic)
+async def commit(door: Door, req: m.Commit) -> m.Response:
+    door.commit(req.topic, req.group, req.member_id, req.generation, req.offsets)
     return m.Done()
 
 
-async def seek(host: Host, req: m.Seek) -> m.Response:
-    stream = host.broker.stream(req.topic, req.group)
-    offset = stream.seek(req.member_id, req.generation, req.partition, req.to)  # type: ignore[arg-type]
-    return m.Position(offset)
-
-
-async def seek_to_time(host: Host, req: m.SeekToTime) -> m.Response:
-    stream = host.broker.stream(req.topic, req.group)
+async def seek(door: Door, req: m.Seek) -> m.Response:
+    to: Any = req.to  # an offset, "earliest" or "latest": the stream checks which
     return m.Position(
-        stream.seek_to_timestamp(req.member_id, req.generation, req.partition, req.timestamp_ms)
+        door.seek(req.topic, req.group, req.member_id, req.generation, req.partition, to)
     )
 
 
-async def redrive(host: Host, req: m.Redrive) -> m.Response:
+async def seek_to_time(door: Door, req: m.SeekToTime) -> m.Response:
+    return m.Position(
+        door.seek_to_time(
+            req.topic, req.group, req.member_id, req.generation, req.partition, req.timestamp_ms
+        )
+    )
+
+
+async def redrive(door: Door, req: m.Redrive) -> m.Response:
     where = msgspec.convert(req.where, RedriveFilter)
-    return m.Moved(await host.redrive(req.dead_letter_topic, where, req.rate_per_s, req.to))
+    return m.Moved(await door.redrive(req.dead_letter_topic, where, req.rate_per_s, req.to))
 
 
-def _done(call: Callable[[Host, Any], object]) -> Handler:
-    async def handler(host: Host, req: Any) -> m.Response:
-        call(host, req)
+def _done(call: Callable[[Door, Any], object]) -> Handler:
+    async def handler(door: Door, req: Any) -> m.Response:
+        call(door, req)
         return m.Done()
 
     return handler
 
 
-def _deleting(call: Callable[[Host, Any], object], topic_of: Callable[[Any], str]) -> Handler:
-    """A delete; then the long polls on its topic wake, to fail with the error that names
-    what is gone instead of waiting out their time."""
-
-    async def handler(host: Host, req: Any) -> m.Response:
-        call(host, req)
-        host.wake_readers(topic_of(req))
-        return m.Done()
-
-    return handler
-
-
-def _describe(call: Callable[[Host, Any], object]) -> Handler:
-    async def handler(host: Host, req: Any) -> m.Response:
-        return described(call(host, req))
+def _describe(call: Callable[[Door, Any], object]) -> Handler:
+    async def handler(door: Door, req: Any) -> m.Response:
+        return described(call(door, req))
 
     return handler
 
 
 HANDLERS: dict[type, Handler] = {
     m.CreateTopic: create_topic,
-    m.ListTopics: _describe(lambda h, r: h.broker.list_topics()),
-    m.DescribeTopic: _describe(lambda h, r: h.broker.describe_topic(r.name)),
-    m.DeleteTopic: _deleting(lambda h, r: h.broker.delete_topic(r.name), lambda r: r.name),
+    m.ListTopics: _describe(lambda d, r: d.list_topics()),
+    m.DescribeTopic: _describe(lambda d, r: d.describe_topic(r.name)),
+    m.DeleteTopic: _done(lambda d, r: d.delete_topic(r.name)),
     m.CreateQueue: create_queue,
-    m.DeleteQueue: _deleting(lambda h, r: h.broker.delete_queue(r.name), lambda r: r.name),
+    m.DeleteQueue: _done(lambda d, r: d.delete_queue(r.name)),
     m.CreateSubscription: create_subscription,
-    m.ListSubscriptions: _describe(lambda h, r: h.broker.list_subscriptions(r.topic)),
-    m.DeleteSubscription: _deleting(
-        lambda h, r: h.broker.delete_subscription(r.topic, r.name), lambda r: r.topic
-    ),
+    m.ListSubscriptions: _describe(lambda d, r: d.list_subscriptions(r.topic)),
+    m.DeleteSubscription: _done(lambda d, r: d.delete_subscription(r.topic, r.name)),
     m.DeclareExchange: _describe(
-        lambda h, r: h.broker.declare_exchange(ExchangeSpec(r.name, r.kind, r.alternate))
+        lambda d, r: d.declare_exchange(ExchangeSpec(r.name, r.kind, r.alternate))
     ),
-    m.DeleteExchange: _done(lambda h, r: h.broker.delete_exchange(r.name)),
-    m.ListExchanges: _describe(lambda h, r: h.broker.list_exchanges()),
-    m.Bind: _describe(lambda h, r: h.broker.bind(msgspec.convert(r.binding, BindingSpec))),
-    m.Unbind: _describe(lambda h, r: h.broker.unbind(msgspec.convert(r.binding, BindingSpec))),
-    m.ListBindings: _describe(lambda h, r: h.broker.list_bindings(r.exchange)),
+    m.DeleteExchange: _done(lambda d, r: d.delete_exchange(r.name)),
+    m.ListExchanges: _describe(lambda d, r: d.list_exchanges()),
+    m.Bind: _describe(lambda d, r: d.bind(msgspec.convert(r.binding, BindingSpec))),
+    m.Unbind: _describe(lambda d, r: d.unbind(msgspec.convert(r.binding, BindingSpec))),
+    m.ListBindings: _describe(lambda d, r: d.list_bindings(r.exchange)),
     m.Publish: publish,
     m.PublishToExchange: publish_to_exchange,
     m.Receive: receive,
@@ -270,12 +248,12 @@ HANDLERS: dict[type, Handler] = {
     m.Extend: extend,
     m.Join: join,
     m.Heartbeat: heartbeat,
-    m.Leave: _done(lambda h, r: h.broker.stream(r.topic, r.group).leave(r.member_id)),
+    m.Leave: _done(lambda d, r: d.leave(r.topic, r.group, r.member_id)),
     m.Fetch: fetch,
     m.FetchBatches: fetch_batches,
     m.Commit: commit,
     m.Seek: seek,
     m.SeekToTime: seek_to_time,
-    m.Stats: _describe(lambda h, r: h.broker.stats(r.topic, r.subscription)),
+    m.Stats: _describe(lambda d, r: d.stats(r.topic, r.subscription)),
     m.Redrive: redrive,
 }

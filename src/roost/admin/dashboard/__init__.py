@@ -30,7 +30,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from roost.admin.dashboard.feed import Feed
-from roost.core.readings import read_broker
+from roost.server.access import TRUSTED
 from roost.server.host import Host
 
 #: The dashboard's files, shipped as package data (pyproject.toml).
@@ -42,7 +42,9 @@ INTERVAL_S = 1.0
 class Dashboard:
     def __init__(self, host: Host, tick: Callable[[], Awaitable[None]] | None = None) -> None:
         """``tick`` waits between two snapshots (default: ``INTERVAL_S`` of real time)."""
-        self.feed = Feed(lambda: read_broker(host.broker), tick or _sleep)
+        # One reading for every browser: each was checked for `monitor` when it connected.
+        door = host.door(TRUSTED)
+        self.feed = Feed(door.readings, tick or _sleep)
         self.routes: list[BaseRoute] = [
             Route("/", _index, methods=["GET"]),
             Route("/dashboard/events", self._events, methods=["GET"]),

@@ -1,6 +1,6 @@
 """The dashboard's live feed: one snapshot per interval, shared by every browser watching.
 
-    feed = Feed(lambda: read_broker(host.broker), tick=lambda: asyncio.sleep(1.0))
+    feed = Feed(host.door(TRUSTED).readings, tick=lambda: asyncio.sleep(1.0))
     async for event in feed.events():   # bytes: server-sent events, one snapshot each
         ...
     await feed.aclose()                 # ends every stream, stops the task

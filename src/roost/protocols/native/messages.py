@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import msgspec
 
-from roost.core.model import Receipt
+from roost.receipt import Receipt
 
 Headers = list[tuple[str, bytes]]
 
