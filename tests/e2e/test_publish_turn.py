@@ -226,7 +226,7 @@ def test_a_publish_does_not_overtake_a_request_read_before_it(tmp_path: Path) ->
         async with served(tmp_path) as (_, host):
             raw = await _raw(host)
             try:
-                create = m.CreateQueue("late", {"durability": "interval"})
+                create = m.CreateQueue("late", m.QueueSettings(durability="interval"))
                 publish = m.Publish("late", [m.Out(b"x")])
                 raw.write(_request(raw, 1, create) + _request(raw, 2, publish))
                 answers = await _answers(raw, 2)

@@ -367,13 +367,13 @@ class Client(ClosedOnExit):
         publish is refused (``overflow="reject"``: ``BacklogFull``), waits up to
         ``block_timeout`` seconds for room (``"block"``), or drops the oldest
         (``"drop_oldest"``)."""
-        config: dict[str, object] = {"partitions": partitions, "durability": durability,
-                  "retention_ms": _ms(retention), "retention_bytes": retention_bytes,
-                  "max_record_bytes": max_record_bytes}  # fmt: skip
-        policy: dict[str, object] = {
-            "max_backlog_messages": max_backlog, "max_backlog_bytes": max_backlog_bytes,
-            "overflow": overflow, "block_timeout_ms": round(block_timeout * 1000),
-        }  # fmt: skip
+        config = m.TopicSettings(partitions=partitions, durability=durability,
+                  retention_ms=_ms(retention), retention_bytes=retention_bytes,
+                  max_record_bytes=max_record_bytes)  # fmt: skip
+        policy = m.BacklogPolicy(
+            max_backlog_messages=max_backlog, max_backlog_bytes=max_backlog_bytes,
+            overflow=overflow, block_timeout_ms=round(block_timeout * 1000),
+        )  # fmt: skip
         return await self._value(m.CreateTopic(name, config, policy), TopicInfo)
 
     async def list_topics(self) -> list[str]:
@@ -408,16 +408,16 @@ class Client(ClosedOnExit):
         topic (or is None, with ``max_deliveries=None``: retry forever). Consumed messages are
         deleted; ``retention`` (seconds) also deletes unconsumed ones older than that, as
         SQS's retention period does."""
-        options: dict[str, object] = {
-            "fifo": fifo, "partitions": partitions,
-            "visibility_timeout_ms": round(visibility_timeout * 1000),
-            "max_deliveries": max_deliveries, "dead_letter": dead_letter,
-            "delay_ms": round(delay * 1000), "durability": durability,
-            "retention_ms": _ms(retention),
-            "policy": {"max_backlog_messages": max_backlog, "overflow": overflow,
-                       "block_timeout_ms": round(block_timeout * 1000),
-                       "retain_until_consumed": True},
-        }  # fmt: skip
+        options = m.QueueSettings(
+            fifo=fifo, partitions=partitions,
+            visibility_timeout_ms=round(visibility_timeout * 1000),
+            max_deliveries=max_deliveries, dead_letter=dead_letter,
+            delay_ms=round(delay * 1000), durability=durability,
+            retention_ms=_ms(retention),
+            policy=m.BacklogPolicy(max_backlog_messages=max_backlog, overflow=overflow,
+                                   block_timeout_ms=round(block_timeout * 1000),
+                                   retain_until_consumed=True),
+        )  # fmt: skip
         return await self._value(m.CreateQueue(name, options), SubscriptionSpec)
 
     async def delete_queue(self, name: str) -> None:
@@ -450,13 +450,15 @@ class Client(ClosedOnExit):
             dead_letter = f"{topic}.{name}.dlq"
             if dead_letter not in await self.list_topics():
                 await self.create_topic(dead_letter)
-        spec = {
-            "name": name, "topic": topic, "mode": mode, "start": start,
-            "visibility_timeout_ms": round(visibility_timeout * 1000),
-            "max_deliveries": max_deliveries, "dead_letter": dead_letter,
-            "delay_ms": round(delay * 1000),
-            "retry": msgspec.to_builtins(retry or RetryPolicy()),
-        }  # fmt: skip
+        retry = retry or RetryPolicy()
+        spec = m.SubscriptionSettings(
+            name=name, topic=topic, mode=mode, start=start,
+            visibility_timeout_ms=round(visibility_timeout * 1000),
+            max_deliveries=max_deliveries, dead_letter=dead_letter,
+            delay_ms=round(delay * 1000),
+            retry=m.RetrySettings(kind=retry.kind, base_ms=retry.base_ms, max_ms=retry.max_ms,
+                                  jitter=retry.jitter),
+        )  # fmt: skip
         return await self._value(m.CreateSubscription(spec), SubscriptionSpec)
 
     async def list_subscriptions(self, topic: str | None = None) -> list[SubscriptionSpec]:
@@ -488,8 +490,9 @@ class Client(ClosedOnExit):
         match: Literal["all", "any"] = "all",
         weight: int = 1,
     ) -> bool:
-        binding = BindingSpec(exchange, topic, key, headers, match, weight)
-        return await self._value(m.Bind(msgspec.to_builtins(binding)), bool)
+        binding = m.Binding(exchange=exchange, topic=topic, key=key, headers=headers, match=match,
+                            weight=weight)  # fmt: skip
+        return await self._value(m.Bind(binding), bool)
 
     async def unbind(
         self,
@@ -501,8 +504,9 @@ class Client(ClosedOnExit):
         match: Literal["all", "any"] = "all",
         weight: int = 1,
     ) -> bool:
-        binding = BindingSpec(exchange, topic, key, headers, match, weight)
-        return await self._value(m.Unbind(msgspec.to_builtins(binding)), bool)
+        binding = m.Binding(exchange=exchange, topic=topic, key=key, headers=headers, match=match,
+                            weight=weight)  # fmt: skip
+        return await self._value(m.Unbind(binding), bool)
 
     async def list_bindings(self, exchange: str | None = None) -> list[BindingSpec]:
         return await self._value(m.ListBindings(exchange), list[BindingSpec])
@@ -663,10 +667,8 @@ class Client(ClosedOnExit):
     ) -> int:
         """Move dead letters back to their source topic (or to ``to``), at most ``rate`` a
         second: all of them, or those matching every filter given. Returns how many moved."""
-        where: dict[str, object] = {
-            "source_topic": source_topic, "key": key, "error_contains": error_contains,
-            "headers": headers,
-        }  # fmt: skip
+        where = m.RedriveWhere(source_topic=source_topic, key=key, error_contains=error_contains,
+                               headers=headers)  # fmt: skip
         wire = await self.call(m.Redrive(dead_letter_topic, where, rate, to), m.Moved)
         return wire.count
 

@@ -190,10 +190,13 @@ class Broker:
             )  # fmt: skip
         dead_letter_topic = f"{name}.dlq" if dead_letter == "" else dead_letter
         # Everything is checked before anything is made: a refused queue leaves nothing behind.
-        config = msgspec.convert(
-            {"partitions": partitions, "durability": durability, "retention_ms": retention_ms},
-            TopicConfig,
-        )
+        try:
+            config = msgspec.convert(
+                {"partitions": partitions, "durability": durability, "retention_ms": retention_ms},
+                TopicConfig,
+            )
+        except msgspec.ValidationError as e:
+            raise InvalidConfig("queue", name, str(e)) from None
         spec = SubscriptionSpec(
             name=name,
             topic=name,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -26,11 +26,7 @@ from roost.storage import TopicConfig
 
 log = logging.getLogger("roost.native")
 Handler = Callable[[Door, Any], Awaitable[m.Response]]
-#: create_queue options a client may pass (the Broker's keyword arguments).
-QUEUE_OPTIONS = frozenset({
-    "fifo", "partitions", "visibility_timeout_ms", "max_deliveries", "dead_letter", "delay_ms",
-    "durability", "retention_ms", "policy",
-})  # fmt: skip
+T = TypeVar("T")
 
 
 def described(value: object) -> m.Described:
@@ -68,25 +64,36 @@ def outgoing(message: m.Out) -> Outgoing:
     )  # fmt: skip
 
 
+def given(settings: msgspec.Struct) -> dict[str, Any]:
+    """The fields of a wire settings struct that were sent (UNSET ones take core defaults)."""
+    values: dict[str, Any] = msgspec.to_builtins(settings, builtin_types=(bytes,))
+    return values
+
+
+def core(settings: msgspec.Struct, kind: type[T]) -> T:
+    """A wire settings struct as the core's struct ``kind``: what was not sent takes the
+    core's default; a value the core's type refuses is ``InvalidConfig``, never a crash."""
+    try:
+        return msgspec.convert(given(settings), kind)
+    except msgspec.ValidationError as e:
+        raise InvalidConfig(kind.__name__, "(as sent)", str(e)) from None
+
+
 async def create_topic(door: Door, req: m.CreateTopic) -> m.Response:
-    config = msgspec.convert(req.config, TopicConfig)
-    policy = msgspec.convert(req.policy, TopicPolicy)
+    config = core(req.config, TopicConfig)
+    policy = core(req.policy, TopicPolicy)
     return described(door.create_topic(req.name, config, policy))
 
 
 async def create_queue(door: Door, req: m.CreateQueue) -> m.Response:
-    unknown = set(req.options) - QUEUE_OPTIONS
-    if unknown:
-        raise InvalidConfig("queue options", sorted(unknown), f"known: {sorted(QUEUE_OPTIONS)}")
-    options = dict(req.options)
+    options = given(req.options)
     if "policy" in options:
-        options["policy"] = msgspec.convert(options["policy"], TopicPolicy)
+        options["policy"] = core(req.options.policy, TopicPolicy)  # type: ignore[arg-type]
     return described(door.create_queue(req.name, **options))
 
 
 async def create_subscription(door: Door, req: m.CreateSubscription) -> m.Response:
-    spec = msgspec.convert(req.spec, SubscriptionSpec)
-    return described(door.create_subscription(spec))
+    return described(door.create_subscription(core(req.spec, SubscriptionSpec)))
 
 
 async def publish(door: Door, req: m.Publish) -> m.Response:
@@ -203,7 +210,7 @@ async def seek_to_time(door: Door, req: m.SeekToTime) -> m.Response:
 
 
 async def redrive(door: Door, req: m.Redrive) -> m.Response:
-    where = msgspec.convert(req.where, RedriveFilter)
+    where = core(req.where, RedriveFilter)
     return m.Moved(await door.redrive(req.dead_letter_topic, where, req.rate_per_s, req.to))
 
 
@@ -237,8 +244,8 @@ HANDLERS: dict[type, Handler] = {
     ),
     m.DeleteExchange: _done(lambda d, r: d.delete_exchange(r.name)),
     m.ListExchanges: _describe(lambda d, r: d.list_exchanges()),
-    m.Bind: _describe(lambda d, r: d.bind(msgspec.convert(r.binding, BindingSpec))),
-    m.Unbind: _describe(lambda d, r: d.unbind(msgspec.convert(r.binding, BindingSpec))),
+    m.Bind: _describe(lambda d, r: d.bind(core(r.binding, BindingSpec))),
+    m.Unbind: _describe(lambda d, r: d.unbind(core(r.binding, BindingSpec))),
     m.ListBindings: _describe(lambda d, r: d.list_bindings(r.exchange)),
     m.Publish: publish,
     m.PublishToExchange: publish_to_exchange,

@@ -11,6 +11,7 @@ contract: never renumber, only add. Times are milliseconds and sizes bytes, as i
 from __future__ import annotations
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from roost.receipt import Receipt
 
@@ -81,6 +82,100 @@ class Placed(_Msg):
     offset: int
 
 
+# -- settings: the typed fields of definition requests -----------------------------------
+
+
+class _Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    """Named fields (a MessagePack map, as the dicts of versions 1-3 were, so old peers and new
+    decode each other). A field left ``UNSET`` is not sent and takes the broker's default: the
+    defaults live in one place, the core. A field the broker does not know, or of the wrong
+    type, fails the frame: ``ProtocolError`` naming it."""
+
+
+class TopicSettings(_Settings):
+    """A topic's storage settings (``TopicConfig`` in the core)."""
+
+    partitions: int | UnsetType = UNSET
+    durability: str | UnsetType = UNSET  # always | interval | never
+    flush_interval_ms: int | UnsetType = UNSET
+    flush_interval_records: int | UnsetType = UNSET
+    segment_max_bytes: int | UnsetType = UNSET
+    segment_max_age_ms: int | UnsetType = UNSET
+    retention_ms: int | UnsetType | None = UNSET
+    retention_bytes: int | UnsetType | None = UNSET
+    max_record_bytes: int | UnsetType = UNSET
+    index_interval_bytes: int | UnsetType = UNSET
+
+
+class BacklogPolicy(_Settings):
+    """A topic's bounds on unconsumed messages (``TopicPolicy``)."""
+
+    max_backlog_messages: int | UnsetType | None = UNSET
+    max_backlog_bytes: int | UnsetType | None = UNSET
+    overflow: str | UnsetType = UNSET  # reject | block | drop_oldest
+    block_timeout_ms: int | UnsetType = UNSET
+    retain_until_consumed: bool | UnsetType = UNSET
+    dedup_window_ms: int | UnsetType = UNSET
+    content_dedup: bool | UnsetType = UNSET
+
+
+class RetrySettings(_Settings):
+    """A subscription's redelivery backoff (``RetryPolicy``)."""
+
+    kind: str | UnsetType = UNSET  # fixed | exponential
+    base_ms: int | UnsetType = UNSET
+    max_ms: int | UnsetType = UNSET
+    jitter: float | UnsetType = UNSET
+
+
+class SubscriptionSettings(_Settings):
+    """A subscription to make (``SubscriptionSpec``, less what the broker assigns)."""
+
+    name: str
+    topic: str
+    mode: str | UnsetType = UNSET  # stream | queue | keyed
+    start: str | UnsetType = UNSET  # earliest | latest
+    visibility_timeout_ms: int | UnsetType = UNSET
+    max_deliveries: int | UnsetType | None = UNSET
+    dead_letter: str | UnsetType | None = UNSET
+    delay_ms: int | UnsetType = UNSET
+    retry: RetrySettings | UnsetType = UNSET
+
+
+class QueueSettings(_Settings):
+    """``create_queue``'s options."""
+
+    fifo: bool | UnsetType = UNSET
+    partitions: int | UnsetType = UNSET
+    visibility_timeout_ms: int | UnsetType = UNSET
+    max_deliveries: int | UnsetType | None = UNSET
+    dead_letter: str | UnsetType | None = UNSET  # "" (the default): <name>.dlq
+    delay_ms: int | UnsetType = UNSET
+    durability: str | UnsetType = UNSET
+    retention_ms: int | UnsetType | None = UNSET
+    policy: BacklogPolicy | UnsetType = UNSET
+
+
+class Binding(_Settings):
+    """An exchange's binding to a topic (``BindingSpec``)."""
+
+    exchange: str
+    topic: str
+    key: str | UnsetType = UNSET
+    headers: dict[str, bytes | None] | UnsetType | None = UNSET
+    match: str | UnsetType = UNSET  # all | any
+    weight: int | UnsetType = UNSET
+
+
+class RedriveWhere(_Settings):
+    """Which dead letters a redrive moves: those matching every field given (``RedriveFilter``)."""
+
+    source_topic: str | UnsetType | None = UNSET
+    key: bytes | UnsetType | None = UNSET
+    error_contains: str | UnsetType | None = UNSET
+    headers: dict[str, bytes] | UnsetType | None = UNSET
+
+
 # -- requests ----------------------------------------------------------------------------
 
 
@@ -90,8 +185,8 @@ class Request(_Msg):
 
 class CreateTopic(Request, tag=1):
     name: str
-    config: dict[str, object] = msgspec.field(default_factory=dict)
-    policy: dict[str, object] = msgspec.field(default_factory=dict)
+    config: TopicSettings = msgspec.field(default_factory=TopicSettings)
+    policy: BacklogPolicy = msgspec.field(default_factory=BacklogPolicy)
 
 
 class ListTopics(Request, tag=2):
@@ -108,7 +203,7 @@ class DeleteTopic(Request, tag=4):
 
 class CreateQueue(Request, tag=5):
     name: str
-    options: dict[str, object] = msgspec.field(default_factory=dict)
+    options: QueueSettings = msgspec.field(default_factory=QueueSettings)
 
 
 class DeleteQueue(Request, tag=6):
@@ -116,7 +211,7 @@ class DeleteQueue(Request, tag=6):
 
 
 class CreateSubscription(Request, tag=7):
-    spec: dict[str, object]
+    spec: SubscriptionSettings
 
 
 class ListSubscriptions(Request, tag=8):
@@ -143,11 +238,11 @@ class ListExchanges(Request, tag=12):
 
 
 class Bind(Request, tag=13):
-    binding: dict[str, object]
+    binding: Binding
 
 
 class Unbind(Request, tag=14):
-    binding: dict[str, object]
+    binding: Binding
 
 
 class ListBindings(Request, tag=15):
@@ -292,7 +387,7 @@ class Stats(Request, tag=50):
 
 class Redrive(Request, tag=51):
     dead_letter_topic: str
-    where: dict[str, object] = msgspec.field(default_factory=dict)
+    where: RedriveWhere = msgspec.field(default_factory=RedriveWhere)
     rate_per_s: float = 100.0
     to: str | None = None
 
