@@ -17,6 +17,7 @@ from roost.cli.exchanges import bind, exchange, unbind
 from roost.cli.messaging import consume, publish
 from roost.cli.monitoring import dlq, stats
 from roost.cli.session import DEFAULT_URL, Settings, json_option
+from roost.errors import InvalidConfig
 
 
 @click.group()
@@ -54,6 +55,13 @@ for _command in (topic, queue, exchange, bind, unbind, publish, consume, stats, 
 @click.option(
     "--admin-port", type=int, default=None, help="Admin API port (default 7480; 0 picks one)."
 )
+@click.option(
+    "--allow-anonymous",
+    is_flag=True,
+    default=None,
+    help="With no users defined, serve without authentication on non-loopback addresses too "
+    "(logged as a warning; env ROOST_ALLOW_ANONYMOUS).",
+)
 def serve(
     config_file: str | None,
     data: str | None,
@@ -62,6 +70,7 @@ def serve(
     admin: bool | None,
     admin_listen: str | None,
     admin_port: int | None,
+    allow_anonymous: bool | None,
 ) -> None:
     """Run the broker: the native protocol and the HTTP admin API, one data directory."""
     import asyncio
@@ -76,6 +85,7 @@ def serve(
     flags = {
         "data": data, "listen": listen, "port": port, "admin": admin,
         "admin_listen": admin_listen, "admin_port": admin_port,
+        "allow_anonymous": allow_anonymous,
     }  # fmt: skip
     config = serving.settings(config_file, os.environ, flags)
 
@@ -85,11 +95,14 @@ def serve(
     tune_allocator()
     tune_collector()
     try:
-        import uvloop
+        try:
+            import uvloop
 
-        uvloop.run(serving.run(config, ready, [start_admin]))
-    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
-        asyncio.run(serving.run(config, ready, [start_admin]))
+            uvloop.run(serving.run(config, ready, [start_admin]))
+        except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+            asyncio.run(serving.run(config, ready, [start_admin]))
+    except InvalidConfig as e:  # an unsafe or impossible setting: one line, no traceback
+        raise click.ClickException(str(e)) from None
 
 
 @main.group()

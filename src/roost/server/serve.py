@@ -23,6 +23,7 @@ from typing import Protocol
 
 import msgspec
 
+from roost.server.exposure import check_exposure
 from roost.server.host import Host
 from roost.server.native_server import NativeListener, close_native, serve_native
 
@@ -112,6 +113,14 @@ async def run(
 ) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
     host = await Host.start(config.data)
+    listeners = {"native": config.listen}
+    if config.admin:
+        listeners["admin"] = config.admin_listen
+    try:
+        check_exposure(listeners, host.identities.any_users, config.allow_anonymous)
+    except BaseException:
+        await host.aclose()
+        raise
     server: NativeListener | None = None
     started: list[Service] = []
     try:
