@@ -22,8 +22,8 @@ from roost.core.model import SubscriptionSpec
 from roost.core.publishing import Outgoing
 from roost.core.redrive import RedriveFilter
 from roost.core.routing import BindingSpec, ExchangeSpec
-from roost.errors import NotAuthorised, RoostError, UnknownTopic
-from roost.server.access import TRUSTED, Grant, Principal
+from roost.errors import NotAuthenticated, NotAuthorised, RoostError, UnknownTopic
+from roost.server.access import ANONYMOUS, TRUSTED, Grant, Principal
 from roost.server.door import COMMANDS, PLUMBING, Door
 from roost.server.host import Host
 
@@ -198,5 +198,38 @@ def test_a_delete_wakes_the_long_polls_on_its_topic(tmp_path: Any) -> None:
         host.door(TRUSTED).delete_queue("q")
         with pytest.raises(UnknownTopic):
             await asyncio.wait_for(waiting, 5)
+
+    run(tmp_path, body)
+
+
+def test_a_change_to_the_user_applies_from_the_next_command(tmp_path: Any) -> None:
+    """A connection's door follows its user: a revoked grant, a deleted user and, for an
+    anonymous connection, the first user defined, all take effect on the next command."""
+
+    async def body(host: Host) -> None:
+        identities = host.identities
+        identities.add_user("ada", "a long password")
+        identities.grant("ada", Grant("consume", "queue", "q"))
+        door = host.door(identities.principal("ada"))
+        assert door.lease("q", "q", 1) == []
+        identities.revoke("ada", Grant("consume", "queue", "q"))
+        with pytest.raises(NotAuthorised):
+            door.lease("q", "q", 1)
+        identities.grant("ada", Grant("consume", "queue", "q"))
+        assert door.lease("q", "q", 1) == []
+        identities.delete_user("ada")
+        with pytest.raises(NotAuthenticated):
+            door.lease("q", "q", 1)
+
+    run(tmp_path, body)
+
+
+def test_an_anonymous_door_closes_once_a_user_exists(tmp_path: Any) -> None:
+    async def body(host: Host) -> None:
+        door = host.door(ANONYMOUS)
+        assert door.list_topics() == ["q", "q.dlq", "t"]
+        host.identities.add_user("ada", "a long password", admin=True)
+        with pytest.raises(NotAuthenticated):
+            door.list_topics()
 
     run(tmp_path, body)

@@ -47,14 +47,15 @@ from roost.core.redrive import RedriveFilter
 from roost.core.routing import BindingSpec, ExchangeSpec
 from roost.core.stats import GroupDescription, StreamStats, SubscriptionStats
 from roost.core.streams import FetchedBatches, ResetTarget, SeekTarget
-from roost.errors import NotAuthorised, UnknownExchange
+from roost.errors import NotAuthenticated, NotAuthorised, UnknownExchange
 from roost.receipt import Receipt
-from roost.server.access import Principal
+from roost.server.access import ANONYMOUS, Principal
 from roost.storage import TopicConfig, TopicInfo
 
 if TYPE_CHECKING:
     from roost.core.broker import Broker
     from roost.server.host import Host
+    from roost.server.identities import Identities
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -84,8 +85,10 @@ def command(operation: str, **resources: str) -> Callable[[F], F]:
         getters = [(kind, _getter(parameters, path)) for kind, path in resources.items()]
 
         def authorise(door: Door, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            principal = door.principal
-            if principal.admin or operation in ("list", "open"):
+            if operation == "open":  # health: answered to anyone the listener lets in
+                return
+            principal = door.current()
+            if principal.admin or operation == "list":
                 return
             if not getters:  # broker-wide
                 principal.check(operation, "broker")
@@ -131,10 +134,33 @@ def _getter(parameters: list[str], path: str) -> Callable[[tuple[Any, ...], dict
 class Door:
     """The broker as one principal may use it. Cheap to make: one per session."""
 
-    def __init__(self, host: Host, broker: Broker, principal: Principal) -> None:
+    def __init__(
+        self,
+        host: Host,
+        broker: Broker,
+        principal: Principal,
+        identities: Identities | None = None,
+    ) -> None:
         self._host = host
         self._broker = broker
         self.principal = principal
+        #: Where ``principal`` came from: a change there (a grant revoked, the user deleted,
+        #: the first user added under an anonymous connection) applies from the next command.
+        self._identities = identities
+        self._version = identities.version if identities is not None else 0
+
+    def current(self) -> Principal:
+        """The principal as the identities say now; ``NotAuthenticated`` once it is gone."""
+        identities = self._identities
+        if identities is None or identities.version == self._version:
+            return self.principal
+        if self.principal is ANONYMOUS:
+            if identities.any_users:
+                raise NotAuthenticated("users have been defined since this connection began")
+        else:
+            self.principal = identities.principal(self.principal.name)
+        self._version = identities.version
+        return self.principal
 
     # -- topics -----------------------------------------------------------------------------
 
@@ -476,5 +502,5 @@ class Door:
 #: or carry no data (the boundary test checks every other public method is in ``COMMANDS``).
 PLUMBING = frozenset({
     "confirmed_now", "confirm", "blocked", "watch", "unwatch", "holding_wakes", "stopping",
-    "principal",
+    "principal", "current",
 })  # fmt: skip

@@ -41,7 +41,7 @@ from roost.core.redrive import RedriveFilter
 from roost.core.streams import FetchedBatches
 from roost.errors import BacklogFull, InvalidConfig, StorageClosed
 from roost.receipt import Receipt
-from roost.server.access import Principal
+from roost.server.access import TRUSTED, Principal
 from roost.server.door import Door
 from roost.server.flusher import Flusher
 from roost.server.identities import Identities
@@ -100,7 +100,9 @@ class Host:
 
     def door(self, principal: Principal) -> Door:
         """The command surface as ``principal`` may use it (server/door.py)."""
-        return Door(self, self._broker, principal)
+        if principal is TRUSTED:
+            return Door(self, self._broker, principal)
+        return Door(self, self._broker, principal, self.identities)
 
     # -- publish --------------------------------------------------------------------------
 

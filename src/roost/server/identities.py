@@ -126,6 +126,11 @@ class Identities:
     # -- reading --------------------------------------------------------------------------
 
     @property
+    def version(self) -> int:
+        """Changes whenever users, tokens or grants may have changed (any metadata change)."""
+        return self._store.version
+
+    @property
     def any_users(self) -> bool:
         """With none, listeners on loopback serve anonymously (docs/security.md)."""
         return bool(self._store.names(USERS))
