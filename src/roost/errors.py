@@ -46,12 +46,49 @@ codes, never messages. Lower-level errors (OSError) are wrapped once, at the edg
 
 from __future__ import annotations
 
+#: What an error's details may hold: plain values a wire can carry and a caller can compare.
+Detail = str | int | float | bool | None | list[str | int | float | bool | None]
+
 
 class RoostError(Exception):
     """Base of every deliberate Roost error."""
 
     code = "internal"
     retriable = False
+
+    def details(self) -> dict[str, Detail]:
+        """The data this error carries for a caller to act on (its public attributes of plain
+        types), sent beside its code so ``e.topic`` works over a network as it does embedded."""
+        return {
+            name: list(value) if isinstance(value, tuple) else value
+            for name, value in vars(self).items()
+            if not name.startswith("_") and name not in _NOT_DETAILS and _plain(value)
+        }
+
+
+def error_from(code: str, message: str, details: dict[str, object] | None = None) -> RoostError:
+    """The error a peer reported, rebuilt: the class its ``code`` names (``RoostError`` with that
+    code for one this side does not know), its message, and the ``details`` it sent as
+    attributes. The constructor is not run: the peer's message is kept word for word."""
+    cls = ERRORS_BY_CODE.get(code, RoostError)
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    if code not in ERRORS_BY_CODE:
+        error.code = code
+    for name, value in (details or {}).items():
+        wanted = isinstance(name, str) and not name.startswith("_") and name not in _NOT_DETAILS
+        if wanted and _plain(value):
+            setattr(error, name, value)
+    return error
+
+
+_NOT_DETAILS = frozenset({"code", "retriable", "args", "details"})
+
+
+def _plain(value: object) -> bool:
+    if isinstance(value, list | tuple):
+        return all(isinstance(item, str | int | float | bool | type(None)) for item in value)
+    return isinstance(value, str | int | float | bool | type(None))
 
 
 class InvalidRequest(RoostError):
