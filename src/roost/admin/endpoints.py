@@ -35,11 +35,14 @@ from roost.errors import (
     BacklogFull,
     Conflict,
     InvalidRequest,
+    NotAuthenticated,
+    NotAuthorised,
     NotFound,
     RoostError,
     StorageFailure,
     Unroutable,
 )
+from roost.server.access import ANONYMOUS, Principal
 from roost.server.host import Host
 
 log = logging.getLogger("roost.admin")
@@ -50,6 +53,8 @@ JSON = "application/json"
 
 #: HTTP status per error class, most specific first; the first the error is an instance of.
 STATUS_BY_ERROR: tuple[tuple[type[RoostError], int], ...] = (
+    (NotAuthenticated, 401),
+    (NotAuthorised, 403),
     (NotFound, 404),
     (AlreadyExists, 409),
     (Conflict, 409),
@@ -78,6 +83,7 @@ class Call:
     path: Mapping[str, str]
     body: Any
     query: Any
+    principal: Principal = ANONYMOUS
 
 
 Handler = Callable[[Call], Awaitable[Any]]
