@@ -91,7 +91,7 @@ def test_grants_list_grant_revoke(data_dir: str, clock: ManualClock) -> None:
         await admin.ok("DELETE", grants, orders, status=204)
         assert await admin.ok("GET", grants) == [monitor]
         assert not admin.host.identities.principal("ada").may("publish", "topic", "orders.eu")
-        await admin.error("DELETE", grants, 404, "not_found", json=orders)
+        await admin.error("DELETE", grants, 404, "unknown_grant", json=orders)
 
         await admin.error("POST", grants, 400, "invalid_pattern",
                           json={**orders, "pattern": "orders*"})  # fmt: skip
@@ -116,6 +116,7 @@ def test_tokens_create_once_list_without_secrets_revoke(data_dir: str, clock: Ma
         assert (made["user"], made["expires_ms"], made["description"]) == (
             "ada", clock.now_ms() + DAY_MS, "ci",
         )  # fmt: skip
+        clock.advance(1)  # listed oldest first
         forever = await admin.ok("POST", "/api/v1/tokens", {"user": "bob"}, status=201)
         assert forever["expires_ms"] is None
 

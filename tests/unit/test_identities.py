@@ -23,6 +23,7 @@ from roost.errors import (
     InvalidName,
     InvalidPattern,
     NotAuthenticated,
+    UnknownGrant,
     UnknownToken,
     UnknownUser,
     UserExists,
@@ -320,7 +321,11 @@ def test_grants_and_revokes(identities: Identities) -> None:
     assert not ada.may("publish", "topic", "orders")
 
     assert identities.revoke("ada", orders).grants == [emails]
-    assert identities.revoke("ada", orders).grants == [emails], "revoking twice: nothing"
+    with pytest.raises(UnknownGrant) as unknown:
+        identities.revoke("ada", orders)
+    assert str(unknown.value) == "user 'ada' holds no grant 'publish topic:orders.*'"
+    with pytest.raises(UnknownGrant):  # removed as given, not by what it matches
+        identities.revoke("ada", Grant.parse("consume", "queue:*"))
     assert not identities.principal("ada").may("publish", "topic", "orders.eu")
     with pytest.raises(InvalidPattern):
         identities.grant("ada", Grant("publish", "topic", "orders*"))
@@ -340,6 +345,7 @@ def test_admin_is_the_admin_grant(identities: Identities) -> None:
     assert identities.grant("ada", Grant.parse("admin")).admin
     assert identities.principal("ada").admin
     assert not identities.set_admin("ada", False).admin
+    assert not identities.set_admin("ada", False).admin, "already so: nothing to do"
     assert not identities.principal("ada").admin
     assert identities.set_admin("ada", True).grants == [Grant("admin")]
     identities.grant("ada", Grant.parse("monitor"))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from roost.admin.endpoints import Answer, Call, Endpoint
 from roost.admin.schemas import NewPassword, NewUser, TokenRequest, TokensQuery
-from roost.errors import NotFound
 from roost.server.access import Grant
 from roost.server.identities import Identities, NewToken, TokenInfo, UserInfo
 
@@ -22,15 +21,6 @@ USER = USERS + "/{user}"
 GRANTS = USER + "/grants"
 TOKENS = "/api/v1/tokens"
 TOKEN = TOKENS + "/{token}"
-
-
-class UnknownGrant(NotFound):
-    """Only the admin API revokes by value and answers 404 for a grant that is not there."""
-
-    code = "not_found"
-
-    def __init__(self, user: str, grant: Grant) -> None:
-        super().__init__(f"user {user!r} holds no grant {str(grant)!r}")
 
 
 def _identities(call: Call) -> Identities:
@@ -71,10 +61,7 @@ async def grant(call: Call) -> Answer:
 
 
 async def revoke(call: Call) -> None:
-    identities, name, body = _identities(call), call.path["user"], call.body
-    if body not in identities.list_grants(name):
-        raise UnknownGrant(name, body)
-    identities.revoke(name, body)
+    _identities(call).revoke(call.path["user"], call.body)
 
 
 async def list_tokens(call: Call) -> list[TokenInfo]:

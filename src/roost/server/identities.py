@@ -52,6 +52,7 @@ from roost.clock import Clock
 from roost.errors import (
     InvalidConfig,
     NotAuthenticated,
+    UnknownGrant,
     UnknownToken,
     UnknownUser,
     UserExists,
@@ -275,7 +276,11 @@ class Identities:
         self._put_user(name, user)
 
     def set_admin(self, name: str, admin: bool) -> UserInfo:
-        return self.grant(name, ADMIN) if admin else self.revoke(name, ADMIN)
+        """Grant or revoke ``admin``; already so: nothing changes."""
+        if admin:
+            return self.grant(name, ADMIN)
+        user = self._user(name)
+        return self.revoke(name, ADMIN) if _row(ADMIN) in user.grants else self._info(name, user)
 
     def delete_user(self, name: str) -> None:
         """Delete ``name`` and every token of theirs, together."""
@@ -296,14 +301,15 @@ class Identities:
         return self._info(name, user)
 
     def revoke(self, name: str, grant: Grant) -> UserInfo:
-        """Remove ``grant`` from ``name``; revoking what was never granted changes nothing
-        (revoking ``topic:orders.*`` does not take away ``topic:orders.eu``: grants are
-        removed as given, never by what they match)."""
+        """Remove ``grant`` from ``name``. Grants are removed as given, never by what they
+        match: revoking ``topic:orders.*`` does not take away ``topic:orders.eu``, and
+        revoking what ``name`` does not hold is ``UnknownGrant`` (a typo is not a success)."""
         user = self._user(name)
         row = _row(grant)
-        if row in user.grants:
-            user.grants.remove(row)
-            self._put_user(name, user)
+        if row not in user.grants:
+            raise UnknownGrant(name, str(grant))
+        user.grants.remove(row)
+        self._put_user(name, user)
         return self._info(name, user)
 
     def create_token(
