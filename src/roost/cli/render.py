@@ -8,6 +8,7 @@ tells the two apart without guessing; for people it is the text, or ``base64:...
 from __future__ import annotations
 
 import base64
+import datetime
 from collections.abc import Sequence
 
 from rich.table import Table
@@ -76,6 +77,12 @@ def age(ms: int | None) -> str:
         return f"{seconds:.1f}s"
     minutes, seconds = divmod(int(seconds), 60)
     return f"{minutes}m{seconds:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def when(ms: int) -> str:
+    """A wall-clock time in ms since the epoch, in UTC to the minute: ``2026-12-07 03:20Z``."""
+    moment = datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC)
+    return moment.strftime("%Y-%m-%d %H:%MZ")
 
 
 def size(n_bytes: int) -> str:
