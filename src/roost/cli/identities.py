@@ -27,7 +27,6 @@ from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 import click
-from rich.table import Table
 
 from roost.cli import render
 from roost.cli.admin_api import AdminApi, RemoteIdentities, authorization
@@ -155,7 +154,7 @@ def user_list(data: str | None, as_json: bool) -> None:
     if as_json:
         echo_json(found)
     else:
-        show(users_table(found))
+        show(render.users_table(found))
 
 
 @user_group.command("passwd")
@@ -182,14 +181,6 @@ def user_delete(name: str, data: str | None, as_json: bool) -> None:
     """Delete user NAME and their tokens."""
     with_users(data, lambda users: users.delete_user(name))
     done(as_json, {"deleted": name}, f"deleted user {name} and their tokens")
-
-
-def users_table(users: list[UserInfo]) -> Table:
-    table = Table("user", "admin", "grants", "created")
-    for info in users:
-        grants = "\n".join(str(g) for g in info.grants if g.operation != "admin")
-        table.add_row(info.name, "yes" if info.admin else "", grants, render.when(info.created_ms))
-    return table
 
 
 # -- tokens ---------------------------------------------------------------------------------
@@ -254,11 +245,7 @@ def token_list(user: str | None, data: str | None, as_json: bool) -> None:
     if as_json:
         echo_json(found)
         return
-    table = Table("token", "user", "created", "expires", "description")
-    for t in found:
-        expires = "never" if t.expires_ms is None else render.when(t.expires_ms)
-        table.add_row(t.id, t.user, render.when(t.created_ms), expires, t.description)
-    show(table)
+    show(render.tokens_table(found))
 
 
 @token_group.command("revoke")
@@ -334,9 +321,4 @@ def acl_list(user: str | None, data: str | None, as_json: bool) -> None:
     if as_json:
         echo_json({info.name: info.grants for info in found})
         return
-    table = Table("user", "operation", "resource")
-    for info in found:
-        for g in info.grants:
-            table.add_row(info.name, g.operation, "broker" if g.kind == "broker" else
-                          f"{g.kind}:{g.pattern}")  # fmt: skip
-    show(table)
+    show(render.grants_table(found))
