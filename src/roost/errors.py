@@ -16,7 +16,8 @@
     │   ├── UnknownSubscription      unknown_subscription
     │   ├── UnknownMember            unknown_member
     │   ├── UnknownUser              unknown_user
-    │   └── UnknownToken             unknown_token
+    │   ├── UnknownToken             unknown_token
+    │   └── UnknownGrant             unknown_grant    (revoking what the user does not hold)
     ├── AlreadyExists
     │   ├── TopicExists              topic_exists
     │   ├── ExchangeExists           exchange_exists
@@ -36,7 +37,8 @@
     ├── ConnectionLost               connection_lost  yes (the answer may or may not have happened)
     ├── ConnectionClosed             connection_closed (this client closed its connection)
     └── StorageFailure               storage_failure  yes (the engine stopped accepting writes)
-        └── StorageClosed            storage_closed
+        ├── StorageClosed            storage_closed
+        └── DirectoryInUse           directory_in_use (another process holds the data directory)
 
 Rules: an error carries the data a caller needs to act (names, offsets, limits) as attributes,
 and its message says the same in words. Codes never change once released; protocols translate
@@ -273,6 +275,15 @@ class UnknownToken(NotFound):
         self.token_id = token_id
 
 
+class UnknownGrant(NotFound):
+    code = "unknown_grant"
+
+    def __init__(self, user: str, grant: str) -> None:
+        super().__init__(f"user {user!r} holds no grant {grant!r}")
+        self.user = user
+        self.grant = grant
+
+
 class Conflict(RoostError):
     code = "conflict"
 
@@ -445,6 +456,19 @@ class StorageClosed(StorageFailure):
     def __init__(self, what: str) -> None:
         RoostError.__init__(self, f"{what} is closed")
         self.what = what
+
+
+class DirectoryInUse(StorageFailure):
+    """The data directory's LOCK is held by another process: a broker serving it, most
+    likely. Change its definitions through that broker instead."""
+
+    code = "directory_in_use"
+    retriable = False
+
+    def __init__(self, path: str) -> None:
+        RoostError.__init__(self, f"data directory {path}: in use by another process")
+        self.what = path
+        self.path = path
 
 
 def _by_code(root: type[RoostError]) -> dict[str, type[RoostError]]:

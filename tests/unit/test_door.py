@@ -74,6 +74,17 @@ EXAMPLES: dict[str, tuple[Any, ...]] = {
     "redrive": ("q.dlq", RedriveFilter()),
     "readings": (),
     "check_ready": (),
+    "list_users": (),
+    "describe_user": ("ada",),
+    "add_user": ("bob", "a long password"),
+    "delete_user": ("nobody",),
+    "set_password": ("ada", "another long one"),
+    "list_grants": ("ada",),
+    "grant": ("ada", Grant("monitor")),
+    "revoke": ("ada", Grant("monitor")),
+    "list_tokens": (),
+    "create_token": ("ada",),
+    "revoke_token": ("0000",),
 }
 #: Grants standing in for "may read about it": ``describe`` needs any grant on the resource.
 ANY_GRANT = "consume"
@@ -116,6 +127,7 @@ async def _setup(host: Host) -> None:
     door.create_subscription(SubscriptionSpec(name="g", topic="t", mode="stream"))
     door.create_queue("q")
     door.declare_exchange(ExchangeSpec("x", "direct"))
+    host.identities.add_user("ada", "a long password")
 
 
 def run(tmp_path: Any, body: Callable[[Host], Awaitable[None]]) -> None:
@@ -208,16 +220,16 @@ def test_a_change_to_the_user_applies_from_the_next_command(tmp_path: Any) -> No
 
     async def body(host: Host) -> None:
         identities = host.identities
-        identities.add_user("ada", "a long password")
-        identities.grant("ada", Grant("consume", "queue", "q"))
-        door = host.door(identities.principal("ada"))
+        identities.add_user("cy", "a long password")
+        identities.grant("cy", Grant("consume", "queue", "q"))
+        door = host.door(identities.principal("cy"))
         assert door.lease("q", "q", 1) == []
-        identities.revoke("ada", Grant("consume", "queue", "q"))
+        identities.revoke("cy", Grant("consume", "queue", "q"))
         with pytest.raises(NotAuthorised):
             door.lease("q", "q", 1)
-        identities.grant("ada", Grant("consume", "queue", "q"))
+        identities.grant("cy", Grant("consume", "queue", "q"))
         assert door.lease("q", "q", 1) == []
-        identities.delete_user("ada")
+        identities.delete_user("cy")
         with pytest.raises(NotAuthenticated):
             door.lease("q", "q", 1)
 
@@ -228,7 +240,7 @@ def test_an_anonymous_door_closes_once_a_user_exists(tmp_path: Any) -> None:
     async def body(host: Host) -> None:
         door = host.door(ANONYMOUS)
         assert door.list_topics() == ["q", "q.dlq", "t"]
-        host.identities.add_user("ada", "a long password", admin=True)
+        host.identities.add_user("bob", "a long password", admin=True)
         with pytest.raises(NotAuthenticated):
             door.list_topics()
 

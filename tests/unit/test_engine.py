@@ -10,6 +10,7 @@ import pytest
 from roost.clock import ManualClock
 from roost.errors import (
     ERRORS_BY_CODE,
+    DirectoryInUse,
     InvalidConfig,
     InvalidName,
     RoostError,
@@ -19,6 +20,7 @@ from roost.errors import (
     UnknownTopic,
 )
 from roost.storage import LocalEngine, Record, TopicConfig, topic_config
+from roost.storage.engine import open_metadata
 from roost.storage.metadata import MetadataStore
 
 
@@ -156,8 +158,28 @@ def test_one_process_at_a_time(data_dir: str, clock: ManualClock) -> None:
     with pytest.raises(StorageFailure) as raised:
         LocalEngine.open(data_dir, clock)
     assert "in use" in str(raised.value)
+    assert isinstance(raised.value, DirectoryInUse) and raised.value.path == data_dir
     engine.close()
     LocalEngine.open(data_dir, clock).close()
+
+
+def test_the_metadata_alone_under_the_lock(data_dir: str, clock: ManualClock) -> None:
+    with pytest.raises(StorageFailure, match="opening data directory"), open_metadata(data_dir):
+        pass
+    assert not os.path.exists(data_dir), "a read never makes the directory"
+    with open_metadata(data_dir, create=True) as store:
+        with store.transaction() as txn:
+            txn.put("users", "ada", {"grants": []})
+        assert sorted(os.listdir(data_dir)) == ["LOCK", "metadata.json"], "no log made"
+        with pytest.raises(DirectoryInUse):
+            LocalEngine.open(data_dir, clock)
+    engine = LocalEngine.open(data_dir, clock)
+    assert engine.metadata.names("users") == ["ada"]
+    with pytest.raises(DirectoryInUse), open_metadata(data_dir):
+        pass
+    engine.close()
+    with open_metadata(data_dir) as store:
+        assert store.names("users") == ["ada"]
 
 
 def test_closed_engine_refuses_calls(data_dir: str, clock: ManualClock) -> None:

@@ -3,7 +3,7 @@
 - ``endpoints.py``: how an endpoint is declared; decoding, errors, the one serving function
 - ``schemas.py``: request and response bodies (msgspec Structs)
 - ``health.py``, ``topics.py``, ``queues.py``, ``exchanges.py``, ``dead_letters.py``,
-  ``groups.py``: the endpoints, one resource each
+  ``groups.py``, ``identities.py``: the endpoints, one resource each
 - ``openapi.py``: the OpenAPI document, generated from the endpoints
 - ``app.py``: ``build_app(host, extra_routes=())``, the Starlette app
 - ``server.py``: ``AdminServer``, uvicorn as a task on the running loop

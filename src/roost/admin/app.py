@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from roost.admin import dead_letters, exchanges, groups, health, queues, topics
+from roost.admin import dead_letters, exchanges, groups, health, identities, queues, topics
 from roost.admin.endpoints import JSON, Endpoint, error_response, route
 from roost.admin.openapi import openapi_document
 from roost.server.host import Host
@@ -33,6 +33,7 @@ ENDPOINTS: list[Endpoint] = [
     *exchanges.ENDPOINTS,
     *dead_letters.ENDPOINTS,
     *groups.ENDPOINTS,
+    *identities.ENDPOINTS,
 ]
 
 

@@ -22,7 +22,8 @@ from roost.admin.endpoints import JSON, Endpoint, ErrorBody
 REF = "#/components/schemas/{name}"
 _PATH_PARAMETER = re.compile(r"{(\w+)}")
 _REASONS = {
-    200: "OK", 201: "Created", 204: "No content", 400: "Bad request", 404: "Not found",
+    200: "OK", 201: "Created", 204: "No content", 400: "Bad request", 401: "Not authenticated",
+    403: "Not authorised", 404: "Not found",
     409: "Conflict", 413: "Request body too large", 422: "Invalid input",
     503: "Not ready: storage closed, failed or not writable",
 }  # fmt: skip
@@ -44,9 +45,9 @@ def openapi_document(endpoints: Sequence[Endpoint]) -> dict[str, Any]:
         "info": {
             "title": "Roost admin API",
             "version": __version__,
-            "description": "Topics, queues, subscriptions, exchanges, dead letters and consumer "
-            'groups of one Roost broker. Errors answer {"error": {"code", "message"}} with '
-            "a stable code.",
+            "description": "Topics, queues, subscriptions, exchanges, dead letters, consumer "
+            "groups, users, API tokens and grants of one Roost broker. Errors answer "
+            '{"error": {"code", "message"}} with a stable code.',
         },
         "paths": paths,
         "components": {"schemas": components},

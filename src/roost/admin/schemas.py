@@ -213,3 +213,32 @@ class SeekRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     timestamp_ms: int | None = None
     #: Only these partitions (default: all).
     partitions: list[int] | None = None
+
+
+# -- users, tokens and grants ---------------------------------------------------------------
+
+
+class NewUser(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: str
+    #: 8 to 1024 characters; only its SCRAM keys are kept.
+    password: str
+    #: Grant ``admin``: everything, users and grants included.
+    admin: bool = False
+
+
+class NewPassword(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    password: str
+
+
+class TokenRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A token for ``user``; its secret is in the answer, and nowhere ever again."""
+
+    user: str
+    #: Refused this long after it is made (by the broker's clock); null: never.
+    expires_in_ms: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    description: str = ""
+
+
+class TokensQuery(msgspec.Struct, frozen=True):
+    #: Only this user's tokens (default: everyone's).
+    user: str | None = None

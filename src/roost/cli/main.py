@@ -14,9 +14,10 @@ from rich.table import Table
 from roost import __version__
 from roost.cli.admin import queue, topic
 from roost.cli.exchanges import bind, exchange, unbind
+from roost.cli.identities import acl_group, token_group, user_group
 from roost.cli.messaging import consume, publish
 from roost.cli.monitoring import dlq, stats
-from roost.cli.session import DEFAULT_URL, Settings, json_option
+from roost.cli.session import DEFAULT_ADMIN_URL, DEFAULT_URL, Settings, json_option
 from roost.errors import InvalidConfig
 
 
@@ -29,13 +30,37 @@ from roost.errors import InvalidConfig
     show_default=True,
     help="The broker the client commands talk to (env ROOST_URL).",
 )
+@click.option(
+    "--admin-url",
+    envvar="ROOST_ADMIN_URL",
+    default=DEFAULT_ADMIN_URL,
+    show_default=True,
+    help="The broker's admin API, for user, token and acl (env ROOST_ADMIN_URL).",
+)
+@click.option(
+    "--token",
+    envvar="ROOST_TOKEN",
+    default=None,
+    help="Authenticate with this API token (env ROOST_TOKEN).",
+)
+@click.option(
+    "--user",
+    envvar="ROOST_USER",
+    default=None,
+    metavar="NAME[:PASSWORD]",
+    help="Authenticate as NAME; the password is asked for if not given (env ROOST_USER).",
+)
 @click.pass_context
-def main(ctx: click.Context, url: str) -> None:
+def main(ctx: click.Context, url: str, admin_url: str, token: str | None, user: str | None) -> None:
     """Roost: work queues, routing and replayable logs in one broker."""
-    ctx.obj = Settings(url)
+    if token is not None and user is not None:
+        raise click.UsageError("give --token or --user, not both")
+    ctx.obj = Settings(url, admin_url, token, user)
 
 
-for _command in (topic, queue, exchange, bind, unbind, publish, consume, stats, dlq):
+_COMMANDS = (topic, queue, exchange, bind, unbind, publish, consume, stats, dlq,
+             user_group, token_group, acl_group)  # fmt: skip
+for _command in _COMMANDS:
     main.add_command(_command)
 
 

@@ -8,6 +8,7 @@ tells the two apart without guessing; for people it is the text, or ``base64:...
 from __future__ import annotations
 
 import base64
+import datetime
 from collections.abc import Sequence
 
 from rich.table import Table
@@ -16,6 +17,7 @@ from roost.core.model import Message, SubscriptionSpec
 from roost.core.publishing import Published
 from roost.core.routing import BindingSpec, ExchangeSpec
 from roost.core.stats import StreamStats, SubscriptionStats
+from roost.server.identities import TokenInfo, UserInfo
 from roost.storage import TopicInfo
 
 #: Past this many messages, ``publish`` shows ranges per partition instead of one row each.
@@ -76,6 +78,12 @@ def age(ms: int | None) -> str:
         return f"{seconds:.1f}s"
     minutes, seconds = divmod(int(seconds), 60)
     return f"{minutes}m{seconds:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def when(ms: int) -> str:
+    """A wall-clock time in ms since the epoch, in UTC to the minute: ``2026-12-07 03:20Z``."""
+    moment = datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC)
+    return moment.strftime("%Y-%m-%d %H:%MZ")
 
 
 def size(n_bytes: int) -> str:
@@ -247,4 +255,30 @@ def dead_letters_table(messages: Sequence[Message]) -> Table:
             shown(message.key),
             shown(message.value),
         )
+    return table
+
+
+def users_table(users: Sequence[UserInfo]) -> Table:
+    table = Table("user", "admin", "grants", "created")
+    for info in users:
+        grants = "\n".join(str(g) for g in info.grants if g.operation != "admin")
+        table.add_row(info.name, "yes" if info.admin else "", grants, when(info.created_ms))
+    return table
+
+
+def tokens_table(tokens: Sequence[TokenInfo]) -> Table:
+    """Ids, never secrets (a listing has none to show)."""
+    table = Table("token", "user", "created", "expires", "description")
+    for t in tokens:
+        expires = "never" if t.expires_ms is None else when(t.expires_ms)
+        table.add_row(t.id, t.user, when(t.created_ms), expires, t.description)
+    return table
+
+
+def grants_table(users: Sequence[UserInfo]) -> Table:
+    table = Table("user", "operation", "resource")
+    for info in users:
+        for g in info.grants:
+            resource = "broker" if g.kind == "broker" else f"{g.kind}:{g.pattern}"
+            table.add_row(info.name, g.operation, resource)
     return table

@@ -27,6 +27,7 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_URL = f"roost://127.0.0.1:{DEFAULT_PORT}"
+DEFAULT_ADMIN_URL = "http://127.0.0.1:7480"
 EXIT_INTERRUPTED = 130
 
 
@@ -34,6 +35,11 @@ class Settings(msgspec.Struct):
     """The group's options, handed to every command as ``ctx.obj``."""
 
     url: str = DEFAULT_URL
+    #: The broker's HTTP admin API, for the commands that use it (users, tokens, grants).
+    admin_url: str = DEFAULT_ADMIN_URL
+    #: An API token to present, or ``NAME[:PASSWORD]`` to authenticate as: never printed.
+    token: str | None = None
+    user: str | None = None
 
 
 class CliError(Exception):

@@ -19,18 +19,24 @@ subscription ``S`` of topic ``T`` needs ``consume`` on the topic and on the grou
 Read on the topic and on the group).
 
 Patterns are topic-exchange patterns over dot-separated words: ``*`` is one word, ``#`` zero
-or more (``#`` alone is every name). Decisions are cached per principal: a grant change makes
-new principals (``Identities`` hands out a fresh one per authentication), never edits one.
+or more (``#`` alone is every name); other words use the characters of names (letters, digits,
+``_`` and ``-``), so a pattern that could never match a name is refused when granted.
+
+A principal never changes: its decisions are cached, and a grant change makes ``Identities``
+build new principals. Whoever keeps one (a connection) keeps its grants until it asks
+``Identities.principal`` again. Anything not granted is refused: an unknown operation or
+kind is a "no", never an error.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Final, Literal
 
 import msgspec
 
 from roost.core.patterns import TopicTrie, check_pattern
-from roost.errors import InvalidConfig, NotAuthorised
+from roost.errors import InvalidConfig, InvalidPattern, NotAuthorised
 
 Operation = Literal["publish", "consume", "manage", "admin", "monitor"]
 ResourceKind = Literal["topic", "queue", "exchange", "group", "broker"]
@@ -45,6 +51,11 @@ _COVERS: Final[dict[str, tuple[str, ...]]] = {
     "exchange": ("exchange",),
     "group": ("group",),
 }
+#: A literal word of a pattern: what names are made of, less the dots between words.
+_WORD = re.compile(r"[A-Za-z0-9_-]*")
+#: As long as the longest name (storage.config.NAME_RULE).
+MAX_PATTERN_CHARS = 249
+PATTERN_RULE = "words of A-Z a-z 0-9 _ - (or * and #) separated by dots, e.g. orders.* or #"
 
 
 class Grant(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -56,21 +67,30 @@ class Grant(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     pattern: str = ""
 
     def check(self) -> Grant:
-        """This grant, or ``InvalidConfig`` naming what is wrong with it."""
+        """This grant, or ``InvalidConfig`` / ``InvalidPattern`` naming what is wrong with it."""
         if self.operation in BROKER_OPERATIONS:
             if self.kind != "broker" or self.pattern:
                 raise InvalidConfig("grant", str(self), f"{self.operation} is broker-wide")
             return self
-        if self.operation not in NAMED_OPERATIONS:
-            raise InvalidConfig("operation", self.operation, f"one of {list(OPERATIONS)}")
+        _check_operation(self.operation)
         if self.kind not in _COVERS:
             raise InvalidConfig("resource kind", self.kind, f"one of {list(RESOURCE_KINDS)}")
-        check_pattern(self.pattern)
+        words = check_pattern(self.pattern)  # wildcards are whole words
+        if (
+            not self.pattern
+            or len(self.pattern) > MAX_PATTERN_CHARS
+            or not all(w in ("*", "#") or _WORD.fullmatch(w) for w in words)
+        ):
+            raise InvalidPattern(self.pattern, PATTERN_RULE)
         return self
 
     @classmethod
     def parse(cls, operation: str, resource: str = "") -> Grant:
-        """``Grant.parse("publish", "topic:orders.*")``; ``Grant.parse("admin")``."""
+        """``Grant.parse("publish", "topic:orders.*")``; ``Grant.parse("admin")``.
+
+        ``InvalidConfig`` (an unknown operation, a resource not shaped ``KIND:PATTERN``, a
+        broker-wide operation given a resource) or ``InvalidPattern``."""
+        _check_operation(operation)
         if operation in BROKER_OPERATIONS and resource in ("", "broker"):
             return cls(operation).check()
         kind, colon, pattern = resource.partition(":")
@@ -98,7 +118,7 @@ class Principal:
         patterns: dict[tuple[str, str], list[tuple[str, str]]] = {}
         for grant in grants:
             if grant.operation in NAMED_OPERATIONS:
-                for kind in _COVERS[grant.kind]:
+                for kind in _COVERS.get(grant.kind, ()):  # an unchecked grant grants nothing
                     patterns.setdefault((grant.operation, kind), []).append(
                         (grant.pattern, grant.pattern)
                     )
@@ -136,6 +156,11 @@ class Principal:
         if not self.may(operation, kind, name):
             resource = "the broker" if kind == "broker" else f"{kind} {name!r}"
             raise NotAuthorised(self.name, operation, resource)
+
+
+def _check_operation(operation: str) -> None:
+    if operation not in OPERATIONS:
+        raise InvalidConfig("operation", operation, f"one of {', '.join(OPERATIONS)}")
 
 
 #: Decisions cached per principal at most: a client cycling through names cannot grow it.

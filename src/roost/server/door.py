@@ -49,13 +49,13 @@ from roost.core.stats import GroupDescription, StreamStats, SubscriptionStats
 from roost.core.streams import FetchedBatches, ResetTarget, SeekTarget
 from roost.errors import NotAuthenticated, NotAuthorised, UnknownExchange
 from roost.receipt import Receipt
-from roost.server.access import ANONYMOUS, Principal
+from roost.server.access import ANONYMOUS, Grant, Principal
+from roost.server.identities import Identities, NewToken, TokenInfo, UserInfo
 from roost.storage import TopicConfig, TopicInfo
 
 if TYPE_CHECKING:
     from roost.core.broker import Broker
     from roost.server.host import Host
-    from roost.server.identities import Identities
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -471,6 +471,59 @@ class Door:
             self.principal.check("publish", "topic", to)
         self._broker.describe_topic(dead_letter_topic)  # unknown: fail before anything is made
         return await self._host.redrive(dead_letter_topic, where, rate_per_s, to)
+
+    # -- users, tokens and grants (administrators) --------------------------------------------
+
+    @command("admin")
+    def list_users(self) -> list[UserInfo]:
+        return self._host.identities.list_users()
+
+    @command("admin")
+    def describe_user(self, name: str) -> UserInfo:
+        return self._host.identities.describe_user(name)
+
+    @command("admin")
+    def add_user(self, name: str, password: str, admin: bool = False) -> UserInfo:
+        return self._host.identities.add_user(name, password, admin)
+
+    @command("admin")
+    def delete_user(self, name: str) -> None:
+        self._host.identities.delete_user(name)
+
+    @command("admin")
+    def set_password(self, name: str, password: str) -> None:
+        self._host.identities.set_password(name, password)
+
+    @command("admin")
+    def list_grants(self, name: str) -> list[Grant]:
+        return self._host.identities.list_grants(name)
+
+    @command("admin")
+    def grant(self, name: str, grant: Grant) -> UserInfo:
+        return self._host.identities.grant(name, grant)
+
+    @command("admin")
+    def revoke(self, name: str, grant: Grant) -> UserInfo:
+        return self._host.identities.revoke(name, grant)
+
+    @command("admin")
+    def list_tokens(self, user: str | None = None) -> list[TokenInfo]:
+        identities = self._host.identities
+        if user is not None:
+            identities.describe_user(user)  # an unknown user is an error, not an empty list
+        return identities.list_tokens(user)
+
+    @command("admin")
+    def create_token(
+        self, user: str, expires_in_ms: int | None = None, description: str = ""
+    ) -> NewToken:
+        """A token for ``user``; ``expires_in_ms`` from now, on the broker's clock."""
+        expires_ms = None if expires_in_ms is None else self._host.clock.now_ms() + expires_in_ms
+        return self._host.identities.create_token(user, expires_ms, description)
+
+    @command("admin")
+    def revoke_token(self, token_id: str) -> None:
+        self._host.identities.revoke_token(token_id)
 
     # -- watching -----------------------------------------------------------------------------
 

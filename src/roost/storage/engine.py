@@ -5,7 +5,7 @@ Layout::
     <data>/LOCK                        held (flock) while a process has the directory open
     <data>/CLEAN_SHUTDOWN              present only between a clean close and the next open
     <data>/WRITE_PROBE                 briefly, while a readiness check writes it
-    <data>/metadata.json               topic configs (and later subscriptions, exchanges, users)
+    <data>/metadata.json               definitions: topics, subscriptions, exchanges, users...
     <data>/topics/<topic>/<partition>/ segments of one partition log
     <data>/journals/<name>/            a state journal: log/ and snapshot
 
@@ -24,6 +24,7 @@ Opening and closing block (recovery reads and fsyncs); so do topic creation and 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from collections.abc import Callable, Iterator
@@ -31,7 +32,13 @@ from collections.abc import Callable, Iterator
 import msgspec
 
 from roost.clock import Clock, SystemClock
-from roost.errors import StorageClosed, StorageFailure, TopicExists, UnknownTopic
+from roost.errors import (
+    DirectoryInUse,
+    StorageClosed,
+    StorageFailure,
+    TopicExists,
+    UnknownTopic,
+)
 from roost.storage.config import TopicConfig, check_name
 from roost.storage.fs import LOCAL_FS, LocalFS
 from roost.storage.journal import Journal
@@ -44,6 +51,7 @@ CLEAN_MARKER = "CLEAN_SHUTDOWN"
 LOCK_NAME = "LOCK"
 #: Written and removed again by ``probe_write``; a leftover one (a crash) is harmless.
 PROBE_NAME = "WRITE_PROBE"
+METADATA_NAME = "metadata.json"
 TOPICS_NAMESPACE = "topics"
 
 DirtyCallback = Callable[[PartitionLog, bool], None]
@@ -71,7 +79,7 @@ class LocalEngine:
         self._journals: dict[str, Journal] = {}
         self._on_dirty: DirtyCallback | None = None
         self._closed = False
-        self.metadata = MetadataStore.open(fs, os.path.join(path, "metadata.json"))
+        self.metadata = MetadataStore.open(fs, os.path.join(path, METADATA_NAME))
         self.recovery = RecoveryReport(False, [], [])
 
     @classmethod
@@ -244,16 +252,36 @@ class LocalEngine:
             raise StorageClosed(f"storage engine at {self.path}")
 
 
+@contextlib.contextmanager
+def open_metadata(
+    path: str, create: bool = False, fs: LocalFS = LOCAL_FS
+) -> Iterator[MetadataStore]:
+    """The metadata store of the data directory at ``path`` alone, under its LOCK, for tools
+    that change definitions (users, grants) while no broker runs: no log is opened or
+    recovered, so it is quick and touches nothing else. Blocking.
+
+    ``DirectoryInUse`` if another process (a running broker) holds the directory; a missing
+    directory is made when ``create``, else ``StorageFailure``.
+    """
+    if not fs.exists(path):
+        if not create:
+            raise StorageFailure(f"opening data directory {path}", FileNotFoundError(path))
+        fs.makedirs(path)
+    lock_fd = _lock(os.path.join(path, LOCK_NAME))
+    try:
+        yield MetadataStore.open(fs, os.path.join(path, METADATA_NAME))
+    finally:
+        os.close(lock_fd)
+
+
 def _lock(path: str) -> int:
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as e:
         os.close(fd)
-        raise StorageFailure(
-            f"data directory {os.path.dirname(path)}: in use by another process"
-        ) from e
+        raise DirectoryInUse(os.path.dirname(path)) from e
     return fd
 
 
-__all__ = ["LocalEngine", "PartitionInfo", "RecoveryReport", "Topic", "TopicInfo"]
+__all__ = ["LocalEngine", "PartitionInfo", "RecoveryReport", "Topic", "TopicInfo", "open_metadata"]
