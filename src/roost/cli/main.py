@@ -26,12 +26,40 @@ from roost.cli.session import DEFAULT_URL, Settings, json_option
     envvar="ROOST_URL",
     default=DEFAULT_URL,
     show_default=True,
-    help="The broker the client commands talk to (env ROOST_URL).",
+    help="The broker the client commands talk to; roosts:// for TLS (env ROOST_URL).",
+)
+@click.option(
+    "--ca-file",
+    envvar="ROOST_CA_FILE",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="roosts://: trust the broker's certificate if this CA signed it, instead of the "
+    "system's trust store (env ROOST_CA_FILE).",
+)
+@click.option(
+    "--cert-file",
+    envvar="ROOST_CERT_FILE",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="roosts://: a client certificate, PEM, for mutual TLS (env ROOST_CERT_FILE).",
+)
+@click.option(
+    "--key-file",
+    envvar="ROOST_KEY_FILE",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="The client certificate's key, if not in --cert-file (env ROOST_KEY_FILE).",
 )
 @click.pass_context
-def main(ctx: click.Context, url: str) -> None:
+def main(
+    ctx: click.Context,
+    url: str,
+    ca_file: str | None,
+    cert_file: str | None,
+    key_file: str | None,
+) -> None:
     """Roost: work queues, routing and replayable logs in one broker."""
-    ctx.obj = Settings(url)
+    ctx.obj = Settings(url=url, ca_file=ca_file, cert_file=cert_file, key_file=key_file)
 
 
 for _command in (topic, queue, exchange, bind, unbind, publish, consume, stats, dlq):
@@ -54,6 +82,27 @@ for _command in (topic, queue, exchange, bind, unbind, publish, consume, stats, 
 @click.option(
     "--admin-port", type=int, default=None, help="Admin API port (default 7480; 0 picks one)."
 )
+@click.option(
+    "--tls-cert-file",
+    default=None,
+    help="Serve TLS only, with this PEM certificate chain (env ROOST_TLS_CERT_FILE).",
+)
+@click.option(
+    "--tls-key-file",
+    default=None,
+    help="Its private key, if not in the certificate's file (env ROOST_TLS_KEY_FILE).",
+)
+@click.option(
+    "--tls-ca-file",
+    default=None,
+    help="Check client certificates against this CA bundle (env ROOST_TLS_CA_FILE).",
+)
+@click.option(
+    "--tls-client-auth",
+    type=click.Choice(["none", "optional", "required"]),
+    default=None,
+    help="Ask clients for a certificate (default none; env ROOST_TLS_CLIENT_AUTH).",
+)
 def serve(
     config_file: str | None,
     data: str | None,
@@ -62,6 +111,10 @@ def serve(
     admin: bool | None,
     admin_listen: str | None,
     admin_port: int | None,
+    tls_cert_file: str | None,
+    tls_key_file: str | None,
+    tls_ca_file: str | None,
+    tls_client_auth: str | None,
 ) -> None:
     """Run the broker: the native protocol and the HTTP admin API, one data directory."""
     import asyncio
@@ -69,6 +122,7 @@ def serve(
     import os
 
     from roost.admin.server import start_admin
+    from roost.errors import InvalidConfig
     from roost.server import serve as serving
     from roost.server.process_tuning import tune_allocator, tune_collector
 
@@ -76,6 +130,8 @@ def serve(
     flags = {
         "data": data, "listen": listen, "port": port, "admin": admin,
         "admin_listen": admin_listen, "admin_port": admin_port,
+        "tls_cert_file": tls_cert_file, "tls_key_file": tls_key_file,
+        "tls_ca_file": tls_ca_file, "tls_client_auth": tls_client_auth,
     }  # fmt: skip
     config = serving.settings(config_file, os.environ, flags)
 
@@ -85,11 +141,15 @@ def serve(
     tune_allocator()
     tune_collector()
     try:
-        import uvloop
+        try:
+            import uvloop
 
-        uvloop.run(serving.run(config, ready, [start_admin]))
-    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
-        asyncio.run(serving.run(config, ready, [start_admin]))
+            uvloop.run(serving.run(config, ready, [start_admin]))
+        except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+            asyncio.run(serving.run(config, ready, [start_admin]))
+    except InvalidConfig as e:  # settings it cannot serve with, found before it opens anything
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
 
 
 @main.group()
