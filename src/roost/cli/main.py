@@ -233,6 +233,17 @@ def bench_core(as_json: bool, directory: str | None, messages: int, batch: int, 
 @click.option("--batch", default=64, show_default=True, help="Messages per publish.")
 @click.option("--inflight", default=256, show_default=True, help="Unconfirmed messages at most.")
 @click.option("--prefetch", default=256, show_default=True, help="Messages per receive.")
+@click.option(
+    "--tls",
+    is_flag=True,
+    help="Also run it against a broker serving TLS, and print the TLS / plain ratios.",
+)
+@click.option(
+    "--rounds",
+    default=1,
+    show_default=True,
+    help="Runs (of each, alternating, with --tls); medians reported.",
+)
 def bench_e2e(
     as_json: bool,
     url: str | None,
@@ -241,18 +252,33 @@ def bench_e2e(
     batch: int,
     inflight: int,
     prefetch: int,
+    tls: bool,
+    rounds: int,
 ) -> None:
     """A producer process and a consumer process over the network, durability always."""
     from roost.bench.e2e import run_e2e_bench
 
-    if min(messages, batch, inflight, prefetch) < 1:
-        raise click.BadParameter("--messages, --batch, --inflight and --prefetch must be positive")
+    if min(messages, batch, inflight, prefetch, rounds) < 1:
+        raise click.BadParameter(
+            "--messages, --batch, --inflight, --prefetch and --rounds must be positive"
+        )
+    if tls and url is not None:
+        raise click.BadParameter("--tls starts brokers of its own: leave out --url")
     _report(
         as_json,
         lambda progress: run_e2e_bench(
-            url, directory, messages, batch, inflight, prefetch, progress=progress
+            url,
+            directory,
+            messages,
+            batch,
+            inflight,
+            prefetch,
+            progress=progress,
+            tls=tls,
+            rounds=rounds,
         ),
-        "roost bench e2e (1 KiB values, durability always, separate processes)",
+        "roost bench e2e (1 KiB values, durability always, separate processes)"
+        + (", then over TLS" if tls else ""),
         {},
     )
 
