@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvloop
 
@@ -293,3 +294,35 @@ def test_tls_options_need_a_roosts_url(pki: Pki) -> None:
         roost.connect("roosts://x", ca_file=pki.server_key)
     with pytest.raises(ValueError, match="not the key of cert_file"):
         roost.connect("roosts://x", cert_file=pki.server_cert, key_file=pki.client("k")[1])
+
+
+def test_the_admin_listener_asks_for_the_same_client_certificates(tmp_path: Path, pki: Pki) -> None:
+    """``required`` holds on the admin listener too: the same settings, the same context."""
+    from roost.admin.server import AdminServer
+
+    ada = pki.client("ada")
+    settings = Settings(
+        tls_cert_file=pki.server_cert,
+        tls_key_file=pki.server_key,
+        tls_ca_file=pki.ca_file,
+        tls_client_auth="required",
+    )
+
+    async def body() -> None:
+        host = await Host.start(str(tmp_path / "data"))
+        admin = await AdminServer.start(host, "127.0.0.1", 0, ssl=server_context(settings))
+        try:
+            assert admin.url.startswith("https://127.0.0.1:")
+            anonymous = ssl.create_default_context(cafile=pki.ca_file)
+            async with httpx.AsyncClient(verify=anonymous, timeout=10) as http:
+                with pytest.raises(httpx.TransportError):
+                    await http.get(admin.url + "/healthz")
+            with_cert = ssl.create_default_context(cafile=pki.ca_file)
+            with_cert.load_cert_chain(*ada)
+            async with httpx.AsyncClient(verify=with_cert, timeout=10) as http:
+                assert (await http.get(admin.url + "/healthz")).json() == {"status": "ok"}
+        finally:
+            await admin.aclose()
+            await host.aclose()
+
+    asyncio.run(body())
