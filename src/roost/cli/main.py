@@ -72,7 +72,7 @@ for _command in (topic, queue, exchange, bind, unbind, publish, consume, stats, 
     "config_file",
     type=click.Path(dir_okay=False),
     default=None,
-    help="A TOML file with a [server] table.",
+    help="A TOML file with a [server] table (and a [tls] table).",
 )
 @click.option("--data", default=None, help="Data directory (default ./data; env ROOST_DATA).")
 @click.option("--listen", default=None, help="Address to bind (default 127.0.0.1).")
