@@ -12,6 +12,11 @@ The server's data lives in ``$BENCH_RUNDIR/roost`` (as the peers'), its port is
 the format of ``bench.servers`` (pid + kernel start time), so the harness finds the broker for
 CPU accounting through ``BENCH_PID_ROOST`` or, failing that, the pid file.
 
+TLS: with ``BENCH_ROOST_TLS=1`` in the environment of both ``start`` and the harness, the
+broker serves TLS only, with a self-signed certificate for 127.0.0.1 that ``start`` makes
+with the ``openssl`` command in ``$BENCH_RUNDIR/roost-tls/`` (ECDSA P-256, as the TLS peers
+are usually measured), and the adapter connects to ``roosts://`` trusting that certificate.
+
 Mapping (durability ``always`` everywhere: a publish is confirmed after its batch is fsync'd):
   queue  = ``create_queue(dest)``: a topic plus one `queue` subscription of the same name;
            consumed messages are deleted. No dead-lettering (``max_deliveries=None``).
@@ -51,7 +56,8 @@ from bench.common import HOST, Handler, proc_starttime, rundir
 from bench.common import Adapter as Base
 
 PORT = int(os.environ.get("BENCH_ROOST_PORT", "37420"))
-URL = f"roost://{HOST}:{PORT}"
+TLS = os.environ.get("BENCH_ROOST_TLS", "") not in ("", "0")
+URL = f"{'roosts' if TLS else 'roost'}://{HOST}:{PORT}"
 #: Long-poll of one receive / fetch; the harness stops us when it has seen everything.
 WAIT_S = 1.0
 
@@ -79,7 +85,7 @@ class Adapter(Base):
             client=f"roost {roost.__version__} native protocol (roost.connect), "
             f"msgspec {msgspec.__version__}",
             settings=(
-                f"roost serve, durability {self.durability} "
+                f"roost serve{' over TLS' if TLS else ''}, durability {self.durability} "
                 + (
                     "(confirm after fsync, group commit); "
                     if self.durability == "always"
@@ -96,7 +102,8 @@ class Adapter(Base):
     async def connect(self) -> None:
         import roost
 
-        self.client = await roost.connect(URL, reconnect=False)
+        ca_file = _tls_files()[0] if TLS else None
+        self.client = await roost.connect(URL, reconnect=False, ca_file=ca_file)
 
     async def close(self) -> None:
         if self.client is not None:
@@ -194,6 +201,10 @@ def start() -> int:
     os.makedirs(data, exist_ok=True)
     log_path = os.path.join(rundir(), "roost.out")
     argv = [sys.executable, "-m", "roost.cli.main", "serve", "--data", data, "--port", str(PORT)]
+    if TLS:
+        cert_file, key_file = _tls_files()
+        _make_certificate(cert_file, key_file)
+        argv += ["--tls-cert-file", cert_file, "--tls-key-file", key_file]
     with open(log_path, "ab") as log:
         start_at = log.tell()
         p = subprocess.Popen(
@@ -212,6 +223,25 @@ def start() -> int:
             raise SystemExit(f"roost serve exited with {p.returncode}; see {log_path}")
         time.sleep(0.1)
     raise SystemExit(f"roost serve did not say it was listening in 30 s; see {log_path}")
+
+
+def _tls_files() -> tuple[str, str]:
+    """(certificate, key) of the TLS broker; the certificate is also what clients trust."""
+    directory = os.path.join(rundir(), "roost-tls")
+    return os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+
+
+def _make_certificate(cert_file: str, key_file: str) -> None:
+    """A self-signed certificate for HOST (an IP SAN, which clients check), if not made yet."""
+    if os.path.exists(cert_file) and os.path.exists(key_file):
+        return
+    os.makedirs(os.path.dirname(cert_file), exist_ok=True)
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "30", "-subj", f"/CN={HOST}", "-addext", f"subjectAltName=IP:{HOST}",
+         "-keyout", key_file, "-out", cert_file],
+        check=True, capture_output=True,
+    )  # fmt: skip
 
 
 def stop() -> None:

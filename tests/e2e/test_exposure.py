@@ -31,7 +31,7 @@ def test_anonymous_service_off_loopback_is_refused_in_one_line(
 ) -> None:
     done = serve(tmp_path / "data", *flags)
     assert done.returncode != 0
-    errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, done.stderr
     assert "no users are defined" in errors[0] and "--allow-anonymous" in errors[0]
     assert "roost user add" in errors[0]

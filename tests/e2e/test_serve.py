@@ -17,17 +17,28 @@ import roost
 from roost.errors import LeaseExpired, UnknownSubscription, UnknownTopic
 
 READY = re.compile(rb"roost listening on ([\d.]+):(\d+)")
-ADMIN = re.compile(rb"roost admin API on (http://[\d.]+:\d+)")
+ADMIN = re.compile(rb"roost admin API on (https?://[\d.]+:\d+)")
 
 
 class Server:
-    def __init__(self, data_dir: Path, port: int = 0) -> None:
+    """``roost serve`` on ``data_dir``; ``args`` more flags, ``env`` more environment,
+    ``scheme`` the one its URL gets (roosts when serving TLS)."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int = 0,
+        args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+        scheme: str = "roost",
+    ) -> None:
         self.data_dir = data_dir
         self.process = subprocess.Popen(
             [sys.executable, "-m", "roost.cli.main", "serve", "--data", str(data_dir),
-             "--port", str(port), "--admin-port", "0"],
+             "--port", str(port), "--admin-port", "0", *args],
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
+            env=None if env is None else {**os.environ, **env},
         )  # fmt: skip
         assert self.process.stderr is not None
         self.admin_url = ""
@@ -39,7 +50,7 @@ class Server:
                 self.admin_url = admin.group(1).decode()
             found = READY.search(line)
             if found:
-                self.url = f"roost://{found.group(1).decode()}:{found.group(2).decode()}"
+                self.url = f"{scheme}://{found.group(1).decode()}:{found.group(2).decode()}"
                 self.port = int(found.group(2))
                 return
             if not line and self.process.poll() is not None:

@@ -30,3 +30,28 @@ def test_bench_e2e_json(tmp_path: Path) -> None:
     assert figures["settings"]["received"] >= 300
     assert figures["settings"]["replay_received"] == 300, "every record of the log, once"
     assert list(tmp_path.iterdir()) == [], "the bench cleans up after itself"
+
+
+def test_bench_e2e_tls_beside_plain(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["bench", "e2e", "--json", "--tls", "--rounds", "2", "--messages", "300",
+               "--batch", "20", "--dir", str(tmp_path)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout)
+    assert figures.keys() >= FIELDS, "the plain run's figures, as without --tls"
+    assert figures["tls"].keys() >= FIELDS
+    assert all(figures["tls"][name] > 0 for name in FIELDS), figures["tls"]
+    assert figures["tls_msgs_per_s"] == figures["tls"]["msgs_per_s"]
+    assert figures["tls_vs_plain_msgs_ratio"] == round(
+        figures["tls"]["msgs_per_s"] / figures["msgs_per_s"], 3
+    )
+    assert figures["tls_vs_plain_replay_ratio"] > 0
+    assert figures["settings"]["rounds"] == 2, "medians of two runs of each"
+    assert list(tmp_path.iterdir()) == [], "both brokers' directories (and certificates) gone"
+
+
+def test_bench_e2e_tls_measures_brokers_of_its_own() -> None:
+    result = CliRunner().invoke(main, ["bench", "e2e", "--tls", "--url", "roost://127.0.0.1:1"])
+    assert result.exit_code == 2
+    assert "leave out --url" in result.output

@@ -10,6 +10,10 @@ Rules:
   so no core state is ever touched from two threads.
 - The socket is bound here, before uvicorn starts, so a port in use fails ``start`` at once
   and the bound port is known (port 0) before anything is served.
+- With ``ssl`` (``roost.server.tls``'s context, the native listener's settings) the API,
+  ``/metrics`` and the dashboard are HTTPS only. uvicorn's own ``ssl_*`` options would build
+  a context of their own (cipher list "TLSv1", no minimum version), so the context is handed
+  in whole through ``ssl_context_factory``; uvicorn wraps the passed socket with it.
 - uvicorn does not install signal handlers: ``roost serve`` owns SIGTERM and SIGINT and closes
   the admin server with the native listener.
 - ``aclose`` first runs the ``closing`` callbacks, which end responses that would otherwise
@@ -23,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl as _ssl
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 import uvicorn
@@ -33,6 +38,7 @@ from roost.admin.dashboard import Dashboard
 from roost.admin.metrics import metrics_route
 from roost.server.host import Host
 from roost.server.serve import Settings
+from roost.server.tls import server_context
 
 log = logging.getLogger("roost.admin")
 
@@ -59,7 +65,12 @@ class AdminServer:
         self._closing = closing
         self._socket = sock
         self.address: tuple[str, int] = sock.getsockname()[:2]
+        self.scheme = "https" if server.config.is_ssl else "http"
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return "{}://{}:{}".format(self.scheme, *self.address)
 
     @classmethod
     async def start(
@@ -69,9 +80,17 @@ class AdminServer:
         port: int,
         extra_routes: Sequence[BaseRoute] = (),
         closing: Sequence[Closing] = (),
+        *,
+        ssl: _ssl.SSLContext | None = None,
     ) -> AdminServer:
-        """Bind ``listen:port`` and serve the admin app there until ``aclose``; ``closing``
-        runs first thing in ``aclose``."""
+        """Bind ``listen:port`` and serve the admin app there until ``aclose``, over TLS
+        only with ``ssl`` (a context for this server alone: its ALPN is set to HTTP/1.1);
+        ``closing`` runs first thing in ``aclose``."""
+        factory = None
+        if ssl is not None:
+            # uvicorn's HTTP/1.1 is all this server speaks: say so to a client offering h2.
+            ssl.set_alpn_protocols(["http/1.1"])
+            factory = _handing(ssl)
         sock = _bind(listen, port)
         config = uvicorn.Config(
             build_app(host, extra_routes),
@@ -79,6 +98,7 @@ class AdminServer:
             log_config=None,  # the process's logging as it is
             access_log=False,
             timeout_graceful_shutdown=GRACE_S,
+            ssl_context_factory=factory,
         )
         admin = cls(_LoopServer(config), sock, closing)
         admin._task = asyncio.create_task(admin._server.serve([sock]), name="roost-admin")
@@ -110,12 +130,22 @@ async def start_admin(host: Host, settings: Settings) -> AdminServer | None:
     dashboard = Dashboard(host)
     routes = [metrics_route(host), *dashboard.routes]
     admin = await AdminServer.start(
-        host, settings.admin_listen, settings.admin_port, routes, closing=[dashboard.aclose]
+        host,
+        settings.admin_listen,
+        settings.admin_port,
+        routes,
+        closing=[dashboard.aclose],
+        ssl=server_context(settings),  # checked already: ``serve.run`` built one first
     )
-    log.info(
-        "roost admin API on http://%s:%d (dashboard at /, metrics at /metrics)", *admin.address
-    )
+    log.info("roost admin API on %s (dashboard at /, metrics at /metrics)", admin.url)
     return admin
+
+
+def _handing(
+    context: _ssl.SSLContext,
+) -> Callable[[uvicorn.Config, Callable[[], _ssl.SSLContext]], _ssl.SSLContext]:
+    """An ``ssl_context_factory`` for uvicorn that hands it ``context``, ignoring its own."""
+    return lambda _config, _default: context
 
 
 def _bind(listen: str, port: int) -> socket.socket:

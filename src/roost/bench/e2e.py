@@ -32,6 +32,15 @@ per record it reads the sequence number, as a handler would):
   replay_msgs_per_s              messages / (first .. last record handed to the reader)
   replay_broker_cpu_us_per_msg   the broker's CPU over the reader's run, per message
   replay_reader_cpu_us_per_msg   the reader process's CPU, per message
+
+Each figure is the median of ``rounds`` runs (``--rounds``), each against a fresh broker.
+
+With ``tls`` (``--tls``) each round runs the same workload twice, plain and against a
+``roost serve`` that speaks TLS only, in turn first (a certificate for 127.0.0.1 from a CA
+made for the run with trustme; every client checks it, as ``roosts://`` does). The TLS
+figures are under ``tls``, and beside the plain ones:
+  tls_msgs_per_s, tls_replay_msgs_per_s, tls_broker_cpu_us_per_msg   as above, over TLS
+  tls_vs_plain_msgs_ratio, tls_vs_plain_replay_ratio                  TLS / plain
 """
 
 from __future__ import annotations
@@ -41,12 +50,14 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import struct
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 VALUE_BYTES = 1024
@@ -78,15 +89,34 @@ def _percentile(ordered: list[int], p: float) -> float:
     return ordered[index] / 1e6
 
 
+@dataclass(frozen=True)
+class Target:
+    """The broker measured: its URL, and the CA its certificate is checked against
+    (``roosts://`` only)."""
+
+    url: str
+    ca_file: str | None = None
+
+    def connect(self) -> Any:
+        import roost
+
+        return roost.connect(self.url, reconnect=False, ca_file=self.ca_file)
+
+    def argv(self) -> list[str]:
+        return [self.url, self.ca_file or "-"]
+
+    @classmethod
+    def from_argv(cls, url: str, ca_file: str) -> Target:
+        return cls(url, None if ca_file == "-" else ca_file)
+
+
 # -- the two client processes -----------------------------------------------------------
 
 
 async def _produce(
-    url: str, queue: str, messages: int, batch: int, inflight: int
+    target: Target, queue: str, messages: int, batch: int, inflight: int
 ) -> dict[str, Any]:
-    import roost
-
-    client = await roost.connect(url, reconnect=False)
+    client = await target.connect()
     publisher = _stamping_publisher(client, queue, messages, batch)
 
     await _ready()
@@ -97,10 +127,8 @@ async def _produce(
     return {"t_start": t0, "t_end": t1, "cpu_s": cpu1 - cpu0}
 
 
-async def _consume(url: str, queue: str, messages: int, prefetch: int) -> dict[str, Any]:
-    import roost
-
-    client = await roost.connect(url, reconnect=False)
+async def _consume(target: Target, queue: str, messages: int, prefetch: int) -> dict[str, Any]:
+    client = await target.connect()
     seen = bytearray(messages)
     latencies: list[int] = []
     await _ready()
@@ -132,10 +160,8 @@ async def _consume(url: str, queue: str, messages: int, prefetch: int) -> dict[s
     }  # fmt: skip
 
 
-async def _replay(url: str, topic: str, messages: int) -> dict[str, Any]:
-    import roost
-
-    client = await roost.connect(url, reconnect=False)
+async def _replay(target: Target, topic: str, messages: int) -> dict[str, Any]:
+    client = await target.connect()
     group = f"replay-{os.getpid()}"
     await client.create_subscription(topic, group, mode="stream", start="earliest")
     member = await client.join(topic, group)
@@ -157,11 +183,9 @@ async def _replay(url: str, topic: str, messages: int) -> dict[str, Any]:
             "unique": sum(seen)}  # fmt: skip
 
 
-async def _write_log(url: str, topic: str, messages: int, batch: int) -> None:
+async def _write_log(target: Target, topic: str, messages: int, batch: int) -> None:
     """The replay's log: ``messages`` records of VALUE_BYTES, stamped as the producer does."""
-    import roost
-
-    async with roost.connect(url, reconnect=False) as client:
+    async with target.connect() as client:
         await client.create_topic(topic, durability="always")
         publisher = _stamping_publisher(client, topic, messages, batch)
         await asyncio.gather(*(publisher() for _ in range(4)))
@@ -196,13 +220,14 @@ async def _ready() -> None:
 
 
 def _client_main(argv: list[str]) -> None:
-    role, url, queue, messages, batch, window = argv
+    role, url, ca_file, queue, messages, batch, window = argv
+    target = Target.from_argv(url, ca_file)
     if role == "producer":
-        work = _produce(url, queue, int(messages), int(batch), int(window))
+        work = _produce(target, queue, int(messages), int(batch), int(window))
     elif role == "replay":
-        work = _replay(url, queue, int(messages))
+        work = _replay(target, queue, int(messages))
     else:
-        work = _consume(url, queue, int(messages), int(window))
+        work = _consume(target, queue, int(messages), int(window))
     result = _run(work)
     print(json.dumps(result), flush=True)
 
@@ -219,18 +244,25 @@ def _run(coroutine: Any) -> Any:
 
 
 class _Server:
-    """A ``roost serve`` on port 0 with a fresh data directory under ``directory``."""
+    """A ``roost serve`` on port 0 with a fresh data directory under ``directory``; with
+    ``tls``, serving TLS only with a certificate from a CA made for it (``target.ca_file``)."""
 
-    def __init__(self, directory: str | None) -> None:
+    def __init__(self, directory: str | None, tls: bool = False) -> None:
         self.root = tempfile.mkdtemp(prefix="roost-e2e-", dir=directory)
         self.log_path = os.path.join(self.root, "serve.log")
+        flags, ca_file = [], None
+        if tls:
+            cert_file, key_file, ca_file = _certificates(os.path.join(self.root, "tls"))
+            flags = ["--tls-cert-file", cert_file, "--tls-key-file", key_file]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "roost.cli.main", "serve",
-                 "--data", os.path.join(self.root, "data"), "--port", "0", "--admin-port", "0"],
+                 "--data", os.path.join(self.root, "data"), "--port", "0", "--admin-port", "0",
+                 *flags],
                 stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL,
             )  # fmt: skip
-        self.url = self._wait_listening()
+        address = self._wait_listening()
+        self.target = Target(f"{'roosts' if tls else 'roost'}://{address}", ca_file)
 
     def _wait_listening(self, timeout: float = 30.0) -> str:
         deadline = time.monotonic() + timeout
@@ -238,7 +270,7 @@ class _Server:
             with open(self.log_path) as f:
                 for line in f:
                     if line.startswith(LISTENING):
-                        return "roost://" + line[len(LISTENING) :].strip()
+                        return line[len(LISTENING) :].strip()
             if self.process.poll() is not None:
                 break
             time.sleep(0.05)
@@ -256,16 +288,36 @@ class _Server:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def _spawn(role: str, url: str, queue: str, messages: int, batch: int, window: int) -> Any:
-    argv = [sys.executable, "-m", "roost.bench.e2e", role, url, queue, str(messages),
-            str(batch), str(window)]  # fmt: skip
+def _certificates(directory: str) -> tuple[str, str, str]:
+    """(certificate, key, CA) PEM files under ``directory``: a CA made now and a certificate
+    it signed for 127.0.0.1, as a deployment with a private CA has."""
+    try:
+        import trustme
+    except ImportError as e:
+        raise RuntimeError("--tls makes its certificates with trustme: pip install trustme") from e
+    os.makedirs(directory)
+    ca = trustme.CA(organization_name="roost bench e2e")
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    paths = [os.path.join(directory, name) for name in ("server.pem", "server.key", "ca.pem")]
+    contents = [
+        b"".join(pem.bytes() for pem in server.cert_chain_pems),
+        server.private_key_pem.bytes(),
+        ca.cert_pem.bytes(),
+    ]
+    for path, content in zip(paths, contents, strict=True):
+        with open(path, "wb") as f:
+            f.write(content)
+    return paths[0], paths[1], paths[2]
+
+
+def _spawn(role: str, target: Target, queue: str, messages: int, batch: int, window: int) -> Any:
+    argv = [sys.executable, "-m", "roost.bench.e2e", role, *target.argv(), queue,
+            str(messages), str(batch), str(window)]  # fmt: skip
     return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
-async def _admin(url: str, queue: str, create: bool) -> None:
-    import roost
-
-    async with roost.connect(url, reconnect=False) as broker:
+async def _admin(target: Target, queue: str, create: bool) -> None:
+    async with target.connect() as broker:
         if create:
             await broker.create_queue(
                 queue, durability="always", max_deliveries=None, dead_letter=None
@@ -275,12 +327,12 @@ async def _admin(url: str, queue: str, create: bool) -> None:
 
 
 def _replay_phase(
-    url: str, broker_pid: int | None, messages: int, batch: int, timeout: float
+    target: Target, broker_pid: int | None, messages: int, batch: int, timeout: float
 ) -> tuple[dict[str, Any], float | None]:
     """Write the log, then time a fresh reader process replaying it; (its figures, broker CPU)."""
     topic = f"bench-replay-{os.getpid()}-{time.monotonic_ns()}"
-    _run(_write_log(url, topic, messages, batch))
-    reader = _spawn("replay", url, topic, messages, batch, 0)
+    _run(_write_log(target, topic, messages, batch))
+    reader = _spawn("replay", target, topic, messages, batch, 0)
     try:
         if reader.stdout.readline().strip() != "ready":
             raise RuntimeError("the replay reader failed to connect")
@@ -295,14 +347,12 @@ def _replay_phase(
         if reader.poll() is None:
             reader.kill()
             reader.wait()
-    _run(_delete_topic(url, topic))
+    _run(_delete_topic(target, topic))
     return json.loads(out.strip().splitlines()[-1]), broker_cpu
 
 
-async def _delete_topic(url: str, topic: str) -> None:
-    import roost
-
-    async with roost.connect(url, reconnect=False) as broker:
+async def _delete_topic(target: Target, topic: str) -> None:
+    async with target.connect() as broker:
         await broker.delete_topic(topic)
 
 
@@ -315,12 +365,74 @@ def run_e2e_bench(
     prefetch: int,
     timeout: float = 300.0,
     progress: Callable[[str], None] = lambda _: None,
+    tls: bool = False,
+    rounds: int = 1,
 ) -> dict[str, Any]:
-    progress("starting roost serve" if url is None else f"using {url}")
-    server = _Server(directory) if url is None else None
+    """The figures of the module doc, the median of ``rounds`` runs (each against a fresh
+    broker); with ``tls``, each round runs plain and TLS, in turn first (a run disturbed by
+    the disk or a neighbour must not always fall on the same side of the ratio)."""
+    if tls and url is not None:
+        raise ValueError("the TLS run starts a broker of its own: it cannot measure a --url")
+    plain: list[dict[str, Any]] = []
+    over_tls: list[dict[str, Any]] = []
+    for round_ in range(rounds):
+        order = [False, True] if tls else [False]
+        for with_tls in order if round_ % 2 == 0 else order[::-1]:
+            runs = over_tls if with_tls else plain
+            runs.append(
+                _measure(
+                    None if with_tls else url, directory, messages, batch, inflight,
+                    prefetch, timeout, progress, tls=with_tls,
+                )
+            )  # fmt: skip
+    figures = _medians(plain)
+    if not tls:
+        return figures
+    tls_figures = _medians(over_tls)
+
+    def ratio(name: str) -> float:
+        return round(float(tls_figures[name]) / float(figures[name]), 3)
+
+    settings = figures.pop("settings")
+    figures.update(
+        tls_msgs_per_s=tls_figures["msgs_per_s"],
+        tls_vs_plain_msgs_ratio=ratio("msgs_per_s"),
+        tls_broker_cpu_us_per_msg=tls_figures["broker_cpu_us_per_msg"],
+        tls_replay_msgs_per_s=tls_figures["replay_msgs_per_s"],
+        tls_vs_plain_replay_ratio=ratio("replay_msgs_per_s"),
+        tls={name: value for name, value in tls_figures.items() if name != "settings"},
+        settings=settings,
+    )
+    return figures
+
+
+def _medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each figure's median over ``runs``; the settings of the first, and how many ran."""
+    figures: dict[str, Any] = {
+        name: statistics.median(run[name] for run in runs) for name in runs[0] if name != "settings"
+    }
+    figures["settings"] = {**runs[0]["settings"], "rounds": len(runs)}
+    return figures
+
+
+def _measure(
+    url: str | None,
+    directory: str | None,
+    messages: int,
+    batch: int,
+    inflight: int,
+    prefetch: int,
+    timeout: float,
+    progress: Callable[[str], None],
+    tls: bool = False,
+) -> dict[str, Any]:
+    """One run: the queue workload, then the replay, against ``url`` or a broker started
+    for it (over TLS with ``tls``)."""
+    over = " over TLS" if tls else ""
+    progress(f"starting roost serve{over}" if url is None else f"using {url}")
+    server = _Server(directory, tls) if url is None else None
     broker_pid = server.process.pid if server is not None else None
-    target = server.url if server is not None else url
-    assert target is not None
+    target = server.target if server is not None else Target(url or "")
     queue = f"bench-e2e-{os.getpid()}-{time.monotonic_ns()}"
     clients: list[Any] = []
     try:
@@ -331,7 +443,7 @@ def run_e2e_bench(
         for client in clients:
             if client.stdout.readline().strip() != "ready":
                 raise RuntimeError("a bench client failed to connect")
-        progress(f"{messages:,} messages")
+        progress(f"{messages:,} messages{over}")
         broker_cpu0 = cpu_seconds(broker_pid) if broker_pid is not None else 0.0
         for client in clients:
             client.stdin.write("go\n")
@@ -344,7 +456,7 @@ def run_e2e_bench(
             results.append(json.loads(out.strip().splitlines()[-1]))
         broker_cpu = cpu_seconds(broker_pid) - broker_cpu0 if broker_pid is not None else None
         _run(_admin(target, queue, create=False))
-        progress(f"replay of {messages:,} messages")
+        progress(f"replay of {messages:,} messages{over}")
         replay, replay_broker_cpu = _replay_phase(target, broker_pid, messages, batch, timeout)
         clients = []
     finally:

@@ -28,7 +28,29 @@ from roost.errors import InvalidConfig
     envvar="ROOST_URL",
     default=DEFAULT_URL,
     show_default=True,
-    help="The broker the client commands talk to (env ROOST_URL).",
+    help="The broker the client commands talk to; roosts:// for TLS (env ROOST_URL).",
+)
+@click.option(
+    "--ca-file",
+    envvar="ROOST_CA_FILE",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="roosts://: trust the broker's certificate if this CA signed it, instead of the "
+    "system's trust store (env ROOST_CA_FILE).",
+)
+@click.option(
+    "--cert-file",
+    envvar="ROOST_CERT_FILE",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="roosts://: a client certificate, PEM, for mutual TLS (env ROOST_CERT_FILE).",
+)
+@click.option(
+    "--key-file",
+    envvar="ROOST_KEY_FILE",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="The client certificate's key, if not in --cert-file (env ROOST_KEY_FILE).",
 )
 @click.option(
     "--admin-url",
@@ -51,11 +73,23 @@ from roost.errors import InvalidConfig
     help="Authenticate as NAME; the password is asked for if not given (env ROOST_USER).",
 )
 @click.pass_context
-def main(ctx: click.Context, url: str, admin_url: str, token: str | None, user: str | None) -> None:
+def main(
+    ctx: click.Context,
+    url: str,
+    ca_file: str | None,
+    cert_file: str | None,
+    key_file: str | None,
+    admin_url: str,
+    token: str | None,
+    user: str | None,
+) -> None:
     """Roost: work queues, routing and replayable logs in one broker."""
     if token is not None and user is not None:
         raise click.UsageError("give --token or --user, not both")
-    ctx.obj = Settings(url, admin_url, token, user)
+    ctx.obj = Settings(
+        url=url, admin_url=admin_url, token=token, user=user, ca_file=ca_file,
+        cert_file=cert_file, key_file=key_file,
+    )  # fmt: skip
 
 
 _COMMANDS = (topic, queue, exchange, bind, unbind, publish, consume, stats, dlq,
@@ -70,7 +104,7 @@ for _command in _COMMANDS:
     "config_file",
     type=click.Path(dir_okay=False),
     default=None,
-    help="A TOML file with a [server] table.",
+    help="A TOML file with a [server] table (and a [tls] table).",
 )
 @click.option("--data", default=None, help="Data directory (default ./data; env ROOST_DATA).")
 @click.option("--listen", default=None, help="Address to bind (default 127.0.0.1).")
@@ -87,6 +121,27 @@ for _command in _COMMANDS:
     help="With no users defined, serve without authentication on non-loopback addresses too "
     "(logged as a warning; env ROOST_ALLOW_ANONYMOUS).",
 )
+@click.option(
+    "--tls-cert-file",
+    default=None,
+    help="Serve TLS only, with this PEM certificate chain (env ROOST_TLS_CERT_FILE).",
+)
+@click.option(
+    "--tls-key-file",
+    default=None,
+    help="Its private key, if not in the certificate's file (env ROOST_TLS_KEY_FILE).",
+)
+@click.option(
+    "--tls-ca-file",
+    default=None,
+    help="Check client certificates against this CA bundle (env ROOST_TLS_CA_FILE).",
+)
+@click.option(
+    "--tls-client-auth",
+    type=click.Choice(["none", "optional", "required"]),
+    default=None,
+    help="Ask clients for a certificate (default none; env ROOST_TLS_CLIENT_AUTH).",
+)
 def serve(
     config_file: str | None,
     data: str | None,
@@ -96,6 +151,10 @@ def serve(
     admin_listen: str | None,
     admin_port: int | None,
     allow_anonymous: bool | None,
+    tls_cert_file: str | None,
+    tls_key_file: str | None,
+    tls_ca_file: str | None,
+    tls_client_auth: str | None,
 ) -> None:
     """Run the broker: the native protocol and the HTTP admin API, one data directory."""
     import asyncio
@@ -111,6 +170,8 @@ def serve(
         "data": data, "listen": listen, "port": port, "admin": admin,
         "admin_listen": admin_listen, "admin_port": admin_port,
         "allow_anonymous": allow_anonymous,
+        "tls_cert_file": tls_cert_file, "tls_key_file": tls_key_file,
+        "tls_ca_file": tls_ca_file, "tls_client_auth": tls_client_auth,
     }  # fmt: skip
     config = serving.settings(config_file, os.environ, flags)
 
@@ -126,8 +187,9 @@ def serve(
             uvloop.run(serving.run(config, ready, [start_admin]))
         except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
             asyncio.run(serving.run(config, ready, [start_admin]))
-    except InvalidConfig as e:  # an unsafe or impossible setting: one line, no traceback
-        raise click.ClickException(str(e)) from None
+    except InvalidConfig as e:  # settings it cannot serve with, or not safely: one line
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
 
 
 @main.group()
@@ -211,6 +273,17 @@ def bench_core(as_json: bool, directory: str | None, messages: int, batch: int, 
 @click.option("--batch", default=64, show_default=True, help="Messages per publish.")
 @click.option("--inflight", default=256, show_default=True, help="Unconfirmed messages at most.")
 @click.option("--prefetch", default=256, show_default=True, help="Messages per receive.")
+@click.option(
+    "--tls",
+    is_flag=True,
+    help="Also run it against a broker serving TLS, and print the TLS / plain ratios.",
+)
+@click.option(
+    "--rounds",
+    default=1,
+    show_default=True,
+    help="Runs (of each, alternating, with --tls); medians reported.",
+)
 def bench_e2e(
     as_json: bool,
     url: str | None,
@@ -219,18 +292,33 @@ def bench_e2e(
     batch: int,
     inflight: int,
     prefetch: int,
+    tls: bool,
+    rounds: int,
 ) -> None:
     """A producer process and a consumer process over the network, durability always."""
     from roost.bench.e2e import run_e2e_bench
 
-    if min(messages, batch, inflight, prefetch) < 1:
-        raise click.BadParameter("--messages, --batch, --inflight and --prefetch must be positive")
+    if min(messages, batch, inflight, prefetch, rounds) < 1:
+        raise click.BadParameter(
+            "--messages, --batch, --inflight, --prefetch and --rounds must be positive"
+        )
+    if tls and url is not None:
+        raise click.BadParameter("--tls starts brokers of its own: leave out --url")
     _report(
         as_json,
         lambda progress: run_e2e_bench(
-            url, directory, messages, batch, inflight, prefetch, progress=progress
+            url,
+            directory,
+            messages,
+            batch,
+            inflight,
+            prefetch,
+            progress=progress,
+            tls=tls,
+            rounds=rounds,
         ),
-        "roost bench e2e (1 KiB values, durability always, separate processes)",
+        "roost bench e2e (1 KiB values, durability always, separate processes)"
+        + (", then over TLS" if tls else ""),
         {},
     )
 

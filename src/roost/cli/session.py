@@ -31,7 +31,7 @@ DEFAULT_ADMIN_URL = "http://127.0.0.1:7480"
 EXIT_INTERRUPTED = 130
 
 
-class Settings(msgspec.Struct):
+class Settings(msgspec.Struct, kw_only=True):
     """The group's options, handed to every command as ``ctx.obj``."""
 
     url: str = DEFAULT_URL
@@ -40,6 +40,10 @@ class Settings(msgspec.Struct):
     #: An API token to present, or ``NAME[:PASSWORD]`` to authenticate as: never printed.
     token: str | None = None
     user: str | None = None
+    #: TLS, for a roosts:// ``url`` (``roost.connect``'s options of the same names).
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
 
 
 class CliError(Exception):
@@ -60,12 +64,19 @@ def run(body: Callable[[Client], Awaitable[T]], *, interrupt_is_exit: bool = Fal
     ``interrupt_is_exit``: Ctrl-C is how the command ends (``--watch``), so exit 0.
     """
     ctx = click.get_current_context()
-    settings = ctx.find_object(Settings)
-    url = settings.url if settings is not None else DEFAULT_URL
+    settings = ctx.find_object(Settings) or Settings()
+    url = settings.url
     try:
-        connecting = connect(url)
+        connecting = connect(
+            url,
+            ca_file=settings.ca_file,
+            cert_file=settings.cert_file,
+            key_file=settings.key_file,
+        )
     except ValueError as e:
         fail(ctx, str(e))
+    except OSError as e:  # a TLS file that cannot be read
+        fail(ctx, f"cannot read {e.filename}: {e.strerror or e}")
 
     async def session() -> T:
         async with connecting as client:

@@ -2,6 +2,8 @@
 
     async with roost.connect("roost://127.0.0.1:7420") as broker:
         await broker.publish("emails", b"hello")
+    async with roost.connect("roosts://broker.example:7420") as broker:   # TLS
+        ...
 
 One connection, many requests in flight (pipelined): each request gets a correlation id and a
 future; a reader task resolves futures as answers arrive, in any order. A ``FAILURE`` answer
@@ -14,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import ssl as _ssl
 from collections import deque
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from roost.client.api import Client, Opening
 from roost.client.subscriber import PushStream
+from roost.client.tls import SCHEMES, client_tls
 from roost.errors import ERRORS_BY_CODE, ProtocolError, RoostError, StorageClosed
 from roost.protocols.native import messages as m
 from roost.protocols.native.codec import VERSIONS, Frame, Kind, NativeCodec, State
@@ -116,15 +120,23 @@ class NetworkBackend:
         self.protocol_version = min(VERSIONS)
 
     @classmethod
-    async def connect(cls, host: str, port: int) -> NetworkBackend:
-        stream = await open_framed(NativeCodec("client"), host, port)
+    async def connect(
+        cls, host: str, port: int, *, ssl: _ssl.SSLContext | None = None
+    ) -> NetworkBackend:
+        """Connect and shake hands; with ``ssl``, over TLS. A TLS failure raises
+        ``ssl.SSLError`` (an ``OSError``): an untrusted server certificate from the TLS
+        handshake, a client certificate the server refused from the protocol's
+        (``_tls_refusal``)."""
+        stream = await open_framed(NativeCodec("client"), host, port, ssl=ssl)
         backend = cls(stream)
         try:
             await backend._handshake()
-        except BaseException:
+        except BaseException as e:
             stream.close()
             with contextlib.suppress(Exception):
                 await stream.wait_closed()
+            if ssl is not None and isinstance(e, StorageClosed):
+                raise _tls_refusal(stream) from e
             raise
         backend._reading = asyncio.create_task(backend._read_loop(), name="roost-client-reader")
         return backend
@@ -262,22 +274,52 @@ class NetworkBackend:
                 await self._stream.wait_closed()
 
 
-def connect(url: str = f"roost://127.0.0.1:{DEFAULT_PORT}", *, reconnect: bool = True) -> Opening:
+def _tls_refusal(stream: FramedStream) -> _ssl.SSLError:
+    """Why a TLS connection ended before the server's WELCOME. Over TLS 1.3 a server checks
+    the client's certificate after the client's side of the handshake is done, so refusing it
+    ends the connection here, not in ``create_connection``. The server's TLS alert says why,
+    when it sends one; asyncio and uvloop servers send none (CPython gh-98078), so then say
+    what it most likely was."""
+    if stream.tls_error is not None:
+        return stream.tls_error
+    return _ssl.SSLError(
+        "the broker closed the TLS connection before answering: it requires a client "
+        "certificate (cert_file=) and got none, or did not accept the one given"
+    )
+
+
+def connect(
+    url: str = f"roost://127.0.0.1:{DEFAULT_PORT}",
+    *,
+    reconnect: bool = True,
+    ssl: _ssl.SSLContext | None = None,
+    ca_file: str | None = None,
+    cert_file: str | None = None,
+    key_file: str | None = None,
+) -> Opening:
     """Talk to a ``roost serve`` at ``url``: ``async with roost.connect(url) as broker``.
 
     With ``reconnect`` (the default) a broken connection is reopened on the next call, and
     calls that are safe to repeat are retried on it (see ``roost.client.reconnect``).
+
+    ``roosts://`` is TLS: the server's certificate is checked against the system's trust
+    store, or ``ca_file``, and must name the URL's host; ``cert_file``/``key_file`` are a
+    client certificate (mutual TLS); ``ssl`` is a context of your own instead. The rules are
+    ``roost.client.tls``'s; a bad option raises ``ValueError`` here, at once.
     """
     parts = urlsplit(url if "://" in url else f"roost://{url}")
-    if parts.scheme != "roost":
-        raise ValueError(f"a Roost URL looks like roost://host:7420, not {url!r}")
+    if parts.scheme not in SCHEMES:
+        raise ValueError(
+            f"a Roost URL looks like roost://host:7420 (roosts:// for TLS), not {url!r}"
+        )
     host, port = parts.hostname or "127.0.0.1", parts.port or DEFAULT_PORT
+    tls = client_tls(parts.scheme, ssl=ssl, ca_file=ca_file, cert_file=cert_file, key_file=key_file)
 
     async def open_client() -> Client:
         if reconnect:
             from roost.client.reconnect import ReconnectingBackend
 
-            return Client(await ReconnectingBackend.connect(host, port))
-        return Client(await NetworkBackend.connect(host, port))
+            return Client(await ReconnectingBackend.connect(host, port, ssl=tls))
+        return Client(await NetworkBackend.connect(host, port, ssl=tls))
 
     return Opening(open_client)

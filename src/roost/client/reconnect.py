@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import ssl as _ssl
 
 import msgspec
 
@@ -42,9 +43,17 @@ def safe_to_retry(request: m.Request) -> bool:
 
 
 class ReconnectingBackend:
-    def __init__(self, host: str, port: int, reconnect_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        reconnect_timeout_s: float = 30.0,
+        *,
+        ssl: _ssl.SSLContext | None = None,
+    ) -> None:
         self._host = host
         self._port = port
+        self._ssl = ssl  # every connection, the first and each reconnect, over TLS or none
         self._timeout_s = reconnect_timeout_s
         self._current: NetworkBackend | None = None
         self._connecting: asyncio.Lock = asyncio.Lock()
@@ -55,10 +64,15 @@ class ReconnectingBackend:
 
     @classmethod
     async def connect(
-        cls, host: str, port: int, reconnect_timeout_s: float = 30.0
+        cls,
+        host: str,
+        port: int,
+        reconnect_timeout_s: float = 30.0,
+        *,
+        ssl: _ssl.SSLContext | None = None,
     ) -> ReconnectingBackend:
-        backend = cls(host, port, reconnect_timeout_s)
-        backend._current = await NetworkBackend.connect(host, port)
+        backend = cls(host, port, reconnect_timeout_s, ssl=ssl)
+        backend._current = await NetworkBackend.connect(host, port, ssl=ssl)
         return backend
 
     async def call(self, request: m.Request) -> m.Response:
@@ -127,7 +141,7 @@ class ReconnectingBackend:
             backoff = FIRST_BACKOFF_S
             while True:
                 try:
-                    connection = await NetworkBackend.connect(self._host, self._port)
+                    connection = await NetworkBackend.connect(self._host, self._port, ssl=self._ssl)
                 except (OSError, StorageClosed) as e:
                     if self._closed:
                         raise StorageClosed("the client") from e

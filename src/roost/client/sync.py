@@ -25,6 +25,7 @@ import concurrent.futures
 import inspect
 import threading
 from collections.abc import Awaitable, Callable, Iterator
+from ssl import SSLContext
 from types import TracebackType
 from typing import Any, Self
 
@@ -194,9 +195,18 @@ class SyncProducer(_ClosedOnExit):
         self._bridge.run(self._target.aclose())
 
 
-def connect(url: str = f"roost://127.0.0.1:{DEFAULT_PORT}") -> SyncBroker:
-    """A blocking client of the broker at ``url``."""
-    return SyncBroker(lambda: connect_network(url)._open())
+def connect(
+    url: str = f"roost://127.0.0.1:{DEFAULT_PORT}",
+    *,
+    ssl: SSLContext | None = None,
+    ca_file: str | None = None,
+    cert_file: str | None = None,
+    key_file: str | None = None,
+) -> SyncBroker:
+    """A blocking client of the broker at ``url`` (``roosts://`` and the TLS options as
+    ``roost.connect``'s)."""
+    opening = connect_network(url, ssl=ssl, ca_file=ca_file, cert_file=cert_file, key_file=key_file)
+    return SyncBroker(opening._open)
 
 
 def open(path: str) -> SyncBroker:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl as _ssl
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -92,7 +93,10 @@ class FramedStream(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self._end()
-        return True  # half-open: answers already on their way may still be written
+        # Half-open: answers already on their way may still be written. TLS has no half-close
+        # (the peer's close_notify ends the session; asyncio and uvloop warn if asked to keep
+        # it open), so over TLS the transport closes itself.
+        return self._transport is None or self._transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost_error = exc or ConnectionResetError("connection lost")
@@ -239,6 +243,14 @@ class FramedStream(asyncio.Protocol):
         if self._lost is not None:
             await asyncio.shield(self._lost)
 
+    @property
+    def tls_error(self) -> _ssl.SSLError | None:
+        """The TLS error the connection ended with, if it did: over TLS 1.3 a server refuses
+        a client's certificate after the client's handshake is done, so the client learns it
+        here, when the connection drops, instead of from ``create_connection``."""
+        error = self._lost_error
+        return error if isinstance(error, _ssl.SSLError) else None
+
     def get_extra_info(self, name: str) -> Any:
         return None if self._transport is None else self._transport.get_extra_info(name)
 
@@ -248,8 +260,11 @@ def _report(task: asyncio.Task[None]) -> None:
         log.error("a connection's task failed", exc_info=error)
 
 
-async def open_framed(codec: NativeCodec, host: str, port: int) -> FramedStream:
-    """A client connection to ``host:port`` reading into ``codec``."""
+async def open_framed(
+    codec: NativeCodec, host: str, port: int, *, ssl: _ssl.SSLContext | None = None
+) -> FramedStream:
+    """A client connection to ``host:port`` reading into ``codec``; with ``ssl``, over TLS,
+    checking the server's certificate names ``host`` (unless the context says otherwise)."""
     stream = FramedStream(codec)
-    await asyncio.get_running_loop().create_connection(lambda: stream, host, port)
+    await asyncio.get_running_loop().create_connection(lambda: stream, host, port, ssl=ssl)
     return stream

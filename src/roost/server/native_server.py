@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import ssl as _ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -49,6 +50,7 @@ from roost.server.native_session import (
     publish_now,
     runs,
 )
+from roost.server.tls import peer_principal
 
 log = logging.getLogger("roost.native")
 HEARTBEAT_MS = 10_000
@@ -97,6 +99,12 @@ class NativeConnection:
         self._waiting_to_start = 0
         self._finishing = False
         self.peer = stream.get_extra_info("peername")
+        #: The user a verified client certificate names (mutual TLS; ``roost.server.tls``),
+        #: looked up once, at connect: None without TLS, without a certificate, or when the
+        #: certificate names no user.
+        self.tls_principal: Principal | None = peer_principal(
+            host.identities, stream.get_extra_info("peercert")
+        )
 
     @property
     def principal(self) -> Principal:
@@ -376,12 +384,18 @@ async def serve_native(
     max_frame_bytes: int = 16 * 1024 * 1024,
     max_connections: int = 10_000,
     name: str = "native",
+    *,
+    ssl: _ssl.SSLContext | None = None,
+    ssl_handshake_timeout_s: float = 10.0,
 ) -> NativeListener:
-    """Listen for native-protocol clients on ``address:port``.
+    """Listen for native-protocol clients on ``address:port``; with ``ssl`` (see
+    ``roost.server.tls``), TLS only.
 
     Past ``max_connections`` a new connection gets a ``FAILURE`` naming the limit and is
     closed; the ones already open are not disturbed. Connections and frames are counted in
-    ``host.listeners[name]`` (listeners of one name share it).
+    ``host.listeners[name]`` (listeners of one name share it). With ``ssl``, a connection is
+    handed over once its TLS handshake is done: one that fails it, or takes longer than
+    ``ssl_handshake_timeout_s``, is closed and never counted.
     """
     listener = NativeListener()
     stats = host.listeners.setdefault(name, ListenerStats())
@@ -406,7 +420,11 @@ async def serve_native(
             stats.connections -= 1
 
     listener.server = await asyncio.get_running_loop().create_server(
-        lambda: FramedStream(NativeCodec("server", max_frame_bytes), connected), address, port
+        lambda: FramedStream(NativeCodec("server", max_frame_bytes), connected),
+        address,
+        port,
+        ssl=ssl,
+        ssl_handshake_timeout=ssl_handshake_timeout_s if ssl is not None else None,
     )
     return listener
 

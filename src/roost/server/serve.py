@@ -4,6 +4,10 @@ Settings come from a TOML file, then environment variables, then flags, each ove
 one before (docs/operations.md lists them). On SIGTERM or SIGINT the broker stops accepting
 connections, lets in-flight confirms finish, flushes and closes the data directory cleanly.
 
+With a certificate configured (the ``[tls]`` table, ``ROOST_TLS_*``, ``--tls-*``) every
+listener speaks TLS only (``roost.server.tls``); bad TLS settings stop ``run`` before the data
+directory is opened, with ``InvalidConfig``.
+
 Other things served from the same process and loop (the HTTP admin API) are passed in as
 ``services``: this layer may not import the layers above it, so the command line, which
 may, hands them over. Each is started once the host and the native listener are up and
@@ -26,6 +30,7 @@ import msgspec
 from roost.server.exposure import check_exposure
 from roost.server.host import Host
 from roost.server.native_server import NativeListener, close_native, serve_native
+from roost.server.tls import describe, server_context
 
 log = logging.getLogger("roost.serve")
 
@@ -111,7 +116,9 @@ async def run(
     ready: Callable[[str, int], None] | None = None,
     services: Sequence[StartService] = (),
 ) -> None:
-    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    """Serve until SIGTERM or SIGINT, then shut down gracefully. Raises ``InvalidConfig``
+    for TLS settings that cannot work, before anything is opened."""
+    tls = server_context(config)
     host = await Host.start(config.data)
     listeners = {"native": config.listen}
     if config.admin:
@@ -125,7 +132,13 @@ async def run(
     started: list[Service] = []
     try:
         server = await serve_native(
-            host, config.listen, config.port, config.max_frame_bytes, config.max_connections
+            host,
+            config.listen,
+            config.port,
+            config.max_frame_bytes,
+            config.max_connections,
+            ssl=tls,
+            ssl_handshake_timeout_s=config.handshake_timeout_ms / 1000,
         )
         for start in services:
             service = await start(host, config)
@@ -137,7 +150,11 @@ async def run(
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         log.info(
-            "roost listening on %s:%d, data in %s", address, port, os.path.abspath(config.data)
+            "roost listening on %s:%d, data in %s, %s",
+            address,
+            port,
+            os.path.abspath(config.data),
+            describe(config),
         )
         if ready is not None:
             ready(address, port)
