@@ -73,7 +73,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     host = loop.run_until_complete(Host.start(str(data_dir), ManualClock()))
     loop.run_until_complete(_seed(host))
     transport = httpx.ASGITransport(app=build_app(host))
-    http = httpx.AsyncClient(transport=transport, base_url="http://admin")
+    http = httpx.AsyncClient(transport=transport, base_url="http://localhost")
     try:
         yield Served(loop, http)
     finally:
@@ -91,5 +91,5 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     database=None,
 )
 def test_every_answer_matches_the_document(case: Any, served: Served) -> None:
-    response = served.send(case.as_transport_kwargs(base_url="http://admin"))
+    response = served.send(case.as_transport_kwargs(base_url="http://localhost"))
     case.validate_response(response, checks=CHECKS)

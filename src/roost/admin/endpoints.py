@@ -7,12 +7,17 @@ document cannot drift from what is served.
 
 Rules kept here so handlers need not remember them:
 
-- Handlers take a ``Call`` (the host, the path parameters, the decoded body and query) and
-  return a msgspec-encodable value, or None for an empty answer. They call the core the way
-  the native session does: synchronously on the event loop, awaiting only the host.
+- Handlers take a ``Call`` (the host, the path parameters, the decoded body and query, and
+  the principal the auth layer put in the ASGI scope) and return a msgspec-encodable value,
+  or None for an empty answer. They call the core the way the native session does:
+  synchronously on the event loop, awaiting only the host.
 - Bad input never reaches a handler as anything but a typed value: a body that is not JSON is
   400, one that does not fit the type (or a query that does not) is 422, a body over
   ``MAX_BODY_BYTES`` is 413.
+- Until every handler asks the door, one coarse rule guards them all, before the body is
+  read: a GET needs ``monitor`` or any grant at all, anything else needs ``admin``; a
+  ``public`` endpoint (health) needs nothing. A request that reaches ``route`` without a
+  principal in its scope (no auth layer in front) is refused: it fails closed.
 - Every error answers ``{"error": {"code": ..., "message": ...}}``: a ``RoostError`` with its
   stable code and the status of ``STATUS_BY_ERROR``; anything else is a bug, logged with its
   traceback and answered 500 ``internal``, and the broker goes on.
@@ -35,11 +40,14 @@ from roost.errors import (
     BacklogFull,
     Conflict,
     InvalidRequest,
+    NotAuthenticated,
+    NotAuthorised,
     NotFound,
     RoostError,
     StorageFailure,
     Unroutable,
 )
+from roost.server.access import Principal
 from roost.server.host import Host
 
 log = logging.getLogger("roost.admin")
@@ -47,6 +55,10 @@ log = logging.getLogger("roost.admin")
 #: Largest request body accepted; admin requests are small definitions.
 MAX_BODY_BYTES = 1024 * 1024
 JSON = "application/json"
+#: Where the auth layer leaves the principal of a request in its ASGI scope.
+PRINCIPAL = "roost.principal"
+#: Who an open path (``/healthz``) is served as: nobody, who may do nothing.
+UNAUTHENTICATED = Principal("unauthenticated")
 
 #: HTTP status per error class, most specific first; the first the error is an instance of.
 STATUS_BY_ERROR: tuple[tuple[type[RoostError], int], ...] = (
@@ -54,6 +66,8 @@ STATUS_BY_ERROR: tuple[tuple[type[RoostError], int], ...] = (
     (AlreadyExists, 409),
     (Conflict, 409),
     (InvalidRequest, 400),
+    (NotAuthenticated, 401),
+    (NotAuthorised, 403),
     (Unroutable, 422),
     (BacklogFull, 503),
     (StorageFailure, 503),
@@ -78,6 +92,8 @@ class Call:
     path: Mapping[str, str]
     body: Any
     query: Any
+    #: Who is asking, as the auth layer established it (``access.ANONYMOUS`` with no users).
+    principal: Principal
 
 
 Handler = Callable[[Call], Awaitable[Any]]
@@ -101,6 +117,8 @@ class Endpoint(NamedTuple):
     tag: str = "admin"
     #: Other success statuses with the same body (a binding that already existed: 200).
     also: tuple[int, ...] = ()
+    #: Served to anyone, credentials or not (health checks: probes carry none).
+    public: bool = False
 
 
 class Answer(NamedTuple):
@@ -117,9 +135,30 @@ def status_of(error: RoostError) -> int:
     return 500
 
 
-def error_response(status: int, code: str, message: str) -> Response:
+def error_response(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> Response:
     body = ErrorBody(ErrorDetail(code, message))
-    return Response(msgspec.json.encode(body), status, media_type=JSON)
+    return Response(msgspec.json.encode(body), status, headers, media_type=JSON)
+
+
+def principal_of(scope: Mapping[str, Any]) -> Principal:
+    """The principal the auth layer put in ``scope``; ``UNAUTHENTICATED`` if none did."""
+    found = scope.get(PRINCIPAL)
+    return found if isinstance(found, Principal) else UNAUTHENTICATED
+
+
+def check_coarse(endpoint: Endpoint, principal: Principal) -> None:
+    """The one rule every endpoint keeps until its handler asks the door (module's rules):
+    ``NotAuthorised`` unless ``principal`` may call ``endpoint`` at all."""
+    if endpoint.public:
+        return
+    if endpoint.method in ("GET", "HEAD"):
+        # principal.sees is per resource; until handlers filter by it, any grant will do.
+        if not (principal.monitor or principal.grants):
+            raise NotAuthorised(principal.name, "monitor", "the broker")
+        return
+    principal.check("admin", "broker")
 
 
 def route(endpoint: Endpoint, host: Host) -> Route:
@@ -127,8 +166,14 @@ def route(endpoint: Endpoint, host: Host) -> Route:
 
     async def serve(request: Request) -> Response:
         try:
+            principal = principal_of(request.scope)
+            check_coarse(endpoint, principal)
             call = Call(
-                host, request.path_params, await _body(endpoint, request), _query(endpoint, request)
+                host,
+                request.path_params,
+                await _body(endpoint, request),
+                _query(endpoint, request),
+                principal,
             )
             result = await endpoint.handler(call)
         except _BadInput as e:

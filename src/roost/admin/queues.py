@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import msgspec
@@ -18,7 +19,7 @@ QUEUE = QUEUES + "/{name}"
 def _queue(call: Call) -> Call:
     """The queue ``name`` as the subscription ``name`` of topic ``name``."""
     name = call.path["name"]
-    return Call(call.host, {"topic": name, "name": name}, call.body, call.query)
+    return dataclasses.replace(call, path={"topic": name, "name": name})
 
 
 async def list_queues(call: Call) -> list[SubscriptionView]:

@@ -1,6 +1,6 @@
 """uvicorn serving the admin app as a task on the broker's own event loop.
 
-    admin = await AdminServer.start(host, "127.0.0.1", 7480)
+    admin = await AdminServer.start(host, "127.0.0.1", 7480)   # config: AdminConfig(listen=...)
     print(admin.address)           # ("127.0.0.1", 7480); port 0 picks a free one
     await admin.aclose()           # stop accepting, let requests finish, then return
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -29,6 +30,7 @@ import uvicorn
 from starlette.routing import BaseRoute
 
 from roost.admin.app import build_app
+from roost.admin.config import AdminConfig
 from roost.admin.dashboard import Dashboard
 from roost.admin.metrics import metrics_route
 from roost.server.host import Host
@@ -69,18 +71,21 @@ class AdminServer:
         port: int,
         extra_routes: Sequence[BaseRoute] = (),
         closing: Sequence[Closing] = (),
+        config: AdminConfig | None = None,
     ) -> AdminServer:
         """Bind ``listen:port`` and serve the admin app there until ``aclose``; ``closing``
-        runs first thing in ``aclose``."""
+        runs first thing in ``aclose``. ``config`` (default: its defaults) is what the gate
+        checks requests against; its ``listen`` is ``listen``, whatever it said."""
+        admin_config = dataclasses.replace(config or AdminConfig(), listen=listen)
         sock = _bind(listen, port)
-        config = uvicorn.Config(
-            build_app(host, extra_routes),
+        config_ = uvicorn.Config(
+            build_app(host, extra_routes, admin_config),
             lifespan="off",
             log_config=None,  # the process's logging as it is
             access_log=False,
             timeout_graceful_shutdown=GRACE_S,
         )
-        admin = cls(_LoopServer(config), sock, closing)
+        admin = cls(_LoopServer(config_), sock, closing)
         admin._task = asyncio.create_task(admin._server.serve([sock]), name="roost-admin")
         while not admin._server.started:
             if admin._task.done():
@@ -109,9 +114,21 @@ async def start_admin(host: Host, settings: Settings) -> AdminServer | None:
         return None
     dashboard = Dashboard(host)
     routes = [metrics_route(host), *dashboard.routes]
+    config = AdminConfig.from_settings(settings)
     admin = await AdminServer.start(
-        host, settings.admin_listen, settings.admin_port, routes, closing=[dashboard.aclose]
+        host,
+        settings.admin_listen,
+        settings.admin_port,
+        routes,
+        closing=[dashboard.aclose],
+        config=config,
     )
+    if not host.identities.any_users and not config.anonymous_allowed:
+        log.warning(
+            "roost admin API: no users are defined and %s is not a loopback address, so "
+            "every request but /healthz and /readyz is refused until a user is added",
+            settings.admin_listen,
+        )
     log.info(
         "roost admin API on http://%s:%d (dashboard at /, metrics at /metrics)", *admin.address
     )
