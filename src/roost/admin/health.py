@@ -7,8 +7,9 @@ code.
 
 Both are open to anyone, with or without credentials, even once users exist: a supervisor's
 liveness probe and a load balancer's or Kubernetes' readiness probe carry no credentials, and
-all either tells is whether this process can serve, which anyone who can connect can find
-out anyway. Everything else about the broker asks for a principal (auth.py).
+all either tells is whether this process serves and takes writes (when it does not, the
+storage error's code and message: what an operator at the probe needs, nothing about what
+the broker holds). Everything else about the broker asks for a principal (auth.py).
 """
 
 from __future__ import annotations

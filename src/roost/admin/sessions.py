@@ -18,7 +18,7 @@ Rules:
 - Its CSRF token is another 256 random bits, given to the page in the body of the login and
   of ``GET /session`` (never in a cookie: a page on another site cannot read either answer),
   and asked for in ``X-CSRF-Token`` on every state-changing request the cookie authenticates.
-- At most ``MAX_SESSIONS`` live at once: when full, the expired go first, then the oldest.
+- At most ``max_sessions`` live at once: when full, the expired go first, then the oldest.
   Only someone who knows a password can make one.
 
 The cookie is ``HttpOnly`` (no script reads it), ``SameSite=Strict`` (a browser sends it only
@@ -53,10 +53,13 @@ class Session:
 
 
 class Sessions:
-    def __init__(self, clock: Clock, idle_ms: int, max_ms: int) -> None:
+    def __init__(
+        self, clock: Clock, idle_ms: int, max_ms: int, max_sessions: int = MAX_SESSIONS
+    ) -> None:
         self._clock = clock
         self._idle_ms = idle_ms
         self._max_ms = max_ms
+        self._max_sessions = max_sessions
         #: SHA-256 of the cookie's value -> the session; oldest first (insertion order).
         self._live: dict[bytes, Session] = {}
 
@@ -66,7 +69,7 @@ class Sessions:
     def create(self, user: str) -> tuple[str, Session]:
         """A new session for ``user``: (the cookie's value, the session)."""
         now = self._clock.monotonic_ms()
-        if len(self._live) >= MAX_SESSIONS:
+        if len(self._live) >= self._max_sessions:
             self._make_room(now)
         session_id = secrets.token_urlsafe(32)
         session = Session(user, secrets.token_urlsafe(32), now, self._expiry(now, now))
@@ -96,7 +99,7 @@ class Sessions:
     def _make_room(self, now_ms: int) -> None:
         for key in [k for k, s in self._live.items() if now_ms >= s.expires_ms]:
             del self._live[key]
-        while len(self._live) >= MAX_SESSIONS:
+        while len(self._live) >= self._max_sessions:
             del self._live[next(iter(self._live))]
 
 
