@@ -1,6 +1,6 @@
 """uvicorn serving the admin app as a task on the broker's own event loop.
 
-    admin = await AdminServer.start(host, "127.0.0.1", 7480)   # config: AdminConfig(listen=...)
+    admin = await AdminServer.start(host, "127.0.0.1", 7480)
     print(admin.address)           # ("127.0.0.1", 7480); port 0 picks a free one
     await admin.aclose()           # stop accepting, let requests finish, then return
 
@@ -10,6 +10,8 @@ Rules:
   so no core state is ever touched from two threads.
 - The socket is bound here, before uvicorn starts, so a port in use fails ``start`` at once
   and the bound port is known (port 0) before anything is served.
+- Every request passes the gate (auth.py) with ``config`` (an ``AdminConfig``; ``start_admin``
+  makes it from the settings), whose ``listen`` is always the address actually bound.
 - uvicorn does not install signal handlers: ``roost serve`` owns SIGTERM and SIGINT and closes
   the admin server with the native listener.
 - ``aclose`` first runs the ``closing`` callbacks, which end responses that would otherwise
@@ -78,14 +80,14 @@ class AdminServer:
         checks requests against; its ``listen`` is ``listen``, whatever it said."""
         admin_config = dataclasses.replace(config or AdminConfig(), listen=listen)
         sock = _bind(listen, port)
-        config_ = uvicorn.Config(
+        uvicorn_config = uvicorn.Config(
             build_app(host, extra_routes, admin_config),
             lifespan="off",
             log_config=None,  # the process's logging as it is
             access_log=False,
             timeout_graceful_shutdown=GRACE_S,
         )
-        admin = cls(_LoopServer(config_), sock, closing)
+        admin = cls(_LoopServer(uvicorn_config), sock, closing)
         admin._task = asyncio.create_task(admin._server.serve([sock]), name="roost-admin")
         while not admin._server.started:
             if admin._task.done():
