@@ -32,6 +32,9 @@ class Admin:
         return self.host._broker
 
     async def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        if method not in ("GET", "HEAD"):
+            # What every API client must say on a state-changing request, body or not.
+            kw["headers"] = {"content-type": "application/json", **kw.get("headers", {})}
         response = await self.http.request(method, path, **kw)
         check(method, path, response)
         return response
@@ -86,7 +89,7 @@ def run(data_dir: str, clock: ManualClock, body: Body) -> None:
         host = await Host.start(data_dir, clock)
         try:
             transport = httpx.ASGITransport(app=build_app(host))
-            async with httpx.AsyncClient(transport=transport, base_url="http://admin") as http:
+            async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
                 await body(Admin(host, http))
         finally:
             await host.aclose()

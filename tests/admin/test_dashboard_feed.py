@@ -57,7 +57,7 @@ class Browser:
             "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
             "http_version": "1.1", "method": "GET", "scheme": "http", "path": path,
             "raw_path": path.encode(), "query_string": b"", "root_path": "",
-            "headers": [(b"host", b"admin")], "server": ("admin", 80),
+            "headers": [(b"host", b"localhost")], "server": ("localhost", 80),
             "client": ("127.0.0.1", 5000),
         }  # fmt: skip
         self.task = asyncio.create_task(app(scope, self._receive, self._send))
@@ -262,7 +262,7 @@ def test_the_page_and_its_files_are_served_from_the_package(
     async def body(host: Host) -> None:
         dashboard = Dashboard(host, Ticks())
         transport = httpx.ASGITransport(app=build_app(host, dashboard.routes))
-        async with httpx.AsyncClient(transport=transport, base_url="http://admin") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
             page = await http.get("/")
             assert page.status_code == 200
             assert page.headers["content-type"].startswith("text/html")

@@ -22,7 +22,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, settings
 from schemathesis import checks
 
-from roost.admin.app import build_app
+from roost.admin.app import ENDPOINTS, build_app
+from roost.admin.openapi import openapi_document
 from roost.clock import ManualClock
 from roost.core.model import SubscriptionSpec
 from roost.core.publishing import Outgoing
@@ -73,7 +74,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     host = loop.run_until_complete(Host.start(str(data_dir), ManualClock()))
     loop.run_until_complete(_seed(host))
     transport = httpx.ASGITransport(app=build_app(host))
-    http = httpx.AsyncClient(transport=transport, base_url="http://admin")
+    http = httpx.AsyncClient(transport=transport, base_url="http://localhost")
     try:
         yield Served(loop, http)
     finally:
@@ -91,5 +92,23 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     database=None,
 )
 def test_every_answer_matches_the_document(case: Any, served: Served) -> None:
-    response = served.send(case.as_transport_kwargs(base_url="http://admin"))
+    response = served.send(case.as_transport_kwargs(base_url="http://localhost"))
     case.validate_response(response, checks=CHECKS)
+
+
+def test_the_document_declares_how_to_authenticate() -> None:
+    document = openapi_document(ENDPOINTS)
+    schemes = document["components"]["securitySchemes"]
+    assert (schemes["bearer"]["scheme"], schemes["basic"]["scheme"]) == ("bearer", "basic")
+    assert (schemes["cookie"]["in"], schemes["cookie"]["name"]) == ("cookie", "roost_session")
+    assert document["security"] == [{"bearer": []}, {"basic": []}, {"cookie": []}]
+    for endpoint in ENDPOINTS:
+        operation = document["paths"][endpoint.path][endpoint.method.lower()]
+        responses = set(operation["responses"])
+        assert "403" in responses, "any request may come with a foreign Host or Origin"
+        if endpoint.public:
+            assert operation["security"] == [] and "401" not in responses
+        else:
+            assert "security" not in operation and "401" in responses
+        assert ("415" in responses) == (endpoint.method != "GET"), endpoint.path
+    assert {e.path for e in ENDPOINTS if e.public} == {"/healthz", "/readyz"}

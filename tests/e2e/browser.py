@@ -1,4 +1,5 @@
-"""A real browser for the dashboard's tests: Playwright driving Debian's Chromium, headless.
+"""A real browser for the dashboard's tests: Playwright driving Debian's Chromium, headless;
+and what a test needs to log in with it (a user in the data directory, the login form).
 
 Playwright's own browser downloads are never used: it drives the system's ``chromium``
 package, which ``.ci/run`` installs. Without it the browser tests are skipped with a reason on
@@ -7,13 +8,17 @@ a developer's machine, and fail in CI (``CI=true``), where a skip would hide a m
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Page, async_playwright
+from playwright.async_api import Page, async_playwright, expect
+
+from roost.server.host import Host
 
 CHROMIUM = Path("/usr/bin/chromium")
 #: Headless, and nothing that would reach the network or the user's profile on its own.
@@ -44,3 +49,27 @@ async def browser_page() -> AsyncIterator[Page]:
             yield page
         finally:
             await browser.close()
+
+
+def add_user(data_dir: Path, name: str, password: str) -> None:
+    """An administrator ``name`` in ``data_dir``, before a server opens it: from then on the
+    admin listener asks everyone who they are."""
+
+    async def main() -> None:
+        host = await Host.start(str(data_dir))
+        try:
+            host.identities.add_user(name, password, admin=True)
+        finally:
+            await host.aclose()
+
+    asyncio.run(main())
+
+
+async def log_in(page: Page, admin_url: str, name: str, password: str) -> None:
+    """Open the dashboard, which sends the browser to the login page, and log in there."""
+    await page.goto(admin_url + "/")
+    await expect(page).to_have_url(re.compile(r"/login$"))
+    await page.fill('input[name="username"]', name)
+    await page.fill('input[name="password"]', password)
+    await page.click('button[type="submit"]')
+    await expect(page.locator("#user")).to_have_text(name)

@@ -1,6 +1,8 @@
-"""The dashboard in a real browser, against a real ``roost serve``: the page loads, publishing
-through the client moves the depth and the chart without a reload, a dead letter shows in the
-dead-letter browser with why it died, and the redrive button empties it.
+"""The dashboard in a real browser, against a real ``roost serve`` whose data directory has a
+user: the page sends the browser to the login page, which logs in; then publishing through
+the client moves the depth and the chart without a reload, a dead letter shows in the
+dead-letter browser with why it died, the redrive button (a state change: JSON and the CSRF
+token) empties it, and logging out ends the session.
 
 Nothing sleeps: every wait is Playwright's auto-waiting for a DOM condition (``expect``).
 With ``ROOST_SCREENSHOTS=<dir>`` the test also saves the overview and the queue page there,
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,16 +23,18 @@ from playwright.async_api import Page, expect
 import roost
 from roost.core.model import Message
 from tests.e2e import browser
-from tests.e2e.browser import browser_page, require_chromium
+from tests.e2e.browser import add_user, browser_page, log_in, require_chromium
 from tests.e2e.test_serve import Server
 
 REASON = "smtp 550: mailbox unavailable"
 JOBS = 'tr[data-key="jobs/jobs"]'
+USER, PASSWORD = "ada", "correct horse battery"
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     require_chromium()
+    add_user(tmp_path / "data", USER, PASSWORD)
     server = Server(tmp_path / "data")
     yield server
     if server.process.poll() is None:
@@ -48,8 +53,10 @@ def test_watch_a_queue_dead_letter_a_message_and_redrive_it(server: Server) -> N
             await broker.create_queue("jobs", max_deliveries=2)
             errors: list[str] = []
             page.on("pageerror", lambda error: errors.append(str(error)))
+            await log_in(page, server.admin_url, USER, PASSWORD)
+            # From here on not even a console error: the login page's own probe of /session
+            # (answered 401 before the login) is the one the browser reports as expected.
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            await page.goto(server.admin_url + "/")
             depth = page.locator(f'{JOBS} td[data-field="depth"]')
             await expect(depth).to_have_text("0")
             await expect(page.locator("#status")).to_have_attribute("data-state", "live")
@@ -97,6 +104,11 @@ def test_watch_a_queue_dead_letter_a_message_and_redrive_it(server: Server) -> N
             await a_consumer_group_s_lag_per_partition(broker, page)
             assert await page.evaluate("window.stillTheSamePage") is True, "no reload"
             assert errors == [], "the page's scripts ran without an error"
+
+            await page.click("#logout")
+            await expect(page).to_have_url(re.compile(r"/login$"))
+            await page.goto(server.admin_url + "/")
+            await expect(page).to_have_url(re.compile(r"/login$"))  # the session ended
 
     asyncio.run(body())
 

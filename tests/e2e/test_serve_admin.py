@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 import roost
+from tests.e2e.browser import add_user
 from tests.e2e.test_serve import Server
 
 
@@ -52,3 +53,27 @@ def test_the_admin_api_can_be_turned_off(tmp_path: Path) -> None:
     config.write_text('[server]\nadmin = false\nadmin_listen = "0.0.0.0"\n')
     loaded = settings(str(config), {}, {"admin": True})
     assert (loaded.admin, loaded.admin_listen) == (True, "0.0.0.0")
+
+
+def test_once_the_data_directory_has_a_user_the_admin_api_asks_who_is_asking(
+    tmp_path: Path,
+) -> None:
+    add_user(tmp_path / "data", "ada", "correct horse battery")
+    server = Server(tmp_path / "data")
+    try:
+        with httpx.Client(base_url=server.admin_url) as http:
+            refused = http.get("/api/v1/topics")
+            assert (refused.status_code, refused.headers["www-authenticate"]) == (
+                401, 'Bearer realm="roost"'
+            )  # fmt: skip
+            assert http.get("/api/v1/topics", auth=("ada", "correct horse battery")).json() == []
+            assert http.get("/healthz").status_code == 200, "probes need no credentials"
+            assert http.get("/metrics").status_code == 200, "open unless metrics_auth"
+            # Over a real socket the listener's own address and port are what Host must say.
+            port = server.admin_url.rsplit(":", 1)[1]
+            for host in (f"localhost:{port}", f"127.0.0.1:{port}"):
+                assert http.get("/healthz", headers={"host": host}).status_code == 200
+            for host in ("rebound.example:" + port, "localhost:1"):
+                assert http.get("/healthz", headers={"host": host}).status_code == 403
+    finally:
+        assert server.stop() == 0

@@ -11,9 +11,10 @@ Rules kept here so handlers need not remember them:
   decoded body and query) and return a msgspec-encodable value, or None for an empty answer.
   They reach the broker only through ``call.door`` (server/door.py), as the native session
   does, so every call is authorised there: a refusal answers 403 ``not_authorised``.
-- Who the principal is, the authentication layer in front of the routes says, in the ASGI
-  scope's ``PRINCIPAL`` entry; without one (no users: the anonymous operator) it is
-  ``access.ANONYMOUS``.
+- Who the principal is, the gate in front of the routes (auth.py) says, in the ASGI scope's
+  ``PRINCIPAL`` entry (``access.ANONYMOUS`` when no users are defined and the listener may
+  serve anonymously). A request that reaches ``route`` without one is served as
+  ``UNAUTHENTICATED``, who may do nothing but the open commands (health): it fails closed.
 - Bad input never reaches a handler as anything but a typed value: a body that is not JSON is
   400, one that does not fit the type (or a query that does not) is 422, a body over
   ``MAX_BODY_BYTES`` is 413.
@@ -46,7 +47,7 @@ from roost.errors import (
     StorageFailure,
     Unroutable,
 )
-from roost.server.access import ANONYMOUS, Principal
+from roost.server.access import Principal
 from roost.server.door import Door
 from roost.server.host import Host
 
@@ -55,6 +56,10 @@ log = logging.getLogger("roost.admin")
 #: Largest request body accepted; admin requests are small definitions.
 MAX_BODY_BYTES = 1024 * 1024
 JSON = "application/json"
+#: Where the auth layer leaves the principal of a request in its ASGI scope.
+PRINCIPAL = "roost.principal"
+#: Who an open path (``/healthz``) is served as: nobody, who may do nothing.
+UNAUTHENTICATED = Principal("unauthenticated")
 
 #: HTTP status per error class, most specific first; the first the error is an instance of.
 STATUS_BY_ERROR: tuple[tuple[type[RoostError], int], ...] = (
@@ -64,6 +69,8 @@ STATUS_BY_ERROR: tuple[tuple[type[RoostError], int], ...] = (
     (AlreadyExists, 409),
     (Conflict, 409),
     (InvalidRequest, 400),
+    (NotAuthenticated, 401),
+    (NotAuthorised, 403),
     (Unroutable, 422),
     (BacklogFull, 503),
     (StorageFailure, 503),
@@ -95,6 +102,7 @@ class Call:
 
     @property
     def principal(self) -> Principal:
+        """Who is asking, as the gate established it (the door's principal)."""
         return self.door.principal
 
 
@@ -119,6 +127,8 @@ class Endpoint(NamedTuple):
     tag: str = "admin"
     #: Other success statuses with the same body (a binding that already existed: 200).
     also: tuple[int, ...] = ()
+    #: Served to anyone, credentials or not (health checks: probes carry none).
+    public: bool = False
 
 
 class Answer(NamedTuple):
@@ -135,9 +145,17 @@ def status_of(error: RoostError) -> int:
     return 500
 
 
-def error_response(status: int, code: str, message: str) -> Response:
+def error_response(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> Response:
     body = ErrorBody(ErrorDetail(code, message))
-    return Response(msgspec.json.encode(body), status, media_type=JSON)
+    return Response(msgspec.json.encode(body), status, headers, media_type=JSON)
+
+
+def principal_of(scope: Mapping[str, Any]) -> Principal:
+    """The principal the auth layer put in ``scope``; ``UNAUTHENTICATED`` if none did."""
+    found = scope.get(PRINCIPAL)
+    return found if isinstance(found, Principal) else UNAUTHENTICATED
 
 
 def route(endpoint: Endpoint, host: Host) -> Route:
@@ -145,9 +163,9 @@ def route(endpoint: Endpoint, host: Host) -> Route:
 
     async def serve(request: Request) -> Response:
         try:
-            door = host.door(request.scope.get(PRINCIPAL, ANONYMOUS))
+            principal = principal_of(request.scope)
             body = await _body(endpoint, request)
-            call = Call(door, request.path_params, body, _query(endpoint, request))
+            call = Call(host.door(principal), request.path_params, body, _query(endpoint, request))
             result = await endpoint.handler(call)
         except _BadInput as e:
             return error_response(e.status, "invalid_request", e.message)

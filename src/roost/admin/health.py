@@ -4,6 +4,12 @@
 the broker can take writes (``Host.check_ready``: not shutting down, the storage engine open
 with no failed log, the data directory accepting a file), else 503 with the storage error's
 code.
+
+Both are open to anyone, with or without credentials, even once users exist: a supervisor's
+liveness probe and a load balancer's or Kubernetes' readiness probe carry no credentials, and
+all either tells is whether this process serves and takes writes (when it does not, the
+storage error's code and message: what an operator at the probe needs, nothing about what
+the broker holds). Everything else about the broker asks for a principal (auth.py).
 """
 
 from __future__ import annotations
@@ -22,9 +28,9 @@ async def ready(call: Call) -> Health:
 
 
 ENDPOINTS = [
-    Endpoint("GET", "/healthz", "Alive", alive, Health, tag="health"),
+    Endpoint("GET", "/healthz", "Alive", alive, Health, tag="health", public=True),
     Endpoint(
         "GET", "/readyz", "Ready: storage open and writable", ready, Health, errors=(503,),
-        tag="health",
+        tag="health", public=True,
     ),
 ]  # fmt: skip

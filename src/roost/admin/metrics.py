@@ -17,6 +17,8 @@ Rules:
 - Each host has its own registry: tests run many hosts in one process, and a host's metrics
   must go when it does.
 - Scrape on the host's event loop: the core's state has no locks.
+- ``/metrics`` is open to scrapers unless ``metrics_auth``; the gate (auth.py) decides that,
+  so this route never looks at who is asking.
 
 Every metric is in ``METRICS`` (docs/operations.md describes each; tests hold both to it).
 """

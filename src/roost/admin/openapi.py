@@ -6,6 +6,13 @@ status(es) and the errors it may answer, all with the one error body: its declar
 404 when the path names something, 400/413/422 when it takes a body, 422 when it takes a
 query, and 503 (the storage is closing or has failed) for all. Anything else it answered
 would be a bug the schema tests catch.
+
+Security (auth.py): the document declares the three ways to authenticate (``bearer``,
+``basic``, the dashboard's ``cookie``) and asks for one of them everywhere but on the
+``public`` endpoints (``security: []``). Every operation may answer 403 (a Host or Origin
+the broker does not answer to); one that needs a credential also 401 (none, or a wrong one)
+and 403 for a principal without the grant; a state-changing one also 415 (not
+``application/json``) and 403 for a cookie session's missing CSRF token.
 """
 
 from __future__ import annotations
@@ -17,14 +24,18 @@ from typing import Any
 import msgspec
 
 from roost import __version__
+from roost.admin.auth import SAFE_METHODS
 from roost.admin.endpoints import JSON, Endpoint, ErrorBody
+from roost.admin.sessions import COOKIE
 
 REF = "#/components/schemas/{name}"
 _PATH_PARAMETER = re.compile(r"{(\w+)}")
 _REASONS = {
-    200: "OK", 201: "Created", 204: "No content", 400: "Bad request", 401: "Not authenticated",
-    403: "Not authorised", 404: "Not found",
-    409: "Conflict", 413: "Request body too large", 422: "Invalid input",
+    200: "OK", 201: "Created", 204: "No content", 400: "Bad request", 404: "Not found",
+    401: "Not authenticated: no credential, or a wrong one",
+    403: "Refused: a foreign Host or Origin, a missing grant or CSRF token",
+    409: "Conflict", 413: "Request body too large", 415: "Not application/json",
+    422: "Invalid input",
     503: "Not ready: storage closed, failed or not writable",
 }  # fmt: skip
 
@@ -50,8 +61,27 @@ def openapi_document(endpoints: Sequence[Endpoint]) -> dict[str, Any]:
             '{"error": {"code", "message"}} with a stable code.',
         },
         "paths": paths,
-        "components": {"schemas": components},
+        "components": {"schemas": components, "securitySchemes": SECURITY_SCHEMES},
+        "security": [{name: []} for name in SECURITY_SCHEMES],
     }
+
+
+#: How a client may authenticate: any one of these (auth.py).
+SECURITY_SCHEMES: dict[str, Any] = {
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API token, rst_<id>_<secret>.",
+    },
+    "basic": {"type": "http", "scheme": "basic", "description": "A user's name and password."},
+    "cookie": {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": COOKIE,
+        "description": "The dashboard's session (POST /login; __Host-" + COOKIE + " over TLS). "
+        "State-changing requests also send its CSRF token as X-CSRF-Token.",
+    },
+}
 
 
 def _key(t: Any) -> str:
@@ -73,6 +103,8 @@ def _operation(endpoint: Endpoint, schema_of: dict[str, Any]) -> dict[str, Any]:
         parameters += _query_parameters(endpoint.query)
     if parameters:
         operation["parameters"] = parameters
+    if endpoint.public:
+        operation["security"] = []
     if endpoint.body is not None:
         operation["requestBody"] = {
             "required": True,
@@ -89,6 +121,11 @@ def _responses(endpoint: Endpoint, schema_of: dict[str, Any]) -> dict[str, Any]:
             schema = schema_of[_key(endpoint.response)]
             responses[str(status)]["content"] = {JSON: {"schema": schema}}
     errors = {*endpoint.errors, 503}  # storage closed (shutting down) or failed: any of them
+    errors.add(403)  # a Host or Origin this broker does not answer to
+    if not endpoint.public:
+        errors.add(401)
+    if endpoint.method not in SAFE_METHODS:
+        errors.add(415)
     if _PATH_PARAMETER.search(endpoint.path):
         errors.add(404)
     if endpoint.body is not None:

@@ -14,6 +14,8 @@ Rules:
   ``/metrics`` and the dashboard are HTTPS only. uvicorn's own ``ssl_*`` options would build
   a context of their own (cipher list "TLSv1", no minimum version), so the context is handed
   in whole through ``ssl_context_factory``; uvicorn wraps the passed socket with it.
+- Every request passes the gate (auth.py) with ``config`` (an ``AdminConfig``; ``start_admin``
+  makes it from the settings), whose ``listen`` is always the address actually bound.
 - uvicorn does not install signal handlers: ``roost serve`` owns SIGTERM and SIGINT and closes
   the admin server with the native listener.
 - ``aclose`` first runs the ``closing`` callbacks, which end responses that would otherwise
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import socket
 import ssl as _ssl
@@ -34,6 +37,7 @@ import uvicorn
 from starlette.routing import BaseRoute
 
 from roost.admin.app import build_app
+from roost.admin.config import AdminConfig
 from roost.admin.dashboard import Dashboard
 from roost.admin.metrics import metrics_route
 from roost.server.host import Host
@@ -80,27 +84,30 @@ class AdminServer:
         port: int,
         extra_routes: Sequence[BaseRoute] = (),
         closing: Sequence[Closing] = (),
+        config: AdminConfig | None = None,
         *,
         ssl: _ssl.SSLContext | None = None,
     ) -> AdminServer:
         """Bind ``listen:port`` and serve the admin app there until ``aclose``, over TLS
         only with ``ssl`` (a context for this server alone: its ALPN is set to HTTP/1.1);
-        ``closing`` runs first thing in ``aclose``."""
+        ``closing`` runs first thing in ``aclose``. ``config`` (default: its defaults) is what
+        the gate checks requests against; its ``listen`` is ``listen``, whatever it said."""
+        admin_config = dataclasses.replace(config or AdminConfig(), listen=listen)
         factory = None
         if ssl is not None:
             # uvicorn's HTTP/1.1 is all this server speaks: say so to a client offering h2.
             ssl.set_alpn_protocols(["http/1.1"])
             factory = _handing(ssl)
         sock = _bind(listen, port)
-        config = uvicorn.Config(
-            build_app(host, extra_routes),
+        uvicorn_config = uvicorn.Config(
+            build_app(host, extra_routes, admin_config),
             lifespan="off",
             log_config=None,  # the process's logging as it is
             access_log=False,
             timeout_graceful_shutdown=GRACE_S,
             ssl_context_factory=factory,
         )
-        admin = cls(_LoopServer(config), sock, closing)
+        admin = cls(_LoopServer(uvicorn_config), sock, closing)
         admin._task = asyncio.create_task(admin._server.serve([sock]), name="roost-admin")
         while not admin._server.started:
             if admin._task.done():
@@ -129,14 +136,22 @@ async def start_admin(host: Host, settings: Settings) -> AdminServer | None:
         return None
     dashboard = Dashboard(host)
     routes = [metrics_route(host), *dashboard.routes]
+    config = AdminConfig.from_settings(settings)
     admin = await AdminServer.start(
         host,
         settings.admin_listen,
         settings.admin_port,
         routes,
         closing=[dashboard.aclose],
+        config=config,
         ssl=server_context(settings),  # checked already: ``serve.run`` built one first
     )
+    if not host.identities.any_users and not config.anonymous_allowed:
+        log.warning(
+            "roost admin API: no users are defined and %s is not a loopback address, so "
+            "every request but /healthz and /readyz is refused until a user is added",
+            settings.admin_listen,
+        )
     log.info("roost admin API on %s (dashboard at /, metrics at /metrics)", admin.url)
     return admin
 

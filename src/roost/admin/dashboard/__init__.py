@@ -16,6 +16,9 @@ Routes (matched after the API's own, so they take nothing from it):
 
 Everything else the pages show or do goes through the JSON API: dead letters are peeked with
 ``GET /api/v1/topics/{dlq}/dead-letters`` and moved back with ``POST .../redrive``.
+
+Who may see it is the gate's business (auth.py): once users exist, ``/`` without a session
+redirects to ``/login``, the feed needs ``monitor``, and only the static files are open.
 """
 
 from __future__ import annotations

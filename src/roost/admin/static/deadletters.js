@@ -4,6 +4,7 @@
 // Both go through the JSON API (GET .../dead-letters, POST .../redrive). The list is read again
 // whenever the live dead-letter count changes, and after a redrive.
 
+import { call } from "./api.js";
 import { fmtTime, h, table } from "./dom.js";
 
 const LIMIT = 100; // letters shown at most (the API's peek limit)
@@ -55,17 +56,6 @@ export function deadLetterBrowser(topic, deadLetterTopic) {
       }
     },
   };
-}
-
-async function call(method, url, body) {
-  const response = await fetch(url, {
-    method,
-    headers: body ? { "Content-Type": "application/json" } : {},
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const answer = await response.json();
-  if (!response.ok) throw new Error(`${answer.error.code}: ${answer.error.message}`);
-  return answer;
 }
 
 function render(letters) {
