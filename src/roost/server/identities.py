@@ -57,7 +57,9 @@ TOKEN_PREFIX: Final = "rst_"
 BASIC_CACHE_MS: Final = 60_000
 _SCRAM = scramp.ScramMechanism(MECHANISM)
 #: Keys of a user nobody has, checked against when the name is unknown: the same work either way.
-_NOBODY: tuple[bytes, bytes, bytes, int] = _SCRAM.make_auth_info(secrets.token_hex(16), iteration_count=ITERATIONS)
+_NOBODY: tuple[bytes, bytes, bytes, int] = _SCRAM.make_auth_info(
+    secrets.token_hex(16), iteration_count=ITERATIONS
+)
 
 
 class UserInfo(msgspec.Struct, frozen=True):
