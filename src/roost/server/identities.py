@@ -60,6 +60,8 @@ _SCRAM = scramp.ScramMechanism(MECHANISM)
 _NOBODY: tuple[bytes, bytes, bytes, int] = _SCRAM.make_auth_info(
     secrets.token_hex(16), iteration_count=ITERATIONS
 )
+#: Keys the stand-in salt of each unknown name (``scram_lookup``).
+_NOBODY_SALTS = secrets.token_bytes(32)
 
 
 class UserInfo(msgspec.Struct, frozen=True):
@@ -155,7 +157,11 @@ class Identities:
         exchange then fails at the proof, as a wrong password does)."""
         keys = self.scram_keys(name)
         if keys is None:
-            return _NOBODY
+            # A salt of this name's own, the same on every try: the server-first message
+            # shows the salt, and one salt shared by every unknown name would tell them
+            # apart from users, who each have their own.
+            salt = hmac.digest(_NOBODY_SALTS, name.encode(), "sha256")[: len(_NOBODY[0])]
+            return salt, _NOBODY[1], _NOBODY[2], _NOBODY[3]
         return keys.salt, keys.stored_key, keys.server_key, keys.iterations
 
     def principal(self, name: str) -> Principal:
