@@ -116,8 +116,11 @@ async def run(
     started: list[Service] = []
     try:
         server = await serve_native(
-            host, config.listen, config.port, config.max_frame_bytes, config.max_connections
-        )
+            host, config.listen, config.port, config.max_frame_bytes, config.max_connections,
+            allow_anonymous=config.allow_anonymous,
+            max_connections_per_user=config.max_connections_per_user,
+            handshake_timeout_ms=config.handshake_timeout_ms,
+        )  # fmt: skip
         for start in services:
             service = await start(host, config)
             if service is not None:
