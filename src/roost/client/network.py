@@ -2,11 +2,14 @@
 
     async with roost.connect("roost://127.0.0.1:7420") as broker:
         await broker.publish("emails", b"hello")
+    async with roost.connect("roost://ada:s3cret@broker:7420") as broker:   # authenticated
+        ...
 
 One connection, many requests in flight (pipelined): each request gets a correlation id and a
 future; a reader task resolves futures as answers arrive, in any order. A ``FAILURE`` answer
 is raised as the Roost error its code names, so ``except UnknownTopic`` works the same
-embedded or networked. Reconnecting is ``roost.client.reconnect``'s; batching, ``Producer``'s.
+embedded or networked. Reconnecting is ``roost.client.reconnect``'s; batching, ``Producer``'s;
+credentials and the client's side of authentication, ``roost.client.credentials``'.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ from collections import deque
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+import msgspec
+
 from roost.client.api import Client, Opening
+from roost.client.credentials import ClientAuthentication, Credentials
 from roost.client.subscriber import PushStream
 from roost.errors import ERRORS_BY_CODE, ProtocolError, RoostError, StorageClosed
 from roost.protocols.native import messages as m
@@ -114,13 +120,19 @@ class NetworkBackend:
         self._later: list[Callable[[], Frame | None]] = []
         #: The version the server chose in its WELCOME: which operations this connection has.
         self.protocol_version = min(VERSIONS)
+        #: Who the broker authenticated this connection as; None when it asked for nothing.
+        self.principal: str | None = None
 
     @classmethod
-    async def connect(cls, host: str, port: int) -> NetworkBackend:
+    async def connect(
+        cls, host: str, port: int, credentials: Credentials | None = None
+    ) -> NetworkBackend:
+        """A connection past its handshake: ``NotAuthenticated`` if the broker refuses the
+        credentials (or needs some and none fit)."""
         stream = await open_framed(NativeCodec("client"), host, port)
         backend = cls(stream)
         try:
-            await backend._handshake()
+            await backend._handshake(credentials)
         except BaseException:
             stream.close()
             with contextlib.suppress(Exception):
@@ -129,14 +141,35 @@ class NetworkBackend:
         backend._reading = asyncio.create_task(backend._read_loop(), name="roost-client-reader")
         return backend
 
-    async def _handshake(self) -> None:
+    async def _handshake(self, credentials: Credentials | None) -> None:
         hello = m.Hello(sorted(VERSIONS, reverse=True))
         self._stream.write(self._codec.send(Frame(Kind.HELLO, 0, hello)))
+        welcome = await self._answer()
+        assert isinstance(welcome, m.Welcome)
+        self.protocol_version = welcome.version
+        if welcome.auth_required:
+            await self._authenticate(ClientAuthentication(credentials, welcome.mechanisms))
+
+    async def _authenticate(self, exchange: ClientAuthentication) -> None:
+        """AUTH, and AUTH again for each AUTH_CHALLENGE, until AUTH_OK (the codec keeps the
+        turns: anything else from the broker is a ProtocolError)."""
+        auth = exchange.first()
+        while True:
+            self._stream.write(self._codec.send(Frame(Kind.AUTH, 0, auth)))
+            answer = await self._answer()
+            if isinstance(answer, m.AuthOk):
+                exchange.ok(answer)
+                self.principal = answer.principal
+                return
+            assert isinstance(answer, m.AuthChallenge)
+            auth = exchange.challenge(answer.data)
+
+    async def _answer(self) -> msgspec.Struct:
+        """The broker's next handshake frame's message; a FAILURE raised as its error."""
         frame = await self._next_frame()
         if frame.kind is Kind.FAILURE:
             raise error_from_wire(frame.message)  # type: ignore[arg-type]
-        assert isinstance(frame.message, m.Welcome)
-        self.protocol_version = frame.message.version
+        return frame.message
 
     async def _next_frame(self) -> Frame:
         frame = await self._stream.next_frame()
@@ -262,22 +295,42 @@ class NetworkBackend:
                 await self._stream.wait_closed()
 
 
-def connect(url: str = f"roost://127.0.0.1:{DEFAULT_PORT}", *, reconnect: bool = True) -> Opening:
+def connect(
+    url: str = f"roost://127.0.0.1:{DEFAULT_PORT}",
+    *,
+    reconnect: bool = True,
+    username: str | None = None,
+    password: str | None = None,
+    token: str | None = None,
+) -> Opening:
     """Talk to a ``roost serve`` at ``url``: ``async with roost.connect(url) as broker``.
 
     With ``reconnect`` (the default) a broken connection is reopened on the next call, and
     calls that are safe to repeat are retried on it (see ``roost.client.reconnect``).
+
+    Credentials (``roost.client.credentials``) come in the URL, ``roost://user:password@host``
+    (percent-encoded) or ``roost://:token@host``, or as ``username`` and ``password``, or
+    ``token``. A broker that refuses them raises ``NotAuthenticated``, from here and from a
+    reconnect alike: a wrong password is never retried.
     """
     parts = urlsplit(url if "://" in url else f"roost://{url}")
     if parts.scheme != "roost":
-        raise ValueError(f"a Roost URL looks like roost://host:7420, not {url!r}")
+        raise ValueError(f"a Roost URL looks like roost://host:7420, not {redacted(url)!r}")
     host, port = parts.hostname or "127.0.0.1", parts.port or DEFAULT_PORT
+    credentials = Credentials.of(parts, username, password, token)
 
     async def open_client() -> Client:
         if reconnect:
             from roost.client.reconnect import ReconnectingBackend
 
-            return Client(await ReconnectingBackend.connect(host, port))
-        return Client(await NetworkBackend.connect(host, port))
+            return Client(await ReconnectingBackend.connect(host, port, credentials=credentials))
+        return Client(await NetworkBackend.connect(host, port, credentials))
 
     return Opening(open_client)
+
+
+def redacted(url: str) -> str:
+    """``url`` without the password or token it may hold, for messages and logs."""
+    scheme, _, rest = url.partition("://")
+    userinfo, at, address = rest.rpartition("@")
+    return f"{scheme}://{userinfo.split(':')[0]}:***@{address}" if at else url

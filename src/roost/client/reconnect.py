@@ -7,8 +7,11 @@ refused, not repeated), receives and fetches (leases not answered expire and com
 publishes of an idempotent producer (the broker answers a repeated sequence with the first
 offsets). Anything else raises ``ConnectionLost``: the caller decides, knowing it may have
 happened.
-Once closed, the backend never reconnects: a call waiting on the connection ``aclose`` breaks
-gets ``StorageClosed`` rather than a retry on a fresh connection nobody would close.
+A reconnect authenticates again with the same credentials; if the broker refuses them
+(``NotAuthenticated``: the password changed, the token was revoked), that is raised at once,
+never retried. Once closed, the backend never reconnects: a call waiting on the connection
+``aclose`` breaks gets ``StorageClosed`` rather than a retry on a fresh connection nobody
+would close.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import random
 
 import msgspec
 
+from roost.client.credentials import Credentials
 from roost.client.network import NetworkBackend
 from roost.client.subscriber import PushStream
 from roost.errors import ConnectionLost, StorageClosed
@@ -42,10 +46,17 @@ def safe_to_retry(request: m.Request) -> bool:
 
 
 class ReconnectingBackend:
-    def __init__(self, host: str, port: int, reconnect_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        reconnect_timeout_s: float = 30.0,
+        credentials: Credentials | None = None,
+    ) -> None:
         self._host = host
         self._port = port
         self._timeout_s = reconnect_timeout_s
+        self._credentials = credentials
         self._current: NetworkBackend | None = None
         self._connecting: asyncio.Lock = asyncio.Lock()
         self._closed = False
@@ -55,10 +66,14 @@ class ReconnectingBackend:
 
     @classmethod
     async def connect(
-        cls, host: str, port: int, reconnect_timeout_s: float = 30.0
+        cls,
+        host: str,
+        port: int,
+        reconnect_timeout_s: float = 30.0,
+        credentials: Credentials | None = None,
     ) -> ReconnectingBackend:
-        backend = cls(host, port, reconnect_timeout_s)
-        backend._current = await NetworkBackend.connect(host, port)
+        backend = cls(host, port, reconnect_timeout_s, credentials)
+        backend._current = await NetworkBackend.connect(host, port, credentials)
         return backend
 
     async def call(self, request: m.Request) -> m.Response:
@@ -127,7 +142,10 @@ class ReconnectingBackend:
             backoff = FIRST_BACKOFF_S
             while True:
                 try:
-                    connection = await NetworkBackend.connect(self._host, self._port)
+                    # NotAuthenticated is not caught: the same credentials would fail again.
+                    connection = await NetworkBackend.connect(
+                        self._host, self._port, self._credentials
+                    )
                 except (OSError, StorageClosed) as e:
                     if self._closed:
                         raise StorageClosed("the client") from e

@@ -194,9 +194,16 @@ class SyncProducer(_ClosedOnExit):
         self._bridge.run(self._target.aclose())
 
 
-def connect(url: str = f"roost://127.0.0.1:{DEFAULT_PORT}") -> SyncBroker:
-    """A blocking client of the broker at ``url``."""
-    return SyncBroker(lambda: connect_network(url)._open())
+def connect(
+    url: str = f"roost://127.0.0.1:{DEFAULT_PORT}",
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    token: str | None = None,
+) -> SyncBroker:
+    """A blocking client of the broker at ``url``; credentials as ``roost.connect``'s."""
+    opening = connect_network(url, username=username, password=password, token=token)
+    return SyncBroker(opening._open)
 
 
 def open(path: str) -> SyncBroker:
