@@ -26,6 +26,7 @@ from roost.protocols.native.codec import (
     DEFAULT_MAX_FRAME_BYTES,
     HEADER,
     HEADER_SIZE,
+    MAX_HANDSHAKE_FRAME_BYTES,
     NEED_DATA,
     VERSIONS,
     Frame,
@@ -493,6 +494,18 @@ def test_a_length_too_short_to_hold_the_header_is_refused(length: int) -> None:
     server.receive_data(HEADER.pack(length, Kind.PING, 0))
     with pytest.raises(ProtocolError, match=f"frame length {length}"):
         server.next_event()
+
+
+@pytest.mark.parametrize("pair", ["fresh", "authenticating"])
+def test_frames_before_the_connection_opens_have_a_small_limit(pair: str) -> None:
+    """An unauthenticated peer cannot make the codec wait for a 16 MiB frame."""
+    server = NativeCodec("server") if pair == "fresh" else authenticating_pair()[1]
+    server.receive_data(HEADER.pack(MAX_HANDSHAKE_FRAME_BYTES + 1, Kind.HELLO, 0))
+    with pytest.raises(ProtocolError, match=rf"limit {MAX_HANDSHAKE_FRAME_BYTES}\b"):
+        server.next_event()
+    _, opened = open_pair()  # the connection's own limit once open
+    opened.receive_data(HEADER.pack(MAX_HANDSHAKE_FRAME_BYTES + 1, Kind.REQUEST, 1))
+    assert opened.next_event() is NEED_DATA
 
 
 def test_the_receive_buffer_is_bounded_by_the_frame_limit() -> None:

@@ -51,6 +51,9 @@ VERSIONS: Final = (1, 2, 3, 4)
 HEADER = struct.Struct("<IBI")
 HEADER_SIZE = HEADER.size  # 9
 DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
+#: Frames before the connection is open (HELLO, WELCOME, the AUTH exchange) are small; a peer
+#: not yet authenticated must not make us hold a 16 MiB frame.
+MAX_HANDSHAKE_FRAME_BYTES = 64 * 1024
 
 
 class Kind(enum.IntEnum):
@@ -220,8 +223,11 @@ class NativeCodec:
         if header is None:
             return self._end_of_data()
         length, kind_number, correlation = header
-        if not HEADER_SIZE - 4 <= length <= self.max_frame_bytes:
-            raise self._fail(self._problem(f"frame length {length} (limit {self.max_frame_bytes})"))
+        limit = self.max_frame_bytes
+        if self.step is not Step.OPEN:
+            limit = min(limit, MAX_HANDSHAKE_FRAME_BYTES)
+        if not HEADER_SIZE - 4 <= length <= limit:
+            raise self._fail(self._problem(f"frame length {length} (limit {limit})"))
         if len(self._buffer) < 4 + length:
             return self._end_of_data()
         try:
