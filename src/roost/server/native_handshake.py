@@ -105,14 +105,20 @@ class Handshake:
             if not steps.done():
                 steps.cancel()
             await asyncio.gather(steps, timer, return_exceptions=True)
-        if not steps.cancelled():
-            return steps.result()
-        limit = f"handshake_timeout_ms={self._policy.handshake_timeout_ms}"
-        log.warning("closing %s: the handshake did not finish in time (%s)", self._peer, limit)
-        self._send_quietly(NotAuthenticated(f"the handshake did not finish in time ({limit})"))
-        return None
+        if steps.cancelled():
+            limit = f"handshake_timeout_ms={self._policy.handshake_timeout_ms}"
+            log.warning("closing %s: the handshake did not finish in time (%s)", self._peer,
+                        limit)  # fmt: skip
+            self._send_quietly(NotAuthenticated(f"the handshake did not finish in time ({limit})"))
+            return None
+        outcome = steps.result()
+        # Counted here, with no wait between the count and the caller holding the principal:
+        # nothing can cancel the connection in between and leave the count behind.
+        return self._admit(outcome) if isinstance(outcome, Authenticated) else outcome
 
-    async def _steps(self) -> Principal | None:
+    async def _steps(self) -> Principal | Authenticated | None:
+        """HELLO, WELCOME, and the exchange if one is required: the anonymous principal
+        (served without one), an exchange's outcome (``AUTH_OK`` not sent yet), or None."""
         hello = await self._next_frame()  # the codec lets nothing else come first
         if hello is None:
             return None
@@ -135,9 +141,10 @@ class Handshake:
         self._send(Frame(Kind.WELCOME, 0, welcome))
         if admitted.principal is not None:
             return admitted.principal  # anonymous: nothing to count, nothing more to say
-        done = await self._authenticate(admitted.mechanisms)
-        if done is None:
-            return None
+        return await self._authenticate(admitted.mechanisms)
+
+    def _admit(self, done: Authenticated) -> Principal | None:
+        """``AUTH_OK``, unless the user is at ``max_connections_per_user``."""
         if not self._policy.users.admit(done.principal):
             limit = self._policy.users.limit
             log.warning("refusing %s: user %r has %d connections open", self._peer,
