@@ -49,7 +49,10 @@ async def screenshot(page: Page, name: str) -> None:
 
 def test_watch_a_queue_dead_letter_a_message_and_redrive_it(server: Server) -> None:
     async def body() -> None:
-        async with roost.connect(server.url) as broker, browser_page() as page:
+        async with (
+            roost.connect(server.url, username=USER, password=PASSWORD) as broker,
+            browser_page() as page,
+        ):
             await broker.create_queue("jobs", max_deliveries=2)
             errors: list[str] = []
             page.on("pageerror", lambda error: errors.append(str(error)))

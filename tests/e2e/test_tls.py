@@ -20,7 +20,7 @@ import uvloop
 import roost
 from roost import Outgoing, sync
 from roost.client.reconnect import ReconnectingBackend
-from roost.errors import StorageClosed
+from roost.errors import NotAuthenticated, StorageClosed
 from roost.server.host import Host
 from roost.server.native_server import NativeListener, close_native, serve_native
 from roost.server.serve import Settings
@@ -197,26 +197,23 @@ def test_a_client_certificate_names_its_user(
     run: Callable[..., Any], tmp_path: Path, pki: Pki
 ) -> None:
     """Under ``optional`` a client with a certificate is the user its CN names, if there is
-    one; a client without one, or naming nobody, holds no TLS principal (and is left to the
-    other ways of logging in)."""
+    one, and logs in as that user with ``EXTERNAL``; a client without one, or naming nobody,
+    holds no TLS principal and, the broker having users, must log in some other way."""
     ada, nobody = pki.client("ada"), pki.client("nobody")
 
     async def body() -> None:
         async with tls_broker(tmp_path, pki, "optional", users=("ada", "bob")) as broker:
-            connections = [
-                roost.connect(broker.url, ca_file=pki.ca_file, cert_file=ada[0], key_file=ada[1]),
-                roost.connect(broker.url, ca_file=pki.ca_file),
-                roost.connect(
-                    broker.url, ca_file=pki.ca_file, cert_file=nobody[0], key_file=nobody[1]
-                ),
-            ]
-            async with contextlib.AsyncExitStack() as stack:
-                for opening in connections:
-                    client = await stack.enter_async_context(opening)
-                    await client.list_topics()  # connected and served: its connection is open
-                assert broker.principals() == [None, None, "ada"]
+            opening = roost.connect(
+                broker.url, ca_file=pki.ca_file, cert_file=ada[0], key_file=ada[1]
+            )
+            async with opening as client:
+                await client.list_topics()  # connected and served: its connection is open
+                assert broker.principals() == ["ada"]
                 [connection] = [c for c in broker.listener.connections if c.tls_principal]
                 assert connection.tls_principal is broker.host.identities.principal("ada")
+            for others in ({}, {"cert_file": nobody[0], "key_file": nobody[1]}):
+                with pytest.raises(NotAuthenticated):
+                    await roost.connect(broker.url, ca_file=pki.ca_file, **others)
 
     run(body)
 

@@ -27,14 +27,17 @@ from roost.protocols.native.codec import (
 )
 
 ROLES: tuple[Role, ...] = ("client", "server")
-#: The states a codec can be in, as seen from the turn table: the handshake is two steps.
-StateName = Literal["before_hello", "after_hello", "open", "closed"]
-STATES: tuple[StateName, ...] = ("before_hello", "after_hello", "open", "closed")
+#: The states a codec can be in, as seen from the turn table: the handshake is two steps, and
+#: authentication two more (whose turn it is).
+StateName = Literal["before_hello", "after_hello", "auth_client", "auth_server", "open", "closed"]
+STATES: tuple[StateName, ...] = (
+    "before_hello", "after_hello", "auth_client", "auth_server", "open", "closed",
+)  # fmt: skip
 
 #: One valid message per kind, to fill a frame of that kind.
 SAMPLES: dict[Kind, msgspec.Struct] = {
-    Kind.HELLO: m.Hello(versions=[1], client="test"),
-    Kind.WELCOME: m.Welcome(version=1, server="roost", max_frame_bytes=1 << 24, heartbeat_ms=5000),
+    Kind.HELLO: m.Hello(versions=[4, 3, 2, 1], client="test"),
+    Kind.WELCOME: m.Welcome(version=4, server="roost", max_frame_bytes=1 << 24, heartbeat_ms=5000),
     Kind.REQUEST: m.Publish(topic="t", messages=[m.Out(value=b"hi")]),
     Kind.RESPONSE: m.Done(),
     Kind.FAILURE: m.Failure(code="unknown_topic", message="unknown topic 't'"),
@@ -43,7 +46,17 @@ SAMPLES: dict[Kind, msgspec.Struct] = {
     Kind.PING: m.Empty(),
     Kind.PONG: m.Empty(),
     Kind.GOODBYE: m.Empty(),
+    Kind.AUTH: m.Auth(mechanism="SCRAM-SHA-256", data=b"n,,n=ada,r=rOprNGfwEbeRWgbNEkqO"),
+    Kind.AUTH_CHALLENGE: m.AuthChallenge(
+        data=b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTC,s=W22Z,i=4096"
+    ),
+    Kind.AUTH_OK: m.AuthOk(principal="ada", data=b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="),
 }
+#: A version-4 WELCOME that asks the client to authenticate.
+WELCOME_AUTH = m.Welcome(
+    version=4, server="roost", max_frame_bytes=1 << 24, heartbeat_ms=5000, auth_required=True,
+    mechanisms=["SCRAM-SHA-256", "TOKEN"],
+)  # fmt: skip
 
 REQUESTS: tuple[type[msgspec.Struct], ...] = typing.get_args(m.AnyRequest)
 RESPONSES: tuple[type[msgspec.Struct], ...] = typing.get_args(m.AnyResponse)
@@ -83,6 +96,24 @@ def open_pair(max_frame_bytes: int | None = None) -> tuple[NativeCodec, NativeCo
     hello(client, server)
     client.receive_data(server.send(sample(Kind.WELCOME)))
     assert [f.kind for f in drain(client)] == [Kind.WELCOME]
+    return client, server
+
+
+def authenticating_pair() -> tuple[NativeCodec, NativeCodec]:
+    """A client and a server codec after a WELCOME that requires authentication: the client's
+    turn to send AUTH."""
+    client, server = NativeCodec("client"), NativeCodec("server")
+    hello(client, server)
+    client.receive_data(server.send(Frame(Kind.WELCOME, 0, WELCOME_AUTH)))
+    assert [f.kind for f in drain(client)] == [Kind.WELCOME]
+    return client, server
+
+
+def challenged_pair() -> tuple[NativeCodec, NativeCodec]:
+    """An authenticating pair after one AUTH: the server's turn."""
+    client, server = authenticating_pair()
+    server.receive_data(client.send(sample(Kind.AUTH)))
+    assert [f.kind for f in drain(server)] == [Kind.AUTH]
     return client, server
 
 

@@ -11,11 +11,13 @@ What is pinned here:
   header arrives); the receive buffer never grows past ``max_frame_bytes + HEADER_SIZE``.
 - An empty chunk marks the connection closed; after a receive error the codec keeps raising
   the same ``ProtocolError``.
+- Version 4's authentication exchange, and fields sent only in the versions that have them.
 - Known bugs, each an ``xfail(strict=True)`` naming the line to fix.
 """
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from roost.errors import ProtocolError
@@ -24,6 +26,7 @@ from roost.protocols.native.codec import (
     DEFAULT_MAX_FRAME_BYTES,
     HEADER,
     HEADER_SIZE,
+    MAX_HANDSHAKE_FRAME_BYTES,
     NEED_DATA,
     VERSIONS,
     Frame,
@@ -36,6 +39,8 @@ from roost.protocols.native.codec import (
 from tests.protocols.native_support import (
     REQUESTS,
     RESPONSES,
+    authenticating_pair,
+    challenged_pair,
     drain,
     hello,
     open_pair,
@@ -89,18 +94,20 @@ def test_hello_then_failure_closes_both_sides() -> None:
         ([1], 1),
         ([2, 1], 2),
         ([1, 2, 3], 3),
-        ([1, 2, 4], 2),
-        ([5, 4, 1, 0], 1),
+        ([1, 2, 4], 4),
+        ([1, 2, 5], 2),
+        ([6, 5, 1, 0], 1),
         ([2], 2),
         ([3], 3),
+        ([4, 3], 4),
         ([], None),
-        ([4, 5], None),
+        ([5, 6], None),
         ([0], None),
         ([-1], None),
     ],
 )
 def test_negotiate_picks_the_newest_common_version(versions: list[int], chosen: int | None) -> None:
-    assert VERSIONS == (1, 2, 3)
+    assert VERSIONS == (1, 2, 3, 4)
     assert negotiate(m.Hello(versions=versions)) == chosen
 
 
@@ -112,6 +119,120 @@ def test_requests_before_the_welcome_are_refused() -> None:
     server.receive_data(raw_frame(Kind.REQUEST, 1, m.ListTopics()))
     with pytest.raises(ProtocolError, match="handshake"):
         server.next_event()
+
+
+# -- version 4: authentication -------------------------------------------------------------
+
+
+def test_a_welcome_that_requires_auth_starts_a_strict_exchange_then_opens() -> None:
+    """AUTH, AUTH_CHALLENGE, AUTH, AUTH_OK (a SCRAM exchange): each side's turn in order, then
+    requests flow."""
+    client, server = authenticating_pair()
+    assert client.state is server.state is State.AUTHENTICATING
+    assert client.version == server.version == 4
+    steps = [
+        ("client", Frame(Kind.AUTH, 0, m.Auth("SCRAM-SHA-256", b"n,,n=ada,r=abc"))),
+        ("server", Frame(Kind.AUTH_CHALLENGE, 0, m.AuthChallenge(b"r=abcdef,s=c2FsdA==,i=4096"))),
+        ("client", Frame(Kind.AUTH, 0, m.Auth("SCRAM-SHA-256", b"c=biws,r=abcdef,p=cHJvb2Y="))),
+        ("server", Frame(Kind.AUTH_OK, 0, m.AuthOk("ada", b"v=c2lnbmF0dXJl"))),
+    ]
+    for sender, frame in steps:
+        sending, receiving = (client, server) if sender == "client" else (server, client)
+        receiving.receive_data(sending.send(frame))
+        assert drain(receiving) == [frame]
+    assert client.state is server.state is State.OPEN
+    server.receive_data(client.send(Frame(Kind.REQUEST, 1, m.ListTopics())))
+    assert drain(server) == [Frame(Kind.REQUEST, 1, m.ListTopics())]
+
+
+@pytest.mark.parametrize("kind", [Kind.REQUEST, Kind.CREDIT, Kind.PING])
+def test_requests_before_authentication_completes_are_refused(kind: Kind) -> None:
+    client, server = authenticating_pair()
+    with pytest.raises(ProtocolError, match="authenticat"):
+        client.send(sample(kind, 1))
+    assert client.state is State.AUTHENTICATING  # our own refused send changes nothing
+    server.receive_data(raw_frame(kind, 1, sample(kind).message))
+    with pytest.raises(ProtocolError, match=kind.name):
+        server.next_event()
+    assert server.state is State.CLOSED
+
+
+def test_a_second_auth_before_the_answer_is_refused() -> None:
+    client, server = challenged_pair()
+    with pytest.raises(ProtocolError):
+        client.send(sample(Kind.AUTH))
+    server.receive_data(raw_frame(Kind.AUTH, 0, sample(Kind.AUTH).message))
+    with pytest.raises(ProtocolError):
+        server.next_event()
+
+
+def test_a_failure_during_authentication_closes_both_sides() -> None:
+    client, server = challenged_pair()
+    failure = m.Failure("not_authenticated", "authentication failed: wrong user name or password")
+    client.receive_data(server.send(Frame(Kind.FAILURE, 0, failure)))
+    assert drain(client) == [Frame(Kind.FAILURE, 0, failure)]
+    assert client.state is server.state is State.CLOSED
+
+
+# -- fields per version -------------------------------------------------------------------
+
+
+def test_a_welcome_is_sent_with_the_fields_of_its_own_version() -> None:
+    """A version-3 client's struct has four fields and forbids more: a WELCOME choosing 3 must
+    be four fields long, or that client could not read it."""
+
+    class WelcomeV3(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+        version: int
+        server: str
+        max_frame_bytes: int
+        heartbeat_ms: int
+
+    v3 = encode(Frame(Kind.WELCOME, 0, m.Welcome(3, "roost", 1024, 5000)))
+    assert msgspec.msgpack.decode(v3[HEADER_SIZE:], type=WelcomeV3) == WelcomeV3(
+        3, "roost", 1024, 5000
+    )
+    with pytest.raises(msgspec.ValidationError, match="at most length 4"):  # why it matters
+        msgspec.msgpack.decode(
+            msgspec.msgpack.encode(m.Welcome(3, "roost", 1024, 5000)), type=WelcomeV3
+        )
+    client, server = NativeCodec("client"), NativeCodec("server")
+    hello(client, server)
+    assert server.send(Frame(Kind.WELCOME, 0, m.Welcome(3, "roost", 1024, 5000))) == v3
+    client.receive_data(v3)  # and a version-4 client reads the short one, with defaults
+    assert drain(client) == [Frame(Kind.WELCOME, 0, m.Welcome(3, "roost", 1024, 5000))]
+    assert client.state is State.OPEN
+
+
+def test_a_welcome_cannot_require_auth_in_a_version_without_it() -> None:
+    client, server = NativeCodec("client"), NativeCodec("server")
+    hello(client, server)
+    bad = m.Welcome(3, "roost", 1024, 5000, auth_required=True, mechanisms=["TOKEN"])
+    with pytest.raises(ProtocolError, match="auth_required needs protocol version 4"):
+        server.send(Frame(Kind.WELCOME, 0, bad))
+    assert server.state is State.HANDSHAKE
+    client.receive_data(raw_frame(Kind.WELCOME, 0, bad))  # from a broken server
+    with pytest.raises(ProtocolError, match="version 4"):
+        client.next_event()
+    assert client.state is State.CLOSED
+
+
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
+def test_an_ack_carries_answer_only_from_version_3(version: int) -> None:
+    client, server = NativeCodec("client"), NativeCodec("server")
+    hello(client, server)
+    client.receive_data(server.send(Frame(Kind.WELCOME, 0, m.Welcome(version, "r", 1 << 20, 0))))
+    drain(client)
+    ack = m.Ack("t", "s", [], answer=True)
+    wire = client.send(Frame(Kind.REQUEST, 1, ack))
+    assert len(msgspec.msgpack.decode(wire[HEADER_SIZE:])) == (5 if version >= 3 else 4)
+    server.receive_data(wire)
+    assert drain(server) == [Frame(Kind.REQUEST, 1, ack)]
+    unanswered = Frame(Kind.REQUEST, 2, m.Ack("t", "s", [], answer=False))
+    if version >= 3:
+        client.send(unanswered)
+    else:
+        with pytest.raises(ProtocolError, match="answer needs protocol version 3"):
+            client.send(unanswered)
 
 
 # -- pipelining ---------------------------------------------------------------------------
@@ -244,14 +365,37 @@ GOLDEN: list[tuple[str, Frame, str]] = [
     ("client", Frame(Kind.PING, 1, m.Empty()), "06000000 08 01000000 90"),
     ("server", Frame(Kind.PONG, 1, m.Empty()), "06000000 09 01000000 90"),
     ("client", Frame(Kind.GOODBYE, 0, m.Empty()), "06000000 0a 00000000 90"),
+    (
+        "server",
+        Frame(Kind.WELCOME, 0, m.Welcome(4, "roost", 1024, 5000, True, ["SCRAM-SHA-256", "TOKEN"])),
+        # version 4: [4, "roost", 1024, 5000, true, ["SCRAM-SHA-256", "TOKEN"]]
+        "29000000 02 00000000 96 04 a5726f6f7374 cd0400 cd1388 c3"
+        " 92 ad534352414d2d5348412d323536 a5544f4b454e",
+    ),
+    (
+        "client",
+        Frame(Kind.AUTH, 0, m.Auth("TOKEN", b"rst_1_x")),
+        "15000000 0b 00000000 92 a5544f4b454e c4077273745f315f78",
+    ),
+    (
+        "server",
+        Frame(Kind.AUTH_CHALLENGE, 0, m.AuthChallenge(b"r=a,s=b,i=4096")),
+        "16000000 0c 00000000 91 c40e723d612c733d622c693d34303936",
+    ),
+    (
+        "server",
+        Frame(Kind.AUTH_OK, 0, m.AuthOk("ada", b"v=x")),
+        "0f000000 0d 00000000 92 a3616461 c403763d78",
+    ),
 ]
 
 
 def test_golden_covers_every_kind() -> None:
-    assert sorted(frame.kind for _, frame, _ in GOLDEN) == sorted(Kind)
+    assert set(frame.kind for _, frame, _ in GOLDEN) == set(Kind)
     assert {k.name: int(k) for k in Kind} == {
         "HELLO": 1, "WELCOME": 2, "REQUEST": 3, "RESPONSE": 4, "FAILURE": 5,
         "DELIVERIES": 6, "CREDIT": 7, "PING": 8, "PONG": 9, "GOODBYE": 10,
+        "AUTH": 11, "AUTH_CHALLENGE": 12, "AUTH_OK": 13,
     }  # fmt: skip
     assert HEADER.format == "<IBI"
     assert HEADER_SIZE == 9
@@ -267,6 +411,10 @@ def test_golden_bytes(sender: str, frame: Frame, wire_hex: str) -> None:
     elif frame.kind is Kind.WELCOME:
         client, server = NativeCodec("client"), NativeCodec("server")
         hello(client, server)
+    elif frame.kind is Kind.AUTH:
+        client, server = authenticating_pair()
+    elif frame.kind in (Kind.AUTH_CHALLENGE, Kind.AUTH_OK):
+        client, server = challenged_pair()
     else:
         client, server = open_pair()
     sending, receiving = (client, server) if sender == "client" else (server, client)
@@ -346,6 +494,18 @@ def test_a_length_too_short_to_hold_the_header_is_refused(length: int) -> None:
     server.receive_data(HEADER.pack(length, Kind.PING, 0))
     with pytest.raises(ProtocolError, match=f"frame length {length}"):
         server.next_event()
+
+
+@pytest.mark.parametrize("pair", ["fresh", "authenticating"])
+def test_frames_before_the_connection_opens_have_a_small_limit(pair: str) -> None:
+    """An unauthenticated peer cannot make the codec wait for a 16 MiB frame."""
+    server = NativeCodec("server") if pair == "fresh" else authenticating_pair()[1]
+    server.receive_data(HEADER.pack(MAX_HANDSHAKE_FRAME_BYTES + 1, Kind.HELLO, 0))
+    with pytest.raises(ProtocolError, match=rf"limit {MAX_HANDSHAKE_FRAME_BYTES}\b"):
+        server.next_event()
+    _, opened = open_pair()  # the connection's own limit once open
+    opened.receive_data(HEADER.pack(MAX_HANDSHAKE_FRAME_BYTES + 1, Kind.REQUEST, 1))
+    assert opened.next_event() is NEED_DATA
 
 
 def test_the_receive_buffer_is_bounded_by_the_frame_limit() -> None:

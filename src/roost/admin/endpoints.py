@@ -47,7 +47,7 @@ from roost.errors import (
     StorageFailure,
     Unroutable,
 )
-from roost.server.access import Principal
+from roost.server.access import NOBODY, Principal
 from roost.server.door import Door
 from roost.server.host import Host
 
@@ -59,7 +59,7 @@ JSON = "application/json"
 #: Where the auth layer leaves the principal of a request in its ASGI scope.
 PRINCIPAL = "roost.principal"
 #: Who an open path (``/healthz``) is served as: nobody, who may do nothing.
-UNAUTHENTICATED = Principal("unauthenticated")
+UNAUTHENTICATED = NOBODY
 
 #: HTTP status per error class, most specific first; the first the error is an instance of.
 STATUS_BY_ERROR: tuple[tuple[type[RoostError], int], ...] = (

@@ -79,10 +79,10 @@ class AdminApi:
         if query:
             url += "?" + urllib.parse.urlencode(query)
         headers = {"Accept": "application/json"}
-        data = None
-        if body is not None:
-            data = msgspec.json.encode(body)
+        if method not in ("GET", "HEAD"):
+            # The admin API refuses a state change that is not JSON, body or not (CSRF).
             headers["Content-Type"] = "application/json"
+        data = None if body is None else msgspec.json.encode(body)
         if self._authorization is not None:
             headers["Authorization"] = self._authorization
         request = urllib.request.Request(url, data, headers, method=method)

@@ -20,7 +20,7 @@ import msgspec
 from rich.console import Console
 
 from roost.client.api import Client
-from roost.client.network import DEFAULT_PORT, connect
+from roost.client.network import DEFAULT_PORT, connect, redacted
 from roost.errors import RoostError
 
 T = TypeVar("T")
@@ -87,7 +87,7 @@ def run(body: Callable[[Client], Awaitable[T]], *, interrupt_is_exit: bool = Fal
     except (RoostError, CliError) as e:
         fail(ctx, str(e))
     except OSError as e:
-        fail(ctx, f"cannot reach the broker at {url}: {e.strerror or e}")
+        fail(ctx, f"cannot reach the broker at {redacted(url)}: {e.strerror or e}")
     except KeyboardInterrupt:
         ctx.exit(0 if interrupt_is_exit else EXIT_INTERRUPTED)
 

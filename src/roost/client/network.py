@@ -3,12 +3,14 @@
     async with roost.connect("roost://127.0.0.1:7420") as broker:
         await broker.publish("emails", b"hello")
     async with roost.connect("roosts://broker.example:7420") as broker:   # TLS
+    async with roost.connect("roost://ada:s3cret@broker:7420") as broker:   # authenticated
         ...
 
 One connection, many requests in flight (pipelined): each request gets a correlation id and a
 future; a reader task resolves futures as answers arrive, in any order. A ``FAILURE`` answer
 is raised as the Roost error its code names, so ``except UnknownTopic`` works the same
-embedded or networked. Reconnecting is ``roost.client.reconnect``'s; batching, ``Producer``'s.
+embedded or networked. Reconnecting is ``roost.client.reconnect``'s; batching, ``Producer``'s;
+credentials and the client's side of authentication, ``roost.client.credentials``'.
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ from collections import deque
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+import msgspec
+
 from roost.client.api import Client, Opening
+from roost.client.credentials import ClientAuthentication, Credentials
 from roost.client.subscriber import PushStream
 from roost.client.tls import SCHEMES, client_tls
 from roost.errors import ERRORS_BY_CODE, ProtocolError, RoostError, StorageClosed
@@ -118,19 +123,27 @@ class NetworkBackend:
         self._later: list[Callable[[], Frame | None]] = []
         #: The version the server chose in its WELCOME: which operations this connection has.
         self.protocol_version = min(VERSIONS)
+        #: Who the broker authenticated this connection as; None when it asked for nothing.
+        self.principal: str | None = None
 
     @classmethod
     async def connect(
-        cls, host: str, port: int, *, ssl: _ssl.SSLContext | None = None
+        cls,
+        host: str,
+        port: int,
+        credentials: Credentials | None = None,
+        *,
+        ssl: _ssl.SSLContext | None = None,
     ) -> NetworkBackend:
-        """Connect and shake hands; with ``ssl``, over TLS. A TLS failure raises
+        """A connection past its handshake, over TLS with ``ssl``: ``NotAuthenticated`` if the
+        broker refuses the credentials (or needs some and none fit). A TLS failure raises
         ``ssl.SSLError`` (an ``OSError``): an untrusted server certificate from the TLS
         handshake, a client certificate the server refused from the protocol's
         (``_tls_refusal``)."""
         stream = await open_framed(NativeCodec("client"), host, port, ssl=ssl)
         backend = cls(stream)
         try:
-            await backend._handshake()
+            await backend._handshake(credentials)
         except BaseException as e:
             stream.close()
             with contextlib.suppress(Exception):
@@ -141,14 +154,35 @@ class NetworkBackend:
         backend._reading = asyncio.create_task(backend._read_loop(), name="roost-client-reader")
         return backend
 
-    async def _handshake(self) -> None:
+    async def _handshake(self, credentials: Credentials | None) -> None:
         hello = m.Hello(sorted(VERSIONS, reverse=True))
         self._stream.write(self._codec.send(Frame(Kind.HELLO, 0, hello)))
+        welcome = await self._answer()
+        assert isinstance(welcome, m.Welcome)
+        self.protocol_version = welcome.version
+        if welcome.auth_required:
+            await self._authenticate(ClientAuthentication(credentials, welcome.mechanisms))
+
+    async def _authenticate(self, exchange: ClientAuthentication) -> None:
+        """AUTH, and AUTH again for each AUTH_CHALLENGE, until AUTH_OK (the codec keeps the
+        turns: anything else from the broker is a ProtocolError)."""
+        auth = exchange.first()
+        while True:
+            self._stream.write(self._codec.send(Frame(Kind.AUTH, 0, auth)))
+            answer = await self._answer()
+            if isinstance(answer, m.AuthOk):
+                exchange.ok(answer)
+                self.principal = answer.principal
+                return
+            assert isinstance(answer, m.AuthChallenge)
+            auth = exchange.challenge(answer.data)
+
+    async def _answer(self) -> msgspec.Struct:
+        """The broker's next handshake frame's message; a FAILURE raised as its error."""
         frame = await self._next_frame()
         if frame.kind is Kind.FAILURE:
             raise error_from_wire(frame.message)  # type: ignore[arg-type]
-        assert isinstance(frame.message, m.Welcome)
-        self.protocol_version = frame.message.version
+        return frame.message
 
     async def _next_frame(self) -> Frame:
         frame = await self._stream.next_frame()
@@ -296,6 +330,9 @@ def connect(
     ca_file: str | None = None,
     cert_file: str | None = None,
     key_file: str | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    token: str | None = None,
 ) -> Opening:
     """Talk to a ``roost serve`` at ``url``: ``async with roost.connect(url) as broker``.
 
@@ -306,20 +343,35 @@ def connect(
     store, or ``ca_file``, and must name the URL's host; ``cert_file``/``key_file`` are a
     client certificate (mutual TLS); ``ssl`` is a context of your own instead. The rules are
     ``roost.client.tls``'s; a bad option raises ``ValueError`` here, at once.
+
+    Credentials (``roost.client.credentials``) come in the URL, ``roost://user:password@host``
+    (percent-encoded) or ``roost://:token@host``, or as ``username`` and ``password``, or
+    ``token``. A broker that refuses them raises ``NotAuthenticated``, from here and from a
+    reconnect alike: a wrong password is never retried.
     """
     parts = urlsplit(url if "://" in url else f"roost://{url}")
     if parts.scheme not in SCHEMES:
         raise ValueError(
-            f"a Roost URL looks like roost://host:7420 (roosts:// for TLS), not {url!r}"
+            f"a Roost URL looks like roost://host:7420 (roosts:// for TLS), not {redacted(url)!r}"
         )
     host, port = parts.hostname or "127.0.0.1", parts.port or DEFAULT_PORT
     tls = client_tls(parts.scheme, ssl=ssl, ca_file=ca_file, cert_file=cert_file, key_file=key_file)
+    credentials = Credentials.of(parts, username, password, token)
 
     async def open_client() -> Client:
         if reconnect:
             from roost.client.reconnect import ReconnectingBackend
 
-            return Client(await ReconnectingBackend.connect(host, port, ssl=tls))
-        return Client(await NetworkBackend.connect(host, port, ssl=tls))
+            return Client(
+                await ReconnectingBackend.connect(host, port, credentials=credentials, ssl=tls)
+            )
+        return Client(await NetworkBackend.connect(host, port, credentials, ssl=tls))
 
     return Opening(open_client)
+
+
+def redacted(url: str) -> str:
+    """``url`` without the password or token it may hold, for messages and logs."""
+    scheme, _, rest = url.partition("://")
+    userinfo, at, address = rest.rpartition("@")
+    return f"{scheme}://{userinfo.split(':')[0]}:***@{address}" if at else url

@@ -7,8 +7,11 @@ refused, not repeated), receives and fetches (leases not answered expire and com
 publishes of an idempotent producer (the broker answers a repeated sequence with the first
 offsets). Anything else raises ``ConnectionLost``: the caller decides, knowing it may have
 happened.
-Once closed, the backend never reconnects: a call waiting on the connection ``aclose`` breaks
-gets ``StorageClosed`` rather than a retry on a fresh connection nobody would close.
+A reconnect authenticates again with the same credentials; if the broker refuses them
+(``NotAuthenticated``: the password changed, the token was revoked), that is raised at once,
+never retried. Once closed, the backend never reconnects: a call waiting on the connection
+``aclose`` breaks gets ``StorageClosed`` rather than a retry on a fresh connection nobody
+would close.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import ssl as _ssl
 
 import msgspec
 
+from roost.client.credentials import Credentials
 from roost.client.network import NetworkBackend
 from roost.client.subscriber import PushStream
 from roost.errors import ConnectionLost, StorageClosed
@@ -48,6 +52,7 @@ class ReconnectingBackend:
         host: str,
         port: int,
         reconnect_timeout_s: float = 30.0,
+        credentials: Credentials | None = None,
         *,
         ssl: _ssl.SSLContext | None = None,
     ) -> None:
@@ -55,6 +60,7 @@ class ReconnectingBackend:
         self._port = port
         self._ssl = ssl  # every connection, the first and each reconnect, over TLS or none
         self._timeout_s = reconnect_timeout_s
+        self._credentials = credentials
         self._current: NetworkBackend | None = None
         self._connecting: asyncio.Lock = asyncio.Lock()
         self._closed = False
@@ -68,11 +74,12 @@ class ReconnectingBackend:
         host: str,
         port: int,
         reconnect_timeout_s: float = 30.0,
+        credentials: Credentials | None = None,
         *,
         ssl: _ssl.SSLContext | None = None,
     ) -> ReconnectingBackend:
-        backend = cls(host, port, reconnect_timeout_s, ssl=ssl)
-        backend._current = await NetworkBackend.connect(host, port, ssl=ssl)
+        backend = cls(host, port, reconnect_timeout_s, credentials, ssl=ssl)
+        backend._current = await NetworkBackend.connect(host, port, credentials, ssl=ssl)
         return backend
 
     async def call(self, request: m.Request) -> m.Response:
@@ -141,7 +148,10 @@ class ReconnectingBackend:
             backoff = FIRST_BACKOFF_S
             while True:
                 try:
-                    connection = await NetworkBackend.connect(self._host, self._port, ssl=self._ssl)
+                    # NotAuthenticated is not caught: the same credentials would fail again.
+                    connection = await NetworkBackend.connect(
+                        self._host, self._port, self._credentials, ssl=self._ssl
+                    )
                 except (OSError, StorageClosed) as e:
                     if self._closed:
                         raise StorageClosed("the client") from e

@@ -202,10 +202,16 @@ def connect(
     ca_file: str | None = None,
     cert_file: str | None = None,
     key_file: str | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    token: str | None = None,
 ) -> SyncBroker:
-    """A blocking client of the broker at ``url`` (``roosts://`` and the TLS options as
-    ``roost.connect``'s)."""
-    opening = connect_network(url, ssl=ssl, ca_file=ca_file, cert_file=cert_file, key_file=key_file)
+    """A blocking client of the broker at ``url`` (``roosts://``, the TLS options and the
+    credentials as ``roost.connect``'s)."""
+    opening = connect_network(
+        url, ssl=ssl, ca_file=ca_file, cert_file=cert_file, key_file=key_file,
+        username=username, password=password, token=token,
+    )  # fmt: skip
     return SyncBroker(opening._open)
 
 

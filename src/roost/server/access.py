@@ -168,6 +168,8 @@ _MAX_DECISIONS = 4096
 
 #: The caller of an embedded broker owns the process: it may do everything.
 TRUSTED: Final = Principal("embedded", admin=True)
-#: A listener with no users defined serves everyone on loopback as an administrator (the
-#: broker refuses to start that way on any other address; see serve.py).
+#: A listener with no users defined serves everyone on loopback as an administrator
+#: (server/exposure.py: elsewhere only with ``allow_anonymous``).
 ANONYMOUS: Final = Principal("anonymous", admin=True)
+#: Who a connection or request is before it authenticates: it may do nothing.
+NOBODY: Final = Principal("unauthenticated")

@@ -4,15 +4,16 @@
     ...
     await close_native(server)
 
-Each connection owns a ``FramedStream`` (socket and codec) and its request tasks. Frames are
-dispatched as they arrive; requests run concurrently (a long-polling receive does not hold up a
-publish behind it) and answer in whatever order they finish, each with its correlation id. A
-``Subscribe`` makes the connection watch the topic on the host and push ``Deliveries`` while
-the client has credit, whenever there is news (see ``_push``). Any ``ProtocolError`` ends that
-connection only, after a ``FAILURE`` frame if one can still be sent; a ``RoostError`` from the
-core answers its request with a ``FAILURE`` carrying the error's stable code; anything else is
-logged as a bug and answered ``internal``. Closing a connection cancels its tasks; leases it
-held expire.
+Each connection owns a ``FramedStream`` (socket and codec) and its request tasks. It starts
+with the handshake (``native_handshake``: the version, then who the client is, which sets
+``principal``); after it, frames are dispatched as they arrive; requests run concurrently (a
+long-polling receive does not hold up a publish behind it) and answer in whatever order they
+finish, each with its correlation id. A ``Subscribe`` makes the connection watch the topic on
+the host and push ``Deliveries`` while the client has credit, whenever there is news (see
+``_push``). Any ``ProtocolError`` ends that connection only, after a ``FAILURE`` frame if one
+can still be sent; a ``RoostError`` from the core answers its request with a ``FAILURE``
+carrying the error's stable code; anything else is logged as a bug and answered
+``internal``. Closing a connection cancels its tasks; leases it held expire.
 """
 
 from __future__ import annotations
@@ -20,28 +21,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import ipaddress
 import logging
 import ssl as _ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from roost import __version__
 from roost.core.model import Message
 from roost.errors import ProtocolError, RoostError
 from roost.protocols.native import messages as m
-from roost.protocols.native.codec import (
-    VERSIONS,
-    Frame,
-    Kind,
-    NativeCodec,
-    State,
-    encode,
-    negotiate,
-)
-from roost.server.access import ANONYMOUS, Principal
+from roost.protocols.native.codec import Frame, Kind, NativeCodec, State, encode
+from roost.server.access import NOBODY, Principal
 from roost.server.framed import FramedStream
 from roost.server.host import Host
 from roost.server.meters import ListenerStats
+from roost.server.native_auth import UserConnections
+from roost.server.native_handshake import Handshake, HandshakePolicy, Sleep
 from roost.server.native_session import (
     HANDLERS,
     ack_unanswered,
@@ -53,7 +48,6 @@ from roost.server.native_session import (
 from roost.server.tls import peer_principal
 
 log = logging.getLogger("roost.native")
-HEARTBEAT_MS = 10_000
 #: How long a shutdown waits for requests in flight (a publish's fsync) before closing.
 SHUTDOWN_GRACE_S = 5.0
 #: Still answered while a shutdown finishes a connection: they settle what it was handed
@@ -83,13 +77,19 @@ class _Push:
 
 class NativeConnection:
     def __init__(
-        self, host: Host, stream: FramedStream, stats: ListenerStats | None = None
+        self,
+        host: Host,
+        stream: FramedStream,
+        stats: ListenerStats | None = None,
+        policy: HandshakePolicy | None = None,
     ) -> None:
         self._host = host
-        #: Who this connection acts for: set once its handshake authenticates it; every
-        #: request goes through ``door``, which checks it (server/door.py).
-        self.principal = ANONYMOUS
+        #: Who this connection acts for: nobody (who may do nothing) until its handshake
+        #: authenticates it; every request goes through ``door``, which checks it
+        #: (server/door.py).
+        self.principal = NOBODY
         self._stats = stats or ListenerStats()
+        self._policy = policy or HandshakePolicy()
         self._stream = stream
         self._codec = stream.codec
         stream.on_writable = self._push_all  # pushes that waited for the socket go on
@@ -101,7 +101,7 @@ class NativeConnection:
         self.peer = stream.get_extra_info("peername")
         #: The user a verified client certificate names (mutual TLS; ``roost.server.tls``),
         #: looked up once, at connect: None without TLS, without a certificate, or when the
-        #: certificate names no user.
+        #: certificate names no user. The handshake offers it as ``EXTERNAL``.
         self.tls_principal: Principal | None = peer_principal(
             host.identities, stream.get_extra_info("peercert")
         )
@@ -125,7 +125,12 @@ class NativeConnection:
 
     async def run(self) -> None:
         try:
-            await self._read_loop()
+            handshake = Handshake(self._stream, self._host.identities, self._policy, self.peer,
+                                  self.tls_principal, self._stats)  # fmt: skip
+            principal = await handshake.run()
+            if principal is not None:
+                self.principal = principal
+                await self._read_loop()
         except ProtocolError as e:
             self._stats.protocol_errors += 1
             log.warning("closing %s: %s", self.peer, e)
@@ -140,6 +145,8 @@ class NativeConnection:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self._stream.close()
+            if self.principal is not None:
+                self._policy.users.leave(self.principal)
             with contextlib.suppress(ConnectionError):
                 await self._stream.wait_closed()
 
@@ -150,9 +157,7 @@ class NativeConnection:
     def _dispatch(self, frame: Frame) -> bool:
         """Act on one frame; False when the connection should end."""
         self._stats.frames_received += 1
-        if frame.kind is Kind.HELLO:
-            self._welcome(frame.message)  # type: ignore[arg-type]
-        elif (
+        if (
             frame.kind is Kind.REQUEST
             and self._finishing
             and not isinstance(frame.message, SETTLING_REQUESTS)
@@ -185,20 +190,6 @@ class NativeConnection:
         elif frame.kind is Kind.GOODBYE:
             return False
         return True
-
-    def _welcome(self, hello: m.Hello) -> None:
-        version = negotiate(hello)
-        if version is None:
-            failure = m.Failure(
-                "protocol_error",
-                f"no common version: server speaks {list(VERSIONS)}, client {hello.versions}",
-            )
-            self._send(Frame(Kind.FAILURE, 0, failure))
-            return
-        welcome = m.Welcome(
-            version, f"roost {__version__}", self._codec.max_frame_bytes, HEARTBEAT_MS
-        )
-        self._send(Frame(Kind.WELCOME, 0, welcome))
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.ensure_future(work)
@@ -387,6 +378,11 @@ async def serve_native(
     *,
     ssl: _ssl.SSLContext | None = None,
     ssl_handshake_timeout_s: float = 10.0,
+    allow_anonymous: bool = False,
+    max_connections_per_user: int = 1_000,
+    handshake_timeout_ms: int = 10_000,
+    failed_auth_delay_s: float = 1.0,
+    sleep: Sleep = asyncio.sleep,
 ) -> NativeListener:
     """Listen for native-protocol clients on ``address:port``; with ``ssl`` (see
     ``roost.server.tls``), TLS only.
@@ -396,6 +392,13 @@ async def serve_native(
     ``host.listeners[name]`` (listeners of one name share it). With ``ssl``, a connection is
     handed over once its TLS handshake is done: one that fails it, or takes longer than
     ``ssl_handshake_timeout_s``, is closed and never counted.
+
+    Authentication (``native_handshake``): with users defined, every connection must
+    authenticate; with none, connections are served anonymously if the listener is bound to
+    loopback only, or ``allow_anonymous``, and refused otherwise. A handshake must finish in
+    ``handshake_timeout_ms``; a failed login is answered after ``failed_auth_delay_s``; one
+    user may hold ``max_connections_per_user`` connections on this listener. ``sleep`` is
+    how those waits are made (tests pass one they drive).
     """
     listener = NativeListener()
     stats = host.listeners.setdefault(name, ListenerStats())
@@ -409,7 +412,7 @@ async def serve_native(
             stream.close()
             stats.refused += 1
             return
-        connection = NativeConnection(host, stream, stats)
+        connection = NativeConnection(host, stream, stats, policy)
         listener.connections.add(connection)
         stats.accepted += 1
         stats.connections += 1
@@ -419,14 +422,38 @@ async def serve_native(
             listener.connections.discard(connection)
             stats.connections -= 1
 
-    listener.server = await asyncio.get_running_loop().create_server(
+    server = listener.server = await asyncio.get_running_loop().create_server(
         lambda: FramedStream(NativeCodec("server", max_frame_bytes), connected),
         address,
         port,
         ssl=ssl,
         ssl_handshake_timeout=ssl_handshake_timeout_s if ssl is not None else None,
+        start_serving=False,  # not before the policy knows where it listens
     )
+    loopback = _loopback_only(server)
+    policy = HandshakePolicy(
+        anonymous=allow_anonymous or loopback, failed_auth_delay_s=failed_auth_delay_s,
+        handshake_timeout_ms=handshake_timeout_ms,
+        users=UserConnections(max_connections_per_user), sleep=sleep,
+    )  # fmt: skip
+    if not loopback and not host.identities.any_users:
+        if allow_anonymous:
+            log.warning("serving anonymously on %s, not only loopback (allow_anonymous, no "
+                        "users): anyone who can reach it may do anything", address)  # fmt: skip
+        else:
+            log.warning("no users are defined: connections on %s are refused until one is "
+                        "(roost user add), or allow_anonymous is set", address)  # fmt: skip
+    await server.start_serving()
     return listener
+
+
+def _loopback_only(server: asyncio.Server) -> bool:
+    """Every socket of ``server`` is bound to a loopback address (127.0.0.0/8, ::1)."""
+    try:
+        addresses = [ipaddress.ip_address(s.getsockname()[0].split("%")[0]) for s in server.sockets]
+    except (ValueError, IndexError, TypeError):  # not an IP socket
+        return False
+    return bool(addresses) and all(address.is_loopback for address in addresses)
 
 
 async def close_native(listener: NativeListener) -> None:

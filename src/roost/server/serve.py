@@ -132,14 +132,13 @@ async def run(
     started: list[Service] = []
     try:
         server = await serve_native(
-            host,
-            config.listen,
-            config.port,
-            config.max_frame_bytes,
-            config.max_connections,
+            host, config.listen, config.port, config.max_frame_bytes, config.max_connections,
             ssl=tls,
             ssl_handshake_timeout_s=config.handshake_timeout_ms / 1000,
-        )
+            allow_anonymous=config.allow_anonymous,
+            max_connections_per_user=config.max_connections_per_user,
+            handshake_timeout_ms=config.handshake_timeout_ms,
+        )  # fmt: skip
         for start in services:
             service = await start(host, config)
             if service is not None:

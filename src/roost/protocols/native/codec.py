@@ -10,10 +10,14 @@ A frame, little-endian (docs/protocol.md has the same table)::
     9      ...      payload      MessagePack, the struct of the kind (messages.py)
 
 A connection starts with the client's ``HELLO`` (the versions it speaks) and the server's
-``WELCOME`` (the version chosen, the server's limits) or ``FAILURE`` (none in common). Then the
-client sends requests, any number before the first answer (pipelining); the server answers each
-with a ``RESPONSE`` or a ``FAILURE`` of the same correlation id, in any order. ``PING`` is
-answered with ``PONG``; ``GOODBYE`` ends the connection.
+``WELCOME`` (the version chosen, the server's limits) or ``FAILURE`` (none in common, or the
+client may not connect). From version 4 the ``WELCOME`` may require authentication: the client
+then sends ``AUTH`` and the server answers ``AUTH_CHALLENGE`` (the client sends the next
+``AUTH``), ``AUTH_OK`` (authenticated) or ``FAILURE`` (not, and closed), strictly in turn.
+Then the client sends requests, any number before the first answer (pipelining); the server
+answers each with a ``RESPONSE`` or a ``FAILURE`` of the same correlation id, in any order.
+``PING`` is answered with ``PONG``; ``GOODBYE`` ends the connection. ``TURNS`` is that
+paragraph as a table.
 
     codec = NativeCodec(role="server")
     codec.receive_data(chunk)
@@ -22,14 +26,16 @@ answered with ``PONG``; ``GOODBYE`` ends the connection.
     wire = codec.send(Frame(Kind.RESPONSE, 7, Done()))
 
 Anything malformed — a bad length, an unknown kind, a payload that is not the kind's struct, a
-frame out of turn — raises ``ProtocolError`` and the connection is done: ``next_event`` keeps
-raising it. The codec never calls back into the connection and never touches a socket.
+field the connection's version does not have, a frame out of turn — raises ``ProtocolError``
+and the connection is done: ``next_event`` keeps raising it. The codec never calls back into
+the connection and never touches a socket.
 """
 
 from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Callable
 from typing import Any, Final, Literal, NamedTuple
 
 import msgspec
@@ -39,12 +45,15 @@ from roost.protocols._buffer import ReceiveBuffer
 from roost.protocols.native import messages as m
 
 PROTOCOL = "roost"
-#: Protocol versions spoken, oldest first. 2 adds ``FetchBatches``/``Batches``; a client says
+#: Protocol versions spoken, oldest first (docs/protocol.md says what each adds); a client says
 #: which it speaks in ``HELLO`` and uses a newer operation only if ``WELCOME`` chose its version.
-VERSIONS: Final = (1, 2, 3)
+VERSIONS: Final = (1, 2, 3, 4)
 HEADER = struct.Struct("<IBI")
 HEADER_SIZE = HEADER.size  # 9
 DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
+#: Frames before the connection is open (HELLO, WELCOME, the AUTH exchange) are small; a peer
+#: not yet authenticated must not make us hold a 16 MiB frame.
+MAX_HANDSHAKE_FRAME_BYTES = 64 * 1024
 
 
 class Kind(enum.IntEnum):
@@ -58,6 +67,9 @@ class Kind(enum.IntEnum):
     PING = 8
     PONG = 9
     GOODBYE = 10
+    AUTH = 11
+    AUTH_CHALLENGE = 12
+    AUTH_OK = 13
 
 
 class Frame(NamedTuple):
@@ -85,8 +97,11 @@ PAYLOADS: dict[Kind, type] = {
     Kind.PING: m.Empty,
     Kind.PONG: m.Empty,
     Kind.GOODBYE: m.Empty,
+    Kind.AUTH: m.Auth,
+    Kind.AUTH_CHALLENGE: m.AuthChallenge,
+    Kind.AUTH_OK: m.AuthOk,
 }
-#: Which kinds each side may send once the handshake is done; the handshake is its own step.
+#: Which kinds each side may send once the connection is open.
 SENT_BY: dict[Role, frozenset[Kind]] = {
     "client": frozenset({Kind.REQUEST, Kind.CREDIT, Kind.PING, Kind.PONG, Kind.GOODBYE}),
     "server": frozenset({
@@ -100,9 +115,61 @@ _ENCODER = msgspec.msgpack.Encoder()
 
 
 class State(enum.Enum):
-    HANDSHAKE = "handshake"
+    HANDSHAKE = "in the handshake"
+    AUTHENTICATING = "authenticating"  # version 4: after a WELCOME that requires it
     OPEN = "open"
     CLOSED = "closed"
+
+
+class Step(enum.Enum):
+    """Where a connection is, finer than ``State``: whose turn it is in the handshake."""
+
+    BEFORE_HELLO = "before hello"
+    AFTER_HELLO = "after hello"
+    AUTH_CLIENT = "auth, the client's turn"  # the client sends the next AUTH
+    AUTH_SERVER = "auth, the server's turn"  # an AUTH waits for its answer
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+STATE_OF: Final = {
+    Step.BEFORE_HELLO: State.HANDSHAKE,
+    Step.AFTER_HELLO: State.HANDSHAKE,
+    Step.AUTH_CLIENT: State.AUTHENTICATING,
+    Step.AUTH_SERVER: State.AUTHENTICATING,
+    Step.OPEN: State.OPEN,
+    Step.CLOSED: State.CLOSED,
+}
+
+
+def _after_welcome(welcome: m.Welcome) -> Step:
+    return Step.AUTH_CLIENT if welcome.auth_required else Step.OPEN
+
+
+#: (step, sender, kind) -> the step it leads to, or a function of the frame's message that
+#: says which (a WELCOME opens the connection or starts authentication). Anything not in the
+#: table is refused: received, it fails the connection; sent, it is our own bug.
+TURNS: dict[tuple[Step, Role, Kind], Step | Callable[[Any], Step]] = {
+    (Step.BEFORE_HELLO, "client", Kind.HELLO): Step.AFTER_HELLO,
+    (Step.AFTER_HELLO, "server", Kind.WELCOME): _after_welcome,
+    (Step.AFTER_HELLO, "server", Kind.FAILURE): Step.CLOSED,
+    (Step.AUTH_CLIENT, "client", Kind.AUTH): Step.AUTH_SERVER,
+    (Step.AUTH_SERVER, "server", Kind.AUTH_CHALLENGE): Step.AUTH_CLIENT,
+    (Step.AUTH_SERVER, "server", Kind.AUTH_OK): Step.OPEN,
+    # Refused, or out of time, whichever side's turn it was; or the client gives up.
+    **{
+        (step, "server", Kind.FAILURE): Step.CLOSED for step in (Step.AUTH_CLIENT, Step.AUTH_SERVER)
+    },
+    **{
+        (step, "client", Kind.GOODBYE): Step.CLOSED for step in (Step.AUTH_CLIENT, Step.AUTH_SERVER)
+    },
+    **{(Step.OPEN, role, kind): Step.OPEN for role in SENT_BY for kind in SENT_BY[role]},
+    (Step.OPEN, "client", Kind.GOODBYE): Step.CLOSED,
+    (Step.OPEN, "server", Kind.GOODBYE): Step.CLOSED,
+}
+
+#: The newest version that added a field to some struct: older connections trim and check.
+_NEWEST_FIELD: Final = max(v for added in m.ADDED_IN.values() for v in added.values())
 
 
 class NativeCodec:
@@ -110,11 +177,16 @@ class NativeCodec:
         self.role: Role = role
         self.peer: Role = "server" if role == "client" else "client"
         self.max_frame_bytes = max_frame_bytes
-        self.state = State.HANDSHAKE
+        self.step = Step.BEFORE_HELLO
+        #: The version the WELCOME chose (None before it): which fields frames may carry.
+        self.version: int | None = None
         self._buffer = ReceiveBuffer(PROTOCOL, max_frame_bytes + HEADER_SIZE)
         self._error: ProtocolError | None = None
-        self._sent_hello = self._got_hello = False
         self._peer_closed = False
+
+    @property
+    def state(self) -> State:
+        return STATE_OF[self.step]
 
     @property
     def buffered(self) -> int:
@@ -136,7 +208,7 @@ class NativeCodec:
             # Frames already buffered are still delivered; with none, it is over at once.
             self._peer_closed = True
             if not len(self._buffer):
-                self.state = State.CLOSED
+                self.step = Step.CLOSED
             return
         try:
             self._buffer.feed(data)
@@ -151,17 +223,23 @@ class NativeCodec:
         if header is None:
             return self._end_of_data()
         length, kind_number, correlation = header
-        if not HEADER_SIZE - 4 <= length <= self.max_frame_bytes:
-            raise self._fail(self._problem(f"frame length {length} (limit {self.max_frame_bytes})"))
+        limit = self.max_frame_bytes
+        if self.step is not Step.OPEN:
+            limit = min(limit, MAX_HANDSHAKE_FRAME_BYTES)
+        if not HEADER_SIZE - 4 <= length <= limit:
+            raise self._fail(self._problem(f"frame length {length} (limit {limit})"))
         if len(self._buffer) < 4 + length:
             return self._end_of_data()
         try:
             kind = Kind(kind_number)
             message = self._buffer.decode(4 + length, HEADER_SIZE, _DECODERS[kind].decode)
+            check_version(message, _version_of(message, self.version))
         except (ValueError, msgspec.DecodeError, RecursionError) as e:
             # RecursionError: a payload nested thousands deep must not escape as a crash.
             raise self._fail(self._problem(f"bad frame of kind {kind_number}: {e}")) from None
-        self._check_turn(kind, received=True)
+        except ProtocolError as e:
+            raise self._fail(e) from None
+        self._take_turn(kind, message, received=True)
         return Frame(kind, correlation, message)
 
     # -- sending --------------------------------------------------------------------------
@@ -169,8 +247,8 @@ class NativeCodec:
     def send(self, frame: Frame) -> bytes:
         """The bytes of ``frame``; raises ``ProtocolError`` for a frame this side may not send
         now (our own mistake, so the connection is not failed for it, nor its state moved)."""
-        wire = encode(frame, self.max_frame_bytes)
-        self._check_turn(frame.kind, received=False)
+        wire = encode(frame, self.max_frame_bytes, self.version)
+        self._take_turn(frame.kind, frame.message, received=False)
         return wire
 
     def _end_of_data(self) -> _NeedData:
@@ -180,70 +258,124 @@ class NativeCodec:
             raise self._fail(
                 self._problem(f"the stream ended inside a frame ({len(self._buffer)} bytes)")
             )
-        self.state = State.CLOSED
+        self.step = Step.CLOSED
         return NEED_DATA
 
     # -- the table of turns ---------------------------------------------------------------
 
-    def _check_turn(self, kind: Kind, received: bool) -> None:
+    def _take_turn(self, kind: Kind, message: msgspec.Struct, received: bool) -> None:
         sender: Role = self.peer if received else self.role
-        if self.state is State.CLOSED:
-            self._refuse(f"{kind.name} after the connection closed", received)
-        elif self.state is State.HANDSHAKE:
-            self._handshake(kind, sender, received)
-        elif kind not in SENT_BY[sender]:
-            self._refuse(f"the {sender} may not send {kind.name}", received)
-        elif kind is Kind.GOODBYE:
-            self.state = State.CLOSED
-
-    def _handshake(self, kind: Kind, sender: Role, received: bool) -> None:
-        if sender == "client" and kind is Kind.HELLO and not self._sent_or_got_hello(received):
-            self._mark_hello(received)
-        elif sender == "server" and kind in (Kind.WELCOME, Kind.FAILURE) and self._hello_done():
-            self.state = State.OPEN if kind is Kind.WELCOME else State.CLOSED
-        else:
-            self._refuse(f"{kind.name} from the {sender} during the handshake", received)
-
-    def _sent_or_got_hello(self, received: bool) -> bool:
-        return self._got_hello if received else self._sent_hello
-
-    def _mark_hello(self, received: bool) -> None:
-        if received:
-            self._got_hello = True
-        else:
-            self._sent_hello = True
-
-    def _hello_done(self) -> bool:
-        return self._got_hello or self._sent_hello
-
-    def _refuse(self, problem: str, received: bool) -> None:
-        if received:
-            raise self._fail(self._problem(problem))
-        raise ProtocolError(PROTOCOL, problem)
+        after = TURNS.get((self.step, sender, kind))
+        if after is None:
+            if self.step is Step.CLOSED:
+                problem = f"{kind.name} after the connection closed"
+            else:
+                problem = (
+                    f"the {sender} may not send {kind.name} while {self.state.value} "
+                    f"({self.step.value})"
+                )
+            if received:
+                raise self._fail(self._problem(problem))
+            raise ProtocolError(PROTOCOL, problem)
+        if kind is Kind.WELCOME:
+            self.version = message.version  # type: ignore[attr-defined]
+        self.step = after if isinstance(after, Step) else after(message)
 
     def _problem(self, problem: str) -> ProtocolError:
         return ProtocolError(PROTOCOL, problem)
 
     def _fail(self, error: ProtocolError) -> ProtocolError:
         self._error = error
-        self.state = State.CLOSED
+        self.step = Step.CLOSED
         return error
 
 
-def encode(frame: Frame, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> bytes:
+def encode(
+    frame: Frame, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, version: int | None = None
+) -> bytes:
     """The bytes of ``frame`` whatever the connection's state: for a last ``FAILURE`` after
-    the peer broke the protocol (``NativeCodec.send`` would refuse it then)."""
+    the peer broke the protocol (``NativeCodec.send`` would refuse it then). A struct is sent
+    with the fields its ``version`` has (``messages.ADDED_IN``): by default a ``WELCOME``'s
+    own version, else the newest."""
     if not isinstance(frame.message, PAYLOADS[frame.kind]):
         raise ProtocolError(PROTOCOL, f"a {frame.kind.name} frame cannot carry that message")
     if not 0 <= frame.correlation < 2**32:
         raise ProtocolError(PROTOCOL, f"correlation id {frame.correlation} is not a u32")
-    payload = _ENCODER.encode(frame.message)
+    payload = _ENCODER.encode(_in_version(frame.message, _version_of(frame.message, version)))
     length = HEADER_SIZE - 4 + len(payload)
     if length > max_frame_bytes:
         raise ProtocolError(
             PROTOCOL, f"frame of {length} bytes exceeds the limit of {max_frame_bytes}"
         )
     return HEADER.pack(length, frame.kind, frame.correlation) + payload
+
+
+# -- fields per version -------------------------------------------------------------------
+
+
+def _version_of(message: msgspec.Struct, version: int | None) -> int:
+    """The version ``message`` goes in on a connection of ``version`` (None: not agreed yet):
+    a WELCOME's own, the one it chooses."""
+    if isinstance(message, m.Welcome):
+        return message.version
+    return max(VERSIONS) if version is None else version
+
+
+class _Added(NamedTuple):
+    version: int
+    name: str
+    position: int
+    default: Any
+
+
+def _added_fields(cls: type[msgspec.Struct], added: dict[str, int]) -> list[_Added]:
+    """The fields of ``cls`` added after version 1, checked to be trailing, in version order,
+    with defaults: what makes trimming them off the array correct."""
+    fields = msgspec.structs.fields(cls)
+    found: list[_Added] = []
+    for position, field in enumerate(fields):
+        if field.name not in added:
+            assert not found, f"{cls.__name__}.{field.name} follows an added field"
+            continue
+        assert found == [] or found[-1].version <= added[field.name], cls.__name__
+        default = field.default_factory() if field.default is msgspec.NODEFAULT else field.default
+        assert default is not msgspec.NODEFAULT, f"{cls.__name__}.{field.name} needs a default"
+        found.append(_Added(added[field.name], field.name, position, default))
+    return found
+
+
+_ADDED: Final[dict[type[msgspec.Struct], list[_Added]]] = {
+    cls: _added_fields(cls, added) for cls, added in m.ADDED_IN.items()
+}
+
+
+def _in_version(message: msgspec.Struct, version: int) -> msgspec.Struct | tuple[Any, ...]:
+    """``message`` as ``version`` has it: the struct, or the array of its fields without those
+    added later (which must hold their defaults: dropping a value would change the meaning)."""
+    if version >= _NEWEST_FIELD:
+        return message
+    added = _ADDED.get(type(message))
+    if added is None or added[-1].version <= version:
+        return message
+    check_version(message, version)
+    keep = next(a.position for a in added if a.version > version)
+    fields = msgspec.structs.astuple(message)[:keep]
+    tag = message.__struct_config__.tag  # a tagged struct's array starts with its tag
+    return fields if tag is None else (tag, *fields)
+
+
+def check_version(message: msgspec.Struct, version: int) -> None:
+    """Raise ``ProtocolError`` if ``message`` carries a value in a field ``version`` lacks
+    (a field left at its default is as good as absent)."""
+    if version >= _NEWEST_FIELD:
+        return
+    for added in _ADDED.get(type(message), ()):
+        if added.version > version and getattr(message, added.name) != added.default:
+            raise ProtocolError(
+                PROTOCOL,
+                f"{type(message).__name__}.{added.name} needs protocol version "
+                f"{added.version}; the connection speaks {version}",
+            )
 
 
 def negotiate(hello: m.Hello) -> int | None:

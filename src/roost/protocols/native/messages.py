@@ -33,12 +33,41 @@ class Hello(_Msg):
 
 
 class Welcome(_Msg):
-    """Server -> client: the version chosen and the limits the server enforces."""
+    """Server -> client: the version chosen and the limits the server enforces; from version
+    4, whether the client must authenticate before its first request, and how it may."""
 
     version: int
     server: str
     max_frame_bytes: int
     heartbeat_ms: int
+    auth_required: bool = False
+    mechanisms: list[str] = msgspec.field(default_factory=list)
+
+
+class Auth(_Msg):
+    """Client -> server (version 4): one step of authenticating with ``mechanism`` (one the
+    ``WELCOME`` offered, the same in every step of one exchange). ``data`` is the mechanism's
+    own message, opaque to the codec: a SCRAM client-first or client-final message (RFC
+    5802), an API token, or nothing for ``EXTERNAL``."""
+
+    mechanism: str
+    data: bytes = b""
+
+
+class AuthChallenge(_Msg):
+    """Server -> client (version 4): the mechanism's next message (a SCRAM server-first);
+    the client answers it with another ``AUTH``."""
+
+    data: bytes
+
+
+class AuthOk(_Msg):
+    """Server -> client (version 4): authenticated as ``principal``; requests may follow.
+    ``data`` is the mechanism's last word (a SCRAM server-final message, which proves the
+    server knows the user's keys: the client checks it before trusting the connection)."""
+
+    principal: str
+    data: bytes = b""
 
 
 class Failure(_Msg):
@@ -501,3 +530,16 @@ class Credit(_Msg):
 
 class Empty(_Msg):
     """The payload of frames that carry nothing (heartbeats, goodbye)."""
+
+
+# -- versions ----------------------------------------------------------------------------
+
+#: Fields added to a struct after version 1, and the version that added each: the wire spec
+#: of every version, as data. Added fields are always trailing and have defaults, so a newer
+#: peer decodes an older one's shorter array; the codec sends a struct with only the fields
+#: of the connection's version (an older peer refuses an array longer than it knows: the
+#: structs forbid unknown fields), and refuses to send or take a value the version lacks.
+ADDED_IN: dict[type[_Msg], dict[str, int]] = {
+    Ack: {"answer": 3},
+    Welcome: {"auth_required": 4, "mechanisms": 4},
+}
