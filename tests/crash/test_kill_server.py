@@ -51,7 +51,7 @@ import pytest
 import roost
 from roost.client.api import Client
 from roost.client.network import NetworkBackend
-from roost.errors import ConnectionLost, StorageClosed
+from roost.errors import ConnectionClosed, ConnectionLost, StorageClosed
 from tests.crash.queue_child import message_id, payload
 from tests.e2e.test_serve import Server
 
@@ -71,7 +71,7 @@ VISIBILITY_TIMEOUT_S = 600.0
 ROUND_TIMEOUT_S = 20.0
 DRAIN_TIMEOUT_S = 30.0
 #: What a publisher sees when the server dies under it.
-LOST = (StorageClosed, ConnectionLost, ConnectionError)
+LOST = (ConnectionClosed, StorageClosed, ConnectionLost, ConnectionError)
 
 
 class Running:
@@ -386,7 +386,7 @@ def test_a_client_whose_server_died_closes_cleanly(tmp_path: Path) -> None:
         waiting = asyncio.create_task(broker.receive("q", wait=10))
         await broker.list_topics()  # answered after the receive was read: the receive waits
         server.kill()
-        with pytest.raises(StorageClosed):
+        with pytest.raises(ConnectionClosed):
             await waiting
         await broker.aclose()
 

@@ -14,10 +14,10 @@ import roost
 from roost import Outgoing
 from roost.clock import ManualClock
 from roost.errors import (
+    ConnectionClosed,
     InvalidRequest,
     LeaseExpired,
     ProtocolError,
-    StorageClosed,
     UnknownSubscription,
     UnknownTopic,
 )
@@ -252,7 +252,7 @@ def test_without_reconnect_a_lost_connection_ends_the_iteration_with_an_error(
                 await asyncio.sleep(0)  # the subscriber is waiting for a push
                 assert server.stop() == 0, "a waiting consumer does not hold a shutdown up"
                 assert b"Traceback" not in server.stderr
-                with pytest.raises(StorageClosed):
+                with pytest.raises(ConnectionClosed):
                     await asyncio.wait_for(waiting, 30)
 
     asyncio.run(body())

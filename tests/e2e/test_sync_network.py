@@ -16,9 +16,9 @@ import roost
 from roost import Outgoing, sync
 from roost.client.reconnect import ReconnectingBackend
 from roost.errors import (
+    ConnectionClosed,
     LeaseExpired,
     RecordTooLarge,
-    StorageClosed,
     UnknownSubscription,
     UnknownTopic,
 )
@@ -246,13 +246,13 @@ def test_close_stops_the_thread_and_ends_waiting_calls(server: Server) -> None:
     thread.join(timeout=10)
     assert not thread.is_alive(), "a call waiting when the client closed must not hang"
     assert len(waiter) == 1
-    assert isinstance(waiter[0], StorageClosed)
+    assert isinstance(waiter[0], ConnectionClosed)
     assert roost_threads() == before, "no thread left behind"
 
     broker.close()  # twice: nothing happens
-    with pytest.raises(StorageClosed):
+    with pytest.raises(ConnectionClosed):
         broker.list_topics()
-    with pytest.raises(StorageClosed):
+    with pytest.raises(ConnectionClosed):
         next(consuming)
 
 
@@ -278,10 +278,10 @@ def test_a_closed_client_does_not_reconnect_for_its_waiting_calls(server: Server
         while not (backend._current and backend._current._pending):
             await asyncio.sleep(0)  # until the receive is on the wire, waiting
         await broker.aclose()
-        with pytest.raises(StorageClosed):
+        with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(polling, 5)
         assert backend.reconnects == 0
-        with pytest.raises(StorageClosed):
+        with pytest.raises(ConnectionClosed):
             await broker.list_topics()
 
     asyncio.run(body())

@@ -20,7 +20,7 @@ import uvloop
 import roost
 from roost import Outgoing, sync
 from roost.client.reconnect import ReconnectingBackend
-from roost.errors import NotAuthenticated, StorageClosed
+from roost.errors import ConnectionClosed, NotAuthenticated
 from roost.server.host import Host
 from roost.server.native_server import NativeListener, close_native, serve_native
 from roost.server.serve import Settings
@@ -153,7 +153,7 @@ def test_plaintext_on_the_tls_port_fails_cleanly_and_the_broker_serves_on(
 ) -> None:
     async def body() -> None:
         async with tls_broker(tmp_path, pki) as broker:
-            with pytest.raises((StorageClosed, ConnectionError)):
+            with pytest.raises((ConnectionClosed, ConnectionError)):
                 await roost.connect(f"roost://127.0.0.1:{broker.port}", reconnect=False)
             reader, writer = await asyncio.open_connection("127.0.0.1", broker.port)
             writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")

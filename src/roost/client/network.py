@@ -29,7 +29,7 @@ from roost.client.api import Client, Opening
 from roost.client.credentials import ClientAuthentication, Credentials
 from roost.client.subscriber import PushStream
 from roost.client.tls import SCHEMES, client_tls
-from roost.errors import ERRORS_BY_CODE, ProtocolError, RoostError, StorageClosed
+from roost.errors import ConnectionClosed, ProtocolError, RoostError, error_from
 from roost.protocols.native import messages as m
 from roost.protocols.native.codec import VERSIONS, Frame, Kind, NativeCodec, State
 from roost.server.framed import FramedStream, open_framed
@@ -38,13 +38,9 @@ DEFAULT_PORT = 7420
 
 
 def error_from_wire(failure: m.Failure) -> RoostError:
-    """The Roost error a ``FAILURE`` frame names, carrying the server's sentence."""
-    cls = ERRORS_BY_CODE.get(failure.code, RoostError)
-    error = cls.__new__(cls)
-    Exception.__init__(error, failure.message)
-    if failure.code not in ERRORS_BY_CODE:
-        error.code = failure.code
-    return error
+    """The Roost error a ``FAILURE`` frame names, with the server's sentence and details: the
+    same class and attributes as the error raised in the broker (``e.topic`` works)."""
+    return error_from(failure.code, failure.message, failure.details)
 
 
 class Pushed:
@@ -101,10 +97,10 @@ class Pushed:
             # Answered after the last push of this subscribe: everything pushed is here then.
             # (A version-1 server has no Unsubscribe: its pushes end with the connection, and
             # what it pushes meanwhile comes back when the leases run out.)
-            with contextlib.suppress(StorageClosed, ConnectionError):
+            with contextlib.suppress(ConnectionClosed, ConnectionError):
                 await self._backend.call(m.Unsubscribe(self._correlation))
         self._backend.forget(self._correlation)
-        self._error = StorageClosed("the subscription")
+        self._error = ConnectionClosed("the subscription")
         self._arrived.set()  # a task waiting in next_batch learns it is over
         unhanded = [delivery for batch in self._batches for delivery in batch]
         self._batches.clear()
@@ -148,7 +144,7 @@ class NetworkBackend:
             stream.close()
             with contextlib.suppress(Exception):
                 await stream.wait_closed()
-            if ssl is not None and isinstance(e, StorageClosed):
+            if ssl is not None and isinstance(e, ConnectionClosed):
                 raise _tls_refusal(stream) from e
             raise
         backend._reading = asyncio.create_task(backend._read_loop(), name="roost-client-reader")
@@ -187,17 +183,17 @@ class NetworkBackend:
     async def _next_frame(self) -> Frame:
         frame = await self._stream.next_frame()
         if frame is None:
-            raise StorageClosed("the connection to the broker")
+            raise ConnectionClosed("the connection to the broker")
         return frame
 
     async def _read_loop(self) -> None:
         try:
             await self._stream.dispatch(self._on_frame)
-            raise StorageClosed("the connection to the broker")
-        except (ProtocolError, StorageClosed, ConnectionError) as e:
+            raise ConnectionClosed("the connection to the broker")
+        except (ProtocolError, ConnectionClosed, ConnectionError) as e:
             self._fail_all(e)
         except asyncio.CancelledError:
-            self._fail_all(StorageClosed("the connection to the broker"))
+            self._fail_all(ConnectionClosed("the connection to the broker"))
             raise
 
     def _on_frame(self, frame: Frame) -> bool:
@@ -239,9 +235,16 @@ class NetworkBackend:
     async def call(self, request: m.Request) -> m.Response:
         return await self._request(next(self._ids), request)
 
+    @property
+    def _gone(self) -> bool:
+        """Closed, or about to learn it: the codec saw the broker hang up before the reader
+        task ran (a request then would fail in the codec as a protocol error, not as what it
+        is: a closed connection)."""
+        return self._closed is not None or self._codec.state is State.CLOSED
+
     async def _request(self, correlation: int, request: m.Request) -> m.Response:
-        if self._closed is not None:
-            raise StorageClosed("the connection to the broker") from self._closed
+        if self._gone:
+            raise ConnectionClosed("the connection to the broker") from self._closed
         future: asyncio.Future[m.Response] = asyncio.get_running_loop().create_future()
         self._pending[correlation] = future
         self.send(Frame(Kind.REQUEST, correlation, request))
@@ -249,8 +252,8 @@ class NetworkBackend:
         return await future
 
     def tell(self, request: m.Ack) -> None:
-        if self._closed is not None:
-            raise StorageClosed("the connection to the broker") from self._closed
+        if self._gone:
+            raise ConnectionClosed("the connection to the broker") from self._closed
         frame = Frame(Kind.REQUEST, next(self._ids), request)
         self.send_later(lambda: frame)
 

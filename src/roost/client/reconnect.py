@@ -10,7 +10,7 @@ happened.
 A reconnect authenticates again with the same credentials; if the broker refuses them
 (``NotAuthenticated``: the password changed, the token was revoked), that is raised at once,
 never retried. Once closed, the backend never reconnects: a call waiting on the connection
-``aclose`` breaks gets ``StorageClosed`` rather than a retry on a fresh connection nobody
+``aclose`` breaks gets ``ConnectionClosed`` rather than a retry on a fresh connection nobody
 would close.
 """
 
@@ -26,7 +26,7 @@ import msgspec
 from roost.client.credentials import Credentials
 from roost.client.network import NetworkBackend
 from roost.client.subscriber import PushStream
-from roost.errors import ConnectionLost, StorageClosed
+from roost.errors import ConnectionClosed, ConnectionLost, StorageClosed
 from roost.protocols.native import messages as m
 from roost.protocols.native.codec import VERSIONS
 
@@ -44,6 +44,11 @@ def safe_to_retry(request: m.Request) -> bool:
     if isinstance(request, m.Publish):
         return request.producer_id is not None
     return isinstance(request, SAFE_TO_RETRY)
+
+
+#: What says a connection is gone and a new one may do: the client's own view of it, or the
+#: operating system's.
+BROKEN = (ConnectionClosed, ConnectionError, OSError)
 
 
 class ReconnectingBackend:
@@ -87,13 +92,13 @@ class ReconnectingBackend:
             connection = await self._connection()
             try:
                 return await connection.call(request)
-            except (StorageClosed, ConnectionError, OSError) as e:
+            except (*BROKEN, StorageClosed) as e:
                 if self._current is connection:
                     self._current = None
                 with contextlib.suppress(Exception):
                     await connection.aclose()
                 if self._closed:
-                    raise StorageClosed("the client") from e
+                    raise ConnectionClosed("the client") from e
                 if not safe_to_retry(request):
                     raise ConnectionLost(type(request).__name__) from e
 
@@ -121,7 +126,7 @@ class ReconnectingBackend:
             connection = await self._connection()
             try:
                 return await connection.subscribe(request)
-            except (StorageClosed, ConnectionError, OSError):
+            except (*BROKEN, StorageClosed):
                 if self._current is connection:
                     self._current = None
                 with contextlib.suppress(Exception):
@@ -137,7 +142,7 @@ class ReconnectingBackend:
     async def _connection(self) -> NetworkBackend:
         async with self._connecting:
             if self._closed:
-                raise StorageClosed("the client")
+                raise ConnectionClosed("the client")
             if self._current is not None and self._current.alive:
                 return self._current
             if self._current is not None:
@@ -152,9 +157,9 @@ class ReconnectingBackend:
                     connection = await NetworkBackend.connect(
                         self._host, self._port, self._credentials, ssl=self._ssl
                     )
-                except (OSError, StorageClosed) as e:
+                except (*BROKEN, StorageClosed) as e:  # a broker still shutting down, say
                     if self._closed:
-                        raise StorageClosed("the client") from e
+                        raise ConnectionClosed("the client") from e
                     if loop.time() + backoff > give_up:
                         raise ConnectionLost(f"reconnecting to {self._host}:{self._port}") from e
                     await asyncio.sleep(backoff * (0.5 + random.random()))
@@ -162,7 +167,7 @@ class ReconnectingBackend:
                     continue
                 if self._closed:  # closed while connecting: this one would never be closed
                     await connection.aclose()
-                    raise StorageClosed("the client")
+                    raise ConnectionClosed("the client")
                 self._current = connection
                 self.reconnects += 1
                 return connection

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from roost.client.closing import ClosedOnExit
 from roost.core.model import Message
-from roost.errors import ConnectionLost, LeaseExpired, RoostError, StorageClosed
+from roost.errors import ConnectionClosed, ConnectionLost, LeaseExpired, RoostError, StorageClosed
 from roost.protocols.native import messages as m
 from roost.receipt import Receipt
 
@@ -39,7 +39,7 @@ LONG_POLL_MS = 20_000
 #: Messages one long poll of a ``PollingStream`` asks for at most (as a push frame holds).
 POLL_BATCH = 256
 #: Errors that mean the connection, not the subscription, went away.
-CONNECTION_ERRORS = (StorageClosed, ConnectionLost, ConnectionError)
+CONNECTION_ERRORS = (ConnectionClosed, StorageClosed, ConnectionLost, ConnectionError)
 
 
 def message_from_wire(topic: str, wire: m.Delivered) -> Message:
@@ -95,7 +95,7 @@ class PollingStream:
                 await self._granted.wait()
             if self._closed or self._stopping():
                 # A closing broker answers long polls at once, empty: asking again would spin.
-                raise StorageClosed("the subscription")
+                raise ConnectionClosed("the subscription")
             count = min(self._credit, POLL_BATCH)
             wire = await self._call(m.Receive(self._topic, self._subscription, count, LONG_POLL_MS))
             assert isinstance(wire, m.Messages)

@@ -15,7 +15,7 @@ is a plain iterator; ``producer`` gives a batching, idempotent producer whose ``
 One ``SyncBroker`` may be shared by threads (a WSGI server's workers): each call is handed to
 its loop, where calls from several threads run at once (over the network they are pipelined on
 one connection) and each thread waits for its own answer. ``close`` ends the calls still
-waiting with ``StorageClosed`` and stops the thread; closing twice does nothing.
+waiting with ``ConnectionClosed`` and stops the thread; closing twice does nothing.
 """
 
 from __future__ import annotations
@@ -35,13 +35,13 @@ from roost.client.network import DEFAULT_PORT
 from roost.client.network import connect as connect_network
 from roost.client.producer import Producer
 from roost.client.subscriber import Delivery
-from roost.errors import StorageClosed
+from roost.errors import ConnectionClosed
 
 
 class _Bridge:
     """An event loop in a daemon thread, and a way to run coroutines on it and wait.
 
-    Once ``stop`` has begun, ``run`` raises ``StorageClosed``, and so does every call still
+    Once ``stop`` has begun, ``run`` raises ``ConnectionClosed``, and so does every call still
     waiting on the loop when it stops: no thread is left blocked on a loop that is gone.
     """
 
@@ -59,13 +59,13 @@ class _Bridge:
             if self.closed:
                 if inspect.iscoroutine(coroutine):
                     coroutine.close()  # never started: no "never awaited" warning
-                raise StorageClosed("the blocking client")
+                raise ConnectionClosed("the blocking client")
             future = asyncio.run_coroutine_threadsafe(_await(coroutine), self.loop)
         try:
             return future.result()
         except concurrent.futures.CancelledError:
             if self.closed:
-                raise StorageClosed("the blocking client") from None
+                raise ConnectionClosed("the blocking client") from None
             raise
 
     def stop(self, last: Callable[[], Awaitable[None]]) -> None:
@@ -184,7 +184,7 @@ class SyncBroker(_ClosedOnExit):
 
     def close(self) -> None:
         """Close the client, then stop its thread. Calls still waiting in other threads
-        raise ``StorageClosed``, as does any call made after; closing twice does nothing."""
+        raise ``ConnectionClosed``, as does any call made after; closing twice does nothing."""
         self._bridge.stop(self._target.aclose)
 
 

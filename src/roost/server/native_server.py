@@ -48,6 +48,8 @@ from roost.server.native_session import (
 from roost.server.tls import peer_principal
 
 log = logging.getLogger("roost.native")
+#: The protocol version from which a ``Failure`` carries the error's details.
+DETAILS_VERSION = m.ADDED_IN[m.Failure]["details"]
 #: How long a shutdown waits for requests in flight (a publish's fsync) before closing.
 SHUTDOWN_GRACE_S = 5.0
 #: Still answered while a shutdown finishes a connection: they settle what it was handed
@@ -217,7 +219,7 @@ class NativeConnection:
         try:
             response = await work()
         except Exception as e:
-            await self._reply(_failure(correlation, request, e))
+            await self._reply(_failure(correlation, request, e, self._codec.version))
             return
         try:
             await self._reply(Frame(Kind.RESPONSE, correlation, response))
@@ -238,7 +240,7 @@ class NativeConnection:
                 return
             published = self.door.confirmed_now(outcome, {request.topic})
         except Exception as e:
-            self._send(_failure(correlation, request, e))
+            self._send(_failure(correlation, request, e, self._codec.version))
             return
         if published is None:  # appended: what is left is its fsync round, nothing to overtake
             work = functools.partial(confirm, self.door, outcome, request.topic)
@@ -295,7 +297,7 @@ class NativeConnection:
                 messages = self.door.lease(push.topic, push.subscription, allowed)
             except RoostError as e:
                 self._stop_pushing(push)
-                failure = m.Failure(e.code, str(e), e.retriable)
+                failure = failure_of(e, self._codec.version)
                 self._send_quietly(Frame(Kind.FAILURE, push.correlation, failure))
                 return
             except Exception as e:
@@ -320,11 +322,18 @@ class NativeConnection:
             self._stream.write(encode(frame))
 
 
-def _failure(correlation: int, request: m.Request, error: Exception) -> Frame:
+def failure_of(error: RoostError, version: int | None) -> m.Failure:
+    """A Roost error as a ``Failure``, with its details where the connection's version has
+    them (4 on), so the client's error has the server's attributes."""
+    details = error.details() if (version or 0) >= DETAILS_VERSION else {}
+    return m.Failure(error.code, str(error), error.retriable, details)
+
+
+def _failure(correlation: int, request: m.Request, error: Exception, version: int | None) -> Frame:
     """The ``FAILURE`` answering ``request``: a Roost error's stable code, or ``internal`` for
     anything else (a bug, logged)."""
     if isinstance(error, RoostError):
-        return Frame(Kind.FAILURE, correlation, m.Failure(error.code, str(error), error.retriable))
+        return Frame(Kind.FAILURE, correlation, failure_of(error, version))
     log.error("request %s failed", type(request).__name__, exc_info=error)
     return Frame(Kind.FAILURE, correlation, m.Failure("internal", repr(error)))
 

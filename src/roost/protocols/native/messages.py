@@ -10,6 +10,8 @@ contract: never renumber, only add. Times are milliseconds and sizes bytes, as i
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 from msgspec import UNSET, UnsetType
 
@@ -70,12 +72,16 @@ class AuthOk(_Msg):
     data: bytes = b""
 
 
-class Failure(_Msg):
-    """Any error: a stable code from roost.errors, a sentence, whether a retry may work."""
+class Failure(_Msg, omit_defaults=True):
+    """Any error: a stable code from roost.errors, a sentence, whether a retry may work, and
+    (version 4) the data the error carries (``RoostError.details``: the topic, the limit...),
+    so the client raises the same error with the same attributes. Empty details are not sent
+    at all (trailing defaults are omitted), so a version-1 to 3 peer decodes every failure."""
 
     code: str
     message: str
     retriable: bool = False
+    details: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 # -- records -----------------------------------------------------------------------------
@@ -542,4 +548,5 @@ class Empty(_Msg):
 ADDED_IN: dict[type[_Msg], dict[str, int]] = {
     Ack: {"answer": 3},
     Welcome: {"auth_required": 4, "mechanisms": 4},
+    Failure: {"details": 4},
 }
