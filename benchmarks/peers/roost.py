@@ -17,6 +17,11 @@ broker serves TLS only, with a self-signed certificate for 127.0.0.1 that ``star
 with the ``openssl`` command in ``$BENCH_RUNDIR/roost-tls/`` (ECDSA P-256, as the TLS peers
 are usually measured), and the adapter connects to ``roosts://`` trusting that certificate.
 
+Users: with ``BENCH_ROOST_AUTH=1`` likewise, ``start`` puts a user ``bench`` in the data
+directory before serving (grants on every topic and group by pattern, not ``admin``, so each
+command takes the door's per-resource checks), and the adapter logs in as it with SCRAM-SHA-256
+(its password is ``BENCH_ROOST_PASSWORD``, default ``bench-password``).
+
 Mapping (durability ``always`` everywhere: a publish is confirmed after its batch is fsync'd):
   queue  = ``create_queue(dest)``: a topic plus one `queue` subscription of the same name;
            consumed messages are deleted. No dead-lettering (``max_deliveries=None``).
@@ -57,6 +62,9 @@ from bench.common import Adapter as Base
 
 PORT = int(os.environ.get("BENCH_ROOST_PORT", "37420"))
 TLS = os.environ.get("BENCH_ROOST_TLS", "") not in ("", "0")
+AUTH = os.environ.get("BENCH_ROOST_AUTH", "") not in ("", "0")
+USER = "bench"
+PASSWORD = os.environ.get("BENCH_ROOST_PASSWORD", "bench-password")
 URL = f"{'roosts' if TLS else 'roost'}://{HOST}:{PORT}"
 #: Long-poll of one receive / fetch; the harness stops us when it has seen everything.
 WAIT_S = 1.0
@@ -85,7 +93,8 @@ class Adapter(Base):
             client=f"roost {roost.__version__} native protocol (roost.connect), "
             f"msgspec {msgspec.__version__}",
             settings=(
-                f"roost serve{' over TLS' if TLS else ''}, durability {self.durability} "
+                f"roost serve{' over TLS' if TLS else ''}"
+                f"{', SCRAM-authenticated user' if AUTH else ''}, durability {self.durability} "
                 + (
                     "(confirm after fsync, group commit); "
                     if self.durability == "always"
@@ -103,7 +112,8 @@ class Adapter(Base):
         import roost
 
         ca_file = _tls_files()[0] if TLS else None
-        self.client = await roost.connect(URL, reconnect=False, ca_file=ca_file)
+        credentials = {"username": USER, "password": PASSWORD} if AUTH else {}
+        self.client = await roost.connect(URL, reconnect=False, ca_file=ca_file, **credentials)
 
     async def close(self) -> None:
         if self.client is not None:
@@ -205,6 +215,8 @@ def start() -> int:
         cert_file, key_file = _tls_files()
         _make_certificate(cert_file, key_file)
         argv += ["--tls-cert-file", cert_file, "--tls-key-file", key_file]
+    if AUTH:
+        _add_user(data)
     with open(log_path, "ab") as log:
         start_at = log.tell()
         p = subprocess.Popen(
@@ -223,6 +235,24 @@ def start() -> int:
             raise SystemExit(f"roost serve exited with {p.returncode}; see {log_path}")
         time.sleep(0.1)
     raise SystemExit(f"roost serve did not say it was listening in 30 s; see {log_path}")
+
+
+def _add_user(data: str) -> None:
+    """The user ``bench`` in the data directory (once), with grants by pattern."""
+    from roost.clock import SystemClock
+    from roost.server.access import Grant
+    from roost.server.identities import Identities
+    from roost.storage.engine import open_metadata
+
+    with open_metadata(data, create=True) as store:
+        identities = Identities(store, SystemClock())
+        if USER in [user.name for user in identities.list_users()]:
+            return
+        identities.add_user(USER, PASSWORD)
+        for operation in ("publish", "consume", "manage"):
+            identities.grant(USER, Grant(operation, "topic", "#"))
+        for operation in ("consume", "manage"):
+            identities.grant(USER, Grant(operation, "group", "#"))
 
 
 def _tls_files() -> tuple[str, str]:

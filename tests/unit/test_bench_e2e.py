@@ -32,23 +32,27 @@ def test_bench_e2e_json(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == [], "the bench cleans up after itself"
 
 
-def test_bench_e2e_tls_beside_plain(tmp_path: Path) -> None:
+def test_bench_e2e_auth_and_tls_beside_plain(tmp_path: Path) -> None:
     result = CliRunner().invoke(
-        main, ["bench", "e2e", "--json", "--tls", "--rounds", "2", "--messages", "300",
-               "--batch", "20", "--dir", str(tmp_path)],
+        main, ["bench", "e2e", "--json", "--tls", "--auth", "--rounds", "2", "--messages",
+               "300", "--batch", "20", "--dir", str(tmp_path)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     figures = json.loads(result.stdout)
     assert figures.keys() >= FIELDS, "the plain run's figures, as without --tls"
-    assert figures["tls"].keys() >= FIELDS
-    assert all(figures["tls"][name] > 0 for name in FIELDS), figures["tls"]
-    assert figures["tls_msgs_per_s"] == figures["tls"]["msgs_per_s"]
-    assert figures["tls_vs_plain_msgs_ratio"] == round(
-        figures["tls"]["msgs_per_s"] / figures["msgs_per_s"], 3
-    )
-    assert figures["tls_vs_plain_replay_ratio"] > 0
+    for variant in ("auth", "tls"):
+        assert figures[variant].keys() >= FIELDS
+        assert all(figures[variant][name] > 0 for name in FIELDS), figures[variant]
+        assert figures[f"{variant}_msgs_per_s"] == figures[variant]["msgs_per_s"]
+        assert figures[f"{variant}_vs_plain_msgs_ratio"] == round(
+            figures[variant]["msgs_per_s"] / figures["msgs_per_s"], 3
+        )
+        assert figures[f"{variant}_vs_plain_replay_ratio"] > 0
+    assert figures["settings"]["variants"] == {
+        "plain": "plain", "auth": "SCRAM users", "tls": "SCRAM users, TLS"
+    }  # fmt: skip
     assert figures["settings"]["rounds"] == 2, "medians of two runs of each"
-    assert list(tmp_path.iterdir()) == [], "both brokers' directories (and certificates) gone"
+    assert list(tmp_path.iterdir()) == [], "every broker's directory (and certificates) gone"
 
 
 def test_bench_e2e_tls_measures_brokers_of_its_own() -> None:

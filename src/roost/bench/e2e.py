@@ -35,12 +35,16 @@ per record it reads the sequence number, as a handler would):
 
 Each figure is the median of ``rounds`` runs (``--rounds``), each against a fresh broker.
 
-With ``tls`` (``--tls``) each round runs the same workload twice, plain and against a
-``roost serve`` that speaks TLS only, in turn first (a certificate for 127.0.0.1 from a CA
-made for the run with trustme; every client checks it, as ``roosts://`` does). The TLS
-figures are under ``tls``, and beside the plain ones:
-  tls_msgs_per_s, tls_replay_msgs_per_s, tls_broker_cpu_us_per_msg   as above, over TLS
-  tls_vs_plain_msgs_ratio, tls_vs_plain_replay_ratio                  TLS / plain
+Variants, each measured beside the plain run of the same round (rounds rotate their order):
+- ``--auth``: the broker holds a user whose grants are on names (``topic:#``, ``group:#``),
+  not ``admin``, so every command takes the door's per-resource checks; every client logs
+  in with SCRAM-SHA-256. Figures under ``auth``.
+- ``--tls``: a ``roost serve`` that speaks TLS only (a certificate for 127.0.0.1 from a CA
+  made for the run with trustme; every client checks it, as ``roosts://`` does), with the
+  SCRAM user too under ``--auth``. Figures under ``tls``.
+Beside the plain figures, for each variant V:
+  V_msgs_per_s, V_replay_msgs_per_s, V_broker_cpu_us_per_msg    as above, for V
+  V_vs_plain_msgs_ratio, V_vs_plain_replay_ratio                 V / plain
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import signal
 import statistics
@@ -89,25 +94,64 @@ def _percentile(ordered: list[int], p: float) -> float:
     return ordered[index] / 1e6
 
 
+#: The user a ``--auth`` run's clients log in as (SCRAM-SHA-256); its password travels to the
+#: client processes in this environment variable, never on a command line.
+BENCH_USER = "bench"
+PASSWORD_VARIABLE = "ROOST_BENCH_PASSWORD"
+
+
 @dataclass(frozen=True)
 class Target:
-    """The broker measured: its URL, and the CA its certificate is checked against
-    (``roosts://`` only)."""
+    """The broker measured: its URL, the CA its certificate is checked against (``roosts://``
+    only), and the user to log in as (None: the broker asks for nobody)."""
 
     url: str
     ca_file: str | None = None
+    user: str | None = None
 
     def connect(self) -> Any:
         import roost
 
-        return roost.connect(self.url, reconnect=False, ca_file=self.ca_file)
+        password = os.environ.get(PASSWORD_VARIABLE) if self.user else None
+        return roost.connect(
+            self.url, reconnect=False, ca_file=self.ca_file, username=self.user, password=password
+        )
 
     def argv(self) -> list[str]:
-        return [self.url, self.ca_file or "-"]
+        return [self.url, self.ca_file or "-", self.user or "-"]
 
     @classmethod
-    def from_argv(cls, url: str, ca_file: str) -> Target:
-        return cls(url, None if ca_file == "-" else ca_file)
+    def from_argv(cls, url: str, ca_file: str, user: str) -> Target:
+        return cls(url, None if ca_file == "-" else ca_file, None if user == "-" else user)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way of serving the same workload: its name in the figures (``""``: the plain
+    baseline), over TLS or not, with SCRAM-authenticated clients or not."""
+
+    name: str
+    tls: bool = False
+    auth: bool = False
+
+    @property
+    def described(self) -> str:
+        parts = (["SCRAM users"] if self.auth else []) + (["TLS"] if self.tls else [])
+        return f" ({', '.join(parts)})" if parts else ""
+
+
+PLAIN = Variant("")
+
+
+def variants(tls: bool, auth: bool) -> list[Variant]:
+    """The plain baseline first, then: ``auth`` (SCRAM users, no TLS); ``tls`` (TLS, with
+    SCRAM users too under ``auth``: what a deployment runs)."""
+    found = [PLAIN]
+    if auth:
+        found.append(Variant("auth", auth=True))
+    if tls:
+        found.append(Variant("tls", tls=True, auth=auth))
+    return found
 
 
 # -- the two client processes -----------------------------------------------------------
@@ -220,8 +264,8 @@ async def _ready() -> None:
 
 
 def _client_main(argv: list[str]) -> None:
-    role, url, ca_file, queue, messages, batch, window = argv
-    target = Target.from_argv(url, ca_file)
+    role, url, ca_file, user, queue, messages, batch, window = argv
+    target = Target.from_argv(url, ca_file, user)
     if role == "producer":
         work = _produce(target, queue, int(messages), int(batch), int(window))
     elif role == "replay":
@@ -245,11 +289,15 @@ def _run(coroutine: Any) -> Any:
 
 class _Server:
     """A ``roost serve`` on port 0 with a fresh data directory under ``directory``; with
-    ``tls``, serving TLS only with a certificate from a CA made for it (``target.ca_file``)."""
+    ``tls``, serving TLS only with a certificate from a CA made for it (``target.ca_file``);
+    with ``auth``, holding the user ``BENCH_USER`` (made before it starts), so that every
+    connection logs in."""
 
-    def __init__(self, directory: str | None, tls: bool = False) -> None:
+    def __init__(self, directory: str | None, tls: bool = False, auth: bool = False) -> None:
         self.root = tempfile.mkdtemp(prefix="roost-e2e-", dir=directory)
         self.log_path = os.path.join(self.root, "serve.log")
+        if auth:
+            _add_bench_user(os.path.join(self.root, "data"))
         flags, ca_file = [], None
         if tls:
             cert_file, key_file, ca_file = _certificates(os.path.join(self.root, "tls"))
@@ -262,7 +310,9 @@ class _Server:
                 stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL,
             )  # fmt: skip
         address = self._wait_listening()
-        self.target = Target(f"{'roosts' if tls else 'roost'}://{address}", ca_file)
+        self.target = Target(
+            f"{'roosts' if tls else 'roost'}://{address}", ca_file, BENCH_USER if auth else None
+        )
 
     def _wait_listening(self, timeout: float = 30.0) -> str:
         deadline = time.monotonic() + timeout
@@ -286,6 +336,26 @@ class _Server:
                 self.process.kill()
                 self.process.wait()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _add_bench_user(data: str) -> None:
+    """``BENCH_USER`` in the data directory at ``data``, with a random password put in this
+    process's environment, which the client processes inherit."""
+    from roost.clock import SystemClock
+    from roost.server.access import Grant
+    from roost.server.identities import Identities
+    from roost.storage.engine import open_metadata
+
+    password = os.environ.setdefault(PASSWORD_VARIABLE, secrets.token_urlsafe(16))
+    with open_metadata(data, create=True) as store:
+        identities = Identities(store, SystemClock())
+        identities.add_user(BENCH_USER, password)
+        # Grants on names, not ``admin``: every command takes the door's per-resource checks,
+        # the path a deployment's services take.
+        for grant in [Grant(op, "topic", "#") for op in ("publish", "consume", "manage")] + [
+            Grant(op, "group", "#") for op in ("consume", "manage")
+        ]:
+            identities.grant(BENCH_USER, grant)
 
 
 def _certificates(directory: str) -> tuple[str, str, str]:
@@ -367,42 +437,45 @@ def run_e2e_bench(
     progress: Callable[[str], None] = lambda _: None,
     tls: bool = False,
     rounds: int = 1,
+    auth: bool = False,
 ) -> dict[str, Any]:
     """The figures of the module doc, the median of ``rounds`` runs (each against a fresh
-    broker); with ``tls``, each round runs plain and TLS, in turn first (a run disturbed by
-    the disk or a neighbour must not always fall on the same side of the ratio)."""
-    if tls and url is not None:
-        raise ValueError("the TLS run starts a broker of its own: it cannot measure a --url")
-    plain: list[dict[str, Any]] = []
-    over_tls: list[dict[str, Any]] = []
+    broker). With ``auth`` and ``tls``, each round also runs the variants (``variants``) and
+    the figures gain ``<variant>_msgs_per_s``, ``<variant>_vs_plain_msgs_ratio``,
+    ``<variant>_vs_plain_replay_ratio``, ``<variant>_broker_cpu_us_per_msg`` and the variant's
+    whole figures under its name. Each round runs them in a rotated order: a run disturbed by
+    the disk or a neighbour must not always fall on the same side of a ratio."""
+    served = variants(tls, auth)
+    if len(served) > 1 and url is not None:
+        raise ValueError("--tls and --auth start brokers of their own: they cannot measure a --url")
+    runs: dict[Variant, list[dict[str, Any]]] = {variant: [] for variant in served}
     for round_ in range(rounds):
-        order = [False, True] if tls else [False]
-        for with_tls in order if round_ % 2 == 0 else order[::-1]:
-            runs = over_tls if with_tls else plain
-            runs.append(
+        shift = round_ % len(served)
+        for variant in served[shift:] + served[:shift]:
+            runs[variant].append(
                 _measure(
-                    None if with_tls else url, directory, messages, batch, inflight,
-                    prefetch, timeout, progress, tls=with_tls,
+                    url if variant is PLAIN else None, directory, messages, batch, inflight,
+                    prefetch, timeout, progress, variant,
                 )
             )  # fmt: skip
-    figures = _medians(plain)
-    if not tls:
-        return figures
-    tls_figures = _medians(over_tls)
-
-    def ratio(name: str) -> float:
-        return round(float(tls_figures[name]) / float(figures[name]), 3)
-
+    figures = _medians(runs[PLAIN])
     settings = figures.pop("settings")
-    figures.update(
-        tls_msgs_per_s=tls_figures["msgs_per_s"],
-        tls_vs_plain_msgs_ratio=ratio("msgs_per_s"),
-        tls_broker_cpu_us_per_msg=tls_figures["broker_cpu_us_per_msg"],
-        tls_replay_msgs_per_s=tls_figures["replay_msgs_per_s"],
-        tls_vs_plain_replay_ratio=ratio("replay_msgs_per_s"),
-        tls={name: value for name, value in tls_figures.items() if name != "settings"},
-        settings=settings,
-    )
+    for variant in served[1:]:
+        theirs = _medians(runs[variant])
+
+        def ratio(name: str, theirs: dict[str, Any] = theirs) -> float:
+            return round(float(theirs[name]) / float(figures[name]), 3)
+
+        figures.update({
+            f"{variant.name}_msgs_per_s": theirs["msgs_per_s"],
+            f"{variant.name}_vs_plain_msgs_ratio": ratio("msgs_per_s"),
+            f"{variant.name}_broker_cpu_us_per_msg": theirs.get("broker_cpu_us_per_msg"),
+            f"{variant.name}_replay_msgs_per_s": theirs["replay_msgs_per_s"],
+            f"{variant.name}_vs_plain_replay_ratio": ratio("replay_msgs_per_s"),
+            variant.name: {name: value for name, value in theirs.items() if name != "settings"},
+        })  # fmt: skip
+    figures["settings"] = {**settings, "variants": {v.name or "plain": v.described.strip(" ()")
+                                                    or "plain" for v in served}}  # fmt: skip
     return figures
 
 
@@ -424,13 +497,13 @@ def _measure(
     prefetch: int,
     timeout: float,
     progress: Callable[[str], None],
-    tls: bool = False,
+    variant: Variant = PLAIN,
 ) -> dict[str, Any]:
     """One run: the queue workload, then the replay, against ``url`` or a broker started
-    for it (over TLS with ``tls``)."""
-    over = " over TLS" if tls else ""
+    for it as ``variant`` says."""
+    over = variant.described
     progress(f"starting roost serve{over}" if url is None else f"using {url}")
-    server = _Server(directory, tls) if url is None else None
+    server = _Server(directory, variant.tls, variant.auth) if url is None else None
     broker_pid = server.process.pid if server is not None else None
     target = server.target if server is not None else Target(url or "")
     queue = f"bench-e2e-{os.getpid()}-{time.monotonic_ns()}"

@@ -279,10 +279,16 @@ def bench_core(as_json: bool, directory: str | None, messages: int, batch: int, 
     help="Also run it against a broker serving TLS, and print the TLS / plain ratios.",
 )
 @click.option(
+    "--auth",
+    is_flag=True,
+    help="Also run it with SCRAM-authenticated clients (and, with --tls, over TLS with them), "
+    "and print the ratios to the plain run.",
+)
+@click.option(
     "--rounds",
     default=1,
     show_default=True,
-    help="Runs (of each, alternating, with --tls); medians reported.",
+    help="Runs (of each variant, in rotated order); medians reported.",
 )
 def bench_e2e(
     as_json: bool,
@@ -293,6 +299,7 @@ def bench_e2e(
     inflight: int,
     prefetch: int,
     tls: bool,
+    auth: bool,
     rounds: int,
 ) -> None:
     """A producer process and a consumer process over the network, durability always."""
@@ -302,8 +309,8 @@ def bench_e2e(
         raise click.BadParameter(
             "--messages, --batch, --inflight, --prefetch and --rounds must be positive"
         )
-    if tls and url is not None:
-        raise click.BadParameter("--tls starts brokers of its own: leave out --url")
+    if (tls or auth) and url is not None:
+        raise click.BadParameter("--tls and --auth start brokers of their own: leave out --url")
     _report(
         as_json,
         lambda progress: run_e2e_bench(
@@ -316,8 +323,10 @@ def bench_e2e(
             progress=progress,
             tls=tls,
             rounds=rounds,
+            auth=auth,
         ),
         "roost bench e2e (1 KiB values, durability always, separate processes)"
+        + (", then with SCRAM users" if auth else "")
         + (", then over TLS" if tls else ""),
         {},
     )

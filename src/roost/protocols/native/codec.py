@@ -351,14 +351,23 @@ _ADDED: Final[dict[type[msgspec.Struct], list[_Added]]] = {
 
 def _in_version(message: msgspec.Struct, version: int) -> msgspec.Struct | tuple[Any, ...]:
     """``message`` as ``version`` has it: the struct, or the array of its fields without those
-    added later (which must hold their defaults: dropping a value would change the meaning)."""
-    if version >= _NEWEST_FIELD:
-        return message
+    added later (which must hold their defaults: dropping a value would change the meaning),
+    nor trailing added fields that hold their defaults whatever the version (a field left at
+    its default is as good as absent, and any peer decodes the shorter array: a FAILURE
+    before a version is agreed reaches an old client intact)."""
     added = _ADDED.get(type(message))
-    if added is None or added[-1].version <= version:
+    if added is None:
         return message
-    check_version(message, version)
-    keep = next(a.position for a in added if a.version > version)
+    if version < _NEWEST_FIELD:
+        check_version(message, version)
+    keep = len(msgspec.structs.fields(type(message)))
+    for field in reversed(added):
+        if field.version > version or getattr(message, field.name) == field.default:
+            keep = field.position
+        else:
+            break
+    if keep == len(msgspec.structs.fields(type(message))):
+        return message
     fields = msgspec.structs.astuple(message)[:keep]
     tag = message.__struct_config__.tag  # a tagged struct's array starts with its tag
     return fields if tag is None else (tag, *fields)

@@ -72,11 +72,12 @@ class AuthOk(_Msg):
     data: bytes = b""
 
 
-class Failure(_Msg, omit_defaults=True):
+class Failure(_Msg):
     """Any error: a stable code from roost.errors, a sentence, whether a retry may work, and
     (version 4) the data the error carries (``RoostError.details``: the topic, the limit...),
     so the client raises the same error with the same attributes. Empty details are not sent
-    at all (trailing defaults are omitted), so a version-1 to 3 peer decodes every failure."""
+    at all (the codec drops trailing added fields at their defaults), so a version-1 to 3
+    peer decodes every failure."""
 
     code: str
     message: str
