@@ -128,3 +128,18 @@ def test_an_unreachable_admin_api_is_one_line(server: Server) -> None:
     assert len(result.stderr.splitlines()) == 1
     bad = CliRunner().invoke(main, ["--admin-url", "roost://127.0.0.1:7420", "user", "list"])
     assert bad.exit_code == 1 and "expected http://HOST:PORT" in bad.stderr
+
+
+def test_user_and_token_log_in_over_the_native_protocol_too(
+    server: Server, root: list[str]
+) -> None:
+    """Once users exist the broker's commands need a login as well: ``--user`` and
+    ``--token`` give it, as they do for the admin API."""
+    anonymous = CliRunner().invoke(main, ["--url", server.url, "topic", "list"])
+    assert anonymous.exit_code == 1
+    assert "authentication failed" in anonymous.stderr
+    listed = CliRunner().invoke(main, ["--url", server.url, *root, "topic", "list", "--json"])
+    assert listed.exit_code == 0, listed.stderr
+    token = ok(server, *root, "token", "create", "root")["secret"]
+    with_token = ["--url", server.url, "--token", token, "topic", "list", "--json"]
+    assert CliRunner().invoke(main, with_token).exit_code == 0

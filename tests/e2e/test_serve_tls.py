@@ -127,3 +127,16 @@ def test_bad_tls_settings_stop_serve_with_one_line(tmp_path: Path, pki: Pki) -> 
         [line] = done.stderr.splitlines()
         assert line.startswith(f"error: {message}"), line
         assert not (tmp_path / "data").exists(), "refused before opening anything"
+
+
+def test_the_identity_commands_over_https(tls_server: Server, pki: Pki) -> None:
+    """``roost user|token|acl`` reach an https admin API, trusting --ca-file (no users yet:
+    the loopback broker serves its first administrator's creation anonymously)."""
+    runner = CliRunner()
+    common = ["--admin-url", tls_server.admin_url, "--ca-file", pki.ca_file]
+    listed = runner.invoke(main, [*common, "user", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.stdout) == []
+    untrusted = runner.invoke(main, ["--admin-url", tls_server.admin_url, "user", "list"])
+    assert untrusted.exit_code == 1
+    assert "certificate verify failed" in untrusted.stderr

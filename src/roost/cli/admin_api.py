@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -51,13 +52,22 @@ def authorization(token: str | None, credentials: str | None) -> str | None:
 
 
 class AdminApi:
-    def __init__(self, url: str, authorization: str | None, timeout_s: float = TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        url: str,
+        authorization: str | None,
+        timeout_s: float = TIMEOUT_S,
+        ca_file: str | None = None,
+    ) -> None:
+        """``ca_file``: for an ``https://`` admin API, the CA its certificate is checked
+        against (else the system's trust store); host names are always checked."""
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise CliError(f"admin URL {url!r}: expected http://HOST:PORT or https://HOST:PORT")
         self.url = url.rstrip("/")
         self._authorization = authorization
         self._timeout_s = timeout_s
+        self._tls = ssl.create_default_context(cafile=ca_file) if parsed.scheme == "https" else None
 
     def call(
         self,
@@ -87,7 +97,9 @@ class AdminApi:
             headers["Authorization"] = self._authorization
         request = urllib.request.Request(url, data, headers, method=method)
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout_s) as response:
+            with urllib.request.urlopen(
+                request, timeout=self._timeout_s, context=self._tls
+            ) as response:
                 content: bytes = response.read()
                 return content
         except urllib.error.HTTPError as e:

@@ -98,7 +98,11 @@ def _remote(ctx: click.Context) -> RemoteIdentities:
         password = click.prompt(f"password of {credentials}", hide_input=True, err=True)
         credentials = f"{credentials}:{password}"
     return RemoteIdentities(
-        AdminApi(settings.admin_url, authorization(settings.token, credentials))
+        AdminApi(
+            settings.admin_url,
+            authorization(settings.token, credentials),
+            ca_file=settings.ca_file,
+        )
     )
 
 

@@ -66,12 +66,17 @@ def run(body: Callable[[Client], Awaitable[T]], *, interrupt_is_exit: bool = Fal
     ctx = click.get_current_context()
     settings = ctx.find_object(Settings) or Settings()
     url = settings.url
+    username, password = _user_and_password(settings.user)
     try:
         connecting = connect(
             url,
             ca_file=settings.ca_file,
             cert_file=settings.cert_file,
             key_file=settings.key_file,
+            # --user and --token log in over the native protocol too, unless the URL says how.
+            username=None if "@" in url else username,
+            password=None if "@" in url else password,
+            token=None if "@" in url else settings.token,
         )
     except ValueError as e:
         fail(ctx, str(e))
@@ -90,6 +95,16 @@ def run(body: Callable[[Client], Awaitable[T]], *, interrupt_is_exit: bool = Fal
         fail(ctx, f"cannot reach the broker at {redacted(url)}: {e.strerror or e}")
     except KeyboardInterrupt:
         ctx.exit(0 if interrupt_is_exit else EXIT_INTERRUPTED)
+
+
+def _user_and_password(user: str | None) -> tuple[str | None, str | None]:
+    """``--user NAME[:PASSWORD]`` split; the password asked for when it is not given."""
+    if user is None:
+        return None, None
+    name, colon, password = user.partition(":")
+    if not colon:
+        password = click.prompt(f"password of {name}", hide_input=True, err=True)
+    return name, password
 
 
 def fail(ctx: click.Context, message: str) -> NoReturn:
