@@ -13,7 +13,7 @@ FIELDS = {
     "msgs_per_s", "producer_msgs_per_s", "consumer_msgs_per_s", "latency_p50_ms",
     "latency_p99_ms", "broker_cpu_us_per_msg", "producer_cpu_us_per_msg",
     "consumer_cpu_us_per_msg", "replay_msgs_per_s", "replay_broker_cpu_us_per_msg",
-    "replay_reader_cpu_us_per_msg",
+    "replay_reader_cpu_us_per_msg", "connect_ms",
 }  # fmt: skip
 
 

@@ -35,6 +35,10 @@ per record it reads the sequence number, as a handler would):
 
 Each figure is the median of ``rounds`` runs (``--rounds``), each against a fresh broker.
 
+Then ``connect_ms``: the median time to open a client, have one request answered and close it,
+over ``CONNECTS`` connections one after another (TCP, the handshake, the login under ``--auth``,
+TLS under ``--tls``): what a connection costs, beside what a message costs.
+
 Variants, each measured beside the plain run of the same round (rounds rotate their order):
 - ``--auth``: the broker holds a user whose grants are on names (``topic:#``, ``group:#``),
   not ``admin``, so every command takes the door's per-resource checks; every client logs
@@ -45,6 +49,7 @@ Variants, each measured beside the plain run of the same round (rounds rotate th
 Beside the plain figures, for each variant V:
   V_msgs_per_s, V_replay_msgs_per_s, V_broker_cpu_us_per_msg    as above, for V
   V_vs_plain_msgs_ratio, V_vs_plain_replay_ratio                 V / plain
+  V_connect_ms                                                   ``connect_ms`` for V
 """
 
 from __future__ import annotations
@@ -421,6 +426,22 @@ def _replay_phase(
     return json.loads(out.strip().splitlines()[-1]), broker_cpu
 
 
+#: Connections opened one after another to time what a connection costs (``connect_ms``).
+CONNECTS = 50
+
+
+async def _connect_cost(target: Target) -> float:
+    """The median time to open a client and have it served (TCP, TLS, HELLO, the login, one
+    answered request), in ms: what authentication and TLS cost per connection."""
+    took = []
+    for _ in range(CONNECTS):
+        start = time.perf_counter()
+        async with target.connect() as client:
+            await client.list_topics()
+        took.append((time.perf_counter() - start) * 1000)
+    return statistics.median(took)
+
+
 async def _delete_topic(target: Target, topic: str) -> None:
     async with target.connect() as broker:
         await broker.delete_topic(topic)
@@ -472,6 +493,7 @@ def run_e2e_bench(
             f"{variant.name}_broker_cpu_us_per_msg": theirs.get("broker_cpu_us_per_msg"),
             f"{variant.name}_replay_msgs_per_s": theirs["replay_msgs_per_s"],
             f"{variant.name}_vs_plain_replay_ratio": ratio("replay_msgs_per_s"),
+            f"{variant.name}_connect_ms": theirs["connect_ms"],
             variant.name: {name: value for name, value in theirs.items() if name != "settings"},
         })  # fmt: skip
     figures["settings"] = {**settings, "variants": {v.name or "plain": v.described.strip(" ()")
@@ -531,6 +553,7 @@ def _measure(
         _run(_admin(target, queue, create=False))
         progress(f"replay of {messages:,} messages{over}")
         replay, replay_broker_cpu = _replay_phase(target, broker_pid, messages, batch, timeout)
+        connect_ms = _run(_connect_cost(target))
         clients = []
     finally:
         for client in clients:
@@ -555,6 +578,7 @@ def _measure(
     }
     if broker_cpu is not None:
         figures["broker_cpu_us_per_msg"] = round(broker_cpu / messages * 1e6, 2)
+    figures["connect_ms"] = round(connect_ms, 3)
     figures["replay_msgs_per_s"] = rate(replay["t_first"], replay["t_last"])
     figures["replay_reader_cpu_us_per_msg"] = round(replay["cpu_s"] / messages * 1e6, 2)
     if replay_broker_cpu is not None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import operator
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
@@ -73,6 +74,8 @@ class Command(NamedTuple):
 
 #: Every command of the door by method name; the authorisation matrix test walks it.
 COMMANDS: dict[str, Command] = {}
+#: Decisions a door remembers at most: a client cycling through names cannot grow it.
+MAX_REMEMBERED = 4096
 
 
 def command(operation: str, **resources: str) -> Callable[[F], F]:
@@ -83,12 +86,20 @@ def command(operation: str, **resources: str) -> Callable[[F], F]:
         COMMANDS[name] = Command(name, operation, tuple(resources.items()))
         parameters = list(inspect.signature(method).parameters)[1:]
         getters = [(kind, _getter(parameters, path)) for kind, path in resources.items()]
+        # The resources' positions, when each is a whole argument: a decision is then
+        # remembered by the door under (command, those arguments), one C-level lookup.
+        plain = [parameters.index(path) for path in resources.values() if "." not in path]
+        pick = operator.itemgetter(*plain) if plain and len(plain) == len(resources) else None
+        last = max(plain, default=-1)
 
         def authorise(door: Door, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             if operation == "open":  # health: answered to anyone the listener lets in
                 return
             principal = door.current()
             if principal.admin or operation == "list":
+                return
+            key = (name, pick(args)) if pick is not None and len(args) > last else None
+            if key is not None and key in door._allowed:
                 return
             if not getters:  # broker-wide
                 principal.check(operation, "broker")
@@ -100,6 +111,8 @@ def command(operation: str, **resources: str) -> Callable[[F], F]:
                         raise NotAuthorised(principal.name, "describe", f"{kind} {value!r}")
                 else:
                     principal.check(operation, kind, value)
+            if key is not None and len(door._allowed) < MAX_REMEMBERED:
+                door._allowed.add(key)
 
         if inspect.iscoroutinefunction(method):
 
@@ -148,6 +161,9 @@ class Door:
         #: the first user added under an anonymous connection) applies from the next command.
         self._identities = identities
         self._version = identities.version if identities is not None else 0
+        #: (command, its resource arguments) this principal was found to be allowed: the
+        #: same command on the same names asks nothing more (forgotten on any change).
+        self._allowed: set[tuple[str, Any]] = set()
 
     def current(self) -> Principal:
         """The principal as the identities say now; ``NotAuthenticated`` once it is gone."""
@@ -159,6 +175,7 @@ class Door:
                 raise NotAuthenticated("users have been defined since this connection began")
         else:
             self.principal = identities.principal(self.principal.name)
+        self._allowed.clear()
         self._version = identities.version
         return self.principal
 
