@@ -62,3 +62,48 @@ def test_a_value_the_core_refuses_is_invalid_config_not_internal(tmp_path: objec
                     await broker.call(request, m.Described)
 
     asyncio.run(main())
+
+
+# -- answers ----------------------------------------------------------------------------
+
+
+def test_every_definition_answer_is_a_wire_struct_and_keeps_the_journal_home(
+    tmp_path: object,
+) -> None:
+    """Each request answered with ``Described`` has its answer struct in ``ANSWERS``, and what
+    the server puts there fits it (what the broker keeps for itself, a journal, stays home)."""
+    from roost.client.embedded import LocalBackend
+
+    async def main() -> None:
+        async with roost.open(str(tmp_path), clock=ManualClock()) as broker:
+            backend: LocalBackend = broker._backend  # type: ignore[assignment]
+            await broker.create_queue("q")
+            await broker.declare_exchange("h", "headers")
+            requests = [
+                m.CreateTopic("t"), m.ListTopics(), m.DescribeTopic("t"),
+                m.CreateQueue("q2"), m.ListSubscriptions(),
+                m.CreateSubscription(m.SubscriptionSettings(name="s", topic="t", mode="stream")),
+                m.DeclareExchange("x", "direct"), m.ListExchanges(),
+                m.Bind(m.Binding(exchange="h", topic="t", headers={"k": b"\\xff", "any": None})),
+                m.ListBindings(), m.Unbind(m.Binding(exchange="x", topic="t")),
+                m.Stats("q", "q"),
+            ]  # fmt: skip
+            assert {type(r) for r in requests} == set(m.ANSWERS)
+            for request in requests:
+                answer = await backend.call(request)
+                assert isinstance(answer, m.Described)
+                wire = msgspec.msgpack.decode(msgspec.msgpack.encode(answer))[1]
+                msgspec.convert(wire, m.answer_type(request, wire))  # fits its struct
+                assert "journal" not in repr(wire), request
+            [binding] = await broker.list_bindings("h")
+            assert binding.headers == {"k": b"\\xff", "any": None}
+
+    asyncio.run(main())
+
+
+def test_a_newer_brokers_extra_answer_fields_are_ignored() -> None:
+    from roost.client.api import _answered
+    from roost.core.routing import ExchangeSpec
+
+    wire = [{"name": "x", "kind": "direct", "alternate": None, "added_later": 1}]
+    assert _answered(m.ListExchanges(), wire, list[ExchangeSpec]) == [ExchangeSpec("x", "direct")]

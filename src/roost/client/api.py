@@ -73,6 +73,13 @@ class Backend(Protocol):
     async def aclose(self) -> None: ...
 
 
+def _answered(request: m.Request, value: object, kind: type[T]) -> T:
+    """``value``, a ``Described``'s, as ``request``'s answer struct, then as ``kind``."""
+    builtins = msgspec.to_builtins(value, builtin_types=(bytes,))
+    answer = msgspec.convert(builtins, m.answer_type(request, builtins))
+    return msgspec.convert(msgspec.to_builtins(answer, builtin_types=(bytes,)), kind)
+
+
 def _ms(seconds: float | None) -> int | None:
     return None if seconds is None else round(seconds * 1000)
 
@@ -343,7 +350,9 @@ class Client(ClosedOnExit):
         return response
 
     async def _value(self, request: m.Request, kind: type[T]) -> T:
-        return msgspec.convert((await self.call(request, m.Described)).value, kind)
+        """The answer of a definition request, checked as the wire's answer struct for it
+        (``messages.ANSWERS``), then as the API's type ``kind``."""
+        return _answered(request, (await self.call(request, m.Described)).value, kind)
 
     # -- topics ---------------------------------------------------------------------------
 
@@ -686,9 +695,10 @@ class Client(ClosedOnExit):
     async def stats(
         self, topic: str, subscription: str | None = None
     ) -> SubscriptionStats | StreamStats:
-        value: Any = (await self.call(m.Stats(topic, subscription or topic), m.Described)).value
+        request = m.Stats(topic, subscription or topic)
+        value = msgspec.to_builtins((await self.call(request, m.Described)).value)
         kind = StreamStats if value.get("mode") == "stream" else SubscriptionStats
-        return msgspec.convert(value, kind)  # type: ignore[return-value]
+        return _answered(request, value, kind)  # type: ignore[return-value]
 
     # -- lifecycle ------------------------------------------------------------------------
 

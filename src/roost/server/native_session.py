@@ -29,8 +29,12 @@ Handler = Callable[[Door, Any], Awaitable[m.Response]]
 T = TypeVar("T")
 
 
-def described(value: object) -> m.Described:
-    return m.Described(msgspec.to_builtins(value))
+def described(request: m.Request, value: object) -> m.Described:
+    """``value`` (a core struct, or a list of them) as the answer ``request`` has on the wire
+    (``messages.ANSWERS``): fields the wire does not carry (a subscription's journal) stay
+    here, and one the answer needs but the core lost fails loudly, in the tests first."""
+    builtins = msgspec.to_builtins(value, builtin_types=(bytes,))
+    return m.Described(msgspec.convert(builtins, m.answer_type(request, builtins)))
 
 
 def delivered(message: Message) -> m.Delivered:
@@ -82,18 +86,18 @@ def core(settings: msgspec.Struct, kind: type[T]) -> T:
 async def create_topic(door: Door, req: m.CreateTopic) -> m.Response:
     config = core(req.config, TopicConfig)
     policy = core(req.policy, TopicPolicy)
-    return described(door.create_topic(req.name, config, policy))
+    return described(req, door.create_topic(req.name, config, policy))
 
 
 async def create_queue(door: Door, req: m.CreateQueue) -> m.Response:
     options = given(req.options)
     if "policy" in options:
         options["policy"] = core(req.options.policy, TopicPolicy)  # type: ignore[arg-type]
-    return described(door.create_queue(req.name, **options))
+    return described(req, door.create_queue(req.name, **options))
 
 
 async def create_subscription(door: Door, req: m.CreateSubscription) -> m.Response:
-    return described(door.create_subscription(core(req.spec, SubscriptionSpec)))
+    return described(req, door.create_subscription(core(req.spec, SubscriptionSpec)))
 
 
 async def publish(door: Door, req: m.Publish) -> m.Response:
@@ -224,7 +228,7 @@ def _done(call: Callable[[Door, Any], object]) -> Handler:
 
 def _describe(call: Callable[[Door, Any], object]) -> Handler:
     async def handler(door: Door, req: Any) -> m.Response:
-        return described(call(door, req))
+        return described(req, call(door, req))
 
     return handler
 

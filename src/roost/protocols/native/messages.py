@@ -449,7 +449,8 @@ class Done(Response, tag=0):
 
 
 class Described(Response, tag=1):
-    """Any definition or description, as the core's structs turned into builtins."""
+    """A definition or a reading: ``value`` is the answer struct ``ANSWERS`` names for the
+    request (a MessagePack map, or a list of them, a list of names, a boolean)."""
 
     value: object
 
@@ -518,6 +519,152 @@ AnyResponse = (
     Done | Described | Names | PublishedAt | Messages | Refused | Membership | Records
     | Position | Batches | Moved
 )  # fmt: skip
+
+
+# -- answers: what a Described holds, per request -------------------------------------------
+
+
+class _Answer(msgspec.Struct, kw_only=True):
+    """Named fields, as the settings are; the broker fills every one. A field this side does
+    not know (a newer broker's) is ignored: answers may grow, never change."""
+
+
+class TopicConfigAnswer(_Answer):
+    partitions: int
+    durability: str
+    flush_interval_ms: int
+    flush_interval_records: int
+    segment_max_bytes: int
+    segment_max_age_ms: int
+    retention_ms: int | None
+    retention_bytes: int | None
+    max_record_bytes: int
+    index_interval_bytes: int
+
+
+class PartitionAnswer(_Answer):
+    partition: int
+    start_offset: int
+    end_offset: int
+    durable_offset: int
+    size_bytes: int
+    segments: int
+
+
+class TopicAnswer(_Answer):
+    name: str
+    config: TopicConfigAnswer
+    partitions: list[PartitionAnswer]
+
+
+class RetryAnswer(_Answer):
+    kind: str
+    base_ms: int
+    max_ms: int
+    jitter: float
+
+
+class SubscriptionAnswer(_Answer):
+    """A subscription's definition (what the broker keeps for itself, its journal, is not
+    sent)."""
+
+    name: str
+    topic: str
+    mode: str
+    start: str
+    visibility_timeout_ms: int
+    max_deliveries: int | None
+    dead_letter: str | None
+    delay_ms: int
+    retry: RetryAnswer
+
+
+class ExchangeAnswer(_Answer):
+    name: str
+    kind: str
+    alternate: str | None
+
+
+class BindingAnswer(_Answer):
+    exchange: str
+    topic: str
+    key: str
+    headers: dict[str, bytes | None] | None
+    match: str
+    weight: int
+
+
+class PartitionStatsAnswer(_Answer):
+    partition: int
+    end_offset: int
+    ack_floor: int
+    backlog: int
+    in_flight: int
+    delayed: int
+    depth: int
+    oldest_age_ms: int | None
+
+
+class QueueStatsAnswer(_Answer):
+    """A `queue` or `keyed` subscription's numbers (``mode`` says which)."""
+
+    topic: str
+    subscription: str
+    mode: str
+    backlog: int
+    in_flight: int
+    delayed: int
+    depth: int
+    oldest_age_ms: int | None
+    dead_letter_topic: str | None
+    dead_letters: int
+    partitions: list[PartitionStatsAnswer]
+
+
+class StreamPartitionStatsAnswer(_Answer):
+    partition: int
+    end_offset: int
+    committed: int
+    lag: int
+    owner: str | None
+
+
+class StreamStatsAnswer(_Answer):
+    """A `stream` subscription's numbers (``mode`` is ``stream``)."""
+
+    topic: str
+    subscription: str
+    mode: str
+    members: list[str]
+    generation: int
+    lag: int
+    partitions: list[StreamPartitionStatsAnswer]
+
+
+#: The answer each definition request's ``Described`` holds: the wire contract of these
+#: answers, kept here rather than taken from whatever the core's structs hold. ``Stats`` is
+#: a ``QueueStatsAnswer`` or a ``StreamStatsAnswer``, by its ``mode``.
+ANSWERS: dict[type[Request], Any] = {
+    CreateTopic: TopicAnswer,
+    ListTopics: list[str],
+    DescribeTopic: TopicAnswer,
+    CreateQueue: SubscriptionAnswer,
+    CreateSubscription: SubscriptionAnswer,
+    ListSubscriptions: list[SubscriptionAnswer],
+    DeclareExchange: ExchangeAnswer,
+    ListExchanges: list[ExchangeAnswer],
+    Bind: bool,
+    Unbind: bool,
+    ListBindings: list[BindingAnswer],
+    Stats: QueueStatsAnswer | StreamStatsAnswer,
+}
+
+
+def answer_type(request: Request, value: Any) -> Any:
+    """The answer struct of ``request`` for ``value`` (its builtins): ``Stats`` by mode."""
+    if type(request) is Stats:
+        return StreamStatsAnswer if value.get("mode") == "stream" else QueueStatsAnswer
+    return ANSWERS[type(request)]
 
 
 # -- pushed ------------------------------------------------------------------------------
