@@ -23,7 +23,8 @@ written once:
 
 A principal holding ``admin`` (the embedded caller, the anonymous user of a broker without
 users) passes every check at the cost of one attribute read: the hot paths stay as fast as
-they were. Otherwise a decision is a dictionary hit after its first time.
+they were. Otherwise the door remembers each (command, names) it allowed: a set lookup after
+the first time, forgotten when the principal's identity changes (``Door.current``).
 
 Methods that are plumbing rather than commands (``watch``, ``confirm``, ``holding_wakes``...)
 carry no data of their own and take only what a checked command returned.
