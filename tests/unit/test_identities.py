@@ -28,8 +28,15 @@ from roost.errors import (
     UnknownUser,
     UserExists,
 )
-from roost.server.access import Grant
-from roost.server.identities import ITERATIONS, TOKENS, USERS, Identities
+from roost.server.access import Grant, Principal
+from roost.server.identities import (
+    BASIC_CACHE_MS,
+    ITERATIONS,
+    TOKENS,
+    USERS,
+    Identities,
+    PasswordCheck,
+)
 from roost.storage.fs import LOCAL_FS
 from roost.storage.metadata import MetadataStore
 
@@ -379,3 +386,24 @@ def test_users_listed_and_described(identities: Identities, clock: ManualClock) 
     with pytest.raises(UnknownUser, match="unknown user 'nobody'"):
         identities.describe_user("nobody")
     assert identities.scram_keys("nobody") is None
+
+
+def test_a_password_check_can_run_apart_from_the_identities(
+    identities: Identities, clock: ManualClock
+) -> None:
+    """``begin_password`` on the loop, ``PasswordCheck.run`` anywhere (the PBKDF2), then
+    ``end_password`` on the loop: the same answers as ``authenticate_password``."""
+    identities.add_user("ada", PASSWORD)
+    wrong = identities.begin_password("ada", "not it at all")
+    assert isinstance(wrong, PasswordCheck) and wrong.run() is False
+    with pytest.raises(NotAuthenticated):
+        identities.end_password(wrong, wrong.run())
+    nobody = identities.begin_password("nobody", PASSWORD)
+    assert isinstance(nobody, PasswordCheck) and nobody.run() is False
+    right = identities.begin_password("ada", PASSWORD)
+    assert isinstance(right, PasswordCheck) and right.run() is True
+    assert identities.end_password(right, True).name == "ada"
+    # Remembered: the next login with it needs no PBKDF2, until the memory runs out.
+    assert isinstance(identities.begin_password("ada", PASSWORD), Principal)
+    clock.advance(BASIC_CACHE_MS + 1)
+    assert isinstance(identities.begin_password("ada", PASSWORD), PasswordCheck)

@@ -261,7 +261,12 @@ async def check_password(
     """``identities.authenticate_password``, a failure logged (the name and the client's
     address, never the password) and answered ``delay_ms`` later."""
     try:
-        return identities.authenticate_password(name, password)
+        begun = identities.begin_password(name, password)
+        if isinstance(begun, Principal):  # checked lately: remembered
+            return begun
+        # The PBKDF2 runs in a thread: a flood of wrong passwords queues there while the
+        # loop goes on serving (hashlib lets go of the GIL for it).
+        return identities.end_password(begun, await asyncio.to_thread(begun.run))
     except NotAuthenticated:
         client = scope.get("client") or ("?", 0)
         log.warning("admin: wrong password for user %r from %s", name[:100], client[0])

@@ -145,6 +145,26 @@ class _Token(msgspec.Struct):
     description: str = ""
 
 
+class PasswordCheck(msgspec.Struct, frozen=True):
+    """One password against one user's stored keys: the PBKDF2 (thousands of rounds) that a
+    password login costs, kept apart so it can run off the event loop."""
+
+    name: str
+    #: The password SASLprepped and encoded; None when SCRAM accepts no such password.
+    prepared: bytes | None
+    keys: ScramKeys
+    remembered: tuple[str, bytes]
+
+    def run(self) -> bool:
+        """Whether the password matches (constant-time; the same work for any outcome)."""
+        salted = hashlib.pbkdf2_hmac(
+            "sha256", self.prepared or b"", self.keys.salt, self.keys.iterations
+        )
+        client_key = hmac.digest(salted, b"Client Key", "sha256")
+        stored = hashlib.sha256(client_key).digest()
+        return hmac.compare_digest(stored, self.keys.stored_key) and self.prepared is not None
+
+
 class Identities:
     def __init__(self, store: MetadataStore, clock: Clock) -> None:
         self._store = store
@@ -214,7 +234,18 @@ class Identities:
 
     def authenticate_password(self, name: str, password: str) -> Principal:
         """Check a password against the stored keys (HTTP basic auth, the dashboard's login);
-        ``NotAuthenticated`` for a wrong password and an unknown user alike."""
+        ``NotAuthenticated`` for a wrong password and an unknown user alike. Blocking for a
+        PBKDF2 unless remembered: on an event loop, use ``begin_password`` and run the check
+        in a thread (``roost.admin.auth`` does)."""
+        begun = self.begin_password(name, password)
+        if isinstance(begun, Principal):
+            return begun
+        return self.end_password(begun, begun.run())
+
+    def begin_password(self, name: str, password: str) -> Principal | PasswordCheck:
+        """The first step of ``authenticate_password``: the principal, when this password
+        was checked lately; else the ``PasswordCheck`` to run (anywhere: it touches nothing
+        shared) and hand to ``end_password``."""
         self._refresh()
         try:
             prepared = saslprep(password).encode()
@@ -225,15 +256,16 @@ class Identities:
         if prepared is not None and self._basic.get(remembered, now) > now:
             return self.principal(name)
         keys = self.scram_keys(name) or self._mock_keys(name)
-        salted = hashlib.pbkdf2_hmac("sha256", prepared or b"", keys.salt, keys.iterations)
-        client_key = hmac.digest(salted, b"Client Key", "sha256")
-        matches = hmac.compare_digest(hashlib.sha256(client_key).digest(), keys.stored_key)
-        if not matches or prepared is None:
+        return PasswordCheck(name, prepared, keys, remembered)
+
+    def end_password(self, check: PasswordCheck, matched: bool) -> Principal:
+        """The last step: the principal if ``check`` matched, remembered for a while."""
+        if not matched:
             raise NotAuthenticated("wrong user name or password")
         if len(self._basic) >= MAX_BASIC_CACHE:
             self._basic.clear()
-        self._basic[remembered] = now + BASIC_CACHE_MS
-        return self.principal(name)
+        self._basic[check.remembered] = self._clock.monotonic_ms() + BASIC_CACHE_MS
+        return self.principal(check.name)
 
     def authenticate_token(self, secret: str) -> Principal:
         """The principal of a token's user; ``NotAuthenticated`` if it is malformed, unknown,
