@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from roost.server.access import TRUSTED, Grant, Principal
 from roost.server.door import COMMANDS, Door
 from roost.server.host import Host
 from roost.server.native_server import close_native, serve_native
+from tests.unit.test_door import as_grants
 
 PASSWORD = "a long password"
 OUT = [m.Out(b"v")]
@@ -186,22 +186,9 @@ def record_doors(host: Host) -> list[Call]:
 
 
 def grants_for(calls: list[Call]) -> tuple[Grant, ...]:
-    """The grants the recorded commands declare, on the names they were called with."""
-    found: list[Grant] = []
-    for name, args, kwargs in calls:
-        command = COMMANDS[name]
-        if command.operation in ("list", "open"):
-            continue
-        wanted = [Grant(command.operation)] if not command.resources else []
-        bound = inspect.signature(inspect.unwrap(getattr(Door, name))).bind(None, *args, **kwargs)
-        for kind, path in command.resources:
-            argument, _, attribute = path.partition(".")
-            value = bound.arguments[argument]
-            value = getattr(value, attribute) if attribute else value
-            operation = "consume" if command.operation == "describe" else command.operation
-            wanted.append(Grant(operation, kind, str(value)))
-        found += [grant for grant in wanted if grant not in found]
-    return tuple(found)
+    """The grants the recorded commands ask for, called as they were (``Command.needs``)."""
+    needs = [need for name, args, kwargs in calls for need in COMMANDS[name].needs(args, kwargs)]
+    return as_grants(needs)
 
 
 def lists(calls: list[Call]) -> bool:

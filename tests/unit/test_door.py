@@ -24,7 +24,7 @@ from roost.core.redrive import RedriveFilter
 from roost.core.routing import BindingSpec, ExchangeSpec
 from roost.errors import NotAuthenticated, NotAuthorised, RoostError, UnknownTopic
 from roost.server.access import ANONYMOUS, TRUSTED, Grant, Principal
-from roost.server.door import COMMANDS, PLUMBING, Door
+from roost.server.door import COMMANDS, PLUMBING, Door, Need
 from roost.server.host import Host
 
 #: One call per command, against the resources ``_setup`` makes: topic ``t`` with the stream
@@ -71,7 +71,7 @@ EXAMPLES: dict[str, tuple[Any, ...]] = {
     "describe_group": ("t", "g"),
     "reset_group": ("t", "g", "earliest"),
     "peek_dead_letters": ("q.dlq",),
-    "redrive": ("q.dlq", RedriveFilter()),
+    "redrive": ("q.dlq", RedriveFilter(source_topic="t")),
     "readings": (),
     "check_ready": (),
     "list_users": (),
@@ -98,20 +98,22 @@ def test_every_public_method_is_a_command_or_plumbing() -> None:
 
 
 def needed_grants(name: str, rename: Callable[[str], str] = str) -> tuple[Grant, ...]:
-    """The grants ``COMMANDS[name]`` declares, for the resources ``EXAMPLES[name]`` names."""
-    command = COMMANDS[name]
-    if command.operation in ("admin", "monitor"):
-        return (Grant(command.operation),)
-    method = inspect.unwrap(getattr(Door, name))
-    bound = inspect.signature(method).bind(None, *EXAMPLES[name])
-    grants = []
-    for kind, path in command.resources:
-        argument, _, attribute = path.partition(".")
-        value = bound.arguments[argument]
-        value = getattr(value, attribute) if attribute else value
-        operation = ANY_GRANT if command.operation == "describe" else command.operation
-        grants.append(Grant(operation, kind, rename(str(value))))
-    return tuple(grants)
+    """The grants ``COMMANDS[name]`` asks for when called with ``EXAMPLES[name]``."""
+    return as_grants(COMMANDS[name].needs(EXAMPLES[name], {}), rename)
+
+
+def as_grants(needs: list[Need], rename: Callable[[str], str] = str) -> tuple[Grant, ...]:
+    """Grants that meet ``needs`` (any grant on it, for ``describe``: ``ANY_GRANT``)."""
+    found: list[Grant] = []
+    for operation, kind, name in needs:
+        grant = (
+            Grant(operation)
+            if kind == "broker"
+            else Grant(ANY_GRANT if operation == "describe" else operation, kind, rename(name))
+        )
+        if grant not in found:
+            found.append(grant)
+    return tuple(found)
 
 
 async def attempt(door: Door, name: str) -> object:
@@ -148,7 +150,8 @@ CHECKED = sorted(name for name, c in COMMANDS.items() if c.operation not in ("li
 @pytest.mark.parametrize("name", CHECKED)
 def test_a_principal_without_the_grant_is_refused(tmp_path: Any, name: str) -> None:
     async def body(host: Host) -> None:
-        elsewhere = needed_grants(name, lambda value: f"not-{value}")
+        renamed = needed_grants(name, lambda value: f"not-{value}")
+        elsewhere = tuple(grant for grant in renamed if grant.kind != "broker")
         for grants in [()] + ([elsewhere] if COMMANDS[name].resources else []):
             door = host.door(Principal("mallory", grants))
             with pytest.raises(NotAuthorised) as refused:
@@ -243,5 +246,30 @@ def test_an_anonymous_door_closes_once_a_user_exists(tmp_path: Any) -> None:
         host.identities.add_user("bob", "a long password", admin=True)
         with pytest.raises(NotAuthenticated):
             door.list_topics()
+
+    run(tmp_path, body)
+
+
+def test_writing_somewhere_takes_publish_there(tmp_path: Any) -> None:
+    """A subscription's or a queue's dead-letter topic is written to, and so is a redrive's
+    destination: each takes ``publish`` on it, beyond ``manage`` on what is made."""
+
+    async def body(host: Host) -> None:
+        manager = host.door(
+            Principal("ops", (Grant("manage", "topic", "#"), Grant("manage", "queue", "#")))
+        )
+        with pytest.raises(NotAuthorised, match=r"publish on topic 'q\.dlq'"):
+            manager.create_subscription(SubscriptionSpec(name="s", topic="t", dead_letter="q.dlq"))
+        with pytest.raises(NotAuthorised, match=r"publish on topic 'jobs\.dlq'"):
+            manager.create_queue("jobs")
+        with pytest.raises(NotAuthorised, match="publish on topic 'elsewhere'"):
+            manager.create_queue("jobs", dead_letter="elsewhere")
+        with pytest.raises(NotAuthorised, match="publish on topic 't'"):
+            await manager.redrive("q.dlq", RedriveFilter(), to="t")
+        with pytest.raises(NotAuthorised, match="admin"):  # back to whatever each letter names
+            await manager.redrive("q.dlq", RedriveFilter())
+        owner = host.door(Principal("owner", (Grant("manage", "queue", "jobs.#"),
+                                              Grant("publish", "topic", "jobs.#"))))  # fmt: skip
+        assert owner.create_queue("jobs").dead_letter == "jobs.dlq"
 
     run(tmp_path, body)

@@ -62,6 +62,12 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+#: What a command asks of a principal: (operation, resource kind, name); kind ``"broker"``
+#: (name empty) for ``admin`` and ``monitor``; operation ``describe`` for "any grant on it".
+Need = tuple[str, str, str]
+Getter = Callable[[tuple[Any, ...], dict[str, Any]], str]
+
+
 class Command(NamedTuple):
     """One operation of the surface: what it needs, on which of its arguments."""
 
@@ -71,6 +77,22 @@ class Command(NamedTuple):
     operation: str
     #: (resource kind, argument path): ``("topic", "spec.topic")`` reads ``spec.topic``.
     resources: tuple[tuple[str, str], ...]
+    getters: tuple[tuple[str, Getter], ...]
+    #: More it needs, depending on its arguments (a dead-letter topic it will write to).
+    also: Callable[..., list[Need]] | None = None
+
+    def needs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Need]:
+        """Every grant this command asks for when called with ``args`` and ``kwargs``."""
+        if self.operation in ("list", "open"):
+            return []
+        found: list[Need] = [
+            (self.operation, kind, get(args, kwargs)) for kind, get in self.getters
+        ]
+        if not self.getters:
+            found = [(self.operation, "broker", "")]
+        if self.also is not None:
+            found += self.also(*args, **kwargs)
+        return found
 
 
 #: Every command of the door by method name; the authorisation matrix test walks it.
@@ -79,18 +101,23 @@ COMMANDS: dict[str, Command] = {}
 MAX_REMEMBERED = 4096
 
 
-def command(operation: str, **resources: str) -> Callable[[F], F]:
-    """Declare a door method a command needing ``operation`` on each ``kind=argument``."""
+def command(
+    operation: str, also: Callable[..., list[Need]] | None = None, **resources: str
+) -> Callable[[F], F]:
+    """Declare a door method a command needing ``operation`` on each ``kind=argument``, and
+    what ``also(*args, **kwargs)`` adds for a call's arguments."""
 
     def declare(method: F) -> F:
         name = method.__name__
-        COMMANDS[name] = Command(name, operation, tuple(resources.items()))
         parameters = list(inspect.signature(method).parameters)[1:]
-        getters = [(kind, _getter(parameters, path)) for kind, path in resources.items()]
-        # The resources' positions, when each is a whole argument: a decision is then
-        # remembered by the door under (command, those arguments), one C-level lookup.
+        getters = tuple((kind, _getter(parameters, path)) for kind, path in resources.items())
+        declared = Command(name, operation, tuple(resources.items()), getters, also)
+        COMMANDS[name] = declared
+        # The resources' positions, when each is a whole argument and nothing else counts: a
+        # decision is then remembered by the door under (command, those arguments).
         plain = [parameters.index(path) for path in resources.values() if "." not in path]
-        pick = operator.itemgetter(*plain) if plain and len(plain) == len(resources) else None
+        whole = plain and len(plain) == len(resources) and also is None
+        pick = operator.itemgetter(*plain) if whole else None
         last = max(plain, default=-1)
 
         def authorise(door: Door, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -102,16 +129,11 @@ def command(operation: str, **resources: str) -> Callable[[F], F]:
             key = (name, pick(args)) if pick is not None and len(args) > last else None
             if key is not None and key in door._allowed:
                 return
-            if not getters:  # broker-wide
-                principal.check(operation, "broker")
-                return
-            for kind, get in getters:
-                value = get(args, kwargs)
-                if operation == "describe":
-                    if not principal.sees(kind, value):
-                        raise NotAuthorised(principal.name, "describe", f"{kind} {value!r}")
-                else:
-                    principal.check(operation, kind, value)
+            for needed, kind, value in declared.needs(args, kwargs):
+                if needed != "describe":
+                    principal.check(needed, kind, value)
+                elif not principal.sees(kind, value):
+                    raise NotAuthorised(principal.name, "describe", f"{kind} {value!r}")
             if key is not None and len(door._allowed) < MAX_REMEMBERED:
                 door._allowed.add(key)
 
@@ -134,7 +156,7 @@ def command(operation: str, **resources: str) -> Callable[[F], F]:
     return declare
 
 
-def _getter(parameters: list[str], path: str) -> Callable[[tuple[Any, ...], dict[str, Any]], str]:
+def _getter(parameters: list[str], path: str) -> Getter:
     name, _, attribute = path.partition(".")
     index = parameters.index(name)  # a typo in a declaration fails at import
 
@@ -213,12 +235,14 @@ class Door:
 
     # -- subscriptions and queues -----------------------------------------------------------
 
-    @command("manage", topic="spec.topic")
+    @command("manage", also=lambda spec: _writes_to(spec.dead_letter), topic="spec.topic")
     def create_subscription(self, spec: SubscriptionSpec) -> SubscriptionSpec:
         return self._broker.create_subscription(spec)
 
-    @command("manage", queue="name")
+    @command("manage", also=lambda name, **options: _queue_dead_letter(name, options), queue="name")
     def create_queue(self, name: str, **options: Any) -> SubscriptionSpec:
+        """A queue, and its dead-letter topic (``<name>.dlq`` unless ``dead_letter`` says):
+        dead letters are written there, so that takes ``publish`` on it too."""
         return self._broker.create_queue(name, **options)
 
     @command("manage", queue="name")
@@ -475,7 +499,8 @@ class Door:
     ) -> list[Peeked]:
         return self._broker.peek_dead_letters(dead_letter_topic, max_messages, partition)
 
-    @command("manage", topic="dead_letter_topic")
+    @command("manage", also=lambda dlq, where, *_, **kw: _redrives_to(where, *_, **kw),
+             topic="dead_letter_topic")  # fmt: skip
     async def redrive(
         self,
         dead_letter_topic: str,
@@ -484,9 +509,9 @@ class Door:
         to: str | None = None,
     ) -> int:
         """Move dead letters back to their sources (or ``to``), rate-limited; how many moved.
-        ``manage`` on the dead-letter topic lets its letters go back where they came from."""
-        if to is not None:
-            self.principal.check("publish", "topic", to)
+        Besides ``manage`` on the dead-letter topic it takes ``publish`` where they go: on
+        ``to``, or on ``where.source_topic``; letters going back to sources of their own (any
+        topic a letter names) take ``admin``."""
         self._broker.describe_topic(dead_letter_topic)  # unknown: fail before anything is made
         return await self._host.redrive(dead_letter_topic, where, rate_per_s, to)
 
@@ -567,6 +592,23 @@ class Door:
     @property
     def stopping(self) -> bool:
         return self._host.stopping
+
+
+def _writes_to(topic: str | None) -> list[Need]:
+    """A dead-letter topic is written to: ``publish`` on it."""
+    return [] if topic is None else [("publish", "topic", topic)]
+
+
+def _queue_dead_letter(name: str, options: dict[str, Any]) -> list[Need]:
+    dead_letter = options.get("dead_letter", "")
+    return _writes_to(f"{name}.dlq" if dead_letter == "" else dead_letter)
+
+
+def _redrives_to(
+    where: RedriveFilter, rate_per_s: float = 100.0, to: str | None = None
+) -> list[Need]:
+    destination = to or where.source_topic
+    return [("admin", "broker", "")] if destination is None else _writes_to(destination)
 
 
 #: Public methods of ``Door`` that are not commands: they take only what a command returned
