@@ -99,7 +99,7 @@ def test_every_public_method_is_a_command_or_plumbing() -> None:
 
 def needed_grants(name: str, rename: Callable[[str], str] = str) -> tuple[Grant, ...]:
     """The grants ``COMMANDS[name]`` asks for when called with ``EXAMPLES[name]``."""
-    return as_grants(COMMANDS[name].needs(EXAMPLES[name], {}), rename)
+    return as_grants(COMMANDS[name].needs(EXAMPLES[name], {}), rename)  # as if nothing exists
 
 
 def as_grants(needs: list[Need], rename: Callable[[str], str] = str) -> tuple[Grant, ...]:
@@ -271,5 +271,29 @@ def test_writing_somewhere_takes_publish_there(tmp_path: Any) -> None:
         owner = host.door(Principal("owner", (Grant("manage", "queue", "jobs.#"),
                                               Grant("publish", "topic", "jobs.#"))))  # fmt: skip
         assert owner.create_queue("jobs").dead_letter == "jobs.dlq"
+        # A dead-letter topic that is not there yet would be made: manage on it too.
+        publisher = host.door(Principal("pub", (Grant("manage", "queue", "new"),
+                                                Grant("manage", "queue", "more"),
+                                                Grant("publish", "topic", "#"))))  # fmt: skip
+        with pytest.raises(NotAuthorised, match=r"manage on topic 'new\.dlq'"):
+            publisher.create_queue("new")
+        assert publisher.create_queue("more", dead_letter="jobs.dlq").dead_letter == "jobs.dlq"
+
+    run(tmp_path, body)
+
+
+def test_an_alternate_exchange_takes_publish_on_it(tmp_path: Any) -> None:
+    """What an exchange does not route goes to its alternate: declaring one takes ``publish``
+    on the alternate, or whoever may publish to the first reaches the alternate's topics."""
+
+    async def body(host: Host) -> None:
+        mine = (Grant("manage", "exchange", "mine"), Grant("publish", "exchange", "mine"))
+        door = host.door(Principal("ada", mine))
+        with pytest.raises(NotAuthorised, match="publish on exchange 'x'"):
+            door.declare_exchange(ExchangeSpec("mine", "direct", alternate="x"))
+        assert door.declare_exchange(ExchangeSpec("mine", "direct")).alternate is None
+        bob = (Grant("manage", "exchange", "b"), Grant("publish", "exchange", "x"))
+        allowed = host.door(Principal("bob", bob))
+        assert allowed.declare_exchange(ExchangeSpec("b", "direct", "x")).alternate == "x"
 
     run(tmp_path, body)

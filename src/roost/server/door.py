@@ -78,20 +78,27 @@ class Command(NamedTuple):
     #: (resource kind, argument path): ``("topic", "spec.topic")`` reads ``spec.topic``.
     resources: tuple[tuple[str, str], ...]
     getters: tuple[tuple[str, Getter], ...]
-    #: More it needs, depending on its arguments (a dead-letter topic it will write to).
+    #: More it needs, depending on its arguments (a dead-letter topic it will write to):
+    #: called as ``also(door, **arguments)`` with the method's arguments by name.
     also: Callable[..., list[Need]] | None = None
+    signature: inspect.Signature | None = None
 
-    def needs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Need]:
-        """Every grant this command asks for when called with ``args`` and ``kwargs``."""
+    def needs(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], door: Door | None = None
+    ) -> list[Need]:
+        """Every grant this command asks for when called with ``args`` and ``kwargs`` through
+        ``door`` (None: as if nothing it might create existed yet)."""
         if self.operation in ("list", "open"):
             return []
-        found: list[Need] = [
-            (self.operation, kind, get(args, kwargs)) for kind, get in self.getters
-        ]
-        if not self.getters:
-            found = [(self.operation, "broker", "")]
-        if self.also is not None:
-            found += self.also(*args, **kwargs)
+        found: list[Need] = [(self.operation, "broker", "")]
+        if self.getters:
+            found = [(self.operation, kind, get(args, kwargs)) for kind, get in self.getters]
+        if self.also is not None and self.signature is not None:
+            bound = self.signature.bind(None, *args, **kwargs)
+            bound.apply_defaults()
+            arguments = dict(bound.arguments)
+            del arguments["self"]
+            found += self.also(door, **arguments)
         return found
 
 
@@ -111,7 +118,8 @@ def command(
         name = method.__name__
         parameters = list(inspect.signature(method).parameters)[1:]
         getters = tuple((kind, _getter(parameters, path)) for kind, path in resources.items())
-        declared = Command(name, operation, tuple(resources.items()), getters, also)
+        signature = inspect.signature(method)
+        declared = Command(name, operation, tuple(resources.items()), getters, also, signature)
         COMMANDS[name] = declared
         # The resources' positions, when each is a whole argument and nothing else counts: a
         # decision is then remembered by the door under (command, those arguments).
@@ -129,7 +137,7 @@ def command(
             key = (name, pick(args)) if pick is not None and len(args) > last else None
             if key is not None and key in door._allowed:
                 return
-            for needed, kind, value in declared.needs(args, kwargs):
+            for needed, kind, value in declared.needs(args, kwargs, door):
                 if needed != "describe":
                     principal.check(needed, kind, value)
                 elif not principal.sees(kind, value):
@@ -167,6 +175,45 @@ def _getter(parameters: list[str], path: str) -> Getter:
     return get
 
 
+# -- what some commands also need, from their arguments -------------------------------
+
+
+def _writes_to(door: Door | None, topic: str | None) -> list[Need]:
+    """The broker will write to ``topic``: ``publish`` on it, and ``manage`` when it does
+    not exist yet (it will be made)."""
+    if topic is None:
+        return []
+    if door is not None and door.exists(topic):
+        return [("publish", "topic", topic)]
+    return [("publish", "topic", topic), ("manage", "topic", topic)]
+
+
+def _queue_dead_letter(door: Door | None, name: str, options: dict[str, Any]) -> list[Need]:
+    dead_letter = options.get("dead_letter", "")
+    return _writes_to(door, f"{name}.dlq" if dead_letter == "" else dead_letter)
+
+
+def _redrives_to(
+    door: Door | None,
+    dead_letter_topic: str,
+    where: RedriveFilter,
+    rate_per_s: float,
+    to: str | None,
+) -> list[Need]:
+    destination = to or where.source_topic
+    if destination is None:  # back to whatever topic each letter's headers name
+        return [("admin", "broker", "")]
+    return [("publish", "topic", destination)]
+
+
+def _routes_to(door: Door | None, spec: ExchangeSpec) -> list[Need]:
+    return [] if spec.alternate is None else [("publish", "exchange", spec.alternate)]
+
+
+def _dead_letter_of(door: Door | None, spec: SubscriptionSpec) -> list[Need]:
+    return _writes_to(door, spec.dead_letter)
+
+
 class Door:
     """The broker as one principal may use it. Cheap to make: one per session."""
 
@@ -187,6 +234,10 @@ class Door:
         #: (command, its resource arguments) this principal was found to be allowed: the
         #: same command on the same names asks nothing more (forgotten on any change).
         self._allowed: set[tuple[str, Any]] = set()
+
+    def exists(self, topic: str) -> bool:
+        """Whether ``topic`` exists (what a command would make needs ``manage`` on it)."""
+        return topic in self._broker.list_topics()
 
     def current(self) -> Principal:
         """The principal as the identities say now; ``NotAuthenticated`` once it is gone."""
@@ -235,11 +286,11 @@ class Door:
 
     # -- subscriptions and queues -----------------------------------------------------------
 
-    @command("manage", also=lambda spec: _writes_to(spec.dead_letter), topic="spec.topic")
+    @command("manage", also=_dead_letter_of, topic="spec.topic")
     def create_subscription(self, spec: SubscriptionSpec) -> SubscriptionSpec:
         return self._broker.create_subscription(spec)
 
-    @command("manage", also=lambda name, **options: _queue_dead_letter(name, options), queue="name")
+    @command("manage", also=_queue_dead_letter, queue="name")
     def create_queue(self, name: str, **options: Any) -> SubscriptionSpec:
         """A queue, and its dead-letter topic (``<name>.dlq`` unless ``dead_letter`` says):
         dead letters are written there, so that takes ``publish`` on it too."""
@@ -281,8 +332,11 @@ class Door:
 
     # -- exchanges ----------------------------------------------------------------------------
 
-    @command("manage", exchange="spec.name")
+    @command("manage", also=_routes_to, exchange="spec.name")
     def declare_exchange(self, spec: ExchangeSpec) -> ExchangeSpec:
+        """An exchange; its alternate (where what it does not route goes) takes ``publish``
+        on that exchange too, as RabbitMQ asks write on it: else whoever may publish here
+        reaches the alternate's topics."""
         return self._broker.declare_exchange(spec)
 
     @command("manage", exchange="name")
@@ -499,8 +553,7 @@ class Door:
     ) -> list[Peeked]:
         return self._broker.peek_dead_letters(dead_letter_topic, max_messages, partition)
 
-    @command("manage", also=lambda dlq, where, *_, **kw: _redrives_to(where, *_, **kw),
-             topic="dead_letter_topic")  # fmt: skip
+    @command("manage", also=_redrives_to, topic="dead_letter_topic")
     async def redrive(
         self,
         dead_letter_topic: str,
@@ -594,26 +647,9 @@ class Door:
         return self._host.stopping
 
 
-def _writes_to(topic: str | None) -> list[Need]:
-    """A dead-letter topic is written to: ``publish`` on it."""
-    return [] if topic is None else [("publish", "topic", topic)]
-
-
-def _queue_dead_letter(name: str, options: dict[str, Any]) -> list[Need]:
-    dead_letter = options.get("dead_letter", "")
-    return _writes_to(f"{name}.dlq" if dead_letter == "" else dead_letter)
-
-
-def _redrives_to(
-    where: RedriveFilter, rate_per_s: float = 100.0, to: str | None = None
-) -> list[Need]:
-    destination = to or where.source_topic
-    return [("admin", "broker", "")] if destination is None else _writes_to(destination)
-
-
 #: Public methods of ``Door`` that are not commands: they take only what a command returned
 #: or carry no data (the boundary test checks every other public method is in ``COMMANDS``).
 PLUMBING = frozenset({
     "confirmed_now", "confirm", "blocked", "watch", "unwatch", "holding_wakes", "stopping",
-    "principal", "current",
+    "principal", "current", "exists",
 })  # fmt: skip
