@@ -441,3 +441,20 @@ def test_a_route_served_without_the_gate_fails_closed(data_dir: str, clock: Manu
             await host.aclose()
 
     asyncio.run(main())
+
+
+def test_a_session_is_not_inherited_by_a_user_made_again_under_its_name(
+    data_dir: str, clock: ManualClock
+) -> None:
+    async def body(s: Served) -> None:
+        s.add_user("ada", admin=True)
+        s.add_user("mo", Grant("monitor"))
+        session, _ = await s.login("mo")
+        assert (await s.http.get(TOPICS, headers=session)).status_code == 200
+        s.host.identities.delete_user("mo")
+        s.add_user("mo", admin=True)  # someone else now, with more rights
+        refused = await s.http.get(TOPICS, headers=session)
+        assert (refused.status_code, error_code(refused)) == (401, "not_authenticated")
+        assert (await s.http.get(TOPICS, headers=session)).status_code == 401, "it has ended"
+
+    serve(data_dir, clock, body)

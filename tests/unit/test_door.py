@@ -297,3 +297,22 @@ def test_an_alternate_exchange_takes_publish_on_it(tmp_path: Any) -> None:
         assert allowed.declare_exchange(ExchangeSpec("b", "direct", "x")).alternate == "x"
 
     run(tmp_path, body)
+
+
+def test_a_user_made_again_or_given_a_new_password_is_not_who_logged_in(tmp_path: Any) -> None:
+    async def body(host: Host) -> None:
+        identities = host.identities
+        identities.add_user("cy", "a long password")
+        door = host.door(identities.principal("cy"))
+        assert door.list_topics() == []
+        identities.delete_user("cy")
+        identities.add_user("cy", "a long password", admin=True)  # someone else, same name
+        with pytest.raises(NotAuthenticated, match="changed"):
+            door.list_topics()
+        again = host.door(identities.principal("cy"))
+        assert again.list_topics() == ["q", "q.dlq", "t"]
+        identities.set_password("cy", "another long password")
+        with pytest.raises(NotAuthenticated, match="changed"):
+            again.list_topics()
+
+    run(tmp_path, body)

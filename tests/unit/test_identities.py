@@ -119,7 +119,7 @@ def test_add_user_stores_rfc_5802_keys_and_never_the_password(
     assert PASSWORD.encode() not in on_disk
     assert base64.b64encode(PASSWORD.encode()) not in on_disk
     assert set(json.loads(on_disk)["namespaces"][USERS]["ada"]) == {
-        "salt", "stored_key", "server_key", "iterations", "grants", "created_ms",
+        "salt", "stored_key", "server_key", "iterations", "grants", "created_ms", "generation",
     }  # fmt: skip
     identities.add_user("bob", PASSWORD)
     other = identities.scram_keys("bob")
@@ -240,7 +240,8 @@ def test_a_token_is_shown_once_and_stored_as_a_hash(identities: Identities, path
     assert identities.authenticate_token(token.secret).name == "ada"
     on_disk = Path(path).read_text()
     assert token.secret not in on_disk
-    assert token.secret.rsplit("_", 1)[-1] not in on_disk
+    # The random part, whole (it may hold '_' itself: a split on '_' could keep a few chars).
+    assert token.secret[len(f"rst_{token.id}_") :] not in on_disk
     stored = json.loads(on_disk)["namespaces"][TOKENS][token.id]
     assert stored["sha256"] == hashlib.sha256(token.secret.encode()).hexdigest()
     [listed] = identities.list_tokens("ada")
@@ -407,3 +408,23 @@ def test_a_password_check_can_run_apart_from_the_identities(
     assert isinstance(identities.begin_password("ada", PASSWORD), Principal)
     clock.advance(BASIC_CACHE_MS + 1)
     assert isinstance(identities.begin_password("ada", PASSWORD), PasswordCheck)
+
+
+@pytest.mark.parametrize("name", ["anonymous", "unauthenticated", "embedded"])
+def test_the_names_of_principals_that_are_no_user_are_reserved(
+    identities: Identities, name: str
+) -> None:
+    with pytest.raises(InvalidName, match="reserved"):
+        identities.add_user(name, PASSWORD)
+
+
+def test_a_password_checked_while_it_changed_is_not_remembered(identities: Identities) -> None:
+    identities.add_user("ada", PASSWORD)
+    check = identities.begin_password("ada", PASSWORD)
+    assert isinstance(check, PasswordCheck)
+    matched = check.run()  # off the loop, while...
+    identities.set_password("ada", "a new password")  # ...the password changes
+    with pytest.raises(NotAuthenticated):
+        identities.end_password(check, matched)
+    with pytest.raises(NotAuthenticated):
+        identities.authenticate_password("ada", PASSWORD)

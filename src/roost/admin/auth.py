@@ -225,8 +225,10 @@ class Guard:
             raise NotAuthenticated("the session has ended or expired: log in again")
         try:
             principal = self._identities.principal(session.user)
+            if principal.generation != session.generation:
+                raise NotAuthenticated("the user has changed since this session logged in")
         except NotAuthenticated:
-            self._sessions.end(session_id)  # the user is gone
+            self._sessions.end(session_id)  # the user is gone, or another one now
             raise
         return Who(principal, session_id, session)
 

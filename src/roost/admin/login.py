@@ -88,7 +88,7 @@ class Login:
             )  # fmt: skip
         except NotAuthenticated as e:
             return error_response(401, e.code, str(e), NO_STORE)
-        session_id, session = self._sessions.create(principal.name)
+        session_id, session = self._sessions.create(principal.name, principal.generation)
         view = SessionView(principal.name, session.csrf_token)
         response = Response(msgspec.json.encode(view), 200, NO_STORE, media_type=JSON)
         max_age_s = self._config.session_max_ms // 1000

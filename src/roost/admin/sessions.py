@@ -46,6 +46,9 @@ MAX_SESSIONS = 10_000
 @dataclass
 class Session:
     user: str
+    #: The user's generation at login (``Principal.generation``): a user deleted and made
+    #: again, or given a new password, does not inherit the session.
+    generation: str
     csrf_token: str
     created_ms: int
     #: Monotonic ms; moved on by each use, never past ``created_ms + max_ms``.
@@ -66,13 +69,13 @@ class Sessions:
     def __len__(self) -> int:
         return len(self._live)
 
-    def create(self, user: str) -> tuple[str, Session]:
-        """A new session for ``user``: (the cookie's value, the session)."""
+    def create(self, user: str, generation: str = "") -> tuple[str, Session]:
+        """A new session for ``user`` of ``generation``: (the cookie's value, the session)."""
         now = self._clock.monotonic_ms()
         if len(self._live) >= self._max_sessions:
             self._make_room(now)
         session_id = secrets.token_urlsafe(32)
-        session = Session(user, secrets.token_urlsafe(32), now, self._expiry(now, now))
+        session = Session(user, generation, secrets.token_urlsafe(32), now, self._expiry(now, now))
         self._live[_digest(session_id)] = session
         return session_id, session
 

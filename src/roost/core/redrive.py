@@ -37,8 +37,11 @@ class RedriveFilter(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     headers: dict[str, bytes] | None = None
 
     def matches(self, message: Message) -> bool:
-        if self.source_topic is not None and source_of(message) != self.source_topic:
-            return False
+        if self.source_topic is not None:
+            # A letter that names no source is not from that source: it stays, unmatched.
+            source = message.header("x-roost-source-topic")
+            if source is None or source.decode(errors="replace") != self.source_topic:
+                return False
         if self.key is not None and message.key != self.key:
             return False
         if self.error_contains is not None:

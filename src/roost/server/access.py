@@ -109,8 +109,14 @@ class Grant(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class Principal:
     """An authenticated user (or the trusted embedded caller) and what it may do."""
 
-    def __init__(self, name: str, grants: tuple[Grant, ...] = (), admin: bool = False) -> None:
+    def __init__(
+        self, name: str, grants: tuple[Grant, ...] = (), admin: bool = False, generation: str = ""
+    ) -> None:
         self.name = name
+        #: Which incarnation of the user this is: a user deleted and made again under the same
+        #: name, or given a new password, is another generation, and what the old one logged
+        #: in (a connection, a session) is not theirs.
+        self.generation = generation
         self.admin = admin or any(g.operation == "admin" for g in grants)
         self.monitor = self.admin or any(g.operation == "monitor" for g in grants)
         self.grants = grants

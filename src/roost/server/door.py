@@ -248,7 +248,11 @@ class Door:
             if identities.any_users:
                 raise NotAuthenticated("users have been defined since this connection began")
         else:
-            self.principal = identities.principal(self.principal.name)
+            now = identities.principal(self.principal.name)
+            if now.generation != self.principal.generation:
+                # Deleted and made again, or a new password: not who logged in here.
+                raise NotAuthenticated("the user has changed since this connection logged in")
+            self.principal = now
         self._allowed.clear()
         self._version = identities.version
         return self.principal

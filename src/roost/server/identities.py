@@ -51,6 +51,7 @@ from scramp.utils import saslprep  # type: ignore[import-untyped]  # "scramp" al
 from roost.clock import Clock
 from roost.errors import (
     InvalidConfig,
+    InvalidName,
     NotAuthenticated,
     UnknownGrant,
     UnknownToken,
@@ -80,6 +81,9 @@ BASIC_CACHE_MS: Final = 60_000
 #: Remembered passwords at most; past it the memory starts over.
 MAX_BASIC_CACHE: Final = 1024
 ADMIN: Final = Grant("admin")
+#: The names of the principals that are no user (access.py): a user by one of them could be
+#: mistaken for it in logs, counts and checks.
+RESERVED_NAMES: Final = frozenset({"anonymous", "unauthenticated", "embedded"})
 _SCRAM = scramp.ScramMechanism(MECHANISM)
 #: Keys no password gives, for the names nobody has: checking against them fails as a wrong
 #: password does, after the same work.
@@ -128,6 +132,8 @@ class _User(msgspec.Struct):
     iterations: int
     grants: list[tuple[str, str, str]] = msgspec.field(default_factory=list)
     created_ms: int = 0
+    #: Random, new with the user and with each new password (``Principal.generation``).
+    generation: str = ""
 
     def keys(self) -> ScramKeys:
         return ScramKeys(_unb64(self.salt), _unb64(self.stored_key), _unb64(self.server_key),
@@ -226,8 +232,9 @@ class Identities:
             record = self._store.get(USERS, name)
             if record is None:
                 raise NotAuthenticated("the user no longer exists")
-            grants = tuple(msgspec.convert(record, _User).granted())
-            principal = self._principals[name] = Principal(name, grants)
+            user = msgspec.convert(record, _User)
+            principal = Principal(name, tuple(user.granted()), generation=user.generation)
+            self._principals[name] = principal
         return principal
 
     # -- authenticating -------------------------------------------------------------------
@@ -262,6 +269,10 @@ class Identities:
         """The last step: the principal if ``check`` matched, remembered for a while."""
         if not matched:
             raise NotAuthenticated("wrong user name or password")
+        keys = self.scram_keys(check.name)
+        if keys is None or not hmac.compare_digest(keys.stored_key, check.keys.stored_key):
+            # The password changed (or the user went) while this one was being checked.
+            raise NotAuthenticated("wrong user name or password")
         if len(self._basic) >= MAX_BASIC_CACHE:
             self._basic.clear()
         self._basic[check.remembered] = self._clock.monotonic_ms() + BASIC_CACHE_MS
@@ -294,6 +305,8 @@ class Identities:
         """A new user, with the ``admin`` grant if ``admin``; ``UserExists``, ``InvalidName``,
         or ``InvalidConfig`` for a password SCRAM cannot take or shorter than 8."""
         check_name("user", name)
+        if name in RESERVED_NAMES:
+            raise InvalidName("user", name, f"reserved: {sorted(RESERVED_NAMES)} name no user")
         if self._store.get(USERS, name) is not None:
             raise UserExists(name)
         user = _new_user(password, self._clock.now_ms())
@@ -423,7 +436,7 @@ def _new_user(password: str, created_ms: int) -> _User:
     except scramp.ScramException as e:  # SASLprep refuses it (control characters, say)
         raise InvalidConfig("password", "(hidden)", f"not usable with SCRAM: {e}") from None
     return _User(_b64(salt), _b64(stored_key), _b64(server_key), iterations,
-                 created_ms=created_ms)  # fmt: skip
+                 created_ms=created_ms, generation=secrets.token_hex(8))  # fmt: skip
 
 
 def _row(grant: Grant) -> tuple[str, str, str]:

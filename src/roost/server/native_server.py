@@ -147,7 +147,7 @@ class NativeConnection:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self._stream.close()
-            if self.principal is not None:
+            if self.principal is not NOBODY:  # only a handshake that got through was counted
                 self._policy.users.leave(self.principal)
             with contextlib.suppress(ConnectionError):
                 await self._stream.wait_closed()

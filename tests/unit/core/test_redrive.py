@@ -76,3 +76,20 @@ def test_redriven_dead_letters_leave_the_count(data_dir: str, clock: ManualClock
         assert (await broker.stats("q")).dead_letters == 1
 
     run(data_dir, clock, body)
+
+
+def test_a_letter_that_names_no_source_does_not_stop_a_source_filtered_redrive(
+    data_dir: str, clock: ManualClock
+) -> None:
+    """A record in a dead-letter topic that Roost did not dead-letter (no source header) does
+    not match a source filter: it stays, and the letters that do match move, at once."""
+
+    async def body(broker: roost.EmbeddedBroker) -> None:
+        await broker.create_queue("q", max_deliveries=1)
+        await broker.publish("q.dlq", b"stray")  # no x-roost-source-topic
+        await poison(broker, "q", [b"a1"])
+        assert await broker.redrive("q.dlq", source_topic="q") == 1
+        assert [m.value for m in await broker.receive("q", max_messages=10)] == [b"a1"]
+        assert await broker.redrive("q.dlq", source_topic="q") == 0
+
+    run(data_dir, clock, body)
