@@ -18,6 +18,7 @@ import msgspec
 import pytest
 
 from roost.admin.app import build_app
+from roost.admin.config import AdminConfig
 from roost.admin.dashboard import STATIC, Dashboard
 from roost.admin.dashboard.feed import PREAMBLE, QUEUED_EVENTS, Feed
 from roost.admin.metrics import host_registry
@@ -25,6 +26,7 @@ from roost.admin.server import GRACE_S, AdminServer
 from roost.clock import ManualClock
 from roost.core.publishing import Outgoing
 from roost.core.readings import Reading, read_broker
+from roost.server.access import Grant
 from roost.server.host import Host
 from tests.metrics_support import scrape, value
 
@@ -49,7 +51,12 @@ class Browser:
     """One request for the event stream, on the ASGI app itself: what a browser's EventSource
     does, with a disconnect (``leave``) the way uvicorn reports it."""
 
-    def __init__(self, app: Callable[..., Awaitable[None]], path: str = "/dashboard/events"):
+    def __init__(
+        self,
+        app: Callable[..., Awaitable[None]],
+        path: str = "/dashboard/events",
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+    ):
         self.start: dict[str, Any] = {}
         self._chunks: asyncio.Queue[bytes] = asyncio.Queue()
         self._left = asyncio.Event()
@@ -57,7 +64,7 @@ class Browser:
             "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
             "http_version": "1.1", "method": "GET", "scheme": "http", "path": path,
             "raw_path": path.encode(), "query_string": b"", "root_path": "",
-            "headers": [(b"host", b"localhost")], "server": ("localhost", 80),
+            "headers": [(b"host", b"localhost"), *headers], "server": ("localhost", 80),
             "client": ("127.0.0.1", 5000),
         }  # fmt: skip
         self.task = asyncio.create_task(app(scope, self._receive, self._send))
@@ -304,5 +311,29 @@ def test_closing_the_admin_server_ends_open_event_streams_cleanly(
             await asyncio.wait_for(admin.aclose(), GRACE_S - 1)
             assert [chunk async for chunk in chunks] == [], "the response ended, complete"
         assert not dashboard.feed.running
+
+    run(data_dir, clock, body)
+
+
+def test_a_viewer_who_loses_monitor_loses_the_stream(data_dir: str, clock: ManualClock) -> None:
+    """The gate checks ``monitor`` when the stream opens; the stream checks it again before
+    each event, so a revoked grant (or a deleted user, a logout) ends a stream already open."""
+
+    async def body(host: Host) -> None:
+        host.identities.add_user("mo", "a long password")
+        host.identities.grant("mo", Grant("monitor"))
+        token = host.identities.create_token("mo").secret
+        ticks = Ticks()
+        dashboard = Dashboard(host, ticks)
+        app = build_app(host, dashboard.routes, AdminConfig(failed_login_delay_ms=0))
+        browser = Browser(app, headers=((b"authorization", f"Bearer {token}".encode()),))
+        assert await browser.chunk() == PREAMBLE
+        ticks.release()
+        await browser.snapshot()
+        host.identities.revoke("mo", Grant("monitor"))
+        ticks.release()
+        await asyncio.wait_for(browser.task, PATIENCE_S)  # the response finished by itself
+        assert browser.start["status"] == 200
+        await dashboard.aclose()
 
     run(data_dir, clock, body)

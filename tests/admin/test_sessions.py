@@ -44,3 +44,14 @@ def test_the_cookie_is_read_by_its_name_for_the_scheme() -> None:
     assert set_cookie("abc", secure=False, max_age_s=60) == (
         f"{COOKIE}=abc; Path=/; HttpOnly; SameSite=Strict; Max-Age=60"
     )
+
+
+def test_one_user_logging_in_again_and_again_cannot_push_others_out() -> None:
+    clock = ManualClock()
+    sessions = Sessions(clock, idle_ms=60_000, max_ms=600_000, max_sessions=4)
+    admin_id, admin = sessions.create("admin")
+    made = [sessions.create("mallory") for _ in range(10)]
+    assert sessions.find(admin_id) is admin, "the other user's session is still there"
+    alive = [sid for sid, _ in made if sessions.find(sid) is not None]
+    assert len(alive) == 2, "mallory keeps her share (half the table), her oldest ended"
+    assert all(session.ended for _, session in made[:-2])

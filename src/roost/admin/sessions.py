@@ -41,6 +41,8 @@ COOKIE = "roost_session"
 SECURE_COOKIE = "__Host-roost_session"
 CSRF_HEADER = "x-csrf-token"
 MAX_SESSIONS = 10_000
+#: Sessions one user may hold; a new one past it ends that user's oldest.
+MAX_SESSIONS_PER_USER = 100
 
 
 @dataclass
@@ -53,6 +55,8 @@ class Session:
     created_ms: int
     #: Monotonic ms; moved on by each use, never past ``created_ms + max_ms``.
     expires_ms: int
+    #: Logged out, expired or evicted: what it opened (the dashboard's stream) ends too.
+    ended: bool = False
 
 
 class Sessions:
@@ -63,6 +67,7 @@ class Sessions:
         self._idle_ms = idle_ms
         self._max_ms = max_ms
         self._max_sessions = max_sessions
+        self._per_user = max(1, min(MAX_SESSIONS_PER_USER, max_sessions // 2))
         #: SHA-256 of the cookie's value -> the session; oldest first (insertion order).
         self._live: dict[bytes, Session] = {}
 
@@ -72,8 +77,7 @@ class Sessions:
     def create(self, user: str, generation: str = "") -> tuple[str, Session]:
         """A new session for ``user`` of ``generation``: (the cookie's value, the session)."""
         now = self._clock.monotonic_ms()
-        if len(self._live) >= self._max_sessions:
-            self._make_room(now)
+        self._make_room(now, user)
         session_id = secrets.token_urlsafe(32)
         session = Session(user, generation, secrets.token_urlsafe(32), now, self._expiry(now, now))
         self._live[_digest(session_id)] = session
@@ -89,21 +93,30 @@ class Sessions:
         now = self._clock.monotonic_ms()
         if now >= session.expires_ms:
             del self._live[key]
+            session.ended = True
             return None
         session.expires_ms = self._expiry(session.created_ms, now)
         return session
 
     def end(self, session_id: str) -> None:
-        self._live.pop(_digest(session_id), None)
+        session = self._live.pop(_digest(session_id), None)
+        if session is not None:
+            session.ended = True
 
     def _expiry(self, created_ms: int, now_ms: int) -> int:
         return min(now_ms + self._idle_ms, created_ms + self._max_ms)
 
-    def _make_room(self, now_ms: int) -> None:
+    def _make_room(self, now_ms: int, user: str) -> None:
+        """Room for one more session of ``user``: past its own share, its oldest goes (a user
+        logging in again and again cannot push others out); the expired go; then, only if
+        the table is still full, the oldest of all."""
         for key in [k for k, s in self._live.items() if now_ms >= s.expires_ms]:
-            del self._live[key]
+            self._live.pop(key).ended = True
+        theirs = [k for k, s in self._live.items() if s.user == user]
+        while len(theirs) >= self._per_user:
+            self._live.pop(theirs.pop(0)).ended = True
         while len(self._live) >= self._max_sessions:
-            del self._live[next(iter(self._live))]
+            self._live.pop(next(iter(self._live))).ended = True
 
 
 def cookie_value(cookie_header: str, secure: bool) -> str | None:

@@ -24,7 +24,7 @@ redirects to ``/login``, the feed needs ``monitor``, and only the static files a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from starlette.requests import Request
@@ -32,7 +32,10 @@ from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from roost.admin.auth import SESSION
 from roost.admin.dashboard.feed import Feed
+from roost.admin.endpoints import principal_of
+from roost.errors import NotAuthenticated
 from roost.server.access import TRUSTED
 from roost.server.host import Host
 
@@ -45,7 +48,8 @@ INTERVAL_S = 1.0
 class Dashboard:
     def __init__(self, host: Host, tick: Callable[[], Awaitable[None]] | None = None) -> None:
         """``tick`` waits between two snapshots (default: ``INTERVAL_S`` of real time)."""
-        # One reading for every browser: each was checked for `monitor` when it connected.
+        # One reading for every browser: each one's right to it is checked per event.
+        self._host = host
         door = host.door(TRUSTED)
         self.feed = Feed(door.readings, tick or _sleep)
         self.routes: list[BaseRoute] = [
@@ -57,9 +61,33 @@ class Dashboard:
     async def aclose(self) -> None:
         await self.feed.aclose()
 
+    async def _while(self, allowed: Callable[[], bool]) -> AsyncIterator[bytes]:
+        """The feed's events while ``allowed()``; the stream ends the first time it is not."""
+        events = self.feed.events()
+        try:
+            async for event in events:
+                if not allowed():
+                    return
+                yield event
+        finally:
+            await events.aclose()
+
     async def _events(self, request: Request) -> Response:
+        # The gate checked `monitor` once; a stream is long: its viewer is checked again
+        # before each event (a revoked grant, a deleted user, a logout end it).
+        door = self._host.door(principal_of(request.scope))
+        _, session = request.scope.get(SESSION) or (None, None)
+
+        def still_allowed() -> bool:
+            if session is not None and session.ended:
+                return False
+            try:
+                return door.current().monitor
+            except NotAuthenticated:
+                return False
+
         return StreamingResponse(
-            self.feed.events(),
+            self._while(still_allowed),
             media_type="text/event-stream",
             # Proxies must pass each event on as it comes, and nobody may cache the stream.
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},

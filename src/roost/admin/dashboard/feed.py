@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 import msgspec
 
@@ -65,7 +65,7 @@ class Feed:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    async def events(self) -> AsyncIterator[bytes]:
+    async def events(self) -> AsyncGenerator[bytes, None]:
         """The stream one browser reads: ``PREAMBLE``, then a snapshot per interval, until
         the browser leaves (the generator is closed) or the feed closes."""
         if self._closed:
