@@ -458,3 +458,25 @@ def test_a_session_is_not_inherited_by_a_user_made_again_under_its_name(
         assert (await s.http.get(TOPICS, headers=session)).status_code == 401, "it has ended"
 
     serve(data_dir, clock, body)
+
+
+def test_an_address_that_guessed_too_often_is_refused_unchecked(
+    data_dir: str, clock: ManualClock
+) -> None:
+    async def body(s: Served) -> None:
+        s.add_user("ada", admin=True)
+        s.host.failed_logins.limit = 2
+        for _ in range(2):
+            wrong = await s.http.get(TOPICS, auth=("ada", "not the password"))
+            assert wrong.status_code == 401
+        refused = await s.http.get(TOPICS, auth=("ada", PASSWORD))
+        assert refused.status_code == 401
+        assert "too many failed logins" in refused.json()["error"]["message"]
+        login = await s.http.post(
+            "/login", json={"username": "ada", "password": PASSWORD}, headers=JSON_HEADERS
+        )
+        assert login.status_code == 401, "the login page counts the same failures"
+        clock.advance(s.host.failed_logins.window_ms)
+        assert (await s.http.get(TOPICS, auth=("ada", PASSWORD))).status_code == 200
+
+    serve(data_dir, clock, body)

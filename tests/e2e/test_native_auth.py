@@ -453,3 +453,22 @@ def test_garbage_in_the_auth_exchange_closes_only_that_connection(
                 await good.aclose()
 
     run(body)
+
+
+def test_an_address_that_guessed_too_often_is_refused_unchecked(tmp_path: Path) -> None:
+    """Guessing on many connections at once is not slowed by a delay per connection: past
+    the limit of failures within the window, the address is refused at once, even with the
+    right password, until the window has passed."""
+
+    async def body() -> None:
+        async with serving(tmp_path, ADA) as served:
+            served.host.failed_logins.limit = 3
+            for _ in range(3):
+                with pytest.raises(NotAuthenticated, match="wrong user name or password"):
+                    await list_as(served.url("ada:wrong%20horse"))
+            with pytest.raises(NotAuthenticated, match="too many failed logins"):
+                await list_as(served.url(f"ada:{PASSWORD.replace(' ', '%20')}"))
+            served.clock.advance(served.host.failed_logins.window_ms)
+            assert await list_as(served.url(f"ada:{PASSWORD.replace(' ', '%20')}")) == []
+
+    run(body)

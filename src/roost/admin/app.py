@@ -60,7 +60,7 @@ def build_app(
     config = config or AdminConfig()
     document = msgspec.json.encode(openapi_document(ENDPOINTS))
     sessions = Sessions(host.clock, config.session_idle_ms, config.session_max_ms)
-    login = Login(host.identities, sessions, config, pause)
+    login = Login(host.identities, sessions, config, pause, host.failed_logins)
 
     async def openapi(request: Request) -> Response:
         return Response(document, media_type=JSON)
@@ -73,6 +73,7 @@ def build_app(
         Guard,
         identities=host.identities,
         sessions=sessions,
+        failures=host.failed_logins,
         config=config,
         open_paths={endpoint.path for endpoint in ENDPOINTS if endpoint.public},
         pause=pause,

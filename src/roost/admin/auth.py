@@ -73,6 +73,7 @@ from roost.admin.hosts import AllowedHosts
 from roost.admin.sessions import CSRF_HEADER, Session, Sessions, cookie_value, set_cookie
 from roost.errors import NotAuthenticated
 from roost.server.access import ANONYMOUS, Principal
+from roost.server.failed_logins import FailedLogins
 from roost.server.identities import Identities
 
 log = logging.getLogger("roost.admin")
@@ -138,8 +139,10 @@ class Guard:
         config: AdminConfig,
         open_paths: Collection[str] = (),
         pause: Pause = asyncio.sleep,
+        failures: FailedLogins | None = None,
     ) -> None:
         self._app = app
+        self._failures = failures
         self._identities = identities
         self._sessions = sessions
         self._config = config
@@ -241,7 +244,9 @@ class Guard:
         if not colon:
             raise NotAuthenticated("malformed basic credentials")
         delay_ms = self._config.failed_login_delay_ms
-        return await check_password(self._identities, name, password, scope, self._pause, delay_ms)
+        return await check_password(
+            self._identities, name, password, scope, self._pause, delay_ms, self._failures
+        )
 
     def _unauthenticated(self, scope: Scope, reason: str) -> Response:
         response: Response
@@ -258,10 +263,20 @@ class Guard:
 
 
 async def check_password(
-    identities: Identities, name: str, password: str, scope: Scope, pause: Pause, delay_ms: int
+    identities: Identities,
+    name: str,
+    password: str,
+    scope: Scope,
+    pause: Pause,
+    delay_ms: int,
+    failures: FailedLogins | None = None,
 ) -> Principal:
     """``identities.authenticate_password``, a failure logged (the name and the client's
-    address, never the password) and answered ``delay_ms`` later."""
+    address, never the password), counted against the address in ``failures`` (an address
+    past their limit is refused at once, unchecked) and answered ``delay_ms`` later."""
+    client = scope.get("client") or ("?", 0)
+    if failures is not None:
+        failures.check(str(client[0]))
     try:
         begun = identities.begin_password(name, password)
         if isinstance(begun, Principal):  # checked lately: remembered
@@ -270,8 +285,9 @@ async def check_password(
         # loop goes on serving (hashlib lets go of the GIL for it).
         return identities.end_password(begun, await asyncio.to_thread(begun.run))
     except NotAuthenticated:
-        client = scope.get("client") or ("?", 0)
         log.warning("admin: wrong password for user %r from %s", name[:100], client[0])
+        if failures is not None:
+            failures.failed(str(client[0]))
         if delay_ms > 0:
             await pause(delay_ms / 1000)
         raise

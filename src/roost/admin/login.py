@@ -34,6 +34,7 @@ from roost.admin.dashboard import STATIC
 from roost.admin.endpoints import JSON, error_response, principal_of
 from roost.admin.sessions import Sessions, cookie_value, set_cookie
 from roost.errors import NotAuthenticated
+from roost.server.failed_logins import FailedLogins
 from roost.server.identities import Identities
 
 #: A login body is a name and a password (at most 1024 characters): this is plenty.
@@ -54,9 +55,15 @@ class SessionView(msgspec.Struct, frozen=True):
 
 class Login:
     def __init__(
-        self, identities: Identities, sessions: Sessions, config: AdminConfig, pause: Pause
+        self,
+        identities: Identities,
+        sessions: Sessions,
+        config: AdminConfig,
+        pause: Pause,
+        failures: FailedLogins | None = None,
     ) -> None:
         self._identities = identities
+        self._failures = failures
         self._sessions = sessions
         self._config = config
         self._pause = pause
@@ -84,7 +91,7 @@ class Login:
         try:
             principal = await check_password(
                 self._identities, credentials.username, credentials.password, request.scope,
-                self._pause, self._config.failed_login_delay_ms,
+                self._pause, self._config.failed_login_delay_ms, self._failures,
             )  # fmt: skip
         except NotAuthenticated as e:
             return error_response(401, e.code, str(e), NO_STORE)

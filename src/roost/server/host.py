@@ -43,6 +43,7 @@ from roost.errors import BacklogFull, InvalidConfig, StorageClosed
 from roost.receipt import Receipt
 from roost.server.access import TRUSTED, Principal
 from roost.server.door import Door
+from roost.server.failed_logins import FailedLogins
 from roost.server.flusher import Flusher
 from roost.server.identities import Identities
 from roost.server.meters import ListenerStats
@@ -68,6 +69,8 @@ class Host:
         self.clock = clock
         #: Users, tokens and grants, in the engine's metadata store.
         self.identities = Identities(engine.metadata, clock)
+        #: Failed logins per address, across every listener (server/failed_logins.py).
+        self.failed_logins = FailedLogins(clock)
         self._new_data: dict[str, asyncio.Event] = {}  # per topic, set on publish and on tick
         self._watchers: dict[str, dict[Callable[[], None], None]] = {}  # per topic, ordered
         self._watching_soon: set[str] = set()

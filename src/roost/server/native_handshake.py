@@ -40,6 +40,7 @@ from roost.errors import NotAuthenticated, RoostError, Unavailable
 from roost.protocols.native import messages as m
 from roost.protocols.native.codec import VERSIONS, Frame, Kind, encode, negotiate
 from roost.server.access import Principal
+from roost.server.failed_logins import FailedLogins
 from roost.server.framed import FramedStream
 from roost.server.identities import Identities
 from roost.server.meters import ListenerStats
@@ -71,6 +72,15 @@ class HandshakePolicy:
     #: Shared by a listener's connections: ``max_connections_per_user`` is its limit.
     users: UserConnections = field(default_factory=lambda: UserConnections(1_000))
     sleep: Sleep = asyncio.sleep
+    #: Failed logins per address, shared by every listener of the host (None: not counted).
+    failures: FailedLogins | None = None
+
+
+def _address(peer: object) -> str:
+    """The address part of a peer name (``(host, port)``, or more for IPv6)."""
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return str(peer)
 
 
 class Handshake:
@@ -159,6 +169,14 @@ class Handshake:
         """The ``AUTH`` exchange; None when it failed (answered, after the delay) or the
         client left."""
         exchange = Authentication(self._identities, mechanisms, self._tls_principal)
+        failures, address = self._policy.failures, _address(self._peer)
+        if failures is not None:
+            try:
+                failures.check(address)  # guessing on many connections: refused at once
+            except NotAuthenticated as e:
+                log.warning("refusing a login from %s: %s", self._peer, e.reason)
+                self._fail(e)
+                return None
         while True:
             frame = await self._next_frame()
             if frame is None or frame.kind is Kind.GOODBYE:
@@ -170,6 +188,8 @@ class Handshake:
                 claimed = (exchange.user or "")[:LOGGED_NAME_CHARS]
                 log.warning("authentication of %r from %s failed: %s", claimed, self._peer,
                             e.reason)  # fmt: skip
+                if failures is not None:
+                    failures.failed(address)
                 if self._policy.failed_auth_delay_s > 0:
                     await self._policy.sleep(self._policy.failed_auth_delay_s)
                 self._fail(e)

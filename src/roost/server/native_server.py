@@ -444,6 +444,7 @@ async def serve_native(
         anonymous=allow_anonymous or loopback, failed_auth_delay_s=failed_auth_delay_s,
         handshake_timeout_ms=handshake_timeout_ms,
         users=UserConnections(max_connections_per_user), sleep=sleep,
+        failures=host.failed_logins,
     )  # fmt: skip
     if not loopback and not host.identities.any_users:
         if allow_anonymous:
