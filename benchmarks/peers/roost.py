@@ -80,6 +80,12 @@ class Adapter(Base):
         # ``-t roost:durability=interval`` compares with peers that fsync once a second
         # (Redis's appendfsync everysec); the default, ``always``, confirms after fsync.
         self.durability = opts.get("durability", "always")
+        # ``-t roost:auth=1,port=37421,server=roost_auth`` measures a second broker (started
+        # with BENCH_ROOST_AUTH=1 BENCH_ROOST_PORT=37421 and its own BENCH_RUNDIR, its pid in
+        # BENCH_PID_ROOST_AUTH) beside the plain one, in the same invocation.
+        self.auth = opts.get("auth", "1" if AUTH else "0") not in ("", "0")
+        self.port = int(opts.get("port", PORT))
+        self.server = opts.get("server", "roost")
         if self.durability not in ("always", "interval"):
             raise SystemExit(f"roost: durability is always or interval, not {self.durability!r}")
 
@@ -94,7 +100,8 @@ class Adapter(Base):
             f"msgspec {msgspec.__version__}",
             settings=(
                 f"roost serve{' over TLS' if TLS else ''}"
-                f"{', SCRAM-authenticated user' if AUTH else ''}, durability {self.durability} "
+                f"{', SCRAM-authenticated user' if self.auth else ''}"
+                f", durability {self.durability} "
                 + (
                     "(confirm after fsync, group commit); "
                     if self.durability == "always"
@@ -112,8 +119,9 @@ class Adapter(Base):
         import roost
 
         ca_file = _tls_files()[0] if TLS else None
-        credentials = {"username": USER, "password": PASSWORD} if AUTH else {}
-        self.client = await roost.connect(URL, reconnect=False, ca_file=ca_file, **credentials)
+        credentials = {"username": USER, "password": PASSWORD} if self.auth else {}
+        url = f"{'roosts' if TLS else 'roost'}://{HOST}:{self.port}"
+        self.client = await roost.connect(url, reconnect=False, ca_file=ca_file, **credentials)
 
     async def close(self) -> None:
         if self.client is not None:
@@ -210,7 +218,10 @@ def start() -> int:
     data = os.path.join(rundir(), "roost")
     os.makedirs(data, exist_ok=True)
     log_path = os.path.join(rundir(), "roost.out")
-    argv = [sys.executable, "-m", "roost.cli.main", "serve", "--data", data, "--port", str(PORT)]
+    # The admin API on a port of its own choosing: two brokers (plain and with users) run side
+    # by side for one harness invocation.
+    argv = [sys.executable, "-m", "roost.cli.main", "serve", "--data", data, "--port", str(PORT),
+            "--admin-port", "0"]  # fmt: skip
     if TLS:
         cert_file, key_file = _tls_files()
         _make_certificate(cert_file, key_file)
