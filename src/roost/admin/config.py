@@ -10,9 +10,9 @@ the knobs of its sessions, so ``build_app`` can be built in a test without a who
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
+from roost.server.exposure import is_loopback
 from roost.server.serve import Settings
 
 #: A dashboard session ends after this long without a request...
@@ -54,12 +54,3 @@ class AdminConfig:
         """Whether, with no users defined, requests are served as ``access.ANONYMOUS``: only
         on a loopback listener (nobody else can connect) or when the operator said so."""
         return self.allow_anonymous or is_loopback(self.listen)
-
-
-def is_loopback(address: str) -> bool:
-    if address.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a name other than localhost may resolve to anything

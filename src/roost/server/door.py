@@ -49,7 +49,7 @@ from roost.core.redrive import RedriveFilter
 from roost.core.routing import BindingSpec, ExchangeSpec
 from roost.core.stats import GroupDescription, StreamStats, SubscriptionStats
 from roost.core.streams import FetchedBatches, ResetTarget, SeekTarget
-from roost.errors import NotAuthenticated, NotAuthorised, UnknownExchange
+from roost.errors import NotAuthenticated, NotAuthorised, UnknownExchange, UnknownTopic
 from roost.receipt import Receipt
 from roost.server.access import ANONYMOUS, Grant, Principal
 from roost.server.identities import Identities, NewToken, TokenInfo, UserInfo
@@ -77,11 +77,13 @@ class Command(NamedTuple):
     operation: str
     #: (resource kind, argument path): ``("topic", "spec.topic")`` reads ``spec.topic``.
     resources: tuple[tuple[str, str], ...]
+    #: ``resources`` as functions of a call's arguments (made once: they run per call).
     getters: tuple[tuple[str, Getter], ...]
     #: More it needs, depending on its arguments (a dead-letter topic it will write to):
     #: called as ``also(door, **arguments)`` with the method's arguments by name.
+    #: The method's, to name a call's arguments for ``also``.
+    signature: inspect.Signature
     also: Callable[..., list[Need]] | None = None
-    signature: inspect.Signature | None = None
 
     def needs(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], door: Door | None = None
@@ -90,10 +92,12 @@ class Command(NamedTuple):
         ``door`` (None: as if nothing it might create existed yet)."""
         if self.operation in ("list", "open"):
             return []
-        found: list[Need] = [(self.operation, "broker", "")]
-        if self.getters:
-            found = [(self.operation, kind, get(args, kwargs)) for kind, get in self.getters]
-        if self.also is not None and self.signature is not None:
+        found: list[Need] = (
+            [(self.operation, kind, get(args, kwargs)) for kind, get in self.getters]
+            if self.getters
+            else [(self.operation, "broker", "")]  # admin, monitor: broker-wide
+        )
+        if self.also is not None:
             bound = self.signature.bind(None, *args, **kwargs)
             bound.apply_defaults()
             arguments = dict(bound.arguments)
@@ -119,7 +123,7 @@ def command(
         parameters = list(inspect.signature(method).parameters)[1:]
         getters = tuple((kind, _getter(parameters, path)) for kind, path in resources.items())
         signature = inspect.signature(method)
-        declared = Command(name, operation, tuple(resources.items()), getters, also, signature)
+        declared = Command(name, operation, tuple(resources.items()), getters, signature, also)
         COMMANDS[name] = declared
         # The resources' positions, when each is a whole argument and nothing else counts: a
         # decision is then remembered by the door under (command, those arguments).
@@ -237,7 +241,11 @@ class Door:
 
     def exists(self, topic: str) -> bool:
         """Whether ``topic`` exists (what a command would make needs ``manage`` on it)."""
-        return topic in self._broker.list_topics()
+        try:
+            self._broker.policy(topic)  # a lookup by name, not a scan of every topic
+        except UnknownTopic:
+            return False
+        return True
 
     def current(self) -> Principal:
         """The principal as the identities say now; ``NotAuthenticated`` once it is gone."""

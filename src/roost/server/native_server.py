@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import ipaddress
 import logging
 import ssl as _ssl
 from collections.abc import Awaitable, Callable
@@ -32,6 +31,7 @@ from roost.errors import ProtocolError, RoostError
 from roost.protocols.native import messages as m
 from roost.protocols.native.codec import Frame, Kind, NativeCodec, State, encode
 from roost.server.access import NOBODY, Principal
+from roost.server.exposure import is_loopback
 from roost.server.framed import FramedStream
 from roost.server.host import Host
 from roost.server.meters import ListenerStats
@@ -460,10 +460,10 @@ async def serve_native(
 def _loopback_only(server: asyncio.Server) -> bool:
     """Every socket of ``server`` is bound to a loopback address (127.0.0.0/8, ::1)."""
     try:
-        addresses = [ipaddress.ip_address(s.getsockname()[0].split("%")[0]) for s in server.sockets]
-    except (ValueError, IndexError, TypeError):  # not an IP socket
+        addresses = [str(s.getsockname()[0]).split("%")[0] for s in server.sockets]
+    except (IndexError, TypeError):  # not an IP socket
         return False
-    return bool(addresses) and all(address.is_loopback for address in addresses)
+    return bool(addresses) and all(is_loopback(address) for address in addresses)
 
 
 async def close_native(listener: NativeListener) -> None:
