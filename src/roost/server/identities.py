@@ -42,6 +42,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from typing import Any, Final
 
 import msgspec
@@ -292,12 +293,17 @@ class Identities:
             raise NotAuthenticated("invalid, expired or revoked token")
         return self.principal(token.user)
 
-    def scram_server(self, s_nonce: str | None = None) -> Any:
+    def scram_server(
+        self,
+        s_nonce: str | None = None,
+        lookup: Callable[[str], tuple[bytes, bytes, bytes, int]] | None = None,
+    ) -> Any:
         """A ``scramp`` server for one SCRAM-SHA-256 exchange against these users.
 
-        ``s_nonce`` is for tests that replay a published exchange: a server's nonce must be
-        fresh and random for each exchange, which is what None gives."""
-        return _SCRAM.make_server(self.scram_lookup, s_nonce=s_nonce)
+        ``lookup`` stands in for ``scram_lookup`` (the native handshake's notes the name it is
+        asked for). ``s_nonce`` is for tests that replay a published exchange: a server's nonce
+        must be fresh and random for each exchange, which is what None gives."""
+        return _SCRAM.make_server(lookup or self.scram_lookup, s_nonce=s_nonce)
 
     # -- changing -------------------------------------------------------------------------
 

@@ -32,8 +32,6 @@ import enum
 from collections.abc import Callable, Iterator
 from typing import Any, Final, NamedTuple
 
-import scramp
-
 from roost.errors import NotAuthenticated
 from roost.protocols.native import messages as m
 from roost.server.access import ANONYMOUS, Principal
@@ -48,7 +46,6 @@ MAX_AUTH_BYTES: Final = 4096
 #: The first version that can authenticate.
 AUTH_VERSION: Final = 4
 WRONG_CREDENTIALS: Final = "wrong user name or password"
-_SCRAM: Final = scramp.ScramMechanism(SCRAM)
 
 
 class Admission(NamedTuple):
@@ -140,7 +137,7 @@ class Authentication:
     # -- SCRAM-SHA-256 (RFC 5802, RFC 7677) ------------------------------------------------
 
     def _scram_first(self, data: bytes) -> Challenge:
-        self._scram = _SCRAM.make_server(self._lookup)
+        self._scram = self._identities.scram_server(lookup=self._lookup)
         with _refusing("malformed SCRAM client-first message"):
             self._scram.set_client_first(data.decode())
             server_first: str = self._scram.get_server_first()
