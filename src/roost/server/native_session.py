@@ -21,6 +21,7 @@ from roost.core.redrive import RedriveFilter
 from roost.core.routing import BindingSpec, ExchangeSpec
 from roost.errors import InvalidConfig, InvalidRequest, RoostError
 from roost.protocols.native import messages as m
+from roost.protocols.native.unreadable import Unreadable
 from roost.server.door import Door
 from roost.storage import TopicConfig
 
@@ -218,6 +219,12 @@ async def redrive(door: Door, req: m.Redrive) -> m.Response:
     return m.Moved(await door.redrive(req.dead_letter_topic, where, req.rate_per_s, req.to))
 
 
+async def refuse_unreadable(door: Door, req: Unreadable) -> m.Response:
+    """A request frame whose payload was no request (the codec's ``Unreadable``): the
+    sender's mistake, answered as such, and the connection goes on."""
+    raise InvalidRequest(req.problem)
+
+
 def _done(call: Callable[[Door, Any], object]) -> Handler:
     async def handler(door: Door, req: Any) -> m.Response:
         call(door, req)
@@ -267,4 +274,5 @@ HANDLERS: dict[type, Handler] = {
     m.SeekToTime: seek_to_time,
     m.Stats: _describe(lambda d, r: d.stats(r.topic, r.subscription)),
     m.Redrive: redrive,
+    Unreadable: refuse_unreadable,
 }

@@ -27,8 +27,11 @@ paragraph as a table.
 
 Anything malformed — a bad length, an unknown kind, a payload that is not the kind's struct, a
 field the connection's version does not have, a frame out of turn — raises ``ProtocolError``
-and the connection is done: ``next_event`` keeps raising it. The codec never calls back into
-the connection and never touches a socket.
+and the connection is done: ``next_event`` keeps raising it. One exception: on an open
+connection, a server's ``REQUEST`` whose payload is MessagePack but no request (an unknown
+field, a mistyped value, a missing one) is a frame carrying ``Unreadable``
+(unreadable.py), which the server answers ``invalid_request``; the connection goes on.
+The codec never calls back into the connection and never touches a socket.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import msgspec
 from roost.errors import ProtocolError
 from roost.protocols._buffer import ReceiveBuffer
 from roost.protocols.native import messages as m
+from roost.protocols.native.unreadable import unreadable
 
 PROTOCOL = "roost"
 #: Protocol versions spoken, oldest first (docs/protocol.md says what each adds); a client says
@@ -232,7 +236,10 @@ class NativeCodec:
             return self._end_of_data()
         try:
             kind = Kind(kind_number)
-            message = self._buffer.decode(4 + length, HEADER_SIZE, _DECODERS[kind].decode)
+            decode: Callable[[memoryview], Any] = _DECODERS[kind].decode
+            if kind is Kind.REQUEST and self.role == "server" and self.step is Step.OPEN:
+                decode = _decode_request
+            message = self._buffer.decode(4 + length, HEADER_SIZE, decode)
             check_version(message, _version_of(message, self.version))
         except (ValueError, msgspec.DecodeError, RecursionError) as e:
             # RecursionError: a payload nested thousands deep must not escape as a crash.
@@ -288,6 +295,19 @@ class NativeCodec:
         self._error = error
         self.step = Step.CLOSED
         return error
+
+
+def _decode_request(payload: memoryview) -> msgspec.Struct:
+    """A request, or ``Unreadable`` for MessagePack that is no request: the frame's length
+    kept the stream in step, so that is the request's failure, not the connection's."""
+    try:
+        request: msgspec.Struct = _DECODERS[Kind.REQUEST].decode(payload)
+    except msgspec.ValidationError as e:
+        refused = unreadable(payload, e)
+        if refused is None:
+            raise
+        return refused
+    return request
 
 
 def encode(
