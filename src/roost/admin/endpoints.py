@@ -167,7 +167,7 @@ def route(endpoint: Endpoint, host: Host) -> Route:
             body = await _body(endpoint, request)
             call = Call(host.door(principal), request.path_params, body, _query(endpoint, request))
             result = await endpoint.handler(call)
-        except _BadInput as e:
+        except BadInput as e:
             return error_response(e.status, "invalid_request", e.message)
         except RoostError as e:
             return error_response(status_of(e), e.code, str(e))
@@ -184,7 +184,10 @@ def route(endpoint: Endpoint, host: Host) -> Route:
     return Route(endpoint.path, serve, methods=[endpoint.method], name=endpoint.summary)
 
 
-class _BadInput(Exception):
+class BadInput(Exception):
+    """A request's body or query that is not what its endpoint takes: answered with
+    ``status`` and ``invalid_request``."""
+
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
@@ -198,13 +201,19 @@ async def _body(endpoint: Endpoint, request: Request) -> Any:
     async for chunk in request.stream():
         data += chunk
         if len(data) > MAX_BODY_BYTES:
-            raise _BadInput(413, f"request body over {MAX_BODY_BYTES} bytes")
+            raise BadInput(413, f"request body over {MAX_BODY_BYTES} bytes")
+    return decode_body(endpoint.body, data)
+
+
+def decode_body(body: type[msgspec.Struct], data: bytes | bytearray) -> Any:
+    """``data`` as a ``body``; ``BadInput`` 422 for JSON that is not one, 400 for bytes that
+    are not JSON (not UTF-8, or nested past the decoder's depth, included)."""
     try:
-        return msgspec.json.decode(data, type=endpoint.body)
+        return msgspec.json.decode(data, type=body)
     except msgspec.ValidationError as e:
-        raise _BadInput(422, f"request body: {e}") from None
-    except msgspec.DecodeError as e:
-        raise _BadInput(400, f"request body is not JSON: {e}") from None
+        raise BadInput(422, f"request body: {e}") from None
+    except (ValueError, RecursionError) as e:  # DecodeError and UnicodeDecodeError are both
+        raise BadInput(400, f"request body is not JSON: {e}") from None
 
 
 def _query(endpoint: Endpoint, request: Request) -> Any:
@@ -213,4 +222,4 @@ def _query(endpoint: Endpoint, request: Request) -> Any:
     try:
         return msgspec.convert(dict(request.query_params), endpoint.query, strict=False)
     except msgspec.ValidationError as e:
-        raise _BadInput(422, f"query: {e}") from None
+        raise BadInput(422, f"query: {e}") from None

@@ -173,7 +173,11 @@ def serve(
         "tls_cert_file": tls_cert_file, "tls_key_file": tls_key_file,
         "tls_ca_file": tls_ca_file, "tls_client_auth": tls_client_auth,
     }  # fmt: skip
-    config = serving.settings(config_file, os.environ, flags)
+    try:
+        config = serving.settings(config_file, os.environ, flags)
+    except InvalidConfig as e:  # an unreadable file, an unknown or mistyped setting: one line
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
 
     def ready(address: str, bound: int) -> None:
         click.echo(f"roost listening on {address}:{bound}", err=True)

@@ -44,6 +44,7 @@ from roost.errors import (
     InvalidConfig,
     InvalidRequest,
     NotOwner,
+    ProtocolError,
     RoostError,
     StaleGeneration,
     UnknownMember,
@@ -74,10 +75,15 @@ class Backend(Protocol):
 
 
 def _answered(request: m.Request, value: object, kind: type[T]) -> T:
-    """``value``, a ``Described``'s, as ``request``'s answer struct, then as ``kind``."""
+    """``value``, a ``Described``'s, as ``request``'s answer struct, then as ``kind``; an
+    answer that is not one is the broker breaking the protocol: ``ProtocolError``."""
     builtins = msgspec.to_builtins(value, builtin_types=(bytes,))
-    answer = msgspec.convert(builtins, m.answer_type(request, builtins))
-    return msgspec.convert(msgspec.to_builtins(answer, builtin_types=(bytes,)), kind)
+    try:
+        answer = msgspec.convert(builtins, m.answer_type(request, builtins))
+        return msgspec.convert(msgspec.to_builtins(answer, builtin_types=(bytes,)), kind)
+    except msgspec.ValidationError as e:
+        name = type(request).__name__
+        raise ProtocolError("roost", f"the answer to {name} is not its struct: {e}") from None
 
 
 def _ms(seconds: float | None) -> int | None:
@@ -697,7 +703,11 @@ class Client(ClosedOnExit):
     ) -> SubscriptionStats | StreamStats:
         request = m.Stats(topic, subscription or topic)
         value = msgspec.to_builtins((await self.call(request, m.Described)).value)
-        kind = StreamStats if value.get("mode") == "stream" else SubscriptionStats
+        kind = (
+            StreamStats
+            if m.answer_type(request, value) is m.StreamStatsAnswer
+            else SubscriptionStats
+        )
         return _answered(request, value, kind)  # type: ignore[return-value]
 
     # -- lifecycle ------------------------------------------------------------------------

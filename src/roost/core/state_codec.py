@@ -13,7 +13,10 @@ committed offset. Leases are never written: after a restart every offset not kno
 delivered again, with its delivery count intact.
 
 Replaying a journal is applying its entries in order to an empty or snapshotted state; a
-``PartitionState`` is exactly what ``PartitionDeliveries`` needs to resume.
+``PartitionState`` is exactly what ``PartitionDeliveries`` needs to resume. Entries and
+snapshots are read back as typed structs: bytes that are not what this module writes (a
+snapshot or entry whose CRC held but whose content is wrong, a partition the topic does not
+have) raise ``CorruptState``, never a ``KeyError`` or ``TypeError`` from deep in the replay.
 """
 
 from __future__ import annotations
@@ -45,8 +48,36 @@ class Snapshot(msgspec.Struct, array_like=True):
     partitions: list[PartitionState]
 
 
+class CorruptState(ValueError):
+    """A snapshot or journal entry that is not what this module writes."""
+
+
+# The entries as read back: the arrays above, their first element the tag.
+class _Entry(msgspec.Struct, array_like=True):
+    partition: int
+
+
+class _Delivered(_Entry, tag=DELIVERED):
+    now_ms: int
+    offsets: list[int]
+
+
+class _Done(_Entry, tag=DONE):
+    ranges: list[tuple[int, int]]
+
+
+class _Retry(_Entry, tag=RETRY):
+    visible_at_ms: int
+    error: str | None
+    offsets: list[int]
+
+
+class _Committed(_Entry, tag=COMMITTED):
+    offset: int
+
+
 _encoder = msgspec.msgpack.Encoder()
-_entry_decoder = msgspec.msgpack.Decoder(list[Any])
+_entry_decoder = msgspec.msgpack.Decoder(_Delivered | _Done | _Retry | _Committed)
 _snapshot_decoder = msgspec.msgpack.Decoder(Snapshot)
 
 
@@ -99,16 +130,31 @@ def _attempts(state: PartitionDeliveries) -> list[tuple[int, int, int, int, str 
 def replay(
     snapshot_bytes: bytes | None, entries: list[bytes], partitions: int
 ) -> dict[int, PartitionState]:
-    """Rebuild every partition's state from a snapshot and the entries after it."""
+    """Rebuild every partition's state from a snapshot and the entries after it; raises
+    ``CorruptState`` for a snapshot or entry this module did not write, naming which."""
     states = {p: PartitionState(p, 0, [], [], []) for p in range(partitions)}
     if snapshot_bytes is not None:
-        for state in _snapshot_decoder.decode(snapshot_bytes).partitions:
+        for state in _decode(_snapshot_decoder, snapshot_bytes, "snapshot").partitions:
+            _check_partition(state.partition, partitions, "snapshot")
             states[state.partition] = state
     work = {p: _Replay(state) for p, state in states.items()}
-    for entry in entries:
-        fields = _entry_decoder.decode(entry)
-        work[fields[1]].apply(fields)
+    for number, entry in enumerate(entries):
+        fields = _decode(_entry_decoder, entry, f"entry {number}")
+        _check_partition(fields.partition, partitions, f"entry {number}")
+        work[fields.partition].apply(fields)
     return {p: replayed.result() for p, replayed in work.items()}
+
+
+def _decode(decoder: msgspec.msgpack.Decoder[Any], data: bytes, what: str) -> Any:
+    try:
+        return decoder.decode(data)
+    except (ValueError, RecursionError) as e:  # msgspec's DecodeError is a ValueError
+        raise CorruptState(f"journal {what} is not a state entry: {e}") from None
+
+
+def _check_partition(partition: int, partitions: int, what: str) -> None:
+    if not 0 <= partition < partitions:
+        raise CorruptState(f"journal {what} names partition {partition} of {partitions}")
 
 
 class _Replay:
@@ -122,28 +168,26 @@ class _Replay:
         self.retry_at = dict(state.retry_at)
         self.committed = state.committed
 
-    def apply(self, fields: list[Any]) -> None:
-        kind = fields[0]
-        if kind == DELIVERED:
-            _, _, now_ms, offsets = fields
-            for offset in offsets:
+    def apply(self, entry: _Entry) -> None:
+        if isinstance(entry, _Delivered):
+            now_ms = entry.now_ms
+            for offset in entry.offsets:
                 attempts = self.attempts.setdefault(offset, Attempts(0, now_ms, now_ms))
                 attempts.count += 1
                 attempts.last_ms = now_ms
-        elif kind == DONE:
-            for start, end in fields[2]:
+        elif isinstance(entry, _Done):
+            for start, end in entry.ranges:
                 self.acks.add_range(start, end)
                 for offset in [o for o in self.attempts if start <= o < end]:
                     del self.attempts[offset]
                     self.retry_at.pop(offset, None)
-        elif kind == RETRY:
-            _, _, visible_at_ms, error, offsets = fields
-            for offset in offsets:
-                self.retry_at[offset] = visible_at_ms
+        elif isinstance(entry, _Retry):
+            for offset in entry.offsets:
+                self.retry_at[offset] = entry.visible_at_ms
                 if offset in self.attempts:
-                    self.attempts[offset].last_error = error
-        elif kind == COMMITTED:
-            self.committed = fields[2]
+                    self.attempts[offset].last_error = entry.error
+        elif isinstance(entry, _Committed):
+            self.committed = entry.offset
 
     def result(self) -> PartitionState:
         return PartitionState(

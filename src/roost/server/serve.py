@@ -27,6 +27,7 @@ from typing import Protocol
 
 import msgspec
 
+from roost.errors import InvalidConfig
 from roost.server.exposure import check_exposure
 from roost.server.host import Host
 from roost.server.native_server import NativeListener, close_native, serve_native
@@ -97,18 +98,43 @@ StartService = Callable[[Host, Settings], Awaitable[Service | None]]
 def settings(
     config_file: str | None, environ: Mapping[str, str], flags: Mapping[str, object]
 ) -> Settings:
-    """File, then environment, then flags (None flags are not given)."""
+    """File, then environment, then flags (None flags are not given). Raises
+    ``InvalidConfig`` naming the file or the setting for a file that cannot be read or is not
+    TOML, a ``[server]`` or ``[tls]`` that is not a table, an unknown setting, or a value of
+    the wrong type."""
     values: dict[str, object] = {}
     if config_file is not None:
-        with open(config_file, "rb") as f:
-            document = tomllib.load(f)
-        values.update(document.get("server", {}))
-        values.update({f"tls_{name}": value for name, value in document.get("tls", {}).items()})
+        document = _read_config(config_file)
+        values.update(_table(document, "server", config_file))
+        tls = _table(document, "tls", config_file)
+        values.update({f"tls_{name}": value for name, value in tls.items()})
     for variable, name in ENVIRONMENT.items():
         if variable in environ:
             values[name] = environ[variable]
     values.update({name: value for name, value in flags.items() if value is not None})
-    return msgspec.convert(values, Settings, strict=False)
+    try:
+        return msgspec.convert(values, Settings, strict=False)
+    except msgspec.ValidationError as e:
+        name = str(e).rpartition("`$.")[2].rstrip("`")
+        field = name if name in values else "a setting"
+        raise InvalidConfig(field, values.get(field, "(as given)"), str(e)) from None
+
+
+def _read_config(path: str) -> dict[str, object]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as e:
+        raise InvalidConfig("config file", path, f"cannot be read: {e.strerror}") from None
+    except ValueError as e:  # not TOML (TOMLDecodeError), or not UTF-8 (UnicodeDecodeError)
+        raise InvalidConfig("config file", path, f"not TOML: {e}") from None
+
+
+def _table(document: dict[str, object], name: str, path: str) -> dict[str, object]:
+    table = document.get(name, {})
+    if not isinstance(table, dict):
+        raise InvalidConfig(f"[{name}]", table, f"must be a table in {path}")
+    return table
 
 
 async def run(

@@ -175,7 +175,9 @@ def decode_records(
     payload = memoryview(buffer)[position + HEADER_SIZE : position + header.size]
     try:
         records = _decoder.decode(payload)
-    except msgspec.DecodeError as e:
+    except (ValueError, RecursionError) as e:
+        # msgspec's DecodeError is a ValueError, and so is the UnicodeDecodeError of a key or
+        # header name that is not UTF-8: a payload that passed its CRC can still be either.
         raise CorruptBatch(f"undecodable payload: {e}") from e
     if len(records) != header.record_count:
         raise CorruptBatch(f"header says {header.record_count} records, payload has {len(records)}")

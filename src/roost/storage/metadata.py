@@ -59,7 +59,9 @@ class MetadataStore:
             return cls(fs, path, _Document(FORMAT_VERSION, 0, {}))
         try:
             document = msgspec.json.decode(fs.read_file(path), type=_Document)
-        except (OSError, msgspec.DecodeError) as e:
+        except (OSError, ValueError, RecursionError) as e:
+            # ValueError: msgspec's DecodeError, and the UnicodeDecodeError of bytes that are
+            # not UTF-8; RecursionError: arrays nested thousands deep.
             raise StorageFailure(f"reading metadata {path}", e) from e
         if document.format != FORMAT_VERSION:
             raise StorageFailure(f"metadata {path} has unknown format {document.format}")

@@ -663,7 +663,8 @@ ANSWERS: dict[type[Request], Any] = {
 def answer_type(request: Request, value: Any) -> Any:
     """The answer struct of ``request`` for ``value`` (its builtins): ``Stats`` by mode."""
     if type(request) is Stats:
-        return StreamStatsAnswer if value.get("mode") == "stream" else QueueStatsAnswer
+        stream = isinstance(value, dict) and value.get("mode") == "stream"
+        return StreamStatsAnswer if stream else QueueStatsAnswer
     return ANSWERS[type(request)]
 
 
