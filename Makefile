@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench-storage lock clean
+.PHONY: run test lint typecheck bench-storage fuzz lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,14 @@ typecheck: $(STAMP)
 bench-storage: $(STAMP)
 	$(BIN)/roost bench storage
 
+# Coverage-guided fuzzing (atheris) of every codec and storage reader (docs/fuzzing.md):
+# FUZZ_SECONDS split over all targets, or all of it on one (FUZZ_TARGET=native_server).
+# The corpus grows in .fuzz/corpus; an input that breaks a contract lands in .fuzz/crashes.
+FUZZ_SECONDS ?= 600
+FUZZ_TARGET ?= all
+fuzz: $(STAMP)
+	PYTHONPATH=. $(BIN)/python -m tests.fuzz.run $(FUZZ_TARGET) --seconds $(FUZZ_SECONDS)
+
 # Regenerate requirements.lock after changing pyproject.toml's pins.
 lock: $(STAMP)
 	$(BIN)/python -m pip install --quiet uv
@@ -41,4 +49,4 @@ lock: $(STAMP)
 		--generate-hashes -o requirements.lock
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .fuzz

@@ -332,6 +332,8 @@ def test_dead_letter_errors(data_dir: str, clock: ManualClock) -> None:
         infinite = b'{"rate_per_s": 1e999}'
         await admin.error("POST", path, 422, "invalid_request", content=infinite)
         await admin.error("POST", path, 422, "invalid_request", json={"colour": "red"})
+        # Found by fuzzing: a body that is not UTF-8 was answered 500 internal.
+        await admin.error("POST", path, 400, "invalid_request", content=b'{"key": "\xa5"}')
         await admin.error("POST", "/api/v1/topics/nope/redrive", 404, "unknown_topic", json={})
         await admin.error("GET", "/api/v1/topics/nope/dead-letters", 404, "unknown_topic")
         await admin.error(
