@@ -45,6 +45,17 @@ def test_a_client_refuses_such_a_fetched_batch_with_protocol_error() -> None:
         decode_fetched("t", m.Fetched(0, 0, 1, data))
 
 
+def test_a_client_refuses_records_whose_offsets_are_not_their_batchs() -> None:
+    """A sealed batch at base 7 whose second record says offset 6: before, the client handed
+    out offsets 7, 6 (a duplicate below the window's end, then a gap)."""
+    records = [Record(value=b"a"), Record(value=b"b")]
+    good, _ = batch_format.encode(7, records, 1000)
+    assert good.count(b"\x95\x08") == 1  # the second record's array, [8, ...]
+    data = seal_batch(good.replace(b"\x95\x08", b"\x95\x06"))
+    with pytest.raises(ProtocolError, match="not its offsets"):
+        decode_fetched("t", m.Fetched(0, 7, 9, data))
+
+
 # -- metadata.json that is not UTF-8 --------------------------------------------------------
 
 

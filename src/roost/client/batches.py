@@ -8,9 +8,11 @@ whole batches that hold it. The reader does the rest, here, per batch:
 1. parse the header, refuse an unknown format version;
 2. verify the batch's CRC32C (the broker verified it when it read it; this covers the trip);
 3. check the batches are contiguous and cover the window;
-4. decode the records (msgspec, in C) and keep those inside the window: the first batch may
-   start below ``first_offset`` (a batch is never split), the last may end past ``next_offset``
-   (the broker cut its answer at ``max_records``).
+4. decode the records (msgspec, in C), check that they hold the batch's offsets, dense from
+   its base offset (a record's own offset field could say otherwise: the CRC proves the bytes
+   came as sent, not that they make sense), and keep those inside the window: the first
+   batch may start below ``first_offset`` (a batch is never split), the last may end past
+   ``next_offset`` (the broker cut its answer at ``max_records``).
 
 Anything wrong raises ``ProtocolError`` naming the topic, partition and byte: the answer is
 refused whole, and nothing of it is handed out.
@@ -20,6 +22,8 @@ refused whole, and nothing of it is handed out.
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 from roost.core.model import Message
 from roost.errors import ProtocolError
 from roost.protocols.native import messages as m
@@ -27,6 +31,7 @@ from roost.storage import batch as batch_format
 from roost.storage.batch import CorruptBatch
 
 PROTOCOL = "roost"
+_OFFSET = attrgetter("offset")
 
 
 def decode_fetched(topic: str, fetched: m.Fetched) -> list[Message]:
@@ -46,6 +51,12 @@ def decode_fetched(topic: str, fetched: m.Fetched) -> list[Message]:
                 raise CorruptBatch(f"batch at {header.base_offset}, expected {expected}")
             if header.next_offset > first and header.base_offset < end:
                 records = batch_format.decode_records(data, position, header)
+                # Offsets gathered and compared in C (map, attrgetter, list ==): no Python
+                # step per record. (Compaction, if it comes, leaves gaps: this then becomes
+                # "increasing, within the batch's range".)
+                dense = range(header.base_offset, header.next_offset)
+                if list(map(_OFFSET, records)) != list(dense):
+                    raise CorruptBatch(f"records of batch {header.base_offset} are not its offsets")
                 if header.base_offset < first or header.next_offset > end:
                     records = [r for r in records if first <= r.offset < end]
                 found += [
