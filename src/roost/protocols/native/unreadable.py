@@ -53,7 +53,8 @@ def unreadable(payload: memoryview | bytes, error: msgspec.ValidationError) -> U
 
 
 def _request_class(payload: memoryview | bytes) -> type[m.Request] | None:
-    # A RecursionError (a payload nested thousands deep) escapes: the codec fails the frame.
+    # What msgspec cannot decode at all (nested thousands deep: RecursionError; a string
+    # that is not UTF-8: a ValueError) raises here, and the codec fails the frame for it.
     value = msgspec.msgpack.decode(payload)
     if not isinstance(value, list) or not value:
         return None
@@ -83,11 +84,6 @@ def field_path(cls: type[msgspec.Struct], path: str) -> str:
             field = next((f for f in info.fields if f.encode_name == name), None)
             where.append(name)
             info = field.type if field is not None else None
-        elif isinstance(info, mi.NamedTupleType) and position.isdigit():
-            index = int(position)
-            fields = info.fields
-            where.append(fields[index].name if index < len(fields) else f"[{position}]")
-            info = fields[index].type if index < len(fields) else None
         elif isinstance(info, mi.ListType | mi.TupleType | mi.VarTupleType) and position:
             where[-1:] = [f"{where[-1] if where else ''}[{position}]"]
             info = _item_type(info, position)
