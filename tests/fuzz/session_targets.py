@@ -8,8 +8,9 @@ is not a ``RoostError``; so the contract here is: every handler returns a respon
 a ``RoostError`` (which the client gets with its code), whatever the values in the request.
 
 The input is request payloads (MessagePack, as in a ``REQUEST`` frame) separated by
-``SEAL``, run in order against a broker that has a queue ``q``, a topic ``t`` with a stream
-group ``g`` and an exchange ``x``. Waiting is out of scope (the clock never moves): a
+``SEAL``, or (first byte odd) requests generated field by field from it, run in order
+against a broker that has a queue ``q``, a topic ``t`` with a stream group ``g`` and an
+exchange ``x``. Waiting is out of scope (the clock never moves): a
 receive or fetch is made not to wait, and a handler still waiting after a few seconds is
 cancelled. The broker is made anew every ``FRESH_EVERY`` inputs, so what fuzzed requests
 create does not pile up.
@@ -25,7 +26,9 @@ import shutil
 import tempfile
 from typing import Any
 
+import atheris
 import msgspec
+from msgspec import inspect as mi
 
 from roost.clock import ManualClock
 from roost.errors import RoostError
@@ -119,9 +122,63 @@ def without_waiting(request: m.Request) -> m.Request | None:
     return request
 
 
+#: Names a generated request picks from: what the broker has, what it lacks, odd ones.
+NAMES = ["q", "q.dlq", "t", "g", "x", "m", "s", "", "nope", "a.b", "#", "a.*", "earliest"]
+_REQUEST_TYPES: list[type[m.Request]] = list(m.AnyRequest.__args__)
+_INTS = [0, 1, -1, 2, 7, 1000, 2**31, 2**32, 2**63 - 1, -(2**63)]
+
+
+def generated(data: bytes) -> list[bytes]:
+    """Requests built field by field from the input (each field's type from msgspec's type
+    info, values from names the broker knows and edge numbers), encoded as a client would:
+    the fuzzer explores values, not MessagePack syntax."""
+    provider = atheris.FuzzedDataProvider(data)
+    payloads = []
+    for _ in range(provider.ConsumeIntInRange(1, 4)):
+        cls = _REQUEST_TYPES[provider.ConsumeIntInRange(0, len(_REQUEST_TYPES) - 1)]
+        payloads.append(msgspec.msgpack.encode(_value(mi.type_info(cls), provider, 0)))
+    return payloads
+
+
+def _value(t: Any, p: Any, depth: int) -> Any:  # noqa: PLR0912 (one branch per kind of type)
+    if isinstance(t, mi.StructType):
+        values = {}
+        for field in t.fields:
+            if field.required or p.ConsumeBool():
+                values[field.name] = _value(field.type, p, depth + 1)
+        return t.cls(**values)
+    if isinstance(t, mi.UnionType):
+        return _value(t.types[p.ConsumeIntInRange(0, len(t.types) - 1)], p, depth)
+    if isinstance(t, mi.IntType):
+        pick = p.ConsumeIntInRange(0, len(_INTS))
+        return _INTS[pick] if pick < len(_INTS) else p.ConsumeIntInRange(-100, 100)
+    if isinstance(t, mi.StrType):
+        pick = p.ConsumeIntInRange(0, len(NAMES))
+        return NAMES[pick] if pick < len(NAMES) else p.ConsumeUnicodeNoSurrogates(6)
+    if isinstance(t, mi.ListType | mi.DictType) and depth > 3:
+        return [] if isinstance(t, mi.ListType) else {}
+    if isinstance(t, mi.ListType):
+        return [_value(t.item_type, p, depth + 1) for _ in range(p.ConsumeIntInRange(0, 3))]
+    if isinstance(t, mi.DictType):
+        return {_value(t.key_type, p, depth + 1): _value(t.value_type, p, depth + 1)
+                for _ in range(p.ConsumeIntInRange(0, 2))}  # fmt: skip
+    if isinstance(t, mi.TupleType):
+        return tuple(_value(item, p, depth + 1) for item in t.item_types)
+    if isinstance(t, mi.FloatType):
+        return p.ConsumeRegularFloat() if p.ConsumeBool() else p.ConsumeFloat()
+    if isinstance(t, mi.BytesType):
+        return p.ConsumeBytes(p.ConsumeIntInRange(0, 8))
+    if isinstance(t, mi.BoolType):
+        return p.ConsumeBool()
+    return None
+
+
 def check_requests(data: bytes) -> None:
+    """A first byte with its low bit set: requests generated from the rest; else raw
+    payloads separated by ``SEAL``."""
     door = BROKER.door()
-    for payload in data.split(SEAL)[:4]:
+    payloads = generated(data[1:]) if data[:1] and data[0] & 1 else data.split(SEAL)[:4]
+    for payload in payloads:
         try:
             decoded = _DECODER.decode(payload)
         except (ValueError, RecursionError):
@@ -138,6 +195,7 @@ def seeds() -> list[bytes]:
     singles = [encode(r) for r in REQUESTS]
     return [
         *singles,
+        *(bytes([1, i]) + bytes(range(40)) for i in range(0, 256, 8)),
         SEAL.join(encode(r) for r in REQUESTS[:4]),
         SEAL.join(
             [

@@ -1,5 +1,5 @@
 """Every fuzz target's seeds and every input a fuzz run once found breaking a contract
-(``tests/fuzz/crashes/<target>/``), checked in this process without atheris: the seeds are
+(``tests/fuzz/crashes/<target>/``), checked in this process, without fuzzing: the seeds are
 valid inputs each target must take, and the crashes are regression tests for the fixes."""
 
 from __future__ import annotations
