@@ -196,7 +196,20 @@ class MemoryFS(LocalFS):
         self.files[path] = bytes(data)
 
 
+def seal_snapshot(data: bytes) -> bytes:
+    """A snapshot file with the length and CRC32C its state needs (magic and sequence as
+    they come)."""
+    if len(data) < 20:
+        return data
+    fixed = bytearray(data)
+    state = memoryview(data)[20:]
+    struct.pack_into("<II", fixed, 12, len(state), crc32c(state))
+    return bytes(fixed)
+
+
 def check_snapshot(data: bytes) -> None:
+    """A first byte 0: the rest sealed; else the rest as it is."""
+    data = seal_snapshot(data[1:]) if data[:1] == b"\x00" else data[1:]
     fs = MemoryFS()
     fs.files[os.path.join("j", SNAPSHOT_NAME)] = data
     journal = Journal("j", "j", None, fs)  # type: ignore[arg-type]  # the file alone is read
@@ -273,8 +286,8 @@ def segment_seeds() -> list[bytes]:
 
 
 def snapshot_seeds() -> list[bytes]:
-    return [SnapshotJob(MemoryFS(), "s", 12, b"\x92\x01\x90").data,
-            SnapshotJob(MemoryFS(), "s", 0, b"").data]  # fmt: skip
+    good = SnapshotJob(MemoryFS(), "s", 12, b"\x92\x01\x90").data
+    return [b"\x00" + good, b"\x01" + good, b"\x00" + SnapshotJob(MemoryFS(), "s", 0, b"").data]
 
 
 def metadata_seeds() -> list[bytes]:
@@ -310,8 +323,9 @@ TARGETS = {
         segment_seeds, short_runs=1500),
     "journal_snapshot": Target(
         "journal_snapshot",
-        "a state journal's snapshot file: StorageFailure only; one that reads encodes to the "
-        "same bytes", check_snapshot, snapshot_seeds),
+        "a state journal's snapshot file (sealed with a right length and CRC, or raw): "
+        "StorageFailure only; one that reads encodes to the same bytes", check_snapshot,
+        snapshot_seeds),
     "metadata": Target(
         "metadata",
         "metadata.json through MetadataStore.open: StorageFailure only; what loads survives "
