@@ -56,6 +56,14 @@ def test_a_client_refuses_records_whose_offsets_are_not_their_batchs() -> None:
         decode_fetched("t", m.Fetched(0, 7, 9, data))
 
 
+def test_a_client_refuses_a_gap_batch_without_counting_its_offsets() -> None:
+    """A gap batch covering 2**32 - 1 offsets: the first check of density built a list of
+    all of them (MemoryError). A broker never sends a gap (its readers skip them)."""
+    gap, _ = batch_format.encode_gap(0, 2**32 - 1, 1000)
+    with pytest.raises(ProtocolError, match="a gap batch"):
+        decode_fetched("t", m.Fetched(0, 0, 1, gap))
+
+
 # -- metadata.json that is not UTF-8 --------------------------------------------------------
 
 

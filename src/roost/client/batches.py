@@ -54,6 +54,9 @@ def decode_fetched(topic: str, fetched: m.Fetched) -> list[Message]:
                 # Offsets gathered and compared in C (map, attrgetter, list ==): no Python
                 # step per record. (Compaction, if it comes, leaves gaps: this then becomes
                 # "increasing, within the batch's range".)
+                if header.is_gap:  # never sent: a broker's readers skip gaps (storage/log.py)
+                    raise CorruptBatch(f"a gap batch at {header.base_offset}")
+                # decode_records checked the count, so the range is as short as the records.
                 dense = range(header.base_offset, header.next_offset)
                 if list(map(_OFFSET, records)) != list(dense):
                     raise CorruptBatch(f"records of batch {header.base_offset} are not its offsets")
