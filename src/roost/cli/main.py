@@ -122,6 +122,37 @@ for _command in _COMMANDS:
     "(logged as a warning; env ROOST_ALLOW_ANONYMOUS).",
 )
 @click.option(
+    "--max-memory",
+    default=None,
+    help="Memory budget: bytes (512MiB, 2GB), a fraction of RAM (0.4, the default) or 0 for "
+    "none; over it, publishers are not read until memory falls back (env ROOST_MAX_MEMORY).",
+)
+@click.option(
+    "--max-connections",
+    type=int,
+    default=None,
+    help="Native connections open at once (default 10000; env ROOST_MAX_CONNECTIONS).",
+)
+@click.option(
+    "--handshake-timeout-ms",
+    type=int,
+    default=None,
+    help="A connection must finish its handshake this soon (default 10000).",
+)
+@click.option(
+    "--frame-timeout-ms",
+    type=int,
+    default=None,
+    help="A frame that started to arrive must be whole this soon (default 30000).",
+)
+@click.option(
+    "--heartbeat-ms",
+    type=int,
+    default=None,
+    help="Clients ping this often; a version-5 client silent twice as long is closed "
+    "(default 10000).",
+)
+@click.option(
     "--tls-cert-file",
     default=None,
     help="Serve TLS only, with this PEM certificate chain (env ROOST_TLS_CERT_FILE).",
@@ -151,6 +182,11 @@ def serve(
     admin_listen: str | None,
     admin_port: int | None,
     allow_anonymous: bool | None,
+    max_memory: str | None,
+    max_connections: int | None,
+    handshake_timeout_ms: int | None,
+    frame_timeout_ms: int | None,
+    heartbeat_ms: int | None,
     tls_cert_file: str | None,
     tls_key_file: str | None,
     tls_ca_file: str | None,
@@ -169,7 +205,9 @@ def serve(
     flags = {
         "data": data, "listen": listen, "port": port, "admin": admin,
         "admin_listen": admin_listen, "admin_port": admin_port,
-        "allow_anonymous": allow_anonymous,
+        "allow_anonymous": allow_anonymous, "max_memory": max_memory,
+        "max_connections": max_connections, "handshake_timeout_ms": handshake_timeout_ms,
+        "frame_timeout_ms": frame_timeout_ms, "heartbeat_ms": heartbeat_ms,
         "tls_cert_file": tls_cert_file, "tls_key_file": tls_key_file,
         "tls_ca_file": tls_ca_file, "tls_client_auth": tls_client_auth,
     }  # fmt: skip

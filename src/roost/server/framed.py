@@ -108,20 +108,14 @@ class FramedStream(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.codec.failed:
             return  # the reader raises the codec's error; nothing more is read
-        self.last_received_ms = now_ms = self._clock.monotonic_ms()
+        self.last_received_ms = self._clock.monotonic_ms()
         # A ProtocolError is kept by the codec: the reader's next_frame raises it.
         with contextlib.suppress(ProtocolError):
             self.codec.receive_data(data)
         if self._on_frame is not None:
             self._deliver()
-            buffered = self.codec.buffered
-            if not buffered:
-                self.frame_started_ms = None
-                return
-            if self.frame_started_ms is None:
-                self.frame_started_ms = now_ms
             limit = self.hold_partial_over
-            if limit is not None and buffered > limit:
+            if limit is not None and self.codec.buffered > limit:
                 self.hold_reading(MEMORY)
             return
         if self.codec.buffered > PAUSE_AT_BYTES and not self._reading_paused:
@@ -221,6 +215,10 @@ class FramedStream(asyncio.Protocol):
             return
         finally:
             self._release()
+        if not self.codec.buffered or not self.codec.frame_pending:
+            self.frame_started_ms = None  # none is arriving, or the next is whole: ours to take
+        elif self.frame_started_ms is None:
+            self.frame_started_ms = self._clock.monotonic_ms()
         if self._ended and not self._holds:
             done.set_result(None)
 

@@ -75,7 +75,10 @@ class FlushMeters:
 class ListenerStats:
     """One listener's connections and frames (server/native_server.py)."""
 
-    __slots__ = ("accepted", "connections", "frames_received", "protocol_errors", "refused")
+    __slots__ = (
+        "accepted", "connections", "evicted", "frames_received", "protocol_errors", "refused",
+        "timed_out",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.connections = 0  # open now
@@ -83,3 +86,7 @@ class ListenerStats:
         self.refused = 0  # over max_connections
         self.frames_received = 0
         self.protocol_errors = 0  # connections ended by a ProtocolError
+        #: Ended because a frame or the heartbeat was overdue (server/watchdog.py).
+        self.timed_out = 0
+        #: Closed to make room for a newcomer at max_connections: in their handshake, or silent.
+        self.evicted = 0

@@ -204,6 +204,13 @@ class NativeCodec:
         return len(self._buffer)
 
     @property
+    def frame_pending(self) -> bool:
+        """Bytes of the next frame are buffered but not all of it: a frame is arriving."""
+        buffered = len(self._buffer)
+        header = self._buffer.unpack(HEADER)
+        return buffered > 0 and (header is None or buffered < 4 + header[0])
+
+    @property
     def failed(self) -> bool:
         """The peer broke the protocol: every further call raises that error."""
         return self._error is not None
