@@ -43,7 +43,12 @@ from roost.server.access import NOBODY, Principal
 from roost.server.exposure import is_loopback
 from roost.server.framed import MEMORY, FramedStream
 from roost.server.host import Host
-from roost.server.memory import DEFAULT_MAX_MEMORY, MemoryAlarm, budget_bytes
+from roost.server.memory import (
+    DEFAULT_MAX_MEMORY,
+    MemoryAlarm,
+    anonymous_rss_bytes,
+    budget_bytes,
+)
 from roost.server.meters import ListenerStats
 from roost.server.native_auth import UserConnections
 from roost.server.native_handshake import Handshake, HandshakePolicy, Sleep
@@ -527,8 +532,7 @@ async def serve_native(
     sleep: Sleep = asyncio.sleep,
     timeouts: Timeouts | None = None,
     max_memory: str | int | float = DEFAULT_MAX_MEMORY,
-    clock: Clock | None = None,
-    watchdog: Watchdog | None = None,
+    sample_memory: Callable[[], int] = anonymous_rss_bytes,
 ) -> NativeListener:
     """Listen for native-protocol clients on ``address:port``; with ``ssl`` (see
     ``roost.server.tls``), TLS only.
@@ -550,19 +554,16 @@ async def serve_native(
     broker's budget: bytes, a fraction of the machine's memory, or 0 for none; see
     ``memory.budget_bytes``). A full listener first evicts a connection still in its
     handshake, or one silent for twice the heartbeat, with a ``FAILURE(unavailable)`` saying
-    why. ``clock`` times connections; ``watchdog`` replaces the one made from these settings
-    (tests pass one whose memory samples they choose).
+    why. Connections are timed on ``host.clock``; ``sample_memory`` is how the watchdog
+    measures memory (tests pass one whose samples they choose, and call
+    ``listener.watchdog.tick()``).
     """
     listener = NativeListener()
     stats = host.listeners.setdefault(name, ListenerStats())
-    clock = clock or SystemClock()
+    clock = host.clock
     timeouts = timeouts or Timeouts()
-    if watchdog is None:
-        alarm = MemoryAlarm(budget_bytes(max_memory))
-        watchdog = Watchdog(listener.connections, alarm, timeouts, clock=clock)
-    else:
-        timeouts = watchdog.timeouts
-    alarm = watchdog.alarm
+    alarm = MemoryAlarm(budget_bytes(max_memory))
+    watchdog = Watchdog(listener.connections, alarm, timeouts, clock=clock, sample=sample_memory)
 
     async def connected(stream: FramedStream) -> None:
         if len(listener.connections) >= max_connections and not _made_room(stream):
