@@ -533,6 +533,7 @@ async def serve_native(
     timeouts: Timeouts | None = None,
     max_memory: str | int | float = DEFAULT_MAX_MEMORY,
     sample_memory: Callable[[], int] = anonymous_rss_bytes,
+    watchdog_sleep: Sleep = asyncio.sleep,
 ) -> NativeListener:
     """Listen for native-protocol clients on ``address:port``; with ``ssl`` (see
     ``roost.server.tls``), TLS only.
@@ -555,8 +556,8 @@ async def serve_native(
     ``memory.budget_bytes``). A full listener first evicts a connection still in its
     handshake, or one silent for twice the heartbeat, with a ``FAILURE(unavailable)`` saying
     why. Connections are timed on ``host.clock``; ``sample_memory`` is how the watchdog
-    measures memory (tests pass one whose samples they choose, and call
-    ``listener.watchdog.tick()``).
+    measures memory, and ``watchdog_sleep`` how it waits between ticks (tests pass samples
+    they choose and a sleep that never ends, and call ``listener.watchdog.tick()``).
     """
     listener = NativeListener()
     stats = host.listeners.setdefault(name, ListenerStats())
@@ -624,7 +625,7 @@ async def serve_native(
         else:
             log.warning("no users are defined: connections on %s are refused until one is "
                         "(roost user add), or allow_anonymous is set", address)  # fmt: skip
-    listener.watch(watchdog, asyncio.sleep)  # its own pace: tests call watchdog.tick()
+    listener.watch(watchdog, watchdog_sleep)
     await server.start_serving()
     return listener
 
