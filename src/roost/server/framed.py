@@ -219,6 +219,8 @@ class FramedStream(asyncio.Protocol):
             self.frame_started_ms = None  # none is arriving, or the next is whole: ours to take
         elif self.frame_started_ms is None:
             self.frame_started_ms = self._clock.monotonic_ms()
+        if self._transport_paused or self._holds:
+            self._apply_reading()
         if self._ended and not self._holds:
             done.set_result(None)
 
@@ -236,8 +238,9 @@ class FramedStream(asyncio.Protocol):
 
     def hold_reading(self, reason: str) -> None:
         """Stop reading the socket, and handing over frames already read, for ``reason``,
-        until ``release_reading(reason)``; holds for several reasons add up."""
-        if reason not in self._holds:
+        until ``release_reading(reason)``; holds for several reasons add up. Once the
+        connection is lost nothing is held: what was read is handled, and nothing more comes."""
+        if reason not in self._holds and self._lost_error is None:
             self._holds.add(reason)
             self._apply_reading()
 
@@ -248,13 +251,23 @@ class FramedStream(asyncio.Protocol):
         if reason not in self._holds:
             return
         self._holds.discard(reason)
-        if not self._holds:
+        if self._holds:
+            return
+        if self._on_frame is not None:
+            # Frames already read go first; the socket is read again once they are taken.
+            asyncio.get_running_loop().call_soon(self._deliver)
+        else:
             self._apply_reading()
-            if self._on_frame is not None:
-                asyncio.get_running_loop().call_soon(self._deliver)
 
     def _apply_reading(self) -> None:
-        paused = bool(self._holds) or self._reading_paused
+        # Whole frames left unhandled (a hold came while a read's frames were handed over)
+        # count as a hold of their own: reading on would pile more up behind them.
+        backlog = (
+            self._on_frame is not None
+            and bool(self.codec.buffered)
+            and not self.codec.frame_pending
+        )
+        paused = bool(self._holds) or self._reading_paused or backlog
         transport = self._transport
         if paused is self._transport_paused or transport is None or transport.is_closing():
             return
@@ -322,6 +335,11 @@ class FramedStream(asyncio.Protocol):
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+
+    def abort(self) -> None:
+        """Close now, dropping whatever is still to be sent."""
+        if self._transport is not None:
+            self._transport.abort()
 
     async def wait_closed(self) -> None:
         if self._lost is not None:

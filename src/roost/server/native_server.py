@@ -126,6 +126,8 @@ class NativeConnection:
         self.open = False
         #: It has published: the memory alarm stops reading it.
         self.publisher = False
+        #: Bytes its codec held when it closed (a frame cut short by a timeout, say).
+        self.buffered_at_close = 0
         #: Who this connection acts for: nobody (who may do nothing) until its handshake
         #: authenticates it; every request goes through ``door``, which checks it
         #: (server/door.py).
@@ -159,11 +161,17 @@ class NativeConnection:
 
     async def finish(self, grace_s: float) -> None:
         """Shutting down: refuse new requests (``unavailable``, retriable), give the ones in
-        flight ``grace_s`` to answer, then close; ``run`` then ends as on a hang-up."""
+        flight ``grace_s`` to answer, then close; ``run`` then ends as on a hang-up. A peer
+        that does not take what is still to be sent within ``grace_s`` more (a consumer
+        that stopped reading) is cut off: a shutdown never waits on a client."""
         self._finishing = True
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=grace_s)
         self._stream.close()
+        try:
+            await asyncio.wait_for(self._stream.wait_closed(), grace_s)
+        except TimeoutError:
+            self._stream.abort()
 
     async def run(self) -> None:
         try:
@@ -189,6 +197,8 @@ class NativeConnection:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            self.buffered_at_close = self._codec.buffered
+            self._codec.discard()  # a frame cut short: its bytes go now, not when this does
             self._stream.close()
             if self.principal is not NOBODY:  # only a handshake that got through was counted
                 self._policy.users.leave(self.principal)
@@ -584,6 +594,7 @@ async def serve_native(
         finally:
             listener.connections.discard(connection)
             stats.connections -= 1
+            watchdog.freed(connection.buffered_at_close)
 
     def _made_room(newcomer: FramedStream) -> bool:
         victim = listener.make_room(clock.monotonic_ms(), timeouts.idle_timeout_ms)

@@ -6,7 +6,9 @@ Each tick (``tick_ms``, at most a quarter of the shortest timeout) it
 1. samples the memory the process holds and feeds the ``MemoryAlarm``; when the alarm blocks
    or unblocks, every connection is told (``Watched.memory``); over the budget it first asks
    the allocator to give free memory back (``release``), once a second at most, and samples
-   again: memory a flood freed must not keep publishers blocked;
+   again: memory a flood freed must not keep publishers blocked. It also gives memory back
+   once closed connections have let go of ``RELEASE_AFTER_FREED_BYTES`` of buffers (the
+   allocator keeps freed blocks for reuse: see ``process_tuning``);
 2. asks each open connection whether it is overdue (``overdue``) and ends those that are.
 
 Deadlines (docs/protocol.md, "Timeouts"):
@@ -43,6 +45,9 @@ log = logging.getLogger("roost.native")
 MAX_TICK_MS = 250
 #: Memory is handed back to the system at most this often while over the budget.
 RELEASE_EVERY_MS = 1_000
+#: Buffers of closed connections, in bytes, past which free memory is handed back at the next
+#: tick whatever the budget: what a flood left behind is given back when it ends.
+RELEASE_AFTER_FREED_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,11 @@ class Watchdog:
         self._sample = sample
         self._release = release
         self._released_ms: int | None = None
+        self._freed_bytes = 0
+
+    def freed(self, size_bytes: int) -> None:
+        """A closed connection let go of buffers of ``size_bytes``."""
+        self._freed_bytes += size_bytes
 
     async def run(self, sleep: Sleep = asyncio.sleep) -> None:
         """Tick until cancelled."""
@@ -136,6 +146,10 @@ class Watchdog:
             connection.check(now_ms)
 
     def _watch_memory(self, now_ms: int) -> None:
+        if self._freed_bytes >= RELEASE_AFTER_FREED_BYTES:
+            self._freed_bytes = 0
+            self._released_ms = now_ms
+            self._release()
         if self.alarm.budget_bytes is None:
             return
         used = self._sample()

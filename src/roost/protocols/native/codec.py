@@ -215,6 +215,13 @@ class NativeCodec:
         """The peer broke the protocol: every further call raises that error."""
         return self._error is not None
 
+    def discard(self) -> None:
+        """Drop what is buffered: the connection is over, and a frame it cut short may be
+        megabytes. Frames already buffered are lost; nothing more may be received."""
+        self._buffer.clear()
+        self._peer_closed = True
+        self.step = Step.CLOSED
+
     # -- receiving ------------------------------------------------------------------------
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
