@@ -120,6 +120,14 @@ METRICS = _specs(
          "Protocol frames received from clients."),
     Spec("roost_listener_protocol_errors_total", "counter", LISTENER,
          "Connections closed because the client broke the protocol."),
+    Spec("roost_listener_timed_out_connections_total", "counter", LISTENER,
+         "Connections closed because a frame or the heartbeat was overdue."),
+    Spec("roost_listener_evicted_connections_total", "counter", LISTENER,
+         "Connections closed to make room at max_connections (in their handshake, or silent)."),
+    Spec("roost_listener_memory_blocked", "gauge", LISTENER,
+         "1 while the broker is over max_memory and the listener does not read publishers."),
+    Spec("roost_listener_memory_alarms_total", "counter", LISTENER,
+         "Times the memory alarm blocked the listener's publishers."),
     # -- storage -------------------------------------------------------------------------
     Spec("roost_flush_rounds_total", "counter", (),
          "Group commits: flush rounds, each syncing every log that was due."),
@@ -248,6 +256,11 @@ def _listener(scrape: _Scrape, name: str, stats: ListenerStats) -> None:
     scrape.add("roost_listener_refused_connections_total", labels, stats.refused)
     scrape.add("roost_listener_frames_received_total", labels, stats.frames_received)
     scrape.add("roost_listener_protocol_errors_total", labels, stats.protocol_errors)
+    scrape.add("roost_listener_timed_out_connections_total", labels, stats.timed_out)
+    scrape.add("roost_listener_evicted_connections_total", labels, stats.evicted)
+    alarm = stats.alarm
+    scrape.add("roost_listener_memory_blocked", labels, int(alarm is not None and alarm.blocked))
+    scrape.add("roost_listener_memory_alarms_total", labels, 0 if alarm is None else alarm.alarms)
 
 
 def _storage(scrape: _Scrape, host: Host) -> None:

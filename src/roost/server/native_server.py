@@ -573,7 +573,7 @@ async def serve_native(
     stats = host.listeners.setdefault(name, ListenerStats())
     clock = host.clock
     timeouts = timeouts or Timeouts()
-    alarm = MemoryAlarm(budget_bytes(max_memory))
+    alarm = stats.alarm = MemoryAlarm(budget_bytes(max_memory))
     watchdog = Watchdog(listener.connections, alarm, timeouts, clock=clock, sample=sample_memory)
 
     async def connected(stream: FramedStream) -> None:
