@@ -7,9 +7,10 @@ import pytest
 
 from roost.clock import ManualClock
 from roost.errors import InvalidConfig
+from roost.protocols.native import messages as m
 from roost.server.framed import MEMORY, UNSENT
 from roost.server.memory import MemoryAlarm, budget_bytes
-from roost.server.native_server import IN_FLIGHT
+from roost.server.native_server import IN_FLIGHT, PUSH_BATCH, PUSH_BYTES, _Push
 from roost.server.watchdog import MAX_TICK_MS, RELEASE_EVERY_MS, Timeouts, Watchdog, overdue
 
 TIMEOUTS = Timeouts(frame_timeout_ms=30_000, heartbeat_ms=10_000)
@@ -196,3 +197,17 @@ def test_without_a_budget_memory_is_not_even_sampled() -> None:
                         sample=lambda: 1 // 0, release=memory.release)  # fmt: skip
     watchdog.tick()
     assert memory.releases == 0
+
+
+def test_a_push_leases_fewer_large_messages_at_a_time() -> None:
+    push = _Push(1, m.Subscribe("t", "t", credit=10_000))
+    assert push.batch() == PUSH_BATCH  # nothing pushed yet
+    push.message_bytes = 100
+    assert push.batch() == PUSH_BATCH
+    push.message_bytes = PUSH_BYTES // 10
+    assert push.batch() == 10
+    push.message_bytes = 16 * PUSH_BYTES
+    assert push.batch() == 1  # one at least
+    push.credit = 3
+    push.message_bytes = 100
+    assert push.batch() == 3  # never past the credit

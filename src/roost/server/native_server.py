@@ -77,6 +77,8 @@ MESSAGE_OVERHEAD_BYTES = 64
 PUSH_BATCH = 256
 #: Credit a client can hold for one subscribe: more is a client bug, not a reason to grow.
 MAX_CREDIT = 1_000_000
+#: Bytes of values one push leases at most (one message at least), judged by the last one.
+PUSH_BYTES = 1024 * 1024
 #: Requests of one connection being answered at once, past which it is not read (resumed at
 #: half): a client pipelining without reading its answers holds this many at most.
 MAX_IN_FLIGHT = 1_024
@@ -100,6 +102,15 @@ class _Push:
         self.subscription = request.subscription
         self.credit = min(max(0, request.credit), MAX_CREDIT)
         self.poke: Callable[[], None] = lambda: None  # set by the connection
+        #: The mean value size of the last batch pushed: how many the next may lease.
+        self.message_bytes = 0
+
+    def batch(self) -> int:
+        """How many to lease next: the credit, at most ``PUSH_BATCH``, and at most
+        ``PUSH_BYTES`` at the last batch's size (a push is written whole, whatever the
+        socket's buffer: large messages go fewer at a time)."""
+        by_size = PUSH_BYTES // self.message_bytes if self.message_bytes else PUSH_BATCH
+        return min(self.credit, PUSH_BATCH, max(1, by_size))
 
     def grant(self, messages: int) -> None:
         self.credit = min(self.credit + max(0, messages), MAX_CREDIT)
@@ -419,8 +430,7 @@ class NativeConnection:
             and self._codec.state is not State.CLOSED  # said goodbye: it is being closed
         ):
             try:
-                allowed = min(push.credit, PUSH_BATCH)
-                messages = self.door.lease(push.topic, push.subscription, allowed)
+                messages = self.door.lease(push.topic, push.subscription, push.batch())
             except RoostError as e:
                 self._stop_pushing(push)
                 failure = failure_of(e, self._codec.version)
@@ -435,6 +445,7 @@ class NativeConnection:
             if not messages:
                 return
             push.credit -= len(messages)
+            push.message_bytes = sum(len(message.value) for message in messages) // len(messages)
             budget = self._codec.max_frame_bytes // 2
             for part in _frame_sized(messages, budget):
                 payload = m.Deliveries([delivered(message) for message in part])

@@ -167,7 +167,7 @@ async def run(
             allow_anonymous=config.allow_anonymous,
             max_connections_per_user=config.max_connections_per_user,
             handshake_timeout_ms=config.handshake_timeout_ms,
-            timeouts=timeouts, max_memory=budget or 0,
+            timeouts=timeouts, max_memory=config.max_memory,
         )  # fmt: skip
         for start in services:
             service = await start(host, config)
