@@ -45,6 +45,13 @@ def rss_bytes(server: Server) -> int:
     raise AssertionError("no VmRSS")
 
 
+async def sample_rss(server: Server, samples: list[int]) -> None:
+    """The broker's RSS every 20 ms (the sampling's pace, not a wait) until cancelled."""
+    while True:
+        samples.append(rss_bytes(server))
+        await asyncio.sleep(0.02)
+
+
 class Raw:
     """A native-protocol connection from a plain socket with a small receive buffer."""
 
@@ -245,3 +252,40 @@ def test_silent_and_slowloris_sockets_do_not_lock_a_real_client_out(tmp_path: Pa
             "--frame-timeout-ms", "1000")  # fmt: skip
     with serving(tmp_path, *args) as server:
         asyncio.run(body(server))
+
+
+def test_over_the_memory_budget_a_flood_is_held_near_it_and_publishing_resumes(
+    tmp_path: Path,
+) -> None:
+    """Frames of 8 MiB from 30 connections, 240 MiB in all, against a budget of 150 MiB: the
+    memory alarm stops reading them (the broker holds little more than its budget), the frame
+    timeout cuts them, the memory is given back and a publisher that waited meanwhile is
+    served."""
+    budget, connections, sent_each = 150 * MiB, 30, 8 * MiB
+
+    async def body(server: Server) -> None:
+        async with roost.connect(server.url, reconnect=False) as admin:
+            await admin.create_queue("good")
+        flood = [await Raw.open(server.port, [4]) for _ in range(connections)]
+        for raw in flood:
+            raw.writer.write(HEADER.pack(16 * MiB, Kind.REQUEST, 1) + b"\x00" * sent_each)
+        samples: list[int] = []
+        sampling = asyncio.ensure_future(sample_rss(server, samples))
+        for raw in flood:
+            with contextlib.suppress(ConnectionError):
+                await asyncio.wait_for(raw.closed_by_server(), 15)
+        sampling.cancel()
+        peak = max(samples)
+        assert len(samples) > 10 and peak < budget + 64 * MiB, (
+            f"{peak // MiB} MiB held, budget {budget // MiB} MiB"
+        )
+        await asyncio.wait_for(served_meanwhile(server.url, "good"), 15)
+        for raw in flood:
+            raw.abort()
+
+    args = ("--max-memory", str(budget), "--frame-timeout-ms", "2000")
+    with serving(tmp_path, *args) as server:
+        asyncio.run(body(server))
+        server.stop()
+        assert b"memory alarm: the broker holds" in server.stderr
+        assert b"memory alarm cleared" in server.stderr
