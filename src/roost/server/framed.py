@@ -56,6 +56,8 @@ MAX_UNSENT_BYTES = 1024 * 1024
 UNSENT = "unsent"
 #: The hold a large frame still arriving puts on reading while ``hold_partial_over`` is set.
 MEMORY = "memory"
+#: A frame arriving with more than this buffered calls ``on_large_frame`` on each read.
+LARGE_FRAME_BYTES = 1024 * 1024
 
 
 class FramedStream(asyncio.Protocol):
@@ -76,6 +78,9 @@ class FramedStream(asyncio.Protocol):
         #: Set while the broker is over its memory budget: a frame still arriving with more
         #: than this many bytes holds reading (``MEMORY``) until the owner releases it.
         self.hold_partial_over: int | None = None
+        #: Called on each read while a frame of more than ``LARGE_FRAME_BYTES`` is arriving:
+        #: the owner checks the memory budget then, not only on its timer.
+        self.on_large_frame: Callable[[], None] | None = None
         self._holds: set[str] = set()
         self._transport_paused = False  # what pause_reading was last told, for any reason
         self._on_connect = on_connect
@@ -114,8 +119,11 @@ class FramedStream(asyncio.Protocol):
             self.codec.receive_data(data)
         if self._on_frame is not None:
             self._deliver()
+            buffered = self.codec.buffered
+            if buffered > LARGE_FRAME_BYTES and self.on_large_frame is not None:
+                self.on_large_frame()  # may set hold_partial_over: the budget is over
             limit = self.hold_partial_over
-            if limit is not None and self.codec.buffered > limit:
+            if limit is not None and buffered > limit:
                 self.hold_reading(MEMORY)
             return
         if self.codec.buffered > PAUSE_AT_BYTES and not self._reading_paused:

@@ -597,6 +597,7 @@ async def serve_native(
             stats.refused += 1
             return
         connection = NativeConnection(host, stream, stats, policy, timeouts, alarm, clock)
+        stream.on_large_frame = watchdog.memory_pressure
         listener.connections.add(connection)
         stats.accepted += 1
         stats.connections += 1

@@ -11,6 +11,10 @@ Each tick (``tick_ms``, at most a quarter of the shortest timeout) it
    allocator keeps freed blocks for reuse: see ``process_tuning``);
 2. asks each open connection whether it is overdue (``overdue``) and ends those that are.
 
+Between ticks, a connection receiving a large frame calls ``memory_pressure`` on each read,
+which samples memory too (10 ms apart at most): big frames arrive at loopback speed, and a
+quarter of a second of them is far more than any margin over the budget.
+
 Deadlines (docs/protocol.md, "Timeouts"):
 
 - **frame**: a frame that has started to arrive must be whole within ``frame_timeout_ms``
@@ -45,6 +49,8 @@ log = logging.getLogger("roost.native")
 MAX_TICK_MS = 250
 #: Memory is handed back to the system at most this often while over the budget.
 RELEASE_EVERY_MS = 1_000
+#: Between ticks, memory is sampled at most this often when a large frame is arriving.
+PRESSURE_SAMPLE_MS = 10
 #: Buffers of closed connections, in bytes, past which free memory is handed back at the next
 #: tick whatever the budget: what a flood left behind is given back when it ends.
 RELEASE_AFTER_FREED_BYTES = 16 * 1024 * 1024
@@ -127,7 +133,15 @@ class Watchdog:
         self._sample = sample
         self._release = release
         self._released_ms: int | None = None
+        self._sampled_ms: int | None = None
         self._freed_bytes = 0
+
+    def memory_pressure(self) -> None:
+        """A large frame is arriving: sample memory now (``PRESSURE_SAMPLE_MS`` apart at
+        most), so a flood of big frames meets the budget within a few reads, not a tick."""
+        now_ms = self._clock.monotonic_ms()
+        if self._sampled_ms is None or now_ms - self._sampled_ms >= PRESSURE_SAMPLE_MS:
+            self._watch_memory(now_ms)
 
     def freed(self, size_bytes: int) -> None:
         """A closed connection let go of buffers of ``size_bytes``."""
@@ -152,6 +166,7 @@ class Watchdog:
             self._release()
         if self.alarm.budget_bytes is None:
             return
+        self._sampled_ms = now_ms
         used = self._sample()
         if self.alarm.over(used) and (
             self._released_ms is None or now_ms - self._released_ms >= RELEASE_EVERY_MS
