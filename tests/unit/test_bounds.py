@@ -11,7 +11,14 @@ from roost.protocols.native import messages as m
 from roost.server.framed import MEMORY, UNSENT
 from roost.server.memory import MemoryAlarm, budget_bytes
 from roost.server.native_server import IN_FLIGHT, PUSH_BATCH, PUSH_BYTES, _Push
-from roost.server.watchdog import MAX_TICK_MS, RELEASE_EVERY_MS, Timeouts, Watchdog, overdue
+from roost.server.watchdog import (
+    MAX_TICK_MS,
+    PRESSURE_SAMPLE_MS,
+    RELEASE_EVERY_MS,
+    Timeouts,
+    Watchdog,
+    overdue,
+)
 
 TIMEOUTS = Timeouts(frame_timeout_ms=30_000, heartbeat_ms=10_000)
 
@@ -211,3 +218,26 @@ def test_a_push_leases_fewer_large_messages_at_a_time() -> None:
     push.credit = 3
     push.message_bytes = 100
     assert push.batch() == 3  # never past the credit
+
+
+def test_a_large_frame_samples_memory_between_ticks_at_most_every_10_ms() -> None:
+    samples = []
+
+    def sample() -> int:
+        samples.append(1)
+        return 10
+
+    clock = ManualClock()
+    watchdog = Watchdog(set(), MemoryAlarm(1_000), TIMEOUTS, clock=clock, sample=sample,
+                        release=lambda: None)  # fmt: skip
+    watchdog.memory_pressure()
+    watchdog.memory_pressure()
+    assert len(samples) == 1
+    clock.advance(PRESSURE_SAMPLE_MS - 1)
+    watchdog.memory_pressure()
+    assert len(samples) == 1
+    clock.advance(1)
+    watchdog.memory_pressure()
+    assert len(samples) == 2
+    watchdog.tick()  # a tick samples whatever the pace
+    assert len(samples) == 3
