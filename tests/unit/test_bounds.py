@@ -3,6 +3,10 @@ and why, the memory budget's settings, the alarm's hysteresis, and the watchdog'
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from roost.clock import ManualClock
@@ -11,6 +15,7 @@ from roost.protocols.native import messages as m
 from roost.server.framed import MEMORY, UNSENT
 from roost.server.memory import MemoryAlarm, budget_bytes
 from roost.server.native_server import IN_FLIGHT, PUSH_BATCH, PUSH_BYTES, _Push
+from roost.server.serve import bounds, settings
 from roost.server.watchdog import (
     MAX_TICK_MS,
     PRESSURE_SAMPLE_MS,
@@ -241,3 +246,46 @@ def test_a_large_frame_samples_memory_between_ticks_at_most_every_10_ms() -> Non
     assert len(samples) == 2
     watchdog.tick()  # a tick samples whatever the pace
     assert len(samples) == 3
+
+
+# -- settings --------------------------------------------------------------------------------
+
+
+def test_bounds_come_from_the_file_the_environment_and_flags(tmp_path: Path) -> None:
+    config = tmp_path / "roost.toml"
+    config.write_text("[server]\nmax_memory = 0.25\nframe_timeout_ms = 5000\n")
+    environ = {"ROOST_HEARTBEAT_MS": "2000", "ROOST_FRAME_TIMEOUT_MS": "6000"}
+    chosen = settings(str(config), environ, {"max_memory": "1GiB", "heartbeat_ms": None})
+    assert (chosen.max_memory, chosen.frame_timeout_ms, chosen.heartbeat_ms) == ("1GiB", 6000, 2000)
+    timeouts, budget = bounds(chosen)
+    assert timeouts == Timeouts(frame_timeout_ms=6000, heartbeat_ms=2000)
+    assert budget == 1024**3
+    assert bounds(settings(str(config), {}, {}))[1] == budget_bytes("0.25")
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    ({"max_memory": "lots"}, "invalid max_memory='lots'"),
+    ({"frame_timeout_ms": 0}, "invalid frame_timeout_ms=0: must be a positive number of ms"),
+    ({"heartbeat_ms": -1}, "invalid heartbeat_ms=-1"),
+])  # fmt: skip
+def test_bounds_it_cannot_serve_with_are_refused_before_anything_opens(
+    flags: dict[str, object], message: str
+) -> None:
+    with pytest.raises(InvalidConfig, match=message):
+        bounds(settings(None, {}, flags))
+
+
+def test_roost_serve_refuses_a_budget_it_cannot_read_in_one_line(tmp_path: Path) -> None:
+    """In a process of its own: ``serve`` tunes the allocator and collector of its process."""
+    data = tmp_path / "data"
+    command = [sys.executable, "-m", "roost.cli.main", "serve", "--data", str(data),
+               "--port", "0", "--no-admin", "--max-memory", "lots"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, timeout=60, check=False)
+    assert done.returncode == 1
+    assert (
+        done.stderr.decode()
+        .strip()
+        .splitlines()[-1]
+        .startswith("error: invalid max_memory='lots': give bytes")
+    )
+    assert not data.exists()  # refused before the data directory was opened
