@@ -9,7 +9,9 @@ would cost unbounded, and a well-behaved client is served meanwhile.
 - connections that declare a 16 MiB frame, send part of it and stall: the broker holds what
   was sent, not what was declared, ends them at the frame timeout and gives the memory back;
 - silent sockets filling ``max_connections``, and slowloris frames: a real client still gets
-  in, and the slow frames are cut at the frame timeout.
+  in, and the slow frames are cut at the frame timeout;
+- frames past the memory budget (``--max-memory``): the broker holds little more than its
+  budget, and publishing resumes once the flood is cut.
 
 The flooding sockets are raw, with a small receive buffer, so the kernel absorbs little of
 what the broker sends them and the broker's own bounds are what is measured.
