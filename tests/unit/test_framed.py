@@ -390,3 +390,18 @@ def test_a_frame_arriving_is_timed_from_its_first_bytes_until_it_is_whole() -> N
         await writer.wait_closed()
 
     asyncio.run(main())
+
+
+def test_after_a_hold_the_peer_s_silence_and_its_frame_are_timed_from_the_release() -> None:
+    clock = ManualClock()
+    stream = FramedStream(NativeCodec("server"), clock=clock)
+    stream.frame_started_ms = 0
+    stream.hold_reading(framed.UNSENT)
+    stream.hold_reading(framed.MEMORY)
+    clock.advance(60_000)
+    stream.release_reading(framed.MEMORY)  # the alarm's hold: the frame stays timed
+    assert stream.frame_started_ms == 0 and stream.last_received_ms == 0
+    clock.advance(1_000)
+    stream.release_reading(framed.UNSENT)  # it waited on us: timed afresh
+    assert stream.frame_started_ms == stream.last_received_ms == 61_000
+    assert not stream.holds

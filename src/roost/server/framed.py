@@ -255,12 +255,17 @@ class FramedStream(asyncio.Protocol):
     def release_reading(self, reason: str) -> None:
         """Drop the hold for ``reason``; with none left, frames already read are handed over
         (in a turn of their own: this may be called while a frame is being handled) and the
-        socket is read again."""
+        socket is read again. The peer's silence is timed from now (it was ours), and so is a
+        frame that was arriving, unless the hold was the memory alarm's (``overdue``)."""
         if reason not in self._holds:
             return
         self._holds.discard(reason)
+        now_ms = self._clock.monotonic_ms()
+        if reason != MEMORY and self.frame_started_ms is not None:
+            self.frame_started_ms = now_ms  # the frame waited on us, not on the peer
         if self._holds:
             return
+        self.last_received_ms = now_ms  # the silence while held was ours, not the peer's
         if self._on_frame is not None:
             # Frames already read go first; the socket is read again once they are taken.
             asyncio.get_running_loop().call_soon(self._deliver)
