@@ -9,14 +9,17 @@ The core never waits; the host does the waiting it asks for:
   the dead-letter appends a tick started to become durable, then ticks again so the
   subscriptions can finish those messages;
 - opening and closing the engine (recovery, final fsyncs) run in a thread;
-- subscription journals are snapshotted off the loop when enough entries have piled up.
+- subscription journals are snapshotted off the loop when enough entries have piled up;
+- a storage watch reads the free space about once a second (publishes stop below the
+  watermark, server/disk_space.py) and repairs failed logs once a probe write succeeds
+  (storage/repair.py): a full disk or an I/O error heals without a restart.
 
 Known limit: definition changes (topics, queues, exchanges) fsync the metadata file on the
 loop; they are rare and short, but a host serving heavy traffic will want them in a thread
 with the core's commands queued behind them.
 
-The host owns one task, the timer; ``aclose`` stops it, lets the flusher finish, and closes
-the engine cleanly.
+The host owns two tasks, the timer and the storage watch; ``aclose`` stops them, lets the
+flusher finish, and closes the engine cleanly.
 
     host = await Host.start("./data")
     await host.publish("emails", [Outgoing(value=b"hi")])
@@ -30,6 +33,7 @@ import asyncio
 import contextlib
 import logging
 import math
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
@@ -39,15 +43,19 @@ from roost.core.model import Message
 from roost.core.publishing import Outgoing, Published, PublishOutcome
 from roost.core.redrive import RedriveFilter
 from roost.core.streams import FetchedBatches
-from roost.errors import BacklogFull, InvalidConfig, StorageClosed
+from roost.errors import BacklogFull, InvalidConfig, StorageClosed, StorageFailure
 from roost.receipt import Receipt
 from roost.server.access import TRUSTED, Principal
+from roost.server.disk_space import DiskWatermark
 from roost.server.door import Door
 from roost.server.failed_logins import FailedLogins
 from roost.server.flusher import Flusher
 from roost.server.identities import Identities
 from roost.server.meters import ListenerStats
 from roost.storage import Journal, LocalEngine
+from roost.storage.journal import JOURNAL_CONFIG
+from roost.storage.log import PartitionLog
+from roost.storage.repair import RepairReport
 
 #: Longest a receive may wait for a message, as in SQS long polling.
 MAX_WAIT_S = 20.0
@@ -55,13 +63,24 @@ MAX_WAIT_S = 20.0
 MAX_TIMER_SLEEP_S = 1.0
 #: Pause before the timer tries again after a tick failed.
 TIMER_RETRY_S = 1.0
+#: How often the storage watch reads the free space and tries to repair failed logs.
+STORAGE_WATCH_S = 1.0
+#: Repairs kept for the admin API and metrics (the newest).
+MAX_REPAIRS_KEPT = 100
 T = TypeVar("T")
 
 log = logging.getLogger("roost.host")
 
 
 class Host:
-    def __init__(self, engine: LocalEngine, broker: Broker, flusher: Flusher, clock: Clock) -> None:
+    def __init__(
+        self,
+        engine: LocalEngine,
+        broker: Broker,
+        flusher: Flusher,
+        clock: Clock,
+        min_free_bytes: int | None = None,
+    ) -> None:
         self.engine = engine
         #: Private: every session reaches the core through a ``Door`` (``door``).
         self._broker = broker
@@ -79,6 +98,12 @@ class Host:
         self._blocked: dict[str, int] = {}  # per topic, publishes waiting for room
         self._wake_timer = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
+        self._storage_watch: asyncio.Task[None] | None = None
+        #: Publishes stop while free space is below its watermark (server/disk_space.py).
+        self.disk = DiskWatermark(engine.path, min_free_bytes)
+        #: The newest repairs of failed logs, oldest first; ``repairs_total`` counts them all.
+        self.repairs: deque[RepairReport] = deque(maxlen=MAX_REPAIRS_KEPT)
+        self.repairs_total = 0
         self._closed = False
         #: Shutting down: long polls answer at once instead of waiting, pushes stop.
         self.stopping = False
@@ -86,8 +111,12 @@ class Host:
         self.listeners: dict[str, ListenerStats] = {}
 
     @classmethod
-    async def start(cls, path: str, clock: Clock | None = None) -> Host:
-        """Open the data directory (recovering it, in a thread) and start the timer."""
+    async def start(
+        cls, path: str, clock: Clock | None = None, min_free_bytes: int | None = None
+    ) -> Host:
+        """Open the data directory (recovering it, in a thread) and start the timer and the
+        storage watch. ``min_free_bytes``: the free-space watermark (None: the default, 0:
+        off; see server/disk_space.py)."""
         clock = clock or SystemClock()
         engine = await asyncio.to_thread(LocalEngine.open, path, clock)
         try:
@@ -97,8 +126,10 @@ class Host:
             raise
         flusher = Flusher(clock)
         engine.on_dirty = flusher.notify
-        host = cls(engine, broker, flusher, clock)
+        host = cls(engine, broker, flusher, clock, min_free_bytes)
+        await host.check_storage()  # a disk already full refuses the very first publish
         host._timer = asyncio.create_task(host._run_timer(), name="roost-timer")
+        host._storage_watch = asyncio.create_task(host._watch_storage(), name="roost-storage")
         return host
 
     def door(self, principal: Principal) -> Door:
@@ -141,6 +172,7 @@ class Host:
             remaining = give_up - loop.time()
             if remaining <= 0 or self.stopping:
                 # A last try: it appends if room came after all, or raises BacklogFull.
+                self.disk.check(f"a publish to {topic!r}")
                 return self._broker.publish(topic, messages, producer_id, sequence)
             room = self._room.setdefault(topic, asyncio.Event())
             await _wait(room, remaining)
@@ -162,6 +194,7 @@ class Host:
         """Append in this turn; None, with nothing appended, when the topic is full and its
         overflow policy says wait for room (``publish`` waits). Confirm what it returns with
         ``confirmed_now`` or ``confirm``."""
+        self.disk.check(f"a publish to {topic!r}")
         try:
             return self._broker.publish(topic, messages, producer_id, sequence)
         except BacklogFull:
@@ -178,6 +211,7 @@ class Host:
     async def publish_to_exchange(
         self, exchange: str, routing_key: str, messages: Sequence[Outgoing]
     ) -> Sequence[Published]:
+        self.disk.check(f"a publish to exchange {exchange!r}")
         outcome = self._broker.publish_to_exchange(exchange, routing_key, messages)
         return await self.confirm(outcome, {p.topic for p in outcome.published})
 
@@ -401,11 +435,13 @@ class Host:
             await _wait(self._wake_timer, sleep_s)
 
     async def _snapshot_journals(self) -> None:
+        # A failed journal waits for its repair (the storage watch), not the timer: a tick
+        # must go on expiring leases meanwhile.
         for sub in self._broker.subscriptions():
-            if sub.snapshot_due:
+            if sub.snapshot_due and sub.journal.log.failure is None:
                 await self._snapshot(sub.journal, sub.snapshot())
         for producers in self._broker.producer_states():
-            if producers.snapshot_due:
+            if producers.snapshot_due and producers.journal.log.failure is None:
                 await self._snapshot(producers.journal, producers.snapshot())
 
     async def _snapshot(self, journal: Journal, state: bytes) -> None:
@@ -419,14 +455,103 @@ class Host:
     def _topics_with_subscriptions(self) -> set[str]:
         return {spec.topic for spec in self._broker.list_subscriptions()}
 
-    # -- health ---------------------------------------------------------------------------
+    # -- storage health and repair ---------------------------------------------------------
+
+    async def _watch_storage(self) -> None:
+        """Check the storage about once a second until closed; a failing check is logged."""
+        while not self._closed:
+            await asyncio.sleep(STORAGE_WATCH_S)
+            try:
+                await self.check_storage()
+            except Exception:
+                log.exception("roost storage watch: check failed; trying again")
+
+    async def check_storage(self) -> None:
+        """Read the free space (publishes stop or resume by it) and, when logs have failed and
+        a probe write succeeds, repair them."""
+        free = await asyncio.to_thread(self.disk.read)
+        if self.disk.update(free, self._largest_segment_bytes()):
+            if self.disk.low:
+                log.warning(
+                    "roost: %s bytes free in %s, below the watermark of %s: publishes are "
+                    "refused until space is freed (acks and receives go on)",
+                    free, self.engine.path, self.disk.min_free_bytes,
+                )  # fmt: skip
+            else:
+                log.warning("roost: %s bytes free in %s: publishes resume", free, self.engine.path)
+        if not self._closed and self.engine.failed_logs():
+            try:
+                await asyncio.to_thread(self.engine.probe_write)
+            except StorageFailure:
+                return  # the disk still refuses writes: try again on the next check
+            await self.repair()
+
+    def _largest_segment_bytes(self) -> int:
+        sizes = [
+            self.engine.topic(name).config.segment_max_bytes for name in self.engine.list_topics()
+        ]
+        return max([JOURNAL_CONFIG.segment_max_bytes, *sizes])
+
+    async def repair(self) -> list[RepairReport]:
+        """Reopen every failed log in place (storage/repair.py), each verified from disk and
+        cut back to what was confirmed; returns a report per log repaired. A log whose flush
+        job still runs, or whose repair fails again, stays failed (the error is logged) and is
+        tried again by the next check. Other logs serve throughout."""
+        reports = []
+        for failed in self.engine.failed_logs():
+            job = failed.begin_repair()
+            if job is None:
+                continue
+            try:
+                await asyncio.to_thread(job.run)
+            except OSError as e:
+                failed.end_repair(job, e)
+                log.warning(
+                    "roost: repair of %s failed, it still refuses writes: %s", failed.name, e
+                )
+                continue
+            if not failed.end_repair(job):
+                continue
+            report = job.report
+            await self._after_repair(failed, report)
+            log.warning(
+                "roost: repaired %s (it failed with: %s): end offset %d, %d unconfirmed "
+                "records cut, %d records the disk lost",
+                report.log, report.cause, report.end_offset, report.records_cut, report.records_lost,
+            )  # fmt: skip
+            self.repairs.append(report)
+            self.repairs_total += 1
+            reports.append(report)
+        return reports
+
+    async def _after_repair(self, repaired: PartitionLog, report: RepairReport) -> None:
+        """Make what remembers offsets or entries of ``repaired`` agree with it again."""
+        if not (report.records_cut or report.records_lost):
+            return
+        for name in self.engine.list_topics():
+            topic = self.engine.topic(name)
+            if repaired in topic.partitions:
+                producers = self._broker.log_cut(name, repaired.partition, repaired.end_offset)
+                if producers is not None and producers.journal.log.failure is None:
+                    await self._snapshot(producers.journal, producers.snapshot())
+                self.wake_readers(name)
+                return
+        # A journal lost entries its owner still holds in memory: a snapshot writes them again.
+        for sub in self._broker.subscriptions():
+            if sub.journal.log is repaired:
+                await self._snapshot(sub.journal, sub.snapshot())
+        for producers in self._broker.producer_states():
+            if producers.journal.log is repaired:
+                await self._snapshot(producers.journal, producers.snapshot())
 
     async def check_ready(self) -> None:
-        """Raise (``StorageFailure``, ``StorageClosed``) unless the host can take writes: not
-        closing, the engine open with no failed log, the data directory writable."""
+        """Raise (``StorageFailure``, ``DiskFull``, ``StorageClosed``) unless the host can take
+        writes: not closing, the engine open with no failed log (the error names every failed
+        one), free space above the watermark, the data directory writable."""
         if self._closed:
             raise StorageClosed("the host (shutting down)")
         self.engine.check_health()
+        self.disk.check("publishes")
         await asyncio.to_thread(self.engine.probe_write)
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -444,10 +569,11 @@ class Host:
         if self._closed:
             return
         self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._timer
+        for task in (self._timer, self._storage_watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self.stop_waiting()
         await self.flusher.aclose()
         await asyncio.to_thread(self.engine.close)

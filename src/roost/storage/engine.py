@@ -176,13 +176,22 @@ class LocalEngine:
         for journal in self._journals.values():
             yield journal.log
 
+    def failed_logs(self) -> list[PartitionLog]:
+        """Every log that refuses writes until it is repaired (``PartitionLog.begin_repair``)."""
+        return [log for log in self.logs() if log.failure is not None]
+
     def check_health(self) -> None:
         """Raise unless the engine is open and no log has failed (a failed log refuses writes
-        until the directory is reopened). No I/O; on the thread that owns the engine."""
+        until it is repaired); the error names every failed log. No I/O; on the thread that
+        owns the engine."""
         self._check_open()
-        for log in self.logs():
-            if log.failure is not None:
-                raise log.failure
+        failed = self.failed_logs()
+        if len(failed) == 1:
+            raise failed[0].failure  # type: ignore[misc]
+        if failed:
+            raise StorageFailure(
+                f"{len(failed)} logs: " + "; ".join(log.failure.what for log in failed)  # type: ignore[union-attr]
+            )
 
     def probe_write(self) -> None:
         """Raise ``StorageFailure`` unless the data directory accepts a small file (written,
@@ -196,6 +205,10 @@ class LocalEngine:
             raise StorageFailure(f"writing to the data directory {self.path}", e) from e
 
     # -- journals -------------------------------------------------------------------------
+
+    def journals(self) -> list[Journal]:
+        """Every journal opened so far."""
+        return list(self._journals.values())
 
     def journal(self, name: str) -> Journal:
         """The state journal called ``name``, opened (and recovered) on first use."""

@@ -11,8 +11,11 @@ How it works:
   offset that sync covers; ``FlushJob.run()`` (in a thread) writes and syncs; ``end_flush()``
   (on the loop) advances ``durable_offset`` or, on error, fails the log. Appends made while a
   job runs wait for the next job: that is group commit. ``flush()`` does all three inline.
-- After a failed write or fsync the log refuses every write until it is reopened (recovery then
-  cuts what the failure left): it never confirms what may not be on disk.
+- After a failed write or fsync the log refuses every write until it is repaired (repair.py:
+  reopened in place, verified from disk, cut back to what was confirmed): it never confirms what
+  may not be on disk. An ENOSPC on a write made at once (a journal entry, a ``never`` or
+  ``interval`` topic, a segment roll) fails only that append: nothing of it was accounted, the
+  torn bytes are cut, and the log goes on.
 - ``on_dirty`` tells the flusher there is something to sync: at once under ``always``, when the
   record threshold is crossed under ``interval`` (its timer covers the rest), never under ``never``.
 
@@ -22,6 +25,7 @@ fsyncs file descriptors that stay open until ``end_flush``.
 
 from __future__ import annotations
 
+import errno
 import os
 from bisect import bisect_right
 from collections import deque
@@ -30,6 +34,7 @@ from typing import NamedTuple
 
 from roost.clock import Clock
 from roost.errors import (
+    DiskFull,
     InvalidRequest,
     OffsetOutOfRange,
     StorageClosed,
@@ -41,10 +46,13 @@ from roost.storage.config import TopicConfig
 from roost.storage.flush import FlushJob
 from roost.storage.fs import LocalFS
 from roost.storage.recovery import LogRecovery, open_segments
+from roost.storage.repair import LogRepair, RepairReport
 from roost.storage.segment import TAIL_BYTES, Segment
 from roost.storage.validation import check_records
 
 DEFAULT_MAX_READ_BYTES = 1024 * 1024
+#: Errors that say the disk has no room (a quota counts): transient, unlike an EIO.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class AppendResult(NamedTuple):
@@ -83,6 +91,8 @@ class PartitionLog:
     ) -> None:
         self.topic = topic
         self.partition = partition
+        #: How health, metrics and errors name this log (a journal says it is one).
+        self.name = f"{topic}/{partition}"
         self.directory = directory
         self.config = config
         self.recovery = recovery
@@ -97,6 +107,7 @@ class PartitionLog:
         # once (the flusher overlaps rounds); they are finished strictly in this order.
         self._flushing: deque[FlushJob] = deque()
         self._failure: StorageFailure | None = None
+        self._repairing = False  # a LogRepair runs in a thread: no segment may be deleted
         self._closed = False
         self.unflushed_records = 0
         self.durable_offset = self.end_offset
@@ -212,6 +223,8 @@ class PartitionLog:
                 self.tail_bytes,
             )
         except OSError as e:
+            if e.errno in NO_SPACE_ERRNOS and self._cut_torn_append(active):
+                raise DiskFull(f"an append to {self.topic}/{self.partition}") from e
             raise self._fail("append", e) from e
         self._unsynced[active.base_offset] = active
         self.unflushed_records += len(records)
@@ -251,6 +264,10 @@ class PartitionLog:
             previous.write_index()
             segment = Segment.create(self._fs, self.directory, previous.next_offset)
         except OSError as e:
+            # Nothing in memory changed, and an empty or half-made file continues the log
+            # exactly (recovery keeps it, the next roll empties it): only the append fails.
+            if e.errno in NO_SPACE_ERRNOS:
+                raise DiskFull(f"a segment roll of {self.topic}/{self.partition}") from e
             raise self._fail("segment roll", e) from e
         self._segments.append(segment)
         self._bases.append(segment.base_offset)
@@ -393,6 +410,8 @@ class PartitionLog:
 
     def _delete_leading(self, condition: Callable[[Segment], bool]) -> int:
         self._check_open()
+        if self._repairing:
+            return 0  # the repair's thread has the directory open: next time
         in_flight = [segment for job in self._flushing for segment in job.segments]
         deleted = 0
         while len(self._segments) > 1:
@@ -527,9 +546,59 @@ class PartitionLog:
 
     # -- failure --------------------------------------------------------------------------
 
+    def begin_repair(self) -> LogRepair | None:
+        """Prepare to reopen this failed log in place (see repair.py); run the returned job off
+        the loop, then ``end_repair``. None when there is nothing to repair, or when a flush job
+        still runs (its thread holds the files: ask again once it has ended)."""
+        if self._failure is None or self._closed or self._flushing or self._repairing:
+            return None
+        self._repairing = True
+        report = RepairReport(log=self.name, cause=str(self._failure))
+        return LogRepair(
+            self._fs,
+            self.directory,
+            self.config.index_interval_bytes,
+            report,
+            keep=self.confirmed_offset,
+            verified_below=self.durable_offset,
+        )
+
+    def end_repair(self, repair: LogRepair, error: BaseException | None = None) -> bool:
+        """Adopt what ``repair.run()`` found, or (``error``) stay failed; True if adopted.
+
+        From here everything the log holds is durable and it takes writes again. Its end may be
+        lower than before: records that were never confirmed are gone (the caller tells whoever
+        remembers offsets, such as the idempotent producers' state).
+        """
+        self._repairing = False
+        if error is not None or self._closed or self._flushing or self._failure is None:
+            repair.discard()
+            return False
+        old, published = self._segments, self.end_offset - self.opened_end_offset
+        self._segments = repair.segments
+        self._bases = [s.base_offset for s in self._segments]
+        self._unsynced.clear()
+        self._directory_changed = False
+        self.unflushed_records = 0
+        self.durable_offset = self.end_offset
+        self.opened_end_offset = self.end_offset - published  # the counter never goes back
+        self._failure = None
+        for segment in old:
+            segment.close()
+        return True
+
+    def _cut_torn_append(self, active: Segment) -> bool:
+        """After an append failed for want of space: cut what it left past the segment's end
+        (nothing of it was accounted). False if even that failed: then the log fails."""
+        try:
+            self._fs.truncate(active.fd, active.size)
+        except OSError:
+            return False
+        return True
+
     def _fail(self, what: str, cause: BaseException) -> StorageFailure:
         if self._failure is None:
-            self._failure = StorageFailure(f"{what} on {self.topic}/{self.partition}", cause)
+            self._failure = StorageFailure(f"{what} on {self.name}", cause)
         return self._failure
 
     def _check_writable(self) -> None:

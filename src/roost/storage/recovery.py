@@ -42,8 +42,18 @@ class LogRecovery(msgspec.Struct, kw_only=True):
 
 
 def open_segments(
-    fs: LocalFS, directory: str, index_interval_bytes: int, report: LogRecovery
+    fs: LocalFS,
+    directory: str,
+    index_interval_bytes: int,
+    report: LogRecovery,
+    verify_from: int | None = None,
 ) -> list[Segment]:
+    """The segments of ``directory``, recovered (see the module docstring).
+
+    With ``verify_from`` (a repair after a failed write: see repair.py) only segments whose
+    every record lies below it, known durable, may be adopted by their index; every other one
+    is scanned, since the kernel may have dropped its dirty pages.
+    """
     bases = _segment_bases(fs, directory)
     segments: list[Segment] = []
     for i, base in enumerate(bases):
@@ -58,7 +68,10 @@ def open_segments(
             break
         segment = Segment.open(fs, directory, base)
         is_last = i == len(bases) - 1
-        trusted = (report.clean_shutdown or not is_last) and segment.load_index()
+        trusted = (report.clean_shutdown or not is_last) and (
+            verify_from is None or (not is_last and bases[i + 1] <= verify_from)
+        )
+        trusted = trusted and segment.load_index()
         if not trusted:
             cut = _scan(segment, index_interval_bytes, report)
             segments.append(segment)
