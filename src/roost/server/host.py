@@ -55,7 +55,7 @@ from roost.server.meters import ListenerStats
 from roost.storage import Journal, LocalEngine
 from roost.storage.journal import JOURNAL_CONFIG
 from roost.storage.log import PartitionLog
-from roost.storage.repair import RepairReport
+from roost.storage.repair import FailedLog, RepairReport, RepairResult
 
 #: Longest a receive may wait for a message, as in SQS long polling.
 MAX_WAIT_S = 20.0
@@ -517,12 +517,20 @@ class Host:
             log.warning(
                 "roost: repaired %s (it failed with: %s): end offset %d, %d unconfirmed "
                 "records cut, %d records the disk lost",
-                report.log, report.cause, report.end_offset, report.records_cut, report.records_lost,
+                report.log, report.cause, report.end_offset, report.records_cut,
+                report.records_lost,
             )  # fmt: skip
             self.repairs.append(report)
             self.repairs_total += 1
             reports.append(report)
         return reports
+
+    async def repair_now(self) -> RepairResult:
+        """``repair``, asked by an operator: without waiting for a probe write (the repair
+        itself writes; if the disk still refuses, the log stays failed and says why)."""
+        repaired = await self.repair()
+        still = [FailedLog(log.name, str(log.failure)) for log in self.engine.failed_logs()]
+        return RepairResult(repaired, still)
 
     async def _after_repair(self, repaired: PartitionLog, report: RepairReport) -> None:
         """Make what remembers offsets or entries of ``repaired`` agree with it again."""

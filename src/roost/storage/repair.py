@@ -40,6 +40,20 @@ class RepairReport(msgspec.Struct, kw_only=True):
     recovery: LogRecovery | None = None
 
 
+class FailedLog(msgspec.Struct, frozen=True):
+    """A log that refuses writes, and why."""
+
+    log: str
+    error: str
+
+
+class RepairResult(msgspec.Struct, frozen=True):
+    """What a repair did: the logs it reopened, and those that still refuse writes."""
+
+    repaired: list[RepairReport]
+    still_failed: list[FailedLog]
+
+
 class LogRepair:
     """The blocking half of a repair; ``PartitionLog.end_repair`` adopts its segments."""
 
