@@ -449,7 +449,11 @@ class Host:
         # The entries a snapshot covers must be durable before it is: otherwise a crash could
         # leave a snapshot ahead of the log, and new entries numbered below it.
         await self.flusher.wait_durable(journal.log, job.next_seq)
-        await asyncio.to_thread(job.run)
+        try:
+            await asyncio.to_thread(job.run)
+        except OSError as e:
+            # The old snapshot and every entry stay: nothing is lost, the next one retries.
+            raise StorageFailure(f"journal {journal.name} snapshot", e) from e
         journal.snapshot_done(job)
 
     def _topics_with_subscriptions(self) -> set[str]:

@@ -410,8 +410,8 @@ class PartitionLog:
 
     def _delete_leading(self, condition: Callable[[Segment], bool]) -> int:
         self._check_open()
-        if self._repairing:
-            return 0  # the repair's thread has the directory open: next time
+        if self._repairing or self._failure is not None:
+            return 0  # the repair (its thread has the directory open) comes first
         in_flight = [segment for job in self._flushing for segment in job.segments]
         deleted = 0
         while len(self._segments) > 1:
@@ -421,7 +421,11 @@ class PartitionLog:
             try:
                 segment.delete()
             except OSError as e:
-                raise self._fail("segment delete", e) from e
+                # Retention is housekeeping inside a tick: its failure must not stop the tick
+                # (leases expiring everywhere else). The log fails, and health and metrics say
+                # so; its repair lists the directory afresh.
+                self._fail("segment delete", e)
+                return deleted
             self._unsynced.pop(segment.base_offset, None)
             del self._segments[0], self._bases[0]
             self._directory_changed = True
@@ -511,7 +515,8 @@ class PartitionLog:
             job.run()
         except OSError as e:
             self.end_flush(job, e)
-            raise self._failure from e  # type: ignore[misc]
+            # Failed now even if an earlier job still runs (end_flush applies this one after it).
+            raise self._fail("fsync", e) from e
         self.end_flush(job, None)
 
     def close(self, clean: bool = True) -> bool:
