@@ -144,9 +144,7 @@ def test_no_repair_while_a_flush_job_holds_the_files(data_dir: str, clock: Manua
     engine.close()
 
 
-def test_enospc_on_a_journal_entry_fails_that_entry_only(
-    data_dir: str, clock: ManualClock
-) -> None:
+def test_enospc_on_a_journal_entry_fails_that_entry_only(data_dir: str, clock: ManualClock) -> None:
     fs = FaultFS()
     engine = LocalEngine.open(data_dir, clock, fs)
     journal = engine.journal("j")

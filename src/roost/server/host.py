@@ -538,17 +538,18 @@ class Host:
 
     async def _after_repair(self, repaired: PartitionLog, report: RepairReport) -> None:
         """Make what remembers offsets or entries of ``repaired`` agree with it again."""
-        if not (report.records_cut or report.records_lost):
-            return
         for name in self.engine.list_topics():
             topic = self.engine.topic(name)
             if repaired in topic.partitions:
+                if not (report.records_cut or report.records_lost):
+                    return
                 producers = self._broker.log_cut(name, repaired.partition, repaired.end_offset)
                 if producers is not None and producers.journal.log.failure is None:
                     await self._snapshot(producers.journal, producers.snapshot())
                 self.wake_readers(name)
                 return
-        # A journal lost entries its owner still holds in memory: a snapshot writes them again.
+        # A journal may lack entries its owner applied in memory (the append or its fsync
+        # failed after the state changed, or the disk lost them): a snapshot writes them all.
         for sub in self._broker.subscriptions():
             if sub.journal.log is repaired:
                 await self._snapshot(sub.journal, sub.snapshot())

@@ -566,6 +566,7 @@ class PartitionLog:
             report,
             keep=self.confirmed_offset,
             verified_below=self.durable_offset,
+            appended_end=self.end_offset,
         )
 
     def end_repair(self, repair: LogRepair, error: BaseException | None = None) -> bool:

@@ -32,7 +32,8 @@ class RepairReport(msgspec.Struct, kw_only=True):
     log: str
     #: What the log failed with.
     cause: str
-    #: Records past the last confirmed offset, cut so that a retry does not duplicate them.
+    #: Records appended past the last confirmed offset (their publishes got an error), cut,
+    #: whether they had reached the disk or not, so that a retry does not duplicate them.
     records_cut: int = 0
     #: Records below the last confirmed offset that the disk no longer held intact.
     records_lost: int = 0
@@ -65,6 +66,7 @@ class LogRepair:
         report: RepairReport,
         keep: int,
         verified_below: int,
+        appended_end: int,
     ) -> None:
         self.fs = fs
         self.directory = directory
@@ -72,6 +74,7 @@ class LogRepair:
         self.report = report
         self.keep = keep
         self.verified_below = verified_below
+        self.appended_end = appended_end
         self.segments: list[Segment] = []
 
     def run(self) -> None:
@@ -95,6 +98,7 @@ class LogRepair:
             raise
         end = self.segments[-1].next_offset
         self.report.end_offset = end
+        self.report.records_cut = max(0, self.appended_end - max(self.keep, end))
         self.report.records_lost = max(0, self.keep - end)
 
     def _cut_back(self, recovery: LogRecovery) -> None:
@@ -103,7 +107,6 @@ class LogRepair:
         end = segments[-1].next_offset
         if end <= keep:
             return
-        self.report.records_cut = end - keep
         while len(segments) > 1 and segments[-1].base_offset >= keep:
             segments.pop().delete()
             recovery.segments_dropped += 1
@@ -115,7 +118,6 @@ class LogRepair:
             # ``keep`` inside a batch cannot happen (confirmed offsets end batches); were it to,
             # keeping the whole batch duplicates a few records where cutting it would lose some.
             position += header.size
-            self.report.records_cut = end - header.next_offset
         recovery.bytes_truncated += last.size - position
         recovery.problems.append(
             f"segment {last.base_offset}: cut {last.size - position} bytes at byte {position} "
