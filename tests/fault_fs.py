@@ -12,9 +12,15 @@ that fills (or dies) mid-write does.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 from dataclasses import dataclass
 
+from roost.clock import Clock
+from roost.core.broker import Broker
+from roost.server.flusher import Flusher
+from roost.server.host import Host
+from roost.storage import LocalEngine
 from roost.storage.fs import LocalFS
 
 
@@ -123,3 +129,12 @@ class FaultFS(LocalFS):
     def write_file(self, path: str, data: bytes) -> None:
         self._check("write_file", path)
         super().write_file(path, data)
+
+
+async def start_host(data_dir: str, clock: Clock, fs: LocalFS) -> Host:
+    """A host on ``fs`` without its background tasks: the test calls ``check_storage`` when
+    it wants free space read and failed logs repaired. The watermark is off."""
+    engine = await asyncio.to_thread(LocalEngine.open, data_dir, clock, fs)
+    flusher = Flusher(clock)
+    engine.on_dirty = flusher.notify
+    return Host(engine, Broker.open(engine, clock), flusher, clock, min_free_bytes=0)

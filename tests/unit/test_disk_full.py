@@ -11,15 +11,12 @@ import pytest
 
 from roost.admin.metrics import host_registry
 from roost.clock import ManualClock
-from roost.core.broker import Broker
 from roost.core.publishing import Outgoing
 from roost.errors import DiskFull, StorageFailure
 from roost.server.access import TRUSTED
 from roost.server.disk_space import DEFAULT_HEADROOM_BYTES, DiskWatermark, default_watermark
-from roost.server.flusher import Flusher
 from roost.server.host import Host
-from roost.storage import LocalEngine
-from tests.fault_fs import FaultFS
+from tests.fault_fs import FaultFS, start_host
 from tests.metrics_support import scrape, value
 
 
@@ -29,10 +26,7 @@ def run(
     """A host on ``fs`` without its background tasks: the test calls ``check_storage``."""
 
     async def main() -> None:
-        engine = await asyncio.to_thread(LocalEngine.open, data_dir, clock, fs)
-        flusher = Flusher(clock)
-        engine.on_dirty = flusher.notify
-        host = Host(engine, Broker.open(engine, clock), flusher, clock, min_free_bytes=0)
+        host = await start_host(data_dir, clock, fs)
         try:
             await body(host)
         finally:

@@ -55,6 +55,13 @@ DEFAULT_MAX_READ_BYTES = 1024 * 1024
 NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
+def storage_error(what: str, error: OSError) -> StorageFailure:
+    """``error`` as the Roost error a caller sees: ``DiskFull`` for want of space."""
+    if error.errno in NO_SPACE_ERRNOS:
+        return DiskFull(what)
+    return StorageFailure(what, error)
+
+
 class AppendResult(NamedTuple):
     base_offset: int
     next_offset: int
