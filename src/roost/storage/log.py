@@ -611,7 +611,11 @@ class PartitionLog:
 
     def _fail(self, what: str, cause: BaseException) -> StorageFailure:
         if self._failure is None:
-            self._failure = StorageFailure(f"{what} on {self.name}", cause)
+            where = f"{what} on {self.name}"
+            if isinstance(cause, OSError):
+                self._failure = storage_error(where, cause)  # DiskFull for want of space
+            else:
+                self._failure = StorageFailure(where, cause)
         return self._failure
 
     def _check_writable(self) -> None:

@@ -1,0 +1,166 @@
+"""A real ``roost serve`` on a real, tiny filesystem (tmpfs of a few MiB), filled up.
+
+Skipped, with the reason, where a filesystem cannot be mounted (not root, no CAP_SYS_ADMIN);
+CI runs as root in a container, where it mounts.
+
+The broker's background storage watch runs on real time (about once a second), so these tests
+poll for its effect in bounded loops rather than inject a clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import roost
+from roost.client.api import Client
+from roost.errors import DiskFull, RoostError
+from tests.e2e.test_serve import Server, run
+
+MiB = 1024 * 1024
+#: Polls for what the storage watch does: up to 100 x 0.1 s.
+POLLS, POLL_S = 100, 0.1
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small filesystem needs root (CI runs as root in a container)")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def filler(path: Path, size: int) -> None:
+    with open(path, "wb") as f:
+        f.write(b"\0" * size)
+
+
+async def publish_until_refused(broker: Client, confirmed: set[bytes], size: int) -> RoostError:
+    for i in range(200):
+        value = b"%06d" % len(confirmed) + b"." * size
+        try:
+            await broker.publish("q", value)
+        except RoostError as e:
+            return e
+        confirmed.add(value)
+        assert i < 199, "the disk never filled"
+    raise AssertionError("unreachable")
+
+
+async def publish_once_space_returns(broker: Client, confirmed: set[bytes]) -> None:
+    for _ in range(POLLS):
+        value = b"after %06d" % len(confirmed)
+        try:
+            await broker.publish("q", value)
+        except (DiskFull, RoostError) as e:
+            assert e.retriable, e
+            await asyncio.sleep(POLL_S)
+            continue
+        confirmed.add(value)
+        return
+    raise AssertionError("publishes did not resume once space was freed")
+
+
+async def drain(broker: Client) -> list[bytes]:
+    values: list[bytes] = []
+    while batch := await broker.receive("q", max_messages=100):
+        values += [m.value for m in batch]
+        assert await broker.ack("q", "q", [m.receipt for m in batch]) == []
+    return values
+
+
+def test_below_the_watermark_publishes_stop_acks_go_on_and_publishing_resumes(
+    small_fs: Path,
+) -> None:
+    server = Server(small_fs / "data", args=("--min-free-bytes", str(4 * MiB)))
+    confirmed: set[bytes] = set()
+
+    async def body() -> None:
+        async with roost.connect(server.url) as broker:
+            await broker.create_queue("q")
+            for i in range(5):
+                value = b"early %d" % i
+                await broker.publish("q", value)
+                confirmed.add(value)
+            free = os.statvfs(small_fs).f_bavail * os.statvfs(small_fs).f_frsize
+            filler(small_fs / "filler", free - 3 * MiB)  # leaves 3 MiB: below the watermark
+            for attempt in range(POLLS):
+                value = b"refused? %d" % attempt
+                try:
+                    await broker.publish("q", value)
+                except DiskFull as refused:
+                    assert refused.retriable and refused.min_free_bytes == 4 * MiB
+                    assert refused.free_bytes is not None and refused.free_bytes < 4 * MiB
+                    break
+                confirmed.add(value)  # stored before the storage watch saw the filler
+                await asyncio.sleep(POLL_S)
+            else:
+                raise AssertionError("publishes were never refused")
+            early = await broker.receive("q", max_messages=3)
+            assert early, "receives go on below the watermark"
+            assert await broker.ack("q", "q", [m.receipt for m in early]) == [], "acks too"
+            received = [m.value for m in early]
+            os.remove(small_fs / "filler")
+            await publish_once_space_returns(broker, confirmed)
+            received += await drain(broker)
+            assert sorted(received) == sorted(confirmed), "each confirmed message once"
+
+    try:
+        run(body)
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_real_enospc_fails_only_what_hit_it_and_heals_without_a_restart(
+    small_fs: Path,
+) -> None:
+    server = Server(small_fs / "data", args=("--min-free-bytes", "0"))  # no watermark
+    filler(small_fs / "filler", 3 * MiB)
+    confirmed: set[bytes] = set()
+
+    async def body() -> None:
+        async with roost.connect(server.url) as broker:
+            await broker.create_queue("q")
+            refused = await publish_until_refused(broker, confirmed, 200 * 1024)
+            assert refused.retriable, refused
+            for _ in range(3):  # the broker answers, it does not fall over
+                with pytest.raises(RoostError) as again:
+                    await broker.publish("q", b"x" * 200 * 1024)
+                assert again.value.retriable
+            os.remove(small_fs / "filler")
+            await publish_once_space_returns(broker, confirmed)
+            received = await drain(broker)
+            assert len(received) == len(set(received)), "no duplicates"
+            assert set(received) == confirmed, "every confirmed message, nothing refused"
+
+    try:
+        run(body)
+    finally:
+        assert server.stop() == 0
+    restarted = Server(small_fs / "data")
+
+    async def after() -> None:
+        async with roost.connect(restarted.url) as broker:
+            assert await broker.receive("q", max_messages=100) == [], "acks survived"
+
+    try:
+        run(after)
+    finally:
+        restarted.stop()
