@@ -177,3 +177,27 @@ def test_health_names_every_failed_log_journals_too(data_dir: str, clock: Manual
     assert "t/0" in str(raised.value) and "journal j" in str(raised.value)
     assert [log.name for log in engine.failed_logs()] == ["t/0", "journal j"]
     engine.close()
+
+
+def test_a_repair_that_cannot_open_every_segment_closes_what_it_opened(
+    data_dir: str, clock: ManualClock
+) -> None:
+    fs = FaultFS()
+    engine = LocalEngine.open(data_dir, clock, fs)
+    config = TopicConfig(segment_max_bytes=4096, max_record_bytes=4000, durability="interval")
+    log = engine.create_topic("t", config).log(0)
+    for i in range(3):
+        log.append([Record(value=b"%d" % i + b"." * 3000)])  # a segment each
+    fs.arm("fdatasync", errno.EIO, match="/topics/t/")
+    with pytest.raises(StorageFailure):
+        log.flush()
+    last = os.path.join(log.directory, f"{2:020d}.log")
+    fs.arm("open_rw", errno.EMFILE, match=last, times=-1)
+    open_before = len(os.listdir(f"/proc/{os.getpid()}/fd"))
+    for _ in range(3):
+        assert not repair(log)
+    assert len(os.listdir(f"/proc/{os.getpid()}/fd")) == open_before, "no descriptor leaks"
+    fs.disarm()
+    assert repair(log)
+    assert [v[:1] for v in values(log)] == [b"0", b"1", b"2"]
+    engine.close()

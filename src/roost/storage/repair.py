@@ -88,10 +88,10 @@ class LogRepair:
             if not segments:
                 segments = [Segment.create(self.fs, self.directory, self.keep)]
             self.segments = segments
-            self._cut_back(recovery)
+            cut = self._cut_back(recovery)
             for segment in segments:
-                if segment.next_offset > self.verified_below or segment.base_offset >= self.keep:
-                    self.fs.fdatasync(segment.fd)
+                if segment.next_offset > self.verified_below or segment is cut:
+                    self.fs.fdatasync(segment.fd)  # kept unsynced records, or a new size
             self.fs.fsync_dir(self.directory)
         except BaseException:
             self.discard()
@@ -101,18 +101,19 @@ class LogRepair:
         self.report.records_cut = max(0, self.appended_end - max(self.keep, end))
         self.report.records_lost = max(0, self.keep - end)
 
-    def _cut_back(self, recovery: LogRecovery) -> None:
+    def _cut_back(self, recovery: LogRecovery) -> Segment | None:
+        """Cut everything at or past ``keep``; the segment whose file was truncated, if any."""
         segments = self.segments
         keep = max(self.keep, segments[0].base_offset)
         end = segments[-1].next_offset
         if end <= keep:
-            return
+            return None
         while len(segments) > 1 and segments[-1].base_offset >= keep:
             segments.pop().delete()
             recovery.segments_dropped += 1
         last = segments[-1]
         if last.next_offset <= keep:
-            return
+            return None
         position, header = last.find_batch(keep)
         if header is not None and header.base_offset < keep:
             # ``keep`` inside a batch cannot happen (confirmed offsets end batches); were it to,
@@ -126,6 +127,7 @@ class LogRepair:
         last.truncate(position)
         last.remove_index()
         last.scan(self.index_interval_bytes)
+        return last
 
     def discard(self) -> None:
         """Close what ``run`` opened (it failed, or the log no longer wants it)."""
