@@ -205,3 +205,32 @@ def test_a_failed_journal_stops_acks_only_until_its_repair(
         assert await host.receive("q", "q", max_messages=10) == [], "every ack survived"
 
     run(data_dir, clock, FaultFS(), reopened)
+
+
+def test_a_log_that_keeps_failing_is_repaired_less_and_less_often(
+    data_dir: str, clock: ManualClock
+) -> None:
+    fs = FaultFS()
+
+    async def fail(host: Host) -> None:
+        fs.arm("pwrite", errno.EIO, match="/topics/t/")
+        with pytest.raises(StorageFailure):
+            await host.publish("t", out(b"x"))
+
+    async def body(host: Host) -> None:
+        host.door(TRUSTED).create_topic("t")
+        await fail(host)
+        await host.check_storage()
+        assert host.engine.failed_logs() == [], "the first repair is at once"
+        for wait_ms in (1_000, 2_000, 4_000):
+            await fail(host)
+            clock.advance(wait_ms - 1)
+            await host.check_storage()
+            assert host.engine.failed_logs(), f"not before {wait_ms} ms"
+            clock.advance(1)
+            await host.check_storage()
+            assert host.engine.failed_logs() == [], f"after {wait_ms} ms"
+        assert (await host.repair_now()).still_failed == [], "an operator never waits"
+        await host.publish("t", out(b"works"))
+
+    run(data_dir, clock, fs, body)

@@ -67,6 +67,11 @@ TIMER_RETRY_S = 1.0
 STORAGE_WATCH_S = 1.0
 #: Repairs kept for the admin API and metrics (the newest).
 MAX_REPAIRS_KEPT = 100
+#: A log that fails again soon after its automatic repair waits this long before the next,
+#: doubling each time up to the maximum: a bad sector under one file must not make the
+#: broker rescan that log every second.
+REPAIR_BACKOFF_MS = 1_000
+MAX_REPAIR_BACKOFF_MS = 60_000
 T = TypeVar("T")
 
 log = logging.getLogger("roost.host")
@@ -104,6 +109,7 @@ class Host:
         #: The newest repairs of failed logs, oldest first; ``repairs_total`` counts them all.
         self.repairs: deque[RepairReport] = deque(maxlen=MAX_REPAIRS_KEPT)
         self.repairs_total = 0
+        self._repair_backoff: dict[str, tuple[int, int]] = {}  # log -> (repaired at, wait) ms
         self._closed = False
         #: Shutting down: long polls answer at once instead of waiting, pushes stop.
         self.stopping = False
@@ -483,12 +489,25 @@ class Host:
                 )  # fmt: skip
             else:
                 log.warning("roost: %s bytes free in %s: publishes resume", free, self.engine.path)
-        if not self._closed and self.engine.failed_logs():
+        now_ms = self.clock.monotonic_ms()
+        due = [
+            failed
+            for failed in self.engine.failed_logs()
+            if now_ms >= sum(self._repair_backoff.get(failed.name, (0, 0)))
+        ]
+        if not self._closed and due:
             try:
                 await asyncio.to_thread(self.engine.probe_write)
             except StorageFailure:
                 return  # the disk still refuses writes: try again on the next check
-            await self.repair()
+            for report in await self.repair(due):
+                self._back_off(report.log, now_ms)
+
+    def _back_off(self, name: str, now_ms: int) -> None:
+        repaired_ms, wait_ms = self._repair_backoff.get(name, (0, 0))
+        recent = wait_ms and now_ms - repaired_ms < 2 * MAX_REPAIR_BACKOFF_MS
+        wait_ms = min(MAX_REPAIR_BACKOFF_MS, 2 * wait_ms) if recent else REPAIR_BACKOFF_MS
+        self._repair_backoff[name] = (now_ms, wait_ms)
 
     def _largest_segment_bytes(self) -> int:
         sizes = [
@@ -496,13 +515,14 @@ class Host:
         ]
         return max([JOURNAL_CONFIG.segment_max_bytes, *sizes])
 
-    async def repair(self) -> list[RepairReport]:
-        """Reopen every failed log in place (storage/repair.py), each verified from disk and
-        cut back to what was confirmed; returns a report per log repaired. A log whose flush
-        job still runs, or whose repair fails again, stays failed (the error is logged) and is
-        tried again by the next check. Other logs serve throughout."""
+    async def repair(self, logs: Sequence[PartitionLog] | None = None) -> list[RepairReport]:
+        """Reopen every failed log (or those of ``logs``) in place (storage/repair.py), each
+        verified from disk and cut back to what was confirmed; returns a report per log
+        repaired. A log whose flush job still runs, or whose repair fails again, stays failed
+        (the error is logged) and is tried again by the next check. Other logs serve
+        throughout."""
         reports = []
-        for failed in self.engine.failed_logs():
+        for failed in self.engine.failed_logs() if logs is None else logs:
             job = failed.begin_repair()
             if job is None:
                 continue
