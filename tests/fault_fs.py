@@ -132,7 +132,7 @@ class FaultFS(LocalFS):
 
 
 async def start_host(data_dir: str, clock: Clock, fs: LocalFS) -> Host:
-    """A host on ``fs`` without its background tasks: the test calls ``check_storage`` when
+    """A host on ``fs`` without its background tasks: the test calls ``storage.check`` when
     it wants free space read and failed logs repaired. The watermark is off."""
     engine = await asyncio.to_thread(LocalEngine.open, data_dir, clock, fs)
     flusher = Flusher(clock)

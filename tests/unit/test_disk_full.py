@@ -23,7 +23,7 @@ from tests.metrics_support import scrape, value
 def run(
     data_dir: str, clock: ManualClock, fs: FaultFS, body: Callable[[Host], Awaitable[None]]
 ) -> None:
-    """A host on ``fs`` without its background tasks: the test calls ``check_storage``."""
+    """A host on ``fs`` without its background tasks: the test calls ``storage.check``."""
 
     async def main() -> None:
         host = await start_host(data_dir, clock, fs)
@@ -46,13 +46,13 @@ def test_below_the_watermark_publishes_stop_consumers_go_on_and_it_resumes(
     free = [10_000_000]
 
     async def body(host: Host) -> None:
-        host.disk = DiskWatermark(host.engine.path, 1_000_000, lambda _path: free[0])
+        host.storage.disk = DiskWatermark(host.engine.path, 1_000_000, lambda _path: free[0])
         door = host.door(TRUSTED)
         door.create_queue("q")
         await host.publish("q", out(b"before"))
-        await host.check_storage()
+        await host.storage.check()
         free[0] = 999_999
-        await host.check_storage()
+        await host.storage.check()
         with pytest.raises(DiskFull) as refused:
             await host.publish("q", out(b"refused"))
         assert refused.value.retriable
@@ -71,7 +71,7 @@ def test_below_the_watermark_publishes_stop_consumers_go_on_and_it_resumes(
         assert door.ack("q", "q", [m.receipt for m in messages]) == [], "acks go on"
 
         free[0] = 2_000_000
-        await host.check_storage()
+        await host.storage.check()
         await host.publish("q", out(b"after"))
         await host.check_ready()
         messages = await host.receive("q", "q", max_messages=10)
@@ -85,12 +85,12 @@ def test_the_default_watermark_follows_the_largest_segment(
     data_dir: str, clock: ManualClock
 ) -> None:
     async def body(host: Host) -> None:
-        host.disk = DiskWatermark(host.engine.path, None, lambda _path: 10 * 2**40)
+        host.storage.disk = DiskWatermark(host.engine.path, None, lambda _path: 10 * 2**40)
         host.door(TRUSTED).create_topic("small")
-        await host.check_storage()
-        assert host.disk.min_free_bytes == default_watermark(64 * 1024 * 1024)
-        assert host.disk.min_free_bytes == 2 * 64 * 2**20 + DEFAULT_HEADROOM_BYTES
-        assert not host.disk.low
+        await host.storage.check()
+        assert host.storage.disk.min_free_bytes == default_watermark(64 * 1024 * 1024)
+        assert host.storage.disk.min_free_bytes == 2 * 64 * 2**20 + DEFAULT_HEADROOM_BYTES
+        assert not host.storage.disk.low
 
     run(data_dir, clock, FaultFS(), body)
 
@@ -118,14 +118,14 @@ def test_an_eio_fails_one_log_others_serve_and_a_probe_repairs_it(
         [message] = await host.receive("other", "other")
         assert door.ack("other", "other", [message.receipt]) == []
 
-        await host.check_storage()  # the probe fails: no repair yet
+        await host.storage.check()  # the probe fails: no repair yet
         assert [log.name for log in host.engine.failed_logs()] == ["t/0"]
         fs.disarm()
-        await host.check_storage()
+        await host.storage.check()
         assert host.engine.failed_logs() == []
         assert value(scrape(registry), "roost_partition_write_failed", topic="t", partition=0) == 0
         assert value(scrape(registry), "roost_log_repairs_total") == 1
-        [report] = host.repairs
+        [report] = host.storage.repairs
         assert (report.log, report.records_cut, report.records_lost) == ("t/0", 1, 0)
         [published] = await host.publish("t", out(b"retried"))
         assert published.offset == 1, "the retry takes the cut offset: no duplicate"
@@ -144,7 +144,7 @@ def test_an_idempotent_retry_after_a_cut_is_stored_once(data_dir: str, clock: Ma
         fs.arm("pwrite", errno.EIO, match="/topics/t/")
         with pytest.raises(StorageFailure):
             await host.publish("t", out(b"second"), producer_id="p", sequence=1)
-        await host.repair_now()
+        await host.storage.repair_now()
         # The producer state had recorded sequence 1 at offset 1, which the repair cut: the
         # retry must be appended, not "confirmed again" at an offset that holds nothing.
         [published] = await asyncio.wait_for(
@@ -190,7 +190,7 @@ def test_a_failed_journal_stops_acks_only_until_its_repair(
         with pytest.raises(StorageFailure, match=f"journal {journal.name}"):
             door.ack("q", "q", [second.receipt])
         await host.publish("q", out(b"publishes go on"))
-        await host.check_storage()
+        await host.storage.check()
         assert host.engine.failed_logs() == []
         # The failed ack was applied in memory before its entry failed: a retry finds it
         # done. The repair's snapshot makes it durable all the same (see reopened below).
@@ -220,17 +220,17 @@ def test_a_log_that_keeps_failing_is_repaired_less_and_less_often(
     async def body(host: Host) -> None:
         host.door(TRUSTED).create_topic("t")
         await fail(host)
-        await host.check_storage()
+        await host.storage.check()
         assert host.engine.failed_logs() == [], "the first repair is at once"
         for wait_ms in (1_000, 2_000, 4_000):
             await fail(host)
             clock.advance(wait_ms - 1)
-            await host.check_storage()
+            await host.storage.check()
             assert host.engine.failed_logs(), f"not before {wait_ms} ms"
             clock.advance(1)
-            await host.check_storage()
+            await host.storage.check()
             assert host.engine.failed_logs() == [], f"after {wait_ms} ms"
-        assert (await host.repair_now()).still_failed == [], "an operator never waits"
+        assert (await host.storage.repair_now()).still_failed == [], "an operator never waits"
         await host.publish("t", out(b"works"))
 
     run(data_dir, clock, fs, body)

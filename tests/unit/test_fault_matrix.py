@@ -8,7 +8,7 @@ half way with ENOSPC or EIO). Each case asserts:
 - the step fails, if it does, with a Roost error (never an OSError or a crash), and the fault
   was really reached (a case that cannot fail is not a case);
 - the broker keeps serving other logs: a queue on the same disk publishes, delivers and acks;
-- it recovers without a restart: after the disk heals, ``check_storage`` (the host's storage
+- it recovers without a restart: after the disk heals, ``storage.check`` (the host's storage
   watch) repairs what failed, ``/readyz`` is ready, and the step succeeds when done again;
 - nothing confirmed is lost and nothing unconfirmed is confirmed: every log holds exactly the
   records whose publishes were confirmed, once each and in order — while running and after a
@@ -201,7 +201,7 @@ def test_a_fault_at_each_step(
             assert fault.hits == 1, f"the step never reached {operation} on {match}"
             fs.disarm()
             await still_serving(host)
-            await host.check_storage()
+            await host.storage.check()
             assert host.engine.failed_logs() == [], "repaired in place, no restart"
             await host.check_ready()
             await prepare(world)

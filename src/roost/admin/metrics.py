@@ -269,9 +269,9 @@ def _storage(scrape: _Scrape, host: Host) -> None:
     for journal in host.engine.journals():
         failed = journal.log.failure is not None
         scrape.add("roost_partition_write_failed", (f"journal:{journal.name}", 0), failed)
-    scrape.add("roost_disk_min_free_bytes", (), host.disk.min_free_bytes)
-    scrape.add("roost_disk_publishes_refused", (), host.disk.low)
-    scrape.add("roost_log_repairs_total", (), host.repairs_total)
+    scrape.add("roost_disk_min_free_bytes", (), host.storage.disk.min_free_bytes)
+    scrape.add("roost_disk_publishes_refused", (), host.storage.disk.low)
+    scrape.add("roost_log_repairs_total", (), host.storage.repairs_total)
     try:
         fs = os.statvfs(host.engine.path)
     except OSError:

@@ -82,7 +82,9 @@ class DiskWatermark:
             and self.free_bytes < self.min_free_bytes
         )
 
-    def check(self, what: str) -> None:
-        """Raise ``DiskFull`` if ``what`` (a publish) must wait for space."""
+    def check(self, what: str, name: str | None = None) -> None:
+        """Raise ``DiskFull`` if ``what`` (a publish, to ``name``) must wait for space. On
+        every publish: the message is only built for a refusal."""
         if self.low:
+            what = what if name is None else f"{what} {name!r}"
             raise DiskFull(what, self.free_bytes, self.min_free_bytes)

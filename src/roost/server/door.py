@@ -643,8 +643,8 @@ class Door:
 
     @command("admin")
     async def repair(self) -> RepairResult:
-        """Reopen every failed log in place, verified from disk (``Host.repair_now``)."""
-        return await self._host.repair_now()
+        """Reopen every failed log in place, verified from disk (``StorageWatch.repair_now``)."""
+        return await self._host.storage.repair_now()
 
     @command("open")
     async def check_ready(self) -> None:

@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
@@ -46,16 +45,15 @@ from roost.core.streams import FetchedBatches
 from roost.errors import BacklogFull, InvalidConfig, StorageClosed, StorageFailure
 from roost.receipt import Receipt
 from roost.server.access import TRUSTED, Principal
-from roost.server.disk_space import DiskWatermark
 from roost.server.door import Door
 from roost.server.failed_logins import FailedLogins
 from roost.server.flusher import Flusher
 from roost.server.identities import Identities
 from roost.server.meters import ListenerStats
+from roost.server.storage_watch import StorageWatch
 from roost.storage import Journal, LocalEngine
-from roost.storage.journal import JOURNAL_CONFIG
 from roost.storage.log import PartitionLog
-from roost.storage.repair import FailedLog, RepairReport, RepairResult
+from roost.storage.repair import RepairReport
 
 #: Longest a receive may wait for a message, as in SQS long polling.
 MAX_WAIT_S = 20.0
@@ -65,13 +63,6 @@ MAX_TIMER_SLEEP_S = 1.0
 TIMER_RETRY_S = 1.0
 #: How often the storage watch reads the free space and tries to repair failed logs.
 STORAGE_WATCH_S = 1.0
-#: Repairs kept for the admin API and metrics (the newest).
-MAX_REPAIRS_KEPT = 100
-#: A log that fails again soon after its automatic repair waits this long before the next,
-#: doubling each time up to the maximum: a bad sector under one file must not make the
-#: broker rescan that log every second.
-REPAIR_BACKOFF_MS = 1_000
-MAX_REPAIR_BACKOFF_MS = 60_000
 T = TypeVar("T")
 
 log = logging.getLogger("roost.host")
@@ -104,12 +95,8 @@ class Host:
         self._wake_timer = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
         self._storage_watch: asyncio.Task[None] | None = None
-        #: Publishes stop while free space is below its watermark (server/disk_space.py).
-        self.disk = DiskWatermark(engine.path, min_free_bytes)
-        #: The newest repairs of failed logs, oldest first; ``repairs_total`` counts them all.
-        self.repairs: deque[RepairReport] = deque(maxlen=MAX_REPAIRS_KEPT)
-        self.repairs_total = 0
-        self._repair_backoff: dict[str, tuple[int, int]] = {}  # log -> (repaired at, wait) ms
+        #: Free space and failed logs (server/storage_watch.py); ``_watch_storage`` runs it.
+        self.storage = StorageWatch(engine, clock, self._after_repair, min_free_bytes)
         self._closed = False
         #: Shutting down: long polls answer at once instead of waiting, pushes stop.
         self.stopping = False
@@ -133,7 +120,7 @@ class Host:
         flusher = Flusher(clock)
         engine.on_dirty = flusher.notify
         host = cls(engine, broker, flusher, clock, min_free_bytes)
-        await host.check_storage()  # a disk already full refuses the very first publish
+        await host.storage.check()  # a disk already full refuses the very first publish
         host._timer = asyncio.create_task(host._run_timer(), name="roost-timer")
         host._storage_watch = asyncio.create_task(host._watch_storage(), name="roost-storage")
         return host
@@ -178,7 +165,7 @@ class Host:
             remaining = give_up - loop.time()
             if remaining <= 0 or self.stopping:
                 # A last try: it appends if room came after all, or raises BacklogFull.
-                self.disk.check(f"a publish to {topic!r}")
+                self.storage.disk.check("a publish to", topic)
                 return self._broker.publish(topic, messages, producer_id, sequence)
             room = self._room.setdefault(topic, asyncio.Event())
             await _wait(room, remaining)
@@ -200,7 +187,7 @@ class Host:
         """Append in this turn; None, with nothing appended, when the topic is full and its
         overflow policy says wait for room (``publish`` waits). Confirm what it returns with
         ``confirmed_now`` or ``confirm``."""
-        self.disk.check(f"a publish to {topic!r}")
+        self.storage.disk.check("a publish to", topic)
         try:
             return self._broker.publish(topic, messages, producer_id, sequence)
         except BacklogFull:
@@ -217,7 +204,7 @@ class Host:
     async def publish_to_exchange(
         self, exchange: str, routing_key: str, messages: Sequence[Outgoing]
     ) -> Sequence[Published]:
-        self.disk.check(f"a publish to exchange {exchange!r}")
+        self.storage.disk.check("a publish to exchange", exchange)
         outcome = self._broker.publish_to_exchange(exchange, routing_key, messages)
         return await self.confirm(outcome, {p.topic for p in outcome.published})
 
@@ -465,96 +452,16 @@ class Host:
     def _topics_with_subscriptions(self) -> set[str]:
         return {spec.topic for spec in self._broker.list_subscriptions()}
 
-    # -- storage health and repair ---------------------------------------------------------
+    # -- storage health -----------------------------------------------------------------
 
     async def _watch_storage(self) -> None:
         """Check the storage about once a second until closed; a failing check is logged."""
         while not self._closed:
             await asyncio.sleep(STORAGE_WATCH_S)
             try:
-                await self.check_storage()
+                await self.storage.check()
             except Exception:
                 log.exception("roost storage watch: check failed; trying again")
-
-    async def check_storage(self) -> None:
-        """Read the free space (publishes stop or resume by it) and, when logs have failed and
-        a probe write succeeds, repair them."""
-        free = await asyncio.to_thread(self.disk.read)
-        if self.disk.update(free, self._largest_segment_bytes()):
-            if self.disk.low:
-                log.warning(
-                    "roost: %s bytes free in %s, below the watermark of %s: publishes are "
-                    "refused until space is freed (acks and receives go on)",
-                    free, self.engine.path, self.disk.min_free_bytes,
-                )  # fmt: skip
-            else:
-                log.warning("roost: %s bytes free in %s: publishes resume", free, self.engine.path)
-        now_ms = self.clock.monotonic_ms()
-        due = [
-            failed
-            for failed in self.engine.failed_logs()
-            if now_ms >= sum(self._repair_backoff.get(failed.name, (0, 0)))
-        ]
-        if not self._closed and due:
-            try:
-                await asyncio.to_thread(self.engine.probe_write)
-            except StorageFailure:
-                return  # the disk still refuses writes: try again on the next check
-            for report in await self.repair(due):
-                self._back_off(report.log, now_ms)
-
-    def _back_off(self, name: str, now_ms: int) -> None:
-        repaired_ms, wait_ms = self._repair_backoff.get(name, (0, 0))
-        recent = wait_ms and now_ms - repaired_ms < 2 * MAX_REPAIR_BACKOFF_MS
-        wait_ms = min(MAX_REPAIR_BACKOFF_MS, 2 * wait_ms) if recent else REPAIR_BACKOFF_MS
-        self._repair_backoff[name] = (now_ms, wait_ms)
-
-    def _largest_segment_bytes(self) -> int:
-        sizes = [
-            self.engine.topic(name).config.segment_max_bytes for name in self.engine.list_topics()
-        ]
-        return max([JOURNAL_CONFIG.segment_max_bytes, *sizes])
-
-    async def repair(self, logs: Sequence[PartitionLog] | None = None) -> list[RepairReport]:
-        """Reopen every failed log (or those of ``logs``) in place (storage/repair.py), each
-        verified from disk and cut back to what was confirmed; returns a report per log
-        repaired. A log whose flush job still runs, or whose repair fails again, stays failed
-        (the error is logged) and is tried again by the next check. Other logs serve
-        throughout."""
-        reports = []
-        for failed in self.engine.failed_logs() if logs is None else logs:
-            job = failed.begin_repair()
-            if job is None:
-                continue
-            try:
-                await asyncio.to_thread(job.run)
-            except OSError as e:
-                failed.end_repair(job, e)
-                log.warning(
-                    "roost: repair of %s failed, it still refuses writes: %s", failed.name, e
-                )
-                continue
-            if not failed.end_repair(job):
-                continue
-            report = job.report
-            await self._after_repair(failed, report)
-            log.warning(
-                "roost: repaired %s (it failed with: %s): end offset %d, %d unconfirmed "
-                "records cut, %d records the disk lost",
-                report.log, report.cause, report.end_offset, report.records_cut,
-                report.records_lost,
-            )  # fmt: skip
-            self.repairs.append(report)
-            self.repairs_total += 1
-            reports.append(report)
-        return reports
-
-    async def repair_now(self) -> RepairResult:
-        """``repair``, asked by an operator: without waiting for a probe write (the repair
-        itself writes; if the disk still refuses, the log stays failed and says why)."""
-        repaired = await self.repair()
-        still = [FailedLog(log.name, str(log.failure)) for log in self.engine.failed_logs()]
-        return RepairResult(repaired, still)
 
     async def _after_repair(self, repaired: PartitionLog, report: RepairReport) -> None:
         """Make what remembers offsets or entries of ``repaired`` agree with it again."""
@@ -584,7 +491,7 @@ class Host:
         if self._closed:
             raise StorageClosed("the host (shutting down)")
         self.engine.check_health()
-        self.disk.check("publishes")
+        self.storage.disk.check("publishes")
         await asyncio.to_thread(self.engine.probe_write)
 
     # -- lifecycle ------------------------------------------------------------------------

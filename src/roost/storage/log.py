@@ -231,7 +231,7 @@ class PartitionLog:
             )
         except OSError as e:
             if e.errno in NO_SPACE_ERRNOS and self._cut_torn_append(active):
-                raise DiskFull(f"an append to {self.topic}/{self.partition}") from e
+                raise DiskFull(f"an append to {self.name}") from e
             raise self._fail("append", e) from e
         self._unsynced[active.base_offset] = active
         self.unflushed_records += len(records)
@@ -274,7 +274,7 @@ class PartitionLog:
             # Nothing in memory changed, and an empty or half-made file continues the log
             # exactly (recovery keeps it, the next roll empties it): only the append fails.
             if e.errno in NO_SPACE_ERRNOS:
-                raise DiskFull(f"a segment roll of {self.topic}/{self.partition}") from e
+                raise DiskFull(f"a segment roll of {self.name}") from e
             raise self._fail("segment roll", e) from e
         self._segments.append(segment)
         self._bases.append(segment.base_offset)
