@@ -1,7 +1,8 @@
-"""A real ``roost serve`` on a real, tiny filesystem (tmpfs of a few MiB), filled up.
+"""A real ``roost serve`` on a real, tiny filesystem (12 MiB of tmpfs or of ext4 on a loop
+device), filled up.
 
-Skipped, with the reason, where a filesystem cannot be mounted (not root, no CAP_SYS_ADMIN);
-CI runs as root in a container, where it mounts.
+Skipped, with the reason, where a filesystem cannot be mounted (not root, no CAP_SYS_ADMIN, no
+loop device); CI runs as root in a container, where both mount.
 
 The broker's background storage watch runs on real time (about once a second), so these tests
 poll for its effect in bounded loops rather than inject a clock.
@@ -27,24 +28,40 @@ MiB = 1024 * 1024
 POLLS, POLL_S = 100, 0.1
 
 
-@pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Path]:
+@pytest.fixture(params=["tmpfs", "ext4-loop"])
+def small_fs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    """A 12 MiB filesystem: tmpfs, or ext4 on a loop device (a journaling filesystem whose
+    ENOSPC may come at the write or, with delayed allocation, at the fsync)."""
     mount = tmp_path / "small"
     mount.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a small filesystem needs root (CI runs as root in a container)")
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    if request.param == "tmpfs":
+        command = ["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mount)]
+    else:
+        image = tmp_path / "small.img"
+        with open(image, "wb") as f:
+            f.truncate(12 * MiB)
+        made = _run(["mkfs.ext4", "-q", "-F", "-m", "0", str(image)])
+        if made is not None:
+            pytest.skip(f"cannot make an ext4 image here: {made}")
+        command = ["mount", "-o", "loop", str(image), str(mount)]
+    failed = _run(command)
+    if failed is not None:
+        pytest.skip(f"cannot mount a {request.param} filesystem here: {failed}")
     try:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _run(command: list[str]) -> str | None:
+    """None if ``command`` succeeded, else why not."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+    except FileNotFoundError as e:
+        return str(e)
+    return None if done.returncode == 0 else done.stderr.strip()
 
 
 def filler(path: Path, size: int) -> None:
