@@ -81,8 +81,9 @@ class StorageWatch:
                 await asyncio.to_thread(self.engine.probe_write)
             except StorageFailure:
                 return  # the disk still refuses writes: try again on the next check
-            for report in await self.repair(due):
-                self._back_off(report.log, now_ms)
+            await self.repair(due)
+            for failed in due:  # repaired or not: the next try waits (longer, if it was soon)
+                self._back_off(failed.name, now_ms)
 
     def _back_off(self, name: str, now_ms: int) -> None:
         repaired_ms, wait_ms = self._backoff.get(name, (0, 0))
@@ -118,7 +119,10 @@ class StorageWatch:
             if not failed.end_repair(job):
                 continue
             report = job.report
-            await self._after_repair(failed, report)
+            try:
+                await self._after_repair(failed, report)
+            except StorageFailure as e:  # a snapshot failed: the journal keeps every entry
+                log.warning("roost: after repairing %s: %s", failed.name, e)
             log.warning(
                 "roost: repaired %s (it failed with: %s): end offset %d, %d unconfirmed "
                 "records cut, %d records the disk lost",
