@@ -57,6 +57,9 @@ class DiskWatermark:
         self._read = read_free_bytes
         #: The last reading; None before the first (or after it failed: no refusal on a guess).
         self.free_bytes: int | None = None
+        #: Publishes are refused now. A plain attribute, set by ``update``: every publish
+        #: reads it.
+        self.low = False
 
     def read(self) -> int | None:
         """Read free space now (blocking: run it in a thread); None if it cannot be read."""
@@ -71,16 +74,8 @@ class DiskWatermark:
         self.free_bytes = free
         if self.configured is None:
             self.min_free_bytes = default_watermark(largest_segment_bytes)
+        self.low = self.min_free_bytes > 0 and free is not None and free < self.min_free_bytes
         return self.low != was_low
-
-    @property
-    def low(self) -> bool:
-        """Publishes are refused now."""
-        return (
-            self.min_free_bytes > 0
-            and self.free_bytes is not None
-            and self.free_bytes < self.min_free_bytes
-        )
 
     def check(self, what: str, name: str | None = None) -> None:
         """Raise ``DiskFull`` if ``what`` (a publish, to ``name``) must wait for space. On
