@@ -7,7 +7,8 @@
 
 Descriptors are traced back to the path they were opened on, so a fault on ``pwrite`` or
 ``fdatasync`` can name a file. A torn write lands half its bytes before it fails, as a disk
-that fills (or dies) mid-write does.
+that fills (or dies) mid-write does; a ``written`` one lands whole and still fails, as a write
+the device took but could not confirm.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ class Fault:
     operation: str
     error: int
     match: str
-    tear: bool
+    tear: bool  # half the bytes land first
     times: int  # how many more calls fail; -1: every one until disarmed
     hits: int = 0
+    written: bool = False  # every byte lands, then the error: the device failed to confirm
 
 
 class FaultFS(LocalFS):
@@ -40,9 +42,15 @@ class FaultFS(LocalFS):
         self.faults: list[Fault] = []
 
     def arm(
-        self, operation: str, error: int, match: str = "", tear: bool = False, times: int = 1
+        self,
+        operation: str,
+        error: int,
+        match: str = "",
+        tear: bool = False,
+        times: int = 1,
+        written: bool = False,
     ) -> Fault:
-        fault = Fault(operation, error, match, tear, times)
+        fault = Fault(operation, error, match, tear, times, written=written)
         self.faults.append(fault)
         return fault
 
@@ -91,8 +99,9 @@ class FaultFS(LocalFS):
     def pwrite(self, fd: int, data: bytes | bytearray | memoryview, position: int) -> None:
         fault = self._hit("pwrite", self._paths.get(fd, ""))
         if fault is not None:
-            if fault.tear:
-                super().pwrite(fd, memoryview(data)[: len(data) // 2], position)
+            if fault.tear or fault.written:
+                landed = len(data) if fault.written else len(data) // 2
+                super().pwrite(fd, memoryview(data)[:landed], position)
             raise OSError(fault.error, f"injected {errno.errorcode[fault.error]} on pwrite")
         super().pwrite(fd, data, position)
 

@@ -14,6 +14,7 @@ import asyncio
 import os
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -181,3 +182,80 @@ def test_a_real_enospc_fails_only_what_hit_it_and_heals_without_a_restart(
         run(after)
     finally:
         restarted.stop()
+
+
+@dataclass
+class Traffic:
+    """Producers and a consumer on one queue, and what each was told."""
+
+    confirmed: set[bytes] = field(default_factory=set)
+    received: list[bytes] = field(default_factory=list)
+    failed_acks: int = 0
+
+    async def produce(self, broker: Client, lane: int, attempts: int, errors_wanted: int) -> int:
+        """Publish until ``errors_wanted`` retriable errors (or ``attempts``); the errors."""
+        errors = 0
+        for n in range(attempts):
+            value = b"%d-%d-%d." % (lane, n, len(self.confirmed)) + b"." * 20_000
+            try:
+                await broker.publish("q", value)
+            except RoostError as e:
+                assert e.retriable, e
+                errors += 1
+                if errors == errors_wanted:
+                    break
+                continue
+            self.confirmed.add(value)
+        return errors
+
+    async def consume(self, broker: Client, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                batch = await broker.receive("q", max_messages=50, wait=0.2)
+            except RoostError as e:  # a delivery's journal entry found the disk full
+                assert e.retriable, e
+                continue
+            self.received.extend(m.value for m in batch)
+            try:
+                await broker.ack("q", "q", [m.receipt for m in batch])
+            except RoostError as e:
+                assert e.retriable, e
+                self.failed_acks += 1
+
+
+def test_concurrent_producers_and_a_consumer_through_a_full_disk_lose_nothing(
+    small_fs: Path,
+) -> None:
+    """Eight producers fill the disk while a consumer drains it, on one broker: publishes that
+    share a failed group commit all get the error, none of them is ever delivered, every
+    confirmed one is, and it all goes on once space is freed."""
+    server = Server(small_fs / "data", args=("--min-free-bytes", "0"))
+    filler(small_fs / "filler", 2 * MiB)
+    traffic = Traffic()
+
+    async def body() -> None:
+        async with roost.connect(server.url) as broker:
+            await broker.create_queue("q", visibility_timeout=1.0)
+            stop = asyncio.Event()
+            consuming = asyncio.create_task(traffic.consume(broker, stop))
+            errors = await asyncio.gather(*(traffic.produce(broker, i, 400, 3) for i in range(8)))
+            assert sum(errors) > 0, "the disk never filled"
+            os.remove(small_fs / "filler")
+            await publish_once_space_returns(broker, traffic.confirmed)
+            await asyncio.gather(*(traffic.produce(broker, 100 + i, 5, 5) for i in range(8)))
+            stop.set()
+            await consuming
+            for _ in range(POLLS):  # leases of failed acks run out (1 s), then redeliver
+                traffic.received += await drain(broker)
+                if set(traffic.received) >= traffic.confirmed:
+                    break
+                await asyncio.sleep(POLL_S)
+            received = traffic.received
+            assert set(received) == traffic.confirmed, "all confirmed, nothing that failed"
+            if not traffic.failed_acks:
+                assert len(received) == len(set(received)), "no duplicates"
+
+    try:
+        run(body)
+    finally:
+        assert server.stop() == 0

@@ -3,7 +3,7 @@
 A table: for each step of the broker's work (publish under ``always`` and under ``never``, an
 ack, a journal snapshot, a metadata change, a segment roll, retention) the file operations it
 reaches, each failed through the fs seam with ENOSPC, EIO and EMFILE (and, for writes, torn
-half way with ENOSPC or EIO). Each case asserts:
+half way or landed whole and still failed, with ENOSPC or EIO). Each case asserts:
 
 - the step fails, if it does, with a Roost error (never an OSError or a crash), and the fault
   was really reached (a case that cannot fail is not a case);
@@ -169,19 +169,22 @@ REACHES: dict[str, list[tuple[str, str]]] = {
     "retention": [("remove", "/topics/r/")],
 }  # fmt: skip
 ERRORS = {"ENOSPC": errno.ENOSPC, "EIO": errno.EIO, "EMFILE": errno.EMFILE}
+#: How a failed write leaves the file: nothing of it, half of it, or all of it (the device
+#: took it and failed to confirm: a retry must not find it stored too).
+WRITES = {"": "none", "-torn": "half", "-written": "all"}
 CASES = [
-    pytest.param(step, operation, match, error, tear, id=f"{step}-{operation}-{name}{torn}")
+    pytest.param(step, operation, match, error, landed, id=f"{step}-{operation}-{name}{suffix}")
     for step, reaches in REACHES.items()
     for operation, match in reaches
     for name, error in ERRORS.items()
-    for tear, torn in [(False, "")] + ([(True, "-torn")] if operation == "pwrite" else [])
-    if not (tear and error == errno.EMFILE)
+    for suffix, landed in (WRITES.items() if operation == "pwrite" else [("", "none")])
+    if not (landed != "none" and error == errno.EMFILE)
 ]
 
 
-@pytest.mark.parametrize(("step", "operation", "match", "error", "tear"), CASES)
+@pytest.mark.parametrize(("step", "operation", "match", "error", "landed"), CASES)
 def test_a_fault_at_each_step(
-    data_dir: str, step: str, operation: str, match: str, error: int, tear: bool
+    data_dir: str, step: str, operation: str, match: str, error: int, landed: str
 ) -> None:
     clock = ManualClock()
     fs = FaultFS()
@@ -194,7 +197,7 @@ def test_a_fault_at_each_step(
         try:
             await world.setup()
             await prepare(world)
-            fault = fs.arm(operation, error, match, tear)
+            fault = fs.arm(operation, error, match, tear=landed == "half", written=landed == "all")
             # Failing is allowed; failing with anything but a Roost error is not.
             with contextlib.suppress(RoostError):
                 await act(world)
