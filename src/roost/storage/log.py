@@ -47,7 +47,7 @@ from roost.storage.flush import FlushJob
 from roost.storage.fs import LocalFS
 from roost.storage.recovery import LogRecovery, open_segments
 from roost.storage.repair import LogRepair, RepairReport
-from roost.storage.segment import TAIL_BYTES, Segment
+from roost.storage.segment import LOG_SUFFIX, TAIL_BYTES, Segment, file_name
 from roost.storage.validation import check_records
 
 DEFAULT_MAX_READ_BYTES = 1024 * 1024
@@ -271,9 +271,10 @@ class PartitionLog:
             previous.write_index()
             segment = Segment.create(self._fs, self.directory, previous.next_offset)
         except OSError as e:
-            # Nothing in memory changed, and an empty or half-made file continues the log
-            # exactly (recovery keeps it, the next roll empties it): only the append fails.
-            if e.errno in NO_SPACE_ERRNOS:
+            # Nothing in memory changed: once the half-made file is gone, only the append
+            # failed. Left behind, it would not continue the log once later appends land in
+            # the previous segment, and recovery would drop it and every segment after it.
+            if e.errno in NO_SPACE_ERRNOS and self._remove_unborn(previous.next_offset):
                 raise DiskFull(f"a segment roll of {self.name}") from e
             raise self._fail("segment roll", e) from e
         self._segments.append(segment)
@@ -584,7 +585,10 @@ class PartitionLog:
         remembers offsets, such as the idempotent producers' state).
         """
         self._repairing = False
-        if error is not None or self._closed or self._flushing or self._failure is None:
+        if self._closed or self._flushing or self._failure is None:
+            repair.discard()
+            return False
+        if error is not None and not repair.cut_done:
             repair.discard()
             return False
         old, published = self._segments, self.end_offset - self.opened_end_offset
@@ -593,11 +597,26 @@ class PartitionLog:
         self._unsynced.clear()
         self._directory_changed = False
         self.unflushed_records = 0
-        self.durable_offset = self.end_offset
         self.opened_end_offset = self.end_offset - published  # the counter never goes back
-        self._failure = None
         for segment in old:
             segment.close()
+        if error is not None:
+            # Cut, but not all synced: what it holds is as the disk has it, and still failed.
+            self.durable_offset = min(self.durable_offset, self.end_offset)
+            return False
+        self.durable_offset = self.end_offset
+        self._failure = None
+        return True
+
+    def _remove_unborn(self, base_offset: int) -> bool:
+        """Remove what a failed roll made of the segment at ``base_offset``; False if that
+        failed too (then the log fails, and its repair finds the file continuing the log)."""
+        path = os.path.join(self.directory, file_name(base_offset, LOG_SUFFIX))
+        try:
+            if self._fs.exists(path):
+                self._fs.remove(path)
+        except OSError:
+            return False
         return True
 
     def _cut_torn_append(self, active: Segment) -> bool:

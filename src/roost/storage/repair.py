@@ -76,9 +76,13 @@ class LogRepair:
         self.verified_below = verified_below
         self.appended_end = appended_end
         self.segments: list[Segment] = []
+        #: The files were cut: the log's old view of them is stale, so its segments must be
+        #: these even if a later step (an fsync) fails and the log stays failed.
+        self.cut_done = False
 
     def run(self) -> None:
-        """Open, verify, cut back and fsync. Raises ``OSError`` with no segment left open."""
+        """Open, verify, cut back and fsync. Raises ``OSError``: with no segment left open, or
+        (``cut_done``) with the cut segments for the log to adopt, still failed."""
         recovery = LogRecovery(log=self.report.log, clean_shutdown=False)
         self.report.recovery = recovery
         try:
@@ -89,12 +93,14 @@ class LogRepair:
                 segments = [Segment.create(self.fs, self.directory, self.keep)]
             self.segments = segments
             cut = self._cut_back(recovery)
+            self.cut_done = True
             for segment in segments:
                 if segment.next_offset > self.verified_below or segment is cut:
                     self.fs.fdatasync(segment.fd)  # kept unsynced records, or a new size
             self.fs.fsync_dir(self.directory)
         except BaseException:
-            self.discard()
+            if not self.cut_done:
+                self.discard()
             raise
         end = self.segments[-1].next_offset
         self.report.end_offset = end
