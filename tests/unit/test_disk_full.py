@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -232,5 +233,38 @@ def test_a_log_that_keeps_failing_is_repaired_less_and_less_often(
             assert host.engine.failed_logs() == [], f"after {wait_ms} ms"
         assert (await host.storage.repair_now()).still_failed == [], "an operator never waits"
         await host.publish("t", out(b"works"))
+
+    run(data_dir, clock, fs, body)
+
+
+def test_records_the_disk_lost_are_skipped_not_reused(data_dir: str, clock: ManualClock) -> None:
+    """Under ``interval`` a publish is confirmed before its fsync; an EIO at the fsync may mean
+    the disk never got it. The repair finds it gone, and the offsets the queue had delivered
+    and acked are skipped (a gap batch), so a new record is not taken for an acked one."""
+    fs = FaultFS()
+
+    async def body(host: Host) -> None:
+        door = host.door(TRUSTED)
+        door.create_queue("q", durability="interval")
+        for i in range(3):
+            await host.publish("q", out(b"%d" % i))
+        messages = await host.receive("q", "q", max_messages=3)
+        assert door.ack("q", "q", [m.receipt for m in messages]) == []
+        log = host.engine.topic("q").log(0)
+        fs.arm("fdatasync", errno.EIO, match="/topics/q/")
+        with pytest.raises(StorageFailure):
+            await host.flusher.wait_durable(log, log.end_offset)
+        segment = os.path.join(log.directory, sorted(os.listdir(log.directory))[0])
+        with open(segment, "r+b") as f:  # the kernel dropped the pages it could not write
+            f.truncate(0)
+        fs.disarm()
+        await host.storage.check()
+        [report] = host.storage.repairs
+        assert report.records_lost == 3
+        assert log.end_offset == 3, "past every offset the queue had seen"
+        [published] = await host.publish("q", out(b"new"))
+        assert published.offset == 3
+        [message] = await host.receive("q", "q")
+        assert message.value == b"new", "delivered, not taken for an acked record"
 
     run(data_dir, clock, fs, body)

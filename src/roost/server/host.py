@@ -474,6 +474,9 @@ class Host:
                 if not (report.records_cut or report.records_lost):
                     return
                 producers = self._broker.log_cut(name, repaired.partition, repaired.end_offset)
+                # Before any await, so no publish can take an offset a subscription has seen:
+                # the disk may have lost records confirmed under interval or never.
+                self._broker.continue_past_seen(only=name)
                 if producers is not None and producers.journal.log.failure is None:
                     await self._snapshot(producers.journal, producers.snapshot())
                 self.wake_readers(name)
