@@ -171,7 +171,7 @@ class LogUnderFaults(RuleBasedStateMachine):
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-#: A bounded run in the suite; ROOST_FAULT_EXAMPLES=1000 for a long hunt.
+#: A bounded run in the suite; ROOST_FAULT_EXAMPLES=1000 (and --timeout=0) for a long hunt.
 LogUnderFaults.TestCase.settings = settings(
     max_examples=int(os.environ.get("ROOST_FAULT_EXAMPLES", "40")),
     stateful_step_count=40,
