@@ -76,7 +76,9 @@ METRICS = _specs(
     Spec("roost_partition_size_bytes", "gauge", PARTITION,
          "Bytes of the partition's segment files."),
     Spec("roost_partition_write_failed", "gauge", PARTITION,
-         "1 if a write or fsync failed and the partition refuses writes until a restart."),
+         "1 if a write or fsync failed and the log refuses writes until it is repaired "
+         "(automatically once the disk takes writes, or roost repair). State journals are "
+         "included, as topic=\"journal:<name>\" partition=\"0\"."),
     # -- queue and keyed subscriptions, per partition ------------------------------------
     Spec("roost_subscription_depth", "gauge", SUBSCRIPTION_PARTITION,
          "Messages a consumer could receive now: not done, not leased, not delayed."),
@@ -148,6 +150,12 @@ METRICS = _specs(
          "Bytes free for the broker on the data directory's filesystem."),
     Spec("roost_data_filesystem_size_bytes", "gauge", (),
          "Size of the data directory's filesystem in bytes."),
+    Spec("roost_disk_min_free_bytes", "gauge", (),
+         "The free-space watermark: below it publishes are refused (0: off)."),
+    Spec("roost_disk_publishes_refused", "gauge", (),
+         "1 while free space is below the watermark and publishes are refused with disk_full."),
+    Spec("roost_log_repairs_total", "counter", (),
+         "Failed logs reopened in place (storage repair), automatically or by roost repair."),
 )  # fmt: skip
 
 
@@ -271,6 +279,12 @@ def _storage(scrape: _Scrape, host: Host) -> None:
     scrape.add("roost_flushed_records_total", (), flusher.meters.records)
     scrape.add_histogram("roost_fsync_duration_seconds", flusher.meters.sync_duration)
     scrape.add_histogram("roost_append_latency_seconds", flusher.meters.append_latency)
+    for journal in host.engine.journals():
+        failed = journal.log.failure is not None
+        scrape.add("roost_partition_write_failed", (f"journal:{journal.name}", 0), failed)
+    scrape.add("roost_disk_min_free_bytes", (), host.storage.disk.min_free_bytes)
+    scrape.add("roost_disk_publishes_refused", (), host.storage.disk.low)
+    scrape.add("roost_log_repairs_total", (), host.storage.repairs_total)
     try:
         fs = os.statvfs(host.engine.path)
     except OSError:

@@ -18,6 +18,7 @@ from roost.cli.identities import acl_group, token_group, user_group
 from roost.cli.messaging import consume, publish
 from roost.cli.monitoring import dlq, stats
 from roost.cli.session import DEFAULT_ADMIN_URL, DEFAULT_URL, Settings, json_option
+from roost.cli.storage import repair
 from roost.errors import InvalidConfig
 
 
@@ -93,7 +94,7 @@ def main(
 
 
 _COMMANDS = (topic, queue, exchange, bind, unbind, publish, consume, stats, dlq,
-             user_group, token_group, acl_group)  # fmt: skip
+             user_group, token_group, acl_group, repair)  # fmt: skip
 for _command in _COMMANDS:
     main.add_command(_command)
 
@@ -173,6 +174,13 @@ for _command in _COMMANDS:
     default=None,
     help="Ask clients for a certificate (default none; env ROOST_TLS_CLIENT_AUTH).",
 )
+@click.option(
+    "--min-free-bytes",
+    type=int,
+    default=None,
+    help="Refuse publishes (disk_full) while the data directory's filesystem has less free "
+    "(default 2x the largest segment + 1 GiB; 0: off; env ROOST_MIN_FREE_BYTES).",
+)
 def serve(
     config_file: str | None,
     data: str | None,
@@ -191,6 +199,7 @@ def serve(
     tls_key_file: str | None,
     tls_ca_file: str | None,
     tls_client_auth: str | None,
+    min_free_bytes: int | None,
 ) -> None:
     """Run the broker: the native protocol and the HTTP admin API, one data directory."""
     import asyncio
@@ -210,6 +219,7 @@ def serve(
         "frame_timeout_ms": frame_timeout_ms, "heartbeat_ms": heartbeat_ms,
         "tls_cert_file": tls_cert_file, "tls_key_file": tls_key_file,
         "tls_ca_file": tls_ca_file, "tls_client_auth": tls_client_auth,
+        "min_free_bytes": min_free_bytes,
     }  # fmt: skip
     config = serving.settings(config_file, os.environ, flags)
 

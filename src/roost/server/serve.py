@@ -76,6 +76,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     tls_ca_file: str | None = None
     #: ``none``, ``optional`` or ``required``: whether clients must present a certificate.
     tls_client_auth: str = "none"
+    #: Publishes are refused below this much free space (None: 2x the largest segment +
+    #: 1 GiB; 0: off). See server/disk_space.py.
+    min_free_bytes: int | None = None
 
 
 #: Environment variables and the setting each sets.
@@ -99,6 +102,7 @@ ENVIRONMENT = {
     "ROOST_TLS_KEY_FILE": "tls_key_file",
     "ROOST_TLS_CA_FILE": "tls_ca_file",
     "ROOST_TLS_CLIENT_AUTH": "tls_client_auth",
+    "ROOST_MIN_FREE_BYTES": "min_free_bytes",
 }
 
 
@@ -148,7 +152,7 @@ async def run(
     for TLS settings that cannot work, before anything is opened."""
     tls = server_context(config)
     timeouts, budget = bounds(config)
-    host = await Host.start(config.data)
+    host = await Host.start(config.data, min_free_bytes=config.min_free_bytes)
     listeners = {"native": config.listen}
     if config.admin:
         listeners["admin"] = config.admin_listen
