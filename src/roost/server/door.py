@@ -54,6 +54,7 @@ from roost.receipt import Receipt
 from roost.server.access import ANONYMOUS, Grant, Principal
 from roost.server.identities import Identities, NewToken, TokenInfo, UserInfo
 from roost.storage import TopicConfig, TopicInfo
+from roost.storage.repair import RepairResult
 
 if TYPE_CHECKING:
     from roost.core.broker import Broker
@@ -639,6 +640,11 @@ class Door:
     def readings(self) -> Reading:
         """Every topic and subscription as they are now: the metrics' and dashboard's source."""
         return read_broker(self._broker)
+
+    @command("admin")
+    async def repair(self) -> RepairResult:
+        """Reopen every failed log in place, verified from disk (``StorageWatch.repair_now``)."""
+        return await self._host.storage.repair_now()
 
     @command("open")
     async def check_ready(self) -> None:

@@ -46,10 +46,39 @@ class LogRecovery(msgspec.Struct, kw_only=True):
 
 
 def open_segments(
-    fs: LocalFS, directory: str, index_interval_bytes: int, report: LogRecovery
+    fs: LocalFS,
+    directory: str,
+    index_interval_bytes: int,
+    report: LogRecovery,
+    verify_from: int | None = None,
 ) -> list[Segment]:
+    """The segments of ``directory``, recovered (see the module docstring).
+
+    With ``verify_from`` (a repair after a failed write: see repair.py) only segments whose
+    every record lies below it, known durable, may be adopted by their index; every other one
+    is scanned, since the kernel may have dropped its dirty pages.
+    """
     bases = _segment_bases(fs, directory)
     segments: list[Segment] = []
+    try:
+        _open_in_order(fs, directory, index_interval_bytes, report, verify_from, bases, segments)
+    except BaseException:
+        for segment in segments:  # a repair retried through a long outage must not leak fds
+            segment.close()
+        raise
+    report.segments = len(segments)
+    return segments
+
+
+def _open_in_order(
+    fs: LocalFS,
+    directory: str,
+    index_interval_bytes: int,
+    report: LogRecovery,
+    verify_from: int | None,
+    bases: list[int],
+    segments: list[Segment],
+) -> None:
     for i, base in enumerate(bases):
         if segments and base != segments[-1].next_offset:
             _drop(
@@ -61,11 +90,14 @@ def open_segments(
             )
             break
         segment = Segment.open(fs, directory, base)
+        segments.append(segment)
         is_last = i == len(bases) - 1
-        trusted = (report.clean_shutdown or not is_last) and segment.load_index()
+        trusted = (report.clean_shutdown or not is_last) and (
+            verify_from is None or (not is_last and bases[i + 1] <= verify_from)
+        )
+        trusted = trusted and segment.load_index()
         if not trusted:
             cut = _scan(segment, index_interval_bytes, report)
-            segments.append(segment)
             if cut and not is_last:
                 _drop(
                     fs,
@@ -75,10 +107,6 @@ def open_segments(
                     f"segments after the cut in segment {base} can no longer follow it",
                 )
                 break
-            continue
-        segments.append(segment)
-    report.segments = len(segments)
-    return segments
 
 
 def _scan(segment: Segment, index_interval_bytes: int, report: LogRecovery) -> bool:
