@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import atexit
 import os
-import tempfile
+import shutil
 
 import msgspec
 
@@ -20,7 +20,7 @@ from roost.admin.app import ENDPOINTS
 from roost.admin.endpoints import BadInput, decode_body
 from roost.errors import InvalidConfig, RoostError
 from roost.server.serve import Settings, settings
-from tests.fuzz.target import Target
+from tests.fuzz.target import Target, scratch_directory
 
 BODIES = sorted({e.body for e in ENDPOINTS if e.body is not None}, key=lambda t: t.__name__)
 
@@ -37,16 +37,16 @@ def check_body(data: bytes) -> None:
     assert msgspec.json.encode(msgspec.json.decode(wire, type=body)) == wire
 
 
-_CONFIG = tempfile.mkstemp(prefix="roost-fuzz-", suffix=".toml")
-os.close(_CONFIG[0])
-atexit.register(os.remove, _CONFIG[1])
+_DIRECTORY = scratch_directory()
+atexit.register(shutil.rmtree, _DIRECTORY, True)
+_CONFIG = os.path.join(_DIRECTORY, "roost.toml")
 
 
 def check_config(data: bytes) -> None:
-    with open(_CONFIG[1], "wb") as f:
+    with open(_CONFIG, "wb") as f:
         f.write(data)
     try:
-        found = settings(_CONFIG[1], {}, {})
+        found = settings(_CONFIG, {}, {})
     except InvalidConfig:
         return
     assert isinstance(found, Settings)

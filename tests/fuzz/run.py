@@ -21,9 +21,10 @@ import hashlib
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
-from tests.fuzz.target import MODULES, load
+from tests.fuzz.target import MODULES, SCRATCH_VARIABLE, load
 
 DEFAULT_WORK = Path(".fuzz")
 #: The largest input the fuzzer makes: frames, batches and files of a few KiB reach every
@@ -64,7 +65,9 @@ def fuzz(name: str, seconds: int | None, runs: int | None, seed: int, work: Path
     command = [sys.executable, "-m", "tests.fuzz.run_one", name, str(work), str(seed)]
     command += [str(seconds or 0), str(runs or 0)]
     print(f"== {name}", flush=True)
-    return subprocess.run(command, check=False).returncode
+    with tempfile.TemporaryDirectory(prefix="roost-fuzz-") as scratch:
+        env = {**os.environ, SCRATCH_VARIABLE: scratch}
+        return subprocess.run(command, env=env, check=False).returncode
 
 
 def replay(name: str, paths: list[Path]) -> int:

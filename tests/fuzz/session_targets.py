@@ -23,7 +23,6 @@ import atexit
 import contextlib
 import os
 import shutil
-import tempfile
 from typing import Any
 
 import atheris
@@ -38,14 +37,13 @@ from roost.server.access import ANONYMOUS
 from roost.server.host import Host
 from roost.server.native_session import HANDLERS
 from tests.fuzz.native_targets import REQUESTS
-from tests.fuzz.target import Target
+from tests.fuzz.target import Target, scratch_directory
 
 SEAL = b"|seal|"
 FRESH_EVERY = 300
 MAX_PARTITIONS = 4
 _DECODER = msgspec.msgpack.Decoder(m.AnyRequest)
-_MEMORY = "/dev/shm" if os.path.isdir("/dev/shm") else None
-_ROOT = tempfile.mkdtemp(prefix="roost-fuzz-", dir=_MEMORY)
+_ROOT = scratch_directory()
 atexit.register(shutil.rmtree, _ROOT, True)
 
 

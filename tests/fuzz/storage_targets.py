@@ -18,7 +18,6 @@ import atexit
 import os
 import shutil
 import struct
-import tempfile
 
 from crc32c import crc32c
 
@@ -32,7 +31,7 @@ from roost.storage.index import InvalidIndex, SegmentSummary, SparseIndex
 from roost.storage.journal import SNAPSHOT_NAME, Journal, SnapshotJob
 from roost.storage.metadata import MetadataStore
 from roost.storage.segment import INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, Segment, file_name
-from tests.fuzz.target import Target
+from tests.fuzz.target import Target, scratch_directory
 
 SEAL = b"|seal|"
 _U32 = struct.Struct("<I")
@@ -142,9 +141,7 @@ def check_index(data: bytes) -> None:
     assert index.encode(summary) == (offsets, times)
 
 
-_DIRECTORY = tempfile.mkdtemp(
-    prefix="roost-fuzz-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None
-)
+_DIRECTORY = scratch_directory()
 atexit.register(shutil.rmtree, _DIRECTORY, True)
 FS = LocalFS()
 

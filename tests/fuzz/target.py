@@ -13,8 +13,24 @@ target, and a module imported before that would not be instrumented.
 from __future__ import annotations
 
 import importlib
+import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+
+#: Where a fuzz process keeps its scratch files: set by the runner, which removes it after
+#: the process (libFuzzer ends a process without running Python's atexit handlers).
+SCRATCH_VARIABLE = "ROOST_FUZZ_SCRATCH"
+
+
+def scratch_directory() -> str:
+    """A new directory for a target's files: under the runner's scratch directory, else in
+    memory-backed storage where there is one (a target in the test process, whose atexit
+    handlers do run, cleans up after itself)."""
+    parent = os.environ.get(SCRATCH_VARIABLE)
+    if parent is None and os.path.isdir("/dev/shm"):
+        parent = "/dev/shm"
+    return tempfile.mkdtemp(prefix="roost-fuzz-", dir=parent)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import pytest
 
-from tests.fuzz.target import MODULES
+from tests.fuzz.target import MODULES, SCRATCH_VARIABLE
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = 1
@@ -35,7 +35,10 @@ class Outcome(NamedTuple):
 
 
 def run_target(name: str, work: str) -> Outcome:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    scratch = os.path.join(work, "scratch", name)  # removed with ``work``
+    os.makedirs(scratch)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
+           SCRATCH_VARIABLE: scratch}  # fmt: skip
     command = [sys.executable, "-m", "tests.fuzz.run_one", name, work, str(SEED), "0", "short"]
     try:
         done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True,
