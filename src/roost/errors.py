@@ -36,6 +36,9 @@
     ├── ProtocolError                protocol_error   (the peer broke the wire protocol: close)
     ├── ConnectionLost               connection_lost  yes (the answer may or may not have happened)
     ├── ConnectionClosed             connection_closed (this client closed its connection)
+    ├── Quarantined                  (damage found on disk: out of service until an operator acts)
+    │   ├── PartitionQuarantined     partition_quarantined (one partition log; the rest serve)
+    │   └── SubscriptionQuarantined  subscription_quarantined (its state journal or snapshot)
     └── StorageFailure               storage_failure  yes (the engine stopped accepting writes)
         ├── StorageClosed            storage_closed
         └── DirectoryInUse           directory_in_use (another process holds the data directory)
@@ -431,6 +434,45 @@ class ConnectionClosed(RoostError):
     def __init__(self, what: str) -> None:
         super().__init__(f"{what} is closed")
         self.what = what
+
+
+class Quarantined(RoostError):
+    """Damage was found in a store on disk (a CRC mismatch, a missing segment, a corrupt
+    snapshot): what it belongs to is out of service, with nothing cut, until an operator
+    restores the files or accepts the loss (``roost check --repair``). Everything else serves.
+    Not retriable: retrying cannot help before the operator acts.
+    """
+
+    code = "quarantined"
+
+
+class PartitionQuarantined(Quarantined):
+    """A partition log is damaged: its reads and writes are refused; other partitions serve."""
+
+    code = "partition_quarantined"
+
+    def __init__(self, topic: str, partition: int, damage: str) -> None:
+        super().__init__(
+            f"partition {topic}/{partition} is quarantined: {damage}; see `roost check`"
+        )
+        self.topic = topic
+        self.partition = partition
+        self.damage = damage
+
+
+class SubscriptionQuarantined(Quarantined):
+    """A subscription's state (journal or snapshot) is damaged: it is out of service; the
+    topic and its other subscriptions serve."""
+
+    code = "subscription_quarantined"
+
+    def __init__(self, topic: str, subscription: str, damage: str) -> None:
+        super().__init__(
+            f"subscription {topic}/{subscription} is quarantined: {damage}; see `roost check`"
+        )
+        self.topic = topic
+        self.subscription = subscription
+        self.damage = damage
 
 
 class StorageFailure(RoostError):
