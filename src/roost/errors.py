@@ -41,7 +41,8 @@
     │   └── SubscriptionQuarantined  subscription_quarantined (its state journal or snapshot)
     └── StorageFailure               storage_failure  yes (the engine stopped accepting writes)
         ├── StorageClosed            storage_closed
-        └── DirectoryInUse           directory_in_use (another process holds the data directory)
+        ├── DirectoryInUse           directory_in_use (another process holds the data directory)
+        └── CorruptMetadata          corrupt_metadata (metadata.json unreadable: no start)
 
 Rules: an error carries the data a caller needs to act (names, offsets, limits) as attributes,
 and its message says the same in words. Codes never change once released; protocols translate
@@ -511,6 +512,26 @@ class DirectoryInUse(StorageFailure):
         RoostError.__init__(self, f"data directory {path}: in use by another process")
         self.what = path
         self.path = path
+
+
+class CorruptMetadata(StorageFailure):
+    """The metadata file cannot be read: the broker refuses to start rather than guess what
+    topics exist. The message names the file and the copy of the previous version to restore."""
+
+    code = "corrupt_metadata"
+    retriable = False
+
+    def __init__(self, path: str, problem: str, previous: str | None) -> None:
+        remedy = (
+            f"restore the previous version with `cp {previous} {path}` (it lacks only the last "
+            "definition change), or restore the file from a backup"
+            if previous is not None
+            else "restore the file from a backup"
+        )
+        RoostError.__init__(self, f"metadata file {path} is damaged ({problem}): {remedy}")
+        self.what = path
+        self.path = path
+        self.problem = problem
 
 
 def _by_code(root: type[RoostError]) -> dict[str, type[RoostError]]:

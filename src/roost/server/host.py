@@ -37,9 +37,10 @@ from roost.clock import Clock, SystemClock
 from roost.core.broker import Broker
 from roost.core.model import Message
 from roost.core.publishing import Outgoing, Published, PublishOutcome
+from roost.core.recovery_status import log_recovery, recovery_status
 from roost.core.redrive import RedriveFilter
 from roost.core.streams import FetchedBatches
-from roost.errors import BacklogFull, InvalidConfig, StorageClosed
+from roost.errors import BacklogFull, InvalidConfig, StorageClosed, SubscriptionQuarantined
 from roost.receipt import Receipt
 from roost.server.access import TRUSTED, Principal
 from roost.server.door import Door
@@ -95,6 +96,7 @@ class Host:
         except BaseException:
             await asyncio.to_thread(engine.close, False)
             raise
+        log_recovery(recovery_status(broker))
         flusher = Flusher(clock)
         engine.on_dirty = flusher.notify
         host = cls(engine, broker, flusher, clock)
@@ -422,11 +424,14 @@ class Host:
     # -- health ---------------------------------------------------------------------------
 
     async def check_ready(self) -> None:
-        """Raise (``StorageFailure``, ``StorageClosed``) unless the host can take writes: not
-        closing, the engine open with no failed log, the data directory writable."""
+        """Raise (``StorageFailure``, ``StorageClosed``, ``Quarantined``) unless the host can
+        take writes: not closing, the engine open with no failed log, no partition or
+        subscription quarantined for damage, the data directory writable."""
         if self._closed:
             raise StorageClosed("the host (shutting down)")
         self.engine.check_health()
+        for (topic, name), damage in self._broker.quarantined_subscriptions().items():
+            raise SubscriptionQuarantined(topic, name, damage)
         await asyncio.to_thread(self.engine.probe_write)
 
     # -- lifecycle ------------------------------------------------------------------------

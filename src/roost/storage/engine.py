@@ -34,6 +34,7 @@ import msgspec
 from roost.clock import Clock, SystemClock
 from roost.errors import (
     DirectoryInUse,
+    PartitionQuarantined,
     StorageClosed,
     StorageFailure,
     TopicExists,
@@ -58,7 +59,8 @@ DirtyCallback = Callable[[PartitionLog, bool], None]
 
 
 class RecoveryReport(msgspec.Struct):
-    """What opening the data directory found and did, per log."""
+    """What opening the data directory found and did, per log; kept up to date after open
+    (a log quarantined by a read or the scrub shows here too): the admin API serves it."""
 
     clean_shutdown: bool
     logs: list[LogRecovery]
@@ -67,6 +69,10 @@ class RecoveryReport(msgspec.Struct):
     @property
     def lost_data(self) -> bool:
         return any(log.lost_data for log in self.logs)
+
+    @property
+    def quarantined(self) -> list[LogRecovery]:
+        return [log for log in self.logs if log.quarantined]
 
 
 class LocalEngine:
@@ -177,12 +183,18 @@ class LocalEngine:
             yield journal.log
 
     def check_health(self) -> None:
-        """Raise unless the engine is open and no log has failed (a failed log refuses writes
-        until the directory is reopened). No I/O; on the thread that owns the engine."""
+        """Raise unless the engine is open, no log has failed (a failed log refuses writes
+        until the directory is reopened) and no topic partition is quarantined
+        (``PartitionQuarantined``). No I/O; on the thread that owns the engine. A quarantined
+        journal is its owner's to report (the broker names the subscription)."""
         self._check_open()
         for log in self.logs():
             if log.failure is not None:
                 raise log.failure
+        for topic in self._topics.values():
+            for log in topic.partitions:
+                if log.quarantined:
+                    raise PartitionQuarantined(log.topic, log.partition, log.quarantined)
 
     def probe_write(self) -> None:
         """Raise ``StorageFailure`` unless the data directory accepts a small file (written,
@@ -197,8 +209,9 @@ class LocalEngine:
 
     # -- journals -------------------------------------------------------------------------
 
-    def journal(self, name: str) -> Journal:
-        """The state journal called ``name``, opened (and recovered) on first use."""
+    def journal(self, name: str, owner: str = "") -> Journal:
+        """The state journal called ``name``, opened (and recovered) on first use. ``owner``
+        says whom it serves in the recovery report ("subscription orders/workers")."""
         self._check_open()
         if name not in self._journals:
             check_name("journal", name)
@@ -210,6 +223,7 @@ class LocalEngine:
                 clean_shutdown=self.recovery.clean_shutdown,
             )
             journal.log.on_dirty = self._on_dirty
+            journal.log.recovery.owner = owner
             self.recovery.logs.append(journal.log.recovery)
             self._journals[name] = journal
         return self._journals[name]

@@ -201,9 +201,9 @@ class PartitionLog:
             self.recovery.quarantined = damage
             self.recovery.problems.append(f"quarantined, nothing cut: {damage}")
             log.error(
-                "partition %s/%s quarantined, reads and writes refused: %s; "
+                "%s quarantined, reads and writes refused: %s; "
                 "run `roost check` on the data directory once the broker is stopped",
-                self.topic, self.partition, damage,
+                self.recovery.owner or f"partition {self.topic}/{self.partition}", damage,
             )  # fmt: skip
             try:
                 write_quarantine_marker(self._fs, self.directory, damage)
