@@ -18,7 +18,7 @@ from roost.cli.identities import acl_group, token_group, user_group
 from roost.cli.messaging import consume, publish
 from roost.cli.monitoring import dlq, stats
 from roost.cli.session import DEFAULT_ADMIN_URL, DEFAULT_URL, Settings, json_option
-from roost.errors import InvalidConfig
+from roost.errors import CorruptMetadata, InvalidConfig
 
 
 @click.group()
@@ -187,7 +187,7 @@ def serve(
             uvloop.run(serving.run(config, ready, [start_admin]))
         except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
             asyncio.run(serving.run(config, ready, [start_admin]))
-    except InvalidConfig as e:  # settings it cannot serve with, or not safely: one line
+    except (InvalidConfig, CorruptMetadata) as e:  # it cannot serve with these: one line
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
 
