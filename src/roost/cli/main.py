@@ -13,6 +13,7 @@ from rich.table import Table
 
 from roost import __version__
 from roost.cli.admin import queue, topic
+from roost.cli.check import check
 from roost.cli.exchanges import bind, exchange, unbind
 from roost.cli.identities import acl_group, token_group, user_group
 from roost.cli.messaging import consume, publish
@@ -93,7 +94,7 @@ def main(
 
 
 _COMMANDS = (topic, queue, exchange, bind, unbind, publish, consume, stats, dlq,
-             user_group, token_group, acl_group)  # fmt: skip
+             user_group, token_group, acl_group, check)  # fmt: skip
 for _command in _COMMANDS:
     main.add_command(_command)
 

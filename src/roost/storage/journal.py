@@ -142,11 +142,18 @@ class Journal:
     def _read_snapshot(self) -> tuple[bytes | None, int]:
         if not self._fs.exists(self._snapshot_path):
             return None, 0
-        data = self._fs.read_file(self._snapshot_path)
-        if len(data) >= _SNAPSHOT_HEADER.size:
-            magic, next_seq, length, crc = _SNAPSHOT_HEADER.unpack_from(data)
-            state = data[_SNAPSHOT_HEADER.size :]
-            if magic == _SNAPSHOT_MAGIC and len(state) == length and crc32c(state) == crc:
-                return state, next_seq
-        # Replaced atomically, so a bad snapshot is not a torn write but damage: say so loudly.
-        raise self.log.quarantine(f"snapshot {self._snapshot_path} is corrupt")
+        parsed = parse_snapshot(self._fs.read_file(self._snapshot_path))
+        if parsed is None:
+            # Replaced atomically, so a bad snapshot is not a torn write but damage.
+            raise self.log.quarantine(f"snapshot {self._snapshot_path} is corrupt")
+        return parsed
+
+
+def parse_snapshot(data: bytes) -> tuple[bytes, int] | None:
+    """A snapshot file's state and next_seq; None if it is torn or corrupt."""
+    if len(data) >= _SNAPSHOT_HEADER.size:
+        magic, next_seq, length, crc = _SNAPSHOT_HEADER.unpack_from(data)
+        state = data[_SNAPSHOT_HEADER.size :]
+        if magic == _SNAPSHOT_MAGIC and len(state) == length and crc32c(state) == crc:
+            return state, next_seq
+    return None

@@ -108,9 +108,9 @@ def open_segments(
         result = _scan(segment, index_interval_bytes, report)
         if result.problem is None:
             continue
-        torn_tail = not report.clean_shutdown and (is_last or _ends_segment(segment, result))
+        torn_tail = not report.clean_shutdown and (is_last or ends_segment(segment, result))
         if report.quarantined or not (torn_tail or repair):
-            _quarantine(report, f"segment {base}: {_damage(result)}")
+            _quarantine(report, f"segment {base}: {describe_damage(result)}")
             continue
         _cut(segment, result, report)
         if not is_last:
@@ -141,7 +141,7 @@ def _quarantine(report: LogRecovery, damage: str) -> None:
     report.problems.append(f"quarantined, nothing cut: {damage}")
 
 
-def _ends_segment(segment: Segment, result: ScanResult) -> bool:
+def ends_segment(segment: Segment, result: ScanResult) -> bool:
     """Whether the bad data found by a scan is what a torn write leaves at a segment's end:
     the bad batch is the file's last (or runs past its end), or only zeros follow. A bad batch
     with more data after it is damage in the middle of the segment, which no crash leaves."""
@@ -160,7 +160,7 @@ def _ends_segment(segment: Segment, result: ScanResult) -> bool:
     return True
 
 
-def _damage(result: ScanResult) -> str:
+def describe_damage(result: ScanResult) -> str:
     return f"bad batch at byte {result.valid_bytes} of {result.file_bytes}: {result.problem}"
 
 
