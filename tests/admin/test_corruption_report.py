@@ -332,3 +332,28 @@ def test_a_damaged_snapshot_quarantines_its_subscription(data_dir: str, clock: M
         assert mail.value == b"mail-0"
 
     run(data_dir, clock, body)
+
+
+def test_the_scrub_finds_damage_nobody_read_and_the_broker_reports_it(
+    data_dir: str, clock: ManualClock
+) -> None:
+    build(data_dir, clock)
+    directory = partition_dir(data_dir, "orders", 1)
+    flip(directory / file_name(bases(directory)[0], LOG_SUFFIX), 300)  # indexes intact
+
+    async def body(admin: Admin) -> None:
+        assert await admin.ok("GET", "/readyz") == {"status": "ready"}
+        for _ in range(100):  # bounded: a few steps cover these few KiB
+            await admin.host.scrub_step()
+            if admin.host.scrubber.found:
+                break
+        assert admin.host.scrubber.found == 1
+        error = await admin.error("GET", "/readyz", 503, "partition_quarantined")
+        assert "orders/1" in error["message"] and "scrub" in error["message"]
+        report = await admin.ok("GET", "/api/v1/recovery")
+        assert report["quarantined_partitions"] == ["orders/1"]
+        samples = metrics(admin)
+        assert value(samples, "roost_partition_quarantined", topic="orders", partition=1) == 1
+        assert await read_all(admin, "orders", 0) == [order(n) for n in range(40)]
+
+    run(data_dir, clock, body)

@@ -49,6 +49,7 @@ from roost.server.flusher import Flusher
 from roost.server.identities import Identities
 from roost.server.meters import ListenerStats
 from roost.storage import Journal, LocalEngine
+from roost.storage.scrub import Scrubber
 
 #: Longest a receive may wait for a message, as in SQS long polling.
 MAX_WAIT_S = 20.0
@@ -56,6 +57,11 @@ MAX_WAIT_S = 20.0
 MAX_TIMER_SLEEP_S = 1.0
 #: Pause before the timer tries again after a tick failed.
 TIMER_RETRY_S = 1.0
+#: How fast the scrub re-reads sealed segments (storage/scrub.py): a background trickle, so
+#: that it never competes with consumers for the disk. 0 turns it off.
+SCRUB_BYTES_PER_S = 8 * 1024 * 1024
+#: The scrub's pause when there is nothing sealed to verify, or after a step failed.
+SCRUB_IDLE_S = 60.0
 T = TypeVar("T")
 
 log = logging.getLogger("roost.host")
@@ -80,6 +86,11 @@ class Host:
         self._blocked: dict[str, int] = {}  # per topic, publishes waiting for room
         self._wake_timer = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
+        #: Re-verifies sealed segments in the background (storage/scrub.py), paced at
+        #: ``scrub_bytes_per_s``.
+        self.scrubber = Scrubber(engine)
+        self.scrub_bytes_per_s = SCRUB_BYTES_PER_S
+        self._scrub_task: asyncio.Task[None] | None = None
         self._closed = False
         #: Shutting down: long polls answer at once instead of waiting, pushes stop.
         self.stopping = False
@@ -101,6 +112,8 @@ class Host:
         engine.on_dirty = flusher.notify
         host = cls(engine, broker, flusher, clock)
         host._timer = asyncio.create_task(host._run_timer(), name="roost-timer")
+        if host.scrub_bytes_per_s:
+            host._scrub_task = asyncio.create_task(host._run_scrub(), name="roost-scrub")
         return host
 
     def door(self, principal: Principal) -> Door:
@@ -383,6 +396,30 @@ class Host:
                 log.exception("roost timer: tick failed; retrying in %s s", TIMER_RETRY_S)
                 await asyncio.sleep(TIMER_RETRY_S)
 
+    async def _run_scrub(self) -> None:
+        """Scrub until closed, one bounded chunk per step in a thread, paced. A failing step
+        is logged with its traceback and retried after a pause, never swallowed. It starts
+        after one idle pause: recovery just verified what it did not trust, and a starting
+        broker has better uses for the disk."""
+        pause_s = SCRUB_IDLE_S
+        while not self._closed:
+            await asyncio.sleep(pause_s)
+            try:
+                pause_s = await self.scrub_step()
+            except Exception:
+                log.exception("roost scrub: a step failed; retrying in %s s", SCRUB_IDLE_S)
+                pause_s = SCRUB_IDLE_S
+
+    async def scrub_step(self) -> float:
+        """Verify the next chunk of a sealed segment (off the loop); returns how long to pause
+        before the next step so that the scrub keeps to ``scrub_bytes_per_s``."""
+        job = self.scrubber.next_job()
+        if job is None:
+            return SCRUB_IDLE_S
+        result = await asyncio.to_thread(job.run)
+        self.scrubber.finish(job, result)
+        return result.bytes_read / self.scrub_bytes_per_s if self.scrub_bytes_per_s else 0.0
+
     async def _tick_once(self) -> None:
         while not self._closed:
             tick = self._broker.tick()
@@ -449,10 +486,11 @@ class Host:
         if self._closed:
             return
         self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._timer
+        for task in (self._timer, self._scrub_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self.stop_waiting()
         await self.flusher.aclose()
         await asyncio.to_thread(self.engine.close)

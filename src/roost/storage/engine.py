@@ -131,6 +131,11 @@ class LocalEngine:
         self._topics[name] = topic
         return topic
 
+    @property
+    def fs(self) -> LocalFS:
+        """The file seam every file of this engine goes through (the scrub reads by it too)."""
+        return self._fs
+
     # -- topics ---------------------------------------------------------------------------
 
     def create_topic(self, name: str, config: TopicConfig | None = None) -> Topic:

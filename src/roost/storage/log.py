@@ -185,6 +185,11 @@ class PartitionLog:
     def segment_count(self) -> int:
         return len(self._segments)
 
+    def sealed_segments(self) -> dict[int, int]:
+        """Base offset -> size in bytes of every segment but the active one (they no longer
+        change until deleted whole): what the scrub verifies (scrub.py)."""
+        return {s.base_offset: s.size for s in self._segments[:-1]}
+
     @property
     def failure(self) -> StorageFailure | None:
         return self._failure
