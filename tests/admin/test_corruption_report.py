@@ -17,8 +17,10 @@ import pytest
 
 from roost.admin.metrics import host_registry
 from roost.clock import ManualClock
+from roost.core.model import SubscriptionSpec
 from roost.core.publishing import Outgoing
 from roost.errors import PartitionQuarantined, SubscriptionQuarantined
+from roost.server.access import TRUSTED
 from roost.server.host import Host
 from roost.storage import TopicConfig
 from roost.storage.engine import CLEAN_MARKER
@@ -135,6 +137,17 @@ def test_a_damaged_sealed_segment_quarantines_its_partition_and_says_so_everywhe
         assert {p.partition for p in published} == {1}
         [mail] = await admin.host.receive("mail", "mail", max_messages=1)
         assert mail.value == b"mail-0"
+        # A consumer group assigned both partitions reads the one that serves.
+        door = admin.host.door(TRUSTED)
+        door.create_subscription(
+            SubscriptionSpec(name="audit", topic="orders", mode="stream", start="earliest")
+        )
+        member = door.join("orders", "audit")
+        assert member.partitions == (0, 1)
+        fetched, _ = await door.fetch("orders", "audit", member.member_id, member.generation, 100)
+        assert {m.partition for m in fetched} == {1}
+        values = [m.value for m in fetched]  # up to a segment's end, from the start
+        assert values and values == [order(n) for n in range(len(values))]
 
         error = await admin.error("GET", "/readyz", 503, "partition_quarantined")
         assert "orders/0" in error["message"]
