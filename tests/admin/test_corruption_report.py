@@ -370,3 +370,27 @@ def test_the_scrub_finds_damage_nobody_read_and_the_broker_reports_it(
         assert await read_all(admin, "orders", 0) == [order(n) for n in range(40)]
 
     run(data_dir, clock, body)
+
+
+@pytest.mark.parametrize("suffix", [INDEX_SUFFIX, TIME_INDEX_SUFFIX])
+def test_a_damaged_index_is_rebuilt_reported_and_costs_nothing(
+    data_dir: str, clock: ManualClock, suffix: str
+) -> None:
+    build(data_dir, clock)
+    directory = partition_dir(data_dir, "orders", 0)
+    first = bases(directory)[0]
+    flip(directory / file_name(first, suffix), 20)
+
+    async def body(admin: Admin) -> None:
+        assert await admin.ok("GET", "/readyz") == {"status": "ready"}
+        report = await admin.ok("GET", "/api/v1/recovery")
+        [orders0] = [log for log in report["logs"] if log["log"] == "orders/0"]
+        assert (orders0["indexes_rebuilt"], orders0["segments_scanned"]) == (1, 1)
+        assert orders0["quarantined"] == "" and report["lost_data"] is False
+        assert await read_all(admin, "orders", 0) == [
+            order(n) for n in range(RECORDS_PER_PARTITION)
+        ]
+        timestamp = admin.broker.read("orders", 0, 20, 1)[0].timestamp_ms
+        assert admin.broker.engine.topic("orders").log(0).offset_for_timestamp(timestamp) == 20
+
+    run(data_dir, clock, body)

@@ -21,7 +21,7 @@ from roost.errors import DirectoryInUse
 from roost.storage import LocalEngine
 from roost.storage.check import check_directory
 from roost.storage.engine import CLEAN_MARKER
-from roost.storage.segment import INDEX_SUFFIX, LOG_SUFFIX, file_name
+from roost.storage.segment import INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, file_name
 from tests.admin.test_corruption_report import (
     RECORDS_PER_PARTITION,
     bases,
@@ -96,12 +96,16 @@ def test_a_damaged_sealed_segment_is_found_and_named(data_dir: str, built: dict[
 
 def test_a_stale_index_is_a_note_not_damage(data_dir: str, built: dict[str, str]) -> None:
     directory = partition_dir(data_dir, "orders", 1)
-    first = bases(directory)[0]
+    first, second = bases(directory)[:2]
     (directory / file_name(first, INDEX_SUFFIX)).write_bytes(b"garbage")
+    flip(directory / file_name(second, TIME_INDEX_SUFFIX), 20)
     status, report = run_check(data_dir)
     assert status == 0
     notes = stores(report)["topics/orders/1"]["notes"]
-    assert notes == [f"segment {first}: index missing or stale: rebuilt on open"]
+    assert notes == [
+        f"segment {first}: index missing or stale: rebuilt on open",
+        f"segment {second}: index missing or stale: rebuilt on open",
+    ]
 
 
 def test_a_torn_tail_after_a_crash_is_reported_as_the_cut_recovery_will_make(
