@@ -394,3 +394,26 @@ def test_a_damaged_index_is_rebuilt_reported_and_costs_nothing(
         assert admin.broker.engine.topic("orders").log(0).offset_for_timestamp(timestamp) == 20
 
     run(data_dir, clock, body)
+
+
+def test_a_quarantined_dead_letter_topic_keeps_the_letter_and_every_tick_goes_on(
+    data_dir: str, clock: ManualClock
+) -> None:
+    async def body(admin: Admin) -> None:
+        broker = admin.broker
+        broker.create_queue("risky", durability="never", max_deliveries=1)
+        broker.create_queue("calm", durability="never", visibility_timeout_ms=1_000)
+        broker.publish("risky", [Outgoing(value=b"poison")])
+        broker.publish("calm", [Outgoing(value=b"fine")])
+        broker.engine.topic("risky.dlq").log(0).quarantine("test: damage found in the DLQ")
+        [poison] = broker.receive("risky", "risky", max_messages=1)
+        [fine] = broker.receive("calm", "calm", max_messages=1)
+        broker.nack("risky", "risky", [poison.receipt], delay_ms=0, error="boom")
+        clock.advance(1_001)
+        broker.tick()  # does not raise: the calm queue's lease expires as it should
+        [again] = broker.receive("calm", "calm", max_messages=1)
+        assert again.value == fine.value
+        stats = broker.stats("risky", "risky")
+        assert stats.partitions[0].backlog == 1, "the poison message is kept, not lost"
+
+    run(data_dir, clock, body)

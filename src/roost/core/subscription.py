@@ -409,9 +409,10 @@ class QueueSubscription:
         )
         try:
             result = self.dead_letter.append(partition, [dead])
-        except RecordTooLarge as e:
+        except (RecordTooLarge, PartitionQuarantined) as e:
             # Keep it rather than lose it: retried (and refused again) until an operator
-            # raises the dead-letter topic's limit; the error says why.
+            # raises the dead-letter topic's limit or repairs its partition; the error says
+            # why. (Raising here would stop every subscription's tick, not just this one.)
             retry_at = self._clock.now_ms() + self._retry_delay(attempts.count)
             state.requeue(offset, retry_at, f"dead-letter topic refused it: {e}", None)
             self._write(state_codec.retry(state.partition, retry_at, attempts.last_error, [offset]))
