@@ -39,7 +39,8 @@
     ├── Quarantined                  (damage found on disk: out of service until an operator acts)
     │   ├── PartitionQuarantined     partition_quarantined (one partition log; the rest serve)
     │   └── SubscriptionQuarantined  subscription_quarantined (its state journal or snapshot)
-    └── StorageFailure               storage_failure  yes (the engine stopped accepting writes)
+    └── StorageFailure               storage_failure  yes (a log refuses writes until repaired)
+        ├── DiskFull                 disk_full        yes (free space is below the watermark)
         ├── StorageClosed            storage_closed
         ├── DirectoryInUse           directory_in_use (another process holds the data directory)
         └── CorruptMetadata          corrupt_metadata (metadata.json unreadable: no start)
@@ -477,10 +478,11 @@ class SubscriptionQuarantined(Quarantined):
 
 
 class StorageFailure(RoostError):
-    """The disk refused a write or an fsync: the log stops accepting writes until reopened.
+    """The disk refused a write or an fsync: the log stops accepting writes until repaired.
 
-    Nothing written after the last successful fsync is confirmed. Reopening runs recovery,
-    which cuts whatever the failed write left behind.
+    Nothing written after the last successful fsync is confirmed. Repair (automatic once a
+    probe write succeeds, or ``roost repair``) reopens the log in place, verifying from disk
+    what was not known durable and cutting what was never confirmed.
     """
 
     code = "storage_failure"
@@ -488,8 +490,38 @@ class StorageFailure(RoostError):
 
     def __init__(self, what: str, cause: BaseException | None = None) -> None:
         detail = f": {cause}" if cause is not None else ""
-        super().__init__(f"storage failure in {what}{detail}; writes are refused until reopen")
+        super().__init__(
+            f"storage failure in {what}{detail}; the log refuses writes until it is repaired "
+            "(automatically once the disk takes writes again, or `roost repair`)"
+        )
         self.what = what
+
+
+class DiskFull(StorageFailure):
+    """No room to store a publish: the data directory's free space fell below the watermark
+    (``free_bytes`` < ``min_free_bytes``), or the disk said ENOSPC (``free_bytes`` None).
+
+    Nothing was stored; retry once space is freed. Acks, receives and commits go on: the
+    watermark keeps their room.
+    """
+
+    code = "disk_full"
+    retriable = True
+
+    def __init__(
+        self, what: str, free_bytes: int | None = None, min_free_bytes: int | None = None
+    ) -> None:
+        if free_bytes is None:
+            why = "the disk is full (ENOSPC)"
+        else:
+            why = (
+                f"{free_bytes} bytes free on the data directory's filesystem, below the "
+                f"watermark of {min_free_bytes} bytes that publishes leave for acks and metadata"
+            )
+        RoostError.__init__(self, f"no space for {what}: {why}; nothing was stored, retry later")
+        self.what = what
+        self.free_bytes = free_bytes
+        self.min_free_bytes = min_free_bytes
 
 
 class StorageClosed(StorageFailure):

@@ -77,7 +77,9 @@ METRICS = _specs(
     Spec("roost_partition_size_bytes", "gauge", PARTITION,
          "Bytes of the partition's segment files."),
     Spec("roost_partition_write_failed", "gauge", PARTITION,
-         "1 if a write or fsync failed and the partition refuses writes until a restart."),
+         "1 if a write or fsync failed and the log refuses writes until it is repaired "
+         "(automatically once the disk takes writes, or roost repair). State journals are "
+         "included, as topic=\"journal:<name>\" partition=\"0\"."),
     Spec("roost_partition_quarantined", "gauge", PARTITION,
          "1 if damage was found in the partition's files: it refuses reads and writes until "
          "an operator acts (roost check)."),
@@ -126,6 +128,14 @@ METRICS = _specs(
          "Protocol frames received from clients."),
     Spec("roost_listener_protocol_errors_total", "counter", LISTENER,
          "Connections closed because the client broke the protocol."),
+    Spec("roost_listener_timed_out_connections_total", "counter", LISTENER,
+         "Connections closed because a frame or the heartbeat was overdue."),
+    Spec("roost_listener_evicted_connections_total", "counter", LISTENER,
+         "Connections closed to make room at max_connections (in their handshake, or silent)."),
+    Spec("roost_listener_memory_blocked", "gauge", LISTENER,
+         "1 while the broker is over max_memory and the listener does not read publishers."),
+    Spec("roost_listener_memory_alarms_total", "counter", LISTENER,
+         "Times the memory alarm blocked the listener's publishers."),
     # -- storage -------------------------------------------------------------------------
     Spec("roost_flush_rounds_total", "counter", (),
          "Group commits: flush rounds, each syncing every log that was due."),
@@ -152,6 +162,12 @@ METRICS = _specs(
          "Bytes free for the broker on the data directory's filesystem."),
     Spec("roost_data_filesystem_size_bytes", "gauge", (),
          "Size of the data directory's filesystem in bytes."),
+    Spec("roost_disk_min_free_bytes", "gauge", (),
+         "The free-space watermark: below it publishes are refused (0: off)."),
+    Spec("roost_disk_publishes_refused", "gauge", (),
+         "1 while free space is below the watermark and publishes are refused with disk_full."),
+    Spec("roost_log_repairs_total", "counter", (),
+         "Failed logs reopened in place (storage repair), automatically or by roost repair."),
 )  # fmt: skip
 
 
@@ -273,6 +289,11 @@ def _listener(scrape: _Scrape, name: str, stats: ListenerStats) -> None:
     scrape.add("roost_listener_refused_connections_total", labels, stats.refused)
     scrape.add("roost_listener_frames_received_total", labels, stats.frames_received)
     scrape.add("roost_listener_protocol_errors_total", labels, stats.protocol_errors)
+    scrape.add("roost_listener_timed_out_connections_total", labels, stats.timed_out)
+    scrape.add("roost_listener_evicted_connections_total", labels, stats.evicted)
+    alarm = stats.alarm
+    scrape.add("roost_listener_memory_blocked", labels, int(alarm is not None and alarm.blocked))
+    scrape.add("roost_listener_memory_alarms_total", labels, 0 if alarm is None else alarm.alarms)
 
 
 def _storage(scrape: _Scrape, host: Host) -> None:
@@ -283,6 +304,12 @@ def _storage(scrape: _Scrape, host: Host) -> None:
     scrape.add("roost_flushed_records_total", (), flusher.meters.records)
     scrape.add_histogram("roost_fsync_duration_seconds", flusher.meters.sync_duration)
     scrape.add_histogram("roost_append_latency_seconds", flusher.meters.append_latency)
+    for journal in host.engine.journals():
+        failed = journal.log.failure is not None
+        scrape.add("roost_partition_write_failed", (f"journal:{journal.name}", 0), failed)
+    scrape.add("roost_disk_min_free_bytes", (), host.storage.disk.min_free_bytes)
+    scrape.add("roost_disk_publishes_refused", (), host.storage.disk.low)
+    scrape.add("roost_log_repairs_total", (), host.storage.repairs_total)
     try:
         fs = os.statvfs(host.engine.path)
     except OSError:

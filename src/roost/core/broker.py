@@ -678,6 +678,16 @@ class Broker:
         """Every topic's producer state in use (for the host's snapshots)."""
         return list(self._producers.values())
 
+    def log_cut(self, topic: str, partition: int, end_offset: int) -> TopicProducers | None:
+        """A repair cut ``topic``'s ``partition`` back to ``end_offset`` (records whose
+        publishes got an error): forget the producer sequences and dedup ids placed there, so
+        a retry appends again instead of being confirmed at offsets that now hold nothing (or
+        other records). Returns the state to snapshot, so the journal forgets them too."""
+        producers = self._producers.get(topic)
+        if producers is not None:
+            producers.state.truncate(partition, end_offset)
+        return producers
+
 
 def _limits(policy: TopicPolicy) -> str:
     limits = []

@@ -35,7 +35,7 @@ class PartitionReading(msgspec.Struct, frozen=True):
     start_offset: int
     end_offset: int
     size_bytes: int
-    #: A write or fsync failed: the partition refuses writes until a restart.
+    #: A write or fsync failed: the partition refuses writes until it is repaired (in place).
     write_failed: bool
     #: Damage was found on disk: the partition refuses reads and writes (storage/recovery.py).
     quarantined: bool = False

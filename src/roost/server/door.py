@@ -55,6 +55,7 @@ from roost.receipt import Receipt
 from roost.server.access import ANONYMOUS, Grant, Principal
 from roost.server.identities import Identities, NewToken, TokenInfo, UserInfo
 from roost.storage import TopicConfig, TopicInfo
+from roost.storage.repair import RepairResult
 
 if TYPE_CHECKING:
     from roost.core.broker import Broker
@@ -645,6 +646,11 @@ class Door:
     def recovery(self) -> RecoveryStatus:
         """What recovery found and did, and what is quarantined now (server/recovery_status)."""
         return recovery_status(self._broker)
+
+    @command("admin")
+    async def repair(self) -> RepairResult:
+        """Reopen every failed log in place, verified from disk (``StorageWatch.repair_now``)."""
+        return await self._host.storage.repair_now()
 
     @command("open")
     async def check_ready(self) -> None:

@@ -43,7 +43,7 @@ from roost.errors import (
 from roost.storage.config import TopicConfig, check_name
 from roost.storage.fs import LOCAL_FS, LocalFS
 from roost.storage.journal import Journal
-from roost.storage.log import PartitionLog
+from roost.storage.log import PartitionLog, storage_error
 from roost.storage.metadata import MetadataStore
 from roost.storage.recovery import LogRecovery
 from roost.storage.topic import PartitionInfo, Topic, TopicInfo
@@ -119,12 +119,15 @@ class LocalEngine:
 
     def _open_topic(self, name: str, config: TopicConfig, clean: bool) -> Topic:
         directory = os.path.join(self.path, "topics", name)
-        logs = [
-            PartitionLog.open(
-                name, p, os.path.join(directory, str(p)), config, self.clock, self._fs, clean
-            )
-            for p in range(config.partitions)
-        ]
+        logs: list[PartitionLog] = []
+        try:
+            for p in range(config.partitions):
+                path = os.path.join(directory, str(p))
+                logs.append(PartitionLog.open(name, p, path, config, self.clock, self._fs, clean))
+        except BaseException:
+            for log in logs:
+                log.close(clean=False)
+            raise
         for log in logs:
             log.on_dirty = self._on_dirty
         topic = Topic(name, config, logs)
@@ -144,8 +147,19 @@ class LocalEngine:
         if name in self._topics:
             raise TopicExists(name)
         config = config or TopicConfig()
-        topic = self._open_topic(name, config, clean=True)
-        self._fs.fsync_dir(os.path.join(self.path, "topics"))
+        try:
+            topic = self._open_topic(name, config, clean=True)
+        except OSError as e:
+            # Nothing refers to the files yet (metadata is committed last): they just go.
+            with contextlib.suppress(OSError):
+                self._fs.remove_tree(os.path.join(self.path, "topics", name))
+            raise storage_error(f"creating topic {name}", e) from e
+        try:
+            self._fs.fsync_dir(os.path.join(self.path, "topics"))
+        except OSError as e:
+            del self._topics[name]
+            self._remove_topic_files(topic)
+            raise storage_error(f"creating topic {name}", e) from e
         try:
             with self.metadata.transaction() as txn:
                 txn.put(TOPICS_NAMESPACE, name, msgspec.to_builtins(config))
@@ -187,15 +201,23 @@ class LocalEngine:
         for journal in self._journals.values():
             yield journal.log
 
+    def failed_logs(self) -> list[PartitionLog]:
+        """Every log that refuses writes until it is repaired (``PartitionLog.begin_repair``)."""
+        return [log for log in self.logs() if log.failure is not None]
+
     def check_health(self) -> None:
         """Raise unless the engine is open, no log has failed (a failed log refuses writes
-        until the directory is reopened) and no topic partition is quarantined
-        (``PartitionQuarantined``). No I/O; on the thread that owns the engine. A quarantined
-        journal is its owner's to report (the broker names the subscription)."""
+        until it is repaired; the error names every failed log) and no topic partition is
+        quarantined (``PartitionQuarantined``). No I/O; on the thread that owns the engine. A
+        quarantined journal is its owner's to report (the broker names the subscription)."""
         self._check_open()
-        for log in self.logs():
-            if log.failure is not None:
-                raise log.failure
+        failed = self.failed_logs()
+        if len(failed) == 1:
+            raise failed[0].failure  # type: ignore[misc]
+        if failed:
+            raise StorageFailure(
+                f"{len(failed)} logs: " + "; ".join(log.failure.what for log in failed)  # type: ignore[union-attr]
+            )
         for topic in self._topics.values():
             for log in topic.partitions:
                 if log.quarantined:
@@ -213,6 +235,10 @@ class LocalEngine:
             raise StorageFailure(f"writing to the data directory {self.path}", e) from e
 
     # -- journals -------------------------------------------------------------------------
+
+    def journals(self) -> list[Journal]:
+        """Every journal opened so far."""
+        return list(self._journals.values())
 
     def journal(self, name: str, owner: str = "") -> Journal:
         """The state journal called ``name``, opened (and recovered) on first use. ``owner``

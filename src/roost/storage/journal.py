@@ -89,6 +89,7 @@ class Journal:
         # a process crash even before their fsync, so delivery counts and acks do too.
         log.write_behind = False
         log.tail_bytes = 0  # read back only when the journal is replayed
+        log.name = f"journal {name}"
         return cls(name, directory, log, fs)
 
     def append(self, entries: Sequence[bytes]) -> int:

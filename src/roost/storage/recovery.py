@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from typing import NamedTuple
 
 import msgspec
 
@@ -80,40 +81,83 @@ def open_segments(
     index_interval_bytes: int,
     report: LogRecovery,
     repair: bool = False,
+    verify_from: int | None = None,
 ) -> list[Segment]:
-    """The partition's segments, recovered (see the module docstring); ``report`` says how.
+    """The segments of ``directory``, recovered (see the module docstring); ``report`` says how.
 
     ``repair``: cut at any damage and drop the segments after it (accepting the loss) instead of
-    quarantining; the quarantine file goes.
+    quarantining; the quarantine file goes. With ``verify_from`` (reopening a log after a failed
+    write: see repair.py) only segments whose every record lies below it, known durable, may be
+    adopted by their index; every other one is scanned, since the kernel may have dropped its
+    dirty pages, and a bad end there is cut as a torn write.
     """
     marker = os.path.join(directory, QUARANTINE_NAME)
     was_quarantined = fs.exists(marker)
     bases = _segment_bases(fs, directory)
     segments: list[Segment] = []
+    plan = _Plan(index_interval_bytes, repair, verify_from, was_quarantined)
+    try:
+        _open_in_order(fs, directory, report, plan, bases, segments)
+    except BaseException:
+        for segment in segments:  # a repair retried through a long outage must not leak fds
+            segment.close()
+        raise
+    report.segments = len(segments)
+    if was_quarantined and not report.quarantined:
+        fs.remove(marker)
+        report.problems.append("quarantine lifted: every segment verified (or was repaired)")
+    return segments
+
+
+class _Plan(NamedTuple):
+    index_interval_bytes: int
+    repair: bool
+    verify_from: int | None
+    was_quarantined: bool
+
+
+def _open_in_order(
+    fs: LocalFS,
+    directory: str,
+    report: LogRecovery,
+    plan: _Plan,
+    bases: list[int],
+    segments: list[Segment],
+) -> None:
+    # What a crash (or a failed write being repaired) may have torn: unsynced ends.
+    torn_possible = not report.clean_shutdown or plan.verify_from is not None
     for i, base in enumerate(bases):
         is_last = i == len(bases) - 1
         if segments and base != segments[-1].next_offset and not report.quarantined:
             why = f"segment {base} does not continue at offset {segments[-1].next_offset}"
             # After a crash, the segment before lost its unsynced end (see 3. above).
-            if repair or not report.clean_shutdown:
+            if plan.repair or torn_possible:
                 _drop(fs, directory, bases[i:], report, why)
                 break
             _quarantine(report, why)
         segment = Segment.open(fs, directory, base)
         segments.append(segment)
+        known_durable = plan.verify_from is None or (
+            not is_last and bases[i + 1] <= plan.verify_from
+        )
         trusted = (
-            not was_quarantined
-            and not repair
+            not plan.was_quarantined
+            and not plan.repair
             and (report.clean_shutdown or not is_last)
+            and known_durable
             and segment.load_index()
         )
         if trusted:
             continue
-        result = _scan(segment, index_interval_bytes, report)
+        result = _scan(segment, plan.index_interval_bytes, report)
         if result.problem is None:
             continue
-        torn_tail = not report.clean_shutdown and (is_last or ends_segment(segment, result))
-        if report.quarantined or not (torn_tail or repair):
+        torn_tail = (
+            torn_possible
+            and not (plan.verify_from is not None and known_durable)
+            and (is_last or ends_segment(segment, result))
+        )
+        if report.quarantined or not (torn_tail or plan.repair):
             _quarantine(report, f"segment {base}: {describe_damage(result)}")
             continue
         _cut(segment, result, report)
@@ -126,11 +170,6 @@ def open_segments(
                 f"segments after the cut in segment {base} can no longer follow it",
             )
             break
-    report.segments = len(segments)
-    if was_quarantined and not report.quarantined:
-        fs.remove(marker)
-        report.problems.append("quarantine lifted: every segment verified (or was repaired)")
-    return segments
 
 
 def write_quarantine_marker(fs: LocalFS, directory: str, damage: str) -> None:

@@ -95,7 +95,11 @@ class Segment:
             base_offset,
             fs.open_rw(os.path.join(directory, file_name(base_offset, LOG_SUFFIX))),
         )
-        fs.truncate(segment.fd, 0)
+        try:
+            fs.truncate(segment.fd, 0)
+        except BaseException:
+            segment.close()
+            raise
         return segment
 
     @classmethod
