@@ -229,6 +229,36 @@ def test_a_torn_tail_after_a_crash_is_cut_and_reported_and_the_broker_stays_read
     run(data_dir, clock, body)
 
 
+def test_a_log_cut_below_its_acks_skips_their_offsets_and_says_so(
+    data_dir: str, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    build(data_dir, clock)
+    [segment] = partition_dir(data_dir, "jobs", 0).glob("*" + LOG_SUFFIX)
+    os.truncate(segment, 0)  # jobs 0-9 gone; the journal has 0-4 acked, 5-9 delivered
+    os.remove(os.path.join(data_dir, CLEAN_MARKER))
+    caplog.set_level(logging.INFO)
+
+    async def body(admin: Admin) -> None:
+        lines = [r.getMessage() for r in caplog.records if r.name == "roost.recovery"]
+        assert any(
+            line.startswith("recovery of partition jobs/0: offsets 0..9 skipped") for line in lines
+        ), lines
+        report = await admin.ok("GET", "/api/v1/recovery")
+        [jobs] = [log for log in report["logs"] if log["log"] == "jobs/0"]
+        assert jobs["offsets_skipped"] == 10
+        assert report["lost_data"] is True
+        assert value(metrics(admin), "roost_recovery_offsets_skipped_total") == 10
+        assert await admin.ok("GET", "/readyz") == {"status": "ready"}
+        broker = admin.broker
+        [published] = broker.publish("jobs", [Outgoing(value=b"after")]).published
+        assert published.offset == 10, "never an offset the journal already names"
+        [message] = broker.receive("jobs", "jobs", max_messages=10)
+        assert message.value == b"after"
+        assert broker.stats("jobs", "jobs").backlog == 1
+
+    run(data_dir, clock, body)
+
+
 # -- a subscription's state journal ----------------------------------------------------------------
 
 

@@ -158,6 +158,9 @@ METRICS = _specs(
          "Segments recovery dropped after a cut when the broker started."),
     Spec("roost_recovery_logs_cut_total", "counter", (),
          "Logs (partitions and state journals) recovery cut anything from at start."),
+    Spec("roost_recovery_offsets_skipped_total", "counter", (),
+         "Offsets put in gap batches at start: a log ended below what its subscriptions had "
+         "seen, and new records must not take those offsets (docs/durability.md)."),
     Spec("roost_data_filesystem_avail_bytes", "gauge", (),
          "Bytes free for the broker on the data directory's filesystem."),
     Spec("roost_data_filesystem_size_bytes", "gauge", (),
@@ -278,6 +281,7 @@ def _recovery(scrape: _Scrape, status: RecoveryStatus) -> None:
     scrape.add("roost_recovery_truncated_bytes_total", (), sum(c.bytes_truncated for c in cut))
     scrape.add("roost_recovery_segments_dropped_total", (), sum(c.segments_dropped for c in cut))
     scrape.add("roost_recovery_logs_cut_total", (), len(cut))
+    scrape.add("roost_recovery_offsets_skipped_total", (), sum(c.offsets_skipped for c in cut))
     for sub in status.quarantined_subscriptions:
         scrape.add("roost_subscription_quarantined", (sub.topic, sub.subscription), 1)
 
