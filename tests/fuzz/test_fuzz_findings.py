@@ -70,7 +70,7 @@ def test_a_client_refuses_a_gap_batch_without_counting_its_offsets() -> None:
 def test_metadata_that_is_not_utf8_is_a_storage_failure() -> None:
     fs = MemoryFS()
     fs.files["metadata.json"] = b'{"format":1,"version":1,"namespaces":{"t\xa4":{}}}'
-    with pytest.raises(StorageFailure, match="reading metadata"):
+    with pytest.raises(StorageFailure, match="not a metadata document"):
         MetadataStore.open(fs, "metadata.json")
 
 

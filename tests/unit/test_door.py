@@ -73,6 +73,7 @@ EXAMPLES: dict[str, tuple[Any, ...]] = {
     "peek_dead_letters": ("q.dlq",),
     "redrive": ("q.dlq", RedriveFilter(source_topic="t")),
     "readings": (),
+    "recovery": (),
     "check_ready": (),
     "list_users": (),
     "describe_user": ("ada",),

@@ -13,13 +13,14 @@ from rich.table import Table
 
 from roost import __version__
 from roost.cli.admin import queue, topic
+from roost.cli.check import check
 from roost.cli.exchanges import bind, exchange, unbind
 from roost.cli.identities import acl_group, token_group, user_group
 from roost.cli.messaging import consume, publish
 from roost.cli.monitoring import dlq, stats
 from roost.cli.session import DEFAULT_ADMIN_URL, DEFAULT_URL, Settings, json_option
 from roost.cli.storage import repair
-from roost.errors import InvalidConfig
+from roost.errors import CorruptMetadata, InvalidConfig
 
 
 @click.group()
@@ -94,7 +95,7 @@ def main(
 
 
 _COMMANDS = (topic, queue, exchange, bind, unbind, publish, consume, stats, dlq,
-             user_group, token_group, acl_group, repair)  # fmt: skip
+             user_group, token_group, acl_group, repair, check)  # fmt: skip
 for _command in _COMMANDS:
     main.add_command(_command)
 
@@ -239,7 +240,7 @@ def serve(
             uvloop.run(serving.run(config, ready, [start_admin]))
         except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
             asyncio.run(serving.run(config, ready, [start_admin]))
-    except InvalidConfig as e:  # settings it cannot serve with, or not safely: one line
+    except (InvalidConfig, CorruptMetadata) as e:  # it cannot serve with these: one line
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
 

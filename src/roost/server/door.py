@@ -45,6 +45,7 @@ from roost.core.model import Message, SubscriptionSpec
 from roost.core.policies import TopicPolicy
 from roost.core.publishing import Outgoing, Published, PublishOutcome
 from roost.core.readings import Reading, read_broker
+from roost.core.recovery_status import RecoveryStatus, recovery_status
 from roost.core.redrive import RedriveFilter
 from roost.core.routing import BindingSpec, ExchangeSpec
 from roost.core.stats import GroupDescription, StreamStats, SubscriptionStats
@@ -640,6 +641,11 @@ class Door:
     def readings(self) -> Reading:
         """Every topic and subscription as they are now: the metrics' and dashboard's source."""
         return read_broker(self._broker)
+
+    @command("monitor")
+    def recovery(self) -> RecoveryStatus:
+        """What recovery found and did, and what is quarantined now (server/recovery_status)."""
+        return recovery_status(self._broker)
 
     @command("admin")
     async def repair(self) -> RepairResult:

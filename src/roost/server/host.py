@@ -40,9 +40,16 @@ from roost.clock import Clock, SystemClock
 from roost.core.broker import Broker
 from roost.core.model import Message
 from roost.core.publishing import Outgoing, Published, PublishOutcome
+from roost.core.recovery_status import log_recovery, recovery_status
 from roost.core.redrive import RedriveFilter
 from roost.core.streams import FetchedBatches
-from roost.errors import BacklogFull, InvalidConfig, StorageClosed, StorageFailure
+from roost.errors import (
+    BacklogFull,
+    InvalidConfig,
+    StorageClosed,
+    StorageFailure,
+    SubscriptionQuarantined,
+)
 from roost.receipt import Receipt
 from roost.server.access import TRUSTED, Principal
 from roost.server.door import Door
@@ -54,6 +61,7 @@ from roost.server.storage_watch import StorageWatch
 from roost.storage import Journal, LocalEngine
 from roost.storage.log import PartitionLog
 from roost.storage.repair import RepairReport
+from roost.storage.scrub import Scrubber
 
 #: Longest a receive may wait for a message, as in SQS long polling.
 MAX_WAIT_S = 20.0
@@ -63,6 +71,11 @@ MAX_TIMER_SLEEP_S = 1.0
 TIMER_RETRY_S = 1.0
 #: How often the storage watch reads the free space and tries to repair failed logs.
 STORAGE_WATCH_S = 1.0
+#: How fast the scrub re-reads sealed segments (storage/scrub.py): a background trickle, so
+#: that it never competes with consumers for the disk. 0 turns it off.
+SCRUB_BYTES_PER_S = 8 * 1024 * 1024
+#: The scrub's pause when there is nothing sealed to verify, or after a step failed.
+SCRUB_IDLE_S = 60.0
 T = TypeVar("T")
 
 log = logging.getLogger("roost.host")
@@ -97,6 +110,11 @@ class Host:
         self._storage_watch: asyncio.Task[None] | None = None
         #: Free space and failed logs (server/storage_watch.py); ``_watch_storage`` runs it.
         self.storage = StorageWatch(engine, clock, self._after_repair, min_free_bytes)
+        #: Re-verifies sealed segments in the background (storage/scrub.py), paced at
+        #: ``scrub_bytes_per_s``.
+        self.scrubber = Scrubber(engine)
+        self.scrub_bytes_per_s = SCRUB_BYTES_PER_S
+        self._scrub_task: asyncio.Task[None] | None = None
         self._closed = False
         #: Shutting down: long polls answer at once instead of waiting, pushes stop.
         self.stopping = False
@@ -117,15 +135,15 @@ class Host:
         except BaseException:
             await asyncio.to_thread(engine.close, False)
             raise
-        for recovered in engine.recovery.logs:
-            for problem in recovered.problems:
-                log.warning("recovery of %s: %s", recovered.log, problem)
+        log_recovery(recovery_status(broker))
         flusher = Flusher(clock)
         engine.on_dirty = flusher.notify
         host = cls(engine, broker, flusher, clock, min_free_bytes)
         await host.storage.check()  # a disk already full refuses the very first publish
         host._timer = asyncio.create_task(host._run_timer(), name="roost-timer")
         host._storage_watch = asyncio.create_task(host._watch_storage(), name="roost-storage")
+        if host.scrub_bytes_per_s:
+            host._scrub_task = asyncio.create_task(host._run_scrub(), name="roost-scrub")
         return host
 
     def door(self, principal: Principal) -> Door:
@@ -411,6 +429,30 @@ class Host:
                 log.exception("roost timer: tick failed; retrying in %s s", TIMER_RETRY_S)
                 await asyncio.sleep(TIMER_RETRY_S)
 
+    async def _run_scrub(self) -> None:
+        """Scrub until closed, one bounded chunk per step in a thread, paced. A failing step
+        is logged with its traceback and retried after a pause, never swallowed. It starts
+        after one idle pause: recovery just verified what it did not trust, and a starting
+        broker has better uses for the disk."""
+        pause_s = SCRUB_IDLE_S
+        while not self._closed:
+            await asyncio.sleep(pause_s)
+            try:
+                pause_s = await self.scrub_step()
+            except Exception:
+                log.exception("roost scrub: a step failed; retrying in %s s", SCRUB_IDLE_S)
+                pause_s = SCRUB_IDLE_S
+
+    async def scrub_step(self) -> float:
+        """Verify the next chunk of a sealed segment (off the loop); returns how long to pause
+        before the next step so that the scrub keeps to ``scrub_bytes_per_s``."""
+        job = self.scrubber.next_job()
+        if job is None:
+            return SCRUB_IDLE_S
+        result = await asyncio.to_thread(job.run)
+        self.scrubber.finish(job, result)
+        return result.bytes_read / self.scrub_bytes_per_s if self.scrub_bytes_per_s else 0.0
+
     async def _tick_once(self) -> None:
         while not self._closed:
             tick = self._broker.tick()
@@ -491,12 +533,15 @@ class Host:
                 await self._snapshot(producers.journal, producers.snapshot())
 
     async def check_ready(self) -> None:
-        """Raise (``StorageFailure``, ``DiskFull``, ``StorageClosed``) unless the host can take
-        writes: not closing, the engine open with no failed log (the error names every failed
-        one), free space above the watermark, the data directory writable."""
+        """Raise (``StorageFailure``, ``DiskFull``, ``StorageClosed``, ``Quarantined``) unless
+        the host can take writes: not closing, the engine open with no failed log (the error
+        names every failed one), no partition or subscription quarantined for damage, free
+        space above the watermark, the data directory writable."""
         if self._closed:
             raise StorageClosed("the host (shutting down)")
         self.engine.check_health()
+        for (topic, name), damage in self._broker.quarantined_subscriptions().items():
+            raise SubscriptionQuarantined(topic, name, damage)
         self.storage.disk.check("publishes")
         await asyncio.to_thread(self.engine.probe_write)
 
@@ -515,7 +560,7 @@ class Host:
         if self._closed:
             return
         self._closed = True
-        for task in (self._timer, self._storage_watch):
+        for task in (self._timer, self._storage_watch, self._scrub_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

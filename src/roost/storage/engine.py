@@ -34,6 +34,7 @@ import msgspec
 from roost.clock import Clock, SystemClock
 from roost.errors import (
     DirectoryInUse,
+    PartitionQuarantined,
     StorageClosed,
     StorageFailure,
     TopicExists,
@@ -58,7 +59,8 @@ DirtyCallback = Callable[[PartitionLog, bool], None]
 
 
 class RecoveryReport(msgspec.Struct):
-    """What opening the data directory found and did, per log."""
+    """What opening the data directory found and did, per log; kept up to date after open
+    (a log quarantined by a read or the scrub shows here too): the admin API serves it."""
 
     clean_shutdown: bool
     logs: list[LogRecovery]
@@ -67,6 +69,10 @@ class RecoveryReport(msgspec.Struct):
     @property
     def lost_data(self) -> bool:
         return any(log.lost_data for log in self.logs)
+
+    @property
+    def quarantined(self) -> list[LogRecovery]:
+        return [log for log in self.logs if log.quarantined]
 
 
 class LocalEngine:
@@ -127,6 +133,11 @@ class LocalEngine:
         topic = Topic(name, config, logs)
         self._topics[name] = topic
         return topic
+
+    @property
+    def fs(self) -> LocalFS:
+        """The file seam every file of this engine goes through (the scrub reads by it too)."""
+        return self._fs
 
     # -- topics ---------------------------------------------------------------------------
 
@@ -195,9 +206,10 @@ class LocalEngine:
         return [log for log in self.logs() if log.failure is not None]
 
     def check_health(self) -> None:
-        """Raise unless the engine is open and no log has failed (a failed log refuses writes
-        until it is repaired); the error names every failed log. No I/O; on the thread that
-        owns the engine."""
+        """Raise unless the engine is open, no log has failed (a failed log refuses writes
+        until it is repaired; the error names every failed log) and no topic partition is
+        quarantined (``PartitionQuarantined``). No I/O; on the thread that owns the engine. A
+        quarantined journal is its owner's to report (the broker names the subscription)."""
         self._check_open()
         failed = self.failed_logs()
         if len(failed) == 1:
@@ -206,6 +218,10 @@ class LocalEngine:
             raise StorageFailure(
                 f"{len(failed)} logs: " + "; ".join(log.failure.what for log in failed)  # type: ignore[union-attr]
             )
+        for topic in self._topics.values():
+            for log in topic.partitions:
+                if log.quarantined:
+                    raise PartitionQuarantined(log.topic, log.partition, log.quarantined)
 
     def probe_write(self) -> None:
         """Raise ``StorageFailure`` unless the data directory accepts a small file (written,
@@ -224,8 +240,9 @@ class LocalEngine:
         """Every journal opened so far."""
         return list(self._journals.values())
 
-    def journal(self, name: str) -> Journal:
-        """The state journal called ``name``, opened (and recovered) on first use."""
+    def journal(self, name: str, owner: str = "") -> Journal:
+        """The state journal called ``name``, opened (and recovered) on first use. ``owner``
+        says whom it serves in the recovery report ("subscription orders/workers")."""
         self._check_open()
         if name not in self._journals:
             check_name("journal", name)
@@ -237,6 +254,7 @@ class LocalEngine:
                 clean_shutdown=self.recovery.clean_shutdown,
             )
             journal.log.on_dirty = self._on_dirty
+            journal.log.recovery.owner = owner
             self.recovery.logs.append(journal.log.recovery)
             self._journals[name] = journal
         return self._journals[name]

@@ -16,6 +16,11 @@ How it works:
   may not be on disk. An ENOSPC on a write made at once (a journal entry, a ``never`` or
   ``interval`` topic, a segment roll) fails only that append: nothing of it was accounted, the
   torn bytes are cut, and the log goes on.
+- Damage found on disk (by recovery, by a read whose batch fails its CRC, or by the scrub)
+  **quarantines** the log: every read and write raises ``PartitionQuarantined`` naming the
+  damage, nothing is cut, and a ``QUARANTINE`` file keeps it so across restarts (recovery.py).
+  Kept apart from the failed state above: a failure is the disk refusing now, a quarantine is
+  bytes already wrong.
 - ``on_dirty`` tells the flusher there is something to sync: at once under ``always``, when the
   record threshold is crossed under ``interval`` (its timer covers the rest), never under ``never``.
 
@@ -26,6 +31,7 @@ fsyncs file descriptors that stay open until ``end_flush``.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 from bisect import bisect_right
 from collections import deque
@@ -37,6 +43,7 @@ from roost.errors import (
     DiskFull,
     InvalidRequest,
     OffsetOutOfRange,
+    PartitionQuarantined,
     StorageClosed,
     StorageFailure,
 )
@@ -45,7 +52,7 @@ from roost.storage.batch import HEADER_SIZE, CorruptBatch, Record, StoredRecord
 from roost.storage.config import TopicConfig
 from roost.storage.flush import FlushJob
 from roost.storage.fs import LocalFS
-from roost.storage.recovery import LogRecovery, open_segments
+from roost.storage.recovery import LogRecovery, open_segments, write_quarantine_marker
 from roost.storage.repair import LogRepair, RepairReport
 from roost.storage.segment import LOG_SUFFIX, TAIL_BYTES, Segment, file_name
 from roost.storage.validation import check_records
@@ -60,6 +67,9 @@ def storage_error(what: str, error: OSError) -> StorageFailure:
     if error.errno in NO_SPACE_ERRNOS:
         return DiskFull(what)
     return StorageFailure(what, error)
+
+
+log = logging.getLogger("roost.storage")
 
 
 class AppendResult(NamedTuple):
@@ -145,16 +155,20 @@ class PartitionLog:
         clock: Clock,
         fs: LocalFS,
         clean_shutdown: bool = False,
+        repair: bool = False,
     ) -> PartitionLog:
         """Open (creating if needed) the log in ``directory``, recovering its tail.
 
         Blocking: after an unclean shutdown it fsyncs what recovery kept (and the directory, if
         it dropped segments), so that ``durable_offset`` is honest from the first moment. Call
-        it off the event loop.
+        it off the event loop. Damage that is not a torn tail quarantines the log, unless
+        ``repair`` (cut there and drop what follows; see recovery.py).
         """
         fs.makedirs(directory)
         recovery = LogRecovery(log=f"{topic}/{partition}", clean_shutdown=clean_shutdown)
-        segments = open_segments(fs, directory, config.index_interval_bytes, recovery)
+        segments = open_segments(fs, directory, config.index_interval_bytes, recovery, repair)
+        if recovery.quarantined:
+            write_quarantine_marker(fs, directory, recovery.quarantined)
         if not segments:
             segments = [Segment.create(fs, directory, 0)]
             fs.fsync_dir(directory)
@@ -193,9 +207,39 @@ class PartitionLog:
     def segment_count(self) -> int:
         return len(self._segments)
 
+    def sealed_segments(self) -> dict[int, int]:
+        """Base offset -> size in bytes of every segment but the active one (they no longer
+        change until deleted whole): what the scrub verifies (scrub.py)."""
+        return {s.base_offset: s.size for s in self._segments[:-1]}
+
     @property
     def failure(self) -> StorageFailure | None:
         return self._failure
+
+    @property
+    def quarantined(self) -> str:
+        """The damage that put this log out of service; "" while it serves."""
+        return self.recovery.quarantined
+
+    def quarantine(self, damage: str) -> PartitionQuarantined:
+        """Take the log out of service for ``damage`` found on disk (see the module docstring);
+        returns the error for the caller to raise. The first damage found is the one kept."""
+        if not self.recovery.quarantined:
+            self.recovery.quarantined = damage
+            self.recovery.problems.append(f"quarantined, nothing cut: {damage}")
+            log.error(
+                "%s quarantined, reads and writes refused: %s; "
+                "run `roost check` on the data directory once the broker is stopped",
+                self.recovery.owner or f"partition {self.topic}/{self.partition}", damage,
+            )  # fmt: skip
+            try:
+                write_quarantine_marker(self._fs, self.directory, damage)
+            except OSError as e:  # the damage is found again on the next open's read
+                log.warning("could not write the quarantine file in %s: %s", self.directory, e)
+        return self._quarantined_error()
+
+    def _quarantined_error(self) -> PartitionQuarantined:
+        return PartitionQuarantined(self.topic, self.partition, self.recovery.quarantined)
 
     @property
     def closed(self) -> bool:
@@ -362,13 +406,15 @@ class PartitionLog:
         try:
             return batch_format.parse_header(data, position)
         except CorruptBatch as e:
-            raise StorageFailure(f"read of {self.topic}/{self.partition}", e) from e
+            raise self.quarantine(f"a read found a bad batch header: {e}") from e
 
     def _verify(self, data: bytes, position: int, header: batch_format.BatchHeader) -> None:
         try:
             batch_format.verify(data, position, header)
         except CorruptBatch as e:
-            raise StorageFailure(f"read of {self.topic}/{self.partition}", e) from e
+            raise self.quarantine(
+                f"a read found a bad batch at offset {header.base_offset}: {e}"
+            ) from e
 
     def read_batches(
         self,
@@ -412,6 +458,8 @@ class PartitionLog:
 
     def _check_readable(self, offset: int) -> None:
         self._check_open()
+        if self.recovery.quarantined:
+            raise self._quarantined_error()
         if not self.start_offset <= offset <= self.end_offset:
             raise OffsetOutOfRange(
                 self.topic, self.partition, offset, self.start_offset, self.end_offset
@@ -420,7 +468,12 @@ class PartitionLog:
     def _read_whole_batches(self, offset: int, max_bytes: int) -> bytes:
         self._check_readable(offset)
         segment = self._segments[bisect_right(self._bases, offset) - 1]
-        position, header = segment.find_batch(offset)
+        try:
+            position, header = segment.find_batch(offset)
+        except CorruptBatch as e:
+            raise self.quarantine(
+                f"segment {segment.base_offset}: a read found a bad batch header: {e}"
+            ) from e
         if header is None:
             return b""
         data = segment.read(position, max(max_bytes, header.size))
@@ -428,10 +481,15 @@ class PartitionLog:
 
     def offset_for_timestamp(self, timestamp_ms: int) -> int | None:
         """The first offset whose record timestamp is >= ``timestamp_ms``; None if none is."""
-        self._check_open()
+        self._check_readable(self.start_offset)
         for segment in self._segments:
             if segment.max_timestamp_ms >= timestamp_ms:
-                return segment.first_offset_at(timestamp_ms)
+                try:
+                    return segment.first_offset_at(timestamp_ms)
+                except CorruptBatch as e:
+                    raise self.quarantine(
+                        f"segment {segment.base_offset}: a read by timestamp found a bad batch: {e}"
+                    ) from e
         return None
 
     # -- retention ------------------------------------------------------------------------
@@ -463,6 +521,8 @@ class PartitionLog:
         self._check_open()
         if self._repairing or self._failure is not None:
             return 0  # the repair (its thread has the directory open) comes first
+        if self.recovery.quarantined:
+            return 0  # nothing of a quarantined log changes before the operator has looked
         in_flight = [segment for job in self._flushing for segment in job.segments]
         deleted = 0
         while len(self._segments) > 1:
@@ -583,7 +643,8 @@ class PartitionLog:
         try:
             if clean:
                 self.flush()
-                for segment in self._segments:
+                # A quarantined log's indexes stay as they were: nothing about it is vouched for.
+                for segment in [] if self.recovery.quarantined else self._segments:
                     segment.write_index()
         finally:
             self._closed = True
@@ -684,6 +745,8 @@ class PartitionLog:
         self._check_open()
         if self._failure is not None:
             raise self._failure
+        if self.recovery.quarantined:
+            raise self._quarantined_error()
 
     def _check_open(self) -> None:
         if self._closed:

@@ -87,7 +87,11 @@ class LogRepair:
         self.report.recovery = recovery
         try:
             segments = open_segments(
-                self.fs, self.directory, self.index_interval_bytes, recovery, self.verified_below
+                self.fs,
+                self.directory,
+                self.index_interval_bytes,
+                recovery,
+                verify_from=self.verified_below,
             )
             if not segments:
                 segments = [Segment.create(self.fs, self.directory, self.keep)]

@@ -241,6 +241,7 @@ class Segment:
             header = self.header_at(position)
             if header.max_timestamp_ms >= timestamp_ms:
                 data = self.read(position, header.size)
+                batch_format.verify(data, 0, header)
                 for record in batch_format.decode_records(data, 0, header):
                     if record.timestamp_ms >= timestamp_ms:
                         return record.offset
