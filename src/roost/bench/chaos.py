@@ -230,7 +230,7 @@ def run_chaos_bench(
         for worker in workers:
             if worker.poll() is None:
                 worker.kill()
-                worker.wait()
+            worker.communicate()
         broker.kill()
         if not keep:
             shutil.rmtree(root, ignore_errors=True)

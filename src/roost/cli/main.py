@@ -398,6 +398,67 @@ def bench_chaos(
         sys.exit(1)
 
 
+@bench.command("faults")
+@json_option
+@_dir_option("Where the brokers keep their data (default: the system temp directory).")
+@click.option("--idle-connections", default=2000, show_default=True)
+@click.option("--stalled-messages", default=500_000, show_default=True)
+@click.option("--stalled-prefetch", default=10_000, show_default=True)
+@click.option("--unread-messages", default=500_000, show_default=True)
+@click.option("--slowloris", "slowloris_connections", default=500, show_default=True)
+@click.option("--slowloris-declared-bytes", default=16 << 20, show_default=True)
+@click.option("--fuzz-connections", default=8, show_default=True)
+@click.option("--fuzz-bytes-per-s", default=1_000_000, show_default=True)
+@click.option(
+    "--case",
+    "cases",
+    multiple=True,
+    type=click.Choice(["idle", "stalled", "unread", "slowloris", "fuzz"]),
+    help="Run only these flood cases (repeatable; default: all).",
+)
+@click.option("--probe-seconds", default=3.0, show_default=True, help="The good client's run.")
+@click.option("--case-timeout", default=300.0, show_default=True, help="Seconds per flood step.")
+@click.option(
+    "--rss-limit-mb", default=4096, show_default=True, help="Stop a flood past this broker RSS."
+)
+@click.option("--soak", "soak_seconds", default=0.0, help="Then soak this long at half capacity.")
+@click.option(
+    "--serve-arg", "serve_args", multiple=True, help="Passed to roost serve (repeatable)."
+)
+def bench_faults(
+    as_json: bool,
+    directory: str | None,
+    cases: tuple[str, ...],
+    probe_seconds: float,
+    case_timeout: float,
+    rss_limit_mb: int,
+    soak_seconds: float,
+    serve_args: tuple[str, ...],
+    **sizes: int,
+) -> None:
+    """Floods of bad clients: the broker's RSS and fds, and a good client's throughput."""
+    from roost.bench.faults import CASES, FloodSizes, run_faults_bench
+
+    if min(sizes.values()) < 1 or probe_seconds <= 0 or soak_seconds < 0:
+        raise click.BadParameter("flood sizes and --probe-seconds must be positive")
+    _report(
+        as_json,
+        lambda progress: run_faults_bench(
+            FloodSizes(**sizes),
+            cases or CASES,
+            probe_seconds,
+            soak_seconds,
+            case_timeout,
+            rss_limit_mb,
+            directory,
+            serve_args,
+            progress,
+        ),
+        "roost bench faults (RSS and fds per flood; a good client's throughput ratio)",
+        {f"{case}_throughput_ratio": ">= 0.8" for case in CASES},
+    )
+
+
 def _report(
     as_json: bool,
     measure: Callable[[Callable[[str], None]], dict[str, Any]],
