@@ -407,6 +407,12 @@ def bench_chaos(
 @click.option("--unread-messages", default=500_000, show_default=True)
 @click.option("--slowloris", "slowloris_connections", default=500, show_default=True)
 @click.option("--slowloris-declared-bytes", default=16 << 20, show_default=True)
+@click.option(
+    "--slowloris-body-bytes",
+    default=4096,
+    show_default=True,
+    help="Bytes of the declared frame sent before stalling.",
+)
 @click.option("--fuzz-connections", default=8, show_default=True)
 @click.option("--fuzz-bytes-per-s", default=1_000_000, show_default=True)
 @click.option(
