@@ -11,8 +11,8 @@ can misbehave as a real client never would:
 - ``stalled``: one connection subscribes with ``prefetch`` credit and never reads again,
   while another (a normal client) publishes ``messages`` to the same queue;
 - ``unread``: one connection publishes ``messages`` (``batch`` per frame, pipelined) and
-  never reads a reply; it stops when they are sent or the broker stops reading it
-  (``write_timeout_s`` without progress);
+  never reads a reply; it stops when they are sent, the broker stops reading it
+  (``write_timeout_s`` without progress) or closes it, and says which (``ended``);
 - ``slowloris``: ``connections`` connections, half of which send two bytes of a frame header
   and stall, and half of which finish the handshake, send the header of a frame that declares
   ``declared_bytes`` and ``body_bytes`` of it, and stall;
@@ -64,6 +64,8 @@ class Raw:
         self.reader = reader
         self.writer = writer
         self.codec = NativeCodec("client")
+        #: How often the broker wants to hear from us (its WELCOME says; 0: never asks).
+        self.heartbeat_ms = 0
 
     @classmethod
     async def open(cls, url: str, handshake: bool = True) -> Raw:
@@ -71,7 +73,9 @@ class Raw:
         if handshake:
             hello = m.Hello(sorted(VERSIONS, reverse=True), "roost bench faults")
             raw.writer.write(raw.codec.send(Frame(Kind.HELLO, 0, hello)))
-            await raw.next_frame()  # WELCOME
+            welcome = (await raw.next_frame()).message
+            if isinstance(welcome, m.Welcome):
+                raw.heartbeat_ms = welcome.heartbeat_ms
         return raw
 
     async def next_frame(self) -> Frame:
@@ -83,8 +87,10 @@ class Raw:
         assert isinstance(event, Frame)
         return event
 
-    async def answer_pings(self) -> None:
-        """Read and answer PINGs until the connection ends (a live, idle client)."""
+    async def idle(self) -> None:
+        """Do nothing, as a live client does: answer PINGs, and PING as often as the WELCOME
+        asked, until the connection ends."""
+        pinging = asyncio.create_task(self._ping()) if self.heartbeat_ms > 0 else None
         try:
             while True:
                 frame = await self.next_frame()
@@ -92,6 +98,27 @@ class Raw:
                     self.writer.write(self.codec.send(Frame(Kind.PONG, 0, m.Empty())))
         except (ConnectionError, OSError):
             return
+        finally:
+            if pinging is not None:
+                pinging.cancel()
+
+    async def _ping(self) -> None:
+        while not self.writer.transport.is_closing():
+            await asyncio.sleep(self.heartbeat_ms / 2000)
+            self.writer.write(self.codec.send(Frame(Kind.PING, 0, m.Empty())))
+
+    async def closed_by_peer(self, within_s: float) -> bool:
+        """Whether the broker has closed this connection (reading resumed to see its EOF)."""
+        self.writer.transport.resume_reading()  # type: ignore[attr-defined]
+        try:
+            async with asyncio.timeout(within_s):
+                while await self.reader.read(1 << 16):
+                    pass
+            return True
+        except TimeoutError:
+            return False
+        except (ConnectionError, OSError):
+            return True  # reset
 
     def stop_reading(self) -> None:
         self.writer.transport.pause_reading()  # type: ignore[attr-defined]
@@ -128,7 +155,7 @@ async def _open_many(url: str, count: int, handshake: bool = True) -> tuple[list
 
 async def _idle(url: str, spec: dict[str, Any], stop: asyncio.Event) -> dict[str, Any]:
     opened, refused = await _open_many(url, spec["connections"])
-    readers = [asyncio.create_task(raw.answer_pings()) for raw in opened]
+    readers = [asyncio.create_task(raw.idle()) for raw in opened]
     _ready()
     await stop.wait()
     alive = sum(not task.done() for task in readers)
@@ -182,24 +209,26 @@ async def _unread(url: str, spec: dict[str, Any], stop: asyncio.Event) -> dict[s
     frame = bytearray(_publish_frames(spec["topic"], spec["batch"]))
     frames = spec["messages"] // spec["batch"]
     _ready()
-    sent, stalled = 0, False
+    sent, ended = 0, "all sent"
     for correlation in range(1, frames + 1):
         if stop.is_set():
+            ended = "stopped"
             break
         struct.pack_into("<I", frame, 5, correlation)
         raw.writer.write(bytes(frame))
         try:
             await asyncio.wait_for(raw.writer.drain(), spec["write_timeout_s"])
         except TimeoutError:
-            stalled = True  # the broker stopped reading us: what a bounded broker does
+            ended = "the broker stopped reading"  # what a bounded broker does
             break
         except (ConnectionError, OSError):
+            ended = "the broker closed the connection"
             break
         sent += 1
     _say({"done": True})
     await stop.wait()
     raw.close()
-    return {"frames_sent": sent, "messages_sent": sent * spec["batch"], "stalled": stalled}
+    return {"frames_sent": sent, "messages_sent": sent * spec["batch"], "ended": ended}
 
 
 async def _slowloris(url: str, spec: dict[str, Any], stop: asyncio.Event) -> dict[str, Any]:
@@ -218,8 +247,7 @@ async def _slowloris(url: str, spec: dict[str, Any], stop: asyncio.Event) -> dic
                          return_exceptions=True)  # fmt: skip
     _ready()
     await stop.wait()
-    closed = sum(raw.writer.transport.is_closing() or raw.reader.at_eof()
-                 for raw in partial + declaring)  # fmt: skip
+    closed = sum(await asyncio.gather(*(raw.closed_by_peer(0.5) for raw in partial + declaring)))
     for raw in partial + declaring:
         raw.close()
     return {"opened": len(partial) + len(declaring), "refused": refused + refused_too,
