@@ -275,6 +275,8 @@ def _figures(
     confirmed = {w: sum(lane.confirmed_count() for lane in lanes if lane.workload == w)
                  for w in WORKLOADS}  # fmt: skip
     ordered = sorted(restarts[1:]) or [0.0]
+    quarter = max(1, len(restarts[1:]) // 4)
+    quarters = (restarts[1 : 1 + quarter] or [0.0], restarts[-quarter:] if kills else [0.0])
     return {
         "kills": kills,
         "confirmed": sum(confirmed.values()),
@@ -293,6 +295,9 @@ def _figures(
             "median": round(statistics.median(ordered), 3),
             "p99": round(ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))], 3),
             "max": round(ordered[-1], 3),
+            # Does recovery slow down as the data grows? The first and last quarter of restarts.
+            "first_quarter_median": round(statistics.median(quarters[0]), 3),
+            "last_quarter_median": round(statistics.median(quarters[1]), 3),
         },
         "killing_s": round(killing_s, 1),
         "drain_s": round(drain_s, 1),
