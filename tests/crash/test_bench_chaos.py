@@ -12,14 +12,14 @@ import pytest
 
 from roost.bench.chaos import run_chaos_bench
 
-KILLS = 12
+KILLS = 10
 
 
 @pytest.mark.crash
 @pytest.mark.timeout(240)
 def test_a_short_chaos_run_loses_nothing_and_keeps_key_order(tmp_path: Path) -> None:
     figures = run_chaos_bench(
-        KILLS, lanes=8, processes=2, seed=13, interval_s=(0.3, 0.9), max_seconds=180,
+        KILLS, lanes=8, processes=2, seed=13, interval_s=(0.2, 0.6), max_seconds=180,
         drain_timeout_s=120, directory=str(tmp_path),
     )  # fmt: skip
     assert figures["kills"] == KILLS
