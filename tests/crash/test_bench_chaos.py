@@ -1,4 +1,4 @@
-"""A short ``roost bench chaos``: a real ``roost serve`` SIGKILLed a dozen times under
+"""A short ``roost bench chaos``: a real ``roost serve`` SIGKILLed ten times under
 confirmed publishes from lane processes, then drained; nothing confirmed is lost.
 
 The documented run (docs/durability.md, "Chaos") does the same with 500 kills.
