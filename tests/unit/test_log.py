@@ -111,7 +111,7 @@ def test_read_batches_cuts_at_max_records_and_end_offset(engine: LocalEngine) ->
     raw = topic.read_batches(0, 1, max_records=100, end_offset=8)
     assert (bases(raw.data), raw.next_offset) == ([0, 4], 8), "nothing at or past end_offset"
     raw = topic.read_batches(0, 4, end_offset=4)
-    assert raw == (b"", 4)
+    assert raw == (b"", 4, 4)
     # A read that ends inside a batch keeps only the whole batches before it.
     one_batch = len(topic.read_batches(0, 0, max_records=1).data)
     raw = topic.read_batches(0, 0, max_bytes=one_batch + 10)

@@ -59,6 +59,7 @@ from roost.errors import (
     InvalidConfig,
     InvalidRequest,
     RoostError,
+    StorageFailure,
     SubscriptionExists,
     TopicExists,
     UnknownSubscription,
@@ -94,7 +95,56 @@ class Broker:
         broker = cls(engine, clock, catalog, router)
         for spec in catalog.subscriptions():
             broker._open_subscription(spec)
+        broker.continue_past_seen()
         return broker
+
+    def continue_past_seen(self, only: str | None = None) -> None:
+        """Where a log ends below an offset a subscription or group has seen (recovery cut
+        it, or a power failure took an unsynced suffix while acks were journaled), move its
+        end past that offset with a gap batch, before anything is published.
+
+        Reusing those offsets would hand new records to journal state meant for the lost
+        ones: a queue that counts them as acked never delivers them, a group that committed
+        past them skips them. Blocking (journal and log fsyncs): at open, and (``only`` a
+        topic) after one of its logs is reopened by a repair.
+        """
+        seen: dict[tuple[str, int], list[tuple[int, str]]] = {}
+        for (topic_name, name), queue in self._subscriptions.items():
+            for partition, end in enumerate(queue.seen_ends()):
+                seen.setdefault((topic_name, partition), []).append((end, name))
+        for (topic_name, name), stream in self._streams.items():
+            for partition, end in stream.committed.items():
+                seen.setdefault((topic_name, partition), []).append((end, name))
+        for (name, partition), ends in sorted(seen.items()):
+            if only is not None and name != only:
+                continue
+            topic = self.engine.topic(name)
+            log = topic.log(partition)
+            start = log.end_offset
+            high = max(end for end, _ in ends)
+            if high <= start:
+                continue
+            who = sorted({subscription for end, subscription in ends if end > start})
+            try:
+                self._topic_producers(topic)  # forgets the lost records' placements, durably
+                for (queue_topic, _), queue in self._subscriptions.items():
+                    if queue_topic == name:
+                        queue.skip(partition, start, high)
+                log.skip_to(high)
+            except StorageFailure as e:
+                # The log (or a journal) refuses writes: so do publishes to it, until it is
+                # repaired and the broker opened again, which tries this again.
+                log.recovery.problems.append(
+                    f"offsets {start}..{high - 1} must be skipped ({', '.join(who)} had seen "
+                    f"them) but writing the gap failed: {e}"
+                )
+                continue
+            log.recovery.offsets_skipped += high - start
+            log.recovery.problems.append(
+                f"offsets {start}..{high - 1} skipped (a gap batch): the log ended at {start} "
+                f"but {', '.join(who)} had seen offsets up to {high - 1}; new "
+                f"records start at {high}"
+            )
 
     # -- topics ---------------------------------------------------------------------------
 

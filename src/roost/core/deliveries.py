@@ -326,6 +326,30 @@ class PartitionDeliveries:
             for offset in stale:
                 self.finish(offset)
 
+    def seen_end(self) -> int:
+        """One past the highest offset this state names: acked, delivered or due for a retry.
+
+        After a cut, the log must continue past it (``Broker.open``): an offset named here and
+        then given to a new record would be that record's fate, never delivered if done.
+        """
+        ends = [self.acks.floor, self.read_offset, *(end for _, end in self.acks.ranges())]
+        if self.attempts:
+            ends.append(max(self.attempts) + 1)
+        if self.retry_at:
+            ends.append(max(self.retry_at) + 1)
+        return max(ends)
+
+    def finish_gap(self, start: int, end: int) -> None:
+        """No record will ever have an offset in ``[start, end)`` (a gap batch): done, with
+        whatever the journal said about them; offsets outside the range keep their state."""
+        self.acks.add_range(start, end)
+        if start <= self.read_offset < end:
+            self.read_offset = end
+        for offset in [
+            o for o in {*self.leases, *self.attempts, *self.retry_at} if start <= o < end
+        ]:
+            self.finish(offset)
+
     # -- counts ---------------------------------------------------------------------------
 
     @property

@@ -330,21 +330,26 @@ class ProducerState:
             self._ids[dedup_id] = (at_ms, partition, offset)
             self._bound_ids()
 
-    def truncate(self, partition: int, end_offset: int) -> None:
-        """Forget what lies at ``end_offset`` or after on ``partition`` (recovery cut it).
+    def truncate(self, partition: int, end_offset: int) -> bool:
+        """Forget what lies at ``end_offset`` or after on ``partition`` (recovery cut it);
+        returns whether anything was forgotten.
 
         A producer goes back to the first batch it lost. A full scan: for recovery only.
         """
+        forgot = False
         table = self._producers.get(partition, OrderedDict())
         for producer_id, producer in list(table.items()):
             batches = producer.batches
             while batches and batches[-1].base_offset + batches[-1].record_count > end_offset:
                 producer.next_sequence = batches.pop().first_sequence
+                forgot = True
             if producer.next_sequence == 0:
                 del table[producer_id]
         for dedup_id, (_, p, offset) in list(self._ids.items()):
             if p == partition and offset >= end_offset:
                 del self._ids[dedup_id]
+                forgot = True
+        return forgot
 
     # -- internals --------------------------------------------------------------------------
 

@@ -127,10 +127,11 @@ class TopicProducers:
             state.restore(snapshot)
         for entry in entries:
             state.apply(entry)
-        for partition, log in enumerate(topic.partitions):
-            state.truncate(partition, log.end_offset)
+        forgot = [state.truncate(p, log.end_offset) for p, log in enumerate(topic.partitions)]
         producers = cls(state, journal)
-        if entries:
+        if entries or any(forgot):
+            # Durable before any publish: a later recovery may put a gap batch where the
+            # forgotten records were, and must not find them in the state again.
             journal.snapshot(state.export())
         return producers
 

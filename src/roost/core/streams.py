@@ -143,9 +143,13 @@ class StreamSubscription:
         records = log.read(
             position, max_bytes=max_bytes, max_records=min(limit, readable - position)
         )
+        if records and records[-1].offset >= readable:  # read on past a gap batch
+            records = [r for r in records if r.offset < readable]
         if records:
             self._set_position(member_id, partition, records[-1].offset + 1)
             self.delivered[partition] += len(records)
+        else:  # only gap batches (storage/batch.py) below what is readable
+            self._set_position(member_id, partition, readable)
         return [
             Message(
                 self.spec.topic, partition, r.offset, r.timestamp_ms, r.key, r.value, r.headers, 1
@@ -180,9 +184,13 @@ class StreamSubscription:
             )
             if raw.next_offset > position:
                 self._set_position(member_id, partition, raw.next_offset)
-                fetched.append(FetchedBatches(partition, position, raw.next_offset, raw.data))
-                self.delivered[partition] += raw.next_offset - position
-                records += raw.next_offset - position
+                if raw.next_offset > raw.first_offset:  # else a gap only: nothing to send
+                    fetched.append(
+                        FetchedBatches(partition, raw.first_offset, raw.next_offset, raw.data)
+                    )
+                count = raw.next_offset - raw.first_offset
+                self.delivered[partition] += count
+                records += count
                 size += len(raw.data)
         return fetched
 

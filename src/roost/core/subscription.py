@@ -178,10 +178,9 @@ class QueueSubscription:
         )
         floor = state.acks.floor
         while len(admitted) < limit and state.read_offset < readable:
-            if not ahead:
-                count = min(READ_AHEAD_RECORDS, readable - state.read_offset)
-                ahead.extend(log.read(state.read_offset, max_records=count))
-            record = ahead.popleft()
+            record = self._next_record(state, log, ahead, readable)
+            if record is None:
+                break
             scanned += 1
             offset = record.offset
             if plain and not record.headers and offset >= floor:
@@ -205,11 +204,56 @@ class QueueSubscription:
                 break
         return admitted
 
+    def _next_record(
+        self,
+        state: PartitionDeliveries,
+        log: PartitionLog,
+        ahead: deque[StoredRecord],
+        readable: int,
+    ) -> StoredRecord | None:
+        """The record at the read position, or past a gap batch (storage/batch.py) the first
+        one after it; None if none is readable yet."""
+        if not ahead:
+            count = min(READ_AHEAD_RECORDS, readable - state.read_offset)
+            ahead.extend(log.read(state.read_offset, max_records=count))
+            if not ahead:
+                self._skip_gap(state, readable)  # nothing but gap batches up to the end
+                return None
+        record = ahead.popleft()
+        if record.offset != state.read_offset:
+            if record.offset >= readable:
+                ahead.appendleft(record)
+                self._skip_gap(state, readable)
+                return None
+            self._skip_gap(state, record.offset)
+        return record
+
     def _expired_by_retention(self, state: PartitionDeliveries, start: int) -> None:
         """Retention deleted records this subscription never read: they count as done."""
         gone = (state.read_offset, start)
         state.finish_range(*gone)
         self._write(state_codec.done(state.partition, [gone]))
+
+    def seen_ends(self) -> list[int]:
+        """Per partition, one past the highest offset the journal names (see ``seen_end``)."""
+        return [state.seen_end() for state in self._partitions]
+
+    def skip(self, partition: int, start: int, end: int) -> None:
+        """``[start, end)`` of ``partition`` will be a gap batch (recovery): mark it done and
+        make that durable, so the gap never counts as backlog."""
+        state = self._partitions[partition]
+        state.finish_gap(start, end)
+        self._read_ahead.pop(partition, None)
+        self._write(state_codec.done(partition, [(start, end)]))
+        self.journal.log.flush()
+
+    def _skip_gap(self, state: PartitionDeliveries, end: int) -> None:
+        """Offsets from the read position to ``end`` belong to a gap batch, which recovery
+        writes so that offsets seen before a cut are never reused: no record will ever have
+        them, so they are done."""
+        gap = (state.read_offset, end)
+        state.finish_gap(*gap)
+        self._write(state_codec.done(state.partition, [gap]))
 
     def _forget(self, state: PartitionDeliveries, offsets: list[int]) -> None:
         """Retention deleted these records while they waited for a retry: they are done."""

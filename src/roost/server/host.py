@@ -95,6 +95,9 @@ class Host:
         except BaseException:
             await asyncio.to_thread(engine.close, False)
             raise
+        for recovered in engine.recovery.logs:
+            for problem in recovered.problems:
+                log.warning("recovery of %s: %s", recovered.log, problem)
         flusher = Flusher(clock)
         engine.on_dirty = flusher.notify
         host = cls(engine, broker, flusher, clock)

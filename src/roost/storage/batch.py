@@ -6,7 +6,7 @@ Layout, little-endian, version 1 (docs/storage-format.md has the same table)::
     0      4     u32  batch_length     bytes that follow this field: 36 + payload
     4      4     u32  crc32c           Castagnoli CRC of bytes [8, 4 + batch_length)
     8      1     u8   format_version   1
-    9      1     u8   attributes       0; reserved for compression
+    9      1     u8   attributes       0, or GAP (0x80); other bits reserved (compression)
     10     2     u16  reserved         0
     12     4     u32  record_count     >= 1
     16     8     i64  base_offset      offset of the first record
@@ -15,6 +15,11 @@ Layout, little-endian, version 1 (docs/storage-format.md has the same table)::
     40     ...        payload          MessagePack array of record_count records, each the
                                        array [offset, timestamp_ms, key, value, headers]
                                        with key bin|nil, value bin, headers [[str, bin], ...]
+
+A **gap batch** (attributes GAP, no payload) holds no records: it covers ``record_count`` offsets
+that no record will ever have. Recovery writes one when a cut log must continue past offsets that
+subscriptions had already seen (docs/durability.md), so that an offset never names two records.
+Readers skip it; the offsets stay dense at the batch level, which is what indexes and scans check.
 
 The CRC covers everything after itself, header fields included, so a flipped bit anywhere in a
 batch (but in the length) fails the check, and a flipped length walks the scan off a batch
@@ -42,6 +47,10 @@ _CRC = struct.Struct("<I")
 #: Bytes of the header that the batch_length field counts (everything after it).
 _LENGTH_FIELD_SIZE = 4
 _CRC_START = 8
+#: The attributes bit of a gap batch.
+GAP = 0x80
+#: A gap batch's max_timestamp_ms: below every record's, so no timestamp lookup stops at it.
+_NO_TIMESTAMP = -1
 
 
 class Record(msgspec.Struct, kw_only=True, gc=False):
@@ -82,6 +91,10 @@ class BatchHeader(NamedTuple):
     @property
     def next_offset(self) -> int:
         return self.base_offset + self.record_count
+
+    @property
+    def is_gap(self) -> bool:
+        return bool(self.attributes & GAP)
 
 
 class CorruptBatch(Exception):
@@ -146,6 +159,24 @@ def encode_into(
 _timestamp_of_row = itemgetter(1)
 
 
+def encode_gap(base_offset: int, count: int, append_time_ms: int) -> tuple[bytes, BatchHeader]:
+    """A batch that holds no records and covers ``[base_offset, base_offset + count)``."""
+    if count < 1:
+        raise ValueError(f"a gap covers at least one offset, not {count}")
+    buffer = bytearray(HEADER_SIZE)
+    length = HEADER_SIZE - _LENGTH_FIELD_SIZE
+    HEADER.pack_into(
+        buffer, 0, length, 0, FORMAT_VERSION, GAP, 0, count, base_offset, append_time_ms,
+        _NO_TIMESTAMP,
+    )  # fmt: skip
+    crc = crc32c(memoryview(buffer)[_CRC_START:])
+    _CRC.pack_into(buffer, 4, crc)
+    header = BatchHeader(
+        length, crc, FORMAT_VERSION, GAP, 0, count, base_offset, append_time_ms, _NO_TIMESTAMP
+    )
+    return bytes(buffer), header
+
+
 def parse_header(buffer: bytes | memoryview, position: int = 0) -> BatchHeader:
     """Read and sanity-check the header at ``position``; does not verify the CRC."""
     if len(buffer) - position < HEADER_SIZE:
@@ -171,7 +202,11 @@ def verify(buffer: bytes | memoryview, position: int, header: BatchHeader) -> No
 def decode_records(
     buffer: bytes | memoryview, position: int, header: BatchHeader
 ) -> list[StoredRecord]:
-    """Decode the records of a verified batch."""
+    """Decode the records of a verified batch (none, for a gap)."""
+    if header.is_gap:
+        if header.size != HEADER_SIZE:
+            raise CorruptBatch(f"a gap batch of {header.size} bytes carries a payload")
+        return []
     payload = memoryview(buffer)[position + HEADER_SIZE : position + header.size]
     try:
         records = _decoder.decode(payload)

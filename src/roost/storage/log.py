@@ -62,11 +62,14 @@ class RawBatches(NamedTuple):
     ``data`` holds whole batches only. It may begin with records below the requested offset and
     end with records at or past ``next_offset`` (a batch is never split); the reader skips
     both. ``next_offset`` is where the next read continues: the records meant for the reader
-    are exactly ``[offset asked for, next_offset)``.
+    are exactly ``[first_offset, next_offset)``, dense.
     """
 
     data: bytes
     next_offset: int
+    #: Where the records meant for the reader begin: the offset asked for, or the end of the
+    #: gap batches skipped at the start (gaps hold no records; see batch.py).
+    first_offset: int = -1
 
 
 class PartitionLog:
@@ -222,6 +225,27 @@ class PartitionLog:
             )
         return AppendResult(header.base_offset, header.base_offset + len(records))
 
+    def skip_to(self, offset: int) -> int:
+        """Move the end to ``offset`` with a gap batch, made durable inline (blocking);
+        returns how many offsets were skipped (0 if the end is already there or past it).
+
+        For recovery: after a cut, the offsets that subscriptions had seen must never name a
+        new record (see batch.py's gap batch and docs/durability.md).
+        """
+        self._check_writable()
+        count = offset - self.end_offset
+        if count <= 0:
+            return 0
+        data, header = batch_format.encode_gap(self.end_offset, count, self._clock.now_ms())
+        active = self._segments[-1]
+        try:
+            active.append(data, header, self.config.index_interval_bytes, False, self.tail_bytes)
+        except OSError as e:
+            raise self._fail("append", e) from e
+        self._unsynced[active.base_offset] = active
+        self.flush()
+        return count
+
     def reset(self, offset: int) -> None:
         """Delete every segment and start empty at ``offset`` (blocking: fsyncs the directory).
 
@@ -267,30 +291,41 @@ class PartitionLog:
     ) -> list[StoredRecord]:
         """Records from ``offset`` on, at most ``max_records`` and about ``max_bytes``.
 
-        Returns at least one record when any exists at ``offset``, even one larger than
-        ``max_bytes``; an empty list at the end of the log. Reads stop at a segment boundary, so
-        a caller wanting more continues from the last offset + 1. With ``max_records``, only
+        Returns at least one record when any exists at ``offset`` or after it (gap batches
+        are skipped), even one larger than ``max_bytes``; an empty list at the end of the log.
+        Reads stop at a segment boundary, so a caller wanting more continues from the last
+        offset + 1. With ``max_records``, only
         about that many records' bytes are read (by the log's average record size), and only
         the batches decoded are CRC-checked: asking for few records costs little.
         """
+        self._check_readable(offset)
         if max_records is not None:
             max_bytes = min(max_bytes, self._bytes_for(max_records))
-        data = self._read_whole_batches(offset, max_bytes)
         records: list[StoredRecord] = []
-        position = 0
-        while len(data) - position >= HEADER_SIZE:
-            header = self._header(data, position)
-            if position + header.size > len(data):
-                break  # the read ended inside a batch: the caller asks again from there
-            self._verify(data, position, header)
-            batch_records = batch_format.decode_records(data, position, header)
-            if header.base_offset < offset:
-                batch_records = batch_records[offset - header.base_offset :]
-            records.extend(batch_records)
-            if max_records is not None and len(records) >= max_records:
-                del records[max_records:]
+        # A second read only when the first held nothing but gap batches: what follows a gap
+        # is what the caller asked for, and an empty answer would mean the end of the log.
+        while not records and offset < self.end_offset:
+            data = self._read_whole_batches(offset, max_bytes)
+            asked = offset
+            position = 0
+            while len(data) - position >= HEADER_SIZE:
+                header = self._header(data, position)
+                if position + header.size > len(data):
+                    break  # the read ended inside a batch: the caller asks again from there
+                self._verify(data, position, header)
+                position += header.size
+                if header.is_gap:
+                    offset = max(offset, header.next_offset)
+                    continue
+                batch_records = batch_format.decode_records(data, position - header.size, header)
+                if header.base_offset < offset:
+                    batch_records = batch_records[offset - header.base_offset :]
+                records.extend(batch_records)
+                if max_records is not None and len(records) >= max_records:
+                    del records[max_records:]
+                    break
+            if offset == asked:
                 break
-            position += header.size
         return records
 
     def _bytes_for(self, records: int) -> int:
@@ -329,18 +364,26 @@ class PartitionLog:
             max_bytes = min(max_bytes, self._bytes_for(max_records))
         self._check_readable(offset)
         if limit <= offset:
-            return RawBatches(b"", offset)
+            return RawBatches(b"", offset, offset)
         data = self._read_whole_batches(offset, max_bytes)
-        kept = position = 0
-        next_offset = offset
+        start = kept = position = 0
+        first = next_offset = offset
         while len(data) - position >= HEADER_SIZE and next_offset < limit:
             header = self._header(data, position)
             if position + header.size > len(data):
                 break  # the read ended inside a batch: the caller asks again from there
             self._verify(data, position, header)
-            kept = position = position + header.size
+            if header.is_gap:
+                if kept > start:
+                    break  # readers get batches of records only: the next read skips the gap
+                start = kept = position = position + header.size
+                first = header.next_offset
+            else:
+                kept = position = position + header.size
             next_offset = min(header.next_offset, limit)
-        return RawBatches(data if kept == len(data) else data[:kept], next_offset)
+        if start == 0 and kept == len(data):
+            return RawBatches(data, next_offset, first)
+        return RawBatches(data[start:kept], next_offset, min(first, next_offset))
 
     def _check_readable(self, offset: int) -> None:
         self._check_open()

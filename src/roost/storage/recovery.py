@@ -34,11 +34,15 @@ class LogRecovery(msgspec.Struct, kw_only=True):
     indexes_rebuilt: int = 0
     bytes_truncated: int = 0
     segments_dropped: int = 0
+    #: Offsets put in a gap batch at broker open: subscriptions had seen them, the log no
+    #: longer had them (a cut, or a suffix lost to a power failure), and they must not be
+    #: given to new records.
+    offsets_skipped: int = 0
     problems: list[str] = msgspec.field(default_factory=list)
 
     @property
     def lost_data(self) -> bool:
-        return bool(self.bytes_truncated or self.segments_dropped)
+        return bool(self.bytes_truncated or self.segments_dropped or self.offsets_skipped)
 
 
 def open_segments(
