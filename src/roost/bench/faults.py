@@ -97,8 +97,11 @@ class _Child:
     """A client process whose stdout lines (JSON) are read by a thread as they come."""
 
     def __init__(self, role: str, url: str, spec: dict[str, Any]) -> None:
+        module = ["roost.bench.faults_probe"] if role == "probe" else [
+            "roost.bench.faults_clients", role
+        ]  # fmt: skip
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "roost.bench.faults_clients", role, url, json.dumps(spec)],
+            [sys.executable, "-m", *module, url, json.dumps(spec)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         self.lines: queue.Queue[Any] = queue.Queue()

@@ -1,6 +1,6 @@
-"""The client processes of ``roost bench faults``: the floods, and the well-behaved probe.
+"""The flood processes of ``roost bench faults``: clients that misbehave on purpose.
 
-``python -m roost.bench.faults_clients ROLE URL SPEC`` (SPEC a JSON object). A flood prints
+``python -m roost.bench.faults_clients CASE URL SPEC`` (SPEC a JSON object). A flood prints
 ``ready`` once it is in place (its connections open, its frames sent), keeps it in place
 until a line arrives on stdin, then closes everything and prints one JSON line of what it
 did. The floods speak the native protocol by hand, through the sans-IO codec, so that they
@@ -19,10 +19,7 @@ can misbehave as a real client never would:
 - ``fuzz``: ``connections`` connections that send random bytes (half of them after a proper
   handshake) at ``bytes_per_s`` in all, reconnecting whenever the broker closes one.
 
-The ``probe`` is the well-behaved client: it publishes 1 KiB messages to its own queue
-(``batch`` per publish, ``inflight`` batches in flight) for ``seconds`` and reports its
-confirmed rate. With ``rate`` it paces its publishes to that many messages a second, consumes
-them too (``subscribe``, ack), and reports the end-to-end latency p99 of each ``window_s``.
+The well-behaved client they are measured against is ``faults_probe``.
 """
 
 from __future__ import annotations
@@ -32,7 +29,6 @@ import json
 import random
 import struct
 import sys
-import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -48,7 +44,6 @@ from roost.protocols.native.codec import (
 )
 
 VALUE_BYTES = 1024
-STAMP = struct.Struct("<q")  # send time, monotonic ns
 CONNECT_CHUNK = 100
 
 
@@ -283,80 +278,6 @@ async def _fuzz(url: str, spec: dict[str, Any], stop: asyncio.Event) -> dict[str
     return totals
 
 
-# -- the probe --------------------------------------------------------------------------------
-
-
-async def _probe(url: str, spec: dict[str, Any]) -> dict[str, Any]:
-    import roost
-
-    topic, seconds, batch = spec["topic"], spec["seconds"], spec["batch"]
-    async with roost.connect(url, reconnect=False) as client:
-        await client.create_queue(topic, max_deliveries=None, dead_letter=None)
-        if spec.get("rate"):
-            return await _paced(client, topic, seconds, batch, spec["rate"], spec["window_s"])
-        confirmed = 0
-        deadline = time.monotonic() + seconds
-        value = bytes(VALUE_BYTES)
-
-        async def publisher() -> None:
-            nonlocal confirmed
-            while time.monotonic() < deadline:
-                await client.publish_batch(topic, [roost.Outgoing(value=value)] * batch)
-                confirmed += batch
-
-        started = time.monotonic()
-        await asyncio.gather(*(publisher() for _ in range(spec["inflight"])))
-        took = time.monotonic() - started
-        await client.delete_queue(topic)
-    return {"confirmed": confirmed, "msgs_per_s": round(confirmed / took, 1)}
-
-
-async def _paced(
-    client: Any, topic: str, seconds: float, batch: int, rate: float, window_s: float
-) -> dict[str, Any]:
-    """Publish ``rate`` messages a second and consume them; p99 of each window's latencies."""
-    import roost
-
-    windows: list[list[int]] = []
-    started = time.monotonic_ns()
-    filler = bytearray(VALUE_BYTES)
-
-    async def produce() -> None:
-        interval = batch / rate
-        next_at = time.monotonic()
-        end = next_at + seconds
-        while next_at < end:
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-            out = []
-            for _ in range(batch):
-                STAMP.pack_into(filler, 0, time.monotonic_ns())
-                out.append(roost.Outgoing(value=bytes(filler)))
-            await client.publish_batch(topic, out)
-            next_at += interval
-
-    async def consume(expected: int) -> None:
-        got = 0
-        async with client.subscribe(topic, prefetch=1000) as deliveries:
-            while got < expected:
-                delivered = await deliveries.batch()
-                now = time.monotonic_ns()
-                window = int((now - started) / 1e9 / window_s)
-                while len(windows) <= window:
-                    windows.append([])
-                windows[window] += [now - STAMP.unpack_from(d.value)[0] for d in delivered]
-                got += len(delivered)
-                await deliveries.ack(delivered)
-
-    expected = int(seconds * rate / batch) * batch
-    await asyncio.gather(produce(), asyncio.wait_for(consume(expected), seconds + 60))
-    p99 = []
-    for latencies in windows:
-        latencies.sort()
-        p99.append(round(latencies[int(0.99 * (len(latencies) - 1))] / 1e6, 3) if latencies
-                   else None)  # fmt: skip
-    return {"window_s": window_s, "p99_ms": p99, "messages": expected}
-
-
 # -- the process ---------------------------------------------------------------------------------
 
 FLOODS = {"idle": _idle, "stalled": _stalled, "unread": _unread, "slowloris": _slowloris,
@@ -381,7 +302,7 @@ async def _flood(role: str, url: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str]) -> None:
     role, url, spec = argv[0], argv[1], json.loads(argv[2])
-    work = _probe(url, spec) if role == "probe" else _flood(role, url, spec)
+    work = _flood(role, url, spec)
     try:
         import uvloop
 
