@@ -187,7 +187,7 @@ class _Run:
         self.serve_args = serve_args
         self.started = 0
 
-    def broker(self) -> BrokerProcess:
+    def start_broker(self) -> BrokerProcess:
         self.started += 1
         base = os.path.join(self.root, str(self.started))
         os.makedirs(base)
@@ -216,7 +216,7 @@ def _probe(url: str, topic: str, seconds: float, rate: float = 0.0, window_s: fl
 
 
 def _alone(run: _Run, probe_seconds: float) -> dict[str, Any]:
-    broker = run.broker()
+    broker = run.start_broker()
     try:
         rss, fds = _idle_footprint(broker)
         probe = _probe(broker.url, "probe.alone", probe_seconds)
@@ -230,7 +230,7 @@ def _case(
     run: _Run, case: str, sizes: FloodSizes, probe_seconds: float, timeout_s: float,
     rss_limit: int,
 ) -> dict[str, Any]:  # fmt: skip
-    broker = run.broker()
+    broker = run.start_broker()
     flood: _Child | None = None
     sampler: _Sampler | None = None
     try:
@@ -266,7 +266,7 @@ def _case(
 
 
 def _soak(run: _Run, seconds: float, probe_seconds: float, rss_limit: int) -> dict[str, Any]:
-    broker = run.broker()
+    broker = run.start_broker()
     try:
         capacity = _probe(broker.url, "soak.capacity", probe_seconds)["msgs_per_s"]
         rate = capacity / 2
