@@ -36,9 +36,14 @@
     ├── ProtocolError                protocol_error   (the peer broke the wire protocol: close)
     ├── ConnectionLost               connection_lost  yes (the answer may or may not have happened)
     ├── ConnectionClosed             connection_closed (this client closed its connection)
-    └── StorageFailure               storage_failure  yes (the engine stopped accepting writes)
+    ├── Quarantined                  (damage found on disk: out of service until an operator acts)
+    │   ├── PartitionQuarantined     partition_quarantined (one partition log; the rest serve)
+    │   └── SubscriptionQuarantined  subscription_quarantined (its state journal or snapshot)
+    └── StorageFailure               storage_failure  yes (a log refuses writes until repaired)
+        ├── DiskFull                 disk_full        yes (free space is below the watermark)
         ├── StorageClosed            storage_closed
-        └── DirectoryInUse           directory_in_use (another process holds the data directory)
+        ├── DirectoryInUse           directory_in_use (another process holds the data directory)
+        └── CorruptMetadata          corrupt_metadata (metadata.json unreadable: no start)
 
 Rules: an error carries the data a caller needs to act (names, offsets, limits) as attributes,
 and its message says the same in words. Codes never change once released; protocols translate
@@ -433,11 +438,51 @@ class ConnectionClosed(RoostError):
         self.what = what
 
 
-class StorageFailure(RoostError):
-    """The disk refused a write or an fsync: the log stops accepting writes until reopened.
+class Quarantined(RoostError):
+    """Damage was found in a store on disk (a CRC mismatch, a missing segment, a corrupt
+    snapshot): what it belongs to is out of service, with nothing cut, until an operator
+    restores the files or accepts the loss (``roost check --repair``). Everything else serves.
+    Not retriable: retrying cannot help before the operator acts.
+    """
 
-    Nothing written after the last successful fsync is confirmed. Reopening runs recovery,
-    which cuts whatever the failed write left behind.
+    code = "quarantined"
+
+
+class PartitionQuarantined(Quarantined):
+    """A partition log is damaged: its reads and writes are refused; other partitions serve."""
+
+    code = "partition_quarantined"
+
+    def __init__(self, topic: str, partition: int, damage: str) -> None:
+        super().__init__(
+            f"partition {topic}/{partition} is quarantined: {damage}; see `roost check`"
+        )
+        self.topic = topic
+        self.partition = partition
+        self.damage = damage
+
+
+class SubscriptionQuarantined(Quarantined):
+    """A subscription's state (journal or snapshot) is damaged: it is out of service; the
+    topic and its other subscriptions serve."""
+
+    code = "subscription_quarantined"
+
+    def __init__(self, topic: str, subscription: str, damage: str) -> None:
+        super().__init__(
+            f"subscription {topic}/{subscription} is quarantined: {damage}; see `roost check`"
+        )
+        self.topic = topic
+        self.subscription = subscription
+        self.damage = damage
+
+
+class StorageFailure(RoostError):
+    """The disk refused a write or an fsync: the log stops accepting writes until repaired.
+
+    Nothing written after the last successful fsync is confirmed. Repair (automatic once a
+    probe write succeeds, or ``roost repair``) reopens the log in place, verifying from disk
+    what was not known durable and cutting what was never confirmed.
     """
 
     code = "storage_failure"
@@ -445,8 +490,38 @@ class StorageFailure(RoostError):
 
     def __init__(self, what: str, cause: BaseException | None = None) -> None:
         detail = f": {cause}" if cause is not None else ""
-        super().__init__(f"storage failure in {what}{detail}; writes are refused until reopen")
+        super().__init__(
+            f"storage failure in {what}{detail}; the log refuses writes until it is repaired "
+            "(automatically once the disk takes writes again, or `roost repair`)"
+        )
         self.what = what
+
+
+class DiskFull(StorageFailure):
+    """No room to store a publish: the data directory's free space fell below the watermark
+    (``free_bytes`` < ``min_free_bytes``), or the disk said ENOSPC (``free_bytes`` None).
+
+    Nothing was stored; retry once space is freed. Acks, receives and commits go on: the
+    watermark keeps their room.
+    """
+
+    code = "disk_full"
+    retriable = True
+
+    def __init__(
+        self, what: str, free_bytes: int | None = None, min_free_bytes: int | None = None
+    ) -> None:
+        if free_bytes is None:
+            why = "the disk is full (ENOSPC)"
+        else:
+            why = (
+                f"{free_bytes} bytes free on the data directory's filesystem, below the "
+                f"watermark of {min_free_bytes} bytes that publishes leave for acks and metadata"
+            )
+        RoostError.__init__(self, f"no space for {what}: {why}; nothing was stored, retry later")
+        self.what = what
+        self.free_bytes = free_bytes
+        self.min_free_bytes = min_free_bytes
 
 
 class StorageClosed(StorageFailure):
@@ -469,6 +544,26 @@ class DirectoryInUse(StorageFailure):
         RoostError.__init__(self, f"data directory {path}: in use by another process")
         self.what = path
         self.path = path
+
+
+class CorruptMetadata(StorageFailure):
+    """The metadata file cannot be read: the broker refuses to start rather than guess what
+    topics exist. The message names the file and the copy of the previous version to restore."""
+
+    code = "corrupt_metadata"
+    retriable = False
+
+    def __init__(self, path: str, problem: str, previous: str | None) -> None:
+        remedy = (
+            f"restore the previous version with `cp {previous} {path}` (it lacks only the last "
+            "definition change), or restore the file from a backup"
+            if previous is not None
+            else "restore the file from a backup"
+        )
+        RoostError.__init__(self, f"metadata file {path} is damaged ({problem}): {remedy}")
+        self.what = path
+        self.path = path
+        self.problem = problem
 
 
 def _by_code(root: type[RoostError]) -> dict[str, type[RoostError]]:

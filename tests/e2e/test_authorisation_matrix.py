@@ -136,6 +136,8 @@ HTTP: dict[tuple[str, str], tuple[str, Any]] = {
     ("GET", "/api/v1/tokens"): ("/api/v1/tokens", None),
     ("POST", "/api/v1/tokens"): ("/api/v1/tokens", {"user": "carol"}),
     ("DELETE", "/api/v1/tokens/{token}"): ("/api/v1/tokens/TOKEN", None),
+    ("GET", "/api/v1/recovery"): ("/api/v1/recovery", None),
+    ("POST", "/api/v1/storage/repair"): ("/api/v1/storage/repair", None),
 }  # fmt: skip
 
 

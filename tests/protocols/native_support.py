@@ -51,6 +51,8 @@ SAMPLES: dict[Kind, msgspec.Struct] = {
         data=b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTC,s=W22Z,i=4096"
     ),
     Kind.AUTH_OK: m.AuthOk(principal="ada", data=b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="),
+    Kind.BLOCKED: m.Blocked(reason="memory 900 MiB over the budget of 800 MiB (max_memory)"),
+    Kind.UNBLOCKED: m.Empty(),
 }
 #: A version-4 WELCOME that asks the client to authenticate.
 WELCOME_AUTH = m.Welcome(
@@ -89,12 +91,20 @@ def hello(client: NativeCodec, server: NativeCodec) -> None:
     assert [f.kind for f in drain(server)] == [Kind.HELLO]
 
 
-def open_pair(max_frame_bytes: int | None = None) -> tuple[NativeCodec, NativeCodec]:
-    """A client and a server codec past a successful handshake."""
+def open_pair(
+    max_frame_bytes: int | None = None, version: int | None = None
+) -> tuple[NativeCodec, NativeCodec]:
+    """A client and a server codec past a successful handshake (of ``version``, else the
+    sample WELCOME's)."""
     limits = {} if max_frame_bytes is None else {"max_frame_bytes": max_frame_bytes}
     client, server = NativeCodec("client", **limits), NativeCodec("server", **limits)
     hello(client, server)
-    client.receive_data(server.send(sample(Kind.WELCOME)))
+    welcome = sample(Kind.WELCOME)
+    if version is not None:
+        welcome = welcome._replace(
+            message=msgspec.structs.replace(welcome.message, version=version)
+        )
+    client.receive_data(server.send(welcome))
     assert [f.kind for f in drain(client)] == [Kind.WELCOME]
     return client, server
 

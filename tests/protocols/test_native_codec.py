@@ -26,6 +26,7 @@ from roost.protocols.native.codec import (
     DEFAULT_MAX_FRAME_BYTES,
     HEADER,
     HEADER_SIZE,
+    KIND_ADDED_IN,
     MAX_HANDSHAKE_FRAME_BYTES,
     NEED_DATA,
     VERSIONS,
@@ -95,20 +96,39 @@ def test_hello_then_failure_closes_both_sides() -> None:
         ([2, 1], 2),
         ([1, 2, 3], 3),
         ([1, 2, 4], 4),
-        ([1, 2, 5], 2),
-        ([6, 5, 1, 0], 1),
+        ([1, 2, 6], 2),
+        ([1, 2, 5], 5),
+        ([7, 6, 1, 0], 1),
         ([2], 2),
         ([3], 3),
         ([4, 3], 4),
         ([], None),
-        ([5, 6], None),
+        ([6, 7], None),
         ([0], None),
         ([-1], None),
     ],
 )
 def test_negotiate_picks_the_newest_common_version(versions: list[int], chosen: int | None) -> None:
-    assert VERSIONS == (1, 2, 3, 4)
+    assert VERSIONS == (1, 2, 3, 4, 5)
     assert negotiate(m.Hello(versions=versions)) == chosen
+
+
+@pytest.mark.parametrize("kind", [Kind.BLOCKED, Kind.UNBLOCKED])
+def test_blocked_and_unblocked_need_version_5_both_ways(kind: Kind) -> None:
+    client, server = open_pair(version=4)
+    with pytest.raises(ProtocolError, match=f"{kind.name} needs protocol version 5"):
+        server.send(sample(kind))
+    assert server.state is State.OPEN  # our own mistake: the connection goes on
+    client.receive_data(raw_frame(kind, 0, sample(kind).message))
+    with pytest.raises(ProtocolError, match="needs protocol version 5; the connection speaks 4"):
+        client.next_event()
+    assert client.state is State.CLOSED
+
+    client, server = open_pair(version=5)
+    client.receive_data(server.send(sample(kind)))
+    assert drain(client) == [sample(kind)]
+    with pytest.raises(ProtocolError, match="client may not send"):
+        client.send(sample(kind))
 
 
 def test_requests_before_the_welcome_are_refused() -> None:
@@ -391,6 +411,13 @@ GOLDEN: list[tuple[str, Frame, str]] = [
         Frame(Kind.AUTH_OK, 0, m.AuthOk("ada", b"v=x")),
         "0f000000 0d 00000000 92 a3616461 c403763d78",
     ),
+    # version 5: ["memory"], then an empty array
+    (
+        "server",
+        Frame(Kind.BLOCKED, 0, m.Blocked("memory")),
+        "0d000000 0e 00000000 91 a66d656d6f7279",
+    ),
+    ("server", Frame(Kind.UNBLOCKED, 0, m.Empty()), "06000000 0f 00000000 90"),
 ]
 
 
@@ -399,7 +426,7 @@ def test_golden_covers_every_kind() -> None:
     assert {k.name: int(k) for k in Kind} == {
         "HELLO": 1, "WELCOME": 2, "REQUEST": 3, "RESPONSE": 4, "FAILURE": 5,
         "DELIVERIES": 6, "CREDIT": 7, "PING": 8, "PONG": 9, "GOODBYE": 10,
-        "AUTH": 11, "AUTH_CHALLENGE": 12, "AUTH_OK": 13,
+        "AUTH": 11, "AUTH_CHALLENGE": 12, "AUTH_OK": 13, "BLOCKED": 14, "UNBLOCKED": 15,
     }  # fmt: skip
     assert HEADER.format == "<IBI"
     assert HEADER_SIZE == 9
@@ -419,6 +446,8 @@ def test_golden_bytes(sender: str, frame: Frame, wire_hex: str) -> None:
         client, server = authenticating_pair()
     elif frame.kind in (Kind.AUTH_CHALLENGE, Kind.AUTH_OK):
         client, server = challenged_pair()
+    elif frame.kind in KIND_ADDED_IN:
+        client, server = open_pair(version=KIND_ADDED_IN[frame.kind])
     else:
         client, server = open_pair()
     sending, receiving = (client, server) if sender == "client" else (server, client)

@@ -26,7 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from roost.errors import ProtocolError
-from roost.protocols.native.codec import SENT_BY, Frame, Kind, NativeCodec, Role, State
+from roost.protocols.native.codec import SENT_BY, VERSIONS, Frame, Kind, NativeCodec, Role, State
 from tests.protocols.native_support import (
     ROLES,
     SAMPLES,
@@ -44,6 +44,9 @@ DIRECTIONS: tuple[Direction, ...] = ("send", "receive")
 
 CLIENT_OPEN = {Kind.REQUEST, Kind.CREDIT, Kind.PING, Kind.PONG}
 SERVER_OPEN = {Kind.RESPONSE, Kind.FAILURE, Kind.DELIVERIES, Kind.PING, Kind.PONG}
+#: Sent by the server once open, on a version-5 connection only: the WELCOME of the walk
+#: below chooses version 4, so there they are refused (test_native_codec covers version 5).
+SERVER_OPEN_V5 = {Kind.BLOCKED, Kind.UNBLOCKED}
 
 #: What can arrive: every kind with its sample message, and the WELCOME that asks for auth.
 INPUTS: dict[str, tuple[Kind, msgspec.Struct]] = {
@@ -82,7 +85,7 @@ CODEC_STATE: dict[StateName, State] = {
 
 def test_the_model_agrees_with_sent_by() -> None:
     assert SENT_BY["client"] == CLIENT_OPEN | {Kind.GOODBYE}
-    assert SENT_BY["server"] == SERVER_OPEN | {Kind.GOODBYE}
+    assert SENT_BY["server"] == SERVER_OPEN | SERVER_OPEN_V5 | {Kind.GOODBYE}
 
 
 def sender_of(role: Role, direction: Direction) -> Role:
@@ -239,7 +242,7 @@ def test_random_sequences_of_turns_follow_the_table(
 def test_an_open_pair_can_talk_in_every_allowed_kind() -> None:
     """The table's open row, end to end: each allowed kind sent by one codec is taken by the
     other."""
-    client, server = open_pair()
+    client, server = open_pair(version=max(VERSIONS))
     for sender, receiver in ((client, server), (server, client)):
         for kind in sorted(SENT_BY[sender.role] - {Kind.GOODBYE}):
             receiver.receive_data(sender.send(sample(kind, 9)))

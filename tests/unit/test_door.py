@@ -73,6 +73,7 @@ EXAMPLES: dict[str, tuple[Any, ...]] = {
     "peek_dead_letters": ("q.dlq",),
     "redrive": ("q.dlq", RedriveFilter(source_topic="t")),
     "readings": (),
+    "recovery": (),
     "check_ready": (),
     "list_users": (),
     "describe_user": ("ada",),
@@ -85,6 +86,7 @@ EXAMPLES: dict[str, tuple[Any, ...]] = {
     "list_tokens": (),
     "create_token": ("ada",),
     "revoke_token": ("0000",),
+    "repair": (),
 }
 #: Grants standing in for "may read about it": ``describe`` needs any grant on the resource.
 ANY_GRANT = "consume"

@@ -10,6 +10,7 @@ import pytest
 from roost.clock import ManualClock
 from roost.errors import (
     ERRORS_BY_CODE,
+    CorruptMetadata,
     DirectoryInUse,
     InvalidConfig,
     InvalidName,
@@ -211,6 +212,37 @@ def test_metadata_transactions_are_all_or_nothing(tmp_path: object, data_dir: st
     with open(path, "wb") as f:
         f.write(b"{not json")
     with pytest.raises(StorageFailure):
+        MetadataStore.open(LOCAL_FS, path)
+
+
+def test_a_damaged_metadata_file_names_the_previous_copy_to_restore(data_dir: str) -> None:
+    from roost.storage.fs import LOCAL_FS
+
+    os.makedirs(data_dir)
+    path = os.path.join(data_dir, "metadata.json")
+    store = MetadataStore.open(LOCAL_FS, path)
+    with store.transaction() as txn:
+        txn.put("topics", "a", {"partitions": 1})
+    assert not os.path.exists(path + ".prev"), "nothing was committed before the first"
+    with store.transaction() as txn:
+        txn.put("topics", "b", {"partitions": 2})
+    with open(path, "rb") as f:
+        good = f.read()
+    with open(path, "wb") as f:
+        f.write(good[:-9])  # a bad disk, an editor
+    with pytest.raises(CorruptMetadata) as raised:
+        MetadataStore.open(LOCAL_FS, path)
+    message = str(raised.value)
+    assert message.startswith(f"metadata file {path} is damaged (not a metadata document")
+    assert f"`cp {path}.prev {path}`" in message and "\n" not in message
+    # The copy is the document before the last change: restoring it loses only that change.
+    os.replace(path + ".prev", path)
+    restored = MetadataStore.open(LOCAL_FS, path)
+    assert (restored.names("topics"), restored.version) == (["a"], 1)
+    # No good copy: the message says to restore from a backup.
+    with open(path, "wb") as f:
+        f.write(b"[]")
+    with pytest.raises(CorruptMetadata, match="restore the file from a backup"):
         MetadataStore.open(LOCAL_FS, path)
 
 

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from roost.clock import ManualClock
-from roost.errors import StorageClosed, StorageFailure
+from roost.errors import DiskFull, StorageClosed, StorageFailure
 from roost.server.flusher import Flusher
 from roost.storage import LocalEngine, Record, TopicConfig
 from roost.storage.fs import LocalFS
@@ -41,13 +41,35 @@ def faulty() -> FaultyFS:
     return FaultyFS()
 
 
-def test_a_torn_write_fails_the_log_and_recovery_cuts_it(
+def test_a_torn_write_for_want_of_space_fails_only_that_append(
     data_dir: str, clock: ManualClock, faulty: FaultyFS
 ) -> None:
     engine = LocalEngine.open(data_dir, clock, faulty)
     topic = engine.create_topic("t", TopicConfig(durability="never"))
     topic.append(0, [Record(value=b"kept")])
     faulty.fail_writes, faulty.tear = errno.ENOSPC, True
+    with pytest.raises(DiskFull) as raised:
+        topic.append(0, [Record(value=b"x" * 1000)])
+    assert raised.value.retriable
+    assert topic.log(0).failure is None, "ENOSPC fails the append, not the log"
+    faulty.fail_writes = None
+    assert topic.append(0, [Record(value=b"after")]).base_offset == 1
+    assert [r.value for r in topic.read(0, 0)] == [b"kept", b"after"]
+    engine.close()
+
+    engine = LocalEngine.open(data_dir, clock)
+    assert engine.recovery.clean_shutdown
+    assert [r.value for r in engine.topic("t").read(0, 0)] == [b"kept", b"after"]
+    engine.close()
+
+
+def test_a_torn_write_with_eio_fails_the_log_and_recovery_cuts_it(
+    data_dir: str, clock: ManualClock, faulty: FaultyFS
+) -> None:
+    engine = LocalEngine.open(data_dir, clock, faulty)
+    topic = engine.create_topic("t", TopicConfig(durability="never"))
+    topic.append(0, [Record(value=b"kept")])
+    faulty.fail_writes, faulty.tear = errno.EIO, True
     with pytest.raises(StorageFailure) as raised:
         topic.append(0, [Record(value=b"x" * 1000)])
     assert raised.value.retriable
@@ -147,7 +169,7 @@ def test_health_and_the_write_probe_see_what_would_refuse_a_write(
     with pytest.raises(StorageFailure, match="data directory"):
         engine.probe_write()
     fs.refuse_files = False
-    fs.fail_writes = errno.ENOSPC
+    fs.fail_writes = errno.EIO
     with pytest.raises(StorageFailure):
         topic.append(0, [Record(value=b"x")])
     with pytest.raises(StorageFailure, match="t/0"):

@@ -9,6 +9,7 @@ import asyncio
 
 import pytest
 
+from roost.clock import ManualClock
 from roost.errors import ProtocolError
 from roost.protocols.native import messages as m
 from roost.protocols.native.codec import HEADER, HEADER_SIZE, Frame, Kind, NativeCodec, encode
@@ -288,3 +289,119 @@ async def _held_up_to_the_limit(stream, reader, writer) -> None:
     assert [len(w) // HEADER_SIZE for w in writes] == [2, 2, 1], "held, a limit at a time"
     writer.write(encode(Frame(Kind.GOODBYE, 0, m.Empty())))
     await dispatching
+
+
+# -- holds on reading, and the times a watchdog reads -------------------------------------
+
+
+def test_a_hold_stops_handing_over_frames_until_it_is_released() -> None:
+    in_pair(_holding)
+
+
+async def _holding(stream, _, writer) -> None:
+    writer.write(HELLO)
+    await _hello(stream)
+    seen: list[int] = []
+
+    def on_frame(frame: Frame) -> bool:
+        seen.append(frame.correlation)
+        if frame.correlation == 1:
+            stream.hold_reading("test")
+        return True
+
+    dispatching = asyncio.ensure_future(stream.dispatch(on_frame))
+    writer.write(b"".join(encode(Frame(Kind.PING, n, m.Empty())) for n in (1, 2, 3)))
+    await writer.drain()
+    while not seen:
+        await asyncio.sleep(0)
+    for _ in range(20):  # loop turns, not time: nothing more is handed over
+        await asyncio.sleep(0)
+    assert seen == [1] and stream.holds == {"test"} and stream._transport_paused
+    stream.release_reading("test")
+    while len(seen) < 3:
+        await asyncio.sleep(0)
+    assert seen == [1, 2, 3] and not stream.holds and not stream._transport_paused
+    writer.write_eof()
+    await dispatching
+
+
+def test_a_peer_that_does_not_read_what_it_is_sent_stops_being_read() -> None:
+    in_pair(_unsent)
+
+
+async def _unsent(stream, reader, writer) -> None:
+    stream.max_unsent_bytes = 256 * 1024
+    chunk = b"\x00" * (64 * 1024)
+    written = 0
+    while framed.UNSENT not in stream.holds:  # the peer reads nothing: the send buffer fills
+        stream.write(chunk)
+        written += len(chunk)
+        await asyncio.sleep(0)
+        assert written < 256 * 1024 * 1024, "the hold never came"
+    assert stream._transport_paused
+    assert stream._transport.get_write_buffer_size() <= 256 * 1024 + len(chunk)
+    await reader.readexactly(written)  # the peer takes it all: reading goes on
+    assert not stream.holds and not stream._transport_paused
+
+
+def test_a_frame_arriving_is_timed_from_its_first_bytes_until_it_is_whole() -> None:
+    async def main() -> None:
+        clock = ManualClock()
+        accepted: asyncio.Future[FramedStream] = asyncio.get_running_loop().create_future()
+
+        async def connected(stream: FramedStream) -> None:
+            accepted.set_result(stream)
+
+        server = await asyncio.get_running_loop().create_server(
+            lambda: FramedStream(NativeCodec("server"), connected, clock), "127.0.0.1", 0
+        )
+        _reader, writer = await asyncio.open_connection(
+            "127.0.0.1", server.sockets[0].getsockname()[1]
+        )
+        stream = await accepted
+        server.close()
+        writer.write(HELLO)
+        await _hello(stream)
+        frames: list[Frame] = []
+        dispatching = asyncio.ensure_future(stream.dispatch(lambda f: frames.append(f) is None))
+        ping = encode(Frame(Kind.PING, 1, m.Empty()))
+        clock.advance(1_000)
+        writer.write(ping[:4])  # the length, and nothing more
+        await writer.drain()
+        while stream.frame_started_ms is None:
+            await asyncio.sleep(0)
+        assert stream.frame_started_ms == stream.last_received_ms == 1_000
+        clock.advance(500)
+        writer.write(ping[4:7])
+        await writer.drain()
+        while stream.last_received_ms != 1_500:
+            await asyncio.sleep(0)
+        assert stream.frame_started_ms == 1_000  # still the same frame
+        writer.write(ping[7:])
+        await writer.drain()
+        while not frames:
+            await asyncio.sleep(0)
+        assert stream.frame_started_ms is None
+        writer.write_eof()
+        await dispatching
+        writer.close()
+        stream.close()
+        await stream.wait_closed()
+        await writer.wait_closed()
+
+    asyncio.run(main())
+
+
+def test_after_a_hold_the_peer_s_silence_and_its_frame_are_timed_from_the_release() -> None:
+    clock = ManualClock()
+    stream = FramedStream(NativeCodec("server"), clock=clock)
+    stream.frame_started_ms = 0
+    stream.hold_reading(framed.UNSENT)
+    stream.hold_reading(framed.MEMORY)
+    clock.advance(60_000)
+    stream.release_reading(framed.MEMORY)  # the alarm's hold: the frame stays timed
+    assert stream.frame_started_ms == 0 and stream.last_received_ms == 0
+    clock.advance(1_000)
+    stream.release_reading(framed.UNSENT)  # it waited on us: timed afresh
+    assert stream.frame_started_ms == stream.last_received_ms == 61_000
+    assert not stream.holds

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from roost.clock import ManualClock
-from roost.errors import StorageFailure
+from roost.errors import PartitionQuarantined
 from roost.storage import LocalEngine
 from roost.storage.config import TopicConfig
 from roost.storage.fs import LOCAL_FS
@@ -70,10 +70,18 @@ def test_a_corrupt_snapshot_is_reported_not_ignored(data_dir: str, clock: Manual
     with open(path, "wb") as f:
         f.write(data)
     reopened = open_journal(data_dir, clock, clean=True)
-    with pytest.raises(StorageFailure) as raised:
+    with pytest.raises(PartitionQuarantined) as raised:
         reopened.recover()
-    assert "corrupt" in str(raised.value)
+    assert raised.value.damage == f"snapshot {path} is corrupt"
+    assert reopened.log.quarantined == raised.value.damage
+    with pytest.raises(PartitionQuarantined):
+        reopened.append([b"y"])  # nothing is written on top of state that cannot be read
     reopened.close()
+    # It stays out of service across a restart, until the snapshot is restored.
+    again = open_journal(data_dir, clock, clean=True)
+    with pytest.raises(PartitionQuarantined):
+        again.recover()
+    again.close()
 
 
 def test_engine_journals_survive_restart(data_dir: str, clock: ManualClock) -> None:

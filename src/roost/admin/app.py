@@ -28,7 +28,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from roost.admin import dead_letters, exchanges, groups, health, identities, queues, topics
+from roost.admin import (
+    dead_letters,
+    exchanges,
+    groups,
+    health,
+    identities,
+    queues,
+    storage,
+    topics,
+)
 from roost.admin.auth import Guard, Pause
 from roost.admin.config import AdminConfig
 from roost.admin.endpoints import JSON, Endpoint, error_response, route
@@ -46,6 +55,7 @@ ENDPOINTS: list[Endpoint] = [
     *dead_letters.ENDPOINTS,
     *groups.ENDPOINTS,
     *identities.ENDPOINTS,
+    *storage.ENDPOINTS,
 ]
 
 

@@ -43,6 +43,7 @@ from roost.errors import (
     NotAuthenticated,
     NotAuthorised,
     NotFound,
+    Quarantined,
     RoostError,
     StorageFailure,
     Unroutable,
@@ -74,6 +75,7 @@ STATUS_BY_ERROR: tuple[tuple[type[RoostError], int], ...] = (
     (Unroutable, 422),
     (BacklogFull, 503),
     (StorageFailure, 503),
+    (Quarantined, 503),
 )
 
 

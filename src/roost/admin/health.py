@@ -2,8 +2,10 @@
 
 ``/healthz`` answers while the process serves HTTP at all. ``/readyz`` answers 200 only while
 the broker can take writes (``Host.check_ready``: not shutting down, the storage engine open
-with no failed log, the data directory accepting a file), else 503 with the storage error's
-code.
+with no failed log, no partition or subscription quarantined for damage, the data directory
+accepting a file), else 503 with the error's code (``storage_failure``,
+``partition_quarantined``, ``subscription_quarantined``...) and message.
+``/api/v1/recovery`` (``monitor``) is the full recovery report behind it.
 
 Both are open to anyone, with or without credentials, even once users exist: a supervisor's
 liveness probe and a load balancer's or Kubernetes' readiness probe carry no credentials, and
@@ -16,10 +18,15 @@ from __future__ import annotations
 
 from roost.admin.endpoints import Call, Endpoint
 from roost.admin.schemas import Health
+from roost.core.recovery_status import RecoveryStatus
 
 
 async def alive(call: Call) -> Health:
     return Health("ok")
+
+
+async def recovery(call: Call) -> RecoveryStatus:
+    return call.door.recovery()
 
 
 async def ready(call: Call) -> Health:
@@ -32,5 +39,10 @@ ENDPOINTS = [
     Endpoint(
         "GET", "/readyz", "Ready: storage open and writable", ready, Health, errors=(503,),
         tag="health", public=True,
+    ),
+    Endpoint(
+        "GET", "/api/v1/recovery",
+        "What recovery found and did at startup, per log, and what is quarantined now",
+        recovery, RecoveryStatus, tag="health",
     ),
 ]  # fmt: skip

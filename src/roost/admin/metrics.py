@@ -42,6 +42,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from roost.core.readings import Counters, TopicReading
+from roost.core.recovery_status import RecoveryStatus
 from roost.core.stats import StreamStats, SubscriptionStats
 from roost.server.access import TRUSTED
 from roost.server.host import Host
@@ -76,7 +77,12 @@ METRICS = _specs(
     Spec("roost_partition_size_bytes", "gauge", PARTITION,
          "Bytes of the partition's segment files."),
     Spec("roost_partition_write_failed", "gauge", PARTITION,
-         "1 if a write or fsync failed and the partition refuses writes until a restart."),
+         "1 if a write or fsync failed and the log refuses writes until it is repaired "
+         "(automatically once the disk takes writes, or roost repair). State journals are "
+         "included, as topic=\"journal:<name>\" partition=\"0\"."),
+    Spec("roost_partition_quarantined", "gauge", PARTITION,
+         "1 if damage was found in the partition's files: it refuses reads and writes until "
+         "an operator acts (roost check)."),
     # -- queue and keyed subscriptions, per partition ------------------------------------
     Spec("roost_subscription_depth", "gauge", SUBSCRIPTION_PARTITION,
          "Messages a consumer could receive now: not done, not leased, not delayed."),
@@ -110,6 +116,8 @@ METRICS = _specs(
          "Dead letters waiting in the subscription's dead-letter topic (not redriven)."),
     Spec("roost_subscription_members", "gauge", SUBSCRIPTION,
          "Members of a stream subscription's consumer group."),
+    Spec("roost_subscription_quarantined", "gauge", SUBSCRIPTION,
+         "1 if the subscription's state journal or snapshot is damaged: it is out of service."),
     # -- listeners -----------------------------------------------------------------------
     Spec("roost_listener_connections", "gauge", LISTENER, "Connections open now."),
     Spec("roost_listener_accepted_connections_total", "counter", LISTENER,
@@ -120,6 +128,14 @@ METRICS = _specs(
          "Protocol frames received from clients."),
     Spec("roost_listener_protocol_errors_total", "counter", LISTENER,
          "Connections closed because the client broke the protocol."),
+    Spec("roost_listener_timed_out_connections_total", "counter", LISTENER,
+         "Connections closed because a frame or the heartbeat was overdue."),
+    Spec("roost_listener_evicted_connections_total", "counter", LISTENER,
+         "Connections closed to make room at max_connections (in their handshake, or silent)."),
+    Spec("roost_listener_memory_blocked", "gauge", LISTENER,
+         "1 while the broker is over max_memory and the listener does not read publishers."),
+    Spec("roost_listener_memory_alarms_total", "counter", LISTENER,
+         "Times the memory alarm blocked the listener's publishers."),
     # -- storage -------------------------------------------------------------------------
     Spec("roost_flush_rounds_total", "counter", (),
          "Group commits: flush rounds, each syncing every log that was due."),
@@ -136,10 +152,25 @@ METRICS = _specs(
     Spec("roost_append_latency_seconds", "histogram", (),
          "Per flush round: from the first append it covers asking for durability until "
          "durable, the longest any confirm in the round waited on storage."),
+    Spec("roost_recovery_truncated_bytes_total", "counter", (),
+         "Bytes recovery cut from logs (torn tails, repairs) when the broker started."),
+    Spec("roost_recovery_segments_dropped_total", "counter", (),
+         "Segments recovery dropped after a cut when the broker started."),
+    Spec("roost_recovery_logs_cut_total", "counter", (),
+         "Logs (partitions and state journals) recovery cut anything from at start."),
+    Spec("roost_recovery_offsets_skipped_total", "counter", (),
+         "Offsets put in gap batches at start: a log ended below what its subscriptions had "
+         "seen, and new records must not take those offsets (docs/durability.md)."),
     Spec("roost_data_filesystem_avail_bytes", "gauge", (),
          "Bytes free for the broker on the data directory's filesystem."),
     Spec("roost_data_filesystem_size_bytes", "gauge", (),
          "Size of the data directory's filesystem in bytes."),
+    Spec("roost_disk_min_free_bytes", "gauge", (),
+         "The free-space watermark: below it publishes are refused (0: off)."),
+    Spec("roost_disk_publishes_refused", "gauge", (),
+         "1 while free space is below the watermark and publishes are refused with disk_full."),
+    Spec("roost_log_repairs_total", "counter", (),
+         "Failed logs reopened in place (storage repair), automatically or by roost repair."),
 )  # fmt: skip
 
 
@@ -197,6 +228,7 @@ class HostCollector:
                 _queue(scrape, sub.stats, sub.counters)
         for name, stats in sorted(host.listeners.items()):
             _listener(scrape, name, stats)
+        _recovery(scrape, host.door(TRUSTED).recovery())
         _storage(scrape, host)
         return scrape.families.values()
 
@@ -209,6 +241,7 @@ def _partitions(scrape: _Scrape, topic: TopicReading) -> None:
         scrape.add("roost_partition_start_offset", labels, p.start_offset)
         scrape.add("roost_partition_size_bytes", labels, p.size_bytes)
         scrape.add("roost_partition_write_failed", labels, p.write_failed)
+        scrape.add("roost_partition_quarantined", labels, p.quarantined)
 
 
 def _queue(scrape: _Scrape, stats: SubscriptionStats, counters: Sequence[Counters]) -> None:
@@ -229,6 +262,7 @@ def _queue(scrape: _Scrape, stats: SubscriptionStats, counters: Sequence[Counter
         scrape.add("roost_subscription_dead_lettered_total", labels, counted.dead_lettered)
     if stats.dead_letter_topic is not None:
         scrape.add("roost_subscription_dead_letters", names, stats.dead_letters)
+    scrape.add("roost_subscription_quarantined", names, 0)  # serving (the 1s: ``_recovery``)
 
 
 def _stream(scrape: _Scrape, stats: StreamStats, counters: Sequence[Counters]) -> None:
@@ -239,6 +273,17 @@ def _stream(scrape: _Scrape, stats: StreamStats, counters: Sequence[Counters]) -
         scrape.add("roost_subscription_lag", labels, p.lag)
         scrape.add("roost_subscription_delivered_total", labels, counted.delivered)
     scrape.add("roost_subscription_members", names, len(stats.members))
+    scrape.add("roost_subscription_quarantined", names, 0)
+
+
+def _recovery(scrape: _Scrape, status: RecoveryStatus) -> None:
+    cut = [log for log in status.logs if log.lost_data]
+    scrape.add("roost_recovery_truncated_bytes_total", (), sum(c.bytes_truncated for c in cut))
+    scrape.add("roost_recovery_segments_dropped_total", (), sum(c.segments_dropped for c in cut))
+    scrape.add("roost_recovery_logs_cut_total", (), len(cut))
+    scrape.add("roost_recovery_offsets_skipped_total", (), sum(c.offsets_skipped for c in cut))
+    for sub in status.quarantined_subscriptions:
+        scrape.add("roost_subscription_quarantined", (sub.topic, sub.subscription), 1)
 
 
 def _listener(scrape: _Scrape, name: str, stats: ListenerStats) -> None:
@@ -248,6 +293,11 @@ def _listener(scrape: _Scrape, name: str, stats: ListenerStats) -> None:
     scrape.add("roost_listener_refused_connections_total", labels, stats.refused)
     scrape.add("roost_listener_frames_received_total", labels, stats.frames_received)
     scrape.add("roost_listener_protocol_errors_total", labels, stats.protocol_errors)
+    scrape.add("roost_listener_timed_out_connections_total", labels, stats.timed_out)
+    scrape.add("roost_listener_evicted_connections_total", labels, stats.evicted)
+    alarm = stats.alarm
+    scrape.add("roost_listener_memory_blocked", labels, int(alarm is not None and alarm.blocked))
+    scrape.add("roost_listener_memory_alarms_total", labels, 0 if alarm is None else alarm.alarms)
 
 
 def _storage(scrape: _Scrape, host: Host) -> None:
@@ -258,6 +308,12 @@ def _storage(scrape: _Scrape, host: Host) -> None:
     scrape.add("roost_flushed_records_total", (), flusher.meters.records)
     scrape.add_histogram("roost_fsync_duration_seconds", flusher.meters.sync_duration)
     scrape.add_histogram("roost_append_latency_seconds", flusher.meters.append_latency)
+    for journal in host.engine.journals():
+        failed = journal.log.failure is not None
+        scrape.add("roost_partition_write_failed", (f"journal:{journal.name}", 0), failed)
+    scrape.add("roost_disk_min_free_bytes", (), host.storage.disk.min_free_bytes)
+    scrape.add("roost_disk_publishes_refused", (), host.storage.disk.low)
+    scrape.add("roost_log_repairs_total", (), host.storage.repairs_total)
     try:
         fs = os.statvfs(host.engine.path)
     except OSError:

@@ -13,12 +13,14 @@ from rich.table import Table
 
 from roost import __version__
 from roost.cli.admin import queue, topic
+from roost.cli.check import check
 from roost.cli.exchanges import bind, exchange, unbind
 from roost.cli.identities import acl_group, token_group, user_group
 from roost.cli.messaging import consume, publish
 from roost.cli.monitoring import dlq, stats
 from roost.cli.session import DEFAULT_ADMIN_URL, DEFAULT_URL, Settings, json_option
-from roost.errors import InvalidConfig
+from roost.cli.storage import repair
+from roost.errors import CorruptMetadata, InvalidConfig
 
 
 @click.group()
@@ -93,7 +95,7 @@ def main(
 
 
 _COMMANDS = (topic, queue, exchange, bind, unbind, publish, consume, stats, dlq,
-             user_group, token_group, acl_group)  # fmt: skip
+             user_group, token_group, acl_group, repair, check)  # fmt: skip
 for _command in _COMMANDS:
     main.add_command(_command)
 
@@ -122,6 +124,37 @@ for _command in _COMMANDS:
     "(logged as a warning; env ROOST_ALLOW_ANONYMOUS).",
 )
 @click.option(
+    "--max-memory",
+    default=None,
+    help="Memory budget: bytes (512MiB, 2GB), a fraction of RAM (0.4, the default) or 0 for "
+    "none; over it, publishers are not read until memory falls back (env ROOST_MAX_MEMORY).",
+)
+@click.option(
+    "--max-connections",
+    type=int,
+    default=None,
+    help="Native connections open at once (default 10000; env ROOST_MAX_CONNECTIONS).",
+)
+@click.option(
+    "--handshake-timeout-ms",
+    type=int,
+    default=None,
+    help="A connection must finish its handshake this soon (default 10000).",
+)
+@click.option(
+    "--frame-timeout-ms",
+    type=int,
+    default=None,
+    help="A frame that started to arrive must be whole this soon (default 30000).",
+)
+@click.option(
+    "--heartbeat-ms",
+    type=int,
+    default=None,
+    help="Clients ping this often; a version-5 client silent twice as long is closed "
+    "(default 10000).",
+)
+@click.option(
     "--tls-cert-file",
     default=None,
     help="Serve TLS only, with this PEM certificate chain (env ROOST_TLS_CERT_FILE).",
@@ -142,6 +175,13 @@ for _command in _COMMANDS:
     default=None,
     help="Ask clients for a certificate (default none; env ROOST_TLS_CLIENT_AUTH).",
 )
+@click.option(
+    "--min-free-bytes",
+    type=int,
+    default=None,
+    help="Refuse publishes (disk_full) while the data directory's filesystem has less free "
+    "(default 2x the largest segment + 1 GiB; 0: off; env ROOST_MIN_FREE_BYTES).",
+)
 def serve(
     config_file: str | None,
     data: str | None,
@@ -151,10 +191,16 @@ def serve(
     admin_listen: str | None,
     admin_port: int | None,
     allow_anonymous: bool | None,
+    max_memory: str | None,
+    max_connections: int | None,
+    handshake_timeout_ms: int | None,
+    frame_timeout_ms: int | None,
+    heartbeat_ms: int | None,
     tls_cert_file: str | None,
     tls_key_file: str | None,
     tls_ca_file: str | None,
     tls_client_auth: str | None,
+    min_free_bytes: int | None,
 ) -> None:
     """Run the broker: the native protocol and the HTTP admin API, one data directory."""
     import asyncio
@@ -169,9 +215,12 @@ def serve(
     flags = {
         "data": data, "listen": listen, "port": port, "admin": admin,
         "admin_listen": admin_listen, "admin_port": admin_port,
-        "allow_anonymous": allow_anonymous,
+        "allow_anonymous": allow_anonymous, "max_memory": max_memory,
+        "max_connections": max_connections, "handshake_timeout_ms": handshake_timeout_ms,
+        "frame_timeout_ms": frame_timeout_ms, "heartbeat_ms": heartbeat_ms,
         "tls_cert_file": tls_cert_file, "tls_key_file": tls_key_file,
         "tls_ca_file": tls_ca_file, "tls_client_auth": tls_client_auth,
+        "min_free_bytes": min_free_bytes,
     }  # fmt: skip
     config = serving.settings(config_file, os.environ, flags)
 
@@ -187,7 +236,7 @@ def serve(
             uvloop.run(serving.run(config, ready, [start_admin]))
         except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
             asyncio.run(serving.run(config, ready, [start_admin]))
-    except InvalidConfig as e:  # settings it cannot serve with, or not safely: one line
+    except (InvalidConfig, CorruptMetadata) as e:  # it cannot serve with these: one line
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
 

@@ -343,6 +343,15 @@ class Client(ClosedOnExit):
     def protocol_version(self) -> int:
         return self._backend.protocol_version
 
+    @property
+    def blocked(self) -> str | None:
+        """Why the broker has stopped reading publishers (RabbitMQ's ``connection.blocked``:
+        it is over its memory budget), or None. While it says so, ``publish`` waits before
+        sending; consuming and acking go on. Always None embedded, and with a broker older
+        than protocol version 5."""
+        reason: str | None = getattr(self._backend, "blocked", None)
+        return reason
+
     async def call(self, request: m.Request, expected: type[R]) -> R:
         response = await self._backend.call(request)
         if not isinstance(response, expected):

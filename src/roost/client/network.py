@@ -11,6 +11,12 @@ future; a reader task resolves futures as answers arrive, in any order. A ``FAIL
 is raised as the Roost error its code names, so ``except UnknownTopic`` works the same
 embedded or networked. Reconnecting is ``roost.client.reconnect``'s; batching, ``Producer``'s;
 credentials and the client's side of authentication, ``roost.client.credentials``'.
+
+From protocol version 5 the client keeps the broker's two promises: it sends a ``PING``
+every ``heartbeat_ms`` the ``WELCOME`` names (the broker ends a version-5 connection silent
+for twice that), and it heeds ``BLOCKED``: while the broker is over its memory budget it reads
+no publishing connection, so publishes wait here, before they are sent, until ``UNBLOCKED``
+(``blocked`` says why meanwhile); everything else goes on.
 """
 
 from __future__ import annotations
@@ -35,6 +41,10 @@ from roost.protocols.native.codec import VERSIONS, Frame, Kind, NativeCodec, Sta
 from roost.server.framed import FramedStream, open_framed
 
 DEFAULT_PORT = 7420
+#: The version from which the broker expects a heartbeat and may say it is blocked.
+HEARTBEAT_VERSION = 5
+#: Requests that wait while the broker says it is blocked.
+PUBLISHES = (m.Publish, m.PublishToExchange)
 
 
 def error_from_wire(failure: m.Failure) -> RoostError:
@@ -121,6 +131,12 @@ class NetworkBackend:
         self.protocol_version = min(VERSIONS)
         #: Who the broker authenticated this connection as; None when it asked for nothing.
         self.principal: str | None = None
+        #: Why the broker is not reading publishers now (its ``BLOCKED`` frame); None: it is.
+        self.blocked: str | None = None
+        self._unblocked = asyncio.Event()
+        self._unblocked.set()
+        self._heartbeat_ms = 0
+        self._beating: asyncio.Task[None] | None = None
 
     @classmethod
     async def connect(
@@ -148,7 +164,17 @@ class NetworkBackend:
                 raise _tls_refusal(stream) from e
             raise
         backend._reading = asyncio.create_task(backend._read_loop(), name="roost-client-reader")
+        if backend.protocol_version >= HEARTBEAT_VERSION and backend._heartbeat_ms > 0:
+            backend._beating = asyncio.create_task(backend._beat(), name="roost-client-heartbeat")
         return backend
+
+    async def _beat(self) -> None:
+        """A ``PING`` every ``heartbeat_ms`` while the connection lives (the ``PONG`` is
+        ignored: the broker only needs to hear from us)."""
+        while self._closed is None:
+            await asyncio.sleep(self._heartbeat_ms / 1000)
+            if self._closed is None and self._codec.state is State.OPEN:
+                self.send(Frame(Kind.PING, 0, m.Empty()))
 
     async def _handshake(self, credentials: Credentials | None) -> None:
         hello = m.Hello(sorted(VERSIONS, reverse=True))
@@ -156,6 +182,7 @@ class NetworkBackend:
         welcome = await self._answer()
         assert isinstance(welcome, m.Welcome)
         self.protocol_version = welcome.version
+        self._heartbeat_ms = welcome.heartbeat_ms
         if welcome.auth_required:
             await self._authenticate(ClientAuthentication(credentials, welcome.mechanisms))
 
@@ -199,7 +226,14 @@ class NetworkBackend:
     def _on_frame(self, frame: Frame) -> bool:
         future = self._pending.pop(frame.correlation, None)
         if future is None:
-            self._to_stream(frame)
+            if frame.kind is Kind.BLOCKED:
+                self.blocked = frame.message.reason  # type: ignore[attr-defined]
+                self._unblocked.clear()
+            elif frame.kind is Kind.UNBLOCKED:
+                self.blocked = None
+                self._unblocked.set()
+            else:
+                self._to_stream(frame)
         elif future.done():
             pass
         elif frame.kind is Kind.FAILURE:
@@ -224,6 +258,7 @@ class NetworkBackend:
 
     def _fail_all(self, error: BaseException) -> None:
         self._closed = error
+        self._unblocked.set()  # a publish waiting for it learns the connection is gone
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(error)
@@ -243,6 +278,8 @@ class NetworkBackend:
         return self._closed is not None or self._codec.state is State.CLOSED
 
     async def _request(self, correlation: int, request: m.Request) -> m.Response:
+        if self.blocked is not None and isinstance(request, PUBLISHES):
+            await self._unblocked.wait()  # the broker would not read it before then anyway
         if self._gone:
             raise ConnectionClosed("the connection to the broker") from self._closed
         future: asyncio.Future[m.Response] = asyncio.get_running_loop().create_future()
@@ -299,6 +336,9 @@ class NetworkBackend:
         self._streams.pop(correlation, None)
 
     async def aclose(self) -> None:
+        if self._beating is not None:
+            self._beating.cancel()
+            await asyncio.gather(self._beating, return_exceptions=True)
         if self._reading is not None:
             self._reading.cancel()
             await asyncio.gather(self._reading, return_exceptions=True)

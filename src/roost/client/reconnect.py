@@ -133,6 +133,11 @@ class ReconnectingBackend:
                     await connection.aclose()
 
     @property
+    def blocked(self) -> str | None:
+        """Why the broker is not reading publishers on the connection in use (None: it is)."""
+        return None if self._current is None else self._current.blocked
+
+    @property
     def protocol_version(self) -> int:
         """The version of the connection in use (or of the last one, between connections)."""
         if self._current is not None:

@@ -58,9 +58,11 @@ from roost.errors import (
     BacklogFull,
     InvalidConfig,
     InvalidRequest,
+    PartitionQuarantined,
     RoostError,
     StorageFailure,
     SubscriptionExists,
+    SubscriptionQuarantined,
     TopicExists,
     UnknownSubscription,
     UnknownTopic,
@@ -86,6 +88,9 @@ class Broker:
         self._publisher = Publisher(clock, self._topic_producers)
         self._streams: dict[tuple[str, str], StreamSubscription] = {}
         self._policies: dict[str, TopicPolicy] = catalog.policies()
+        #: Subscriptions whose state journal or snapshot is damaged, with the damage: out of
+        #: service (``SubscriptionQuarantined``) while the topic and the others serve.
+        self._quarantined: dict[tuple[str, str], str] = {}
 
     @classmethod
     def open(cls, engine: LocalEngine, clock: Clock) -> Broker:
@@ -122,7 +127,9 @@ class Broker:
             log = topic.log(partition)
             start = log.end_offset
             high = max(end for end, _ in ends)
-            if high <= start:
+            if high <= start or log.quarantined:
+                # A quarantined log takes no write (its end may be short of the damage only);
+                # once repaired, the next open skips what it must.
                 continue
             who = sorted({subscription for end, subscription in ends if end > start})
             try:
@@ -131,7 +138,7 @@ class Broker:
                     if queue_topic == name:
                         queue.skip(partition, start, high)
                 log.skip_to(high)
-            except StorageFailure as e:
+            except (StorageFailure, PartitionQuarantined) as e:
                 # The log (or a journal) refuses writes: so do publishes to it, until it is
                 # repaired and the broker opened again, which tries this again.
                 log.recovery.problems.append(
@@ -176,7 +183,7 @@ class Broker:
                 f"topic {name!r} is the dead-letter topic of {', '.join(users)}: delete or "
                 "change those subscriptions first"
             )
-        for topic, subscription in [*self._subscriptions, *self._streams]:
+        for topic, subscription in [*self._subscriptions, *self._streams, *self._quarantined]:
             if topic == name:
                 self.delete_subscription(topic, subscription)
         self.engine.delete_topic(name)
@@ -204,10 +211,8 @@ class Broker:
                 f"max_deliveries={spec.max_deliveries} needs a dead-letter topic; to retry a "
                 "failing message forever, say max_deliveries=None",
             )  # fmt: skip
-        if (spec.topic, spec.name) in self._subscriptions or (
-            spec.topic,
-            spec.name,
-        ) in self._streams:
+        key = (spec.topic, spec.name)
+        if key in self._subscriptions or key in self._streams or key in self._quarantined:
             raise SubscriptionExists(spec.topic, spec.name)
         stored = self._catalog.add_subscription(spec)
         self._open_subscription(stored)
@@ -270,8 +275,10 @@ class Broker:
         self.delete_topic(name)
 
     def delete_subscription(self, topic: str, name: str) -> None:
-        if (topic, name) not in self._streams:
+        """Delete a subscription; a quarantined one too (an operator's way out of damage)."""
+        if (topic, name) not in self._streams and (topic, name) not in self._quarantined:
             self._subscription(topic, name)
+        self._quarantined.pop((topic, name), None)
         self._catalog.remove_subscription(topic, name)
         self._subscriptions.pop((topic, name), None)
         self._streams.pop((topic, name), None)
@@ -284,34 +291,46 @@ class Broker:
         )
 
     def _open_subscription(self, spec: SubscriptionSpec) -> None:
-        if spec.mode == "stream":
-            self._streams[(spec.topic, spec.name)] = StreamSubscription.open(
-                spec, self.engine.topic(spec.topic), self.engine.journal(spec.journal), self.clock
+        journal = self.engine.journal(spec.journal, f"subscription {spec.topic}/{spec.name}")
+        try:
+            if spec.mode == "stream":
+                self._streams[(spec.topic, spec.name)] = StreamSubscription.open(
+                    spec, self.engine.topic(spec.topic), journal, self.clock
+                )
+                return
+            dead_letter = self.engine.topic(spec.dead_letter) if spec.dead_letter else None
+            self._subscriptions[(spec.topic, spec.name)] = QueueSubscription.open(
+                spec, self.engine.topic(spec.topic), journal, self.clock, dead_letter
             )
-            return
-        dead_letter = self.engine.topic(spec.dead_letter) if spec.dead_letter else None
-        self._subscriptions[(spec.topic, spec.name)] = QueueSubscription.open(
-            spec,
-            self.engine.topic(spec.topic),
-            self.engine.journal(spec.journal),
-            self.clock,
-            dead_letter,
-        )
+        except PartitionQuarantined as e:
+            # Its journal is damaged: this subscription is out of service, nothing else is.
+            self._quarantined[(spec.topic, spec.name)] = e.damage
+
+    def quarantined_subscriptions(self) -> dict[tuple[str, str], str]:
+        """(topic, subscription) -> the damage, for each subscription out of service."""
+        return dict(self._quarantined)
 
     def _subscription(self, topic: str, name: str) -> QueueSubscription:
         sub = self._subscriptions.get((topic, name))
         if sub is None:
             self.engine.topic(topic)  # UnknownTopic first, when it is the topic that is missing
+            self._check_quarantine(topic, name)
             if (topic, name) in self._streams:
                 raise InvalidRequest(f"{topic!r}/{name!r} is a stream: fetch and commit instead")
             raise UnknownSubscription(topic, name)
         return sub
+
+    def _check_quarantine(self, topic: str, name: str) -> None:
+        damage = self._quarantined.get((topic, name))
+        if damage is not None:
+            raise SubscriptionQuarantined(topic, name, damage)
 
     def stream(self, topic: str, name: str) -> StreamSubscription:
         """The `stream` subscription ``name`` on ``topic``: join, fetch, commit, seek on it."""
         stream = self._streams.get((topic, name))
         if stream is None:
             self.engine.topic(topic)
+            self._check_quarantine(topic, name)
             if (topic, name) in self._subscriptions:
                 mode = self._subscriptions[(topic, name)].spec.mode
                 raise InvalidRequest(f"{topic!r}/{name!r} is a {mode} subscription: receive it")
@@ -384,7 +403,9 @@ class Broker:
     def _topic_producers(self, topic: Topic) -> TopicProducers:
         producers = self._producers.get(topic.name)
         if producers is None:
-            journal = self.engine.journal(self._catalog.producer_journal(topic.name))
+            journal = self.engine.journal(
+                self._catalog.producer_journal(topic.name), f"producer state of topic {topic.name}"
+            )
             window_ms = self._policies.get(topic.name, DEFAULT_POLICY).dedup_window_ms
             producers = TopicProducers.open(topic, journal, self.clock, window_ms)
             self._producers[topic.name] = producers
@@ -656,6 +677,16 @@ class Broker:
     def producer_states(self) -> list[TopicProducers]:
         """Every topic's producer state in use (for the host's snapshots)."""
         return list(self._producers.values())
+
+    def log_cut(self, topic: str, partition: int, end_offset: int) -> TopicProducers | None:
+        """A repair cut ``topic``'s ``partition`` back to ``end_offset`` (records whose
+        publishes got an error): forget the producer sequences and dedup ids placed there, so
+        a retry appends again instead of being confirmed at offsets that now hold nothing (or
+        other records). Returns the state to snapshot, so the journal forgets them too."""
+        producers = self._producers.get(topic)
+        if producers is not None:
+            producers.state.truncate(partition, end_offset)
+        return producers
 
 
 def _limits(policy: TopicPolicy) -> str:

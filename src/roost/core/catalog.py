@@ -48,6 +48,17 @@ class Catalog:
             )
         return stored
 
+    def journal_owners(self) -> dict[str, str]:
+        """Journal name -> whom it serves, in words, for reports (``roost check``)."""
+        owners = {
+            spec.journal: f"subscription {spec.topic}/{spec.name}" for spec in self.subscriptions()
+        }
+        for topic in self._metadata.names(PRODUCER_JOURNALS):
+            owners[str(self._metadata.get(PRODUCER_JOURNALS, topic))] = (
+                f"producer state of topic {topic}"
+            )
+        return owners
+
     def producer_journal(self, topic: str) -> str:
         """The journal of ``topic``'s producer and dedup state, named on first use."""
         name = self._metadata.get(PRODUCER_JOURNALS, topic)

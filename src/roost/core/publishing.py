@@ -150,13 +150,19 @@ class Publisher:
         if message.key is not None:
             return partition_for_key(message.key, count)
         counter = self._round_robin.setdefault(topic.name, itertools.count())
-        return next(counter) % count
+        partition = next(counter) % count
+        for _ in range(count - 1):  # past quarantined partitions, while another serves
+            if not topic.partitions[partition].quarantined:
+                break
+            partition = next(counter) % count
+        return partition
 
     def plan(self, topic: Topic, messages: Sequence[Outgoing]) -> list[int]:
         """The partition of each message, in order."""
         if not messages:
             raise InvalidRequest("publish needs at least one message")
         if len(topic.partitions) == 1 and all(m.partition is None for m in messages):
+            # (a quarantined single partition refuses the append itself)
             return [0] * len(messages)
         return [self.partition_for(topic, message) for message in messages]
 

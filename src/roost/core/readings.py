@@ -35,8 +35,10 @@ class PartitionReading(msgspec.Struct, frozen=True):
     start_offset: int
     end_offset: int
     size_bytes: int
-    #: A write or fsync failed: the partition refuses writes until a restart.
+    #: A write or fsync failed: the partition refuses writes until it is repaired (in place).
     write_failed: bool
+    #: Damage was found on disk: the partition refuses reads and writes (storage/recovery.py).
+    quarantined: bool = False
 
 
 class TopicReading(msgspec.Struct, frozen=True):
@@ -108,6 +110,7 @@ def _topic(broker: Broker, name: str) -> TopicReading:
             log.end_offset,
             log.size_bytes,
             log.failure is not None,
+            bool(log.quarantined),
         )
         for partition, log in enumerate(broker.engine.topic(name).partitions)
     ]

@@ -72,7 +72,7 @@ def _partition(sub: QueueSubscription, partition: int, now_ms: int) -> Partition
     backlog = (end - floor) - state.acks.done_between(floor, end)
     delayed = state.delayed
     oldest = None
-    if backlog and floor < end:
+    if backlog and floor < end and not log.quarantined:
         first = log.read(floor, max_records=1)
         if first:
             oldest = max(0, now_ms - first[0].timestamp_ms)

@@ -135,6 +135,8 @@ class StreamSubscription:
         self, member_id: str, partition: int, limit: int, max_bytes: int
     ) -> list[Message]:
         log = self.topic.log(partition)
+        if log.quarantined:
+            return []  # out of service (damage on disk); the member's other partitions serve
         position = self.position(member_id, partition)
         readable = log.confirmed_offset
         position = max(position, log.start_offset)
@@ -178,6 +180,8 @@ class StreamSubscription:
             if records >= max_records or size >= max_bytes:
                 break
             log = self.topic.log(partition)
+            if log.quarantined:
+                continue  # out of service (damage on disk); the other partitions serve
             position = max(self.position(member_id, partition), log.start_offset)
             raw = log.read_batches(
                 position, max_bytes - size, max_records - records, log.confirmed_offset

@@ -33,7 +33,7 @@ from roost.core import state_codec
 from roost.core.acks import ranges_of
 from roost.core.deliveries import PartitionDeliveries, Released
 from roost.core.model import DELIVER_AT_HEADER, Message, SubscriptionSpec, check_visibility
-from roost.errors import InvalidRequest, RecordTooLarge, UnknownPartition
+from roost.errors import InvalidRequest, PartitionQuarantined, RecordTooLarge, UnknownPartition
 from roost.receipt import Receipt
 from roost.storage import Journal, Record, StoredRecord, Topic
 from roost.storage.log import PartitionLog
@@ -130,9 +130,19 @@ class QueueSubscription:
             if len(messages) >= max_messages:
                 break
             state = self._partitions[(self._next_partition + step) % count]
-            messages += self._receive_from(
-                state, max_messages - len(messages), now_ms, visibility, consumer
-            )
+            if self.topic.partitions[state.partition].quarantined:
+                continue  # out of service (damage on disk); the other partitions serve
+            try:
+                messages += self._receive_from(
+                    state, max_messages - len(messages), now_ms, visibility, consumer
+                )
+            except PartitionQuarantined:
+                if not self.topic.partitions[state.partition].quarantined:
+                    raise
+                # A read found the damage just now (before any lease): this partition is out
+                # of service from here on, the others serve. Its state is rebuilt from the
+                # journal when the operator has repaired it and restarts.
+                continue
         self._next_partition = (self._next_partition + 1) % count
         return messages
 
@@ -443,9 +453,10 @@ class QueueSubscription:
         )
         try:
             result = self.dead_letter.append(partition, [dead])
-        except RecordTooLarge as e:
+        except (RecordTooLarge, PartitionQuarantined) as e:
             # Keep it rather than lose it: retried (and refused again) until an operator
-            # raises the dead-letter topic's limit; the error says why.
+            # raises the dead-letter topic's limit or repairs its partition; the error says
+            # why. (Raising here would stop every subscription's tick, not just this one.)
             retry_at = self._clock.now_ms() + self._retry_delay(attempts.count)
             state.requeue(offset, retry_at, f"dead-letter topic refused it: {e}", None)
             self._write(state_codec.retry(state.partition, retry_at, attempts.last_error, [offset]))

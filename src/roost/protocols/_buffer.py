@@ -43,6 +43,11 @@ class ReceiveBuffer:
             )
         self._data += data
 
+    def clear(self) -> None:
+        """Drop everything buffered and the storage with it."""
+        self._data = bytearray()
+        self._start = 0
+
     def unpack(self, layout: struct.Struct) -> tuple[int, ...] | None:
         """The next bytes read as ``layout``, not consumed; None if fewer are buffered."""
         if len(self) < layout.size:

@@ -45,6 +45,7 @@ from roost.core.model import Message, SubscriptionSpec
 from roost.core.policies import TopicPolicy
 from roost.core.publishing import Outgoing, Published, PublishOutcome
 from roost.core.readings import Reading, read_broker
+from roost.core.recovery_status import RecoveryStatus, recovery_status
 from roost.core.redrive import RedriveFilter
 from roost.core.routing import BindingSpec, ExchangeSpec
 from roost.core.stats import GroupDescription, StreamStats, SubscriptionStats
@@ -54,6 +55,7 @@ from roost.receipt import Receipt
 from roost.server.access import ANONYMOUS, Grant, Principal
 from roost.server.identities import Identities, NewToken, TokenInfo, UserInfo
 from roost.storage import TopicConfig, TopicInfo
+from roost.storage.repair import RepairResult
 
 if TYPE_CHECKING:
     from roost.core.broker import Broker
@@ -639,6 +641,16 @@ class Door:
     def readings(self) -> Reading:
         """Every topic and subscription as they are now: the metrics' and dashboard's source."""
         return read_broker(self._broker)
+
+    @command("monitor")
+    def recovery(self) -> RecoveryStatus:
+        """What recovery found and did, and what is quarantined now (server/recovery_status)."""
+        return recovery_status(self._broker)
+
+    @command("admin")
+    async def repair(self) -> RepairResult:
+        """Reopen every failed log in place, verified from disk (``StorageWatch.repair_now``)."""
+        return await self._host.storage.repair_now()
 
     @command("open")
     async def check_ready(self) -> None:

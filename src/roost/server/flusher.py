@@ -47,7 +47,7 @@ import weakref
 from collections.abc import Callable
 
 from roost.clock import Clock
-from roost.errors import StorageClosed
+from roost.errors import StorageClosed, StorageFailure
 from roost.server.meters import FlushMeters
 from roost.storage.flush import FlushJob
 from roost.storage.log import PartitionLog
@@ -129,6 +129,10 @@ class Flusher:
         while log.durable_offset < offset:
             if log.failure is not None:
                 raise log.failure
+            if offset > log.end_offset:
+                # A repair cut the log back below records this waiter was told of: they will
+                # never be durable (an idempotent retry whose state outlived the cut).
+                raise StorageFailure(f"{log.name} (records below {offset} were cut by a repair)")
             if log.closed:
                 raise StorageClosed(f"{log.topic}/{log.partition} (closed or deleted)")
             if self._stopped:

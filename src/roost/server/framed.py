@@ -17,6 +17,15 @@ Flow control both ways, as streams have it: a reader that falls behind by more t
 ``PAUSE_AT_BYTES`` of undecoded input pauses the socket until it has taken half of that, and
 ``drain`` waits while the transport's send buffer is over its high-water mark.
 
+Bounds on what one connection can make this process hold (docs/operations.md, "Memory and
+connection bounds"): the owner may *hold* reading for named reasons (``hold_reading``): the
+socket is paused and no further frame is handed over until every hold is released. The
+stream holds reading itself while more than ``max_unsent_bytes`` wait in the transport to be
+sent (a peer that does not read what it is sent stops being read), and, while
+``hold_partial_over`` is set, when a frame still arriving has more than that many bytes (the
+broker is over its memory budget). ``last_received_ms`` and ``frame_started_ms`` (on the
+stream's clock) are what a watchdog needs to end silent peers and frames that never finish.
+
 What the frames of one read make a connection write to its own socket leaves in one write
 when they are all handled (``HOLD_BYTES`` at most are held): the confirms of a burst of
 publishes cost the peer one wake-up, and this process one syscall.
@@ -32,6 +41,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
+from roost.clock import Clock, SystemClock
 from roost.errors import ProtocolError
 from roost.protocols.native.codec import NEED_DATA, Frame, NativeCodec
 
@@ -40,6 +50,14 @@ log = logging.getLogger("roost.native")
 PAUSE_AT_BYTES = 1024 * 1024
 #: Written at once past this much, even while the frames of one read are still handled.
 HOLD_BYTES = 64 * 1024
+#: Unsent bytes past which a connection stops being read until the peer takes them.
+MAX_UNSENT_BYTES = 1024 * 1024
+#: The hold a full send buffer puts on reading.
+UNSENT = "unsent"
+#: The hold a large frame still arriving puts on reading while ``hold_partial_over`` is set.
+MEMORY = "memory"
+#: A frame arriving with more than this buffered calls ``on_large_frame`` on each read.
+LARGE_FRAME_BYTES = 1024 * 1024
 
 
 class FramedStream(asyncio.Protocol):
@@ -47,8 +65,24 @@ class FramedStream(asyncio.Protocol):
         self,
         codec: NativeCodec,
         on_connect: Callable[[FramedStream], Awaitable[None]] | None = None,
+        clock: Clock | None = None,
+        max_unsent_bytes: int = MAX_UNSENT_BYTES,
     ) -> None:
         self.codec = codec
+        self._clock = clock or SystemClock()
+        self.max_unsent_bytes = max_unsent_bytes
+        #: When bytes last came from the peer (monotonic ms; the connection's start before).
+        self.last_received_ms = self._clock.monotonic_ms()
+        #: Since when a frame has been arriving and is not whole yet (None: none is).
+        self.frame_started_ms: int | None = None
+        #: Set while the broker is over its memory budget: a frame still arriving with more
+        #: than this many bytes holds reading (``MEMORY``) until the owner releases it.
+        self.hold_partial_over: int | None = None
+        #: Called on each read while a frame of more than ``LARGE_FRAME_BYTES`` is arriving:
+        #: the owner checks the memory budget then, not only on its timer.
+        self.on_large_frame: Callable[[], None] | None = None
+        self._holds: set[str] = set()
+        self._transport_paused = False  # what pause_reading was last told, for any reason
         self._on_connect = on_connect
         self._transport: asyncio.Transport | None = None
         self._task: asyncio.Task[None] | None = None  # on_connect's, referenced while it runs
@@ -79,16 +113,22 @@ class FramedStream(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.codec.failed:
             return  # the reader raises the codec's error; nothing more is read
+        self.last_received_ms = self._clock.monotonic_ms()
         # A ProtocolError is kept by the codec: the reader's next_frame raises it.
         with contextlib.suppress(ProtocolError):
             self.codec.receive_data(data)
         if self._on_frame is not None:
             self._deliver()
+            buffered = self.codec.buffered
+            if buffered > LARGE_FRAME_BYTES and self.on_large_frame is not None:
+                self.on_large_frame()  # may set hold_partial_over: the budget is over
+            limit = self.hold_partial_over
+            if limit is not None and buffered > limit:
+                self.hold_reading(MEMORY)
             return
         if self.codec.buffered > PAUSE_AT_BYTES and not self._reading_paused:
-            assert self._transport is not None
-            self._transport.pause_reading()
             self._reading_paused = True
+            self._apply_reading()
         self._wake_reader()
 
     def eof_received(self) -> bool:
@@ -100,6 +140,7 @@ class FramedStream(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost_error = exc or ConnectionResetError("connection lost")
+        self._holds.clear()  # nothing more can be read, nor answered: what was read is handled
         self._end()
         for drainer in self._drainers:
             if not drainer.done():
@@ -110,9 +151,11 @@ class FramedStream(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._writing_paused = True
+        self._check_unsent()
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        self.release_reading(UNSENT)
         for drainer in self._drainers:
             if not drainer.done():
                 drainer.set_result(None)
@@ -169,7 +212,7 @@ class FramedStream(asyncio.Protocol):
         self._held = []
         try:
             with self._reading():
-                while (frame := self.codec.next_event()) is not NEED_DATA:
+                while not self._holds and (frame := self.codec.next_event()) is not NEED_DATA:
                     assert isinstance(frame, Frame)
                     if not on_frame(frame):
                         done.set_result(None)
@@ -180,14 +223,77 @@ class FramedStream(asyncio.Protocol):
             return
         finally:
             self._release()
-        if self._ended:
+        if not self.codec.buffered or not self.codec.frame_pending:
+            self.frame_started_ms = None  # none is arriving, or the next is whole: ours to take
+        elif self.frame_started_ms is None:
+            self.frame_started_ms = self._clock.monotonic_ms()
+        if self._transport_paused or self._holds:
+            self._apply_reading()
+        if self._ended and not self._holds:
             done.set_result(None)
 
     def _resume_reading(self) -> None:
         if self._reading_paused:
-            assert self._transport is not None
             self._reading_paused = False
-            self._transport.resume_reading()
+            self._apply_reading()
+
+    # -- holds on reading -----------------------------------------------------------------
+
+    @property
+    def holds(self) -> frozenset[str]:
+        """Why reading is held now (empty: it is not)."""
+        return frozenset(self._holds)
+
+    def hold_reading(self, reason: str) -> None:
+        """Stop reading the socket, and handing over frames already read, for ``reason``,
+        until ``release_reading(reason)``; holds for several reasons add up. Once the
+        connection is lost nothing is held: what was read is handled, and nothing more comes."""
+        if reason not in self._holds and self._lost_error is None:
+            self._holds.add(reason)
+            self._apply_reading()
+
+    def release_reading(self, reason: str) -> None:
+        """Drop the hold for ``reason``; with none left, frames already read are handed over
+        (in a turn of their own: this may be called while a frame is being handled) and the
+        socket is read again. The peer's silence is timed from now (it was ours), and so is a
+        frame that was arriving, unless the hold was the memory alarm's (``overdue``)."""
+        if reason not in self._holds:
+            return
+        self._holds.discard(reason)
+        now_ms = self._clock.monotonic_ms()
+        if reason != MEMORY and self.frame_started_ms is not None:
+            self.frame_started_ms = now_ms  # the frame waited on us, not on the peer
+        if self._holds:
+            return
+        self.last_received_ms = now_ms  # the silence while held was ours, not the peer's
+        if self._on_frame is not None:
+            # Frames already read go first; the socket is read again once they are taken.
+            asyncio.get_running_loop().call_soon(self._deliver)
+        else:
+            self._apply_reading()
+
+    def _apply_reading(self) -> None:
+        # Whole frames left unhandled (a hold came while a read's frames were handed over)
+        # count as a hold of their own: reading on would pile more up behind them.
+        backlog = (
+            self._on_frame is not None
+            and bool(self.codec.buffered)
+            and not self.codec.frame_pending
+        )
+        paused = bool(self._holds) or self._reading_paused or backlog
+        transport = self._transport
+        if paused is self._transport_paused or transport is None or transport.is_closing():
+            return
+        self._transport_paused = paused
+        if paused:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
+
+    def _check_unsent(self) -> None:
+        transport = self._transport
+        if transport is not None and transport.get_write_buffer_size() > self.max_unsent_bytes:
+            self.hold_reading(UNSENT)
 
     def _end(self) -> None:
         if not self._ended:
@@ -214,6 +320,8 @@ class FramedStream(asyncio.Protocol):
         held = self._held
         if held is None:
             self._transport.write(data)
+            if self._writing_paused:
+                self._check_unsent()
             return
         held.append(data)
         self._held_bytes += len(data)
@@ -224,6 +332,8 @@ class FramedStream(asyncio.Protocol):
         held, self._held, self._held_bytes = self._held, [] if hold_on else None, 0
         if held and self._transport is not None and not self._transport.is_closing():
             self._transport.write(held[0] if len(held) == 1 else b"".join(held))
+            if self._writing_paused:
+                self._check_unsent()
 
     async def drain(self) -> None:
         """Return once the transport will take more; ``ConnectionResetError`` if it is gone."""
@@ -238,6 +348,11 @@ class FramedStream(asyncio.Protocol):
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+
+    def abort(self) -> None:
+        """Close now, dropping whatever is still to be sent."""
+        if self._transport is not None:
+            self._transport.abort()
 
     async def wait_closed(self) -> None:
         if self._lost is not None:

@@ -9,14 +9,17 @@ The core never waits; the host does the waiting it asks for:
   the dead-letter appends a tick started to become durable, then ticks again so the
   subscriptions can finish those messages;
 - opening and closing the engine (recovery, final fsyncs) run in a thread;
-- subscription journals are snapshotted off the loop when enough entries have piled up.
+- subscription journals are snapshotted off the loop when enough entries have piled up;
+- a storage watch reads the free space about once a second (publishes stop below the
+  watermark, server/disk_space.py) and repairs failed logs once a probe write succeeds
+  (storage/repair.py): a full disk or an I/O error heals without a restart.
 
 Known limit: definition changes (topics, queues, exchanges) fsync the metadata file on the
 loop; they are rare and short, but a host serving heavy traffic will want them in a thread
 with the core's commands queued behind them.
 
-The host owns one task, the timer; ``aclose`` stops it, lets the flusher finish, and closes
-the engine cleanly.
+The host owns two tasks, the timer and the storage watch; ``aclose`` stops them, lets the
+flusher finish, and closes the engine cleanly.
 
     host = await Host.start("./data")
     await host.publish("emails", [Outgoing(value=b"hi")])
@@ -37,9 +40,16 @@ from roost.clock import Clock, SystemClock
 from roost.core.broker import Broker
 from roost.core.model import Message
 from roost.core.publishing import Outgoing, Published, PublishOutcome
+from roost.core.recovery_status import log_recovery, recovery_status
 from roost.core.redrive import RedriveFilter
 from roost.core.streams import FetchedBatches
-from roost.errors import BacklogFull, InvalidConfig, StorageClosed
+from roost.errors import (
+    BacklogFull,
+    InvalidConfig,
+    StorageClosed,
+    StorageFailure,
+    SubscriptionQuarantined,
+)
 from roost.receipt import Receipt
 from roost.server.access import TRUSTED, Principal
 from roost.server.door import Door
@@ -47,7 +57,11 @@ from roost.server.failed_logins import FailedLogins
 from roost.server.flusher import Flusher
 from roost.server.identities import Identities
 from roost.server.meters import ListenerStats
+from roost.server.storage_watch import StorageWatch
 from roost.storage import Journal, LocalEngine
+from roost.storage.log import PartitionLog
+from roost.storage.repair import RepairReport
+from roost.storage.scrub import Scrubber
 
 #: Longest a receive may wait for a message, as in SQS long polling.
 MAX_WAIT_S = 20.0
@@ -55,13 +69,27 @@ MAX_WAIT_S = 20.0
 MAX_TIMER_SLEEP_S = 1.0
 #: Pause before the timer tries again after a tick failed.
 TIMER_RETRY_S = 1.0
+#: How often the storage watch reads the free space and tries to repair failed logs.
+STORAGE_WATCH_S = 1.0
+#: How fast the scrub re-reads sealed segments (storage/scrub.py): a background trickle, so
+#: that it never competes with consumers for the disk. 0 turns it off.
+SCRUB_BYTES_PER_S = 8 * 1024 * 1024
+#: The scrub's pause when there is nothing sealed to verify, or after a step failed.
+SCRUB_IDLE_S = 60.0
 T = TypeVar("T")
 
 log = logging.getLogger("roost.host")
 
 
 class Host:
-    def __init__(self, engine: LocalEngine, broker: Broker, flusher: Flusher, clock: Clock) -> None:
+    def __init__(
+        self,
+        engine: LocalEngine,
+        broker: Broker,
+        flusher: Flusher,
+        clock: Clock,
+        min_free_bytes: int | None = None,
+    ) -> None:
         self.engine = engine
         #: Private: every session reaches the core through a ``Door`` (``door``).
         self._broker = broker
@@ -79,6 +107,14 @@ class Host:
         self._blocked: dict[str, int] = {}  # per topic, publishes waiting for room
         self._wake_timer = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
+        self._storage_watch: asyncio.Task[None] | None = None
+        #: Free space and failed logs (server/storage_watch.py); ``_watch_storage`` runs it.
+        self.storage = StorageWatch(engine, clock, self._after_repair, min_free_bytes)
+        #: Re-verifies sealed segments in the background (storage/scrub.py), paced at
+        #: ``scrub_bytes_per_s``.
+        self.scrubber = Scrubber(engine)
+        self.scrub_bytes_per_s = SCRUB_BYTES_PER_S
+        self._scrub_task: asyncio.Task[None] | None = None
         self._closed = False
         #: Shutting down: long polls answer at once instead of waiting, pushes stop.
         self.stopping = False
@@ -86,8 +122,12 @@ class Host:
         self.listeners: dict[str, ListenerStats] = {}
 
     @classmethod
-    async def start(cls, path: str, clock: Clock | None = None) -> Host:
-        """Open the data directory (recovering it, in a thread) and start the timer."""
+    async def start(
+        cls, path: str, clock: Clock | None = None, min_free_bytes: int | None = None
+    ) -> Host:
+        """Open the data directory (recovering it, in a thread) and start the timer and the
+        storage watch. ``min_free_bytes``: the free-space watermark (None: the default, 0:
+        off; see server/disk_space.py)."""
         clock = clock or SystemClock()
         engine = await asyncio.to_thread(LocalEngine.open, path, clock)
         try:
@@ -95,13 +135,15 @@ class Host:
         except BaseException:
             await asyncio.to_thread(engine.close, False)
             raise
-        for recovered in engine.recovery.logs:
-            for problem in recovered.problems:
-                log.warning("recovery of %s: %s", recovered.log, problem)
+        log_recovery(recovery_status(broker))
         flusher = Flusher(clock)
         engine.on_dirty = flusher.notify
-        host = cls(engine, broker, flusher, clock)
+        host = cls(engine, broker, flusher, clock, min_free_bytes)
+        await host.storage.check()  # a disk already full refuses the very first publish
         host._timer = asyncio.create_task(host._run_timer(), name="roost-timer")
+        host._storage_watch = asyncio.create_task(host._watch_storage(), name="roost-storage")
+        if host.scrub_bytes_per_s:
+            host._scrub_task = asyncio.create_task(host._run_scrub(), name="roost-scrub")
         return host
 
     def door(self, principal: Principal) -> Door:
@@ -144,6 +186,7 @@ class Host:
             remaining = give_up - loop.time()
             if remaining <= 0 or self.stopping:
                 # A last try: it appends if room came after all, or raises BacklogFull.
+                self.storage.disk.check("a publish to", topic)
                 return self._broker.publish(topic, messages, producer_id, sequence)
             room = self._room.setdefault(topic, asyncio.Event())
             await _wait(room, remaining)
@@ -165,6 +208,7 @@ class Host:
         """Append in this turn; None, with nothing appended, when the topic is full and its
         overflow policy says wait for room (``publish`` waits). Confirm what it returns with
         ``confirmed_now`` or ``confirm``."""
+        self.storage.disk.check("a publish to", topic)
         try:
             return self._broker.publish(topic, messages, producer_id, sequence)
         except BacklogFull:
@@ -181,6 +225,7 @@ class Host:
     async def publish_to_exchange(
         self, exchange: str, routing_key: str, messages: Sequence[Outgoing]
     ) -> Sequence[Published]:
+        self.storage.disk.check("a publish to exchange", exchange)
         outcome = self._broker.publish_to_exchange(exchange, routing_key, messages)
         return await self.confirm(outcome, {p.topic for p in outcome.published})
 
@@ -384,6 +429,30 @@ class Host:
                 log.exception("roost timer: tick failed; retrying in %s s", TIMER_RETRY_S)
                 await asyncio.sleep(TIMER_RETRY_S)
 
+    async def _run_scrub(self) -> None:
+        """Scrub until closed, one bounded chunk per step in a thread, paced. A failing step
+        is logged with its traceback and retried after a pause, never swallowed. It starts
+        after one idle pause: recovery just verified what it did not trust, and a starting
+        broker has better uses for the disk."""
+        pause_s = SCRUB_IDLE_S
+        while not self._closed:
+            await asyncio.sleep(pause_s)
+            try:
+                pause_s = await self.scrub_step()
+            except Exception:
+                log.exception("roost scrub: a step failed; retrying in %s s", SCRUB_IDLE_S)
+                pause_s = SCRUB_IDLE_S
+
+    async def scrub_step(self) -> float:
+        """Verify the next chunk of a sealed segment (off the loop); returns how long to pause
+        before the next step so that the scrub keeps to ``scrub_bytes_per_s``."""
+        job = self.scrubber.next_job()
+        if job is None:
+            return SCRUB_IDLE_S
+        result = await asyncio.to_thread(job.run)
+        self.scrubber.finish(job, result)
+        return result.bytes_read / self.scrub_bytes_per_s if self.scrub_bytes_per_s else 0.0
+
     async def _tick_once(self) -> None:
         while not self._closed:
             tick = self._broker.tick()
@@ -404,11 +473,13 @@ class Host:
             await _wait(self._wake_timer, sleep_s)
 
     async def _snapshot_journals(self) -> None:
+        # A failed journal waits for its repair (the storage watch), not the timer: a tick
+        # must go on expiring leases meanwhile.
         for sub in self._broker.subscriptions():
-            if sub.snapshot_due:
+            if sub.snapshot_due and sub.journal.log.failure is None:
                 await self._snapshot(sub.journal, sub.snapshot())
         for producers in self._broker.producer_states():
-            if producers.snapshot_due:
+            if producers.snapshot_due and producers.journal.log.failure is None:
                 await self._snapshot(producers.journal, producers.snapshot())
 
     async def _snapshot(self, journal: Journal, state: bytes) -> None:
@@ -416,20 +487,62 @@ class Host:
         # The entries a snapshot covers must be durable before it is: otherwise a crash could
         # leave a snapshot ahead of the log, and new entries numbered below it.
         await self.flusher.wait_durable(journal.log, job.next_seq)
-        await asyncio.to_thread(job.run)
+        try:
+            await asyncio.to_thread(job.run)
+        except OSError as e:
+            # The old snapshot and every entry stay: nothing is lost, the next one retries.
+            raise StorageFailure(f"journal {journal.name} snapshot", e) from e
         journal.snapshot_done(job)
 
     def _topics_with_subscriptions(self) -> set[str]:
         return {spec.topic for spec in self._broker.list_subscriptions()}
 
-    # -- health ---------------------------------------------------------------------------
+    # -- storage health -----------------------------------------------------------------
+
+    async def _watch_storage(self) -> None:
+        """Check the storage about once a second until closed; a failing check is logged."""
+        while not self._closed:
+            await asyncio.sleep(STORAGE_WATCH_S)
+            try:
+                await self.storage.check()
+            except Exception:
+                log.exception("roost storage watch: check failed; trying again")
+
+    async def _after_repair(self, repaired: PartitionLog, report: RepairReport) -> None:
+        """Make what remembers offsets or entries of ``repaired`` agree with it again."""
+        for name in self.engine.list_topics():
+            topic = self.engine.topic(name)
+            if repaired in topic.partitions:
+                if not (report.records_cut or report.records_lost):
+                    return
+                producers = self._broker.log_cut(name, repaired.partition, repaired.end_offset)
+                # Before any await, so no publish can take an offset a subscription has seen:
+                # the disk may have lost records confirmed under interval or never.
+                self._broker.continue_past_seen(only=name)
+                if producers is not None and producers.journal.log.failure is None:
+                    await self._snapshot(producers.journal, producers.snapshot())
+                self.wake_readers(name)
+                return
+        # A journal may lack entries its owner applied in memory (the append or its fsync
+        # failed after the state changed, or the disk lost them): a snapshot writes them all.
+        for sub in self._broker.subscriptions():
+            if sub.journal.log is repaired:
+                await self._snapshot(sub.journal, sub.snapshot())
+        for producers in self._broker.producer_states():
+            if producers.journal.log is repaired:
+                await self._snapshot(producers.journal, producers.snapshot())
 
     async def check_ready(self) -> None:
-        """Raise (``StorageFailure``, ``StorageClosed``) unless the host can take writes: not
-        closing, the engine open with no failed log, the data directory writable."""
+        """Raise (``StorageFailure``, ``DiskFull``, ``StorageClosed``, ``Quarantined``) unless
+        the host can take writes: not closing, the engine open with no failed log (the error
+        names every failed one), no partition or subscription quarantined for damage, free
+        space above the watermark, the data directory writable."""
         if self._closed:
             raise StorageClosed("the host (shutting down)")
         self.engine.check_health()
+        for (topic, name), damage in self._broker.quarantined_subscriptions().items():
+            raise SubscriptionQuarantined(topic, name, damage)
+        self.storage.disk.check("publishes")
         await asyncio.to_thread(self.engine.probe_write)
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -447,10 +560,11 @@ class Host:
         if self._closed:
             return
         self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._timer
+        for task in (self._timer, self._storage_watch, self._scrub_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self.stop_waiting()
         await self.flusher.aclose()
         await asyncio.to_thread(self.engine.close)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from bisect import bisect_left
 
+from roost.server.memory import MemoryAlarm
+
 #: Upper bounds (seconds) of the latency buckets: 50 µs (an fsync on a fast SSD) up to 2.5 s (a
 #: disk in trouble). Prometheus' ``le`` is inclusive, so a value equal to a bound falls in it.
 LATENCY_BOUNDS_S = (
@@ -75,7 +77,10 @@ class FlushMeters:
 class ListenerStats:
     """One listener's connections and frames (server/native_server.py)."""
 
-    __slots__ = ("accepted", "connections", "frames_received", "protocol_errors", "refused")
+    __slots__ = (
+        "accepted", "alarm", "connections", "evicted", "frames_received", "protocol_errors",
+        "refused", "timed_out",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.connections = 0  # open now
@@ -83,3 +88,9 @@ class ListenerStats:
         self.refused = 0  # over max_connections
         self.frames_received = 0
         self.protocol_errors = 0  # connections ended by a ProtocolError
+        #: Ended because a frame or the heartbeat was overdue (server/watchdog.py).
+        self.timed_out = 0
+        #: Closed to make room for a newcomer at max_connections: in their handshake, or silent.
+        self.evicted = 0
+        #: The memory alarm the listener heeds (server/memory.py), once it serves.
+        self.alarm: MemoryAlarm | None = None

@@ -74,6 +74,8 @@ class HandshakePolicy:
     sleep: Sleep = asyncio.sleep
     #: Failed logins per address, shared by every listener of the host (None: not counted).
     failures: FailedLogins | None = None
+    #: Told in the WELCOME: a version-5 client PINGs this often; twice it silent ends it.
+    heartbeat_ms: int = HEARTBEAT_MS
 
 
 def _address(peer: object) -> str:
@@ -147,7 +149,8 @@ class Handshake:
             self._fail(e)
             return None
         welcome = m.Welcome(version, f"roost {__version__}", self._codec.max_frame_bytes,
-                            HEARTBEAT_MS, admitted.required, admitted.mechanisms)  # fmt: skip
+                            self._policy.heartbeat_ms, admitted.required,
+                            admitted.mechanisms)  # fmt: skip
         self._send(Frame(Kind.WELCOME, 0, welcome))
         if admitted.principal is not None:
             return admitted.principal  # anonymous: nothing to count, nothing more to say

@@ -14,6 +14,14 @@ the host and push ``Deliveries`` while the client has credit, whenever there is 
 can still be sent; a ``RoostError`` from the core answers its request with a ``FAILURE``
 carrying the error's stable code; anything else is logged as a bug and answered
 ``internal``. Closing a connection cancels its tasks; leases it held expire.
+
+What one connection may make the broker hold is bounded (docs/operations.md, "Memory and
+connection bounds"): pushes wait while the socket's send buffer is full; reading stops while
+more than ``framed.MAX_UNSENT_BYTES`` wait to be sent or ``MAX_IN_FLIGHT`` requests are being
+answered; the listener's ``Watchdog`` ends connections whose frame or heartbeat is overdue and
+blocks publishers while the broker is over its memory budget (``BLOCKED``, version 5). A full
+listener makes room by evicting a connection still in its handshake, or the longest silent
+one, before it refuses a newcomer.
 """
 
 from __future__ import annotations
@@ -26,14 +34,21 @@ import ssl as _ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from roost.clock import Clock, SystemClock
 from roost.core.model import Message
-from roost.errors import ProtocolError, RoostError
+from roost.errors import ProtocolError, RoostError, Unavailable
 from roost.protocols.native import messages as m
 from roost.protocols.native.codec import Frame, Kind, NativeCodec, State, encode
 from roost.server.access import NOBODY, Principal
 from roost.server.exposure import is_loopback
-from roost.server.framed import FramedStream
+from roost.server.framed import MEMORY, FramedStream
 from roost.server.host import Host
+from roost.server.memory import (
+    DEFAULT_MAX_MEMORY,
+    MemoryAlarm,
+    anonymous_rss_bytes,
+    budget_bytes,
+)
 from roost.server.meters import ListenerStats
 from roost.server.native_auth import UserConnections
 from roost.server.native_handshake import Handshake, HandshakePolicy, Sleep
@@ -46,6 +61,7 @@ from roost.server.native_session import (
     runs,
 )
 from roost.server.tls import peer_principal
+from roost.server.watchdog import Timeouts, Watchdog, overdue
 
 log = logging.getLogger("roost.native")
 #: The protocol version from which a ``Failure`` carries the error's details.
@@ -61,6 +77,20 @@ MESSAGE_OVERHEAD_BYTES = 64
 PUSH_BATCH = 256
 #: Credit a client can hold for one subscribe: more is a client bug, not a reason to grow.
 MAX_CREDIT = 1_000_000
+#: Bytes of values one push leases at most (one message at least), judged by the last one.
+PUSH_BYTES = 1024 * 1024
+#: Requests of one connection being answered at once, past which it is not read (resumed at
+#: half): a client pipelining without reading its answers holds this many at most.
+MAX_IN_FLIGHT = 1_024
+#: The hold on reading while too many requests are in flight.
+IN_FLIGHT = "in flight"
+#: The protocol version from which a client sends a PING every ``heartbeat_ms`` (so silence
+#: may end the connection) and is told of the memory alarm.
+HEARTBEAT_VERSION = 5
+#: While the memory alarm is on, a frame still arriving past this many bytes holds reading.
+PARTIAL_HOLD_BYTES = 64 * 1024
+#: Requests that make a connection a publisher: blocked by the memory alarm.
+PUBLISHES = (m.Publish, m.PublishToExchange)
 
 
 class _Push:
@@ -72,6 +102,15 @@ class _Push:
         self.subscription = request.subscription
         self.credit = min(max(0, request.credit), MAX_CREDIT)
         self.poke: Callable[[], None] = lambda: None  # set by the connection
+        #: The mean value size of the last batch pushed: how many the next may lease.
+        self.message_bytes = 0
+
+    def batch(self) -> int:
+        """How many to lease next: the credit, at most ``PUSH_BATCH``, and at most
+        ``PUSH_BYTES`` at the last batch's size (a push is written whole, whatever the
+        socket's buffer: large messages go fewer at a time)."""
+        by_size = PUSH_BYTES // self.message_bytes if self.message_bytes else PUSH_BATCH
+        return min(self.credit, PUSH_BATCH, max(1, by_size))
 
     def grant(self, messages: int) -> None:
         self.credit = min(self.credit + max(0, messages), MAX_CREDIT)
@@ -84,8 +123,22 @@ class NativeConnection:
         stream: FramedStream,
         stats: ListenerStats | None = None,
         policy: HandshakePolicy | None = None,
+        timeouts: Timeouts | None = None,
+        alarm: MemoryAlarm | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self._host = host
+        self._timeouts = timeouts or Timeouts()
+        self._alarm = alarm or MemoryAlarm(None)
+        clock = clock or SystemClock()
+        #: When it connected (monotonic ms): a full listener evicts the oldest handshake.
+        self.connected_ms = clock.monotonic_ms()
+        #: Past its handshake: requests may come.
+        self.open = False
+        #: It has published: the memory alarm stops reading it.
+        self.publisher = False
+        #: Bytes its codec held when it closed (a frame cut short by a timeout, say).
+        self.buffered_at_close = 0
         #: Who this connection acts for: nobody (who may do nothing) until its handshake
         #: authenticates it; every request goes through ``door``, which checks it
         #: (server/door.py).
@@ -119,11 +172,17 @@ class NativeConnection:
 
     async def finish(self, grace_s: float) -> None:
         """Shutting down: refuse new requests (``unavailable``, retriable), give the ones in
-        flight ``grace_s`` to answer, then close; ``run`` then ends as on a hang-up."""
+        flight ``grace_s`` to answer, then close; ``run`` then ends as on a hang-up. A peer
+        that does not take what is still to be sent within ``grace_s`` more (a consumer
+        that stopped reading) is cut off: a shutdown never waits on a client."""
         self._finishing = True
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=grace_s)
         self._stream.close()
+        try:
+            await asyncio.wait_for(self._stream.wait_closed(), grace_s)
+        except TimeoutError:
+            self._stream.abort()
 
     async def run(self) -> None:
         try:
@@ -132,6 +191,9 @@ class NativeConnection:
             principal = await handshake.run()
             if principal is not None:
                 self.principal = principal
+                self.open = True
+                if self._alarm.blocked:
+                    self.memory(self._alarm)
                 await self._read_loop()
         except ProtocolError as e:
             self._stats.protocol_errors += 1
@@ -146,6 +208,8 @@ class NativeConnection:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            self.buffered_at_close = self._codec.buffered
+            self._codec.discard()  # a frame cut short: its bytes go now, not when this does
             self._stream.close()
             if self.principal is not NOBODY:  # only a handshake that got through was counted
                 self._policy.users.leave(self.principal)
@@ -177,11 +241,18 @@ class NativeConnection:
             # Nothing sent before it is still to start (a request before it in this read, a
             # publish waiting for room): it may go first.
             self._publish(frame.correlation, frame.message)
+            self.publisher = True
+            if self._alarm.blocked:
+                self._block_publisher()
         elif frame.kind is Kind.REQUEST:
             request: m.Request = frame.message  # type: ignore[assignment]
             work = functools.partial(self._handle, frame.correlation, request)
             self._waiting_to_start += 1
             self._spawn(self._answer(frame.correlation, request, work))
+            if isinstance(request, PUBLISHES):
+                self.publisher = True
+                if self._alarm.blocked:
+                    self._block_publisher()
         elif frame.kind is Kind.CREDIT:
             push = self._pushes.get(frame.correlation)
             if push is not None:
@@ -196,7 +267,73 @@ class NativeConnection:
     def _spawn(self, work: Any) -> None:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
+        if len(self._tasks) >= MAX_IN_FLIGHT:
+            self._stream.hold_reading(IN_FLIGHT)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if len(self._tasks) <= MAX_IN_FLIGHT // 2:
+            self._stream.release_reading(IN_FLIGHT)
+
+    # -- bounds: the watchdog's questions, eviction --------------------------------------
+
+    @property
+    def heartbeats(self) -> bool:
+        """The client promised a PING every ``heartbeat_ms``: its silence may end it."""
+        return (self._codec.version or 0) >= HEARTBEAT_VERSION
+
+    def silent_ms(self, now_ms: int) -> int:
+        return now_ms - self._stream.last_received_ms
+
+    def check(self, now_ms: int) -> None:
+        """End the connection if a frame or its heartbeat is overdue (``watchdog``)."""
+        if not self.open or self._codec.state is State.CLOSED:
+            return  # in its handshake (which has its own time limit), or being closed
+        reason = overdue(
+            now_ms, self._timeouts, last_received_ms=self._stream.last_received_ms,
+            frame_started_ms=self._stream.frame_started_ms, heartbeats=self.heartbeats,
+            holds=self._stream.holds,
+        )  # fmt: skip
+        if reason is not None:
+            self._stats.timed_out += 1
+            log.warning("closing %s: %s", self.peer, reason)
+            self.end(ProtocolError("native", reason))
+
+    def end(self, error: RoostError) -> None:
+        """A last ``FAILURE`` saying why, then close: the run ends as on a hang-up."""
+        self._send_quietly(
+            Frame(Kind.FAILURE, 0, m.Failure(error.code, str(error), error.retriable))
+        )
+        self._stream.close()
+
+    # -- the memory alarm -------------------------------------------------------------------
+
+    def memory(self, alarm: MemoryAlarm) -> None:
+        """The broker's memory alarm blocked or unblocked: say so to a client that knows the
+        frames, and stop (or start again) reading it if it publishes."""
+        stream = self._stream
+        if alarm.blocked:
+            stream.hold_partial_over = PARTIAL_HOLD_BYTES
+            if stream.codec.buffered > PARTIAL_HOLD_BYTES:
+                stream.hold_reading(MEMORY)
+            if self.publisher:
+                stream.hold_reading(MEMORY)
+        else:
+            stream.hold_partial_over = None
+            stream.release_reading(MEMORY)
+        if self.open and self.heartbeats:
+            notice = (
+                Frame(Kind.BLOCKED, 0, m.Blocked(alarm.reason or "memory alarm"))
+                if alarm.blocked
+                else Frame(Kind.UNBLOCKED, 0, m.Empty())
+            )
+            with contextlib.suppress(ProtocolError):  # said goodbye: it is being closed
+                self._send(notice)
+
+    def _block_publisher(self) -> None:
+        """A publish arrived while the alarm is on: the frames after it wait for the end of it."""
+        self._stream.hold_reading(MEMORY)
 
     async def _handle(self, correlation: int, request: m.Request) -> m.Response:
         if isinstance(request, m.Subscribe):
@@ -293,8 +430,7 @@ class NativeConnection:
             and self._codec.state is not State.CLOSED  # said goodbye: it is being closed
         ):
             try:
-                allowed = min(push.credit, PUSH_BATCH)
-                messages = self.door.lease(push.topic, push.subscription, allowed)
+                messages = self.door.lease(push.topic, push.subscription, push.batch())
             except RoostError as e:
                 self._stop_pushing(push)
                 failure = failure_of(e, self._codec.version)
@@ -309,6 +445,7 @@ class NativeConnection:
             if not messages:
                 return
             push.credit -= len(messages)
+            push.message_bytes = sum(len(message.value) for message in messages) // len(messages)
             budget = self._codec.max_frame_bytes // 2
             for part in _frame_sized(messages, budget):
                 payload = m.Deliveries([delivered(message) for message in part])
@@ -362,6 +499,25 @@ class NativeListener:
     def __init__(self) -> None:
         self.server: asyncio.Server | None = None
         self.connections: set[NativeConnection] = set()
+        self.watchdog: Watchdog | None = None
+        self._watching: asyncio.Task[None] | None = None
+
+    def watch(self, watchdog: Watchdog, sleep: Sleep) -> None:
+        """Run ``watchdog`` over the connections until ``aclose``."""
+        self.watchdog = watchdog
+        self._watching = asyncio.ensure_future(watchdog.run(sleep))
+        self._watching.add_done_callback(_watchdog_ended)
+
+    def make_room(self, now_ms: int, idle_ms: int) -> NativeConnection | None:
+        """The connection a full listener closes for a newcomer: the oldest still in its
+        handshake, else the longest silent for ``idle_ms`` or more; None: refuse instead."""
+        waiting = [c for c in self.connections if not c.open]
+        if waiting:
+            return min(waiting, key=lambda c: c.connected_ms)
+        silent = max(self.connections, key=lambda c: c.silent_ms(now_ms), default=None)
+        if silent is not None and silent.silent_ms(now_ms) >= idle_ms:
+            return silent
+        return None
 
     @property
     def sockets(self) -> tuple[Any, ...]:
@@ -373,6 +529,9 @@ class NativeListener:
         most: a publish waiting for its fsync gets its confirm), then close them."""
         assert self.server is not None
         self.server.close()
+        if self._watching is not None:
+            self._watching.cancel()
+            await asyncio.gather(self._watching, return_exceptions=True)
         await asyncio.gather(*(c.finish(grace_s) for c in list(self.connections)))
         await self.server.wait_closed()
 
@@ -392,6 +551,10 @@ async def serve_native(
     handshake_timeout_ms: int = 10_000,
     failed_auth_delay_s: float = 1.0,
     sleep: Sleep = asyncio.sleep,
+    timeouts: Timeouts | None = None,
+    max_memory: str | int | float = DEFAULT_MAX_MEMORY,
+    sample_memory: Callable[[], int] = anonymous_rss_bytes,
+    watchdog_sleep: Sleep = asyncio.sleep,
 ) -> NativeListener:
     """Listen for native-protocol clients on ``address:port``; with ``ssl`` (see
     ``roost.server.tls``), TLS only.
@@ -408,12 +571,24 @@ async def serve_native(
     ``handshake_timeout_ms``; a failed login is answered after ``failed_auth_delay_s``; one
     user may hold ``max_connections_per_user`` connections on this listener. ``sleep`` is
     how those waits are made (tests pass one they drive).
+
+    Bounds (``watchdog``): ``timeouts`` (a frame's, the heartbeat's) and ``max_memory`` (the
+    broker's budget: bytes, a fraction of the machine's memory, or 0 for none; see
+    ``memory.budget_bytes``). A full listener first evicts a connection still in its
+    handshake, or one silent for twice the heartbeat, with a ``FAILURE(unavailable)`` saying
+    why. Connections are timed on ``host.clock``; ``sample_memory`` is how the watchdog
+    measures memory, and ``watchdog_sleep`` how it waits between ticks (tests pass samples
+    they choose and a sleep that never ends, and call ``listener.watchdog.tick()``).
     """
     listener = NativeListener()
     stats = host.listeners.setdefault(name, ListenerStats())
+    clock = host.clock
+    timeouts = timeouts or Timeouts()
+    alarm = stats.alarm = MemoryAlarm(budget_bytes(max_memory))
+    watchdog = Watchdog(listener.connections, alarm, timeouts, clock=clock, sample=sample_memory)
 
     async def connected(stream: FramedStream) -> None:
-        if len(listener.connections) >= max_connections:
+        if len(listener.connections) >= max_connections and not _made_room(stream):
             failure = m.Failure(
                 "unavailable", f"too many connections (max_connections={max_connections})", True
             )
@@ -421,7 +596,8 @@ async def serve_native(
             stream.close()
             stats.refused += 1
             return
-        connection = NativeConnection(host, stream, stats, policy)
+        connection = NativeConnection(host, stream, stats, policy, timeouts, alarm, clock)
+        stream.on_large_frame = watchdog.memory_pressure
         listener.connections.add(connection)
         stats.accepted += 1
         stats.connections += 1
@@ -430,9 +606,28 @@ async def serve_native(
         finally:
             listener.connections.discard(connection)
             stats.connections -= 1
+            watchdog.freed(connection.buffered_at_close)
+
+    def _made_room(newcomer: FramedStream) -> bool:
+        victim = listener.make_room(clock.monotonic_ms(), timeouts.idle_timeout_ms)
+        if victim is None:
+            return False
+        why = "still in its handshake" if not victim.open else "silent"
+        log.warning("closing %s to make room for %s: %s while the listener is at "
+                    "max_connections=%d", victim.peer, newcomer.get_extra_info("peername"), why,
+                    max_connections)  # fmt: skip
+        stats.evicted += 1
+        victim.end(
+            Unavailable(
+                f"closed to make room for a new connection: this one was {why} while the "
+                f"listener was at max_connections={max_connections}"
+            )
+        )
+        listener.connections.discard(victim)  # its run ends in a later turn
+        return True
 
     server = listener.server = await asyncio.get_running_loop().create_server(
-        lambda: FramedStream(NativeCodec("server", max_frame_bytes), connected),
+        lambda: FramedStream(NativeCodec("server", max_frame_bytes), connected, clock),
         address,
         port,
         ssl=ssl,
@@ -444,7 +639,7 @@ async def serve_native(
         anonymous=allow_anonymous or loopback, failed_auth_delay_s=failed_auth_delay_s,
         handshake_timeout_ms=handshake_timeout_ms,
         users=UserConnections(max_connections_per_user), sleep=sleep,
-        failures=host.failed_logins,
+        failures=host.failed_logins, heartbeat_ms=timeouts.heartbeat_ms,
     )  # fmt: skip
     if not loopback and not host.identities.any_users:
         if allow_anonymous:
@@ -453,8 +648,15 @@ async def serve_native(
         else:
             log.warning("no users are defined: connections on %s are refused until one is "
                         "(roost user add), or allow_anonymous is set", address)  # fmt: skip
+    listener.watch(watchdog, watchdog_sleep)
     await server.start_serving()
     return listener
+
+
+def _watchdog_ended(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.error("the native listener's watchdog failed: no timeouts or memory alarm until "
+                  "a restart", exc_info=error)  # fmt: skip
 
 
 def _loopback_only(server: asyncio.Server) -> bool:

@@ -27,10 +27,13 @@ from typing import Protocol
 
 import msgspec
 
+from roost.errors import InvalidConfig
 from roost.server.exposure import check_exposure
 from roost.server.host import Host
+from roost.server.memory import DEFAULT_MAX_MEMORY, budget_bytes, mib
 from roost.server.native_server import NativeListener, close_native, serve_native
 from roost.server.tls import describe, server_context
+from roost.server.watchdog import Timeouts
 
 log = logging.getLogger("roost.serve")
 
@@ -56,6 +59,16 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_connections_per_user: int = 1_000
     #: A connection must finish its handshake (and authentication) this soon, or is closed.
     handshake_timeout_ms: int = 10_000
+    # -- bounds (docs/operations.md, "Memory and connection bounds") --
+    #: The broker's memory budget: bytes (``512MiB``, ``2GB``), a fraction of the machine's
+    #: memory (``0.4``, RabbitMQ's default watermark), or ``0`` for none. Over it, publishing
+    #: connections are not read (and told so) until memory falls back.
+    max_memory: str = DEFAULT_MAX_MEMORY
+    #: A frame that has started to arrive must be whole this soon, or the connection ends.
+    frame_timeout_ms: int = 30_000
+    #: Told to clients in the WELCOME: a version-5 client PINGs this often, and one silent for
+    #: twice this is closed.
+    heartbeat_ms: int = 10_000
     #: TLS on the native and admin listeners: PEM files (the ``[tls]`` table of the TOML file).
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
@@ -63,6 +76,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     tls_ca_file: str | None = None
     #: ``none``, ``optional`` or ``required``: whether clients must present a certificate.
     tls_client_auth: str = "none"
+    #: Publishes are refused below this much free space (None: 2x the largest segment +
+    #: 1 GiB; 0: off). See server/disk_space.py.
+    min_free_bytes: int | None = None
 
 
 #: Environment variables and the setting each sets.
@@ -79,10 +95,14 @@ ENVIRONMENT = {
     "ROOST_METRICS_AUTH": "metrics_auth",
     "ROOST_MAX_CONNECTIONS_PER_USER": "max_connections_per_user",
     "ROOST_HANDSHAKE_TIMEOUT_MS": "handshake_timeout_ms",
+    "ROOST_MAX_MEMORY": "max_memory",
+    "ROOST_FRAME_TIMEOUT_MS": "frame_timeout_ms",
+    "ROOST_HEARTBEAT_MS": "heartbeat_ms",
     "ROOST_TLS_CERT_FILE": "tls_cert_file",
     "ROOST_TLS_KEY_FILE": "tls_key_file",
     "ROOST_TLS_CA_FILE": "tls_ca_file",
     "ROOST_TLS_CLIENT_AUTH": "tls_client_auth",
+    "ROOST_MIN_FREE_BYTES": "min_free_bytes",
 }
 
 
@@ -108,7 +128,19 @@ def settings(
         if variable in environ:
             values[name] = environ[variable]
     values.update({name: value for name, value in flags.items() if value is not None})
+    if "max_memory" in values:  # a TOML number (0.4) is as good as the string
+        values["max_memory"] = str(values["max_memory"])
     return msgspec.convert(values, Settings, strict=False)
+
+
+def bounds(config: Settings) -> tuple[Timeouts, int | None]:
+    """The listener's timeouts and the memory budget in bytes (None: none); raises
+    ``InvalidConfig`` for a setting it cannot use."""
+    for name in ("frame_timeout_ms", "heartbeat_ms", "handshake_timeout_ms"):
+        if getattr(config, name) <= 0:
+            raise InvalidConfig(name, getattr(config, name), "must be a positive number of ms")
+    timeouts = Timeouts(frame_timeout_ms=config.frame_timeout_ms, heartbeat_ms=config.heartbeat_ms)
+    return timeouts, budget_bytes(config.max_memory)
 
 
 async def run(
@@ -119,7 +151,8 @@ async def run(
     """Serve until SIGTERM or SIGINT, then shut down gracefully. Raises ``InvalidConfig``
     for TLS settings that cannot work, before anything is opened."""
     tls = server_context(config)
-    host = await Host.start(config.data)
+    timeouts, budget = bounds(config)
+    host = await Host.start(config.data, min_free_bytes=config.min_free_bytes)
     listeners = {"native": config.listen}
     if config.admin:
         listeners["admin"] = config.admin_listen
@@ -138,6 +171,7 @@ async def run(
             allow_anonymous=config.allow_anonymous,
             max_connections_per_user=config.max_connections_per_user,
             handshake_timeout_ms=config.handshake_timeout_ms,
+            timeouts=timeouts, max_memory=config.max_memory,
         )  # fmt: skip
         for start in services:
             service = await start(host, config)
@@ -149,11 +183,14 @@ async def run(
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         log.info(
-            "roost listening on %s:%d, data in %s, %s",
+            "roost listening on %s:%d, data in %s, %s, memory budget %s",
             address,
             port,
             os.path.abspath(config.data),
             describe(config),
+            "none (max_memory=0)"
+            if budget is None
+            else f"{mib(budget)} (max_memory={config.max_memory})",
         )
         if ready is not None:
             ready(address, port)

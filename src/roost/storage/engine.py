@@ -34,6 +34,7 @@ import msgspec
 from roost.clock import Clock, SystemClock
 from roost.errors import (
     DirectoryInUse,
+    PartitionQuarantined,
     StorageClosed,
     StorageFailure,
     TopicExists,
@@ -42,7 +43,7 @@ from roost.errors import (
 from roost.storage.config import TopicConfig, check_name
 from roost.storage.fs import LOCAL_FS, LocalFS
 from roost.storage.journal import Journal
-from roost.storage.log import PartitionLog
+from roost.storage.log import PartitionLog, storage_error
 from roost.storage.metadata import MetadataStore
 from roost.storage.recovery import LogRecovery
 from roost.storage.topic import PartitionInfo, Topic, TopicInfo
@@ -58,7 +59,8 @@ DirtyCallback = Callable[[PartitionLog, bool], None]
 
 
 class RecoveryReport(msgspec.Struct):
-    """What opening the data directory found and did, per log."""
+    """What opening the data directory found and did, per log; kept up to date after open
+    (a log quarantined by a read or the scrub shows here too): the admin API serves it."""
 
     clean_shutdown: bool
     logs: list[LogRecovery]
@@ -67,6 +69,10 @@ class RecoveryReport(msgspec.Struct):
     @property
     def lost_data(self) -> bool:
         return any(log.lost_data for log in self.logs)
+
+    @property
+    def quarantined(self) -> list[LogRecovery]:
+        return [log for log in self.logs if log.quarantined]
 
 
 class LocalEngine:
@@ -113,17 +119,25 @@ class LocalEngine:
 
     def _open_topic(self, name: str, config: TopicConfig, clean: bool) -> Topic:
         directory = os.path.join(self.path, "topics", name)
-        logs = [
-            PartitionLog.open(
-                name, p, os.path.join(directory, str(p)), config, self.clock, self._fs, clean
-            )
-            for p in range(config.partitions)
-        ]
+        logs: list[PartitionLog] = []
+        try:
+            for p in range(config.partitions):
+                path = os.path.join(directory, str(p))
+                logs.append(PartitionLog.open(name, p, path, config, self.clock, self._fs, clean))
+        except BaseException:
+            for log in logs:
+                log.close(clean=False)
+            raise
         for log in logs:
             log.on_dirty = self._on_dirty
         topic = Topic(name, config, logs)
         self._topics[name] = topic
         return topic
+
+    @property
+    def fs(self) -> LocalFS:
+        """The file seam every file of this engine goes through (the scrub reads by it too)."""
+        return self._fs
 
     # -- topics ---------------------------------------------------------------------------
 
@@ -133,8 +147,19 @@ class LocalEngine:
         if name in self._topics:
             raise TopicExists(name)
         config = config or TopicConfig()
-        topic = self._open_topic(name, config, clean=True)
-        self._fs.fsync_dir(os.path.join(self.path, "topics"))
+        try:
+            topic = self._open_topic(name, config, clean=True)
+        except OSError as e:
+            # Nothing refers to the files yet (metadata is committed last): they just go.
+            with contextlib.suppress(OSError):
+                self._fs.remove_tree(os.path.join(self.path, "topics", name))
+            raise storage_error(f"creating topic {name}", e) from e
+        try:
+            self._fs.fsync_dir(os.path.join(self.path, "topics"))
+        except OSError as e:
+            del self._topics[name]
+            self._remove_topic_files(topic)
+            raise storage_error(f"creating topic {name}", e) from e
         try:
             with self.metadata.transaction() as txn:
                 txn.put(TOPICS_NAMESPACE, name, msgspec.to_builtins(config))
@@ -176,13 +201,27 @@ class LocalEngine:
         for journal in self._journals.values():
             yield journal.log
 
+    def failed_logs(self) -> list[PartitionLog]:
+        """Every log that refuses writes until it is repaired (``PartitionLog.begin_repair``)."""
+        return [log for log in self.logs() if log.failure is not None]
+
     def check_health(self) -> None:
-        """Raise unless the engine is open and no log has failed (a failed log refuses writes
-        until the directory is reopened). No I/O; on the thread that owns the engine."""
+        """Raise unless the engine is open, no log has failed (a failed log refuses writes
+        until it is repaired; the error names every failed log) and no topic partition is
+        quarantined (``PartitionQuarantined``). No I/O; on the thread that owns the engine. A
+        quarantined journal is its owner's to report (the broker names the subscription)."""
         self._check_open()
-        for log in self.logs():
-            if log.failure is not None:
-                raise log.failure
+        failed = self.failed_logs()
+        if len(failed) == 1:
+            raise failed[0].failure  # type: ignore[misc]
+        if failed:
+            raise StorageFailure(
+                f"{len(failed)} logs: " + "; ".join(log.failure.what for log in failed)  # type: ignore[union-attr]
+            )
+        for topic in self._topics.values():
+            for log in topic.partitions:
+                if log.quarantined:
+                    raise PartitionQuarantined(log.topic, log.partition, log.quarantined)
 
     def probe_write(self) -> None:
         """Raise ``StorageFailure`` unless the data directory accepts a small file (written,
@@ -197,8 +236,13 @@ class LocalEngine:
 
     # -- journals -------------------------------------------------------------------------
 
-    def journal(self, name: str) -> Journal:
-        """The state journal called ``name``, opened (and recovered) on first use."""
+    def journals(self) -> list[Journal]:
+        """Every journal opened so far."""
+        return list(self._journals.values())
+
+    def journal(self, name: str, owner: str = "") -> Journal:
+        """The state journal called ``name``, opened (and recovered) on first use. ``owner``
+        says whom it serves in the recovery report ("subscription orders/workers")."""
         self._check_open()
         if name not in self._journals:
             check_name("journal", name)
@@ -210,6 +254,7 @@ class LocalEngine:
                 clean_shutdown=self.recovery.clean_shutdown,
             )
             journal.log.on_dirty = self._on_dirty
+            journal.log.recovery.owner = owner
             self.recovery.logs.append(journal.log.recovery)
             self._journals[name] = journal
         return self._journals[name]

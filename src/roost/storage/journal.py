@@ -10,6 +10,11 @@ snapshot; entries the snapshot covers are then deleted a segment at a time.
     journal.append([b"ack 17"])                # in the OS now; durable once durable_offset passes
     journal.snapshot(state_bytes)              # state after every entry appended so far
 
+Damage (a bad batch in the entries that is not a torn tail, a corrupt snapshot, entries gone
+that the snapshot does not cover) quarantines the journal's log: ``recover`` raises
+``PartitionQuarantined`` and the owner (a subscription) is out of service, with nothing cut.
+A torn tail after a crash is cut, as for any log, and reported in ``log.recovery``.
+
 Snapshot file ``snapshot`` (little-endian): 4s magic b"RSN1", u64 next_seq (the first entry not
 covered), u32 length of state, u32 crc32c of the state, then the state bytes. It is replaced
 atomically, so a crash leaves the old snapshot or the new one.
@@ -84,6 +89,7 @@ class Journal:
         # a process crash even before their fsync, so delivery counts and acks do too.
         log.write_behind = False
         log.tail_bytes = 0  # read back only when the journal is replayed
+        log.name = f"journal {name}"
         return cls(name, directory, log, fs)
 
     def append(self, entries: Sequence[bytes]) -> int:
@@ -93,6 +99,8 @@ class Journal:
     def recover(self) -> tuple[bytes | None, list[bytes]]:
         """The latest snapshot's state (None if none) and the entries after it, in order."""
         state, next_seq = self._read_snapshot()
+        if self.log.quarantined:
+            raise self.log.quarantine(self.log.quarantined)
         if next_seq > self.log.end_offset:
             # A crash took entries the (durable) snapshot covers: restart the log past them,
             # or new entries would be numbered below the snapshot and skipped next time.
@@ -100,9 +108,9 @@ class Journal:
         entries: list[bytes] = []
         seq = max(next_seq, self.log.start_offset)
         if next_seq < self.log.start_offset and state is not None:
-            raise StorageFailure(
-                f"journal {self.name}: entries {next_seq}..{self.log.start_offset - 1} "
-                "are gone but the snapshot does not cover them"
+            raise self.log.quarantine(
+                f"entries {next_seq}..{self.log.start_offset - 1} are gone but the snapshot "
+                "does not cover them"
             )
         while seq < self.log.end_offset:
             records = self.log.read(seq)
@@ -135,11 +143,18 @@ class Journal:
     def _read_snapshot(self) -> tuple[bytes | None, int]:
         if not self._fs.exists(self._snapshot_path):
             return None, 0
-        data = self._fs.read_file(self._snapshot_path)
-        if len(data) >= _SNAPSHOT_HEADER.size:
-            magic, next_seq, length, crc = _SNAPSHOT_HEADER.unpack_from(data)
-            state = data[_SNAPSHOT_HEADER.size :]
-            if magic == _SNAPSHOT_MAGIC and len(state) == length and crc32c(state) == crc:
-                return state, next_seq
-        # Replaced atomically, so a bad snapshot is not a torn write but damage: say so loudly.
-        raise StorageFailure(f"journal {self.name}: snapshot {self._snapshot_path} is corrupt")
+        parsed = parse_snapshot(self._fs.read_file(self._snapshot_path))
+        if parsed is None:
+            # Replaced atomically, so a bad snapshot is not a torn write but damage.
+            raise self.log.quarantine(f"snapshot {self._snapshot_path} is corrupt")
+        return parsed
+
+
+def parse_snapshot(data: bytes) -> tuple[bytes, int] | None:
+    """A snapshot file's state and next_seq; None if it is torn or corrupt."""
+    if len(data) >= _SNAPSHOT_HEADER.size:
+        magic, next_seq, length, crc = _SNAPSHOT_HEADER.unpack_from(data)
+        state = data[_SNAPSHOT_HEADER.size :]
+        if magic == _SNAPSHOT_MAGIC and len(state) == length and crc32c(state) == crc:
+            return state, next_seq
+    return None

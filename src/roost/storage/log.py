@@ -11,8 +11,16 @@ How it works:
   offset that sync covers; ``FlushJob.run()`` (in a thread) writes and syncs; ``end_flush()``
   (on the loop) advances ``durable_offset`` or, on error, fails the log. Appends made while a
   job runs wait for the next job: that is group commit. ``flush()`` does all three inline.
-- After a failed write or fsync the log refuses every write until it is reopened (recovery then
-  cuts what the failure left): it never confirms what may not be on disk.
+- After a failed write or fsync the log refuses every write until it is repaired (repair.py:
+  reopened in place, verified from disk, cut back to what was confirmed): it never confirms what
+  may not be on disk. An ENOSPC on a write made at once (a journal entry, a ``never`` or
+  ``interval`` topic, a segment roll) fails only that append: nothing of it was accounted, the
+  torn bytes are cut, and the log goes on.
+- Damage found on disk (by recovery, by a read whose batch fails its CRC, or by the scrub)
+  **quarantines** the log: every read and write raises ``PartitionQuarantined`` naming the
+  damage, nothing is cut, and a ``QUARANTINE`` file keeps it so across restarts (recovery.py).
+  Kept apart from the failed state above: a failure is the disk refusing now, a quarantine is
+  bytes already wrong.
 - ``on_dirty`` tells the flusher there is something to sync: at once under ``always``, when the
   record threshold is crossed under ``interval`` (its timer covers the rest), never under ``never``.
 
@@ -22,6 +30,8 @@ fsyncs file descriptors that stay open until ``end_flush``.
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 from bisect import bisect_right
 from collections import deque
@@ -30,8 +40,10 @@ from typing import NamedTuple
 
 from roost.clock import Clock
 from roost.errors import (
+    DiskFull,
     InvalidRequest,
     OffsetOutOfRange,
+    PartitionQuarantined,
     StorageClosed,
     StorageFailure,
 )
@@ -40,11 +52,24 @@ from roost.storage.batch import HEADER_SIZE, CorruptBatch, Record, StoredRecord
 from roost.storage.config import TopicConfig
 from roost.storage.flush import FlushJob
 from roost.storage.fs import LocalFS
-from roost.storage.recovery import LogRecovery, open_segments
-from roost.storage.segment import TAIL_BYTES, Segment
+from roost.storage.recovery import LogRecovery, open_segments, write_quarantine_marker
+from roost.storage.repair import LogRepair, RepairReport
+from roost.storage.segment import LOG_SUFFIX, TAIL_BYTES, Segment, file_name
 from roost.storage.validation import check_records
 
 DEFAULT_MAX_READ_BYTES = 1024 * 1024
+#: Errors that say the disk has no room (a quota counts): transient, unlike an EIO.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def storage_error(what: str, error: OSError) -> StorageFailure:
+    """``error`` as the Roost error a caller sees: ``DiskFull`` for want of space."""
+    if error.errno in NO_SPACE_ERRNOS:
+        return DiskFull(what)
+    return StorageFailure(what, error)
+
+
+log = logging.getLogger("roost.storage")
 
 
 class AppendResult(NamedTuple):
@@ -86,6 +111,8 @@ class PartitionLog:
     ) -> None:
         self.topic = topic
         self.partition = partition
+        #: How health, metrics and errors name this log (a journal says it is one).
+        self.name = f"{topic}/{partition}"
         self.directory = directory
         self.config = config
         self.recovery = recovery
@@ -100,6 +127,7 @@ class PartitionLog:
         # once (the flusher overlaps rounds); they are finished strictly in this order.
         self._flushing: deque[FlushJob] = deque()
         self._failure: StorageFailure | None = None
+        self._repairing = False  # a LogRepair runs in a thread: no segment may be deleted
         self._closed = False
         self.unflushed_records = 0
         self.durable_offset = self.end_offset
@@ -127,16 +155,20 @@ class PartitionLog:
         clock: Clock,
         fs: LocalFS,
         clean_shutdown: bool = False,
+        repair: bool = False,
     ) -> PartitionLog:
         """Open (creating if needed) the log in ``directory``, recovering its tail.
 
         Blocking: after an unclean shutdown it fsyncs what recovery kept (and the directory, if
         it dropped segments), so that ``durable_offset`` is honest from the first moment. Call
-        it off the event loop.
+        it off the event loop. Damage that is not a torn tail quarantines the log, unless
+        ``repair`` (cut there and drop what follows; see recovery.py).
         """
         fs.makedirs(directory)
         recovery = LogRecovery(log=f"{topic}/{partition}", clean_shutdown=clean_shutdown)
-        segments = open_segments(fs, directory, config.index_interval_bytes, recovery)
+        segments = open_segments(fs, directory, config.index_interval_bytes, recovery, repair)
+        if recovery.quarantined:
+            write_quarantine_marker(fs, directory, recovery.quarantined)
         if not segments:
             segments = [Segment.create(fs, directory, 0)]
             fs.fsync_dir(directory)
@@ -175,9 +207,39 @@ class PartitionLog:
     def segment_count(self) -> int:
         return len(self._segments)
 
+    def sealed_segments(self) -> dict[int, int]:
+        """Base offset -> size in bytes of every segment but the active one (they no longer
+        change until deleted whole): what the scrub verifies (scrub.py)."""
+        return {s.base_offset: s.size for s in self._segments[:-1]}
+
     @property
     def failure(self) -> StorageFailure | None:
         return self._failure
+
+    @property
+    def quarantined(self) -> str:
+        """The damage that put this log out of service; "" while it serves."""
+        return self.recovery.quarantined
+
+    def quarantine(self, damage: str) -> PartitionQuarantined:
+        """Take the log out of service for ``damage`` found on disk (see the module docstring);
+        returns the error for the caller to raise. The first damage found is the one kept."""
+        if not self.recovery.quarantined:
+            self.recovery.quarantined = damage
+            self.recovery.problems.append(f"quarantined, nothing cut: {damage}")
+            log.error(
+                "%s quarantined, reads and writes refused: %s; "
+                "run `roost check` on the data directory once the broker is stopped",
+                self.recovery.owner or f"partition {self.topic}/{self.partition}", damage,
+            )  # fmt: skip
+            try:
+                write_quarantine_marker(self._fs, self.directory, damage)
+            except OSError as e:  # the damage is found again on the next open's read
+                log.warning("could not write the quarantine file in %s: %s", self.directory, e)
+        return self._quarantined_error()
+
+    def _quarantined_error(self) -> PartitionQuarantined:
+        return PartitionQuarantined(self.topic, self.partition, self.recovery.quarantined)
 
     @property
     def closed(self) -> bool:
@@ -215,6 +277,8 @@ class PartitionLog:
                 self.tail_bytes,
             )
         except OSError as e:
+            if e.errno in NO_SPACE_ERRNOS and self._cut_torn_append(active):
+                raise DiskFull(f"an append to {self.name}") from e
             raise self._fail("append", e) from e
         self._unsynced[active.base_offset] = active
         self.unflushed_records += len(records)
@@ -275,6 +339,11 @@ class PartitionLog:
             previous.write_index()
             segment = Segment.create(self._fs, self.directory, previous.next_offset)
         except OSError as e:
+            # Nothing in memory changed: once the half-made file is gone, only the append
+            # failed. Left behind, it would not continue the log once later appends land in
+            # the previous segment, and recovery would drop it and every segment after it.
+            if e.errno in NO_SPACE_ERRNOS and self._remove_unborn(previous.next_offset):
+                raise DiskFull(f"a segment roll of {self.name}") from e
             raise self._fail("segment roll", e) from e
         self._segments.append(segment)
         self._bases.append(segment.base_offset)
@@ -337,13 +406,15 @@ class PartitionLog:
         try:
             return batch_format.parse_header(data, position)
         except CorruptBatch as e:
-            raise StorageFailure(f"read of {self.topic}/{self.partition}", e) from e
+            raise self.quarantine(f"a read found a bad batch header: {e}") from e
 
     def _verify(self, data: bytes, position: int, header: batch_format.BatchHeader) -> None:
         try:
             batch_format.verify(data, position, header)
         except CorruptBatch as e:
-            raise StorageFailure(f"read of {self.topic}/{self.partition}", e) from e
+            raise self.quarantine(
+                f"a read found a bad batch at offset {header.base_offset}: {e}"
+            ) from e
 
     def read_batches(
         self,
@@ -387,6 +458,8 @@ class PartitionLog:
 
     def _check_readable(self, offset: int) -> None:
         self._check_open()
+        if self.recovery.quarantined:
+            raise self._quarantined_error()
         if not self.start_offset <= offset <= self.end_offset:
             raise OffsetOutOfRange(
                 self.topic, self.partition, offset, self.start_offset, self.end_offset
@@ -395,7 +468,12 @@ class PartitionLog:
     def _read_whole_batches(self, offset: int, max_bytes: int) -> bytes:
         self._check_readable(offset)
         segment = self._segments[bisect_right(self._bases, offset) - 1]
-        position, header = segment.find_batch(offset)
+        try:
+            position, header = segment.find_batch(offset)
+        except CorruptBatch as e:
+            raise self.quarantine(
+                f"segment {segment.base_offset}: a read found a bad batch header: {e}"
+            ) from e
         if header is None:
             return b""
         data = segment.read(position, max(max_bytes, header.size))
@@ -403,10 +481,15 @@ class PartitionLog:
 
     def offset_for_timestamp(self, timestamp_ms: int) -> int | None:
         """The first offset whose record timestamp is >= ``timestamp_ms``; None if none is."""
-        self._check_open()
+        self._check_readable(self.start_offset)
         for segment in self._segments:
             if segment.max_timestamp_ms >= timestamp_ms:
-                return segment.first_offset_at(timestamp_ms)
+                try:
+                    return segment.first_offset_at(timestamp_ms)
+                except CorruptBatch as e:
+                    raise self.quarantine(
+                        f"segment {segment.base_offset}: a read by timestamp found a bad batch: {e}"
+                    ) from e
         return None
 
     # -- retention ------------------------------------------------------------------------
@@ -436,6 +519,10 @@ class PartitionLog:
 
     def _delete_leading(self, condition: Callable[[Segment], bool]) -> int:
         self._check_open()
+        if self._repairing or self._failure is not None:
+            return 0  # the repair (its thread has the directory open) comes first
+        if self.recovery.quarantined:
+            return 0  # nothing of a quarantined log changes before the operator has looked
         in_flight = [segment for job in self._flushing for segment in job.segments]
         deleted = 0
         while len(self._segments) > 1:
@@ -445,7 +532,11 @@ class PartitionLog:
             try:
                 segment.delete()
             except OSError as e:
-                raise self._fail("segment delete", e) from e
+                # Retention is housekeeping inside a tick: its failure must not stop the tick
+                # (leases expiring everywhere else). The log fails, and health and metrics say
+                # so; its repair lists the directory afresh.
+                self._fail("segment delete", e)
+                return deleted
             self._unsynced.pop(segment.base_offset, None)
             del self._segments[0], self._bases[0]
             self._directory_changed = True
@@ -535,7 +626,8 @@ class PartitionLog:
             job.run()
         except OSError as e:
             self.end_flush(job, e)
-            raise self._failure from e  # type: ignore[misc]
+            # Failed now even if an earlier job still runs (end_flush applies this one after it).
+            raise self._fail("fsync", e) from e
         self.end_flush(job, None)
 
     def close(self, clean: bool = True) -> bool:
@@ -551,7 +643,8 @@ class PartitionLog:
         try:
             if clean:
                 self.flush()
-                for segment in self._segments:
+                # A quarantined log's indexes stay as they were: nothing about it is vouched for.
+                for segment in [] if self.recovery.quarantined else self._segments:
                     segment.write_index()
         finally:
             self._closed = True
@@ -570,15 +663,90 @@ class PartitionLog:
 
     # -- failure --------------------------------------------------------------------------
 
+    def begin_repair(self) -> LogRepair | None:
+        """Prepare to reopen this failed log in place (see repair.py); run the returned job off
+        the loop, then ``end_repair``. None when there is nothing to repair, or when a flush job
+        still runs (its thread holds the files: ask again once it has ended)."""
+        if self._failure is None or self._closed or self._flushing or self._repairing:
+            return None
+        self._repairing = True
+        report = RepairReport(log=self.name, cause=str(self._failure))
+        return LogRepair(
+            self._fs,
+            self.directory,
+            self.config.index_interval_bytes,
+            report,
+            keep=self.confirmed_offset,
+            verified_below=self.durable_offset,
+            appended_end=self.end_offset,
+        )
+
+    def end_repair(self, repair: LogRepair, error: BaseException | None = None) -> bool:
+        """Adopt what ``repair.run()`` found, or (``error``) stay failed; True if adopted.
+
+        From here everything the log holds is durable and it takes writes again. Its end may be
+        lower than before: records that were never confirmed are gone (the caller tells whoever
+        remembers offsets, such as the idempotent producers' state).
+        """
+        self._repairing = False
+        if self._closed or self._flushing or self._failure is None:
+            repair.discard()
+            return False
+        if error is not None and not repair.cut_done:
+            repair.discard()
+            return False
+        old, published = self._segments, self.end_offset - self.opened_end_offset
+        self._segments = repair.segments
+        self._bases = [s.base_offset for s in self._segments]
+        self._unsynced.clear()
+        self._directory_changed = False
+        self.unflushed_records = 0
+        self.opened_end_offset = self.end_offset - published  # the counter never goes back
+        for segment in old:
+            segment.close()
+        if error is not None:
+            # Cut, but not all synced: what it holds is as the disk has it, and still failed.
+            self.durable_offset = min(self.durable_offset, self.end_offset)
+            return False
+        self.durable_offset = self.end_offset
+        self._failure = None
+        return True
+
+    def _remove_unborn(self, base_offset: int) -> bool:
+        """Remove what a failed roll made of the segment at ``base_offset``; False if that
+        failed too (then the log fails, and its repair finds the file continuing the log)."""
+        path = os.path.join(self.directory, file_name(base_offset, LOG_SUFFIX))
+        try:
+            if self._fs.exists(path):
+                self._fs.remove(path)
+        except OSError:
+            return False
+        return True
+
+    def _cut_torn_append(self, active: Segment) -> bool:
+        """After an append failed for want of space: cut what it left past the segment's end
+        (nothing of it was accounted). False if even that failed: then the log fails."""
+        try:
+            self._fs.truncate(active.fd, active.size)
+        except OSError:
+            return False
+        return True
+
     def _fail(self, what: str, cause: BaseException) -> StorageFailure:
         if self._failure is None:
-            self._failure = StorageFailure(f"{what} on {self.topic}/{self.partition}", cause)
+            where = f"{what} on {self.name}"
+            if isinstance(cause, OSError):
+                self._failure = storage_error(where, cause)  # DiskFull for want of space
+            else:
+                self._failure = StorageFailure(where, cause)
         return self._failure
 
     def _check_writable(self) -> None:
         self._check_open()
         if self._failure is not None:
             raise self._failure
+        if self.recovery.quarantined:
+            raise self._quarantined_error()
 
     def _check_open(self) -> None:
         if self._closed:

@@ -6,6 +6,10 @@ rename, fsync directory): after a crash the store holds the state before the tra
 after it, never a mix. Metadata changes are rare and small, so rewriting the document is cheap
 and leaves nothing to compact.
 
+Before each commit the document as it was is kept as ``metadata.json.prev`` (also replaced
+atomically): if the file is ever damaged (a bad disk, an editor), ``open`` refuses with
+``CorruptMetadata`` naming both files, and restoring the copy loses only the last change.
+
     store = MetadataStore.open(fs, "/data/metadata.json")
     with store.transaction() as txn:
         txn.put("topics", "orders", {"partitions": 3})
@@ -21,10 +25,11 @@ from typing import Any
 
 import msgspec
 
-from roost.errors import StorageFailure
+from roost.errors import CorruptMetadata, StorageFailure
 from roost.storage.fs import LocalFS
 
 FORMAT_VERSION = 1
+PREVIOUS_SUFFIX = ".prev"
 
 
 class _Document(msgspec.Struct):
@@ -58,12 +63,15 @@ class MetadataStore:
         if not fs.exists(path):
             return cls(fs, path, _Document(FORMAT_VERSION, 0, {}))
         try:
-            document = msgspec.json.decode(fs.read_file(path), type=_Document)
-        except (OSError, msgspec.DecodeError) as e:
+            data = fs.read_file(path)
+        except OSError as e:
             raise StorageFailure(f"reading metadata {path}", e) from e
-        if document.format != FORMAT_VERSION:
-            raise StorageFailure(f"metadata {path} has unknown format {document.format}")
-        return cls(fs, path, document)
+        problem = check_document(data)
+        if problem is not None:
+            previous = path + PREVIOUS_SUFFIX
+            good_copy = fs.exists(previous) and check_document(fs.read_file(previous)) is None
+            raise CorruptMetadata(path, problem, previous if good_copy else None)
+        return cls(fs, path, msgspec.json.decode(data, type=_Document))
 
     @property
     def version(self) -> int:
@@ -86,7 +94,22 @@ class MetadataStore:
         yield txn
         document = _Document(FORMAT_VERSION, self._document.version + 1, txn.namespaces)
         try:
+            if self._document.version:  # something was committed before: keep it
+                self._fs.replace_atomically(
+                    self._path + PREVIOUS_SUFFIX, msgspec.json.encode(self._document)
+                )
             self._fs.replace_atomically(self._path, msgspec.json.encode(document))
         except OSError as e:
             raise StorageFailure(f"writing metadata {self._path}", e) from e
         self._document = document
+
+
+def check_document(data: bytes) -> str | None:
+    """What is wrong with ``data`` as a metadata document, in words; None if nothing."""
+    try:
+        document = msgspec.json.decode(data, type=_Document)
+    except msgspec.DecodeError as e:
+        return f"not a metadata document: {e}"
+    if document.format != FORMAT_VERSION:
+        return f"unknown format {document.format}"
+    return None

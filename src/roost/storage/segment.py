@@ -95,7 +95,11 @@ class Segment:
             base_offset,
             fs.open_rw(os.path.join(directory, file_name(base_offset, LOG_SUFFIX))),
         )
-        fs.truncate(segment.fd, 0)
+        try:
+            fs.truncate(segment.fd, 0)
+        except BaseException:
+            segment.close()
+            raise
         return segment
 
     @classmethod
@@ -237,6 +241,7 @@ class Segment:
             header = self.header_at(position)
             if header.max_timestamp_ms >= timestamp_ms:
                 data = self.read(position, header.size)
+                batch_format.verify(data, 0, header)
                 for record in batch_format.decode_records(data, 0, header):
                     if record.timestamp_ms >= timestamp_ms:
                         return record.offset

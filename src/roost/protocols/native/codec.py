@@ -47,7 +47,7 @@ from roost.protocols.native import messages as m
 PROTOCOL = "roost"
 #: Protocol versions spoken, oldest first (docs/protocol.md says what each adds); a client says
 #: which it speaks in ``HELLO`` and uses a newer operation only if ``WELCOME`` chose its version.
-VERSIONS: Final = (1, 2, 3, 4)
+VERSIONS: Final = (1, 2, 3, 4, 5)
 HEADER = struct.Struct("<IBI")
 HEADER_SIZE = HEADER.size  # 9
 DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
@@ -70,6 +70,13 @@ class Kind(enum.IntEnum):
     AUTH = 11
     AUTH_CHALLENGE = 12
     AUTH_OK = 13
+    BLOCKED = 14
+    UNBLOCKED = 15
+
+
+#: Frame kinds added after version 1 that the turn table alone does not gate (the AUTH kinds
+#: come only after a version-4 WELCOME asked for them), and the version that added each.
+KIND_ADDED_IN: Final = {Kind.BLOCKED: 5, Kind.UNBLOCKED: 5}
 
 
 class Frame(NamedTuple):
@@ -100,12 +107,15 @@ PAYLOADS: dict[Kind, type] = {
     Kind.AUTH: m.Auth,
     Kind.AUTH_CHALLENGE: m.AuthChallenge,
     Kind.AUTH_OK: m.AuthOk,
+    Kind.BLOCKED: m.Blocked,
+    Kind.UNBLOCKED: m.Empty,
 }
 #: Which kinds each side may send once the connection is open.
 SENT_BY: dict[Role, frozenset[Kind]] = {
     "client": frozenset({Kind.REQUEST, Kind.CREDIT, Kind.PING, Kind.PONG, Kind.GOODBYE}),
     "server": frozenset({
         Kind.RESPONSE, Kind.FAILURE, Kind.DELIVERIES, Kind.PING, Kind.PONG, Kind.GOODBYE,
+        Kind.BLOCKED, Kind.UNBLOCKED,
     }),
 }  # fmt: skip
 _DECODERS: dict[Kind, msgspec.msgpack.Decoder[Any]] = {
@@ -194,9 +204,23 @@ class NativeCodec:
         return len(self._buffer)
 
     @property
+    def frame_pending(self) -> bool:
+        """Bytes of the next frame are buffered but not all of it: a frame is arriving."""
+        buffered = len(self._buffer)
+        header = self._buffer.unpack(HEADER)
+        return buffered > 0 and (header is None or buffered < 4 + header[0])
+
+    @property
     def failed(self) -> bool:
         """The peer broke the protocol: every further call raises that error."""
         return self._error is not None
+
+    def discard(self) -> None:
+        """Drop what is buffered: the connection is over, and a frame it cut short may be
+        megabytes. Frames already buffered are lost; nothing more may be received."""
+        self._buffer.clear()
+        self._peer_closed = True
+        self.step = Step.CLOSED
 
     # -- receiving ------------------------------------------------------------------------
 
@@ -266,6 +290,14 @@ class NativeCodec:
     def _take_turn(self, kind: Kind, message: msgspec.Struct, received: bool) -> None:
         sender: Role = self.peer if received else self.role
         after = TURNS.get((self.step, sender, kind))
+        added = KIND_ADDED_IN.get(kind)
+        if after is not None and added is not None and (self.version or 0) < added:
+            problem = (
+                f"{kind.name} needs protocol version {added}; the connection speaks {self.version}"
+            )
+            if received:
+                raise self._fail(self._problem(problem))
+            raise ProtocolError(PROTOCOL, problem)
         if after is None:
             if self.step is Step.CLOSED:
                 problem = f"{kind.name} after the connection closed"

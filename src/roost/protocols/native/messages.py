@@ -683,7 +683,15 @@ class Credit(_Msg):
 
 
 class Empty(_Msg):
-    """The payload of frames that carry nothing (heartbeats, goodbye)."""
+    """The payload of frames that carry nothing (heartbeats, goodbye, unblocked)."""
+
+
+class Blocked(_Msg):
+    """Server -> client (version 5), RabbitMQ's ``connection.blocked``: the broker has stopped
+    reading the sockets of connections that publish, and says why (``reason``: over its
+    memory budget, with the figures). An ``UNBLOCKED`` frame says it reads them again."""
+
+    reason: str
 
 
 # -- versions ----------------------------------------------------------------------------
