@@ -385,6 +385,139 @@ def bench_e2e(
     )
 
 
+@bench.command("chaos")
+@json_option
+@_dir_option("Where the broker keeps its data (default: the system temp directory).")
+@click.option("--kills", default=500, show_default=True, help="SIGKILLs before the drain.")
+@click.option("--lanes", default=16, show_default=True, help="Producer lanes (connections).")
+@click.option("--processes", default=4, show_default=True, help="OS processes for the lanes.")
+@click.option("--seed", default=1, show_default=True, help="Seeds the kill times and batches.")
+@click.option(
+    "--interval",
+    nargs=2,
+    type=float,
+    default=(0.5, 3.0),
+    show_default=True,
+    help="A kill lands this many seconds (uniform between the two) after the broker listens.",
+)
+@click.option(
+    "--max-seconds", default=3600.0, show_default=True, help="Stop killing after this long."
+)
+@click.option("--drain-timeout", default=1800.0, show_default=True, help="Seconds to drain.")
+@click.option("--value-bytes", default=100, show_default=True, help="Bytes per message.")
+@click.option("--max-batch", default=8, show_default=True, help="Messages per publish, at most.")
+@click.option("--keys", default=8, show_default=True, help="Keys per keyed-queue lane.")
+@click.option(
+    "--serve-arg", "serve_args", multiple=True, help="Passed to roost serve (repeatable)."
+)
+def bench_chaos(
+    as_json: bool,
+    directory: str | None,
+    kills: int,
+    lanes: int,
+    processes: int,
+    seed: int,
+    interval: tuple[float, float],
+    max_seconds: float,
+    drain_timeout: float,
+    value_bytes: int,
+    max_batch: int,
+    keys: int,
+    serve_args: tuple[str, ...],
+) -> None:
+    """SIGKILL a roost serve under confirmed load, drain it, count what was lost.
+
+    Exits 1 if a confirmed message was lost, something unexpected was delivered or per-key
+    order was broken."""
+    from roost.bench.chaos import run_chaos_bench
+
+    if min(lanes, processes, max_batch, keys) < 1 or kills < 0:
+        raise click.BadParameter("--lanes, --processes, --max-batch and --keys must be positive")
+    if not 0 < interval[0] <= interval[1]:
+        raise click.BadParameter("--interval takes two positive seconds, the smaller first")
+    figures: dict[str, Any] = {}
+
+    def measure(progress: Callable[[str], None]) -> dict[str, Any]:
+        figures.update(run_chaos_bench(
+            kills, lanes, processes, seed, interval, max_seconds, drain_timeout, value_bytes,
+            max_batch, keys, directory, serve_args, progress,
+        ))  # fmt: skip
+        return figures
+
+    _report(as_json, measure, "roost bench chaos (durability always)", {
+        "lost": "0", "unexpected": "0", "order_violations": "0"
+    })  # fmt: skip
+    if figures["lost"] or figures["unexpected"] or figures["order_violations"]:
+        sys.exit(1)
+
+
+@bench.command("faults")
+@json_option
+@_dir_option("Where the brokers keep their data (default: the system temp directory).")
+@click.option("--idle-connections", default=2000, show_default=True)
+@click.option("--stalled-messages", default=500_000, show_default=True)
+@click.option("--stalled-prefetch", default=10_000, show_default=True)
+@click.option("--unread-messages", default=500_000, show_default=True)
+@click.option("--slowloris", "slowloris_connections", default=500, show_default=True)
+@click.option("--slowloris-declared-bytes", default=16 << 20, show_default=True)
+@click.option(
+    "--slowloris-body-bytes",
+    default=4096,
+    show_default=True,
+    help="Bytes of the declared frame sent before stalling.",
+)
+@click.option("--fuzz-connections", default=8, show_default=True)
+@click.option("--fuzz-bytes-per-s", default=1_000_000, show_default=True)
+@click.option(
+    "--case",
+    "cases",
+    multiple=True,
+    type=click.Choice(["idle", "stalled", "unread", "slowloris", "fuzz"]),
+    help="Run only these flood cases (repeatable; default: all).",
+)
+@click.option("--probe-seconds", default=3.0, show_default=True, help="The good client's run.")
+@click.option("--case-timeout", default=300.0, show_default=True, help="Seconds per flood step.")
+@click.option(
+    "--rss-limit-mb", default=4096, show_default=True, help="Stop a flood past this broker RSS."
+)
+@click.option("--soak", "soak_seconds", default=0.0, help="Then soak this long at half capacity.")
+@click.option(
+    "--serve-arg", "serve_args", multiple=True, help="Passed to roost serve (repeatable)."
+)
+def bench_faults(
+    as_json: bool,
+    directory: str | None,
+    cases: tuple[str, ...],
+    probe_seconds: float,
+    case_timeout: float,
+    rss_limit_mb: int,
+    soak_seconds: float,
+    serve_args: tuple[str, ...],
+    **sizes: int,
+) -> None:
+    """Floods of bad clients: the broker's RSS and fds, and a good client's throughput."""
+    from roost.bench.faults import CASES, FloodSizes, run_faults_bench
+
+    if min(sizes.values()) < 1 or probe_seconds <= 0 or soak_seconds < 0:
+        raise click.BadParameter("flood sizes and --probe-seconds must be positive")
+    _report(
+        as_json,
+        lambda progress: run_faults_bench(
+            FloodSizes(**sizes),
+            cases or CASES,
+            probe_seconds,
+            soak_seconds,
+            case_timeout,
+            rss_limit_mb,
+            directory,
+            serve_args,
+            progress,
+        ),
+        "roost bench faults (RSS and fds per flood; a good client's throughput ratio)",
+        {f"{case}_throughput_ratio": ">= 0.8" for case in CASES},
+    )
+
+
 def _report(
     as_json: bool,
     measure: Callable[[Callable[[str], None]], dict[str, Any]],

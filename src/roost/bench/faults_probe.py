@@ -1,0 +1,107 @@
+"""The well-behaved client of ``roost bench faults``, in a process of its own.
+
+``python -m roost.bench.faults_probe URL SPEC`` (SPEC a JSON object) publishes 1 KiB messages
+to its own queue ``topic`` (``batch`` per publish, ``inflight`` publishes in flight) for
+``seconds`` and prints its confirmed rate as one JSON line (``{"result": ...}``). With
+``rate`` it paces its publishes to that many messages a second instead, consumes them too
+(``subscribe``, ack), and reports the end-to-end latency p99 of each ``window_s``: a producer
+that falls behind its pace catches up (the run then takes longer than ``seconds``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+import sys
+import time
+from typing import Any
+
+VALUE_BYTES = 1024
+STAMP = struct.Struct("<q")  # send time, monotonic ns
+
+
+async def _probe(url: str, spec: dict[str, Any]) -> dict[str, Any]:
+    import roost
+
+    topic, seconds, batch = spec["topic"], spec["seconds"], spec["batch"]
+    async with roost.connect(url, reconnect=False) as client:
+        await client.create_queue(topic, max_deliveries=None, dead_letter=None)
+        if spec.get("rate"):
+            return await _paced(client, topic, seconds, batch, spec["rate"], spec["window_s"])
+        confirmed = 0
+        deadline = time.monotonic() + seconds
+        value = bytes(VALUE_BYTES)
+
+        async def publisher() -> None:
+            nonlocal confirmed
+            while time.monotonic() < deadline:
+                await client.publish_batch(topic, [roost.Outgoing(value=value)] * batch)
+                confirmed += batch
+
+        started = time.monotonic()
+        await asyncio.gather(*(publisher() for _ in range(spec["inflight"])))
+        took = time.monotonic() - started
+        await client.delete_queue(topic)
+    return {"confirmed": confirmed, "msgs_per_s": round(confirmed / took, 1)}
+
+
+async def _paced(
+    client: Any, topic: str, seconds: float, batch: int, rate: float, window_s: float
+) -> dict[str, Any]:
+    """Publish ``rate`` messages a second and consume them; p99 of each window's latencies."""
+    import roost
+
+    windows: list[list[int]] = []
+    started = time.monotonic_ns()
+    filler = bytearray(VALUE_BYTES)
+
+    async def produce() -> None:
+        interval = batch / rate
+        next_at = time.monotonic()
+        end = next_at + seconds
+        while next_at < end:
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            out = []
+            for _ in range(batch):
+                STAMP.pack_into(filler, 0, time.monotonic_ns())
+                out.append(roost.Outgoing(value=bytes(filler)))
+            await client.publish_batch(topic, out)
+            next_at += interval
+
+    async def consume(expected: int) -> None:
+        got = 0
+        async with client.subscribe(topic, prefetch=1000) as deliveries:
+            while got < expected:
+                delivered = await deliveries.batch()
+                now = time.monotonic_ns()
+                window = int((now - started) / 1e9 / window_s)
+                while len(windows) <= window:
+                    windows.append([])
+                windows[window] += [now - STAMP.unpack_from(d.value)[0] for d in delivered]
+                got += len(delivered)
+                await deliveries.ack(delivered)
+
+    expected = int(seconds * rate / batch) * batch
+    await asyncio.gather(produce(), asyncio.wait_for(consume(expected), seconds + 60))
+    p99 = []
+    for latencies in windows:
+        latencies.sort()
+        p99.append(round(latencies[int(0.99 * (len(latencies) - 1))] / 1e6, 3) if latencies
+                   else None)  # fmt: skip
+    return {"window_s": window_s, "p99_ms": p99, "messages": expected}
+
+
+def main(argv: list[str]) -> None:
+    url, spec = argv[0], json.loads(argv[1])
+    try:
+        import uvloop
+
+        result = uvloop.run(_probe(url, spec))
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        result = asyncio.run(_probe(url, spec))
+    print(json.dumps({"result": result}), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
