@@ -44,6 +44,7 @@ from roost.core.redrive import (
     source_of,
 )
 from roost.core.routing import MAX_KEY_BYTES, BindingSpec, ExchangeSpec, Router
+from roost.core.state_codec import CorruptState
 from roost.core.stats import (
     GroupDescription,
     StreamStats,
@@ -305,6 +306,9 @@ class Broker:
         except PartitionQuarantined as e:
             # Its journal is damaged: this subscription is out of service, nothing else is.
             self._quarantined[(spec.topic, spec.name)] = e.damage
+        except CorruptState as e:
+            # Intact bytes (the CRCs hold) that are no state entry: as out of service.
+            self._quarantined[(spec.topic, spec.name)] = str(e)
 
     def quarantined_subscriptions(self) -> dict[tuple[str, str], str]:
         """(topic, subscription) -> the damage, for each subscription out of service."""
