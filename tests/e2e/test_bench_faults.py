@@ -42,6 +42,7 @@ def test_bench_faults_json_measures_each_flood_and_the_soak(tmp_path: Path) -> N
     assert soak["rate_msgs_per_s"] == round(soak["capacity_msgs_per_s"] / 2, 1)
     assert [p for p in soak["p99_ms"] if p is not None], "latencies sampled in the soak"
     assert soak["rss_last_vs_first"] is not None
+    assert soak["published"] > 0 and soak["undelivered"] == 0, "the soak got all it published"
     assert figures["settings"]["fd_limit"] >= CONNECTIONS
     assert list(tmp_path.iterdir()) == [], "every broker's directory removed"
 

@@ -22,10 +22,10 @@ stopped at once (``aborted``): the bench must not take the machine down with an 
 broker. The fd limit of this process (and so of the broker and the floods, which inherit it)
 is raised to its hard limit first: 2,000 connections need it.
 
-``soak_seconds``: a fresh broker, its capacity measured by the probe alone, then the probe
-paced at half of it, consuming what it publishes, for ``soak_seconds``; p99 end-to-end latency
-per window, RSS and fds sampled; ``*_last_vs_first`` compares the last quarter of the soak with
-the first (flat is 1.0).
+``soak_seconds``: a fresh broker, its capacity measured by the probe alone (publishing and
+consuming, unpaced), then the probe paced at half of it, doing the same, for
+``soak_seconds``; p99 end-to-end latency per window, RSS and fds sampled;
+``*_last_vs_first`` compares the last quarter of the soak with the first (flat is 1.0).
 """
 
 from __future__ import annotations
@@ -205,12 +205,20 @@ def _idle_footprint(broker: BrokerProcess) -> tuple[int, int]:
     return broker.rss_bytes(), broker.fds()
 
 
-def _probe(url: str, topic: str, seconds: float, rate: float = 0.0, window_s: float = 1.0) -> Any:
+def _probe(
+    url: str,
+    topic: str,
+    seconds: float,
+    rate: float = 0.0,
+    window_s: float = 1.0,
+    consume: bool = False,
+) -> Any:
     spec = {"topic": topic, "seconds": seconds, "batch": PROBE_BATCH,
-            "inflight": PROBE_INFLIGHT, "rate": rate, "window_s": window_s}  # fmt: skip
+            "inflight": PROBE_INFLIGHT, "rate": rate, "window_s": window_s,
+            "consume": consume}  # fmt: skip
     child = _Child("probe", url, spec)
     try:
-        return child.expect("result", seconds + 120)
+        return child.expect("result", seconds * 1.5 + 120)
     finally:
         child.close()
 
@@ -268,7 +276,7 @@ def _case(
 def _soak(run: _Run, seconds: float, probe_seconds: float, rss_limit: int) -> dict[str, Any]:
     broker = run.start_broker()
     try:
-        capacity = _probe(broker.url, "soak.capacity", probe_seconds)["msgs_per_s"]
+        capacity = _probe(broker.url, "soak.capacity", probe_seconds, consume=True)["msgs_per_s"]
         rate = capacity / 2
         window_s = max(1.0, seconds / 40)
         sampler = _Sampler(broker, rss_limit, lambda: None)
@@ -301,6 +309,9 @@ def _soak(run: _Run, seconds: float, probe_seconds: float, rss_limit: int) -> di
         "rss_last_vs_first": ratio([s[1] for s in early], [s[1] for s in late]),
         "fds_last_vs_first": ratio([s[2] for s in early], [s[2] for s in late]),
         "rss_exceeded_limit": sampler.over_limit,
+        "published": probe["published"], "received": probe["received"],
+        "undelivered": probe["undelivered"],
+        "producer_behind_max_s": probe["producer_behind_max_s"],
     }  # fmt: skip
 
 
