@@ -10,7 +10,7 @@ test, never by waiting.
 - over the memory budget publishers get ``BLOCKED`` and are not read, while a consumer still
   receives and acks; ``UNBLOCKED`` and the publishes go through;
 - a client pipelining requests it has no answers for yet stops being read at
-  ``MAX_IN_FLIGHT``.
+  ``MAX_IN_FLIGHT``, or at ``MAX_IN_FLIGHT_BYTES`` of them when they are large.
 """
 
 from __future__ import annotations
@@ -25,9 +25,14 @@ import roost
 from roost import Outgoing
 from roost.errors import ProtocolError
 from roost.protocols.native import messages as m
-from roost.protocols.native.codec import HEADER, Frame, Kind
+from roost.protocols.native.codec import HEADER, NEED_DATA, Frame, Kind
 from roost.server.framed import MEMORY
-from roost.server.native_server import IN_FLIGHT, MAX_IN_FLIGHT, NativeConnection
+from roost.server.native_server import (
+    IN_FLIGHT,
+    MAX_IN_FLIGHT,
+    MAX_IN_FLIGHT_BYTES,
+    NativeConnection,
+)
 from roost.server.watchdog import Timeouts
 from tests.e2e.auth_support import RawClient, Served, serving
 
@@ -254,6 +259,43 @@ def test_requests_in_flight_past_the_bound_stop_the_reading(tmp_path: Path) -> N
                     frame = await raw.stream.next_frame()
                     assert frame is not None and frame.kind is Kind.RESPONSE
                     answered.add(frame.correlation)
+            assert answered == set(range(count)) and not side._stream.holds
+            await raw.aclose()
+
+    run(body)
+
+
+def test_large_requests_in_flight_stop_the_reading_at_their_bytes(tmp_path: Path) -> None:
+    """Publishes waiting for room in a full queue hold their payloads: a client pipelining
+    them holds ``MAX_IN_FLIGHT_BYTES`` (and one frame) of them at most, not a thousand."""
+
+    async def body() -> None:
+        async with (
+            serving(tmp_path, **bounded()) as served,
+            roost.connect(served.url(), reconnect=False) as consumer,
+        ):
+            await consumer.create_queue("jobs", max_backlog=1, overflow="block", block_timeout=60)
+            await consumer.publish("jobs", b"first")
+            raw, side = await opened(served, [5])
+            value = bytes(256 * 1024)
+            count = 40  # 10 MiB
+            publish = m.Publish("jobs", [m.Out(value=value)])
+            raw.send_bytes(
+                b"".join(raw.codec.send(Frame(Kind.REQUEST, n, publish)) for n in range(count))
+            )
+            await until(lambda: IN_FLIGHT in side._stream.holds)
+            frame_bytes = side._codec.frame_bytes
+            assert MAX_IN_FLIGHT_BYTES <= side._in_flight_bytes < MAX_IN_FLIGHT_BYTES + frame_bytes
+            assert len(side._tasks) == -(-MAX_IN_FLIGHT_BYTES // frame_bytes) < count
+
+            answered: set[int] = set()
+            async with asyncio.timeout(20):
+                while len(answered) < count:
+                    for delivery in await consumer.receive("jobs", wait=0.05):
+                        await consumer.ack("jobs", "jobs", [delivery.receipt])
+                    while (frame := raw.stream.codec.next_event()) is not NEED_DATA:
+                        assert frame.kind is Kind.RESPONSE, frame
+                        answered.add(frame.correlation)
             assert answered == set(range(count)) and not side._stream.holds
             await raw.aclose()
 

@@ -17,8 +17,8 @@ carrying the error's stable code; anything else is logged as a bug and answered
 
 What one connection may make the broker hold is bounded (docs/operations.md, "Memory and
 connection bounds"): pushes wait while the socket's send buffer is full; reading stops while
-more than ``framed.MAX_UNSENT_BYTES`` wait to be sent or ``MAX_IN_FLIGHT`` requests are being
-answered; the listener's ``Watchdog`` ends connections whose frame or heartbeat is overdue and
+more than ``framed.MAX_UNSENT_BYTES`` wait to be sent or ``MAX_IN_FLIGHT`` requests (or
+``MAX_IN_FLIGHT_BYTES`` of them) are being answered; the listener's ``Watchdog`` ends connections whose frame or heartbeat is overdue and
 blocks publishers while the broker is over its memory budget (``BLOCKED``, version 5). A full
 listener makes room by evicting a connection still in its handshake, or the longest silent
 one, before it refuses a newcomer.
@@ -82,6 +82,9 @@ PUSH_BYTES = 1024 * 1024
 #: Requests of one connection being answered at once, past which it is not read (resumed at
 #: half): a client pipelining without reading its answers holds this many at most.
 MAX_IN_FLIGHT = 1_024
+#: The same bound in bytes (their frames' sizes): past it, a connection is not read until
+#: half of them are answered. A thousand publishes of 100 KiB must not be a thousand held.
+MAX_IN_FLIGHT_BYTES = 4 * 1024 * 1024
 #: The hold on reading while too many requests are in flight.
 IN_FLIGHT = "in flight"
 #: The protocol version from which a client sends a PING every ``heartbeat_ms`` (so silence
@@ -149,6 +152,7 @@ class NativeConnection:
         self._codec = stream.codec
         stream.on_writable = self._push_all  # pushes that waited for the socket go on
         self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight_bytes = 0  # the frames' sizes of the requests in ``_tasks``
         self._pushes: dict[int, _Push] = {}
         #: Requests given a task that has not started yet: a publish must not overtake them.
         self._waiting_to_start = 0
@@ -248,7 +252,7 @@ class NativeConnection:
             request: m.Request = frame.message  # type: ignore[assignment]
             work = functools.partial(self._handle, frame.correlation, request)
             self._waiting_to_start += 1
-            self._spawn(self._answer(frame.correlation, request, work))
+            self._spawn(self._answer(frame.correlation, request, work), self._codec.frame_bytes)
             if isinstance(request, PUBLISHES):
                 self.publisher = True
                 if self._alarm.blocked:
@@ -264,16 +268,22 @@ class NativeConnection:
             return False
         return True
 
-    def _spawn(self, work: Any) -> None:
+    def _spawn(self, work: Any, size_bytes: int = 0) -> None:
+        """Run ``work`` as a task; ``size_bytes``: what its request took on the wire."""
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
-        task.add_done_callback(self._done)
-        if len(self._tasks) >= MAX_IN_FLIGHT:
+        self._in_flight_bytes += size_bytes
+        task.add_done_callback(functools.partial(self._done, size_bytes))
+        if len(self._tasks) >= MAX_IN_FLIGHT or self._in_flight_bytes >= MAX_IN_FLIGHT_BYTES:
             self._stream.hold_reading(IN_FLIGHT)
 
-    def _done(self, task: asyncio.Task[None]) -> None:
+    def _done(self, size_bytes: int, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        if len(self._tasks) <= MAX_IN_FLIGHT // 2:
+        self._in_flight_bytes -= size_bytes
+        if (
+            len(self._tasks) <= MAX_IN_FLIGHT // 2
+            and self._in_flight_bytes <= MAX_IN_FLIGHT_BYTES // 2
+        ):
             self._stream.release_reading(IN_FLIGHT)
 
     # -- bounds: the watchdog's questions, eviction --------------------------------------
@@ -373,7 +383,7 @@ class NativeConnection:
             if outcome is None:  # nothing appended: the task waits for room, then appends
                 work = functools.partial(self._handle, correlation, request)
                 self._waiting_to_start += 1  # what this connection publishes next waits too
-                self._spawn(self._answer(correlation, request, work))
+                self._spawn(self._answer(correlation, request, work), self._codec.frame_bytes)
                 return
             published = self.door.confirmed_now(outcome, {request.topic})
         except Exception as e:
@@ -381,7 +391,9 @@ class NativeConnection:
             return
         if published is None:  # appended: what is left is its fsync round, nothing to overtake
             work = functools.partial(confirm, self.door, outcome, request.topic)
-            self._spawn(self._answer(correlation, request, work, queued=False))
+            self._spawn(
+                self._answer(correlation, request, work, queued=False), self._codec.frame_bytes
+            )
         else:
             self._send(Frame(Kind.RESPONSE, correlation, runs(published)))
 

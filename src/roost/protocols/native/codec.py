@@ -192,6 +192,8 @@ class NativeCodec:
         self.peer: Role = "server" if role == "client" else "client"
         self.max_frame_bytes = max_frame_bytes
         self.step = Step.BEFORE_HELLO
+        #: The size on the wire of the frame ``next_event`` returned last (header included).
+        self.frame_bytes = 0
         #: The version the WELCOME chose (None before it): which fields frames may carry.
         self.version: int | None = None
         self._buffer = ReceiveBuffer(PROTOCOL, max_frame_bytes + HEADER_SIZE)
@@ -271,6 +273,7 @@ class NativeCodec:
         except ProtocolError as e:
             raise self._fail(e) from None
         self._take_turn(kind, message, received=True)
+        self.frame_bytes = 4 + length
         return Frame(kind, correlation, message)
 
     # -- sending --------------------------------------------------------------------------
