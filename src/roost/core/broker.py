@@ -8,6 +8,10 @@ values. Two of them tell the caller (the asyncio host) what to wait for:
 - ``tick`` returns the next time (ms) something is due — a lease expiry or a delay ending —
   and the dead-letter appends whose durability would let a subscription finish a message.
 
+A tick costs what is due, not what exists (docs/design.md, "The tick"): it visits only the
+subscriptions whose deadline has come (core/timers.py), and deletes consumed segments only of
+the partitions whose floor may have moved since the last tick (``_retention_due``).
+
     broker = Broker.open(engine, clock)
     broker.create_queue("emails", dead_letter="emails.dlq")
     outcome = broker.publish("emails", [Outgoing(value=b"hi")])
@@ -18,7 +22,7 @@ values. Two of them tell the caller (the asyncio host) what to wait for:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import msgspec
@@ -56,6 +60,7 @@ from roost.core.stats import (
 )
 from roost.core.streams import ResetTarget, StreamSubscription
 from roost.core.subscription import PendingDeadLetter, QueueSubscription
+from roost.core.timers import Timers
 from roost.errors import (
     BacklogFull,
     InvalidConfig,
@@ -78,6 +83,9 @@ from roost.storage.log import PartitionLog
 class Tick(NamedTuple):
     next_deadline_ms: int | None
     pending_dead_letters: list[PendingDeadLetter]
+    #: Topics whose subscriptions this tick visited or whose segments it deleted: long polls
+    #: may find messages there now, blocked publishers room.
+    topics: set[str]
 
 
 class Broker:
@@ -96,6 +104,20 @@ class Broker:
         self._quarantined: dict[tuple[str, str], str] = {}
         #: Topics whose producer state is damaged, with the damage (``ProducerStateQuarantined``).
         self._damaged_producers: dict[str, str] = {}
+        #: Topic -> subscription name -> subscription: whatever asks about one topic's
+        #: subscriptions (floors, backlogs, drops) costs that topic's, not the broker's.
+        self._queues_by_topic: dict[str, dict[str, QueueSubscription]] = {}
+        self._streams_by_topic: dict[str, dict[str, StreamSubscription]] = {}
+        #: When each subscription next has something due; the tick visits only those.
+        self._timers: Timers[tuple[str, str]] = Timers()
+        #: The subscription the tick is visiting: its own reports wait for its ``tick()``'s
+        #: answer, which counts them all.
+        self._visiting: tuple[str, str] | None = None
+        #: (topic, partition) whose until-consumed floor may have moved, or which rolled a
+        #: segment, since the last tick: the only ones retention looks at.
+        self._retention_due: set[tuple[str, int]] = set()
+        #: How many times ``tick`` visited each subscription (for tests; one int each).
+        self.visits: dict[tuple[str, str], int] = {}
 
     @classmethod
     def open(cls, engine: LocalEngine, clock: Clock) -> Broker:
@@ -110,6 +132,11 @@ class Broker:
             with contextlib.suppress(ProducerStateQuarantined):
                 broker._topic_producers(broker.engine.topic(topic))
         broker.continue_past_seen()
+        read = broker.topics_with_subscriptions()
+        for name, policy in broker._policies.items():
+            if policy.retain_until_consumed and name in read:
+                partitions = len(broker.engine.topic(name).partitions)
+                broker._retention_due.update((name, p) for p in range(partitions))
         return broker
 
     def continue_past_seen(self, only: str | None = None) -> None:
@@ -123,7 +150,7 @@ class Broker:
         topic) after one of its logs is reopened by a repair.
         """
         seen: dict[tuple[str, int], list[tuple[int, str]]] = {}
-        for (topic_name, name), queue in self._subscriptions.items():
+        for (topic_name, name), queue in self._subscriptions.items():  # at open or a repair
             for partition, end in enumerate(queue.seen_ends()):
                 seen.setdefault((topic_name, partition), []).append((end, name))
         for (topic_name, name), stream in self._streams.items():
@@ -153,9 +180,8 @@ class Broker:
                         "check` names it), not by cutting it, or a retry of a batch placed "
                         "there could be told it is stored"
                     )
-                for (queue_topic, _), queue in self._subscriptions.items():
-                    if queue_topic == name:
-                        queue.skip(partition, start, high)
+                for queue in self._queues_of(name):
+                    queue.skip(partition, start, high)
                 log.skip_to(high)
             except (StorageFailure, PartitionQuarantined) as e:
                 # The log (or a journal) refuses writes: so do publishes to it, until it is
@@ -202,9 +228,10 @@ class Broker:
                 f"topic {name!r} is the dead-letter topic of {', '.join(users)}: delete or "
                 "change those subscriptions first"
             )
-        for topic, subscription in [*self._subscriptions, *self._streams, *self._quarantined]:
-            if topic == name:
-                self.delete_subscription(topic, subscription)
+        names = [*self._queues_by_topic.get(name, ()), *self._streams_by_topic.get(name, ())]
+        names += [subscription for topic, subscription in self._quarantined if topic == name]
+        for subscription in names:
+            self.delete_subscription(name, subscription)
         self.engine.delete_topic(name)
         damaged = self._damaged_producers.pop(name, None)
         if self._producers.pop(name, None) is not None or damaged is not None:
@@ -302,32 +329,77 @@ class Broker:
         self._catalog.remove_subscription(topic, name)
         self._subscriptions.pop((topic, name), None)
         self._streams.pop((topic, name), None)
+        for index in (self._queues_by_topic, self._streams_by_topic):
+            named = index.get(topic)
+            if named is not None and named.pop(name, None) is not None and not named:
+                del index[topic]
+        self._timers.cancel((topic, name))
+        self.visits.pop((topic, name), None)
+        with contextlib.suppress(UnknownTopic):
+            # The floor was the slowest subscription's: without this one it may be higher.
+            partitions = len(self.engine.topic(topic).partitions)
+            self._retention_due.update((topic, p) for p in range(partitions))
 
     def list_subscriptions(self, topic: str | None = None) -> list[SubscriptionSpec]:
-        specs = [sub.spec for sub in self._subscriptions.values()]
-        specs += [stream.spec for stream in self._streams.values()]
-        return sorted(
-            (s for s in specs if topic is None or s.topic == topic), key=lambda s: (s.topic, s.name)
-        )
+        if topic is None:
+            specs = [sub.spec for sub in self._subscriptions.values()]
+            specs += [stream.spec for stream in self._streams.values()]
+        else:
+            specs = [sub.spec for sub in self._queues_of(topic)]
+            specs += [stream.spec for stream in self._streams_of(topic)]
+        return sorted(specs, key=lambda s: (s.topic, s.name))
+
+    def topics_with_subscriptions(self) -> set[str]:
+        return {*self._queues_by_topic, *self._streams_by_topic}
+
+    def _queues_of(self, topic: str) -> list[QueueSubscription]:
+        return list(self._queues_by_topic.get(topic, {}).values())
+
+    def _streams_of(self, topic: str) -> list[StreamSubscription]:
+        return list(self._streams_by_topic.get(topic, {}).values())
 
     def _open_subscription(self, spec: SubscriptionSpec) -> None:
         journal = self.engine.journal(spec.journal, f"subscription {spec.topic}/{spec.name}")
         try:
+            key = (spec.topic, spec.name)
             if spec.mode == "stream":
-                self._streams[(spec.topic, spec.name)] = StreamSubscription.open(
+                stream = StreamSubscription.open(
                     spec, self.engine.topic(spec.topic), journal, self.clock
                 )
-                return
-            dead_letter = self.engine.topic(spec.dead_letter) if spec.dead_letter else None
-            self._subscriptions[(spec.topic, spec.name)] = QueueSubscription.open(
-                spec, self.engine.topic(spec.topic), journal, self.clock, dead_letter
-            )
+                stream.watch(self._floor_watch(spec.topic), self._deadline_watch(key))
+                self._streams[key] = stream
+                self._streams_by_topic.setdefault(spec.topic, {})[spec.name] = stream
+            else:
+                dead_letter = self.engine.topic(spec.dead_letter) if spec.dead_letter else None
+                queue = QueueSubscription.open(
+                    spec, self.engine.topic(spec.topic), journal, self.clock, dead_letter
+                )
+                queue.watch(self._floor_watch(spec.topic), self._deadline_watch(key))
+                self._subscriptions[key] = queue
+                self._queues_by_topic.setdefault(spec.topic, {})[spec.name] = queue
+            # What it restored (retries due, a dead letter to finish) is looked at once.
+            self._timers.schedule(key, self.clock.now_ms())
         except PartitionQuarantined as e:
             # Its journal is damaged: this subscription is out of service, nothing else is.
             self._quarantined[(spec.topic, spec.name)] = e.damage
         except CorruptState as e:
             # Intact bytes (the CRCs hold) that are no state entry: as out of service.
             self._quarantined[(spec.topic, spec.name)] = str(e)
+
+    def _floor_watch(self, topic: str) -> Callable[[int], None]:
+        due = self._retention_due
+
+        def floor_may_have_moved(partition: int) -> None:
+            due.add((topic, partition))
+
+        return floor_may_have_moved
+
+    def _deadline_watch(self, key: tuple[str, str]) -> Callable[[int], None]:
+        def deadline(deadline_ms: int) -> None:
+            if self._visiting != key:
+                self._timers.schedule(key, deadline_ms)
+
+        return deadline
 
     def quarantined_subscriptions(self) -> dict[tuple[str, str], str]:
         """(topic, subscription) -> the damage, for each subscription out of service."""
@@ -407,7 +479,19 @@ class Broker:
         confirmed with its first offsets instead of being appended twice.
         """
         target, policy, partitions = self._plan(topic, messages)
-        return self._publisher.publish(target, policy, messages, partitions, producer_id, sequence)
+        outcome = self._publisher.publish(
+            target, policy, messages, partitions, producer_id, sequence
+        )
+        if policy.retain_until_consumed:
+            self._note_segments(target, partitions)
+        return outcome
+
+    def _note_segments(self, topic: Topic, partitions: list[int]) -> None:
+        """A partition with sealed segments may have rolled just now, its old active segment
+        wholly below a floor that will not move again until the next ack: look at it."""
+        for partition in set(partitions):
+            if topic.log(partition).segment_count > 1:
+                self._retention_due.add((topic.name, partition))
 
     def _plan(
         self, topic: str, messages: Sequence[Outgoing]
@@ -474,6 +558,8 @@ class Broker:
         durability: list[tuple[PartitionLog, int]] = []
         for (target, policy, partitions), routed in plans:
             part = self._publisher.publish(target, policy, routed, partitions)
+            if policy.retain_until_consumed:
+                self._note_segments(target, partitions)
             published.extend(part.published)
             durability.extend(part.durability)
         return PublishOutcome(published, durability)
@@ -506,35 +592,24 @@ class Broker:
         lettered or committed past). None when the topic has no subscriptions."""
         end = self.engine.topic(topic).log(partition).end_offset
         backlogs = []
-        for (t, _), sub in self._subscriptions.items():
-            if t == topic:
-                acks = sub.partition_state(partition).acks
-                backlogs.append(end - acks.floor - acks.done_between(acks.floor, end))
-        backlogs += [
-            end - s.committed[partition] for (t, _), s in self._streams.items() if t == topic
-        ]
+        for sub in self._queues_of(topic):
+            acks = sub.partition_state(partition).acks
+            backlogs.append(end - acks.floor - acks.done_between(acks.floor, end))
+        backlogs += [end - s.committed[partition] for s in self._streams_of(topic)]
         return max(backlogs) if backlogs else None
-
-    def _streams_of(self, topic: str) -> list[StreamSubscription]:
-        return [stream for (t, _), stream in self._streams.items() if t == topic]
 
     def floor(self, topic: str, partition: int) -> int | None:
         """The slowest subscription's position on a partition: below it, everything is
         consumed. None when the topic has no subscriptions."""
-        floors = [
-            sub.partition_state(partition).acks.floor
-            for (t, _), sub in self._subscriptions.items()
-            if t == topic
-        ]
+        floors = [sub.partition_state(partition).acks.floor for sub in self._queues_of(topic)]
         floors += [s.committed[partition] for s in self._streams_of(topic)]
         return min(floors) if floors else None
 
     def _drop_below(self, topic: str, partition: int, offset: int) -> None:
-        for (t, _), sub in self._subscriptions.items():
-            if t == topic:
-                sub.drop_below(partition, offset)
-        for (t, _), stream in self._streams.items():
-            if t == topic and stream.committed[partition] < offset:
+        for sub in self._queues_of(topic):
+            sub.drop_below(partition, offset)
+        for stream in self._streams_of(topic):
+            if stream.committed[partition] < offset:
                 stream.force_commit(partition, offset)
 
     # -- consume --------------------------------------------------------------------------
@@ -630,31 +705,58 @@ class Broker:
     # -- time and state -------------------------------------------------------------------
 
     def tick(self) -> Tick:
-        """Expire leases and end delays everywhere; what is due next and what to await."""
-        deadlines: list[int] = []
-        pending: list[PendingDeadLetter] = []
-        for sub in self._subscriptions.values():
-            deadline = sub.tick()
-            if deadline is not None:
-                deadlines.append(deadline)
-            pending += sub.pending_dead_letters
-        for stream in self._streams.values():
-            deadline = stream.tick()
-            if deadline is not None:
-                deadlines.append(deadline)
-        self._retain_until_consumed()
-        return Tick(min(deadlines) if deadlines else None, pending)
+        """Expire leases, end delays, settle dead letters where they are due, and delete
+        consumed segments where floors moved; what is due next and what to await.
 
-    def _retain_until_consumed(self) -> None:
-        """Delete segments every subscription is done with, on topics that ask for it."""
-        for name, policy in self._policies.items():
-            if not policy.retain_until_consumed:
+        Visits only the subscriptions whose deadline has come: one with nothing due costs
+        nothing, however many there are.
+        """
+        now_ms = self.clock.now_ms()
+        pending: list[PendingDeadLetter] = []
+        topics: set[str] = set()
+        for key in self._timers.due(now_ms):
+            sub: QueueSubscription | StreamSubscription | None
+            sub = self._subscriptions.get(key) or self._streams.get(key)
+            if sub is None:
+                continue  # deleted, or quarantined
+            self.visits[key] = self.visits.get(key, 0) + 1
+            topics.add(key[0])
+            self._visiting = key
+            try:
+                deadline = sub.tick()
+            finally:
+                self._visiting = None
+            if isinstance(sub, QueueSubscription) and sub.dead_letter is not None:
+                topics.add(sub.dead_letter.name)  # it may have appended dead letters there
+                if sub.pending_dead_letters:
+                    pending += sub.pending_dead_letters
+                    deadline = now_ms  # the host awaits them, then ticks: settle them then
+            if deadline is not None:
+                self._timers.schedule(key, deadline)
+        topics |= self._retain_until_consumed()
+        return Tick(self._timers.next_deadline_ms(), pending, topics)
+
+    def _retain_until_consumed(self) -> set[str]:
+        """Delete segments every subscription is done with, where a floor may have moved,
+        on topics that ask for it; returns the topics that lost segments."""
+        due = list(self._retention_due)
+        self._retention_due.clear()  # the same set: the subscriptions' watches hold it
+        topics: set[str] = set()
+        for name, partition in due:
+            policy = self._policies.get(name)
+            if policy is None or not policy.retain_until_consumed:
                 continue
-            topic = self.engine.topic(name)
-            for partition in range(len(topic.partitions)):
-                floor = self.floor(name, partition)
-                if floor is not None:
-                    topic.delete_below(partition, floor)
+            floor = self.floor(name, partition)
+            if floor is None:
+                continue
+            log = self.engine.topic(name).log(partition)
+            if log.delete_below(floor):
+                topics.add(name)
+            if log.segment_count > 1 and log.oldest_segment_end <= floor:
+                # Deletable but still there: a flush holds it, or the log failed and waits for
+                # its repair. Look again next tick.
+                self._retention_due.add((name, partition))
+        return topics
 
     def stats(self, topic: str, subscription: str) -> SubscriptionStats | StreamStats:
         """Depth, in flight, delayed, oldest age, dead letters; or, for a stream, lag."""

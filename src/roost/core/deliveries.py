@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from roost.core.acks import AckRanges, ranges_of
@@ -90,6 +90,9 @@ class PartitionDeliveries:
         self.nacked = 0  # leases given back by a consumer
         self.expired = 0  # leases that ran out before an ack or a nack
         self.dead_lettered = 0  # done by moving to the dead-letter topic (subscription.py)
+        #: Told each new lease deadline or delay end, which may be earlier than any before:
+        #: the broker's timers (core/timers.py) visit this partition's subscription then.
+        self.on_deadline: Callable[[int], None] = _ignore
 
     # -- admission ------------------------------------------------------------------------
 
@@ -112,7 +115,7 @@ class PartitionDeliveries:
             self._busy[key] = deque()
             self._head_key[offset] = key
         if visible_at_ms > now_ms:
-            heapq.heappush(self._delayed, (visible_at_ms, offset))
+            self._delay(visible_at_ms, offset)
             return False
         return True
 
@@ -155,6 +158,11 @@ class PartitionDeliveries:
     def _push_deadline(self, deadline_ms: int, members: list[tuple[int, int]]) -> None:
         self._heap_serial += 1
         heapq.heappush(self._lease_heap, (deadline_ms, self._heap_serial, members))
+        self.on_deadline(deadline_ms)
+
+    def _delay(self, visible_at_ms: int, offset: int) -> None:
+        heapq.heappush(self._delayed, (visible_at_ms, offset))
+        self.on_deadline(visible_at_ms)
 
     def holds(self, offset: int, token: int, now_ms: int) -> bool:
         """Whether delivery ``token`` of ``offset`` is still leased: a lease past its deadline
@@ -248,7 +256,7 @@ class PartitionDeliveries:
         if max_deliveries is not None and attempts.count >= max_deliveries:
             return Released(offset, True, visible_at_ms)
         self.retry_at[offset] = visible_at_ms
-        heapq.heappush(self._delayed, (visible_at_ms, offset))
+        self._delay(visible_at_ms, offset)
         return Released(offset, False, visible_at_ms)
 
     # -- time -----------------------------------------------------------------------------
@@ -312,7 +320,7 @@ class PartitionDeliveries:
             return
         head, visible_at_ms = parked.popleft()
         self._head_key[head] = key
-        heapq.heappush(self._delayed, (max(visible_at_ms, self.retry_at.get(head, 0)), head))
+        self._delay(max(visible_at_ms, self.retry_at.get(head, 0)), head)
 
     def finish_range(self, start: int, end: int) -> None:
         """Every offset in ``[start, end)`` is done, read or not (dropped, or past retention).
@@ -361,3 +369,7 @@ class PartitionDeliveries:
         return sum(1 for _, offset in self._delayed if offset not in self.acks) + sum(
             len(parked) for parked in self._busy.values()
         )
+
+
+def _ignore(deadline_ms: int) -> None:
+    """No one watches this partition's deadlines (a subscription used on its own)."""

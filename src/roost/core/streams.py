@@ -24,7 +24,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal, NamedTuple
 
 from roost.clock import Clock
@@ -78,6 +78,15 @@ class StreamSubscription:
         #: after a seek or a rebalance count again).
         self.delivered = [0] * len(topic.partitions)
         self._entries_since_snapshot = 0
+        self._on_commit: Callable[[int], None] = _ignore
+        self._on_deadline: Callable[[int], None] = _ignore
+
+    def watch(self, on_commit: Callable[[int], None], on_deadline: Callable[[int], None]) -> None:
+        """Tell ``on_commit`` each partition whose committed offset moved (retention may delete
+        more), and ``on_deadline`` a session deadline that may be earlier than the last
+        ``tick`` returned (a member joined)."""
+        self._on_commit = on_commit
+        self._on_deadline = on_deadline
 
     @classmethod
     def open(
@@ -97,7 +106,11 @@ class StreamSubscription:
     # -- membership -----------------------------------------------------------------------
 
     def join(self, member_id: str | None = None, client: str = "") -> Membership:
-        return self.group.join(member_id, client)
+        membership = self.group.join(member_id, client)
+        deadline = self.next_deadline_ms()
+        if deadline is not None:
+            self._on_deadline(deadline)
+        return membership
 
     def heartbeat(self, member_id: str, generation: int) -> Membership:
         return self.group.heartbeat(member_id, generation)
@@ -254,6 +267,7 @@ class StreamSubscription:
         for partition, offset in offsets.items():
             self.committed[partition] = offset
             entries.append(state_codec.committed(partition, offset))
+            self._on_commit(partition)
         if entries:
             self.journal.append(entries)
             self._entries_since_snapshot += len(entries)
@@ -266,6 +280,7 @@ class StreamSubscription:
             self._positions[partition] = (owner, handovers, offset)
         self.journal.append([state_codec.committed(partition, offset)])
         self._entries_since_snapshot += 1
+        self._on_commit(partition)
 
     def purge(self) -> int:
         """Commit every partition at its confirmed end, as if the group had read everything
@@ -294,6 +309,7 @@ class StreamSubscription:
         for partition, offset in offsets.items():
             self.committed[partition] = offset
             self._positions.pop(partition, None)
+            self._on_commit(partition)
         if offsets:
             entries = [state_codec.committed(p, o) for p, o in offsets.items()]
             self.journal.append(entries)
@@ -319,10 +335,15 @@ class StreamSubscription:
     def tick(self) -> int | None:
         """Expire silent members; the next session deadline on the wall clock (ms)."""
         self.group.expire()
+        return self.next_deadline_ms()
+
+    def next_deadline_ms(self) -> int | None:
+        """When ``tick`` may next expire a member (wall clock, ms), None without members."""
         deadline = self.group.next_deadline_ms()
         if deadline is None:
             return None
-        return self._clock.now_ms() + max(0, deadline - self._clock.monotonic_ms())
+        # ``expire`` removes a member once the monotonic clock is past its deadline.
+        return self._clock.now_ms() + max(0, deadline + 1 - self._clock.monotonic_ms())
 
     def lag(self) -> dict[int, int]:
         """Per partition: records after the committed offset."""
@@ -343,3 +364,7 @@ class StreamSubscription:
 def _start(topic: Topic, partition: int, start: str) -> int:
     log = topic.log(partition)
     return log.confirmed_offset if start == "latest" else log.start_offset
+
+
+def _ignore(value: int) -> None:
+    """Nobody watches this subscription (used on its own, as in tests)."""

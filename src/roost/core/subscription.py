@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
 from roost.clock import Clock
@@ -84,6 +84,17 @@ class QueueSubscription:
         self._pending_dead: list[PendingDeadLetter] = []
         self._read_ahead: dict[int, deque[StoredRecord]] = {}
         self._entries_since_snapshot = 0
+        self._on_done: Callable[[int], None] = _ignore
+        self._on_deadline: Callable[[int], None] = _ignore
+
+    def watch(self, on_done: Callable[[int], None], on_deadline: Callable[[int], None]) -> None:
+        """Tell ``on_done`` each partition whose done offsets grew (its floor may have moved:
+        retention may delete more), and ``on_deadline`` each deadline that may be earlier than
+        the last ``tick`` returned (a lease, a delay, a dead letter to settle)."""
+        self._on_done = on_done
+        self._on_deadline = on_deadline
+        for state in self._partitions:
+            state.on_deadline = on_deadline
 
     @classmethod
     def open(
@@ -242,7 +253,7 @@ class QueueSubscription:
         """Retention deleted records this subscription never read: they count as done."""
         gone = (state.read_offset, start)
         state.finish_range(*gone)
-        self._write(state_codec.done(state.partition, [gone]))
+        self._done(state.partition, [gone])
 
     def seen_ends(self) -> list[int]:
         """Per partition, one past the highest offset the journal names (see ``seen_end``)."""
@@ -254,7 +265,7 @@ class QueueSubscription:
         state = self._partitions[partition]
         state.finish_gap(start, end)
         self._read_ahead.pop(partition, None)
-        self._write(state_codec.done(partition, [(start, end)]))
+        self._done(partition, [(start, end)])
         self.journal.log.flush()
 
     def _skip_gap(self, state: PartitionDeliveries, end: int) -> None:
@@ -263,13 +274,13 @@ class QueueSubscription:
         them, so they are done."""
         gap = (state.read_offset, end)
         state.finish_gap(*gap)
-        self._write(state_codec.done(state.partition, [gap]))
+        self._done(state.partition, [gap])
 
     def _forget(self, state: PartitionDeliveries, offsets: list[int]) -> None:
         """Retention deleted these records while they waited for a retry: they are done."""
         for offset in offsets:
             state.finish(offset)
-        self._write(state_codec.done(state.partition, ranges_of(offsets)))
+        self._done(state.partition, ranges_of(offsets))
 
     def visible_at(self, record: StoredRecord) -> int:
         """When ``record`` may first be delivered (ms): its deliver-at header, the delay."""
@@ -309,7 +320,7 @@ class QueueSubscription:
         for partition, pairs in by_partition.items():
             acked, refused_offsets = self._state(partition).ack(pairs, now_ms)
             if acked:
-                self._write(state_codec.done(partition, acked))
+                self._done(partition, acked)
             if refused_offsets:
                 tokens = dict(pairs)
                 refused += [Receipt(partition, o, tokens[o]) for o in refused_offsets]
@@ -388,7 +399,7 @@ class QueueSubscription:
             return 0
         dropped = (offset - floor) - state.acks.done_between(floor, offset)
         state.finish_range(floor, offset)
-        self._write(state_codec.done(partition, [(floor, offset)]))
+        self._done(partition, [(floor, offset)])
         return dropped
 
     def purge(self) -> int:
@@ -466,6 +477,7 @@ class QueueSubscription:
                 state.partition, offset, self.dead_letter.log(partition), result.next_offset
             )
         )
+        self._on_deadline(self._clock.now_ms())  # a tick settles it once it is durable
 
     def _settle_dead_letters(self) -> None:
         still_pending = []
@@ -484,7 +496,7 @@ class QueueSubscription:
                 still_pending.append(pending)
         self._pending_dead = still_pending
         for partition, offsets in finished.items():
-            self._write(state_codec.done(partition, ranges_of(offsets)))
+            self._done(partition, ranges_of(offsets))
 
     @property
     def pending_dead_letters(self) -> list[PendingDeadLetter]:
@@ -492,6 +504,11 @@ class QueueSubscription:
         return list(self._pending_dead)
 
     # -- journal --------------------------------------------------------------------------
+
+    def _done(self, partition: int, ranges: list[tuple[int, int]]) -> None:
+        """Journal offsets of ``partition`` as done (the only way they become done)."""
+        self._write(state_codec.done(partition, ranges))
+        self._on_done(partition)
 
     def _write(self, entry: bytes) -> None:
         self.journal.append([entry])
@@ -515,3 +532,7 @@ class QueueSubscription:
 
     def partition_state(self, partition: int) -> PartitionDeliveries:
         return self._state(partition)
+
+
+def _ignore(value: int) -> None:
+    """Nobody watches this subscription (used on its own, as in tests)."""

@@ -457,7 +457,7 @@ class Host:
     async def _tick_once(self) -> None:
         while not self._closed:
             tick = self._broker.tick()
-            for topic in self._topics_with_subscriptions():
+            for topic in tick.topics:
                 self.wake_readers(topic)
                 self.settled(topic)  # dead letters, drops, retention may have made room
             await self._snapshot_journals()
@@ -494,9 +494,6 @@ class Host:
             # The old snapshot and every entry stay: nothing is lost, the next one retries.
             raise StorageFailure(f"journal {journal.name} snapshot", e) from e
         journal.snapshot_done(job)
-
-    def _topics_with_subscriptions(self) -> set[str]:
-        return {spec.topic for spec in self._broker.list_subscriptions()}
 
     # -- storage health -----------------------------------------------------------------
 

@@ -207,6 +207,12 @@ class PartitionLog:
     def segment_count(self) -> int:
         return len(self._segments)
 
+    @property
+    def oldest_segment_end(self) -> int:
+        """One past the last offset of the oldest segment: ``delete_below`` an offset at or
+        above it deletes that segment, unless it is the active one or a flush holds it."""
+        return self._segments[0].next_offset
+
     def sealed_segments(self) -> dict[int, int]:
         """Base offset -> size in bytes of every segment but the active one (they no longer
         change until deleted whole): what the scrub verifies (scrub.py)."""
