@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import click
 from rich.console import Console
@@ -382,6 +382,55 @@ def bench_e2e(
         + (", then with SCRAM users" if auth else "")
         + (", then over TLS" if tls else ""),
         {},
+    )
+
+
+@bench.command("breadth")
+@json_option
+@_dir_option("Where the broker keeps its data (default: the system temp directory).")
+@click.option(
+    "--queues",
+    default=2_000,
+    show_default=True,
+    help="Idle queues to create (each create is still O(queues): 10,000 take very long).",
+)
+@click.option(
+    "--idle-seconds", default=10.0, show_default=True, help="Window of each idle-CPU reading."
+)
+@click.option(
+    "--paced-seconds", default=5.0, show_default=True, help="Length of each paced publisher run."
+)
+@click.option("--rate", default=200.0, show_default=True, help="The paced publisher's publishes/s.")
+@click.option(
+    "--durability",
+    type=click.Choice(["always", "interval", "never"]),
+    default="never",
+    show_default=True,
+    help="The paced queue's durability (never: its p99 shows loop stalls, not fsyncs).",
+)
+def bench_breadth(
+    as_json: bool,
+    directory: str | None,
+    queues: int,
+    idle_seconds: float,
+    paced_seconds: float,
+    rate: float,
+    durability: Literal["always", "interval", "never"],
+) -> None:
+    """Idle CPU and a paced publisher's p99 among many idle queues, against one queue."""
+    from roost.bench.breadth import run_breadth_bench
+
+    if queues < 1 or min(idle_seconds, paced_seconds, rate) <= 0:
+        raise click.BadParameter(
+            "--queues, --idle-seconds, --paced-seconds and --rate must be positive"
+        )
+    _report(
+        as_json,
+        lambda progress: run_breadth_bench(
+            directory, queues, idle_seconds, paced_seconds, rate, durability, progress
+        ),
+        f"roost bench breadth ({queues:,} idle queues against 1)",
+        {"idle_cpu_n": "<= 0.02", "paced_p99_ratio": "<= 1.2"},
     )
 
 

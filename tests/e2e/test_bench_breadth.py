@@ -1,0 +1,43 @@
+"""``roost bench breadth`` at a tiny size: a real broker, figures of the right shape that add
+up (not its speed: that is the benchmark's to say, in docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from roost.cli.main import main
+
+QUEUES = 12
+
+
+def test_bench_breadth_json_measures_one_queue_against_many(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["bench", "breadth", "--json", "--dir", str(tmp_path), "--queues", str(QUEUES),
+               "--idle-seconds", "0.3", "--paced-seconds", "0.3", "--rate", "100"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout)
+    assert figures["queues"] == QUEUES
+    assert figures["create_s"] > 0
+    assert figures["creates_per_s"] * figures["create_s"] == pytest.approx(QUEUES, rel=0.1)
+    assert figures["create_ms_first10"] > 0 and figures["create_ms_last10"] > 0
+    for count in ("1", "n"):
+        assert 0 <= figures[f"idle_cpu_{count}"] < 2, "cores of a 2-core machine at most"
+        assert 0 < figures[f"paced_p50_ms_{count}"] <= figures[f"paced_p99_ms_{count}"]
+        assert figures[f"rss_bytes_{count}"] > 0 and figures[f"fds_{count}"] > 0
+    assert figures["paced_p99_ratio"] == round(
+        figures["paced_p99_ms_n"] / figures["paced_p99_ms_1"], 3
+    )
+    # Each queue holds at least its journal and its segment open: more queues, more fds.
+    assert figures["fds_n"] > figures["fds_1"]
+    assert list(tmp_path.iterdir()) == [], "the broker's directory removed"
+
+
+def test_bench_breadth_refuses_nonsense_sizes() -> None:
+    result = CliRunner().invoke(main, ["bench", "breadth", "--queues", "0"])
+    assert result.exit_code == 2
+    assert "must be positive" in result.output
