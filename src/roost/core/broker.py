@@ -714,7 +714,8 @@ class Broker:
         now_ms = self.clock.now_ms()
         pending: list[PendingDeadLetter] = []
         topics: set[str] = set()
-        for key in self._timers.due(now_ms):
+        due = self._timers.due(now_ms)
+        for i, key in enumerate(due):
             sub: QueueSubscription | StreamSubscription | None
             sub = self._subscriptions.get(key) or self._streams.get(key)
             if sub is None:
@@ -724,6 +725,14 @@ class Broker:
             self._visiting = key
             try:
                 deadline = sub.tick()
+            except BaseException:
+                # Popped means forgotten: whatever was due stays due (the host retries the
+                # tick), the ones not visited yet first, so that one failing subscription
+                # does not keep the others' leases from expiring.
+                for later in due[i + 1 :]:
+                    self._timers.schedule(later, now_ms)
+                self._timers.schedule(key, now_ms)
+                raise
             finally:
                 self._visiting = None
             if isinstance(sub, QueueSubscription) and sub.dead_letter is not None:
@@ -739,24 +748,34 @@ class Broker:
     def _retain_until_consumed(self) -> set[str]:
         """Delete segments every subscription is done with, where a floor may have moved,
         on topics that ask for it; returns the topics that lost segments."""
-        due = list(self._retention_due)
-        self._retention_due.clear()  # the same set: the subscriptions' watches hold it
         topics: set[str] = set()
-        for name, partition in due:
-            policy = self._policies.get(name)
-            if policy is None or not policy.retain_until_consumed:
-                continue
-            floor = self.floor(name, partition)
-            if floor is None:
-                continue
-            log = self.engine.topic(name).log(partition)
-            if log.delete_below(floor):
-                topics.add(name)
-            if log.segment_count > 1 and log.oldest_segment_end <= floor:
-                # Deletable but still there: a flush holds it, or the log failed and waits for
-                # its repair. Look again next tick.
-                self._retention_due.add((name, partition))
+        # The same set throughout: the subscriptions' watches hold it. A pair leaves it once
+        # looked at; a failure puts it back, and the ones not looked at yet stay.
+        due = self._retention_due
+        for pair in list(due):
+            due.discard(pair)
+            try:
+                if self._delete_consumed(*pair):
+                    topics.add(pair[0])
+            except BaseException:
+                due.add(pair)
+                raise
         return topics
+
+    def _delete_consumed(self, name: str, partition: int) -> bool:
+        policy = self._policies.get(name)
+        if policy is None or not policy.retain_until_consumed:
+            return False  # deleted since, or a topic that keeps what is consumed
+        floor = self.floor(name, partition)
+        if floor is None:
+            return False
+        log = self.engine.topic(name).log(partition)
+        deleted = log.delete_below(floor)
+        if log.segment_count > 1 and log.oldest_segment_end <= floor:
+            # Deletable but still there: a flush holds it, or the log failed and waits for
+            # its repair. Look again next tick.
+            self._retention_due.add((name, partition))
+        return deleted > 0
 
     def stats(self, topic: str, subscription: str) -> SubscriptionStats | StreamStats:
         """Depth, in flight, delayed, oldest age, dead letters; or, for a stream, lag."""

@@ -213,3 +213,27 @@ def test_one_topics_floor_ignores_other_topics(broker: Broker) -> None:
     broker.delete_topic("a")
     assert broker.floor("a", 0) is None
     assert broker.topics_with_subscriptions() == {"b"}
+
+
+def test_a_subscription_whose_tick_fails_keeps_no_other_waiting(
+    broker: Broker, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = ["a", "b", "c", "d"]
+    for name in names:
+        queue(broker, name)
+        fill(broker, name, 1)
+        broker.receive(name, name, 1, visibility_ms=1_000)
+    [broken] = [s for s in broker.subscriptions() if s.spec.name == "b"]
+
+    def fail() -> int | None:
+        raise RuntimeError("a bug in one subscription")
+
+    monkeypatch.setattr(broken, "tick", fail)
+    clock.advance(1_000)
+    for _ in range(2):  # the host retries a failed tick
+        with pytest.raises(RuntimeError):
+            broker.tick()
+    assert [broker.stats(n, n).in_flight for n in names] == [0, 1, 0, 0]
+    monkeypatch.undo()
+    broker.tick()  # still due: it is visited once it works again
+    assert broker.stats("b", "b").in_flight == 0
