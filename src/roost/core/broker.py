@@ -116,6 +116,8 @@ class Broker:
         #: (topic, partition) whose until-consumed floor may have moved, or which rolled a
         #: segment, since the last tick: the only ones retention looks at.
         self._retention_due: set[tuple[str, int]] = set()
+        #: Subscriptions that said their journal is due a snapshot (``journals_due``).
+        self._snapshots_due: set[tuple[str, str]] = set()
         #: How many times ``tick`` visited each subscription (for tests; one int each).
         self.visits: dict[tuple[str, str], int] = {}
 
@@ -366,7 +368,11 @@ class Broker:
                 stream = StreamSubscription.open(
                     spec, self.engine.topic(spec.topic), journal, self.clock
                 )
-                stream.watch(self._floor_watch(spec.topic), self._deadline_watch(key))
+                stream.watch(
+                    self._floor_watch(spec.topic),
+                    self._deadline_watch(key),
+                    self._snapshot_watch(key),
+                )
                 self._streams[key] = stream
                 self._streams_by_topic.setdefault(spec.topic, {})[spec.name] = stream
             else:
@@ -374,7 +380,11 @@ class Broker:
                 queue = QueueSubscription.open(
                     spec, self.engine.topic(spec.topic), journal, self.clock, dead_letter
                 )
-                queue.watch(self._floor_watch(spec.topic), self._deadline_watch(key))
+                queue.watch(
+                    self._floor_watch(spec.topic),
+                    self._deadline_watch(key),
+                    self._snapshot_watch(key),
+                )
                 self._subscriptions[key] = queue
                 self._queues_by_topic.setdefault(spec.topic, {})[spec.name] = queue
             # What it restored (retries due, a dead letter to finish) is looked at once.
@@ -400,6 +410,25 @@ class Broker:
                 self._timers.schedule(key, deadline_ms)
 
         return deadline
+
+    def _snapshot_watch(self, key: tuple[str, str]) -> Callable[[], None]:
+        def snapshot_due() -> None:
+            self._snapshots_due.add(key)
+
+        return snapshot_due
+
+    def journals_due(self) -> list[QueueSubscription | StreamSubscription]:
+        """The subscriptions whose journal is due a snapshot (for the host), found without
+        looking at the others: each says when it becomes due, and stays listed until it is
+        not (a failed journal waits for its repair, and is listed until then)."""
+        due: list[QueueSubscription | StreamSubscription] = []
+        for key in list(self._snapshots_due):
+            sub = self._subscriptions.get(key) or self._streams.get(key)
+            if sub is None or not sub.snapshot_due:
+                self._snapshots_due.discard(key)
+            else:
+                due.append(sub)
+        return due
 
     def quarantined_subscriptions(self) -> dict[tuple[str, str], str]:
         """(topic, subscription) -> the damage, for each subscription out of service."""

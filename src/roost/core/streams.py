@@ -80,13 +80,21 @@ class StreamSubscription:
         self._entries_since_snapshot = 0
         self._on_commit: Callable[[int], None] = _ignore
         self._on_deadline: Callable[[int], None] = _ignore
+        self._on_snapshot_due: Callable[[], None] = _nobody
 
-    def watch(self, on_commit: Callable[[int], None], on_deadline: Callable[[int], None]) -> None:
+    def watch(
+        self,
+        on_commit: Callable[[int], None],
+        on_deadline: Callable[[int], None],
+        on_snapshot_due: Callable[[], None],
+    ) -> None:
         """Tell ``on_commit`` each partition whose committed offset moved (retention may delete
-        more), and ``on_deadline`` a session deadline that may be earlier than the last
-        ``tick`` returned (a member joined)."""
+        more), ``on_deadline`` a session deadline that may be earlier than the last ``tick``
+        returned (a member joined), and ``on_snapshot_due`` when ``snapshot_due`` becomes
+        true."""
         self._on_commit = on_commit
         self._on_deadline = on_deadline
+        self._on_snapshot_due = on_snapshot_due
 
     @classmethod
     def open(
@@ -270,7 +278,7 @@ class StreamSubscription:
             self._on_commit(partition)
         if entries:
             self.journal.append(entries)
-            self._entries_since_snapshot += len(entries)
+            self._journaled(len(entries))
 
     def force_commit(self, partition: int, offset: int) -> None:
         """Move the committed offset without an owner: the broker dropping old messages."""
@@ -279,7 +287,7 @@ class StreamSubscription:
         if position < offset:
             self._positions[partition] = (owner, handovers, offset)
         self.journal.append([state_codec.committed(partition, offset)])
-        self._entries_since_snapshot += 1
+        self._journaled(1)
         self._on_commit(partition)
 
     def purge(self) -> int:
@@ -313,7 +321,7 @@ class StreamSubscription:
         if offsets:
             entries = [state_codec.committed(p, o) for p, o in offsets.items()]
             self.journal.append(entries)
-            self._entries_since_snapshot += len(entries)
+            self._journaled(len(entries))
         return offsets
 
     def _reset_offset(self, partition: int, to: ResetTarget) -> int:
@@ -352,6 +360,12 @@ class StreamSubscription:
             for p, log in enumerate(self.topic.partitions)
         }
 
+    def _journaled(self, entries: int) -> None:
+        due_before = self.snapshot_due
+        self._entries_since_snapshot += entries
+        if not due_before and self.snapshot_due:
+            self._on_snapshot_due()
+
     @property
     def snapshot_due(self) -> bool:
         return self._entries_since_snapshot >= state_codec.SNAPSHOT_EVERY
@@ -368,3 +382,7 @@ def _start(topic: Topic, partition: int, start: str) -> int:
 
 def _ignore(value: int) -> None:
     """Nobody watches this subscription (used on its own, as in tests)."""
+
+
+def _nobody() -> None:
+    """Nobody watches for this subscription's snapshots."""

@@ -86,13 +86,21 @@ class QueueSubscription:
         self._entries_since_snapshot = 0
         self._on_done: Callable[[int], None] = _ignore
         self._on_deadline: Callable[[int], None] = _ignore
+        self._on_snapshot_due: Callable[[], None] = _nobody
 
-    def watch(self, on_done: Callable[[int], None], on_deadline: Callable[[int], None]) -> None:
+    def watch(
+        self,
+        on_done: Callable[[int], None],
+        on_deadline: Callable[[int], None],
+        on_snapshot_due: Callable[[], None],
+    ) -> None:
         """Tell ``on_done`` each partition whose done offsets grew (its floor may have moved:
-        retention may delete more), and ``on_deadline`` each deadline that may be earlier than
-        the last ``tick`` returned (a lease, a delay, a dead letter to settle)."""
+        retention may delete more), ``on_deadline`` each deadline that may be earlier than
+        the last ``tick`` returned (a lease, a delay, a dead letter to settle), and
+        ``on_snapshot_due`` when ``snapshot_due`` becomes true."""
         self._on_done = on_done
         self._on_deadline = on_deadline
+        self._on_snapshot_due = on_snapshot_due
         for state in self._partitions:
             state.on_deadline = on_deadline
 
@@ -513,6 +521,8 @@ class QueueSubscription:
     def _write(self, entry: bytes) -> None:
         self.journal.append([entry])
         self._entries_since_snapshot += 1
+        if self._entries_since_snapshot == state_codec.SNAPSHOT_EVERY:
+            self._on_snapshot_due()
 
     @property
     def snapshot_due(self) -> bool:
@@ -536,3 +546,7 @@ class QueueSubscription:
 
 def _ignore(value: int) -> None:
     """Nobody watches this subscription (used on its own, as in tests)."""
+
+
+def _nobody() -> None:
+    """Nobody watches for this subscription's snapshots."""

@@ -476,8 +476,8 @@ class Host:
     async def _snapshot_journals(self) -> None:
         # A failed journal waits for its repair (the storage watch), not the timer: a tick
         # must go on expiring leases meanwhile.
-        for sub in self._broker.subscriptions():
-            if sub.snapshot_due and sub.journal.log.failure is None:
+        for sub in self._broker.journals_due():
+            if sub.journal.log.failure is None:
                 await self._snapshot(sub.journal, sub.snapshot())
         for producers in self._broker.producer_states():
             if producers.snapshot_due and producers.journal.log.failure is None:

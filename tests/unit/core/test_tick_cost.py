@@ -3,14 +3,18 @@ a floor moved, and one topic's subscriptions are found without scanning the othe
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from roost.clock import ManualClock
+from roost.core import state_codec
 from roost.core.broker import Broker
 from roost.core.model import SubscriptionSpec
 from roost.core.policies import TopicPolicy
 from roost.core.publishing import Outgoing
 from roost.core.subscription import QueueSubscription
+from roost.server.host import Host
 from roost.storage import LocalEngine, TopicConfig
 
 NEVER = TopicConfig(durability="never")
@@ -237,3 +241,57 @@ def test_a_subscription_whose_tick_fails_keeps_no_other_waiting(
     monkeypatch.undo()
     broker.tick()  # still due: it is visited once it works again
     assert broker.stats("b", "b").in_flight == 0
+
+
+# -- snapshots ------------------------------------------------------------------------------
+
+
+def test_only_journals_due_a_snapshot_are_listed(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(state_codec, "SNAPSHOT_EVERY", 3)
+    for name in ("a", "b"):
+        queue(broker, name)
+    broker.create_topic("t", NEVER)
+    subscribe(broker, "t", "g", mode="stream")
+    assert broker.journals_due() == []
+    fill(broker, "a", 3, size=10)
+    for message in broker.receive("a", "a", 3):  # one entry
+        broker.ack("a", "a", [message.receipt])  # one entry each
+    [due] = broker.journals_due()
+    assert due.spec.name == "a"
+    due.snapshot()
+    assert broker.journals_due() == []
+
+    fill(broker, "t", 1, size=10)
+    stream = broker.stream("t", "g")
+    member = stream.join("m")
+    stream.commit("m", member.generation, {0: 1})
+    stream.commit("m", member.generation, {0: 1})
+    assert broker.journals_due() == []
+    stream.commit("m", member.generation, {0: 1})
+    assert [s.spec.name for s in broker.journals_due()] == ["g"]
+
+
+def test_the_host_snapshots_a_journal_when_it_is_due(
+    data_dir: str, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(state_codec, "SNAPSHOT_EVERY", 3)
+
+    async def body() -> None:
+        host = await Host.start(data_dir, clock)
+        try:
+            broker = host._broker
+            queue(broker, "a")
+            queue(broker, "b")
+            fill(broker, "a", 3, size=10)
+            for message in broker.receive("a", "a", 3):
+                broker.ack("a", "a", [message.receipt])
+            [due] = broker.journals_due()
+            await host._snapshot_journals()
+            assert due.journal.recover()[0] is not None, "a snapshot was written"
+            assert broker.journals_due() == []
+        finally:
+            await host.aclose()
+
+    asyncio.run(body())
