@@ -1,8 +1,9 @@
 """Model test of the broker's timers: a tick does the due work, once, and nothing else.
 
-Several queues; random publishes, receives (with a visibility timeout), acks, nacks with a
-delay, clock moves and ticks. The model knows each message's state and, per queue, every
-deadline the queue was told about since the tick last visited it. Checked at every tick:
+Several queues; random publishes (some delayed), receives (with a visibility timeout), acks,
+nacks with a delay, clock moves and ticks. The model knows each message's state and, per
+queue, every deadline the queue was told about since the tick last visited it. Checked at
+every tick:
 
 - every queue with a lease past its deadline or a delay at its end is visited, and after the
   tick no such work is left anywhere;
@@ -35,8 +36,8 @@ QUEUES = ["q0", "q1", "q2", "q3"]
 
 @dataclass
 class Expected:
-    state: str = "ready"  # ready | leased | delayed | acked
-    due_ms: int = 0  # the lease deadline, or when the delay ends
+    state: str = "unread"  # unread | ready | leased | delayed | acked
+    due_ms: int = 0  # the lease deadline, or when the delay ends (unread: its deliver-at)
     message: Message | None = None  # the live delivery, to ack or nack
 
 
@@ -91,11 +92,16 @@ class TimersMachine(RuleBasedStateMachine):
 
     # -- steps ----------------------------------------------------------------------------
 
-    @rule(name=st.sampled_from(QUEUES), count=st.integers(1, 3))
-    def publish(self, name: str, count: int) -> None:
-        outcome = self.broker.publish(name, [Outgoing(value=b"m")] * count)
+    @rule(
+        name=st.sampled_from(QUEUES),
+        count=st.integers(1, 3),
+        delay_ms=st.sampled_from([None, None, 0, 700, 2_000]),
+    )
+    def publish(self, name: str, count: int, delay_ms: int | None) -> None:
+        outcome = self.broker.publish(name, [Outgoing(value=b"m", delay_ms=delay_ms)] * count)
         for published in outcome.published:
-            self.models[name].messages[published.offset] = Expected()
+            deliver_at = self.now() + delay_ms if delay_ms is not None else 0
+            self.models[name].messages[published.offset] = Expected(due_ms=deliver_at)
 
     @rule(
         name=st.sampled_from(QUEUES),
@@ -103,15 +109,25 @@ class TimersMachine(RuleBasedStateMachine):
         visibility_ms=st.sampled_from([1, 500, 1_000, 2_500]),
     )
     def receive(self, name: str, count: int, visibility_ms: int) -> None:
-        model = self.models[name]
-        model.do_due_work(self.now())  # a receive does its own queue's due work first
-        ready = model.count("ready")
+        model, now = self.models[name], self.now()
+        model.do_due_work(now)  # a receive does its own queue's due work first
+        # Redeliveries first, lowest offset first; then the log is read on in order: a
+        # delayed record is set aside (its delay's end told), the others taken, up to count.
+        ready = sorted(o for o, m in model.messages.items() if m.state == "ready")
+        taken = ready[:count]
+        for offset, expected in sorted(model.messages.items()):
+            if expected.state != "unread" or len(taken) == count:
+                continue
+            if expected.due_ms > now:
+                expected.state = "delayed"
+                model.told.append(expected.due_ms)
+            else:
+                taken.append(offset)
         messages = self.broker.receive(name, name, count, visibility_ms)
-        assert len(messages) == min(count, ready)
-        deadline = self.now() + visibility_ms
+        assert sorted(m.offset for m in messages) == sorted(taken)
+        deadline = now + visibility_ms
         for message in messages:
             expected = model.messages[message.offset]
-            assert expected.state == "ready"
             expected.state, expected.due_ms, expected.message = "leased", deadline, message
         if messages:
             model.told.append(deadline)
