@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -81,7 +82,7 @@ class TimersMachine(RuleBasedStateMachine):
                 name, dead_letter=None, max_deliveries=None, durability="never"
             )
         self.broker.tick()  # a new subscription is looked at once
-        self.broker.visits.clear()
+        self.broker.visits = Counter()
 
     def teardown(self) -> None:
         self.engine.close()
@@ -175,11 +176,11 @@ class TimersMachine(RuleBasedStateMachine):
         now = self.now()
         due = {name for name, model in self.models.items() if model.due(now)}
         told = {name for name, model in self.models.items() if any(t <= now for t in model.told)}
-        before = dict(self.broker.visits)
+        visits = self.broker.visits
+        assert visits is not None
+        before = visits.copy()
         tick = self.broker.tick()
-        visited = {
-            topic for (topic, _), n in self.broker.visits.items() if n > before.get((topic, _), 0)
-        }
+        visited = {topic for (topic, _), n in visits.items() if n > before[(topic, _)]}
         assert due <= visited, f"due {due} but visited only {visited}"
         assert visited <= told, f"visited {visited - told} with nothing due or told"
         for name in visited:
