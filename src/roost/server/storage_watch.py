@@ -92,10 +92,7 @@ class StorageWatch:
         self._backoff[name] = (now_ms, wait_ms)
 
     def _largest_segment_bytes(self) -> int:
-        sizes = [
-            self.engine.topic(name).config.segment_max_bytes for name in self.engine.list_topics()
-        ]
-        return max([JOURNAL_CONFIG.segment_max_bytes, *sizes])
+        return max(JOURNAL_CONFIG.segment_max_bytes, self.engine.largest_segment_bytes())
 
     async def repair(self, logs: Sequence[PartitionLog] | None = None) -> list[RepairReport]:
         """Reopen every failed log (or those of ``logs``) in place (storage/repair.py), each

@@ -84,6 +84,11 @@ class LocalEngine:
         self._topics: dict[str, Topic] = {}
         self._journals: dict[str, Journal] = {}
         self._on_dirty: DirtyCallback | None = None
+        #: Logs that failed since ``failed_logs`` last looked (a superset of the failed ones):
+        #: while it is empty, nothing needs looking at every log.
+        self._failed: set[PartitionLog] = set()
+        #: ``largest_segment_bytes``, until the set of topics changes.
+        self._largest_segment: int | None = None
         self._closed = False
         self.metadata = MetadataStore.open(fs, os.path.join(path, METADATA_NAME))
         self.recovery = RecoveryReport(False, [], [])
@@ -130,8 +135,10 @@ class LocalEngine:
             raise
         for log in logs:
             log.on_dirty = self._on_dirty
+            log.on_failure = self._failed.add
         topic = Topic(name, config, logs)
         self._topics[name] = topic
+        self._largest_segment = None
         return topic
 
     @property
@@ -158,6 +165,7 @@ class LocalEngine:
             self._fs.fsync_dir(os.path.join(self.path, "topics"))
         except OSError as e:
             del self._topics[name]
+            self._largest_segment = None
             self._remove_topic_files(topic)
             raise storage_error(f"creating topic {name}", e) from e
         try:
@@ -165,6 +173,7 @@ class LocalEngine:
                 txn.put(TOPICS_NAMESPACE, name, msgspec.to_builtins(config))
         except StorageFailure:
             del self._topics[name]
+            self._largest_segment = None
             self._remove_topic_files(topic)
             raise
         return topic
@@ -174,6 +183,7 @@ class LocalEngine:
         with self.metadata.transaction() as txn:
             txn.delete(TOPICS_NAMESPACE, name)
         del self._topics[name]
+        self._largest_segment = None
         self._remove_topic_files(topic)
 
     def _remove_topic_files(self, topic: Topic) -> None:
@@ -202,8 +212,22 @@ class LocalEngine:
             yield journal.log
 
     def failed_logs(self) -> list[PartitionLog]:
-        """Every log that refuses writes until it is repaired (``PartitionLog.begin_repair``)."""
-        return [log for log in self.logs() if log.failure is not None]
+        """Every log that refuses writes until it is repaired (``PartitionLog.begin_repair``).
+
+        The storage watch asks once a second: with no log failed since, it costs nothing,
+        however many logs there are."""
+        if not self._failed:
+            return []
+        failed = [log for log in self.logs() if log.failure is not None]
+        self._failed.intersection_update(failed)  # repaired or gone: forgotten
+        return failed
+
+    def largest_segment_bytes(self) -> int:
+        """The largest ``segment_max_bytes`` of any topic (0 without topics)."""
+        if self._largest_segment is None:
+            sizes = (topic.config.segment_max_bytes for topic in self._topics.values())
+            self._largest_segment = max(sizes, default=0)
+        return self._largest_segment
 
     def check_health(self) -> None:
         """Raise unless the engine is open, no log has failed (a failed log refuses writes
@@ -254,6 +278,7 @@ class LocalEngine:
                 clean_shutdown=self.recovery.clean_shutdown,
             )
             journal.log.on_dirty = self._on_dirty
+            journal.log.on_failure = self._failed.add
             journal.log.recovery.owner = owner
             self.recovery.logs.append(journal.log.recovery)
             self._journals[name] = journal

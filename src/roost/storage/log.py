@@ -117,6 +117,9 @@ class PartitionLog:
         self.config = config
         self.recovery = recovery
         self.on_dirty: Callable[[PartitionLog, bool], None] | None = None
+        #: Told when this log fails (refuses writes until repaired): the engine keeps the
+        #: failed logs without looking at every log for them.
+        self.on_failure: Callable[[PartitionLog], None] | None = None
         self._clock = clock
         self._fs = fs
         self._segments = segments
@@ -745,6 +748,8 @@ class PartitionLog:
                 self._failure = storage_error(where, cause)  # DiskFull for want of space
             else:
                 self._failure = StorageFailure(where, cause)
+            if self.on_failure is not None:
+                self.on_failure(self)
         return self._failure
 
     def _check_writable(self) -> None:
