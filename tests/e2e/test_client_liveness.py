@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 import roost
-from roost.client.liveness import MARGIN_MS
+from roost.client.liveness import BROKER_MAX_IN_FLIGHT, HELD_MS, MARGIN_MS
 from roost.client.network import NetworkBackend
 from roost.client.reconnect import ReconnectingBackend
 from roost.errors import ConnectionClosed, ConnectionLost, NotAuthenticated
@@ -143,6 +143,30 @@ def test_a_blocked_broker_is_not_judged_for_its_silence() -> None:
             assert backend.alive
             await time.advance(1)
             assert not backend.alive
+
+    run(body)
+
+
+def test_a_broker_owed_many_answers_is_given_as_long_as_one_may_take() -> None:
+    """Past half of ``BROKER_MAX_IN_FLIGHT`` requests waiting, the broker may not be reading
+    the PINGs: a publish it holds for room may be answered after up to 60 s."""
+
+    async def body() -> None:
+        time = DrivenTime()
+        async with (
+            MuteBroker(HEARTBEAT_MS).serving() as broker,
+            connect(broker.url(), time, reconnect=False) as client,
+        ):
+            owed = BROKER_MAX_IN_FLIGHT // 2 + 1
+            asking = [asyncio.create_task(client.list_topics()) for _ in range(owed)]
+            await until(lambda: sum(f.kind is Kind.REQUEST for f in broker.received) == owed)
+            assert network(client).broker_may_hold
+            await time.advance(LIMIT_MS + HELD_MS - 1)
+            assert network(client).alive and not any(task.done() for task in asking)
+            await time.advance(1)
+            assert not network(client).alive
+            failures = await asyncio.gather(*asking, return_exceptions=True)
+            assert all(isinstance(failure, ConnectionLost) for failure in failures)
 
     run(body)
 

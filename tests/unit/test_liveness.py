@@ -2,7 +2,9 @@
 the test gives: a PING every interval; gone after twice the interval and the margin of
 silence with a PING unanswered, not a millisecond before; a client that could not PING (its
 own loop stalled) does not hold that silence against the broker; a blocked broker is excused;
-``heartbeat=0`` never judges; the interval the client PINGs at from the broker's and its own.
+a broker that may hold reading for requests it owes answers to gets as long as an answer may
+take; ``heartbeat=0`` never judges; the interval the client PINGs at from the broker's and its
+own.
 """
 
 from __future__ import annotations
@@ -12,12 +14,17 @@ import asyncio
 import pytest
 
 from roost.client.liveness import (
+    BROKER_MAX_IN_FLIGHT,
+    BROKER_MAX_IN_FLIGHT_BYTES,
     DEFAULT_HEARTBEAT_MS,
+    HELD_MS,
     MARGIN_MS,
     Heartbeat,
     Pulse,
     silence_limit_ms,
 )
+from roost.core.policies import MAX_BLOCK_MS
+from roost.server import native_server
 
 INTERVAL_MS = 1_000
 LIMIT_MS = 2 * INTERVAL_MS + MARGIN_MS
@@ -93,6 +100,23 @@ def test_a_broker_that_says_it_is_blocked_is_excused() -> None:
         beat(pulse, now_ms)
         assert pulse.gone(now_ms) is None
     assert pulse.gone(60_000 + LIMIT_MS - 1) is None
+
+
+def test_a_broker_owing_many_answers_gets_as_long_as_an_answer_may_take() -> None:
+    pulse = Pulse(INTERVAL_MS, True, now_ms=0)
+    for now_ms in range(1_000, LIMIT_MS + HELD_MS, 1_000):
+        beat(pulse, now_ms)
+    assert pulse.gone(LIMIT_MS) is not None  # were it not holding
+    assert pulse.gone(LIMIT_MS + HELD_MS - 1, held=True) is None
+    assert pulse.wait_ms(LIMIT_MS + HELD_MS - 1, held=True) == 1
+    gone = pulse.gone(LIMIT_MS + HELD_MS, held=True)
+    assert gone is not None and gone.endswith("+ 1000 ms and 60000 ms for answers owed")
+
+
+def test_the_brokers_bounds_the_client_mirrors_are_the_brokers() -> None:
+    assert BROKER_MAX_IN_FLIGHT == native_server.MAX_IN_FLIGHT
+    assert BROKER_MAX_IN_FLIGHT_BYTES == native_server.MAX_IN_FLIGHT_BYTES
+    assert HELD_MS == MAX_BLOCK_MS == 60_000
 
 
 def test_heartbeat_zero_pings_and_never_judges() -> None:

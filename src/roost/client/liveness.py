@@ -9,13 +9,17 @@ everything. Two intervals, because a live broker answers each PING within a roun
 one whole interval without a byte is already a PING missed; the margin (``MARGIN_MS``) is for
 the round trip and for either process being slow to be scheduled.
 
-Two rules keep a live broker from being taken for a dead one:
+Three rules keep a live broker from being taken for a dead one:
 
 - the silence counts only once a PING sent in it has waited an interval and the margin: a
   client whose own event loop was blocked (a long computation, a debugger) sent no PING
   meanwhile, and the broker's answers may be waiting, unread, in its socket;
 - while the broker says it is not reading this connection (``BLOCKED``: its memory alarm) its
-  silence is not held against it: it may not have read the PINGs.
+  silence is not held against it: it may not have read the PINGs;
+- while the client waits on so many requests that the broker may have stopped reading it
+  until it answers some (``BROKER_MAX_IN_FLIGHT``), the broker may rightly say nothing for
+  as long as an answer may take: a publish to a full topic of overflow ``block`` waits up to
+  ``MAX_BLOCK_MS`` (60 s) for room. The limit grows by that much meanwhile.
 
 ``Pulse`` decides, from times it is given (ms on one monotonic clock); ``NetworkBackend``
 sends the PINGs and ends the connection. ``Heartbeat`` is what ``roost.connect`` is told:
@@ -30,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from roost.clock import Clock, SystemClock
+from roost.core.policies import MAX_BLOCK_MS
 
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
@@ -37,6 +42,13 @@ Sleep = Callable[[float], Awaitable[None]]
 #: Beyond two intervals, for the round trip and for scheduling: what silence a live broker
 #: may show past a PING it was sent.
 MARGIN_MS = 1_000
+#: The broker stops reading a connection with this many requests (or bytes of them) being
+#: answered, until half are (``server.native_server.MAX_IN_FLIGHT``, pinned by a test).
+BROKER_MAX_IN_FLIGHT = 1_024
+BROKER_MAX_IN_FLIGHT_BYTES = 4 * 1024 * 1024
+#: The longest a live broker that stopped reading a connection (``BROKER_MAX_IN_FLIGHT``)
+#: may say nothing on it: the longest an answer may rightly take (a blocked publish).
+HELD_MS = MAX_BLOCK_MS
 #: The broker's default ``heartbeat_ms``: how long a connection may take to open (TCP, TLS,
 #: the handshake) is timed by it until a ``WELCOME`` names the broker's own.
 DEFAULT_HEARTBEAT_MS = 10_000
@@ -131,26 +143,35 @@ class Pulse:
         if self._unanswered_ms is None:
             self._unanswered_ms = now_ms
 
-    def gone(self, now_ms: int) -> str | None:
-        """Why the broker counts as gone at ``now_ms``; None while it does not."""
+    def gone(self, now_ms: int, held: bool = False) -> str | None:
+        """Why the broker counts as gone at ``now_ms``; None while it does not. ``held``:
+        the broker may not be reading this connection (the limit grows by ``HELD_MS``)."""
         if self.limit_ms is None or self._unanswered_ms is None:
             return None
         silent_ms = now_ms - self._heard_ms
-        if silent_ms < self.limit_ms or now_ms - self._unanswered_ms < self._answer_ms:
+        if now_ms < self._gone_at(held):
             return None
+        allowance = f" and {HELD_MS} ms for answers owed" if held else ""
         return (
             f"the broker sent nothing for {silent_ms} ms though PINGed every "
-            f"{self.interval_ms} ms; the limit is twice that + {MARGIN_MS} ms"
+            f"{self.interval_ms} ms; the limit is twice that + {MARGIN_MS} ms{allowance}"
         )
 
-    def wait_ms(self, now_ms: int) -> int:
+    def wait_ms(self, now_ms: int, held: bool = False) -> int:
         """How long nothing can change: until the next PING is due, or the broker may be
         gone (at least 1 ms)."""
         until = self._pinged_ms + self.interval_ms
         if self.limit_ms is not None and self._unanswered_ms is not None:
-            gone_at = max(self._heard_ms + self.limit_ms, self._unanswered_ms + self._answer_ms)
-            until = min(until, gone_at)
+            until = min(until, self._gone_at(held))
         return max(1, until - now_ms)
+
+    def _gone_at(self, held: bool) -> int:
+        assert self.limit_ms is not None and self._unanswered_ms is not None
+        extra_ms = HELD_MS if held else 0
+        return max(
+            self._heard_ms + self.limit_ms + extra_ms,
+            self._unanswered_ms + self._answer_ms + extra_ms,
+        )
 
     @property
     def _answer_ms(self) -> int:

@@ -44,7 +44,13 @@ import msgspec
 
 from roost.client.api import Client, Opening
 from roost.client.credentials import ClientAuthentication, Credentials
-from roost.client.liveness import Heartbeat, Pulse, Sleep
+from roost.client.liveness import (
+    BROKER_MAX_IN_FLIGHT,
+    BROKER_MAX_IN_FLIGHT_BYTES,
+    Heartbeat,
+    Pulse,
+    Sleep,
+)
 from roost.client.subscriber import PushStream
 from roost.client.tls import SCHEMES, client_tls
 from roost.clock import Clock, SystemClock
@@ -137,6 +143,10 @@ class NetworkBackend:
         self._codec = stream.codec
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[m.Response]] = {}
+        #: The size on the wire of each request in ``_pending``, and their sum: the broker
+        #: stops reading a connection with too many of them (``broker_may_hold``).
+        self._sizes: dict[int, int] = {}
+        self._pending_bytes = 0
         self._streams: dict[int, Pushed] = {}
         self._reading: asyncio.Task[None] | None = None
         self._closed: BaseException | None = None
@@ -220,18 +230,29 @@ class NetworkBackend:
         while self._closed is None and self._codec.state is State.OPEN:
             now_ms = clock.monotonic_ms()
             pulse.heard(now_ms if self.blocked is not None else self._stream.last_received_ms)
-            if pulse.gone(now_ms) is not None:
+            if pulse.gone(now_ms, self.broker_may_hold) is not None:
                 # One turn of the loop first: after a long stall of this process, bytes that
                 # arrived meanwhile may still be waiting to be read.
                 await asyncio.sleep(0)
                 pulse.heard(self._stream.last_received_ms)
-                if (reason := pulse.gone(clock.monotonic_ms())) is not None:
+                if (reason := pulse.gone(clock.monotonic_ms(), self.broker_may_hold)) is not None:
                     self._lose(reason)
                     return
             if pulse.ping_due(now_ms):
                 self.send(Frame(Kind.PING, 0, m.Empty()))
                 pulse.pinged(now_ms)
-            await sleep(pulse.wait_ms(now_ms) / 1000)
+            await sleep(pulse.wait_ms(now_ms, self.broker_may_hold) / 1000)
+
+    @property
+    def broker_may_hold(self) -> bool:
+        """So many requests wait for answers that the broker may have stopped reading this
+        connection until it answers some (``BROKER_MAX_IN_FLIGHT``, resumed at half):
+        the PINGs may be unread, and an answer may rightly take as long as a blocked
+        publish may wait (``roost.client.liveness``)."""
+        return (
+            len(self._pending) > BROKER_MAX_IN_FLIGHT // 2
+            or self._pending_bytes > BROKER_MAX_IN_FLIGHT_BYTES // 2
+        )
 
     def _lose(self, reason: str) -> None:
         """The broker is gone: fail everything waiting on it, as a lost connection does,
@@ -290,6 +311,8 @@ class NetworkBackend:
 
     def _on_frame(self, frame: Frame) -> bool:
         future = self._pending.pop(frame.correlation, None)
+        if future is not None:
+            self._pending_bytes -= self._sizes.pop(frame.correlation, 0)
         if future is None:
             if frame.kind is Kind.BLOCKED:
                 self.blocked = frame.message.reason  # type: ignore[attr-defined]
@@ -329,6 +352,8 @@ class NetworkBackend:
             if not future.done():
                 future.set_exception(error)
         self._pending.clear()
+        self._sizes.clear()
+        self._pending_bytes = 0
         for stream in self._streams.values():
             stream.fail(error)
         self._streams.clear()
@@ -350,12 +375,14 @@ class NetworkBackend:
             raise ConnectionClosed("the connection to the broker") from self._closed
         future: asyncio.Future[m.Response] = asyncio.get_running_loop().create_future()
         self._pending[correlation] = future
-        self.send(Frame(Kind.REQUEST, correlation, request))
+        size = self._sizes[correlation] = self.send(Frame(Kind.REQUEST, correlation, request))
+        self._pending_bytes += size
         try:
             await self._stream.drain()
         except ConnectionError:
             if not future.done():
                 self._pending.pop(correlation, None)
+                self._pending_bytes -= self._sizes.pop(correlation, 0)
                 future.cancel()
                 raise
             # Failed with the connection already: its reason is the better one.
@@ -370,11 +397,14 @@ class NetworkBackend:
         frame = Frame(Kind.REQUEST, next(self._ids), request)
         self.send_later(lambda: frame)
 
-    def send(self, frame: Frame) -> None:
+    def send(self, frame: Frame) -> int:
+        """Write ``frame`` (behind what waits for the end of the turn); its size in bytes."""
+        data = self._codec.send(frame)
         if self._later:  # what waits for the end of the turn was asked for first: it goes first
-            self._send_later(frame)
+            self._send_later(data)
         else:
-            self._stream.write(self._codec.send(frame))
+            self._stream.write(data)
+        return len(data)
 
     def send_later(self, make: Callable[[], Frame | None]) -> None:
         """Send the frame ``make`` returns (if any) once this turn of the event loop is done,
@@ -387,15 +417,15 @@ class NetworkBackend:
             asyncio.get_running_loop().call_soon(self._send_later)
         self._later.append(make)
 
-    def _send_later(self, last: Frame | None = None) -> None:
+    def _send_later(self, last: bytes | None = None) -> None:
         makers, self._later = self._later, []
         if self._closed is not None:
             return  # as a lost ack: those messages come again when their leases run out
-        frames = [frame for make in makers if (frame := make()) is not None]
+        chunks = [self._codec.send(frame) for make in makers if (frame := make()) is not None]
         if last is not None:
-            frames.append(last)
-        if frames:
-            self._stream.write(b"".join(self._codec.send(frame) for frame in frames))
+            chunks.append(last)
+        if chunks:
+            self._stream.write(b"".join(chunks))
 
     async def subscribe(self, request: m.Subscribe) -> PushStream:
         """Start the server's pushes; its ``Deliveries`` frames carry this request's id."""
