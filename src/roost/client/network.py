@@ -231,9 +231,11 @@ class NetworkBackend:
             now_ms = clock.monotonic_ms()
             pulse.heard(now_ms if self.blocked is not None else self._stream.last_received_ms)
             if pulse.gone(now_ms, self.broker_may_hold) is not None:
-                # One turn of the loop first: after a long stall of this process, bytes that
-                # arrived meanwhile may still be waiting to be read.
-                await asyncio.sleep(0)
+                # Two turns of the loop first: after a long stall of this process, bytes that
+                # arrived meanwhile may still be waiting to be read (asyncio and uvloop poll
+                # sockets at different points of a turn).
+                for _ in range(2):
+                    await asyncio.sleep(0)
                 pulse.heard(self._stream.last_received_ms)
                 if (reason := pulse.gone(clock.monotonic_ms(), self.broker_may_hold)) is not None:
                     self._lose(reason)
