@@ -18,10 +18,10 @@ carrying the error's stable code; anything else is logged as a bug and answered
 What one connection may make the broker hold is bounded (docs/operations.md, "Memory and
 connection bounds"): pushes wait while the socket's send buffer is full; reading stops while
 more than ``framed.MAX_UNSENT_BYTES`` wait to be sent or ``MAX_IN_FLIGHT`` requests (or
-``MAX_IN_FLIGHT_BYTES`` of them) are being answered; the listener's ``Watchdog`` ends connections whose frame or heartbeat is overdue and
-blocks publishers while the broker is over its memory budget (``BLOCKED``, version 5). A full
-listener makes room by evicting a connection still in its handshake, or the longest silent
-one, before it refuses a newcomer.
+``MAX_IN_FLIGHT_BYTES`` of them) are being answered; the listener's ``Watchdog`` ends
+connections whose frame or heartbeat is overdue and blocks publishers while the broker is
+over its memory budget (``BLOCKED``, version 5). A full listener makes room by evicting a
+connection still in its handshake, or the longest silent one, before it refuses a newcomer.
 """
 
 from __future__ import annotations
