@@ -391,6 +391,8 @@ class NetworkBackend:
         try:
             return await future
         except ConnectionLost:
+            if self._silence is None:
+                raise  # not ours: a broker's answer with that code
             raise ConnectionLost(f"{type(request).__name__} ({self._silence})") from None
 
     def tell(self, request: m.Ack) -> None:
