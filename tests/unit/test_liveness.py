@@ -10,9 +10,12 @@ own.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
+import roost
+from roost import sync
 from roost.client.liveness import (
     BROKER_MAX_IN_FLIGHT,
     BROKER_MAX_IN_FLIGHT_BYTES,
@@ -184,3 +187,9 @@ def test_within_returns_the_work_or_raises_timeout_error_and_cancels_it() -> Non
         assert cancelled.is_set()
 
     asyncio.run(body())
+
+
+@pytest.mark.parametrize("connect", [roost.connect, sync.connect])
+def test_connect_refuses_a_bad_heartbeat_at_once(connect: Callable[..., object]) -> None:
+    with pytest.raises(ValueError, match="heartbeat must be a number of seconds >= 0, not -2"):
+        connect("roost://127.0.0.1:7420", heartbeat=-2)
