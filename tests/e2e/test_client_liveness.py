@@ -5,7 +5,8 @@ with time the test drives (``DrivenTime``): nothing here waits for a timeout to 
   ``ConnectionLost`` when the clock reaches twice the heartbeat and the margin, not a
   millisecond before; the socket is dropped;
 - a broker that answers PINGs keeps the connection however long nothing else happens, and
-  so does a broker that said ``BLOCKED``; ``heartbeat=0`` never judges;
+  so does a broker that said ``BLOCKED``; ``heartbeat=0`` never judges; a broker owed more
+  than half of the requests it reads at once is given 60 s more (it may not be reading);
 - a broker that takes the connection and never answers the ``HELLO``: opening the connection
   raises ``TimeoutError`` at the limit;
 - a real listener behind a proxy that stops passing bytes (as a stopped process would): the
