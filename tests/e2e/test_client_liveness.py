@@ -12,7 +12,7 @@ with time the test drives (``DrivenTime``): nothing here waits for a timeout to 
 - a real listener behind a proxy that stops passing bytes (as a stopped process would): the
   non-idempotent publish waiting raises ``ConnectionLost``, the safe request waiting is
   retried on a new connection once bytes pass again, and a subscriber gets its deliveries on
-  the new connection;
+  the new connection; without reconnecting, the subscriber's iteration ends with the loss;
 - a broker asking for 2^31 SCRAM iterations is refused, naming the count and the limit.
 """
 
@@ -247,6 +247,32 @@ def test_a_frozen_broker_fails_the_publish_then_the_client_reconnects(tmp_path: 
                 await delivery.ack()
                 backend = client._backend
                 assert isinstance(backend, ReconnectingBackend) and backend.reconnects == 1
+
+    run(body)
+
+
+def test_without_reconnect_a_subscriber_sees_the_loss(tmp_path: Path) -> None:
+    async def body() -> None:
+        time = DrivenTime()
+        async with (
+            serving(tmp_path) as served,
+            Freezer(served.port).serving() as freezer,
+            connect(freezer.url(), time, reconnect=False) as client,
+        ):
+            await client.create_queue("jobs")
+            async with client.subscribe("jobs") as deliveries:
+                freezer.freeze()
+                receiving = asyncio.create_task(anext(aiter(deliveries)))
+                await time.advance(21_000 - 1)
+                assert not receiving.done()
+                await time.advance(1)
+                assert receiving.done()
+                with pytest.raises(ConnectionClosed) as closed:
+                    await receiving
+                lost = closed.value.__cause__
+                assert isinstance(lost, ConnectionLost)
+                assert "the broker sent nothing for 21000 ms" in str(lost)
+            freezer.thaw()
 
     run(body)
 
