@@ -153,7 +153,7 @@ def test_opening_a_connection_is_timed_by_the_interval_the_client_would_ping_at(
     assert Heartbeat(0).connect_timeout_ms is None
 
 
-@pytest.mark.parametrize("bad", [-1, float("nan")])
+@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf")])
 def test_a_heartbeat_that_is_no_duration_is_refused(bad: float) -> None:
     with pytest.raises(ValueError, match="heartbeat must be a number of seconds >= 0"):
         Heartbeat(bad)

@@ -29,6 +29,7 @@ the interval, and the clock and the sleep it is timed with (tests pass ones they
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -75,7 +76,7 @@ class Heartbeat:
     sleep: Sleep = asyncio.sleep
 
     def __post_init__(self) -> None:
-        if self.interval_s is not None and not self.interval_s >= 0:
+        if self.interval_s is not None and not 0 <= self.interval_s < math.inf:
             raise ValueError(f"heartbeat must be a number of seconds >= 0, not {self.interval_s}")
 
     @property
