@@ -77,7 +77,9 @@ class Heartbeat:
 
     def __post_init__(self) -> None:
         if self.interval_s is not None and not 0 <= self.interval_s < math.inf:
-            raise ValueError(f"heartbeat must be a number of seconds >= 0, not {self.interval_s}")
+            raise ValueError(
+                f"heartbeat must be a finite number of seconds >= 0, not {self.interval_s}"
+            )
 
     @property
     def judges(self) -> bool:
