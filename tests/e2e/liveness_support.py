@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Callable
 
 from roost.clock import ManualClock
@@ -50,6 +51,10 @@ class DrivenTime:
         finally:
             self._waits.remove(entry)
 
+    def _none_of(self, futures: set[asyncio.Future[None]]) -> bool:
+        """Whether none of ``futures`` still waits (their sleepers woke)."""
+        return all(future not in futures for _, future in self._waits)
+
     @property
     def sleepers(self) -> int:
         return len(self._waits)
@@ -66,10 +71,10 @@ class DrivenTime:
                 break
             end = min(end for end, _ in due)
             self.clock.advance(max(0, end - self.clock.monotonic_ms()))
-            woken = [f for at, f in due if at == end]
+            woken = {f for at, f in due if at == end}
             for future in woken:
                 future.set_result(None)
-            await until(lambda woken=woken: all(f not in woken for _, f in self._waits))
+            await until(functools.partial(self._none_of, woken))
             await _turns()  # what the woken did may wake others (a lost connection)
         self.clock.advance(target - self.clock.monotonic_ms())
 

@@ -19,11 +19,14 @@ with time the test drives (``DrivenTime``): nothing here waits for a timeout to 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import roost
+from roost.client.api import Opening
 from roost.client.liveness import BROKER_MAX_IN_FLIGHT, HELD_MS, MARGIN_MS
 from roost.client.network import NetworkBackend
 from roost.client.reconnect import ReconnectingBackend
@@ -37,12 +40,12 @@ HEARTBEAT_MS = 1_000
 LIMIT_MS = 2 * HEARTBEAT_MS + MARGIN_MS
 
 
-def run(body):  # type: ignore[no-untyped-def]
+def run(body: Callable[[], Coroutine[Any, Any, None]]) -> None:
     asyncio.run(body())
 
 
-def connect(url: str, time: DrivenTime, **options: object) -> roost.Opening:
-    return roost.connect(url, clock=time.clock, sleep=time.sleep, **options)  # type: ignore[arg-type]
+def connect(url: str, time: DrivenTime, **options: Any) -> Opening:
+    return roost.connect(url, clock=time.clock, sleep=time.sleep, **options)
 
 
 def pings(broker: MuteBroker) -> int:
@@ -51,10 +54,9 @@ def pings(broker: MuteBroker) -> int:
 
 def network(client: roost.Client) -> NetworkBackend:
     backend = client._backend
-    if isinstance(backend, ReconnectingBackend):
-        backend = backend._current
-    assert isinstance(backend, NetworkBackend)
-    return backend
+    current = backend._current if isinstance(backend, ReconnectingBackend) else backend
+    assert isinstance(current, NetworkBackend)
+    return current
 
 
 def test_a_request_to_a_silent_broker_raises_connection_lost_at_the_limit() -> None:
