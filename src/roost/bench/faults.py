@@ -12,7 +12,11 @@ directory, ``serve_args`` passed through, e.g. ``--max-memory``) and goes:
    declares 16 MiB) or ``fuzz`` (connections sending random bytes, reconnecting);
 3. the probe, a well-behaved client in its own process, publishes for ``probe_seconds``:
    ``probe_msgs_per_s``, and ``throughput_ratio`` against the probe alone on an idle broker
-   (measured in the same run, before the cases and after them: the mean of the two);
+   (measured in the same run, before the cases and after them: the mean of the two). Over the
+   probe's publishing (``probe_window_s``) the CPU time each process used is measured apart:
+   ``broker_cpu_s``, ``flood_cpu_s``, ``probe_cpu_s``, and of the whole machine,
+   ``machine_busy_s`` and what is left of it, ``others_cpu_s`` (this bench's own threads, other
+   work on the machine): on 2 cores, CPU the flood takes is CPU the probe and broker lack;
 4. the flood finishes its work (or ``case_timeout_s`` passes), then stops;
    ``rss_after_mb`` is what the broker still holds a moment later.
 
@@ -45,7 +49,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from roost.bench.broker_process import BrokerProcess
+from roost.bench.broker_process import CLOCK_TICKS, BrokerProcess, cpu_seconds
 
 SAMPLE_S = 0.1
 MB = 1 << 20
@@ -223,15 +227,48 @@ def _probe(
         child.close()
 
 
+def machine_busy_s() -> float:
+    """CPU time every core of the machine has spent busy so far (not idle, not waiting for
+    I/O), from /proc/stat."""
+    with open("/proc/stat") as f:
+        ticks = [int(field) for field in f.readline().split()[1:]]
+    idle, iowait = ticks[3], ticks[4]
+    return (sum(ticks[:8]) - idle - iowait) / CLOCK_TICKS
+
+
+def _timed_probe(url: str, topic: str, seconds: float, watched: dict[str, int]) -> Any:
+    """The probe's result, and the CPU time each of ``watched`` (name -> pid) used while it
+    published: ``{name}_cpu_s``, its own ``probe_cpu_s``, the machine's ``machine_busy_s``
+    and what is left of it, ``others_cpu_s`` (this bench, other work on the machine)."""
+    spec = {"topic": topic, "seconds": seconds, "batch": PROBE_BATCH,
+            "inflight": PROBE_INFLIGHT, "announce": True}  # fmt: skip
+    child = _Child("probe", url, spec)
+    try:
+        child.expect("publishing", 120)
+        busy = machine_busy_s()
+        before = {name: cpu_seconds(pid) for name, pid in watched.items()}
+        probe = child.expect("result", seconds * 1.5 + 120)
+        used = {f"{name}_cpu_s": cpu_seconds(pid) - before[name] for name, pid in watched.items()}
+        busy = machine_busy_s() - busy
+    finally:
+        child.close()
+    ours = sum(used.values()) + probe["cpu_s"]
+    return {
+        "msgs_per_s": probe["msgs_per_s"], "probe_window_s": probe["took_s"],
+        **{name: round(cpu, 2) for name, cpu in used.items()},
+        "probe_cpu_s": round(probe["cpu_s"], 2), "machine_busy_s": round(busy, 2),
+        "others_cpu_s": round(max(0.0, busy - ours), 2),
+    }  # fmt: skip
+
+
 def _alone(run: _Run, probe_seconds: float) -> dict[str, Any]:
     broker = run.start_broker()
     try:
         rss, fds = _idle_footprint(broker)
-        probe = _probe(broker.url, "probe.alone", probe_seconds)
+        probe = _timed_probe(broker.url, "probe.alone", probe_seconds, {"broker": broker.pid})
     finally:
         broker.stop()
-    return {"idle_rss_mb": round(rss / MB, 1), "idle_fds": fds,
-            "msgs_per_s": probe["msgs_per_s"]}  # fmt: skip
+    return {"idle_rss_mb": round(rss / MB, 1), "idle_fds": fds, **probe}
 
 
 def _case(
@@ -246,7 +283,8 @@ def _case(
         flood = _Child(case, broker.url, _flood_spec(case, sizes))
         sampler = _Sampler(broker, rss_limit, flood.stop)
         flood.expect("ready", timeout_s)
-        probe = _probe(broker.url, "probe.during", probe_seconds)
+        watched = {"broker": broker.pid, "flood": flood.process.pid}
+        probe = _timed_probe(broker.url, "probe.during", probe_seconds, watched)
         if case in ("stalled", "unread"):
             flood.expect("done", timeout_s)
         flood.stop()
@@ -269,7 +307,8 @@ def _case(
         "idle_rss_mb": round(idle_rss / MB, 1), "idle_fds": idle_fds,
         "rss_peak_mb": round(peak_rss / MB, 1), "rss_vs_idle": round(peak_rss / idle_rss, 2),
         "fds_peak": peak_fds, "rss_after_mb": round(rss_after / MB, 1), "fds_after": fds_after,
-        "probe_msgs_per_s": probe["msgs_per_s"], "aborted": sampler.over_limit, "flood": result,
+        "probe_msgs_per_s": probe.pop("msgs_per_s"), **probe, "aborted": sampler.over_limit,
+        "flood": result,
     }  # fmt: skip
 
 
@@ -315,6 +354,11 @@ def _soak(run: _Run, seconds: float, probe_seconds: float, rss_limit: int) -> di
     }  # fmt: skip
 
 
+def _cpu_split(found: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in found.items()
+            if key.endswith("_cpu_s") or key in ("probe_window_s", "machine_busy_s")}  # fmt: skip
+
+
 def run_faults_bench(
     sizes: FloodSizes = FloodSizes(),
     cases: Sequence[str] = CASES,
@@ -344,6 +388,7 @@ def run_faults_bench(
             "idle_rss_mb": before["idle_rss_mb"], "idle_fds": before["idle_fds"],
             "alone_msgs_per_s": round(alone, 1),
             "alone_before_after": [before["msgs_per_s"], after["msgs_per_s"]],
+            "alone_cpu_before_after": [_cpu_split(before), _cpu_split(after)],
         }  # fmt: skip
         for case, result in found.items():
             result["throughput_ratio"] = round(result["probe_msgs_per_s"] / alone, 3)
