@@ -125,6 +125,7 @@ class Handshake:
             await asyncio.gather(steps, timer, return_exceptions=True)
         if steps.cancelled():
             limit = f"handshake_timeout_ms={self._policy.handshake_timeout_ms}"
+            self._stats.timed_out += 1
             self._policy.closes.log(HANDSHAKE_TIMEOUT_CLOSES, "closing %s: the handshake did "
                                     "not finish in time (%s)", self._peer, limit)  # fmt: skip
             self._send_quietly(NotAuthenticated(f"the handshake did not finish in time ({limit})"))
