@@ -8,8 +8,9 @@ everything else in the log. So each kind of line gets ``lines`` lines in full pe
 of ``interval_ms`` (from the first of them); past that, lines of that kind are only counted,
 and one summary line says how many there were:
 
-    closing ('127.0.0.1', 50312): unknown frame kind 0x9c          (ten of these, in full)
-    ... and 1,234 more like it in the last 10.0 s: closing a connection for a protocol error
+    closing ('127.0.0.1', 50312): roost protocol error: frame length 3918046 (limit 65536)
+    ...                                                            (ten of these, in full)
+    ... and 1,234 more like it in the last 10.0 s: connections closed for a protocol error
 
 The summary is written when the next line of that kind comes after the interval, or by
 ``flush`` (the native listener's watchdog calls it every tick, and its shutdown once more),
