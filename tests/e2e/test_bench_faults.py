@@ -40,6 +40,9 @@ def test_bench_faults_json_measures_each_flood_and_the_soak(tmp_path: Path) -> N
         ours = found["broker_cpu_s"] + found["flood_cpu_s"] + found["probe_cpu_s"]
         assert found["machine_busy_s"] >= ours - 0.1, (case, "the machine ran them all")
         assert found["others_cpu_s"] >= 0, case
+        paired = found["probe_msgs_per_s"] / found["alone_just_before"]["msgs_per_s"]
+        assert figures[f"{case}_throughput_ratio_paired"] == round(paired, 3), case
+        assert found["alone_just_before"]["broker_cpu_s"] > 0, case
     assert cases["idle"]["flood"] == {"opened": CONNECTIONS, "refused": 0,
                                       "alive_at_stop": CONNECTIONS}  # fmt: skip
     assert cases["idle"]["fds_peak"] >= cases["idle"]["idle_fds"] + CONNECTIONS, (

@@ -16,7 +16,10 @@ directory, ``serve_args`` passed through, e.g. ``--max-memory``) and goes:
    probe's publishing (``probe_window_s``) the CPU time each process used is measured apart:
    ``broker_cpu_s``, ``flood_cpu_s``, ``probe_cpu_s``, and of the whole machine,
    ``machine_busy_s`` and what is left of it, ``others_cpu_s`` (this bench's own threads, other
-   work on the machine): on 2 cores, CPU the flood takes is CPU the probe and broker lack;
+   work on the machine): on 2 cores, CPU the flood takes is CPU the probe and broker lack.
+   On a machine shared with other work, the probe's rate follows that work more than any
+   flood: each case is also paired with a run of the probe alone on a fresh broker just
+   before it (``alone_just_before``), and ``throughput_ratio_paired`` is against that;
 4. the flood finishes its work (or ``case_timeout_s`` passes), then stops;
    ``rss_after_mb`` is what the broker still holds a moment later.
 
@@ -379,8 +382,12 @@ def run_faults_bench(
         before = _alone(run, probe_seconds)
         found: dict[str, Any] = {}
         for case in cases:
+            progress(f"the probe alone, before {case}")
+            just_before = _alone(run, probe_seconds)
             progress(f"flood: {case}")
             found[case] = _case(run, case, sizes, probe_seconds, case_timeout_s, rss_limit)
+            found[case]["alone_just_before"] = {"msgs_per_s": just_before["msgs_per_s"],
+                                                **_cpu_split(just_before)}  # fmt: skip
         progress("the probe alone, again")
         after = _alone(run, probe_seconds)
         alone = (before["msgs_per_s"] + after["msgs_per_s"]) / 2
@@ -396,6 +403,10 @@ def run_faults_bench(
             figures[f"{case}_rss_vs_idle"] = result["rss_vs_idle"]
             figures[f"{case}_fds_peak"] = result["fds_peak"]
             figures[f"{case}_throughput_ratio"] = result["throughput_ratio"]
+            paired = result["probe_msgs_per_s"] / result["alone_just_before"]["msgs_per_s"]
+            result["throughput_ratio_paired"] = figures[f"{case}_throughput_ratio_paired"] = round(
+                paired, 3
+            )
         figures["cases"] = found
         if soak_seconds > 0:
             progress(f"soak: {soak_seconds} s at half capacity")
