@@ -38,7 +38,8 @@
     ├── ConnectionClosed             connection_closed (this client closed its connection)
     ├── Quarantined                  (damage found on disk: out of service until an operator acts)
     │   ├── PartitionQuarantined     partition_quarantined (one partition log; the rest serve)
-    │   └── SubscriptionQuarantined  subscription_quarantined (its state journal or snapshot)
+    │   ├── SubscriptionQuarantined  subscription_quarantined (its state journal or snapshot)
+    │   └── ProducerStateQuarantined producer_state_quarantined (a topic's dedup state)
     └── StorageFailure               storage_failure  yes (a log refuses writes until repaired)
         ├── DiskFull                 disk_full        yes (free space is below the watermark)
         ├── StorageClosed            storage_closed
@@ -474,6 +475,23 @@ class SubscriptionQuarantined(Quarantined):
         )
         self.topic = topic
         self.subscription = subscription
+        self.damage = damage
+
+
+class ProducerStateQuarantined(Quarantined):
+    """A topic's producer state (idempotent producers' sequences, dedup ids: its journal or
+    snapshot) is damaged: idempotent and deduplicated publishes to the topic are refused, as
+    their retries could no longer be recognised; plain publishes and every consumer serve."""
+
+    code = "producer_state_quarantined"
+
+    def __init__(self, topic: str, damage: str) -> None:
+        super().__init__(
+            f"the producer state of topic {topic} (idempotent producers, dedup ids) is "
+            f"quarantined: {damage}; idempotent and deduplicated publishes to it are refused, "
+            "plain ones go through; see `roost check`"
+        )
+        self.topic = topic
         self.damage = damage
 
 

@@ -19,7 +19,7 @@ from roost.admin.metrics import host_registry
 from roost.clock import ManualClock
 from roost.core.model import SubscriptionSpec
 from roost.core.publishing import Outgoing
-from roost.errors import PartitionQuarantined, SubscriptionQuarantined
+from roost.errors import PartitionQuarantined, ProducerStateQuarantined, SubscriptionQuarantined
 from roost.server.access import TRUSTED
 from roost.server.host import Host
 from roost.storage import TopicConfig
@@ -299,6 +299,48 @@ def test_a_damaged_journal_quarantines_its_subscription_by_name_and_nothing_else
 
         # Deleting the subscription is a way out: the broker is ready again.
         admin.broker.delete_subscription("jobs", "jobs")
+        assert await admin.ok("GET", "/readyz") == {"status": "ready"}
+
+    run(data_dir, clock, body)
+
+
+def test_a_damaged_producer_state_refuses_deduplicated_publishes_and_says_so_by_topic(
+    data_dir: str, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    build(data_dir, clock)
+
+    async def deduplicated(admin: Admin) -> None:
+        await admin.host.publish("mail", [Outgoing(value=b"once", dedup_id="m-1")])
+
+    run(data_dir, clock, deduplicated)
+    [journal] = [
+        d.name for d in (Path(data_dir) / "journals").iterdir() if d.name.startswith("producers-")
+    ]
+    flip(journal_segment(data_dir, journal), 40)  # its one entry, after a clean shutdown
+    caplog.set_level(logging.INFO)
+
+    async def body(admin: Admin) -> None:
+        lines = [r.getMessage() for r in caplog.records if r.name == "roost.recovery"]
+        assert any(line.startswith("the producer state of topic mail is damaged") for line in lines)
+        with pytest.raises(ProducerStateQuarantined) as raised:
+            await admin.host.publish("mail", [Outgoing(value=b"again", dedup_id="m-1")])
+        assert raised.value.topic == "mail" and "producer state of topic mail" in str(raised.value)
+        await admin.host.publish("mail", [Outgoing(value=b"plain")])  # plain publishes go in
+        await admin.host.publish("jobs", [Outgoing(value=b"other", dedup_id="j-1")])
+        [first] = await admin.host.receive("mail", "mail", max_messages=1)
+        assert first.value == b"mail-0"
+
+        error = await admin.error("GET", "/readyz", 503, "producer_state_quarantined")
+        assert "topic mail" in error["message"]
+        report = await admin.ok("GET", "/api/v1/recovery")
+        [quarantined] = report["quarantined_producer_states"]
+        assert quarantined["topic"] == "mail" and "crc32c" in quarantined["damage"]
+        samples = metrics(admin)
+        assert value(samples, "roost_producer_state_quarantined", topic="mail") == 1
+        assert value(samples, "roost_producer_state_quarantined", topic="jobs") == 0
+
+        # Deleting the topic is a way out: the broker is ready again.
+        admin.broker.delete_topic("mail")
         assert await admin.ok("GET", "/readyz") == {"status": "ready"}
 
     run(data_dir, clock, body)

@@ -118,6 +118,9 @@ METRICS = _specs(
          "Members of a stream subscription's consumer group."),
     Spec("roost_subscription_quarantined", "gauge", SUBSCRIPTION,
          "1 if the subscription's state journal or snapshot is damaged: it is out of service."),
+    Spec("roost_producer_state_quarantined", "gauge", ("topic",),
+         "1 if the topic's producer state (idempotent producers, dedup ids) is damaged: "
+         "idempotent and deduplicated publishes to it are refused."),
     # -- listeners -----------------------------------------------------------------------
     Spec("roost_listener_connections", "gauge", LISTENER, "Connections open now."),
     Spec("roost_listener_accepted_connections_total", "counter", LISTENER,
@@ -228,7 +231,12 @@ class HostCollector:
                 _queue(scrape, sub.stats, sub.counters)
         for name, stats in sorted(host.listeners.items()):
             _listener(scrape, name, stats)
-        _recovery(scrape, host.door(TRUSTED).recovery())
+        recovery = host.door(TRUSTED).recovery()
+        _recovery(scrape, recovery)
+        damaged = {state.topic for state in recovery.quarantined_producer_states}
+        for topic in reading.topics:
+            if topic.name not in damaged:
+                scrape.add("roost_producer_state_quarantined", (topic.name,), 0)
         _storage(scrape, host)
         return scrape.families.values()
 
@@ -284,6 +292,8 @@ def _recovery(scrape: _Scrape, status: RecoveryStatus) -> None:
     scrape.add("roost_recovery_offsets_skipped_total", (), sum(c.offsets_skipped for c in cut))
     for sub in status.quarantined_subscriptions:
         scrape.add("roost_subscription_quarantined", (sub.topic, sub.subscription), 1)
+    for state in status.quarantined_producer_states:
+        scrape.add("roost_producer_state_quarantined", (state.topic,), 1)  # 0s: ``collect``
 
 
 def _listener(scrape: _Scrape, name: str, stats: ListenerStats) -> None:

@@ -6,10 +6,11 @@ directory, ``serve_args`` passed through, e.g. ``--max-memory``) and goes:
 1. the broker idles a moment: its RSS and open fds, ``idle_rss_mb`` and ``idle_fds``;
 2. a flood process (``faults_clients``) puts its flood in place: ``idle`` (2,000 connections
    that only answer PINGs), ``stalled`` (a consumer with prefetch 10,000 that never reads,
-   while 500,000 1 KiB messages are published to its queue), ``unread`` (a producer that
-   pipelines 500,000 messages and never reads a reply), ``slowloris`` (500 connections
-   stalled inside a frame: half in the header of their first, half in the body of one that
-   declares 16 MiB) or ``fuzz`` (connections sending random bytes, reconnecting);
+   while 500,000 1 KiB messages are published to its queue: in place once they all are),
+   ``unread`` (a producer that pipelines 500,000 messages and never reads a reply),
+   ``slowloris`` (500 connections stalled inside a frame: half in the header of their
+   first, half in the body of one that declares 16 MiB) or ``fuzz`` (connections sending
+   random bytes, reconnecting);
 3. the probe, a well-behaved client in its own process, publishes for ``probe_seconds``:
    ``probe_msgs_per_s``, and ``throughput_ratio`` against the probe alone on an idle broker
    (measured in the same run, before the cases and after them: the mean of the two). Over the

@@ -9,7 +9,8 @@ can misbehave as a real client never would:
 - ``idle``: ``connections`` connections that say HELLO, get WELCOME and then only answer
   PINGs;
 - ``stalled``: one connection subscribes with ``prefetch`` credit and never reads again,
-  while another (a normal client) publishes ``messages`` to the same queue;
+  while another (a normal client) publishes ``messages`` to the same queue; it says it is
+  ready once they are all published (the stall and its backlog are then in place);
 - ``unread``: one connection publishes ``messages`` (``batch`` per frame, pipelined) and
   never reads a reply; it stops when they are sent, the broker stops reading it
   (``write_timeout_s`` without progress) or closes it, and says which (``ended``);
@@ -180,7 +181,6 @@ async def _stalled(url: str, spec: dict[str, Any], stop: asyncio.Event) -> dict[
     sent = 0
     value = bytes(VALUE_BYTES)
     async with roost.connect(url, reconnect=False) as producer:
-        _ready()
 
         async def publisher() -> None:
             nonlocal sent
@@ -189,8 +189,11 @@ async def _stalled(url: str, spec: dict[str, Any], stop: asyncio.Event) -> dict[
                 sent += count
                 await producer.publish_batch(topic, [roost.Outgoing(value=value)] * count)
 
+        # The flood is in place once its queue holds them all: the probe then measures what a
+        # stalled consumer with a full prefetch and a deep backlog costs, not a second producer.
         publishing = [asyncio.create_task(publisher()) for _ in range(4)]
         await asyncio.gather(*publishing)
+        _ready()
         _say({"done": True})
         await stop.wait()
     consumer.close()

@@ -17,6 +17,7 @@ values. Two of them tell the caller (the asyncio host) what to wait for:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -60,6 +61,7 @@ from roost.errors import (
     InvalidConfig,
     InvalidRequest,
     PartitionQuarantined,
+    ProducerStateQuarantined,
     RoostError,
     StorageFailure,
     SubscriptionExists,
@@ -92,6 +94,8 @@ class Broker:
         #: Subscriptions whose state journal or snapshot is damaged, with the damage: out of
         #: service (``SubscriptionQuarantined``) while the topic and the others serve.
         self._quarantined: dict[tuple[str, str], str] = {}
+        #: Topics whose producer state is damaged, with the damage (``ProducerStateQuarantined``).
+        self._damaged_producers: dict[str, str] = {}
 
     @classmethod
     def open(cls, engine: LocalEngine, clock: Clock) -> Broker:
@@ -101,6 +105,10 @@ class Broker:
         broker = cls(engine, clock, catalog, router)
         for spec in catalog.subscriptions():
             broker._open_subscription(spec)
+        for topic in catalog.topics_with_producer_state():
+            # Read now, so damage is reported at start rather than at a producer's retry.
+            with contextlib.suppress(ProducerStateQuarantined):
+                broker._topic_producers(broker.engine.topic(topic))
         broker.continue_past_seen()
         return broker
 
@@ -134,7 +142,17 @@ class Broker:
                 continue
             who = sorted({subscription for end, subscription in ends if end > start})
             try:
-                self._topic_producers(topic)  # forgets the lost records' placements, durably
+                with contextlib.suppress(ProducerStateQuarantined):
+                    # Damaged, it refuses idempotent and deduplicated publishes anyway; the
+                    # gap still goes in, or plain publishes would reuse the offsets.
+                    self._topic_producers(topic)  # forgets the lost records' placements, durably
+                if name in self._damaged_producers:
+                    log.recovery.problems.append(
+                        f"offsets {start}..{high - 1} skipped while the producer state of topic "
+                        f"{name} is quarantined: repair it by removing its journal (`roost "
+                        "check` names it), not by cutting it, or a retry of a batch placed "
+                        "there could be told it is stored"
+                    )
                 for (queue_topic, _), queue in self._subscriptions.items():
                     if queue_topic == name:
                         queue.skip(partition, start, high)
@@ -188,7 +206,8 @@ class Broker:
             if topic == name:
                 self.delete_subscription(topic, subscription)
         self.engine.delete_topic(name)
-        if self._producers.pop(name, None) is not None:
+        damaged = self._damaged_producers.pop(name, None)
+        if self._producers.pop(name, None) is not None or damaged is not None:
             self._catalog.forget_topic(name)
         if self._policies.pop(name, None) is not None:
             self._catalog.remove_policy(name)
@@ -405,15 +424,36 @@ class Broker:
         return target, policy, partitions
 
     def _topic_producers(self, topic: Topic) -> TopicProducers:
+        """The topic's producer state, opened on first use; ``ProducerStateQuarantined`` once
+        its journal or snapshot was found damaged (at open, or later by the scrub)."""
         producers = self._producers.get(topic.name)
-        if producers is None:
-            journal = self.engine.journal(
-                self._catalog.producer_journal(topic.name), f"producer state of topic {topic.name}"
-            )
-            window_ms = self._policies.get(topic.name, DEFAULT_POLICY).dedup_window_ms
+        if producers is not None and not producers.journal.log.quarantined:
+            return producers
+        if producers is not None:
+            self._damaged_producers[topic.name] = producers.journal.log.quarantined
+        damage = self._damaged_producers.get(topic.name)
+        if damage is not None:
+            raise ProducerStateQuarantined(topic.name, damage)
+        journal = self.engine.journal(
+            self._catalog.producer_journal(topic.name), f"producer state of topic {topic.name}"
+        )
+        window_ms = self._policies.get(topic.name, DEFAULT_POLICY).dedup_window_ms
+        try:
             producers = TopicProducers.open(topic, journal, self.clock, window_ms)
-            self._producers[topic.name] = producers
+        except (PartitionQuarantined, CorruptState) as e:
+            damage = e.damage if isinstance(e, PartitionQuarantined) else str(e)
+            self._damaged_producers[topic.name] = damage
+            raise ProducerStateQuarantined(topic.name, damage) from e
+        self._producers[topic.name] = producers
         return producers
+
+    def quarantined_producer_states(self) -> dict[str, str]:
+        """Topic -> the damage, for each topic whose producer state is out of service."""
+        damaged = dict(self._damaged_producers)
+        for name, producers in self._producers.items():
+            if producers.journal.log.quarantined:
+                damaged[name] = producers.journal.log.quarantined
+        return damaged
 
     def publish_to_exchange(
         self, exchange: str, routing_key: str, messages: Sequence[Outgoing]

@@ -59,6 +59,10 @@ class Catalog:
             )
         return owners
 
+    def topics_with_producer_state(self) -> list[str]:
+        """Topics whose producer state has a journal (named by ``producer_journal``)."""
+        return [str(topic) for topic in self._metadata.names(PRODUCER_JOURNALS)]
+
     def producer_journal(self, topic: str) -> str:
         """The journal of ``topic``'s producer and dedup state, named on first use."""
         name = self._metadata.get(PRODUCER_JOURNALS, topic)

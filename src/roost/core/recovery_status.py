@@ -32,6 +32,12 @@ class QuarantinedSubscription(msgspec.Struct, frozen=True):
     damage: str
 
 
+class QuarantinedProducerState(msgspec.Struct, frozen=True):
+    topic: str
+    #: What is wrong with its journal or snapshot.
+    damage: str
+
+
 class RecoveryStatus(msgspec.Struct, frozen=True):
     #: Whether the last shutdown was clean (no tail to verify after it).
     clean_shutdown: bool
@@ -46,6 +52,11 @@ class RecoveryStatus(msgspec.Struct, frozen=True):
     quarantined_partitions: list[str]
     #: Subscriptions out of service because their state is damaged.
     quarantined_subscriptions: list[QuarantinedSubscription]
+    #: Topics whose producer state is damaged: idempotent and deduplicated publishes to them
+    #: are refused (plain publishes and consumers serve).
+    quarantined_producer_states: list[QuarantinedProducerState] = msgspec.field(
+        default_factory=list
+    )
 
 
 def recovery_status(broker: Broker) -> RecoveryStatus:
@@ -60,6 +71,10 @@ def recovery_status(broker: Broker) -> RecoveryStatus:
         QuarantinedSubscription(topic, name, damage)
         for (topic, name), damage in sorted(broker.quarantined_subscriptions().items())
     ]
+    producer_states = [
+        QuarantinedProducerState(topic, damage)
+        for topic, damage in sorted(broker.quarantined_producer_states().items())
+    ]
     return RecoveryStatus(
         report.clean_shutdown,
         report.lost_data,
@@ -67,6 +82,7 @@ def recovery_status(broker: Broker) -> RecoveryStatus:
         list(report.orphans_removed),
         partitions,
         subscriptions,
+        producer_states,
     )
 
 
@@ -84,6 +100,13 @@ def log_recovery(status: RecoveryStatus) -> None:
             "subscription %s/%s is out of service, its state is damaged: %s; the topic and "
             "other subscriptions serve (see `roost check`)",
             sub.topic, sub.subscription, sub.damage,
+        )  # fmt: skip
+    for state in status.quarantined_producer_states:
+        log.error(
+            "the producer state of topic %s is damaged: %s; idempotent and deduplicated "
+            "publishes to it are refused, plain publishes and consumers serve (see `roost "
+            "check`)",
+            state.topic, state.damage,
         )  # fmt: skip
     if status.lost_data:
         log.warning("recovery cut data; GET /api/v1/recovery has the full report")

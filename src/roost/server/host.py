@@ -46,6 +46,7 @@ from roost.core.streams import FetchedBatches
 from roost.errors import (
     BacklogFull,
     InvalidConfig,
+    ProducerStateQuarantined,
     StorageClosed,
     StorageFailure,
     SubscriptionQuarantined,
@@ -535,13 +536,16 @@ class Host:
     async def check_ready(self) -> None:
         """Raise (``StorageFailure``, ``DiskFull``, ``StorageClosed``, ``Quarantined``) unless
         the host can take writes: not closing, the engine open with no failed log (the error
-        names every failed one), no partition or subscription quarantined for damage, free
+        names every failed one), no partition, subscription or producer state quarantined
+        for damage, free
         space above the watermark, the data directory writable."""
         if self._closed:
             raise StorageClosed("the host (shutting down)")
         self.engine.check_health()
         for (topic, name), damage in self._broker.quarantined_subscriptions().items():
             raise SubscriptionQuarantined(topic, name, damage)
+        for topic, damage in self._broker.quarantined_producer_states().items():
+            raise ProducerStateQuarantined(topic, damage)
         self.storage.disk.check("publishes")
         await asyncio.to_thread(self.engine.probe_write)
 
