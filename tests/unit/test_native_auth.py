@@ -9,16 +9,23 @@ What is pinned here:
   in the table refused; after a refusal, everything is refused.
 - ``UserConnections`` counts per user and leaves anonymous connections alone.
 - ``Credentials`` from URLs (percent-decoded) and keywords; secrets never in a repr.
-- The client refuses a broker that cannot prove it holds the user's keys.
+- The client refuses a broker that cannot prove it holds the user's keys, and one that asks
+  for an iteration count out of bounds, before computing anything with it.
 """
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 import pytest
 
-from roost.client.credentials import ClientAuthentication, Credentials
+from roost.client.credentials import (
+    MAX_SCRAM_ITERATIONS,
+    MIN_SCRAM_ITERATIONS,
+    ClientAuthentication,
+    Credentials,
+)
 from roost.clock import ManualClock
 from roost.errors import NotAuthenticated
 from roost.protocols.native import messages as m
@@ -170,6 +177,46 @@ def test_the_client_refuses_a_server_that_does_not_hold_the_keys(identities: Ide
     server.receive(client.challenge(challenge.data))
     with pytest.raises(NotAuthenticated, match="did not prove"):
         client.ok(m.AuthOk("ada", b"v=" + b"A" * 44))
+
+
+def challenge_asking_for(
+    identities: Identities, iterations: str
+) -> tuple[ClientAuthentication, bytes]:
+    """A client past its first message, and the broker's real challenge to it with the
+    iteration count replaced."""
+    client = ClientAuthentication(Credentials("ada", PASSWORD), ALL)
+    challenge = Authentication(identities, ALL).receive(client.first())
+    assert isinstance(challenge, Challenge)
+    assert b",i=4096" in challenge.data  # what the broker stores keys with
+    return client, re.sub(rb"i=[0-9]+", b"i=" + iterations.encode(), challenge.data)
+
+
+@pytest.mark.parametrize(
+    ("iterations", "refusal"),
+    [
+        # Between this client's limit and scramp's own (10,000,000): only ours refuses it.
+        ("5000000", "asks for 5000000 SCRAM iterations, more than this client's limit of 1000000"),
+        (str(2**31), f"asks for {2**31} SCRAM iterations, more than this client's limit"),
+        (str(MAX_SCRAM_ITERATIONS + 1), "asks for 1000001 SCRAM iterations, more than"),
+        ("9" * 40, "asks for a 40-digit number of SCRAM iterations, more than"),
+        (
+            str(MIN_SCRAM_ITERATIONS - 1),
+            "asks for 4095 SCRAM iterations, fewer than the minimum of 4096",
+        ),
+        ("1", "asks for 1 SCRAM iterations, fewer than the minimum of 4096 \\(RFC 7677\\)"),
+    ],
+)
+def test_the_client_refuses_an_iteration_count_out_of_bounds(
+    identities: Identities, iterations: str, refusal: str
+) -> None:
+    client, challenge = challenge_asking_for(identities, iterations)
+    with pytest.raises(NotAuthenticated, match=refusal):
+        client.challenge(challenge)
+
+
+def test_the_client_takes_the_least_iteration_count(identities: Identities) -> None:
+    client, challenge = challenge_asking_for(identities, str(MIN_SCRAM_ITERATIONS))
+    assert client.challenge(challenge).data.startswith(b"c=biws,r=")
 
 
 @pytest.mark.parametrize(

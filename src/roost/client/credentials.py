@@ -13,12 +13,19 @@ listener knows the client by its certificate), and otherwise raises ``NotAuthent
 naming what the broker asks for. A broker that asks for nothing (no users, on loopback) is
 not asked to check credentials given anyway.
 
+The broker's first SCRAM message names the PBKDF2 iteration count the client must compute
+its proof with. A broker (or something posing as one) asking for 2^31 would make each login
+burn CPU for hours, so the client refuses a count above ``MAX_SCRAM_ITERATIONS`` (the broker
+stores its users' keys with 4,096) or below RFC 7677's minimum of 4,096, before computing
+anything.
+
 ``ClientAuthentication`` is sans-IO, as the codec: messages in, messages out;
 ``NetworkBackend`` moves them.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import SplitResult, unquote
@@ -31,6 +38,12 @@ from roost.protocols.native import messages as m
 SCRAM = "SCRAM-SHA-256"
 TOKEN = "TOKEN"
 EXTERNAL = "EXTERNAL"
+#: RFC 7677's least: fewer would make a stolen key cheap to turn back into the password.
+MIN_SCRAM_ITERATIONS = 4096
+#: The most a broker may ask for: about a second of PBKDF2 per connection here.
+MAX_SCRAM_ITERATIONS = 1_000_000
+#: The iteration count in a SCRAM server-first message (``r=...,s=...,i=4096``).
+_ITERATIONS = re.compile(r"(?:^|,)i=([0-9]+)(?:,|$)")
 
 
 @dataclass(frozen=True)
@@ -97,8 +110,10 @@ class ClientAuthentication:
         if self._scram is None:
             raise NotAuthenticated(f"the broker sent a challenge {self.mechanism} has no use for")
         try:
-            self._scram.set_server_first(data.decode())
-            # PBKDF2 of the password, 4096 rounds (a few ms), once per connection.
+            server_first = data.decode()
+            _check_iterations(server_first)
+            self._scram.set_server_first(server_first)
+            # PBKDF2 of the password, as many rounds as the broker asks (4096: a few ms).
             return m.Auth(SCRAM, self._scram.get_client_final().encode())
         except (scramp.ScramException, ValueError) as e:
             raise NotAuthenticated(f"the broker's SCRAM challenge is unusable: {e}") from None
@@ -115,6 +130,30 @@ class ClientAuthentication:
                 "the broker did not prove it knows this user's keys: it may not be the "
                 "broker it claims to be"
             ) from None
+
+
+def _check_iterations(server_first: str) -> None:
+    """Refuse an iteration count out of bounds before anything is computed with it (a
+    message without one, or with one that is no number, is left to ``scramp`` to refuse)."""
+    found = _ITERATIONS.search(server_first)
+    if found is None:
+        return
+    digits = found.group(1).lstrip("0") or "0"
+    if len(digits) > 12:  # over the limit whatever it says; not worth reading, nor repeating
+        iterations, count = MAX_SCRAM_ITERATIONS + 1, f"a {len(digits)}-digit number of"
+    else:
+        iterations = int(digits)
+        count = str(iterations)
+    if iterations > MAX_SCRAM_ITERATIONS:
+        raise NotAuthenticated(
+            f"the broker asks for {count} SCRAM iterations, more than this client's "
+            f"limit of {MAX_SCRAM_ITERATIONS} (each login would cost that many PBKDF2 rounds)"
+        )
+    if iterations < MIN_SCRAM_ITERATIONS:
+        raise NotAuthenticated(
+            f"the broker asks for {iterations} SCRAM iterations, fewer than the minimum of "
+            f"{MIN_SCRAM_ITERATIONS} (RFC 7677)"
+        )
 
 
 def _choose(credentials: Credentials | None, offered: list[str]) -> str:

@@ -16,7 +16,16 @@ From protocol version 5 the client keeps the broker's two promises: it sends a `
 every ``heartbeat_ms`` the ``WELCOME`` names (the broker ends a version-5 connection silent
 for twice that), and it heeds ``BLOCKED``: while the broker is over its memory budget it reads
 no publishing connection, so publishes wait here, before they are sent, until ``UNBLOCKED``
-(``blocked`` says why meanwhile); everything else goes on.
+(``blocked`` says why meanwhile); everything else goes on. It holds the broker to the same
+rule (``roost.client.liveness``): a broker silent for two intervals and a margin though
+PINGed is gone, and the connection fails as a lost one does: requests waiting for an answer
+raise ``ConnectionLost`` (they may or may not have been done), subscriptions end, and a
+reconnecting client opens a new connection. Opening a connection is timed the same way.
+
+The client reads its socket all along, even while its own writes are backed up (the broker
+is slow to read them): its answers come only for requests it sent, and its pushes only as far
+as its credit goes, so what it reads is bounded; and a client that stopped reading while the
+broker did too would wait on it forever, ``BLOCKED`` and the ``PONG`` unread.
 """
 
 from __future__ import annotations
@@ -24,7 +33,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import ssl as _ssl
+import sys
 from collections import deque
 from collections.abc import Callable
 from urllib.parse import urlsplit
@@ -33,13 +44,22 @@ import msgspec
 
 from roost.client.api import Client, Opening
 from roost.client.credentials import ClientAuthentication, Credentials
+from roost.client.liveness import (
+    BROKER_MAX_IN_FLIGHT,
+    BROKER_MAX_IN_FLIGHT_BYTES,
+    Heartbeat,
+    Pulse,
+    Sleep,
+)
 from roost.client.subscriber import PushStream
 from roost.client.tls import SCHEMES, client_tls
-from roost.errors import ConnectionClosed, ProtocolError, RoostError, error_from
+from roost.clock import Clock, SystemClock
+from roost.errors import ConnectionClosed, ConnectionLost, ProtocolError, RoostError, error_from
 from roost.protocols.native import messages as m
 from roost.protocols.native.codec import VERSIONS, Frame, Kind, NativeCodec, State
 from roost.server.framed import FramedStream, open_framed
 
+log = logging.getLogger("roost.client")
 DEFAULT_PORT = 7420
 #: The version from which the broker expects a heartbeat and may say it is blocked.
 HEARTBEAT_VERSION = 5
@@ -123,6 +143,10 @@ class NetworkBackend:
         self._codec = stream.codec
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[m.Response]] = {}
+        #: The size on the wire of each request in ``_pending``, and their sum: the broker
+        #: stops reading a connection with too many of them (``broker_may_hold``).
+        self._sizes: dict[int, int] = {}
+        self._pending_bytes = 0
         self._streams: dict[int, Pushed] = {}
         self._reading: asyncio.Task[None] | None = None
         self._closed: BaseException | None = None
@@ -136,6 +160,10 @@ class NetworkBackend:
         self._unblocked = asyncio.Event()
         self._unblocked.set()
         self._heartbeat_ms = 0
+        #: When to PING and whether the broker is gone (version 5 on; None before, or never).
+        self.pulse: Pulse | None = None
+        #: Why the broker counts as gone, once it does (``_lose``).
+        self._silence: str | None = None
         self._beating: asyncio.Task[None] | None = None
 
     @classmethod
@@ -146,13 +174,36 @@ class NetworkBackend:
         credentials: Credentials | None = None,
         *,
         ssl: _ssl.SSLContext | None = None,
+        heartbeat: Heartbeat | None = None,
     ) -> NetworkBackend:
         """A connection past its handshake, over TLS with ``ssl``: ``NotAuthenticated`` if the
         broker refuses the credentials (or needs some and none fit). A TLS failure raises
         ``ssl.SSLError`` (an ``OSError``): an untrusted server certificate from the TLS
         handshake, a client certificate the server refused from the protocol's
-        (``_tls_refusal``)."""
-        stream = await open_framed(NativeCodec("client"), host, port, ssl=ssl)
+        (``_tls_refusal``). A broker that does not answer (a stopped process, a host gone)
+        raises ``TimeoutError`` (an ``OSError`` too) once ``heartbeat.connect_timeout_ms``
+        has passed (``roost.client.liveness``)."""
+        heartbeat = heartbeat or Heartbeat()
+        return await heartbeat.within(
+            cls._open(host, port, credentials, ssl, heartbeat),
+            heartbeat.connect_timeout_ms,
+            f"connecting to the broker at {host}:{port}",
+        )
+
+    @classmethod
+    async def _open(
+        cls,
+        host: str,
+        port: int,
+        credentials: Credentials | None,
+        ssl: _ssl.SSLContext | None,
+        heartbeat: Heartbeat,
+    ) -> NetworkBackend:
+        # The client never holds reading for its own unsent bytes (see the module's doc).
+        stream = await open_framed(
+            NativeCodec("client"), host, port, ssl=ssl, clock=heartbeat.clock,
+            max_unsent_bytes=sys.maxsize,
+        )  # fmt: skip
         backend = cls(stream)
         try:
             await backend._handshake(credentials)
@@ -165,16 +216,53 @@ class NetworkBackend:
             raise
         backend._reading = asyncio.create_task(backend._read_loop(), name="roost-client-reader")
         if backend.protocol_version >= HEARTBEAT_VERSION and backend._heartbeat_ms > 0:
-            backend._beating = asyncio.create_task(backend._beat(), name="roost-client-heartbeat")
+            clock = heartbeat.clock
+            interval_ms = heartbeat.interval_ms(backend._heartbeat_ms)
+            backend.pulse = Pulse(interval_ms, heartbeat.judges, clock.monotonic_ms())
+            backend._beating = asyncio.create_task(
+                backend._beat(backend.pulse, clock, heartbeat.sleep), name="roost-client-heartbeat"
+            )
         return backend
 
-    async def _beat(self) -> None:
-        """A ``PING`` every ``heartbeat_ms`` while the connection lives (the ``PONG`` is
-        ignored: the broker only needs to hear from us)."""
-        while self._closed is None:
-            await asyncio.sleep(self._heartbeat_ms / 1000)
-            if self._closed is None and self._codec.state is State.OPEN:
+    async def _beat(self, pulse: Pulse, clock: Clock, sleep: Sleep) -> None:
+        """A ``PING`` every interval while the connection lives; the connection ends as lost
+        when ``pulse`` finds the broker gone (``roost.client.liveness``)."""
+        while self._closed is None and self._codec.state is State.OPEN:
+            now_ms = clock.monotonic_ms()
+            pulse.heard(now_ms if self.blocked is not None else self._stream.last_received_ms)
+            if pulse.gone(now_ms, self.broker_may_hold) is not None:
+                # Two turns of the loop first: after a long stall of this process, bytes that
+                # arrived meanwhile may still be waiting to be read (asyncio and uvloop poll
+                # sockets at different points of a turn).
+                for _ in range(2):
+                    await asyncio.sleep(0)
+                pulse.heard(self._stream.last_received_ms)
+                if (reason := pulse.gone(clock.monotonic_ms(), self.broker_may_hold)) is not None:
+                    self._lose(reason)
+                    return
+            if pulse.ping_due(now_ms):
                 self.send(Frame(Kind.PING, 0, m.Empty()))
+                pulse.pinged(now_ms)
+            await sleep(pulse.wait_ms(now_ms, self.broker_may_hold) / 1000)
+
+    @property
+    def broker_may_hold(self) -> bool:
+        """So many requests wait for answers that the broker may have stopped reading this
+        connection until it answers some (``BROKER_MAX_IN_FLIGHT``, resumed at half):
+        the PINGs may be unread, and an answer may rightly take as long as a blocked
+        publish may wait (``roost.client.liveness``)."""
+        return (
+            len(self._pending) > BROKER_MAX_IN_FLIGHT // 2
+            or self._pending_bytes > BROKER_MAX_IN_FLIGHT_BYTES // 2
+        )
+
+    def _lose(self, reason: str) -> None:
+        """The broker is gone: fail everything waiting on it, as a lost connection does,
+        and drop the socket (nothing more is sent on it: it might never be taken)."""
+        log.warning("closing the connection to the broker: %s", reason)
+        self._silence = reason
+        self._fail_all(ConnectionLost(f"a subscription ({reason})"))
+        self._stream.abort()
 
     async def _handshake(self, credentials: Credentials | None) -> None:
         hello = m.Hello(sorted(VERSIONS, reverse=True))
@@ -225,6 +313,8 @@ class NetworkBackend:
 
     def _on_frame(self, frame: Frame) -> bool:
         future = self._pending.pop(frame.correlation, None)
+        if future is not None:
+            self._pending_bytes -= self._sizes.pop(frame.correlation, 0)
         if future is None:
             if frame.kind is Kind.BLOCKED:
                 self.blocked = frame.message.reason  # type: ignore[attr-defined]
@@ -257,12 +347,15 @@ class NetworkBackend:
         return self._closed is None
 
     def _fail_all(self, error: BaseException) -> None:
-        self._closed = error
+        if self._closed is None:  # the first reason is the one to tell
+            self._closed = error
         self._unblocked.set()  # a publish waiting for it learns the connection is gone
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(error)
         self._pending.clear()
+        self._sizes.clear()
+        self._pending_bytes = 0
         for stream in self._streams.values():
             stream.fail(error)
         self._streams.clear()
@@ -284,9 +377,23 @@ class NetworkBackend:
             raise ConnectionClosed("the connection to the broker") from self._closed
         future: asyncio.Future[m.Response] = asyncio.get_running_loop().create_future()
         self._pending[correlation] = future
-        self.send(Frame(Kind.REQUEST, correlation, request))
-        await self._stream.drain()
-        return await future
+        size = self._sizes[correlation] = self.send(Frame(Kind.REQUEST, correlation, request))
+        self._pending_bytes += size
+        try:
+            await self._stream.drain()
+        except ConnectionError:
+            if not future.done():
+                self._pending.pop(correlation, None)
+                self._pending_bytes -= self._sizes.pop(correlation, 0)
+                future.cancel()
+                raise
+            # Failed with the connection already: its reason is the better one.
+        try:
+            return await future
+        except ConnectionLost:
+            if self._silence is None:
+                raise  # not ours: a broker's answer with that code
+            raise ConnectionLost(f"{type(request).__name__} ({self._silence})") from None
 
     def tell(self, request: m.Ack) -> None:
         if self._gone:
@@ -294,11 +401,14 @@ class NetworkBackend:
         frame = Frame(Kind.REQUEST, next(self._ids), request)
         self.send_later(lambda: frame)
 
-    def send(self, frame: Frame) -> None:
+    def send(self, frame: Frame) -> int:
+        """Write ``frame`` (behind what waits for the end of the turn); its size in bytes."""
+        data = self._codec.send(frame)
         if self._later:  # what waits for the end of the turn was asked for first: it goes first
-            self._send_later(frame)
+            self._send_later(data)
         else:
-            self._stream.write(self._codec.send(frame))
+            self._stream.write(data)
+        return len(data)
 
     def send_later(self, make: Callable[[], Frame | None]) -> None:
         """Send the frame ``make`` returns (if any) once this turn of the event loop is done,
@@ -311,15 +421,15 @@ class NetworkBackend:
             asyncio.get_running_loop().call_soon(self._send_later)
         self._later.append(make)
 
-    def _send_later(self, last: Frame | None = None) -> None:
+    def _send_later(self, last: bytes | None = None) -> None:
         makers, self._later = self._later, []
         if self._closed is not None:
             return  # as a lost ack: those messages come again when their leases run out
-        frames = [frame for make in makers if (frame := make()) is not None]
+        chunks = [self._codec.send(frame) for make in makers if (frame := make()) is not None]
         if last is not None:
-            frames.append(last)
-        if frames:
-            self._stream.write(b"".join(self._codec.send(frame) for frame in frames))
+            chunks.append(last)
+        if chunks:
+            self._stream.write(b"".join(chunks))
 
     async def subscribe(self, request: m.Subscribe) -> PushStream:
         """Start the server's pushes; its ``Deliveries`` frames carry this request's id."""
@@ -376,6 +486,9 @@ def connect(
     username: str | None = None,
     password: str | None = None,
     token: str | None = None,
+    heartbeat: float | None = None,
+    clock: Clock | None = None,
+    sleep: Sleep | None = None,
 ) -> Opening:
     """Talk to a ``roost serve`` at ``url``: ``async with roost.connect(url) as broker``.
 
@@ -391,6 +504,15 @@ def connect(
     (percent-encoded) or ``roost://:token@host``, or as ``username`` and ``password``, or
     ``token``. A broker that refuses them raises ``NotAuthenticated``, from here and from a
     reconnect alike: a wrong password is never retried.
+
+    ``heartbeat`` (seconds; ``roost.client.liveness``): a broker that sends nothing for twice
+    the heartbeat and a second though PINGed is gone: requests waiting on it raise
+    ``ConnectionLost``, and with ``reconnect`` the next call connects again. None (the
+    default) is the broker's own heartbeat (its ``heartbeat_ms``, 10 s unless set: gone
+    after 21 s); a lower value PINGs more often and notices sooner (a higher one is lowered
+    to the broker's); 0 never judges the broker's silence. Opening a connection that long
+    without an answer raises ``TimeoutError``. ``clock`` and ``sleep`` time it (tests pass
+    ones they drive).
     """
     parts = urlsplit(url if "://" in url else f"roost://{url}")
     if parts.scheme not in SCHEMES:
@@ -400,15 +522,20 @@ def connect(
     host, port = parts.hostname or "127.0.0.1", parts.port or DEFAULT_PORT
     tls = client_tls(parts.scheme, ssl=ssl, ca_file=ca_file, cert_file=cert_file, key_file=key_file)
     credentials = Credentials.of(parts, username, password, token)
+    pulse = Heartbeat(heartbeat, clock or SystemClock(), sleep or asyncio.sleep)
 
     async def open_client() -> Client:
         if reconnect:
             from roost.client.reconnect import ReconnectingBackend
 
             return Client(
-                await ReconnectingBackend.connect(host, port, credentials=credentials, ssl=tls)
+                await ReconnectingBackend.connect(
+                    host, port, credentials=credentials, ssl=tls, heartbeat=pulse
+                )
             )
-        return Client(await NetworkBackend.connect(host, port, credentials, ssl=tls))
+        return Client(
+            await NetworkBackend.connect(host, port, credentials, ssl=tls, heartbeat=pulse)
+        )
 
     return Opening(open_client)
 

@@ -24,6 +24,7 @@ import ssl as _ssl
 import msgspec
 
 from roost.client.credentials import Credentials
+from roost.client.liveness import Heartbeat
 from roost.client.network import NetworkBackend
 from roost.client.subscriber import PushStream
 from roost.errors import ConnectionClosed, ConnectionLost, StorageClosed
@@ -46,9 +47,10 @@ def safe_to_retry(request: m.Request) -> bool:
     return isinstance(request, SAFE_TO_RETRY)
 
 
-#: What says a connection is gone and a new one may do: the client's own view of it, or the
-#: operating system's.
-BROKEN = (ConnectionClosed, ConnectionError, OSError)
+#: What says a connection is gone and a new one may do: the client's own view of it (closed,
+#: or lost to a broker gone silent: ``roost.client.liveness``), or the operating system's
+#: (``TimeoutError``, an ``OSError``, for a broker that did not answer a new connection).
+BROKEN = (ConnectionClosed, ConnectionLost, ConnectionError, OSError)
 
 
 class ReconnectingBackend:
@@ -60,8 +62,10 @@ class ReconnectingBackend:
         credentials: Credentials | None = None,
         *,
         ssl: _ssl.SSLContext | None = None,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         self._host = host
+        self._heartbeat = heartbeat or Heartbeat()
         self._port = port
         self._ssl = ssl  # every connection, the first and each reconnect, over TLS or none
         self._timeout_s = reconnect_timeout_s
@@ -82,10 +86,16 @@ class ReconnectingBackend:
         credentials: Credentials | None = None,
         *,
         ssl: _ssl.SSLContext | None = None,
+        heartbeat: Heartbeat | None = None,
     ) -> ReconnectingBackend:
-        backend = cls(host, port, reconnect_timeout_s, credentials, ssl=ssl)
-        backend._current = await NetworkBackend.connect(host, port, credentials, ssl=ssl)
+        backend = cls(host, port, reconnect_timeout_s, credentials, ssl=ssl, heartbeat=heartbeat)
+        backend._current = await backend._open()
         return backend
+
+    async def _open(self) -> NetworkBackend:
+        return await NetworkBackend.connect(
+            self._host, self._port, self._credentials, ssl=self._ssl, heartbeat=self._heartbeat
+        )
 
     async def call(self, request: m.Request) -> m.Response:
         while True:
@@ -100,6 +110,8 @@ class ReconnectingBackend:
                 if self._closed:
                     raise ConnectionClosed("the client") from e
                 if not safe_to_retry(request):
+                    if isinstance(e, ConnectionLost):
+                        raise  # it names the request already, and why it was lost
                     raise ConnectionLost(type(request).__name__) from e
 
     def tell(self, request: m.Ack) -> None:
@@ -159,9 +171,7 @@ class ReconnectingBackend:
             while True:
                 try:
                     # NotAuthenticated is not caught: the same credentials would fail again.
-                    connection = await NetworkBackend.connect(
-                        self._host, self._port, self._credentials, ssl=self._ssl
-                    )
+                    connection = await self._open()
                 except (*BROKEN, StorageClosed) as e:  # a broker still shutting down, say
                     if self._closed:
                         raise ConnectionClosed("the client") from e

@@ -205,12 +205,13 @@ def connect(
     username: str | None = None,
     password: str | None = None,
     token: str | None = None,
+    heartbeat: float | None = None,
 ) -> SyncBroker:
-    """A blocking client of the broker at ``url`` (``roosts://``, the TLS options and the
-    credentials as ``roost.connect``'s)."""
+    """A blocking client of the broker at ``url`` (``roosts://``, the TLS options, the
+    credentials and ``heartbeat`` as ``roost.connect``'s)."""
     opening = connect_network(
         url, ssl=ssl, ca_file=ca_file, cert_file=cert_file, key_file=key_file,
-        username=username, password=password, token=token,
+        username=username, password=password, token=token, heartbeat=heartbeat,
     )  # fmt: skip
     return SyncBroker(opening._open)
 

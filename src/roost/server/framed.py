@@ -376,10 +376,17 @@ def _report(task: asyncio.Task[None]) -> None:
 
 
 async def open_framed(
-    codec: NativeCodec, host: str, port: int, *, ssl: _ssl.SSLContext | None = None
+    codec: NativeCodec,
+    host: str,
+    port: int,
+    *,
+    ssl: _ssl.SSLContext | None = None,
+    clock: Clock | None = None,
+    max_unsent_bytes: int = MAX_UNSENT_BYTES,
 ) -> FramedStream:
     """A client connection to ``host:port`` reading into ``codec``; with ``ssl``, over TLS,
-    checking the server's certificate names ``host`` (unless the context says otherwise)."""
-    stream = FramedStream(codec)
+    checking the server's certificate names ``host`` (unless the context says otherwise).
+    ``last_received_ms`` is on ``clock``."""
+    stream = FramedStream(codec, clock=clock, max_unsent_bytes=max_unsent_bytes)
     await asyncio.get_running_loop().create_connection(lambda: stream, host, port, ssl=ssl)
     return stream
