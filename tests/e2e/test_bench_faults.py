@@ -24,6 +24,9 @@ def test_bench_faults_json_measures_each_flood_and_the_soak(tmp_path: Path) -> N
     figures = json.loads(result.stdout)
     assert figures["idle_rss_mb"] > 0 and figures["idle_fds"] > 0
     assert figures["alone_msgs_per_s"] > 0
+    for alone in figures["alone_cpu_before_after"]:
+        assert alone["broker_cpu_s"] > 0 and alone["probe_cpu_s"] > 0
+        assert "flood_cpu_s" not in alone, "no flood runs beside the probe alone"
     cases = figures["cases"]
     assert set(cases) == {"idle", "unread", "slowloris"}
     for case, found in cases.items():
@@ -31,6 +34,15 @@ def test_bench_faults_json_measures_each_flood_and_the_soak(tmp_path: Path) -> N
         assert found["probe_msgs_per_s"] > 0, case
         assert figures[f"{case}_throughput_ratio"] == found["throughput_ratio"] > 0
         assert not found["aborted"], case
+        # The CPU each process used while the probe published, measured apart.
+        assert found["broker_cpu_s"] > 0 and found["probe_cpu_s"] > 0, case
+        assert found["flood_cpu_s"] >= 0 and found["probe_window_s"] > 0, case
+        ours = found["broker_cpu_s"] + found["flood_cpu_s"] + found["probe_cpu_s"]
+        assert found["machine_busy_s"] >= ours - 0.1, (case, "the machine ran them all")
+        assert found["others_cpu_s"] >= 0, case
+        paired = found["probe_msgs_per_s"] / found["alone_just_before"]["msgs_per_s"]
+        assert figures[f"{case}_throughput_ratio_paired"] == round(paired, 3), case
+        assert found["alone_just_before"]["broker_cpu_s"] > 0, case
     assert cases["idle"]["flood"] == {"opened": CONNECTIONS, "refused": 0,
                                       "alive_at_stop": CONNECTIONS}  # fmt: skip
     assert cases["idle"]["fds_peak"] >= cases["idle"]["idle_fds"] + CONNECTIONS, (

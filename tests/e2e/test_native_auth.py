@@ -297,6 +297,7 @@ def test_a_handshake_not_finished_in_time_is_closed(tmp_path: Path, stop_after: 
                 assert "handshake_timeout_ms=250" in timed_out.message.message
                 assert await raw.closed()
             await asyncio.wait_for(_until(lambda: not served.listener.connections), 5)
+            assert served.host.listeners["native"].timed_out == 1
             assert await list_as(served.url("ada:correct%20horse")) == []
 
     run(body)

@@ -132,7 +132,7 @@ METRICS = _specs(
     Spec("roost_listener_protocol_errors_total", "counter", LISTENER,
          "Connections closed because the client broke the protocol."),
     Spec("roost_listener_timed_out_connections_total", "counter", LISTENER,
-         "Connections closed because a frame or the heartbeat was overdue."),
+         "Connections closed because the handshake, a frame or the heartbeat was overdue."),
     Spec("roost_listener_evicted_connections_total", "counter", LISTENER,
          "Connections closed to make room at max_connections (in their handshake, or silent)."),
     Spec("roost_listener_memory_blocked", "gauge", LISTENER,

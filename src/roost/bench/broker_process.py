@@ -4,8 +4,8 @@ It serves one data directory on 127.0.0.1, on a port chosen by its first start (
 kept for every restart, so that clients reconnect to the same URL; the admin API is off. Its
 stderr goes to one log file, every start appended, which the bench names when something fails.
 ``serve_args`` are passed to ``roost serve`` as they are (flags a colleague's build may have,
-such as ``--max-memory``). ``rss_bytes`` and ``fds`` read /proc: what the broker costs, seen
-as the operating system sees it.
+such as ``--max-memory``). ``rss_bytes``, ``fds`` and ``cpu_s`` read /proc: what the broker
+costs, seen as the operating system sees it.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 LISTENING = "roost listening on "
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class BrokerProcess:
@@ -91,6 +92,18 @@ class BrokerProcess:
     def fds(self) -> int:
         return len(os.listdir(f"/proc/{self.pid}/fd"))
 
+    def cpu_s(self) -> float:
+        return cpu_seconds(self.pid)
+
     def tail(self, lines: int = 20) -> str:
         with open(self.log_path, "rb") as f:
             return b"".join(f.readlines()[-lines:]).decode(errors="replace")
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user + system, every thread) process ``pid`` has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        # The command name (field 2) may hold spaces: the fields after it are counted from
+        # its closing parenthesis; utime and stime are fields 14 and 15, in clock ticks.
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS

@@ -13,7 +13,14 @@ directory, ``serve_args`` passed through, e.g. ``--max-memory``) and goes:
    random bytes, reconnecting);
 3. the probe, a well-behaved client in its own process, publishes for ``probe_seconds``:
    ``probe_msgs_per_s``, and ``throughput_ratio`` against the probe alone on an idle broker
-   (measured in the same run, before the cases and after them: the mean of the two);
+   (measured in the same run, before the cases and after them: the mean of the two). Over the
+   probe's publishing (``probe_window_s``) the CPU time each process used is measured apart:
+   ``broker_cpu_s``, ``flood_cpu_s``, ``probe_cpu_s``, and of the whole machine,
+   ``machine_busy_s`` and what is left of it, ``others_cpu_s`` (this bench's own threads, other
+   work on the machine): on 2 cores, CPU the flood takes is CPU the probe and broker lack.
+   On a machine shared with other work, the probe's rate follows that work more than any
+   flood: each case is also paired with a run of the probe alone on a fresh broker just
+   before it (``alone_just_before``), and ``throughput_ratio_paired`` is against that;
 4. the flood finishes its work (or ``case_timeout_s`` passes), then stops;
    ``rss_after_mb`` is what the broker still holds a moment later.
 
@@ -46,7 +53,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from roost.bench.broker_process import BrokerProcess
+from roost.bench.broker_process import CLOCK_TICKS, BrokerProcess, cpu_seconds
 
 SAMPLE_S = 0.1
 MB = 1 << 20
@@ -224,15 +231,48 @@ def _probe(
         child.close()
 
 
+def machine_busy_s() -> float:
+    """CPU time every core of the machine has spent busy so far (not idle, not waiting for
+    I/O), from /proc/stat."""
+    with open("/proc/stat") as f:
+        ticks = [int(field) for field in f.readline().split()[1:]]
+    idle, iowait = ticks[3], ticks[4]
+    return (sum(ticks[:8]) - idle - iowait) / CLOCK_TICKS
+
+
+def _timed_probe(url: str, topic: str, seconds: float, watched: dict[str, int]) -> Any:
+    """The probe's result, and the CPU time each of ``watched`` (name -> pid) used while it
+    published: ``{name}_cpu_s``, its own ``probe_cpu_s``, the machine's ``machine_busy_s``
+    and what is left of it, ``others_cpu_s`` (this bench, other work on the machine)."""
+    spec = {"topic": topic, "seconds": seconds, "batch": PROBE_BATCH,
+            "inflight": PROBE_INFLIGHT, "announce": True}  # fmt: skip
+    child = _Child("probe", url, spec)
+    try:
+        child.expect("publishing", 120)
+        busy = machine_busy_s()
+        before = {name: cpu_seconds(pid) for name, pid in watched.items()}
+        probe = child.expect("result", seconds * 1.5 + 120)
+        used = {f"{name}_cpu_s": cpu_seconds(pid) - before[name] for name, pid in watched.items()}
+        busy = machine_busy_s() - busy
+    finally:
+        child.close()
+    ours = sum(used.values()) + probe["cpu_s"]
+    return {
+        "msgs_per_s": probe["msgs_per_s"], "probe_window_s": probe["took_s"],
+        **{name: round(cpu, 2) for name, cpu in used.items()},
+        "probe_cpu_s": round(probe["cpu_s"], 2), "machine_busy_s": round(busy, 2),
+        "others_cpu_s": round(max(0.0, busy - ours), 2),
+    }  # fmt: skip
+
+
 def _alone(run: _Run, probe_seconds: float) -> dict[str, Any]:
     broker = run.start_broker()
     try:
         rss, fds = _idle_footprint(broker)
-        probe = _probe(broker.url, "probe.alone", probe_seconds)
+        probe = _timed_probe(broker.url, "probe.alone", probe_seconds, {"broker": broker.pid})
     finally:
         broker.stop()
-    return {"idle_rss_mb": round(rss / MB, 1), "idle_fds": fds,
-            "msgs_per_s": probe["msgs_per_s"]}  # fmt: skip
+    return {"idle_rss_mb": round(rss / MB, 1), "idle_fds": fds, **probe}
 
 
 def _case(
@@ -247,7 +287,8 @@ def _case(
         flood = _Child(case, broker.url, _flood_spec(case, sizes))
         sampler = _Sampler(broker, rss_limit, flood.stop)
         flood.expect("ready", timeout_s)
-        probe = _probe(broker.url, "probe.during", probe_seconds)
+        watched = {"broker": broker.pid, "flood": flood.process.pid}
+        probe = _timed_probe(broker.url, "probe.during", probe_seconds, watched)
         if case in ("stalled", "unread"):
             flood.expect("done", timeout_s)
         flood.stop()
@@ -270,7 +311,8 @@ def _case(
         "idle_rss_mb": round(idle_rss / MB, 1), "idle_fds": idle_fds,
         "rss_peak_mb": round(peak_rss / MB, 1), "rss_vs_idle": round(peak_rss / idle_rss, 2),
         "fds_peak": peak_fds, "rss_after_mb": round(rss_after / MB, 1), "fds_after": fds_after,
-        "probe_msgs_per_s": probe["msgs_per_s"], "aborted": sampler.over_limit, "flood": result,
+        "probe_msgs_per_s": probe.pop("msgs_per_s"), **probe, "aborted": sampler.over_limit,
+        "flood": result,
     }  # fmt: skip
 
 
@@ -316,6 +358,11 @@ def _soak(run: _Run, seconds: float, probe_seconds: float, rss_limit: int) -> di
     }  # fmt: skip
 
 
+def _cpu_split(found: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in found.items()
+            if key.endswith("_cpu_s") or key in ("probe_window_s", "machine_busy_s")}  # fmt: skip
+
+
 def run_faults_bench(
     sizes: FloodSizes = FloodSizes(),
     cases: Sequence[str] = CASES,
@@ -336,8 +383,12 @@ def run_faults_bench(
         before = _alone(run, probe_seconds)
         found: dict[str, Any] = {}
         for case in cases:
+            progress(f"the probe alone, before {case}")
+            just_before = _alone(run, probe_seconds)
             progress(f"flood: {case}")
             found[case] = _case(run, case, sizes, probe_seconds, case_timeout_s, rss_limit)
+            found[case]["alone_just_before"] = {"msgs_per_s": just_before["msgs_per_s"],
+                                                **_cpu_split(just_before)}  # fmt: skip
         progress("the probe alone, again")
         after = _alone(run, probe_seconds)
         alone = (before["msgs_per_s"] + after["msgs_per_s"]) / 2
@@ -345,6 +396,7 @@ def run_faults_bench(
             "idle_rss_mb": before["idle_rss_mb"], "idle_fds": before["idle_fds"],
             "alone_msgs_per_s": round(alone, 1),
             "alone_before_after": [before["msgs_per_s"], after["msgs_per_s"]],
+            "alone_cpu_before_after": [_cpu_split(before), _cpu_split(after)],
         }  # fmt: skip
         for case, result in found.items():
             result["throughput_ratio"] = round(result["probe_msgs_per_s"] / alone, 3)
@@ -352,6 +404,10 @@ def run_faults_bench(
             figures[f"{case}_rss_vs_idle"] = result["rss_vs_idle"]
             figures[f"{case}_fds_peak"] = result["fds_peak"]
             figures[f"{case}_throughput_ratio"] = result["throughput_ratio"]
+            paired = result["probe_msgs_per_s"] / result["alone_just_before"]["msgs_per_s"]
+            result["throughput_ratio_paired"] = figures[f"{case}_throughput_ratio_paired"] = round(
+                paired, 3
+            )
         figures["cases"] = found
         if soak_seconds > 0:
             progress(f"soak: {soak_seconds} s at half capacity")

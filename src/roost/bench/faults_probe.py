@@ -2,10 +2,13 @@
 
 ``python -m roost.bench.faults_probe URL SPEC`` (SPEC a JSON object) publishes 1 KiB messages
 to its own queue ``topic`` (``batch`` per publish, ``inflight`` publishes in flight) for
-``seconds`` and prints its confirmed rate as one JSON line (``{"result": ...}``). With
-``rate`` it paces its publishes to that many messages a second instead, consumes them too
-(``subscribe``, ack), and reports the end-to-end latency p99 of each ``window_s``: a producer
-that falls behind its pace catches up (the run then takes longer than ``seconds``). With
+``seconds`` and prints its confirmed rate and the CPU time it took as one JSON line
+(``{"result": ...}``); with ``announce`` it first prints ``{"publishing": true}``, once
+connected and about to publish, so that the bench times other processes over the same
+window. With ``rate`` it paces its publishes to that many messages a second instead,
+consumes them too (``subscribe``, ack), and reports the end-to-end latency p99 of each
+``window_s``: a producer that falls behind its pace catches up (the run then takes longer
+than ``seconds``). With
 ``consume`` and no ``rate`` it does the same work unpaced: the rate it reaches is the
 capacity that the soak's pace is half of.
 """
@@ -36,6 +39,9 @@ async def _probe(url: str, spec: dict[str, Any]) -> dict[str, Any]:
         if spec.get("consume"):
             return await _paced(client, topic, seconds, batch, None, seconds)
         confirmed = 0
+        if spec.get("announce"):
+            print(json.dumps({"publishing": True}), flush=True)
+        cpu_started = time.process_time()
         deadline = time.monotonic() + seconds
         value = bytes(VALUE_BYTES)
 
@@ -48,8 +54,10 @@ async def _probe(url: str, spec: dict[str, Any]) -> dict[str, Any]:
         started = time.monotonic()
         await asyncio.gather(*(publisher() for _ in range(spec["inflight"])))
         took = time.monotonic() - started
+        cpu_s = time.process_time() - cpu_started
         await client.delete_queue(topic)
-    return {"confirmed": confirmed, "msgs_per_s": round(confirmed / took, 1)}
+    return {"confirmed": confirmed, "msgs_per_s": round(confirmed / took, 1),
+            "took_s": round(took, 3), "cpu_s": round(cpu_s, 3)}  # fmt: skip
 
 
 async def _paced(

@@ -88,7 +88,8 @@ class ListenerStats:
         self.refused = 0  # over max_connections
         self.frames_received = 0
         self.protocol_errors = 0  # connections ended by a ProtocolError
-        #: Ended because a frame or the heartbeat was overdue (server/watchdog.py).
+        #: Ended because the handshake (server/native_handshake.py), a frame or the heartbeat
+        #: (server/watchdog.py) was overdue.
         self.timed_out = 0
         #: Closed to make room for a newcomer at max_connections: in their handshake, or silent.
         self.evicted = 0

@@ -43,6 +43,7 @@ from roost.server.access import Principal
 from roost.server.failed_logins import FailedLogins
 from roost.server.framed import FramedStream
 from roost.server.identities import Identities
+from roost.server.log_limit import LogLimit
 from roost.server.meters import ListenerStats
 from roost.server.native_auth import (
     Authenticated,
@@ -56,6 +57,8 @@ log = logging.getLogger("roost.native")
 HEARTBEAT_MS = 10_000
 #: Longest a client-supplied name is logged.
 LOGGED_NAME_CHARS = 64
+#: The kind of log line a handshake timeout is (``LogLimit``).
+HANDSHAKE_TIMEOUT_CLOSES = "connections closed for a handshake that did not finish in time"
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -76,6 +79,9 @@ class HandshakePolicy:
     failures: FailedLogins | None = None
     #: Told in the WELCOME: a version-5 client PINGs this often; twice it silent ends it.
     heartbeat_ms: int = HEARTBEAT_MS
+    #: Handshakes closed for taking too long are logged through this, rate-limited: a
+    #: slowloris flood times out hundreds at once (shared with the listener's other closes).
+    closes: LogLimit = field(default_factory=lambda: LogLimit(log))
 
 
 def _address(peer: object) -> str:
@@ -119,8 +125,9 @@ class Handshake:
             await asyncio.gather(steps, timer, return_exceptions=True)
         if steps.cancelled():
             limit = f"handshake_timeout_ms={self._policy.handshake_timeout_ms}"
-            log.warning("closing %s: the handshake did not finish in time (%s)", self._peer,
-                        limit)  # fmt: skip
+            self._stats.timed_out += 1
+            self._policy.closes.log(HANDSHAKE_TIMEOUT_CLOSES, "closing %s: the handshake did "
+                                    "not finish in time (%s)", self._peer, limit)  # fmt: skip
             self._send_quietly(NotAuthenticated(f"the handshake did not finish in time ({limit})"))
             return None
         outcome = steps.result()

@@ -43,6 +43,7 @@ from roost.server.access import NOBODY, Principal
 from roost.server.exposure import is_loopback
 from roost.server.framed import MEMORY, FramedStream
 from roost.server.host import Host
+from roost.server.log_limit import LogLimit
 from roost.server.memory import (
     DEFAULT_MAX_MEMORY,
     MemoryAlarm,
@@ -94,6 +95,11 @@ HEARTBEAT_VERSION = 5
 PARTIAL_HOLD_BYTES = 64 * 1024
 #: Requests that make a connection a publisher: blocked by the memory alarm.
 PUBLISHES = (m.Publish, m.PublishToExchange)
+#: The kinds of close the log counts instead of writing each (``log_limit``; the counters
+#: in ``ListenerStats`` count every one).
+PROTOCOL_ERROR_CLOSES = "connections closed for a protocol error"
+OVERDUE_CLOSES = "connections closed for an overdue frame or heartbeat"
+EVICTION_CLOSES = "connections closed to make room at max_connections"
 
 
 class _Push:
@@ -129,11 +135,15 @@ class NativeConnection:
         timeouts: Timeouts | None = None,
         alarm: MemoryAlarm | None = None,
         clock: Clock | None = None,
+        closes: LogLimit | None = None,
     ) -> None:
         self._host = host
         self._timeouts = timeouts or Timeouts()
         self._alarm = alarm or MemoryAlarm(None)
         clock = clock or SystemClock()
+        #: Why it was closed is logged through this, shared by the listener: a flood of
+        #: closes is counted, not written out line by line.
+        self._closes = closes or LogLimit(log, clock)
         #: When it connected (monotonic ms): a full listener evicts the oldest handshake.
         self.connected_ms = clock.monotonic_ms()
         #: Past its handshake: requests may come.
@@ -157,6 +167,8 @@ class NativeConnection:
         #: Requests given a task that has not started yet: a publish must not overtake them.
         self._waiting_to_start = 0
         self._finishing = False
+        #: Closed by the broker (``end``: overdue, evicted), not by the peer or an error.
+        self._ended = False
         self.peer = stream.get_extra_info("peername")
         #: The user a verified client certificate names (mutual TLS; ``roost.server.tls``),
         #: looked up once, at connect: None without TLS, without a certificate, or when the
@@ -200,9 +212,12 @@ class NativeConnection:
                     self.memory(self._alarm)
                 await self._read_loop()
         except ProtocolError as e:
-            self._stats.protocol_errors += 1
-            log.warning("closing %s: %s", self.peer, e)
-            self._send_quietly(Frame(Kind.FAILURE, 0, m.Failure(e.code, str(e))))
+            # Closed by ``end`` inside a frame, the codec finds the frame cut short: that
+            # close was counted and logged for its own reason, not as the peer's error.
+            if not self._ended:
+                self._stats.protocol_errors += 1
+                self._closes.log(PROTOCOL_ERROR_CLOSES, "closing %s: %s", self.peer, e)
+                self._send_quietly(Frame(Kind.FAILURE, 0, m.Failure(e.code, str(e))))
         except ConnectionError:
             pass
         finally:
@@ -307,11 +322,12 @@ class NativeConnection:
         )  # fmt: skip
         if reason is not None:
             self._stats.timed_out += 1
-            log.warning("closing %s: %s", self.peer, reason)
+            self._closes.log(OVERDUE_CLOSES, "closing %s: %s", self.peer, reason)
             self.end(ProtocolError("native", reason))
 
     def end(self, error: RoostError) -> None:
         """A last ``FAILURE`` saying why, then close: the run ends as on a hang-up."""
+        self._ended = True
         self._send_quietly(
             Frame(Kind.FAILURE, 0, m.Failure(error.code, str(error), error.retriable))
         )
@@ -512,6 +528,8 @@ class NativeListener:
         self.server: asyncio.Server | None = None
         self.connections: set[NativeConnection] = set()
         self.watchdog: Watchdog | None = None
+        #: Why connections were closed, rate-limited per kind (``log_limit``).
+        self.closes: LogLimit | None = None
         self._watching: asyncio.Task[None] | None = None
 
     def watch(self, watchdog: Watchdog, sleep: Sleep) -> None:
@@ -546,6 +564,8 @@ class NativeListener:
             await asyncio.gather(self._watching, return_exceptions=True)
         await asyncio.gather(*(c.finish(grace_s) for c in list(self.connections)))
         await self.server.wait_closed()
+        if self.closes is not None:
+            self.closes.close()  # what the watchdog had not summed up yet
 
 
 async def serve_native(
@@ -597,7 +617,9 @@ async def serve_native(
     clock = host.clock
     timeouts = timeouts or Timeouts()
     alarm = stats.alarm = MemoryAlarm(budget_bytes(max_memory))
-    watchdog = Watchdog(listener.connections, alarm, timeouts, clock=clock, sample=sample_memory)
+    closes = listener.closes = LogLimit(log, clock)
+    watchdog = Watchdog(listener.connections, alarm, timeouts, clock=clock, sample=sample_memory,
+                        log_limit=closes)  # fmt: skip
 
     async def connected(stream: FramedStream) -> None:
         if len(listener.connections) >= max_connections and not _made_room(stream):
@@ -608,7 +630,7 @@ async def serve_native(
             stream.close()
             stats.refused += 1
             return
-        connection = NativeConnection(host, stream, stats, policy, timeouts, alarm, clock)
+        connection = NativeConnection(host, stream, stats, policy, timeouts, alarm, clock, closes)
         stream.on_large_frame = watchdog.memory_pressure
         listener.connections.add(connection)
         stats.accepted += 1
@@ -625,9 +647,9 @@ async def serve_native(
         if victim is None:
             return False
         why = "still in its handshake" if not victim.open else "silent"
-        log.warning("closing %s to make room for %s: %s while the listener is at "
-                    "max_connections=%d", victim.peer, newcomer.get_extra_info("peername"), why,
-                    max_connections)  # fmt: skip
+        closes.log(EVICTION_CLOSES, "closing %s to make room for %s: %s while the listener "
+                   "is at max_connections=%d", victim.peer, newcomer.get_extra_info("peername"),
+                   why, max_connections)  # fmt: skip
         stats.evicted += 1
         victim.end(
             Unavailable(
@@ -651,7 +673,7 @@ async def serve_native(
         anonymous=allow_anonymous or loopback, failed_auth_delay_s=failed_auth_delay_s,
         handshake_timeout_ms=handshake_timeout_ms,
         users=UserConnections(max_connections_per_user), sleep=sleep,
-        failures=host.failed_logins, heartbeat_ms=timeouts.heartbeat_ms,
+        failures=host.failed_logins, heartbeat_ms=timeouts.heartbeat_ms, closes=closes,
     )  # fmt: skip
     if not loopback and not host.identities.any_users:
         if allow_anonymous:

@@ -9,7 +9,8 @@ Each tick (``tick_ms``, at most a quarter of the shortest timeout) it
    again: memory a flood freed must not keep publishers blocked. It also gives memory back
    once closed connections have let go of ``RELEASE_AFTER_FREED_BYTES`` of buffers (the
    allocator keeps freed blocks for reuse: see ``process_tuning``);
-2. asks each open connection whether it is overdue (``overdue``) and ends those that are.
+2. asks each open connection whether it is overdue (``overdue``) and ends those that are;
+3. writes the summaries of rate-limited log lines whose interval has ended (``log_limit``).
 
 Between ticks, a connection receiving a large frame calls ``memory_pressure`` on each read,
 which samples memory too (10 ms apart at most): big frames arrive at loopback speed, and a
@@ -40,6 +41,7 @@ from typing import Protocol
 
 from roost.clock import Clock, SystemClock
 from roost.server.framed import MEMORY
+from roost.server.log_limit import LogLimit
 from roost.server.memory import MemoryAlarm, anonymous_rss_bytes
 from roost.server.native_handshake import Sleep
 from roost.server.process_tuning import release_free_memory
@@ -125,6 +127,7 @@ class Watchdog:
         clock: Clock | None = None,
         sample: Callable[[], int] = anonymous_rss_bytes,
         release: Callable[[], object] = release_free_memory,
+        log_limit: LogLimit | None = None,
     ) -> None:
         self._connections = connections
         self.alarm = alarm
@@ -135,6 +138,7 @@ class Watchdog:
         self._released_ms: int | None = None
         self._sampled_ms: int | None = None
         self._freed_bytes = 0
+        self._log_limit = log_limit
 
     def memory_pressure(self) -> None:
         """A large frame is arriving: sample memory now (``PRESSURE_SAMPLE_MS`` apart at
@@ -158,6 +162,8 @@ class Watchdog:
         self._watch_memory(now_ms)
         for connection in list(self._connections):
             connection.check(now_ms)
+        if self._log_limit is not None:
+            self._log_limit.flush(now_ms)  # a flood that stopped is summed up
 
     def _watch_memory(self, now_ms: int) -> None:
         if self._freed_bytes >= RELEASE_AFTER_FREED_BYTES:
