@@ -797,6 +797,11 @@ class Broker:
         policy = self._policies.get(name)
         if policy is None or not policy.retain_until_consumed:
             return False  # deleted since, or a topic that keeps what is consumed
+        if any(topic == name for topic, _ in self._quarantined):
+            # A subscription out of service for damage has a position nobody can read: what
+            # it has not consumed stays until it is restored, repaired or deleted (which
+            # marks the topic due again).
+            return False
         floor = self.floor(name, partition)
         if floor is None:
             return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -173,6 +174,39 @@ def test_retention_never_passes_the_slowest_subscription(
     broker.delete_subscription("q", "slow")
     broker.tick()
     assert start_offset(engine, "q") > 5
+
+
+def test_retention_keeps_what_a_quarantined_subscription_had_not_consumed(
+    data_dir: str, clock: ManualClock
+) -> None:
+    engine = LocalEngine.open(data_dir, clock)
+    broker = Broker.open(engine, clock)
+    broker.create_topic("q", SMALL, UNTIL_CONSUMED)
+    subscribe(broker, "q", "fast")
+    subscribe(broker, "q", "slow")
+    fill(broker, "q", 40)
+    broker.ack("q", "slow", [m.receipt for m in broker.receive("q", "slow", 5)])
+    [slow] = [s for s in broker.subscriptions() if s.spec.name == "slow"]
+    journal = Path(data_dir) / "journals" / slow.spec.journal / "log"
+    engine.close()
+    [segment] = journal.glob("*.log")
+    data = bytearray(segment.read_bytes())
+    data[40] ^= 0x40  # its first entry: after a clean shutdown, damage, not a torn tail
+    segment.write_bytes(data)
+
+    engine = LocalEngine.open(data_dir, clock)
+    try:
+        broker = Broker.open(engine, clock)
+        assert ("q", "slow") in broker.quarantined_subscriptions()
+        broker.ack("q", "fast", [m.receipt for m in broker.receive("q", "fast", 40)])
+        broker.tick()
+        assert start_offset(engine, "q") == 0, "nothing the quarantined one may need is gone"
+        # Deleting it is the operator's way out: retention catches up with the fast one.
+        broker.delete_subscription("q", "slow")
+        broker.tick()
+        assert start_offset(engine, "q") > 5
+    finally:
+        engine.close()
 
 
 def test_a_segment_rolled_after_everything_was_consumed_is_deleted(
