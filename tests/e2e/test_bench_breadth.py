@@ -29,8 +29,9 @@ def test_bench_breadth_json_measures_one_queue_against_many(tmp_path: Path) -> N
         assert 0 <= figures[f"idle_cpu_{count}"] < 2, "cores of a 2-core machine at most"
         assert 0 < figures[f"paced_p50_ms_{count}"] <= figures[f"paced_p99_ms_{count}"]
         assert figures[f"rss_bytes_{count}"] > 0 and figures[f"fds_{count}"] > 0
-    assert figures["paced_p99_ratio"] == round(
-        figures["paced_p99_ms_n"] / figures["paced_p99_ms_1"], 3
+    # The ratio is of the unrounded latencies; the printed ones are rounded.
+    assert figures["paced_p99_ratio"] == pytest.approx(
+        figures["paced_p99_ms_n"] / figures["paced_p99_ms_1"], rel=0.01
     )
     # Each queue holds at least its journal and its segment open: more queues, more fds.
     assert figures["fds_n"] > figures["fds_1"]
