@@ -408,6 +408,16 @@ def bench_e2e(
     show_default=True,
     help="The paced queue's durability (never: its p99 shows loop stalls, not fsyncs).",
 )
+@click.option(
+    "--creates",
+    default=0,
+    show_default=True,
+    help="Measure only the create rate: create this many queues (each with its dead-letter "
+    "topic), timed one by one and in batches.",
+)
+@click.option(
+    "--batch", default=1_000, show_default=True, help="Creates per timed batch (with --creates)."
+)
 def bench_breadth(
     as_json: bool,
     directory: str | None,
@@ -416,9 +426,25 @@ def bench_breadth(
     paced_seconds: float,
     rate: float,
     durability: Literal["always", "interval", "never"],
+    creates: int,
+    batch: int,
 ) -> None:
-    """Idle CPU and a paced publisher's p99 among many idle queues, against one queue."""
+    """Idle CPU and a paced publisher's p99 among many idle queues, against one queue; with
+    ``--creates``, the create rate at the start and after N queues instead."""
     from roost.bench.breadth import run_breadth_bench
+
+    if creates:
+        from roost.bench.create_rate import run_create_bench
+
+        if creates < 10 or batch < 1:
+            raise click.BadParameter("--creates must be at least 10 and --batch positive")
+        _report(
+            as_json,
+            lambda progress: run_create_bench(directory, creates, batch, progress),
+            f"roost bench breadth --creates ({creates:,} queues, each with a dead-letter topic)",
+            {"creates_per_s_last": ">= 1000", "nth_over_10th": "<= 1.0"},
+        )
+        return
 
     if queues < 1 or min(idle_seconds, paced_seconds, rate) <= 0:
         raise click.BadParameter(
