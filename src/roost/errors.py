@@ -44,7 +44,7 @@
         ├── DiskFull                 disk_full        yes (free space is below the watermark)
         ├── StorageClosed            storage_closed
         ├── DirectoryInUse           directory_in_use (another process holds the data directory)
-        └── CorruptMetadata          corrupt_metadata (metadata.json unreadable: no start)
+        └── CorruptMetadata          corrupt_metadata (metadata unreadable: no start)
 
 Rules: an error carries the data a caller needs to act (names, offsets, limits) as attributes,
 and its message says the same in words. Codes never change once released; protocols translate
@@ -565,19 +565,23 @@ class DirectoryInUse(StorageFailure):
 
 
 class CorruptMetadata(StorageFailure):
-    """The metadata file cannot be read: the broker refuses to start rather than guess what
-    topics exist. The message names the file and the copy of the previous version to restore."""
+    """The metadata snapshot or its journal cannot be read: the broker refuses to start
+    rather than guess what topics exist. The message names the file and what to restore."""
 
     code = "corrupt_metadata"
     retriable = False
 
-    def __init__(self, path: str, problem: str, previous: str | None) -> None:
-        remedy = (
-            f"restore the previous version with `cp {previous} {path}` (it lacks only the last "
-            "definition change), or restore the file from a backup"
-            if previous is not None
-            else "restore the file from a backup"
-        )
+    def __init__(
+        self, path: str, problem: str, previous: str | None, remedy: str | None = None
+    ) -> None:
+        if remedy is None:
+            remedy = (
+                f"restore the previous snapshot with `cp {previous} {path}` and move "
+                f"{path}.journal aside (that loses the definition changes made since that "
+                "copy was taken), or restore the file from a backup"
+                if previous is not None
+                else "restore the file from a backup"
+            )
         RoostError.__init__(self, f"metadata file {path} is damaged ({problem}): {remedy}")
         self.what = path
         self.path = path

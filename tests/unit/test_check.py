@@ -20,7 +20,7 @@ from roost.clock import ManualClock
 from roost.errors import DirectoryInUse
 from roost.storage import LocalEngine
 from roost.storage.check import check_directory
-from roost.storage.engine import CLEAN_MARKER
+from roost.storage.engine import CLEAN_MARKER, open_metadata
 from roost.storage.segment import INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, file_name
 from tests.admin.test_corruption_report import (
     RECORDS_PER_PARTITION,
@@ -143,6 +143,9 @@ def test_a_damaged_journal_and_snapshot_name_their_subscription(
 def test_a_damaged_metadata_file_says_which_copy_to_restore(
     data_dir: str, built: dict[str, str]
 ) -> None:
+    with open_metadata(data_dir) as store:  # two snapshots: the last and its copy
+        store.snapshot()
+        store.snapshot()
     metadata = Path(data_dir) / "metadata.json"
     metadata.write_bytes(metadata.read_bytes()[:-20])
     status, report = run_check(data_dir)

@@ -122,7 +122,7 @@ def test_tokens_create_list_revoke(data_dir: str) -> None:
     assert "not shown again" in made.stderr and secret not in made.stderr
     identities = stored(data_dir)
     assert identities.authenticate_token(secret).name == "ada"
-    assert secret not in Path(data_dir, "metadata.json").read_text()
+    assert secret.encode() not in Path(data_dir, "metadata.json.journal").read_bytes()
 
     as_json = ok(data_dir, "token", "create", "ada")
     assert as_json["secret"].startswith(f"rst_{as_json['id']}_") and as_json["expires_ms"] is None

@@ -171,7 +171,7 @@ def test_the_metadata_alone_under_the_lock(data_dir: str, clock: ManualClock) ->
     with open_metadata(data_dir, create=True) as store:
         with store.transaction() as txn:
             txn.put("users", "ada", {"grants": []})
-        assert sorted(os.listdir(data_dir)) == ["LOCK", "metadata.json"], "no log made"
+        assert sorted(os.listdir(data_dir)) == ["LOCK", "metadata.json.journal"], "no log made"
         with pytest.raises(DirectoryInUse):
             LocalEngine.open(data_dir, clock)
     engine = LocalEngine.open(data_dir, clock)
@@ -223,9 +223,14 @@ def test_a_damaged_metadata_file_names_the_previous_copy_to_restore(data_dir: st
     store = MetadataStore.open(LOCAL_FS, path)
     with store.transaction() as txn:
         txn.put("topics", "a", {"partitions": 1})
-    assert not os.path.exists(path + ".prev"), "nothing was committed before the first"
+    store.snapshot()
+    assert not os.path.exists(path + ".prev"), "no snapshot was written before the first"
     with store.transaction() as txn:
         txn.put("topics", "b", {"partitions": 2})
+    store.snapshot()
+    with store.transaction() as txn:
+        txn.put("topics", "c", {"partitions": 3})  # in the journal only
+    store.close()
     with open(path, "rb") as f:
         good = f.read()
     with open(path, "wb") as f:
@@ -234,11 +239,18 @@ def test_a_damaged_metadata_file_names_the_previous_copy_to_restore(data_dir: st
         MetadataStore.open(LOCAL_FS, path)
     message = str(raised.value)
     assert message.startswith(f"metadata file {path} is damaged (not a metadata document")
-    assert f"`cp {path}.prev {path}`" in message and "\n" not in message
-    # The copy is the document before the last change: restoring it loses only that change.
+    assert f"`cp {path}.prev {path}`" in message and f"{path}.journal aside" in message
+    assert "\n" not in message
+    # The copy is the snapshot before the damaged one: with the journal moved aside (its
+    # records continue the damaged snapshot, not the copy), restoring it loses what followed.
     os.replace(path + ".prev", path)
+    os.replace(path + ".journal", path + ".journal.aside")
     restored = MetadataStore.open(LOCAL_FS, path)
     assert (restored.names("topics"), restored.version) == (["a"], 1)
+    # Restored without moving the journal aside: it does not continue the snapshot.
+    os.replace(path + ".journal.aside", path + ".journal")
+    with pytest.raises(CorruptMetadata, match="continues at version 3, the snapshot is at 1"):
+        MetadataStore.open(LOCAL_FS, path)
     # No good copy: the message says to restore from a backup.
     with open(path, "wb") as f:
         f.write(b"[]")

@@ -130,6 +130,12 @@ async def metadata_change(world: World) -> None:
     world.door.create_topic(f"new-{world.created}")
 
 
+async def metadata_snapshot(world: World) -> None:
+    """A metadata change that compacts the journal into a snapshot."""
+    world.host.engine.metadata.snapshot_bytes = 0
+    await metadata_change(world)
+
+
 async def roll(world: World) -> None:
     await world.publish("r", b"roll" + b"." * BIG)
 
@@ -145,6 +151,7 @@ STEPS: dict[str, Step] = {
     "ack": (receive_one, ack),
     "journal-snapshot": (nothing, snapshot),
     "metadata-change": (nothing, metadata_change),
+    "metadata-snapshot": (nothing, metadata_snapshot),
     "segment-roll": (nothing, roll),
     "retention": (nothing, retention),
 }
@@ -158,8 +165,13 @@ REACHES: dict[str, list[tuple[str, str]]] = {
         ("rename", "/snapshot"), ("fsync_dir", "/journals/sub-1"),
     ],
     "metadata-change": [
-        ("mkdir", "/topics/new-"), ("open_rw", "/topics/new-"), ("open_rw", "metadata.json"),
-        ("pwrite", "metadata.json"), ("fsync", "metadata.json"), ("rename", "metadata.json"),
+        ("mkdir", "/topics/new-"), ("open_rw", "/topics/new-"),
+        ("pwrite", "metadata.json.journal"), ("fdatasync", "metadata.json.journal"),
+    ],
+    "metadata-snapshot": [
+        ("open_rw", "metadata.json.tmp"), ("pwrite", "metadata.json.tmp"),
+        ("fsync", "metadata.json.tmp"), ("rename", "metadata.json"),
+        ("truncate", "metadata.json.journal"),
     ],
     "segment-roll": [
         ("open_rw", "/topics/r/"), ("write_file", "/topics/r/"), ("truncate", "/topics/r/"),

@@ -13,11 +13,11 @@ import click
 import msgspec
 
 from roost.core.catalog import Catalog
-from roost.errors import DirectoryInUse
+from roost.errors import DirectoryInUse, StorageFailure
 from roost.storage.check import CheckReport, check_directory, repair_directory
 from roost.storage.engine import METADATA_NAME
 from roost.storage.fs import LOCAL_FS
-from roost.storage.metadata import MetadataStore, check_document
+from roost.storage.metadata import MetadataStore
 
 
 @click.command("check")
@@ -58,11 +58,10 @@ def _owners(data: str) -> dict[str, str]:
     """Journal name -> its subscription, from the metadata when it can be read."""
     path = f"{data}/{METADATA_NAME}"
     try:
-        if check_document(LOCAL_FS.read_file(path)) is not None:
-            return {}
-    except OSError:
+        store = MetadataStore.open(LOCAL_FS, path, read_only=True)
+    except (OSError, StorageFailure):  # CorruptMetadata too: the check reports it
         return {}
-    return Catalog(MetadataStore.open(LOCAL_FS, path)).journal_owners()
+    return Catalog(store).journal_owners()
 
 
 def _print(report: CheckReport) -> None:

@@ -2,7 +2,8 @@
 
 What it reads, under the directory's LOCK (a running broker holds it: ``DirectoryInUse``):
 
-- ``metadata.json`` (and ``metadata.json.prev``, the copy to restore from) must decode;
+- ``metadata.json`` (and ``metadata.json.prev``, the copy to restore from) must decode, and
+  its journal ``metadata.json.journal`` must hold intact records that continue it;
 - every partition log of every topic the metadata names, and every state journal: each
   segment is scanned whole (every batch's CRC and offsets, as recovery does when it does not
   trust an index), its index files compared with what the scan rebuilt, and the segments
@@ -24,13 +25,20 @@ import os
 import msgspec
 
 from roost.clock import SystemClock
-from roost.storage import recovery
+from roost.errors import CorruptMetadata
+from roost.storage import metadata_journal, recovery
 from roost.storage.config import TopicConfig
 from roost.storage.engine import CLEAN_MARKER, LOCK_NAME, METADATA_NAME, TOPICS_NAMESPACE, _lock
 from roost.storage.fs import LOCAL_FS, LocalFS
 from roost.storage.journal import JOURNAL_CONFIG, SNAPSHOT_NAME, parse_snapshot
 from roost.storage.log import PartitionLog
-from roost.storage.metadata import PREVIOUS_SUFFIX, MetadataStore, check_document
+from roost.storage.metadata import (
+    JOURNAL_SUFFIX,
+    PREVIOUS_SUFFIX,
+    MetadataStore,
+    check_document,
+    repair_metadata_journal,
+)
 from roost.storage.recovery import LogRecovery
 from roost.storage.segment import INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, Segment
 
@@ -89,8 +97,7 @@ def check_directory(
     try:
         reader = ReadOnlyFS()
         clean = fs.exists(os.path.join(path, CLEAN_MARKER))
-        metadata_check, topics = _check_metadata(reader, path)
-        stores = [metadata_check]
+        stores, topics = _check_metadata(reader, path)
         stores += _check_topics(reader, path, topics, clean)
         stores += _check_journals(reader, path, owners or {}, clean)
         return CheckReport(
@@ -103,31 +110,63 @@ def check_directory(
         os.close(lock_fd)
 
 
-def _check_metadata(fs: LocalFS, path: str) -> tuple[StoreCheck, dict[str, TopicConfig] | None]:
+def _check_metadata(
+    fs: LocalFS, path: str
+) -> tuple[list[StoreCheck], dict[str, TopicConfig] | None]:
     file = os.path.join(path, METADATA_NAME)
     check = StoreCheck(store=METADATA_NAME, kind="metadata")
+    journal = _check_metadata_journal(fs, file + JOURNAL_SUFFIX)
+    checks = [check] if journal is None else [check, journal]
     if not fs.exists(file):
-        check.notes.append("no metadata yet: an empty broker")
-        return check, {}
-    data = fs.read_file(file)
-    check.bytes = len(data)
-    problem = check_document(data)
-    if problem is not None:
-        previous = file + PREVIOUS_SUFFIX
-        good = fs.exists(previous) and check_document(fs.read_file(previous)) is None
-        remedy = (
-            f"restore the previous version: cp {previous} {file}"
-            if good
-            else "restore it from a backup"
-        )
-        check.problems.append(f"{problem}: the broker will not start; {remedy}")
-        return check, None
-    store = MetadataStore.open(fs, file)
+        if journal is None:
+            check.notes.append("no metadata yet: an empty broker")
+            return checks, {}
+        check.notes.append("no snapshot yet: the journal holds every definition")
+    else:
+        data = fs.read_file(file)
+        check.bytes = len(data)
+        problem = check_document(data)
+        if problem is not None:
+            previous = file + PREVIOUS_SUFFIX
+            good = fs.exists(previous) and check_document(fs.read_file(previous)) is None
+            remedy = (
+                f"restore the previous snapshot: cp {previous} {file}, and move "
+                f"{file}{JOURNAL_SUFFIX} aside (the changes since that copy are lost)"
+                if good
+                else "restore it from a backup"
+            )
+            check.problems.append(f"{problem}: the broker will not start; {remedy}")
+            return checks, None
+    try:
+        store = MetadataStore.open(fs, file, read_only=True)
+    except CorruptMetadata as e:
+        if journal is not None:
+            journal.problems.append(f"{e.problem}: the broker will not start; {_CUT_JOURNAL}")
+        return checks, None
+    if journal is not None:
+        journal.problems += store.recovery.problems
     topics = {
         name: msgspec.convert(store.get(TOPICS_NAMESPACE, name), TopicConfig)
         for name in store.names(TOPICS_NAMESPACE)
     }
-    return check, topics
+    return checks, topics
+
+
+_CUT_JOURNAL = (
+    "`roost check --repair` cuts the journal there, losing the definition changes after it"
+)
+
+
+def _check_metadata_journal(fs: LocalFS, file: str) -> StoreCheck | None:
+    """The journal's records and bytes (its damage is found by opening the store, which
+    knows the snapshot's version); None if there is no journal."""
+    if not fs.exists(file):
+        return None
+    data = fs.read_file(file)
+    found = metadata_journal.scan(data)
+    check = StoreCheck(store=os.path.basename(file), kind="metadata journal")
+    check.records, check.bytes = len(found.records), len(data)
+    return check
 
 
 def _check_topics(
@@ -265,7 +304,9 @@ def repair_directory(path: str, report: CheckReport, fs: LocalFS = LOCAL_FS) -> 
         clock = SystemClock()
         done = []
         for store in report.stores:
-            if store.ok or store.kind == "metadata":
+            if store.kind == "metadata journal" and not store.ok:
+                done.append(repair_metadata_journal(fs, os.path.join(path, METADATA_NAME)))
+            if store.ok or store.kind.startswith("metadata"):
                 continue
             if store.kind == "partition":
                 _, topic, partition = store.store.split("/")

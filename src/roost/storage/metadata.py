@@ -1,14 +1,28 @@
-"""The metadata store: topics now; subscriptions, exchanges and users later.
+"""The metadata store: topics, subscriptions, exchanges, users — named entries in namespaces.
 
-One small JSON document, ``metadata.json``, holding namespaces of named entries. Every change is
-a transaction that writes the whole document with ``replace_atomically`` (temp file, fsync,
-rename, fsync directory): after a crash the store holds the state before the transaction or
-after it, never a mix. Metadata changes are rare and small, so rewriting the document is cheap
-and leaves nothing to compact.
+Two files (docs/storage-format.md):
 
-Before each commit the document as it was is kept as ``metadata.json.prev`` (also replaced
-atomically): if the file is ever damaged (a bad disk, an editor), ``open`` refuses with
-``CorruptMetadata`` naming both files, and restoring the copy loses only the last change.
+- ``metadata.json``, a snapshot: the whole document at some version, replaced atomically
+  (temp file, fsync, rename, fsync directory) now and then;
+- ``metadata.journal``, one small CRC-checked record per transaction committed since
+  (metadata_journal.py): the entries it put and deleted, appended and fdatasynced. That record
+  is the commit point, so a commit costs one write and one sync, whatever the store holds.
+
+When the journal passes ``snapshot_bytes`` the next commit writes a snapshot of everything and
+empties the journal. Open = the snapshot, then the journal's records above its version. A torn
+last record (a crash mid-commit: that transaction was never confirmed) is cut and reported in
+``recovery``; damage anywhere else raises ``CorruptMetadata`` naming the file, and the broker
+does not start rather than guess what exists.
+
+A transaction holds only its own changes (an overlay); readers get a copy of one entry, never
+of the document. Transactions nest: one opened inside another joins it, and everything commits
+as one record when the outermost block exits cleanly. An exception out of any block abandons
+the whole transaction: the store stays as it was and each undo registered with ``on_abort``
+runs (newest first), so that what the caller made beside the metadata (files, open logs) goes
+too.
+
+Before each snapshot the previous one is kept as ``metadata.json.prev``: if the snapshot is
+ever damaged (a bad disk, an editor), ``CorruptMetadata`` names it as the copy to restore.
 
     store = MetadataStore.open(fs, "/data/metadata.json")
     with store.transaction() as txn:
@@ -19,17 +33,32 @@ atomically): if the file is ever damaged (a bad disk, an editor), ``open`` refus
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+import logging
+import os
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import msgspec
 
 from roost.errors import CorruptMetadata, StorageFailure
+from roost.storage import metadata_journal
 from roost.storage.fs import LocalFS
+from roost.storage.metadata_journal import DELETE, PUT, Op
+from roost.storage.recovery import LogRecovery
 
-FORMAT_VERSION = 1
+#: 2: a journal (``metadata.journal``) may continue the snapshot. 1 (read, never written):
+#: the document alone, rewritten whole by every transaction.
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 PREVIOUS_SUFFIX = ".prev"
+JOURNAL_SUFFIX = ".journal"
+#: A snapshot is written, and the journal emptied, once the journal holds this much.
+SNAPSHOT_BYTES = 4 * 1024 * 1024
+
+log = logging.getLogger(__name__)
+
+_MISSING = object()
 
 
 class _Document(msgspec.Struct):
@@ -39,79 +68,359 @@ class _Document(msgspec.Struct):
 
 
 class Transaction:
-    def __init__(self, namespaces: dict[str, dict[str, Any]]) -> None:
-        self.namespaces = namespaces
+    """The changes of one transaction, over the committed state they will replace."""
+
+    def __init__(self, store: MetadataStore) -> None:
+        self._store = store
+        #: (namespace, name) -> the new value, or ``_MISSING`` for a delete; in order.
+        self.changes: dict[tuple[str, str], Any] = {}
+        self._undo: list[Callable[[], object]] = []
 
     def put(self, namespace: str, name: str, value: Any) -> None:
-        self.namespaces.setdefault(namespace, {})[name] = value
+        self.changes[(namespace, name)] = value
 
     def delete(self, namespace: str, name: str) -> None:
-        self.namespaces.get(namespace, {}).pop(name, None)
+        self.changes[(namespace, name)] = _MISSING
 
     def get(self, namespace: str, name: str) -> Any:
-        return self.namespaces.get(namespace, {}).get(name)
+        """The entry as this transaction would leave it (a copy)."""
+        if (namespace, name) not in self.changes:
+            return self._store.get(namespace, name)
+        value = self.changes[(namespace, name)]
+        return None if value is _MISSING else copy.deepcopy(value)
+
+    def on_abort(self, undo: Callable[[], object]) -> None:
+        """Run ``undo`` if the transaction does not commit (the block raised, or the write
+        failed). Undos run newest first; one that raises is logged and the others still run."""
+        self._undo.append(undo)
+
+    def _ops(self) -> list[Op]:
+        return [
+            (DELETE, namespace, name, None) if value is _MISSING else (PUT, namespace, name, value)
+            for (namespace, name), value in self.changes.items()
+        ]
+
+    def _abandon(self) -> None:
+        for undo in reversed(self._undo):
+            try:
+                undo()
+            except Exception:
+                log.exception("undoing an abandoned metadata transaction failed")
 
 
 class MetadataStore:
-    def __init__(self, fs: LocalFS, path: str, document: _Document) -> None:
+    def __init__(self, fs: LocalFS, path: str, document: _Document, read_only: bool) -> None:
         self._fs = fs
         self._path = path
-        self._document = document
+        self.journal_path = path + JOURNAL_SUFFIX
+        self._namespaces = document.namespaces
+        self._version = document.version
+        self._read_only = read_only
+        self._fd: int | None = None
+        self._journal_bytes = 0
+        self._txn: Transaction | None = None
+        #: The next commit writes a snapshot instead of a record: the document on disk is of
+        #: an older format, or a snapshot write failed after (maybe) landing, or the journal
+        #: could not be emptied after one. A snapshot makes the disk match memory again.
+        self._snapshot_due = document.format != FORMAT_VERSION
+        #: Set when a journal write failed and could not be undone: what is on disk is not
+        #: known, so nothing more is committed until the store is opened again.
+        self._failure: StorageFailure | None = None
+        self.snapshot_bytes = SNAPSHOT_BYTES
+        #: What open found in the journal and did about it (bytes cut, and why).
+        self.recovery = LogRecovery(log="metadata journal", clean_shutdown=True)
 
     @classmethod
-    def open(cls, fs: LocalFS, path: str) -> MetadataStore:
-        if not fs.exists(path):
-            return cls(fs, path, _Document(FORMAT_VERSION, 0, {}))
-        try:
-            data = fs.read_file(path)
-        except OSError as e:
-            raise StorageFailure(f"reading metadata {path}", e) from e
-        problem = check_document(data)
-        if problem is not None:
-            previous = path + PREVIOUS_SUFFIX
-            good_copy = fs.exists(previous) and check_document(fs.read_file(previous)) is None
-            raise CorruptMetadata(path, problem, previous if good_copy else None)
-        return cls(fs, path, msgspec.json.decode(data, type=_Document))
+    def open(cls, fs: LocalFS, path: str, read_only: bool = False) -> MetadataStore:
+        """The store at ``path`` (its journal beside it), recovered. ``read_only`` changes
+        nothing on disk: a torn journal tail is reported in ``recovery``, not cut."""
+        document = _read_snapshot(fs, path)
+        store = cls(fs, path, document, read_only)
+        store._replay()
+        return store
+
+    # -- reading --------------------------------------------------------------------------
 
     @property
     def version(self) -> int:
         """Bumped by every committed transaction."""
-        return self._document.version
+        return self._version
 
     def get(self, namespace: str, name: str) -> Any:
-        return copy.deepcopy(self._document.namespaces.get(namespace, {}).get(name))
+        """A copy of one committed entry; None if there is none."""
+        return copy.deepcopy(self._namespaces.get(namespace, {}).get(name))
+
+    def contains(self, namespace: str, name: str) -> bool:
+        return name in self._namespaces.get(namespace, {})
 
     def names(self, namespace: str) -> list[str]:
-        return sorted(self._document.namespaces.get(namespace, {}))
+        return sorted(self._namespaces.get(namespace, {}))
+
+    # -- transactions ---------------------------------------------------------------------
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
-        """Changes made in the block are committed together, durably, when it exits cleanly.
+        """Changes made in the block are committed together, durably, when it exits cleanly
+        (the outermost block, when transactions nest).
 
-        An exception in the block, or a failed write, leaves the store as it was.
+        An exception in the block, or a failed write, leaves the store as it was and runs the
+        transaction's undos; the exception propagates.
         """
-        txn = Transaction(copy.deepcopy(self._document.namespaces))
-        yield txn
-        document = _Document(FORMAT_VERSION, self._document.version + 1, txn.namespaces)
+        if self._txn is not None:
+            yield self._txn  # joined: the outermost block commits or abandons it all
+            return
+        txn = self._txn = Transaction(self)
         try:
-            if self._document.version:  # something was committed before: keep it
+            yield txn
+            self._commit(txn)
+        except BaseException:
+            txn._abandon()
+            raise
+        finally:
+            self._txn = None
+
+    def _commit(self, txn: Transaction) -> None:
+        if self._failure is not None:
+            raise self._failure
+        if self._read_only:
+            raise StorageFailure(f"writing metadata {self._path}", PermissionError("read-only"))
+        ops = txn._ops()
+        if not ops:
+            return
+        version = self._version + 1
+        record = metadata_journal.encode_record(version, ops)
+        if self._snapshot_due or self._journal_bytes + len(record) > max(
+            self.snapshot_bytes, len(metadata_journal.MAGIC) + len(record)
+        ):
+            # The snapshot holds this transaction too: its atomic replace is the commit point.
+            applied = _apply(copy.copy(self._namespaces), version, ops, copied=True)
+            self._write_snapshot(_Document(FORMAT_VERSION, version, applied))
+            self._namespaces, self._version = applied, version
+            return
+        self._append(record)
+        # What a reopen would read: values as decoded from the record, shared with no caller.
+        _, decoded = metadata_journal.decode_body(record[metadata_journal.RECORD_HEADER_BYTES :])
+        _apply(self._namespaces, version, decoded, copied=False)
+        self._version = version
+
+    def _append(self, record: bytes) -> None:
+        try:
+            fd = self._journal_fd()
+        except OSError as e:
+            raise StorageFailure(f"opening metadata journal {self.journal_path}", e) from e
+        position = self._journal_bytes
+        try:
+            self._fs.pwrite(fd, record, position)
+            self._fs.fdatasync(fd)
+        except OSError as e:
+            failure = StorageFailure(f"writing metadata journal {self.journal_path}", e)
+            self._undo_append(position)
+            raise failure from e
+        self._journal_bytes = position + len(record)
+
+    def _undo_append(self, position: int) -> None:
+        """After a failed append: make sure the record is not on disk, or refuse commits
+        until reopen (it may be there, and memory would then disagree with a restart)."""
+        try:
+            if self._fd is not None:
+                self._fs.truncate(self._fd, position)
+                self._fs.fdatasync(self._fd)
+        except OSError as e:
+            self._failure = StorageFailure(
+                f"metadata journal {self.journal_path} (a failed write could not be undone: "
+                "definition changes are refused until the broker restarts)",
+                e,
+            )
+
+    def _journal_fd(self) -> int:
+        if self._fd is None:
+            new = not self._fs.exists(self.journal_path)
+            fd = self._fs.open_rw(self.journal_path)
+            try:
+                if new:
+                    # Its name must survive a power loss before any record in it counts.
+                    self._fs.fsync_dir(os.path.dirname(self.journal_path) or ".")
+                if self._fs.file_size(fd) < len(metadata_journal.MAGIC):
+                    self._fs.truncate(fd, 0)
+                    self._fs.pwrite(fd, metadata_journal.MAGIC, 0)
+                    # Synced with the first record; a torn header reads as an empty journal.
+                    self._journal_bytes = len(metadata_journal.MAGIC)
+            except BaseException:
+                self._fs.close(fd)
+                raise
+            self._fd = fd
+        return self._fd
+
+    def snapshot(self) -> None:
+        """Write a snapshot of everything committed and empty the journal, now (commits do
+        when the journal passes ``snapshot_bytes``). Blocking: one document write."""
+        if self._failure is not None:
+            raise self._failure
+        self._write_snapshot(_Document(FORMAT_VERSION, self._version, self._namespaces))
+
+    def _write_snapshot(self, document: _Document) -> None:
+        """Replace the snapshot with ``document`` (keeping the old one as ``.prev``), then
+        empty the journal: everything in it is in the snapshot now."""
+        self._snapshot_due = True
+        try:
+            if self._fs.exists(self._path):
                 self._fs.replace_atomically(
-                    self._path + PREVIOUS_SUFFIX, msgspec.json.encode(self._document)
+                    self._path + PREVIOUS_SUFFIX, self._fs.read_file(self._path)
                 )
             self._fs.replace_atomically(self._path, msgspec.json.encode(document))
         except OSError as e:
             raise StorageFailure(f"writing metadata {self._path}", e) from e
-        self._document = document
+        try:
+            fd = self._journal_fd()
+            self._fs.truncate(fd, len(metadata_journal.MAGIC))
+            self._fs.fdatasync(fd)
+            self._journal_bytes = len(metadata_journal.MAGIC)
+            self._snapshot_due = False
+        except OSError as e:
+            # Committed all the same (the snapshot holds it; the records left are below its
+            # version, skipped on open); the next commit snapshots again and retries this.
+            log.error("emptying metadata journal %s failed: %s", self.journal_path, e)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            self._fs.close(self._fd)
+            self._fd = None
+
+    # -- open -----------------------------------------------------------------------------
+
+    def _replay(self) -> None:
+        if not self._fs.exists(self.journal_path):
+            return
+        try:
+            data = self._fs.read_file(self.journal_path)
+        except OSError as e:
+            raise StorageFailure(f"reading metadata journal {self.journal_path}", e) from e
+        found = metadata_journal.scan(data)
+        if found.problem and not found.torn:
+            raise CorruptMetadata(self.journal_path, found.problem, None, remedy=_JOURNAL_REMEDY)
+        expected = self._version + 1
+        for version, ops in found.records:
+            if version < expected:
+                continue  # written before the snapshot, which holds it
+            if version != expected:
+                raise CorruptMetadata(
+                    self.journal_path,
+                    f"it continues at version {version}, the snapshot is at {expected - 1}",
+                    None,
+                    remedy=_JOURNAL_REMEDY,
+                )
+            _apply(self._namespaces, version, ops, copied=False)
+            self._version, expected = version, version + 1
+        self._journal_bytes = found.valid_bytes
+        if found.problem:
+            self._cut(found, len(data))
+
+    def _cut(self, found: metadata_journal.JournalScan, size: int) -> None:
+        cut = size - found.valid_bytes
+        self.recovery.clean_shutdown = False
+        if self._read_only:
+            self.recovery.problems.append(
+                f"torn last record ({found.problem}): open cuts {cut} bytes there, a "
+                "transaction that was never confirmed"
+            )
+            return
+        fd = self._fs.open_rw(self.journal_path)
+        try:
+            self._fs.truncate(fd, found.valid_bytes)
+            self._fs.fdatasync(fd)
+        finally:
+            self._fs.close(fd)
+        self.recovery.bytes_truncated = cut
+        self.recovery.problems.append(
+            f"torn last record ({found.problem}): cut {cut} bytes, a transaction that was "
+            "never confirmed"
+        )
+        log.warning("metadata journal %s: %s", self.journal_path, self.recovery.problems[-1])
+
+
+_JOURNAL_REMEDY = (
+    "the definitions committed after the damage cannot be read; `roost repair` cuts the "
+    "journal there (losing them), or restore the data directory from a backup"
+)
+
+
+def repair_metadata_journal(fs: LocalFS, path: str) -> LogRecovery:
+    """Cut the journal of the store at ``path`` where it stops being intact records that
+    continue the snapshot, accepting the loss of what follows (``roost check --repair``; the
+    directory's LOCK held, no broker running). What was cut is returned."""
+    document = _read_snapshot(fs, path)
+    journal_path = path + JOURNAL_SUFFIX
+    data = fs.read_file(journal_path)
+    found = metadata_journal.scan(data)
+    keep, problem = found.valid_bytes, found.problem
+    expected = document.version + 1
+    for (version, _), position in zip(found.records, found.starts, strict=True):
+        if version >= expected:
+            if version != expected:
+                keep = position
+                problem = f"record at byte {position} is version {version}, not {expected}"
+                break
+            expected += 1
+    recovery = LogRecovery(log="metadata journal", clean_shutdown=False)
+    if keep < len(data):
+        fd = fs.open_rw(journal_path)
+        try:
+            fs.truncate(fd, keep)
+            fs.fdatasync(fd)
+        finally:
+            fs.close(fd)
+        recovery.bytes_truncated = len(data) - keep
+        recovery.problems.append(
+            f"{problem}: cut {len(data) - keep} bytes there (the definition changes after it "
+            "are lost)"
+        )
+    return recovery
+
+
+def _apply(
+    namespaces: dict[str, dict[str, Any]], version: int, ops: list[Op], copied: bool
+) -> dict[str, dict[str, Any]]:
+    """Apply ``ops`` to ``namespaces`` in place. ``copied``: ``namespaces`` is a shallow copy
+    of the live one, so each namespace it changes is copied first."""
+    touched: set[str] = set()
+    for kind, namespace, name, value in ops:
+        if copied and namespace not in touched:
+            namespaces[namespace] = dict(namespaces.get(namespace, {}))
+            touched.add(namespace)
+        if kind == PUT:
+            namespaces.setdefault(namespace, {})[name] = (
+                msgspec.json.decode(msgspec.json.encode(value)) if copied else value
+            )
+        else:
+            entries = namespaces.get(namespace)
+            if entries is not None:
+                entries.pop(name, None)
+    return namespaces
+
+
+def _read_snapshot(fs: LocalFS, path: str) -> _Document:
+    if not fs.exists(path):
+        return _Document(FORMAT_VERSION, 0, {})
+    try:
+        data = fs.read_file(path)
+    except OSError as e:
+        raise StorageFailure(f"reading metadata {path}", e) from e
+    problem = check_document(data)
+    if problem is not None:
+        previous = path + PREVIOUS_SUFFIX
+        good_copy = fs.exists(previous) and check_document(fs.read_file(previous)) is None
+        raise CorruptMetadata(path, problem, previous if good_copy else None)
+    return msgspec.json.decode(data, type=_Document)
 
 
 def check_document(data: bytes) -> str | None:
-    """What is wrong with ``data`` as a metadata document, in words; None if nothing."""
+    """What is wrong with ``data`` as a metadata snapshot, in words; None if nothing."""
     try:
         document = msgspec.json.decode(data, type=_Document)
     except (ValueError, RecursionError) as e:
         # ValueError: msgspec's DecodeError, and the UnicodeDecodeError of bytes that are not
         # UTF-8 (found by fuzzing); RecursionError: arrays nested thousands deep.
         return f"not a metadata document: {e}"
-    if document.format != FORMAT_VERSION:
+    if document.format not in READABLE_FORMATS:
         return f"unknown format {document.format}"
     return None
