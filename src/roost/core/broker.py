@@ -207,11 +207,24 @@ class Broker:
     def create_topic(
         self, name: str, config: TopicConfig | None = None, policy: TopicPolicy | None = None
     ) -> TopicInfo:
-        """A topic of partition logs; ``policy`` bounds its backlog (see policies.py)."""
-        info = self.engine.create_topic(name, config).describe()
-        if policy is not None and policy != DEFAULT_POLICY:
-            self._catalog.save_policy(name, policy)
-            self._policies[name] = policy
+        """A topic of partition logs; ``policy`` bounds its backlog (see policies.py).
+
+        One metadata transaction (joined to the caller's, if one is open)."""
+        return self._create_topic(name, config, policy, sync_directories=True)
+
+    def _create_topic(
+        self,
+        name: str,
+        config: TopicConfig | None,
+        policy: TopicPolicy | None,
+        sync_directories: bool,
+    ) -> TopicInfo:
+        with self.engine.metadata.transaction() as txn:
+            info = self.engine.create_topic(name, config, sync_directories).describe()
+            if policy is not None and policy != DEFAULT_POLICY:
+                self._catalog.save_policy(name, policy)
+                self._policies[name] = policy
+                txn.on_abort(lambda: self._policies.pop(name, None))
         return info
 
     def policy(self, topic: str) -> TopicPolicy:
@@ -262,11 +275,19 @@ class Broker:
                 f"max_deliveries={spec.max_deliveries} needs a dead-letter topic; to retry a "
                 "failing message forever, say max_deliveries=None",
             )  # fmt: skip
+        with self.engine.metadata.transaction():
+            stored = self._define_subscription(spec)
+        self._open_subscription(stored)
+        return stored
+
+    def _define_subscription(self, spec: SubscriptionSpec) -> SubscriptionSpec:
+        """Put ``spec`` in the open metadata transaction and make its journal (undone if the
+        transaction does not commit); ``_open_subscription`` serves it once committed."""
         key = (spec.topic, spec.name)
         if key in self._subscriptions or key in self._streams or key in self._quarantined:
             raise SubscriptionExists(spec.topic, spec.name)
         stored = self._catalog.add_subscription(spec)
-        self._open_subscription(stored)
+        self.engine.journal(stored.journal, f"subscription {spec.topic}/{spec.name}", new=True)
         return stored
 
     def create_queue(
@@ -313,12 +334,18 @@ class Broker:
             dead_letter=dead_letter_topic,
             delay_ms=delay_ms,
         )
-        if name in self.engine.list_topics():
+        if self.engine.has_topic(name):
             raise TopicExists(name)
-        self.create_topic(name, config, policy)
-        if dead_letter_topic is not None and dead_letter_topic not in self.engine.list_topics():
-            self.engine.create_topic(dead_letter_topic, TopicConfig(durability=config.durability))
-        return self.create_subscription(spec)
+        # One metadata transaction, so one durable write: the queue is wholly there after a
+        # crash or wholly absent (its directories, unsynced, are made again or removed).
+        with self.engine.metadata.transaction():
+            self._create_topic(name, config, policy, sync_directories=False)
+            if dead_letter_topic is not None and not self.engine.has_topic(dead_letter_topic):
+                dead_letters = TopicConfig(durability=config.durability)
+                self.engine.create_topic(dead_letter_topic, dead_letters, sync_directories=False)
+            stored = self._define_subscription(spec)
+        self._open_subscription(stored)
+        return stored
 
     def delete_queue(self, name: str) -> None:
         """Delete a queue's topic (and so its subscription); its dead-letter topic stays."""
@@ -478,7 +505,7 @@ class Broker:
 
     def bind(self, spec: BindingSpec) -> bool:
         """Bind an exchange to a topic that exists; False if that binding was already there."""
-        if spec.topic not in self.engine.list_topics():
+        if not self.engine.has_topic(spec.topic):
             raise UnknownTopic(spec.topic)
         added = self._router.bind(spec)
         if added:

@@ -279,7 +279,8 @@ class Flusher:
             if log in self._waiting:
                 self._urgent.setdefault(log, None)
             if job_error is None:
-                self.meters.syncs += len(job.writes) + len(job.fds) + (job.directory is not None)
+                self.meters.syncs += len(job.writes) + len(job.fds) + len(job.parents)
+                self.meters.syncs += job.directory is not None
                 self.meters.records += job.records
         if due_since_ns is not None:  # None: only interval logs, flushed on their timer
             self.meters.append_latency.observe((time.perf_counter_ns() - due_since_ns) / 1e9)

@@ -6,15 +6,21 @@ Layout::
     <data>/CLEAN_SHUTDOWN              present only between a clean close and the next open
     <data>/WRITE_PROBE                 briefly, while a readiness check writes it
     <data>/metadata.json               definitions: topics, subscriptions, exchanges, users...
+                                       (a snapshot; metadata.json.journal holds the changes since)
     <data>/topics/<topic>/<partition>/ segments of one partition log
     <data>/journals/<name>/            a state journal: log/ and snapshot
 
-Metadata is the truth about which topics exist. Creating a topic makes its directories first
-and commits the metadata last; deleting commits first and removes the directories after; so a
-crash in between leaves only directories without metadata, which ``open`` removes.
+Metadata is the truth about which topics exist. Creating a topic makes its directories and
+files first, without syncing them, and commits the metadata last (one journal record, the
+commit point; several creates may share it: ``MetadataStore.transaction`` nests); deleting
+commits first and removes the directories after. So a crash in between leaves directories
+without metadata, which ``open`` removes, or metadata whose directories a power loss took
+(their entries were never synced), which ``open`` makes again, empty: nothing in them had been
+confirmed, because a new log's first flush syncs those entries before anything it holds
+counts as durable (``PartitionLog.open``'s ``unsynced_directories``).
 
-Opening and closing block (recovery reads and fsyncs); so do topic creation and deletion
-(metadata is fsynced). The asyncio host runs them off the event loop.
+Opening and closing block (recovery reads and fsyncs); topic creation and deletion block on
+one metadata sync. The asyncio host runs opening and closing off the event loop.
 
     engine = LocalEngine.open("./data")
     orders = engine.create_topic("orders", TopicConfig(partitions=3))
@@ -92,6 +98,8 @@ class LocalEngine:
         self._closed = False
         self.metadata = MetadataStore.open(fs, os.path.join(path, METADATA_NAME))
         self.recovery = RecoveryReport(False, [], [])
+        if self.metadata.recovery.problems:  # a torn last record was cut: say so
+            self.recovery.logs.append(self.metadata.recovery)
 
     @classmethod
     def open(cls, path: str, clock: Clock | None = None, fs: LocalFS = LOCAL_FS) -> LocalEngine:
@@ -122,13 +130,23 @@ class LocalEngine:
             topic = self._open_topic(name, config, clean)
             self.recovery.logs.extend(log.recovery for log in topic.partitions)
 
-    def _open_topic(self, name: str, config: TopicConfig, clean: bool) -> Topic:
-        directory = os.path.join(self.path, "topics", name)
+    def _open_topic(
+        self, name: str, config: TopicConfig, clean: bool, new: bool = False, sync: bool = True
+    ) -> Topic:
+        """``new`` and not ``sync``: a topic being created, its directories made unsynced."""
+        topics = os.path.join(self.path, "topics")
+        directory = os.path.join(topics, name)
         logs: list[PartitionLog] = []
         try:
             for p in range(config.partitions):
                 path = os.path.join(directory, str(p))
-                logs.append(PartitionLog.open(name, p, path, config, self.clock, self._fs, clean))
+                unsynced = self._make_unsynced(topics, name, str(p)) if new and not sync else ()
+                logs.append(
+                    PartitionLog.open(
+                        name, p, path, config, self.clock, self._fs, clean,
+                        unsynced_directories=unsynced,
+                    )
+                )  # fmt: skip
         except BaseException:
             for log in logs:
                 log.close(clean=False)
@@ -141,6 +159,17 @@ class LocalEngine:
         self._largest_segment = None
         return topic
 
+    def _make_unsynced(self, base: str, *names: str) -> list[str]:
+        """Make ``base/names[0]/names[1]/...`` (``base`` exists) without syncing any entry;
+        every directory from ``base`` down, which a sync must reach before a file in the last
+        one counts as durable (``PartitionLog.open``'s ``unsynced_directories``)."""
+        chain = [base]
+        for name in names:
+            chain.append(os.path.join(chain[-1], name))
+            with contextlib.suppress(FileExistsError):  # left by a create a crash cut short
+                self._fs.mkdir(chain[-1])
+        return chain
+
     @property
     def fs(self) -> LocalFS:
         """The file seam every file of this engine goes through (the scrub reads by it too)."""
@@ -148,35 +177,41 @@ class LocalEngine:
 
     # -- topics ---------------------------------------------------------------------------
 
-    def create_topic(self, name: str, config: TopicConfig | None = None) -> Topic:
+    def create_topic(
+        self, name: str, config: TopicConfig | None = None, sync_directories: bool = True
+    ) -> Topic:
+        """Make a topic's partition logs and commit its definition (in the caller's metadata
+        transaction, if one is open). ``sync_directories=False`` makes the directories and
+        files without a sync each: the commit is the one durable step, and each new log syncs
+        their entries with its first flush (see the module docstring)."""
         self._check_open()
         check_name("topic", name)
         if name in self._topics:
             raise TopicExists(name)
         config = config or TopicConfig()
-        try:
-            topic = self._open_topic(name, config, clean=True)
-        except OSError as e:
-            # Nothing refers to the files yet (metadata is committed last): they just go.
-            with contextlib.suppress(OSError):
-                self._fs.remove_tree(os.path.join(self.path, "topics", name))
-            raise storage_error(f"creating topic {name}", e) from e
-        try:
-            self._fs.fsync_dir(os.path.join(self.path, "topics"))
-        except OSError as e:
-            del self._topics[name]
-            self._largest_segment = None
-            self._remove_topic_files(topic)
-            raise storage_error(f"creating topic {name}", e) from e
-        try:
-            with self.metadata.transaction() as txn:
-                txn.put(TOPICS_NAMESPACE, name, msgspec.to_builtins(config))
-        except StorageFailure:
-            del self._topics[name]
-            self._largest_segment = None
-            self._remove_topic_files(topic)
-            raise
+        with self.metadata.transaction() as txn:
+            try:
+                topic = self._open_topic(name, config, True, new=True, sync=sync_directories)
+                if sync_directories:
+                    self._fs.fsync_dir(os.path.join(self.path, "topics"))
+            except OSError as e:
+                # Nothing refers to the files yet (metadata is committed last): they just go.
+                with contextlib.suppress(OSError):
+                    self._fs.remove_tree(os.path.join(self.path, "topics", name))
+                raise storage_error(f"creating topic {name}", e) from e
+            txn.on_abort(lambda: self._forget_new_topic(topic))
+            txn.put(TOPICS_NAMESPACE, name, msgspec.to_builtins(config))
         return topic
+
+    def _forget_new_topic(self, topic: Topic) -> None:
+        """Undo a create whose metadata did not commit."""
+        if self._topics.get(topic.name) is topic:
+            del self._topics[topic.name]
+            self._largest_segment = None
+            self._remove_topic_files(topic)
+
+    def has_topic(self, name: str) -> bool:
+        return name in self._topics
 
     def delete_topic(self, name: str) -> None:
         topic = self.topic(name)
@@ -264,25 +299,42 @@ class LocalEngine:
         """Every journal opened so far."""
         return list(self._journals.values())
 
-    def journal(self, name: str, owner: str = "") -> Journal:
+    def journal(self, name: str, owner: str = "", new: bool = False) -> Journal:
         """The state journal called ``name``, opened (and recovered) on first use. ``owner``
-        says whom it serves in the recovery report ("subscription orders/workers")."""
+        says whom it serves in the recovery report ("subscription orders/workers"). ``new``:
+        one being created, in a metadata transaction that names it: its directories are made
+        without syncs, and if that transaction does not commit the journal goes again."""
         self._check_open()
         if name not in self._journals:
             check_name("journal", name)
+            journals = os.path.join(self.path, "journals")
             journal = Journal.open(
                 name,
-                os.path.join(self.path, "journals", name),
+                os.path.join(journals, name),
                 self.clock,
                 self._fs,
-                clean_shutdown=self.recovery.clean_shutdown,
+                clean_shutdown=self.recovery.clean_shutdown or new,
+                unsynced_directories=self._make_unsynced(journals, name, "log") if new else (),
             )
             journal.log.on_dirty = self._on_dirty
             journal.log.on_failure = self._failed.add
             journal.log.recovery.owner = owner
             self.recovery.logs.append(journal.log.recovery)
             self._journals[name] = journal
+            if new:
+                with self.metadata.transaction() as txn:
+                    txn.on_abort(lambda: self._forget_new_journal(journal))
         return self._journals[name]
+
+    def _forget_new_journal(self, journal: Journal) -> None:
+        """Undo a journal made for a definition that did not commit."""
+        if self._journals.get(journal.name) is journal:
+            del self._journals[journal.name]
+            with contextlib.suppress(ValueError):
+                self.recovery.logs.remove(journal.log.recovery)
+            journal.close(clean=False)
+            with contextlib.suppress(OSError):
+                self._fs.remove_tree(os.path.join(self.path, "journals", journal.name))
 
     # -- durability -----------------------------------------------------------------------
 
@@ -313,6 +365,7 @@ class LocalEngine:
             except StorageFailure:
                 all_clean = False
         self._closed = True
+        self.metadata.close()
         if all_clean:
             self._fs.replace_atomically(os.path.join(self.path, CLEAN_MARKER), b"")
         os.close(self._lock_fd)
@@ -339,7 +392,11 @@ def open_metadata(
         fs.makedirs(path)
     lock_fd = _lock(os.path.join(path, LOCK_NAME))
     try:
-        yield MetadataStore.open(fs, os.path.join(path, METADATA_NAME))
+        store = MetadataStore.open(fs, os.path.join(path, METADATA_NAME))
+        try:
+            yield store
+        finally:
+            store.close()
     finally:
         os.close(lock_fd)
 

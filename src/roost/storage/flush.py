@@ -30,6 +30,7 @@ class FlushJob:
         "fds",
         "finished",
         "fs",
+        "parents",
         "records",
         "segments",
         "writes",
@@ -41,12 +42,21 @@ class FlushJob:
         self.fds: list[int] = []
         self.segments: list[Segment] = []
         self.directory = directory
+        #: Directories to sync first: the entries leading to a new log (``unsynced_directories``).
+        self.parents: list[str] = []
         self.end_offset = end_offset
         self.finished = False
         self.error: BaseException | None = None
         self.records = 0  # how many records the job makes durable
 
     def run(self) -> None:
+        for parent in self.parents:
+            try:
+                self.fs.fsync_dir(parent)
+            except FileNotFoundError:
+                # Gone: the log was deleted meanwhile (its close fails its waiters); a live
+                # log's directories are never removed under it.
+                continue
         for segment, position, data in self.writes:
             self.fs.pwrite(segment.sync_fd, data, position)
         for fd in self.fds:

@@ -54,14 +54,20 @@ JOURNAL_CONFIG = TopicConfig(
 class SnapshotJob:
     """The blocking half of a snapshot: write the file. ``Journal.snapshot_done`` finishes."""
 
-    def __init__(self, fs: LocalFS, path: str, next_seq: int, state: bytes) -> None:
+    def __init__(
+        self, fs: LocalFS, path: str, next_seq: int, state: bytes, parents: Sequence[str] = ()
+    ) -> None:
         self.fs = fs
+        #: Directories on the way to a new journal not synced yet (``unsynced_directories``).
+        self.parents = list(parents)
         self.path = path
         self.next_seq = next_seq
         self.data = _SNAPSHOT_HEADER.pack(_SNAPSHOT_MAGIC, next_seq, len(state), crc32c(state))
         self.data += state
 
     def run(self) -> None:
+        for parent in self.parents:
+            self.fs.fsync_dir(parent)
         self.fs.replace_atomically(self.path, self.data)
 
 
@@ -81,10 +87,16 @@ class Journal:
         fs: LocalFS,
         config: TopicConfig = JOURNAL_CONFIG,
         clean_shutdown: bool = False,
+        unsynced_directories: Sequence[str] = (),
     ) -> Journal:
+        """Open (creating if needed) the journal in ``directory``; ``unsynced_directories``
+        as for ``PartitionLog.open`` (a new journal whose directories were made unsynced)."""
         log_directory = os.path.join(directory, "log")
         fs.makedirs(log_directory)
-        log = PartitionLog.open(name, 0, log_directory, config, clock, fs, clean_shutdown)
+        log = PartitionLog.open(
+            name, 0, log_directory, config, clock, fs, clean_shutdown,
+            unsynced_directories=unsynced_directories,
+        )  # fmt: skip
         # Entries are small and few (one per command): written to the OS at once they survive
         # a process crash even before their fsync, so delivery counts and acks do too.
         log.write_behind = False
@@ -120,7 +132,10 @@ class Journal:
 
     def snapshot_job(self, state: bytes) -> SnapshotJob:
         """Prepare a snapshot of ``state``, the state after every entry appended so far."""
-        return SnapshotJob(self._fs, self._snapshot_path, self.log.end_offset, state)
+        return SnapshotJob(
+            self._fs, self._snapshot_path, self.log.end_offset, state,
+            self.log.unsynced_directories,
+        )  # fmt: skip
 
     def snapshot_done(self, job: SnapshotJob) -> int:
         """After ``job.run()``: drop the log segments it covers; returns how many."""

@@ -126,6 +126,10 @@ class PartitionLog:
         self._bases = [s.base_offset for s in segments]
         self._unsynced: dict[int, Segment] = {}  # by base offset
         self._directory_changed = False
+        #: Directories whose entries leading to this log were made without a sync (a new
+        #: topic or journal: engine.py): its first flush syncs them before anything in it
+        #: counts as durable, so that creating the log costs no sync of its own.
+        self._directories_to_sync: list[str] = []
         # Jobs begun and not yet finished, in the order they were begun. Several may run at
         # once (the flusher overlaps rounds); they are finished strictly in this order.
         self._flushing: deque[FlushJob] = deque()
@@ -159,6 +163,7 @@ class PartitionLog:
         fs: LocalFS,
         clean_shutdown: bool = False,
         repair: bool = False,
+        unsynced_directories: Sequence[str] = (),
     ) -> PartitionLog:
         """Open (creating if needed) the log in ``directory``, recovering its tail.
 
@@ -166,6 +171,10 @@ class PartitionLog:
         it dropped segments), so that ``durable_offset`` is honest from the first moment. Call
         it off the event loop. Damage that is not a torn tail quarantines the log, unless
         ``repair`` (cut there and drop what follows; see recovery.py).
+
+        ``unsynced_directories``: for a new log whose directory (and its parents) were made
+        without syncing their entries, those directories, its own last: its first segment is
+        made without a sync too, and its first flush syncs them all before its own.
         """
         fs.makedirs(directory)
         recovery = LogRecovery(log=f"{topic}/{partition}", clean_shutdown=clean_shutdown)
@@ -174,7 +183,8 @@ class PartitionLog:
             write_quarantine_marker(fs, directory, recovery.quarantined)
         if not segments:
             segments = [Segment.create(fs, directory, 0)]
-            fs.fsync_dir(directory)
+            if not unsynced_directories:
+                fs.fsync_dir(directory)
         if not clean_shutdown:
             for segment in segments:
                 fs.fdatasync(segment.fd)
@@ -182,7 +192,9 @@ class PartitionLog:
                 # Or a second power loss may bring dropped segments back, and one that now
                 # continues the log exactly would return records recovery reported lost.
                 fs.fsync_dir(directory)
-        return cls(topic, partition, directory, config, clock, fs, segments, recovery)
+        log = cls(topic, partition, directory, config, clock, fs, segments, recovery)
+        log._directories_to_sync = list(unsynced_directories)
+        return log
 
     # -- offsets --------------------------------------------------------------------------
 
@@ -555,6 +567,11 @@ class PartitionLog:
     # -- durability -----------------------------------------------------------------------
 
     @property
+    def unsynced_directories(self) -> list[str]:
+        """Directories on the way to this new log whose entries no flush has synced yet."""
+        return list(self._directories_to_sync)
+
+    @property
     def needs_flush(self) -> bool:
         return bool(self._unsynced or self._directory_changed) and self._failure is None
 
@@ -562,7 +579,7 @@ class PartitionLog:
         """What the next flush job would write, when writing is all it would do: held-back
         batches into one segment, no fdatasync of bytes written through, no directory entry
         to sync. None when it would do more (it may take long: the flusher's thread runs it)."""
-        if self._directory_changed or len(self._unsynced) > 1:
+        if self._directory_changed or len(self._unsynced) > 1 or self._directories_to_sync:
             return None
         total = 0
         for segment in self._unsynced.values():
@@ -590,6 +607,7 @@ class PartitionLog:
         job = FlushJob(
             self._fs, self.directory if self._directory_changed else None, self.end_offset
         )
+        job.parents, self._directories_to_sync = self._directories_to_sync, []
         for segment in self._unsynced.values():
             job.segments.append(segment)
             unwritten = segment.take_unwritten()
