@@ -91,6 +91,10 @@ def scan(data: bytes) -> JournalScan:
         # A crash while the file was being made: nothing was ever committed to it.
         return JournalScan(records=[], valid_bytes=0, torn=bool(data), problem=_torn(data))
     if data[: len(MAGIC)] != MAGIC:
+        if data[: len(MAGIC)] == bytes(len(MAGIC)):
+            # The header is synced with the first record: zeros (its size reached the disk,
+            # its bytes did not) mean no record was ever synced after it either.
+            return JournalScan(records=[], valid_bytes=0, torn=True, problem="header is zeros")
         return JournalScan(records=[], valid_bytes=0, problem="not a metadata journal")
     records: list[tuple[int, list[Op]]] = []
     starts: list[int] = []
