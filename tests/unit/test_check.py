@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from roost.cli.check import check
 from roost.clock import ManualClock
 from roost.errors import DirectoryInUse
-from roost.storage import LocalEngine
+from roost.storage import LocalEngine, metadata_journal
 from roost.storage.check import check_directory
 from roost.storage.engine import CLEAN_MARKER, open_metadata
 from roost.storage.segment import INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, file_name
@@ -198,3 +198,47 @@ def test_repair_cuts_at_the_damage_and_the_next_check_is_clean(
         assert [r.offset for r in log.read(0, max_records=1000)] == list(range(middle))
     finally:
         engine.close()
+
+
+def test_a_damaged_metadata_journal_record_is_reported_and_repair_cuts_it(
+    data_dir: str, built: dict[str, str]
+) -> None:
+    journal = Path(data_dir) / "metadata.json.journal"
+    with open_metadata(data_dir) as store:  # one more definition, after what built made
+        with store.transaction() as txn:
+            txn.put("users", "late", {"grants": []})
+        version = store.version
+    starts = metadata_journal.scan(journal.read_bytes()).starts
+    data = bytearray(journal.read_bytes())
+    data[starts[-2] + 10] ^= 0xFF  # the record before the last: intact ones follow it
+    journal.write_bytes(bytes(data))
+
+    status, report = run_check(data_dir)
+    assert status == 1
+    found = stores(report)["metadata.json.journal"]
+    assert found["kind"] == "metadata journal" and found["records"] == len(starts) - 2
+    [problem] = found["problems"]
+    assert f"record at byte {starts[-2]}: checksum mismatch (intact records follow it)" in problem
+    assert "the broker will not start" in problem and "--repair" in problem
+
+    status, report = run_check(data_dir, "--repair")
+    [repaired] = report["repaired"]
+    assert repaired["log"] == "metadata journal"
+    assert repaired["bytes_truncated"] == len(data) - starts[-2]
+    status, report = run_check(data_dir)
+    assert status == 0, report
+    with open_metadata(data_dir) as store:
+        assert store.version == version - 2 and store.get("users", "late") is None
+
+
+def test_a_torn_metadata_journal_tail_is_reported_as_cut_on_open(
+    data_dir: str, built: dict[str, str]
+) -> None:
+    journal = Path(data_dir) / "metadata.json.journal"
+    journal.write_bytes(journal.read_bytes()[:-3])
+    status, report = run_check(data_dir)
+    assert status == 1
+    [problem] = stores(report)["metadata.json.journal"]["problems"]
+    assert problem.startswith("torn last record (record at byte ")
+    assert "open cuts" in problem and "never confirmed" in problem
+    assert journal.stat().st_size > 0, "the check cuts nothing"

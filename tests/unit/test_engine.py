@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import msgspec
 import pytest
@@ -295,3 +296,38 @@ def test_topic_info_serialises_for_the_admin_api(engine: LocalEngine) -> None:
     encoded = msgspec.json.decode(msgspec.json.encode(engine.describe_topic("t")))
     assert encoded["partitions"][0]["end_offset"] == 0
     assert encoded["config"]["durability"] == "always"
+
+
+def test_a_torn_metadata_record_is_in_the_recovery_report(
+    data_dir: str, clock: ManualClock
+) -> None:
+    engine = LocalEngine.open(data_dir, clock)
+    engine.create_topic("kept")
+    engine.create_topic("torn")
+    engine.close(clean=False)
+    journal = os.path.join(data_dir, "metadata.json.journal")
+    os.truncate(journal, os.path.getsize(journal) - 7)  # the crash came mid-commit
+
+    engine = LocalEngine.open(data_dir, clock)
+    assert engine.list_topics() == ["kept"]
+    assert not os.path.exists(os.path.join(data_dir, "topics", "torn")), "an orphan: removed"
+    [cut] = [log for log in engine.recovery.logs if log.log == "metadata journal"]
+    assert cut.bytes_truncated > 0 and engine.recovery.lost_data
+    assert "never confirmed" in cut.problems[0]
+    engine.close()
+    assert all(
+        log.log != "metadata journal" for log in LocalEngine.open(data_dir, clock).recovery.logs
+    )
+
+
+def test_a_committed_topic_whose_directories_a_crash_took_opens_empty(
+    data_dir: str, clock: ManualClock
+) -> None:
+    engine = LocalEngine.open(data_dir, clock)
+    engine.create_topic("t", TopicConfig(partitions=2), sync_directories=False)
+    engine.close(clean=False)
+    shutil.rmtree(os.path.join(data_dir, "topics", "t"))  # its entries were never synced
+    engine = LocalEngine.open(data_dir, clock)
+    assert [p.end_offset for p in engine.describe_topic("t").partitions] == [0, 0]
+    engine.topic("t").append(1, [Record(value=b"v")])
+    engine.close()
