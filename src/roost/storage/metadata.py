@@ -8,8 +8,10 @@ Two files (docs/storage-format.md):
   (metadata_journal.py): the entries it put and deleted, appended and fdatasynced. That record
   is the commit point, so a commit costs one write and one sync, whatever the store holds.
 
-When the journal passes ``snapshot_bytes`` the next commit writes a snapshot of everything and
-empties the journal. Open = the snapshot, then the journal's records above its version. A torn
+When the journal passes ``snapshot_bytes``, or the size of the last snapshot if that is more,
+the next commit writes a snapshot of everything and empties the journal: a snapshot is written
+at most once per its own size of journal, so its cost per change stays bounded however many
+definitions there are. Open = the snapshot, then the journal's records above its version. A torn
 last record (a crash mid-commit: that transaction was never confirmed) is cut and reported in
 ``recovery``; damage anywhere else raises ``CorruptMetadata`` naming the file, and the broker
 does not start rather than guess what exists.
@@ -127,6 +129,7 @@ class MetadataStore:
         #: known, so nothing more is committed until the store is opened again.
         self._failure: StorageFailure | None = None
         self.snapshot_bytes = SNAPSHOT_BYTES
+        self._snapshot_size = 0  # bytes of the snapshot last read or written
         #: What open found in the journal and did about it (bytes cut, and why).
         self.recovery = LogRecovery(log="metadata journal", clean_shutdown=True)
 
@@ -134,8 +137,9 @@ class MetadataStore:
     def open(cls, fs: LocalFS, path: str, read_only: bool = False) -> MetadataStore:
         """The store at ``path`` (its journal beside it), recovered. ``read_only`` changes
         nothing on disk: a torn journal tail is reported in ``recovery``, not cut."""
-        document = _read_snapshot(fs, path)
+        document, store_size = _read_snapshot(fs, path)
         store = cls(fs, path, document, read_only)
+        store._snapshot_size = store_size
         store._replay()
         return store
 
@@ -189,8 +193,9 @@ class MetadataStore:
             return
         version = self._version + 1
         record = metadata_journal.encode_record(version, ops)
+        bound = max(self.snapshot_bytes, self._snapshot_size)
         if self._snapshot_due or self._journal_bytes + len(record) > max(
-            self.snapshot_bytes, len(metadata_journal.MAGIC) + len(record)
+            bound, len(metadata_journal.MAGIC) + len(record)
         ):
             # The snapshot holds this transaction too: its atomic replace is the commit point.
             applied = _apply(copy.copy(self._namespaces), version, ops, copied=True)
@@ -267,9 +272,11 @@ class MetadataStore:
                 self._fs.replace_atomically(
                     self._path + PREVIOUS_SUFFIX, self._fs.read_file(self._path)
                 )
-            self._fs.replace_atomically(self._path, msgspec.json.encode(document))
+            data = msgspec.json.encode(document)
+            self._fs.replace_atomically(self._path, data)
         except OSError as e:
             raise StorageFailure(f"writing metadata {self._path}", e) from e
+        self._snapshot_size = len(data)
         try:
             fd = self._journal_fd()
             self._fs.truncate(fd, len(metadata_journal.MAGIC))
@@ -348,7 +355,7 @@ def repair_metadata_journal(fs: LocalFS, path: str) -> LogRecovery:
     """Cut the journal of the store at ``path`` where it stops being intact records that
     continue the snapshot, accepting the loss of what follows (``roost check --repair``; the
     directory's LOCK held, no broker running). What was cut is returned."""
-    document = _read_snapshot(fs, path)
+    document, _ = _read_snapshot(fs, path)
     journal_path = path + JOURNAL_SUFFIX
     data = fs.read_file(journal_path)
     found = metadata_journal.scan(data)
@@ -398,9 +405,10 @@ def _apply(
     return namespaces
 
 
-def _read_snapshot(fs: LocalFS, path: str) -> _Document:
+def _read_snapshot(fs: LocalFS, path: str) -> tuple[_Document, int]:
+    """The snapshot at ``path`` (an empty one if there is none) and its size in bytes."""
     if not fs.exists(path):
-        return _Document(FORMAT_VERSION, 0, {})
+        return _Document(FORMAT_VERSION, 0, {}), 0
     try:
         data = fs.read_file(path)
     except OSError as e:
@@ -410,7 +418,7 @@ def _read_snapshot(fs: LocalFS, path: str) -> _Document:
         previous = path + PREVIOUS_SUFFIX
         good_copy = fs.exists(previous) and check_document(fs.read_file(previous)) is None
         raise CorruptMetadata(path, problem, previous if good_copy else None)
-    return msgspec.json.decode(data, type=_Document)
+    return msgspec.json.decode(data, type=_Document), len(data)
 
 
 def check_document(data: bytes) -> str | None:
