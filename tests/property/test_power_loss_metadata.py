@@ -13,14 +13,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
 import tempfile
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -41,13 +40,6 @@ _op = st.one_of(
 _transactions = st.lists(st.lists(_op, min_size=1, max_size=4), min_size=1, max_size=25)
 
 State = dict[str, dict[str, Any]]
-
-
-@pytest.fixture
-def root() -> Iterator[str]:
-    path = tempfile.mkdtemp(prefix="roost-power-metadata-")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _apply(state: State, ops: list[tuple[str, str, str, int | None]]) -> State:
@@ -156,10 +148,8 @@ def test_a_power_cut_while_queues_are_created_leaves_each_whole_or_absent(
         confirmed: list[str] = []
         sent: dict[str, bytes] = {}
         fs.cut_after(cut_at)
-        try:
+        with contextlib.suppress(PowerCut):
             _create_and_publish(broker, engine, 12, confirmed, sent)
-        except PowerCut:
-            pass
         engine.close(clean=False)
         fs.close_all()
         fs.power_cut(random.Random(seed))
