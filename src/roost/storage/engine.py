@@ -192,14 +192,17 @@ class LocalEngine:
         with self.metadata.transaction() as txn:
             try:
                 topic = self._open_topic(name, config, True, new=True, sync=sync_directories)
-                if sync_directories:
-                    self._fs.fsync_dir(os.path.join(self.path, "topics"))
             except OSError as e:
                 # Nothing refers to the files yet (metadata is committed last): they just go.
                 with contextlib.suppress(OSError):
                     self._fs.remove_tree(os.path.join(self.path, "topics", name))
                 raise storage_error(f"creating topic {name}", e) from e
             txn.on_abort(lambda: self._forget_new_topic(topic))
+            if sync_directories:
+                try:
+                    self._fs.fsync_dir(os.path.join(self.path, "topics"))
+                except OSError as e:  # the transaction is abandoned: the undo removes it all
+                    raise storage_error(f"creating topic {name}", e) from e
             txn.put(TOPICS_NAMESPACE, name, msgspec.to_builtins(config))
         return topic
 
