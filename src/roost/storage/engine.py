@@ -156,7 +156,8 @@ class LocalEngine:
             log.on_failure = self._failed.add
         topic = Topic(name, config, logs)
         self._topics[name] = topic
-        self._largest_segment = None
+        if self._largest_segment is not None:  # a new topic can only raise it
+            self._largest_segment = max(self._largest_segment, config.segment_max_bytes)
         return topic
 
     def _make_unsynced(self, base: str, *names: str) -> list[str]:
