@@ -392,7 +392,7 @@ def bench_e2e(
     "--queues",
     default=2_000,
     show_default=True,
-    help="Idle queues to create (each create is still O(queues): 10,000 take very long).",
+    help="Idle queues to create.",
 )
 @click.option(
     "--idle-seconds", default=10.0, show_default=True, help="Window of each idle-CPU reading."
