@@ -634,6 +634,8 @@ class PartitionLog:
             done = self._flushing.popleft()
             if done.error is not None:
                 self._fail("fsync", done.error)
+                # Not known synced: the flush after the repair syncs them again.
+                self._directories_to_sync = [*done.parents, *self._directories_to_sync]
             if self._failure is not None or self._closed:
                 continue
             for segment, position, data in done.writes:
