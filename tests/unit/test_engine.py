@@ -331,3 +331,17 @@ def test_a_committed_topic_whose_directories_a_crash_took_opens_empty(
     assert [p.end_offset for p in engine.describe_topic("t").partitions] == [0, 0]
     engine.topic("t").append(1, [Record(value=b"v")])
     engine.close()
+
+
+def test_a_new_topic_or_journal_never_adopts_what_an_uncommitted_create_left(
+    data_dir: str, clock: ManualClock
+) -> None:
+    engine = LocalEngine.open(data_dir, clock)
+    for leftover in ("topics/t/0", "journals/sub-1/log"):
+        os.makedirs(os.path.join(data_dir, leftover))
+        with open(os.path.join(data_dir, leftover, f"{0:020d}.log"), "wb") as f:
+            f.write(b"stale bytes of a create that never committed")
+    topic = engine.create_topic("t", sync_directories=False)
+    journal = engine.journal("sub-1", new=True)
+    assert topic.end_offset(0) == 0 and journal.recover() == (None, [])
+    engine.close()

@@ -160,6 +160,14 @@ class LocalEngine:
             self._largest_segment = max(self._largest_segment, config.segment_max_bytes)
         return topic
 
+    def _remove_leftover(self, directory: str) -> None:
+        """Remove what a create that never committed left at ``directory`` (a crash cut it
+        short, or its undo could not remove it): nothing committed names it, and a new topic
+        or journal must not adopt its files (a journal number is reused when the create that
+        took it did not commit)."""
+        if self._fs.exists(directory):
+            self._fs.remove_tree(directory)
+
     def _make_unsynced(self, base: str, *names: str) -> list[str]:
         """Make ``base/names[0]/names[1]/...`` (``base`` exists) without syncing any entry;
         every directory from ``base`` down, which a sync must reach before a file in the last
@@ -167,7 +175,7 @@ class LocalEngine:
         chain = [base]
         for name in names:
             chain.append(os.path.join(chain[-1], name))
-            with contextlib.suppress(FileExistsError):  # left by a create a crash cut short
+            with contextlib.suppress(FileExistsError):  # a partition's topic directory
                 self._fs.mkdir(chain[-1])
         return chain
 
@@ -192,6 +200,7 @@ class LocalEngine:
         config = config or TopicConfig()
         with self.metadata.transaction() as txn:
             try:
+                self._remove_leftover(os.path.join(self.path, "topics", name))
                 topic = self._open_topic(name, config, True, new=True, sync=sync_directories)
             except OSError as e:
                 # Nothing refers to the files yet (metadata is committed last): they just go.
@@ -312,6 +321,11 @@ class LocalEngine:
         if name not in self._journals:
             check_name("journal", name)
             journals = os.path.join(self.path, "journals")
+            if new:
+                try:
+                    self._remove_leftover(os.path.join(journals, name))
+                except OSError as e:
+                    raise storage_error(f"creating journal {name}", e) from e
             journal = Journal.open(
                 name,
                 os.path.join(journals, name),
