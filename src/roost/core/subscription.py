@@ -117,18 +117,23 @@ class QueueSubscription:
         snapshot, entries = journal.recover()
         partitions = len(topic.partitions)
         if snapshot is None and not entries:
-            entries = [cls._start_entry(spec, topic, p) for p in range(partitions)]
-            journal.append(entries)
+            starts = [cls._start_offset(spec, topic, p) for p in range(partitions)]
+            entries = [state_codec.done(p, [(0, start)] if start else []) for p, start in
+                       enumerate(starts)]  # fmt: skip
+            if any(starts):
+                journal.append(entries)
+            # else: they say nothing an empty journal does not (read from offset 0), and the
+            # next open works them out again; unwritten, a new queue's journal is not flushed
+            # (its directories synced, its file fdatasynced) until it has something to keep.
         states = state_codec.replay(snapshot, entries, partitions)
         keyed = spec.mode == "keyed"
         deliveries = [state_codec.restore(states[p], keyed) for p in range(partitions)]
         return cls(spec, topic, journal, clock, deliveries, dead_letter)
 
     @staticmethod
-    def _start_entry(spec: SubscriptionSpec, topic: Topic, partition: int) -> bytes:
+    def _start_offset(spec: SubscriptionSpec, topic: Topic, partition: int) -> int:
         log = topic.log(partition)
-        start = log.confirmed_offset if spec.start == "latest" else log.start_offset
-        return state_codec.done(partition, [(0, start)] if start else [])
+        return log.confirmed_offset if spec.start == "latest" else log.start_offset
 
     # -- receive --------------------------------------------------------------------------
 
