@@ -27,8 +27,12 @@ def run_roost(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def make(data_dir: Path) -> None:
+    """Two topics, each created after a snapshot of the metadata: the last snapshot, its
+    previous copy and a journal record after it."""
     engine = LocalEngine.open(str(data_dir), ManualClock())
+    engine.metadata.snapshot()
     engine.create_topic("orders", TopicConfig(partitions=2))
+    engine.metadata.snapshot()
     engine.create_topic("audit")
     engine.close()
 
@@ -50,9 +54,41 @@ def test_serve_refuses_a_damaged_metadata_file_with_one_line(tmp_path: Path) -> 
     assert checked.returncode == 1
     assert "DAMAGED  metadata.json" in checked.stdout
 
+    assert f"move {metadata}.journal aside" in last
     os.replace(f"{metadata}.prev", metadata)  # what the line said to do
+    os.replace(f"{metadata}.journal", f"{metadata}.journal.aside")
     checked = run_roost("check", str(data_dir), "--json")
     assert checked.returncode == 0, checked.stdout
+
+
+def test_serve_refuses_a_damaged_metadata_journal_and_check_repairs_it(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    make(data_dir)
+    engine = LocalEngine.open(str(data_dir), ManualClock())
+    engine.create_topic("late")  # a second record, so that the damaged one is not the last
+    engine.close()
+    journal = data_dir / "metadata.json.journal"
+    damaged = bytearray(journal.read_bytes())
+    damaged[4 + 8 + 5] ^= 0xFF  # inside the first record's body
+    journal.write_bytes(bytes(damaged))
+
+    served = run_roost("serve", "--data", str(data_dir), "--port", "0", "--admin-port", "0")
+    assert served.returncode == 1
+    assert "Traceback" not in served.stderr
+    last = served.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: metadata file {journal} is damaged (record at byte 4: ")
+    assert "roost check DATA --repair" in last
+
+    checked = run_roost("check", str(data_dir))
+    assert checked.returncode == 1
+    assert "DAMAGED  metadata.json.journal" in checked.stdout
+    repaired = run_roost("check", str(data_dir), "--repair")
+    assert "repaired metadata journal: record at byte 4" in repaired.stdout
+    checked = run_roost("check", str(data_dir), "--json")
+    assert checked.returncode == 0, checked.stdout
+    engine = LocalEngine.open(str(data_dir), ManualClock())
+    assert engine.list_topics() == ["orders"], "the changes after the damage are lost"
+    engine.close()
 
 
 def test_a_journal_cut_after_a_kill_9_is_logged_at_the_next_start(tmp_path: Path) -> None:

@@ -185,10 +185,12 @@ def check_segment(data: bytes) -> None:
 
 
 class MemoryFS(LocalFS):
-    """Whole-file reads and atomic replacements in a dict: the fs seam, without a disk."""
+    """Whole-file reads, atomic replacements and positional writes (the metadata journal) in
+    a dict: the fs seam, without a disk."""
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
+        self._fds: dict[int, str] = {}
 
     def exists(self, path: str) -> bool:
         return path in self.files
@@ -198,6 +200,34 @@ class MemoryFS(LocalFS):
 
     def replace_atomically(self, path: str, data: bytes) -> None:
         self.files[path] = bytes(data)
+
+    def open_rw(self, path: str) -> int:
+        self.files.setdefault(path, b"")
+        fd = max(self._fds, default=999) + 1
+        self._fds[fd] = path
+        return fd
+
+    def close(self, fd: int) -> None:
+        del self._fds[fd]
+
+    def file_size(self, fd: int) -> int:
+        return len(self.files[self._fds[fd]])
+
+    def pwrite(self, fd: int, data: bytes | bytearray | memoryview, position: int) -> None:
+        content = bytearray(self.files[self._fds[fd]])
+        content.extend(bytes(max(0, position - len(content))))
+        content[position : position + len(data)] = data
+        self.files[self._fds[fd]] = bytes(content)
+
+    def truncate(self, fd: int, size: int) -> None:
+        content = self.files[self._fds[fd]]
+        self.files[self._fds[fd]] = content[:size] + bytes(max(0, size - len(content)))
+
+    def fdatasync(self, fd: int) -> None:
+        pass
+
+    def fsync_dir(self, path: str) -> None:
+        pass
 
 
 def seal_snapshot(data: bytes) -> bytes:
@@ -223,8 +253,12 @@ def check_snapshot(data: bytes) -> None:
 
 
 def check_metadata(data: bytes) -> None:
+    """The snapshot, then (after a SEAL, if there is one) the journal."""
+    snapshot, _, journal = data.partition(SEAL)
     fs = MemoryFS()
-    fs.files["metadata.json"] = data
+    fs.files["metadata.json"] = snapshot
+    if journal:
+        fs.files["metadata.json.journal"] = journal
     try:
         store = MetadataStore.open(fs, "metadata.json")
     except StorageFailure:
@@ -238,7 +272,7 @@ def check_metadata(data: bytes) -> None:
 
 
 def _namespaces(store: MetadataStore) -> list[str]:
-    return [n for n in store._document.namespaces if n != "fuzz"]
+    return [n for n in store._namespaces if n != "fuzz"]
 
 
 # -- seeds --------------------------------------------------------------------------------
@@ -300,7 +334,13 @@ def metadata_seeds() -> list[bytes]:
         txn.put("topics", "orders", {"partitions": 3, "durability": "always"})
         txn.put("subscriptions", "orders/s", {"name": "s", "topic": "orders", "mode": "queue"})
         txn.put("bindings", "x", [{"exchange": "x", "topic": "orders", "key": "a.#"}])
-    return [fs.files["m"], b'{"format":1,"version":0,"namespaces":{}}']
+    store.snapshot()
+    snapshot = fs.files["m"]
+    with store.transaction() as txn:
+        txn.delete("bindings", "x")
+        txn.put("users", "ann", {"grants": []})
+    return [snapshot, b'{"format":1,"version":0,"namespaces":{}}',
+            snapshot + SEAL + fs.files["m.journal"]]  # fmt: skip
 
 
 TARGETS = {
@@ -332,6 +372,7 @@ TARGETS = {
         snapshot_seeds),
     "metadata": Target(
         "metadata",
-        "metadata.json through MetadataStore.open: StorageFailure only; what loads survives "
-        "a transaction and a reopen unchanged", check_metadata, metadata_seeds),
+        "metadata.json and its journal through MetadataStore.open: StorageFailure only; "
+        "what loads survives a transaction and a reopen unchanged", check_metadata,
+        metadata_seeds),
 }  # fmt: skip

@@ -250,3 +250,42 @@ async def still_serving(host: Host) -> None:
     messages = await host.receive("other", "other", max_messages=10)
     assert messages
     assert host.door(TRUSTED).ack("other", "other", [m.receipt for m in messages]) == []
+
+
+def test_a_metadata_write_that_cannot_be_taken_back_is_repaired_by_the_storage_watch(
+    data_dir: str,
+) -> None:
+    """The journal record's sync fails and so does its undo: the record may be on disk, so
+    definition changes are refused (and /readyz says why) until the storage watch, once the
+    disk takes writes, cuts the journal back to what was committed."""
+    clock = ManualClock()
+    fs = FaultFS()
+
+    async def run_case() -> None:
+        host = await start_host(data_dir, clock, fs)
+        world = World(host)
+        try:
+            await world.setup()
+            fs.arm("fdatasync", errno.EIO, "metadata.json.journal", written=True)
+            fs.arm("truncate", errno.EIO, "metadata.json.journal")
+            with pytest.raises(RoostError):
+                world.door.create_topic("lost")
+            with pytest.raises(RoostError, match="until it is repaired"):
+                world.door.create_topic("refused")
+            with pytest.raises(RoostError, match="until it is repaired"):
+                await host.check_ready()
+            await still_serving(host)
+            fs.disarm()
+            await host.storage.check()
+            await host.check_ready()
+            world.door.create_topic("after")
+        finally:
+            await host.aclose()
+        host = await start_host(data_dir, clock, fs)
+        try:
+            topics = host.engine.list_topics()
+            assert "after" in topics and "lost" not in topics and "refused" not in topics
+        finally:
+            await host.aclose()
+
+    asyncio.run(run_case())

@@ -190,7 +190,7 @@ def test_a_damaged_record_before_intact_ones_refuses_to_open_and_repair_cuts_it(
         MetadataStore.open(LOCAL_FS, path)
     message = str(raised.value)
     assert f"{path}.journal is damaged (record at byte {found[1]}: checksum mismatch" in message
-    assert "intact records follow it" in message and "roost repair" in message
+    assert "intact records follow it" in message and "roost check DATA --repair" in message
 
     repaired = repair_metadata_journal(LOCAL_FS, path)
     assert (
@@ -229,3 +229,25 @@ def test_scan_names_what_is_wrong(garbage: bytes) -> None:
     assert found.records == [] and found.problem
     # A wrong magic is no journal at all; zeros or an unbelievable length end the file.
     assert found.torn == (garbage[:4] == metadata_journal.MAGIC)
+
+
+def test_a_write_that_cannot_be_taken_back_refuses_commits_until_repaired(path: str) -> None:
+    fs = FaultFS()
+    store = MetadataStore.open(fs, path)
+    with store.transaction() as txn:
+        txn.put("topics", "a", {})
+    fs.arm("fdatasync", errno.EIO, match="metadata.json.journal", written=True, times=2)
+    fs.arm("truncate", errno.EIO, match="metadata.json.journal")
+    with pytest.raises(StorageFailure, match="writing metadata journal"), store.transaction() as t:
+        t.put("topics", "b", {})
+    assert store.failure is not None and "until it is repaired" in str(store.failure)
+    # The record may be on disk: nothing more is committed after it.
+    with pytest.raises(StorageFailure, match="until it is repaired"), store.transaction() as t:
+        t.put("topics", "c", {})
+    fs.disarm()
+    assert store.repair() and store.failure is None
+    with store.transaction() as txn:
+        txn.put("topics", "d", {})
+    store.close()
+    reopened = MetadataStore.open(LOCAL_FS, path)
+    assert (reopened.names("topics"), reopened.version) == (["a", "d"], 2)

@@ -70,6 +70,12 @@ class StorageWatch:
                 )  # fmt: skip
             else:
                 log.warning("roost: %s bytes free in %s: publishes resume", free, self.engine.path)
+        if self.engine.metadata.failure is not None:
+            try:
+                await asyncio.to_thread(self.engine.probe_write)
+            except StorageFailure:
+                return
+            self.engine.metadata.repair()  # one truncate and sync; nothing else runs meanwhile
         now_ms = self._clock.monotonic_ms()
         due = [
             failed
@@ -136,4 +142,7 @@ class StorageWatch:
         itself writes; if the disk still refuses, the log stays failed and says why)."""
         repaired = await self.repair()
         still = [FailedLog(f.name, str(f.failure)) for f in self.engine.failed_logs()]
+        metadata = self.engine.metadata
+        if not metadata.repair() and metadata.failure is not None:
+            still.append(FailedLog("metadata journal", str(metadata.failure)))
         return RepairResult(repaired, still)

@@ -283,6 +283,8 @@ class LocalEngine:
         quarantined (``PartitionQuarantined``). No I/O; on the thread that owns the engine. A
         quarantined journal is its owner's to report (the broker names the subscription)."""
         self._check_open()
+        if self.metadata.failure is not None:
+            raise self.metadata.failure
         failed = self.failed_logs()
         if len(failed) == 1:
             raise failed[0].failure  # type: ignore[misc]

@@ -233,7 +233,7 @@ class MetadataStore:
         except OSError as e:
             self._failure = StorageFailure(
                 f"metadata journal {self.journal_path} (a failed write could not be undone: "
-                "definition changes are refused until the broker restarts)",
+                "definition changes are refused until it is repaired)",
                 e,
             )
 
@@ -287,6 +287,29 @@ class MetadataStore:
             # Committed all the same (the snapshot holds it; the records left are below its
             # version, skipped on open); the next commit snapshots again and retries this.
             log.error("emptying metadata journal %s failed: %s", self.journal_path, e)
+
+    @property
+    def failure(self) -> StorageFailure | None:
+        """Why commits are refused (a failed append could not be taken back); None if not."""
+        return self._failure
+
+    def repair(self) -> bool:
+        """After a failure: cut the journal back to the last committed record, durably, and
+        take commits again; False if the disk still refuses (``failure`` says why). Blocking:
+        one truncate and one sync. What memory holds is exactly what was committed, so
+        nothing committed is cut."""
+        if self._failure is None:
+            return True
+        try:
+            fd = self._journal_fd()
+            self._fs.truncate(fd, self._journal_bytes)
+            self._fs.fdatasync(fd)
+        except OSError as e:
+            self._failure = StorageFailure(f"repairing metadata journal {self.journal_path}", e)
+            return False
+        log.warning("metadata journal %s repaired: commits resume", self.journal_path)
+        self._failure = None
+        return True
 
     def close(self) -> None:
         if self._fd is not None:
@@ -346,8 +369,8 @@ class MetadataStore:
 
 
 _JOURNAL_REMEDY = (
-    "the definitions committed after the damage cannot be read; `roost repair` cuts the "
-    "journal there (losing them), or restore the data directory from a backup"
+    "the definitions committed after the damage cannot be read; `roost check DATA --repair` "
+    "cuts the journal there (losing them), or restore the data directory from a backup"
 )
 
 
