@@ -91,7 +91,7 @@ async def _measure(
         many_p50, many_p99 = await _paced(client, paced_s, rate)
     first, last = create_ms[:10], create_ms[-10:]
     figures.update(
-        create_s=round(create_s, 2),
+        create_s=round(create_s, 3),
         creates_per_s=round(queues / create_s, 1) if create_s else None,
         create_ms_first10=round(sum(first) / len(first), 2) if first else None,
         create_ms_last10=round(sum(last) / len(last), 2) if last else None,
