@@ -289,3 +289,31 @@ def test_a_metadata_write_that_cannot_be_taken_back_is_repaired_by_the_storage_w
             await host.aclose()
 
     asyncio.run(run_case())
+
+
+@pytest.mark.parametrize(
+    ("operation", "match"), [("mkdir", "/journals/"), ("open_rw", "/journals/")]
+)
+def test_a_queue_whose_journal_cannot_be_made_is_not_created(
+    data_dir: str, operation: str, match: str
+) -> None:
+    """Its topics, policy and subscription are one transaction: none of it stays."""
+    clock = ManualClock()
+    fs = FaultFS()
+
+    async def run_case() -> None:
+        host = await start_host(data_dir, clock, fs)
+        try:
+            before = host.engine.list_topics()
+            fs.arm(operation, errno.EMFILE, match)
+            with pytest.raises(RoostError):
+                host.door(TRUSTED).create_queue("jobs")
+            fs.disarm()
+            assert host.engine.list_topics() == before
+            assert not os.path.exists(os.path.join(data_dir, "topics", "jobs"))
+            host.door(TRUSTED).create_queue("jobs")  # and then it can be
+            assert "jobs" in host.engine.list_topics()
+        finally:
+            await host.aclose()
+
+    asyncio.run(run_case())

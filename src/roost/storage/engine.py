@@ -323,19 +323,13 @@ class LocalEngine:
         if name not in self._journals:
             check_name("journal", name)
             journals = os.path.join(self.path, "journals")
-            if new:
-                try:
-                    self._remove_leftover(os.path.join(journals, name))
-                except OSError as e:
-                    raise storage_error(f"creating journal {name}", e) from e
-            journal = Journal.open(
+            journal = self._new_journal(name) if new else Journal.open(
                 name,
                 os.path.join(journals, name),
                 self.clock,
                 self._fs,
-                clean_shutdown=self.recovery.clean_shutdown or new,
-                unsynced_directories=self._make_unsynced(journals, name, "log") if new else (),
-            )
+                clean_shutdown=self.recovery.clean_shutdown,
+            )  # fmt: skip
             journal.log.on_dirty = self._on_dirty
             journal.log.on_failure = self._failed.add
             journal.log.recovery.owner = owner
@@ -345,6 +339,21 @@ class LocalEngine:
                 with self.metadata.transaction() as txn:
                     txn.on_abort(lambda: self._forget_new_journal(journal))
         return self._journals[name]
+
+    def _new_journal(self, name: str) -> Journal:
+        journals = os.path.join(self.path, "journals")
+        directory = os.path.join(journals, name)
+        try:
+            self._remove_leftover(directory)
+            unsynced = self._make_unsynced(journals, name, "log")
+            return Journal.open(
+                name, directory, self.clock, self._fs, clean_shutdown=True,
+                unsynced_directories=unsynced,
+            )  # fmt: skip
+        except OSError as e:
+            with contextlib.suppress(OSError):  # nothing names it yet: it just goes
+                self._fs.remove_tree(directory)
+            raise storage_error(f"creating journal {name}", e) from e
 
     def _forget_new_journal(self, journal: Journal) -> None:
         """Undo a journal made for a definition that did not commit."""
