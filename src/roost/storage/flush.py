@@ -37,7 +37,9 @@ class FlushJob:
 
     def __init__(self, fs: LocalFS, directory: str | None, end_offset: int) -> None:
         self.fs = fs
-        self.writes: list[tuple[Segment, int, bytes]] = []
+        #: (segment, its O_DSYNC descriptor, position, bytes): the descriptor is captured on
+        #: the loop, where the pool that owns it lives; it stays open until ``end_flush``.
+        self.writes: list[tuple[Segment, int, int, bytes]] = []
         self.fds: list[int] = []
         self.segments: list[Segment] = []
         self.directory = directory
@@ -47,8 +49,8 @@ class FlushJob:
         self.records = 0  # how many records the job makes durable
 
     def run(self) -> None:
-        for segment, position, data in self.writes:
-            self.fs.pwrite(segment.sync_fd, data, position)
+        for _, fd, position, data in self.writes:
+            self.fs.pwrite(fd, data, position)
         for fd in self.fds:
             self.fs.fdatasync(fd)
         if self.directory is not None:

@@ -32,6 +32,7 @@ from roost.clock import Clock
 from roost.errors import StorageFailure
 from roost.storage.batch import Record
 from roost.storage.config import TopicConfig
+from roost.storage.fd_pool import FdPool
 from roost.storage.fs import LocalFS
 from roost.storage.log import PartitionLog
 
@@ -81,10 +82,13 @@ class Journal:
         fs: LocalFS,
         config: TopicConfig = JOURNAL_CONFIG,
         clean_shutdown: bool = False,
+        pool: FdPool | None = None,
     ) -> Journal:
         log_directory = os.path.join(directory, "log")
         fs.makedirs(log_directory)
-        log = PartitionLog.open(name, 0, log_directory, config, clock, fs, clean_shutdown)
+        log = PartitionLog.open(
+            name, 0, log_directory, config, clock, fs, clean_shutdown, pool=pool
+        )
         # Entries are small and few (one per command): written to the OS at once they survive
         # a process crash even before their fsync, so delivery counts and acks do too.
         log.write_behind = False

@@ -46,10 +46,12 @@ from roost.errors import (
     PartitionQuarantined,
     StorageClosed,
     StorageFailure,
+    TooManyOpenFiles,
 )
 from roost.storage import batch as batch_format
 from roost.storage.batch import HEADER_SIZE, CorruptBatch, Record, StoredRecord
 from roost.storage.config import TopicConfig
+from roost.storage.fd_pool import OUT_OF_DESCRIPTORS, FdPool
 from roost.storage.flush import FlushJob
 from roost.storage.fs import LocalFS
 from roost.storage.recovery import LogRecovery, open_segments, write_quarantine_marker
@@ -108,6 +110,7 @@ class PartitionLog:
         fs: LocalFS,
         segments: list[Segment],
         recovery: LogRecovery,
+        pool: FdPool | None = None,
     ) -> None:
         self.topic = topic
         self.partition = partition
@@ -122,6 +125,8 @@ class PartitionLog:
         self.on_failure: Callable[[PartitionLog], None] | None = None
         self._clock = clock
         self._fs = fs
+        #: Where this log's segments get their descriptors (shared by every log of an engine).
+        self._pool = pool or (segments[0].pool if segments else FdPool(fs))
         self._segments = segments
         self._bases = [s.base_offset for s in segments]
         self._unsynced: dict[int, Segment] = {}  # by base offset
@@ -147,6 +152,14 @@ class PartitionLog:
         #: 0 for a log nobody reads while it is written (a state journal).
         self.tail_bytes = TAIL_BYTES
         self._never = config.durability == "never"
+        for segment in segments:
+            self._adopt(segment)
+
+    def _adopt(self, segment: Segment) -> None:
+        """Make ``segment`` one of this log's: in its pool, with its durability's rules."""
+        if segment.pool is not self._pool:
+            segment.move_to(self._pool)
+        segment.keep_open_until_synced = not self._never
 
     @classmethod
     def open(
@@ -159,21 +172,26 @@ class PartitionLog:
         fs: LocalFS,
         clean_shutdown: bool = False,
         repair: bool = False,
+        pool: FdPool | None = None,
     ) -> PartitionLog:
         """Open (creating if needed) the log in ``directory``, recovering its tail.
 
         Blocking: after an unclean shutdown it fsyncs what recovery kept (and the directory, if
         it dropped segments), so that ``durable_offset`` is honest from the first moment. Call
         it off the event loop. Damage that is not a torn tail quarantines the log, unless
-        ``repair`` (cut there and drop what follows; see recovery.py).
+        ``repair`` (cut there and drop what follows; see recovery.py). Descriptors come from
+        ``pool`` (the engine's; None: a pool of the log's own, without a ceiling).
         """
+        pool = pool or FdPool(fs)
         fs.makedirs(directory)
         recovery = LogRecovery(log=f"{topic}/{partition}", clean_shutdown=clean_shutdown)
-        segments = open_segments(fs, directory, config.index_interval_bytes, recovery, repair)
+        segments = open_segments(
+            fs, directory, config.index_interval_bytes, recovery, repair, pool=pool
+        )
         if recovery.quarantined:
             write_quarantine_marker(fs, directory, recovery.quarantined)
         if not segments:
-            segments = [Segment.create(fs, directory, 0)]
+            segments = [Segment.create(fs, directory, 0, pool)]
             fs.fsync_dir(directory)
         if not clean_shutdown:
             for segment in segments:
@@ -182,7 +200,7 @@ class PartitionLog:
                 # Or a second power loss may bring dropped segments back, and one that now
                 # continues the log exactly would return records recovery reported lost.
                 fs.fsync_dir(directory)
-        return cls(topic, partition, directory, config, clock, fs, segments, recovery)
+        return cls(topic, partition, directory, config, clock, fs, segments, recovery, pool)
 
     # -- offsets --------------------------------------------------------------------------
 
@@ -329,7 +347,8 @@ class PartitionLog:
             raise StorageFailure(f"reset of {self.topic}/{self.partition} during a flush")
         for segment in self._segments:
             segment.delete()
-        segment = Segment.create(self._fs, self.directory, offset)
+        segment = Segment.create(self._fs, self.directory, offset, self._pool)
+        self._adopt(segment)
         self._segments, self._bases = [segment], [offset]
         self._unsynced.clear()
         self._fs.fsync_dir(self.directory)
@@ -346,14 +365,18 @@ class PartitionLog:
         previous.drop_tail()
         try:
             previous.write_index()
-            segment = Segment.create(self._fs, self.directory, previous.next_offset)
+            segment = Segment.create(self._fs, self.directory, previous.next_offset, self._pool)
         except OSError as e:
             # Nothing in memory changed: once the half-made file is gone, only the append
             # failed. Left behind, it would not continue the log once later appends land in
             # the previous segment, and recovery would drop it and every segment after it.
             if e.errno in NO_SPACE_ERRNOS and self._remove_unborn(previous.next_offset):
                 raise DiskFull(f"a segment roll of {self.name}") from e
+            if e.errno in OUT_OF_DESCRIPTORS and self._remove_unborn(previous.next_offset):
+                # The index hint could not be written (it is rebuilt if missing).
+                raise TooManyOpenFiles(f"a segment roll of {self.name}", str(e)) from e
             raise self._fail("segment roll", e) from e
+        self._adopt(segment)
         self._segments.append(segment)
         self._bases.append(segment.base_offset)
         self._directory_changed = True
@@ -592,9 +615,11 @@ class PartitionLog:
         )
         for segment in self._unsynced.values():
             job.segments.append(segment)
+            # Busy (fd_pool.py) until ``end_flush``: the job's thread holds its descriptors.
+            segment.flushing += 1
             unwritten = segment.take_unwritten()
             if unwritten is not None:
-                job.writes.append((segment, *unwritten))
+                job.writes.append((segment, segment.sync_fd, *unwritten))
             if segment.needs_fdatasync:
                 job.fds.append(segment.fd)
                 segment.needs_fdatasync = False
@@ -614,11 +639,13 @@ class PartitionLog:
         job.finished, job.error = True, error
         while self._flushing and self._flushing[0].finished:
             done = self._flushing.popleft()
+            for segment in done.segments:
+                segment.flushing = max(0, segment.flushing - 1)
             if done.error is not None:
                 self._fail("fsync", done.error)
             if self._failure is not None or self._closed:
                 continue
-            for segment, position, data in done.writes:
+            for segment, _, position, data in done.writes:
                 segment.mark_written(position + len(data))
             self.durable_offset = max(self.durable_offset, done.end_offset)
         if self._closed and not self._flushing:
@@ -705,6 +732,8 @@ class PartitionLog:
             repair.discard()
             return False
         old, published = self._segments, self.end_offset - self.opened_end_offset
+        for segment in repair.segments:
+            self._adopt(segment)  # opened by the repair's thread, in a pool of its own
         self._segments = repair.segments
         self._bases = [s.base_offset for s in self._segments]
         self._unsynced.clear()
