@@ -182,6 +182,13 @@ for _command in _COMMANDS:
     help="Refuse publishes (disk_full) while the data directory's filesystem has less free "
     "(default 2x the largest segment + 1 GiB; 0: off; env ROOST_MIN_FREE_BYTES).",
 )
+@click.option(
+    "--max-open-files",
+    type=int,
+    default=None,
+    help="Storage keeps at most this many files open, closing idle ones (default 3/4 of the "
+    "open files limit, which is raised to its hard value; env ROOST_MAX_OPEN_FILES).",
+)
 def serve(
     config_file: str | None,
     data: str | None,
@@ -201,6 +208,7 @@ def serve(
     tls_ca_file: str | None,
     tls_client_auth: str | None,
     min_free_bytes: int | None,
+    max_open_files: int | None,
 ) -> None:
     """Run the broker: the native protocol and the HTTP admin API, one data directory."""
     import asyncio
@@ -209,7 +217,7 @@ def serve(
 
     from roost.admin.server import start_admin
     from roost.server import serve as serving
-    from roost.server.process_tuning import tune_allocator, tune_collector
+    from roost.server.process_tuning import raise_fd_limit, tune_allocator, tune_collector
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     flags = {
@@ -220,7 +228,7 @@ def serve(
         "frame_timeout_ms": frame_timeout_ms, "heartbeat_ms": heartbeat_ms,
         "tls_cert_file": tls_cert_file, "tls_key_file": tls_key_file,
         "tls_ca_file": tls_ca_file, "tls_client_auth": tls_client_auth,
-        "min_free_bytes": min_free_bytes,
+        "min_free_bytes": min_free_bytes, "max_open_files": max_open_files,
     }  # fmt: skip
     try:
         config = serving.settings(config_file, os.environ, flags)
@@ -233,6 +241,7 @@ def serve(
 
     tune_allocator()
     tune_collector()
+    raise_fd_limit()  # before the data directory is opened: the pool's ceiling derives from it
     try:
         try:
             import uvloop

@@ -124,13 +124,20 @@ class Host:
 
     @classmethod
     async def start(
-        cls, path: str, clock: Clock | None = None, min_free_bytes: int | None = None
+        cls,
+        path: str,
+        clock: Clock | None = None,
+        min_free_bytes: int | None = None,
+        max_open_files: int | None = None,
     ) -> Host:
         """Open the data directory (recovering it, in a thread) and start the timer and the
         storage watch. ``min_free_bytes``: the free-space watermark (None: the default, 0:
-        off; see server/disk_space.py)."""
+        off; see server/disk_space.py). ``max_open_files``: the ceiling on descriptors storage
+        keeps open (None: derived from the open files limit; see storage/fd_pool.py)."""
         clock = clock or SystemClock()
-        engine = await asyncio.to_thread(LocalEngine.open, path, clock)
+        engine = await asyncio.to_thread(
+            LocalEngine.open, path, clock, max_open_files=max_open_files
+        )
         try:
             broker = Broker.open(engine, clock)
         except BaseException:
