@@ -10,12 +10,14 @@ import os
 import pytest
 
 from roost.clock import ManualClock
+from roost.core.publishing import Outgoing
 from roost.errors import InvalidConfig, TooManyOpenFiles
+from roost.server.access import TRUSTED
 from roost.server.flusher import Flusher
 from roost.storage import LocalEngine, Record, TopicConfig
 from roost.storage.fs import LocalFS
 from roost.storage.log import PartitionLog
-from tests.fault_fs import FaultFS
+from tests.fault_fs import FaultFS, start_host
 
 
 def small_segments(durability: str) -> TopicConfig:
@@ -168,7 +170,7 @@ def refuse_opens(fs: FaultFS, operation: str, match: str) -> None:
     fs.arm(operation, errno.EMFILE, match=match, times=-1)
 
 
-def evict_all(engine: LocalEngine, clock: ManualClock) -> None:
+def evict_all(engine: LocalEngine, clock: ManualClock | None = None) -> None:
     """Use enough other files that every idle one of the logs under test is closed."""
     for i in range(12):
         name = f"filler{i}"
@@ -228,6 +230,14 @@ def test_out_of_descriptors_at_each_kind_of_open_fails_only_that_operation(
         # Other logs serve meanwhile.
         await publish(flusher, other, b"other")
         fs.disarm()
+        if case == "journal-append":
+            # Its owner's state is ahead of it now: a snapshot stands in for the lost entry,
+            # and until then nothing is stored after the gap.
+            assert journal.snapshot_owed and engine.snapshots_owed == {journal}
+            with pytest.raises(TooManyOpenFiles, match="snapshot"):
+                act()
+            journal.snapshot(b"state with the refused entry")
+            assert not journal.snapshot_owed
         act()  # the same operation now succeeds
         if target is not rolling or case == "roll":
             await asyncio.wait_for(flusher.wait_durable(target, target.end_offset), 5)
@@ -248,10 +258,57 @@ def test_out_of_descriptors_at_each_kind_of_open_fails_only_that_operation(
         assert [v[:5] for v in values(engine.topic("r").log(0))] == [b"0....", b"1....", b"befor",
                                                                      b"after"]  # fmt: skip
     if case == "journal-append":
-        assert engine.journal("j").recover()[1] == [b"before", b"after"]
+        assert engine.journal("j").recover() == (b"state with the refused entry", [b"after"])
     engine.close()
 
 
 def test_a_ceiling_below_the_minimum_is_refused(data_dir: str, clock: ManualClock) -> None:
     with pytest.raises(InvalidConfig, match="max_open_files"):
         LocalEngine.open(data_dir, clock, max_open_files=2)
+
+
+def test_an_ack_its_journal_cannot_store_is_refused_and_a_snapshot_makes_it_durable(
+    data_dir: str, clock: ManualClock
+) -> None:
+    """The subscription acks in memory, then journals: refused, the journal owes a snapshot,
+    refuses later entries too, and the host's next tick writes it; after a restart the acked
+    messages stay acked and the others come back."""
+    fs = FaultFS()
+
+    async def run() -> None:
+        host = await start_host(data_dir, clock, fs, max_open_files=8)
+        try:
+            door = host.door(TRUSTED)
+            door.create_queue("q", max_deliveries=None, dead_letter=None)
+            for i in range(3):
+                await host.publish("q", [Outgoing(value=b"m%d" % i)])
+            first, second, _third = await host.receive("q", "q", max_messages=3)
+            for journal in host.engine.journals():
+                journal.log.flush()  # synced: its file is idle, and may be closed
+            evict_all(host.engine, clock)
+            refuse_opens(fs, "open_rw", "/journals/")
+            with pytest.raises(TooManyOpenFiles):
+                door.ack("q", "q", [first.receipt])
+            fs.disarm()
+            with pytest.raises(TooManyOpenFiles, match="snapshot"):
+                door.ack("q", "q", [second.receipt])  # nothing after the gap
+            assert host.engine.failed_logs() == [] and host.engine.snapshots_owed
+            await host._snapshot_journals()  # what the next tick does
+            assert not host.engine.snapshots_owed
+            await host.check_ready()
+        finally:
+            await host.aclose()
+
+    asyncio.run(run())
+
+    async def after_restart() -> None:
+        host = await start_host(data_dir, clock, LocalFS())
+        try:
+            clock.advance(31_000)  # the leases of the first run are over
+            host._broker.tick()
+            again = await host.receive("q", "q", max_messages=10)
+            assert [m.value for m in again] == [b"m2"], "acked in memory, durable by snapshot"
+        finally:
+            await host.aclose()
+
+    asyncio.run(after_restart())

@@ -489,6 +489,29 @@ class Host:
         for producers in self._broker.producer_states():
             if producers.snapshot_due and producers.journal.log.failure is None:
                 await self._snapshot(producers.journal, producers.snapshot())
+        if self.engine.snapshots_owed:
+            await self._pay_owed_snapshots()
+
+    async def _pay_owed_snapshots(self) -> None:
+        """Snapshot the journals that refused an append for want of descriptors (their
+        owners' state is ahead of them: storage/journal.py). Looks at every owner, but only
+        while some journal owes one."""
+        owed = self.engine.snapshots_owed
+        owners: list[tuple[Journal, Callable[[], bytes]]] = [
+            (sub.journal, sub.snapshot) for sub in self._broker.subscriptions()
+        ]
+        owners += [(p.journal, p.snapshot) for p in self._broker.producer_states()]
+        for journal, snapshot in owners:
+            if journal in owed and journal.log.failure is None:
+                try:
+                    await self._snapshot(journal, snapshot())
+                except StorageFailure as e:  # out of descriptors still: the next tick retries
+                    log.warning("roost: the snapshot journal %s owes failed: %s", journal.name, e)
+        owning = {journal for journal, _ in owners}
+        # Paid, or its owner is gone (deleted): nothing is owed any more.
+        owed.difference_update(
+            [journal for journal in owed if not journal.snapshot_owed or journal not in owning]
+        )
 
     async def _snapshot(self, journal: Journal, state: bytes) -> None:
         job = journal.snapshot_job(state)

@@ -90,6 +90,9 @@ class LocalEngine:
         self._lock_fd = lock_fd
         self._topics: dict[str, Topic] = {}
         self._journals: dict[str, Journal] = {}
+        #: Journals that refused an append for want of descriptors and owe a snapshot (see
+        #: journal.py); the host writes them and forgets those paid.
+        self.snapshots_owed: set[Journal] = set()
         self._on_dirty: DirtyCallback | None = None
         #: Logs that failed since ``failed_logs`` last looked (a superset of the failed ones):
         #: while it is empty, nothing needs looking at every log.
@@ -306,6 +309,7 @@ class LocalEngine:
             )
             journal.log.on_dirty = self._on_dirty
             journal.log.on_failure = self._failed.add
+            journal.on_snapshot_owed = self.snapshots_owed.add
             journal.log.recovery.owner = owner
             self.recovery.logs.append(journal.log.recovery)
             self._journals[name] = journal

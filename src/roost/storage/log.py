@@ -65,9 +65,13 @@ NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def storage_error(what: str, error: OSError) -> StorageFailure:
-    """``error`` as the Roost error a caller sees: ``DiskFull`` for want of space."""
+    """``error`` as the Roost error a caller sees: ``DiskFull`` for want of space,
+    ``TooManyOpenFiles`` for want of descriptors (an open failed: nothing was written)."""
     if error.errno in NO_SPACE_ERRNOS:
         return DiskFull(what)
+    if error.errno in OUT_OF_DESCRIPTORS:
+        reason = errno.errorcode.get(error.errno or 0, str(error.errno))
+        return TooManyOpenFiles(what, f"{reason} ({error.strerror})")
     return StorageFailure(what, error)
 
 
@@ -773,8 +777,12 @@ class PartitionLog:
     def _fail(self, what: str, cause: BaseException) -> StorageFailure:
         if self._failure is None:
             where = f"{what} on {self.name}"
-            if isinstance(cause, OSError):
-                self._failure = storage_error(where, cause)  # DiskFull for want of space
+            if isinstance(cause, OSError) and cause.errno in NO_SPACE_ERRNOS:
+                self._failure = DiskFull(where)
+            elif isinstance(cause, OSError):
+                # An EMFILE here too (a directory the flush's thread could not open): the log
+                # failed all the same, and only a repair says what the disk holds.
+                self._failure = StorageFailure(where, cause)
             else:
                 self._failure = StorageFailure(where, cause)
             if self.on_failure is not None:
