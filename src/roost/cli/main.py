@@ -417,6 +417,12 @@ def bench_e2e(
     show_default=True,
     help="The paced queue's durability (never: its p99 shows loop stalls, not fsyncs).",
 )
+@click.option(
+    "--max-open-files",
+    type=int,
+    default=None,
+    help="The broker's ceiling on open storage files (default: the broker's own).",
+)
 def bench_breadth(
     as_json: bool,
     directory: str | None,
@@ -425,6 +431,7 @@ def bench_breadth(
     paced_seconds: float,
     rate: float,
     durability: Literal["always", "interval", "never"],
+    max_open_files: int | None,
 ) -> None:
     """Idle CPU and a paced publisher's p99 among many idle queues, against one queue."""
     from roost.bench.breadth import run_breadth_bench
@@ -436,7 +443,14 @@ def bench_breadth(
     _report(
         as_json,
         lambda progress: run_breadth_bench(
-            directory, queues, idle_seconds, paced_seconds, rate, durability, progress
+            directory,
+            queues,
+            idle_seconds,
+            paced_seconds,
+            rate,
+            durability,
+            progress,
+            max_open_files,
         ),
         f"roost bench breadth ({queues:,} idle queues against 1)",
         {"idle_cpu_n": "<= 0.02", "paced_p99_ratio": "<= 1.2"},
