@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,7 @@ from roost.errors import InvalidConfig, TooManyOpenFiles
 from roost.server.access import TRUSTED
 from roost.server.flusher import Flusher
 from roost.storage import LocalEngine, Record, TopicConfig
+from roost.storage.fd_pool import FdPool, PooledFile, default_max_open
 from roost.storage.fs import LocalFS
 from roost.storage.log import PartitionLog
 from tests.fault_fs import FaultFS, start_host
@@ -312,3 +314,39 @@ def test_an_ack_its_journal_cannot_store_is_refused_and_a_snapshot_makes_it_dura
             await host.aclose()
 
     asyncio.run(after_restart())
+
+
+def test_the_least_recently_used_idle_file_goes_first_and_a_busy_one_never(tmp_path: Path) -> None:
+    busy: set[str] = set()
+    pool = FdPool(LocalFS(), max_open=3)
+    files = {}
+    for name in "abcd":
+        path = str(tmp_path / name)
+        files[name] = PooledFile(path, LocalFS().open_rw, lambda name=name: name in busy)
+
+    def is_open() -> str:
+        return "".join(name for name, file in files.items() if file.fd >= 0)
+
+    for name in "abc":
+        pool.fd(files[name])
+    pool.fd(files["a"])  # used again: b is now the least recently used
+    pool.fd(files["d"])
+    assert is_open() == "acd" and pool.evictions == 1
+    busy.add("c")  # the least recently used now, but busy: a goes instead
+    pool.fd(files["b"])
+    assert is_open() == "bcd" and pool.open_count == 3
+    busy.update("bd")  # every file busy: the ceiling gives way rather than fail
+    pool.fd(files["a"])
+    assert is_open() == "abcd" and pool.open_count == 4
+    for file in files.values():
+        pool.close(file)
+    assert pool.open_count == 0 and pool.opens == 6
+
+
+@pytest.mark.parametrize(
+    ("limit", "ceiling"), [(1 << 20, 786_432), (1024, 768), (256, 192), (100, 36), (20, 8)]
+)
+def test_the_default_ceiling_leaves_a_quarter_of_the_limit_at_least_64(
+    limit: int, ceiling: int
+) -> None:
+    assert default_max_open(limit) == ceiling
