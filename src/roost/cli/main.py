@@ -217,7 +217,7 @@ def serve(
 
     from roost.admin.server import start_admin
     from roost.server import serve as serving
-    from roost.server.process_tuning import raise_fd_limit, tune_allocator, tune_collector
+    from roost.server.process_tuning import tune_allocator, tune_collector
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     flags = {
@@ -241,7 +241,6 @@ def serve(
 
     tune_allocator()
     tune_collector()
-    raise_fd_limit()  # before the data directory is opened: the pool's ceiling derives from it
     try:
         try:
             import uvloop

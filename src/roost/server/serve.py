@@ -32,6 +32,7 @@ from roost.server.exposure import check_exposure
 from roost.server.host import Host
 from roost.server.memory import DEFAULT_MAX_MEMORY, budget_bytes, mib
 from roost.server.native_server import NativeListener, close_native, serve_native
+from roost.server.process_tuning import raise_fd_limit
 from roost.server.tls import describe, server_context
 from roost.server.watchdog import Timeouts
 
@@ -181,6 +182,9 @@ async def run(
     for TLS settings that cannot work, before anything is opened."""
     tls = server_context(config)
     timeouts, budget = bounds(config)
+    # Once the settings are known to be good (a bad one stops serve with one line), and before
+    # the data directory is opened: the storage's ceiling derives from the limit.
+    raise_fd_limit()
     host = await Host.start(
         config.data, min_free_bytes=config.min_free_bytes, max_open_files=config.max_open_files
     )
