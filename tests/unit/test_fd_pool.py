@@ -350,3 +350,14 @@ def test_the_default_ceiling_leaves_a_quarter_of_the_limit_at_least_64(
     limit: int, ceiling: int
 ) -> None:
     assert default_max_open(limit) == ceiling
+
+
+def test_a_journal_that_cannot_be_opened_for_want_of_descriptors_says_so(
+    faulty: tuple[LocalEngine, FaultFS],
+) -> None:
+    engine, fs = faulty
+    fs.arm("fsync_dir", errno.EMFILE, match="/journals/new")  # its directory's entry
+    with pytest.raises(TooManyOpenFiles, match="opening journal new"):
+        engine.journal("new")
+    assert engine.journal("new").recover() == (None, [])  # the next try opens it
+    engine.close()

@@ -299,14 +299,17 @@ class LocalEngine:
         self._check_open()
         if name not in self._journals:
             check_name("journal", name)
-            journal = Journal.open(
-                name,
-                os.path.join(self.path, "journals", name),
-                self.clock,
-                self._fs,
-                clean_shutdown=self.recovery.clean_shutdown,
-                pool=self.pool,
-            )
+            try:
+                journal = Journal.open(
+                    name,
+                    os.path.join(self.path, "journals", name),
+                    self.clock,
+                    self._fs,
+                    clean_shutdown=self.recovery.clean_shutdown,
+                    pool=self.pool,
+                )
+            except OSError as e:  # its directory, say: TooManyOpenFiles for want of descriptors
+                raise storage_error(f"opening journal {name}", e) from e
             journal.log.on_dirty = self._on_dirty
             journal.log.on_failure = self._failed.add
             journal.on_snapshot_owed = self.snapshots_owed.add
