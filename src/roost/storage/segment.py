@@ -12,6 +12,10 @@ chunk that the next flush job writes and fsyncs in one go from its thread ("writ
 Unwritten chunks are contiguous from ``_file_end`` to ``size`` and are served to readers from
 memory until the job that wrote them has finished. Making data durable is the flush's job
 (log.py), never the append's.
+
+The file's descriptors come from the engine's pool (fd_pool.py): ``fd`` and ``sync_fd`` open
+the file again if the pool closed it while it was idle, and the segment tells the pool when it
+is busy (written bytes waiting for their fsync, held-back batches, a flush job running).
 """
 
 from __future__ import annotations
