@@ -361,3 +361,81 @@ def test_a_journal_that_cannot_be_opened_for_want_of_descriptors_says_so(
         engine.journal("new")
     assert engine.journal("new").recover() == (None, [])  # the next try opens it
     engine.close()
+
+
+def test_a_directory_the_flush_cannot_open_delays_the_confirm_and_fails_nothing(
+    faulty: tuple[LocalEngine, FaultFS], clock: ManualClock
+) -> None:
+    """A roll makes a segment whose directory entry the next round must fsync; with no
+    descriptor to open the directory, the round syncs the rest and the records it covers stay
+    unconfirmed (not failed) until a round syncs the directory."""
+    engine, fs = faulty
+    log = engine.create_topic("r", small_segments("always")).log(0)
+
+    async def main() -> None:
+        flusher = Flusher(clock)
+        engine.on_dirty = flusher.notify
+        await publish(flusher, log, b"0" + b"." * 3000)
+        evict_all(engine)
+        fault = fs.arm("fsync_dir", errno.EMFILE, match=log.directory, times=-1)
+        rolled = log.append([Record(value=b"1" + b"." * 3000)])  # a new segment
+        waiting = asyncio.ensure_future(flusher.wait_durable(log, rolled.next_offset))
+        # The round the append started, then one more per 8 idle files it could close; then
+        # the next try waits for the flush interval (on the clock this test holds).
+        await asyncio.wait_for(flusher.idle(), 5)
+        assert 2 <= fault.hits <= 1 + (CEILING + 8) // 8, fault.hits
+        assert not waiting.done(), "confirmed without the new segment's directory entry"
+        assert log.failure is None and log.durable_offset == 1
+        fs.disarm()
+        after = log.append([Record(value=b"2")])  # the next round syncs the directory too
+        await asyncio.wait_for(flusher.wait_durable(log, after.next_offset), 5)
+        await asyncio.wait_for(waiting, 5)
+        assert log.durable_offset == 3
+        await flusher.aclose()
+
+    asyncio.run(main())
+    assert [v[:1] for v in values(log)] == [b"0", b"1", b"2"]
+    engine.close()
+
+
+def test_an_inline_flush_that_cannot_sync_the_directory_says_so(
+    faulty: tuple[LocalEngine, FaultFS],
+) -> None:
+    engine, fs = faulty
+    log = engine.create_topic("r", small_segments("interval")).log(0)
+    log.append([Record(value=b"0" + b"." * 3000)])
+    log.append([Record(value=b"1" + b"." * 3000)])  # rolled
+    fs.arm("fsync_dir", errno.EMFILE, match=log.directory)
+    with pytest.raises(TooManyOpenFiles, match="directory"):
+        log.flush()
+    assert log.failure is None and log.durable_offset == 0
+    log.flush()  # the fault was once: now the directory, and everything before it
+    assert log.durable_offset == 2
+    engine.close()
+
+
+def test_a_round_begun_before_the_directory_was_owed_confirms_nothing_either(
+    faulty: tuple[LocalEngine, FaultFS],
+) -> None:
+    """Rounds overlap: one begun while the round that could not sync the directory ran has no
+    directory to sync (the first took it), yet its records lie in the new segment too."""
+    engine, fs = faulty
+    log = engine.create_topic("r", small_segments("interval")).log(0)
+    log.append([Record(value=b"0" + b"." * 3000)])
+    log.flush()
+    log.append([Record(value=b"1" + b"." * 3000)])  # rolled: the directory changed
+    first = log.begin_flush()
+    log.append([Record(value=b"2")])
+    second = log.begin_flush()
+    assert first is not None and second is not None
+    assert (first.directory, second.directory) == (log.directory, None)
+    fs.arm("fsync_dir", errno.EMFILE, match=log.directory)
+    first.run()
+    second.run()
+    assert first.directory_deferred
+    log.end_flush(first, None)
+    log.end_flush(second, None)
+    assert log.durable_offset == 1 and log.failure is None
+    log.flush()  # owes the directory: this round syncs it, and covers everything
+    assert log.durable_offset == 3
+    engine.close()

@@ -110,6 +110,11 @@ class FdPool:
         reason = errno.errorcode.get(error.errno or 0, str(error.errno))
         return TooManyOpenFiles(file.path, f"{reason} ({error.strerror})", len(self._open))
 
+    def make_room(self, count: int) -> int:
+        """Close up to ``count`` idle files, for an open made elsewhere (a flush's directory);
+        how many were closed."""
+        return self._evict(count)
+
     def _evict(self, count: int) -> int:
         """Close up to ``count`` idle files, least recently used first; how many were closed.
 

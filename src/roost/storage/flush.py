@@ -8,6 +8,7 @@ which stay valid until ``end_flush``.
 
 from __future__ import annotations
 
+import errno
 from typing import TYPE_CHECKING
 
 from roost.storage.fs import LocalFS
@@ -25,6 +26,7 @@ class FlushJob:
 
     __slots__ = (
         "directory",
+        "directory_deferred",
         "end_offset",
         "error",
         "fds",
@@ -43,6 +45,9 @@ class FlushJob:
         self.fds: list[int] = []
         self.segments: list[Segment] = []
         self.directory = directory
+        #: The directory could not be opened for its fsync (EMFILE, ENFILE): everything else
+        #: was synced; ``end_flush`` leaves the records uncovered until a later job syncs it.
+        self.directory_deferred = False
         self.end_offset = end_offset
         self.finished = False
         self.error: BaseException | None = None
@@ -54,4 +59,11 @@ class FlushJob:
         for fd in self.fds:
             self.fs.fdatasync(fd)
         if self.directory is not None:
-            self.fs.fsync_dir(self.directory)
+            try:
+                self.fs.fsync_dir(self.directory)
+            except OSError as e:
+                # Only the open inside fsync_dir fails for want of descriptors: nothing was
+                # synced wrong, the directory just was not synced yet. Not a failed log.
+                if e.errno not in (errno.EMFILE, errno.ENFILE):
+                    raise
+                self.directory_deferred = True

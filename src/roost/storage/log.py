@@ -60,6 +60,8 @@ from roost.storage.segment import LOG_SUFFIX, TAIL_BYTES, Segment, file_name
 from roost.storage.validation import check_records
 
 DEFAULT_MAX_READ_BYTES = 1024 * 1024
+#: Idle files closed so that a round can open the directory it could not sync.
+DIRECTORY_ROOM = 8
 #: Errors that say the disk has no room (a quota counts): transient, unlike an EIO.
 NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
@@ -135,6 +137,9 @@ class PartitionLog:
         self._bases = [s.base_offset for s in segments]
         self._unsynced: dict[int, Segment] = {}  # by base offset
         self._directory_changed = False
+        #: A job could not sync the directory (no descriptor to open it with): until one
+        #: does, no job's end counts as durable (a new segment's entry may not be on disk).
+        self._directory_owed = False
         # Jobs begun and not yet finished, in the order they were begun. Several may run at
         # once (the flusher overlaps rounds); they are finished strictly in this order.
         self._flushing: deque[FlushJob] = deque()
@@ -583,13 +588,16 @@ class PartitionLog:
 
     @property
     def needs_flush(self) -> bool:
-        return bool(self._unsynced or self._directory_changed) and self._failure is None
+        return (
+            bool(self._unsynced or self._directory_changed or self._directory_owed)
+            and self._failure is None
+        )
 
     def held_back_bytes(self) -> int | None:
         """What the next flush job would write, when writing is all it would do: held-back
         batches into one segment, no fdatasync of bytes written through, no directory entry
         to sync. None when it would do more (it may take long: the flusher's thread runs it)."""
-        if self._directory_changed or len(self._unsynced) > 1:
+        if self._directory_changed or self._directory_owed or len(self._unsynced) > 1:
             return None
         total = 0
         for segment in self._unsynced.values():
@@ -615,7 +623,9 @@ class PartitionLog:
                     self._fail("flush", e)
                     return None
         job = FlushJob(
-            self._fs, self.directory if self._directory_changed else None, self.end_offset
+            self._fs,
+            self.directory if self._directory_changed or self._directory_owed else None,
+            self.end_offset,
         )
         for segment in self._unsynced.values():
             job.segments.append(segment)
@@ -651,6 +661,17 @@ class PartitionLog:
                 continue
             for segment, _, position, data in done.writes:
                 segment.mark_written(position + len(data))
+            if done.directory_deferred:
+                self._directory_owed = True
+                if self.on_dirty is not None:
+                    # As an open in the pool does: close idle files and try again at once;
+                    # with none to close, after flush_interval_ms.
+                    self.on_dirty(self, self._pool.make_room(DIRECTORY_ROOM) > 0)
+                continue
+            if done.directory is not None:
+                self._directory_owed = False  # a directory fsync covers every entry made
+            if self._directory_owed:
+                continue
             self.durable_offset = max(self.durable_offset, done.end_offset)
         if self._closed and not self._flushing:
             self._release_files()
@@ -669,6 +690,8 @@ class PartitionLog:
             # Failed now even if an earlier job still runs (end_flush applies this one after it).
             raise self._fail("fsync", e) from e
         self.end_flush(job, None)
+        if job.directory_deferred:
+            raise TooManyOpenFiles(f"syncing the directory of {self.name}", "EMFILE")
 
     def close(self, clean: bool = True) -> bool:
         """Flush, persist the indexes (when ``clean``) and release the files.
@@ -741,7 +764,7 @@ class PartitionLog:
         self._segments = repair.segments
         self._bases = [s.base_offset for s in self._segments]
         self._unsynced.clear()
-        self._directory_changed = False
+        self._directory_changed = self._directory_owed = False  # the repair synced it
         self.unflushed_records = 0
         self.opened_end_offset = self.end_offset - published  # the counter never goes back
         for segment in old:
