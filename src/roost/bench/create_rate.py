@@ -36,9 +36,11 @@ def run_create_bench(
     creates: int,
     batch: int,
     progress: Callable[[str], None] = lambda _: None,
+    max_open_files: int | None = None,
 ) -> dict[str, Any]:
     root = tempfile.mkdtemp(prefix="roost-creates-", dir=directory)
-    broker = BrokerProcess(os.path.join(root, "data"), os.path.join(root, "serve.log"))
+    serve_args = [] if max_open_files is None else ["--max-open-files", str(max_open_files)]
+    broker = BrokerProcess(os.path.join(root, "data"), os.path.join(root, "serve.log"), serve_args)
     try:
         broker.start()
         return asyncio.run(_measure(broker, creates, batch, progress))

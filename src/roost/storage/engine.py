@@ -40,13 +40,16 @@ import msgspec
 from roost.clock import Clock, SystemClock
 from roost.errors import (
     DirectoryInUse,
+    InvalidConfig,
     PartitionQuarantined,
     StorageClosed,
     StorageFailure,
+    TooManyOpenFiles,
     TopicExists,
     UnknownTopic,
 )
 from roost.storage.config import TopicConfig, check_name
+from roost.storage.fd_pool import MIN_MAX_OPEN, FdPool, default_max_open, soft_fd_limit
 from roost.storage.fs import LOCAL_FS, LocalFS
 from roost.storage.journal import Journal
 from roost.storage.log import PartitionLog, storage_error
@@ -82,13 +85,20 @@ class RecoveryReport(msgspec.Struct):
 
 
 class LocalEngine:
-    def __init__(self, path: str, clock: Clock, fs: LocalFS, lock_fd: int) -> None:
+    def __init__(
+        self, path: str, clock: Clock, fs: LocalFS, lock_fd: int, max_open_files: int | None = None
+    ) -> None:
         self.path = path
         self.clock = clock
         self._fs = fs
+        #: Every log's segment descriptors, under one ceiling (fd_pool.py).
+        self.pool = FdPool(fs, max_open_files or default_max_open(soft_fd_limit()))
         self._lock_fd = lock_fd
         self._topics: dict[str, Topic] = {}
         self._journals: dict[str, Journal] = {}
+        #: Journals that refused an append for want of descriptors and owe a snapshot (see
+        #: journal.py); the host writes them and forgets those paid.
+        self.snapshots_owed: set[Journal] = set()
         self._on_dirty: DirtyCallback | None = None
         #: Logs that failed since ``failed_logs`` last looked (a superset of the failed ones):
         #: while it is empty, nothing needs looking at every log.
@@ -102,12 +112,23 @@ class LocalEngine:
             self.recovery.logs.append(self.metadata.recovery)
 
     @classmethod
-    def open(cls, path: str, clock: Clock | None = None, fs: LocalFS = LOCAL_FS) -> LocalEngine:
-        """Open (creating if needed) the data directory at ``path`` and recover every log."""
+    def open(
+        cls,
+        path: str,
+        clock: Clock | None = None,
+        fs: LocalFS = LOCAL_FS,
+        max_open_files: int | None = None,
+    ) -> LocalEngine:
+        """Open (creating if needed) the data directory at ``path`` and recover every log.
+
+        ``max_open_files``: the ceiling on descriptors the logs keep open (None: derived from
+        the process's soft RLIMIT_NOFILE, see ``default_max_open``)."""
+        if max_open_files is not None and max_open_files < MIN_MAX_OPEN:
+            raise InvalidConfig("max_open_files", max_open_files, f"must be >= {MIN_MAX_OPEN}")
         for directory in (path, os.path.join(path, "topics"), os.path.join(path, "journals")):
             fs.makedirs(directory)
         lock_fd = _lock(os.path.join(path, LOCK_NAME))
-        engine = cls(path, clock or SystemClock(), fs, lock_fd)
+        engine = cls(path, clock or SystemClock(), fs, lock_fd, max_open_files)
         marker = os.path.join(path, CLEAN_MARKER)
         clean = fs.exists(marker)
         if clean:
@@ -143,7 +164,7 @@ class LocalEngine:
                 unsynced = self._make_unsynced(topics, name, str(p)) if new and not sync else ()
                 logs.append(
                     PartitionLog.open(
-                        name, p, path, config, self.clock, self._fs, clean,
+                        name, p, path, config, self.clock, self._fs, clean, pool=self.pool,
                         unsynced_directories=unsynced,
                     )
                 )  # fmt: skip
@@ -202,10 +223,12 @@ class LocalEngine:
             try:
                 self._remove_leftover(os.path.join(self.path, "topics", name))
                 topic = self._open_topic(name, config, True, new=True, sync=sync_directories)
-            except OSError as e:
+            except (OSError, TooManyOpenFiles) as e:
                 # Nothing refers to the files yet (metadata is committed last): they just go.
                 with contextlib.suppress(OSError):
                     self._fs.remove_tree(os.path.join(self.path, "topics", name))
+                if isinstance(e, TooManyOpenFiles):
+                    raise
                 raise storage_error(f"creating topic {name}", e) from e
             txn.on_abort(lambda: self._forget_new_topic(topic))
             if sync_directories:
@@ -322,16 +345,23 @@ class LocalEngine:
         self._check_open()
         if name not in self._journals:
             check_name("journal", name)
-            journals = os.path.join(self.path, "journals")
-            journal = self._new_journal(name) if new else Journal.open(
-                name,
-                os.path.join(journals, name),
-                self.clock,
-                self._fs,
-                clean_shutdown=self.recovery.clean_shutdown,
-            )  # fmt: skip
+            if new:
+                journal = self._new_journal(name)
+            else:
+                try:
+                    journal = Journal.open(
+                        name,
+                        os.path.join(self.path, "journals", name),
+                        self.clock,
+                        self._fs,
+                        clean_shutdown=self.recovery.clean_shutdown,
+                        pool=self.pool,
+                    )
+                except OSError as e:  # its directory, say: TooManyOpenFiles for want of fds
+                    raise storage_error(f"opening journal {name}", e) from e
             journal.log.on_dirty = self._on_dirty
             journal.log.on_failure = self._failed.add
+            journal.on_snapshot_owed = self.snapshots_owed.add
             journal.log.recovery.owner = owner
             self.recovery.logs.append(journal.log.recovery)
             self._journals[name] = journal
@@ -347,12 +377,14 @@ class LocalEngine:
             self._remove_leftover(directory)
             unsynced = self._make_unsynced(journals, name, "log")
             return Journal.open(
-                name, directory, self.clock, self._fs, clean_shutdown=True,
+                name, directory, self.clock, self._fs, clean_shutdown=True, pool=self.pool,
                 unsynced_directories=unsynced,
             )  # fmt: skip
-        except OSError as e:
+        except (OSError, TooManyOpenFiles) as e:
             with contextlib.suppress(OSError):  # nothing names it yet: it just goes
                 self._fs.remove_tree(directory)
+            if isinstance(e, TooManyOpenFiles):
+                raise
             raise storage_error(f"creating journal {name}", e) from e
 
     def _forget_new_journal(self, journal: Journal) -> None:
