@@ -252,6 +252,32 @@ class Host:
             self.wake_readers(topic, soon=bool(outcome.durability))
         return outcome.published
 
+    def confirm_later(
+        self,
+        outcome: PublishOutcome,
+        topics: set[str],
+        then: Callable[[Sequence[Published] | None, BaseException | None], None],
+    ) -> None:
+        """``confirm`` without a task: ``then(published, None)`` once it may be confirmed (the
+        readers of ``topics`` woken as ``confirm`` wakes them), or ``then(None, error)`` with
+        what ``confirm`` would raise. Called from the flush round that settles it (see
+        ``Flusher.when_durable``); ``then`` must not wait."""
+        waits = list(outcome.durability)
+        waits.reverse()  # in ``confirm``'s order, popped from the end
+
+        def next_wait(error: BaseException | None) -> None:
+            if error is not None:
+                then(None, error)
+            elif waits:
+                partition_log, offset = waits.pop()
+                self.flusher.when_durable(partition_log, offset, next_wait)
+            else:
+                for topic in topics:
+                    self.wake_readers(topic, soon=True)
+                then(outcome.published, None)
+
+        next_wait(None)
+
     def wake_readers(self, topic: str, soon: bool = False) -> None:
         """Wake the long polls on ``topic`` to look again (it changed, or it is gone), and
         call its watchers: now, or with ``soon`` once this turn of the loop is done."""
