@@ -31,10 +31,21 @@ def test_bench_paced_json_measures_each_rate_and_the_large_case(tmp_path: Path) 
             per_msg / (size / 1024), rel=0.02, abs=0.01
         )
         assert 0 <= figures[f"{case}_net_cpu_us_per_msg"] <= per_msg
+        wakeups = figures[f"{case}_broker_wakeups_per_msg"]
+        assert wakeups > 0, "a broker serving messages was put on a CPU"
+        assert figures[f"{case}_broker_cpu_us_per_wakeup"] == pytest.approx(
+            per_msg / wakeups, rel=0.05
+        )
         assert 0 < figures[f"{case}_broker_cores"] < 2
         assert 0 < figures[f"{case}_p50_ms"] <= figures[f"{case}_p99_ms"]
         assert figures[f"{case}_producer_cpu_us_per_msg"] > 0
         assert figures[f"{case}_consumer_cpu_us_per_msg"] > 0
+    # The baseline: the first rate again with nothing synced, and the difference.
+    assert figures["r200_never_messages"] == 100
+    assert figures["r200_sync_cpu_us_per_msg"] == pytest.approx(
+        figures["r200_broker_cpu_us_per_msg"] - figures["r200_never_broker_cpu_us_per_msg"],
+        abs=0.2,
+    )
     assert list(tmp_path.iterdir()) == [], "the broker's directory removed"
 
 

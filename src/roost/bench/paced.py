@@ -14,12 +14,18 @@ Per case, over the window from "go" to the consumer's last message:
   broker_cpu_us_per_msg     the broker's CPU (every thread, /proc) per message
   broker_cpu_us_per_kib     the same per KiB of payload (what copies cost, for large values)
   broker_cores              the broker's CPU / wall time
+  broker_wakeups_per_msg    times its threads were put on a CPU (schedstat), per message
+  broker_cpu_us_per_wakeup  its CPU per wake-up: what one turn of its loop costs
   p50_ms, p99_ms            receive time - send stamp (CLOCK_MONOTONIC, shared by processes)
   producer_cpu_us_per_msg, consumer_cpu_us_per_msg   each client's own CPU per message
 
-The baseline, measured in the same run against the same broker: ``idle_cores``, its CPU over
-``seconds`` with nothing to do; each case's ``net_cpu_us_per_msg`` takes that off. Cases:
-``rates`` with VALUE_BYTES values, then ``large_rate`` with ``large_bytes`` values.
+The baselines, measured in the same run against the same broker: ``idle_cores``, its CPU over
+``seconds`` with nothing to do (each case's ``net_cpu_us_per_msg`` takes that off); and the
+first rate again on a queue with durability ``never`` (figures ``<case>_never_...``), whose
+difference from the same rate under ``always`` is ``<case>_sync_cpu_us_per_msg``: what the
+durable writes cost (on this VM an ``O_DSYNC`` write of 1 KiB takes ~100 us of CPU, in the
+kernel, whatever else the broker does). Cases: ``rates`` with VALUE_BYTES values, then
+``large_rate`` with ``large_bytes`` values, then the ``never`` baseline.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from roost.bench.broker_process import BrokerProcess
 from roost.bench.e2e import cpu_seconds
@@ -45,6 +51,7 @@ HEADER = struct.Struct("<Qq")  # sequence, send time (monotonic ns)
 TICK_S = 0.001
 INFLIGHT = 256
 PREFETCH = 256
+Durability = Literal["always", "interval", "never"]
 #: A case whose consumer has not seen every message this long after the producer's end fails.
 DRAIN_TIMEOUT_S = 60.0
 
@@ -73,10 +80,31 @@ def run_paced_bench(
             progress(f"{name}: {rate:g} msg/s of {size:,} bytes for {seconds:g} s")
             case = _case(broker, f"paced-{name}", rate, seconds, size, idle)
             figures.update({f"{name}_{key}": value for key, value in case.items()})
+        # The disk's share: the first rate again with nothing synced (durability never).
+        name, rate, size = cases[0]
+        progress(f"{name}_never: {rate:g} msg/s, durability never")
+        case = _case(broker, f"paced-{name}-never", rate, seconds, size, idle, "never")
+        figures.update({f"{name}_never_{key}": value for key, value in case.items()})
+        always = figures[f"{name}_broker_cpu_us_per_msg"]
+        figures[f"{name}_sync_cpu_us_per_msg"] = round(always - case["broker_cpu_us_per_msg"], 1)
     finally:
         broker.kill()
         shutil.rmtree(root, ignore_errors=True)
     return figures
+
+
+def wakeups(pid: int) -> int:
+    """How many times the threads of process ``pid`` were put on a CPU so far (the third
+    field of each thread's ``schedstat``): a broker that sleeps between messages pays each
+    wake-up's cost (a context switch, caches refilled) per message."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[2])
+        except (OSError, IndexError, ValueError):
+            continue  # a thread that ended meanwhile
+    return total
 
 
 def _idle_cores(pid: int, seconds: float) -> float:
@@ -87,9 +115,15 @@ def _idle_cores(pid: int, seconds: float) -> float:
 
 
 def _case(
-    broker: BrokerProcess, queue: str, rate: float, seconds: float, size: int, idle: float
+    broker: BrokerProcess,
+    queue: str,
+    rate: float,
+    seconds: float,
+    size: int,
+    idle: float,
+    durability: Durability = "always",
 ) -> dict[str, Any]:
-    asyncio.run(_create(broker.url, queue))
+    asyncio.run(_create(broker.url, queue, durability))
     messages = int(rate * seconds)
     consumer = _spawn("consumer", broker.url, queue, rate, seconds, size)
     producer = _spawn("producer", broker.url, queue, rate, seconds, size)
@@ -99,6 +133,7 @@ def _case(
             if client.stdout.readline().strip() != "ready":
                 raise RuntimeError(f"a {queue} client failed to connect")
         cpu0, t0 = cpu_seconds(broker.pid), time.monotonic()
+        wakes0 = wakeups(broker.pid)
         for client in (consumer, producer):
             assert client.stdin is not None
             client.stdin.write("go\n")
@@ -106,6 +141,7 @@ def _case(
         timeout = seconds + DRAIN_TIMEOUT_S
         consumed_out, _ = consumer.communicate(timeout=timeout)
         cpu1, t1 = cpu_seconds(broker.pid), time.monotonic()
+        wakes = wakeups(broker.pid) - wakes0
         produced_out, _ = producer.communicate(timeout=timeout)
         if consumer.returncode or producer.returncode:
             raise RuntimeError(f"a {queue} client failed")
@@ -124,6 +160,8 @@ def _case(
         "broker_cpu_us_per_msg": round(cpu_s / messages * 1e6, 1),
         "net_cpu_us_per_msg": round(max(0.0, cpu_s - idle * wall_s) / messages * 1e6, 1),
         "broker_cpu_us_per_kib": round(cpu_s / (messages * size / 1024) * 1e6, 3),
+        "broker_wakeups_per_msg": round(wakes / messages, 2),
+        "broker_cpu_us_per_wakeup": round(cpu_s / wakes * 1e6, 1) if wakes else None,
         "p50_ms": consumed["p50_ms"],
         "p99_ms": consumed["p99_ms"],
         "producer_cpu_us_per_msg": round(produced["cpu_s"] / messages * 1e6, 1),
@@ -131,11 +169,13 @@ def _case(
     }
 
 
-async def _create(url: str, queue: str) -> None:
+async def _create(url: str, queue: str, durability: Durability) -> None:
     import roost
 
     async with roost.connect(url, reconnect=False) as client:
-        await client.create_queue(queue, durability="always", max_deliveries=None, dead_letter=None)
+        await client.create_queue(
+            queue, durability=durability, max_deliveries=None, dead_letter=None
+        )
 
 
 async def _delete(url: str, queue: str) -> None:
