@@ -74,6 +74,9 @@ SHUTDOWN_GRACE_S = 5.0
 SETTLING_REQUESTS = (m.Ack, m.Nack, m.Unsubscribe)
 #: A delivery's encoded size beyond its key, value and headers, rounded up.
 MESSAGE_OVERHEAD_BYTES = 64
+#: A push of at least this many bytes of values leaves as its header and its payload in one
+#: ``writelines``, not joined: joining copies the payload once more.
+UNJOINED_BYTES = 64 * 1024
 #: Deliveries pushed per frame at most.
 PUSH_BATCH = 256
 #: Credit a client can hold for one subscribe: more is a client bug, not a reason to grow.
@@ -522,7 +525,11 @@ class NativeConnection:
             budget = self._codec.max_frame_bytes // 2
             for part in _frame_sized(messages, budget):
                 payload = m.Deliveries([delivered(message) for message in part])
-                self._send(Frame(Kind.DELIVERIES, push.correlation, payload))
+                frame = Frame(Kind.DELIVERIES, push.correlation, payload)
+                if push.message_bytes * len(part) >= UNJOINED_BYTES:
+                    self._stream.write_parts(list(self._codec.send_parts(frame)))
+                else:
+                    self._send(frame)
 
     def _send(self, frame: Frame) -> None:
         self._stream.write(self._codec.send(frame))
