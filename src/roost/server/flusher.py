@@ -42,12 +42,14 @@ Per durability policy (``PartitionLog.on_dirty`` tells the flusher):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
 import time
 import weakref
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 from roost.clock import Clock
@@ -124,6 +126,9 @@ class Flusher:
         #: small rounds stay on the loop), and the clock's milliseconds are too coarse for an
         #: fsync.
         self.meters = FlushMeters()
+        #: Held around the waking of a round's waiters: the host's ``holding_wakes``, so that
+        #: the pushes those confirms make due leave in the round's turn, after the confirms.
+        self.holding: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext
 
     def notify(self, log: PartitionLog, urgent: bool) -> None:
         """``PartitionLog.on_dirty``: ``log`` has appends to sync, now or within its interval."""
@@ -309,14 +314,17 @@ class Flusher:
                 self._disk_slow = False
         if round_.on_loop:
             self.meters.rounds_on_loop += 1
-        for (log, job), job_error in zip(jobs, errors, strict=True):
-            log.end_flush(job, job_error)
-            self._wake_covered(log)
-            if log in self._waiting:
-                self._urgent.setdefault(log, None)
-            if job_error is None:
-                self.meters.syncs += len(job.writes) + len(job.fds) + (job.directory is not None)
-                self.meters.records += job.records
+        with self.holding():
+            for (log, job), job_error in zip(jobs, errors, strict=True):
+                log.end_flush(job, job_error)
+                self._wake_covered(log)
+                if log in self._waiting:
+                    self._urgent.setdefault(log, None)
+                if job_error is None:
+                    self.meters.syncs += (
+                        len(job.writes) + len(job.fds) + (job.directory is not None)
+                    )
+                    self.meters.records += job.records
         if due_since_ns is not None:  # None: only interval logs, flushed on their timer
             self.meters.append_latency.observe((time.perf_counter_ns() - due_since_ns) / 1e9)
         self._maybe_idle()

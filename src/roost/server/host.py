@@ -140,6 +140,7 @@ class Host:
         flusher = Flusher(clock)
         engine.on_dirty = flusher.notify
         host = cls(engine, broker, flusher, clock, min_free_bytes)
+        flusher.holding = host.holding_wakes
         await host.storage.check()  # a disk already full refuses the very first publish
         host._timer = asyncio.create_task(host._run_timer(), name="roost-timer")
         host._storage_watch = asyncio.create_task(host._watch_storage(), name="roost-storage")
@@ -258,10 +259,11 @@ class Host:
         topics: set[str],
         then: Callable[[Sequence[Published] | None, BaseException | None], None],
     ) -> None:
-        """``confirm`` without a task: ``then(published, None)`` once it may be confirmed (the
-        readers of ``topics`` woken as ``confirm`` wakes them), or ``then(None, error)`` with
-        what ``confirm`` would raise. Called from the flush round that settles it (see
-        ``Flusher.when_durable``); ``then`` must not wait."""
+        """``confirm`` without a task: ``then(published, None)`` once it may be confirmed, then
+        the readers of ``topics`` woken, or ``then(None, error)`` with what ``confirm`` would
+        raise. Called from the flush round that settles it (``Flusher.when_durable``), whose
+        waking holds the wakes (``holding_wakes``): the round's confirms go out first, the
+        pushes they make due right after, in the same turn. ``then`` must not wait."""
         waits = list(outcome.durability)
         waits.reverse()  # in ``confirm``'s order, popped from the end
 
@@ -272,9 +274,9 @@ class Host:
                 partition_log, offset = waits.pop()
                 self.flusher.when_durable(partition_log, offset, next_wait)
             else:
-                for topic in topics:
-                    self.wake_readers(topic, soon=True)
                 then(outcome.published, None)
+                for topic in topics:
+                    self.wake_readers(topic)
 
         next_wait(None)
 
