@@ -10,7 +10,9 @@ test, never by waiting.
 - over the memory budget publishers get ``BLOCKED`` and are not read, while a consumer still
   receives and acks; ``UNBLOCKED`` and the publishes go through;
 - a client pipelining requests it has no answers for yet stops being read at
-  ``MAX_IN_FLIGHT``, or at ``MAX_IN_FLIGHT_BYTES`` of them when they are large.
+  ``MAX_IN_FLIGHT``, or at ``MAX_IN_FLIGHT_BYTES`` of them when they are large;
+- a producer that never reads its answers stops being read once they back up, after tens of
+  thousands of small publishes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
 import pytest
 
 import roost
@@ -26,7 +29,7 @@ from roost import Outgoing
 from roost.errors import ProtocolError
 from roost.protocols.native import messages as m
 from roost.protocols.native.codec import HEADER, NEED_DATA, Frame, Kind
-from roost.server.framed import MEMORY
+from roost.server.framed import KERNEL_UNSENT_BYTES, MAX_UNSENT_BYTES, MEMORY
 from roost.server.native_server import (
     IN_FLIGHT,
     MAX_IN_FLIGHT,
@@ -298,5 +301,41 @@ def test_large_requests_in_flight_stop_the_reading_at_their_bytes(tmp_path: Path
                         answered.add(frame.correlation)
             assert answered == set(range(count)) and not side._stream.holds
             await raw.aclose()
+
+    run(body)
+
+
+def test_a_producer_that_never_reads_its_answers_stops_being_read_soon(tmp_path: Path) -> None:
+    """Each small publish is answered with a few bytes: unread, they fill the kernel's buffers
+    first. The kernel may hold only ``KERNEL_UNSENT_BYTES`` of them unsent (it would grow its
+    send buffer to 4 MiB, ~140,000 answers, before the broker saw one wait), so the answers
+    back up into the broker and it stops reading the producer after tens of thousands of
+    publishes, not hundreds of thousands."""
+
+    async def body() -> None:
+        async with (
+            serving(tmp_path, **bounded()) as served,
+            roost.connect(served.url(), reconnect=False) as admin,
+        ):
+            await admin.create_queue("jobs", durability="never")
+            raw, side = await opened(served, [5])
+            raw.stream._transport.pause_reading()  # type: ignore[union-attr]
+            count = 150_000
+            publish = m.Publish("jobs", [m.Out(value=b"x")])
+            frames = b"".join(raw.codec.send(Frame(Kind.REQUEST, n, publish)) for n in range(count))
+            # An answer's bytes: the frame header, and at least the runs' one entry.
+            answer = HEADER.size + len(msgspec.msgpack.encode(("jobs", 0, count, 1)))
+            raw.send_bytes(frames)
+            transport = side._stream._transport
+            assert transport is not None
+            async with asyncio.timeout(30):
+                while not (side._stream.holds and transport.get_write_buffer_size()):
+                    await asyncio.sleep(0.01)
+            handled = served.host.engine.topic("jobs").end_offset(0)
+            # Answers in the peer's window, unsent in the kernel and in the transport's buffer;
+            # and requests in flight behind them.
+            held = 512 * 1024 + KERNEL_UNSENT_BYTES + MAX_UNSENT_BYTES
+            assert handled < min(count, held // answer + MAX_IN_FLIGHT)
+            raw.stream._transport.abort()  # type: ignore[union-attr]
 
     run(body)

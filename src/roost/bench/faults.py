@@ -7,7 +7,8 @@ directory, ``serve_args`` passed through, e.g. ``--max-memory``) and goes:
 2. a flood process (``faults_clients``) puts its flood in place: ``idle`` (2,000 connections
    that only answer PINGs), ``stalled`` (a consumer with prefetch 10,000 that never reads,
    while 500,000 1 KiB messages are published to its queue: in place once they all are),
-   ``unread`` (a producer that pipelines 500,000 messages and never reads a reply),
+   ``unread`` (a producer that pipelines 500,000 publishes of one message and never reads a
+   reply),
    ``slowloris`` (500 connections stalled inside a frame: half in the header of their
    first, half in the body of one that declares 16 MiB) or ``fuzz`` (connections sending
    random bytes, reconnecting);
@@ -71,6 +72,10 @@ class FloodSizes:
     stalled_messages: int = 500_000
     stalled_prefetch: int = 10_000
     unread_messages: int = 500_000
+    #: The issue's "500k publishes": one message per publish, so that each answer the producer
+    #: leaves unread is one message's. At 100 per publish its answers (~30 bytes per 100 KiB)
+    #: fit in the kernel's buffers until the end: a full-speed producer, not a stuck one.
+    unread_batch: int = 1
     slowloris_connections: int = 500
     slowloris_declared_bytes: int = 16 * MB
     slowloris_body_bytes: int = 4096
@@ -85,7 +90,7 @@ def _flood_spec(case: str, sizes: FloodSizes) -> dict[str, Any]:
         "stalled": {"topic": "flood.stalled", "messages": sizes.stalled_messages,
                     "prefetch": sizes.stalled_prefetch, "batch": sizes.batch},
         "unread": {"topic": "flood.unread", "messages": sizes.unread_messages,
-                   "batch": sizes.batch, "write_timeout_s": 10.0},
+                   "batch": sizes.unread_batch, "write_timeout_s": 10.0},
         "slowloris": {"connections": sizes.slowloris_connections,
                       "declared_bytes": sizes.slowloris_declared_bytes,
                       "body_bytes": sizes.slowloris_body_bytes},

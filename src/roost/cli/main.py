@@ -555,6 +555,12 @@ def bench_chaos(
 @click.option("--stalled-messages", default=500_000, show_default=True)
 @click.option("--stalled-prefetch", default=10_000, show_default=True)
 @click.option("--unread-messages", default=500_000, show_default=True)
+@click.option(
+    "--unread-batch",
+    default=1,
+    show_default=True,
+    help="Messages per publish of the producer that never reads its answers.",
+)
 @click.option("--slowloris", "slowloris_connections", default=500, show_default=True)
 @click.option("--slowloris-declared-bytes", default=16 << 20, show_default=True)
 @click.option(

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl as _ssl
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
@@ -52,12 +53,26 @@ PAUSE_AT_BYTES = 1024 * 1024
 HOLD_BYTES = 64 * 1024
 #: Unsent bytes past which a connection stops being read until the peer takes them.
 MAX_UNSENT_BYTES = 1024 * 1024
+#: Bytes the kernel may hold unsent for a peer (TCP_NOTSENT_LOWAT): past them a write stays in
+#: the transport's buffer, where ``max_unsent_bytes`` sees it. Left to itself the kernel grows
+#: a send buffer to 4 MiB even for a peer that reads nothing, which hides ~140,000 unread
+#: publish answers from the broker.
+KERNEL_UNSENT_BYTES = 128 * 1024
 #: The hold a full send buffer puts on reading.
 UNSENT = "unsent"
 #: The hold a large frame still arriving puts on reading while ``hold_partial_over`` is set.
 MEMORY = "memory"
 #: A frame arriving with more than this buffered calls ``on_large_frame`` on each read.
 LARGE_FRAME_BYTES = 1024 * 1024
+
+
+def _bound_kernel_unsent(transport: asyncio.BaseTransport) -> None:
+    sock = transport.get_extra_info("socket")
+    option = getattr(socket, "TCP_NOTSENT_LOWAT", None)  # Linux and macOS have it
+    if sock is None or option is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, option, KERNEL_UNSENT_BYTES)
 
 
 class FramedStream(asyncio.Protocol):
@@ -106,6 +121,7 @@ class FramedStream(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         self._lost = asyncio.get_running_loop().create_future()
+        _bound_kernel_unsent(transport)
         if self._on_connect is not None:
             self._task = asyncio.ensure_future(self._on_connect(self))
             self._task.add_done_callback(_report)
