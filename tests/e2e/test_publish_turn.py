@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -388,5 +389,31 @@ def test_a_shutdown_answers_a_publish_still_waiting_for_its_round(
                     await asyncio.wait_for(closing, 10)
         finally:
             await host.aclose()
+
+    asyncio.run(body())
+
+
+def test_a_publish_whose_round_fails_is_answered_with_the_failure_and_the_connection_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from roost.errors import StorageFailure
+    from roost.storage.flush import FlushJob
+
+    real_run = FlushJob.run
+
+    def eio_for_doomed(job: FlushJob) -> None:
+        if any(f"{os.sep}doomed{os.sep}" in segment.path for segment in job.segments):
+            raise OSError(5, "Input/output error")
+        real_run(job)
+
+    async def body() -> None:
+        async with served(tmp_path) as (broker, _):
+            await broker.create_queue("doomed", durability="always")
+            await broker.create_queue("fine", durability="always")
+            monkeypatch.setattr(FlushJob, "run", eio_for_doomed)
+            with pytest.raises(StorageFailure):
+                await asyncio.wait_for(broker.publish("doomed", b"x"), 10)
+            published = await asyncio.wait_for(broker.publish("fine", b"y"), 10)
+            assert (published.topic, published.offset) == ("fine", 0)
 
     asyncio.run(body())
