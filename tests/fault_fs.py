@@ -140,10 +140,12 @@ class FaultFS(LocalFS):
         super().write_file(path, data)
 
 
-async def start_host(data_dir: str, clock: Clock, fs: LocalFS) -> Host:
+async def start_host(
+    data_dir: str, clock: Clock, fs: LocalFS, max_open_files: int | None = None
+) -> Host:
     """A host on ``fs`` without its background tasks: the test calls ``storage.check`` when
     it wants free space read and failed logs repaired. The watermark is off."""
-    engine = await asyncio.to_thread(LocalEngine.open, data_dir, clock, fs)
+    engine = await asyncio.to_thread(LocalEngine.open, data_dir, clock, fs, max_open_files)
     flusher = Flusher(clock)
     engine.on_dirty = flusher.notify
     return Host(engine, Broker.open(engine, clock), flusher, clock, min_free_bytes=0)

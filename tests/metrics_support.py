@@ -37,8 +37,10 @@ def moved(
     before: Mapping[Series, float], after: Mapping[Series, float], prefix: str = "roost_"
 ) -> dict[Series, float]:
     """Series whose value changed (a series new in ``after`` counts from 0), histogram
-    buckets and the flusher's own counters left out: they move with every flush."""
-    noisy = ("roost_fsync", "roost_append_latency", "roost_flush", "roost_data_filesystem")
+    buckets, the flusher's own counters and the descriptor pool's left out: they move with
+    every flush, and with every file first used."""
+    noisy = ("roost_fsync", "roost_append_latency", "roost_flush", "roost_data_filesystem",
+             "roost_storage_")  # fmt: skip
     changes = {}
     for series, now in after.items():
         name = series[0]

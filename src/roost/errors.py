@@ -542,6 +542,29 @@ class DiskFull(StorageFailure):
         self.min_free_bytes = min_free_bytes
 
 
+class TooManyOpenFiles(StorageFailure):
+    """A file could not be opened for want of descriptors (EMFILE: the process's limit;
+    ENFILE: the system's; ENOMEM: kernel memory for one), even after the broker closed idle
+    files to make room. Only this operation failed: nothing was stored or changed, the log
+    serves on, and a retry succeeds once descriptors are free (connections closed, or the
+    limit raised; docs/operations.md, "File descriptors").
+    """
+
+    code = "too_many_open_files"
+    retriable = True
+
+    def __init__(self, what: str, reason: str, open_files: int | None = None) -> None:
+        held = "" if open_files is None else f"; storage holds {open_files} files open"
+        RoostError.__init__(
+            self,
+            f"cannot open a file for {what}: {reason}{held}; nothing was stored or changed, "
+            "retry later",
+        )
+        self.what = what
+        self.reason = reason
+        self.open_files = open_files
+
+
 class StorageClosed(StorageFailure):
     code = "storage_closed"
     retriable = False

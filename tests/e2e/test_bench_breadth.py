@@ -17,7 +17,8 @@ QUEUES = 12
 def test_bench_breadth_json_measures_one_queue_against_many(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         main, ["bench", "breadth", "--json", "--dir", str(tmp_path), "--queues", str(QUEUES),
-               "--idle-seconds", "0.3", "--paced-seconds", "0.3", "--rate", "100"],
+               "--idle-seconds", "0.3", "--paced-seconds", "0.3", "--rate", "100",
+               "--max-open-files", "16"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     figures = json.loads(result.stdout)
@@ -33,8 +34,13 @@ def test_bench_breadth_json_measures_one_queue_against_many(tmp_path: Path) -> N
     assert figures["paced_p99_ratio"] == pytest.approx(
         figures["paced_p99_ms_n"] / figures["paced_p99_ms_1"], rel=0.01
     )
-    # Each queue holds at least its journal and its segment open: more queues, more fds.
+    # Each queue has a journal and a segment; past the ceiling idle ones are closed.
     assert figures["fds_n"] > figures["fds_1"]
+    fds = figures["fds"]
+    assert (fds["at_1"], fds["at_n"]) == (figures["fds_1"], figures["fds_n"])
+    assert fds["per_idle_queue"] == pytest.approx((fds["at_n"] - fds["at_1"]) / QUEUES, abs=1e-3)
+    assert fds["max_open_files"] == 16 and fds["open_files_limit"] > 16
+    assert fds["at_n"] - fds["at_1"] < 2 * QUEUES, "the pool closed idle queues' files"
     assert list(tmp_path.iterdir()) == [], "the broker's directory removed"
 
 

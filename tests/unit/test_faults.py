@@ -9,7 +9,7 @@ import os
 import pytest
 
 from roost.clock import ManualClock
-from roost.errors import DiskFull, StorageClosed, StorageFailure
+from roost.errors import DiskFull, StorageClosed, StorageFailure, TooManyOpenFiles
 from roost.server.flusher import Flusher
 from roost.storage import LocalEngine, Record, TopicConfig
 from roost.storage.fs import LocalFS
@@ -179,14 +179,16 @@ def test_health_and_the_write_probe_see_what_would_refuse_a_write(
         engine.check_health()
 
 
-def test_a_descriptor_a_flush_cannot_open_fails_the_log_and_confirms_nothing(
+def test_a_descriptor_the_flush_needs_is_opened_by_the_append_and_refusing_it_fails_only_it(
     data_dir: str, clock: ManualClock
 ) -> None:
-    """The O_DSYNC descriptor is opened when the flush job begins (EMFILE, say): the batches
-    held back for it must not be skipped and later confirmed unwritten."""
+    """The O_DSYNC descriptor the flush writes held-back batches through is opened by the
+    append that holds the first one back, before anything is accounted: out of descriptors
+    (EMFILE even after the pool closed what was idle), that append fails with the retriable
+    ``TooManyOpenFiles`` and the log is as it was, never failed; the next append is stored."""
 
     class NoDescriptors(LocalFS):
-        refuse = 1
+        refuse = 0
 
         def open_dsync(self, path: str) -> int:
             if self.refuse:
@@ -194,17 +196,57 @@ def test_a_descriptor_a_flush_cannot_open_fails_the_log_and_confirms_nothing(
                 raise OSError(errno.EMFILE, "injected: too many open files")
             return super().open_dsync(path)
 
-    engine = LocalEngine.open(data_dir, clock, NoDescriptors())
+    fs = NoDescriptors()
+    engine = LocalEngine.open(data_dir, clock, fs)
     log = engine.create_topic("t").log(0)
 
     async def main() -> None:
         flusher = Flusher(clock)
         engine.on_dirty = flusher.notify
-        first = log.append([Record(value=b"a")])
-        with pytest.raises(StorageFailure):
-            await asyncio.wait_for(flusher.wait_durable(log, first.next_offset), 5)
+        fs.refuse = 2  # the open, and the open again after the pool closed an idle file
+        with pytest.raises(TooManyOpenFiles) as refused:
+            log.append([Record(value=b"refused")])
+        assert refused.value.retriable and refused.value.code == "too_many_open_files"
+        assert "EMFILE" in str(refused.value)
+        assert (log.failure, log.end_offset, log.needs_flush) == (None, 0, False)
+        stored = log.append([Record(value=b"stored")])
+        await asyncio.wait_for(flusher.wait_durable(log, stored.next_offset), 5)
         await flusher.aclose()
 
     asyncio.run(main())
-    assert log.durable_offset == 0
+    assert fs.refuse == 0, "both refusals were reached"
+    assert [r.value for r in log.read(0)] == [b"stored"]
+    engine.close()
+
+
+def test_out_of_descriptors_once_the_pool_closes_an_idle_file_and_opens_again(
+    data_dir: str, clock: ManualClock
+) -> None:
+    """One EMFILE, with idle files in the pool: it closes one and the open succeeds."""
+
+    class OneRefusal(LocalFS):
+        refuse = 0
+
+        def open_dsync(self, path: str) -> int:
+            if self.refuse:
+                self.refuse -= 1
+                raise OSError(errno.EMFILE, "injected: too many open files")
+            return super().open_dsync(path)
+
+    fs = OneRefusal()
+    engine = LocalEngine.open(data_dir, clock, fs)
+    logs = [engine.create_topic(name).log(0) for name in ("a", "b")]
+    evictions = engine.pool.evictions
+
+    async def main() -> None:
+        flusher = Flusher(clock)
+        engine.on_dirty = flusher.notify
+        fs.refuse = 1
+        stored = logs[1].append([Record(value=b"x")])
+        await asyncio.wait_for(flusher.wait_durable(logs[1], stored.next_offset), 5)
+        await flusher.aclose()
+
+    asyncio.run(main())
+    assert fs.refuse == 0 and engine.pool.evictions > evictions
+    assert [r.value for r in logs[1].read(0)] == [b"x"]
     engine.close()

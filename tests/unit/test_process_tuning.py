@@ -34,3 +34,21 @@ def test_allocator_settings_take_on_glibc_and_are_skipped_elsewhere(monkeypatch)
 
     monkeypatch.setattr(ctypes, "CDLL", no_libc)
     assert not process_tuning.tune_allocator()
+
+
+def test_the_open_files_limit_is_raised_to_the_hard_one_and_both_are_logged() -> None:
+    # In a child: the test process keeps its own limit.
+    code = (
+        "import logging, resource; logging.basicConfig(level=logging.INFO); "
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE); "
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard)); "
+        "from roost.server.process_tuning import raise_fd_limit; "
+        "before, now = raise_fd_limit(); "
+        "assert (before, now) == (64, resource.getrlimit(resource.RLIMIT_NOFILE)[0]), now; "
+        "assert now == hard or hard == resource.RLIM_INFINITY, (now, hard); "
+        "assert now > 64; print(now)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    raised = int(done.stdout)
+    assert f"open files limit {raised} (soft, was 64; hard " in done.stderr

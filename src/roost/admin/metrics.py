@@ -174,6 +174,17 @@ METRICS = _specs(
          "1 while free space is below the watermark and publishes are refused with disk_full."),
     Spec("roost_log_repairs_total", "counter", (),
          "Failed logs reopened in place (storage repair), automatically or by roost repair."),
+    Spec("roost_storage_open_files", "gauge", (),
+         "Segment files storage holds open now (the pool of descriptors)."),
+    Spec("roost_storage_max_open_files", "gauge", (),
+         "The ceiling on open segment files (max_open_files); idle ones are closed past it."),
+    Spec("roost_storage_file_evictions_total", "counter", (),
+         "Idle segment files closed to stay under the ceiling or after EMFILE."),
+    Spec("roost_storage_file_opens_total", "counter", (),
+         "Segment files opened (first use, or used again after an eviction)."),
+    Spec("roost_storage_open_refused_total", "counter", (),
+         "Opens that failed for want of descriptors even after closing idle files: each "
+         "failed one operation with too_many_open_files."),
 )  # fmt: skip
 
 
@@ -324,6 +335,12 @@ def _storage(scrape: _Scrape, host: Host) -> None:
     scrape.add("roost_disk_min_free_bytes", (), host.storage.disk.min_free_bytes)
     scrape.add("roost_disk_publishes_refused", (), host.storage.disk.low)
     scrape.add("roost_log_repairs_total", (), host.storage.repairs_total)
+    pool = host.engine.pool
+    scrape.add("roost_storage_open_files", (), pool.open_count)
+    scrape.add("roost_storage_max_open_files", (), pool.max_open or 0)
+    scrape.add("roost_storage_file_evictions_total", (), pool.evictions)
+    scrape.add("roost_storage_file_opens_total", (), pool.opens)
+    scrape.add("roost_storage_open_refused_total", (), pool.refused)
     try:
         fs = os.statvfs(host.engine.path)
     except OSError:

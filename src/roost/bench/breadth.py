@@ -10,6 +10,10 @@ One ``roost serve`` (a temp directory, 127.0.0.1) with one queue, ``probe``:
    ten's and the last ten's mean, and creates a second overall);
 3. the same idle and paced measurements, now among ``queues`` others.
 
+``fds`` says what the queues cost in file descriptors: the broker's open descriptors with one
+queue and with all of them (/proc), per idle queue, and the ceiling storage keeps its files under
+(``max_open_files``, from the broker's log) beside the process's open files limit.
+
 The ratios (``idle_cpu_ratio``, ``paced_p99_ratio``) are the figures to judge: the broker's
 work once a second must not grow with queues nobody uses, and a publisher on one queue must not
 wait behind it. Queues are made without a dead-letter topic (one topic each: creating them is
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -32,6 +37,7 @@ from roost.bench.e2e import cpu_seconds
 
 PROBE = "probe"
 Durability = Literal["always", "interval", "never"]
+CEILING = re.compile(r"at most (\d+) storage files open")
 
 
 def run_breadth_bench(
@@ -42,9 +48,11 @@ def run_breadth_bench(
     rate: float,
     durability: Durability = "never",
     progress: Callable[[str], None] = lambda _: None,
+    max_open_files: int | None = None,
 ) -> dict[str, Any]:
     root = tempfile.mkdtemp(prefix="roost-breadth-", dir=directory)
-    broker = BrokerProcess(os.path.join(root, "data"), os.path.join(root, "serve.log"))
+    serve_args = [] if max_open_files is None else ["--max-open-files", str(max_open_files)]
+    broker = BrokerProcess(os.path.join(root, "data"), os.path.join(root, "serve.log"), serve_args)
     try:
         broker.start()
         return asyncio.run(_measure(broker, queues, idle_s, paced_s, rate, durability, progress))
@@ -108,7 +116,23 @@ async def _measure(
         fds_1=base_fds,
         fds_n=broker.fds(),
     )
+    figures["fds"] = _fds(broker, base_fds, figures["fds_n"], queues)
     return figures
+
+
+def _fds(broker: BrokerProcess, at_1: int, at_n: int, queues: int) -> dict[str, Any]:
+    """What the queues cost in descriptors, and the bounds that hold them."""
+    with open(broker.log_path, errors="replace") as f:
+        found = CEILING.findall(f.read())
+    with open(f"/proc/{broker.pid}/limits") as f:
+        limits = [line for line in f if line.startswith("Max open files")]
+    return {
+        "at_1": at_1,
+        "at_n": at_n,
+        "per_idle_queue": round((at_n - at_1) / queues, 3),
+        "max_open_files": int(found[-1]) if found else None,  # None: a broker without a pool
+        "open_files_limit": int(limits[0].split()[3]) if limits else None,
+    }
 
 
 async def _idle_cpu(pid: int, seconds: float) -> float:

@@ -182,6 +182,13 @@ for _command in _COMMANDS:
     help="Refuse publishes (disk_full) while the data directory's filesystem has less free "
     "(default 2x the largest segment + 1 GiB; 0: off; env ROOST_MIN_FREE_BYTES).",
 )
+@click.option(
+    "--max-open-files",
+    type=int,
+    default=None,
+    help="Storage keeps at most this many files open, closing idle ones (default 3/4 of the "
+    "open files limit, which is raised to its hard value; env ROOST_MAX_OPEN_FILES).",
+)
 def serve(
     config_file: str | None,
     data: str | None,
@@ -201,6 +208,7 @@ def serve(
     tls_ca_file: str | None,
     tls_client_auth: str | None,
     min_free_bytes: int | None,
+    max_open_files: int | None,
 ) -> None:
     """Run the broker: the native protocol and the HTTP admin API, one data directory."""
     import asyncio
@@ -220,7 +228,7 @@ def serve(
         "frame_timeout_ms": frame_timeout_ms, "heartbeat_ms": heartbeat_ms,
         "tls_cert_file": tls_cert_file, "tls_key_file": tls_key_file,
         "tls_ca_file": tls_ca_file, "tls_client_auth": tls_client_auth,
-        "min_free_bytes": min_free_bytes,
+        "min_free_bytes": min_free_bytes, "max_open_files": max_open_files,
     }  # fmt: skip
     try:
         config = serving.settings(config_file, os.environ, flags)
@@ -408,6 +416,12 @@ def bench_e2e(
     show_default=True,
     help="The paced queue's durability (never: its p99 shows loop stalls, not fsyncs).",
 )
+@click.option(
+    "--max-open-files",
+    type=int,
+    default=None,
+    help="The broker's ceiling on open storage files (default: the broker's own).",
+)
 def bench_breadth(
     as_json: bool,
     directory: str | None,
@@ -416,6 +430,7 @@ def bench_breadth(
     paced_seconds: float,
     rate: float,
     durability: Literal["always", "interval", "never"],
+    max_open_files: int | None,
 ) -> None:
     """Idle CPU and a paced publisher's p99 among many idle queues, against one queue."""
     from roost.bench.breadth import run_breadth_bench
@@ -427,7 +442,14 @@ def bench_breadth(
     _report(
         as_json,
         lambda progress: run_breadth_bench(
-            directory, queues, idle_seconds, paced_seconds, rate, durability, progress
+            directory,
+            queues,
+            idle_seconds,
+            paced_seconds,
+            rate,
+            durability,
+            progress,
+            max_open_files,
         ),
         f"roost bench breadth ({queues:,} idle queues against 1)",
         {"idle_cpu_n": "<= 0.02", "paced_p99_ratio": "<= 1.2"},

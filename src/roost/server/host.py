@@ -124,13 +124,20 @@ class Host:
 
     @classmethod
     async def start(
-        cls, path: str, clock: Clock | None = None, min_free_bytes: int | None = None
+        cls,
+        path: str,
+        clock: Clock | None = None,
+        min_free_bytes: int | None = None,
+        max_open_files: int | None = None,
     ) -> Host:
         """Open the data directory (recovering it, in a thread) and start the timer and the
         storage watch. ``min_free_bytes``: the free-space watermark (None: the default, 0:
-        off; see server/disk_space.py)."""
+        off; see server/disk_space.py). ``max_open_files``: the ceiling on descriptors storage
+        keeps open (None: derived from the open files limit; see storage/fd_pool.py)."""
         clock = clock or SystemClock()
-        engine = await asyncio.to_thread(LocalEngine.open, path, clock)
+        engine = await asyncio.to_thread(
+            LocalEngine.open, path, clock, max_open_files=max_open_files
+        )
         try:
             broker = Broker.open(engine, clock)
         except BaseException:
@@ -510,6 +517,29 @@ class Host:
         for producers in self._broker.producer_states():
             if producers.snapshot_due and producers.journal.log.failure is None:
                 await self._snapshot(producers.journal, producers.snapshot())
+        if self.engine.snapshots_owed:
+            await self._pay_owed_snapshots()
+
+    async def _pay_owed_snapshots(self) -> None:
+        """Snapshot the journals that refused an append for want of descriptors (their
+        owners' state is ahead of them: storage/journal.py). Looks at every owner, but only
+        while some journal owes one."""
+        owed = self.engine.snapshots_owed
+        owners: list[tuple[Journal, Callable[[], bytes]]] = [
+            (sub.journal, sub.snapshot) for sub in self._broker.subscriptions()
+        ]
+        owners += [(p.journal, p.snapshot) for p in self._broker.producer_states()]
+        for journal, snapshot in owners:
+            if journal in owed and journal.log.failure is None:
+                try:
+                    await self._snapshot(journal, snapshot())
+                except StorageFailure as e:  # out of descriptors still: the next tick retries
+                    log.warning("roost: the snapshot journal %s owes failed: %s", journal.name, e)
+        owning = {journal for journal, _ in owners}
+        # Paid, or its owner is gone (deleted): nothing is owed any more.
+        owed.difference_update(
+            [journal for journal in owed if not journal.snapshot_owed or journal not in owning]
+        )
 
     async def _snapshot(self, journal: Journal, state: bytes) -> None:
         job = journal.snapshot_job(state)

@@ -1,4 +1,5 @@
-"""What ``roost serve`` sets on its own process: the allocator and the garbage collector.
+"""What ``roost serve`` sets on its own process: the allocator, the garbage collector and the
+open files limit.
 
 Only the server's process, never a client's: these are choices a program makes for itself.
 
@@ -13,6 +14,10 @@ Only the server's process, never a client's: these are choices a program makes f
   message path allocates lists and tuples that reference counting frees at once, so most of
   those runs find nothing. Objects alive before the broker starts (modules, classes) are moved
   out of its sight with ``gc.freeze``, and the young generation is made larger.
+- **The open files limit** (RLIMIT_NOFILE): its soft value is often 1,024 while the hard one,
+  which a process may raise its soft value to without privileges, is far higher. Each client
+  connection takes a descriptor and storage keeps up to ``max_open_files`` more (see
+  storage/fd_pool.py), so the soft limit is raised to the hard one at start.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import ctypes
 import ctypes.util
 import gc
 import logging
+import resource
 
 log = logging.getLogger("roost.serve")
 
@@ -69,3 +75,32 @@ def release_free_memory() -> bool:
     malloc_trim.argtypes = [ctypes.c_size_t]
     malloc_trim.restype = ctypes.c_int
     return bool(malloc_trim(0))
+
+
+def raise_fd_limit() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard one; (soft before, soft now), both logged.
+
+    A hard limit of "unlimited" is not a value the kernel takes for the soft one (it is capped
+    by ``fs.nr_open``): then the soft limit goes as high as the kernel allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else _nr_open()
+    raised = soft
+    if soft != resource.RLIM_INFINITY and wanted > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            raised = wanted
+        except (ValueError, OSError) as e:
+            log.warning("roost: could not raise the open files limit from %d: %s", soft, e)
+    log.info(
+        "roost: open files limit %d (soft, was %d; hard %s)",
+        raised, soft, "unlimited" if hard == resource.RLIM_INFINITY else hard,
+    )  # fmt: skip
+    return soft, raised
+
+
+def _nr_open() -> int:
+    try:
+        with open("/proc/sys/fs/nr_open") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 1 << 20

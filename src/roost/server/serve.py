@@ -32,6 +32,7 @@ from roost.server.exposure import check_exposure
 from roost.server.host import Host
 from roost.server.memory import DEFAULT_MAX_MEMORY, budget_bytes, mib
 from roost.server.native_server import NativeListener, close_native, serve_native
+from roost.server.process_tuning import raise_fd_limit
 from roost.server.tls import describe, server_context
 from roost.server.watchdog import Timeouts
 
@@ -79,6 +80,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: Publishes are refused below this much free space (None: 2x the largest segment +
     #: 1 GiB; 0: off). See server/disk_space.py.
     min_free_bytes: int | None = None
+    #: Descriptors storage keeps open at most (segment files; idle ones are closed and opened
+    #: again on use). None: three quarters of the open files limit (storage/fd_pool.py).
+    max_open_files: int | None = None
 
 
 #: Environment variables and the setting each sets.
@@ -103,6 +107,7 @@ ENVIRONMENT = {
     "ROOST_TLS_CA_FILE": "tls_ca_file",
     "ROOST_TLS_CLIENT_AUTH": "tls_client_auth",
     "ROOST_MIN_FREE_BYTES": "min_free_bytes",
+    "ROOST_MAX_OPEN_FILES": "max_open_files",
 }
 
 
@@ -177,7 +182,12 @@ async def run(
     for TLS settings that cannot work, before anything is opened."""
     tls = server_context(config)
     timeouts, budget = bounds(config)
-    host = await Host.start(config.data, min_free_bytes=config.min_free_bytes)
+    # Once the settings are known to be good (a bad one stops serve with one line), and before
+    # the data directory is opened: the storage's ceiling derives from the limit.
+    raise_fd_limit()
+    host = await Host.start(
+        config.data, min_free_bytes=config.min_free_bytes, max_open_files=config.max_open_files
+    )
     listeners = {"native": config.listen}
     if config.admin:
         listeners["admin"] = config.admin_listen
@@ -208,7 +218,8 @@ async def run(
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         log.info(
-            "roost listening on %s:%d, data in %s, %s, memory budget %s",
+            "roost listening on %s:%d, data in %s, %s, memory budget %s, "
+            "at most %d storage files open (max_open_files)",
             address,
             port,
             os.path.abspath(config.data),
@@ -216,6 +227,7 @@ async def run(
             "none (max_memory=0)"
             if budget is None
             else f"{mib(budget)} (max_memory={config.max_memory})",
+            host.engine.pool.max_open,
         )
         if ready is not None:
             ready(address, port)

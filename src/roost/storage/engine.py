@@ -34,13 +34,16 @@ import msgspec
 from roost.clock import Clock, SystemClock
 from roost.errors import (
     DirectoryInUse,
+    InvalidConfig,
     PartitionQuarantined,
     StorageClosed,
     StorageFailure,
+    TooManyOpenFiles,
     TopicExists,
     UnknownTopic,
 )
 from roost.storage.config import TopicConfig, check_name
+from roost.storage.fd_pool import MIN_MAX_OPEN, FdPool, default_max_open, soft_fd_limit
 from roost.storage.fs import LOCAL_FS, LocalFS
 from roost.storage.journal import Journal
 from roost.storage.log import PartitionLog, storage_error
@@ -76,13 +79,20 @@ class RecoveryReport(msgspec.Struct):
 
 
 class LocalEngine:
-    def __init__(self, path: str, clock: Clock, fs: LocalFS, lock_fd: int) -> None:
+    def __init__(
+        self, path: str, clock: Clock, fs: LocalFS, lock_fd: int, max_open_files: int | None = None
+    ) -> None:
         self.path = path
         self.clock = clock
         self._fs = fs
+        #: Every log's segment descriptors, under one ceiling (fd_pool.py).
+        self.pool = FdPool(fs, max_open_files or default_max_open(soft_fd_limit()))
         self._lock_fd = lock_fd
         self._topics: dict[str, Topic] = {}
         self._journals: dict[str, Journal] = {}
+        #: Journals that refused an append for want of descriptors and owe a snapshot (see
+        #: journal.py); the host writes them and forgets those paid.
+        self.snapshots_owed: set[Journal] = set()
         self._on_dirty: DirtyCallback | None = None
         #: Logs that failed since ``failed_logs`` last looked (a superset of the failed ones):
         #: while it is empty, nothing needs looking at every log.
@@ -94,12 +104,23 @@ class LocalEngine:
         self.recovery = RecoveryReport(False, [], [])
 
     @classmethod
-    def open(cls, path: str, clock: Clock | None = None, fs: LocalFS = LOCAL_FS) -> LocalEngine:
-        """Open (creating if needed) the data directory at ``path`` and recover every log."""
+    def open(
+        cls,
+        path: str,
+        clock: Clock | None = None,
+        fs: LocalFS = LOCAL_FS,
+        max_open_files: int | None = None,
+    ) -> LocalEngine:
+        """Open (creating if needed) the data directory at ``path`` and recover every log.
+
+        ``max_open_files``: the ceiling on descriptors the logs keep open (None: derived from
+        the process's soft RLIMIT_NOFILE, see ``default_max_open``)."""
+        if max_open_files is not None and max_open_files < MIN_MAX_OPEN:
+            raise InvalidConfig("max_open_files", max_open_files, f"must be >= {MIN_MAX_OPEN}")
         for directory in (path, os.path.join(path, "topics"), os.path.join(path, "journals")):
             fs.makedirs(directory)
         lock_fd = _lock(os.path.join(path, LOCK_NAME))
-        engine = cls(path, clock or SystemClock(), fs, lock_fd)
+        engine = cls(path, clock or SystemClock(), fs, lock_fd, max_open_files)
         marker = os.path.join(path, CLEAN_MARKER)
         clean = fs.exists(marker)
         if clean:
@@ -128,7 +149,11 @@ class LocalEngine:
         try:
             for p in range(config.partitions):
                 path = os.path.join(directory, str(p))
-                logs.append(PartitionLog.open(name, p, path, config, self.clock, self._fs, clean))
+                logs.append(
+                    PartitionLog.open(
+                        name, p, path, config, self.clock, self._fs, clean, pool=self.pool
+                    )
+                )
         except BaseException:
             for log in logs:
                 log.close(clean=False)
@@ -161,6 +186,10 @@ class LocalEngine:
             with contextlib.suppress(OSError):
                 self._fs.remove_tree(os.path.join(self.path, "topics", name))
             raise storage_error(f"creating topic {name}", e) from e
+        except TooManyOpenFiles:
+            with contextlib.suppress(OSError):
+                self._fs.remove_tree(os.path.join(self.path, "topics", name))
+            raise
         try:
             self._fs.fsync_dir(os.path.join(self.path, "topics"))
         except OSError as e:
@@ -270,15 +299,20 @@ class LocalEngine:
         self._check_open()
         if name not in self._journals:
             check_name("journal", name)
-            journal = Journal.open(
-                name,
-                os.path.join(self.path, "journals", name),
-                self.clock,
-                self._fs,
-                clean_shutdown=self.recovery.clean_shutdown,
-            )
+            try:
+                journal = Journal.open(
+                    name,
+                    os.path.join(self.path, "journals", name),
+                    self.clock,
+                    self._fs,
+                    clean_shutdown=self.recovery.clean_shutdown,
+                    pool=self.pool,
+                )
+            except OSError as e:  # its directory, say: TooManyOpenFiles for want of descriptors
+                raise storage_error(f"opening journal {name}", e) from e
             journal.log.on_dirty = self._on_dirty
             journal.log.on_failure = self._failed.add
+            journal.on_snapshot_owed = self.snapshots_owed.add
             journal.log.recovery.owner = owner
             self.recovery.logs.append(journal.log.recovery)
             self._journals[name] = journal

@@ -8,6 +8,7 @@ which stay valid until ``end_flush``.
 
 from __future__ import annotations
 
+import errno
 from typing import TYPE_CHECKING
 
 from roost.storage.fs import LocalFS
@@ -25,6 +26,7 @@ class FlushJob:
 
     __slots__ = (
         "directory",
+        "directory_deferred",
         "end_offset",
         "error",
         "fds",
@@ -37,19 +39,31 @@ class FlushJob:
 
     def __init__(self, fs: LocalFS, directory: str | None, end_offset: int) -> None:
         self.fs = fs
-        self.writes: list[tuple[Segment, int, bytes]] = []
+        #: (segment, its O_DSYNC descriptor, position, bytes): the descriptor is captured on
+        #: the loop, where the pool that owns it lives; it stays open until ``end_flush``.
+        self.writes: list[tuple[Segment, int, int, bytes]] = []
         self.fds: list[int] = []
         self.segments: list[Segment] = []
         self.directory = directory
+        #: The directory could not be opened for its fsync (EMFILE, ENFILE): everything else
+        #: was synced; ``end_flush`` leaves the records uncovered until a later job syncs it.
+        self.directory_deferred = False
         self.end_offset = end_offset
         self.finished = False
         self.error: BaseException | None = None
         self.records = 0  # how many records the job makes durable
 
     def run(self) -> None:
-        for segment, position, data in self.writes:
-            self.fs.pwrite(segment.sync_fd, data, position)
+        for _, fd, position, data in self.writes:
+            self.fs.pwrite(fd, data, position)
         for fd in self.fds:
             self.fs.fdatasync(fd)
         if self.directory is not None:
-            self.fs.fsync_dir(self.directory)
+            try:
+                self.fs.fsync_dir(self.directory)
+            except OSError as e:
+                # Only the open inside fsync_dir fails for want of descriptors: nothing was
+                # synced wrong, the directory just was not synced yet. Not a failed log.
+                if e.errno not in (errno.EMFILE, errno.ENFILE):
+                    raise
+                self.directory_deferred = True

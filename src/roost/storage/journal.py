@@ -15,6 +15,12 @@ that the snapshot does not cover) quarantines the journal's log: ``recover`` rai
 ``PartitionQuarantined`` and the owner (a subscription) is out of service, with nothing cut.
 A torn tail after a crash is cut, as for any log, and reported in ``log.recovery``.
 
+Out of descriptors (``TooManyOpenFiles`` from an append: its file was closed by the pool and
+could not be opened again) the entry is not stored, but its owner changed its state in memory
+first. The journal then **owes a snapshot**: it refuses appends the same way until one is
+written (``snapshot_owed``; the host writes it on its next tick), so that no later entry is
+stored without the one missing before it. The log itself never fails for it.
+
 Snapshot file ``snapshot`` (little-endian): 4s magic b"RSN1", u64 next_seq (the first entry not
 covered), u32 length of state, u32 crc32c of the state, then the state bytes. It is replaced
 atomically, so a crash leaves the old snapshot or the new one.
@@ -24,14 +30,15 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from crc32c import crc32c
 
 from roost.clock import Clock
-from roost.errors import StorageFailure
+from roost.errors import StorageFailure, TooManyOpenFiles
 from roost.storage.batch import Record
 from roost.storage.config import TopicConfig
+from roost.storage.fd_pool import FdPool
 from roost.storage.fs import LocalFS
 from roost.storage.log import PartitionLog
 
@@ -54,10 +61,13 @@ JOURNAL_CONFIG = TopicConfig(
 class SnapshotJob:
     """The blocking half of a snapshot: write the file. ``Journal.snapshot_done`` finishes."""
 
-    def __init__(self, fs: LocalFS, path: str, next_seq: int, state: bytes) -> None:
+    def __init__(
+        self, fs: LocalFS, path: str, next_seq: int, state: bytes, refused: int = 0
+    ) -> None:
         self.fs = fs
         self.path = path
         self.next_seq = next_seq
+        self.refused = refused  # appends the journal had refused when the state was taken
         self.data = _SNAPSHOT_HEADER.pack(_SNAPSHOT_MAGIC, next_seq, len(state), crc32c(state))
         self.data += state
 
@@ -71,6 +81,12 @@ class Journal:
         self.log = log
         self._fs = fs
         self._snapshot_path = os.path.join(directory, SNAPSHOT_NAME)
+        #: An append was refused for want of descriptors: appends are refused until a
+        #: snapshot is written (see the module docstring).
+        self.snapshot_owed = False
+        self._refused = 0  # appends refused so far
+        #: Told when the journal comes to owe a snapshot (the engine keeps those that do).
+        self.on_snapshot_owed: Callable[[Journal], None] | None = None
 
     @classmethod
     def open(
@@ -81,10 +97,13 @@ class Journal:
         fs: LocalFS,
         config: TopicConfig = JOURNAL_CONFIG,
         clean_shutdown: bool = False,
+        pool: FdPool | None = None,
     ) -> Journal:
         log_directory = os.path.join(directory, "log")
         fs.makedirs(log_directory)
-        log = PartitionLog.open(name, 0, log_directory, config, clock, fs, clean_shutdown)
+        log = PartitionLog.open(
+            name, 0, log_directory, config, clock, fs, clean_shutdown, pool=pool
+        )
         # Entries are small and few (one per command): written to the OS at once they survive
         # a process crash even before their fsync, so delivery counts and acks do too.
         log.write_behind = False
@@ -93,8 +112,25 @@ class Journal:
         return cls(name, directory, log, fs)
 
     def append(self, entries: Sequence[bytes]) -> int:
-        """Append entries; returns the sequence number after the last one."""
-        return self.log.append([Record(value=entry) for entry in entries]).next_offset
+        """Append entries; returns the sequence number after the last one.
+
+        ``TooManyOpenFiles`` (retriable) when the journal's file cannot be opened, or while a
+        snapshot is owed since one could not (see the module docstring)."""
+        if self.snapshot_owed:
+            self._refused += 1
+            raise TooManyOpenFiles(
+                f"journal {self.name}",
+                "an earlier entry could not be stored for want of descriptors; entries wait "
+                "for the snapshot that stands in for it (within a second)",
+            )
+        try:
+            return self.log.append([Record(value=entry) for entry in entries]).next_offset
+        except TooManyOpenFiles:
+            self._refused += 1
+            self.snapshot_owed = True
+            if self.on_snapshot_owed is not None:
+                self.on_snapshot_owed(self)
+            raise
 
     def recover(self) -> tuple[bytes | None, list[bytes]]:
         """The latest snapshot's state (None if none) and the entries after it, in order."""
@@ -120,12 +156,18 @@ class Journal:
 
     def snapshot_job(self, state: bytes) -> SnapshotJob:
         """Prepare a snapshot of ``state``, the state after every entry appended so far."""
-        return SnapshotJob(self._fs, self._snapshot_path, self.log.end_offset, state)
+        return SnapshotJob(self._fs, self._snapshot_path, self.log.end_offset, state, self._refused)
 
     def snapshot_done(self, job: SnapshotJob) -> int:
-        """After ``job.run()``: drop the log segments it covers; returns how many."""
+        """After ``job.run()``: drop the log segments it covers; returns how many. A snapshot
+        owed is paid if no append was refused after its state was taken."""
+        if job.refused == self._refused:
+            self.snapshot_owed = False
         if self.log.end_offset == job.next_seq:
-            self.log.roll()
+            try:
+                self.log.roll()
+            except TooManyOpenFiles:
+                return 0  # the covered entries stay until the next snapshot: nothing is lost
         return self.log.delete_below(job.next_seq)
 
     def snapshot(self, state: bytes) -> int:

@@ -46,10 +46,12 @@ from roost.errors import (
     PartitionQuarantined,
     StorageClosed,
     StorageFailure,
+    TooManyOpenFiles,
 )
 from roost.storage import batch as batch_format
 from roost.storage.batch import HEADER_SIZE, CorruptBatch, Record, StoredRecord
 from roost.storage.config import TopicConfig
+from roost.storage.fd_pool import OUT_OF_DESCRIPTORS, FdPool
 from roost.storage.flush import FlushJob
 from roost.storage.fs import LocalFS
 from roost.storage.recovery import LogRecovery, open_segments, write_quarantine_marker
@@ -58,14 +60,20 @@ from roost.storage.segment import LOG_SUFFIX, TAIL_BYTES, Segment, file_name
 from roost.storage.validation import check_records
 
 DEFAULT_MAX_READ_BYTES = 1024 * 1024
+#: Idle files closed so that a round can open the directory it could not sync.
+DIRECTORY_ROOM = 8
 #: Errors that say the disk has no room (a quota counts): transient, unlike an EIO.
 NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def storage_error(what: str, error: OSError) -> StorageFailure:
-    """``error`` as the Roost error a caller sees: ``DiskFull`` for want of space."""
+    """``error`` as the Roost error a caller sees: ``DiskFull`` for want of space,
+    ``TooManyOpenFiles`` for want of descriptors (an open failed: nothing was written)."""
     if error.errno in NO_SPACE_ERRNOS:
         return DiskFull(what)
+    if error.errno in OUT_OF_DESCRIPTORS:
+        reason = errno.errorcode.get(error.errno or 0, str(error.errno))
+        return TooManyOpenFiles(what, f"{reason} ({error.strerror})")
     return StorageFailure(what, error)
 
 
@@ -108,6 +116,7 @@ class PartitionLog:
         fs: LocalFS,
         segments: list[Segment],
         recovery: LogRecovery,
+        pool: FdPool | None = None,
     ) -> None:
         self.topic = topic
         self.partition = partition
@@ -122,10 +131,15 @@ class PartitionLog:
         self.on_failure: Callable[[PartitionLog], None] | None = None
         self._clock = clock
         self._fs = fs
+        #: Where this log's segments get their descriptors (shared by every log of an engine).
+        self._pool = pool or (segments[0].pool if segments else FdPool(fs))
         self._segments = segments
         self._bases = [s.base_offset for s in segments]
         self._unsynced: dict[int, Segment] = {}  # by base offset
         self._directory_changed = False
+        #: A job could not sync the directory (no descriptor to open it with): until one
+        #: does, no job's end counts as durable (a new segment's entry may not be on disk).
+        self._directory_owed = False
         # Jobs begun and not yet finished, in the order they were begun. Several may run at
         # once (the flusher overlaps rounds); they are finished strictly in this order.
         self._flushing: deque[FlushJob] = deque()
@@ -147,6 +161,14 @@ class PartitionLog:
         #: 0 for a log nobody reads while it is written (a state journal).
         self.tail_bytes = TAIL_BYTES
         self._never = config.durability == "never"
+        for segment in segments:
+            self._adopt(segment)
+
+    def _adopt(self, segment: Segment) -> None:
+        """Make ``segment`` one of this log's: in its pool, with its durability's rules."""
+        if segment.pool is not self._pool:
+            segment.move_to(self._pool)
+        segment.keep_open_until_synced = not self._never
 
     @classmethod
     def open(
@@ -159,21 +181,26 @@ class PartitionLog:
         fs: LocalFS,
         clean_shutdown: bool = False,
         repair: bool = False,
+        pool: FdPool | None = None,
     ) -> PartitionLog:
         """Open (creating if needed) the log in ``directory``, recovering its tail.
 
         Blocking: after an unclean shutdown it fsyncs what recovery kept (and the directory, if
         it dropped segments), so that ``durable_offset`` is honest from the first moment. Call
         it off the event loop. Damage that is not a torn tail quarantines the log, unless
-        ``repair`` (cut there and drop what follows; see recovery.py).
+        ``repair`` (cut there and drop what follows; see recovery.py). Descriptors come from
+        ``pool`` (the engine's; None: a pool of the log's own, without a ceiling).
         """
+        pool = pool or FdPool(fs)
         fs.makedirs(directory)
         recovery = LogRecovery(log=f"{topic}/{partition}", clean_shutdown=clean_shutdown)
-        segments = open_segments(fs, directory, config.index_interval_bytes, recovery, repair)
+        segments = open_segments(
+            fs, directory, config.index_interval_bytes, recovery, repair, pool=pool
+        )
         if recovery.quarantined:
             write_quarantine_marker(fs, directory, recovery.quarantined)
         if not segments:
-            segments = [Segment.create(fs, directory, 0)]
+            segments = [Segment.create(fs, directory, 0, pool)]
             fs.fsync_dir(directory)
         if not clean_shutdown:
             for segment in segments:
@@ -182,7 +209,7 @@ class PartitionLog:
                 # Or a second power loss may bring dropped segments back, and one that now
                 # continues the log exactly would return records recovery reported lost.
                 fs.fsync_dir(directory)
-        return cls(topic, partition, directory, config, clock, fs, segments, recovery)
+        return cls(topic, partition, directory, config, clock, fs, segments, recovery, pool)
 
     # -- offsets --------------------------------------------------------------------------
 
@@ -329,7 +356,8 @@ class PartitionLog:
             raise StorageFailure(f"reset of {self.topic}/{self.partition} during a flush")
         for segment in self._segments:
             segment.delete()
-        segment = Segment.create(self._fs, self.directory, offset)
+        segment = Segment.create(self._fs, self.directory, offset, self._pool)
+        self._adopt(segment)
         self._segments, self._bases = [segment], [offset]
         self._unsynced.clear()
         self._fs.fsync_dir(self.directory)
@@ -346,14 +374,18 @@ class PartitionLog:
         previous.drop_tail()
         try:
             previous.write_index()
-            segment = Segment.create(self._fs, self.directory, previous.next_offset)
+            segment = Segment.create(self._fs, self.directory, previous.next_offset, self._pool)
         except OSError as e:
             # Nothing in memory changed: once the half-made file is gone, only the append
             # failed. Left behind, it would not continue the log once later appends land in
             # the previous segment, and recovery would drop it and every segment after it.
             if e.errno in NO_SPACE_ERRNOS and self._remove_unborn(previous.next_offset):
                 raise DiskFull(f"a segment roll of {self.name}") from e
+            if e.errno in OUT_OF_DESCRIPTORS and self._remove_unborn(previous.next_offset):
+                # The index hint could not be written (it is rebuilt if missing).
+                raise TooManyOpenFiles(f"a segment roll of {self.name}", str(e)) from e
             raise self._fail("segment roll", e) from e
+        self._adopt(segment)
         self._segments.append(segment)
         self._bases.append(segment.base_offset)
         self._directory_changed = True
@@ -556,13 +588,16 @@ class PartitionLog:
 
     @property
     def needs_flush(self) -> bool:
-        return bool(self._unsynced or self._directory_changed) and self._failure is None
+        return (
+            bool(self._unsynced or self._directory_changed or self._directory_owed)
+            and self._failure is None
+        )
 
     def held_back_bytes(self) -> int | None:
         """What the next flush job would write, when writing is all it would do: held-back
         batches into one segment, no fdatasync of bytes written through, no directory entry
         to sync. None when it would do more (it may take long: the flusher's thread runs it)."""
-        if self._directory_changed or len(self._unsynced) > 1:
+        if self._directory_changed or self._directory_owed or len(self._unsynced) > 1:
             return None
         total = 0
         for segment in self._unsynced.values():
@@ -588,13 +623,17 @@ class PartitionLog:
                     self._fail("flush", e)
                     return None
         job = FlushJob(
-            self._fs, self.directory if self._directory_changed else None, self.end_offset
+            self._fs,
+            self.directory if self._directory_changed or self._directory_owed else None,
+            self.end_offset,
         )
         for segment in self._unsynced.values():
             job.segments.append(segment)
+            # Busy (fd_pool.py) until ``end_flush``: the job's thread holds its descriptors.
+            segment.flushing += 1
             unwritten = segment.take_unwritten()
             if unwritten is not None:
-                job.writes.append((segment, *unwritten))
+                job.writes.append((segment, segment.sync_fd, *unwritten))
             if segment.needs_fdatasync:
                 job.fds.append(segment.fd)
                 segment.needs_fdatasync = False
@@ -614,12 +653,25 @@ class PartitionLog:
         job.finished, job.error = True, error
         while self._flushing and self._flushing[0].finished:
             done = self._flushing.popleft()
+            for segment in done.segments:
+                segment.flushing = max(0, segment.flushing - 1)
             if done.error is not None:
                 self._fail("fsync", done.error)
             if self._failure is not None or self._closed:
                 continue
-            for segment, position, data in done.writes:
+            for segment, _, position, data in done.writes:
                 segment.mark_written(position + len(data))
+            if done.directory_deferred:
+                self._directory_owed = True
+                if self.on_dirty is not None:
+                    # As an open in the pool does: close idle files and try again at once;
+                    # with none to close, after flush_interval_ms.
+                    self.on_dirty(self, self._pool.make_room(DIRECTORY_ROOM) > 0)
+                continue
+            if done.directory is not None:
+                self._directory_owed = False  # a directory fsync covers every entry made
+            if self._directory_owed:
+                continue
             self.durable_offset = max(self.durable_offset, done.end_offset)
         if self._closed and not self._flushing:
             self._release_files()
@@ -638,6 +690,8 @@ class PartitionLog:
             # Failed now even if an earlier job still runs (end_flush applies this one after it).
             raise self._fail("fsync", e) from e
         self.end_flush(job, None)
+        if job.directory_deferred:
+            raise TooManyOpenFiles(f"syncing the directory of {self.name}", "EMFILE")
 
     def close(self, clean: bool = True) -> bool:
         """Flush, persist the indexes (when ``clean``) and release the files.
@@ -705,10 +759,12 @@ class PartitionLog:
             repair.discard()
             return False
         old, published = self._segments, self.end_offset - self.opened_end_offset
+        for segment in repair.segments:
+            self._adopt(segment)  # opened by the repair's thread, in a pool of its own
         self._segments = repair.segments
         self._bases = [s.base_offset for s in self._segments]
         self._unsynced.clear()
-        self._directory_changed = False
+        self._directory_changed = self._directory_owed = False  # the repair synced it
         self.unflushed_records = 0
         self.opened_end_offset = self.end_offset - published  # the counter never goes back
         for segment in old:
@@ -744,8 +800,12 @@ class PartitionLog:
     def _fail(self, what: str, cause: BaseException) -> StorageFailure:
         if self._failure is None:
             where = f"{what} on {self.name}"
-            if isinstance(cause, OSError):
-                self._failure = storage_error(where, cause)  # DiskFull for want of space
+            if isinstance(cause, OSError) and cause.errno in NO_SPACE_ERRNOS:
+                self._failure = DiskFull(where)
+            elif isinstance(cause, OSError):
+                # An EMFILE here too (a directory the flush's thread could not open): the log
+                # failed all the same, and only a repair says what the disk holds.
+                self._failure = StorageFailure(where, cause)
             else:
                 self._failure = StorageFailure(where, cause)
             if self.on_failure is not None:

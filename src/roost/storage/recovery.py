@@ -37,6 +37,7 @@ from typing import NamedTuple
 import msgspec
 
 from roost.storage.batch import HEADER_SIZE, CorruptBatch, parse_header
+from roost.storage.fd_pool import FdPool
 from roost.storage.fs import LocalFS
 from roost.storage.segment import (
     INDEX_SUFFIX,
@@ -82,6 +83,7 @@ def open_segments(
     report: LogRecovery,
     repair: bool = False,
     verify_from: int | None = None,
+    pool: FdPool | None = None,
 ) -> list[Segment]:
     """The segments of ``directory``, recovered (see the module docstring); ``report`` says how.
 
@@ -89,13 +91,15 @@ def open_segments(
     quarantining; the quarantine file goes. With ``verify_from`` (reopening a log after a failed
     write: see repair.py) only segments whose every record lies below it, known durable, may be
     adopted by their index; every other one is scanned, since the kernel may have dropped its
-    dirty pages, and a bad end there is cut as a torn write.
+    dirty pages, and a bad end there is cut as a torn write. The segments get their descriptors
+    from ``pool`` (None: one of their own, without a ceiling).
     """
+    pool = pool or FdPool(fs)
     marker = os.path.join(directory, QUARANTINE_NAME)
     was_quarantined = fs.exists(marker)
     bases = _segment_bases(fs, directory)
     segments: list[Segment] = []
-    plan = _Plan(index_interval_bytes, repair, verify_from, was_quarantined)
+    plan = _Plan(index_interval_bytes, repair, verify_from, was_quarantined, pool)
     try:
         _open_in_order(fs, directory, report, plan, bases, segments)
     except BaseException:
@@ -114,6 +118,7 @@ class _Plan(NamedTuple):
     repair: bool
     verify_from: int | None
     was_quarantined: bool
+    pool: FdPool
 
 
 def _open_in_order(
@@ -135,7 +140,7 @@ def _open_in_order(
                 _drop(fs, directory, bases[i:], report, why)
                 break
             _quarantine(report, why)
-        segment = Segment.open(fs, directory, base)
+        segment = Segment.open(fs, directory, base, plan.pool)
         segments.append(segment)
         known_durable = plan.verify_from is None or (
             not is_last and bases[i + 1] <= plan.verify_from

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import msgspec
 
+from roost.errors import TooManyOpenFiles
+from roost.storage.fd_pool import FdPool
 from roost.storage.fs import LocalFS
 from roost.storage.recovery import LogRecovery, open_segments
 from roost.storage.segment import Segment
@@ -76,6 +78,9 @@ class LogRepair:
         self.verified_below = verified_below
         self.appended_end = appended_end
         self.segments: list[Segment] = []
+        # Opened in the repair's thread: not in the engine's pool, which belongs to the loop
+        # (fd_pool.py). ``PartitionLog.end_repair`` moves them there.
+        self.pool = FdPool(fs)
         #: The files were cut: the log's old view of them is stale, so its segments must be
         #: these even if a later step (an fsync) fails and the log stays failed.
         self.cut_done = False
@@ -92,9 +97,10 @@ class LogRepair:
                 self.index_interval_bytes,
                 recovery,
                 verify_from=self.verified_below,
+                pool=self.pool,
             )
             if not segments:
-                segments = [Segment.create(self.fs, self.directory, self.keep)]
+                segments = [Segment.create(self.fs, self.directory, self.keep, self.pool)]
             self.segments = segments
             cut = self._cut_back(recovery)
             self.cut_done = True
@@ -102,9 +108,11 @@ class LogRepair:
                 if segment.next_offset > self.verified_below or segment is cut:
                     self.fs.fdatasync(segment.fd)  # kept unsynced records, or a new size
             self.fs.fsync_dir(self.directory)
-        except BaseException:
+        except BaseException as e:
             if not self.cut_done:
                 self.discard()
+            if isinstance(e, TooManyOpenFiles) and isinstance(e.__cause__, OSError):
+                raise e.__cause__ from None  # out of descriptors: try again later, as for EIO
             raise
         end = self.segments[-1].next_offset
         self.report.end_offset = end

@@ -12,10 +12,15 @@ chunk that the next flush job writes and fsyncs in one go from its thread ("writ
 Unwritten chunks are contiguous from ``_file_end`` to ``size`` and are served to readers from
 memory until the job that wrote them has finished. Making data durable is the flush's job
 (log.py), never the append's.
+
+The file's descriptors come from the engine's pool (fd_pool.py): ``fd`` and ``sync_fd`` open
+the file again if the pool closed it while it was idle, and the segment tells the pool when it
+is busy (written bytes waiting for their fsync, held-back batches, a flush job running).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from collections import deque
 from collections.abc import Iterable
@@ -23,6 +28,7 @@ from typing import NamedTuple
 
 from roost.storage import batch as batch_format
 from roost.storage.batch import HEADER_SIZE, BatchHeader, CorruptBatch
+from roost.storage.fd_pool import FdPool, PooledFile
 from roost.storage.fs import LocalFS
 from roost.storage.index import NO_TIMESTAMP, InvalidIndex, SegmentSummary, SparseIndex
 
@@ -53,6 +59,10 @@ def _slices(chunks: Iterable[tuple[int, bytes]], position: int, end: int) -> lis
     return parts
 
 
+def _refuse_closed(path: str) -> int:
+    raise OSError(errno.EBADF, f"segment {path} is closed")
+
+
 class ScanResult(NamedTuple):
     valid_bytes: int
     file_bytes: int
@@ -60,13 +70,22 @@ class ScanResult(NamedTuple):
 
 
 class Segment:
-    def __init__(self, fs: LocalFS, directory: str, base_offset: int, fd: int) -> None:
+    def __init__(self, fs: LocalFS, directory: str, base_offset: int, pool: FdPool) -> None:
         self.fs = fs
+        self.pool = pool
         self.directory = directory
         self.base_offset = base_offset
         self.path = os.path.join(directory, file_name(base_offset, LOG_SUFFIX))
-        self.fd = fd
-        self._sync_fd = -1
+        # Opened when first used, and closed again by the pool while idle (fd_pool.py).
+        self._file = PooledFile(self.path, fs.open_rw, self._busy)
+        self._sync_file = PooledFile(self.path, fs.open_dsync, self._busy)
+        #: Flush jobs begun and not finished that cover this segment: they hold its
+        #: descriptors (see ``PartitionLog.begin_flush``).
+        self.flushing = 0
+        #: Whether bytes written through and not yet synced keep the descriptors open (see
+        #: fd_pool.py). A log that never syncs (``never``) turns it off: its files would
+        #: otherwise never be let go; it promises nothing a closed descriptor could break.
+        self.keep_open_until_synced = True
         self._reset()
 
     def _reset(self) -> None:
@@ -87,14 +106,12 @@ class Segment:
         self._tail_bytes = 0
 
     @classmethod
-    def create(cls, fs: LocalFS, directory: str, base_offset: int) -> Segment:
-        """A new, empty segment (an existing file of that name is emptied)."""
-        segment = cls(
-            fs,
-            directory,
-            base_offset,
-            fs.open_rw(os.path.join(directory, file_name(base_offset, LOG_SUFFIX))),
-        )
+    def create(
+        cls, fs: LocalFS, directory: str, base_offset: int, pool: FdPool | None = None
+    ) -> Segment:
+        """A new, empty segment (an existing file of that name is emptied). Raises
+        ``TooManyOpenFiles`` with nothing created when no descriptor can be had."""
+        segment = cls(fs, directory, base_offset, pool or FdPool(fs))
         try:
             fs.truncate(segment.fd, 0)
         except BaseException:
@@ -103,14 +120,32 @@ class Segment:
         return segment
 
     @classmethod
-    def open(cls, fs: LocalFS, directory: str, base_offset: int) -> Segment:
-        """Open an existing segment file; call ``load_index`` or ``scan`` before using it."""
-        return cls(
-            fs,
-            directory,
-            base_offset,
-            fs.open_rw(os.path.join(directory, file_name(base_offset, LOG_SUFFIX))),
+    def open(
+        cls, fs: LocalFS, directory: str, base_offset: int, pool: FdPool | None = None
+    ) -> Segment:
+        """An existing segment file (opened on first use); call ``load_index`` or ``scan``
+        before using it."""
+        return cls(fs, directory, base_offset, pool or FdPool(fs))
+
+    @property
+    def fd(self) -> int:
+        """The read-write descriptor, opened if the pool had closed it. Use it at once: the
+        next call into the pool may close it again."""
+        return self.pool.fd(self._file)
+
+    def _busy(self) -> bool:
+        """Whether the descriptors must stay open (see fd_pool.py)."""
+        return bool(
+            self.flushing
+            or self._unwritten
+            or (self.needs_fdatasync and self.keep_open_until_synced)
         )
+
+    def move_to(self, pool: FdPool) -> None:
+        """Hand this segment's descriptors over to ``pool`` (see ``FdPool.adopt``)."""
+        for file in (self._file, self._sync_file):
+            pool.adopt(file, self.pool)
+        self.pool = pool
 
     @property
     def record_count(self) -> int:
@@ -133,6 +168,11 @@ class Segment:
         """
         position = self.size
         held_back = write_behind or bool(self._unwritten)
+        if held_back and self._sync_file.fd < 0:
+            # Now, before anything is accounted, not in the flush: a flush that could not open
+            # it would have batches it can neither write nor give back. Held-back batches keep
+            # the segment busy, so the descriptor stays open until they are written.
+            self.pool.fd(self._sync_file)
         keep = 0 < len(data) <= tail_bytes
         kept = bytes(data) if keep or held_back else b""
         if held_back:
@@ -177,9 +217,7 @@ class Segment:
     @property
     def sync_fd(self) -> int:
         """A second descriptor whose writes are durable on return (see ``LocalFS.open_dsync``)."""
-        if self._sync_fd < 0:
-            self._sync_fd = self.fs.open_dsync(self.path)
-        return self._sync_fd
+        return self.pool.fd(self._sync_file)
 
     def mark_written(self, end: int) -> None:
         """A flush job wrote everything below ``end``."""
@@ -373,10 +411,11 @@ class Segment:
     def close(self) -> None:
         self._unwritten.clear()
         self.drop_tail()
-        for fd in (self.fd, self._sync_fd):
-            if fd >= 0:
-                self.fs.close(fd)
-        self.fd = self._sync_fd = -1
+        self.needs_fdatasync = False
+        self.flushing = 0
+        for file in (self._file, self._sync_file):
+            self.pool.close(file)
+            file.opener = _refuse_closed  # a use after close must not recreate the file
 
     def delete(self) -> None:
         self.close()
