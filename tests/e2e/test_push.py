@@ -429,3 +429,48 @@ def test_an_unanswered_ack_the_broker_cannot_settle_sends_nothing_back(server: S
         await stream.wait_closed()
 
     asyncio.run(body())
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_large_pushes_leave_unjoined_and_arrive_whole_between_small_ones(
+    tmp_path: Path, loop: str
+) -> None:
+    """Pushes of large values are written as header and payload in one ``writelines`` (under
+    uvloop, one writev of the two buffers; asyncio joins them); the consumer reads exactly what
+    was published, large and small, in order."""
+    import random
+
+    from roost.server import native_server
+
+    rng = random.Random(14)
+    values = [
+        rng.randbytes(size)
+        for size in (300_000, 10, native_server.UNJOINED_BYTES, 1, 700_000, 5_000, 1_000_000)
+    ]
+
+    async def main() -> None:
+        host = await Host.start(str(tmp_path / "data"), ManualClock())
+        server = await serve_native(host, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            async with roost.connect(f"roost://127.0.0.1:{port}", reconnect=False) as broker:
+                await broker.create_queue("big", durability="always")
+                got: list[bytes] = []
+                async with broker.subscribe("big", prefetch=2) as deliveries:
+                    for value in values:
+                        await broker.publish("big", value)
+                    while len(got) < len(values):
+                        batch = await asyncio.wait_for(deliveries.batch(), 10)
+                        got += [d.value for d in batch]
+                        await deliveries.ack(batch)
+                assert got == values
+        finally:
+            await close_native(server)
+            await host.aclose()
+
+    if loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())

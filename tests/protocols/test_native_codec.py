@@ -35,6 +35,7 @@ from roost.protocols.native.codec import (
     NativeCodec,
     State,
     encode,
+    encode_parts,
     negotiate,
 )
 from tests.protocols.native_support import (
@@ -454,6 +455,8 @@ def test_golden_bytes(sender: str, frame: Frame, wire_hex: str) -> None:
 
     assert sending.send(frame) == wire
     assert encode(frame) == wire  # the same bytes without a codec, in any state
+    header, payload = encode_parts(frame)  # the same, as the header and the payload
+    assert (header, payload) == (wire[:HEADER_SIZE], wire[HEADER_SIZE:])
     receiving.receive_data(wire)
     assert drain(receiving) == [frame]
 
@@ -660,3 +663,20 @@ def test_a_correlation_outside_u32_is_refused_with_protocol_error(correlation: i
     client, _ = open_pair()
     with pytest.raises(ProtocolError):
         client.send(Frame(Kind.PING, correlation, m.Empty()))
+
+
+def test_send_parts_is_send_unjoined_and_takes_the_same_turn() -> None:
+    value = bytes(range(256)) * 1024  # 256 KiB
+    delivery = m.Delivered(0, 7, 1_700_000_000_000, None, value, [("h", b"v")], 1)
+    frame = Frame(Kind.DELIVERIES, 3, m.Deliveries([delivery, delivery]))
+    _, joined = open_pair()
+    _, parted = open_pair()
+    wire = joined.send(frame)
+    header, payload = parted.send_parts(frame)
+    assert header + payload == wire and len(header) == HEADER_SIZE
+    assert parted.state is joined.state
+    client, _ = open_pair()
+    client.receive_data(header + payload)
+    assert drain(client) == [frame]
+    with pytest.raises(ProtocolError):  # the client never sends deliveries: refused, as send
+        client.send_parts(frame)

@@ -652,3 +652,120 @@ def test_an_interval_log_due_while_the_thread_is_busy_waits_without_spinning(
         await asyncio.wait_for(flusher.wait_durable(second, 1), 5)
 
     run(engine, clock, body, inline_max_bytes=0)
+
+
+# -- when_durable: the same promise as wait_durable, by callback --------------------------
+
+
+def _settled(flusher: Flusher, log, offset: int) -> tuple[list, asyncio.Event]:
+    """``when_durable`` with a callback that records what it was called with, and when."""
+    calls: list[tuple[BaseException | None, int]] = []
+    called = asyncio.Event()
+
+    def then(error: BaseException | None) -> None:
+        calls.append((error, log.durable_offset))
+        called.set()
+
+    flusher.when_durable(log, offset, then)
+    return calls, called
+
+
+def test_when_durable_calls_back_once_each_after_the_round_that_covers_it(
+    engine: LocalEngine, clock: ManualClock, inline_max_bytes: int
+) -> None:
+    log = engine.create_topic("t").log(0)
+
+    async def body(flusher: Flusher) -> None:
+        waits = []
+        for i in range(50):
+            result = log.append([Record(value=b"%d" % i)])
+            calls, called = _settled(flusher, log, result.next_offset)
+            assert not calls, "not durable in the turn of its append"
+            waits.append((result.next_offset, calls, called))
+            if i % 7 == 0:
+                await asyncio.sleep(0)  # some appends in turns of their own
+        for _, _, called in waits:
+            await asyncio.wait_for(called.wait(), 5)
+        for offset, calls, _ in waits:
+            assert len(calls) == 1, "called exactly once"
+            error, durable_then = calls[0]
+            assert error is None
+            assert durable_then >= offset, "called only once its records were durable"
+
+    flusher = run(engine, clock, body, inline_max_bytes)
+    assert flusher.rounds < 50, "the callbacks share rounds as the futures do"
+
+
+def test_when_durable_calls_back_at_once_when_already_durable(
+    engine: LocalEngine, clock: ManualClock
+) -> None:
+    log = engine.create_topic("t").log(0)
+
+    async def body(flusher: Flusher) -> None:
+        result = log.append([Record(value=b"x")])
+        await flusher.wait_durable(log, result.next_offset)
+        calls, _ = _settled(flusher, log, result.next_offset)
+        assert calls == [(None, result.next_offset)], "in the caller's turn, no round"
+
+    run(engine, clock, body)
+
+
+def test_when_durable_passes_on_the_failure_of_a_round(
+    engine: LocalEngine, clock: ManualClock, monkeypatch, inline_max_bytes: int
+) -> None:
+    from roost.storage.flush import FlushJob
+
+    def failing(self: FlushJob) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(FlushJob, "run", failing)
+    log = engine.create_topic("t").log(0)
+
+    async def body(flusher: Flusher) -> None:
+        result = log.append([Record(value=b"x")])
+        calls, called = _settled(flusher, log, result.next_offset)
+        await asyncio.wait_for(called.wait(), 5)
+        [(error, durable_then)] = calls
+        assert error is not None and error is log.failure, "the log's StorageFailure"
+        assert durable_then == 0
+
+    run(engine, clock, body, inline_max_bytes)
+
+
+def test_when_durable_of_a_deleted_log_says_closed_instead_of_hanging(
+    engine: LocalEngine, clock: ManualClock, inline_max_bytes: int
+) -> None:
+    from roost.errors import StorageClosed
+
+    log = engine.create_topic("t").log(0)
+
+    async def body(flusher: Flusher) -> None:
+        result = log.append([Record(value=b"x")])
+        engine.delete_topic("t")  # in the append's turn: no round has covered it
+        calls, called = _settled(flusher, log, result.next_offset)
+        await asyncio.wait_for(called.wait(), 5)
+        assert isinstance(calls[0][0], StorageClosed) and len(calls) == 1
+
+    run(engine, clock, body, inline_max_bytes)
+
+
+def test_a_callback_that_raises_is_logged_and_disturbs_no_other_waiter(
+    engine: LocalEngine, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = engine.create_topic("t").log(0)
+
+    async def body(flusher: Flusher) -> None:
+        result = log.append([Record(value=b"x")])
+
+        def broken(error: BaseException | None) -> None:
+            raise RuntimeError("a bug in the callback")
+
+        flusher.when_durable(log, result.next_offset, broken)
+        calls, called = _settled(flusher, log, result.next_offset)
+        waiter = asyncio.ensure_future(flusher.wait_durable(log, result.next_offset))
+        await asyncio.wait_for(called.wait(), 5)
+        await asyncio.wait_for(waiter, 5)
+        assert calls == [(None, result.next_offset)]
+
+    run(engine, clock, body)
+    assert "a callback on durability failed" in caplog.text

@@ -482,6 +482,54 @@ def bench_breadth(
     )
 
 
+@bench.command("paced")
+@json_option
+@_dir_option("Where the broker keeps its data (default: the system temp directory).")
+@click.option(
+    "--rate",
+    "rates",
+    type=float,
+    multiple=True,
+    default=(1000.0, 5000.0),
+    show_default=True,
+    help="Messages a second of 1 KiB (repeat for several cases).",
+)
+@click.option("--seconds", default=10.0, show_default=True, help="Length of each case.")
+@click.option(
+    "--large-rate",
+    default=100.0,
+    show_default=True,
+    help="Messages a second of --large-bytes (0: no large case).",
+)
+@click.option(
+    "--large-bytes", default=256 * 1024, show_default=True, help="Size of a large message."
+)
+def bench_paced(
+    as_json: bool,
+    directory: str | None,
+    rates: tuple[float, ...],
+    seconds: float,
+    large_rate: float,
+    large_bytes: int,
+) -> None:
+    """Broker CPU per message when a producer and a consumer go at a set rate."""
+    from roost.bench.paced import run_paced_bench
+
+    if not rates or min(rates) <= 0 or seconds <= 0 or large_rate < 0 or large_bytes < 16:
+        raise click.BadParameter(
+            "--rate and --seconds must be positive, --large-rate at least 0, "
+            "--large-bytes at least 16"
+        )
+    _report(
+        as_json,
+        lambda progress: run_paced_bench(
+            directory, rates, seconds, large_rate, large_bytes, progress
+        ),
+        f"roost bench paced (durability always, {seconds:g} s per case)",
+        {"r1000_broker_cpu_us_per_msg": "<= 100"},
+    )
+
+
 @bench.command("chaos")
 @json_option
 @_dir_option("Where the broker keeps its data (default: the system temp directory).")

@@ -344,6 +344,18 @@ class FramedStream(asyncio.Protocol):
         if self._held_bytes >= HOLD_BYTES:  # the transport's buffer and flow control take it
             self._release(hold_on=True)
 
+    def write_parts(self, parts: list[bytes]) -> None:
+        """Write ``parts`` as one, without joining them (large ones: a copy spared), unless
+        writes are held for the frames of a read: then they join those."""
+        if self._held is not None:
+            for part in parts:
+                self.write(part)
+            return
+        assert self._transport is not None
+        self._transport.writelines(parts)
+        if self._writing_paused:
+            self._check_unsent()
+
     def _release(self, hold_on: bool = False) -> None:
         held, self._held, self._held_bytes = self._held, [] if hold_on else None, 0
         if held and self._transport is not None and not self._transport.is_closing():

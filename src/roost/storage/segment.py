@@ -243,7 +243,13 @@ class Segment:
         end = min(position + max_bytes, self.size)
         tail = self._tail
         if tail and position >= tail[0][0]:
-            parts = _slices(((start, chunk) for start, _, chunk in tail), position, end)
+            # A reader that keeps up wants the newest batch: look from that end, not through
+            # every batch the tail holds (a pushing subscription reads once per message).
+            first = len(tail) - 1
+            while tail[first][0] > position:
+                first -= 1
+            newest = (tail[i] for i in range(first, len(tail)))
+            parts = _slices(((start, chunk) for start, _, chunk in newest), position, end)
             return parts[0] if len(parts) == 1 else b"".join(parts)
         if end <= self._file_end:
             return self.fs.pread(self.fd, end - position, position)
