@@ -424,14 +424,6 @@ class Door:
     async def confirm(self, outcome: PublishOutcome, topics: set[str]) -> Sequence[Published]:
         return await self._host.confirm(outcome, topics)
 
-    def confirm_later(
-        self,
-        outcome: PublishOutcome,
-        topics: set[str],
-        then: Callable[[Sequence[Published] | None, BaseException | None], None],
-    ) -> None:
-        self._host.confirm_later(outcome, topics, then)
-
     def blocked(self, topic: str) -> bool:
         return self._host.blocked(topic)
 
@@ -682,6 +674,6 @@ class Door:
 #: Public methods of ``Door`` that are not commands: they take only what a command returned
 #: or carry no data (the boundary test checks every other public method is in ``COMMANDS``).
 PLUMBING = frozenset({
-    "confirmed_now", "confirm", "confirm_later", "blocked", "watch", "unwatch", "holding_wakes",
-    "stopping", "principal", "current", "exists",
+    "confirmed_now", "confirm", "blocked", "watch", "unwatch", "holding_wakes", "stopping",
+    "principal", "current", "exists",
 })  # fmt: skip

@@ -22,9 +22,7 @@ Where a round runs:
   due, not at the end of the turn.
 
 Each waiter has its own future (so cancelling one disturbs no other); a flush resolves its
-waiters in one pass. ``when_durable`` waits with a callback instead: the round that makes the
-records durable calls it, in its own turn, with no task to create and wake per waiter (a
-paced publisher pays that per message).
+waiters in one pass.
 
 Per durability policy (``PartitionLog.on_dirty`` tells the flusher):
 - ``always``: flushed as soon as the flusher is free;
@@ -42,15 +40,11 @@ Per durability policy (``PartitionLog.on_dirty`` tells the flusher):
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import queue
 import threading
 import time
 import weakref
 from collections.abc import Callable
-from contextlib import AbstractContextManager
-from typing import Protocol
 
 from roost.clock import Clock
 from roost.errors import StorageClosed, StorageFailure
@@ -58,19 +52,7 @@ from roost.server.meters import FlushMeters
 from roost.storage.flush import FlushJob
 from roost.storage.log import PartitionLog
 
-
-class _Waiter(Protocol):
-    """What a flush wakes: an ``asyncio.Future`` (``wait_durable``) or a ``_DurableCallback``
-    (``when_durable``)."""
-
-    def done(self) -> bool: ...
-
-    def set_result(self, result: None, /) -> None: ...
-
-
-Waiters = list[_Waiter]
-
-_logger = logging.getLogger("roost.flusher")
+Waiters = list[asyncio.Future[None]]
 
 
 #: Rounds that may run at once. This disk syncs two groups side by side 1.3x faster than one
@@ -126,9 +108,6 @@ class Flusher:
         #: small rounds stay on the loop), and the clock's milliseconds are too coarse for an
         #: fsync.
         self.meters = FlushMeters()
-        #: Held around the waking of a round's waiters: the host's ``holding_wakes``, so that
-        #: the pushes those confirms make due leave in the round's turn, after the confirms.
-        self.holding: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext
 
     def notify(self, log: PartitionLog, urgent: bool) -> None:
         """``PartitionLog.on_dirty``: ``log`` has appends to sync, now or within its interval."""
@@ -148,47 +127,27 @@ class Flusher:
         waiter disturbs neither the flush nor the other waiters.
         """
         while log.durable_offset < offset:
-            if (error := self._never_durable(log, offset)) is not None:
-                raise error
+            if log.failure is not None:
+                raise log.failure
+            if offset > log.end_offset:
+                # A repair cut the log back below records this waiter was told of: they will
+                # never be durable (an idempotent retry whose state outlived the cut).
+                raise StorageFailure(f"{log.name} (records below {offset} were cut by a repair)")
+            if log.closed:
+                raise StorageClosed(f"{log.topic}/{log.partition} (closed or deleted)")
+            if self._stopped:
+                raise StorageClosed("the flusher (the host is shut down)")
             future = self._loop.create_future()
-            self._enqueue(log, offset, future)
+            for job, waiters in self._in_flight.get(log, ()):
+                if job.end_offset >= offset:
+                    waiters.append(future)
+                    break
+            else:
+                self._waiting.setdefault(log, []).append(future)
+                if self._urgent.get(log) is None:
+                    self._urgent[log] = time.perf_counter_ns()
+                self.flush_due()
             await future
-
-    def when_durable(
-        self, log: PartitionLog, offset: int, then: Callable[[BaseException | None], None]
-    ) -> None:
-        """Call ``then(None)`` once every record below ``offset`` in ``log`` is durable, or
-        ``then(error)`` with what ``wait_durable`` would raise: ``wait_durable`` without a
-        task or a future. It is called by the round that settles it, in that turn (at once,
-        if it is settled already), so that its confirm leaves beside the round's others, a
-        turn of the loop earlier than a task's would. ``then`` must not wait; what it raises
-        is logged, never the round's."""
-        _DurableCallback(self, log, offset, then).check()
-
-    def _never_durable(self, log: PartitionLog, offset: int) -> BaseException | None:
-        """Why the records below ``offset`` will never be durable; None: they may yet be."""
-        if log.failure is not None:
-            return log.failure
-        if offset > log.end_offset:
-            # A repair cut the log back below records this waiter was told of: they will
-            # never be durable (an idempotent retry whose state outlived the cut).
-            return StorageFailure(f"{log.name} (records below {offset} were cut by a repair)")
-        if log.closed:
-            return StorageClosed(f"{log.topic}/{log.partition} (closed or deleted)")
-        if self._stopped:
-            return StorageClosed("the flusher (the host is shut down)")
-        return None
-
-    def _enqueue(self, log: PartitionLog, offset: int, waiter: _Waiter) -> None:
-        """Wake ``waiter`` when the round that covers ``offset`` ends (it re-checks then)."""
-        for job, waiters in self._in_flight.get(log, ()):
-            if job.end_offset >= offset:
-                waiters.append(waiter)
-                return
-        self._waiting.setdefault(log, []).append(waiter)
-        if self._urgent.get(log) is None:
-            self._urgent[log] = time.perf_counter_ns()
-        self.flush_due()
 
     def flush_due(self) -> bool:
         """Start a round for what is due, if one may start; True if one did (or will, on the
@@ -314,16 +273,15 @@ class Flusher:
                 self._disk_slow = False
         if round_.on_loop:
             self.meters.rounds_on_loop += 1
-        with self.holding():
-            for (log, job), job_error in zip(jobs, errors, strict=True):
-                log.end_flush(job, job_error)
-                self._wake_covered(log)
-                if log in self._waiting:
-                    self._urgent.setdefault(log, None)
-                if job_error is None:
-                    self.meters.syncs += len(job.writes) + len(job.fds) + len(job.parents)
-                    self.meters.syncs += job.directory is not None
-                    self.meters.records += job.records
+        for (log, job), job_error in zip(jobs, errors, strict=True):
+            log.end_flush(job, job_error)
+            self._wake_covered(log)
+            if log in self._waiting:
+                self._urgent.setdefault(log, None)
+            if job_error is None:
+                self.meters.syncs += len(job.writes) + len(job.fds) + len(job.parents)
+                self.meters.syncs += job.directory is not None
+                self.meters.records += job.records
         if due_since_ns is not None:  # None: only interval logs, flushed on their timer
             self.meters.append_latency.observe((time.perf_counter_ns() - due_since_ns) / 1e9)
         self._maybe_idle()
@@ -390,51 +348,6 @@ class Flusher:
             self._rounds_queue.put(None)
         for thread in self._threads:
             thread.join()
-
-
-class _DurableCallback:
-    """``when_durable``'s waiter: woken as a future is, it looks again, then calls ``then``
-    once, or waits for the next round."""
-
-    __slots__ = ("_called", "_flusher", "_log", "_offset", "_then")
-
-    def __init__(
-        self,
-        flusher: Flusher,
-        log: PartitionLog,
-        offset: int,
-        then: Callable[[BaseException | None], None],
-    ) -> None:
-        self._flusher = flusher
-        self._log = log
-        self._offset = offset
-        self._then = then
-        self._called = False
-
-    def done(self) -> bool:
-        return self._called
-
-    def set_result(self, result: None, /) -> None:
-        self.check(woken=True)
-
-    def check(self, woken: bool = False) -> None:
-        if self._log.durable_offset >= self._offset:
-            self._call(None)
-        elif (error := self._flusher._never_durable(self._log, self._offset)) is not None:
-            self._call(error)
-        elif woken:
-            # Woken while the flusher is in the middle of a round's bookkeeping: it asks for
-            # the next round from a turn of its own, as a woken task would.
-            self._flusher._loop.call_soon(self.check)
-        else:
-            self._flusher._enqueue(self._log, self._offset, self)
-
-    def _call(self, error: BaseException | None) -> None:
-        self._called = True
-        try:
-            self._then(error)
-        except Exception:
-            _logger.exception("a callback on durability failed")
 
 
 class _Round:

@@ -147,7 +147,6 @@ class Host:
         flusher = Flusher(clock)
         engine.on_dirty = flusher.notify
         host = cls(engine, broker, flusher, clock, min_free_bytes)
-        flusher.holding = host.holding_wakes
         await host.storage.check()  # a disk already full refuses the very first publish
         host._timer = asyncio.create_task(host._run_timer(), name="roost-timer")
         host._storage_watch = asyncio.create_task(host._watch_storage(), name="roost-storage")
@@ -259,33 +258,6 @@ class Host:
             # confirms go out first (a producer's window waits on them), the pushes after.
             self.wake_readers(topic, soon=bool(outcome.durability))
         return outcome.published
-
-    def confirm_later(
-        self,
-        outcome: PublishOutcome,
-        topics: set[str],
-        then: Callable[[Sequence[Published] | None, BaseException | None], None],
-    ) -> None:
-        """``confirm`` without a task: ``then(published, None)`` once it may be confirmed, then
-        the readers of ``topics`` woken, or ``then(None, error)`` with what ``confirm`` would
-        raise. Called from the flush round that settles it (``Flusher.when_durable``), whose
-        waking holds the wakes (``holding_wakes``): the round's confirms go out first, the
-        pushes they make due right after, in the same turn. ``then`` must not wait."""
-        waits = list(outcome.durability)
-        waits.reverse()  # in ``confirm``'s order, popped from the end
-
-        def next_wait(error: BaseException | None) -> None:
-            if error is not None:
-                then(None, error)
-            elif waits:
-                partition_log, offset = waits.pop()
-                self.flusher.when_durable(partition_log, offset, next_wait)
-            else:
-                then(outcome.published, None)
-                for topic in topics:
-                    self.wake_readers(topic)
-
-        next_wait(None)
 
     def wake_readers(self, topic: str, soon: bool = False) -> None:
         """Wake the long polls on ``topic`` to look again (it changed, or it is gone), and

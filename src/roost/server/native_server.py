@@ -31,12 +31,11 @@ import contextlib
 import functools
 import logging
 import ssl as _ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from roost.clock import Clock, SystemClock
 from roost.core.model import Message
-from roost.core.publishing import Published, PublishOutcome
 from roost.errors import ProtocolError, RoostError, Unavailable
 from roost.protocols.native import messages as m
 from roost.protocols.native.codec import Frame, Kind, NativeCodec, State, encode
@@ -57,6 +56,7 @@ from roost.server.native_handshake import Handshake, HandshakePolicy, Sleep
 from roost.server.native_session import (
     HANDLERS,
     ack_unanswered,
+    confirm,
     delivered,
     publish_now,
     runs,
@@ -165,12 +165,7 @@ class NativeConnection:
         self._codec = stream.codec
         stream.on_writable = self._push_all  # pushes that waited for the socket go on
         self._tasks: set[asyncio.Task[None]] = set()
-        #: Publishes appended and waiting for their round to be answered (``_confirm_later``).
-        self._confirming = 0
-        self._confirmed: asyncio.Future[None] | None = None  # set when none is (``finish``)
-        #: The connection is closed: a round that ends now answers nobody.
-        self._gone = False
-        self._in_flight_bytes = 0  # the frames' sizes of the requests in flight
+        self._in_flight_bytes = 0  # the frames' sizes of the requests in ``_tasks``
         self._pushes: dict[int, _Push] = {}
         #: Requests given a task that has not started yet: a publish must not overtake them.
         self._waiting_to_start = 0
@@ -200,13 +195,8 @@ class NativeConnection:
         that does not take what is still to be sent within ``grace_s`` more (a consumer
         that stopped reading) is cut off: a shutdown never waits on a client."""
         self._finishing = True
-        waits: set[asyncio.Future[None]] = set(self._tasks)
-        if self._confirming:
-            if self._confirmed is None:
-                self._confirmed = asyncio.get_running_loop().create_future()
-            waits.add(self._confirmed)
-        if waits:
-            await asyncio.wait(waits, timeout=grace_s)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=grace_s)
         self._stream.close()
         try:
             await asyncio.wait_for(self._stream.wait_closed(), grace_s)
@@ -234,7 +224,6 @@ class NativeConnection:
         except ConnectionError:
             pass
         finally:
-            self._gone = True
             for push in list(self._pushes.values()):
                 self._stop_pushing(push)
             tasks = list(self._tasks)
@@ -301,24 +290,16 @@ class NativeConnection:
         """Run ``work`` as a task; ``size_bytes``: what its request took on the wire."""
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
-        self._count_in(size_bytes)
+        self._in_flight_bytes += size_bytes
         task.add_done_callback(functools.partial(self._done, size_bytes))
+        if len(self._tasks) >= MAX_IN_FLIGHT or self._in_flight_bytes >= MAX_IN_FLIGHT_BYTES:
+            self._stream.hold_reading(IN_FLIGHT)
 
     def _done(self, size_bytes: int, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        self._count_out(size_bytes)
-
-    def _count_in(self, size_bytes: int) -> None:
-        """A request is in flight (a task, or a publish waiting for its round)."""
-        self._in_flight_bytes += size_bytes
-        in_flight = len(self._tasks) + self._confirming
-        if in_flight >= MAX_IN_FLIGHT or self._in_flight_bytes >= MAX_IN_FLIGHT_BYTES:
-            self._stream.hold_reading(IN_FLIGHT)
-
-    def _count_out(self, size_bytes: int) -> None:
         self._in_flight_bytes -= size_bytes
         if (
-            len(self._tasks) + self._confirming <= MAX_IN_FLIGHT // 2
+            len(self._tasks) <= MAX_IN_FLIGHT // 2
             and self._in_flight_bytes <= MAX_IN_FLIGHT_BYTES // 2
         ):
             self._stream.release_reading(IN_FLIGHT)
@@ -414,9 +395,8 @@ class NativeConnection:
     def _publish(self, correlation: int, request: m.Publish) -> None:
         """Append a publish in the turn it arrives, and answer it then too unless an fsync
         round must come first: no task and no turn of the loop between a message and its
-        push. One that waits for room in a full topic (overflow `block`) is finished by a
-        task, as any request; one that waits for its round under `always`, by that round
-        (``_confirm_later``)."""
+        push. A publish that waits (for its round under `always`, for room in a full topic
+        under overflow `block`) is finished by a task, as any request."""
         try:
             outcome = publish_now(self.door, request)
             if outcome is None:  # nothing appended: the task waits for room, then appends
@@ -429,37 +409,12 @@ class NativeConnection:
             self._send(_failure(correlation, request, e, self._codec.version))
             return
         if published is None:  # appended: what is left is its fsync round, nothing to overtake
-            self._confirm_later(correlation, request, outcome)
+            work = functools.partial(confirm, self.door, outcome, request.topic)
+            self._spawn(
+                self._answer(correlation, request, work, queued=False), self._codec.frame_bytes
+            )
         else:
             self._send(Frame(Kind.RESPONSE, correlation, runs(published)))
-
-    def _confirm_later(self, correlation: int, request: m.Publish, outcome: PublishOutcome) -> None:
-        """Answer an appended publish from the flush round that makes it durable: no task, no
-        future and no turn of the loop per publish (a paced producer pays those per message).
-        It counts as a request in flight, as a task would, until it is answered."""
-        size_bytes = self._codec.frame_bytes
-        self._confirming += 1
-        self._count_in(size_bytes)
-
-        def answer(published: Sequence[Published] | None, error: BaseException | None) -> None:
-            self._confirming -= 1
-            self._count_out(size_bytes)
-            if self._confirming == 0 and self._confirmed is not None:
-                self._confirmed.set_result(None)
-                self._confirmed = None
-            if self._gone:
-                return  # closed meanwhile: nobody to answer, as a cancelled task answers nobody
-            if error is None:
-                assert published is not None
-                frame = Frame(Kind.RESPONSE, correlation, runs(published))
-            elif isinstance(error, Exception):
-                frame = _failure(correlation, request, error, self._codec.version)
-            else:
-                raise error
-            with contextlib.suppress(ProtocolError):  # it said goodbye meanwhile
-                self._send(frame)
-
-        self.door.confirm_later(outcome, {request.topic}, answer)
 
     async def _reply(self, frame: Frame) -> None:
         """Send and wait until the socket takes it: a client that reads slowly slows its own

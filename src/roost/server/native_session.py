@@ -112,6 +112,10 @@ def publish_now(door: Door, req: m.Publish) -> PublishOutcome | None:
     return door.publish_now(req.topic, messages, req.producer_id, req.sequence)
 
 
+async def confirm(door: Door, outcome: PublishOutcome, topic: str) -> m.Response:
+    return runs(await door.confirm(outcome, {topic}))
+
+
 async def publish_to_exchange(door: Door, req: m.PublishToExchange) -> m.Response:
     messages = [outgoing(message) for message in req.messages]
     return runs(await door.publish_to_exchange(req.exchange, req.routing_key, messages))
