@@ -23,6 +23,7 @@ from roost.server.flusher import Flusher
 from roost.server.host import Host
 from roost.storage import LocalEngine
 from roost.storage.fs import LocalFS
+from roost.storage.log import PartitionLog
 
 
 @dataclass
@@ -149,3 +150,14 @@ async def start_host(
     flusher = Flusher(clock)
     engine.on_dirty = flusher.notify
     return Host(engine, Broker.open(engine, clock), flusher, clock, min_free_bytes=0)
+
+
+def log_values(log: PartitionLog) -> list[bytes]:
+    """Every value a log holds now, in order: what a test checks after faults and repairs."""
+    found: list[bytes] = []
+    offset = log.start_offset
+    while offset < log.end_offset:
+        records = log.read(offset)
+        found += [r.value for r in records]
+        offset = records[-1].offset + 1
+    return found

@@ -19,7 +19,7 @@ from roost.storage import LocalEngine, Record, TopicConfig
 from roost.storage.fd_pool import FdPool, PooledFile, default_max_open
 from roost.storage.fs import LocalFS
 from roost.storage.log import PartitionLog
-from tests.fault_fs import FaultFS, start_host
+from tests.fault_fs import FaultFS, log_values, start_host
 
 
 def small_segments(durability: str) -> TopicConfig:
@@ -31,16 +31,6 @@ CEILING = 12
 
 def open_fds() -> int:
     return len(os.listdir(f"/proc/{os.getpid()}/fd"))
-
-
-def values(log: PartitionLog) -> list[bytes]:
-    found: list[bytes] = []
-    offset = log.start_offset
-    while offset < log.end_offset:
-        records = log.read(offset)
-        found += [r.value for r in records]
-        offset = records[-1].offset + 1
-    return found
 
 
 async def publish(flusher: Flusher, log: PartitionLog, value: bytes) -> None:
@@ -85,7 +75,7 @@ def test_the_ceiling_holds_over_many_logs_and_every_file_reopens_when_used_again
     asyncio.run(main())
     assert engine.pool.evictions > 0
     for topic in topics:
-        assert values(topic.log(0)) == [b"%s-%d" % (topic.name.encode(), r) for r in range(3)]
+        assert log_values(topic.log(0)) == [b"%s-%d" % (topic.name.encode(), r) for r in range(3)]
     for journal in journals:
         assert journal.recover()[1] == [b"%s-%d" % (journal.name.encode(), r) for r in range(3)]
     engine.close()
@@ -94,7 +84,7 @@ def test_the_ceiling_holds_over_many_logs_and_every_file_reopens_when_used_again
     engine = LocalEngine.open(data_dir, clock, max_open_files=CEILING)
     assert engine.recovery.clean_shutdown
     for name in (f"t{i}" for i in range(30)):
-        assert values(engine.topic(name).log(0)) == [
+        assert log_values(engine.topic(name).log(0)) == [
             b"%s-%d" % (name.encode(), r) for r in range(3)
         ]
     engine.close()
@@ -108,7 +98,7 @@ def test_sealed_segments_of_one_log_are_read_back_through_a_small_pool(
     for i in range(40):
         log.append([Record(value=b"%02d" % i + b"." * 3000)])  # a segment each
     assert log.segment_count == 40 and engine.pool.open_count <= 8
-    assert [v[:2] for v in values(log)] == [b"%02d" % i for i in range(40)]
+    assert [v[:2] for v in log_values(log)] == [b"%02d" % i for i in range(40)]
     assert engine.pool.open_count <= 8
     engine.close()
 
@@ -152,7 +142,7 @@ def test_a_file_written_through_stays_open_until_its_fsync(
     for other in others:  # synced now: it may go like any idle file
         other.log(0).append([Record(value=b"y")])
     assert ("close", written_fd) in fs.calls
-    assert values(written) == [b"unsynced"]
+    assert log_values(written) == [b"unsynced"]
     engine.close()
 
 
@@ -255,10 +245,10 @@ def test_out_of_descriptors_at_each_kind_of_open_fails_only_that_operation(
     }
     for case_name, (names, expected) in after.items():
         if case == case_name:
-            assert values(engine.topic(names[0]).log(0)) == expected
+            assert log_values(engine.topic(names[0]).log(0)) == expected
     if case == "roll":
-        assert [v[:5] for v in values(engine.topic("r").log(0))] == [b"0....", b"1....", b"befor",
-                                                                     b"after"]  # fmt: skip
+        kept = log_values(engine.topic("r").log(0))
+        assert [v[:5] for v in kept] == [b"0....", b"1....", b"befor", b"after"]
     if case == "journal-append":
         assert engine.journal("j").recover() == (b"state with the refused entry", [b"after"])
     engine.close()
@@ -394,7 +384,7 @@ def test_a_directory_the_flush_cannot_open_delays_the_confirm_and_fails_nothing(
         await flusher.aclose()
 
     asyncio.run(main())
-    assert [v[:1] for v in values(log)] == [b"0", b"1", b"2"]
+    assert [v[:1] for v in log_values(log)] == [b"0", b"1", b"2"]
     engine.close()
 
 

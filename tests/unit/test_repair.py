@@ -13,7 +13,7 @@ from roost.errors import DiskFull, StorageFailure
 from roost.server.flusher import Flusher
 from roost.storage import LocalEngine, Record, TopicConfig
 from roost.storage.log import PartitionLog
-from tests.fault_fs import FaultFS
+from tests.fault_fs import FaultFS, log_values
 
 
 def repair(log: PartitionLog) -> bool:
@@ -24,16 +24,6 @@ def repair(log: PartitionLog) -> bool:
     except OSError as e:
         return log.end_repair(job, e)
     return log.end_repair(job)
-
-
-def values(log: PartitionLog) -> list[bytes]:
-    found: list[bytes] = []
-    offset = log.start_offset
-    while offset < log.end_offset:
-        records = log.read(offset)
-        found += [r.value for r in records]
-        offset = records[-1].offset + 1
-    return found
 
 
 def test_a_failed_flush_is_cut_back_to_the_durable_offset_and_writes_resume(
@@ -64,11 +54,11 @@ def test_a_failed_flush_is_cut_back_to_the_durable_offset_and_writes_resume(
         await flusher.aclose()
 
     asyncio.run(main())
-    assert values(log) == [b"ok", b"retried"]
+    assert log_values(log) == [b"ok", b"retried"]
     engine.close()
     engine = LocalEngine.open(data_dir, clock)
     assert engine.recovery.clean_shutdown, "a repaired log closes cleanly"
-    assert values(engine.topic("t").log(0)) == [b"ok", b"retried"]
+    assert log_values(engine.topic("t").log(0)) == [b"ok", b"retried"]
     engine.close()
 
 
@@ -96,7 +86,7 @@ def test_repair_verifies_from_disk_what_was_not_durable(data_dir: str, clock: Ma
     assert log.end_repair(job)
     assert job.report.records_lost == 1, "confirmed under interval, then lost by the disk"
     assert job.report.recovery is not None and job.report.recovery.bytes_truncated > 0
-    assert values(log) == [b"synced"]
+    assert log_values(log) == [b"synced"]
     assert log.append([Record(value=b"next")]).base_offset == 1
     engine.close()
 
@@ -116,7 +106,7 @@ def test_a_repair_that_fails_again_leaves_the_log_failed_and_can_be_retried(
     assert len(os.listdir(f"/proc/{os.getpid()}/fd")) == open_before, "no descriptor leaks"
     assert log.failure is not None
     assert repair(log), "the disk works again"
-    assert values(log) == [b"a"]
+    assert log_values(log) == [b"a"]
     engine.close()
 
 
@@ -140,7 +130,7 @@ def test_no_repair_while_a_flush_job_holds_the_files(data_dir: str, clock: Manua
     assert log.durable_offset == 1, "b's job ended after the failure: b is not confirmed"
     fs.disarm()
     assert repair(log)
-    assert values(log) == [b"a"], "what was not confirmed is cut, though b reached the disk"
+    assert log_values(log) == [b"a"], "what was not confirmed is cut, though b reached the disk"
     engine.close()
 
 
@@ -199,5 +189,5 @@ def test_a_repair_that_cannot_open_every_segment_closes_what_it_opened(
     assert len(os.listdir(f"/proc/{os.getpid()}/fd")) == open_before, "no descriptor leaks"
     fs.disarm()
     assert repair(log)
-    assert [v[:1] for v in values(log)] == [b"0", b"1", b"2"]
+    assert [v[:1] for v in log_values(log)] == [b"0", b"1", b"2"]
     engine.close()
