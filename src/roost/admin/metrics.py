@@ -76,6 +76,8 @@ METRICS = _specs(
          "The first offset the partition still stores (retention moves it up)."),
     Spec("roost_partition_size_bytes", "gauge", PARTITION,
          "Bytes of the partition's segment files."),
+    Spec("roost_partition_retention_deleted_segments_total", "counter", PARTITION,
+         "Segments deleted by retention: time, size, or consumed by every subscription."),
     Spec("roost_partition_write_failed", "gauge", PARTITION,
          "1 if a write or fsync failed and the log refuses writes until it is repaired "
          "(automatically once the disk takes writes, or roost repair). State journals are "
@@ -263,6 +265,11 @@ def _partitions(scrape: _Scrape, topic: TopicReading) -> None:
         scrape.add("roost_partition_end_offset", labels, p.end_offset)
         scrape.add("roost_partition_start_offset", labels, p.start_offset)
         scrape.add("roost_partition_size_bytes", labels, p.size_bytes)
+        scrape.add(
+            "roost_partition_retention_deleted_segments_total",
+            labels,
+            p.retention_deleted_segments,
+        )
         scrape.add("roost_partition_write_failed", labels, p.write_failed)
         scrape.add("roost_partition_quarantined", labels, p.quarantined)
 

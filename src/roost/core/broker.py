@@ -49,6 +49,7 @@ from roost.core.redrive import (
     redrive_spec,
     source_of,
 )
+from roost.core.retention import Retention
 from roost.core.routing import MAX_KEY_BYTES, BindingSpec, ExchangeSpec, Router
 from roost.core.state_codec import CorruptState
 from roost.core.stats import (
@@ -117,6 +118,9 @@ class Broker:
         #: (topic, partition) whose until-consumed floor may have moved, or which rolled a
         #: segment, since the last tick: the only ones retention looks at.
         self._retention_due: set[tuple[str, int]] = set()
+        #: Time and size retention: deadlines per partition, applied by the tick and on a
+        #: segment roll (core/retention.py).
+        self._retention = Retention(clock)
         #: Subscriptions that said their journal is due a snapshot (``journals_due``).
         self._snapshots_due: set[tuple[str, str]] = set()
         #: Set to a Counter, it counts the tick's visits per subscription (tests; off by
@@ -136,6 +140,8 @@ class Broker:
             with contextlib.suppress(ProducerStateQuarantined):
                 broker._topic_producers(broker.engine.topic(topic))
         broker.continue_past_seen()
+        for name in engine.list_topics():
+            broker._retention.watch(engine.topic(name))  # what expired while we were down
         read = broker.topics_with_subscriptions()
         for name, policy in broker._policies.items():
             if policy.retain_until_consumed and name in read:
@@ -249,7 +255,9 @@ class Broker:
         names += [subscription for topic, subscription in self._quarantined if topic == name]
         for subscription in names:
             self.delete_subscription(name, subscription)
+        partitions = len(self.engine.topic(name).partitions)
         self.engine.delete_topic(name)
+        self._retention.forget(name, partitions)
         damaged = self._damaged_producers.pop(name, None)
         if self._producers.pop(name, None) is not None or damaged is not None:
             self._catalog.forget_topic(name)
@@ -539,9 +547,14 @@ class Broker:
         outcome = self._publisher.publish(
             target, policy, messages, partitions, producer_id, sequence
         )
-        if policy.retain_until_consumed:
-            self._note_segments(target, partitions)
+        self._appended(target, policy, partitions)
         return outcome
+
+    def _appended(self, topic: Topic, policy: TopicPolicy, partitions: list[int]) -> None:
+        """Retention's part in a publish: a roll may have made segments deletable."""
+        if policy.retain_until_consumed:
+            self._note_segments(topic, partitions)
+        self._retention.appended(topic, partitions)
 
     def _note_segments(self, topic: Topic, partitions: list[int]) -> None:
         """A partition with sealed segments may have rolled just now, its old active segment
@@ -615,8 +628,7 @@ class Broker:
         durability: list[tuple[PartitionLog, int]] = []
         for (target, policy, partitions), routed in plans:
             part = self._publisher.publish(target, policy, routed, partitions)
-            if policy.retain_until_consumed:
-                self._note_segments(target, partitions)
+            self._appended(target, policy, partitions)
             published.extend(part.published)
             durability.extend(part.durability)
         return PublishOutcome(published, durability)
@@ -795,13 +807,23 @@ class Broker:
                 self._visiting = None
             if isinstance(sub, QueueSubscription) and sub.dead_letter is not None:
                 topics.add(sub.dead_letter.name)  # it may have appended dead letters there
+                dead_letters = sub.dead_letter
+                self._retention.appended(dead_letters, range(len(dead_letters.partitions)))
                 if sub.pending_dead_letters:
                     pending += sub.pending_dead_letters
                     deadline = now_ms  # the host awaits them, then ticks: settle them then
             if deadline is not None:
                 self._timers.schedule(key, deadline)
         topics |= self._retain_until_consumed()
-        return Tick(self._timers.next_deadline_ms(), pending, topics)
+        topics |= self._retention.tick(self.engine)
+        deadlines = [self._timers.next_deadline_ms(), self._retention.next_deadline_ms()]
+        next_deadline_ms = min((d for d in deadlines if d is not None), default=None)
+        return Tick(next_deadline_ms, pending, topics)
+
+    def retention_deleted_segments(self, topic: str, partition: int) -> int:
+        """Segments of a partition retention deleted since the broker opened (time, size and
+        until consumed alike)."""
+        return self._retention.deleted.get((topic, partition), 0)
 
     def _retain_until_consumed(self) -> set[str]:
         """Delete segments every subscription is done with, where a floor may have moved,
@@ -834,6 +856,7 @@ class Broker:
             return False
         log = self.engine.topic(name).log(partition)
         deleted = log.delete_below(floor)
+        self._retention.count((name, partition), deleted)
         if log.segment_count > 1 and log.oldest_segment_end <= floor:
             # Deletable but still there: a flush holds it, or the log failed and waits for
             # its repair. Look again next tick.

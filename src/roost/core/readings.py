@@ -39,6 +39,8 @@ class PartitionReading(msgspec.Struct, frozen=True):
     write_failed: bool
     #: Damage was found on disk: the partition refuses reads and writes (storage/recovery.py).
     quarantined: bool = False
+    #: Segments retention deleted since the process started (time, size, until consumed).
+    retention_deleted_segments: int = 0
 
 
 class TopicReading(msgspec.Struct, frozen=True):
@@ -111,6 +113,7 @@ def _topic(broker: Broker, name: str) -> TopicReading:
             log.size_bytes,
             log.failure is not None,
             bool(log.quarantined),
+            broker.retention_deleted_segments(name, partition),
         )
         for partition, log in enumerate(broker.engine.topic(name).partitions)
     ]

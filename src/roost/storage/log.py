@@ -255,6 +255,12 @@ class PartitionLog:
         above it deletes that segment, unless it is the active one or a flush holds it."""
         return self._segments[0].next_offset
 
+    @property
+    def oldest_segment_last_append_ms(self) -> int:
+        """When the oldest segment (the active one, if it is the only one) was last appended
+        to: time retention deletes it once that is older than ``retention_ms``."""
+        return self._segments[0].last_append_time_ms
+
     def sealed_segments(self) -> dict[int, int]:
         """Base offset -> size in bytes of every segment but the active one (they no longer
         change until deleted whole): what the scrub verifies (scrub.py)."""
