@@ -22,6 +22,7 @@ the partitions whose floor may have moved since the last tick (``_retention_due`
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -81,6 +82,8 @@ from roost.receipt import Receipt
 from roost.storage import LocalEngine, Topic, TopicConfig, TopicInfo
 from roost.storage.log import PartitionLog
 
+logger = logging.getLogger("roost.broker")
+
 
 class Tick(NamedTuple):
     next_deadline_ms: int | None
@@ -133,6 +136,7 @@ class Broker:
         catalog = Catalog(engine.metadata)
         router = Router.from_specs(catalog.exchanges(), catalog.bindings())
         broker = cls(engine, clock, catalog, router)
+        broker._drop_dangling_bindings()
         for spec in catalog.subscriptions():
             broker._open_subscription(spec)
         for topic in catalog.topics_with_producer_state():
@@ -256,13 +260,39 @@ class Broker:
         for subscription in names:
             self.delete_subscription(name, subscription)
         partitions = len(self.engine.topic(name).partitions)
-        self.engine.delete_topic(name)
+        with self.engine.metadata.transaction() as txn:
+            # One commit: the topic never goes while an exchange still routes to it.
+            dropped = self._unbind_topic(name)
+            txn.on_abort(lambda: [self._router.bind(binding) for binding in dropped])
+            self.engine.delete_topic(name)
         self._retention.forget(name, partitions)
         damaged = self._damaged_producers.pop(name, None)
         if self._producers.pop(name, None) is not None or damaged is not None:
             self._catalog.forget_topic(name)
         if self._policies.pop(name, None) is not None:
             self._catalog.remove_policy(name)
+
+    def _unbind_topic(self, name: str) -> list[BindingSpec]:
+        """Remove the bindings to topic ``name`` from the router and the catalog (in the open
+        transaction, if any); returns them."""
+        dropped = self._router.drop_topic(name)
+        for exchange in sorted({binding.exchange for binding in dropped}):
+            self._catalog.save_bindings(exchange, self._router.bindings(exchange))
+        return dropped
+
+    def _drop_dangling_bindings(self) -> None:
+        """At open: a topic deleted before its bindings went with it (older versions left
+        them) made its exchanges fail every publish with ``UnknownTopic``; drop them."""
+        gone = {b.topic for b in self._router.bindings() if not self.engine.has_topic(b.topic)}
+        if not gone:
+            return
+        with self.engine.metadata.transaction():
+            for topic in sorted(gone):
+                for binding in self._unbind_topic(topic):
+                    logger.warning(
+                        "exchange %r: dropped its binding to topic %r, which no longer exists",
+                        binding.exchange, topic,
+                    )  # fmt: skip
 
     def list_topics(self) -> list[str]:
         return self.engine.list_topics()

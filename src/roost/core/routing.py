@@ -161,6 +161,17 @@ class Router:
         exchange.changed()
         return True
 
+    def drop_topic(self, topic: str) -> list[BindingSpec]:
+        """Remove every binding to ``topic`` (it is deleted), from every exchange; returns
+        them. An exchange left without bindings routes nothing (``Unroutable``)."""
+        dropped: list[BindingSpec] = []
+        for exchange in self._exchanges.values():
+            gone = [i for i, b in exchange.bindings.items() if b.topic == topic]
+            dropped.extend(_copy(exchange.bindings.pop(identity)) for identity in gone)
+            if gone:
+                exchange.changed()
+        return dropped
+
     def bindings(self, exchange: str | None = None) -> list[BindingSpec]:
         """The bindings of ``exchange`` (``UnknownExchange`` if missing), or of every exchange.
 
