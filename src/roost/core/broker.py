@@ -77,6 +77,7 @@ from roost.errors import (
     TopicExists,
     UnknownSubscription,
     UnknownTopic,
+    error_from,
 )
 from roost.receipt import Receipt
 from roost.storage import LocalEngine, Topic, TopicConfig, TopicInfo
@@ -600,12 +601,15 @@ class Broker:
         target = self.engine.topic(topic)
         partitions = self._publisher.plan(target, messages)
         policy = self._policies.get(topic, DEFAULT_POLICY)
+        self._room_for(target, policy, partitions)
+        return target, policy, partitions
+
+    def _room_for(self, target: Topic, policy: TopicPolicy, partitions: list[int]) -> None:
         if policy.limited:
             counts: dict[int, int] = {}
             for partition in partitions:
                 counts[partition] = counts.get(partition, 0) + 1
             self._make_room(target, policy, counts)
-        return target, policy, partitions
 
     def _topic_producers(self, topic: Topic) -> TopicProducers:
         """The topic's producer state, opened on first use; ``ProducerStateQuarantined`` once
@@ -644,8 +648,11 @@ class Broker:
     ) -> PublishOutcome:
         """Route each message through ``exchange`` and publish it to every topic it matches.
 
-        Every topic's backlog policy is asked first, so a topic that refuses (``BacklogFull``)
-        leaves every other topic without the message too.
+        All or nothing: when it goes to several topics, every one is checked first (the
+        records against its limits, its partitions and producer state for writes, then its
+        backlog policy), so a topic that refuses leaves every other one without the message
+        too, and the producer's retry duplicates nothing. An append that fails after those
+        checks (an I/O error) raises its error with ``stored``: what was stored before it.
         """
         if len(routing_key.encode()) > MAX_KEY_BYTES:
             raise InvalidRequest(f"a routing key is at most {MAX_KEY_BYTES} bytes")
@@ -653,11 +660,25 @@ class Broker:
         for message in messages:
             for topic in self._router.route(exchange, routing_key, message.headers, message.key):
                 per_topic.setdefault(topic, []).append(message)
-        plans = [(self._plan(topic, routed), routed) for topic, routed in per_topic.items()]
+        plans: list[tuple[Topic, TopicPolicy, list[int], list[Outgoing]]] = []
+        for topic, routed in per_topic.items():
+            target = self.engine.topic(topic)
+            partitions = self._publisher.plan(target, routed)
+            policy = self._policies.get(topic, DEFAULT_POLICY)
+            if len(per_topic) > 1:
+                self._publisher.check(target, policy, routed, partitions)
+            plans.append((target, policy, partitions, routed))
+        for target, policy, partitions, _ in plans:
+            self._room_for(target, policy, partitions)
         published: list[Published] = []
         durability: list[tuple[PartitionLog, int]] = []
-        for (target, policy, partitions), routed in plans:
-            part = self._publisher.publish(target, policy, routed, partitions)
+        for target, policy, partitions, routed in plans:
+            try:
+                part = self._publisher.publish(target, policy, routed, partitions)
+            except RoostError as e:
+                if published:
+                    raise _partly_stored(e, published) from e
+                raise
             self._appended(target, policy, partitions)
             published.extend(part.published)
             durability.extend(part.durability)
@@ -968,6 +989,14 @@ class Broker:
         if producers is not None:
             producers.state.truncate(partition, end_offset)
         return producers
+
+
+def _partly_stored(error: RoostError, stored: Sequence[Published]) -> RoostError:
+    """``error``, saying what a publish to several topics stored before it failed (as
+    ``topic/partition@offset``, in its message and as ``stored``): a retry stores those again."""
+    where = [f"{p.topic}/{p.partition}@{p.offset}" for p in stored]
+    message = f"{error} (stored before this failed, and again by a retry: {', '.join(where)})"
+    return error_from(error.code, message, {**error.details(), "stored": where})
 
 
 def _limits(policy: TopicPolicy) -> str:

@@ -31,9 +31,17 @@ from roost.core import state_codec
 from roost.core.model import DELIVER_AT_HEADER, MAX_DELAY_MS, check_delay
 from roost.core.policies import TopicPolicy
 from roost.core.producers import APPEND, ProducerState, content_id
-from roost.errors import InvalidRequest
+from roost.errors import InvalidRequest, PartitionQuarantined, StorageClosed
 from roost.storage import Journal, Record, Topic
+from roost.storage import batch as batch_format
 from roost.storage.log import PartitionLog
+from roost.storage.validation import check_records
+
+#: Bytes a record's encoding may add to its key, value and headers (offset, timestamp, length
+#: prefixes: under 40 in fact), and each header to its name and value: below these bounds a
+#: batch is known to fit a segment without encoding it.
+_RECORD_OVERHEAD_BYTES = 64
+_HEADER_OVERHEAD_BYTES = 16
 
 
 class Outgoing(Record, kw_only=True):
@@ -165,6 +173,35 @@ class Publisher:
             # (a quarantined single partition refuses the append itself)
             return [0] * len(messages)
         return [self.partition_for(topic, message) for message in messages]
+
+    def check(
+        self,
+        topic: Topic,
+        policy: TopicPolicy,
+        messages: Sequence[Outgoing],
+        partitions: list[int],
+    ) -> None:
+        """Raise now what appending ``messages`` to their ``partitions`` would be refused for
+        (a bad delay, a record or a batch too large, a partition or producer state that takes
+        no writes), appending nothing: a publish to several topics checks every one before
+        it appends to any. What it cannot foresee is an I/O error."""
+        now_ms = self._clock.now_ms()
+        records = [_record(m, now_ms) for m in messages]
+        check_records(records, topic.config.max_record_bytes, topic.name)
+        if policy.content_dedup or any(m.dedup_id is not None for m in messages):
+            self._producers(topic)  # ProducerStateQuarantined when it is out of service
+        batches: dict[int, list[Record]] = {}
+        for record, partition in zip(records, partitions, strict=True):
+            batches.setdefault(partition, []).append(record)
+        for partition, batch in batches.items():
+            log = topic.log(partition)
+            if log.closed:
+                raise StorageClosed(f"log {log.name}")
+            if log.failure is not None:
+                raise log.failure
+            if log.quarantined:
+                raise PartitionQuarantined(topic.name, partition, log.quarantined)
+            _check_batch_fits(batch, topic.config.segment_max_bytes, now_ms)
 
     def publish(
         self,
@@ -306,6 +343,30 @@ class Publisher:
 def partition_for_key(key: bytes, partitions: int) -> int:
     """The partition a key always lands on: a stable hash (CRC32C), never Python's hash()."""
     return crc32c(key) % partitions
+
+
+def _check_batch_fits(records: list[Record], segment_max_bytes: int, now_ms: int) -> None:
+    """``InvalidRequest`` if ``records`` encode to a batch larger than a segment (as
+    ``PartitionLog.append`` would say); encodes them only when their size is near the limit."""
+    bound = batch_format.HEADER_SIZE
+    for r in records:
+        bound += len(r.value) + len(r.key or b"") + _RECORD_OVERHEAD_BYTES
+        for name, value in r.headers:
+            bound += len(name.encode()) + len(value) + _HEADER_OVERHEAD_BYTES
+    if bound <= segment_max_bytes:
+        return
+    size = len(_encoded(records, now_ms))
+    if size > segment_max_bytes:
+        raise InvalidRequest(
+            f"a batch of {size} bytes exceeds segment_max_bytes "
+            f"({segment_max_bytes}); append fewer records at once"
+        )
+
+
+def _encoded(records: list[Record], now_ms: int) -> bytearray:
+    buffer = bytearray()
+    batch_format.encode_into(buffer, 0, records, now_ms)
+    return buffer
 
 
 def _dedup_id(message: Outgoing, policy: TopicPolicy) -> str | None:
