@@ -72,14 +72,19 @@ def test_a_rebalance_while_streaming_loses_nothing_and_commits_only_owned(
                 # generation 1 (a owns both partitions); b joining now moves partition 1.
                 b = await b_conn.join("clicks", "analytics", client="b")
                 assert b.partitions == (1,)
+                # Fetches rotate: the one after partition 0's starts at partition 1.
                 second = await anext(batches)
-                assert check_in_order(second) == {0: list(range(400, 600)), 1: list(range(200))}
+                assert check_in_order(second) == {1: list(range(400))}
                 with pytest.raises(StaleGeneration):
                     await a.commit()  # it would commit partition 1, which a no longer owns
                 await b_conn.publish("clicks", b"0:600", partition=0)
-                third = await anext(batches)
+                rest: list[Message] = []
+                for _ in range(5):  # partition 0's 400..599, then 600 (maybe in one answer)
+                    rest += await anext(batches)
+                    if rest and rest[-1].offset == 600:
+                        break
                 assert a.partitions == (0,), "a learnt the rebalance from an answer"
-                assert check_in_order(third) == {0: [600]}
+                assert check_in_order(rest) == {0: list(range(400, 601))}
                 await a.commit()
             stats = await a_conn.stats("clicks", "analytics")
             assert isinstance(stats, StreamStats)

@@ -24,6 +24,7 @@ Rules:
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Sequence
 from typing import Literal, NamedTuple
 
@@ -77,6 +78,9 @@ class StreamSubscription:
         #: Per partition, records fetched since the process started (for /metrics; refetches
         #: after a seek or a rebalance count again).
         self.delivered = [0] * len(topic.partitions)
+        #: Per member, the last partition a fetch returned records of: its next fetch starts
+        #: after it, so that a busy partition does not starve the member's others.
+        self._last_served: dict[str, int] = {}
         self._entries_since_snapshot = 0
         self._on_commit: Callable[[int], None] = _ignore
         self._on_deadline: Callable[[int], None] = _ignore
@@ -125,6 +129,7 @@ class StreamSubscription:
 
     def leave(self, member_id: str) -> None:
         self.group.leave(member_id)
+        self._last_served.pop(member_id, None)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -144,13 +149,24 @@ class StreamSubscription:
             raise InvalidRequest(f"max_records must be a positive int, not {max_records!r}")
         membership = self.group.heartbeat(member_id, generation)
         messages: list[Message] = []
-        for partition in membership.partitions:
+        for partition in self._rotation(member_id, membership.partitions):
             if len(messages) >= max_records:
                 break
-            messages += self._fetch_partition(
+            fetched = self._fetch_partition(
                 member_id, partition, max_records - len(messages), max_bytes
             )
+            if fetched:
+                messages += fetched
+                self._last_served[member_id] = partition
         return messages
+
+    def _rotation(self, member_id: str, partitions: tuple[int, ...]) -> list[int]:
+        """``partitions`` (sorted) from the one after the last that returned records."""
+        last = self._last_served.get(member_id)
+        if last is None:
+            return list(partitions)
+        after = bisect.bisect_right(partitions, last)
+        return [*partitions[after:], *partitions[:after]]
 
     def _fetch_partition(
         self, member_id: str, partition: int, limit: int, max_bytes: int
@@ -197,7 +213,7 @@ class StreamSubscription:
         membership = self.group.heartbeat(member_id, generation)
         fetched: list[FetchedBatches] = []
         records = size = 0
-        for partition in membership.partitions:
+        for partition in self._rotation(member_id, membership.partitions):
             if records >= max_records or size >= max_bytes:
                 break
             log = self.topic.log(partition)
@@ -213,6 +229,7 @@ class StreamSubscription:
                     fetched.append(
                         FetchedBatches(partition, raw.first_offset, raw.next_offset, raw.data)
                     )
+                    self._last_served[member_id] = partition
                 count = raw.next_offset - raw.first_offset
                 self.delivered[partition] += count
                 records += count
@@ -342,7 +359,8 @@ class StreamSubscription:
 
     def tick(self) -> int | None:
         """Expire silent members; the next session deadline on the wall clock (ms)."""
-        self.group.expire()
+        for member_id in self.group.expire():
+            self._last_served.pop(member_id, None)
         return self.next_deadline_ms()
 
     def next_deadline_ms(self) -> int | None:
