@@ -237,9 +237,34 @@ class Host:
     async def publish_to_exchange(
         self, exchange: str, routing_key: str, messages: Sequence[Outgoing]
     ) -> Sequence[Published]:
-        self.storage.disk.check("a publish to exchange", exchange)
-        outcome = self._broker.publish_to_exchange(exchange, routing_key, messages)
-        return await self.confirm(outcome, {p.topic for p in outcome.published})
+        """Route, publish and confirm. A topic that is full under overflow ``block`` makes the
+        whole publish wait for room there (it is all or nothing), at most that topic's
+        ``block_timeout`` from when the publish first had to wait; then ``BacklogFull``."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while True:
+            self.storage.disk.check("a publish to exchange", exchange)
+            try:
+                outcome = self._broker.publish_to_exchange(exchange, routing_key, messages)
+            except BacklogFull as e:
+                policy = self._broker.policy(e.topic)
+                remaining = started + policy.block_timeout_ms / 1000 - loop.time()
+                if policy.overflow != "block" or remaining <= 0 or self.stopping:
+                    raise
+                await self._wait_for_room(e.topic, remaining)
+                continue
+            return await self.confirm(outcome, {p.topic for p in outcome.published})
+
+    async def _wait_for_room(self, topic: str, timeout_s: float) -> None:
+        """Until consumers settle on ``topic`` (or ``timeout_s``); new publishes to it queue
+        behind this one meanwhile (``blocked``)."""
+        self._blocked[topic] = self._blocked.get(topic, 0) + 1
+        try:
+            await _wait(self._room.setdefault(topic, asyncio.Event()), timeout_s)
+        finally:
+            self._blocked[topic] -= 1
+            if not self._blocked[topic]:
+                del self._blocked[topic]
 
     def confirmed_now(
         self, outcome: PublishOutcome, topics: set[str]
