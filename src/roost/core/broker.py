@@ -40,6 +40,7 @@ from roost.core.publishing import (
     Publisher,
     PublishOutcome,
     TopicProducers,
+    deliver_at,
 )
 from roost.core.redrive import (
     HOLD_MS,
@@ -579,7 +580,26 @@ class Broker:
             target, policy, messages, partitions, producer_id, sequence
         )
         self._appended(target, policy, partitions)
+        self._announce_delays(topic, messages, outcome.published)
         return outcome
+
+    def _announce_delays(
+        self, topic: str, messages: Sequence[Outgoing], published: Sequence[Published]
+    ) -> None:
+        """Tell the topic's queue subscriptions which records just appended are delayed, so
+        that their stats do not count them as ready before a receive reads them."""
+        queues = self._queues_by_topic.get(topic)
+        if not queues or all(m.delay_ms is None and m.deliver_at_ms is None for m in messages):
+            return
+        now_ms = self.clock.now_ms()
+        delays: dict[int, list[tuple[int, int]]] = {}
+        for message, placed in zip(messages, published, strict=False):
+            when = deliver_at(message, now_ms)
+            if when is not None and when > now_ms:
+                delays.setdefault(placed.partition, []).append((placed.offset, when))
+        for sub in queues.values():
+            for partition, announced in delays.items():
+                sub.announce_delays(partition, announced)
 
     def _appended(self, topic: Topic, policy: TopicPolicy, partitions: list[int]) -> None:
         """Retention's part in a publish: a roll may have made segments deletable."""
@@ -680,6 +700,7 @@ class Broker:
                     raise _partly_stored(e, published) from e
                 raise
             self._appended(target, policy, partitions)
+            self._announce_delays(target.name, routed, part.published)
             published.extend(part.published)
             durability.extend(part.durability)
         return PublishOutcome(published, durability)

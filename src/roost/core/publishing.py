@@ -377,19 +377,25 @@ def _dedup_id(message: Outgoing, policy: TopicPolicy) -> str | None:
     return None
 
 
+def deliver_at(message: Outgoing, now_ms: int) -> int | None:
+    """When ``message``, published at ``now_ms``, may first be delivered; None: at once."""
+    when = message.deliver_at_ms
+    if message.delay_ms is not None:
+        when = max(when or 0, now_ms + check_delay(message.delay_ms))
+    return when
+
+
 def _record(message: Outgoing, now_ms: int) -> Record:
     if message.deliver_at_ms is None and message.delay_ms is None:
         return message
     headers = message.headers
-    deliver_at = message.deliver_at_ms
-    if message.delay_ms is not None:
-        deliver_at = max(deliver_at or 0, now_ms + check_delay(message.delay_ms))
-    if deliver_at is not None:
-        if type(deliver_at) is not int or not 0 <= deliver_at <= now_ms + MAX_DELAY_MS:
+    deliver_at_ms = deliver_at(message, now_ms)
+    if deliver_at_ms is not None:
+        if type(deliver_at_ms) is not int or not 0 <= deliver_at_ms <= now_ms + MAX_DELAY_MS:
             raise InvalidRequest(
-                f"deliver_at_ms must be an int between 0 and now + 24 h, not {deliver_at!r}"
+                f"deliver_at_ms must be an int between 0 and now + 24 h, not {deliver_at_ms!r}"
             )
-        headers = (*headers, (DELIVER_AT_HEADER, b"%d" % deliver_at))
+        headers = (*headers, (DELIVER_AT_HEADER, b"%d" % deliver_at_ms))
     return Record(
         value=message.value, key=message.key, headers=headers, timestamp_ms=message.timestamp_ms
     )

@@ -2,7 +2,9 @@
 the oldest message, lag, dead letters.
 
 ``depth`` counts messages not done (acked or dead-lettered) that are neither leased nor
-waiting on a delay: what a consumer could take now. ``backlog`` is everything not done.
+waiting on a delay: what a consumer could take now. ``delayed`` counts the delayed messages
+the subscription has read and those it has not read yet (core/unread_delays.py), so a delayed
+message is never depth, before any receive and after a restart alike. ``backlog`` is everything not done.
 ``oldest_age_ms`` is measured from the timestamp of the first message not done.
 ``dead_letters`` counts the records of the dead-letter topic, less those redriven (the broker
 corrects it when a redrive subscription exists). ``describe_group`` adds to a stream's lag who
@@ -70,7 +72,7 @@ def _partition(sub: QueueSubscription, partition: int, now_ms: int) -> Partition
     end = log.end_offset
     floor = max(state.acks.floor, log.start_offset)
     backlog = (end - floor) - state.acks.done_between(floor, end)
-    delayed = state.delayed
+    delayed = state.delayed + sub.unread_delayed(partition, now_ms)
     oldest = None
     if backlog and floor < end and not log.quarantined:
         first = log.read(floor, max_records=1)

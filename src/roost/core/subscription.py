@@ -33,6 +33,7 @@ from roost.core import state_codec
 from roost.core.acks import ranges_of
 from roost.core.deliveries import PartitionDeliveries, Released
 from roost.core.model import DELIVER_AT_HEADER, Message, SubscriptionSpec, check_visibility
+from roost.core.unread_delays import UnreadDelays
 from roost.errors import InvalidRequest, PartitionQuarantined, RecordTooLarge, UnknownPartition
 from roost.receipt import Receipt
 from roost.storage import Journal, Record, StoredRecord, Topic
@@ -83,6 +84,8 @@ class QueueSubscription:
         self._next_partition = 0
         self._pending_dead: list[PendingDeadLetter] = []
         self._read_ahead: dict[int, deque[StoredRecord]] = {}
+        #: Delayed records not read yet, so that stats never count them as ready.
+        self._unread_delays = UnreadDelays()
         self._entries_since_snapshot = 0
         self._on_done: Callable[[int], None] = _ignore
         self._on_deadline: Callable[[int], None] = _ignore
@@ -128,7 +131,12 @@ class QueueSubscription:
         states = state_codec.replay(snapshot, entries, partitions)
         keyed = spec.mode == "keyed"
         deliveries = [state_codec.restore(states[p], keyed) for p in range(partitions)]
-        return cls(spec, topic, journal, clock, deliveries, dead_letter)
+        sub = cls(spec, topic, journal, clock, deliveries, dead_letter)
+        now_ms = clock.now_ms()
+        for state in deliveries:
+            log = topic.log(state.partition)
+            sub._unread_delays.scan(state.partition, log, state.read_offset, now_ms)
+        return sub
 
     @staticmethod
     def _start_offset(spec: SubscriptionSpec, topic: Topic, partition: int) -> int:
@@ -267,6 +275,19 @@ class QueueSubscription:
         gone = (state.read_offset, start)
         state.finish_range(*gone)
         self._done(state.partition, [gone])
+
+    def announce_delays(self, partition: int, delays: list[tuple[int, int]]) -> None:
+        """``(offset, visible_at_ms)`` of delayed records just published to ``partition``."""
+        self._unread_delays.announce(partition, delays)
+
+    def unread_delayed(self, partition: int, now_ms: int) -> int:
+        """Records of ``partition`` not read yet that are delayed past ``now_ms`` (a receive
+        has not seen their delay, but ``stats`` must not count them as ready)."""
+        state = self._partitions[partition]
+        return self._unread_delays.count(
+            partition, self.topic.log(partition), state.read_offset, state.acks,
+            state.retry_at, self.spec.delay_ms, now_ms,
+        )  # fmt: skip
 
     def seen_ends(self) -> list[int]:
         """Per partition, one past the highest offset the journal names (see ``seen_end``)."""
