@@ -3,8 +3,9 @@ the oldest message, lag, dead letters.
 
 ``depth`` counts messages not done (acked or dead-lettered) that are neither leased nor
 waiting on a delay: what a consumer could take now. ``delayed`` counts the delayed messages
-the subscription has read and those it has not read yet (core/unread_delays.py), so a delayed
-message is never depth, before any receive and after a restart alike. ``backlog`` is everything not done.
+the subscription has read and those it has not read yet (core/unread_delays.py), so a
+delayed message is never depth, before any receive and after a restart alike. ``backlog`` is
+everything not done.
 ``oldest_age_ms`` is measured from the timestamp of the first message not done.
 ``dead_letters`` counts the records of the dead-letter topic, less those redriven (the broker
 corrects it when a redrive subscription exists). ``describe_group`` adds to a stream's lag who
