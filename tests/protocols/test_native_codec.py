@@ -97,20 +97,21 @@ def test_hello_then_failure_closes_both_sides() -> None:
         ([2, 1], 2),
         ([1, 2, 3], 3),
         ([1, 2, 4], 4),
-        ([1, 2, 6], 2),
+        ([1, 2, 7], 2),
         ([1, 2, 5], 5),
-        ([7, 6, 1, 0], 1),
+        ([1, 2, 6], 6),
+        ([8, 7, 1, 0], 1),
         ([2], 2),
         ([3], 3),
         ([4, 3], 4),
         ([], None),
-        ([6, 7], None),
+        ([7, 8], None),
         ([0], None),
         ([-1], None),
     ],
 )
 def test_negotiate_picks_the_newest_common_version(versions: list[int], chosen: int | None) -> None:
-    assert VERSIONS == (1, 2, 3, 4, 5)
+    assert VERSIONS == (1, 2, 3, 4, 5, 6)
     assert negotiate(m.Hello(versions=versions)) == chosen
 
 

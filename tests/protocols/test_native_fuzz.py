@@ -35,6 +35,7 @@ from roost.protocols.native.codec import (
     NEED_DATA,
     SENT_BY,
     TURNS,
+    VERSIONS,
     Frame,
     Kind,
     NativeCodec,
@@ -149,7 +150,8 @@ def round_trip(pair: Pair, frame: Frame, cuts: list[int]) -> None:
 
 
 def client_to_server() -> tuple[NativeCodec, NativeCodec]:
-    return open_pair()
+    # The newest version, so that every field of every request may be sent.
+    return open_pair(version=max(VERSIONS))
 
 
 def server_to_client() -> tuple[NativeCodec, NativeCodec]:

@@ -54,6 +54,8 @@ from roost.receipt import Receipt
 from roost.storage import TopicInfo
 
 R = TypeVar("R", bound=m.Response)
+#: The protocol version from which a nack can give messages back uncounted.
+UNDELIVERED_VERSION = m.ADDED_IN[m.Nack]["undelivered"]
 T = TypeVar("T")
 
 
@@ -666,8 +668,15 @@ class Client(ClosedOnExit):
         receipts: Sequence[Receipt],
         delay: float | None = None,
         error: str | None = None,
+        *,
+        undelivered: bool = False,
     ) -> list[Receipt]:
-        request = m.Nack(topic, subscription, list(receipts), _ms(delay), error)
+        """Give messages back, again after ``delay`` (default: the retry policy). With
+        ``undelivered`` they never reached a handler: ready again at once, the delivery not
+        counted (a broker older than protocol version 6 counts it: a plain nack)."""
+        if undelivered and self.protocol_version < UNDELIVERED_VERSION:
+            undelivered = False
+        request = m.Nack(topic, subscription, list(receipts), _ms(delay), error, undelivered)
         wire = await self.call(request, m.Refused)
         return wire.receipts
 

@@ -12,8 +12,10 @@ with ``Credit`` frames as deliveries settle, one frame per turn of the event loo
 settled in it: a busy consumer sends no request to be given work. In this process a
 long-polling receive plays the server's part; there it costs no round trip.
 
-Deliveries that arrived but were never handed out go back at once (a nack with no delay) when
-the subscriber closes, as a closing AMQP channel requeues its unacked deliveries. Those in the
+Deliveries that arrived but were never handed out go back at once when the subscriber closes,
+as a closing AMQP channel requeues its unacked deliveries, and without counting a delivery
+(``nack(..., undelivered=True)``): short-lived subscribers never push a message nobody saw
+towards its dead-letter topic. Those in the
 consumer's hands stay leased to it until it settles them or their lease runs out.
 """
 
@@ -402,12 +404,13 @@ class Subscriber(ClosedOnExit):
             await self._put_back(unhanded)
 
     async def _put_back(self, unhanded: list[m.Delivered]) -> None:
-        """Nack, with no delay, what arrived and was never handed out (best effort: what is
-        not put back comes again when its lease runs out)."""
+        """Give back what arrived and was never handed out, uncounted: no handler saw it, so
+        it must not come closer to ``max_deliveries`` (best effort: what is not put back comes
+        again when its lease runs out)."""
         if unhanded:
             receipts = [Receipt(d.partition, d.offset, d.delivery_count) for d in unhanded]
             with contextlib.suppress(RoostError, ConnectionError):
-                await self._client.nack(self.topic, self.subscription, receipts, 0.0, None)
+                await self._client.nack(self.topic, self.subscription, receipts, undelivered=True)
 
     async def __aenter__(self) -> Subscriber:
         return await self.open()

@@ -778,8 +778,10 @@ class Broker:
         receipts: Sequence[Receipt],
         delay_ms: int | None = None,
         error: str | None = None,
+        undelivered: bool = False,
     ) -> list[Receipt]:
-        return self._subscription(topic, subscription).nack(receipts, delay_ms, error)
+        """Give messages back (see ``QueueSubscription.nack``); returns refused receipts."""
+        return self._subscription(topic, subscription).nack(receipts, delay_ms, error, undelivered)
 
     def extend(
         self, topic: str, subscription: str, receipts: Sequence[Receipt], visibility_ms: int

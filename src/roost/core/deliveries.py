@@ -6,6 +6,7 @@ them:
     unread --admit--> ready | delayed | parked (keyed: its key is busy)
     ready --lease--> leased --ack--> done
                      leased --release (nack, lease expiry)--> delayed | ready | dead
+                     leased --give_back (never handed to a handler)--> ready, uncounted
     delayed --promote (time passes)--> ready
     parked --(the key's head is done)--> ready | delayed
     dead --finish (after the dead-letter append)--> done
@@ -90,6 +91,7 @@ class PartitionDeliveries:
         self.nacked = 0  # leases given back by a consumer
         self.expired = 0  # leases that ran out before an ack or a nack
         self.dead_lettered = 0  # done by moving to the dead-letter topic (subscription.py)
+        self.given_back = 0  # leases returned unseen by a closing subscriber (``give_back``)
         #: Told each new lease deadline or delay end, which may be earlier than any before:
         #: the broker's timers (core/timers.py) visit this partition's subscription then.
         self.on_deadline: Callable[[int], None] = _ignore
@@ -214,6 +216,20 @@ class PartitionDeliveries:
         self.nacked += 1
         self._attempts_after(offset, self.leases.pop(offset))
         return self.requeue(offset, visible_at_ms, error, max_deliveries)
+
+    def give_back(self, offset: int, token: int, now_ms: int) -> bool:
+        """A leased offset that never reached a handler (its subscriber closed with it
+        prefetched): ready again at once, and the delivery it was leased for does not count.
+        False if the lease is gone."""
+        if not self.holds(offset, token, now_ms):
+            return False
+        del self.leases[offset]
+        attempts = self.attempts.get(offset)
+        if attempts is not None:  # delivered before: its count had moved on for this lease
+            attempts.count -= 1
+        self.given_back += 1
+        self._delay(now_ms, offset)
+        return True
 
     def _live(self, deadline_ms: int, offset: int, token: int) -> bool:
         lease = self.leases.get(offset)

@@ -6,6 +6,8 @@ Entries are MessagePack arrays, one per command, tagged by their first element:
     [DONE, partition, [[start, end], ...]]                   acked or dead-lettered
     [RETRY, partition, visible_at_ms, error, [offset, ...]]  released: not before visible_at
     [COMMITTED, partition, offset]                           stream mode: the committed offset
+    [RETURNED, partition, [offset, ...]]                     given back unseen: one delivery
+                                                             fewer (undoes a DELIVERED)
 
 A snapshot is the whole state: per partition the ack floor and ranges, the attempts of offsets
 not done (count, first and last delivery time, last error) and their retry times, and the
@@ -28,7 +30,7 @@ import msgspec
 from roost.core.acks import AckRanges
 from roost.core.deliveries import Attempts, PartitionDeliveries
 
-DELIVERED, DONE, RETRY, COMMITTED = 0, 1, 2, 3
+DELIVERED, DONE, RETRY, COMMITTED, RETURNED = 0, 1, 2, 3, 4
 #: Journal entries between snapshots (of a subscription, or of a topic's producer state).
 SNAPSHOT_EVERY = 10_000
 
@@ -76,8 +78,12 @@ class _Committed(_Entry, tag=COMMITTED):
     offset: int
 
 
+class _Returned(_Entry, tag=RETURNED):
+    offsets: list[int]
+
+
 _encoder = msgspec.msgpack.Encoder()
-_entry_decoder = msgspec.msgpack.Decoder(_Delivered | _Done | _Retry | _Committed)
+_entry_decoder = msgspec.msgpack.Decoder(_Delivered | _Done | _Retry | _Committed | _Returned)
 _snapshot_decoder = msgspec.msgpack.Decoder(Snapshot)
 
 
@@ -91,6 +97,10 @@ def done(partition: int, ranges: list[tuple[int, int]]) -> bytes:
 
 def retry(partition: int, visible_at_ms: int, error: str | None, offsets: list[int]) -> bytes:
     return _encoder.encode((RETRY, partition, visible_at_ms, error, offsets))
+
+
+def returned(partition: int, offsets: list[int]) -> bytes:
+    return _encoder.encode((RETURNED, partition, offsets))
 
 
 def committed(partition: int, offset: int) -> bytes:
@@ -188,6 +198,17 @@ class _Replay:
                     self.attempts[offset].last_error = entry.error
         elif isinstance(entry, _Committed):
             self.committed = entry.offset
+        elif isinstance(entry, _Returned):
+            self._returned(entry.offsets)
+
+    def _returned(self, offsets: list[int]) -> None:
+        """Given back unseen: the DELIVERED entry before counted one delivery too many."""
+        for offset in offsets:
+            found = self.attempts.get(offset)
+            if found is not None:
+                found.count -= 1
+                if found.count <= 0:  # its only delivery: as if never delivered
+                    del self.attempts[offset]
 
     def result(self) -> PartitionState:
         return PartitionState(

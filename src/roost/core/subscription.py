@@ -361,12 +361,24 @@ class QueueSubscription:
         return refused
 
     def nack(
-        self, receipts: Iterable[Receipt], delay_ms: int | None = None, error: str | None = None
+        self,
+        receipts: Iterable[Receipt],
+        delay_ms: int | None = None,
+        error: str | None = None,
+        undelivered: bool = False,
     ) -> list[Receipt]:
         """Give messages back: again after ``delay_ms`` (default: the retry policy), or to the
-        dead-letter topic once ``max_deliveries`` is reached. Returns refused receipts."""
+        dead-letter topic once ``max_deliveries`` is reached. Returns refused receipts.
+
+        ``undelivered``: they never reached a handler (a closing subscriber had them
+        prefetched): ready again at once, and the delivery is not counted, so that they never
+        reach ``max_deliveries`` unseen (``delay_ms`` and ``error`` must be None)."""
         if delay_ms is not None and (type(delay_ms) is not int or delay_ms < 0):
             raise InvalidRequest(f"delay_ms must be a non-negative int, not {delay_ms!r}")
+        if undelivered:
+            if delay_ms is not None or error is not None:
+                raise InvalidRequest("an undelivered nack takes no delay and no error")
+            return self._give_back(receipts)
         now_ms = self._clock.now_ms()
         refused: list[Receipt] = []
         released: dict[int, list[Released]] = {}
@@ -387,6 +399,19 @@ class QueueSubscription:
                 released.setdefault(receipt.partition, []).append(outcome)
         for partition, outcomes in released.items():
             self._settle_released(self._partitions[partition], outcomes, error)
+        return refused
+
+    def _give_back(self, receipts: Iterable[Receipt]) -> list[Receipt]:
+        now_ms = self._clock.now_ms()
+        refused: list[Receipt] = []
+        returned: dict[int, list[int]] = {}
+        for receipt in receipts:
+            if self._state(receipt.partition).give_back(receipt.offset, receipt.delivery, now_ms):
+                returned.setdefault(receipt.partition, []).append(receipt.offset)
+            else:
+                refused.append(receipt)
+        for partition, offsets in returned.items():
+            self._write(state_codec.returned(partition, offsets))
         return refused
 
     def extend(self, receipts: Iterable[Receipt], visibility_ms: int) -> list[Receipt]:

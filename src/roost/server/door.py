@@ -466,8 +466,9 @@ class Door:
         receipts: Sequence[Receipt],
         delay_ms: int | None = None,
         error: str | None = None,
+        undelivered: bool = False,
     ) -> list[Receipt]:
-        refused = self._broker.nack(topic, subscription, receipts, delay_ms, error)
+        refused = self._broker.nack(topic, subscription, receipts, delay_ms, error, undelivered)
         self._host.wake_timer()
         return refused
 

@@ -155,7 +155,11 @@ def ack_unanswered(door: Door, req: m.Ack) -> None:
 
 
 async def nack(door: Door, req: m.Nack) -> m.Response:
-    return m.Refused(door.nack(req.topic, req.subscription, req.receipts, req.delay_ms, req.error))
+    return m.Refused(
+        door.nack(
+            req.topic, req.subscription, req.receipts, req.delay_ms, req.error, req.undelivered
+        )
+    )
 
 
 async def extend(door: Door, req: m.Extend) -> m.Response:
