@@ -5,7 +5,6 @@ topic (issue 15, bug 7)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -18,8 +17,6 @@ from roost.server.host import Host
 from roost.server.native_server import close_native, serve_native
 from roost.storage import LocalEngine
 from tests.embedded_support import run
-
-Body = Callable[[roost.Client], Awaitable[None]]
 
 
 async def two_short_lived_subscribers(broker: roost.Client) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
 from types import TracebackType
 from typing import Any, Literal, Protocol, TypeVar
@@ -34,7 +35,7 @@ from roost.client.subscriber import (
     message_from_wire,
 )
 from roost.core.groups import Membership
-from roost.core.model import DEFAULT_MAX_DELIVERIES, Message, SubscriptionSpec
+from roost.core.model import DEFAULT_MAX_DELIVERIES, Message, SubscriptionSpec, check_delay
 from roost.core.policies import Overflow
 from roost.core.publishing import Outgoing, Published
 from roost.core.retry import RetryPolicy
@@ -90,6 +91,16 @@ def _answered(request: m.Request, value: object, kind: type[T]) -> T:
 
 def _ms(seconds: float | None) -> int | None:
     return None if seconds is None else round(seconds * 1000)
+
+
+def _delay_ms(seconds: float | None) -> int | None:
+    """A delay in seconds as the broker takes it: ms, within the bound every delay has (so a
+    value the wire could not even carry is refused here with the same error)."""
+    if seconds is None:
+        return None
+    if not isinstance(seconds, int | float) or not math.isfinite(seconds):
+        return check_delay(seconds)  # type: ignore[arg-type]  # refused, naming the bound
+    return check_delay(round(seconds * 1000))
 
 
 def _out(message: Outgoing) -> m.Out:
@@ -676,7 +687,7 @@ class Client(ClosedOnExit):
         counted (a broker older than protocol version 6 counts it: a plain nack)."""
         if undelivered and self.protocol_version < UNDELIVERED_VERSION:
             undelivered = False
-        request = m.Nack(topic, subscription, list(receipts), _ms(delay), error, undelivered)
+        request = m.Nack(topic, subscription, list(receipts), _delay_ms(delay), error, undelivered)
         wire = await self.call(request, m.Refused)
         return wire.receipts
 

@@ -32,7 +32,13 @@ from roost.clock import Clock
 from roost.core import state_codec
 from roost.core.acks import ranges_of
 from roost.core.deliveries import PartitionDeliveries, Released
-from roost.core.model import DELIVER_AT_HEADER, Message, SubscriptionSpec, check_visibility
+from roost.core.model import (
+    DELIVER_AT_HEADER,
+    Message,
+    SubscriptionSpec,
+    check_delay,
+    check_visibility,
+)
 from roost.core.unread_delays import UnreadDelays
 from roost.errors import InvalidRequest, PartitionQuarantined, RecordTooLarge, UnknownPartition
 from roost.receipt import Receipt
@@ -373,8 +379,8 @@ class QueueSubscription:
         ``undelivered``: they never reached a handler (a closing subscriber had them
         prefetched): ready again at once, and the delivery is not counted, so that they never
         reach ``max_deliveries`` unseen (``delay_ms`` and ``error`` must be None)."""
-        if delay_ms is not None and (type(delay_ms) is not int or delay_ms < 0):
-            raise InvalidRequest(f"delay_ms must be a non-negative int, not {delay_ms!r}")
+        if delay_ms is not None:
+            check_delay(delay_ms)  # the bound publish delays have; before anything changes
         if undelivered:
             if delay_ms is not None or error is not None:
                 raise InvalidRequest("an undelivered nack takes no delay and no error")
