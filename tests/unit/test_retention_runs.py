@@ -11,6 +11,7 @@ import roost
 from roost.clock import ManualClock
 from roost.core.broker import Broker
 from roost.core.publishing import Outgoing
+from roost.core.readings import read_broker
 from roost.storage import LocalEngine, TopicConfig
 from tests.embedded_support import run
 
@@ -119,3 +120,16 @@ def test_size_retention_applies_when_a_segment_rolls(broker: Broker) -> None:
     assert info.start_offset > 0
     assert 10_000 <= info.size_bytes < 10_000 + 4096
     assert broker.retention_deleted_segments("t", 0) > 0
+
+
+def test_deleted_segments_are_counted_for_the_metrics(broker: Broker, clock: ManualClock) -> None:
+    broker.create_topic("t", TopicConfig(retention_ms=1_000, **SMALL))  # type: ignore[arg-type]
+    for _ in range(20):
+        broker.publish("t", [Outgoing(value=b"x" * 500)])
+    segments = broker.describe_topic("t").partitions[0].segments
+    assert segments > 1
+    clock.advance(1_001)
+    broker.tick()
+    [partition] = next(t for t in read_broker(broker).topics if t.name == "t").partitions
+    assert (partition.start_offset, partition.end_offset) == (20, 20), "every record expired"
+    assert partition.retention_deleted_segments == segments, "the active one rolled and went"
