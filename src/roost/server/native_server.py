@@ -42,7 +42,7 @@ from roost.protocols.native.codec import Frame, Kind, NativeCodec, State, encode
 from roost.server.access import NOBODY, Principal
 from roost.server.address_strikes import peer_address
 from roost.server.exposure import is_loopback
-from roost.server.framed import MEMORY, FramedStream
+from roost.server.framed import KERNEL_UNSENT_SMALL_BYTES, MEMORY, FramedStream
 from roost.server.host import Host
 from roost.server.log_limit import LogLimit
 from roost.server.memory import (
@@ -677,8 +677,12 @@ async def serve_native(
         listener.connections.discard(victim)  # its run ends in a later turn
         return True
 
+    def accepted() -> FramedStream:
+        codec = NativeCodec("server", max_frame_bytes)
+        return FramedStream(codec, connected, clock, kernel_unsent_bytes=KERNEL_UNSENT_SMALL_BYTES)
+
     server = listener.server = await asyncio.get_running_loop().create_server(
-        lambda: FramedStream(NativeCodec("server", max_frame_bytes), connected, clock),
+        accepted,
         address,
         port,
         ssl=ssl,
