@@ -47,7 +47,7 @@ COUNTERS = (
     "roost_flush_rounds_on_loop_total",
     "roost_fsyncs_total",
     "roost_flushed_records_total",
-    "roost_wal_writes_total",
+    "roost_flush_wal_writes_total",
 )
 
 
@@ -167,7 +167,7 @@ def _case(
         "syncs_per_round": round(delta["roost_fsyncs_total"] / flush_rounds, 2)
         if flush_rounds
         else 0.0,
-        "wal_writes_per_s": round(delta["roost_wal_writes_total"] / seconds, 1),
+        "wal_writes_per_s": round(delta["roost_flush_wal_writes_total"] / seconds, 1),
         "records_per_round": round(delta["roost_flushed_records_total"] / flush_rounds, 1)
         if flush_rounds
         else 0.0,
