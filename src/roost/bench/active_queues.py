@@ -8,8 +8,9 @@ topic), one producer process and one consumer process, the same in both cases:
   that each ``publish_batch`` ``batch`` values of 1 KiB and await the confirm; batch ``k`` goes
   to queue ``k % queues`` (round-robin), so with many queues every batch in flight lands in a
   queue of its own;
-- before either starts, one message passes through each queue (the first flushes of a new
-  queue sync its directories: a cost of creating it, not of the traffic);
+- before either starts, one message passes through each queue, and the run waits until the
+  broker's flushes stop (the first flushes of a new queue sync its directories: a cost of
+  creating it, not of the traffic);
 - the consumer subscribes to every queue with ``prefetch`` per subscription and acks each pushed
   batch in the background, until it has seen every message.
 
@@ -121,6 +122,7 @@ def _case(
         progress(f"creating {queues:,} queues")
         asyncio.run(_create_queues(broker.url, queues))
         metrics_url = f"http://127.0.0.1:{admin_port}/metrics"
+        _settle(metrics_url)
         clients = [
             _spawn("producer", broker.url, queues, messages, batch, inflight),
             _spawn("consumer", broker.url, queues, messages, batch, prefetch),
@@ -175,6 +177,24 @@ def _case(
         else 0.0,
         "received": got["received"],
     }
+
+
+#: How long the warm-up's flushes may take to end before the run starts anyway.
+SETTLE_MAX_S = 120.0
+
+
+def _settle(url: str) -> None:
+    """Wait until the broker's flushes stop (the warm-up's journals sync their new directories
+    up to 100 ms after their last entry, 1,000 queues' worth taking seconds): two readings of
+    ``roost_fsyncs_total`` half a second apart that agree."""
+    deadline = time.monotonic() + SETTLE_MAX_S
+    last = _scrape(url).get("roost_fsyncs_total")
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = _scrape(url).get("roost_fsyncs_total")
+        if now == last:
+            return
+        last = now
 
 
 def _free_port() -> int:

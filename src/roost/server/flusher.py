@@ -326,6 +326,8 @@ class Flusher:
         if round_.wal_write is not None and not round_.wal_failed:
             self.meters.syncs += 1
             self.meters.wal_writes += 1
+        elif round_.wal_write is not None and self._wal is not None:
+            self._wal.write_failed(round_.wal_write)
         if due_since_ns is not None:  # None: only interval logs, flushed on their timer
             self.meters.append_latency.observe((time.perf_counter_ns() - due_since_ns) / 1e9)
         self._maybe_idle()

@@ -220,6 +220,13 @@ class Wal:
         self.bytes_written += len(data)
         return write
 
+    def write_failed(self, write: WalWrite) -> None:
+        """``write`` raised: the next round writes where it should have (rounds never overlap,
+        so it was the last one reserved), and no hole is left for replay to call damage."""
+        current = self._files[-1]
+        if write.fd == current.fd and write.position + len(write.data) == current.size:
+            current.size = write.position
+
     def forget(self, directory: str) -> None:
         """Void every record so far for files under ``directory``: durable on return
         (blocking: one small ``O_DSYNC`` write). Call it before the files go or are cut."""

@@ -1,0 +1,129 @@
+"""The flusher through the shared write-ahead log: one durable write per round, many logs."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+
+from roost.clock import ManualClock
+from roost.errors import StorageFailure
+from roost.server.flusher import Flusher
+from roost.storage import LocalEngine, Record
+from roost.storage.wal import WAL_DIRECTORY, WAL_SUFFIX
+from tests.fault_fs import FaultFS, log_values
+from tests.unit.test_repair import repair
+
+QUEUES = 40
+
+
+def wal_files(data_dir: str) -> list[str]:
+    return sorted(
+        n for n in os.listdir(os.path.join(data_dir, WAL_DIRECTORY)) if n.endswith(WAL_SUFFIX)
+    )
+
+
+def test_a_round_over_many_logs_is_one_wal_write_and_no_sync_per_log(
+    data_dir: str, clock: ManualClock
+) -> None:
+    engine = LocalEngine.open(data_dir, clock)
+    logs = [engine.create_topic(f"q{i}").log(0) for i in range(QUEUES)]
+    journal = engine.journal("j")
+    journal.recover()
+
+    async def main() -> Flusher:
+        flusher = Flusher(clock, wal=engine.wal)
+        engine.on_dirty = flusher.notify
+        for round_ in range(3):
+            appended = [log.append([Record(value=b"%d %s" % (round_, log.topic.encode()))])
+                        for log in logs]  # fmt: skip
+            journal.append([b"entry %d" % round_])
+            await asyncio.gather(*(flusher.wait_durable(log, a.next_offset)
+                                   for log, a in zip(logs, appended, strict=True)))  # fmt: skip
+        await flusher.wait_durable(journal.log, journal.log.end_offset)
+        await flusher.aclose()
+        return flusher
+
+    flusher = asyncio.run(main())
+    assert flusher.meters.wal_writes == flusher.rounds, "every round is one WAL write"
+    assert flusher.rounds < 3 * QUEUES, "the logs of a turn share rounds"
+    assert flusher.meters.syncs == flusher.meters.wal_writes, "no sync of its own per log"
+    assert flusher.meters.records >= 3 * QUEUES + 3
+    engine.close(clean=False)  # as a crash would: the segments were never synced
+
+    engine = LocalEngine.open(data_dir, clock)
+    for i in range(QUEUES):
+        assert log_values(engine.topic(f"q{i}").log(0)) == [b"%d q%d" % (r, i) for r in range(3)]
+    assert engine.journal("j").recover() == (None, [b"entry 0", b"entry 1", b"entry 2"])
+    engine.close()
+
+
+def test_checkpoints_keep_the_wal_small_and_a_clean_close_leaves_nothing_to_replay(
+    data_dir: str, clock: ManualClock
+) -> None:
+    engine = LocalEngine.open(data_dir, clock)
+    assert engine.wal is not None
+    engine.wal.checkpoint_bytes = 4096  # a round or two per WAL file
+    logs = [engine.create_topic(f"q{i}").log(0) for i in range(4)]
+
+    async def main() -> None:
+        flusher = Flusher(clock, wal=engine.wal)
+        engine.on_dirty = flusher.notify
+        for _ in range(30):
+            appended = [log.append([Record(value=b"x" * 1000)]) for log in logs]
+            await asyncio.gather(*(flusher.wait_durable(log, a.next_offset)
+                                   for log, a in zip(logs, appended, strict=True)))  # fmt: skip
+            assert len(wal_files(data_dir)) <= 3, "old WAL files are checkpointed away"
+        await flusher.aclose()
+
+    asyncio.run(main())
+    assert engine.wal.checkpoints >= 2, "rounds moved to new WAL files, old ones went"
+    engine.close()
+    assert wal_files(data_dir) == [], "a clean close checkpoints everything"
+    engine = LocalEngine.open(data_dir, clock)
+    assert engine.recovery.clean_shutdown
+    assert not any(log.log == "write-ahead log" for log in engine.recovery.logs)
+    for i in range(4):
+        assert log_values(engine.topic(f"q{i}").log(0)) == [b"x" * 1000] * 30
+    engine.close()
+
+
+def test_a_failed_wal_write_fails_every_log_in_the_round_and_leaves_no_hole(
+    data_dir: str, clock: ManualClock
+) -> None:
+    fs = FaultFS()
+    engine = LocalEngine.open(data_dir, clock, fs)
+    logs = [engine.create_topic(f"q{i}").log(0) for i in range(3)]
+
+    async def main() -> None:
+        flusher = Flusher(clock, wal=engine.wal)
+        engine.on_dirty = flusher.notify
+        kept = [log.append([Record(value=b"kept")]) for log in logs]
+        await asyncio.gather(*(flusher.wait_durable(log, a.next_offset)
+                               for log, a in zip(logs, kept, strict=True)))  # fmt: skip
+        fs.arm("pwrite", errno.EIO, match=f"/{WAL_DIRECTORY}/", tear=True)
+        lost = [log.append([Record(value=b"lost")]) for log in logs]
+        outcomes = await asyncio.gather(
+            *(flusher.wait_durable(log, a.next_offset) for log, a in zip(logs, lost, strict=True)),
+            return_exceptions=True,
+        )
+        assert all(isinstance(o, StorageFailure) for o in outcomes), "nothing confirmed"
+        assert all(log.failure is not None for log in logs), "every log in the round failed"
+        fs.disarm()
+        for log in logs:
+            assert repair(log)
+        again = [log.append([Record(value=b"again")]) for log in logs]
+        await asyncio.gather(*(flusher.wait_durable(log, a.next_offset)
+                               for log, a in zip(logs, again, strict=True)))  # fmt: skip
+        await flusher.aclose()
+
+    asyncio.run(main())
+    engine.close(clean=False)
+    engine = LocalEngine.open(data_dir, clock)
+    for i in range(3):
+        assert log_values(engine.topic(f"q{i}").log(0)) == [b"kept", b"again"]
+    (wal_report,) = [log for log in engine.recovery.logs if log.log == "write-ahead log"]
+    assert not [p for p in wal_report.problems if "damaged" in p], (
+        "the next round wrote where the failed one was: no hole for replay to call damage"
+    )
+    engine.close()
