@@ -101,7 +101,7 @@ def test_a_failed_wal_write_fails_every_log_in_the_round_and_leaves_no_hole(
         kept = [log.append([Record(value=b"kept")]) for log in logs]
         await asyncio.gather(*(flusher.wait_durable(log, a.next_offset)
                                for log, a in zip(logs, kept, strict=True)))  # fmt: skip
-        fs.arm("pwrite", errno.EIO, match=f"/{WAL_DIRECTORY}/", tear=True)
+        fs.arm("pwrite", errno.EIO, match=f"/{WAL_DIRECTORY}/", tear=True, times=-1)
         lost = [log.append([Record(value=b"lost")]) for log in logs]
         outcomes = await asyncio.gather(
             *(flusher.wait_durable(log, a.next_offset) for log, a in zip(logs, lost, strict=True)),
@@ -127,3 +127,28 @@ def test_a_failed_wal_write_fails_every_log_in_the_round_and_leaves_no_hole(
         "the next round wrote where the failed one was: no hole for replay to call damage"
     )
     engine.close()
+
+
+def test_check_says_what_the_wal_will_replay_after_a_crash(
+    data_dir: str, clock: ManualClock
+) -> None:
+    from roost.storage.check import check_directory
+
+    engine = LocalEngine.open(data_dir, clock)
+    log = engine.create_topic("q").log(0)
+
+    async def main() -> None:
+        flusher = Flusher(clock, wal=engine.wal)
+        engine.on_dirty = flusher.notify
+        appended = log.append([Record(value=b"in the WAL")])
+        await flusher.wait_durable(log, appended.next_offset)
+        await flusher.aclose()
+
+    asyncio.run(main())
+    engine.close(clean=False)
+    report = check_directory(data_dir)
+    (wal,) = [store for store in report.stores if store.kind == "wal"]
+    assert wal.bytes > len(b"in the WAL") and "replays them" in wal.notes[0]
+    assert report.ok, "pending records are no damage"
+    LocalEngine.open(data_dir, clock).close()
+    assert not [s for s in check_directory(data_dir).stores if s.kind == "wal"], "replayed"
