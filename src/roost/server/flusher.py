@@ -21,6 +21,14 @@ Where a round runs:
   loop one stall, not one per round. Then a round starts from inside the append that made it
   due, not at the end of the turn.
 
+Through the shared write-ahead log (``wal``: the host passes the engine's; storage/wal.py), a
+round is one ``O_DSYNC`` write of every log's bytes to the WAL plus a plain ``pwrite`` per
+segment, so a round over any number of logs runs on the loop while it is only bytes (at most
+``inline_max_bytes`` and ``WAL_INLINE_MAX_LOGS`` logs); directory syncs still go to the thread.
+Rounds then never overlap: the WAL's records must follow each other in the order they were
+numbered, so that a torn one can only be the last. Old WAL files are checkpointed (their files
+fdatasynced, then removed) in an executor thread beside the rounds.
+
 Each waiter has its own future (so cancelling one disturbs no other); a flush resolves its
 waiters in one pass.
 
