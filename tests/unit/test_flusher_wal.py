@@ -152,3 +152,29 @@ def test_check_says_what_the_wal_will_replay_after_a_crash(
     assert report.ok, "pending records are no damage"
     LocalEngine.open(data_dir, clock).close()
     assert not [s for s in check_directory(data_dir).stores if s.kind == "wal"], "replayed"
+
+
+def test_check_repair_replays_the_wal_before_it_cuts(data_dir: str, clock: ManualClock) -> None:
+    from roost.storage.check import check_directory, repair_directory
+
+    engine = LocalEngine.open(data_dir, clock)
+    log = engine.create_topic("q").log(0)
+    segment = os.path.join(log.directory, "00000000000000000000.log")
+
+    async def main() -> None:
+        flusher = Flusher(clock, wal=engine.wal)
+        engine.on_dirty = flusher.notify
+        appended = log.append([Record(value=b"only in the WAL, for sure")])
+        await flusher.wait_durable(log, appended.next_offset)
+        await flusher.aclose()
+
+    asyncio.run(main())
+    engine.close(clean=False)
+    size = os.path.getsize(segment)
+    os.truncate(segment, size // 2)  # what a power cut may leave of a write never synced
+    repair_directory(data_dir, check_directory(data_dir))
+    assert os.path.getsize(segment) == size, "the WAL's record was replayed into the segment"
+    assert wal_files(data_dir) == [], "and the WAL emptied, its files synced"
+    engine = LocalEngine.open(data_dir, clock)
+    assert log_values(engine.topic("q").log(0)) == [b"only in the WAL, for sure"]
+    engine.close()

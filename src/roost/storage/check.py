@@ -41,7 +41,7 @@ from roost.storage.metadata import (
 )
 from roost.storage.recovery import LogRecovery
 from roost.storage.segment import INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, Segment
-from roost.storage.wal import WAL_DIRECTORY, WAL_SUFFIX
+from roost.storage.wal import WAL_DIRECTORY, WAL_SUFFIX, replay
 
 
 class ReadOnlyFS(LocalFS):
@@ -135,7 +135,8 @@ def _check_wal(fs: LocalFS, path: str) -> list[StoreCheck]:
             notes=[
                 f"{pending} bytes of write-ahead records from before a crash: the next start "
                 "replays them into the segments before verifying them, so a torn tail reported "
-                "here may not be there then (start the broker, stop it, check again)"
+                "here may not be there then (start the broker, stop it, check again; --repair "
+                "replays them before it cuts anything)"
             ],
         )
     ]  # fmt: skip
@@ -334,6 +335,9 @@ def repair_directory(path: str, report: CheckReport, fs: LocalFS = LOCAL_FS) -> 
     try:
         clock = SystemClock()
         done = []
+        # What the write-ahead log holds goes into the files first, as a start would do, or a
+        # cut here would drop records the WAL was about to restore.
+        replay(fs, path)
         for store in report.stores:
             if store.kind == "metadata journal" and not store.ok:
                 done.append(repair_metadata_journal(fs, os.path.join(path, METADATA_NAME)))
