@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
+
+import pytest
 
 from roost.clock import ManualClock
 from roost.errors import StorageFailure
@@ -177,4 +180,53 @@ def test_check_repair_replays_the_wal_before_it_cuts(data_dir: str, clock: Manua
     assert wal_files(data_dir) == [], "and the WAL emptied, its files synced"
     engine = LocalEngine.open(data_dir, clock)
     assert log_values(engine.topic("q").log(0)) == [b"only in the WAL, for sure"]
+    engine.close()
+
+
+def test_a_failed_checkpoint_keeps_its_wal_files_and_is_tried_again_a_second_later(
+    data_dir: str, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    fs = FaultFS()
+    engine = LocalEngine.open(data_dir, clock, fs)
+    assert engine.wal is not None
+    engine.wal.checkpoint_bytes = 1  # every round moves to a new WAL file
+    log = engine.create_topic("q").log(0)
+
+    async def main() -> None:
+        flusher = Flusher(clock, wal=engine.wal)
+        engine.on_dirty = flusher.notify
+
+        async def publish(value: bytes) -> None:
+            appended = log.append([Record(value=value)])
+            await flusher.wait_durable(log, appended.next_offset)
+            await flusher.checkpoint_idle()
+
+        fault = fs.arm("fdatasync", errno.EIO, match="/topics/q/", times=-1)
+        for i in range(5):
+            await publish(b"%d" % i)
+        assert fault.hits == 1, "one try, then none a round while the cause lasts"
+        assert len(wal_files(data_dir)) >= 3, "the old WAL files stay"
+        fs.disarm()
+        clock.advance(1000)
+        await publish(b"after")
+        await publish(b"and after")
+        assert len(wal_files(data_dir)) <= 2, "the next checkpoint took them"
+        await flusher.aclose()
+
+    with caplog.at_level(logging.WARNING, logger="roost.flusher"):
+        asyncio.run(main())
+    assert [r.message for r in caplog.records].count(
+        "a WAL checkpoint failed (its WAL files stay): [Errno 5] injected EIO on fdatasync"
+    ) == 1
+    engine.close()
+    engine = LocalEngine.open(data_dir, clock)
+    assert log_values(engine.topic("q").log(0)) == [
+        b"0",
+        b"1",
+        b"2",
+        b"3",
+        b"4",
+        b"after",
+        b"and after",
+    ]
     engine.close()

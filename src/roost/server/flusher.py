@@ -78,6 +78,8 @@ INLINE_MAX_BYTES = 512 * 1024
 INLINE_MAX_WRITES = 4
 #: Through the WAL, a round on the loop takes at most this many logs (each a plain pwrite).
 WAL_INLINE_MAX_LOGS = 256
+#: After a failed WAL checkpoint, the next waits this long (a round ends many times a second).
+CHECKPOINT_RETRY_MS = 1000
 #: A round on the loop that took this long means the disk is slow now: the thread takes the
 #: rounds until one is that quick again.
 SLOW_SYNC_NS = 4_000_000
@@ -97,6 +99,7 @@ class Flusher:
         #: log's bytes plus plain pwrites, and rounds run one at a time (see the module doc).
         self._wal = wal
         self._checkpoint: asyncio.Future[None] | None = None
+        self._checkpoint_retry_ms = 0  # after a failed checkpoint: not before then
         self._max_rounds = 1 if wal is not None else max_rounds
         self._inline_max_bytes = inline_max_bytes  # 0: every round goes to the thread
         self._disk_slow = False
@@ -347,6 +350,8 @@ class Flusher:
         """Checkpoint old WAL files in a thread of its own, beside the rounds (wal.py)."""
         if self._wal is None or self._checkpoint is not None or self._stopped:
             return
+        if self._clock.monotonic_ms() < self._checkpoint_retry_ms:
+            return  # the last one failed: not one a round while the cause lasts
         job = self._wal.checkpoint_job()
         if job is None:
             return
@@ -358,6 +363,7 @@ class Flusher:
             error = future.exception()
             if error is not None:
                 _log.warning("a WAL checkpoint failed (its WAL files stay): %s", error)
+                self._checkpoint_retry_ms = self._clock.monotonic_ms() + CHECKPOINT_RETRY_MS
             wal.checkpoint_done(job, error)
 
         self._checkpoint.add_done_callback(done)
@@ -404,6 +410,12 @@ class Flusher:
         while self._rounds or self._loop_round_due:
             await self._round_done.wait()
 
+    async def checkpoint_idle(self) -> None:
+        """Wait until no WAL checkpoint runs (tests, and a close)."""
+        while self._checkpoint is not None:
+            await asyncio.wait([self._checkpoint])
+            await asyncio.sleep(0)  # its done callback runs in the next turn
+
     async def aclose(self) -> None:
         """Flush everything still due, interval logs included, then stop."""
         self._closed = True
@@ -417,8 +429,7 @@ class Flusher:
         while self._urgent:
             self.flush_due()
             await self.idle()
-        if self._checkpoint is not None:
-            await asyncio.wait([self._checkpoint])
+        await self.checkpoint_idle()
         self._stopped = True
         for _ in self._threads:
             self._rounds_queue.put(None)
