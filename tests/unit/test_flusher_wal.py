@@ -48,9 +48,11 @@ def test_a_round_over_many_logs_is_one_wal_write_and_no_sync_per_log(
         return flusher
 
     flusher = asyncio.run(main())
-    assert flusher.meters.wal_writes == flusher.rounds, "every round is one WAL write"
+    assert flusher.meters.wal_writes >= 1
     assert flusher.rounds < 3 * QUEUES, "the logs of a turn share rounds"
-    assert flusher.meters.syncs == flusher.meters.wal_writes, "no sync of its own per log"
+    # A round of one log writes that log as without a WAL (under load a round may start from
+    # inside an append): either way, one device write a round, never one per log.
+    assert flusher.meters.syncs == flusher.rounds, "no sync of its own per log"
     assert flusher.meters.records >= 3 * QUEUES + 3
     engine.close(clean=False)  # as a crash would: the segments were never synced
 
@@ -94,37 +96,44 @@ def test_checkpoints_keep_the_wal_small_and_a_clean_close_leaves_nothing_to_repl
 def test_a_failed_wal_write_fails_every_log_in_the_round_and_leaves_no_hole(
     data_dir: str, clock: ManualClock
 ) -> None:
+    """Journals: their bytes reach the OS at append time, so only the WAL makes them durable
+    (one held-back log alone is written as without a WAL)."""
     fs = FaultFS()
     engine = LocalEngine.open(data_dir, clock, fs)
-    logs = [engine.create_topic(f"q{i}").log(0) for i in range(3)]
+    journals = [engine.journal(f"j{i}") for i in range(3)]
+    logs = [journal.log for journal in journals]
 
     async def main() -> None:
         flusher = Flusher(clock, wal=engine.wal)
         engine.on_dirty = flusher.notify
-        kept = [log.append([Record(value=b"kept")]) for log in logs]
-        await asyncio.gather(*(flusher.wait_durable(log, a.next_offset)
-                               for log, a in zip(logs, kept, strict=True)))  # fmt: skip
-        fs.arm("pwrite", errno.EIO, match=f"/{WAL_DIRECTORY}/", tear=True, times=-1)
-        lost = [log.append([Record(value=b"lost")]) for log in logs]
-        outcomes = await asyncio.gather(
-            *(flusher.wait_durable(log, a.next_offset) for log, a in zip(logs, lost, strict=True)),
-            return_exceptions=True,
-        )
+
+        async def append_everywhere(entry: bytes) -> list[BaseException | None]:
+            ends = [journal.append([entry]) for journal in journals]
+            return await asyncio.gather(
+                *(flusher.wait_durable(log, end) for log, end in zip(logs, ends, strict=True)),
+                return_exceptions=True,
+            )
+
+        assert await append_everywhere(b"kept") == [None] * 3
+        fault = fs.arm("pwrite", errno.EIO, match=f"/{WAL_DIRECTORY}/", tear=True, times=-1)
+        outcomes = await append_everywhere(b"lost")
+        assert fault.hits >= 1
         assert all(isinstance(o, StorageFailure) for o in outcomes), "nothing confirmed"
         assert all(log.failure is not None for log in logs), "every log in the round failed"
         fs.disarm()
         for log in logs:
             assert repair(log)
-        again = [log.append([Record(value=b"again")]) for log in logs]
-        await asyncio.gather(*(flusher.wait_durable(log, a.next_offset)
-                               for log, a in zip(logs, again, strict=True)))  # fmt: skip
+        assert await append_everywhere(b"again") == [None] * 3
         await flusher.aclose()
 
     asyncio.run(main())
     engine.close(clean=False)
     engine = LocalEngine.open(data_dir, clock)
     for i in range(3):
-        assert log_values(engine.topic(f"q{i}").log(0)) == [b"kept", b"again"]
+        _, entries = engine.journal(f"j{i}").recover()
+        assert entries[0] == b"kept" and entries[-1] == b"again" and len(entries) in (2, 3), (
+            "what was confirmed, and the unconfirmed entry only if a process crash kept it"
+        )
     (wal_report,) = [log for log in engine.recovery.logs if log.log == "write-ahead log"]
     assert not [p for p in wal_report.problems if "damaged" in p], (
         "the next round wrote where the failed one was: no hole for replay to call damage"
@@ -138,13 +147,12 @@ def test_check_says_what_the_wal_will_replay_after_a_crash(
     from roost.storage.check import check_directory
 
     engine = LocalEngine.open(data_dir, clock)
-    log = engine.create_topic("q").log(0)
+    journal = engine.journal("j")  # only the WAL makes its entries durable
 
     async def main() -> None:
         flusher = Flusher(clock, wal=engine.wal)
         engine.on_dirty = flusher.notify
-        appended = log.append([Record(value=b"in the WAL")])
-        await flusher.wait_durable(log, appended.next_offset)
+        await flusher.wait_durable(journal.log, journal.append([b"in the WAL"]))
         await flusher.aclose()
 
     asyncio.run(main())
@@ -161,14 +169,13 @@ def test_check_repair_replays_the_wal_before_it_cuts(data_dir: str, clock: Manua
     from roost.storage.check import check_directory, repair_directory
 
     engine = LocalEngine.open(data_dir, clock)
-    log = engine.create_topic("q").log(0)
-    segment = os.path.join(log.directory, "00000000000000000000.log")
+    journal = engine.journal("j")  # only the WAL makes its entries durable
+    segment = os.path.join(journal.log.directory, "00000000000000000000.log")
 
     async def main() -> None:
         flusher = Flusher(clock, wal=engine.wal)
         engine.on_dirty = flusher.notify
-        appended = log.append([Record(value=b"only in the WAL, for sure")])
-        await flusher.wait_durable(log, appended.next_offset)
+        await flusher.wait_durable(journal.log, journal.append([b"only in the WAL, for sure"]))
         await flusher.aclose()
 
     asyncio.run(main())
@@ -179,7 +186,7 @@ def test_check_repair_replays_the_wal_before_it_cuts(data_dir: str, clock: Manua
     assert os.path.getsize(segment) == size, "the WAL's record was replayed into the segment"
     assert wal_files(data_dir) == [], "and the WAL emptied, its files synced"
     engine = LocalEngine.open(data_dir, clock)
-    assert log_values(engine.topic("q").log(0)) == [b"only in the WAL, for sure"]
+    assert engine.journal("j").recover() == (None, [b"only in the WAL, for sure"])
     engine.close()
 
 
@@ -190,18 +197,17 @@ def test_a_failed_checkpoint_keeps_its_wal_files_and_is_tried_again_a_second_lat
     engine = LocalEngine.open(data_dir, clock, fs)
     assert engine.wal is not None
     engine.wal.checkpoint_bytes = 1  # every round moves to a new WAL file
-    log = engine.create_topic("q").log(0)
+    journal = engine.journal("j")  # only the WAL makes its entries durable
 
     async def main() -> None:
         flusher = Flusher(clock, wal=engine.wal)
         engine.on_dirty = flusher.notify
 
         async def publish(value: bytes) -> None:
-            appended = log.append([Record(value=value)])
-            await flusher.wait_durable(log, appended.next_offset)
+            await flusher.wait_durable(journal.log, journal.append([value]))
             await flusher.checkpoint_idle()
 
-        fault = fs.arm("fdatasync", errno.EIO, match="/topics/q/", times=-1)
+        fault = fs.arm("fdatasync", errno.EIO, match="/journals/j/", times=-1)
         for i in range(5):
             await publish(b"%d" % i)
         assert fault.hits == 1, "one try, then none a round while the cause lasts"
@@ -220,13 +226,6 @@ def test_a_failed_checkpoint_keeps_its_wal_files_and_is_tried_again_a_second_lat
     ) == 1
     engine.close()
     engine = LocalEngine.open(data_dir, clock)
-    assert log_values(engine.topic("q").log(0)) == [
-        b"0",
-        b"1",
-        b"2",
-        b"3",
-        b"4",
-        b"after",
-        b"and after",
-    ]
+    _, entries = engine.journal("j").recover()
+    assert entries == [b"0", b"1", b"2", b"3", b"4", b"after", b"and after"]
     engine.close()

@@ -272,10 +272,13 @@ class Flusher:
         """Begin a flush job for each of ``logs``; None if none of them has anything to sync."""
         jobs: list[tuple[PartitionLog, FlushJob]] = []
         due_since_ns: int | None = None  # the oldest wait of the logs it syncs
+        # One log whose flush is one O_DSYNC write of held-back batches is synced as without a
+        # WAL: the WAL would add a write (and a copy) and save none (one queue at a time).
+        use_wal = self._wal is not None and (len(logs) != 1 or logs[0].held_back_bytes() is None)
         for log in logs:
             asked_ns = self._urgent.pop(log, None)
             self._deadlines.pop(log, None)
-            job = log.begin_flush(use_wal=self._wal is not None)
+            job = log.begin_flush(use_wal=use_wal)
             if job is None:
                 if log not in self._in_flight:
                     self._release(log)
@@ -287,7 +290,7 @@ class Flusher:
         if not jobs:
             return None
         round_ = _Round(jobs, due_since_ns)
-        if self._wal is not None:
+        if use_wal and self._wal is not None:
             round_.wal_write = self._wal.reserve(item for _, job in jobs for item in job.wal_items)
         return round_
 
