@@ -21,6 +21,7 @@ twice (cut during the first) ending where one replay ends.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import random
 import shutil
@@ -346,8 +347,8 @@ TestWalPowerLoss = WalPowerLoss.TestCase
 class Bench:
     """An engine over PowerLossFS with three topics, a journal, and a crash to order."""
 
-    def __init__(self, root: str) -> None:
-        self.fs = PowerLossFS(root)
+    def __init__(self, root: str, fs: PowerLossFS | None = None) -> None:
+        self.fs = fs or PowerLossFS(root)
         self.path = os.path.join(root, "data")
         self.clock = ManualClock()
         self.engine = open_engine(self.fs, self.path, self.clock, 1 << 20)
@@ -557,3 +558,66 @@ def test_a_topic_deleted_and_created_again_gets_none_of_the_old_ones_records(
     assert values(found, "q0") == [], "neither the old records nor an unconfirmed new one"
     assert values(found, "q1") == [b"old q1"]
     assert any("1 voided" in p for p in wal_report(bench.engine))
+
+
+class FailingWalFS(PowerLossFS):
+    """PowerLossFS whose WAL writes fail (EIO) while ``fail`` is set."""
+
+    def __init__(self, root: str) -> None:
+        super().__init__(root)
+        self.fail = False
+        self.wal_fds: set[int] = set()
+
+    def open_dsync(self, path: str) -> int:
+        fd = super().open_dsync(path)
+        if path.endswith(WAL_SUFFIX):
+            self.wal_fds.add(fd)
+        return fd
+
+    def pwrite(self, fd: int, data: bytes | bytearray | memoryview, position: int) -> None:
+        if self.fail and fd in self.wal_fds:
+            raise OSError(errno.EIO, "injected EIO on a WAL write")
+        super().pwrite(fd, data, position)
+
+
+@given(seed=st.integers(0, 2**32))
+@settings(max_examples=20, deadline=None)
+def test_a_repair_after_a_failed_wal_write_keeps_what_only_the_wal_held(seed: int) -> None:
+    """A repair voids the log's WAL records (a later segment may take a dropped one's name):
+    it must first sync every segment it keeps, sealed ones below the durable offset too, whose
+    bytes were durable only in the WAL."""
+    root = tempfile.mkdtemp(prefix="roost-wal-repair-")
+    try:
+        fs = FailingWalFS(root)
+        bench = Bench(root, fs)
+        logs = bench.logs()
+        bench.append_everywhere(b"confirmed")
+        wal_round(bench.wal, logs)
+        for log in logs:
+            log.roll()  # the confirmed batch is in a sealed segment, synced only in the WAL
+        bench.append_everywhere(b"failed")
+        jobs = [(log, job) for log in logs if (job := log.begin_flush(use_wal=True)) is not None]
+        write = bench.wal.reserve(item for _, job in jobs for item in job.wal_items)
+        assert write is not None
+        fs.fail = True
+        try:
+            write.run()
+        except OSError as e:
+            for log, job in jobs:
+                log.end_flush(job, e)
+            bench.wal.write_failed(write)
+        fs.fail = False
+        for log in logs:
+            assert log.failure is not None
+            repair = log.begin_repair()
+            assert repair is not None
+            repair.run()
+            assert log.end_repair(repair)
+        bench.crash(seed)
+        found = bench.reopen()
+        for name in TOPICS[:3]:
+            assert values(found, name) == [b"confirmed " + name.encode()]
+        # A journal confirms at append (``interval``): its repair kept and synced the entry.
+        assert values(found, JOURNAL) == [b"confirmed", b"failed"]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -802,6 +802,7 @@ class PartitionLog:
             keep=self.confirmed_offset,
             verified_below=self.durable_offset,
             appended_end=self.end_offset,
+            sync_all=self.wal is not None,
         )
 
     def end_repair(self, repair: LogRepair, error: BaseException | None = None) -> bool:
