@@ -78,6 +78,7 @@ def test_checkpoints_keep_the_wal_small_and_a_clean_close_leaves_nothing_to_repl
             appended = [log.append([Record(value=b"x" * 1000)]) for log in logs]
             await asyncio.gather(*(flusher.wait_durable(log, a.next_offset)
                                    for log, a in zip(logs, appended, strict=True)))  # fmt: skip
+            await flusher.checkpoint_idle()
             assert len(wal_files(data_dir)) <= 3, "old WAL files are checkpointed away"
         await flusher.aclose()
 
