@@ -247,6 +247,18 @@ class WalPowerLoss(RuleBasedStateMachine):
 
         self._step(body)
 
+    @rule(topic=st.sampled_from(TOPICS), seed=st.integers(0, 2**32))
+    def flush_delete_recreate_and_cut(self, topic: str, seed: int) -> None:
+        """A round writes the topic's records to the WAL, the topic goes and comes back, the
+        power goes: the old records are still in the WAL, the new files have their names."""
+        self.append(topic, [10])
+        if self.engine is not None:
+            self.flush_round({topic})
+        if self.engine is not None:
+            self.delete_and_recreate(topic)
+        if self.engine is not None:
+            self.cut_the_power_now(seed)
+
     @rule(seed=st.integers(0, 2**32))
     def clean_restart(self, seed: int) -> None:
         assert self.engine is not None
