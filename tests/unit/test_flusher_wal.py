@@ -213,11 +213,14 @@ def test_a_failed_checkpoint_keeps_its_wal_files_and_is_tried_again_a_second_lat
             await publish(b"%d" % i)
         assert fault.hits == 1, "one try, then none a round while the cause lasts"
         assert len(wal_files(data_dir)) >= 3, "the old WAL files stay"
+        assert engine.wal is not None
+        assert (engine.wal.checkpoint_failures, engine.wal.checkpoints) == (1, 0)
         fs.disarm()
         clock.advance(1000)
         await publish(b"after")
         await publish(b"and after")
         assert len(wal_files(data_dir)) <= 2, "the next checkpoint took them"
+        assert engine.wal.checkpoint_failures == 1 and engine.wal.checkpoints >= 1
         await flusher.aclose()
 
     with caplog.at_level(logging.WARNING, logger="roost.flusher"):

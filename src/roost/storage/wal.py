@@ -168,6 +168,7 @@ class Wal:
         self.writes = 0
         self.bytes_written = 0
         self.checkpoints = 0
+        self.checkpoint_failures = 0
 
     @classmethod
     def open(
@@ -265,6 +266,7 @@ class Wal:
             else:
                 self._spare = job.spare
         if error is not None:
+            self.checkpoint_failures += 1
             return
         self.checkpoints += 1
         for old in job.old:
