@@ -252,7 +252,9 @@ class Broker:
         self.engine.delete_topic(name)
         damaged = self._damaged_producers.pop(name, None)
         if self._producers.pop(name, None) is not None or damaged is not None:
-            self._catalog.forget_topic(name)
+            journal = self._catalog.forget_topic(name)
+            if journal:
+                self.engine.drop_journal(journal)
         if self._policies.pop(name, None) is not None:
             self._catalog.remove_policy(name)
 
@@ -357,7 +359,9 @@ class Broker:
         if (topic, name) not in self._streams and (topic, name) not in self._quarantined:
             self._subscription(topic, name)
         self._quarantined.pop((topic, name), None)
-        self._catalog.remove_subscription(topic, name)
+        journal = self._catalog.remove_subscription(topic, name)
+        if journal:
+            self.engine.drop_journal(journal)
         self._subscriptions.pop((topic, name), None)
         self._streams.pop((topic, name), None)
         for index in (self._queues_by_topic, self._streams_by_topic):

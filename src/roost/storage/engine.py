@@ -363,7 +363,8 @@ class LocalEngine:
             journal.log.on_failure = self._failed.add
             journal.on_snapshot_owed = self.snapshots_owed.add
             journal.log.recovery.owner = owner
-            self.recovery.logs.append(journal.log.recovery)
+            if not new:  # a new journal has nothing to report, and the report is kept
+                self.recovery.logs.append(journal.log.recovery)
             self._journals[name] = journal
             if new:
                 with self.metadata.transaction() as txn:
@@ -386,6 +387,21 @@ class LocalEngine:
             if isinstance(e, TooManyOpenFiles):
                 raise
             raise storage_error(f"creating journal {name}", e) from e
+
+    def drop_journal(self, name: str) -> None:
+        """Close the journal called ``name`` and remove its files: the definition that named
+        it is gone (committed), so nothing reads it again. What it leaves in memory is freed
+        by reference counting alone (no cycle waits for the collector, see
+        server/process_tuning.py). Its entry in the recovery report, if it was recovered at
+        open, stays: that is what open found."""
+        self._check_open()
+        journal = self._journals.pop(name, None)
+        if journal is not None:
+            self.snapshots_owed.discard(journal)
+            self._failed.discard(journal.log)
+            journal.close(clean=False)
+        with contextlib.suppress(OSError):  # a leftover directory is removed at the next create
+            self._fs.remove_tree(os.path.join(self.path, "journals", name))
 
     def _forget_new_journal(self, journal: Journal) -> None:
         """Undo a journal made for a definition that did not commit."""
