@@ -121,6 +121,9 @@ class Host:
         self.stopping = False
         #: Per listener name, counted by the listeners and read by admin/metrics.py.
         self.listeners: dict[str, ListenerStats] = {}
+        #: Called by the storage watch, about once a second, with the metadata's version
+        #: (``roost serve``: process_tuning.DefinitionFreezer.poll); None: nothing is.
+        self.definitions_watch: Callable[[int], object] | None = None
 
     @classmethod
     async def start(
@@ -535,6 +538,8 @@ class Host:
                 await self.storage.check()
             except Exception:
                 log.exception("roost storage watch: check failed; trying again")
+            if self.definitions_watch is not None:
+                self.definitions_watch(self.engine.metadata.version)
 
     async def _after_repair(self, repaired: PartitionLog, report: RepairReport) -> None:
         """Make what remembers offsets or entries of ``repaired`` agree with it again."""
