@@ -9,9 +9,16 @@ Two files (docs/storage-format.md):
   is the commit point, so a commit costs one write and one sync, whatever the store holds.
 
 When the journal passes ``snapshot_bytes``, or the size of the last snapshot if that is more,
-the next commit writes a snapshot of everything and empties the journal: a snapshot is written
-at most once per its own size of journal, so its cost per change stays bounded however many
-definitions there are. Open = the snapshot, then the journal's records above its version. A torn
+a snapshot of everything is written, off the event loop (metadata_snapshot.py): the commit that
+passed the bound takes a frozen view (a shallow copy of each namespace) and a thread encodes,
+writes and syncs it while later commits go on appending records. Once it is durable, the next
+commit (or ``close``) replaces the journal with the records committed since the view was taken
+(atomically: temp file, fsync, rename, fsync directory). A snapshot is written at most once per
+its own size of journal, so its cost per change stays bounded however many definitions there
+are, and none of it stops the loop but the view's copy (a few ms at 100,000 queues) and the
+small journal replacement. Open = the snapshot, then the journal's records above its version
+(a crash between the snapshot's rename and the journal's leaves records it already holds:
+skipped). A torn
 last record (a crash mid-commit: that transaction was never confirmed) is cut and reported in
 ``recovery``; damage anywhere else raises ``CorruptMetadata`` naming the file, and the broker
 does not start rather than guess what exists.
@@ -34,6 +41,7 @@ ever damaged (a bad disk, an editor), ``CorruptMetadata`` names it as the copy t
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -47,6 +55,7 @@ from roost.errors import CorruptMetadata, StorageFailure
 from roost.storage import metadata_journal
 from roost.storage.fs import LocalFS
 from roost.storage.metadata_journal import DELETE, PUT, Op
+from roost.storage.metadata_snapshot import Runner, SnapshotJob, in_a_thread
 from roost.storage.recovery import LogRecovery
 
 #: 2: a journal (``metadata.journal``) may continue the snapshot. 1 (read, never written):
@@ -130,6 +139,12 @@ class MetadataStore:
         self._failure: StorageFailure | None = None
         self.snapshot_bytes = SNAPSHOT_BYTES
         self._snapshot_size = 0  # bytes of the snapshot last read or written
+        #: The snapshot being written off the loop, if any (metadata_snapshot.py).
+        self._job: SnapshotJob | None = None
+        #: How snapshot jobs run: a thread of their own (tests: inline, or later).
+        self.run_snapshot: Runner = in_a_thread
+        #: After a failed snapshot, none is tried again before the journal is this long.
+        self._retry_at_bytes = 0
         #: What open found in the journal and did about it (bytes cut, and why).
         self.recovery = LogRecovery(log="metadata journal", clean_shutdown=True)
 
@@ -193,20 +208,70 @@ class MetadataStore:
             return
         version = self._version + 1
         record = metadata_journal.encode_record(version, ops)
-        bound = max(self.snapshot_bytes, self._snapshot_size)
-        if self._snapshot_due or self._journal_bytes + len(record) > max(
-            bound, len(metadata_journal.MAGIC) + len(record)
-        ):
-            # The snapshot holds this transaction too: its atomic replace is the commit point.
+        if self._snapshot_due:
+            # An older format on disk, which an older broker would read without the journal:
+            # the snapshot holds this transaction too, and its atomic replace is the commit.
             applied = _apply(copy.copy(self._namespaces), version, ops, copied=True)
             self._write_snapshot(_Document(FORMAT_VERSION, version, applied))
             self._namespaces, self._version = applied, version
             return
+        self._finish_snapshot()
         self._append(record)
+        if self._job is not None:
+            self._job.tail.append(record)
         # What a reopen would read: values as decoded from the record, shared with no caller.
         _, decoded = metadata_journal.decode_body(record[metadata_journal.RECORD_HEADER_BYTES :])
         _apply(self._namespaces, version, decoded, copied=False)
         self._version = version
+        self._start_snapshot_if_due()
+
+    def _start_snapshot_if_due(self) -> None:
+        bound = max(self.snapshot_bytes, self._snapshot_size, self._retry_at_bytes)
+        if self._job is not None or self._journal_bytes <= bound:
+            return
+        # Entries are replaced, never changed in place: a copy of each namespace's dict is a
+        # view that later commits do not disturb.
+        view = {namespace: dict(entries) for namespace, entries in self._namespaces.items()}
+        self._job = SnapshotJob(
+            self._fs, self._path, FORMAT_VERSION, self._version, view, PREVIOUS_SUFFIX
+        )
+        self.run_snapshot(self._job)
+
+    def _finish_snapshot(self) -> None:
+        """Once a snapshot job is done: keep only the records it does not hold (or, if it
+        failed, keep everything and try again once the journal has grown by a quarter)."""
+        job = self._job
+        if job is None or not job.done.is_set():
+            return
+        self._job = None
+        if not job.written:
+            log.error(
+                "writing metadata snapshot %s failed: %s (the journal keeps every change)",
+                self._path, job.error or "it did not finish",
+            )  # fmt: skip
+            self._retry_at_bytes = self._journal_bytes + self._journal_bytes // 4
+            return
+        self._snapshot_size, self._retry_at_bytes = job.size, 0
+        data = metadata_journal.MAGIC + b"".join(job.tail)
+        try:
+            self._fs.replace_atomically(self.journal_path, data)
+        except OSError as e:
+            # Nothing lost: the records the snapshot holds are skipped on open. The journal
+            # may be either file now, so it is opened again by name.
+            log.error("replacing metadata journal %s failed: %s", self.journal_path, e)
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                self._fs.close(self._fd)
+            self._fd = None
+
+    def _settle_snapshot(self) -> None:
+        """Wait for a snapshot job to end (running it here if it never started), and finish
+        it. Blocking."""
+        job = self._job
+        if job is not None:
+            job.run()  # nothing if a thread has it already
+            job.done.wait()
+            self._finish_snapshot()
 
     def _append(self, record: bytes) -> None:
         try:
@@ -245,11 +310,14 @@ class MetadataStore:
                 if new:
                     # Its name must survive a power loss before any record in it counts.
                     self._fs.fsync_dir(os.path.dirname(self.journal_path) or ".")
-                if self._fs.file_size(fd) < len(metadata_journal.MAGIC):
+                size = self._fs.file_size(fd)
+                if size < len(metadata_journal.MAGIC):
                     self._fs.truncate(fd, 0)
                     self._fs.pwrite(fd, metadata_journal.MAGIC, 0)
                     # Synced with the first record; a torn header reads as an empty journal.
-                    self._journal_bytes = len(metadata_journal.MAGIC)
+                    size = len(metadata_journal.MAGIC)
+                # Open cut any torn tail, and a replaced journal is what was written to it.
+                self._journal_bytes = size
             except BaseException:
                 self._fs.close(fd)
                 raise
@@ -261,6 +329,7 @@ class MetadataStore:
         when the journal passes ``snapshot_bytes``). Blocking: one document write."""
         if self._failure is not None:
             raise self._failure
+        self._settle_snapshot()
         self._write_snapshot(_Document(FORMAT_VERSION, self._version, self._namespaces))
 
     def _write_snapshot(self, document: _Document) -> None:
@@ -312,6 +381,12 @@ class MetadataStore:
         return True
 
     def close(self) -> None:
+        """Wait for a snapshot being written (no thread writes after close), then close."""
+        if not self._read_only and self._failure is None:
+            self._settle_snapshot()
+        elif self._job is not None:
+            self._job.done.wait()
+            self._job = None
         if self._fd is not None:
             self._fs.close(self._fd)
             self._fd = None
