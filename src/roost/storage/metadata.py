@@ -78,6 +78,17 @@ class _Document(msgspec.Struct):
     namespaces: dict[str, dict[str, Any]]
 
 
+class _StoredDocument(msgspec.Struct):
+    """A snapshot as the store holds it: each entry its JSON (``msgspec.Raw``), not Python
+    objects. A queue's definitions were ~33 dicts, lists and strings, kept for the broker's
+    life and walked by the collector; as JSON they are one untracked object, copied out by
+    decoding on ``get`` (which never shared them anyway) and written out verbatim."""
+
+    format: int
+    version: int
+    namespaces: dict[str, dict[str, msgspec.Raw]]
+
+
 class Transaction:
     """The changes of one transaction, over the committed state they will replace."""
 
@@ -120,7 +131,7 @@ class Transaction:
 
 
 class MetadataStore:
-    def __init__(self, fs: LocalFS, path: str, document: _Document, read_only: bool) -> None:
+    def __init__(self, fs: LocalFS, path: str, document: _StoredDocument, read_only: bool) -> None:
         self._fs = fs
         self._path = path
         self.journal_path = path + JOURNAL_SUFFIX
@@ -152,7 +163,7 @@ class MetadataStore:
     def open(cls, fs: LocalFS, path: str, read_only: bool = False) -> MetadataStore:
         """The store at ``path`` (its journal beside it), recovered. ``read_only`` changes
         nothing on disk: a torn journal tail is reported in ``recovery``, not cut."""
-        document, store_size = _read_snapshot(fs, path)
+        document, store_size = _read_stored(fs, path)
         store = cls(fs, path, document, read_only)
         store._snapshot_size = store_size
         store._replay()
@@ -167,7 +178,8 @@ class MetadataStore:
 
     def get(self, namespace: str, name: str) -> Any:
         """A copy of one committed entry; None if there is none."""
-        return copy.deepcopy(self._namespaces.get(namespace, {}).get(name))
+        stored = self._namespaces.get(namespace, {}).get(name)
+        return None if stored is None else msgspec.json.decode(stored)
 
     def contains(self, namespace: str, name: str) -> bool:
         return name in self._namespaces.get(namespace, {})
@@ -212,16 +224,15 @@ class MetadataStore:
             # An older format on disk, which an older broker would read without the journal:
             # the snapshot holds this transaction too, and its atomic replace is the commit.
             applied = _apply(copy.copy(self._namespaces), version, ops, copied=True)
-            self._write_snapshot(_Document(FORMAT_VERSION, version, applied))
+            self._write_snapshot(_StoredDocument(FORMAT_VERSION, version, applied))
             self._namespaces, self._version = applied, version
             return
         self._finish_snapshot()
         self._append(record)
         if self._job is not None:
             self._job.tail.append(record)
-        # What a reopen would read: values as decoded from the record, shared with no caller.
-        _, decoded = metadata_journal.decode_body(record[metadata_journal.RECORD_HEADER_BYTES :])
-        _apply(self._namespaces, version, decoded, copied=False)
+        # Stored as the record holds them: their JSON, shared with no caller.
+        _apply(self._namespaces, version, ops, copied=False)
         self._version = version
         self._start_snapshot_if_due()
 
@@ -330,9 +341,9 @@ class MetadataStore:
         if self._failure is not None:
             raise self._failure
         self._settle_snapshot()
-        self._write_snapshot(_Document(FORMAT_VERSION, self._version, self._namespaces))
+        self._write_snapshot(_StoredDocument(FORMAT_VERSION, self._version, self._namespaces))
 
-    def _write_snapshot(self, document: _Document) -> None:
+    def _write_snapshot(self, document: _StoredDocument) -> None:
         """Replace the snapshot with ``document`` (keeping the old one as ``.prev``), then
         empty the journal: everything in it is in the snapshot now."""
         self._snapshot_due = True
@@ -453,7 +464,7 @@ def repair_metadata_journal(fs: LocalFS, path: str) -> LogRecovery:
     """Cut the journal of the store at ``path`` where it stops being intact records that
     continue the snapshot, accepting the loss of what follows (``roost check --repair``; the
     directory's LOCK held, no broker running). What was cut is returned."""
-    document, _ = _read_snapshot(fs, path)
+    document = _read_snapshot(fs, path)
     journal_path = path + JOURNAL_SUFFIX
     data = fs.read_file(journal_path)
     found = metadata_journal.scan(data)
@@ -483,19 +494,18 @@ def repair_metadata_journal(fs: LocalFS, path: str) -> LogRecovery:
 
 
 def _apply(
-    namespaces: dict[str, dict[str, Any]], version: int, ops: list[Op], copied: bool
-) -> dict[str, dict[str, Any]]:
-    """Apply ``ops`` to ``namespaces`` in place. ``copied``: ``namespaces`` is a shallow copy
-    of the live one, so each namespace it changes is copied first."""
+    namespaces: dict[str, dict[str, msgspec.Raw]], version: int, ops: list[Op], copied: bool
+) -> dict[str, dict[str, msgspec.Raw]]:
+    """Apply ``ops`` to ``namespaces`` in place, each value stored as its JSON. ``copied``:
+    ``namespaces`` is a shallow copy of the live one, so each namespace it changes is copied
+    first."""
     touched: set[str] = set()
     for kind, namespace, name, value in ops:
         if copied and namespace not in touched:
             namespaces[namespace] = dict(namespaces.get(namespace, {}))
             touched.add(namespace)
         if kind == PUT:
-            namespaces.setdefault(namespace, {})[name] = (
-                msgspec.json.decode(msgspec.json.encode(value)) if copied else value
-            )
+            namespaces.setdefault(namespace, {})[name] = msgspec.Raw(msgspec.json.encode(value))
         else:
             entries = namespaces.get(namespace)
             if entries is not None:
@@ -503,10 +513,28 @@ def _apply(
     return namespaces
 
 
-def _read_snapshot(fs: LocalFS, path: str) -> tuple[_Document, int]:
-    """The snapshot at ``path`` (an empty one if there is none) and its size in bytes."""
+def _read_stored(fs: LocalFS, path: str) -> tuple[_StoredDocument, int]:
+    """The snapshot at ``path`` as the store holds it, and its size in bytes."""
+    data = _read_snapshot_bytes(fs, path)
+    if not data:
+        return _StoredDocument(FORMAT_VERSION, 0, {}), 0
+    stored = msgspec.json.decode(data, type=_StoredDocument)
+    # A Raw decoded from a buffer keeps the whole buffer alive: each entry gets its own bytes,
+    # so that a deleted one frees its memory.
+    for namespace, entries in stored.namespaces.items():
+        stored.namespaces[namespace] = {n: msgspec.Raw(bytes(v)) for n, v in entries.items()}
+    return stored, len(data)
+
+
+def _read_snapshot(fs: LocalFS, path: str) -> _Document:
+    data = _read_snapshot_bytes(fs, path)
+    return msgspec.json.decode(data, type=_Document) if data else _Document(FORMAT_VERSION, 0, {})
+
+
+def _read_snapshot_bytes(fs: LocalFS, path: str) -> bytes:
+    """The snapshot at ``path``, checked; b"" if there is none."""
     if not fs.exists(path):
-        return _Document(FORMAT_VERSION, 0, {}), 0
+        return b""
     try:
         data = fs.read_file(path)
     except OSError as e:
@@ -516,7 +544,7 @@ def _read_snapshot(fs: LocalFS, path: str) -> tuple[_Document, int]:
         previous = path + PREVIOUS_SUFFIX
         good_copy = fs.exists(previous) and check_document(fs.read_file(previous)) is None
         raise CorruptMetadata(path, problem, previous if good_copy else None)
-    return msgspec.json.decode(data, type=_Document), len(data)
+    return data
 
 
 def check_document(data: bytes) -> str | None:
