@@ -275,9 +275,10 @@ class MetadataStore:
                 self._fs.close(self._fd)
             self._fd = None
 
-    def _settle_snapshot(self) -> None:
-        """Wait for a snapshot job to end (running it here if it never started), and finish
-        it. Blocking."""
+    def settle_snapshot(self) -> None:
+        """Wait for a snapshot being written to end (running it here if its thread never
+        started), and finish it: the journal keeps only what the snapshot lacks. Blocking;
+        ``close`` does it, and tests that need the snapshot's file operations done."""
         job = self._job
         if job is not None:
             job.run()  # nothing if a thread has it already
@@ -340,7 +341,7 @@ class MetadataStore:
         when the journal passes ``snapshot_bytes``). Blocking: one document write."""
         if self._failure is not None:
             raise self._failure
-        self._settle_snapshot()
+        self.settle_snapshot()
         self._write_snapshot(_StoredDocument(FORMAT_VERSION, self._version, self._namespaces))
 
     def _write_snapshot(self, document: _StoredDocument) -> None:
@@ -394,7 +395,7 @@ class MetadataStore:
     def close(self) -> None:
         """Wait for a snapshot being written (no thread writes after close), then close."""
         if not self._read_only and self._failure is None:
-            self._settle_snapshot()
+            self.settle_snapshot()
         elif self._job is not None:
             self._job.done.wait()
             self._job = None
