@@ -458,6 +458,9 @@ class Host:
         """Verify the next chunk of a sealed segment (off the loop); returns how long to pause
         before the next step so that the scrub keeps to ``scrub_bytes_per_s``."""
         job = self.scrubber.next_job()
+        while job is None and self.scrubber.scanning:  # bounded: each call scans a share
+            await asyncio.sleep(0)  # the loop's turn between two shares of the scan
+            job = self.scrubber.next_job()
         if job is None:
             return SCRUB_IDLE_S
         result = await asyncio.to_thread(job.run)
