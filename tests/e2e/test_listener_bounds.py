@@ -18,6 +18,7 @@ test, never by waiting.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,7 +30,12 @@ from roost import Outgoing
 from roost.errors import ProtocolError
 from roost.protocols.native import messages as m
 from roost.protocols.native.codec import HEADER, NEED_DATA, Frame, Kind
-from roost.server.framed import KERNEL_UNSENT_BYTES, MAX_UNSENT_BYTES, MEMORY
+from roost.server.framed import (
+    KERNEL_UNSENT_BYTES,
+    KERNEL_UNSENT_SMALL_BYTES,
+    MAX_UNSENT_BYTES,
+    MEMORY,
+)
 from roost.server.native_server import (
     IN_FLIGHT,
     MAX_IN_FLIGHT,
@@ -307,7 +313,7 @@ def test_large_requests_in_flight_stop_the_reading_at_their_bytes(tmp_path: Path
 
 def test_a_producer_that_never_reads_its_answers_stops_being_read_soon(tmp_path: Path) -> None:
     """Each small publish is answered with a few bytes: unread, they fill the kernel's buffers
-    first. The kernel may hold only ``KERNEL_UNSENT_BYTES`` of them unsent (it would grow its
+    first. The kernel may hold only ``KERNEL_UNSENT_SMALL_BYTES`` of them unsent (it would grow its
     send buffer to 4 MiB, ~140,000 answers, before the broker saw one wait), so the answers
     back up into the broker and it stops reading the producer after tens of thousands of
     publishes, not hundreds of thousands."""
@@ -334,8 +340,38 @@ def test_a_producer_that_never_reads_its_answers_stops_being_read_soon(tmp_path:
             handled = served.host.engine.topic("jobs").end_offset(0)
             # Answers in the peer's window, unsent in the kernel and in the transport's buffer;
             # and requests in flight behind them.
-            held = 512 * 1024 + KERNEL_UNSENT_BYTES + MAX_UNSENT_BYTES
+            held = 512 * 1024 + KERNEL_UNSENT_SMALL_BYTES + MAX_UNSENT_BYTES
             assert handled < min(count, held // answer + MAX_IN_FLIGHT)
             raw.stream._transport.abort()  # type: ignore[union-attr]
+
+    run(body)
+
+
+def kernel_unsent_bound(connection: NativeConnection) -> int:
+    sock = connection._stream.get_extra_info("socket")
+    return int(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT))
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_NOTSENT_LOWAT"), reason="no TCP_NOTSENT_LOWAT")
+def test_a_connection_gets_the_large_kernel_bound_once_it_is_sent_a_large_frame(
+    tmp_path: Path,
+) -> None:
+    """Small answers need little room in the kernel, and a peer that leaves them unread is
+    stopped sooner for it; deliveries need more to keep the kernel sending between wake-ups."""
+
+    async def body() -> None:
+        async with (
+            serving(tmp_path, **bounded()) as served,
+            roost.connect(served.url(), reconnect=False) as client,
+        ):
+            await client.create_queue("jobs", durability="never")
+            (side,) = served.listener.connections
+            await client.publish("jobs", b"small")
+            assert await client.receive("jobs", max_messages=1)
+            assert kernel_unsent_bound(side) == KERNEL_UNSENT_SMALL_BYTES
+            await client.publish("jobs", bytes(KERNEL_UNSENT_SMALL_BYTES))
+            (large,) = await client.receive("jobs", max_messages=1)
+            assert len(large.value) == KERNEL_UNSENT_SMALL_BYTES
+            assert kernel_unsent_bound(side) == KERNEL_UNSENT_BYTES
 
     run(body)

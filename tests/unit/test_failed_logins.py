@@ -6,7 +6,6 @@ import pytest
 
 from roost.clock import ManualClock
 from roost.errors import NotAuthenticated
-from roost.server import failed_logins
 from roost.server.failed_logins import FailedLogins
 
 
@@ -24,10 +23,10 @@ def test_an_address_waits_once_it_failed_too_often_and_only_it() -> None:
     failures.check("10.0.0.1")
 
 
-def test_the_table_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(failed_logins, "MAX_ADDRESSES", 10)
+def test_the_table_is_bounded() -> None:
     clock = ManualClock()
     failures = FailedLogins(clock, limit=3)
+    failures.max_addresses = 10
     for n in range(25):
         failures.failed(f"10.0.0.{n}")
-    assert len(failures._failures) <= 10
+    assert len(failures) <= 10

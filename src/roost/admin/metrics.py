@@ -126,7 +126,11 @@ METRICS = _specs(
     Spec("roost_listener_accepted_connections_total", "counter", LISTENER,
          "Connections accepted."),
     Spec("roost_listener_refused_connections_total", "counter", LISTENER,
-         "Connections refused because max_connections were open."),
+         "Connections refused: max_connections were open, or too many from one address were "
+         "held for breaking the protocol."),
+    Spec("roost_listener_held_connections_total", "counter", LISTENER,
+         "Connections held before their handshake because their address broke the protocol "
+         "too often lately."),
     Spec("roost_listener_frames_received_total", "counter", LISTENER,
          "Protocol frames received from clients."),
     Spec("roost_listener_protocol_errors_total", "counter", LISTENER,
@@ -312,6 +316,7 @@ def _listener(scrape: _Scrape, name: str, stats: ListenerStats) -> None:
     scrape.add("roost_listener_connections", labels, stats.connections)
     scrape.add("roost_listener_accepted_connections_total", labels, stats.accepted)
     scrape.add("roost_listener_refused_connections_total", labels, stats.refused)
+    scrape.add("roost_listener_held_connections_total", labels, stats.held)
     scrape.add("roost_listener_frames_received_total", labels, stats.frames_received)
     scrape.add("roost_listener_protocol_errors_total", labels, stats.protocol_errors)
     scrape.add("roost_listener_timed_out_connections_total", labels, stats.timed_out)

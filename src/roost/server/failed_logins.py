@@ -17,64 +17,29 @@ distributed guesser gets round, which is why passwords must still be long (docs/
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Final
 
 from roost.clock import Clock
 from roost.errors import NotAuthenticated
+from roost.server.address_strikes import AddressStrikes
 
 #: Failures an address may have within the window before it must wait.
 LIMIT: Final = 20
 WINDOW_MS: Final = 60_000
-#: Addresses remembered at most: a flood of addresses cannot grow the table without bound.
-MAX_ADDRESSES: Final = 10_000
 
 
-class FailedLogins:
+class FailedLogins(AddressStrikes):
     def __init__(self, clock: Clock, limit: int = LIMIT, window_ms: int = WINDOW_MS) -> None:
-        self._clock = clock
-        self.limit = limit
-        self.window_ms = window_ms
-        #: address -> when (monotonic ms) each recent failure was, oldest first.
-        self._failures: dict[str, deque[int]] = {}
+        super().__init__(clock, limit, window_ms)
 
     def check(self, address: str) -> None:
         """Raise ``NotAuthenticated`` (saying how long to wait) while ``address`` has had
         ``limit`` failures within the window."""
-        recent = self._recent(address)
-        if recent is not None and len(recent) >= self.limit:
-            wait_s = (recent[0] + self.window_ms - self._clock.monotonic_ms()) / 1000
+        if wait_ms := self.wait_ms(address):
             raise NotAuthenticated(
-                f"too many failed logins from this address: try again in {max(wait_s, 0):.0f} s"
+                f"too many failed logins from this address: try again in {wait_ms / 1000:.0f} s"
             )
 
     def failed(self, address: str) -> None:
         """Count one failure of ``address`` now."""
-        recent = self._recent(address)
-        if recent is None:
-            if len(self._failures) >= MAX_ADDRESSES:
-                self._forget_quiet()
-            recent = self._failures[address] = deque()
-        recent.append(self._clock.monotonic_ms())
-        while len(recent) > self.limit:
-            recent.popleft()
-
-    def _recent(self, address: str) -> deque[int] | None:
-        recent = self._failures.get(address)
-        if recent is None:
-            return None
-        cutoff = self._clock.monotonic_ms() - self.window_ms
-        while recent and recent[0] <= cutoff:
-            recent.popleft()
-        if not recent:
-            del self._failures[address]
-            return None
-        return recent
-
-    def _forget_quiet(self) -> None:
-        """Drop the addresses with nothing in the window; if none, the oldest half."""
-        for address in list(self._failures):
-            self._recent(address)
-        if len(self._failures) >= MAX_ADDRESSES:
-            for address in list(self._failures)[: MAX_ADDRESSES // 2]:
-                del self._failures[address]
+        self.strike(address)

@@ -56,7 +56,13 @@ MAX_UNSENT_BYTES = 1024 * 1024
 #: Bytes the kernel may hold unsent for a peer (TCP_NOTSENT_LOWAT): past them a write stays in
 #: the transport's buffer, where ``max_unsent_bytes`` sees it. Left to itself the kernel grows
 #: a send buffer to 4 MiB even for a peer that reads nothing, which hides ~140,000 unread
-#: publish answers from the broker.
+#: publish answers from the broker. The listener's connections start at the small bound: their
+#: answers are small until they are sent a frame larger than that (deliveries, a fetch), and
+#: then they get the large one, so that big frames keep the kernel busy between wake-ups
+#: (clients keep the large one from the start). A producer that never reads its answers is
+#: stopped after ~10,000 one-message publishes at the small bound, ~16,000 at the large one
+#: (what the peer's own receive window holds is the rest).
+KERNEL_UNSENT_SMALL_BYTES = 16 * 1024
 KERNEL_UNSENT_BYTES = 128 * 1024
 #: The hold a full send buffer puts on reading.
 UNSENT = "unsent"
@@ -66,13 +72,13 @@ MEMORY = "memory"
 LARGE_FRAME_BYTES = 1024 * 1024
 
 
-def _bound_kernel_unsent(transport: asyncio.BaseTransport) -> None:
+def _bound_kernel_unsent(transport: asyncio.BaseTransport, limit: int) -> None:
     sock = transport.get_extra_info("socket")
     option = getattr(socket, "TCP_NOTSENT_LOWAT", None)  # Linux and macOS have it
     if sock is None or option is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
         return
     with contextlib.suppress(OSError):
-        sock.setsockopt(socket.IPPROTO_TCP, option, KERNEL_UNSENT_BYTES)
+        sock.setsockopt(socket.IPPROTO_TCP, option, limit)
 
 
 class FramedStream(asyncio.Protocol):
@@ -82,6 +88,7 @@ class FramedStream(asyncio.Protocol):
         on_connect: Callable[[FramedStream], Awaitable[None]] | None = None,
         clock: Clock | None = None,
         max_unsent_bytes: int = MAX_UNSENT_BYTES,
+        kernel_unsent_bytes: int = KERNEL_UNSENT_BYTES,
     ) -> None:
         self.codec = codec
         self._clock = clock or SystemClock()
@@ -115,13 +122,17 @@ class FramedStream(asyncio.Protocol):
         #: Called when the transport takes writes again after ``drain`` would have waited.
         self.on_writable: Callable[[], None] | None = None
         self._dispatching: asyncio.Future[None] | None = None
+        #: The kernel's bound on unsent bytes (``KERNEL_UNSENT_*``) until a frame larger than
+        #: it is written; then ``KERNEL_UNSENT_BYTES``.
+        self._kernel_unsent_bytes = kernel_unsent_bytes
+        self._large_frames = kernel_unsent_bytes >= KERNEL_UNSENT_BYTES
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         self._lost = asyncio.get_running_loop().create_future()
-        _bound_kernel_unsent(transport)
+        _bound_kernel_unsent(transport, self._kernel_unsent_bytes)
         if self._on_connect is not None:
             self._task = asyncio.ensure_future(self._on_connect(self))
             self._task.add_done_callback(_report)
@@ -333,6 +344,8 @@ class FramedStream(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         assert self._transport is not None
+        if not self._large_frames and len(data) > self._kernel_unsent_bytes:
+            self._first_large_frame()
         held = self._held
         if held is None:
             self._transport.write(data)
@@ -352,9 +365,16 @@ class FramedStream(asyncio.Protocol):
                 self.write(part)
             return
         assert self._transport is not None
+        if not self._large_frames and sum(map(len, parts)) > self._kernel_unsent_bytes:
+            self._first_large_frame()
         self._transport.writelines(parts)
         if self._writing_paused:
             self._check_unsent()
+
+    def _first_large_frame(self) -> None:
+        self._large_frames = True
+        if self._transport is not None:
+            _bound_kernel_unsent(self._transport, KERNEL_UNSENT_BYTES)
 
     def _release(self, hold_on: bool = False) -> None:
         held, self._held, self._held_bytes = self._held, [] if hold_on else None, 0

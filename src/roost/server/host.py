@@ -58,6 +58,7 @@ from roost.server.failed_logins import FailedLogins
 from roost.server.flusher import Flusher
 from roost.server.identities import Identities
 from roost.server.meters import ListenerStats
+from roost.server.protocol_strikes import protocol_strikes
 from roost.server.storage_watch import StorageWatch
 from roost.storage import Journal, LocalEngine
 from roost.storage.log import PartitionLog
@@ -100,6 +101,9 @@ class Host:
         self.identities = Identities(engine.metadata, clock)
         #: Failed logins per address, across every listener (server/failed_logins.py).
         self.failed_logins = FailedLogins(clock)
+        #: Connections ended by a protocol error per address, across every listener
+        #: (server/protocol_strikes.py).
+        self.protocol_strikes = protocol_strikes(clock)
         self._new_data: dict[str, asyncio.Event] = {}  # per topic, set on publish and on tick
         self._watchers: dict[str, dict[Callable[[], None], None]] = {}  # per topic, ordered
         self._watching_soon: set[str] = set()

@@ -78,14 +78,18 @@ class ListenerStats:
     """One listener's connections and frames (server/native_server.py)."""
 
     __slots__ = (
-        "accepted", "alarm", "connections", "evicted", "frames_received", "protocol_errors",
-        "refused", "timed_out",
+        "accepted", "alarm", "connections", "evicted", "frames_received", "held",
+        "protocol_errors", "refused", "timed_out",
     )  # fmt: skip
 
     def __init__(self) -> None:
         self.connections = 0  # open now
         self.accepted = 0
-        self.refused = 0  # over max_connections
+        #: Over max_connections, or from an address with too many connections held.
+        self.refused = 0
+        #: Held before their handshake: their address broke the protocol too often lately
+        #: (server/protocol_strikes.py).
+        self.held = 0
         self.frames_received = 0
         self.protocol_errors = 0  # connections ended by a ProtocolError
         #: Ended because the handshake (server/native_handshake.py), a frame or the heartbeat

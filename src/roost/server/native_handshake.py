@@ -40,6 +40,7 @@ from roost.errors import NotAuthenticated, RoostError, Unavailable
 from roost.protocols.native import messages as m
 from roost.protocols.native.codec import VERSIONS, Frame, Kind, encode, negotiate
 from roost.server.access import Principal
+from roost.server.address_strikes import peer_address
 from roost.server.failed_logins import FailedLogins
 from roost.server.framed import FramedStream
 from roost.server.identities import Identities
@@ -82,13 +83,6 @@ class HandshakePolicy:
     #: Handshakes closed for taking too long are logged through this, rate-limited: a
     #: slowloris flood times out hundreds at once (shared with the listener's other closes).
     closes: LogLimit = field(default_factory=lambda: LogLimit(log))
-
-
-def _address(peer: object) -> str:
-    """The address part of a peer name (``(host, port)``, or more for IPv6)."""
-    if isinstance(peer, tuple) and peer:
-        return str(peer[0])
-    return str(peer)
 
 
 class Handshake:
@@ -179,7 +173,7 @@ class Handshake:
         """The ``AUTH`` exchange; None when it failed (answered, after the delay) or the
         client left."""
         exchange = Authentication(self._identities, mechanisms, self._tls_principal)
-        failures, address = self._policy.failures, _address(self._peer)
+        failures, address = self._policy.failures, peer_address(self._peer)
         if failures is not None:
             try:
                 failures.check(address)  # guessing on many connections: refused at once

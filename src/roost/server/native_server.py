@@ -40,8 +40,9 @@ from roost.errors import ProtocolError, RoostError, Unavailable
 from roost.protocols.native import messages as m
 from roost.protocols.native.codec import Frame, Kind, NativeCodec, State, encode
 from roost.server.access import NOBODY, Principal
+from roost.server.address_strikes import peer_address
 from roost.server.exposure import is_loopback
-from roost.server.framed import MEMORY, FramedStream
+from roost.server.framed import KERNEL_UNSENT_SMALL_BYTES, MEMORY, FramedStream
 from roost.server.host import Host
 from roost.server.log_limit import LogLimit
 from roost.server.memory import (
@@ -61,6 +62,7 @@ from roost.server.native_session import (
     publish_now,
     runs,
 )
+from roost.server.protocol_strikes import Tarpit
 from roost.server.tls import peer_principal
 from roost.server.watchdog import Timeouts, Watchdog, overdue
 
@@ -219,6 +221,7 @@ class NativeConnection:
             # close was counted and logged for its own reason, not as the peer's error.
             if not self._ended:
                 self._stats.protocol_errors += 1
+                self._host.protocol_strikes.strike(peer_address(self.peer))
                 self._closes.log(PROTOCOL_ERROR_CLOSES, "closing %s: %s", self.peer, e)
                 self._send_quietly(Frame(Kind.FAILURE, 0, m.Failure(e.code, str(e))))
         except ConnectionError:
@@ -535,6 +538,8 @@ class NativeListener:
         self.server: asyncio.Server | None = None
         self.connections: set[NativeConnection] = set()
         self.watchdog: Watchdog | None = None
+        #: Where connections from an address that keeps breaking the protocol wait.
+        self.tarpit: Tarpit | None = None
         #: Why connections were closed, rate-limited per kind (``log_limit``).
         self.closes: LogLimit | None = None
         self._watching: asyncio.Task[None] | None = None
@@ -566,6 +571,8 @@ class NativeListener:
         most: a publish waiting for its fsync gets its confirm), then close them."""
         assert self.server is not None
         self.server.close()
+        if self.tarpit is not None:
+            self.tarpit.close()
         if self._watching is not None:
             self._watching.cancel()
             await asyncio.gather(self._watching, return_exceptions=True)
@@ -625,10 +632,13 @@ async def serve_native(
     timeouts = timeouts or Timeouts()
     alarm = stats.alarm = MemoryAlarm(budget_bytes(max_memory))
     closes = listener.closes = LogLimit(log, clock)
+    tarpit = listener.tarpit = Tarpit(host.protocol_strikes, stats, sleep)
     watchdog = Watchdog(listener.connections, alarm, timeouts, clock=clock, sample=sample_memory,
                         log_limit=closes)  # fmt: skip
 
     async def connected(stream: FramedStream) -> None:
+        if not await tarpit.admit(stream, peer_address(stream.get_extra_info("peername"))):
+            return
         if len(listener.connections) >= max_connections and not _made_room(stream):
             failure = m.Failure(
                 "unavailable", f"too many connections (max_connections={max_connections})", True
@@ -667,8 +677,12 @@ async def serve_native(
         listener.connections.discard(victim)  # its run ends in a later turn
         return True
 
+    def accepted() -> FramedStream:
+        codec = NativeCodec("server", max_frame_bytes)
+        return FramedStream(codec, connected, clock, kernel_unsent_bytes=KERNEL_UNSENT_SMALL_BYTES)
+
     server = listener.server = await asyncio.get_running_loop().create_server(
-        lambda: FramedStream(NativeCodec("server", max_frame_bytes), connected, clock),
+        accepted,
         address,
         port,
         ssl=ssl,
