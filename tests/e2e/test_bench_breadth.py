@@ -48,3 +48,33 @@ def test_bench_breadth_refuses_nonsense_sizes() -> None:
     result = CliRunner().invoke(main, ["bench", "breadth", "--queues", "0"])
     assert result.exit_code == 2
     assert "must be positive" in result.output
+
+
+def test_bench_breadth_active_runs_the_same_traffic_over_n_queues_and_over_4(
+    tmp_path: Path,
+) -> None:
+    result = CliRunner().invoke(
+        main, ["bench", "breadth", "--json", "--dir", str(tmp_path), "--active", "6",
+               "--messages", "600", "--publish-batch", "10", "--inflight", "40",
+               "--prefetch", "8"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout)
+    assert (figures["active"], figures["baseline_queues"]) == (6, 4)
+    assert figures["ratio"] == pytest.approx(
+        figures["msgs_per_s_n"] / figures["msgs_per_s_base"], rel=0.01
+    )
+    for case in ("base", "n"):
+        run = figures[case]
+        assert run["received"] >= 600, "every message was received"
+        assert run["msgs_per_s"] > 0 and run["broker_cpu_us_per_msg"] > 0
+        # Durable queues: every run made its messages durable in flush rounds that synced.
+        assert run["flush_rounds_per_s"] > 0 and run["syncs_per_s"] > 0
+        assert run["records_per_round"] > 0
+    assert list(tmp_path.iterdir()) == [], "the brokers' directories removed"
+
+
+def test_bench_breadth_active_refuses_nonsense_sizes() -> None:
+    result = CliRunner().invoke(main, ["bench", "breadth", "--active", "5", "--messages", "0"])
+    assert result.exit_code == 2
+    assert "must be positive" in result.output

@@ -152,6 +152,13 @@ METRICS = _specs(
     Spec("roost_fsyncs_total", "counter", (),
          "Synchronous writes and syncs done by flush rounds (O_DSYNC writes, fdatasync, "
          "directory fsync)."),
+    Spec("roost_flush_wal_writes_total", "counter", (),
+         "Flush rounds' writes to the shared write-ahead log: one O_DSYNC write per round, "
+         "covering every log in it (also counted in roost_fsyncs_total)."),
+    Spec("roost_flush_wal_checkpoints_total", "counter", (),
+         "WAL checkpoints done: old WAL files whose written files were fdatasynced, then removed."),
+    Spec("roost_flush_wal_checkpoint_failures_total", "counter", (),
+         "WAL checkpoints that failed (their WAL files stay; the next try is a second later)."),
     Spec("roost_flushed_records_total", "counter", (),
          "Records made durable by flush rounds, journal entries included."),
     Spec("roost_fsync_duration_seconds", "histogram", (),
@@ -332,6 +339,14 @@ def _storage(scrape: _Scrape, host: Host) -> None:
     scrape.add("roost_flush_rounds_on_loop_total", (), flusher.meters.rounds_on_loop)
     scrape.add("roost_fsyncs_total", (), flusher.meters.syncs)
     scrape.add("roost_flushed_records_total", (), flusher.meters.records)
+    scrape.add("roost_flush_wal_writes_total", (), flusher.meters.wal_writes)
+    wal = host.engine.wal
+    scrape.add("roost_flush_wal_checkpoints_total", (), 0 if wal is None else wal.checkpoints)
+    scrape.add(
+        "roost_flush_wal_checkpoint_failures_total",
+        (),
+        0 if wal is None else wal.checkpoint_failures,
+    )
     scrape.add_histogram("roost_fsync_duration_seconds", flusher.meters.sync_duration)
     scrape.add_histogram("roost_append_latency_seconds", flusher.meters.append_latency)
     for journal in host.engine.journals():

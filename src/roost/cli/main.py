@@ -432,6 +432,26 @@ def bench_e2e(
 @click.option(
     "--batch", default=1_000, show_default=True, help="Creates per timed batch (with --creates)."
 )
+@click.option(
+    "--active",
+    default=0,
+    show_default=True,
+    help="Measure only throughput over many active queues: W1-style traffic spread over this "
+    "many durable queues against the same over 4.",
+)
+@click.option(
+    "--messages", default=64_000, show_default=True, help="Messages of 1 KiB (with --active)."
+)
+@click.option(
+    "--publish-batch", default=16, show_default=True, help="Messages per publish (with --active)."
+)
+@click.option(
+    "--inflight", default=256, show_default=True, help="Unconfirmed messages (with --active)."
+)
+@click.option(
+    "--prefetch", default=64, show_default=True, help="Prefetch per queue (with --active)."
+)
+@click.option("--rounds", default=1, show_default=True, help="Runs of each case (with --active).")
 def bench_breadth(
     as_json: bool,
     directory: str | None,
@@ -443,10 +463,42 @@ def bench_breadth(
     max_open_files: int | None,
     creates: int,
     batch: int,
+    active: int,
+    messages: int,
+    publish_batch: int,
+    inflight: int,
+    prefetch: int,
+    rounds: int,
 ) -> None:
     """Idle CPU and a paced publisher's p99 among many idle queues, against one queue; with
-    ``--creates``, the create rate at the start and after N queues instead."""
+    ``--creates``, the create rate at the start and after N queues instead; with ``--active``,
+    throughput over N active queues against 4."""
     from roost.bench.breadth import run_breadth_bench
+
+    if active:
+        from roost.bench.active_queues import run_active_bench
+
+        if active < 1 or min(messages, publish_batch, inflight, prefetch, rounds) < 1:
+            raise click.BadParameter(
+                "--active, --messages, --publish-batch, --inflight, --prefetch and --rounds "
+                "must be positive"
+            )
+        _report(
+            as_json,
+            lambda progress: run_active_bench(
+                directory,
+                active,
+                messages,
+                publish_batch,
+                inflight,
+                prefetch,
+                rounds,
+                progress=progress,
+            ),
+            f"roost bench breadth --active ({active:,} active queues against 4)",
+            {"ratio": ">= 0.8"},
+        )
+        return
 
     if creates:
         from roost.bench.create_rate import run_create_bench

@@ -21,6 +21,14 @@ Where a round runs:
   loop one stall, not one per round. Then a round starts from inside the append that made it
   due, not at the end of the turn.
 
+Through the shared write-ahead log (``wal``: the host passes the engine's; storage/wal.py), a
+round is one ``O_DSYNC`` write of every log's bytes to the WAL plus a plain ``pwrite`` per
+segment, so a round over any number of logs runs on the loop while it is only bytes (at most
+``inline_max_bytes`` and ``WAL_INLINE_MAX_LOGS`` logs); directory syncs still go to the thread.
+Rounds then never overlap: the WAL's records must follow each other in the order they were
+numbered, so that a torn one can only be the last. Old WAL files are checkpointed (their files
+fdatasynced, then removed) in an executor thread beside the rounds.
+
 Each waiter has its own future (so cancelling one disturbs no other); a flush resolves its
 waiters in one pass.
 
@@ -40,6 +48,7 @@ Per durability policy (``PartitionLog.on_dirty`` tells the flusher):
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 import time
@@ -51,6 +60,9 @@ from roost.errors import StorageClosed, StorageFailure
 from roost.server.meters import FlushMeters
 from roost.storage.flush import FlushJob
 from roost.storage.log import PartitionLog
+from roost.storage.wal import Wal, WalWrite
+
+_log = logging.getLogger("roost.flusher")
 
 Waiters = list[asyncio.Future[None]]
 
@@ -64,6 +76,10 @@ DEFAULT_MAX_ROUNDS = 1
 INLINE_MAX_BYTES = 512 * 1024
 #: ... into at most this many files (each O_DSYNC write is a device flush of its own).
 INLINE_MAX_WRITES = 4
+#: Through the WAL, a round on the loop takes at most this many logs (each a plain pwrite).
+WAL_INLINE_MAX_LOGS = 256
+#: After a failed WAL checkpoint, the next waits this long (a round ends many times a second).
+CHECKPOINT_RETRY_MS = 1000
 #: A round on the loop that took this long means the disk is slow now: the thread takes the
 #: rounds until one is that quick again.
 SLOW_SYNC_NS = 4_000_000
@@ -75,10 +91,16 @@ class Flusher:
         clock: Clock,
         max_rounds: int = DEFAULT_MAX_ROUNDS,
         inline_max_bytes: int = INLINE_MAX_BYTES,
+        wal: Wal | None = None,
     ) -> None:
         self._clock = clock
         self._loop = asyncio.get_running_loop()
-        self._max_rounds = max_rounds
+        #: The engine's shared write-ahead log: with it, a round is one O_DSYNC write of every
+        #: log's bytes plus plain pwrites, and rounds run one at a time (see the module doc).
+        self._wal = wal
+        self._checkpoint: asyncio.Future[None] | None = None
+        self._checkpoint_retry_ms = 0  # after a failed checkpoint: not before then
+        self._max_rounds = 1 if wal is not None else max_rounds
         self._inline_max_bytes = inline_max_bytes  # 0: every round goes to the thread
         self._disk_slow = False
         self._loop_round_due = False  # a round starts on the loop at the end of this turn
@@ -171,6 +193,9 @@ class Flusher:
         """Run the small, writes-only part of what is due here; hand the rest to the thread."""
         self._loop_round_due = False
         try:
+            if self._wal is not None:
+                self._start_wal_round()
+                return
             due = self._due()
             small = [] if self._disk_slow else self._small(due)
             if rest := [log for log in due if log not in small]:
@@ -184,23 +209,44 @@ class Flusher:
         finally:
             self._maybe_idle()  # even if starting the thread failed: idle() must not hang
 
+    def _start_wal_round(self) -> None:
+        """Through the WAL, rounds never overlap (a record the replay must read may not
+        follow one still being written): the small part here, at once, then the rest in the
+        thread; nothing while the thread's round runs (its end starts the next)."""
+        if self._rounds:
+            return
+        due = self._due()
+        small = [] if self._disk_slow else self._small(due)
+        round_ = self._begin(small) if small else None
+        if round_ is not None:
+            round_.on_loop = True
+            round_.run()
+            self._finish_round(round_)  # starts the next round, if any is due
+        elif rest := [log for log in due if log not in small]:
+            self._start_in_thread(rest)
+
     def _small(self, due: list[PartitionLog]) -> list[PartitionLog]:
         """The logs whose flush is only held-back writes, as many as a round on the loop takes."""
         small: list[PartitionLog] = []
         size = 0
+        use_wal = self._wal is not None
+        # Through the WAL, a log costs a plain pwrite, not a device flush of its own.
+        max_logs = WAL_INLINE_MAX_LOGS if use_wal else INLINE_MAX_WRITES
         for log in due:
-            held_back = log.held_back_bytes()
+            held_back = log.held_back_bytes(use_wal)
             if held_back is None or size + held_back > self._inline_max_bytes:
                 continue
             small.append(log)
             size += held_back
-            if len(small) == INLINE_MAX_WRITES:
+            if len(small) == max_logs:
                 break
         return small
 
     def _start_in_thread(self, due: list[PartitionLog]) -> bool:
         if self._rounds >= self._max_rounds:
             return False
+        if self._wal is not None and self._loop_round_due:
+            return False  # the loop's round comes first, and then starts this one
         if self._rounds and sum(log.unflushed_records for log in due) < self._round_records:
             # Another round runs: join the next one unless this group is as big. Tiny rounds
             # side by side would spend the CPU on hand-offs and the disk on fixed costs.
@@ -226,10 +272,13 @@ class Flusher:
         """Begin a flush job for each of ``logs``; None if none of them has anything to sync."""
         jobs: list[tuple[PartitionLog, FlushJob]] = []
         due_since_ns: int | None = None  # the oldest wait of the logs it syncs
+        # One log whose flush is one O_DSYNC write of held-back batches is synced as without a
+        # WAL: the WAL would add a write (and a copy) and save none (one queue at a time).
+        use_wal = self._wal is not None and (len(logs) != 1 or logs[0].held_back_bytes() is None)
         for log in logs:
             asked_ns = self._urgent.pop(log, None)
             self._deadlines.pop(log, None)
-            job = log.begin_flush()
+            job = log.begin_flush(use_wal=use_wal)
             if job is None:
                 if log not in self._in_flight:
                     self._release(log)
@@ -238,7 +287,12 @@ class Flusher:
                 jobs.append((log, job))
                 if asked_ns is not None and (due_since_ns is None or asked_ns < due_since_ns):
                     due_since_ns = asked_ns
-        return _Round(jobs, due_since_ns) if jobs else None
+        if not jobs:
+            return None
+        round_ = _Round(jobs, due_since_ns)
+        if use_wal and self._wal is not None:
+            round_.wal_write = self._wal.reserve(item for _, job in jobs for item in job.wal_items)
+        return round_
 
     def _maybe_idle(self) -> None:
         if not self._rounds and not self._loop_round_due:
@@ -279,14 +333,43 @@ class Flusher:
             if log in self._waiting:
                 self._urgent.setdefault(log, None)
             if job_error is None:
-                self.meters.syncs += len(job.writes) + len(job.fds) + len(job.parents)
+                self.meters.syncs += len(job.writes) * job.writes_sync
+                self.meters.syncs += len(job.fds) + len(job.parents)
                 self.meters.syncs += job.directory is not None
                 self.meters.records += job.records
+        if round_.wal_write is not None and not round_.wal_failed:
+            self.meters.syncs += 1
+            self.meters.wal_writes += 1
+        elif round_.wal_write is not None and self._wal is not None:
+            self._wal.write_failed(round_.wal_write)
         if due_since_ns is not None:  # None: only interval logs, flushed on their timer
             self.meters.append_latency.observe((time.perf_counter_ns() - due_since_ns) / 1e9)
         self._maybe_idle()
+        self._start_checkpoint()
         self.flush_due()
         self._arm_timer()
+
+    def _start_checkpoint(self) -> None:
+        """Checkpoint old WAL files in a thread of its own, beside the rounds (wal.py)."""
+        if self._wal is None or self._checkpoint is not None or self._stopped:
+            return
+        if self._clock.monotonic_ms() < self._checkpoint_retry_ms:
+            return  # the last one failed: not one a round while the cause lasts
+        job = self._wal.checkpoint_job()
+        if job is None:
+            return
+        wal = self._wal
+        self._checkpoint = self._loop.run_in_executor(None, job.run)
+
+        def done(future: asyncio.Future[None]) -> None:
+            self._checkpoint = None
+            error = future.exception()
+            if error is not None:
+                _log.warning("a WAL checkpoint failed (its WAL files stay): %s", error)
+                self._checkpoint_retry_ms = self._clock.monotonic_ms() + CHECKPOINT_RETRY_MS
+            wal.checkpoint_done(job, error)
+
+        self._checkpoint.add_done_callback(done)
 
     def _wake_covered(self, log: PartitionLog) -> None:
         """Wake the waiters of jobs the log has applied (all of them, if it failed or closed)."""
@@ -330,6 +413,12 @@ class Flusher:
         while self._rounds or self._loop_round_due:
             await self._round_done.wait()
 
+    async def checkpoint_idle(self) -> None:
+        """Wait until no WAL checkpoint runs (tests, and a close)."""
+        while self._checkpoint is not None:
+            await asyncio.wait([self._checkpoint])
+            await asyncio.sleep(0)  # its done callback runs in the next turn
+
     async def aclose(self) -> None:
         """Flush everything still due, interval logs included, then stop."""
         self._closed = True
@@ -343,6 +432,7 @@ class Flusher:
         while self._urgent:
             self.flush_due()
             await self.idle()
+        await self.checkpoint_idle()
         self._stopped = True
         for _ in self._threads:
             self._rounds_queue.put(None)
@@ -354,7 +444,7 @@ class _Round:
     """One round, on the loop or on its way through an fsync thread: its jobs, then their
     outcome."""
 
-    __slots__ = ("due_since_ns", "errors", "jobs", "on_loop", "sync_ns")
+    __slots__ = ("due_since_ns", "errors", "jobs", "on_loop", "sync_ns", "wal_failed", "wal_write")
 
     def __init__(self, jobs: list[tuple[PartitionLog, FlushJob]], due_since_ns: int | None) -> None:
         self.jobs = jobs
@@ -362,11 +452,26 @@ class _Round:
         self.on_loop = False  # run by the loop itself, not handed to a thread
         self.errors: list[BaseException | None] = []
         self.sync_ns: int | None = None  # None: the round failed before timing its syncs
+        #: Every job's bytes, written (durably) before any job runs; None without a WAL.
+        self.wal_write: WalWrite | None = None
+        self.wal_failed = False
 
     def run(self) -> None:
         """Write and sync; each job's error, and the time it all took. Blocks."""
+        wal_ns = 0
+        if self.wal_write is not None:
+            started_ns = time.perf_counter_ns()
+            try:
+                self.wal_write.run()
+            except OSError as e:
+                # Nothing is durable: every job fails (and its log is repaired), none writes.
+                self.wal_failed = True
+                self.errors = [e] * len(self.jobs)
+                return
+            wal_ns = time.perf_counter_ns() - started_ns
         try:
             self.errors, self.sync_ns = _run_jobs([job for _, job in self.jobs])
+            self.sync_ns += wal_ns
         except Exception as e:  # a bug in a job: each of its waiters gets it
             self.errors = [e] * len(self.jobs)
 

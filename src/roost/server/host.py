@@ -151,7 +151,7 @@ class Host:
             await asyncio.to_thread(engine.close, False)
             raise
         log_recovery(recovery_status(broker))
-        flusher = Flusher(clock)
+        flusher = Flusher(clock, wal=engine.wal)
         engine.on_dirty = flusher.notify
         host = cls(engine, broker, flusher, clock, min_free_bytes)
         await host.storage.check()  # a disk already full refuses the very first publish

@@ -57,9 +57,14 @@ class Histogram:
 class FlushMeters:
     """What the group-commit flusher did (server/flusher.py), updated once per round."""
 
-    __slots__ = ("append_latency", "records", "rounds_on_loop", "sync_duration", "syncs")
+    __slots__ = (
+        "append_latency", "records", "rounds_on_loop", "sync_duration", "syncs", "wal_writes",
+    )  # fmt: skip
 
     def __init__(self) -> None:
+        #: Rounds' writes to the shared write-ahead log (each one O_DSYNC write, also counted
+        #: in ``syncs``).
+        self.wal_writes = 0
         #: Write-and-sync system calls completed: O_DSYNC writes, fdatasyncs, directory fsyncs.
         self.syncs = 0
         #: Records made durable.

@@ -41,6 +41,7 @@ from roost.storage.metadata import (
 )
 from roost.storage.recovery import LogRecovery
 from roost.storage.segment import INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, Segment
+from roost.storage.wal import WAL_DIRECTORY, WAL_SUFFIX, replay
 
 
 class ReadOnlyFS(LocalFS):
@@ -59,7 +60,7 @@ class ReadOnlyFS(LocalFS):
 class StoreCheck(msgspec.Struct, kw_only=True):
     #: Path inside the data directory: ``metadata.json``, ``topics/orders/0``, ``journals/sub-1``.
     store: str
-    kind: str  # "metadata", "partition" or "journal"
+    kind: str  # "metadata", "partition", "journal" or "wal"
     #: Whom a journal serves ("subscription orders/workers"), when known.
     owner: str = ""
     segments: int = 0
@@ -100,6 +101,7 @@ def check_directory(
         stores, topics = _check_metadata(reader, path)
         stores += _check_topics(reader, path, topics, clean)
         stores += _check_journals(reader, path, owners or {}, clean)
+        stores += _check_wal(reader, path)
         return CheckReport(
             path=path,
             clean_shutdown=clean,
@@ -108,6 +110,36 @@ def check_directory(
         )
     finally:
         os.close(lock_fd)
+
+
+def _check_wal(fs: LocalFS, path: str) -> list[StoreCheck]:
+    """The shared write-ahead log (wal.py): records a crash left are replayed into the
+    segments by the next start, before it verifies them; the check reads the segments as
+    they are, so it says so."""
+    directory = os.path.join(path, WAL_DIRECTORY)
+    if not fs.exists(directory):
+        return []
+    pending = 0
+    for name in fs.listdir(directory):
+        if name.endswith(WAL_SUFFIX):
+            fd = fs.open_ro(os.path.join(directory, name))
+            try:
+                pending += fs.file_size(fd)
+            finally:
+                fs.close(fd)
+    if not pending:
+        return []
+    return [
+        StoreCheck(
+            store=WAL_DIRECTORY, kind="wal", bytes=pending,
+            notes=[
+                f"{pending} bytes of write-ahead records from before a crash: the next start "
+                "replays them into the segments before verifying them, so a torn tail reported "
+                "here may not be there then (start the broker, stop it, check again; --repair "
+                "replays them before it cuts anything)"
+            ],
+        )
+    ]  # fmt: skip
 
 
 def _check_metadata(
@@ -303,6 +335,9 @@ def repair_directory(path: str, report: CheckReport, fs: LocalFS = LOCAL_FS) -> 
     try:
         clock = SystemClock()
         done = []
+        # What the write-ahead log holds goes into the files first, as a start would do, or a
+        # cut here would drop records the WAL was about to restore.
+        replay(fs, path)
         for store in report.stores:
             if store.kind == "metadata journal" and not store.ok:
                 done.append(repair_metadata_journal(fs, os.path.join(path, METADATA_NAME)))

@@ -56,6 +56,7 @@ from roost.storage.log import PartitionLog, storage_error
 from roost.storage.metadata import MetadataStore
 from roost.storage.recovery import LogRecovery
 from roost.storage.topic import PartitionInfo, Topic, TopicInfo
+from roost.storage.wal import Wal
 
 CLEAN_MARKER = "CLEAN_SHUTDOWN"
 LOCK_NAME = "LOCK"
@@ -106,6 +107,8 @@ class LocalEngine:
         #: ``largest_segment_bytes``, until the set of topics changes.
         self._largest_segment: int | None = None
         self._closed = False
+        #: The shared write-ahead log (wal.py), replayed by ``open`` before any log opens.
+        self.wal: Wal | None = None
         self.metadata = MetadataStore.open(fs, os.path.join(path, METADATA_NAME))
         self.recovery = RecoveryReport(False, [], [])
         if self.metadata.recovery.problems:  # a torn last record was cut: say so
@@ -136,8 +139,33 @@ class LocalEngine:
             fs.remove(marker)
             fs.fsync_dir(path)
         engine.recovery.clean_shutdown = clean
-        engine._open_topics(clean)
+        try:
+            engine._open_wal()
+            engine._open_topics(clean)
+        except BaseException:
+            engine.close(clean=False)
+            raise
         return engine
+
+    def _open_wal(self) -> None:
+        """Replay what a crash left in the shared WAL into the files, before any log reads
+        them (wal.py), and start a fresh one."""
+        wal = Wal.open(self._fs, self.path)
+        self.wal = wal
+        if wal.recovery.problems or wal.recovery.replayed:
+            self.recovery.logs.append(
+                LogRecovery(
+                    log="write-ahead log", clean_shutdown=self.recovery.clean_shutdown,
+                    segments=wal.recovery.files, problems=[
+                        f"replayed {wal.recovery.replayed} of {wal.recovery.records} records "
+                        f"into {wal.recovery.files_written} files "
+                        f"({wal.recovery.skipped_missing} for files gone, "
+                        f"{wal.recovery.skipped_forgotten} voided; "
+                        f"{wal.recovery.torn_bytes} bytes of an unconfirmed round cut)",
+                        *wal.recovery.problems,
+                    ],
+                )
+            )  # fmt: skip
 
     def _open_topics(self, clean: bool) -> None:
         topics_dir = os.path.join(self.path, "topics")
@@ -175,6 +203,8 @@ class LocalEngine:
         for log in logs:
             log.on_dirty = self._on_dirty
             log.on_failure = self._failed.add
+            if self.wal is not None:
+                log.attach_wal(self.wal)
         topic = Topic(name, config, logs)
         self._topics[name] = topic
         if self._largest_segment is not None:  # a new topic can only raise it
@@ -187,7 +217,14 @@ class LocalEngine:
         or journal must not adopt its files (a journal number is reused when the create that
         took it did not commit)."""
         if self._fs.exists(directory):
+            self._forget_in_wal(directory)
             self._fs.remove_tree(directory)
+
+    def _forget_in_wal(self, directory: str) -> None:
+        """Before files under ``directory`` go: no WAL record may replay into files that
+        take their names later (wal.py)."""
+        if self.wal is not None:
+            self.wal.forget(directory)
 
     def _make_unsynced(self, base: str, *names: str) -> list[str]:
         """Make ``base/names[0]/names[1]/...`` (``base`` exists) without syncing any entry;
@@ -259,7 +296,9 @@ class LocalEngine:
 
     def _remove_topic_files(self, topic: Topic) -> None:
         topic.close(clean=False)
-        self._fs.remove_tree(os.path.join(self.path, "topics", topic.name))
+        directory = os.path.join(self.path, "topics", topic.name)
+        self._forget_in_wal(directory)
+        self._fs.remove_tree(directory)
 
     def topic(self, name: str) -> Topic:
         self._check_open()
@@ -367,6 +406,8 @@ class LocalEngine:
                     raise storage_error(f"opening journal {name}", e) from e
             journal.log.on_dirty = self._on_dirty
             journal.log.on_failure = self._failed.add
+            if self.wal is not None:
+                journal.log.attach_wal(self.wal)
             journal.on_snapshot_owed = self.snapshots_owed.add
             journal.log.recovery.owner = owner
             if not new:  # a new journal has nothing to report, and the report is kept
@@ -406,8 +447,12 @@ class LocalEngine:
             self.snapshots_owed.discard(journal)
             self._failed.discard(journal.log)
             journal.close(clean=False)
-        with contextlib.suppress(OSError):  # a leftover directory is removed at the next create
-            self._fs.remove_tree(os.path.join(self.path, "journals", name))
+        directory = os.path.join(self.path, "journals", name)
+        # Left behind if either step fails: named by nothing, it is harmless (and the WAL may
+        # still replay into files it could not void).
+        with contextlib.suppress(OSError):
+            self._forget_in_wal(directory)
+            self._fs.remove_tree(directory)
 
     def _forget_new_journal(self, journal: Journal) -> None:
         """Undo a journal made for a definition that did not commit."""
@@ -417,7 +462,9 @@ class LocalEngine:
                 self.recovery.logs.remove(journal.log.recovery)
             journal.close(clean=False)
             with contextlib.suppress(OSError):
-                self._fs.remove_tree(os.path.join(self.path, "journals", journal.name))
+                directory = os.path.join(self.path, "journals", journal.name)
+                self._forget_in_wal(directory)
+                self._fs.remove_tree(directory)
 
     # -- durability -----------------------------------------------------------------------
 
@@ -449,6 +496,14 @@ class LocalEngine:
                 all_clean = False
         self._closed = True
         self.metadata.close()
+        if self.wal is not None:
+            try:
+                # Clean: every log flushed above; the checkpoint syncs the files the WAL
+                # covered and removes it, so the next open has nothing to replay.
+                self.wal.close(clean=all_clean)
+            except OSError:
+                self.wal.close(clean=False)
+                all_clean = False
         if all_clean:
             self._fs.replace_atomically(os.path.join(self.path, CLEAN_MARKER), b"")
         os.close(self._lock_fd)

@@ -35,7 +35,9 @@ class FlushJob:
         "parents",
         "records",
         "segments",
+        "wal_items",
         "writes",
+        "writes_sync",
     )
 
     def __init__(self, fs: LocalFS, directory: str | None, end_offset: int) -> None:
@@ -43,6 +45,11 @@ class FlushJob:
         #: (segment, its O_DSYNC descriptor, position, bytes): the descriptor is captured on
         #: the loop, where the pool that owns it lives; it stays open until ``end_flush``.
         self.writes: list[tuple[Segment, int, int, bytes]] = []
+        #: Whether ``writes`` go through O_DSYNC descriptors (durable on return); False in a
+        #: job through the shared WAL, whose round writes ``wal_items`` durably first.
+        self.writes_sync = True
+        #: (file path, position, bytes) for the round's one WAL write (wal.py).
+        self.wal_items: list[tuple[str, int, bytes]] = []
         self.fds: list[int] = []
         self.segments: list[Segment] = []
         self.directory = directory

@@ -58,6 +58,7 @@ from roost.storage.recovery import LogRecovery, open_segments, write_quarantine_
 from roost.storage.repair import LogRepair, RepairReport
 from roost.storage.segment import LOG_SUFFIX, TAIL_BYTES, Segment, file_name
 from roost.storage.validation import check_records
+from roost.storage.wal import Wal
 
 DEFAULT_MAX_READ_BYTES = 1024 * 1024
 #: Idle files closed so that a round can open the directory it could not sync.
@@ -165,14 +166,25 @@ class PartitionLog:
         #: 0 for a log nobody reads while it is written (a state journal).
         self.tail_bytes = TAIL_BYTES
         self._never = config.durability == "never"
+        #: The engine's shared write-ahead log (wal.py), once attached: a flush begun with
+        #: ``use_wal`` makes this log's bytes durable through it, and files that may come
+        #: back with other content are forgotten in it first.
+        self.wal: Wal | None = None
         for segment in segments:
             self._adopt(segment)
+
+    def attach_wal(self, wal: Wal) -> None:
+        """Flush through ``wal`` from now on (when the flusher asks); before any append."""
+        self.wal = wal
+        for segment in self._segments:
+            segment.keep_written = not self._never
 
     def _adopt(self, segment: Segment) -> None:
         """Make ``segment`` one of this log's: in its pool, with its durability's rules."""
         if segment.pool is not self._pool:
             segment.move_to(self._pool)
         segment.keep_open_until_synced = not self._never
+        segment.keep_written = self.wal is not None and not self._never
 
     @classmethod
     def open(
@@ -366,6 +378,9 @@ class PartitionLog:
         self._check_writable()
         if self._flushing:
             raise StorageFailure(f"reset of {self.topic}/{self.partition} during a flush")
+        if self.wal is not None:
+            # The new segment may take an old one's name: no record may replay into it.
+            self.wal.forget(self.directory)
         for segment in self._segments:
             segment.delete()
         segment = Segment.create(self._fs, self.directory, offset, self._pool)
@@ -610,33 +625,46 @@ class PartitionLog:
             and self._failure is None
         )
 
-    def held_back_bytes(self) -> int | None:
+    def held_back_bytes(self, use_wal: bool = False) -> int | None:
         """What the next flush job would write, when writing is all it would do: held-back
         batches into one segment, no fdatasync of bytes written through, no directory entry
-        to sync. None when it would do more (it may take long: the flusher's thread runs it)."""
-        if self._directory_changed or self._directory_owed or len(self._unsynced) > 1:
+        to sync. None when it would do more (it may take long: the flusher's thread runs it).
+
+        ``use_wal``: a job through the shared WAL, where the batches written through go into
+        the WAL's one write too, and segments are only pwritten (any number of them)."""
+        if self._directory_changed or self._directory_owed or self._directories_to_sync:
             return None
-        if self._directories_to_sync:
+        use_wal = use_wal and self.wal is not None
+        if len(self._unsynced) > 1 and not use_wal:
             return None
         total = 0
         for segment in self._unsynced.values():
             if segment.needs_fdatasync:
-                return None
+                written = segment.written_bytes if use_wal else None
+                if written is None:
+                    return None
+                total += written
             total += segment.held_back_bytes
         return total
 
-    def begin_flush(self) -> FlushJob | None:
+    def begin_flush(self, use_wal: bool = False) -> FlushJob | None:
         """Capture what the next fsync covers; None if nothing needs one.
 
         Jobs may overlap: a job begun while another runs covers only what was appended since,
         and ``end_flush`` applies them in the order they were begun.
+
+        ``use_wal`` (with a WAL attached): the job's bytes go to ``job.wal_items`` for the
+        round's one WAL write, and its writes to the segments are plain ``pwrite``s; batches
+        written through at append time need no fdatasync (their copies go to the WAL).
         """
         if self._closed or not self.needs_flush:
             return None
+        use_wal = use_wal and self.wal is not None
         for segment in self._unsynced.values():
             if segment.held_back_bytes:
                 try:
-                    segment.sync_fd  # noqa: B018 -- opened here, on the loop, not in the thread
+                    # Opened here, on the loop, not in the thread.
+                    segment.fd if use_wal else segment.sync_fd  # noqa: B018
                 except OSError as e:
                     # Before anything is taken: a job must never skip held-back batches.
                     self._fail("flush", e)
@@ -647,13 +675,22 @@ class PartitionLog:
             self.end_offset,
         )
         job.parents, self._directories_to_sync = self._directories_to_sync, []
+        job.writes_sync = not use_wal
         for segment in self._unsynced.values():
             job.segments.append(segment)
             # Busy (fd_pool.py) until ``end_flush``: the job's thread holds its descriptors.
             segment.flushing += 1
+            written = segment.take_written()
+            if use_wal and written is not None:
+                job.wal_items += [(segment.path, position, data) for position, data in written]
+                segment.needs_fdatasync = False
             unwritten = segment.take_unwritten()
             if unwritten is not None:
-                job.writes.append((segment, segment.sync_fd, *unwritten))
+                if use_wal:
+                    job.wal_items.append((segment.path, *unwritten))
+                    job.writes.append((segment, segment.fd, *unwritten))
+                else:
+                    job.writes.append((segment, segment.sync_fd, *unwritten))
             if segment.needs_fdatasync:
                 job.fds.append(segment.fd)
                 segment.needs_fdatasync = False
@@ -765,6 +802,7 @@ class PartitionLog:
             keep=self.confirmed_offset,
             verified_below=self.durable_offset,
             appended_end=self.end_offset,
+            sync_all=self.wal is not None,
         )
 
     def end_repair(self, repair: LogRepair, error: BaseException | None = None) -> bool:
@@ -781,6 +819,17 @@ class PartitionLog:
         if error is not None and not repair.cut_done:
             repair.discard()
             return False
+        if error is None and self.wal is not None:
+            # What the repair kept it synced; older records may hold bytes it cut, and a
+            # later segment may take a dropped one's name: none may replay.
+            try:
+                self.wal.forget(self.directory)
+            except OSError as e:
+                log.warning(
+                    "%s stays failed: the WAL could not record its repair: %s", self.name, e
+                )
+                repair.discard()
+                return False
         old, published = self._segments, self.end_offset - self.opened_end_offset
         for segment in repair.segments:
             self._adopt(segment)  # opened by the repair's thread, in a pool of its own

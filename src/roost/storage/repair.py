@@ -69,8 +69,12 @@ class LogRepair:
         keep: int,
         verified_below: int,
         appended_end: int,
+        sync_all: bool = False,
     ) -> None:
         self.fs = fs
+        #: Sync every segment kept, not only those past ``verified_below``: with a shared WAL
+        #: (wal.py) bytes below it may be durable only there, and the repair voids its records.
+        self.sync_all = sync_all
         self.directory = directory
         self.index_interval_bytes = index_interval_bytes
         self.report = report
@@ -105,7 +109,7 @@ class LogRepair:
             cut = self._cut_back(recovery)
             self.cut_done = True
             for segment in segments:
-                if segment.next_offset > self.verified_below or segment is cut:
+                if self.sync_all or segment.next_offset > self.verified_below or segment is cut:
                     self.fs.fdatasync(segment.fd)  # kept unsynced records, or a new size
             self.fs.fsync_dir(self.directory)
         except BaseException as e:

@@ -90,6 +90,9 @@ class Segment:
         #: fd_pool.py). A log that never syncs (``never``) turns it off: its files would
         #: otherwise never be let go; it promises nothing a closed descriptor could break.
         self.keep_open_until_synced = True
+        #: Keep a copy of each batch written through until a flush takes it for the shared
+        #: write-ahead log (wal.py), which then makes it durable instead of an fdatasync.
+        self.keep_written = False
         self._reset()
 
     def _reset(self) -> None:
@@ -97,6 +100,8 @@ class Segment:
         self._file_end = 0  # bytes handed to the OS; the rest is in _unwritten
         self._taken_end = 0  # bytes handed to the OS or to a flush job
         self._unwritten: list[tuple[int, bytes]] = []  # (position, batch bytes)
+        #: Batches written through and kept (``keep_written``) that no flush has taken yet.
+        self._written: list[tuple[int, bytes]] = []
         #: Bytes were written through (not held back) since the last flush took this segment.
         self.needs_fdatasync = False
         self.next_offset = self.base_offset
@@ -178,13 +183,15 @@ class Segment:
             # the segment busy, so the descriptor stays open until they are written.
             self.pool.fd(self._sync_file)
         keep = 0 < len(data) <= tail_bytes
-        kept = bytes(data) if keep or held_back else b""
+        kept = bytes(data) if keep or held_back or self.keep_written else b""
         if held_back:
             self._unwritten.append((position, kept))
         else:
             self.fs.pwrite(self.fd, data, position)
             self._file_end = self._taken_end = position + len(data)
             self.needs_fdatasync = True
+            if self.keep_written:
+                self._written.append((position, kept))
         self._account(position, header, index_interval_bytes)
         if keep:
             self._keep(position, header, kept, tail_bytes)
@@ -217,6 +224,36 @@ class Segment:
         start = self._taken_end
         self._taken_end = self.size
         return start, b"".join(chunk for position, chunk in self._unwritten if position >= start)
+
+    def take_written(self) -> list[tuple[int, bytes]] | None:
+        """The batches written through since the last flush, for the WAL: contiguous runs
+        joined, with their positions. None when some were written through without a copy
+        kept (``keep_written`` was off): only an fdatasync covers those."""
+        if not self.needs_fdatasync:
+            return []
+        written, self._written = self._written, []
+        if not self.keep_written or not written:
+            return None
+        runs: list[tuple[int, bytes]] = []
+        start, parts = written[0][0], [written[0][1]]
+        end = start + len(parts[0])
+        for position, chunk in written[1:]:
+            if position != end:
+                runs.append((start, b"".join(parts)))
+                start, parts = position, []
+            parts.append(chunk)
+            end = position + len(chunk)
+        runs.append((start, b"".join(parts)))
+        return runs
+
+    @property
+    def written_bytes(self) -> int | None:
+        """Bytes written through since the last flush (None: not all of them kept)."""
+        if not self.needs_fdatasync:
+            return 0
+        if not self.keep_written or not self._written:
+            return None
+        return sum(len(chunk) for _, chunk in self._written)
 
     @property
     def sync_fd(self) -> int:
@@ -414,6 +451,7 @@ class Segment:
 
     def close(self) -> None:
         self._unwritten.clear()
+        self._written.clear()
         self.drop_tail()
         self.needs_fdatasync = False
         self.flushing = 0
