@@ -3,7 +3,10 @@
 1. Random transactions (puts and deletes, compacted by snapshots now and then) over
    ``PowerLossFS``, the power cut at a random file operation: the store reopened holds exactly
    the transactions committed before the cut, plus perhaps the one the cut interrupted (a
-   prefix of what was attempted, never a mix).
+   prefix of what was attempted, never a mix). A snapshot is written off the loop while
+   commits go on: here its job runs after ``snapshot_lag`` more commits (0: at once), so the
+   cut lands before, inside and after the snapshot's steps and the journal's replacement,
+   with records committed in between.
 2. Queues created (each one metadata record: topic, dead-letter topic, subscription; their
    directories unsynced) with messages published and flushed in between, the power cut at a
    random operation: after reopening, every create that returned is there, whole, and works;
@@ -28,6 +31,7 @@ from roost.core.broker import Broker
 from roost.core.publishing import Outgoing
 from roost.storage import LocalEngine
 from roost.storage.metadata import MetadataStore
+from roost.storage.metadata_snapshot import SnapshotJob
 from tests.property.power_loss_fs import PowerCut, PowerLossFS
 
 NAMES = ["a", "b", "c", "d"]
@@ -61,16 +65,18 @@ def _nonempty(state: State) -> State:
     return {ns: entries for ns, entries in state.items() if entries}
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     transactions=_transactions,
     snapshot_bytes=st.sampled_from([60, 200, 4 * 1024 * 1024]),
-    cut_at=st.integers(1, 120),
+    snapshot_lag=st.integers(0, 3),
+    cut_at=st.integers(1, 200),
     seed=st.integers(0, 2**32),
 )
 def test_a_power_cut_leaves_a_prefix_of_the_committed_transactions(
     transactions: list[list[tuple[str, str, str, int | None]]],
     snapshot_bytes: int,
+    snapshot_lag: int,
     cut_at: int,
     seed: int,
 ) -> None:
@@ -80,6 +86,8 @@ def test_a_power_cut_leaves_a_prefix_of_the_committed_transactions(
         path = os.path.join(root, "metadata.json")
         store = MetadataStore.open(fs, path)
         store.snapshot_bytes = snapshot_bytes
+        jobs: list[tuple[int, SnapshotJob]] = []  # (commits left before it runs, job)
+        store.run_snapshot = lambda job: jobs.append((snapshot_lag, job))
         states: list[State] = [{}]  # after each committed transaction
         interrupted: State | None = None
         fs.cut_after(cut_at)
@@ -92,6 +100,11 @@ def test_a_power_cut_leaves_a_prefix_of_the_committed_transactions(
                         else:
                             txn.delete(namespace, name)
                 states.append(_apply(states[-1], ops))
+                jobs[:] = [(lag - 1, job) for lag, job in jobs]
+                for lag, job in jobs:
+                    if lag < 0:
+                        job.run()  # the thread's work, between two commits
+                jobs[:] = [(lag, job) for lag, job in jobs if lag >= 0]
         except PowerCut:
             interrupted = _apply(states[-1], ops)
         fs.close_all()

@@ -132,9 +132,11 @@ async def metadata_change(world: World) -> None:
 
 
 async def metadata_snapshot(world: World) -> None:
-    """A metadata change that compacts the journal into a snapshot."""
+    """A metadata change that compacts the journal into a snapshot (written in a thread of
+    its own; waited for here, so that its file operations are part of the step)."""
     world.host.engine.metadata.snapshot_bytes = 0
     await metadata_change(world)
+    world.host.engine.metadata.settle_snapshot()
 
 
 async def roll(world: World) -> None:
@@ -177,7 +179,9 @@ REACHES: dict[str, list[tuple[str, str]]] = {
     "metadata-snapshot": [
         ("open_rw", "metadata.json.tmp"), ("pwrite", "metadata.json.tmp"),
         ("fsync", "metadata.json.tmp"), ("rename", "metadata.json"),
-        ("truncate", "metadata.json.journal"),
+        # then the journal, replaced by the records the snapshot does not hold
+        ("open_rw", "metadata.json.journal.tmp"), ("pwrite", "metadata.json.journal.tmp"),
+        ("fsync", "metadata.json.journal.tmp"), ("rename", "metadata.json.journal"),
     ],
     "segment-roll": [
         ("open_rw", "/topics/r/"), ("write_file", "/topics/r/"), ("truncate", "/topics/r/"),

@@ -12,7 +12,13 @@ import pytest
 from roost.errors import CorruptMetadata, StorageFailure
 from roost.storage import metadata_journal
 from roost.storage.fs import LOCAL_FS
-from roost.storage.metadata import MetadataStore, repair_metadata_journal
+from roost.storage.metadata import (
+    FORMAT_VERSION,
+    MetadataStore,
+    _Document,
+    repair_metadata_journal,
+)
+from roost.storage.metadata_snapshot import CHUNK_ENTRIES, SnapshotJob, encode_pieces
 from tests.fault_fs import FaultFS
 
 
@@ -251,3 +257,128 @@ def test_a_write_that_cannot_be_taken_back_refuses_commits_until_repaired(path: 
     store.close()
     reopened = MetadataStore.open(LOCAL_FS, path)
     assert (reopened.names("topics"), reopened.version) == (["a", "d"], 2)
+
+
+# -- snapshots off the loop -----------------------------------------------------------------
+
+
+def _put(store: MetadataStore, name: str, value: object = None) -> None:
+    with store.transaction() as txn:
+        txn.put("topics", name, {"v": value})
+
+
+def test_the_commit_that_passes_the_bound_hands_the_snapshot_to_a_job_and_goes_on(
+    path: str,
+) -> None:
+    store = MetadataStore.open(LOCAL_FS, path)
+    store.snapshot_bytes = 500
+    jobs: list[SnapshotJob] = []
+    store.run_snapshot = jobs.append  # the thread, held back
+    for _ in range(100):
+        _put(store, f"t{store.version}")
+        if jobs:
+            break
+    [job] = jobs
+    assert not os.path.exists(path), "nothing written on the committing thread"
+    taken_at = store.version
+    for name in ("late-1", "late-2"):  # commits while the snapshot is being written
+        _put(store, name)
+    _put(store, f"t{taken_at - 1}", "changed")  # an entry in the view, replaced
+    job.run()
+    with open(path, "rb") as f:
+        snapshot = msgspec.json.decode(f.read())
+    assert snapshot["version"] == taken_at  # the view, not what came after it
+    assert "late-1" not in snapshot["namespaces"]["topics"]
+    assert snapshot["namespaces"]["topics"][f"t{taken_at - 1}"] == {"v": None}
+    # The journal still holds everything until the next commit replaces it with the records
+    # the snapshot lacks.
+    assert [v for v, _ in _records(path)][-1] == taken_at + 3
+    _put(store, "after")
+    assert [v for v, _ in _records(path)] == list(range(taken_at + 1, taken_at + 5))
+    store.close()
+    reopened = MetadataStore.open(LOCAL_FS, path)
+    assert reopened.version == taken_at + 4
+    assert reopened.get("topics", f"t{taken_at - 1}") == {"v": "changed"}
+    assert {"late-1", "late-2", "after"} <= set(reopened.names("topics"))
+
+
+@pytest.mark.parametrize("stop_after", ["snapshot", "commits", "journal"])
+def test_a_crash_at_each_step_of_a_snapshot_reopens_to_every_commit(
+    path: str, stop_after: str
+) -> None:
+    """Each step's files as a kill would leave them (every step syncs before the next)."""
+    store = MetadataStore.open(LOCAL_FS, path)
+    store.snapshot_bytes = 300
+    jobs: list[SnapshotJob] = []
+    store.run_snapshot = jobs.append
+    for _ in range(100):
+        _put(store, f"t{store.version}")
+        if jobs:
+            break
+    _put(store, "during")
+    if stop_after != "commits":
+        jobs[0].run()  # the snapshot renamed in: its records are still in the journal
+    if stop_after == "journal":
+        _put(store, "after")  # the journal replaced by the records it lacks, then this one
+    committed = store.version
+    names = store.names("topics")
+    store._fd = None  # a kill: nothing more is written or closed
+    reopened = MetadataStore.open(LOCAL_FS, path)
+    assert (reopened.version, reopened.names("topics")) == (committed, names)
+    _put(reopened, "next")
+    reopened.close()
+    assert MetadataStore.open(LOCAL_FS, path).version == committed + 1
+
+
+def test_a_failed_snapshot_loses_nothing_and_is_tried_again_later(path: str) -> None:
+    fs = FaultFS()
+    store = MetadataStore.open(fs, path)
+    store.snapshot_bytes = 300
+    store.run_snapshot = lambda job: job.run()  # inline
+    fault = fs.arm("fsync", errno.EIO, match="metadata.json.tmp")
+    for _ in range(100):
+        _put(store, f"t{store.version}")
+        if fault.hits:
+            break
+    assert fault.hits == 1
+    failed_at = store.version
+    assert not os.path.exists(path)
+    _put(store, "next")  # commits go on: the journal has everything
+    journal = os.path.getsize(path + ".journal")
+    for _ in range(100):  # tried again once the journal grew by a quarter: then it shrinks
+        _put(store, f"t{store.version}")
+        if os.path.getsize(path + ".journal") < journal:
+            break
+    assert os.path.getsize(path + ".journal") < journal
+    assert os.path.exists(path)
+    store.close()
+    reopened = MetadataStore.open(LOCAL_FS, path)
+    assert reopened.version > failed_at + 1
+    assert reopened.names("topics") == store.names("topics")
+
+
+def test_close_waits_for_the_snapshot_and_finishes_it(path: str) -> None:
+    store = MetadataStore.open(LOCAL_FS, path)
+    store.snapshot_bytes = 300
+    jobs: list[SnapshotJob] = []
+    store.run_snapshot = jobs.append
+    for _ in range(100):
+        _put(store, f"t{store.version}")
+        if jobs:
+            break
+    _put(store, "during")
+    store.close()  # runs the job nobody started, then replaces the journal
+    assert jobs[0].done.is_set() and os.path.exists(path)
+    assert [v for v, _ in _records(path)] == [store.version]
+    assert MetadataStore.open(LOCAL_FS, path).names("topics") == store.names("topics")
+
+
+@pytest.mark.parametrize("entries", [0, 1, CHUNK_ENTRIES, 2 * CHUNK_ENTRIES + 7])
+def test_a_snapshot_in_pieces_is_the_document_encoded_whole(entries: int) -> None:
+    namespaces: dict[str, dict[str, object]] = {
+        "topics": {f'q"{i}\\é': {"partitions": i, "tags": ["a", None]} for i in range(entries)},
+        "empty": {},
+        "users": {"ana": {"hash": "x"}},
+    }
+    whole = msgspec.json.encode(_Document(FORMAT_VERSION, 42, namespaces))
+    assert b"".join(encode_pieces(FORMAT_VERSION, 42, namespaces)) == whole

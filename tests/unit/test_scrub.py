@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from roost.clock import ManualClock
-from roost.storage import LocalEngine, Record, TopicConfig
+from roost.storage import LocalEngine, Record, TopicConfig, scrub
 from roost.storage.scrub import Scrubber
 from roost.storage.segment import LOG_SUFFIX, file_name
 
@@ -101,5 +103,41 @@ def test_a_segment_deleted_by_retention_meanwhile_is_skipped(
         assert result.gone
         scrubber.finish(job, result)
         assert not log.quarantined
+    finally:
+        engine.close()
+
+
+def test_a_pass_looks_for_sealed_segments_a_share_of_the_topics_at_a_time(
+    data_dir: str, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scan runs on the event loop: at 100,000 topics, whole, it was a ~0.4 s stall."""
+    monkeypatch.setattr(scrub, "SCAN_TOPICS_PER_STEP", 2)
+    build(data_dir, clock)  # "orders": sealed segments
+    engine = LocalEngine.open(data_dir, clock)
+    try:
+        for name in ("a", "b", "c", "d"):  # idle: nothing sealed
+            engine.create_topic(name)
+        scrubber = Scrubber(engine, chunk_bytes=CHUNK_BYTES)
+        calls = []
+        for _ in range(10):
+            job = scrubber.next_job()
+            calls.append((job is not None, scrubber.scanning))
+            if job is not None:
+                break
+        # "orders" first (the order topics were made in), then a job at once.
+        assert calls == [(True, True)]
+        engine.delete_topic("orders")
+        for _ in range(100):  # the rest of this pass, then passes over idle topics only
+            job = scrubber.next_job()
+            if job is None and not scrubber.scanning:
+                break
+            if job is not None:
+                scrubber.finish(job, job.run())
+        calls = []
+        for _ in range(10):
+            calls.append((scrubber.next_job() is not None, scrubber.scanning))
+            if not calls[-1][1]:
+                break
+        assert calls == [(False, True), (False, False)]  # 4 topics, 2 a call, then it pauses
     finally:
         engine.close()

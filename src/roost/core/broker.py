@@ -270,7 +270,9 @@ class Broker:
         self._retention.forget(name, partitions)
         damaged = self._damaged_producers.pop(name, None)
         if self._producers.pop(name, None) is not None or damaged is not None:
-            self._catalog.forget_topic(name)
+            journal = self._catalog.forget_topic(name)
+            if journal:
+                self.engine.drop_journal(journal)
         if self._policies.pop(name, None) is not None:
             self._catalog.remove_policy(name)
 
@@ -401,7 +403,9 @@ class Broker:
         if (topic, name) not in self._streams and (topic, name) not in self._quarantined:
             self._subscription(topic, name)
         self._quarantined.pop((topic, name), None)
-        self._catalog.remove_subscription(topic, name)
+        journal = self._catalog.remove_subscription(topic, name)
+        if journal:
+            self.engine.drop_journal(journal)
         self._subscriptions.pop((topic, name), None)
         self._streams.pop((topic, name), None)
         for index in (self._queues_by_topic, self._streams_by_topic):

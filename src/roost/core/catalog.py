@@ -74,9 +74,13 @@ class Catalog:
             txn.put(PRODUCER_JOURNALS, topic, f"producers-{number}")
         return f"producers-{number}"
 
-    def remove_subscription(self, topic: str, name: str) -> None:
+    def remove_subscription(self, topic: str, name: str) -> str:
+        """Remove a subscription's definition; the name of the journal it had ("" if none)."""
+        key = subscription_id(topic, name)
+        stored = self._metadata.get(SUBSCRIPTIONS, key)
         with self._metadata.transaction() as txn:
-            txn.delete(SUBSCRIPTIONS, subscription_id(topic, name))
+            txn.delete(SUBSCRIPTIONS, key)
+        return str(stored.get("journal", "")) if isinstance(stored, dict) else ""
 
     def exchanges(self) -> list[ExchangeSpec]:
         return [
@@ -119,8 +123,10 @@ class Catalog:
         with self._metadata.transaction() as txn:
             txn.delete(POLICIES, topic)
 
-    def forget_topic(self, topic: str) -> None:
+    def forget_topic(self, topic: str) -> str:
         """A deleted topic's producer journal name goes; a new topic of that name starts
-        afresh."""
+        afresh. The name it had ("" if none)."""
+        name = self._metadata.get(PRODUCER_JOURNALS, topic)
         with self._metadata.transaction() as txn:
             txn.delete(PRODUCER_JOURNALS, topic)
+        return "" if name is None else str(name)

@@ -125,6 +125,9 @@ class Host:
         self.stopping = False
         #: Per listener name, counted by the listeners and read by admin/metrics.py.
         self.listeners: dict[str, ListenerStats] = {}
+        #: Called by the storage watch, about once a second, with the metadata's version
+        #: (``roost serve``: process_tuning.DefinitionFreezer.poll); None: nothing is.
+        self.definitions_watch: Callable[[int], object] | None = None
 
     @classmethod
     async def start(
@@ -484,6 +487,9 @@ class Host:
         """Verify the next chunk of a sealed segment (off the loop); returns how long to pause
         before the next step so that the scrub keeps to ``scrub_bytes_per_s``."""
         job = self.scrubber.next_job()
+        while job is None and self.scrubber.scanning:  # bounded: each call scans a share
+            await asyncio.sleep(0)  # the loop's turn between two shares of the scan
+            job = self.scrubber.next_job()
         if job is None:
             return SCRUB_IDLE_S
         result = await asyncio.to_thread(job.run)
@@ -564,6 +570,8 @@ class Host:
                 await self.storage.check()
             except Exception:
                 log.exception("roost storage watch: check failed; trying again")
+            if self.definitions_watch is not None:
+                self.definitions_watch(self.engine.metadata.version)
 
     async def _after_repair(self, repaired: PartitionLog, report: RepairReport) -> None:
         """Make what remembers offsets or entries of ``repaired`` agree with it again."""

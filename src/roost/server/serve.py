@@ -32,7 +32,12 @@ from roost.server.exposure import check_exposure
 from roost.server.host import Host
 from roost.server.memory import DEFAULT_MAX_MEMORY, budget_bytes, mib
 from roost.server.native_server import NativeListener, close_native, serve_native
-from roost.server.process_tuning import raise_fd_limit
+from roost.server.process_tuning import (
+    DefinitionFreezer,
+    collector_paused,
+    collector_tuned,
+    raise_fd_limit,
+)
 from roost.server.tls import describe, server_context
 from roost.server.watchdog import Timeouts
 
@@ -185,9 +190,12 @@ async def run(
     # Once the settings are known to be good (a bad one stops serve with one line), and before
     # the data directory is opened: the storage's ceiling derives from the limit.
     raise_fd_limit()
-    host = await Host.start(
-        config.data, min_free_bytes=config.min_free_bytes, max_open_files=config.max_open_files
-    )
+    with collector_paused():  # recovery's objects live on: collected once, then frozen
+        host = await Host.start(
+            config.data, min_free_bytes=config.min_free_bytes, max_open_files=config.max_open_files
+        )
+    if collector_tuned():
+        host.definitions_watch = DefinitionFreezer(host.engine.metadata.version).poll
     listeners = {"native": config.listen}
     if config.admin:
         listeners["admin"] = config.admin_listen

@@ -311,6 +311,12 @@ class LocalEngine:
         self._check_open()
         return sorted(self._topics)
 
+    def topic_names(self) -> list[str]:
+        """Every topic's name, unsorted: a copy, cheap at any count (the scrub walks it in
+        steps)."""
+        self._check_open()
+        return list(self._topics)
+
     def describe_topic(self, name: str) -> TopicInfo:
         return self.topic(name).describe()
 
@@ -404,7 +410,8 @@ class LocalEngine:
                 journal.log.attach_wal(self.wal)
             journal.on_snapshot_owed = self.snapshots_owed.add
             journal.log.recovery.owner = owner
-            self.recovery.logs.append(journal.log.recovery)
+            if not new:  # a new journal has nothing to report, and the report is kept
+                self.recovery.logs.append(journal.log.recovery)
             self._journals[name] = journal
             if new:
                 with self.metadata.transaction() as txn:
@@ -427,6 +434,25 @@ class LocalEngine:
             if isinstance(e, TooManyOpenFiles):
                 raise
             raise storage_error(f"creating journal {name}", e) from e
+
+    def drop_journal(self, name: str) -> None:
+        """Close the journal called ``name`` and remove its files: the definition that named
+        it is gone (committed), so nothing reads it again. What it leaves in memory is freed
+        by reference counting alone (no cycle waits for the collector, see
+        server/process_tuning.py). Its entry in the recovery report, if it was recovered at
+        open, stays: that is what open found."""
+        self._check_open()
+        journal = self._journals.pop(name, None)
+        if journal is not None:
+            self.snapshots_owed.discard(journal)
+            self._failed.discard(journal.log)
+            journal.close(clean=False)
+        directory = os.path.join(self.path, "journals", name)
+        # Left behind if either step fails: named by nothing, it is harmless (and the WAL may
+        # still replay into files it could not void).
+        with contextlib.suppress(OSError):
+            self._forget_in_wal(directory)
+            self._fs.remove_tree(directory)
 
     def _forget_new_journal(self, journal: Journal) -> None:
         """Undo a journal made for a definition that did not commit."""

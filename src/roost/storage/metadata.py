@@ -9,9 +9,16 @@ Two files (docs/storage-format.md):
   is the commit point, so a commit costs one write and one sync, whatever the store holds.
 
 When the journal passes ``snapshot_bytes``, or the size of the last snapshot if that is more,
-the next commit writes a snapshot of everything and empties the journal: a snapshot is written
-at most once per its own size of journal, so its cost per change stays bounded however many
-definitions there are. Open = the snapshot, then the journal's records above its version. A torn
+a snapshot of everything is written, off the event loop (metadata_snapshot.py): the commit that
+passed the bound takes a frozen view (a shallow copy of each namespace) and a thread encodes,
+writes and syncs it while later commits go on appending records. Once it is durable, the next
+commit (or ``close``) replaces the journal with the records committed since the view was taken
+(atomically: temp file, fsync, rename, fsync directory). A snapshot is written at most once per
+its own size of journal, so its cost per change stays bounded however many definitions there
+are, and none of it stops the loop but the view's copy (a few ms at 100,000 queues) and the
+small journal replacement. Open = the snapshot, then the journal's records above its version
+(a crash between the snapshot's rename and the journal's leaves records it already holds:
+skipped). A torn
 last record (a crash mid-commit: that transaction was never confirmed) is cut and reported in
 ``recovery``; damage anywhere else raises ``CorruptMetadata`` naming the file, and the broker
 does not start rather than guess what exists.
@@ -34,6 +41,7 @@ ever damaged (a bad disk, an editor), ``CorruptMetadata`` names it as the copy t
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -47,6 +55,7 @@ from roost.errors import CorruptMetadata, StorageFailure
 from roost.storage import metadata_journal
 from roost.storage.fs import LocalFS
 from roost.storage.metadata_journal import DELETE, PUT, Op
+from roost.storage.metadata_snapshot import Runner, SnapshotJob, in_a_thread
 from roost.storage.recovery import LogRecovery
 
 #: 2: a journal (``metadata.journal``) may continue the snapshot. 1 (read, never written):
@@ -67,6 +76,17 @@ class _Document(msgspec.Struct):
     format: int
     version: int
     namespaces: dict[str, dict[str, Any]]
+
+
+class _StoredDocument(msgspec.Struct):
+    """A snapshot as the store holds it: each entry its JSON (``msgspec.Raw``), not Python
+    objects. A queue's definitions were ~33 dicts, lists and strings, kept for the broker's
+    life and walked by the collector; as JSON they are one untracked object, copied out by
+    decoding on ``get`` (which never shared them anyway) and written out verbatim."""
+
+    format: int
+    version: int
+    namespaces: dict[str, dict[str, msgspec.Raw]]
 
 
 class Transaction:
@@ -111,7 +131,7 @@ class Transaction:
 
 
 class MetadataStore:
-    def __init__(self, fs: LocalFS, path: str, document: _Document, read_only: bool) -> None:
+    def __init__(self, fs: LocalFS, path: str, document: _StoredDocument, read_only: bool) -> None:
         self._fs = fs
         self._path = path
         self.journal_path = path + JOURNAL_SUFFIX
@@ -130,6 +150,12 @@ class MetadataStore:
         self._failure: StorageFailure | None = None
         self.snapshot_bytes = SNAPSHOT_BYTES
         self._snapshot_size = 0  # bytes of the snapshot last read or written
+        #: The snapshot being written off the loop, if any (metadata_snapshot.py).
+        self._job: SnapshotJob | None = None
+        #: How snapshot jobs run: a thread of their own (tests: inline, or later).
+        self.run_snapshot: Runner = in_a_thread
+        #: After a failed snapshot, none is tried again before the journal is this long.
+        self._retry_at_bytes = 0
         #: What open found in the journal and did about it (bytes cut, and why).
         self.recovery = LogRecovery(log="metadata journal", clean_shutdown=True)
 
@@ -137,7 +163,7 @@ class MetadataStore:
     def open(cls, fs: LocalFS, path: str, read_only: bool = False) -> MetadataStore:
         """The store at ``path`` (its journal beside it), recovered. ``read_only`` changes
         nothing on disk: a torn journal tail is reported in ``recovery``, not cut."""
-        document, store_size = _read_snapshot(fs, path)
+        document, store_size = _read_stored(fs, path)
         store = cls(fs, path, document, read_only)
         store._snapshot_size = store_size
         store._replay()
@@ -152,7 +178,8 @@ class MetadataStore:
 
     def get(self, namespace: str, name: str) -> Any:
         """A copy of one committed entry; None if there is none."""
-        return copy.deepcopy(self._namespaces.get(namespace, {}).get(name))
+        stored = self._namespaces.get(namespace, {}).get(name)
+        return None if stored is None else msgspec.json.decode(stored)
 
     def contains(self, namespace: str, name: str) -> bool:
         return name in self._namespaces.get(namespace, {})
@@ -193,20 +220,70 @@ class MetadataStore:
             return
         version = self._version + 1
         record = metadata_journal.encode_record(version, ops)
-        bound = max(self.snapshot_bytes, self._snapshot_size)
-        if self._snapshot_due or self._journal_bytes + len(record) > max(
-            bound, len(metadata_journal.MAGIC) + len(record)
-        ):
-            # The snapshot holds this transaction too: its atomic replace is the commit point.
+        if self._snapshot_due:
+            # An older format on disk, which an older broker would read without the journal:
+            # the snapshot holds this transaction too, and its atomic replace is the commit.
             applied = _apply(copy.copy(self._namespaces), version, ops, copied=True)
-            self._write_snapshot(_Document(FORMAT_VERSION, version, applied))
+            self._write_snapshot(_StoredDocument(FORMAT_VERSION, version, applied))
             self._namespaces, self._version = applied, version
             return
+        self._finish_snapshot()
         self._append(record)
-        # What a reopen would read: values as decoded from the record, shared with no caller.
-        _, decoded = metadata_journal.decode_body(record[metadata_journal.RECORD_HEADER_BYTES :])
-        _apply(self._namespaces, version, decoded, copied=False)
+        if self._job is not None:
+            self._job.tail.append(record)
+        # Stored as the record holds them: their JSON, shared with no caller.
+        _apply(self._namespaces, version, ops, copied=False)
         self._version = version
+        self._start_snapshot_if_due()
+
+    def _start_snapshot_if_due(self) -> None:
+        bound = max(self.snapshot_bytes, self._snapshot_size, self._retry_at_bytes)
+        if self._job is not None or self._journal_bytes <= bound:
+            return
+        # Entries are replaced, never changed in place: a copy of each namespace's dict is a
+        # view that later commits do not disturb.
+        view = {namespace: dict(entries) for namespace, entries in self._namespaces.items()}
+        self._job = SnapshotJob(
+            self._fs, self._path, FORMAT_VERSION, self._version, view, PREVIOUS_SUFFIX
+        )
+        self.run_snapshot(self._job)
+
+    def _finish_snapshot(self) -> None:
+        """Once a snapshot job is done: keep only the records it does not hold (or, if it
+        failed, keep everything and try again once the journal has grown by a quarter)."""
+        job = self._job
+        if job is None or not job.done.is_set():
+            return
+        self._job = None
+        if not job.written:
+            log.error(
+                "writing metadata snapshot %s failed: %s (the journal keeps every change)",
+                self._path, job.error or "it did not finish",
+            )  # fmt: skip
+            self._retry_at_bytes = self._journal_bytes + self._journal_bytes // 4
+            return
+        self._snapshot_size, self._retry_at_bytes = job.size, 0
+        data = metadata_journal.MAGIC + b"".join(job.tail)
+        try:
+            self._fs.replace_atomically(self.journal_path, data)
+        except OSError as e:
+            # Nothing lost: the records the snapshot holds are skipped on open. The journal
+            # may be either file now, so it is opened again by name.
+            log.error("replacing metadata journal %s failed: %s", self.journal_path, e)
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                self._fs.close(self._fd)
+            self._fd = None
+
+    def settle_snapshot(self) -> None:
+        """Wait for a snapshot being written to end (running it here if its thread never
+        started), and finish it: the journal keeps only what the snapshot lacks. Blocking;
+        ``close`` does it, and tests that need the snapshot's file operations done."""
+        job = self._job
+        if job is not None:
+            job.run()  # nothing if a thread has it already
+            job.done.wait()
+            self._finish_snapshot()
 
     def _append(self, record: bytes) -> None:
         try:
@@ -245,11 +322,14 @@ class MetadataStore:
                 if new:
                     # Its name must survive a power loss before any record in it counts.
                     self._fs.fsync_dir(os.path.dirname(self.journal_path) or ".")
-                if self._fs.file_size(fd) < len(metadata_journal.MAGIC):
+                size = self._fs.file_size(fd)
+                if size < len(metadata_journal.MAGIC):
                     self._fs.truncate(fd, 0)
                     self._fs.pwrite(fd, metadata_journal.MAGIC, 0)
                     # Synced with the first record; a torn header reads as an empty journal.
-                    self._journal_bytes = len(metadata_journal.MAGIC)
+                    size = len(metadata_journal.MAGIC)
+                # Open cut any torn tail, and a replaced journal is what was written to it.
+                self._journal_bytes = size
             except BaseException:
                 self._fs.close(fd)
                 raise
@@ -261,9 +341,10 @@ class MetadataStore:
         when the journal passes ``snapshot_bytes``). Blocking: one document write."""
         if self._failure is not None:
             raise self._failure
-        self._write_snapshot(_Document(FORMAT_VERSION, self._version, self._namespaces))
+        self.settle_snapshot()
+        self._write_snapshot(_StoredDocument(FORMAT_VERSION, self._version, self._namespaces))
 
-    def _write_snapshot(self, document: _Document) -> None:
+    def _write_snapshot(self, document: _StoredDocument) -> None:
         """Replace the snapshot with ``document`` (keeping the old one as ``.prev``), then
         empty the journal: everything in it is in the snapshot now."""
         self._snapshot_due = True
@@ -312,6 +393,12 @@ class MetadataStore:
         return True
 
     def close(self) -> None:
+        """Wait for a snapshot being written (no thread writes after close), then close."""
+        if not self._read_only and self._failure is None:
+            self.settle_snapshot()
+        elif self._job is not None:
+            self._job.done.wait()
+            self._job = None
         if self._fd is not None:
             self._fs.close(self._fd)
             self._fd = None
@@ -378,7 +465,7 @@ def repair_metadata_journal(fs: LocalFS, path: str) -> LogRecovery:
     """Cut the journal of the store at ``path`` where it stops being intact records that
     continue the snapshot, accepting the loss of what follows (``roost check --repair``; the
     directory's LOCK held, no broker running). What was cut is returned."""
-    document, _ = _read_snapshot(fs, path)
+    document = _read_snapshot(fs, path)
     journal_path = path + JOURNAL_SUFFIX
     data = fs.read_file(journal_path)
     found = metadata_journal.scan(data)
@@ -408,19 +495,18 @@ def repair_metadata_journal(fs: LocalFS, path: str) -> LogRecovery:
 
 
 def _apply(
-    namespaces: dict[str, dict[str, Any]], version: int, ops: list[Op], copied: bool
-) -> dict[str, dict[str, Any]]:
-    """Apply ``ops`` to ``namespaces`` in place. ``copied``: ``namespaces`` is a shallow copy
-    of the live one, so each namespace it changes is copied first."""
+    namespaces: dict[str, dict[str, msgspec.Raw]], version: int, ops: list[Op], copied: bool
+) -> dict[str, dict[str, msgspec.Raw]]:
+    """Apply ``ops`` to ``namespaces`` in place, each value stored as its JSON. ``copied``:
+    ``namespaces`` is a shallow copy of the live one, so each namespace it changes is copied
+    first."""
     touched: set[str] = set()
     for kind, namespace, name, value in ops:
         if copied and namespace not in touched:
             namespaces[namespace] = dict(namespaces.get(namespace, {}))
             touched.add(namespace)
         if kind == PUT:
-            namespaces.setdefault(namespace, {})[name] = (
-                msgspec.json.decode(msgspec.json.encode(value)) if copied else value
-            )
+            namespaces.setdefault(namespace, {})[name] = msgspec.Raw(msgspec.json.encode(value))
         else:
             entries = namespaces.get(namespace)
             if entries is not None:
@@ -428,10 +514,28 @@ def _apply(
     return namespaces
 
 
-def _read_snapshot(fs: LocalFS, path: str) -> tuple[_Document, int]:
-    """The snapshot at ``path`` (an empty one if there is none) and its size in bytes."""
+def _read_stored(fs: LocalFS, path: str) -> tuple[_StoredDocument, int]:
+    """The snapshot at ``path`` as the store holds it, and its size in bytes."""
+    data = _read_snapshot_bytes(fs, path)
+    if not data:
+        return _StoredDocument(FORMAT_VERSION, 0, {}), 0
+    stored = msgspec.json.decode(data, type=_StoredDocument)
+    # A Raw decoded from a buffer keeps the whole buffer alive: each entry gets its own bytes,
+    # so that a deleted one frees its memory.
+    for namespace, entries in stored.namespaces.items():
+        stored.namespaces[namespace] = {n: msgspec.Raw(bytes(v)) for n, v in entries.items()}
+    return stored, len(data)
+
+
+def _read_snapshot(fs: LocalFS, path: str) -> _Document:
+    data = _read_snapshot_bytes(fs, path)
+    return msgspec.json.decode(data, type=_Document) if data else _Document(FORMAT_VERSION, 0, {})
+
+
+def _read_snapshot_bytes(fs: LocalFS, path: str) -> bytes:
+    """The snapshot at ``path``, checked; b"" if there is none."""
     if not fs.exists(path):
-        return _Document(FORMAT_VERSION, 0, {}), 0
+        return b""
     try:
         data = fs.read_file(path)
     except OSError as e:
@@ -441,7 +545,7 @@ def _read_snapshot(fs: LocalFS, path: str) -> tuple[_Document, int]:
         previous = path + PREVIOUS_SUFFIX
         good_copy = fs.exists(previous) and check_document(fs.read_file(previous)) is None
         raise CorruptMetadata(path, problem, previous if good_copy else None)
-    return msgspec.json.decode(data, type=_Document), len(data)
+    return data
 
 
 def check_document(data: bytes) -> str | None:

@@ -63,6 +63,10 @@ def _refuse_closed(path: str) -> int:
     raise OSError(errno.EBADF, f"segment {path} is closed")
 
 
+def _never_busy() -> bool:
+    return False
+
+
 class ScanResult(NamedTuple):
     valid_bytes: int
     file_bytes: int
@@ -454,6 +458,9 @@ class Segment:
         for file in (self._file, self._sync_file):
             self.pool.close(file)
             file.opener = _refuse_closed  # a use after close must not recreate the file
+            # Its handle no longer refers back to it: a closed segment is freed by reference
+            # counting, not left as a cycle for the collector (server/process_tuning.py).
+            file.busy = _never_busy
 
     def delete(self) -> None:
         self.close()
