@@ -4,7 +4,6 @@ bug 8)."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -15,10 +14,8 @@ from roost.core.broker import Broker
 from roost.core.model import MAX_DELAY_MS
 from roost.core.publishing import Outgoing
 from roost.errors import InvalidRequest
-from roost.server.host import Host
-from roost.server.native_server import close_native, serve_native
 from roost.storage import LocalEngine
-from tests.embedded_support import run
+from tests.embedded_support import run, run_over_the_network
 
 YEAR_S = 365 * 24 * 3600
 
@@ -42,18 +39,7 @@ def test_embedded(data_dir: str, clock: ManualClock) -> None:
 
 
 def test_over_the_network(tmp_path: Path) -> None:
-    async def main() -> None:
-        host = await Host.start(str(tmp_path / "data"), ManualClock())
-        server = await serve_native(host, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        try:
-            async with roost.connect(f"roost://127.0.0.1:{port}", reconnect=False) as broker:
-                await out_of_bounds_nacks_change_nothing(broker)
-        finally:
-            await close_native(server)
-            await host.aclose()
-
-    asyncio.run(main())
+    run_over_the_network(tmp_path, out_of_bounds_nacks_change_nothing)
 
 
 def test_the_core_refuses_before_the_lease_changes(engine: LocalEngine, clock: ManualClock) -> None:

@@ -4,7 +4,6 @@ topic (issue 15, bug 7)."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -13,10 +12,8 @@ import roost
 from roost.clock import ManualClock
 from roost.core.broker import Broker
 from roost.core.publishing import Outgoing
-from roost.server.host import Host
-from roost.server.native_server import close_native, serve_native
 from roost.storage import LocalEngine
-from tests.embedded_support import run
+from tests.embedded_support import run, run_over_the_network
 
 
 async def two_short_lived_subscribers(broker: roost.Client) -> None:
@@ -41,18 +38,7 @@ def test_embedded(data_dir: str, clock: ManualClock) -> None:
 
 
 def test_over_the_network(tmp_path: Path) -> None:
-    async def main() -> None:
-        host = await Host.start(str(tmp_path / "data"), ManualClock())
-        server = await serve_native(host, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        try:
-            async with roost.connect(f"roost://127.0.0.1:{port}", reconnect=False) as broker:
-                await two_short_lived_subscribers(broker)
-        finally:
-            await close_native(server)
-            await host.aclose()
-
-    asyncio.run(main())
+    run_over_the_network(tmp_path, two_short_lived_subscribers)
 
 
 # -- the core: a return undoes the delivery's count, durably ---------------------------------
