@@ -40,7 +40,7 @@ from collections.abc import Callable
 from typing import Any
 
 from roost.bench.broker_process import BrokerProcess
-from roost.bench.e2e import HEADER, VALUE_BYTES, cpu_seconds
+from roost.bench.e2e import HEADER, VALUE_BYTES, cpu_seconds, go_and_collect, wait_ready
 
 BASELINE_QUEUES = 4
 PREFIX = "active"
@@ -127,22 +127,10 @@ def _case(
             _spawn("producer", broker.url, queues, messages, batch, inflight),
             _spawn("consumer", broker.url, queues, messages, batch, prefetch),
         ]
-        for client in clients:
-            assert client.stdout is not None
-            if client.stdout.readline().strip() != "ready":
-                raise RuntimeError("a bench client failed to connect")
+        wait_ready(clients)
         progress(f"{messages:,} messages over {queues:,} queues")
         before, cpu_before = _scrape(metrics_url), cpu_seconds(broker.pid)
-        for client in clients:
-            assert client.stdin is not None
-            client.stdin.write("go\n")
-            client.stdin.flush()
-        results = []
-        for client in clients:
-            out, _ = client.communicate(timeout=timeout_s)
-            if client.returncode != 0:
-                raise RuntimeError(f"a bench client exited with {client.returncode}")
-            results.append(json.loads(out.strip().splitlines()[-1]))
+        results = go_and_collect(clients, timeout_s)
         cpu_s = cpu_seconds(broker.pid) - cpu_before
         after = _scrape(metrics_url)
     finally:

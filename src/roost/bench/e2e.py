@@ -385,6 +385,27 @@ def _certificates(directory: str) -> tuple[str, str, str]:
     return paths[0], paths[1], paths[2]
 
 
+def wait_ready(clients: list[Any]) -> None:
+    """Wait for each bench client process to say it is connected."""
+    for client in clients:
+        if client.stdout.readline().strip() != "ready":
+            raise RuntimeError("a bench client failed to connect")
+
+
+def go_and_collect(clients: list[Any], timeout_s: float) -> list[dict[str, Any]]:
+    """Tell every client to start, then read each one's result (its last stdout line)."""
+    for client in clients:
+        client.stdin.write("go\n")
+        client.stdin.flush()
+    results = []
+    for client in clients:
+        out, _ = client.communicate(timeout=timeout_s)
+        if client.returncode != 0:
+            raise RuntimeError(f"a bench client exited with {client.returncode}")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return results
+
+
 def _spawn(role: str, target: Target, queue: str, messages: int, batch: int, window: int) -> Any:
     argv = [sys.executable, "-m", "roost.bench.e2e", role, *target.argv(), queue,
             str(messages), str(batch), str(window)]  # fmt: skip
@@ -535,20 +556,10 @@ def _measure(
         producer = _spawn("producer", target, queue, messages, batch, inflight)
         consumer = _spawn("consumer", target, queue, messages, batch, prefetch)
         clients = [producer, consumer]
-        for client in clients:
-            if client.stdout.readline().strip() != "ready":
-                raise RuntimeError("a bench client failed to connect")
+        wait_ready(clients)
         progress(f"{messages:,} messages{over}")
         broker_cpu0 = cpu_seconds(broker_pid) if broker_pid is not None else 0.0
-        for client in clients:
-            client.stdin.write("go\n")
-            client.stdin.flush()
-        results = []
-        for client in clients:
-            out, _ = client.communicate(timeout=timeout)
-            if client.returncode != 0:
-                raise RuntimeError(f"a bench client exited with {client.returncode}")
-            results.append(json.loads(out.strip().splitlines()[-1]))
+        results = go_and_collect(clients, timeout)
         broker_cpu = cpu_seconds(broker_pid) - broker_cpu0 if broker_pid is not None else None
         _run(_admin(target, queue, create=False))
         progress(f"replay of {messages:,} messages{over}")
