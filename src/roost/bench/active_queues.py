@@ -40,7 +40,14 @@ from collections.abc import Callable
 from typing import Any
 
 from roost.bench.broker_process import BrokerProcess
-from roost.bench.e2e import HEADER, VALUE_BYTES, cpu_seconds, go_and_collect, wait_ready
+from roost.bench.e2e import (
+    HEADER,
+    VALUE_BYTES,
+    cpu_seconds,
+    go_and_collect,
+    timed_publishers,
+    wait_ready,
+)
 
 BASELINE_QUEUES = 4
 PREFIX = "active"
@@ -253,12 +260,7 @@ async def _produce(url: str, queues: int, messages: int, batch: int, inflight: i
                 out.append(Outgoing(value=bytes(filler)))
             await client.publish_batch(queue_name(index % queues), out)
 
-    await _ready()
-    cpu0, t0 = cpu_seconds(), time.monotonic_ns()
-    await asyncio.gather(*(publisher() for _ in range(max(1, inflight // batch))))
-    t1, cpu1 = time.monotonic_ns(), cpu_seconds()
-    await client.aclose()
-    return {"t_start": t0, "t_end": t1, "cpu_s": cpu1 - cpu0}
+    return await timed_publishers(client, publisher, max(1, inflight // batch))
 
 
 async def _consume(url: str, queues: int, messages: int, prefetch: int) -> Any:

@@ -168,9 +168,17 @@ async def _produce(
     client = await target.connect()
     publisher = _stamping_publisher(client, queue, messages, batch)
 
+    return await timed_publishers(client, publisher, max(1, inflight // batch))
+
+
+async def timed_publishers(
+    client: Any, publisher: Callable[[], Awaitable[None]], count: int
+) -> dict[str, Any]:
+    """Say ready, run ``count`` publishers at once (each publishing until the messages run
+    out), close ``client``; when the publishing started and ended, and this process's CPU."""
     await _ready()
     cpu0, t0 = cpu_seconds(), time.monotonic_ns()
-    await asyncio.gather(*(publisher() for _ in range(max(1, inflight // batch))))
+    await asyncio.gather(*(publisher() for _ in range(count)))
     t1, cpu1 = time.monotonic_ns(), cpu_seconds()
     await client.aclose()
     return {"t_start": t0, "t_end": t1, "cpu_s": cpu1 - cpu0}
