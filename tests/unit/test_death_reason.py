@@ -94,7 +94,7 @@ def test_a_lease_that_runs_out_for_the_last_time_says_max_deliveries(
         await broker.create_subscription("jobs.dlq", "read", start="earliest",
                                          dead_letter=None, max_deliveries=None)  # fmt: skip
         await broker.publish("jobs", b"slow")
-        [slow] = await broker.receive("jobs")
+        [_slow] = await broker.receive("jobs")
         clock.advance(11_000)
         assert await broker.receive("jobs") == []  # the expired lease ends it
         letters = await dead_letters(broker, 1)
