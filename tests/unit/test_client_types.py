@@ -16,12 +16,13 @@ from roost.errors import InvalidRequest
 from tests.embedded_support import run, run_over_the_network
 
 MISTAKES = [
-    (lambda b: b.publish("q", "text"), r"value must be bytes .*\(the value is a str\)"),
+    (lambda b: b.publish("q", {"id": 7}), "must be bytes or str, not a dict; pass serializer="),
     (lambda b: b.publish("q", b"v", key="k"), r"\(the key is a str\)"),
     (lambda b: b.publish("q", b"v", headers={"a": "1"}), "a header must be a \\(str, bytes\\)"),
     (lambda b: b.publish("q", b"v", headers=[("a", "1")]), "a header must be a \\(str, bytes\\)"),
     (lambda b: b.publish_batch("q", [Outgoing(value=7)]), r"\(the value is a int\)"),  # type: ignore[arg-type]
-    (lambda b: b.publish_to_exchange("x", "k", "text"), r"\(the value is a str\)"),
+    (lambda b: b.publish_to_exchange("x", "k", 7), "must be bytes or str, not a int"),
+    (lambda b: b.publish("q", object(), serializer="json"), "cannot be sent as JSON"),
 ]
 
 

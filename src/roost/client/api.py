@@ -27,6 +27,7 @@ import msgspec
 
 from roost.client.batches import decode_fetched
 from roost.client.closing import ClosedOnExit
+from roost.client.codecs import Serializer, encode, with_content_type
 from roost.client.subscriber import (
     AckCoalescer,
     Delivery,
@@ -379,6 +380,9 @@ class Client(ClosedOnExit):
     def __init__(self, backend: Backend) -> None:
         self._backend = backend
         self.acks = AckCoalescer(self.ack)
+        #: How ``publish`` sends a value that is neither bytes nor str (roost.client.codecs):
+        #: None refuses it; "json" sends it as JSON. A call's ``serializer`` overrides it.
+        self.serializer: Serializer | None = None
 
     @property
     def protocol_version(self) -> int:
@@ -613,7 +617,7 @@ class Client(ClosedOnExit):
     async def publish(
         self,
         topic: str,
-        value: bytes,
+        value: object,
         *,
         key: bytes | None = None,
         headers: Headers = (),
@@ -621,16 +625,26 @@ class Client(ClosedOnExit):
         delay: float | None = None,
         deliver_at_ms: int | None = None,
         dedup_id: str | None = None,
+        serializer: Serializer | None = None,
     ) -> Published:
-        """Publish one message; returns where it landed once it is durable. A ``dedup_id``
-        seen on this topic within its dedup window (5 minutes by default) is confirmed with
-        the first placement and not appended again."""
+        """Publish one message; returns where it landed once it is durable. ``value``: bytes,
+        ``str`` (sent as UTF-8), or with a ``serializer`` (this call's, else the client's)
+        anything it can encode (roost.client.codecs). A ``dedup_id`` seen on this topic within
+        its dedup window (5 minutes by default) is confirmed with the first placement and not
+        appended again."""
+        data, pairs = self._encoded(value, headers, serializer)
         message = Outgoing(
-            value=value, key=key, headers=_pairs(headers), partition=partition,
+            value=data, key=key, headers=pairs, partition=partition,
             delay_ms=_ms(delay), deliver_at_ms=deliver_at_ms, dedup_id=dedup_id,
         )  # fmt: skip
         [published] = await self.publish_batch(topic, [message])
         return published
+
+    def _encoded(
+        self, value: object, headers: Headers, serializer: Serializer | None
+    ) -> tuple[bytes, tuple[tuple[str, bytes], ...]]:
+        data, content_type = encode(value, serializer or self.serializer)
+        return data, with_content_type(_pairs(headers), content_type)
 
     async def publish_batch(
         self,
@@ -653,15 +667,17 @@ class Client(ClosedOnExit):
         self,
         exchange: str,
         routing_key: str,
-        value: bytes,
+        value: object,
         *,
         key: bytes | None = None,
         headers: Headers = (),
+        serializer: Serializer | None = None,
     ) -> list[Published]:
-        """Publish through an exchange: one entry per topic the message was routed to."""
-        pairs = _pairs(headers)
-        check_types(value, key, pairs)
-        message = m.Out(value, key, list(pairs))
+        """Publish through an exchange: one entry per topic the message was routed to.
+        ``value`` as ``publish`` takes it."""
+        data, pairs = self._encoded(value, headers, serializer)
+        check_types(data, key, pairs)
+        message = m.Out(data, key, list(pairs))
         return _unfold(
             await self.call(m.PublishToExchange(exchange, routing_key, [message]), m.PublishedAt)
         )
