@@ -24,6 +24,8 @@ MAY_IMPORT = {
     "cli": {"client", "admin", "server", "protocols", "core", "storage", "bench"},
     # The fault benches' floods speak the native protocol by hand (badly, on purpose).
     "bench": {"server", "storage", "client", "core", "protocols"},
+    # The pytest plugin users load: fixtures over the client, as a user's code would hold it.
+    "testing": {"client"},
 }
 #: Modules every layer may import: value types and seams with no layer of their own.
 SHARED = {"errors", "clock", "receipt", "sync", "__init__"}
