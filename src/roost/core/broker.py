@@ -39,9 +39,11 @@ from roost.clock import Clock
 from roost.core.backpressure import make_room
 from roost.core.catalog import Catalog
 from roost.core.delivery_modes import Subscription
+from roost.core.gaps import continue_past_seen
 from roost.core.inspection import Peeked, read_log
 from roost.core.model import DEFAULT_MAX_DELIVERIES, Message, SubscriptionSpec
 from roost.core.policies import DEFAULT_POLICY, QUEUE_POLICY, TopicPolicy
+from roost.core.producer_states import ProducerStates
 from roost.core.publishing import (
     Outgoing,
     Published,
@@ -54,7 +56,6 @@ from roost.core.redrive import RedriveBatch, RedriveFilter, Redrives
 from roost.core.registry import Registry
 from roost.core.retention import Retention
 from roost.core.routing import MAX_KEY_BYTES, BindingSpec, ExchangeSpec, Router
-from roost.core.state_codec import CorruptState
 from roost.core.stats import GroupDescription, StreamStats, SubscriptionStats, describe_group
 from roost.core.streams import ResetTarget, StreamSubscription
 from roost.core.subscription import PendingDeadLetter
@@ -63,7 +64,6 @@ from roost.core.until_consumed import UntilConsumed
 from roost.errors import (
     InvalidConfig,
     InvalidRequest,
-    PartitionQuarantined,
     ProducerStateQuarantined,
     RoostError,
     StorageFailure,
@@ -93,16 +93,14 @@ class Broker:
         self.clock = clock
         self._catalog = catalog
         self._router = router
-        self._producers: dict[str, TopicProducers] = {}
-        self._publisher = Publisher(clock, self._topic_producers)
         #: Topic -> its subscriptions and policy: whatever asks about one topic (a publish,
         #: a floor, a backlog) costs that topic's subscriptions, not the broker's.
         self._topics = TopicStates()
         for name, policy in catalog.policies().items():
             state = self._topics.of(name)
             state.policy, state.policy_saved = policy, True
-        #: Topics whose producer state is damaged, with the damage (``ProducerStateQuarantined``).
-        self._damaged_producers: dict[str, str] = {}
+        self._producers = ProducerStates(engine, clock, catalog, self._topics)
+        self._publisher = Publisher(clock, self._producers.of)
         self._registry = Registry(engine, clock, self._topics)
         #: Time and size retention: deadlines per partition, applied by the tick and on a
         #: segment roll (core/retention.py).
@@ -138,7 +136,7 @@ class Broker:
         for topic in catalog.topics_with_producer_state():
             # Read now, so damage is reported at start rather than at a producer's retry.
             with contextlib.suppress(ProducerStateQuarantined):
-                broker._topic_producers(broker.engine.topic(topic))
+                broker._producers.of(broker.engine.topic(topic))
         broker.continue_past_seen()
         for name in engine.list_topics():
             broker._retention.watch(engine.topic(name))  # what expired while we were down
@@ -149,60 +147,11 @@ class Broker:
         return broker
 
     def continue_past_seen(self, only: str | None = None) -> None:
-        """Where a log ends below an offset a subscription or group has seen (recovery cut
-        it, or a power failure took an unsynced suffix while acks were journaled), move its
-        end past that offset with a gap batch, before anything is published.
-
-        Reusing those offsets would hand new records to journal state meant for the lost
-        ones: a queue that counts them as acked never delivers them, a group that committed
-        past them skips them. Blocking (journal and log fsyncs): at open, and (``only`` a
-        topic) after one of its logs is reopened by a repair.
-        """
-        seen: dict[tuple[str, int], list[tuple[int, str]]] = {}
-        for sub in self._registry.all():  # at open or a repair
-            for partition, end in enumerate(sub.seen_ends()):
-                seen.setdefault((sub.spec.topic, partition), []).append((end, sub.spec.name))
-        for (name, partition), ends in sorted(seen.items()):
-            if only is not None and name != only:
-                continue
-            topic = self.engine.topic(name)
-            log = topic.log(partition)
-            start = log.end_offset
-            high = max(end for end, _ in ends)
-            if high <= start or log.quarantined:
-                # A quarantined log takes no write (its end may be short of the damage only);
-                # once repaired, the next open skips what it must.
-                continue
-            who = sorted({subscription for end, subscription in ends if end > start})
-            try:
-                with contextlib.suppress(ProducerStateQuarantined):
-                    # Damaged, it refuses idempotent and deduplicated publishes anyway; the
-                    # gap still goes in, or plain publishes would reuse the offsets.
-                    self._topic_producers(topic)  # forgets the lost records' placements, durably
-                if name in self._damaged_producers:
-                    log.recovery.problems.append(
-                        f"offsets {start}..{high - 1} skipped while the producer state of topic "
-                        f"{name} is quarantined: repair it by removing its journal (`roost "
-                        "check` names it), not by cutting it, or a retry of a batch placed "
-                        "there could be told it is stored"
-                    )
-                for sub in self._subscriptions_of(name):
-                    sub.skip(partition, start, high)
-                log.skip_to(high)
-            except (StorageFailure, PartitionQuarantined) as e:
-                # The log (or a journal) refuses writes: so do publishes to it, until it is
-                # repaired and the broker opened again, which tries this again.
-                log.recovery.problems.append(
-                    f"offsets {start}..{high - 1} must be skipped ({', '.join(who)} had seen "
-                    f"them) but writing the gap failed: {e}"
-                )
-                continue
-            log.recovery.offsets_skipped += high - start
-            log.recovery.problems.append(
-                f"offsets {start}..{high - 1} skipped (a gap batch): the log ended at {start} "
-                f"but {', '.join(who)} had seen offsets up to {high - 1}; new "
-                f"records start at {high}"
-            )
+        """Where a log ends below an offset a subscription or group has seen, move its end
+        past that offset with a gap batch, before anything is published (core/gaps.py).
+        Blocking: at open, and (``only`` a topic) after one of its logs is reopened by a
+        repair."""
+        continue_past_seen(self.engine, self._registry.all(), self._producers, only)
 
     # -- topics ---------------------------------------------------------------------------
 
@@ -260,11 +209,7 @@ class Broker:
             txn.on_abort(lambda: [self._router.bind(binding) for binding in dropped])
             self.engine.delete_topic(name)
         self._retention.forget(name, partitions)
-        damaged = self._damaged_producers.pop(name, None)
-        if self._producers.pop(name, None) is not None or damaged is not None:
-            journal = self._catalog.forget_topic(name)
-            if journal:
-                self.engine.drop_journal(journal)
+        self._producers.forget(name)
         state = self._topics.drop(name)
         if state is not None and state.policy_saved:
             self._catalog.remove_policy(name)
@@ -515,37 +460,9 @@ class Broker:
         make_room(target, policy, state, partitions)
         return target, policy, partitions
 
-    def _topic_producers(self, topic: Topic) -> TopicProducers:
-        """The topic's producer state, opened on first use; ``ProducerStateQuarantined`` once
-        its journal or snapshot was found damaged (at open, or later by the scrub)."""
-        producers = self._producers.get(topic.name)
-        if producers is not None and not producers.journal.log.quarantined:
-            return producers
-        if producers is not None:
-            self._damaged_producers[topic.name] = producers.journal.log.quarantined
-        damage = self._damaged_producers.get(topic.name)
-        if damage is not None:
-            raise ProducerStateQuarantined(topic.name, damage)
-        journal = self.engine.journal(
-            self._catalog.producer_journal(topic.name), f"producer state of topic {topic.name}"
-        )
-        window_ms = self._topics.policy(topic.name).dedup_window_ms
-        try:
-            producers = TopicProducers.open(topic, journal, self.clock, window_ms)
-        except (PartitionQuarantined, CorruptState) as e:
-            damage = e.damage if isinstance(e, PartitionQuarantined) else str(e)
-            self._damaged_producers[topic.name] = damage
-            raise ProducerStateQuarantined(topic.name, damage) from e
-        self._producers[topic.name] = producers
-        return producers
-
     def quarantined_producer_states(self) -> dict[str, str]:
         """Topic -> the damage, for each topic whose producer state is out of service."""
-        damaged = dict(self._damaged_producers)
-        for name, producers in self._producers.items():
-            if producers.journal.log.quarantined:
-                damaged[name] = producers.journal.log.quarantined
-        return damaged
+        return self._producers.quarantined()
 
     def publish_to_exchange(
         self, exchange: str, routing_key: str, messages: Sequence[Outgoing]
@@ -737,17 +654,14 @@ class Broker:
 
     def producer_states(self) -> list[TopicProducers]:
         """Every topic's producer state in use (for the host's snapshots)."""
-        return list(self._producers.values())
+        return self._producers.all()
 
     def log_cut(self, topic: str, partition: int, end_offset: int) -> TopicProducers | None:
         """A repair cut ``topic``'s ``partition`` back to ``end_offset`` (records whose
         publishes got an error): forget the producer sequences and dedup ids placed there, so
         a retry appends again instead of being confirmed at offsets that now hold nothing (or
         other records). Returns the state to snapshot, so the journal forgets them too."""
-        producers = self._producers.get(topic)
-        if producers is not None:
-            producers.state.truncate(partition, end_offset)
-        return producers
+        return self._producers.log_cut(topic, partition, end_offset)
 
 
 def _partly_stored(error: RoostError, stored: Sequence[Published]) -> RoostError:
