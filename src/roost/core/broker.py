@@ -266,7 +266,7 @@ class Broker:
 
     def _define_subscription(self, spec: SubscriptionSpec) -> SubscriptionSpec:
         """Put ``spec`` in the open metadata transaction and make its journal (undone if the
-        transaction does not commit); ``_open_subscription`` serves it once committed."""
+        transaction does not commit); ``Registry.open`` serves it once committed."""
         if self._registry.exists(spec.topic, spec.name):
             raise SubscriptionExists(spec.topic, spec.name)
         stored = self._catalog.add_subscription(spec)
