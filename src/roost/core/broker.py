@@ -55,6 +55,7 @@ from roost.core.publishing import (
 from roost.core.redrive import RedriveBatch, RedriveFilter, Redrives
 from roost.core.registry import Registry
 from roost.core.retention import Retention
+from roost.core.retry import DEFAULT_RETRY, RetryPolicy
 from roost.core.routing import MAX_KEY_BYTES, BindingSpec, ExchangeSpec, Router
 from roost.core.stats import GroupDescription, StreamStats, SubscriptionStats, describe_group
 from roost.core.streams import ResetTarget, StreamSubscription
@@ -286,6 +287,7 @@ class Broker:
         durability: str = "always",
         policy: TopicPolicy = QUEUE_POLICY,
         retention_ms: int | None = None,
+        retry: RetryPolicy = DEFAULT_RETRY,
     ) -> SubscriptionSpec:
         """A topic and one subscription of the same name: the SQS or RabbitMQ queue.
 
@@ -316,6 +318,7 @@ class Broker:
             max_deliveries=max_deliveries,
             dead_letter=dead_letter_topic,
             delay_ms=delay_ms,
+            retry=retry,
         )
         if self.engine.has_topic(name):
             raise TopicExists(name)
@@ -545,10 +548,11 @@ class Broker:
         delay_ms: int | None = None,
         error: str | None = None,
         undelivered: bool = False,
+        reject: bool = False,
     ) -> list[Receipt]:
         """Give messages back (see ``QueueSubscription.nack``); returns refused receipts."""
         return self._registry.queue(topic, subscription).nack(
-            receipts, delay_ms, error, undelivered
+            receipts, delay_ms, error, undelivered, reject
         )
 
     def extend(
