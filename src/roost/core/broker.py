@@ -190,10 +190,9 @@ class Broker:
         self.engine.topic(name)
         users = [
             f"{sub.spec.topic}/{sub.spec.name}"
-            for sub in self._registry.all()
-            if sub.dead_letter is not None and sub.dead_letter.name == name
-            and sub.spec.topic != name
-        ]  # fmt: skip
+            for sub in self._registry.dead_letter_users(name)
+            if sub.spec.topic != name
+        ]
         if users:
             raise InvalidRequest(
                 f"topic {name!r} is the dead-letter topic of {', '.join(users)}: delete or "

@@ -59,6 +59,8 @@ class Registry:
         self.visits: Counter[Key] | None = None
         #: Topics with a quarantined subscription, so that listing them costs the damaged.
         self._damaged_topics: set[str] = set()
+        #: Dead-letter topic -> the subscriptions that dead-letter into it.
+        self._dead_letter_users: dict[str, set[Key]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -83,6 +85,8 @@ class Registry:
         sub.watch(self._floor_watch(spec.topic), self._deadline_watch(key),
                   self._snapshot_watch(key))  # fmt: skip
         state.subscriptions[spec.name] = sub
+        if sub.dead_letter is not None:
+            self._dead_letter_users.setdefault(sub.dead_letter.name, set()).add(key)
         # What it restored (retries due, a dead letter to finish) is looked at once.
         self._timers.schedule(key, self._clock.now_ms())
 
@@ -90,7 +94,12 @@ class Registry:
         """Stop serving a subscription (deleted), quarantined or not."""
         state = self._topics.get(topic)
         if state is not None:
-            state.subscriptions.pop(name, None)
+            sub = state.subscriptions.pop(name, None)
+            if sub is not None and sub.dead_letter is not None:
+                users = self._dead_letter_users.get(sub.dead_letter.name, set())
+                users.discard((topic, name))
+                if not users:
+                    self._dead_letter_users.pop(sub.dead_letter.name, None)
             state.quarantined.pop(name, None)
             if not state.quarantined:
                 self._damaged_topics.discard(topic)
@@ -127,6 +136,11 @@ class Registry:
     def find(self, topic: str, name: str) -> Subscription | None:
         state = self._topics.get(topic)
         return None if state is None else state.subscriptions.get(name)
+
+    def dead_letter_users(self, topic: str) -> list[Subscription]:
+        """The serving subscriptions that dead-letter into ``topic``."""
+        users = sorted(self._dead_letter_users.get(topic, ()))
+        return [sub for key in users if (sub := self.find(*key)) is not None]
 
     def all(self) -> list[Subscription]:
         return [sub for state in self._topics for sub in state.subscriptions.values()]

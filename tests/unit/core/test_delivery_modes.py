@@ -103,3 +103,21 @@ def test_deleting_a_topic_forgets_its_state(broker: Broker) -> None:
     fill(broker, "t", 5)
     assert broker.floor("t", 0) is None
     assert broker.policy("t") == TopicPolicy()
+
+
+def test_a_dead_letter_topic_goes_only_after_the_subscriptions_that_use_it(
+    broker: Broker,
+) -> None:
+    broker.create_queue("jobs", dead_letter="shared.dlq")
+    broker.create_topic("t", NEVER)
+    broker.create_subscription(
+        SubscriptionSpec(name="s", topic="t", dead_letter="shared.dlq", max_deliveries=3)
+    )
+    with pytest.raises(InvalidRequest, match=r"dead-letter topic of jobs/jobs, t/s: delete"):
+        broker.delete_topic("shared.dlq")
+    broker.delete_queue("jobs")
+    with pytest.raises(InvalidRequest, match=r"dead-letter topic of t/s: delete"):
+        broker.delete_topic("shared.dlq")
+    broker.delete_subscription("t", "s")
+    broker.delete_topic("shared.dlq")
+    assert "shared.dlq" not in broker.list_topics()
