@@ -194,7 +194,9 @@ def ends_segment(segment: Segment, result: ScanResult) -> bool:
     the bad batch is the file's last (or runs past its end), or only zeros follow. A bad batch
     with more data after it is damage in the middle of the segment, which no crash leaves."""
     remaining = result.file_bytes - result.valid_bytes
-    head = segment.fs.pread(segment.fd, min(remaining, HEADER_SIZE), result.valid_bytes)
+    if remaining < HEADER_SIZE:
+        return True  # the file ends inside a header: a write cut short, whatever the bytes
+    head = segment.fs.pread(segment.fd, HEADER_SIZE, result.valid_bytes)
     with contextlib.suppress(CorruptBatch):
         return result.valid_bytes + parse_header(head).size >= result.file_bytes
     position = result.valid_bytes
