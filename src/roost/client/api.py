@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -54,8 +54,11 @@ from roost.errors import (
 from roost.protocols.native import messages as m
 from roost.receipt import Receipt
 from roost.storage import TopicInfo
+from roost.storage.validation import check_types
 
 R = TypeVar("R", bound=m.Response)
+#: A message's headers: (name, value) pairs (a name may repeat), or a mapping of them.
+Headers = Sequence[tuple[str, bytes]] | Mapping[str, bytes]
 #: The protocol version from which a nack can give messages back uncounted.
 UNDELIVERED_VERSION = m.ADDED_IN[m.Nack]["undelivered"]
 #: The protocol version from which a client may peek, purge, and give a queue a retry policy.
@@ -114,7 +117,15 @@ def _delay_ms(seconds: float | None) -> int | None:
     return check_delay(round(seconds * 1000))
 
 
+def _pairs(headers: Headers) -> tuple[tuple[str, bytes], ...]:
+    """Headers as (name, value) pairs, from pairs or a mapping."""
+    if isinstance(headers, Mapping):
+        return tuple(headers.items())
+    return tuple(headers)
+
+
 def _out(message: Outgoing) -> m.Out:
+    check_types(message.value, message.key, message.headers)
     return m.Out(
         message.value, message.key, list(message.headers), message.partition,
         message.deliver_at_ms, message.delay_ms, message.dedup_id,
@@ -605,7 +616,7 @@ class Client(ClosedOnExit):
         value: bytes,
         *,
         key: bytes | None = None,
-        headers: Sequence[tuple[str, bytes]] = (),
+        headers: Headers = (),
         partition: int | None = None,
         delay: float | None = None,
         deliver_at_ms: int | None = None,
@@ -615,7 +626,7 @@ class Client(ClosedOnExit):
         seen on this topic within its dedup window (5 minutes by default) is confirmed with
         the first placement and not appended again."""
         message = Outgoing(
-            value=value, key=key, headers=tuple(headers), partition=partition,
+            value=value, key=key, headers=_pairs(headers), partition=partition,
             delay_ms=_ms(delay), deliver_at_ms=deliver_at_ms, dedup_id=dedup_id,
         )  # fmt: skip
         [published] = await self.publish_batch(topic, [message])
@@ -645,10 +656,12 @@ class Client(ClosedOnExit):
         value: bytes,
         *,
         key: bytes | None = None,
-        headers: Sequence[tuple[str, bytes]] = (),
+        headers: Headers = (),
     ) -> list[Published]:
         """Publish through an exchange: one entry per topic the message was routed to."""
-        message = m.Out(value, key, list(headers))
+        pairs = _pairs(headers)
+        check_types(value, key, pairs)
+        message = m.Out(value, key, list(pairs))
         return _unfold(
             await self.call(m.PublishToExchange(exchange, routing_key, [message]), m.PublishedAt)
         )
