@@ -556,3 +556,32 @@ def test_an_answered_ack_is_settled_and_answered_in_the_turn_it_arrives(
             assert (await broker.stats("a")).depth == 0 and (await broker.stats("b")).depth == 0
 
     asyncio.run(body())
+
+
+def test_an_answered_ack_and_the_credit_it_frees_leave_in_one_write(server: Server) -> None:
+    """``ack()`` waits for its answer, and gives its credit back as it is sent: the ``Ack``
+    and that ``Credit`` reach the broker in one socket write, ack first."""
+
+    async def body() -> None:
+        async with roost.connect(server.url, reconnect=False) as broker:
+            transport = broker._backend._stream._transport  # type: ignore[attr-defined]
+            writes: list[list[Kind]] = []
+            write = transport.write
+
+            def recording(data: bytes) -> None:
+                writes.append(_kinds(data))
+                write(data)
+
+            transport.write = recording
+            await _fill(broker, "q", 3)
+            async with broker.subscribe("q", prefetch=2) as deliveries:
+                got = await asyncio.wait_for(deliveries.batch(), 10)
+                while len(got) < 2:
+                    got += await asyncio.wait_for(deliveries.batch(), 10)
+                written = len(writes)
+                assert await deliveries.ack(got) == []
+                [third] = await asyncio.wait_for(deliveries.batch(), 10)
+                assert third.value == b"2"
+                assert writes[written] == [Kind.REQUEST, Kind.CREDIT]
+
+    asyncio.run(body())

@@ -122,6 +122,7 @@ class FramedStream(asyncio.Protocol):
         self._held: list[bytes] | None = None
         self._held_bytes = 0
         self._turn_flush = False
+        self._before_flush: list[Callable[[], None]] = []  # see ``at_turn_end``
         self._lost: asyncio.Future[None] | None = None
         self._lost_error: BaseException | None = None
         self._on_frame: Callable[[Frame], bool] | None = None
@@ -357,15 +358,25 @@ class FramedStream(asyncio.Protocol):
         held = self._held
         if held is None:
             held = self._held = []
+        self._schedule_flush()
+        held.append(data)
+        self._held_bytes += len(data)
+        if self._held_bytes >= HOLD_BYTES:  # the transport's buffer and flow control take it
+            self._release(hold_on=True)
+
+    def at_turn_end(self, write: Callable[[], None]) -> None:
+        """Call ``write`` at the end of this turn, just before what the turn wrote is sent,
+        so that what it writes leaves in the same write: a consumer's ``Credit``, made once
+        the turn's settlements are counted, travels with the ``Ack`` that freed it."""
+        self._before_flush.append(write)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
         if not self._turn_flush:
             # Sent at the end of this turn, with whatever else the turn writes: the callbacks
             # already ready (other pushes, other answers) run before this one.
             self._turn_flush = True
             asyncio.get_running_loop().call_soon(self._flush_turn)
-        held.append(data)
-        self._held_bytes += len(data)
-        if self._held_bytes >= HOLD_BYTES:  # the transport's buffer and flow control take it
-            self._release(hold_on=True)
 
     def write_parts(self, parts: list[bytes]) -> None:
         """Write ``parts`` as one, without joining them (large ones: a copy spared), now,
@@ -385,8 +396,13 @@ class FramedStream(asyncio.Protocol):
             _bound_kernel_unsent(self._transport, KERNEL_UNSENT_BYTES)
 
     def _flush_turn(self) -> None:
+        writers, self._before_flush = self._before_flush, []
+        for write in writers:
+            write()  # what they write joins what is held (no second flush is scheduled)
         self._turn_flush = False
         self._release()
+        if self._before_flush:  # asked for while the others wrote: the next turn's
+            self._schedule_flush()
 
     def _release(self, hold_on: bool = False) -> None:
         held, self._held, self._held_bytes = self._held, [] if hold_on else None, 0
