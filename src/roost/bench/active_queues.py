@@ -171,7 +171,7 @@ def _case(
         "wal_writes_per_s": round(delta["roost_flush_wal_writes_total"] / seconds, 1),
         # Each fdatasyncs every file the WAL wrote since the last: over 1,000 queues ~2,000
         # files. A run of 64,000 messages of 1 KiB fills about one WAL file, so whether one
-        # falls inside the run moves the broker's CPU per message; read it beside them.
+        # falls inside the run is chance: compare runs that did as many.
         "wal_checkpoints": delta["roost_flush_wal_checkpoints_total"],
         "records_per_round": round(delta["roost_flushed_records_total"] / flush_rounds, 1)
         if flush_rounds
