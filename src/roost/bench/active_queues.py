@@ -182,20 +182,27 @@ def _case(
 
 #: How long the warm-up's flushes may take to end before the run starts anyway.
 SETTLE_MAX_S = 120.0
+#: How long ``roost_fsyncs_total`` must stand still to count as settled. A round's syncs are
+#: counted when it ends, and one round of the warm-up's directory syncs (1,000 queues') ran
+#: for seconds under load: two readings half a second apart agreed in the middle of it, and
+#: ~2,500 syncs then fell inside the measured run (session 11).
+SETTLE_QUIET_S = 3.0
 
 
 def _settle(url: str) -> None:
     """Wait until the broker's flushes stop (the warm-up's journals sync their new directories
-    up to 100 ms after their last entry, 1,000 queues' worth taking seconds): two readings of
-    ``roost_fsyncs_total`` half a second apart that agree."""
+    up to 100 ms after their last entry, 1,000 queues' worth taking seconds): readings of
+    ``roost_fsyncs_total`` half a second apart that agree for ``SETTLE_QUIET_S``."""
     deadline = time.monotonic() + SETTLE_MAX_S
     last = _scrape(url).get("roost_fsyncs_total")
+    quiet_since = time.monotonic()
     while time.monotonic() < deadline:
         time.sleep(0.5)
         now = _scrape(url).get("roost_fsyncs_total")
-        if now == last:
+        if now != last:
+            last, quiet_since = now, time.monotonic()
+        elif time.monotonic() - quiet_since >= SETTLE_QUIET_S:
             return
-        last = now
 
 
 def _free_port() -> int:
