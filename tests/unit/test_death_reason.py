@@ -73,7 +73,21 @@ async def refused_rejects_change_nothing(broker: roost.Client) -> None:
     await job.ack()  # still leased: nothing changed
 
 
-BODIES = [reasons, refused_rejects_change_nothing]
+async def a_letter_on_its_way_is_not_ready_depth(broker: roost.Client) -> None:
+    """Between the reject and its dead-letter copy being durable, the message is neither the
+    queue's to deliver (peek, depth) nor gone: it counts as in flight."""
+    await broker.create_queue("jobs")
+    await broker.publish("jobs", b"poison")
+    await broker.publish("jobs", b"fine")
+    [poison] = await broker.receive("jobs")
+    await poison.reject()
+    stats = await broker.stats("jobs")
+    assert stats.depth + stats.in_flight + stats.dead_letters == 2  # type: ignore[union-attr]
+    assert stats.depth == 1, "only b'fine' is ready"  # type: ignore[union-attr]
+    assert [p.message.value for p in await broker.peek("jobs")] == [b"fine"]
+
+
+BODIES = [reasons, refused_rejects_change_nothing, a_letter_on_its_way_is_not_ready_depth]
 
 
 @pytest.mark.parametrize("body", BODIES, ids=lambda b: b.__name__)

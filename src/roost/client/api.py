@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -27,6 +27,7 @@ import msgspec
 
 from roost.client.batches import decode_fetched
 from roost.client.closing import ClosedOnExit
+from roost.client.codecs import Serializer, encode, with_content_type
 from roost.client.subscriber import (
     AckCoalescer,
     Delivery,
@@ -54,8 +55,11 @@ from roost.errors import (
 from roost.protocols.native import messages as m
 from roost.receipt import Receipt
 from roost.storage import TopicInfo
+from roost.storage.validation import check_types
 
 R = TypeVar("R", bound=m.Response)
+#: A message's headers: (name, value) pairs (a name may repeat), or a mapping of them.
+Headers = Sequence[tuple[str, bytes]] | Mapping[str, bytes]
 #: The protocol version from which a nack can give messages back uncounted.
 UNDELIVERED_VERSION = m.ADDED_IN[m.Nack]["undelivered"]
 #: The protocol version from which a client may peek, purge, and give a queue a retry policy.
@@ -114,7 +118,15 @@ def _delay_ms(seconds: float | None) -> int | None:
     return check_delay(round(seconds * 1000))
 
 
+def _pairs(headers: Headers) -> tuple[tuple[str, bytes], ...]:
+    """Headers as (name, value) pairs, from pairs or a mapping."""
+    if isinstance(headers, Mapping):
+        return tuple(headers.items())
+    return tuple(headers)
+
+
 def _out(message: Outgoing) -> m.Out:
+    check_types(message.value, message.key, message.headers)
     return m.Out(
         message.value, message.key, list(message.headers), message.partition,
         message.deliver_at_ms, message.delay_ms, message.dedup_id,
@@ -368,6 +380,9 @@ class Client(ClosedOnExit):
     def __init__(self, backend: Backend) -> None:
         self._backend = backend
         self.acks = AckCoalescer(self.ack)
+        #: How ``publish`` sends a value that is neither bytes nor str (roost.client.codecs):
+        #: None refuses it; "json" sends it as JSON. A call's ``serializer`` overrides it.
+        self.serializer: Serializer | None = None
 
     @property
     def protocol_version(self) -> int:
@@ -602,24 +617,34 @@ class Client(ClosedOnExit):
     async def publish(
         self,
         topic: str,
-        value: bytes,
+        value: object,
         *,
         key: bytes | None = None,
-        headers: Sequence[tuple[str, bytes]] = (),
+        headers: Headers = (),
         partition: int | None = None,
         delay: float | None = None,
         deliver_at_ms: int | None = None,
         dedup_id: str | None = None,
+        serializer: Serializer | None = None,
     ) -> Published:
-        """Publish one message; returns where it landed once it is durable. A ``dedup_id``
-        seen on this topic within its dedup window (5 minutes by default) is confirmed with
-        the first placement and not appended again."""
+        """Publish one message; returns where it landed once it is durable. ``value``: bytes,
+        ``str`` (sent as UTF-8), or with a ``serializer`` (this call's, else the client's)
+        anything it can encode (roost.client.codecs). A ``dedup_id`` seen on this topic within
+        its dedup window (5 minutes by default) is confirmed with the first placement and not
+        appended again."""
+        data, pairs = self._encoded(value, headers, serializer)
         message = Outgoing(
-            value=value, key=key, headers=tuple(headers), partition=partition,
+            value=data, key=key, headers=pairs, partition=partition,
             delay_ms=_ms(delay), deliver_at_ms=deliver_at_ms, dedup_id=dedup_id,
         )  # fmt: skip
         [published] = await self.publish_batch(topic, [message])
         return published
+
+    def _encoded(
+        self, value: object, headers: Headers, serializer: Serializer | None
+    ) -> tuple[bytes, tuple[tuple[str, bytes], ...]]:
+        data, content_type = encode(value, serializer or self.serializer)
+        return data, with_content_type(_pairs(headers), content_type)
 
     async def publish_batch(
         self,
@@ -642,13 +667,17 @@ class Client(ClosedOnExit):
         self,
         exchange: str,
         routing_key: str,
-        value: bytes,
+        value: object,
         *,
         key: bytes | None = None,
-        headers: Sequence[tuple[str, bytes]] = (),
+        headers: Headers = (),
+        serializer: Serializer | None = None,
     ) -> list[Published]:
-        """Publish through an exchange: one entry per topic the message was routed to."""
-        message = m.Out(value, key, list(headers))
+        """Publish through an exchange: one entry per topic the message was routed to.
+        ``value`` as ``publish`` takes it."""
+        data, pairs = self._encoded(value, headers, serializer)
+        check_types(data, key, pairs)
+        message = m.Out(data, key, list(pairs))
         return _unfold(
             await self.call(m.PublishToExchange(exchange, routing_key, [message]), m.PublishedAt)
         )

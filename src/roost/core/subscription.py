@@ -593,6 +593,11 @@ class QueueSubscription:
         for partition, offsets in finished.items():
             self._done(partition, ranges_of(offsets))
 
+    def dead_lettering(self, partition: int) -> set[int]:
+        """Offsets of ``partition`` on their way to the dead-letter topic (appended there, not
+        yet durable): no longer the queue's to deliver, not yet finished."""
+        return {p.offset for p in self._pending_dead if p.partition == partition}
+
     @property
     def pending_dead_letters(self) -> list[PendingDeadLetter]:
         """Dead-letter appends waiting to be durable; the host awaits them, then ticks."""
