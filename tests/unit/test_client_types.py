@@ -45,3 +45,32 @@ def test_embedded(data_dir: str, clock: ManualClock) -> None:
 
 def test_over_the_network(tmp_path: Path) -> None:
     run_over_the_network(tmp_path, mistakes_are_refused_and_the_client_goes_on)
+
+
+NUMBERS = [
+    (lambda b: b.create_queue("n1", visibility_timeout=float("inf")),
+     "visibility_timeout=inf: a finite number of seconds"),
+    (lambda b: b.create_queue("n2", delay=float("nan")), "delay=nan: a finite number"),
+    (lambda b: b.publish("q", b"v", delay=1e20), "delay=1e\\+20: at most"),
+    (lambda b: b.receive("q", wait=-1), "wait=-1: a finite number of seconds, >= 0"),
+    (lambda b: b.create_queue("n3", max_deliveries=10**20), "CreateQueue cannot be sent"),
+]  # fmt: skip
+
+
+async def numbers_the_wire_cannot_carry_are_refused(broker: roost.Client) -> None:
+    await broker.create_queue("q")
+    network = not isinstance(broker._backend, roost.client.embedded.LocalBackend)  # type: ignore[attr-defined]
+    for call, message in NUMBERS:
+        if "cannot be sent" in message and not network:
+            continue  # embedded mode encodes nothing: the broker's own bound refuses it
+        with pytest.raises(InvalidRequest, match=message):
+            await call(broker)
+    assert (await broker.publish("q", b"fine")).offset == 0
+
+
+def test_numbers_embedded(data_dir: str, clock: ManualClock) -> None:
+    run(data_dir, clock, numbers_the_wire_cannot_carry_are_refused)
+
+
+def test_numbers_over_the_network(tmp_path: Path) -> None:
+    run_over_the_network(tmp_path, numbers_the_wire_cannot_carry_are_refused)
