@@ -71,6 +71,7 @@ def test_bench_breadth_active_runs_the_same_traffic_over_n_queues_and_over_4(
         # Durable queues: every run made its messages durable in flush rounds that synced.
         assert run["flush_rounds_per_s"] > 0 and run["syncs_per_s"] > 0
         assert run["records_per_round"] > 0
+        assert run["wal_checkpoints"] == 0, "600 small messages fill no WAL file"
     assert list(tmp_path.iterdir()) == [], "the brokers' directories removed"
 
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -474,3 +475,113 @@ def test_large_pushes_leave_unjoined_and_arrive_whole_between_small_ones(
         uvloop.run(main())
     else:
         asyncio.run(main())
+
+
+def test_pushes_to_many_subscriptions_woken_together_leave_in_one_write(tmp_path: Path) -> None:
+    """One publish routed to 20 queues wakes 20 subscriptions of one consumer connection in
+    one turn: their 20 ``Deliveries`` frames leave in one socket write, not one each."""
+
+    async def body() -> None:
+        host = await Host.start(str(tmp_path / "data"), ManualClock())
+        listener = await serve_native(host, "127.0.0.1", 0)
+        url = f"roost://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
+        names = [f"q{i}" for i in range(20)]
+        try:
+            async with (
+                roost.connect(url, reconnect=False) as producer,
+                roost.connect(url, reconnect=False) as consumer,
+                contextlib.AsyncExitStack() as stack,
+            ):
+                await producer.declare_exchange("all", "fanout")
+                for name in names:
+                    await producer.create_queue(name)
+                    await producer.bind("all", name)
+                subscribers = [
+                    await stack.enter_async_context(consumer.subscribe(name, prefetch=10))
+                    for name in names
+                ]
+                [pushing] = [c for c in listener.connections if c._pushes]
+                transport = pushing._stream._transport
+                writes: list[list[Kind]] = []
+                write = transport.write
+
+                def recording(data: bytes) -> None:
+                    writes.append(_kinds(data))
+                    write(data)
+
+                transport.write = recording  # type: ignore[method-assign]
+                await producer.publish_to_exchange("all", "", b"to all")
+                for subscriber in subscribers:
+                    [delivery] = await asyncio.wait_for(subscriber.batch(), 10)
+                    assert delivery.value == b"to all"
+                assert writes == [[Kind.DELIVERIES] * 20]
+        finally:
+            await close_native(listener)
+            await host.aclose()
+
+    asyncio.run(body())
+
+
+def test_an_answered_ack_is_settled_and_answered_in_the_turn_it_arrives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No task per ``Ack``: each is settled and answered as its frame is read, refusing only
+    its own expired receipts, and what they settle is gone from the queue."""
+    spawned: list[str] = []
+    spawn = NativeConnection._spawn
+
+    def recording(self: NativeConnection, work: Any, size_bytes: int = 0) -> None:
+        spawned.append(work.cr_frame.f_locals["request"].__class__.__name__)
+        spawn(self, work, size_bytes)
+
+    monkeypatch.setattr(NativeConnection, "_spawn", recording)
+
+    async def body() -> None:
+        async with small_frames_server(tmp_path) as broker:
+            await _fill(broker, "a", 2)
+            await _fill(broker, "b", 2)
+            got = {}
+            for name in ("a", "b"):
+                got[name] = await broker.receive(name, max_messages=2, wait=5.0)
+            stale = Receipt(0, 99, 1)  # never delivered: refused
+            spawned.clear()
+            refused = await asyncio.gather(
+                broker.ack("a", "a", [d.receipt for d in got["a"]] + [stale]),
+                broker.ack("b", "b", [d.receipt for d in got["b"]]),
+            )
+            assert refused == [[stale], []]
+            with pytest.raises(UnknownTopic):
+                await broker.ack("nope", "nope", [stale])
+            assert "Ack" not in spawned
+            assert (await broker.stats("a")).depth == 0 and (await broker.stats("b")).depth == 0
+
+    asyncio.run(body())
+
+
+def test_an_answered_ack_and_the_credit_it_frees_leave_in_one_write(server: Server) -> None:
+    """``ack()`` waits for its answer, and gives its credit back as it is sent: the ``Ack``
+    and that ``Credit`` reach the broker in one socket write, ack first."""
+
+    async def body() -> None:
+        async with roost.connect(server.url, reconnect=False) as broker:
+            transport = broker._backend._stream._transport  # type: ignore[attr-defined]
+            writes: list[list[Kind]] = []
+            write = transport.write
+
+            def recording(data: bytes) -> None:
+                writes.append(_kinds(data))
+                write(data)
+
+            transport.write = recording
+            await _fill(broker, "q", 3)
+            async with broker.subscribe("q", prefetch=2) as deliveries:
+                got = await asyncio.wait_for(deliveries.batch(), 10)
+                while len(got) < 2:
+                    got += await asyncio.wait_for(deliveries.batch(), 10)
+                written = len(writes)
+                assert await deliveries.ack(got) == []
+                [third] = await asyncio.wait_for(deliveries.batch(), 10)
+                assert third.value == b"2"
+                assert writes[written] == [Kind.REQUEST, Kind.CREDIT]
+
+    asyncio.run(body())

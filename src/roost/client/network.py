@@ -431,7 +431,7 @@ class NetworkBackend:
         For frames nobody waits on: a consumer's unanswered ``Ack`` and the ``Credit`` it frees
         then cost the broker one wake-up and one read, not two."""
         if not self._later:
-            asyncio.get_running_loop().call_soon(self._send_later)
+            self._stream.at_turn_end(self._send_later)
         self._later.append(make)
 
     def _send_later(self, last: bytes | None = None) -> None:

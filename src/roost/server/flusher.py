@@ -57,6 +57,7 @@ from collections.abc import Callable
 
 from roost.clock import Clock
 from roost.errors import StorageClosed, StorageFailure
+from roost.server.deadlines import Deadlines
 from roost.server.meters import FlushMeters
 from roost.storage.flush import FlushJob
 from roost.storage.log import PartitionLog
@@ -113,7 +114,8 @@ class Flusher:
         # ``time.perf_counter_ns`` (None: not known, not observed): per log, because a round
         # on the loop and one in the thread may each take part of them.
         self._urgent: dict[PartitionLog, int | None] = {}
-        self._deadlines: dict[PartitionLog, int] = {}  # interval logs: monotonic ms
+        #: Interval logs, each due at a monotonic ms: found due without a scan of them all.
+        self._deadlines: Deadlines[PartitionLog] = Deadlines()
         # Waiters for appends no job covers yet, and per job in flight, oldest job first.
         self._waiting: dict[PartitionLog, Waiters] = {}
         self._in_flight: dict[PartitionLog, list[tuple[FlushJob, Waiters]]] = {}
@@ -138,7 +140,7 @@ class Flusher:
                 self._urgent[log] = time.perf_counter_ns()
             self.flush_due()
         elif log not in self._deadlines:
-            self._deadlines[log] = self._clock.monotonic_ms() + log.config.flush_interval_ms
+            self._deadlines.add(log, self._clock.monotonic_ms() + log.config.flush_interval_ms)
             self._arm_timer()
 
     async def wait_durable(self, log: PartitionLog, offset: int) -> None:
@@ -265,7 +267,7 @@ class Flusher:
     def _due(self) -> list[PartitionLog]:
         now_ms = self._clock.monotonic_ms()
         due = list(self._urgent)
-        due += [log for log, deadline in self._deadlines.items() if deadline <= now_ms]
+        due += self._deadlines.due(now_ms)
         return due
 
     def _begin(self, logs: list[PartitionLog]) -> _Round | None:
@@ -277,7 +279,7 @@ class Flusher:
         use_wal = self._wal is not None and (len(logs) != 1 or logs[0].held_back_bytes() is None)
         for log in logs:
             asked_ns = self._urgent.pop(log, None)
-            self._deadlines.pop(log, None)
+            self._deadlines.pop(log)
             job = log.begin_flush(use_wal=use_wal)
             if job is None:
                 if log not in self._in_flight:
@@ -391,9 +393,10 @@ class Flusher:
         _wake_all(self._waiting.pop(log, []))
 
     def _arm_timer(self) -> None:
-        if self._timer is not None or not self._deadlines or self._closed:
+        earliest = self._deadlines.earliest()
+        if self._timer is not None or earliest is None or self._closed:
             return
-        delay_ms = max(0, min(self._deadlines.values()) - self._clock.monotonic_ms())
+        delay_ms = max(0, earliest - self._clock.monotonic_ms())
         if delay_ms == 0 and self._rounds:
             return  # due, and waiting for the thread: its round's end looks again, no spinning
         self._timer = self._loop.call_later(delay_ms / 1000, self._on_timer)
@@ -406,7 +409,7 @@ class Flusher:
     def forget(self, log: PartitionLog) -> None:
         """Stop tracking a log that is being closed or deleted."""
         self._urgent.pop(log, None)
-        self._deadlines.pop(log, None)
+        self._deadlines.pop(log)
         self._release(log)
 
     async def idle(self) -> None:
