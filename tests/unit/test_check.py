@@ -127,6 +127,7 @@ def test_a_damaged_journal_and_snapshot_name_their_subscription(
 ) -> None:
     flip(journal_segment(data_dir, built["jobs"]), 60)
     snapshot = Path(data_dir) / "journals" / built["mail"] / "snapshot"
+    snapshot.parent.mkdir(exist_ok=True)  # a journal never written has no directory yet
     snapshot.write_bytes(b"RSN1 not a snapshot")
     status, report = run_check(data_dir)
     assert status == 1
