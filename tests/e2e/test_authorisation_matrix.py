@@ -78,6 +78,8 @@ NATIVE: dict[type[m.Request], m.Request] = {
     m.SeekToTime: m.SeekToTime("t", "g", "m", 1, 0, 0),
     m.Stats: m.Stats("q", "q"),
     m.Redrive: m.Redrive("q.dlq"),
+    m.Peek: m.Peek("q", "q"),
+    m.Purge: m.Purge("q", "q"),
 }
 #: Requests that are not operations on the broker: ending a subscribe this connection made.
 CONNECTION_ONLY = {m.Unsubscribe}

@@ -97,22 +97,53 @@ def test_hello_then_failure_closes_both_sides() -> None:
         ([2, 1], 2),
         ([1, 2, 3], 3),
         ([1, 2, 4], 4),
-        ([1, 2, 7], 2),
+        ([1, 2, 8], 2),
         ([1, 2, 5], 5),
         ([1, 2, 6], 6),
-        ([8, 7, 1, 0], 1),
+        ([1, 2, 7], 7),
+        ([9, 8, 1, 0], 1),
         ([2], 2),
         ([3], 3),
         ([4, 3], 4),
         ([], None),
-        ([7, 8], None),
+        ([8, 9], None),
         ([0], None),
         ([-1], None),
     ],
 )
 def test_negotiate_picks_the_newest_common_version(versions: list[int], chosen: int | None) -> None:
-    assert VERSIONS == (1, 2, 3, 4, 5, 6)
+    assert VERSIONS == (1, 2, 3, 4, 5, 6, 7)
     assert negotiate(m.Hello(versions=versions)) == chosen
+
+
+@pytest.mark.parametrize(
+    ("role", "message"),
+    [
+        ("client", m.Peek("jobs", "jobs")),
+        ("client", m.Purge("jobs", "jobs")),
+        ("server", m.Peeked([])),
+        ("server", m.Purged(3)),
+    ],
+)
+def test_peek_and_purge_need_version_7_both_ways(role: str, message: msgspec.Struct) -> None:
+    """Their request tags are unknown to an older peer: neither side sends or takes them on a
+    connection of version 6, and the sender's mistake does not fail its own connection."""
+    kind = Kind.REQUEST if role == "client" else Kind.RESPONSE
+    client, server = open_pair(version=6)
+    sender, receiver = (client, server) if role == "client" else (server, client)
+    name = type(message).__name__
+    with pytest.raises(ProtocolError, match=f"{name} needs protocol version 7"):
+        sender.send(Frame(kind, 5, message))
+    assert sender.state is State.OPEN
+    receiver.receive_data(raw_frame(kind, 5, message))
+    with pytest.raises(ProtocolError, match="needs protocol version 7; the connection speaks 6"):
+        receiver.next_event()
+    assert receiver.state is State.CLOSED
+
+    client, server = open_pair(version=7)
+    sender, receiver = (client, server) if role == "client" else (server, client)
+    receiver.receive_data(sender.send(Frame(kind, 5, message)))
+    assert receiver.next_event() == Frame(kind, 5, message)
 
 
 @pytest.mark.parametrize("kind", [Kind.BLOCKED, Kind.UNBLOCKED])
@@ -474,12 +505,12 @@ def test_operation_tags_are_the_wire_contract() -> None:
         "PublishToExchange": 21, "Receive": 30, "Ack": 31, "Nack": 32, "Extend": 33,
         "Subscribe": 34, "Unsubscribe": 35, "Join": 40, "Heartbeat": 41, "Leave": 42,
         "Fetch": 43, "Commit": 44, "Seek": 45, "SeekToTime": 46, "FetchBatches": 47,
-        "Stats": 50, "Redrive": 51,
+        "Stats": 50, "Redrive": 51, "Peek": 36, "Purge": 37,
     }  # fmt: skip
     assert responses == {
         "Done": 0, "Described": 1, "Names": 2, "PublishedAt": 20, "Messages": 30,
         "Refused": 31, "Membership": 40, "Records": 43, "Position": 45, "Batches": 47,
-        "Moved": 51,
+        "Moved": 51, "Peeked": 36, "Purged": 37,
     }  # fmt: skip
     # every struct is in its union, or it could be sent but never decoded
     assert set(REQUESTS) == set(m.Request.__subclasses__())

@@ -16,7 +16,7 @@ import msgspec
 from roost.core.inspection import MAX_PEEK_MESSAGES, Peeked, PeekState
 from roost.core.model import Message, Mode, StartPosition, SubscriptionSpec
 from roost.core.policies import TopicPolicy
-from roost.core.retry import RetryPolicy
+from roost.core.retry import DEFAULT_RETRY, RetryPolicy
 from roost.core.routing import BindingSpec
 from roost.core.stats import StreamStats, SubscriptionStats
 from roost.storage import PartitionInfo, TopicConfig
@@ -149,6 +149,8 @@ class NewQueue(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     durability: Literal["always", "interval", "never"] = "always"
     retention_ms: int | None = None
     policy: TopicPolicy | None = None
+    #: When a failed delivery comes again (nack without a delay, a lease that ran out).
+    retry: RetryPolicy = DEFAULT_RETRY
 
 
 class Purged(msgspec.Struct, frozen=True):

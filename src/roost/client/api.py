@@ -35,10 +35,11 @@ from roost.client.subscriber import (
     message_from_wire,
 )
 from roost.core.groups import Membership
+from roost.core.inspection import Peeked
 from roost.core.model import DEFAULT_MAX_DELIVERIES, Message, SubscriptionSpec, check_delay
 from roost.core.policies import Overflow
 from roost.core.publishing import Outgoing, Published
-from roost.core.retry import RetryPolicy
+from roost.core.retry import DEFAULT_RETRY, RetryPolicy
 from roost.core.routing import BindingSpec, ExchangeKind, ExchangeSpec
 from roost.core.stats import StreamStats, SubscriptionStats
 from roost.errors import (
@@ -57,6 +58,9 @@ from roost.storage import TopicInfo
 R = TypeVar("R", bound=m.Response)
 #: The protocol version from which a nack can give messages back uncounted.
 UNDELIVERED_VERSION = m.ADDED_IN[m.Nack]["undelivered"]
+#: The protocol version from which a client may peek, purge, and give a queue a retry policy.
+PEEK_VERSION = m.MESSAGE_ADDED_IN[m.Peek]
+QUEUE_RETRY_VERSION = PEEK_VERSION
 T = TypeVar("T")
 
 
@@ -87,6 +91,12 @@ def _answered(request: m.Request, value: object, kind: type[T]) -> T:
     except msgspec.ValidationError as e:
         name = type(request).__name__
         raise ProtocolError("roost", f"the answer to {name} is not its struct: {e}") from None
+
+
+def _retry_settings(retry: RetryPolicy) -> m.RetrySettings:
+    return m.RetrySettings(
+        kind=retry.kind, base_ms=retry.base_ms, max_ms=retry.max_ms, jitter=retry.jitter
+    )
 
 
 def _ms(seconds: float | None) -> int | None:
@@ -439,12 +449,16 @@ class Client(ClosedOnExit):
         overflow: Overflow = "reject",
         block_timeout: float = 5.0,
         retention: float | None = None,
+        retry: RetryPolicy | None = None,
     ) -> SubscriptionSpec:
         """A topic plus one subscription of the same name. ``fifo``: per key in order, one in
         flight per key. Dead letters go to ``<name>.dlq`` unless ``dead_letter`` names another
         topic (or is None, with ``max_deliveries=None``: retry forever). Consumed messages are
         deleted; ``retention`` (seconds) also deletes unconsumed ones older than that, as
-        SQS's retention period does."""
+        SQS's retention period does. ``retry`` says when a failed delivery comes again (a
+        broker older than protocol version 7 cannot take it: ``ProtocolError``)."""
+        if retry is not None:
+            self._needs_version(QUEUE_RETRY_VERSION, "create_queue(retry=...)")
         options = m.QueueSettings(
             fifo=fifo, partitions=partitions,
             visibility_timeout_ms=round(visibility_timeout * 1000),
@@ -454,6 +468,7 @@ class Client(ClosedOnExit):
             policy=m.BacklogPolicy(max_backlog_messages=max_backlog, overflow=overflow,
                                    block_timeout_ms=round(block_timeout * 1000),
                                    retain_until_consumed=True),
+            retry=msgspec.UNSET if retry is None else _retry_settings(retry),
         )  # fmt: skip
         return await self._value(m.CreateQueue(name, options), SubscriptionSpec)
 
@@ -487,16 +502,49 @@ class Client(ClosedOnExit):
             dead_letter = f"{topic}.{name}.dlq"
             if dead_letter not in await self.list_topics():
                 await self.create_topic(dead_letter)
-        retry = retry or RetryPolicy()
         spec = m.SubscriptionSettings(
             name=name, topic=topic, mode=mode, start=start,
             visibility_timeout_ms=round(visibility_timeout * 1000),
             max_deliveries=max_deliveries, dead_letter=dead_letter,
-            delay_ms=round(delay * 1000),
-            retry=m.RetrySettings(kind=retry.kind, base_ms=retry.base_ms, max_ms=retry.max_ms,
-                                  jitter=retry.jitter),
+            delay_ms=round(delay * 1000), retry=_retry_settings(retry or DEFAULT_RETRY),
         )  # fmt: skip
         return await self._value(m.CreateSubscription(spec), SubscriptionSpec)
+
+    async def peek(
+        self,
+        topic: str,
+        subscription: str | None = None,
+        *,
+        max_messages: int = 10,
+        partition: int | None = None,
+    ) -> list[Peeked]:
+        """Up to ``max_messages`` messages the subscription has not finished with, lowest
+        offsets first, each with its state (pending, leased until, delayed until): nothing is
+        leased and no delivery is counted. ``subscription`` defaults to the topic's name: the
+        queue of that name."""
+        self._needs_version(PEEK_VERSION, "peek")
+        wire = await self.call(
+            m.Peek(topic, subscription or topic, max_messages, partition), m.Peeked
+        )
+        return [
+            Peeked(message_from_wire(topic, p.message), p.state, p.until_ms)  # type: ignore[arg-type]
+            for p in wire.messages
+        ]
+
+    async def purge(self, topic: str, subscription: str | None = None) -> int:
+        """Finish every confirmed message of the subscription, leased and delayed ones too (as
+        SQS's ``PurgeQueue``); a `stream` subscription commits at the end of every partition.
+        Returns how many messages it skipped. A lease held now is refused at its ack."""
+        self._needs_version(PEEK_VERSION, "purge")
+        return (await self.call(m.Purge(topic, subscription or topic), m.Purged)).count
+
+    def _needs_version(self, version: int, what: str) -> None:
+        if self.protocol_version < version:
+            raise ProtocolError(
+                "roost",
+                f"{what} needs a broker speaking protocol version {version}; this one speaks "
+                f"{self.protocol_version}",
+            )
 
     async def list_subscriptions(self, topic: str | None = None) -> list[SubscriptionSpec]:
         return await self._value(m.ListSubscriptions(topic), list[SubscriptionSpec])

@@ -52,6 +52,7 @@ from roost.core.redrive import (
     source_of,
 )
 from roost.core.retention import Retention
+from roost.core.retry import DEFAULT_RETRY, RetryPolicy
 from roost.core.routing import MAX_KEY_BYTES, BindingSpec, ExchangeSpec, Router
 from roost.core.state_codec import CorruptState
 from roost.core.stats import (
@@ -340,6 +341,7 @@ class Broker:
         durability: str = "always",
         policy: TopicPolicy = QUEUE_POLICY,
         retention_ms: int | None = None,
+        retry: RetryPolicy = DEFAULT_RETRY,
     ) -> SubscriptionSpec:
         """A topic and one subscription of the same name: the SQS or RabbitMQ queue.
 
@@ -370,6 +372,7 @@ class Broker:
             max_deliveries=max_deliveries,
             dead_letter=dead_letter_topic,
             delay_ms=delay_ms,
+            retry=retry,
         )
         if self.engine.has_topic(name):
             raise TopicExists(name)

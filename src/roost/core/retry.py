@@ -46,3 +46,7 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         if self.jitter:
             delay -= int(delay * self.jitter * rng.random())
         return delay
+
+
+#: The policy a subscription gets when none is given (frozen: one shared value is safe).
+DEFAULT_RETRY = RetryPolicy()

@@ -18,6 +18,7 @@ from roost.core.model import Message, SubscriptionSpec
 from roost.core.policies import TopicPolicy
 from roost.core.publishing import Outgoing, Published, PublishedRange, PublishOutcome
 from roost.core.redrive import RedriveFilter
+from roost.core.retry import RetryPolicy
 from roost.core.routing import BindingSpec, ExchangeSpec
 from roost.errors import InvalidConfig, InvalidRequest, RoostError
 from roost.protocols.native import messages as m
@@ -94,6 +95,8 @@ async def create_queue(door: Door, req: m.CreateQueue) -> m.Response:
     options = given(req.options)
     if "policy" in options:
         options["policy"] = core(req.options.policy, TopicPolicy)  # type: ignore[arg-type]
+    if "retry" in options:
+        options["retry"] = core(req.options.retry, RetryPolicy)  # type: ignore[arg-type]
     return described(req, door.create_queue(req.name, **options))
 
 
@@ -223,6 +226,15 @@ async def redrive(door: Door, req: m.Redrive) -> m.Response:
     return m.Moved(await door.redrive(req.dead_letter_topic, where, req.rate_per_s, req.to))
 
 
+async def peek(door: Door, req: m.Peek) -> m.Response:
+    peeked = door.peek(req.topic, req.subscription, req.max_messages, req.partition)
+    return m.Peeked([m.PeekedMessage(delivered(p.message), p.state, p.until_ms) for p in peeked])
+
+
+async def purge(door: Door, req: m.Purge) -> m.Response:
+    return m.Purged(door.purge(req.topic, req.subscription))
+
+
 async def refuse_unreadable(door: Door, req: Unreadable) -> m.Response:
     """A request frame whose payload was no request (the codec's ``Unreadable``): the
     sender's mistake, answered as such, and the connection goes on."""
@@ -278,5 +290,7 @@ HANDLERS: dict[type, Handler] = {
     m.SeekToTime: seek_to_time,
     m.Stats: _describe(lambda d, r: d.stats(r.topic, r.subscription)),
     m.Redrive: redrive,
+    m.Peek: peek,
+    m.Purge: purge,
     Unreadable: refuse_unreadable,
 }

@@ -51,7 +51,7 @@ from roost.protocols.native.unreadable import unreadable
 PROTOCOL = "roost"
 #: Protocol versions spoken, oldest first (docs/protocol.md says what each adds); a client says
 #: which it speaks in ``HELLO`` and uses a newer operation only if ``WELCOME`` chose its version.
-VERSIONS: Final = (1, 2, 3, 4, 5, 6)
+VERSIONS: Final = (1, 2, 3, 4, 5, 6, 7)
 HEADER = struct.Struct("<IBI")
 HEADER_SIZE = HEADER.size  # 9
 DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
@@ -182,8 +182,11 @@ TURNS: dict[tuple[Step, Role, Kind], Step | Callable[[Any], Step]] = {
     (Step.OPEN, "server", Kind.GOODBYE): Step.CLOSED,
 }
 
-#: The newest version that added a field to some struct: older connections trim and check.
-_NEWEST_FIELD: Final = max(v for added in m.ADDED_IN.values() for v in added.values())
+#: The newest version that added a field to some struct, or a message: older connections
+#: trim and check.
+_NEWEST_FIELD: Final = max(
+    *(v for added in m.ADDED_IN.values() for v in added.values()), *m.MESSAGE_ADDED_IN.values()
+)
 
 
 class NativeCodec:
@@ -433,6 +436,8 @@ def _in_version(message: msgspec.Struct, version: int) -> msgspec.Struct | tuple
     before a version is agreed reaches an old client intact)."""
     added = _ADDED.get(type(message))
     if added is None:
+        if version < _NEWEST_FIELD and type(message) in m.MESSAGE_ADDED_IN:
+            check_version(message, version)
         return message
     if version < _NEWEST_FIELD:
         check_version(message, version)
@@ -454,6 +459,13 @@ def check_version(message: msgspec.Struct, version: int) -> None:
     (a field left at its default is as good as absent)."""
     if version >= _NEWEST_FIELD:
         return
+    since = m.MESSAGE_ADDED_IN.get(type(message))
+    if since is not None and since > version:
+        raise ProtocolError(
+            PROTOCOL,
+            f"{type(message).__name__} needs protocol version {since}; the connection "
+            f"speaks {version}",
+        )
     for added in _ADDED.get(type(message), ()):
         if added.version > version and getattr(message, added.name) != added.default:
             raise ProtocolError(

@@ -190,6 +190,9 @@ class QueueSettings(_Settings):
     durability: str | UnsetType = UNSET
     retention_ms: int | UnsetType | None = UNSET
     policy: BacklogPolicy | UnsetType = UNSET
+    #: Version 7: a client sends it only on a connection whose ``WELCOME`` said 7 (an older
+    #: broker refuses a settings field it does not know).
+    retry: RetrySettings | UnsetType = UNSET
 
 
 class Binding(_Settings):
@@ -426,6 +429,24 @@ class Stats(Request, tag=50):
     subscription: str
 
 
+class Peek(Request, tag=36):
+    """Version 7: a subscription's messages as they stand (pending, leased or delayed), lowest
+    offsets first, without leasing them or counting a delivery."""
+
+    topic: str
+    subscription: str
+    max_messages: int = 10
+    partition: int | None = None
+
+
+class Purge(Request, tag=37):
+    """Version 7: delete every message of a subscription that is ready or leased (what is not
+    yet confirmed stays), as the admin API's purge."""
+
+    topic: str
+    subscription: str
+
+
 class Redrive(Request, tag=51):
     dead_letter_topic: str
     where: RedriveWhere = msgspec.field(default_factory=RedriveWhere)
@@ -439,6 +460,7 @@ AnyRequest = (
     | DeleteExchange | ListExchanges | Bind | Unbind | ListBindings | Publish
     | PublishToExchange | Receive | Ack | Nack | Extend | Subscribe | Unsubscribe | Join
     | Heartbeat | Leave | Fetch | Commit | Seek | SeekToTime | FetchBatches | Stats | Redrive
+    | Peek | Purge
 )  # fmt: skip
 
 
@@ -479,6 +501,23 @@ class Refused(Response, tag=31):
     """Receipts whose lease had expired (the rest were settled)."""
 
     receipts: list[Receipt]
+
+
+class PeekedMessage(_Msg):
+    """One message of a ``Peeked`` answer: ``state`` is pending, leased or delayed;
+    ``until_ms`` the lease's deadline or when a delayed message becomes visible."""
+
+    message: Delivered
+    state: str
+    until_ms: int | None = None
+
+
+class Peeked(Response, tag=36):
+    messages: list[PeekedMessage]
+
+
+class Purged(Response, tag=37):
+    count: int
 
 
 class Membership(Response, tag=40):
@@ -522,7 +561,7 @@ class Moved(Response, tag=51):
 
 AnyResponse = (
     Done | Described | Names | PublishedAt | Messages | Refused | Membership | Records
-    | Position | Batches | Moved
+    | Position | Batches | Moved | Peeked | Purged
 )  # fmt: skip
 
 
@@ -713,3 +752,7 @@ ADDED_IN: dict[type[_Msg], dict[str, int]] = {
     Welcome: {"auth_required": 4, "mechanisms": 4},
     Failure: {"details": 4},
 }
+#: Requests and responses added after version 1 that a connection of an older version may
+#: neither send nor take (a client checks before sending: an older broker cannot decode the
+#: tag at all). ``FetchBatches`` (version 2) predates this table: only its clients check.
+MESSAGE_ADDED_IN: dict[type[msgspec.Struct], int] = {Peek: 7, Purge: 7, Peeked: 7, Purged: 7}
