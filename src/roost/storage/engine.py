@@ -105,6 +105,9 @@ class LocalEngine:
         #: Logs that failed since ``failed_logs`` last looked (a superset of the failed ones):
         #: while it is empty, nothing needs looking at every log.
         self._failed: set[PartitionLog] = set()
+        #: Topics deleted since open whose directory was removed without a sync: creating
+        #: one of these names syncs ``topics/`` first (``create_topic``).
+        self._removed_topics: set[str] = set()
         #: ``largest_segment_bytes``, until the set of topics changes.
         self._largest_segment: int | None = None
         self._closed = False
@@ -222,6 +225,9 @@ class LocalEngine:
         if self._fs.exists(directory):
             self._forget_in_wal(directory)
             self._fs.remove_tree(directory)
+            # A power loss could undo the unsynced removal, and the new log, which makes no
+            # directory of its own until its first write, would adopt the old files.
+            self._fs.fsync_dir(os.path.dirname(directory))
 
     def _forget_in_wal(self, directory: str) -> None:
         """Before files under ``directory`` go: no WAL record may replay into files that
@@ -248,6 +254,12 @@ class LocalEngine:
         with self.metadata.transaction() as txn:
             try:
                 self._remove_leftover(os.path.join(self.path, "topics", name))
+                if name in self._removed_topics:
+                    # A topic of this name was deleted since open and its directory removed
+                    # without a sync: a power loss could bring it back, files and all, under
+                    # the new topic (which makes none of its own before its first write).
+                    self._fs.fsync_dir(os.path.join(self.path, "topics"))
+                    self._removed_topics.discard(name)
                 topic = self._open_topic(name, config, True, absent=True)
             except OSError as e:
                 raise storage_error(f"creating topic {name}", e) from e
@@ -282,6 +294,7 @@ class LocalEngine:
         # only directories a failed first write left.
         if self._fs.exists(directory):
             self._fs.remove_tree(directory)
+            self._removed_topics.add(topic.name)  # synced before a topic takes the name
 
     def topic(self, name: str) -> Topic:
         self._check_open()
