@@ -23,6 +23,7 @@ from roost.errors import (
 )
 from roost.storage import LocalEngine, Record, TopicConfig, topic_config
 from roost.storage.engine import open_metadata
+from roost.storage.fs import LocalFS
 from roost.storage.metadata import MetadataStore
 
 
@@ -404,4 +405,40 @@ def test_a_new_topic_or_journal_never_adopts_what_an_uncommitted_create_left(
     topic = engine.create_topic("t")
     journal = engine.journal("sub-1", new=True)
     assert topic.end_offset(0) == 0 and journal.recover() == (None, [])
+    engine.close()
+
+
+class DirectorySyncs(LocalFS):
+    def __init__(self) -> None:
+        self.synced: list[str] = []
+
+    def fsync_dir(self, path: str) -> None:
+        self.synced.append(path)
+        super().fsync_dir(path)
+
+
+def test_a_name_deleted_since_open_syncs_the_removal_before_it_is_created_again(
+    data_dir: str, clock: ManualClock
+) -> None:
+    """The removal of a deleted topic's directory is not synced; a power loss could bring it
+    back, and a topic created again under the name (no directory of its own before its first
+    write) would adopt the old records. So that create syncs topics/ first; others do not."""
+    fs = DirectorySyncs()
+    engine = LocalEngine.open(data_dir, clock, fs)
+    topics = os.path.join(data_dir, "topics")
+    engine.create_topic("t").append(0, [Record(value=b"old")])
+    engine.topic("t").log(0).flush()
+    engine.delete_topic("t")
+    engine.create_topic("never-written")
+    engine.delete_topic("never-written")
+    fs.synced.clear()
+    engine.create_topic("fresh")
+    engine.create_topic("never-written")  # nothing was removed: nothing to sync
+    assert fs.synced == []
+    engine.create_topic("t")
+    assert fs.synced == [topics]
+    engine.delete_topic("t")  # never written this time: no removal to sync
+    fs.synced.clear()
+    engine.create_topic("t")
+    assert fs.synced == []
     engine.close()
