@@ -46,3 +46,29 @@ def test_the_shell_quickstart_runs_against_a_real_server(tmp_path: Path) -> None
             assert result.exit_code == 0, f"{line}\n{result.output}"
     finally:
         server.stop()
+
+
+def test_the_network_snippet_runs_against_a_real_server(tmp_path: Path) -> None:
+    """The snippet names the default address; here it is the test server's."""
+    import asyncio
+
+    from tests.e2e.test_serve import Server
+
+    [snippet] = [s for s in SNIPPETS if "roost.connect(" in s]
+    server = Server(tmp_path / "data")
+    try:
+        namespace: dict[str, object] = {"__name__": "readme"}
+        exec(compile(snippet.replace("roost://127.0.0.1:7420", server.url), str(README), "exec"),
+             namespace)  # fmt: skip
+        asyncio.run(namespace["talk"]())  # type: ignore[operator]
+
+        async def published() -> int:
+            import roost
+
+            async with roost.connect(server.url, reconnect=False) as broker:
+                info = await broker.describe_topic("emails")
+                return info.partitions[0].end_offset
+
+        assert asyncio.run(published()) == 1
+    finally:
+        server.stop()

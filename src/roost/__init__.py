@@ -9,22 +9,74 @@ async with roost.open("./data") as broker:
     await message.ack()
 """
 
+from roost import errors
 from roost.client.api import Client, StreamMember
 from roost.client.embedded import EmbeddedBroker, Outgoing, Published, open
 from roost.client.network import connect
 from roost.client.subscriber import Delivery
-from roost.errors import RoostError
+from roost.client.worker import Worker
+from roost.core.inspection import Peeked
+from roost.core.retry import RetryPolicy
+from roost.errors import (
+    AlreadyExists,
+    BacklogFull,
+    ConnectionClosed,
+    ConnectionLost,
+    ExchangeExists,
+    InvalidConfig,
+    InvalidRequest,
+    LeaseExpired,
+    NotAuthenticated,
+    NotAuthorised,
+    NotFound,
+    RecordTooLarge,
+    RoostError,
+    StorageFailure,
+    SubscriptionExists,
+    TopicExists,
+    Unavailable,
+    UnknownExchange,
+    UnknownSubscription,
+    UnknownTopic,
+    Unroutable,
+)
 
 __version__ = "0.1.0"
 
+# The names an application needs, flat: ``roost.Worker``, ``roost.RetryPolicy``,
+# ``roost.TopicExists``; every error class is also in ``roost.errors``.
 __all__ = [
+    "AlreadyExists",
+    "BacklogFull",
     "Client",
+    "ConnectionClosed",
+    "ConnectionLost",
     "Delivery",
     "EmbeddedBroker",
+    "ExchangeExists",
+    "InvalidConfig",
+    "InvalidRequest",
+    "LeaseExpired",
+    "NotAuthenticated",
+    "NotAuthorised",
+    "NotFound",
     "Outgoing",
+    "Peeked",
     "Published",
+    "RecordTooLarge",
+    "RetryPolicy",
     "RoostError",
+    "StorageFailure",
     "StreamMember",
+    "SubscriptionExists",
+    "TopicExists",
+    "Unavailable",
+    "UnknownExchange",
+    "UnknownSubscription",
+    "UnknownTopic",
+    "Unroutable",
+    "Worker",
     "connect",
+    "errors",
     "open",
 ]

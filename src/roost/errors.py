@@ -581,8 +581,9 @@ class DirectoryInUse(StorageFailure):
     code = "directory_in_use"
     retriable = False
 
-    def __init__(self, path: str) -> None:
-        RoostError.__init__(self, f"data directory {path}: in use by another process")
+    def __init__(self, path: str, holder: str | None = None) -> None:
+        by = holder or "another process"
+        RoostError.__init__(self, f"data directory {path}: in use by {by}")
         self.what = path
         self.path = path
 

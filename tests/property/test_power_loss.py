@@ -29,15 +29,25 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
 from roost.clock import ManualClock
 from roost.storage import LocalEngine, Record, TopicConfig
+from roost.storage import segment as segment_module
 from roost.storage.journal import Journal
 from roost.storage.log import PartitionLog
 from tests.property.power_loss_fs import PowerCut, PowerLossFS
+
+
+@pytest.fixture(autouse=True)
+def small_recovery_points(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A recovery point every few batches (segment.py), written as the flush that synced it
+    ends: power cuts land around them too."""
+    monkeypatch.setattr(segment_module, "INDEX_CHECKPOINT_BYTES", 600)
+
 
 #: Small segments and a dense index, so rolls, deletions and index hints happen often.
 CONFIG = TopicConfig(

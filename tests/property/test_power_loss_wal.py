@@ -29,16 +29,26 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
 from roost.clock import ManualClock
 from roost.storage import LocalEngine, Record, TopicConfig
+from roost.storage import segment as segment_module
 from roost.storage.log import PartitionLog
 from roost.storage.wal import RECORD_HEADER, WAL_DIRECTORY, WAL_SUFFIX, Wal
 from tests.property.power_loss_fs import PowerCut, PowerLossFS
 from tests.property.test_power_loss import close_lock
+
+
+@pytest.fixture(autouse=True)
+def small_recovery_points(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A recovery point every few batches (segment.py), written after the checkpoint that
+    syncs it or by an inline flush: power cuts land around them too."""
+    monkeypatch.setattr(segment_module, "INDEX_CHECKPOINT_BYTES", 600)
+
 
 CONFIG = TopicConfig(
     durability="always", segment_max_bytes=4096, max_record_bytes=2048, index_interval_bytes=512
@@ -51,6 +61,7 @@ def wal_round(wal: Wal, logs: list[PartitionLog]) -> list[PartitionLog]:
     """One flush round through ``wal`` as the flusher runs it; the logs it covered."""
     jobs = [(log, job) for log in logs if (job := log.begin_flush(use_wal=True)) is not None]
     write = wal.reserve(item for _, job in jobs for item in job.wal_items)
+    wal.after_sync(point for _, job in jobs for point in job.index_checkpoints)
     if write is not None:
         write.run()
     for log, job in jobs:

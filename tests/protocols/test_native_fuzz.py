@@ -284,7 +284,7 @@ SERVER_FRAMES = st.one_of(
 #: For each receiving role: an open (sender, receiver) pair and the frames that may arrive.
 TOWARDS: dict[str, tuple[Pair, st.SearchStrategy[Frame]]] = {
     "server": (client_to_server, CLIENT_FRAMES),
-    "client": (server_to_client, SERVER_FRAMES),
+    "client": (newest_server_to_client, SERVER_FRAMES),
 }
 
 

@@ -4,6 +4,7 @@ exposes, the docs describe every metric, and the shipped alert rules use only re
 from __future__ import annotations
 
 import asyncio
+import platform
 import re
 from pathlib import Path
 
@@ -12,14 +13,19 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+import roost
 from roost.admin.metrics import METRICS, Spec, host_registry, render
 from roost.clock import ManualClock
+from roost.protocols.native.codec import VERSIONS
+from roost.server.host import Host
 from roost.server.meters import LATENCY_BOUNDS_S, Histogram
 from roost.server.native_server import close_native, serve_native
-from tests.metrics_support import metered_host, scrape
+from tests.metrics_support import Series, metered_host, scrape, value
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-ALLOWED_LABELS = {"topic", "partition", "subscription", "listener"}
+#: roost_build_info's labels are bounded too: one series per process.
+ALLOWED_LABELS = {"topic", "partition", "subscription", "listener", "version", "python",
+                  "protocol"}  # fmt: skip
 UNITS = ("seconds", "bytes")
 
 
@@ -49,8 +55,18 @@ def exposed(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     return asyncio.run(main())
 
 
+#: The client library's standard series (``ProcessCollector``, ``PlatformCollector``), not ours.
+STANDARD = {
+    "process_cpu_seconds_total", "process_max_fds", "process_open_fds",
+    "process_resident_memory_bytes", "process_start_time_seconds",
+    "process_virtual_memory_bytes", "python_info",
+}  # fmt: skip
+
+
 def test_a_scrape_exposes_exactly_the_table(exposed: set[str]) -> None:
-    assert exposed == set().union(*(sample_names(spec) for spec in METRICS.values()))
+    ours = {name for name in exposed if name.startswith("roost_")}
+    assert ours == set().union(*(sample_names(spec) for spec in METRICS.values()))
+    assert exposed - ours == STANDARD
 
 
 @pytest.mark.parametrize("spec", list(METRICS.values()), ids=list(METRICS))
@@ -157,3 +173,18 @@ def test_only_the_admin_layer_imports_prometheus_client() -> None:
         if re.search(r"^\s*(from|import) prometheus_client", path.read_text(), re.MULTILINE)
     ]
     assert importers and all(name.startswith("admin/") for name in importers), importers
+
+
+def test_build_info_says_what_runs(tmp_path: Path) -> None:
+    async def main() -> dict[Series, float]:
+        host = await Host.start(str(tmp_path / "data"), ManualClock())
+        try:
+            return scrape(host_registry(host))
+        finally:
+            await host.aclose()
+
+    samples = asyncio.run(main())
+    labels = {"version": roost.__version__, "python": platform.python_version(),
+              "protocol": str(max(VERSIONS))}  # fmt: skip
+    assert value(samples, "roost_build_info", **labels) == 1
+    assert value(samples, "process_open_fds") > 0

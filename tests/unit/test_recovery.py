@@ -719,3 +719,30 @@ def test_stray_files_are_removed_on_open(
     after = sorted(os.listdir(directory))
     assert after == [name for name in before if name not in strays]
     assert all(segment_path(directory, base).exists() for base in segment_bases(PLAN))
+
+
+@pytest.mark.parametrize("left", [1, 9, batch_format.HEADER_SIZE - 1])
+def test_a_sealed_segment_ending_inside_a_header_is_a_torn_write_not_damage(
+    tmp_path: Path, clock: ManualClock, template: tuple[Path, list[StoredRecord]], left: int
+) -> None:
+    """A power cut can leave a sealed segment's last, unsynced write cut short anywhere, also
+    inside its 40-byte header: fewer bytes than a header at its end are what a torn write
+    leaves, whatever they are (they were found quarantining a journal after a power cut)."""
+    directory, records = template
+    victim = layout(directory, PLAN)[0][-1]
+    work = fresh_copy(directory, tmp_path / "work")
+    path = segment_path(work, 0)
+    for suffix in (INDEX_SUFFIX, TIME_INDEX_SUFFIX):
+        segment_path(work, 0, suffix).unlink()
+    with path.open("r+b") as f:
+        f.truncate(victim.start_byte + left)
+        f.seek(victim.start_byte)
+        f.write(b"\xab" * left)
+    log = open_log(work, clock)
+    try:
+        assert not log.quarantined
+        assert read_all(log) == records[: victim.base_offset]
+        assert log.recovery.bytes_truncated == left
+        assert log.recovery.segments_dropped == len(segment_bases(PLAN)) - 1
+    finally:
+        log.close()

@@ -26,10 +26,11 @@ Every metric is in ``METRICS`` (docs/operations.md describes each; tests hold bo
 from __future__ import annotations
 
 import os
+import platform
 from collections.abc import Iterable, Sequence
 from typing import Literal, NamedTuple
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -41,9 +42,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from roost import __version__
 from roost.core.readings import Counters, TopicReading
 from roost.core.recovery_status import RecoveryStatus
 from roost.core.stats import StreamStats, SubscriptionStats
+from roost.protocols.native.codec import VERSIONS
 from roost.server.access import TRUSTED
 from roost.server.host import Host
 from roost.server.meters import Histogram, ListenerStats
@@ -198,7 +201,14 @@ METRICS = _specs(
     Spec("roost_storage_open_refused_total", "counter", (),
          "Opens that failed for want of descriptors even after closing idle files: each "
          "failed one operation with too_many_open_files."),
+    Spec("roost_build_info", "gauge", ("version", "python", "protocol"),
+         "Always 1: the broker's version, its Python's and the newest native protocol "
+         "version it speaks, as labels."),
 )  # fmt: skip
+
+
+#: ``roost_build_info``'s labels: what this process is.
+BUILD = (__version__, platform.python_version(), max(VERSIONS))
 
 
 class _Scrape:
@@ -262,6 +272,7 @@ class HostCollector:
             if topic.name not in damaged:
                 scrape.add("roost_producer_state_quarantined", (topic.name,), 0)
         _storage(scrape, host)
+        scrape.add("roost_build_info", BUILD, 1)
         return scrape.families.values()
 
 
@@ -377,9 +388,13 @@ def _storage(scrape: _Scrape, host: Host) -> None:
 
 
 def host_registry(host: Host) -> CollectorRegistry:
-    """A registry of its own holding ``host``'s collector (never the process-wide one)."""
+    """A registry of its own holding ``host``'s collector (never the process-wide one), and
+    the client library's standard ``process_*`` (CPU, memory, descriptors, start time) and
+    ``python_info`` series, as every Prometheus-instrumented Python service exports them."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(HostCollector(host))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
     return registry
 
 

@@ -20,7 +20,7 @@ from roost.cli.messaging import consume, publish
 from roost.cli.monitoring import dlq, stats
 from roost.cli.session import DEFAULT_ADMIN_URL, DEFAULT_URL, Settings, json_option
 from roost.cli.storage import repair
-from roost.errors import CorruptMetadata, InvalidConfig
+from roost.errors import CorruptMetadata, DirectoryInUse, InvalidConfig
 
 
 @click.group()
@@ -250,6 +250,9 @@ def serve(
             asyncio.run(serving.run(config, ready, [start_admin]))
     except (InvalidConfig, CorruptMetadata) as e:  # it cannot serve with these: one line
         click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except DirectoryInUse as e:
+        click.echo(f"error: {e}; stop it first, or serve another --data", err=True)
         sys.exit(1)
 
 

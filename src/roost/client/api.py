@@ -61,6 +61,7 @@ UNDELIVERED_VERSION = m.ADDED_IN[m.Nack]["undelivered"]
 #: The protocol version from which a client may peek, purge, and give a queue a retry policy.
 PEEK_VERSION = m.MESSAGE_ADDED_IN[m.Peek]
 QUEUE_RETRY_VERSION = PEEK_VERSION
+REJECT_VERSION = m.ADDED_IN[m.Nack]["reject"]
 T = TypeVar("T")
 
 
@@ -729,13 +730,20 @@ class Client(ClosedOnExit):
         error: str | None = None,
         *,
         undelivered: bool = False,
+        reject: bool = False,
     ) -> list[Receipt]:
         """Give messages back, again after ``delay`` (default: the retry policy). With
         ``undelivered`` they never reached a handler: ready again at once, the delivery not
-        counted (a broker older than protocol version 6 counts it: a plain nack)."""
+        counted (a broker older than protocol version 6 counts it: a plain nack). With
+        ``reject`` they go straight to the dead-letter topic, their ``x-roost-death-reason``
+        ``rejected`` (RabbitMQ's reject without requeue; needs protocol version 7)."""
         if undelivered and self.protocol_version < UNDELIVERED_VERSION:
             undelivered = False
-        request = m.Nack(topic, subscription, list(receipts), _delay_ms(delay), error, undelivered)
+        if reject:
+            self._needs_version(REJECT_VERSION, "nack(reject=True)")
+        request = m.Nack(
+            topic, subscription, list(receipts), _delay_ms(delay), error, undelivered, reject
+        )
         wire = await self.call(request, m.Refused)
         return wire.receipts
 

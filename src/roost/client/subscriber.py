@@ -229,6 +229,17 @@ class Delivery:
             self._give_back_credit()
         self.settled(refused)
 
+    async def reject(self, error: str | None = None) -> None:
+        """Poison: move it to the dead-letter topic now, whatever its delivery count
+        (``x-roost-death-reason: rejected``), as RabbitMQ's reject without requeue."""
+        try:
+            refused = await self._client.nack(
+                self.topic, self.subscription, [self.receipt], None, error, reject=True
+            )
+        finally:
+            self._give_back_credit()
+        self.settled(refused)
+
     async def extend(self, seconds: float) -> None:
         """Keep the lease for ``seconds`` more, from now."""
         if await self._client.extend(self.topic, self.subscription, [self.receipt], seconds):

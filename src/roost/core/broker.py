@@ -781,9 +781,12 @@ class Broker:
         delay_ms: int | None = None,
         error: str | None = None,
         undelivered: bool = False,
+        reject: bool = False,
     ) -> list[Receipt]:
         """Give messages back (see ``QueueSubscription.nack``); returns refused receipts."""
-        return self._subscription(topic, subscription).nack(receipts, delay_ms, error, undelivered)
+        return self._subscription(topic, subscription).nack(
+            receipts, delay_ms, error, undelivered, reject
+        )
 
     def extend(
         self, topic: str, subscription: str, receipts: Sequence[Receipt], visibility_ms: int

@@ -70,8 +70,9 @@ def peek_queue(
         state = sub.partition_state(p)
         log = sub.topic.log(p)
         start = max(state.acks.floor, log.start_offset)
+        leaving = sub.dead_lettering(p)  # no longer the queue's: on their way to its DLQ
         for record in _records(log, start, max_messages - len(found)):
-            if record.offset in state.acks:
+            if record.offset in state.acks or record.offset in leaving:
                 continue
             attempts = state.attempts_of(record.offset)
             count = attempts.count if attempts is not None else 0

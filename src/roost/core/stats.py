@@ -74,6 +74,8 @@ def _partition(sub: QueueSubscription, partition: int, now_ms: int) -> Partition
     floor = max(state.acks.floor, log.start_offset)
     backlog = (end - floor) - state.acks.done_between(floor, end)
     delayed = state.delayed + sub.unread_delayed(partition, now_ms)
+    # On their way to the dead-letter topic: in flight there, never ready depth here.
+    in_flight = state.in_flight + len(sub.dead_lettering(partition))
     oldest = None
     if backlog and floor < end and not log.quarantined:
         first = log.read(floor, max_records=1)
@@ -84,9 +86,9 @@ def _partition(sub: QueueSubscription, partition: int, now_ms: int) -> Partition
         end,
         state.acks.floor,
         backlog,
-        state.in_flight,
+        in_flight,
         delayed,
-        max(0, backlog - state.in_flight - delayed),
+        max(0, backlog - in_flight - delayed),
         oldest,
     )
 

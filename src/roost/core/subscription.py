@@ -60,7 +60,13 @@ DLQ_HEADERS = (
     "x-roost-first-delivery-ms",
     "x-roost-last-delivery-ms",
     "x-roost-last-error",
+    "x-roost-death-reason",
 )
+#: Why a message was dead-lettered (``x-roost-death-reason``): it reached ``max_deliveries``
+#: (by nacks or leases that ran out), or a consumer rejected it (RabbitMQ's reject without
+#: requeue: straight to the dead-letter topic, whatever its count).
+MAX_DELIVERIES = "max-deliveries"
+REJECTED = "rejected"
 
 
 class PendingDeadLetter(NamedTuple):
@@ -374,19 +380,31 @@ class QueueSubscription:
         delay_ms: int | None = None,
         error: str | None = None,
         undelivered: bool = False,
+        reject: bool = False,
     ) -> list[Receipt]:
         """Give messages back: again after ``delay_ms`` (default: the retry policy), or to the
         dead-letter topic once ``max_deliveries`` is reached. Returns refused receipts.
 
         ``undelivered``: they never reached a handler (a closing subscriber had them
         prefetched): ready again at once, and the delivery is not counted, so that they never
-        reach ``max_deliveries`` unseen (``delay_ms`` and ``error`` must be None)."""
+        reach ``max_deliveries`` unseen (``delay_ms`` and ``error`` must be None).
+        ``reject``: straight to the dead-letter topic, with ``x-roost-death-reason:
+        rejected``, whatever the count (``delay_ms`` must be None)."""
         if delay_ms is not None:
             check_delay(delay_ms)  # the bound publish delays have; before anything changes
         if undelivered:
-            if delay_ms is not None or error is not None:
-                raise InvalidRequest("an undelivered nack takes no delay and no error")
+            if delay_ms is not None or error is not None or reject:
+                raise InvalidRequest("an undelivered nack takes no delay, no error, no reject")
             return self._give_back(receipts)
+        if reject:
+            if delay_ms is not None:
+                raise InvalidRequest("a reject takes no delay: it goes to the dead-letter topic")
+            if self.dead_letter is None:
+                raise InvalidRequest(
+                    f"{self.spec.topic}/{self.spec.name} has no dead-letter topic to reject to; "
+                    "nack it instead"
+                )
+        limit = 0 if reject else self._max_deliveries
         now_ms = self._clock.now_ms()
         refused: list[Receipt] = []
         released: dict[int, list[Released]] = {}
@@ -399,14 +417,15 @@ class QueueSubscription:
                 now_ms,
                 now_ms + delay,
                 error,
-                self._max_deliveries,
+                limit,
             )
             if outcome is None:
                 refused.append(receipt)
             else:
                 released.setdefault(receipt.partition, []).append(outcome)
+        reason = REJECTED if reject else MAX_DELIVERIES
         for partition, outcomes in released.items():
-            self._settle_released(self._partitions[partition], outcomes, error)
+            self._settle_released(self._partitions[partition], outcomes, error, reason)
         return refused
 
     def _give_back(self, receipts: Iterable[Receipt]) -> list[Receipt]:
@@ -435,7 +454,11 @@ class QueueSubscription:
         ]
 
     def _settle_released(
-        self, state: PartitionDeliveries, outcomes: Sequence[Released], error: str | None
+        self,
+        state: PartitionDeliveries,
+        outcomes: Sequence[Released],
+        error: str | None,
+        reason: str = MAX_DELIVERIES,
     ) -> None:
         retries = [o for o in outcomes if not o.dead]
         for visible_at in sorted({o.visible_at_ms for o in retries}):
@@ -443,7 +466,7 @@ class QueueSubscription:
             self._write(state_codec.retry(state.partition, visible_at, error, offsets))
         for outcome in outcomes:
             if outcome.dead:
-                self._dead_letter(state, outcome.offset)
+                self._dead_letter(state, outcome.offset, reason)
 
     def _exhausted(self, state: PartitionDeliveries, offset: int) -> bool:
         attempts = state.attempts.get(offset)
@@ -503,7 +526,9 @@ class QueueSubscription:
 
     # -- dead letters ---------------------------------------------------------------------
 
-    def _dead_letter(self, state: PartitionDeliveries, offset: int) -> None:
+    def _dead_letter(
+        self, state: PartitionDeliveries, offset: int, reason: str = MAX_DELIVERIES
+    ) -> None:
         assert self.dead_letter is not None
         log = self.topic.log(state.partition)
         if offset < log.start_offset:
@@ -523,6 +548,7 @@ class QueueSubscription:
                     b"%d" % attempts.first_ms,
                     b"%d" % attempts.last_ms,
                     (attempts.last_error or "").encode(),
+                    reason.encode(),
                 ),
                 strict=True,
             ),
@@ -566,6 +592,11 @@ class QueueSubscription:
         self._pending_dead = still_pending
         for partition, offsets in finished.items():
             self._done(partition, ranges_of(offsets))
+
+    def dead_lettering(self, partition: int) -> set[int]:
+        """Offsets of ``partition`` on their way to the dead-letter topic (appended there, not
+        yet durable): no longer the queue's to deliver, not yet finished."""
+        return {p.offset for p in self._pending_dead if p.partition == partition}
 
     @property
     def pending_dead_letters(self) -> list[PendingDeadLetter]:

@@ -467,8 +467,11 @@ class Door:
         delay_ms: int | None = None,
         error: str | None = None,
         undelivered: bool = False,
+        reject: bool = False,
     ) -> list[Receipt]:
-        refused = self._broker.nack(topic, subscription, receipts, delay_ms, error, undelivered)
+        refused = self._broker.nack(
+            topic, subscription, receipts, delay_ms, error, undelivered, reject
+        )
         self._host.wake_timer()
         return refused
 

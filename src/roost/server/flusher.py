@@ -292,6 +292,7 @@ class Flusher:
         round_ = _Round(jobs, due_since_ns)
         if use_wal and self._wal is not None:
             round_.wal_write = self._wal.reserve(item for _, job in jobs for item in job.wal_items)
+            self._wal.after_sync(point for _, job in jobs for point in job.index_checkpoints)
         return round_
 
     def _maybe_idle(self) -> None:

@@ -158,11 +158,9 @@ def ack_unanswered(door: Door, req: m.Ack) -> None:
 
 
 async def nack(door: Door, req: m.Nack) -> m.Response:
-    return m.Refused(
-        door.nack(
-            req.topic, req.subscription, req.receipts, req.delay_ms, req.error, req.undelivered
-        )
-    )
+    refused = door.nack(req.topic, req.subscription, req.receipts, req.delay_ms, req.error,
+                        req.undelivered, req.reject)  # fmt: skip
+    return m.Refused(refused)
 
 
 async def extend(door: Door, req: m.Extend) -> m.Response:

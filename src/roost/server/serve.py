@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
 import tomllib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Protocol
+from typing import Annotated, Protocol, TypeVar
 
 import msgspec
 
@@ -42,18 +43,25 @@ from roost.server.tls import describe, server_context
 from roost.server.watchdog import Timeouts
 
 log = logging.getLogger("roost.serve")
+T = TypeVar("T")
+
+
+#: A TCP port; 0 asks the system for a free one (the log says which).
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+#: The tables a config file may have, and what they hold.
+TABLES = ("server", "tls")
 
 
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     data: str = "./data"
     listen: str = "127.0.0.1"
-    port: int = 7420
+    port: Port = 7420
     max_frame_bytes: int = 16 * 1024 * 1024
     max_connections: int = 10_000
     #: The HTTP admin API: served unless ``admin`` is false.
     admin: bool = True
     admin_listen: str = "127.0.0.1"
-    admin_port: int = 7480
+    admin_port: Port = 7480
     # -- security (docs/security.md) --
     #: Serve without authentication on a non-loopback address (logged as a warning).
     allow_anonymous: bool = False
@@ -134,6 +142,7 @@ def settings(
     values: dict[str, object] = {}
     if config_file is not None:
         document = _read_config(config_file)
+        _check_tables(document, config_file)
         values.update(_table(document, "server", config_file))
         tls = _table(document, "tls", config_file)
         values.update({f"tls_{name}": value for name, value in tls.items()})
@@ -161,11 +170,47 @@ def _read_config(path: str) -> dict[str, object]:
         raise InvalidConfig("config file", path, f"not TOML: {e}") from None
 
 
+def _check_tables(document: dict[str, object], path: str) -> None:
+    """A setting outside any table, or a table of another name, is a mistake (a missing
+    ``[server]`` line, ``[sever]``): refused, never silently ignored."""
+    for name, value in document.items():
+        if name in TABLES:
+            continue
+        if isinstance(value, dict):
+            raise InvalidConfig(
+                f"[{name}]", "(a table)",
+                f"unknown table in {path}; its tables are " + ", ".join(f"[{t}]" for t in TABLES),
+            )  # fmt: skip
+        raise InvalidConfig(
+            name, value, f"is outside any table in {path}: settings go under [server] (or [tls])"
+        )
+
+
 def _table(document: dict[str, object], name: str, path: str) -> dict[str, object]:
     table = document.get(name, {})
     if not isinstance(table, dict):
         raise InvalidConfig(f"[{name}]", table, f"must be a table in {path}")
     return table
+
+
+async def _listening(setting: str, address: str, port: int, starting: Awaitable[T]) -> T:
+    """``starting`` (a listener coming up), with a failure to bind said in one line: the
+    address and port, why, and which setting moves it."""
+    try:
+        return await starting
+    except OSError as e:
+        flag = "--" + setting.replace("_", "-")
+        hint = (
+            f"another process listens there (another roost serve?): stop it or choose {flag}"
+            if e.errno == errno.EADDRINUSE
+            else f"check the address, or choose another {flag}"
+        )
+        raise InvalidConfig(setting, port, f"cannot listen on {address}:{port}: "
+                            f"{_reason(e)}; {hint}") from None  # fmt: skip
+
+
+def _reason(error: OSError) -> str:
+    return error.strerror or str(error)
 
 
 def bounds(config: Settings) -> tuple[Timeouts, int | None]:
@@ -191,9 +236,14 @@ async def run(
     # the data directory is opened: the storage's ceiling derives from the limit.
     raise_fd_limit()
     with collector_paused():  # recovery's objects live on: collected once, then frozen
-        host = await Host.start(
-            config.data, min_free_bytes=config.min_free_bytes, max_open_files=config.max_open_files
-        )
+        try:
+            host = await Host.start(
+                config.data,
+                min_free_bytes=config.min_free_bytes,
+                max_open_files=config.max_open_files,
+            )
+        except OSError as e:  # made or opened: a path under a file, no permission
+            raise InvalidConfig("data", config.data, f"cannot be used: {_reason(e)}") from None
     if collector_tuned():
         host.definitions_watch = DefinitionFreezer(host.engine.metadata.version).poll
     listeners = {"native": config.listen}
@@ -207,7 +257,7 @@ async def run(
     server: NativeListener | None = None
     started: list[Service] = []
     try:
-        server = await serve_native(
+        server = await _listening("port", config.listen, config.port, serve_native(
             host, config.listen, config.port, config.max_frame_bytes, config.max_connections,
             ssl=tls,
             ssl_handshake_timeout_s=config.handshake_timeout_ms / 1000,
@@ -215,9 +265,11 @@ async def run(
             max_connections_per_user=config.max_connections_per_user,
             handshake_timeout_ms=config.handshake_timeout_ms,
             timeouts=timeouts, max_memory=config.max_memory,
-        )  # fmt: skip
+        ))  # fmt: skip
         for start in services:
-            service = await start(host, config)
+            service = await _listening(
+                "admin_port", config.admin_listen, config.admin_port, start(host, config)
+            )
             if service is not None:
                 started.append(service)
         address, port = server.sockets[0].getsockname()[:2]

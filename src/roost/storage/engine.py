@@ -539,13 +539,33 @@ def open_metadata(
 
 
 def _lock(path: str) -> int:
+    """Hold the directory's LOCK, and write this process's pid in it so that the next one to
+    try can say who holds it (informational: the flock is the lock)."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as e:
+        holder = _lock_holder(fd)
         os.close(fd)
-        raise DirectoryInUse(os.path.dirname(path)) from e
+        raise DirectoryInUse(os.path.dirname(path), holder) from e
+    with contextlib.suppress(OSError):  # a pid we cannot write only makes the message vaguer
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, b"%d\n" % os.getpid(), 0)
     return fd
+
+
+def _lock_holder(fd: int) -> str | None:
+    """``process 1234 (roost serve --data ./data)``, from the pid its holder wrote."""
+    try:
+        pid = int(os.pread(fd, 32, 0).decode("ascii").strip())
+    except (OSError, ValueError):
+        return None  # written by an older broker, or not yet
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            command = f.read(400).replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        command = ""
+    return f"process {pid}" + (f" ({command[:160]})" if command else "")
 
 
 __all__ = ["LocalEngine", "PartitionInfo", "RecoveryReport", "Topic", "TopicInfo", "open_metadata"]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from roost.storage.fs import LocalFS
 
 if TYPE_CHECKING:
-    from roost.storage.segment import Segment
+    from roost.storage.segment import IndexCheckpoint, Segment
 
 
 class FlushJob:
@@ -32,6 +32,7 @@ class FlushJob:
         "fds",
         "finished",
         "fs",
+        "index_checkpoints",
         "parents",
         "records",
         "segments",
@@ -52,6 +53,10 @@ class FlushJob:
         self.wal_items: list[tuple[str, int, bytes]] = []
         self.fds: list[int] = []
         self.segments: list[Segment] = []
+        #: Recovery points of the active segment to write once this job's bytes are synced:
+        #: at ``end_flush`` for a job that syncs them itself, after the WAL's next checkpoint
+        #: for one through the WAL (wal.py).
+        self.index_checkpoints: list[IndexCheckpoint] = []
         self.directory = directory
         #: Directories to sync first: the entries leading to a new log (``unsynced_directories``).
         self.parents: list[str] = []

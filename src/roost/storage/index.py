@@ -98,6 +98,14 @@ class SparseIndex:
 
     # -- files ---------------------------------------------------------------------------
 
+    def prefix(self, entries: int) -> SparseIndex:
+        """A copy holding the first ``entries`` entries."""
+        copy = SparseIndex(self.base_offset)
+        copy.offsets = self.offsets[:entries]
+        copy.positions = self.positions[:entries]
+        copy.max_ts_before = self.max_ts_before[:entries]
+        return copy
+
     def encode(self, summary: SegmentSummary) -> tuple[bytes, bytes]:
         base = self.base_offset
         offset_entries = b"".join(

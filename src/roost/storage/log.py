@@ -65,7 +65,7 @@ from roost.storage.recovery import LogRecovery, open_segments, write_quarantine_
 from roost.storage.repair import LogRepair, RepairReport
 from roost.storage.segment import LOG_SUFFIX, TAIL_BYTES, Segment, file_name
 from roost.storage.validation import check_records
-from roost.storage.wal import Wal
+from roost.storage.wal import Wal, write_checkpoints
 
 DEFAULT_MAX_READ_BYTES = 1024 * 1024
 #: Idle files closed so that a round can open the directory it could not sync.
@@ -473,6 +473,7 @@ class PartitionLog:
         previous.drop_tail()
         try:
             previous.write_index()
+            previous.sealed = True
             segment = Segment.create(self._fs, self.directory, previous.next_offset, self._pool)
         except OSError as e:
             # Nothing in memory changed: once the half-made file is gone, only the append
@@ -772,6 +773,11 @@ class PartitionLog:
                 job.fds.append(segment.fd)
                 segment.needs_fdatasync = False
         self._unsynced.clear()
+        active = self._segments[-1]
+        if active in job.segments:  # every byte below its size is written by now or by this job
+            checkpoint = active.checkpoint()
+            if checkpoint is not None:
+                job.index_checkpoints.append(checkpoint)
         self._directory_changed = False
         job.records = self.unflushed_records
         self.unflushed_records = 0
@@ -810,6 +816,8 @@ class PartitionLog:
             if self._directory_owed:
                 continue
             self.durable_offset = max(self.durable_offset, done.end_offset)
+            if done.writes_sync:  # synced by the job itself (a WAL job's wait for a checkpoint)
+                write_checkpoints(done.index_checkpoints)
         if self._closed and not self._flushing:
             self._release_files()
 

@@ -8,6 +8,10 @@ The log file is the truth; indexes are hints. On open:
    (its CRCs are checked later: on first read, and by the scrub). Otherwise — no clean marker
    for the last segment, a missing or damaged index, or a partition quarantined before — the
    segment is scanned: every batch's CRC and offsets are checked and the index is rebuilt.
+   After a crash, the last segment's scan starts at its recovery point when it has one: index
+   files written, while it was active, for a prefix of it known synced (``Segment.checkpoint``,
+   every 8 MiB); that prefix is adopted as a sealed segment's is, its CRCs checked as reads
+   reach it, so a restart scans at most ~8 MiB per partition, not the whole active segment.
 3. Torn-write recovery, after a crash only: the first torn or corrupt batch of the *last*
    segment ends the log; the file is cut there. So does damage that ends a *sealed* segment
    (the bad batch is its last, or runs past its end, or only zeros follow): appends not yet
@@ -154,7 +158,16 @@ def _open_in_order(
         )
         if trusted:
             continue
-        result = _scan(segment, plan.index_interval_bytes, report)
+        # After a crash the last segment's unsynced end may be torn; what its recovery point
+        # covers was synced before that point was written (segment.py): scan only after it.
+        resume = (
+            is_last
+            and torn_possible
+            and plan.verify_from is None
+            and not plan.repair
+            and not plan.was_quarantined
+        )
+        result = _scan(segment, plan.index_interval_bytes, report, resume)
         if result.problem is None:
             continue
         torn_tail = (
@@ -194,7 +207,9 @@ def ends_segment(segment: Segment, result: ScanResult) -> bool:
     the bad batch is the file's last (or runs past its end), or only zeros follow. A bad batch
     with more data after it is damage in the middle of the segment, which no crash leaves."""
     remaining = result.file_bytes - result.valid_bytes
-    head = segment.fs.pread(segment.fd, min(remaining, HEADER_SIZE), result.valid_bytes)
+    if remaining < HEADER_SIZE:
+        return True  # the file ends inside a header: a write cut short, whatever the bytes
+    head = segment.fs.pread(segment.fd, HEADER_SIZE, result.valid_bytes)
     with contextlib.suppress(CorruptBatch):
         return result.valid_bytes + parse_header(head).size >= result.file_bytes
     position = result.valid_bytes
@@ -212,9 +227,12 @@ def describe_damage(result: ScanResult) -> str:
     return f"bad batch at byte {result.valid_bytes} of {result.file_bytes}: {result.problem}"
 
 
-def _scan(segment: Segment, index_interval_bytes: int, report: LogRecovery) -> ScanResult:
-    """Verify every batch of ``segment`` and rebuild its index in memory; nothing is cut."""
-    result = segment.scan(index_interval_bytes)
+def _scan(
+    segment: Segment, index_interval_bytes: int, report: LogRecovery, resume: bool = False
+) -> ScanResult:
+    """Verify every batch of ``segment`` (after its recovery point, with ``resume``) and
+    rebuild its index in memory; nothing is cut."""
+    result = segment.scan(index_interval_bytes, resume)
     report.segments_scanned += 1
     report.indexes_rebuilt += 1
     return result

@@ -42,6 +42,9 @@ SCAN_CHUNK_BYTES = 1024 * 1024
 #: without a syscall, where the sparse index would cost a header read per batch since its
 #: last entry and one more for the batch.
 TAIL_BYTES = 64 * 1024
+#: The active segment's index is written as a recovery point once this many bytes past the
+#: last one are known synced: a restart after a crash scans only what follows it (recovery.py).
+INDEX_CHECKPOINT_BYTES = 8 * 1024 * 1024
 
 
 def file_name(base_offset: int, suffix: str) -> str:
@@ -73,6 +76,16 @@ class ScanResult(NamedTuple):
     problem: str | None
 
 
+class IndexCheckpoint(NamedTuple):
+    """The active segment's index as it stood when its file held ``summary.covered_log_bytes``
+    (its first ``entries`` entries): written once those bytes are known synced, never before
+    (``Segment.write_checkpoint``)."""
+
+    segment: Segment
+    summary: SegmentSummary
+    entries: int
+
+
 class Segment:
     def __init__(self, fs: LocalFS, directory: str, base_offset: int, pool: FdPool) -> None:
         self.fs = fs
@@ -93,6 +106,12 @@ class Segment:
         #: Keep a copy of each batch written through until a flush takes it for the shared
         #: write-ahead log (wal.py), which then makes it durable instead of an fdatasync.
         self.keep_written = False
+        #: No longer the active segment: its full index was written when the log rolled.
+        self.sealed = False
+        self.closed = False
+        #: Bytes the index files on disk are known to cover (a recovery point or the index
+        #: loaded at open): the next checkpoint is taken INDEX_CHECKPOINT_BYTES past it.
+        self.checkpointed_bytes = 0
         self._reset()
 
     def _reset(self) -> None:
@@ -351,7 +370,7 @@ class Segment:
         if index and not self._tail_matches(index, summary):
             return False
         self.index = index
-        self.size = self._file_end = self._taken_end = file_bytes
+        self.size = self._file_end = self._taken_end = self.checkpointed_bytes = file_bytes
         self.next_offset = summary.next_offset
         self.max_timestamp_ms = summary.max_timestamp_ms
         self.last_append_time_ms = summary.last_append_time_ms
@@ -378,15 +397,17 @@ class Segment:
             return False
         return position == summary.covered_log_bytes and expected == summary.next_offset
 
-    def scan(self, index_interval_bytes: int) -> ScanResult:
+    def scan(self, index_interval_bytes: int, resume: bool = False) -> ScanResult:
         """Walk every batch from the start, verifying CRCs and offsets; rebuild the index.
 
         Stops at the first torn or corrupt batch. ``valid_bytes`` is where the good data ends;
-        the caller decides to cut there.
+        the caller decides to cut there. ``resume``: start where a recovery point (index files
+        covering a synced prefix of the file, see ``checkpoint``) ends, adopting that prefix
+        as ``load_index`` adopts a sealed segment: its CRCs are checked as reads reach it.
         """
         self._reset()
         file_bytes = self.fs.file_size(self.fd)
-        position = 0
+        position = self._resume(file_bytes) if resume else 0
         while position < file_bytes:
             chunk = self.fs.pread(self.fd, min(SCAN_CHUNK_BYTES, file_bytes - position), position)
             try:
@@ -406,6 +427,53 @@ class Segment:
             position += consumed
         self._file_end = self._taken_end = self.size
         return ScanResult(self.size, file_bytes, None)
+
+    def _resume(self, file_bytes: int) -> int:
+        """Adopt the recovery point the index files describe, if it is a prefix of the file
+        whose batch headers chain up to its end; where the scan goes on (0: from the start)."""
+        try:
+            index, summary = SparseIndex.decode(
+                self.base_offset,
+                self.fs.read_file(self._index_path(INDEX_SUFFIX)),
+                self.fs.read_file(self._index_path(TIME_INDEX_SUFFIX)),
+            )
+            covered = summary.covered_log_bytes
+            if not index or covered > file_bytes or not self._tail_matches(index, summary):
+                return 0
+            first = batch_format.parse_header(self.fs.pread(self.fd, HEADER_SIZE, 0))
+        except (OSError, InvalidIndex, CorruptBatch):
+            return 0
+        self.index = index
+        self.size = self.checkpointed_bytes = covered
+        self.next_offset = summary.next_offset
+        self.max_timestamp_ms = summary.max_timestamp_ms
+        self.last_append_time_ms = summary.last_append_time_ms
+        self.first_append_time_ms = first.append_time_ms
+        self._bytes_since_index = covered - index.last_position
+        return covered
+
+    def checkpoint(self) -> IndexCheckpoint | None:
+        """A recovery point at ``size``, if the active segment grew ``INDEX_CHECKPOINT_BYTES``
+        past the last one. Take it only where every byte below ``size`` is on its way to the
+        file (a flush job that takes them all), and write it only once they are synced."""
+        if self.sealed or self.size - self.checkpointed_bytes < INDEX_CHECKPOINT_BYTES:
+            return None
+        self.checkpointed_bytes = self.size  # not taken again each round while it waits
+        summary = SegmentSummary(
+            self.size, self.next_offset, self.max_timestamp_ms, self.last_append_time_ms
+        )
+        return IndexCheckpoint(self, summary, len(self.index))
+
+    def write_checkpoint(self, checkpoint: IndexCheckpoint) -> bool:
+        """Write ``checkpoint``'s index files: the caller knows its bytes are synced. Not
+        once the segment is sealed (its full index is on disk) or closed. A hint, as every
+        index: not fsynced; a torn one fails its CRC and the next recovery scans it all."""
+        if self.sealed or self.closed or checkpoint.summary.covered_log_bytes > self.size:
+            return False
+        offsets, times = self.index.prefix(checkpoint.entries).encode(checkpoint.summary)
+        self.fs.write_file(self._index_path(INDEX_SUFFIX), offsets)
+        self.fs.write_file(self._index_path(TIME_INDEX_SUFFIX), times)
+        return True
 
     def _scan_chunk(self, chunk: bytes, position: int, index_interval_bytes: int) -> int:
         """Account the whole, valid batches at the start of ``chunk``; returns bytes consumed.
@@ -450,6 +518,7 @@ class Segment:
                 self.fs.remove(path)
 
     def close(self) -> None:
+        self.closed = True
         self._unwritten.clear()
         self._written.clear()
         self.drop_tail()

@@ -52,15 +52,20 @@ u16 path length, the directory (relative to the data directory, UTF-8).
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 from collections import deque
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import msgspec
 from crc32c import crc32c
 
 from roost.storage.fs import LocalFS
+
+if TYPE_CHECKING:
+    from roost.storage.segment import IndexCheckpoint
 
 WAL_DIRECTORY = "wal"
 WAL_SUFFIX = ".wal"
@@ -87,8 +92,21 @@ class WalRecovery(msgspec.Struct):
     problems: list[str] = msgspec.field(default_factory=list)
 
 
+log = logging.getLogger("roost.storage")
+
+
+def write_checkpoints(checkpoints: Iterable[IndexCheckpoint]) -> None:
+    """Write recovery points whose bytes are synced (``Segment.write_checkpoint``). A hint:
+    one that cannot be written only makes the next recovery after a crash scan more."""
+    for checkpoint in checkpoints:
+        try:
+            checkpoint.segment.write_checkpoint(checkpoint)
+        except OSError as e:
+            log.warning("could not write a recovery point of %s: %s", checkpoint.segment.path, e)
+
+
 class _WalFile:
-    __slots__ = ("dirty", "fd", "forget_fd", "forget_size", "seq", "size")
+    __slots__ = ("after_sync", "dirty", "fd", "forget_fd", "forget_size", "seq", "size")
 
     def __init__(self, seq: int, fd: int, forget_fd: int) -> None:
         self.seq = seq
@@ -98,6 +116,8 @@ class _WalFile:
         self.forget_size = 0
         #: Files (keys: relative paths) records in this file wrote: the checkpoint syncs them.
         self.dirty: set[bytes] = set()
+        #: Recovery points of segments this file's rounds wrote, for after that sync.
+        self.after_sync: list[IndexCheckpoint] = []
 
 
 class WalWrite:
@@ -121,6 +141,8 @@ class Checkpoint:
         self.directory = wal.directory
         self.old = old
         self.dirty = sorted({key.decode() for file in old for key in file.dirty})
+        #: Written on the loop once ``run`` has synced their files (``Wal.checkpoint_done``).
+        self.after_sync = [checkpoint for file in old for checkpoint in file.after_sync]
         self.spare_seq = spare_seq
         self.spare: _WalFile | None = None
         self.synced = 0
@@ -221,6 +243,14 @@ class Wal:
         self.bytes_written += len(data)
         return write
 
+    def after_sync(self, checkpoints: Iterable[IndexCheckpoint]) -> None:
+        """Recovery points of segments the round just reserved wrote (``Segment.checkpoint``):
+        written once the checkpoint of the current file has synced those segments."""
+        current = self._files[-1]
+        for checkpoint in checkpoints:
+            current.dirty.add(self.key(checkpoint.segment.path))
+            current.after_sync.append(checkpoint)
+
     def write_failed(self, write: WalWrite) -> None:
         """``write`` raised: the next round writes where it should have (rounds never overlap,
         so it was the last one reserved), and no hole is left for replay to call damage."""
@@ -269,6 +299,7 @@ class Wal:
             self.checkpoint_failures += 1
             return
         self.checkpoints += 1
+        write_checkpoints(job.after_sync)
         for old in job.old:
             self._files.remove(old)
             _close_file(self.fs, old)

@@ -512,7 +512,16 @@ def test_after_max_deliveries_the_record_goes_to_the_dead_letter_topic_with_its_
         ("trace", b"t1"),
         *zip(
             DLQ_HEADERS,
-            [b"jobs", b"0", b"0", b"2", b"%d" % first_ms, b"%d" % last_ms, b"smtp 550"],
+            [
+                b"jobs",
+                b"0",
+                b"0",
+                b"2",
+                b"%d" % first_ms,
+                b"%d" % last_ms,
+                b"smtp 550",
+                b"max-deliveries",
+            ],
             strict=True,
         ),
     )

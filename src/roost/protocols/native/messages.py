@@ -324,7 +324,9 @@ class Ack(Request, tag=31):
 class Nack(Request, tag=32):
     """Give leased messages back. With ``undelivered`` (version 6) they never reached a
     handler (a closing subscriber had them prefetched): ready again at once, their delivery
-    not counted; ``delay_ms`` and ``error`` are then None."""
+    not counted; ``delay_ms`` and ``error`` are then None. With ``reject`` (version 7) they go
+    straight to the dead-letter topic (``x-roost-death-reason: rejected``); ``delay_ms`` is
+    then None."""
 
     topic: str
     subscription: str
@@ -332,6 +334,7 @@ class Nack(Request, tag=32):
     delay_ms: int | None = None
     error: str | None = None
     undelivered: bool = False
+    reject: bool = False
 
 
 class Extend(Request, tag=33):
@@ -748,7 +751,7 @@ class Blocked(_Msg):
 #: structs forbid unknown fields), and refuses to send or take a value the version lacks.
 ADDED_IN: dict[type[_Msg], dict[str, int]] = {
     Ack: {"answer": 3},
-    Nack: {"undelivered": 6},
+    Nack: {"undelivered": 6, "reject": 7},
     Welcome: {"auth_required": 4, "mechanisms": 4},
     Failure: {"details": 4},
 }

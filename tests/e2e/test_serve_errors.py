@@ -1,0 +1,94 @@
+"""A mistake at start-up is one line naming it and what to do, with exit status 1 — never a
+traceback, never a silently ignored setting (issue 16, item 1): a setting outside any table,
+an unknown table, a port out of range, a data path under a file, a data directory another
+process holds (named), a port another process listens on."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from roost.clock import ManualClock
+from roost.errors import DirectoryInUse, InvalidConfig
+from roost.server import serve as serving
+from roost.storage import LocalEngine
+
+
+def run_roost(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    return subprocess.run(
+        [sys.executable, "-m", "roost.cli.main", *args],
+        check=False, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": src},
+        timeout=60, cwd=cwd,
+    )  # fmt: skip
+
+
+def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    [line] = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    return line
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("port = 7421\n", "port=7421: is outside any table in .*: settings go under \\[server\\]"),
+        ("[sever]\nport = 7421\n", "unknown table in .*; its tables are \\[server\\], \\[tls\\]"),
+        ("[server]\nport = 70000\n", "port=70000: Expected `int` <= 65535"),
+        ("[server]\nadmin_port = -5\n", "admin_port=-5: Expected `int` >= 0"),
+    ],
+)
+def test_a_config_file_mistake_is_refused_naming_it(
+    toml: str, message: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "roost.toml"
+    path.write_text(toml)
+    with pytest.raises(InvalidConfig, match=message):
+        serving.settings(str(path), {}, {})
+
+
+def test_a_port_out_of_range_on_the_command_line_is_refused(tmp_path: Path) -> None:
+    line = one_line_error(run_roost("serve", "--port", "70000", "--no-admin", cwd=tmp_path))
+    assert "port=70000" in line and "65535" in line
+
+
+def test_a_data_path_under_a_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    line = one_line_error(
+        run_roost("serve", "--data", "afile/data", "--port", "0", "--no-admin", cwd=tmp_path)
+    )
+    assert line == "error: invalid data='afile/data': cannot be used: Not a directory"
+
+
+def test_a_held_data_directory_names_its_holder(tmp_path: Path) -> None:
+    engine = LocalEngine.open(str(tmp_path / "data"), ManualClock())
+    try:
+        with pytest.raises(DirectoryInUse, match=f"in use by process {os.getpid()} "):
+            LocalEngine.open(str(tmp_path / "data"), ManualClock())
+        line = one_line_error(
+            run_roost("serve", "--data", "data", "--port", "0", "--no-admin", cwd=tmp_path)
+        )
+        assert f"in use by process {os.getpid()} (" in line
+        assert line.endswith("stop it first, or serve another --data")
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize("flag", ["--port", "--admin-port"])
+def test_a_port_in_use_is_one_line_naming_the_flag(flag: str, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        other = "--admin-port" if flag == "--port" else "--port"
+        line = one_line_error(
+            run_roost("serve", "--data", "data", flag, str(port), other, "0", cwd=tmp_path)
+        )
+    assert f"cannot listen on 127.0.0.1:{port}" in line
+    assert line.endswith(f"stop it or choose {flag}")
