@@ -14,7 +14,7 @@ from roost.client.api import Client, StreamMember
 from roost.client.embedded import EmbeddedBroker, Outgoing, Published, open
 from roost.client.network import connect
 from roost.client.subscriber import Delivery
-from roost.client.worker import Worker
+from roost.client.worker import Reject, Worker
 from roost.core.inspection import Peeked
 from roost.core.retry import RetryPolicy
 from roost.errors import (
@@ -64,6 +64,7 @@ __all__ = [
     "Peeked",
     "Published",
     "RecordTooLarge",
+    "Reject",
     "RetryPolicy",
     "RoostError",
     "StorageFailure",

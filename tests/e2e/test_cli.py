@@ -70,7 +70,7 @@ def test_topics_create_list_describe_delete(url: str) -> None:
     described = roost_cli(url, "topic", "describe", "t-clicks")
     assert "durability" in described.stdout and "never" in described.stdout
 
-    assert ok(url, "topic", "delete", "t-clicks") == {"deleted": "t-clicks"}
+    assert ok(url, "topic", "delete", "t-clicks", "-y") == {"deleted": "t-clicks"}
     assert "t-clicks" not in ok(url, "topic", "list")
     assert failed(url, "topic", "describe", "t-clicks") == "error: unknown topic 't-clicks'"
 
@@ -90,11 +90,24 @@ def test_queues_create_list_describe_purge_delete(url: str) -> None:
     ok(url, "publish", "q-jobs", "a", "b", "c")
     ok(url, "publish", "q-jobs", "later", "--delay", "60")
     assert ok(url, "queue", "describe", "q-jobs")["backlog"] == 4
-    assert ok(url, "queue", "purge", "q-jobs") == {"queue": "q-jobs", "purged": 3}
-    stats = ok(url, "queue", "describe", "q-jobs")
-    assert (stats["depth"], stats["delayed"]) == (0, 1), "a delayed message is not purged"
+    peeked = ok(url, "queue", "peek", "q-jobs")
+    assert sorted((p["value"], p["state"], p["delivery_count"]) for p in peeked) == [
+        ("a", "pending", 0),
+        ("b", "pending", 0),
+        ("c", "pending", 0),
+        ("later", "delayed", 0),
+    ]
+    assert ok(url, "queue", "describe", "q-jobs")["in_flight"] == 0, "peek took nothing"
+    assert "delayed" in roost_cli(url, "queue", "peek", "q-jobs").stdout
 
-    assert ok(url, "queue", "delete", "q-jobs") == {"deleted": "q-jobs"}
+    refused = roost_cli(url, "queue", "purge", "q-jobs", "--json")  # no terminal, no --yes
+    assert refused.exit_code != 0 and "Pass --yes to confirm" in refused.stderr
+    assert ok(url, "queue", "purge", "q-jobs", "--yes") == {"queue": "q-jobs", "purged": 4}
+    stats = ok(url, "queue", "describe", "q-jobs")
+    assert (stats["depth"], stats["delayed"], stats["backlog"]) == (0, 0, 0), "delayed too"
+
+    assert roost_cli(url, "queue", "delete", "q-jobs").exit_code != 0
+    assert ok(url, "queue", "delete", "q-jobs", "--yes") == {"deleted": "q-jobs"}
     assert "q-jobs" not in [q["name"] for q in ok(url, "queue", "list")]
     assert "q-jobs.dlq" in ok(url, "topic", "list"), "the dead-letter topic stays"
 
@@ -220,6 +233,7 @@ def test_dead_letters_list_peek_and_redrive(url: str) -> None:
     headers = dict(peeked[0]["headers"])
     assert headers["x-roost-last-error"] == "boom: bad input"
     assert (headers["x-roost-source-topic"], headers["x-roost-delivery-count"]) == ("d-mail", "2")
+    assert [m["delivery_count"] for m in peeked] == [2, 2], "tried twice where they died"
     assert ok(url, "dlq", "peek", "d-mail", "--max", "1") == peeked[:1]
     assert "boom: bad input" in roost_cli(url, "dlq", "peek", "d-mail").stdout
     assert ok(url, "dlq", "list", "d-mail")["dead_letters"] == 2, "peeking moves nothing"

@@ -712,3 +712,25 @@ def test_send_parts_is_send_unjoined_and_takes_the_same_turn() -> None:
     assert drain(client) == [frame]
     with pytest.raises(ProtocolError):  # the client never sends deliveries: refused, as send
         client.send_parts(frame)
+
+
+@pytest.mark.parametrize(
+    ("role", "first_bytes", "said"),
+    [
+        ("client", b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n", "an HTTP server"),
+        ("client", b"\x15\x03\x03\x00\x02\x02\x46", "speaks TLS: connect with roosts://"),
+        ("server", b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", "sent an HTTP request"),
+        ("server", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(40), "TLS handshake"),
+    ],
+)
+def test_a_peer_of_another_protocol_is_named(role: str, first_bytes: bytes, said: str) -> None:
+    """The usual mistakes: a client pointed at the admin port or at a TLS listener without
+    TLS; an HTTP client or a TLS client at the native port. Said as such, not as a frame
+    length of 1347703880."""
+    codec = NativeCodec(role)  # type: ignore[arg-type]
+    if role == "client":
+        codec.send(Frame(Kind.HELLO, 0, m.Hello(versions=list(VERSIONS))))
+    codec.receive_data(first_bytes)
+    codec.receive_data(b"")  # and it closed (a TLS server's alert is shorter than a header)
+    with pytest.raises(ProtocolError, match=said):
+        codec.next_event()

@@ -15,7 +15,7 @@ import pytest
 
 import roost
 from roost import Delivery, Outgoing
-from roost.client.worker import STOPPED_ERROR, Worker
+from roost.client.worker import STOPPED_ERROR, Reject, Worker
 from roost.clock import ManualClock
 from roost.core.retry import RetryPolicy
 from roost.core.stats import SubscriptionStats
@@ -366,3 +366,109 @@ def test_misconfigurations_are_refused(data_dir: str, clock: ManualClock) -> Non
             await worker.run()
 
     run(data_dir, clock, body)
+
+
+def test_each_failed_attempt_is_one_line_and_the_hooks_say_what_happened(
+    data_dir: str, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A WARNING line per retried attempt (no traceback), an ERROR with the traceback for the
+    last; ``on_retry`` after each retry, ``on_dead_letter`` once, with the error."""
+    retried: list[tuple[int, str, float | None]] = []
+    died: list[tuple[int, str]] = []
+
+    async def on_retry(delivery: Delivery, error: Exception, delay: float | None) -> None:
+        retried.append((delivery.delivery_count, str(error), delay))
+
+    def on_dead_letter(delivery: Delivery, error: Exception) -> None:
+        died.append((delivery.delivery_count, str(error)))
+
+    async def body(broker: roost.EmbeddedBroker) -> None:
+        await broker.create_queue("q", max_deliveries=3)
+        await broker.publish("q", b"poison")
+        worker = Worker(broker, on_retry=on_retry, on_dead_letter=on_dead_letter)
+
+        @worker.handler("q", retry=NO_DELAY)
+        async def handle(message: Delivery) -> None:
+            raise TimeoutError(f"smtp timed out ({message.delivery_count})")
+
+        running = asyncio.create_task(worker.run())
+        await eventually(lambda: _dead(broker, "q"))
+        await eventually(lambda: len(died) == 1)
+        worker.stop()
+        await asyncio.wait_for(running, 5)
+
+    caplog.set_level("WARNING", logger="roost.worker")
+    run(data_dir, clock, body)
+    assert retried == [(1, "smtp timed out (1)", 0.0), (2, "smtp timed out (2)", 0.0)]
+    assert died == [(3, "smtp timed out (3)")]
+    lines = [(r.levelname, r.getMessage(), r.exc_info is not None) for r in caplog.records]
+    assert [(level, tb) for level, _, tb in lines] == [
+        ("WARNING", False), ("WARNING", False), ("ERROR", True)]  # fmt: skip
+    assert "attempt 1 of 3: TimeoutError: smtp timed out (1); again in 0 s" in lines[0][1]
+    assert (
+        "attempt 3 of 3: TimeoutError: smtp timed out (3); to the dead-letter topic"
+        in (lines[2][1])
+    )
+
+
+def test_a_handler_that_raises_reject_dead_letters_at_once(
+    data_dir: str, clock: ManualClock
+) -> None:
+    died: list[str] = []
+
+    async def body(broker: roost.EmbeddedBroker) -> None:
+        await broker.create_queue("q", max_deliveries=5)
+        await broker.publish("q", b"not json")
+        worker = Worker(broker, on_dead_letter=lambda d, e: died.append(str(e)))
+        calls: list[int] = []
+
+        @worker.handler("q")
+        async def handle(message: Delivery) -> None:
+            calls.append(message.delivery_count)
+            raise Reject("not JSON: cannot parse")
+
+        running = asyncio.create_task(worker.run())
+        await eventually(lambda: _dead(broker, "q"))
+        worker.stop()
+        await asyncio.wait_for(running, 5)
+        assert calls == [1], "one attempt, not five"
+        await broker.create_subscription("q.dlq", "inspect", start="earliest")
+        [dead] = await broker.receive("q.dlq", "inspect")
+        headers = dict(dead.headers)
+        assert headers["x-roost-death-reason"] == b"rejected"
+        assert headers["x-roost-last-error"] == b"not JSON: cannot parse"
+
+    run(data_dir, clock, body)
+    assert died == ["not JSON: cannot parse"]
+
+
+def test_a_hook_that_fails_is_logged_and_the_worker_goes_on(
+    data_dir: str, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(delivery: Delivery, error: Exception, delay: float | None) -> None:
+        raise RuntimeError("the metrics backend is down")
+
+    async def body(broker: roost.EmbeddedBroker) -> None:
+        await broker.create_queue("q", max_deliveries=2)
+        await broker.publish("q", b"x")
+        worker = Worker(broker, on_retry=broken)
+        seen: list[int] = []
+
+        @worker.handler("q", retry=NO_DELAY)
+        async def handle(message: Delivery) -> None:
+            seen.append(message.delivery_count)
+            if message.delivery_count == 1:
+                raise TimeoutError("once")
+
+        running = asyncio.create_task(worker.run())
+        await eventually(lambda: seen == [1, 2])
+        await eventually(lambda: _done(broker, "q"))
+        worker.stop()
+        await asyncio.wait_for(running, 5)
+
+    run(data_dir, clock, body)
+    assert any("worker hook" in r.getMessage() for r in caplog.records)
+
+
+async def _done(broker: roost.EmbeddedBroker, queue: str) -> bool:
+    return (await stats(broker, queue)).backlog == 0

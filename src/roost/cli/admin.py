@@ -1,14 +1,17 @@
 """``roost topic ...`` and ``roost queue ...``: define them, look at them, delete them.
 
 Each command is one short coroutine over the client (see ``session.run``). A queue, to these
-commands, is a subscription named like its topic (what ``create_queue`` makes); ``queue purge``
-acks what a consumer could take now, at most the depth it saw when it started, so it ends
-even while producers publish. Leased and delayed messages are not purged.
+commands, is a subscription named like its topic (what ``create_queue`` makes). ``queue peek``
+shows messages without taking them (no lease, no delivery counted); ``queue purge`` finishes
+every message of the queue, leased and delayed ones too, as SQS's PurgeQueue. Deleting and
+purging ask first; ``--yes`` answers for scripts, and without a terminal they refuse rather
+than guess.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Literal, get_args
 
 import click
@@ -22,8 +25,6 @@ from roost.errors import UnknownTopic
 from roost.storage import TopicInfo
 
 Durability = Literal["always", "interval", "never"]
-#: Messages leased per receive while purging.
-PURGE_BATCH = 100
 
 
 # -- topics ---------------------------------------------------------------------------------
@@ -99,11 +100,25 @@ def topic_describe(name: str, as_json: bool) -> None:
         show(*render.topic_tables(info))
 
 
+def confirmed(yes: bool, question: str) -> None:
+    """Go on only if ``--yes`` was given or the person at the terminal says so."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise click.UsageError(f"{question} Pass --yes to confirm (no terminal to ask).")
+    click.confirm(question, abort=True)
+
+
+yes_option = click.option("--yes", "-y", is_flag=True, help="Do it without asking.")
+
+
 @topic.command("delete")
 @click.argument("name")
+@yes_option
 @json_option
-def topic_delete(name: str, as_json: bool) -> None:
+def topic_delete(name: str, yes: bool, as_json: bool) -> None:
     """Delete topic NAME, its records and its subscriptions."""
+    confirmed(yes, f"Delete topic {name}, every record and subscription of it?")
     run(lambda c: c.delete_topic(name))
     done(as_json, {"deleted": name}, f"deleted topic {name}")
 
@@ -208,34 +223,41 @@ def queue_describe(name: str, as_json: bool) -> None:
         show(render.stats_table(stats))
 
 
+@queue.command("peek")
+@click.argument("name")
+@click.option("--max", "limit", type=click.IntRange(1, 100), default=10, show_default=True)
+@json_option
+def queue_peek(name: str, limit: int, as_json: bool) -> None:
+    """Show queue NAME's messages as they stand, without taking them: no lease, no delivery
+    counted (unlike `consume`)."""
+    found = run(lambda c: c.peek(name, max_messages=limit))
+    if as_json:
+        echo_json([{**render.message_json(p.message), "state": p.state, "until_ms": p.until_ms}
+                   for p in found])  # fmt: skip
+    elif found:
+        show(render.peeked_table(found))
+    else:
+        click.echo(f"{name} holds no message")
+
+
 @queue.command("purge")
 @click.argument("name")
+@yes_option
 @json_option
-def queue_purge(name: str, as_json: bool) -> None:
-    """Ack every message queue NAME could deliver now; report how many."""
-
-    async def purge(client: Client) -> int:
-        stats = await client.stats(name, name)
-        left = stats.depth if isinstance(stats, SubscriptionStats) else 0
-        purged = 0
-        while left > 0:
-            batch = await client.receive(name, name, max_messages=min(left, PURGE_BATCH))
-            if not batch:
-                break
-            refused = await client.ack(name, name, [d.receipt for d in batch])
-            purged += len(batch) - len(refused)
-            left -= len(batch)
-        return purged
-
-    purged = run(purge)
+def queue_purge(name: str, yes: bool, as_json: bool) -> None:
+    """Finish every message of queue NAME, leased and delayed ones too; report how many."""
+    confirmed(yes, f"Purge every message of queue {name}?")
+    purged = run(lambda c: c.purge(name))
     line = f"purged {render.plural(purged, 'message')} from {name}"
     done(as_json, {"queue": name, "purged": purged}, line)
 
 
 @queue.command("delete")
 @click.argument("name")
+@yes_option
 @json_option
-def queue_delete(name: str, as_json: bool) -> None:
+def queue_delete(name: str, yes: bool, as_json: bool) -> None:
     """Delete queue NAME and its messages (its dead-letter topic stays)."""
+    confirmed(yes, f"Delete queue {name} and its messages?")
     run(lambda c: c.delete_queue(name))
     done(as_json, {"deleted": name}, f"deleted queue {name}")

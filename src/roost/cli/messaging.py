@@ -21,9 +21,10 @@ import click
 
 from roost.cli import render
 from roost.cli.session import CliError, echo_json, json_option, run, show
-from roost.client.api import Client
+from roost.client.api import Client, seconds_to_ms
 from roost.core.model import Message
 from roost.core.publishing import Outgoing, Published
+from roost.errors import InvalidConfig
 from roost.receipt import Receipt
 
 PUBLISH_BATCH = 500
@@ -82,7 +83,10 @@ def publish(
         bodies = iter(every)
     pairs = tuple(_header(text) for text in headers)
     key_bytes = None if key is None else key.encode()
-    delay_ms = None if delay is None else round(delay * 1000)
+    try:
+        delay_ms = None if delay is None else seconds_to_ms("delay", delay)
+    except InvalidConfig as e:
+        raise click.BadParameter(f"{delay}: {e.rule}", param_hint="--delay") from None
 
     async def send(client: Client) -> list[Published]:
         if topic is None:

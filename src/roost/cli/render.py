@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from rich.table import Table
 
+from roost.core.inspection import Peeked
 from roost.core.model import Message, SubscriptionSpec
 from roost.core.publishing import Published
 from roost.core.routing import BindingSpec, ExchangeSpec
@@ -44,6 +45,9 @@ def shown(data: bytes | None, limit: int = MAX_SHOWN_CHARS) -> str:
 
 
 def message_json(message: Message) -> dict[str, object]:
+    """A message as JSON. A dead letter's ``delivery_count`` is how often it was tried where
+    it died (its ``x-roost-delivery-count``), not its deliveries as a record of its topic."""
+    tried = message.header("x-roost-delivery-count")
     return {
         "topic": message.topic,
         "partition": message.partition,
@@ -52,7 +56,7 @@ def message_json(message: Message) -> dict[str, object]:
         "key": None if message.key is None else text(message.key),
         "value": text(message.value),
         "headers": [[name, text(value)] for name, value in message.headers],
-        "delivery_count": message.delivery_count,
+        "delivery_count": message.delivery_count if tried is None else int(tried),
     }
 
 
@@ -234,6 +238,18 @@ def published_table(placed: Sequence[Published]) -> Table:
         table.add_row(
             topic, str(partition), str(len(offsets)), str(min(offsets)), str(max(offsets))
         )
+    return table
+
+
+def peeked_table(peeked: Sequence[Peeked]) -> Table:
+    table = Table("at", "state", "until", "deliveries", "key", "value")
+    for seen in peeked:
+        message = seen.message
+        table.add_row(
+            f"{message.partition}@{message.offset}", seen.state,
+            "" if seen.until_ms is None else when(seen.until_ms), str(message.delivery_count),
+            shown(message.key), shown(message.value),
+        )  # fmt: skip
     return table
 
 

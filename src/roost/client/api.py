@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -27,6 +27,7 @@ import msgspec
 
 from roost.client.batches import decode_fetched
 from roost.client.closing import ClosedOnExit
+from roost.client.codecs import Serializer, encode, with_content_type
 from roost.client.subscriber import (
     AckCoalescer,
     Delivery,
@@ -54,8 +55,11 @@ from roost.errors import (
 from roost.protocols.native import messages as m
 from roost.receipt import Receipt
 from roost.storage import TopicInfo
+from roost.storage.validation import check_types
 
 R = TypeVar("R", bound=m.Response)
+#: A message's headers: (name, value) pairs (a name may repeat), or a mapping of them.
+Headers = Sequence[tuple[str, bytes]] | Mapping[str, bytes]
 #: The protocol version from which a nack can give messages back uncounted.
 UNDELIVERED_VERSION = m.ADDED_IN[m.Nack]["undelivered"]
 #: The protocol version from which a client may peek, purge, and give a queue a retry policy.
@@ -100,8 +104,30 @@ def _retry_settings(retry: RetryPolicy) -> m.RetrySettings:
     )
 
 
-def _ms(seconds: float | None) -> int | None:
-    return None if seconds is None else round(seconds * 1000)
+#: The longest time the wire can carry in ms and Python's floats hold exactly (2**53 ms: ~285,000
+#: years); the broker refuses far less (its own bounds), but it must be able to read the value.
+MAX_WIRE_MS = 2**53
+
+
+def seconds_to_ms(name: str, seconds: float) -> int:
+    """``seconds`` as ms for the wire: a finite, non-negative number, or ``InvalidConfig``
+    naming the argument as the caller wrote it (nan, inf and 1e20 used to fail deep inside
+    the encoder, or close the connection)."""
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not math.isfinite(seconds)
+        or seconds < 0
+    ):
+        raise InvalidConfig(name, seconds, "a finite number of seconds, >= 0")
+    ms = round(seconds * 1000)
+    if ms > MAX_WIRE_MS:
+        raise InvalidConfig(name, seconds, f"at most {MAX_WIRE_MS // 1000} seconds")
+    return ms
+
+
+def _ms(seconds: float | None, name: str) -> int | None:
+    return None if seconds is None else seconds_to_ms(name, seconds)
 
 
 def _delay_ms(seconds: float | None) -> int | None:
@@ -114,7 +140,15 @@ def _delay_ms(seconds: float | None) -> int | None:
     return check_delay(round(seconds * 1000))
 
 
+def _pairs(headers: Headers) -> tuple[tuple[str, bytes], ...]:
+    """Headers as (name, value) pairs, from pairs or a mapping."""
+    if isinstance(headers, Mapping):
+        return tuple(headers.items())
+    return tuple(headers)
+
+
 def _out(message: Outgoing) -> m.Out:
+    check_types(message.value, message.key, message.headers)
     return m.Out(
         message.value, message.key, list(message.headers), message.partition,
         message.deliver_at_ms, message.delay_ms, message.dedup_id,
@@ -201,7 +235,7 @@ class StreamMember:
 
     async def _request_fetch(self, max_records: int, wait: float) -> FetchAnswer:
         args = (self.topic, self.group, self.member_id, self.membership.generation,
-                max_records, round(wait * 1000))  # fmt: skip
+                max_records, seconds_to_ms("wait", wait))  # fmt: skip
         if self._client.protocol_version >= 2:
             return await self._client.call(m.FetchBatches(*args), m.Batches)
         return await self._client.call(m.Fetch(*args), m.Records)
@@ -368,6 +402,9 @@ class Client(ClosedOnExit):
     def __init__(self, backend: Backend) -> None:
         self._backend = backend
         self.acks = AckCoalescer(self.ack)
+        #: How ``publish`` sends a value that is neither bytes nor str (roost.client.codecs):
+        #: None refuses it; "json" sends it as JSON. A call's ``serializer`` overrides it.
+        self.serializer: Serializer | None = None
 
     @property
     def protocol_version(self) -> int:
@@ -416,11 +453,11 @@ class Client(ClosedOnExit):
         ``block_timeout`` seconds for room (``"block"``), or drops the oldest
         (``"drop_oldest"``)."""
         config = m.TopicSettings(partitions=partitions, durability=durability,
-                  retention_ms=_ms(retention), retention_bytes=retention_bytes,
+                  retention_ms=_ms(retention, "retention"), retention_bytes=retention_bytes,
                   max_record_bytes=max_record_bytes)  # fmt: skip
         policy = m.BacklogPolicy(
             max_backlog_messages=max_backlog, max_backlog_bytes=max_backlog_bytes,
-            overflow=overflow, block_timeout_ms=round(block_timeout * 1000),
+            overflow=overflow, block_timeout_ms=seconds_to_ms("block_timeout", block_timeout),
         )  # fmt: skip
         return await self._value(m.CreateTopic(name, config, policy), TopicInfo)
 
@@ -462,12 +499,12 @@ class Client(ClosedOnExit):
             self._needs_version(QUEUE_RETRY_VERSION, "create_queue(retry=...)")
         options = m.QueueSettings(
             fifo=fifo, partitions=partitions,
-            visibility_timeout_ms=round(visibility_timeout * 1000),
+            visibility_timeout_ms=seconds_to_ms("visibility_timeout", visibility_timeout),
             max_deliveries=max_deliveries, dead_letter=dead_letter,
-            delay_ms=round(delay * 1000), durability=durability,
-            retention_ms=_ms(retention),
+            delay_ms=seconds_to_ms("delay", delay), durability=durability,
+            retention_ms=_ms(retention, "retention"),
             policy=m.BacklogPolicy(max_backlog_messages=max_backlog, overflow=overflow,
-                                   block_timeout_ms=round(block_timeout * 1000),
+                                   block_timeout_ms=seconds_to_ms("block_timeout", block_timeout),
                                    retain_until_consumed=True),
             retry=msgspec.UNSET if retry is None else _retry_settings(retry),
         )  # fmt: skip
@@ -505,9 +542,9 @@ class Client(ClosedOnExit):
                 await self.create_topic(dead_letter)
         spec = m.SubscriptionSettings(
             name=name, topic=topic, mode=mode, start=start,
-            visibility_timeout_ms=round(visibility_timeout * 1000),
+            visibility_timeout_ms=seconds_to_ms("visibility_timeout", visibility_timeout),
             max_deliveries=max_deliveries, dead_letter=dead_letter,
-            delay_ms=round(delay * 1000), retry=_retry_settings(retry or DEFAULT_RETRY),
+            delay_ms=seconds_to_ms("delay", delay), retry=_retry_settings(retry or DEFAULT_RETRY),
         )  # fmt: skip
         return await self._value(m.CreateSubscription(spec), SubscriptionSpec)
 
@@ -602,24 +639,34 @@ class Client(ClosedOnExit):
     async def publish(
         self,
         topic: str,
-        value: bytes,
+        value: object,
         *,
         key: bytes | None = None,
-        headers: Sequence[tuple[str, bytes]] = (),
+        headers: Headers = (),
         partition: int | None = None,
         delay: float | None = None,
         deliver_at_ms: int | None = None,
         dedup_id: str | None = None,
+        serializer: Serializer | None = None,
     ) -> Published:
-        """Publish one message; returns where it landed once it is durable. A ``dedup_id``
-        seen on this topic within its dedup window (5 minutes by default) is confirmed with
-        the first placement and not appended again."""
+        """Publish one message; returns where it landed once it is durable. ``value``: bytes,
+        ``str`` (sent as UTF-8), or with a ``serializer`` (this call's, else the client's)
+        anything it can encode (roost.client.codecs). A ``dedup_id`` seen on this topic within
+        its dedup window (5 minutes by default) is confirmed with the first placement and not
+        appended again."""
+        data, pairs = self._encoded(value, headers, serializer)
         message = Outgoing(
-            value=value, key=key, headers=tuple(headers), partition=partition,
-            delay_ms=_ms(delay), deliver_at_ms=deliver_at_ms, dedup_id=dedup_id,
+            value=data, key=key, headers=pairs, partition=partition,
+            delay_ms=_ms(delay, "delay"), deliver_at_ms=deliver_at_ms, dedup_id=dedup_id,
         )  # fmt: skip
         [published] = await self.publish_batch(topic, [message])
         return published
+
+    def _encoded(
+        self, value: object, headers: Headers, serializer: Serializer | None
+    ) -> tuple[bytes, tuple[tuple[str, bytes], ...]]:
+        data, content_type = encode(value, serializer or self.serializer)
+        return data, with_content_type(_pairs(headers), content_type)
 
     async def publish_batch(
         self,
@@ -642,13 +689,17 @@ class Client(ClosedOnExit):
         self,
         exchange: str,
         routing_key: str,
-        value: bytes,
+        value: object,
         *,
         key: bytes | None = None,
-        headers: Sequence[tuple[str, bytes]] = (),
+        headers: Headers = (),
+        serializer: Serializer | None = None,
     ) -> list[Published]:
-        """Publish through an exchange: one entry per topic the message was routed to."""
-        message = m.Out(value, key, list(headers))
+        """Publish through an exchange: one entry per topic the message was routed to.
+        ``value`` as ``publish`` takes it."""
+        data, pairs = self._encoded(value, headers, serializer)
+        check_types(data, key, pairs)
+        message = m.Out(data, key, list(pairs))
         return _unfold(
             await self.call(m.PublishToExchange(exchange, routing_key, [message]), m.PublishedAt)
         )
@@ -677,7 +728,9 @@ class Client(ClosedOnExit):
     async def _receive(
         self, topic: str, name: str, count: int, wait: float, visibility: float | None
     ) -> list[Message]:
-        request = m.Receive(topic, name, count, round(wait * 1000), _ms(visibility))
+        request = m.Receive(
+            topic, name, count, seconds_to_ms("wait", wait), _ms(visibility, "visibility_timeout")
+        )
         wire = await self.call(request, m.Messages)
         return [message_from_wire(topic, message) for message in wire.messages]
 
@@ -750,7 +803,7 @@ class Client(ClosedOnExit):
     async def extend(
         self, topic: str, subscription: str, receipts: Sequence[Receipt], seconds: float
     ) -> list[Receipt]:
-        request = m.Extend(topic, subscription, list(receipts), round(seconds * 1000))
+        request = m.Extend(topic, subscription, list(receipts), seconds_to_ms("seconds", seconds))
         wire = await self.call(request, m.Refused)
         return wire.receipts
 

@@ -54,7 +54,14 @@ from roost.client.liveness import (
 from roost.client.subscriber import PushStream
 from roost.client.tls import SCHEMES, client_tls
 from roost.clock import Clock, SystemClock
-from roost.errors import ConnectionClosed, ConnectionLost, ProtocolError, RoostError, error_from
+from roost.errors import (
+    ConnectionClosed,
+    ConnectionLost,
+    InvalidRequest,
+    ProtocolError,
+    RoostError,
+    error_from,
+)
 from roost.protocols.native import messages as m
 from roost.protocols.native.codec import VERSIONS, Frame, Kind, NativeCodec, State
 from roost.server.framed import FramedStream, open_framed
@@ -377,7 +384,13 @@ class NetworkBackend:
             raise ConnectionClosed("the connection to the broker") from self._closed
         future: asyncio.Future[m.Response] = asyncio.get_running_loop().create_future()
         self._pending[correlation] = future
-        size = self._sizes[correlation] = self.send(Frame(Kind.REQUEST, correlation, request))
+        try:
+            size = self._sizes[correlation] = self.send(Frame(Kind.REQUEST, correlation, request))
+        except (OverflowError, msgspec.EncodeError) as e:
+            # A value the wire cannot carry (an int past 64 bits): the caller's mistake, said
+            # as such; nothing was written, and the connection goes on.
+            del self._pending[correlation]
+            raise InvalidRequest(f"{type(request).__name__} cannot be sent: {e}") from None
         self._pending_bytes += size
         try:
             await self._stream.drain()

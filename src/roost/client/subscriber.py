@@ -25,13 +25,16 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from roost.client.closing import ClosedOnExit
+from roost.client.codecs import Headers, decode_into, decode_json
 from roost.core.model import Message
 from roost.errors import ConnectionClosed, ConnectionLost, LeaseExpired, RoostError, StorageClosed
 from roost.protocols.native import messages as m
 from roost.receipt import Receipt
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from roost.client.api import Client
@@ -193,13 +196,47 @@ class Delivery:
             record = self._record = message_from_wire(self.topic, record)
         return record
 
-    partition = property(lambda self: self._record.partition)
-    offset = property(lambda self: self._record.offset)
-    key = property(lambda self: self._record.key)
-    value = property(lambda self: self._record.value)
-    headers = property(lambda self: self.message.headers)
-    timestamp_ms = property(lambda self: self._record.timestamp_ms)
-    delivery_count = property(lambda self: self._record.delivery_count)
+    @property
+    def partition(self) -> int:
+        return self._record.partition
+
+    @property
+    def offset(self) -> int:
+        return self._record.offset
+
+    @property
+    def key(self) -> bytes | None:
+        return self._record.key
+
+    @property
+    def value(self) -> bytes:
+        return self._record.value
+
+    @property
+    def headers(self) -> Headers:
+        """(name, value) pairs, also readable by name: ``headers["trace-id"]``, ``.get``."""
+        return Headers(self.message.headers)
+
+    @property
+    def timestamp_ms(self) -> int:
+        return self._record.timestamp_ms
+
+    @property
+    def delivery_count(self) -> int:
+        return self._record.delivery_count
+
+    def text(self) -> str:
+        """The value as UTF-8 text (``UnicodeDecodeError`` if it is not)."""
+        return self._record.value.decode()
+
+    def json(self) -> Any:
+        """The value decoded from JSON (``ValueError`` if it is not JSON)."""
+        return decode_json(self._record.value)
+
+    def decode(self, kind: type[T]) -> T:
+        """The value (JSON) as ``kind``: a msgspec Struct, a dataclass, a TypedDict or a
+        pydantic model; ``ValueError`` naming what did not fit."""
+        return decode_into(self._record.value, kind)
 
     @property
     def receipt(self) -> Receipt:

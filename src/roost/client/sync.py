@@ -35,6 +35,7 @@ from roost.client.network import DEFAULT_PORT
 from roost.client.network import connect as connect_network
 from roost.client.producer import Producer
 from roost.client.subscriber import Delivery
+from roost.clock import Clock
 from roost.errors import ConnectionClosed
 
 
@@ -216,6 +217,7 @@ def connect(
     return SyncBroker(opening._open)
 
 
-def open(path: str) -> SyncBroker:
-    """A blocking client of a broker run in this process (on its own thread) at ``path``."""
-    return SyncBroker(lambda: open_embedded(path)._open())
+def open(path: str, *, clock: Clock | None = None) -> SyncBroker:
+    """A blocking client of a broker run in this process (on its own thread) at ``path``, on
+    ``clock`` (default: the system's; a ``ManualClock`` in tests, see roost.testing)."""
+    return SyncBroker(lambda: open_embedded(path, clock=clock)._open())

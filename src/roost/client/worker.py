@@ -13,7 +13,15 @@ the prefetch credit is what bounds the handlers in flight, since a delivery's cr
 only when the worker acks or nacks it. Each delivery gets a task that runs the handler beside a
 lease keeper, which extends the lease every third of it, so a slow handler that is still alive
 is not redelivered; then the task acks (the handler returned), or nacks with the exception's
-text as the error and the retry policy's delay (the handler raised ``Exception``).
+text as the error and the retry policy's delay (the handler raised ``Exception``), or rejects it
+straight to the dead-letter topic (the handler raised ``Reject``: the message can never succeed).
+
+Each failed attempt is one log line (WARNING: the queue, the message, attempt n of the queue's
+``max_deliveries``, the error, when it comes again; its traceback at DEBUG). The last attempt
+(the message goes to the dead-letter topic) and a reject log at ERROR with the traceback. The
+hooks ``on_retry(delivery, error, delay)`` and ``on_dead_letter(delivery, error)`` (plain or
+async functions) run after the nack that retries or dead-letters; an exception in a hook is
+logged, never raised.
 
 Rules:
 - Every task lives in ``run``'s TaskGroup: a broker error (other than ``LeaseExpired``) or a
@@ -49,6 +57,17 @@ from roost.errors import InvalidConfig, LeaseExpired, UnknownSubscription
 
 Handler = Callable[[Delivery], Awaitable[None]]
 Sleep = Callable[[float], Awaitable[None]]
+#: ``on_retry(delivery, error, delay)``: delay in seconds, None for the queue's own policy.
+OnRetry = Callable[[Delivery, Exception, float | None], Awaitable[None] | None]
+OnDeadLetter = Callable[[Delivery, Exception], Awaitable[None] | None]
+Hook = Callable[..., Awaitable[None] | None]
+
+
+class Reject(Exception):
+    """Raised by a handler for a message that can never succeed (it does not parse, it names
+    nothing): the worker sends it to the dead-letter topic at once, whatever its count, with
+    ``x-roost-death-reason: rejected`` and this exception's text as the error."""
+
 
 #: The error a message is nacked with when its handler was cancelled by a shutdown.
 STOPPED_ERROR = "worker stopped before the handler finished"
@@ -71,6 +90,8 @@ class _Route:
     visibility_timeout: float | None
     lease_s: float = 0.0
     extend_s: float = 0.0
+    #: The subscription's: the attempt that reaches it dead-letters (None: retried forever).
+    max_deliveries: int | None = None
 
 
 class Worker:
@@ -83,6 +104,8 @@ class Worker:
         shutdown_timeout: float = 30.0,
         install_signal_handlers: bool = False,
         sleep: Sleep = asyncio.sleep,
+        on_retry: OnRetry | None = None,
+        on_dead_letter: OnDeadLetter | None = None,
     ) -> None:
         if not shutdown_timeout >= 0:
             raise InvalidConfig("shutdown_timeout", shutdown_timeout, "seconds, >= 0")
@@ -90,6 +113,8 @@ class Worker:
         self.shutdown_timeout = shutdown_timeout
         self._install_signal_handlers = install_signal_handlers
         self._sleep = sleep
+        self._on_retry = on_retry
+        self._on_dead_letter = on_dead_letter
         self._routes: dict[tuple[str, str], _Route] = {}
         self._rng = random.Random()
         self._stopping = asyncio.Event()  # stop(): take no more messages
@@ -176,6 +201,7 @@ class Worker:
             if spec.name == route.subscription:
                 route.lease_s = spec.visibility_timeout_ms / 1000
                 route.extend_s = route.visibility_timeout or route.lease_s
+                route.max_deliveries = spec.max_deliveries if spec.dead_letter else None
                 return route
         raise UnknownSubscription(route.queue, route.subscription)
 
@@ -239,11 +265,44 @@ class Worker:
                 await delivery.nack(delay=0.0, error=STOPPED_ERROR)
             elif error is None:
                 await delivery.ack()
+            elif isinstance(error, Reject):
+                log.error("handler for %s rejected %r: %s; to the dead-letter topic",
+                          route.queue, delivery, _said(error), exc_info=error)  # fmt: skip
+                await delivery.reject(error=_text(error))
+                await self._hook(self._on_dead_letter, delivery, error)
             else:
-                log.warning("handler for %s failed on %r", route.queue, delivery, exc_info=error)
-                await delivery.nack(delay=self._retry_delay(route, delivery), error=_text(error))
+                await self._failed(route, delivery, error)
         except LeaseExpired:
             log.warning("%r: the lease ran out before it was settled; it comes back", delivery)
+
+    async def _failed(self, route: _Route, delivery: Delivery, error: Exception) -> None:
+        count, limit = delivery.delivery_count, route.max_deliveries
+        of = "" if limit is None else f" of {limit}"
+        if limit is not None and count >= limit:
+            log.error("handler for %s failed on %r, attempt %d%s: %s; to the dead-letter topic",
+                      route.queue, delivery, count, of, _said(error), exc_info=error)  # fmt: skip
+            await delivery.nack(error=_text(error))
+            await self._hook(self._on_dead_letter, delivery, error)
+            return
+        delay = self._retry_delay(route, delivery)
+        when = "per the queue's retry policy" if delay is None else f"again in {delay:g} s"
+        log.warning("handler for %s failed on %r, attempt %d%s: %s; %s",
+                    route.queue, delivery, count, of, _said(error), when)  # fmt: skip
+        log.debug("handler for %s failed on %r", route.queue, delivery, exc_info=error)
+        await delivery.nack(delay=delay, error=_text(error))
+        await self._hook(self._on_retry, delivery, error, delay)
+
+    async def _hook(
+        self, hook: Callable[..., Awaitable[None] | None] | None, *args: object
+    ) -> None:
+        if hook is None:
+            return
+        try:
+            result = hook(*args)
+            if result is not None:
+                await result
+        except Exception:
+            log.exception("worker hook %r failed (the message was settled)", hook)
 
     def _retry_delay(self, route: _Route, delivery: Delivery) -> float | None:
         if route.retry is None:
@@ -302,6 +361,11 @@ async def _outcome(function: Handler, delivery: Delivery) -> Exception | None:
     except Exception as error:
         return error
     return None
+
+
+def _said(error: Exception) -> str:
+    """The error as one line of a log: its class and text."""
+    return f"{type(error).__name__}: {_text(error)}"
 
 
 def _text(error: Exception) -> str:

@@ -43,6 +43,10 @@ class ReceiveBuffer:
             )
         self._data += data
 
+    def head(self, size: int) -> bytes:
+        """The first ``size`` bytes not yet consumed (fewer if fewer are there)."""
+        return bytes(self._data[self._start : self._start + size])
+
     def clear(self) -> None:
         """Drop everything buffered and the storage with it."""
         self._data = bytearray()

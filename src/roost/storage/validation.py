@@ -25,7 +25,7 @@ def check_records(records: Sequence[Record], max_record_bytes: int, topic: str) 
         value = record.value
         key = record.key
         if type(value) is not bytes or (key is not None and type(key) is not bytes):
-            raise InvalidRequest("a record's value must be bytes and its key bytes or None")
+            raise _wrong_types(value, key)
         if (
             record.headers
             or record.timestamp_ms is not None
@@ -33,6 +33,25 @@ def check_records(records: Sequence[Record], max_record_bytes: int, topic: str) 
             or type(record.headers) not in _HEADERS_TYPES
         ):
             _check_slowly(record, max_record_bytes, topic)
+
+
+def check_types(value: object, key: object, headers: object) -> None:
+    """Raise ``InvalidRequest`` for a value, key or headers of the wrong type: what
+    ``check_records`` refuses, checked where a message is made (the client, before sending:
+    the server could not even decode it)."""
+    if type(value) is not bytes or (key is not None and type(key) is not bytes):
+        raise _wrong_types(value, key)
+    if headers:
+        if type(headers) not in _HEADERS_TYPES:
+            raise InvalidRequest("a record's headers must be a list or tuple of (str, bytes) pairs")
+        _headers_size(headers)  # type: ignore[arg-type]  # checks each pair
+
+
+def _wrong_types(value: object, key: object) -> InvalidRequest:
+    got = f"the value is a {type(value).__name__}"
+    if key is not None and type(key) is not bytes:
+        got = f"the key is a {type(key).__name__}"
+    return InvalidRequest(f"a record's value must be bytes and its key bytes or None ({got})")
 
 
 def _check_slowly(record: Record, max_record_bytes: int, topic: str) -> None:

@@ -260,7 +260,9 @@ class NativeCodec:
         if self.step is not Step.OPEN:
             limit = min(limit, MAX_HANDSHAKE_FRAME_BYTES)
         if not HEADER_SIZE - 4 <= length <= limit:
-            raise self._fail(self._problem(f"frame length {length} (limit {limit})"))
+            raise self._fail(
+                self._problem(self._stranger() or f"frame length {length} (limit {limit})")
+            )
         if len(self._buffer) < 4 + length:
             return self._end_of_data()
         try:
@@ -300,9 +302,8 @@ class NativeCodec:
         if not self._peer_closed:
             return NEED_DATA
         if len(self._buffer):
-            raise self._fail(
-                self._problem(f"the stream ended inside a frame ({len(self._buffer)} bytes)")
-            )
+            ended = f"the stream ended inside a frame ({len(self._buffer)} bytes)"
+            raise self._fail(self._problem(self._stranger() or ended))
         self.step = Step.CLOSED
         return NEED_DATA
 
@@ -333,6 +334,25 @@ class NativeCodec:
         if kind is Kind.WELCOME:
             self.version = message.version  # type: ignore[attr-defined]
         self.step = after if isinstance(after, Step) else after(message)
+
+    def _stranger(self) -> str | None:
+        """What the peer is, when its first bytes show it speaks another protocol: the usual
+        mistake is a client pointed at the admin port, or at a TLS listener without TLS."""
+        if self.step not in (Step.BEFORE_HELLO, Step.AFTER_HELLO):
+            return None
+        head = self._buffer.head(8)
+        if head.startswith(b"HTTP/"):
+            return (
+                "the peer is an HTTP server, not Roost's native protocol (the admin port? "
+                "the native port is 7420 by default)"
+            )
+        if head[:1] == b"\x15" and head[1:2] == b"\x03":
+            return "the peer speaks TLS: connect with roosts:// (and its CA)"
+        if head.startswith((b"GET ", b"POST", b"HEAD", b"PUT ")):
+            return "the peer sent an HTTP request: this is Roost's native port, not its admin API"
+        if head[:1] == b"\x16" and head[1:2] == b"\x03":
+            return "the peer opened a TLS handshake: this listener speaks plain TCP (no TLS)"
+        return None
 
     def _problem(self, problem: str) -> ProtocolError:
         return ProtocolError(PROTOCOL, problem)
