@@ -166,7 +166,9 @@ def test_a_running_broker_is_never_checked_behind_its_back(
             check_directory(data_dir)
         result = CliRunner().invoke(check, [data_dir])
         assert result.exit_code == 2
-        assert "in use by another process: stop the broker first" in result.output
+        # The holder is named (here: this test's own process, which took the LOCK).
+        assert f"in use by process {os.getpid()}" in result.output
+        assert "stop the broker first" in result.output
     finally:
         engine.close()
 
