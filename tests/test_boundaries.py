@@ -19,13 +19,12 @@ MAY_IMPORT = {
     "server": {"protocols", "core", "storage"},
     # Embedded mode runs a host; the API hands out the core's value types (Message...).
     "client": {"protocols", "server", "core", "storage"},
-    # A session over the door: value types from core and storage, calls through server.door;
-    # the metrics name the native protocol's versions (protocols.native.codec.VERSIONS).
-    "admin": {"server", "protocols", "core", "storage"},
+    # A session over the door: value types from core and storage, calls through server.door.
+    "admin": {"server", "core", "storage"},
     "cli": {"client", "admin", "server", "protocols", "core", "storage", "bench"},
     # The fault benches' floods speak the native protocol by hand (badly, on purpose).
     "bench": {"server", "storage", "client", "core", "protocols"},
-    # The pytest plugin for users' tests: embedded brokers through the client.
+    # The pytest plugin users load: fixtures over the client, as a user's code would hold it.
     "testing": {"client"},
 }
 #: Modules every layer may import: value types and seams with no layer of their own.

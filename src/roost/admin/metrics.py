@@ -46,10 +46,10 @@ from roost import __version__
 from roost.core.readings import Counters, TopicReading
 from roost.core.recovery_status import RecoveryStatus
 from roost.core.stats import StreamStats, SubscriptionStats
-from roost.protocols.native.codec import VERSIONS
 from roost.server.access import TRUSTED
 from roost.server.host import Host
 from roost.server.meters import Histogram, ListenerStats
+from roost.server.native_handshake import NEWEST_PROTOCOL
 
 Kind = Literal["counter", "gauge", "histogram"]
 PARTITION = ("topic", "partition")
@@ -208,7 +208,7 @@ METRICS = _specs(
 
 
 #: ``roost_build_info``'s labels: what this process is.
-BUILD = (__version__, platform.python_version(), max(VERSIONS))
+BUILD = (__version__, platform.python_version(), NEWEST_PROTOCOL)
 
 
 class _Scrape:

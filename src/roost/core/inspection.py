@@ -23,16 +23,18 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
 from roost.core.model import Message
-from roost.core.streams import StreamSubscription
-from roost.core.subscription import QueueSubscription
 from roost.errors import InvalidRequest
 from roost.storage import StoredRecord, Topic
 from roost.storage.log import PartitionLog
+
+if TYPE_CHECKING:  # the subscriptions call these, so they are imported only for their types
+    from roost.core.streams import StreamSubscription
+    from roost.core.subscription import QueueSubscription
 
 MAX_PEEK_MESSAGES = 1000
 #: Records read per partition at most by one peek, however many of them are done.

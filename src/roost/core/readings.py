@@ -26,6 +26,7 @@ import msgspec
 from roost.core.broker import Broker
 from roost.core.stats import StreamStats, SubscriptionStats
 from roost.core.streams import StreamSubscription
+from roost.core.subscription import QueueSubscription
 
 
 class PartitionReading(msgspec.Struct, frozen=True):
@@ -82,10 +83,10 @@ def read_broker(broker: Broker) -> Reading:
     subscriptions = []
     for sub in sorted(broker.subscriptions(), key=lambda s: (s.spec.topic, s.spec.name)):
         stats = broker.stats(sub.spec.topic, sub.spec.name)
+        counters: list[Counters] = []  # a mode without counters shows none
         if isinstance(sub, StreamSubscription):
             counters = [Counters(delivered=n) for n in sub.delivered]
-        else:
-            counters = []
+        elif isinstance(sub, QueueSubscription):
             for partition in range(len(sub.topic.partitions)):
                 state = sub.partition_state(partition)
                 counters.append(

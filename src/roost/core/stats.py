@@ -14,11 +14,15 @@ is in the group, what each member owns, and where each owner reads next.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import msgspec
 
 from roost.core.groups import MemberState
-from roost.core.streams import StreamSubscription
-from roost.core.subscription import QueueSubscription
+
+if TYPE_CHECKING:  # the subscriptions call these, so they are imported only for their types
+    from roost.core.streams import StreamSubscription
+    from roost.core.subscription import QueueSubscription
 
 
 class PartitionStats(msgspec.Struct, frozen=True):

@@ -31,7 +31,10 @@ from typing import Literal, NamedTuple
 from roost.clock import Clock
 from roost.core import state_codec
 from roost.core.groups import ConsumerGroup, Membership
+from roost.core.inspection import Peeked, peek_stream
 from roost.core.model import Message, SubscriptionSpec
+from roost.core.stats import StreamStats, stream_stats
+from roost.core.subscription import PendingDeadLetter
 from roost.errors import GroupActive, InvalidRequest, OffsetOutOfRange
 from roost.storage import Journal, Topic
 
@@ -70,6 +73,8 @@ class StreamSubscription:
         self.spec = spec
         self.topic = topic
         self.journal = journal
+        #: A stream never dead-letters: a member that cannot handle a record decides.
+        self.dead_letter: Topic | None = None
         self.group = ConsumerGroup(spec.name, len(topic.partitions), clock)
         self._clock = clock
         self.committed = committed
@@ -307,6 +312,15 @@ class StreamSubscription:
         self._journaled(1)
         self._on_commit(partition)
 
+    def drop_below(self, partition: int, offset: int) -> int:
+        """Commit at ``offset`` if the group is below it (overflow ``drop_oldest``); returns
+        how many records that skipped."""
+        committed = self.committed[partition]
+        if committed >= offset:
+            return 0
+        self.force_commit(partition, offset)
+        return offset - committed
+
     def purge(self) -> int:
         """Commit every partition at its confirmed end, as if the group had read everything
         published so far; returns how many records it skipped."""
@@ -377,6 +391,35 @@ class StreamSubscription:
             p: max(0, log.end_offset - max(self.committed[p], log.start_offset))
             for p, log in enumerate(self.topic.partitions)
         }
+
+    # -- the broker's view (core/delivery_modes.py) ----------------------------------------
+
+    def floor(self, partition: int) -> int:
+        """The committed offset: the group is done with everything below it."""
+        return self.committed[partition]
+
+    def unconsumed(self, partition: int) -> int:
+        return self.topic.log(partition).end_offset - self.committed[partition]
+
+    def seen_ends(self) -> list[int]:
+        """The committed offsets: a group has seen what it committed past."""
+        return [self.committed[p] for p in range(len(self.topic.partitions))]
+
+    def skip(self, partition: int, start: int, end: int) -> None:
+        """A gap batch needs nothing of a group: it reads on from its commit, past the gap."""
+
+    def announce_delays(self, partition: int, delays: list[tuple[int, int]]) -> None:
+        """A stream reads delayed records in order, as it reads every other."""
+
+    @property
+    def pending_dead_letters(self) -> list[PendingDeadLetter]:
+        return []
+
+    def stats(self, now_ms: int) -> StreamStats:
+        return stream_stats(self)
+
+    def peek(self, now_ms: int, max_messages: int, partition: int | None) -> list[Peeked]:
+        return peek_stream(self, max_messages, partition)
 
     def _journaled(self, entries: int) -> None:
         due_before = self.snapshot_due

@@ -32,6 +32,7 @@ from roost.clock import Clock
 from roost.core import state_codec
 from roost.core.acks import ranges_of
 from roost.core.deliveries import PartitionDeliveries, Released
+from roost.core.inspection import Peeked, peek_queue
 from roost.core.model import (
     DELIVER_AT_HEADER,
     Message,
@@ -39,6 +40,7 @@ from roost.core.model import (
     check_delay,
     check_visibility,
 )
+from roost.core.stats import SubscriptionStats, subscription_stats
 from roost.core.unread_delays import UnreadDelays
 from roost.errors import InvalidRequest, PartitionQuarantined, RecordTooLarge, UnknownPartition
 from roost.receipt import Receipt
@@ -634,6 +636,22 @@ class QueueSubscription:
 
     def partition_state(self, partition: int) -> PartitionDeliveries:
         return self._state(partition)
+
+    def floor(self, partition: int) -> int:
+        """The ack floor of ``partition``: below it, every message is done."""
+        return self._state(partition).acks.floor
+
+    def unconsumed(self, partition: int) -> int:
+        """Messages of ``partition`` up to its end not done (acked or dead-lettered)."""
+        acks = self._state(partition).acks
+        end = self.topic.log(partition).end_offset
+        return end - acks.floor - acks.done_between(acks.floor, end)
+
+    def stats(self, now_ms: int) -> SubscriptionStats:
+        return subscription_stats(self, now_ms)
+
+    def peek(self, now_ms: int, max_messages: int, partition: int | None) -> list[Peeked]:
+        return peek_queue(self, now_ms, max_messages, partition)
 
 
 def _ignore(value: int) -> None:

@@ -55,6 +55,8 @@ from roost.server.native_auth import (
 )
 
 log = logging.getLogger("roost.native")
+#: The newest native protocol version this broker speaks (roost_build_info says it).
+NEWEST_PROTOCOL = max(VERSIONS)
 HEARTBEAT_MS = 10_000
 #: Longest a client-supplied name is logged.
 LOGGED_NAME_CHARS = 64
