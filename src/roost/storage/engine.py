@@ -178,6 +178,10 @@ class LocalEngine:
             if name not in known:
                 self._fs.remove_tree(os.path.join(topics_dir, name))
                 self.recovery.orphans_removed.append(name)
+        if self.recovery.orphans_removed:
+            # A power loss could bring them back, and a topic created later under one of
+            # their names (no directory of its own before its first write) would adopt them.
+            self._fs.fsync_dir(topics_dir)
         for name in sorted(known):
             config = msgspec.convert(self.metadata.get(TOPICS_NAMESPACE, name), TopicConfig)
             topic = self._open_topic(name, config, clean)
