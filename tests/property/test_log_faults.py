@@ -82,6 +82,7 @@ class LogUnderFaults(RuleBasedStateMachine):
     def append(self, size: int, fault: Fault) -> None:
         self.counter += 1
         value = b"%d:" % self.counter + b"." * size
+        on_disk = self.log.on_disk
         self._arm(fault)
         try:
             self.log.append([Record(value=value)])
@@ -90,6 +91,10 @@ class LogUnderFaults(RuleBasedStateMachine):
                 assert e is self.log.failure, "a failed log refuses with its failure"
             elif isinstance(e, DiskFull):
                 assert self.log.failure is None, "ENOSPC fails the append, not the log"
+            elif not on_disk and not self.log.on_disk:
+                # The first write makes the log's files (lazy creation): nothing was written
+                # when that fails, so only the append fails, and the next one tries again.
+                assert self.log.failure is None, "a failed first write failed the log"
             else:
                 self.failed = True
         else:

@@ -644,3 +644,43 @@ def test_a_repair_after_a_failed_wal_write_keeps_what_only_the_wal_held(seed: in
         assert values(found, JOURNAL) == [b"confirmed", b"failed"]
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@given(seed=st.integers(0, 2**32), checkpoint=st.booleans(), calls=st.integers(1, 30))
+@settings(max_examples=40, deadline=None)
+def test_the_first_write_of_a_log_made_lazily_survives_the_checkpoint_that_drops_its_record(
+    seed: int, checkpoint: bool, calls: int
+) -> None:
+    """A topic and a journal created with no files; their first write makes them (directory
+    entries unsynced) and a round through the WAL confirms it; the WAL file then rotates and
+    (``checkpoint``) a checkpoint removes it, perhaps cut short; the power goes. What was
+    confirmed is there: the round synced the new entries before its confirm, so nothing
+    depends on the record the checkpoint dropped."""
+    root = tempfile.mkdtemp(prefix="roost-wal-lazy-")
+    try:
+        bench = Bench(root)
+        wal = bench.wal
+        wal.checkpoint_bytes = 1  # every round rotates
+        engine = bench.engine
+        new = engine.create_topic("new", CONFIG).log(0)
+        journal = engine.journal("new-j", new=True)
+        assert not new.on_disk and not journal.log.on_disk
+        new.append([Record(value=b"first")])
+        journal.append([b"entry"])
+        wal_round(wal, [new, journal.log])
+        assert new.durable_offset == 1 and journal.log.durable_offset == 1
+        bench.append_everywhere(b"later")  # a round into the next WAL file
+        wal_round(wal, bench.logs())
+        if checkpoint:
+            job = wal.checkpoint_job()
+            assert job is not None and job.old
+            bench.fs.cut_after(calls)
+            with contextlib.suppress(PowerCut):
+                job.run()
+                wal.checkpoint_done(job, None)
+        bench.crash(seed)
+        bench.reopen()
+        assert [r.value for r in bench.engine.topic("new").read(0, 0)] == [b"first"]
+        assert bench.engine.journal("new-j").recover() == (None, [b"entry"])
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

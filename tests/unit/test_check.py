@@ -127,6 +127,7 @@ def test_a_damaged_journal_and_snapshot_name_their_subscription(
 ) -> None:
     flip(journal_segment(data_dir, built["jobs"]), 60)
     snapshot = Path(data_dir) / "journals" / built["mail"] / "snapshot"
+    snapshot.parent.mkdir(exist_ok=True)  # a journal never written has no directory yet
     snapshot.write_bytes(b"RSN1 not a snapshot")
     status, report = run_check(data_dir)
     assert status == 1
@@ -243,3 +244,17 @@ def test_a_torn_metadata_journal_tail_is_reported_as_cut_on_open(
     assert problem.startswith("torn last record (record at byte ")
     assert "open cuts" in problem and "never confirmed" in problem
     assert journal.stat().st_size > 0, "the check cuts nothing"
+
+
+def test_a_topic_never_written_has_no_directory_and_is_no_problem(
+    data_dir: str, clock: ManualClock
+) -> None:
+    """Lazy creation: a named log without a directory is an empty log, a note, not damage."""
+    engine = LocalEngine.open(data_dir, clock)
+    engine.create_topic("idle")
+    engine.close()
+    status, report = run_check(data_dir)
+    assert status == 0 and report["ok"]
+    idle = stores(report)["topics/idle/0"]
+    assert idle["problems"] == []
+    assert idle["notes"] == ["no directory yet: an empty partition, made by its first write"]

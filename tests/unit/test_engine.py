@@ -23,6 +23,7 @@ from roost.errors import (
 )
 from roost.storage import LocalEngine, Record, TopicConfig, topic_config
 from roost.storage.engine import open_metadata
+from roost.storage.fs import LocalFS
 from roost.storage.metadata import MetadataStore
 
 
@@ -324,12 +325,72 @@ def test_a_committed_topic_whose_directories_a_crash_took_opens_empty(
     data_dir: str, clock: ManualClock
 ) -> None:
     engine = LocalEngine.open(data_dir, clock)
-    engine.create_topic("t", TopicConfig(partitions=2), sync_directories=False)
+    engine.create_topic("t", TopicConfig(partitions=2))
+    engine.topic("t").append(0, [Record(value=b"never flushed")])
     engine.close(clean=False)
     shutil.rmtree(os.path.join(data_dir, "topics", "t"))  # its entries were never synced
     engine = LocalEngine.open(data_dir, clock)
     assert [p.end_offset for p in engine.describe_topic("t").partitions] == [0, 0]
+    assert not os.path.exists(os.path.join(data_dir, "topics", "t")), "still made lazily"
     engine.topic("t").append(1, [Record(value=b"v")])
+    engine.close()
+    engine = LocalEngine.open(data_dir, clock)
+    assert [p.end_offset for p in engine.describe_topic("t").partitions] == [0, 1]
+    engine.close()
+
+
+def test_a_log_is_made_on_disk_by_its_first_write_not_by_its_create(
+    data_dir: str, clock: ManualClock
+) -> None:
+    engine = LocalEngine.open(data_dir, clock)
+    topic = engine.create_topic("t", TopicConfig(partitions=2))
+    journal = engine.journal("sub-1", new=True)
+    assert os.listdir(os.path.join(data_dir, "topics")) == []
+    assert os.listdir(os.path.join(data_dir, "journals")) == []
+    assert [log.on_disk for log in topic.partitions] == [False, False]
+    topic.append(1, [Record(value=b"v")])
+    journal.append([b"entry"])
+    assert os.listdir(os.path.join(data_dir, "topics", "t")) == ["1"]
+    assert os.listdir(os.path.join(data_dir, "topics", "t", "1")) == [f"{0:020d}.log"]
+    assert os.listdir(os.path.join(data_dir, "journals", "sub-1", "log")) == [f"{0:020d}.log"]
+    # The entries leading to the new files are synced by the first flush, not before.
+    assert topic.log(1).unsynced_directories == [
+        os.path.join(data_dir, "topics"),
+        os.path.join(data_dir, "topics", "t"),
+        os.path.join(data_dir, "topics", "t", "1"),
+    ]
+    topic.log(1).flush()
+    assert topic.log(1).unsynced_directories == [] and topic.log(1).durable_offset == 1
+    engine.close()
+    assert not os.path.exists(os.path.join(data_dir, "topics", "t", "0")), "no index either"
+    engine = LocalEngine.open(data_dir, clock)
+    topic = engine.topic("t")
+    assert [log.on_disk for log in topic.partitions] == [False, True]
+    assert [r.value for r in topic.read(1, 0)] == [b"v"]
+    assert engine.journal("sub-1").recover() == (None, [b"entry"])
+    engine.close()
+
+
+def test_a_topic_deleted_before_any_write_leaves_nothing_and_voids_nothing(
+    data_dir: str, clock: ManualClock
+) -> None:
+    engine = LocalEngine.open(data_dir, clock)
+    assert engine.wal is not None
+    forgets: list[str] = []
+    engine.wal.forget = forgets.append  # type: ignore[method-assign]
+    engine.create_topic("t")
+    engine.journal("sub-1", new=True)
+    engine.delete_topic("t")
+    engine.drop_journal("sub-1")
+    assert forgets == [], "no WAL record can name a file that was never made"
+    engine.create_topic("u")
+    engine.topic("u").append(0, [Record(value=b"v")])
+    engine.delete_topic("u")
+    assert forgets == [os.path.join(data_dir, "topics", "u")]
+    assert os.listdir(os.path.join(data_dir, "topics")) == []
+    engine.close()
+    engine = LocalEngine.open(data_dir, clock)
+    assert engine.list_topics() == []
     engine.close()
 
 
@@ -341,7 +402,43 @@ def test_a_new_topic_or_journal_never_adopts_what_an_uncommitted_create_left(
         os.makedirs(os.path.join(data_dir, leftover))
         with open(os.path.join(data_dir, leftover, f"{0:020d}.log"), "wb") as f:
             f.write(b"stale bytes of a create that never committed")
-    topic = engine.create_topic("t", sync_directories=False)
+    topic = engine.create_topic("t")
     journal = engine.journal("sub-1", new=True)
     assert topic.end_offset(0) == 0 and journal.recover() == (None, [])
+    engine.close()
+
+
+class DirectorySyncs(LocalFS):
+    def __init__(self) -> None:
+        self.synced: list[str] = []
+
+    def fsync_dir(self, path: str) -> None:
+        self.synced.append(path)
+        super().fsync_dir(path)
+
+
+def test_a_name_deleted_since_open_syncs_the_removal_before_it_is_created_again(
+    data_dir: str, clock: ManualClock
+) -> None:
+    """The removal of a deleted topic's directory is not synced; a power loss could bring it
+    back, and a topic created again under the name (no directory of its own before its first
+    write) would adopt the old records. So that create syncs topics/ first; others do not."""
+    fs = DirectorySyncs()
+    engine = LocalEngine.open(data_dir, clock, fs)
+    topics = os.path.join(data_dir, "topics")
+    engine.create_topic("t").append(0, [Record(value=b"old")])
+    engine.topic("t").log(0).flush()
+    engine.delete_topic("t")
+    engine.create_topic("never-written")
+    engine.delete_topic("never-written")
+    fs.synced.clear()
+    engine.create_topic("fresh")
+    engine.create_topic("never-written")  # nothing was removed: nothing to sync
+    assert fs.synced == []
+    engine.create_topic("t")
+    assert fs.synced == [topics]
+    engine.delete_topic("t")  # never written this time: no removal to sync
+    fs.synced.clear()
+    engine.create_topic("t")
+    assert fs.synced == []
     engine.close()

@@ -208,7 +208,8 @@ def test_a_descriptor_the_flush_needs_is_opened_by_the_append_and_refusing_it_fa
             log.append([Record(value=b"refused")])
         assert refused.value.retriable and refused.value.code == "too_many_open_files"
         assert "EMFILE" in str(refused.value)
-        assert (log.failure, log.end_offset, log.needs_flush) == (None, 0, False)
+        # (Its files were made by this first append, before the refusal: nothing of it.)
+        assert (log.failure, log.end_offset, log.unflushed_records) == (None, 0, 0)
         stored = log.append([Record(value=b"stored")])
         await asyncio.wait_for(flusher.wait_durable(log, stored.next_offset), 5)
         await flusher.aclose()

@@ -171,7 +171,9 @@ def evict_all(engine: LocalEngine, clock: ManualClock | None = None) -> None:
             if name in engine.list_topics()
             else engine.create_topic(name, TopicConfig(durability="never"))
         )
-        topic.log(0).read(0)
+        # A write opens the file (an empty log has none yet, and a read of one opens
+        # nothing); ``never``: written through at once, and closed again when idle.
+        topic.log(0).append([Record(value=b"filler")])
 
 
 @pytest.mark.parametrize(
@@ -345,11 +347,21 @@ def test_the_default_ceiling_leaves_a_quarter_of_the_limit_at_least_64(
 def test_a_journal_that_cannot_be_opened_for_want_of_descriptors_says_so(
     faulty: tuple[LocalEngine, FaultFS],
 ) -> None:
+    """A journal makes its files on its first entry (lazy creation): without a descriptor
+    for them, that entry is refused, and the snapshot it then owes makes them."""
     engine, fs = faulty
-    fs.arm("fsync_dir", errno.EMFILE, match="/journals/new")  # its directory's entry
-    with pytest.raises(TooManyOpenFiles, match="opening journal new"):
-        engine.journal("new")
-    assert engine.journal("new").recover() == (None, [])  # the next try opens it
+    journal = engine.journal("new")
+    assert journal.recover() == (None, []) and not journal.log.on_disk
+    refuse_opens(fs, "open_rw", "/journals/new")
+    with pytest.raises(TooManyOpenFiles, match="journals/new"):
+        journal.append([b"refused"])
+    assert journal.snapshot_owed and not journal.log.on_disk and journal.log.failure is None
+    fs.disarm()
+    journal.snapshot(b"state with the refused entry")
+    journal.append([b"after"])
+    engine.close()
+    engine = LocalEngine.open(engine.path, ManualClock())
+    assert engine.journal("new").recover() == (b"state with the refused entry", [b"after"])
     engine.close()
 
 

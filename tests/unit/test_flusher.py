@@ -14,6 +14,7 @@ from roost.clock import ManualClock
 from roost.server import flusher as flusher_module
 from roost.server.flusher import INLINE_MAX_BYTES, SLOW_SYNC_NS, Flusher
 from roost.storage import LocalEngine, Record, TopicConfig
+from roost.storage.log import PartitionLog
 
 
 @pytest.fixture(autouse=True)
@@ -57,6 +58,15 @@ def hold_syncs(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, thread
     return syncing, release
 
 
+def made(log: PartitionLog) -> PartitionLog:
+    """``log`` with its files made and their directory entries synced, as after its first
+    round: a new log makes them on its first write (lazy creation), and the round that
+    follows syncs them (in the thread), which would decide where these tests' rounds run."""
+    log.make_files()
+    log.flush()
+    return log
+
+
 def run(
     engine: LocalEngine,
     clock: ManualClock,
@@ -78,7 +88,7 @@ def run(
 def test_always_confirms_only_after_fsync_and_shares_fsyncs(
     engine: LocalEngine, clock: ManualClock, inline_max_bytes: int
 ) -> None:
-    log = engine.create_topic("t").log(0)
+    log = made(engine.create_topic("t").log(0))
     confirmed: list[int] = []
 
     async def producer(n: int) -> None:
@@ -104,7 +114,7 @@ def test_always_confirms_only_after_fsync_and_shares_fsyncs(
 def test_records_held_back_for_the_flush_are_readable_before_it(
     engine: LocalEngine, clock: ManualClock, inline_max_bytes: int
 ) -> None:
-    log = engine.create_topic("t").log(0)
+    log = made(engine.create_topic("t").log(0))
 
     async def body(flusher: Flusher) -> None:
         result = log.append([Record(value=b"early")])
@@ -119,7 +129,7 @@ def test_interval_flushes_on_the_timer_or_the_record_count(
     engine: LocalEngine, clock: ManualClock
 ) -> None:
     config = TopicConfig(durability="interval", flush_interval_ms=500, flush_interval_records=5)
-    log = engine.create_topic("t", config).log(0)
+    log = made(engine.create_topic("t", config).log(0))
 
     async def body(flusher: Flusher) -> None:
         log.append([Record(value=b"a")])
@@ -145,7 +155,7 @@ def test_interval_flushes_on_the_timer_or_the_record_count(
 def test_never_is_not_flushed_until_close(
     data_dir: str, engine: LocalEngine, clock: ManualClock
 ) -> None:
-    log = engine.create_topic("t", TopicConfig(durability="never")).log(0)
+    log = made(engine.create_topic("t", TopicConfig(durability="never")).log(0))
 
     async def body(flusher: Flusher) -> None:
         log.append([Record(value=b"a")])
@@ -163,7 +173,7 @@ def test_never_is_not_flushed_until_close(
 
 
 def test_aclose_flushes_interval_logs(engine: LocalEngine, clock: ManualClock) -> None:
-    log = engine.create_topic("t", TopicConfig(durability="interval")).log(0)
+    log = made(engine.create_topic("t", TopicConfig(durability="interval")).log(0))
 
     async def body(flusher: Flusher) -> None:
         log.append([Record(value=b"a")])
@@ -175,7 +185,7 @@ def test_aclose_flushes_interval_logs(engine: LocalEngine, clock: ManualClock) -
 def test_a_cancelled_waiter_does_not_disturb_the_others(
     engine: LocalEngine, clock: ManualClock, inline_max_bytes: int
 ) -> None:
-    log = engine.create_topic("t").log(0)
+    log = made(engine.create_topic("t").log(0))
 
     async def body(flusher: Flusher) -> None:
         first = log.append([Record(value=b"a")])
@@ -195,7 +205,7 @@ def test_a_cancelled_waiter_does_not_disturb_the_others(
 def test_wait_durable_returns_at_once_when_already_durable(
     engine: LocalEngine, clock: ManualClock
 ) -> None:
-    log = engine.create_topic("t").log(0)
+    log = made(engine.create_topic("t").log(0))
     log.append([Record(value=b"a")])
     log.flush()
 
@@ -210,7 +220,7 @@ def test_wait_durable_returns_at_once_when_already_durable(
 def test_several_logs_share_a_round(
     engine: LocalEngine, clock: ManualClock, inline_max_bytes: int
 ) -> None:
-    logs = [engine.create_topic(f"t{i}").log(0) for i in range(5)]
+    logs = [made(engine.create_topic(f"t{i}").log(0)) for i in range(5)]
 
     async def body(flusher: Flusher) -> None:
         results = [log.append([Record(value=b"x")]) for log in logs]
@@ -238,7 +248,7 @@ def test_journal_logs_use_the_same_flusher(engine: LocalEngine, clock: ManualClo
 
 
 def test_overlapping_jobs_apply_in_order(engine: LocalEngine) -> None:
-    log = engine.create_topic("t").log(0)
+    log = made(engine.create_topic("t").log(0))
     log.on_dirty = lambda _log, _urgent: None  # as if a flusher were attached: write-behind
     log.append([Record(value=b"a")])
     first = log.begin_flush()
@@ -255,7 +265,7 @@ def test_overlapping_jobs_apply_in_order(engine: LocalEngine) -> None:
 
 
 def test_two_rounds_in_flight_confirm_everything(engine: LocalEngine, clock: ManualClock) -> None:
-    log = engine.create_topic("t").log(0)
+    log = made(engine.create_topic("t").log(0))
 
     async def main() -> int:
         flusher = Flusher(clock, max_rounds=2, inline_max_bytes=0)
@@ -312,7 +322,7 @@ def test_a_flusher_that_is_closed_refuses_to_wait_instead_of_hanging(
 ) -> None:
     from roost.errors import StorageClosed
 
-    log = engine.create_topic("t").log(0)
+    log = made(engine.create_topic("t").log(0))
 
     async def main() -> None:
         flusher = await _flushed_once(engine, clock)
@@ -349,7 +359,7 @@ def test_a_flusher_dropped_without_aclose_leaks_no_thread(
 
 
 def test_small_always_rounds_run_on_the_loop(engine: LocalEngine, clock: ManualClock) -> None:
-    log = engine.create_topic("t").log(0)
+    log = made(engine.create_topic("t").log(0))
 
     async def body(flusher: Flusher) -> None:
         for i in range(3):
@@ -366,7 +376,7 @@ def test_a_round_on_the_loop_covers_every_append_of_the_turn(
     engine: LocalEngine, clock: ManualClock, inline_max_bytes: int
 ) -> None:
     """It starts at the end of the turn; a thread's round starts inside the first append."""
-    log = engine.create_topic("t").log(0)
+    log = made(engine.create_topic("t").log(0))
 
     async def body(flusher: Flusher) -> None:
         results = [log.append([Record(value=b"x")]) for _ in range(10)]  # one turn
@@ -379,9 +389,9 @@ def test_a_round_on_the_loop_covers_every_append_of_the_turn(
 def test_what_may_take_long_goes_to_the_thread_and_the_rest_stays_on_the_loop(
     engine: LocalEngine, clock: ManualClock
 ) -> None:
-    interval = engine.create_topic("i", TopicConfig(durability="interval")).log(0)
-    big = engine.create_topic("big").log(0)
-    many = [engine.create_topic(f"m{i}").log(0) for i in range(5)]
+    interval = made(engine.create_topic("i", TopicConfig(durability="interval")).log(0))
+    big = made(engine.create_topic("big").log(0))
+    many = [made(engine.create_topic(f"m{i}").log(0)) for i in range(5)]
     placed: list[tuple[int, int]] = []  # (rounds, of them on the loop) after each step
 
     async def main() -> None:
@@ -422,7 +432,7 @@ def test_a_slow_sync_sends_rounds_to_the_thread_until_a_small_one_is_quick(
     report_sync_times(monkeypatch, iter([SLOW_SYNC_NS, SLOW_SYNC_NS, SLOW_SYNC_NS - 1, 0]))
     places: list[str] = []
     loop_rounds = [0]
-    log = engine.create_topic("t").log(0)
+    log = made(engine.create_topic("t").log(0))
 
     async def body(flusher: Flusher) -> None:
         for _ in range(4):
@@ -455,7 +465,7 @@ def test_a_quick_round_bigger_than_a_small_one_ends_the_slow_disk(
 
     monkeypatch.setattr(flusher_module, "_run_jobs", timed)
     monkeypatch.setattr(flusher_module, "SLOW_SYNC_NS", SLOW_SYNC_NS)
-    logs = [engine.create_topic(f"t{i}").log(0) for i in range(5)]
+    logs = [made(engine.create_topic(f"t{i}").log(0)) for i in range(5)]
     on_loop: list[int] = []
 
     async def body(flusher: Flusher) -> None:
@@ -501,7 +511,7 @@ def test_a_round_on_the_loop_is_not_charged_with_a_wait_for_the_thread(
 
     monkeypatch.setattr(flusher_module, "_run_jobs", held)
     journal = engine.journal("cursors")  # written through: its rounds go to the thread
-    log = engine.create_topic("t").log(0)
+    log = made(engine.create_topic("t").log(0))
 
     async def body(flusher: Flusher) -> None:
         first = asyncio.create_task(flusher.wait_durable(journal.log, journal.append([b"a"])))
@@ -538,8 +548,8 @@ def test_a_failed_job_does_not_lose_track_of_a_later_one_still_running(
     real_run = FlushJob.run
     second_may_run = threading.Event()
 
-    log = engine.create_topic("t").log(0)
-    other = engine.create_topic("o").log(0)
+    log = made(engine.create_topic("t").log(0))
+    other = made(engine.create_topic("o").log(0))
 
     def run_job(self: FlushJob) -> None:
         if self.segments[0].directory == log.directory:
@@ -571,8 +581,8 @@ def test_a_slow_round_in_the_thread_keeps_small_rounds_on_the_loop(
 ) -> None:
     """A thread's timing includes its waits for the GIL: it never says the disk is slow."""
     report_sync_times(monkeypatch, itertools.repeat(SLOW_SYNC_NS * 10))
-    interval = engine.create_topic("i", TopicConfig(durability="interval")).log(0)
-    log = engine.create_topic("t").log(0)
+    interval = made(engine.create_topic("i", TopicConfig(durability="interval")).log(0))
+    log = made(engine.create_topic("t").log(0))
 
     async def body(flusher: Flusher) -> None:
         result = interval.append([Record(value=b"x")])  # an fdatasync: the thread's
@@ -590,7 +600,7 @@ def test_a_log_deleted_before_its_round_fails_its_waiters_instead_of_hanging(
 ) -> None:
     from roost.errors import StorageClosed
 
-    log = engine.create_topic("t").log(0)
+    log = made(engine.create_topic("t").log(0))
 
     async def body(flusher: Flusher) -> None:
         result = log.append([Record(value=b"x")])
@@ -607,7 +617,7 @@ def test_a_log_deleted_while_its_round_runs_fails_its_waiters_instead_of_hanging
     from roost.errors import StorageClosed
 
     syncing, deleted = hold_syncs(monkeypatch)
-    log = engine.create_topic("t").log(0)
+    log = made(engine.create_topic("t").log(0))
 
     async def body(flusher: Flusher) -> None:
         result = log.append([Record(value=b"x")])
@@ -634,8 +644,8 @@ def test_an_interval_log_due_while_the_thread_is_busy_waits_without_spinning(
 
     monkeypatch.setattr(Flusher, "_on_timer", counted)
     config = TopicConfig(durability="interval", flush_interval_ms=10)
-    first = engine.create_topic("a", config).log(0)
-    second = engine.create_topic("b", config).log(0)
+    first = made(engine.create_topic("a", config).log(0))
+    second = made(engine.create_topic("b", config).log(0))
 
     async def body(flusher: Flusher) -> None:
         result = first.append([Record(value=b"x")])

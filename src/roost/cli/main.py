@@ -436,6 +436,12 @@ def bench_e2e(
     "--batch", default=1_000, show_default=True, help="Creates per timed batch (with --creates)."
 )
 @click.option(
+    "--clients",
+    default=1,
+    show_default=True,
+    help="Clients creating at once, each on its own connection (with --creates).",
+)
+@click.option(
     "--active",
     default=0,
     show_default=True,
@@ -466,6 +472,7 @@ def bench_breadth(
     max_open_files: int | None,
     creates: int,
     batch: int,
+    clients: int,
     active: int,
     messages: int,
     publish_batch: int,
@@ -506,11 +513,15 @@ def bench_breadth(
     if creates:
         from roost.bench.create_rate import run_create_bench
 
-        if creates < 10 or batch < 1:
-            raise click.BadParameter("--creates must be at least 10 and --batch positive")
+        if creates < 10 or batch < 1 or clients < 1:
+            raise click.BadParameter(
+                "--creates must be at least 10, --batch and --clients positive"
+            )
         _report(
             as_json,
-            lambda progress: run_create_bench(directory, creates, batch, progress, max_open_files),
+            lambda progress: run_create_bench(
+                directory, creates, batch, progress, max_open_files, clients
+            ),
             f"roost bench breadth --creates ({creates:,} queues, each with a dead-letter topic)",
             {"creates_per_s_last": ">= 1000", "nth_over_10th": "<= 1.0"},
         )

@@ -162,17 +162,8 @@ class Broker:
         """A topic of partition logs; ``policy`` bounds its backlog (see policies.py).
 
         One metadata transaction (joined to the caller's, if one is open)."""
-        return self._create_topic(name, config, policy, sync_directories=True)
-
-    def _create_topic(
-        self,
-        name: str,
-        config: TopicConfig | None,
-        policy: TopicPolicy | None,
-        sync_directories: bool,
-    ) -> TopicInfo:
         with self.engine.metadata.transaction() as txn:
-            info = self.engine.create_topic(name, config, sync_directories).describe()
+            info = self.engine.create_topic(name, config).describe()
             if policy is not None and policy != DEFAULT_POLICY:
                 self._catalog.save_policy(name, policy)
                 state = self._topics.of(name)
@@ -322,12 +313,12 @@ class Broker:
         if self.engine.has_topic(name):
             raise TopicExists(name)
         # One metadata transaction, so one durable write: the queue is wholly there after a
-        # crash or wholly absent (its directories, unsynced, are made again or removed).
+        # crash or wholly absent. No file is made: each log makes its own on its first write.
         with self.engine.metadata.transaction():
-            self._create_topic(name, config, policy, sync_directories=False)
+            self.create_topic(name, config, policy)
             if dead_letter_topic is not None and not self.engine.has_topic(dead_letter_topic):
                 dead_letters = TopicConfig(durability=config.durability)
-                self.engine.create_topic(dead_letter_topic, dead_letters, sync_directories=False)
+                self.engine.create_topic(dead_letter_topic, dead_letters)
             stored = self._define_subscription(spec)
         self._registry.open(stored)
         return stored

@@ -225,7 +225,7 @@ def _check_topics(
             if fs.exists(directory):
                 _check_log(fs, directory, config.index_interval_bytes, clean, check)
             else:
-                check.notes.append("no directory: the partition starts empty on open")
+                check.notes.append("no directory yet: an empty partition, made by its first write")
             checks.append(check)
     return checks
 

@@ -10,14 +10,16 @@ Layout::
     <data>/topics/<topic>/<partition>/ segments of one partition log
     <data>/journals/<name>/            a state journal: log/ and snapshot
 
-Metadata is the truth about which topics exist. Creating a topic makes its directories and
-files first, without syncing them, and commits the metadata last (one journal record, the
-commit point; several creates may share it: ``MetadataStore.transaction`` nests); deleting
-commits first and removes the directories after. So a crash in between leaves directories
-without metadata, which ``open`` removes, or metadata whose directories a power loss took
-(their entries were never synced), which ``open`` makes again, empty: nothing in them had been
-confirmed, because a new log's first flush syncs those entries before anything it holds
-counts as durable (``PartitionLog.open``'s ``unsynced_directories``).
+Metadata is the truth about which topics exist. Creating a topic or a journal commits its
+metadata (one journal record, the commit point; several creates may share it:
+``MetadataStore.transaction`` nests) and makes no file: each log's directories and first
+segment are made by its first write, unsynced, and its first flush syncs their entries before
+anything it holds counts as durable (lazy creation: ``PartitionLog.open``'s ``made_under``).
+A log whose directory is missing at ``open`` (never written, or a power loss took the unsynced
+entries: nothing in them had been confirmed) opens empty, still without files. Deleting
+commits first and removes the directories after: a crash in between leaves directories
+without metadata, which ``open`` removes; a log never written has none to remove, and no WAL
+record to void.
 
 Opening and closing block (recovery reads and fsyncs); topic creation and deletion block on
 one metadata sync. The asyncio host runs opening and closing off the event loop.
@@ -44,7 +46,6 @@ from roost.errors import (
     PartitionQuarantined,
     StorageClosed,
     StorageFailure,
-    TooManyOpenFiles,
     TopicExists,
     UnknownTopic,
 )
@@ -104,6 +105,9 @@ class LocalEngine:
         #: Logs that failed since ``failed_logs`` last looked (a superset of the failed ones):
         #: while it is empty, nothing needs looking at every log.
         self._failed: set[PartitionLog] = set()
+        #: Topics deleted since open whose directory was removed without a sync: creating
+        #: one of these names syncs ``topics/`` first (``create_topic``).
+        self._removed_topics: set[str] = set()
         #: ``largest_segment_bytes``, until the set of topics changes.
         self._largest_segment: int | None = None
         self._closed = False
@@ -174,26 +178,31 @@ class LocalEngine:
             if name not in known:
                 self._fs.remove_tree(os.path.join(topics_dir, name))
                 self.recovery.orphans_removed.append(name)
+        if self.recovery.orphans_removed:
+            # A power loss could bring them back, and a topic created later under one of
+            # their names (no directory of its own before its first write) would adopt them.
+            self._fs.fsync_dir(topics_dir)
         for name in sorted(known):
             config = msgspec.convert(self.metadata.get(TOPICS_NAMESPACE, name), TopicConfig)
             topic = self._open_topic(name, config, clean)
             self.recovery.logs.extend(log.recovery for log in topic.partitions)
 
     def _open_topic(
-        self, name: str, config: TopicConfig, clean: bool, new: bool = False, sync: bool = True
+        self, name: str, config: TopicConfig, clean: bool, absent: bool = False
     ) -> Topic:
-        """``new`` and not ``sync``: a topic being created, its directories made unsynced."""
+        """The topic's logs; a partition without its directory opens empty, its files made
+        by its first write (lazy creation). ``absent``: the topic's directory is known not to
+        exist (a create): not looked for."""
         topics = os.path.join(self.path, "topics")
         directory = os.path.join(topics, name)
         logs: list[PartitionLog] = []
         try:
             for p in range(config.partitions):
                 path = os.path.join(directory, str(p))
-                unsynced = self._make_unsynced(topics, name, str(p)) if new and not sync else ()
                 logs.append(
                     PartitionLog.open(
                         name, p, path, config, self.clock, self._fs, clean, pool=self.pool,
-                        unsynced_directories=unsynced,
+                        made_under=topics, absent=absent,
                     )
                 )  # fmt: skip
         except BaseException:
@@ -213,29 +222,22 @@ class LocalEngine:
 
     def _remove_leftover(self, directory: str) -> None:
         """Remove what a create that never committed left at ``directory`` (a crash cut it
-        short, or its undo could not remove it): nothing committed names it, and a new topic
-        or journal must not adopt its files (a journal number is reused when the create that
-        took it did not commit)."""
+        short, or its undo could not remove it, or a first write made it before that): nothing
+        committed names it, and a new topic or journal must not adopt its files (a journal
+        number is reused when the create that took it did not commit). After it the directory
+        is known absent."""
         if self._fs.exists(directory):
             self._forget_in_wal(directory)
             self._fs.remove_tree(directory)
+            # A power loss could undo the unsynced removal, and the new log, which makes no
+            # directory of its own until its first write, would adopt the old files.
+            self._fs.fsync_dir(os.path.dirname(directory))
 
     def _forget_in_wal(self, directory: str) -> None:
         """Before files under ``directory`` go: no WAL record may replay into files that
         take their names later (wal.py)."""
         if self.wal is not None:
             self.wal.forget(directory)
-
-    def _make_unsynced(self, base: str, *names: str) -> list[str]:
-        """Make ``base/names[0]/names[1]/...`` (``base`` exists) without syncing any entry;
-        every directory from ``base`` down, which a sync must reach before a file in the last
-        one counts as durable (``PartitionLog.open``'s ``unsynced_directories``)."""
-        chain = [base]
-        for name in names:
-            chain.append(os.path.join(chain[-1], name))
-            with contextlib.suppress(FileExistsError):  # a partition's topic directory
-                self._fs.mkdir(chain[-1])
-        return chain
 
     @property
     def fs(self) -> LocalFS:
@@ -244,13 +246,10 @@ class LocalEngine:
 
     # -- topics ---------------------------------------------------------------------------
 
-    def create_topic(
-        self, name: str, config: TopicConfig | None = None, sync_directories: bool = True
-    ) -> Topic:
-        """Make a topic's partition logs and commit its definition (in the caller's metadata
-        transaction, if one is open). ``sync_directories=False`` makes the directories and
-        files without a sync each: the commit is the one durable step, and each new log syncs
-        their entries with its first flush (see the module docstring)."""
+    def create_topic(self, name: str, config: TopicConfig | None = None) -> Topic:
+        """Commit a topic's definition (in the caller's metadata transaction, if one is open)
+        and open its partition logs, empty and without files: the commit is the one durable
+        step, and each log makes its files on its first write (see the module docstring)."""
         self._check_open()
         check_name("topic", name)
         if name in self._topics:
@@ -259,20 +258,16 @@ class LocalEngine:
         with self.metadata.transaction() as txn:
             try:
                 self._remove_leftover(os.path.join(self.path, "topics", name))
-                topic = self._open_topic(name, config, True, new=True, sync=sync_directories)
-            except (OSError, TooManyOpenFiles) as e:
-                # Nothing refers to the files yet (metadata is committed last): they just go.
-                with contextlib.suppress(OSError):
-                    self._fs.remove_tree(os.path.join(self.path, "topics", name))
-                if isinstance(e, TooManyOpenFiles):
-                    raise
+                if name in self._removed_topics:
+                    # A topic of this name was deleted since open and its directory removed
+                    # without a sync: a power loss could bring it back, files and all, under
+                    # the new topic (which makes none of its own before its first write).
+                    self._fs.fsync_dir(os.path.join(self.path, "topics"))
+                    self._removed_topics.discard(name)
+                topic = self._open_topic(name, config, True, absent=True)
+            except OSError as e:
                 raise storage_error(f"creating topic {name}", e) from e
             txn.on_abort(lambda: self._forget_new_topic(topic))
-            if sync_directories:
-                try:
-                    self._fs.fsync_dir(os.path.join(self.path, "topics"))
-                except OSError as e:  # the transaction is abandoned: the undo removes it all
-                    raise storage_error(f"creating topic {name}", e) from e
             txn.put(TOPICS_NAMESPACE, name, msgspec.to_builtins(config))
         return topic
 
@@ -297,8 +292,13 @@ class LocalEngine:
     def _remove_topic_files(self, topic: Topic) -> None:
         topic.close(clean=False)
         directory = os.path.join(self.path, "topics", topic.name)
-        self._forget_in_wal(directory)
-        self._fs.remove_tree(directory)
+        if any(log.on_disk for log in topic.partitions):
+            self._forget_in_wal(directory)
+        # Never written (lazy creation): no WAL record names its files, none exists, or
+        # only directories a failed first write left.
+        if self._fs.exists(directory):
+            self._fs.remove_tree(directory)
+            self._removed_topics.add(topic.name)  # synced before a topic takes the name
 
     def topic(self, name: str) -> Topic:
         self._check_open()
@@ -401,6 +401,7 @@ class LocalEngine:
                         self._fs,
                         clean_shutdown=self.recovery.clean_shutdown,
                         pool=self.pool,
+                        made_under=os.path.join(self.path, "journals"),
                     )
                 except OSError as e:  # its directory, say: TooManyOpenFiles for want of fds
                     raise storage_error(f"opening journal {name}", e) from e
@@ -419,20 +420,16 @@ class LocalEngine:
         return self._journals[name]
 
     def _new_journal(self, name: str) -> Journal:
+        """A journal for a definition being created: no file is made (lazy creation)."""
         journals = os.path.join(self.path, "journals")
         directory = os.path.join(journals, name)
         try:
             self._remove_leftover(directory)
-            unsynced = self._make_unsynced(journals, name, "log")
             return Journal.open(
                 name, directory, self.clock, self._fs, clean_shutdown=True, pool=self.pool,
-                unsynced_directories=unsynced,
+                made_under=journals, absent=True,
             )  # fmt: skip
-        except (OSError, TooManyOpenFiles) as e:
-            with contextlib.suppress(OSError):  # nothing names it yet: it just goes
-                self._fs.remove_tree(directory)
-            if isinstance(e, TooManyOpenFiles):
-                raise
+        except OSError as e:
             raise storage_error(f"creating journal {name}", e) from e
 
     def drop_journal(self, name: str) -> None:
@@ -451,7 +448,14 @@ class LocalEngine:
         # Left behind if either step fails: named by nothing, it is harmless (and the WAL may
         # still replay into files it could not void).
         with contextlib.suppress(OSError):
+            self._remove_journal_files(directory, journal)
+
+    def _remove_journal_files(self, directory: str, journal: Journal | None) -> None:
+        """A journal never written (lazy creation) has no WAL record to void, and no files
+        but perhaps the directories a failed first write left."""
+        if journal is None or journal.log.on_disk:
             self._forget_in_wal(directory)
+        if self._fs.exists(directory):
             self._fs.remove_tree(directory)
 
     def _forget_new_journal(self, journal: Journal) -> None:
@@ -463,8 +467,7 @@ class LocalEngine:
             journal.close(clean=False)
             with contextlib.suppress(OSError):
                 directory = os.path.join(self.path, "journals", journal.name)
-                self._forget_in_wal(directory)
-                self._fs.remove_tree(directory)
+                self._remove_journal_files(directory, journal)
 
     # -- durability -----------------------------------------------------------------------
 

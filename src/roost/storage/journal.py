@@ -95,6 +95,9 @@ class Journal:
         #: snapshot is written (see the module docstring).
         self.snapshot_owed = False
         self._refused = 0  # appends refused so far
+        #: Known to have no snapshot (created with its directory absent): until its first
+        #: write makes the directory, ``recover`` need not look for one.
+        self._snapshot_absent = False
         #: Told when the journal comes to owe a snapshot (the engine keeps those that do).
         self.on_snapshot_owed: Callable[[Journal], None] | None = None
 
@@ -109,21 +112,31 @@ class Journal:
         clean_shutdown: bool = False,
         pool: FdPool | None = None,
         unsynced_directories: Sequence[str] = (),
+        made_under: str | None = None,
+        absent: bool = False,
     ) -> Journal:
         """Open (creating if needed) the journal in ``directory``; ``unsynced_directories``
-        as for ``PartitionLog.open`` (a new journal whose directories were made unsynced)."""
+        as for ``PartitionLog.open`` (a new journal whose directories were made unsynced).
+
+        ``made_under`` (an existing ancestor, the engine's ``journals/``): a journal whose
+        directory does not exist opens empty, and its first entry or snapshot makes its
+        directories (lazy creation, see log.py). ``absent``: the caller knows ``directory``
+        does not exist (a journal being created): nothing is looked for, not even a snapshot."""
         log_directory = os.path.join(directory, "log")
-        fs.makedirs(log_directory)
+        if made_under is None:
+            fs.makedirs(log_directory)
         log = PartitionLog.open(
             name, 0, log_directory, config, clock, fs, clean_shutdown, pool=pool,
-            unsynced_directories=unsynced_directories,
+            unsynced_directories=unsynced_directories, made_under=made_under, absent=absent,
         )  # fmt: skip
         # Entries are small and few (one per command): written to the OS at once they survive
         # a process crash even before their fsync, so delivery counts and acks do too.
         log.write_behind = False
         log.tail_bytes = 0  # read back only when the journal is replayed
         log.name = f"journal {name}"
-        return cls(name, directory, log, fs)
+        journal = cls(name, directory, log, fs)
+        journal._snapshot_absent = absent
+        return journal
 
     def append(self, entries: Sequence[bytes]) -> int:
         """Append entries; returns the sequence number after the last one.
@@ -169,7 +182,12 @@ class Journal:
         return state, entries
 
     def snapshot_job(self, state: bytes) -> SnapshotJob:
-        """Prepare a snapshot of ``state``, the state after every entry appended so far."""
+        """Prepare a snapshot of ``state``, the state after every entry appended so far.
+
+        A journal not on disk yet (lazy creation) gets its directories here, which the job
+        syncs before the snapshot counts; ``StorageFailure`` (``TooManyOpenFiles``,
+        ``DiskFull``) if they cannot be made."""
+        self.log.make_files()
         return SnapshotJob(
             self._fs, self._snapshot_path, self.log.end_offset, state, self._refused,
             self.log.unsynced_directories,
@@ -200,6 +218,8 @@ class Journal:
         return self.log.close(clean)
 
     def _read_snapshot(self) -> tuple[bytes | None, int]:
+        if self._snapshot_absent and not self.log.on_disk:
+            return None, 0
         if not self._fs.exists(self._snapshot_path):
             return None, 0
         parsed = parse_snapshot(self._fs.read_file(self._snapshot_path))

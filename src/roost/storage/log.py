@@ -23,6 +23,12 @@ How it works:
   bytes already wrong.
 - ``on_dirty`` tells the flusher there is something to sync: at once under ``always``, when the
   record threshold is crossed under ``interval`` (its timer covers the rest), never under ``never``.
+- **Lazy creation**: a log opened with ``made_under`` whose directory does not exist is empty
+  and has no files. Its first write (``append``, ``skip_to``; a journal's first snapshot)
+  makes its directories and first segment, none of their entries synced; its first flush syncs
+  them (``unsynced_directories``) before anything in it counts as durable. So a queue created
+  and never written costs no ``mkdir``, and a power loss that takes the entries loses nothing
+  confirmed. Until then ``on_disk`` is False, and nothing was ever written for it to the WAL.
 
 Concurrency: every method runs on one thread (the event loop) except ``FlushJob.run``, which only
 fsyncs file descriptors that stay open until ``end_flush``.
@@ -30,6 +36,7 @@ fsyncs file descriptors that stay open until ``end_flush``.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -142,6 +149,9 @@ class PartitionLog:
         #: topic or journal: engine.py): its first flush syncs them before anything in it
         #: counts as durable, so that creating the log costs no sync of its own.
         self._directories_to_sync: list[str] = []
+        #: Lazy creation: the existing directory this log's own is made under, with every
+        #: directory between, by its first write; None once its files exist (``on_disk``).
+        self._made_under: str | None = None
         #: A job could not sync the directory (no descriptor to open it with): until one
         #: does, no job's end counts as durable (a new segment's entry may not be on disk).
         self._directory_owed = False
@@ -199,6 +209,8 @@ class PartitionLog:
         repair: bool = False,
         pool: FdPool | None = None,
         unsynced_directories: Sequence[str] = (),
+        made_under: str | None = None,
+        absent: bool = False,
     ) -> PartitionLog:
         """Open (creating if needed) the log in ``directory``, recovering its tail.
 
@@ -211,10 +223,22 @@ class PartitionLog:
         ``unsynced_directories``: for a new log whose directory (and its parents) were made
         without syncing their entries, those directories, its own last: its first segment is
         made without a sync too, and its first flush syncs them all before its own.
+
+        ``made_under``: an existing ancestor of ``directory`` (the engine's ``topics/`` or
+        ``journals/``). If ``directory`` does not exist, the log opens empty without making
+        anything: its first write makes the directories from there down and its first
+        segment (lazy creation, see the module docstring). Without it a missing directory is
+        made at once, synced. ``absent``: the caller knows ``directory`` does not exist (it
+        just removed what was there): not looked for.
         """
         pool = pool or FdPool(fs)
-        fs.makedirs(directory)
         recovery = LogRecovery(log=f"{topic}/{partition}", clean_shutdown=clean_shutdown)
+        if made_under is not None and (absent or not fs.exists(directory)):
+            segment = Segment.open(fs, directory, 0, pool)  # its file is made by the first write
+            log = cls(topic, partition, directory, config, clock, fs, [segment], recovery, pool)
+            log._made_under = made_under
+            return log
+        fs.makedirs(directory)
         segments = open_segments(
             fs, directory, config.index_interval_bytes, recovery, repair, pool=pool
         )
@@ -333,6 +357,8 @@ class PartitionLog:
             or now_ms - active.first_append_time_ms >= config.segment_max_age_ms
         ):
             active = self._roll()
+        if self._made_under is not None:
+            self._make_files()
         on_dirty = self.on_dirty
         try:
             active.append(
@@ -355,6 +381,38 @@ class PartitionLog:
             )
         return AppendResult(header.base_offset, header.base_offset + len(records))
 
+    @property
+    def on_disk(self) -> bool:
+        """Whether this log's files exist: False until the first write of a log opened
+        without its directory (lazy creation, see the module docstring)."""
+        return self._made_under is None
+
+    def make_files(self) -> None:
+        """Make this log's directories and first segment now if they do not exist yet (lazy
+        creation): none of their entries is synced here; the next flush (or a journal's
+        snapshot job) syncs them first. Raises ``DiskFull``, ``TooManyOpenFiles`` or
+        ``StorageFailure`` for the one operation that wanted them: the log stays empty, with
+        nothing written, and the next write tries again."""
+        if self._made_under is not None:
+            self._make_files()
+
+    def _make_files(self) -> None:
+        root = self._made_under
+        assert root is not None
+        chain = [root]
+        try:
+            for name in os.path.relpath(self.directory, root).split(os.sep):
+                chain.append(os.path.join(chain[-1], name))
+                with contextlib.suppress(FileExistsError):  # a partition's topic directory
+                    self._fs.mkdir(chain[-1])
+            segment = self._segments[-1]
+            # Opening makes the file; emptied in case a failed attempt left one behind.
+            self._fs.truncate(segment.fd, 0)
+        except OSError as e:  # a directory left made is harmless: the next attempt adopts it
+            raise storage_error(f"making the files of {self.name}", e) from e
+        self._made_under = None
+        self._directories_to_sync = [*chain, *self._directories_to_sync]
+
     def skip_to(self, offset: int) -> int:
         """Move the end to ``offset`` with a gap batch, made durable inline (blocking);
         returns how many offsets were skipped (0 if the end is already there or past it).
@@ -367,6 +425,8 @@ class PartitionLog:
         if count <= 0:
             return 0
         data, header = batch_format.encode_gap(self.end_offset, count, self._clock.now_ms())
+        if self._made_under is not None:
+            self._make_files()
         active = self._segments[-1]
         try:
             active.append(data, header, self.config.index_interval_bytes, False, self.tail_bytes)
@@ -384,6 +444,12 @@ class PartitionLog:
         self._check_writable()
         if self._flushing:
             raise StorageFailure(f"reset of {self.topic}/{self.partition} during a flush")
+        if self._made_under is not None:  # no files yet: the first write makes the new one
+            segment = Segment.open(self._fs, self.directory, offset, self._pool)
+            self._adopt(segment)
+            self._segments, self._bases = [segment], [offset]
+            self.durable_offset = offset
+            return
         if self.wal is not None:
             # The new segment may take an old one's name: no record may replay into it.
             self.wal.forget(self.directory)
@@ -628,7 +694,12 @@ class PartitionLog:
     @property
     def needs_flush(self) -> bool:
         return (
-            bool(self._unsynced or self._directory_changed or self._directory_owed)
+            bool(
+                self._unsynced
+                or self._directory_changed
+                or self._directory_owed
+                or self._directories_to_sync
+            )
             and self._failure is None
         )
 
@@ -780,8 +851,10 @@ class PartitionLog:
         try:
             if clean:
                 self.flush()
-                # A quarantined log's indexes stay as they were: nothing about it is vouched for.
-                for segment in [] if self.recovery.quarantined else self._segments:
+                # A quarantined log's indexes stay as they were: nothing about it is vouched
+                # for. A log not on disk yet has none to write.
+                unvouched = self.recovery.quarantined or self._made_under is not None
+                for segment in [] if unvouched else self._segments:
                     segment.write_index()
         finally:
             self._closed = True
@@ -796,7 +869,8 @@ class PartitionLog:
     def delete(self) -> None:
         """Close and remove every file of this log."""
         self.close(clean=False)
-        self._fs.remove_tree(self.directory)
+        if self._made_under is None or self._fs.exists(self.directory):
+            self._fs.remove_tree(self.directory)
 
     # -- failure --------------------------------------------------------------------------
 

@@ -45,6 +45,7 @@ import contextlib
 import copy
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -156,6 +157,8 @@ class MetadataStore:
         self.run_snapshot: Runner = in_a_thread
         #: After a failed snapshot, none is tried again before the journal is this long.
         self._retry_at_bytes = 0
+        #: Threads closing a replaced journal's descriptor (see ``_finish_snapshot``).
+        self._closing: list[threading.Thread] = []
         #: What open found in the journal and did about it (bytes cut, and why).
         self.recovery = LogRecovery(log="metadata journal", clean_shutdown=True)
 
@@ -271,9 +274,22 @@ class MetadataStore:
             # may be either file now, so it is opened again by name.
             log.error("replacing metadata journal %s failed: %s", self.journal_path, e)
         if self._fd is not None:
-            with contextlib.suppress(OSError):
-                self._fs.close(self._fd)
+            self._close_replaced(self._fd)
             self._fd = None
+
+    def _close_replaced(self, fd: int) -> None:
+        """Close the descriptor of the journal just replaced, in a thread: it is the last
+        reference to the old file, so the close frees its blocks, which took 30-45 ms of the
+        event loop for a few MB here. Nothing uses it any more; ``close`` waits for it."""
+        self._closing = [thread for thread in self._closing if thread.is_alive()]
+
+        def close() -> None:
+            with contextlib.suppress(OSError):
+                self._fs.close(fd)
+
+        thread = threading.Thread(target=close, name="roost-metadata-close", daemon=True)
+        thread.start()
+        self._closing.append(thread)
 
     def settle_snapshot(self) -> None:
         """Wait for a snapshot being written to end (running it here if its thread never
@@ -402,6 +418,9 @@ class MetadataStore:
         if self._fd is not None:
             self._fs.close(self._fd)
             self._fd = None
+        for thread in self._closing:
+            thread.join()
+        self._closing = []
 
     # -- open -----------------------------------------------------------------------------
 
