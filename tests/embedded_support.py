@@ -42,3 +42,29 @@ def run_over_the_network(tmp_path: Path, body: Callable[[Any], Awaitable[None]])
             await host.aclose()
 
     asyncio.run(main())
+
+
+#: Where a test body runs: ``run_either(where, ...)``, parametrized over both.
+WAYS = ("embedded", "network")
+
+
+def run_either(where: str, tmp_path: Path, clock: ManualClock, body: Body) -> None:
+    """``body`` against an embedded broker on ``clock`` or, over the network, against one
+    served on 127.0.0.1 on a ``ManualClock`` of its own (nobody moves it)."""
+    if where == "embedded":
+        run(str(tmp_path / "data"), clock, body)
+    else:
+        run_over_the_network(tmp_path, body)  # type: ignore[arg-type]
+
+
+class OlderBroker:
+    """A client backend whose broker chose protocol ``version``: a request reaching it fails
+    the test (what an older broker could not decode must be refused before sending)."""
+
+    def __init__(self, version: int) -> None:
+        self.protocol_version = version
+
+    async def call(self, request: object) -> object:
+        raise AssertionError(
+            f"{type(request).__name__} was sent to a version-{self.protocol_version} broker"
+        )

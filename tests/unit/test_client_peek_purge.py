@@ -14,8 +14,7 @@ from roost.client.api import PEEK_VERSION, Client
 from roost.clock import ManualClock
 from roost.core.retry import RetryPolicy
 from roost.errors import LeaseExpired, ProtocolError, UnknownSubscription
-from roost.protocols.native import messages as m
-from tests.embedded_support import run, run_over_the_network
+from tests.embedded_support import WAYS, OlderBroker, run_either
 
 #: Both ways of running a body start their broker on a clock that reads this and never moves.
 NOW_MS = ManualClock().now_ms()
@@ -92,27 +91,14 @@ BODIES = [
 ]
 
 
+@pytest.mark.parametrize("where", WAYS)
 @pytest.mark.parametrize("body", BODIES, ids=lambda b: b.__name__)
-def test_embedded(body, data_dir: str, clock: ManualClock) -> None:  # type: ignore[no-untyped-def]
-    run(data_dir, clock, body)
-
-
-@pytest.mark.parametrize("body", BODIES, ids=lambda b: b.__name__)
-def test_over_the_network(body, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    run_over_the_network(tmp_path, body)
-
-
-class OlderBroker:
-    """A backend whose broker chose protocol version 6: nothing may reach it."""
-
-    protocol_version = PEEK_VERSION - 1
-
-    async def call(self, request: m.Request) -> m.Response:
-        raise AssertionError(f"{type(request).__name__} was sent to a version-6 broker")
+def test_both_ways(body, where: str, tmp_path: Path, clock: ManualClock) -> None:  # type: ignore[no-untyped-def]
+    run_either(where, tmp_path, clock, body)
 
 
 def test_an_older_broker_is_never_sent_what_it_cannot_decode() -> None:
-    client = Client(OlderBroker())  # type: ignore[arg-type]
+    client = Client(OlderBroker(PEEK_VERSION - 1))  # type: ignore[arg-type]
 
     async def main() -> None:
         for call in (

@@ -13,8 +13,7 @@ import roost
 from roost.client.api import REJECT_VERSION, Client
 from roost.clock import ManualClock
 from roost.errors import InvalidRequest, ProtocolError
-from roost.protocols.native import messages as m
-from tests.embedded_support import run, run_over_the_network
+from tests.embedded_support import WAYS, OlderBroker, run, run_either
 
 
 async def dead_letters(broker: roost.Client, count: int) -> dict[bytes, dict[str, bytes]]:
@@ -90,14 +89,10 @@ async def a_letter_on_its_way_is_not_ready_depth(broker: roost.Client) -> None:
 BODIES = [reasons, refused_rejects_change_nothing, a_letter_on_its_way_is_not_ready_depth]
 
 
+@pytest.mark.parametrize("where", WAYS)
 @pytest.mark.parametrize("body", BODIES, ids=lambda b: b.__name__)
-def test_embedded(body, data_dir: str, clock: ManualClock) -> None:  # type: ignore[no-untyped-def]
-    run(data_dir, clock, body)
-
-
-@pytest.mark.parametrize("body", BODIES, ids=lambda b: b.__name__)
-def test_over_the_network(body, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    run_over_the_network(tmp_path, body)
+def test_both_ways(body, where: str, tmp_path: Path, clock: ManualClock) -> None:  # type: ignore[no-untyped-def]
+    run_either(where, tmp_path, clock, body)
 
 
 def test_a_lease_that_runs_out_for_the_last_time_says_max_deliveries(
@@ -118,16 +113,9 @@ def test_a_lease_that_runs_out_for_the_last_time_says_max_deliveries(
     run(data_dir, clock, body)
 
 
-class OlderBroker:
-    protocol_version = REJECT_VERSION - 1
-
-    async def call(self, request: m.Request) -> m.Response:
-        raise AssertionError(f"{type(request).__name__} was sent to a version-6 broker")
-
-
 def test_an_older_broker_is_never_sent_a_reject() -> None:
     import asyncio
 
-    client = Client(OlderBroker())  # type: ignore[arg-type]
+    client = Client(OlderBroker(REJECT_VERSION - 1))  # type: ignore[arg-type]
     with pytest.raises(ProtocolError, match="nack\\(reject=True\\) needs a broker speaking"):
         asyncio.run(client.nack("jobs", "jobs", [], reject=True))
