@@ -26,22 +26,23 @@ def run(data_dir: str, clock: ManualClock, body: Body) -> None:
     asyncio.run(main())
 
 
-def run_over_the_network(tmp_path: Path, body: Callable[[Any], Awaitable[None]]) -> None:
+async def over_the_network(tmp_path: Path, body: Callable[[Any], Awaitable[None]]) -> None:
     """Serve a broker at ``tmp_path/data`` on 127.0.0.1 (a ``ManualClock`` nobody moves), run
-    ``body`` against a network client of it, close both."""
+    ``body`` against a network client of it, close both; on the running loop."""
+    host = await Host.start(str(tmp_path / "data"), ManualClock())
+    server = await serve_native(host, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with roost.connect(f"roost://127.0.0.1:{port}", reconnect=False) as broker:
+            await body(broker)
+    finally:
+        await close_native(server)
+        await host.aclose()
 
-    async def main() -> None:
-        host = await Host.start(str(tmp_path / "data"), ManualClock())
-        server = await serve_native(host, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        try:
-            async with roost.connect(f"roost://127.0.0.1:{port}", reconnect=False) as broker:
-                await body(broker)
-        finally:
-            await close_native(server)
-            await host.aclose()
 
-    asyncio.run(main())
+def run_over_the_network(tmp_path: Path, body: Callable[[Any], Awaitable[None]]) -> None:
+    """``over_the_network`` under ``asyncio.run``."""
+    asyncio.run(over_the_network(tmp_path, body))
 
 
 #: Where a test body runs: ``run_either(where, ...)``, parametrized over both.

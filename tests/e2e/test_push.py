@@ -29,6 +29,7 @@ from roost.server.framed import open_framed
 from roost.server.host import Host
 from roost.server.native_server import NativeConnection, close_native, serve_native
 from tests.e2e.test_serve import Server
+from tests.embedded_support import over_the_network
 
 
 @contextlib.asynccontextmanager
@@ -170,15 +171,7 @@ def test_an_unanswered_ack_and_its_credit_leave_in_one_write(server: Server) -> 
 
     async def body() -> None:
         async with roost.connect(server.url, reconnect=False) as broker:
-            stream = broker._backend._stream  # type: ignore[attr-defined]
-            writes: list[list[Kind]] = []
-            write = stream.write
-
-            def recording(data: bytes) -> None:
-                writes.append(_kinds(data))
-                write(data)
-
-            stream.write = recording
+            writes = _record_writes(broker._backend._stream)  # type: ignore[attr-defined]
             await _fill(broker, "q", 3)
             async with broker.subscribe("q", prefetch=2) as deliveries:
                 got = await asyncio.wait_for(deliveries.batch(), 10)
@@ -197,6 +190,19 @@ def test_an_unanswered_ack_and_its_credit_leave_in_one_write(server: Server) -> 
             assert [Kind.REQUEST, Kind.CREDIT] in writes
 
     asyncio.run(body())
+
+
+def _record_writes(target: Any) -> list[list[Kind]]:
+    """From now on, the frame kinds of each ``target.write(data)``, one list per write."""
+    writes: list[list[Kind]] = []
+    write = target.write
+
+    def recording(data: bytes) -> None:
+        writes.append(_kinds(data))
+        write(data)
+
+    target.write = recording
+    return writes
 
 
 def _kinds(data: bytes) -> list[Kind]:
@@ -449,32 +455,24 @@ def test_large_pushes_leave_unjoined_and_arrive_whole_between_small_ones(
         for size in (300_000, 10, native_server.UNJOINED_BYTES, 1, 700_000, 5_000, 1_000_000)
     ]
 
-    async def main() -> None:
-        host = await Host.start(str(tmp_path / "data"), ManualClock())
-        server = await serve_native(host, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        try:
-            async with roost.connect(f"roost://127.0.0.1:{port}", reconnect=False) as broker:
-                await broker.create_queue("big", durability="always")
-                got: list[bytes] = []
-                async with broker.subscribe("big", prefetch=2) as deliveries:
-                    for value in values:
-                        await broker.publish("big", value)
-                    while len(got) < len(values):
-                        batch = await asyncio.wait_for(deliveries.batch(), 10)
-                        got += [d.value for d in batch]
-                        await deliveries.ack(batch)
-                assert got == values
-        finally:
-            await close_native(server)
-            await host.aclose()
+    async def body(broker: roost.Client) -> None:
+        await broker.create_queue("big", durability="always")
+        got: list[bytes] = []
+        async with broker.subscribe("big", prefetch=2) as deliveries:
+            for value in values:
+                await broker.publish("big", value)
+            while len(got) < len(values):
+                batch = await asyncio.wait_for(deliveries.batch(), 10)
+                got += [d.value for d in batch]
+                await deliveries.ack(batch)
+        assert got == values
 
     if loop == "uvloop":
         import uvloop
 
-        uvloop.run(main())
+        uvloop.run(over_the_network(tmp_path, body))
     else:
-        asyncio.run(main())
+        asyncio.run(over_the_network(tmp_path, body))
 
 
 def test_pushes_to_many_subscriptions_woken_together_leave_in_one_write(tmp_path: Path) -> None:
@@ -564,15 +562,7 @@ def test_an_answered_ack_and_the_credit_it_frees_leave_in_one_write(server: Serv
 
     async def body() -> None:
         async with roost.connect(server.url, reconnect=False) as broker:
-            transport = broker._backend._stream._transport  # type: ignore[attr-defined]
-            writes: list[list[Kind]] = []
-            write = transport.write
-
-            def recording(data: bytes) -> None:
-                writes.append(_kinds(data))
-                write(data)
-
-            transport.write = recording
+            writes = _record_writes(broker._backend._stream._transport)  # type: ignore[attr-defined]
             await _fill(broker, "q", 3)
             async with broker.subscribe("q", prefetch=2) as deliveries:
                 got = await asyncio.wait_for(deliveries.batch(), 10)

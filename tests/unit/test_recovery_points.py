@@ -65,6 +65,16 @@ def fill(log: PartitionLog, clock: ManualClock, count: int, start: int = 0) -> N
         log.flush()
 
 
+def crashed(directory: Path, clock: ManualClock) -> tuple[int, int]:
+    """A log of 40 records, flushed one by one, left by a crash: (its active segment's
+    recovery point, its size)."""
+    log = open_log(directory, clock)
+    fill(log, clock, 40)
+    point, size = log._segments[-1].checkpointed_bytes, log._segments[-1].size
+    log.close(clean=False)  # no index for the whole segment
+    return point, size
+
+
 def state(log: PartitionLog) -> tuple[object, ...]:
     active = log._segments[-1]
     return (
@@ -100,12 +110,8 @@ def test_a_restart_after_a_crash_scans_only_past_the_recovery_point(
     tmp_path: Path, clock: ManualClock
 ) -> None:
     directory = tmp_path / "p"
-    log = open_log(directory, clock)
-    fill(log, clock, 40)
-    point = log._segments[-1].checkpointed_bytes
-    size = log._segments[-1].size
+    point, size = crashed(directory, clock)
     assert 0 < point < size and size - point < POINT_BYTES
-    log.close(clean=False)  # a crash: no index for the whole segment
     expected_state, expected_records = full_scan_of(directory, clock)
 
     fs = CountingFS()
@@ -126,10 +132,7 @@ def test_a_torn_tail_past_the_recovery_point_is_cut_as_a_full_scan_cuts_it(
     tmp_path: Path, clock: ManualClock
 ) -> None:
     directory = tmp_path / "p"
-    log = open_log(directory, clock)
-    fill(log, clock, 40)
-    point = log._segments[-1].checkpointed_bytes
-    log.close(clean=False)
+    point, _ = crashed(directory, clock)
     path = directory / file_name(0, LOG_SUFFIX)
     size = path.stat().st_size
     with path.open("r+b") as f:  # the last write torn half way
@@ -154,10 +157,7 @@ def test_a_recovery_point_that_cannot_be_trusted_means_a_full_scan(
     spoil: str, tmp_path: Path, clock: ManualClock
 ) -> None:
     directory = tmp_path / "p"
-    log = open_log(directory, clock)
-    fill(log, clock, 40)
-    point = log._segments[-1].checkpointed_bytes
-    log.close(clean=False)
+    point, _ = crashed(directory, clock)
     path = directory / file_name(0, LOG_SUFFIX)
     if spoil == "file_shorter_than_the_point":
         with path.open("r+b") as f:
@@ -184,9 +184,7 @@ def test_damage_inside_the_adopted_prefix_is_found_by_the_read_that_reaches_it(
     """As for a sealed segment adopted by its index: the prefix was synced before its point was
     written, so a crash cannot have torn it; damage there is damage, and quarantines."""
     directory = tmp_path / "p"
-    log = open_log(directory, clock)
-    fill(log, clock, 40)
-    log.close(clean=False)
+    crashed(directory, clock)
     path = directory / file_name(0, LOG_SUFFIX)
     with path.open("r+b") as f:
         f.seek(200)
