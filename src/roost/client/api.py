@@ -66,6 +66,8 @@ UNDELIVERED_VERSION = m.ADDED_IN[m.Nack]["undelivered"]
 PEEK_VERSION = m.MESSAGE_ADDED_IN[m.Peek]
 QUEUE_RETRY_VERSION = PEEK_VERSION
 REJECT_VERSION = m.ADDED_IN[m.Nack]["reject"]
+#: The protocol version from which messages may expire (a TTL per message or per queue).
+TTL_VERSION = m.ADDED_IN[m.Out]["ttl_ms"]
 T = TypeVar("T")
 
 
@@ -151,7 +153,7 @@ def _out(message: Outgoing) -> m.Out:
     check_types(message.value, message.key, message.headers)
     return m.Out(
         message.value, message.key, list(message.headers), message.partition,
-        message.deliver_at_ms, message.delay_ms, message.dedup_id,
+        message.deliver_at_ms, message.delay_ms, message.dedup_id, message.ttl_ms,
     )  # fmt: skip
 
 
@@ -488,15 +490,21 @@ class Client(ClosedOnExit):
         block_timeout: float = 5.0,
         retention: float | None = None,
         retry: RetryPolicy | None = None,
+        message_ttl: float | None = None,
     ) -> SubscriptionSpec:
         """A topic plus one subscription of the same name. ``fifo``: per key in order, one in
         flight per key. Dead letters go to ``<name>.dlq`` unless ``dead_letter`` names another
         topic (or is None, with ``max_deliveries=None``: retry forever). Consumed messages are
         deleted; ``retention`` (seconds) also deletes unconsumed ones older than that, as
         SQS's retention period does. ``retry`` says when a failed delivery comes again (a
-        broker older than protocol version 7 cannot take it: ``ProtocolError``)."""
+        broker older than protocol version 7 cannot take it: ``ProtocolError``).
+        ``message_ttl`` (seconds, RabbitMQ's ``x-message-ttl``): a message not delivered
+        that long after its publish expires: it goes to the dead-letter topic with
+        ``x-roost-death-reason: expired`` (protocol version 8)."""
         if retry is not None:
             self._needs_version(QUEUE_RETRY_VERSION, "create_queue(retry=...)")
+        if message_ttl is not None:
+            self._needs_version(TTL_VERSION, "create_queue(message_ttl=...)")
         options = m.QueueSettings(
             fifo=fifo, partitions=partitions,
             visibility_timeout_ms=seconds_to_ms("visibility_timeout", visibility_timeout),
@@ -507,6 +515,8 @@ class Client(ClosedOnExit):
                                    block_timeout_ms=seconds_to_ms("block_timeout", block_timeout),
                                    retain_until_consumed=True),
             retry=msgspec.UNSET if retry is None else _retry_settings(retry),
+            message_ttl_ms=msgspec.UNSET if message_ttl is None
+            else seconds_to_ms("message_ttl", message_ttl),
         )  # fmt: skip
         return await self._value(m.CreateQueue(name, options), SubscriptionSpec)
 
@@ -526,14 +536,17 @@ class Client(ClosedOnExit):
         dead_letter: str | None = "",
         delay: float = 0.0,
         retry: RetryPolicy | None = None,
+        message_ttl: float | None = None,
     ) -> SubscriptionSpec:
         """Read ``topic`` as ``name``: every subscription of a topic sees every message.
 
         A `queue` or `keyed` subscription dead-letters a message after ``max_deliveries``, to
         ``<topic>.<name>.dlq`` (made if missing) unless ``dead_letter`` names another topic;
         ``dead_letter=None`` needs ``max_deliveries=None``: retrying forever is said, not
-        defaulted.
+        defaulted. ``message_ttl`` (seconds; protocol version 8): as ``create_queue``'s.
         """
+        if message_ttl is not None:
+            self._needs_version(TTL_VERSION, "create_subscription(message_ttl=...)")
         if mode == "stream":
             dead_letter, max_deliveries = None, None
         elif dead_letter == "":
@@ -545,6 +558,8 @@ class Client(ClosedOnExit):
             visibility_timeout_ms=seconds_to_ms("visibility_timeout", visibility_timeout),
             max_deliveries=max_deliveries, dead_letter=dead_letter,
             delay_ms=seconds_to_ms("delay", delay), retry=_retry_settings(retry or DEFAULT_RETRY),
+            message_ttl_ms=msgspec.UNSET if message_ttl is None
+            else seconds_to_ms("message_ttl", message_ttl),
         )  # fmt: skip
         return await self._value(m.CreateSubscription(spec), SubscriptionSpec)
 
@@ -648,16 +663,20 @@ class Client(ClosedOnExit):
         deliver_at_ms: int | None = None,
         dedup_id: str | None = None,
         serializer: Serializer | None = None,
+        ttl: float | None = None,
     ) -> Published:
         """Publish one message; returns where it landed once it is durable. ``value``: bytes,
         ``str`` (sent as UTF-8), or with a ``serializer`` (this call's, else the client's)
         anything it can encode (roost.client.codecs). A ``dedup_id`` seen on this topic within
         its dedup window (5 minutes by default) is confirmed with the first placement and not
-        appended again."""
+        appended again. ``ttl`` (seconds; protocol version 8): not delivered that long after
+        this publish, it expires (to the dead-letter topic, ``x-roost-death-reason:
+        expired``); with a ``delay`` it must be longer than the delay."""
         data, pairs = self._encoded(value, headers, serializer)
         message = Outgoing(
             value=data, key=key, headers=pairs, partition=partition,
             delay_ms=_ms(delay, "delay"), deliver_at_ms=deliver_at_ms, dedup_id=dedup_id,
+            ttl_ms=_ms(ttl, "ttl"),
         )  # fmt: skip
         [published] = await self.publish_batch(topic, [message])
         return published
@@ -682,7 +701,10 @@ class Client(ClosedOnExit):
         messages to a partition are numbered 0, 1, 2, ...; a batch goes to one partition): a
         retry of a batch is confirmed with the offsets it got the first time.
         """
-        request = m.Publish(topic, [_out(msg) for msg in messages], producer_id, sequence)
+        wire = [_out(msg) for msg in messages]
+        if self.protocol_version < TTL_VERSION and any(o.ttl_ms is not None for o in wire):
+            self._needs_version(TTL_VERSION, "a message's ttl")
+        request = m.Publish(topic, wire, producer_id, sequence)
         return _unfold(await self.call(request, m.PublishedAt))
 
     async def publish_to_exchange(

@@ -51,6 +51,7 @@ from roost.core.publishing import (
     PublishOutcome,
     TopicProducers,
     deliver_at,
+    expires_at,
 )
 from roost.core.redrive import RedriveBatch, RedriveFilter, Redrives
 from roost.core.registry import Registry
@@ -278,6 +279,7 @@ class Broker:
         policy: TopicPolicy = QUEUE_POLICY,
         retention_ms: int | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
+        message_ttl_ms: int | None = None,
     ) -> SubscriptionSpec:
         """A topic and one subscription of the same name: the SQS or RabbitMQ queue.
 
@@ -309,6 +311,7 @@ class Broker:
             dead_letter=dead_letter_topic,
             delay_ms=delay_ms,
             retry=retry,
+            message_ttl_ms=message_ttl_ms,
         )
         if self.engine.has_topic(name):
             raise TopicExists(name)
@@ -416,6 +419,7 @@ class Broker:
         )
         self._appended(target, policy, partitions)
         self._announce_delays(topic, messages, outcome.published)
+        self._announce_expiries(topic, messages, outcome.published)
         return outcome
 
     def _announce_delays(
@@ -435,6 +439,28 @@ class Broker:
             if when is not None and when > now_ms:
                 delays.setdefault(placed.partition, []).append((placed.offset, when))
         state.announce_delays(delays)
+
+    def _announce_expiries(
+        self, topic: str, messages: Sequence[Outgoing], published: Sequence[Published]
+    ) -> None:
+        """Tell the topic's subscriptions when the records just appended expire (their own
+        TTL; a subscription's default counts from now), so that their ticks expire them
+        without waiting for a receive (core/expiry.py)."""
+        state = self._topics.get(topic)
+        if state is None or not state.subscriptions:
+            return
+        own = any(m.ttl_ms is not None for m in messages)
+        if not own and not any(s.spec.message_ttl_ms for s in state.subscriptions.values()):
+            return
+        # Read after the append's own clock reading: never earlier than the header says.
+        now_ms = self.clock.now_ms()
+        expiries: dict[int, list[tuple[int, int]]] = {}
+        for message, placed in zip(messages, published, strict=False):
+            at = expires_at(message, now_ms) if own else None
+            entries = expiries.setdefault(placed.partition, [])
+            if at is not None:
+                entries.append((placed.offset, at))
+        state.announce_expiries(expiries)
 
     def _appended(self, topic: Topic, policy: TopicPolicy, partitions: list[int]) -> None:
         """Retention's part in a publish: a roll may have made segments deletable."""
@@ -495,6 +521,7 @@ class Broker:
                 raise
             self._appended(target, policy, partitions)
             self._announce_delays(target.name, routed, part.published)
+            self._announce_expiries(target.name, routed, part.published)
             published.extend(part.published)
             durability.extend(part.durability)
         return PublishOutcome(published, durability)

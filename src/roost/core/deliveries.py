@@ -331,6 +331,8 @@ class PartitionDeliveries:
         if key is None:
             return
         parked = self._busy[key]
+        while parked and parked[0][0] in self.acks:
+            parked.popleft()  # done while parked (expired: core/expiry.py)
         if not parked:
             del self._busy[key]
             return
@@ -382,8 +384,9 @@ class PartitionDeliveries:
 
     @property
     def delayed(self) -> int:
-        return sum(1 for _, offset in self._delayed if offset not in self.acks) + sum(
-            len(parked) for parked in self._busy.values()
+        acks = self.acks
+        return sum(1 for _, offset in self._delayed if offset not in acks) + sum(
+            1 for parked in self._busy.values() for offset, _ in parked if offset not in acks
         )
 
 

@@ -87,6 +87,11 @@ class Subscription(Protocol):
         """``(offset, visible_at_ms)`` of delayed records just published to ``partition``."""
         ...
 
+    def announce_expiries(self, partition: int, expiries: list[tuple[int, int]]) -> None:
+        """``(offset, expires_at_ms)`` of records just published to ``partition`` with a TTL
+        of their own (maybe none: a publish, for a subscription's default TTL)."""
+        ...
+
     def purge(self) -> int:
         """Finish every confirmed message; how many it skipped."""
         ...

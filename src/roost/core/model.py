@@ -29,6 +29,12 @@ DEFAULT_MAX_DELIVERIES = 10
 
 #: Header a record carries when it must not be delivered before a time (ms since the epoch).
 DELIVER_AT_HEADER = "x-roost-deliver-at"
+#: Header a record carries when it must not be delivered at or after a time (ms since the
+#: epoch): its publish time plus the TTL it was published with (core/expiry.py).
+EXPIRES_AT_HEADER = "x-roost-expires-at"
+#: The longest message TTL, per message or a subscription's default (a year: past that, the
+#: retention of the topic decides, not a TTL).
+MAX_TTL_MS = 365 * 24 * 3600 * 1000
 
 
 class SubscriptionSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -45,6 +51,9 @@ class SubscriptionSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     dead_letter: str | None = None
     delay_ms: int = 0
     retry: RetryPolicy = RetryPolicy()
+    #: Messages not delivered this long after their publish are expired (core/expiry.py):
+    #: RabbitMQ's ``x-message-ttl``. None: they never expire (unless they carry their own).
+    message_ttl_ms: int | None = None
     #: The journal holding this subscription's state (assigned by the broker).
     journal: str = ""
 
@@ -59,6 +68,19 @@ class SubscriptionSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
         if self.dead_letter is not None:
             check_name("topic", self.dead_letter)
         check_delay(self.delay_ms)
+        if self.message_ttl_ms is not None:
+            check_ttl(self.message_ttl_ms, "message_ttl_ms")
+            if self.mode == "stream":
+                raise InvalidConfig(
+                    "message_ttl_ms", self.message_ttl_ms,
+                    "none for a stream: it reads every record in order (retention ends them)",
+                )  # fmt: skip
+            if self.message_ttl_ms <= self.delay_ms:
+                raise InvalidConfig(
+                    "message_ttl_ms", self.message_ttl_ms,
+                    f"longer than the subscription's delay_ms ({self.delay_ms}): every "
+                    "message would expire before it could be delivered",
+                )  # fmt: skip
 
 
 def check_visibility(visibility_ms: int) -> int:
@@ -73,6 +95,12 @@ def check_delay(delay_ms: int) -> int:
     if type(delay_ms) is not int or not 0 <= delay_ms <= MAX_DELAY_MS:
         raise InvalidConfig("delay_ms", delay_ms, f"between 0 and {MAX_DELAY_MS} (24 h)")
     return delay_ms
+
+
+def check_ttl(ttl_ms: int, name: str = "ttl_ms") -> int:
+    if type(ttl_ms) is not int or not 1 <= ttl_ms <= MAX_TTL_MS:
+        raise InvalidConfig(name, ttl_ms, f"between 1 and {MAX_TTL_MS} ms (365 days)")
+    return ttl_ms
 
 
 class Message(msgspec.Struct, frozen=True):

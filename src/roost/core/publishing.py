@@ -28,7 +28,13 @@ from crc32c import crc32c
 
 from roost.clock import Clock
 from roost.core import state_codec
-from roost.core.model import DELIVER_AT_HEADER, MAX_DELAY_MS, check_delay
+from roost.core.model import (
+    DELIVER_AT_HEADER,
+    EXPIRES_AT_HEADER,
+    MAX_DELAY_MS,
+    check_delay,
+    check_ttl,
+)
 from roost.core.policies import TopicPolicy
 from roost.core.producers import APPEND, ProducerState, content_id
 from roost.errors import InvalidRequest, PartitionQuarantined, StorageClosed
@@ -58,6 +64,8 @@ class Outgoing(Record, kw_only=True):
     delay_ms: int | None = None
     #: Published again within the topic's dedup window: confirmed, not appended.
     dedup_id: str | None = None
+    #: Expired (never delivered) this long after publishing (core/expiry.py).
+    ttl_ms: int | None = None
 
 
 class Published(NamedTuple):
@@ -291,7 +299,8 @@ class Publisher:
         """The common case: no producer id, no dedup, one partition: one append, no lookups."""
         now_ms = self._clock.now_ms()
         delayed = any(m.delay_ms is not None or m.deliver_at_ms is not None for m in messages)
-        records = [_record(m, now_ms) for m in messages] if delayed else messages
+        rewritten = delayed or any(m.ttl_ms is not None for m in messages)
+        records = [_record(m, now_ms) for m in messages] if rewritten else messages
         result = topic.append(partition, records)
         published = PublishedRange(topic.name, partition, result.base_offset, len(messages))
         log = topic.log(partition)
@@ -385,8 +394,13 @@ def deliver_at(message: Outgoing, now_ms: int) -> int | None:
     return when
 
 
+def expires_at(message: Outgoing, now_ms: int) -> int | None:
+    """When ``message``, published at ``now_ms``, expires; None: it carries no TTL."""
+    return None if message.ttl_ms is None else now_ms + check_ttl(message.ttl_ms)
+
+
 def _record(message: Outgoing, now_ms: int) -> Record:
-    if message.deliver_at_ms is None and message.delay_ms is None:
+    if message.deliver_at_ms is None and message.delay_ms is None and message.ttl_ms is None:
         return message
     headers = message.headers
     deliver_at_ms = deliver_at(message, now_ms)
@@ -396,6 +410,15 @@ def _record(message: Outgoing, now_ms: int) -> Record:
                 f"deliver_at_ms must be an int between 0 and now + 24 h, not {deliver_at_ms!r}"
             )
         headers = (*headers, (DELIVER_AT_HEADER, b"%d" % deliver_at_ms))
+    expires_at_ms = expires_at(message, now_ms)
+    if expires_at_ms is not None:
+        if deliver_at_ms is not None and deliver_at_ms >= expires_at_ms:
+            raise InvalidRequest(
+                f"a message delayed until {deliver_at_ms} would expire (ttl_ms="
+                f"{message.ttl_ms}) before it could be delivered: its TTL counts from the "
+                "publish, so make it longer than the delay"
+            )
+        headers = (*headers, (EXPIRES_AT_HEADER, b"%d" % expires_at_ms))
     return Record(
         value=message.value, key=message.key, headers=headers, timestamp_ms=message.timestamp_ms
     )

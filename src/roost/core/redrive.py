@@ -24,7 +24,7 @@ import msgspec
 
 from roost.clock import Clock
 from roost.core.inspection import Peeked, peek_queue, peek_topic
-from roost.core.model import DELIVER_AT_HEADER, Message, SubscriptionSpec
+from roost.core.model import DELIVER_AT_HEADER, EXPIRES_AT_HEADER, Message, SubscriptionSpec
 from roost.core.publishing import Outgoing, Published, PublishOutcome
 from roost.core.registry import Registry
 from roost.core.stats import SubscriptionStats
@@ -37,7 +37,7 @@ from roost.storage.log import PartitionLog
 REDRIVE_SUBSCRIPTION = "roost-redrive"
 #: How long a redrive run holds the dead letters it skips (it releases them when it ends).
 HOLD_MS = 3600 * 1000
-_STRIPPED = {*DLQ_HEADERS, DELIVER_AT_HEADER}
+_STRIPPED = {*DLQ_HEADERS, DELIVER_AT_HEADER, EXPIRES_AT_HEADER}
 
 
 class RedriveFilter(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -411,6 +411,9 @@ class StreamSubscription:
     def announce_delays(self, partition: int, delays: list[tuple[int, int]]) -> None:
         """A stream reads delayed records in order, as it reads every other."""
 
+    def announce_expiries(self, partition: int, expiries: list[tuple[int, int]]) -> None:
+        """A stream reads every record in order, as Kafka does: TTLs are for queues."""
+
     @property
     def pending_dead_letters(self) -> list[PendingDeadLetter]:
         return []

@@ -31,10 +31,12 @@ from typing import NamedTuple
 from roost.clock import Clock
 from roost.core import state_codec
 from roost.core.acks import ranges_of
-from roost.core.deliveries import PartitionDeliveries, Released
+from roost.core.deliveries import Attempts, PartitionDeliveries, Released
+from roost.core.expiry import Expiry
 from roost.core.inspection import Peeked, peek_queue
 from roost.core.model import (
     DELIVER_AT_HEADER,
+    EXPIRES_AT_HEADER,
     Message,
     SubscriptionSpec,
     check_delay,
@@ -69,6 +71,10 @@ DLQ_HEADERS = (
 #: requeue: straight to the dead-letter topic, whatever its count).
 MAX_DELIVERIES = "max-deliveries"
 REJECTED = "rejected"
+#: ... or its TTL passed before it was delivered (core/expiry.py).
+EXPIRED = "expired"
+#: How many times one receive reads on past messages it found expired, for as many more.
+EXPIRED_REFILLS = 4
 
 
 class PendingDeadLetter(NamedTuple):
@@ -102,6 +108,8 @@ class QueueSubscription:
         self._read_ahead: dict[int, deque[StoredRecord]] = {}
         #: Delayed records not read yet, so that stats never count them as ready.
         self._unread_delays = UnreadDelays()
+        #: When messages expire (their own TTL, or ``spec.message_ttl_ms``).
+        self._expiry = Expiry(spec.message_ttl_ms, [p.acks.floor for p in partitions])
         self._entries_since_snapshot = 0
         self._on_done: Callable[[int], None] = _ignore
         self._on_deadline: Callable[[int], None] = _ignore
@@ -152,6 +160,7 @@ class QueueSubscription:
         for state in deliveries:
             log = topic.log(state.partition)
             sub._unread_delays.scan(state.partition, log, state.read_offset, now_ms)
+            sub._expiry.scan(state.partition, log, state.acks.floor)
         return sub
 
     @staticmethod
@@ -205,6 +214,8 @@ class QueueSubscription:
         records = self._records_at(log, [o for o in ready if o >= log.start_offset])
         if len(records) < limit:
             records += self._admit_new(state, log, limit - len(records), now_ms)
+        if self._expiry.active or self._pending_dead:
+            records = self._unexpired(state, log, records, limit, now_ms)
         if not records:
             return []
         offsets = [r.offset for r in records]
@@ -291,6 +302,85 @@ class QueueSubscription:
         gone = (state.read_offset, start)
         state.finish_range(*gone)
         self._done(state.partition, [gone])
+
+    def _unexpired(
+        self,
+        state: PartitionDeliveries,
+        log: PartitionLog,
+        records: list[StoredRecord],
+        limit: int,
+        now_ms: int,
+    ) -> list[StoredRecord]:
+        """``records`` less the expired (expired now: never delivered) and those on their way
+        to the dead-letter topic, read on past them for as many more, a few times."""
+        kept: list[StoredRecord] = []
+        for _ in range(EXPIRED_REFILLS):
+            dying = self.dead_lettering(state.partition) if self._pending_dead else set()
+            expired = []
+            for record in records:
+                if record.offset in dying:
+                    continue
+                if self._expiry.is_expired(record, now_ms):
+                    expired.append(record.offset)
+                else:
+                    kept.append(record)
+            if not expired:
+                break
+            self._expire(state, expired)
+            if len(kept) >= limit:
+                break
+            records = self._admit_new(state, log, limit - len(kept), now_ms)
+        return kept
+
+    def _expire_due(self, now_ms: int) -> None:
+        """Expire what is due (core/expiry.py): without waiting for a receive to reach it."""
+        expiry = self._expiry
+        for state in self._partitions:
+            log = self.topic.log(state.partition)
+            if log.quarantined:
+                continue
+            leased = expiry.leased[state.partition]
+            ended = [o for o in leased if o not in state.leases]
+            offsets = expiry.due(state.partition, log, state.acks, now_ms) if expiry.active else []
+            if not offsets and not ended:
+                continue
+            dying = self.dead_lettering(state.partition) if self._pending_dead else set()
+            leased.difference_update(ended)
+            expired = []
+            for offset in [*ended, *offsets]:
+                if offset in dying or offset in state.acks:
+                    continue
+                if offset in state.leases:
+                    leased.add(offset)  # not revoked: expired if its lease ends unacked
+                else:
+                    expired.append(offset)
+            if expired:
+                self._expire(state, sorted(set(expired)))
+
+    def _expire(self, state: PartitionDeliveries, offsets: list[int]) -> None:
+        """``offsets`` (not leased) expired: dead-lettered with reason ``expired``, or done."""
+        self._expiry.expired[state.partition] += len(offsets)
+        if self.dead_letter is None:
+            self._done(state.partition, state.finish_many(offsets))
+            return
+        for offset in offsets:
+            if offset not in state.attempts:  # never delivered: its dead letter says so
+                state.attempts[offset] = Attempts()
+            self._dead_letter(state, offset, EXPIRED)
+
+    def announce_expiries(self, partition: int, expiries: list[tuple[int, int]]) -> None:
+        """``(offset, expires_at_ms)`` of records just published to ``partition`` with their
+        own TTL; with none, a publish to a subscription with a default TTL (the first of
+        them may now be the next to expire)."""
+        if expiries:
+            self._expiry.announce(partition, expiries)
+            self._on_deadline(min(at for _, at in expiries))
+        if self._expiry.message_ttl_ms is not None:
+            self._on_deadline(self._clock.now_ms() + self._expiry.message_ttl_ms)
+
+    def expired_count(self, partition: int) -> int:
+        """Messages of ``partition`` expired since the process started."""
+        return self._expiry.expired[self._state(partition).partition]
 
     def announce_delays(self, partition: int, delays: list[tuple[int, int]]) -> None:
         """``(offset, visible_at_ms)`` of delayed records just published to ``partition``."""
@@ -428,6 +518,8 @@ class QueueSubscription:
         reason = REJECTED if reject else MAX_DELIVERIES
         for partition, outcomes in released.items():
             self._settle_released(self._partitions[partition], outcomes, error, reason)
+        if released and any(self._expiry.leased):
+            self._expire_due(now_ms)  # a nacked message whose TTL passed goes now
         return refused
 
     def _give_back(self, receipts: Iterable[Receipt]) -> list[Receipt]:
@@ -519,11 +611,19 @@ class QueueSubscription:
                     for offset, deadline in expired
                 ]
                 self._settle_released(state, outcomes, "lease expired")
+        if self._expiry.active or any(self._expiry.leased):
+            self._expire_due(now_ms)
         # Settling a dead letter may unblock a key: do it before promoting what is due.
         self._settle_dead_letters()
         for state in self._partitions:
             state.promote(now_ms)
         deadlines = [d for s in self._partitions if (d := s.next_deadline_ms()) is not None]
+        if self._expiry.active:
+            deadlines += [
+                d
+                for p in range(len(self._partitions))
+                if (d := self._expiry.next_deadline_ms(p, self.topic.log(p), now_ms)) is not None
+            ]
         return min(deadlines) if deadlines else None
 
     # -- dead letters ---------------------------------------------------------------------
@@ -539,7 +639,8 @@ class QueueSubscription:
         record = self._record_at(log, offset)
         attempts = state.attempts[offset]
         headers = (
-            *record.headers,
+            # A dead letter keeps no TTL of its own: it waits in its topic until handled.
+            *(h for h in record.headers if h[0] != EXPIRES_AT_HEADER),
             *zip(
                 DLQ_HEADERS,
                 (
@@ -648,9 +749,13 @@ class QueueSubscription:
         return end - acks.floor - acks.done_between(acks.floor, end)
 
     def stats(self, now_ms: int) -> SubscriptionStats:
+        if self._expiry.active or any(self._expiry.leased):
+            self._expire_due(now_ms)  # whoever looks first expires what is due
         return subscription_stats(self, now_ms)
 
     def peek(self, now_ms: int, max_messages: int, partition: int | None) -> list[Peeked]:
+        if self._expiry.active or any(self._expiry.leased):
+            self._expire_due(now_ms)
         return peek_queue(self, now_ms, max_messages, partition)
 
 

@@ -59,6 +59,13 @@ class TopicState:
             for partition, announced in delays.items():
                 sub.announce_delays(partition, announced)
 
+    def announce_expiries(self, expiries: dict[int, list[tuple[int, int]]]) -> None:
+        """Partition -> ``(offset, expires_at_ms)`` of records just published with a TTL of
+        their own (an empty list for a partition published to without)."""
+        for sub in self.subscriptions.values():
+            for partition, announced in expiries.items():
+                sub.announce_expiries(partition, announced)
+
 
 class TopicStates:
     """Topic name -> ``TopicState``, for the topics the broker keeps anything for."""

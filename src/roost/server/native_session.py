@@ -66,7 +66,7 @@ def outgoing(message: m.Out) -> Outgoing:
     return Outgoing(
         value=message.value, key=message.key, headers=message.headers,
         partition=message.partition, deliver_at_ms=message.deliver_at_ms,
-        delay_ms=message.delay_ms, dedup_id=message.dedup_id,
+        delay_ms=message.delay_ms, dedup_id=message.dedup_id, ttl_ms=message.ttl_ms,
     )  # fmt: skip
 
 

@@ -98,6 +98,8 @@ class Out(_Msg):
     deliver_at_ms: int | None = None
     delay_ms: int | None = None
     dedup_id: str | None = None
+    #: Version 8: expired (never delivered) this long after the publish.
+    ttl_ms: int | None = None
 
 
 class Delivered(_Msg):
@@ -176,6 +178,8 @@ class SubscriptionSettings(_Settings):
     dead_letter: str | UnsetType | None = UNSET
     delay_ms: int | UnsetType = UNSET
     retry: RetrySettings | UnsetType = UNSET
+    #: Version 8 (sent only on a connection whose ``WELCOME`` said 8, as ``retry`` below).
+    message_ttl_ms: int | UnsetType | None = UNSET
 
 
 class QueueSettings(_Settings):
@@ -193,6 +197,8 @@ class QueueSettings(_Settings):
     #: Version 7: a client sends it only on a connection whose ``WELCOME`` said 7 (an older
     #: broker refuses a settings field it does not know).
     retry: RetrySettings | UnsetType = UNSET
+    #: Version 8: the queue's default message TTL (RabbitMQ's ``x-message-ttl``).
+    message_ttl_ms: int | UnsetType | None = UNSET
 
 
 class Binding(_Settings):
@@ -624,6 +630,8 @@ class SubscriptionAnswer(_Answer):
     dead_letter: str | None
     delay_ms: int
     retry: RetryAnswer
+    #: Version 8 (an older broker does not send it: None).
+    message_ttl_ms: int | None = None
 
 
 class ExchangeAnswer(_Answer):
@@ -752,6 +760,7 @@ class Blocked(_Msg):
 ADDED_IN: dict[type[_Msg], dict[str, int]] = {
     Ack: {"answer": 3},
     Nack: {"undelivered": 6, "reject": 7},
+    Out: {"ttl_ms": 8},
     Welcome: {"auth_required": 4, "mechanisms": 4},
     Failure: {"details": 4},
 }
