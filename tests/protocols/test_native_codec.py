@@ -97,22 +97,24 @@ def test_hello_then_failure_closes_both_sides() -> None:
         ([2, 1], 2),
         ([1, 2, 3], 3),
         ([1, 2, 4], 4),
-        ([1, 2, 8], 2),
+        ([1, 2, 8], 8),
+        ([1, 2, 9], 2),
         ([1, 2, 5], 5),
         ([1, 2, 6], 6),
         ([1, 2, 7], 7),
-        ([9, 8, 1, 0], 1),
+        ([9, 8, 1, 0], 8),
+        ([10, 9, 1, 0], 1),
         ([2], 2),
         ([3], 3),
         ([4, 3], 4),
         ([], None),
-        ([8, 9], None),
+        ([9, 10], None),
         ([0], None),
         ([-1], None),
     ],
 )
 def test_negotiate_picks_the_newest_common_version(versions: list[int], chosen: int | None) -> None:
-    assert VERSIONS == (1, 2, 3, 4, 5, 6, 7)
+    assert VERSIONS == (1, 2, 3, 4, 5, 6, 7, 8)
     assert negotiate(m.Hello(versions=versions)) == chosen
 
 
@@ -486,8 +488,11 @@ def test_golden_bytes(sender: str, frame: Frame, wire_hex: str) -> None:
     sending, receiving = (client, server) if sender == "client" else (server, client)
 
     assert sending.send(frame) == wire
-    assert encode(frame) == wire  # the same bytes without a codec, in any state
-    header, payload = encode_parts(frame)  # the same, as the header and the payload
+    # The same bytes without a codec, in any state; a publish's messages have the fields of
+    # the connection's version (version 8 added ``Out.ttl_ms``), so it is given.
+    version = sending.version if type(frame.message) in m.ITEMS_WITH_ADDED_FIELDS else None
+    assert encode(frame, version=version) == wire
+    header, payload = encode_parts(frame, version=version)  # the same, header and payload
     assert (header, payload) == (wire[:HEADER_SIZE], wire[HEADER_SIZE:])
     receiving.receive_data(wire)
     assert drain(receiving) == [frame]
@@ -734,3 +739,33 @@ def test_a_peer_of_another_protocol_is_named(role: str, first_bytes: bytes, said
     codec.receive_data(b"")  # and it closed (a TLS server's alert is shorter than a header)
     with pytest.raises(ProtocolError, match=said):
         codec.next_event()
+
+
+def test_publish_items_keep_the_layout_of_older_versions() -> None:
+    """``Out.ttl_ms`` (version 8) is not sent on an older connection: each message keeps its
+    seven fields there, byte for byte as before (the golden bytes above), and a TTL is
+    refused before anything is sent (an older broker refuses an array longer than it
+    knows). On version 8 each message carries its eighth field."""
+    publish = m.Publish(topic="t", messages=[m.Out(value=b"hi", key=b"k", headers=[("h", b"v")])])
+    new, _ = open_pair(version=8)
+    v8 = "20000000 03 07000000 95 14 a174 91 98 c4026869 c4016b 91 92 a168 c40176 c0c0c0c0 c0 c0c0"
+    assert new.send(Frame(Kind.REQUEST, 7, publish)) == bytes.fromhex(v8)
+    client, _ = open_pair(version=7)
+    old = "1f000000 03 07000000 95 14 a174 91 97 c4026869 c4016b 91 92 a168 c40176 c0c0c0c0 c0c0"
+    assert client.send(Frame(Kind.REQUEST, 7, publish)) == bytes.fromhex(old)
+    with pytest.raises(ProtocolError, match=r"Out\.ttl_ms needs protocol version 8"):
+        client.send(Frame(Kind.REQUEST, 8, m.Publish("t", [m.Out(value=b"x", ttl_ms=1000)])))
+    exchange = m.PublishToExchange("x", "k", [m.Out(value=b"x", ttl_ms=1000)])
+    with pytest.raises(ProtocolError, match=r"Out\.ttl_ms needs protocol version 8"):
+        client.send(Frame(Kind.REQUEST, 9, exchange))
+
+
+def test_a_ttl_from_an_older_connection_is_refused() -> None:
+    client, server = open_pair(version=8)
+    _, old_server = open_pair(version=7)
+    wire = client.send(Frame(Kind.REQUEST, 7, m.Publish("t", [m.Out(value=b"x", ttl_ms=1000)])))
+    server.receive_data(wire)
+    assert server.next_event().message.messages[0].ttl_ms == 1000  # type: ignore[union-attr]
+    old_server.receive_data(wire)
+    with pytest.raises(ProtocolError, match=r"Out\.ttl_ms needs protocol version 8"):
+        old_server.next_event()

@@ -471,6 +471,8 @@ def _in_version(message: msgspec.Struct, version: int) -> msgspec.Struct | tuple
     if added is None:
         if version < _NEWEST_FIELD and type(message) in m.MESSAGE_ADDED_IN:
             check_version(message, version)
+        if version < _NEWEST_FIELD and type(message) in m.ITEMS_WITH_ADDED_FIELDS:
+            return _items_in_version(message, version)
         return message
     if version < _NEWEST_FIELD:
         check_version(message, version)
@@ -485,6 +487,20 @@ def _in_version(message: msgspec.Struct, version: int) -> msgspec.Struct | tuple
     fields = msgspec.structs.astuple(message)[:keep]
     tag = message.__struct_config__.tag  # a tagged struct's array starts with its tag
     return fields if tag is None else (tag, *fields)
+
+
+def _items_in_version(message: msgspec.Struct, version: int) -> tuple[Any, ...]:
+    """``message`` as an array whose list of items (``ITEMS_WITH_ADDED_FIELDS``) holds each
+    item as ``version`` has it: the cost of an older peer only, item by item."""
+    name = m.ITEMS_WITH_ADDED_FIELDS[type(message)]
+    fields = [
+        [_in_version(item, version) for item in value] if field == name else value
+        for field, value in zip(
+            message.__struct_fields__, msgspec.structs.astuple(message), strict=True
+        )
+    ]
+    tag = message.__struct_config__.tag
+    return tuple(fields) if tag is None else (tag, *fields)
 
 
 def check_version(message: msgspec.Struct, version: int) -> None:
@@ -506,6 +522,10 @@ def check_version(message: msgspec.Struct, version: int) -> None:
                 f"{type(message).__name__}.{added.name} needs protocol version "
                 f"{added.version}; the connection speaks {version}",
             )
+    items = m.ITEMS_WITH_ADDED_FIELDS.get(type(message))
+    if items is not None:
+        for item in getattr(message, items):
+            check_version(item, version)
 
 
 def negotiate(hello: m.Hello) -> int | None:

@@ -768,3 +768,9 @@ ADDED_IN: dict[type[_Msg], dict[str, int]] = {
 #: neither send nor take (a client checks before sending: an older broker cannot decode the
 #: tag at all). ``FetchBatches`` (version 2) predates this table: only its clients check.
 MESSAGE_ADDED_IN: dict[type[msgspec.Struct], int] = {Peek: 7, Purge: 7, Peeked: 7, Purged: 7}
+#: Messages with a list of structs that gained fields (``Out.ttl_ms``, version 8): on an older
+#: connection each item is trimmed and checked as a message itself is.
+ITEMS_WITH_ADDED_FIELDS: dict[type[msgspec.Struct], str] = {
+    Publish: "messages",
+    PublishToExchange: "messages",
+}
