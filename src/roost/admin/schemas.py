@@ -126,6 +126,8 @@ class NewSubscription(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     dead_letter: str | None = None
     delay_ms: int = 0
     retry: RetryPolicy = RetryPolicy()
+    #: Messages not delivered this long after their publish expire (queue and keyed only).
+    message_ttl_ms: int | None = None
 
 
 class SubscriptionView(msgspec.Struct, frozen=True):
@@ -151,6 +153,9 @@ class NewQueue(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     policy: TopicPolicy | None = None
     #: When a failed delivery comes again (nack without a delay, a lease that ran out).
     retry: RetryPolicy = DEFAULT_RETRY
+    #: Messages not delivered this long after their publish expire: to the dead-letter
+    #: topic with ``x-roost-death-reason: expired`` (RabbitMQ's ``x-message-ttl``).
+    message_ttl_ms: int | None = None
 
 
 class Purged(msgspec.Struct, frozen=True):

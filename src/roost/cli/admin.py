@@ -162,6 +162,12 @@ def queue() -> None:
     show_default=True,
     help="Seconds before a new message can be received.",
 )
+@click.option(
+    "--message-ttl",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds after its publish a message not yet delivered expires (dead-lettered).",
+)
 @json_option
 def queue_create(
     name: str,
@@ -171,6 +177,7 @@ def queue_create(
     max_deliveries: int,
     dead_letter: str | None,
     delay: float,
+    message_ttl: float | None,
     as_json: bool,
 ) -> None:
     """Create queue NAME."""
@@ -183,6 +190,7 @@ def queue_create(
             max_deliveries=max_deliveries,
             dead_letter=dead_letter or "",
             delay=delay,
+            message_ttl=message_ttl,
         )
     )
     kind = "fifo queue" if fifo else "queue"

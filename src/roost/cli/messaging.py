@@ -54,6 +54,12 @@ Start = Literal["earliest", "latest"]
     default=None,
     help="Seconds before the messages can be received.",
 )
+@click.option(
+    "--ttl",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds after publishing the messages expire if not yet delivered.",
+)
 @click.option("--dedup-id", default=None, help="Publish once per id (one message only).")
 @click.option("--exchange", default=None, help="Publish through this exchange (no TOPIC).")
 @click.option("--routing-key", default=None, help="With --exchange: the routing key.")
@@ -64,6 +70,7 @@ def publish(
     key: str | None,
     headers: tuple[str, ...],
     delay: float | None,
+    ttl: float | None,
     dedup_id: str | None,
     exchange: str | None,
     routing_key: str | None,
@@ -75,6 +82,8 @@ def publish(
     Prints where each message landed.
     """
     topic, values = _target(args, path, delay, dedup_id, exchange, routing_key)
+    if exchange is not None and ttl is not None:
+        raise click.UsageError("--ttl is for a topic, not an --exchange")
     bodies = _bodies(values, path)
     if dedup_id is not None:
         every = list(bodies)
@@ -87,13 +96,24 @@ def publish(
         delay_ms = None if delay is None else seconds_to_ms("delay", delay)
     except InvalidConfig as e:
         raise click.BadParameter(f"{delay}: {e.rule}", param_hint="--delay") from None
+    try:
+        ttl_ms = None if ttl is None else seconds_to_ms("ttl", ttl)
+    except InvalidConfig as e:
+        raise click.BadParameter(f"{ttl}: {e.rule}", param_hint="--ttl") from None
 
     async def send(client: Client) -> list[Published]:
         if topic is None:
             assert exchange is not None
             return await _through(client, exchange, routing_key or "", bodies, key_bytes, pairs)
         outgoing = (
-            Outgoing(value=v, key=key_bytes, headers=pairs, delay_ms=delay_ms, dedup_id=dedup_id)
+            Outgoing(
+                value=v,
+                key=key_bytes,
+                headers=pairs,
+                delay_ms=delay_ms,
+                dedup_id=dedup_id,
+                ttl_ms=ttl_ms,
+            )
             for v in bodies
         )
         return [p for batch in _batches(outgoing) for p in await client.publish_batch(topic, batch)]
