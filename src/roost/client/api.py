@@ -447,21 +447,32 @@ class Client(ClosedOnExit):
         max_backlog_bytes: int | None = None,
         overflow: Overflow = "reject",
         block_timeout: float = 5.0,
+        dead_letter_dropped: bool = False,
     ) -> TopicInfo:
         """A topic of ``partitions`` logs. ``retention`` (seconds) and ``retention_bytes``
         delete old segments; without them a topic keeps everything. ``max_backlog`` (messages)
         and ``max_backlog_bytes`` bound what subscriptions have not consumed yet; past them a
         publish is refused (``overflow="reject"``: ``BacklogFull``), waits up to
         ``block_timeout`` seconds for room (``"block"``), or drops the oldest
-        (``"drop_oldest"``)."""
+        (``"drop_oldest"``; with ``dead_letter_dropped``, protocol version 8, a copy of each
+        to every subscription's dead-letter topic, ``x-roost-death-reason: overflow``)."""
         config = m.TopicSettings(partitions=partitions, durability=durability,
                   retention_ms=_ms(retention, "retention"), retention_bytes=retention_bytes,
                   max_record_bytes=max_record_bytes)  # fmt: skip
         policy = m.BacklogPolicy(
             max_backlog_messages=max_backlog, max_backlog_bytes=max_backlog_bytes,
             overflow=overflow, block_timeout_ms=seconds_to_ms("block_timeout", block_timeout),
+            dead_letter_dropped=self._dead_letter_dropped(dead_letter_dropped),
         )  # fmt: skip
         return await self._value(m.CreateTopic(name, config, policy), TopicInfo)
+
+    def _dead_letter_dropped(self, wanted: bool) -> bool | msgspec.UnsetType:
+        """The setting as sent: not at all unless wanted (an older broker refuses the
+        field), and then only to a broker that knows it."""
+        if not wanted:
+            return msgspec.UNSET
+        self._needs_version(TTL_VERSION, "dead_letter_dropped=True")
+        return True
 
     async def list_topics(self) -> list[str]:
         return await self._value(m.ListTopics(), list[str])
@@ -491,6 +502,7 @@ class Client(ClosedOnExit):
         retention: float | None = None,
         retry: RetryPolicy | None = None,
         message_ttl: float | None = None,
+        dead_letter_dropped: bool = False,
     ) -> SubscriptionSpec:
         """A topic plus one subscription of the same name. ``fifo``: per key in order, one in
         flight per key. Dead letters go to ``<name>.dlq`` unless ``dead_letter`` names another
@@ -500,7 +512,8 @@ class Client(ClosedOnExit):
         broker older than protocol version 7 cannot take it: ``ProtocolError``).
         ``message_ttl`` (seconds, RabbitMQ's ``x-message-ttl``): a message not delivered
         that long after its publish expires: it goes to the dead-letter topic with
-        ``x-roost-death-reason: expired`` (protocol version 8)."""
+        ``x-roost-death-reason: expired`` (protocol version 8). ``dead_letter_dropped``:
+        ``overflow="drop_oldest"`` copies what it drops there (``overflow``; version 8)."""
         if retry is not None:
             self._needs_version(QUEUE_RETRY_VERSION, "create_queue(retry=...)")
         if message_ttl is not None:
@@ -513,7 +526,9 @@ class Client(ClosedOnExit):
             retention_ms=_ms(retention, "retention"),
             policy=m.BacklogPolicy(max_backlog_messages=max_backlog, overflow=overflow,
                                    block_timeout_ms=seconds_to_ms("block_timeout", block_timeout),
-                                   retain_until_consumed=True),
+                                   retain_until_consumed=True,
+                                   dead_letter_dropped=self._dead_letter_dropped(
+                                       dead_letter_dropped)),
             retry=msgspec.UNSET if retry is None else _retry_settings(retry),
             message_ttl_ms=msgspec.UNSET if message_ttl is None
             else seconds_to_ms("message_ttl", message_ttl),

@@ -71,8 +71,10 @@ class Subscription(Protocol):
         """Messages of ``partition`` up to its end that it is not done with (its backlog)."""
         ...
 
-    def drop_below(self, partition: int, offset: int) -> int:
-        """Count everything below ``offset`` as consumed (overflow ``drop_oldest``)."""
+    def drop_below(self, partition: int, offset: int, dead_letter: bool = False) -> int:
+        """Count everything below ``offset`` as consumed (overflow ``drop_oldest``); with
+        ``dead_letter``, copy what it drops to the dead-letter topic first (reason
+        ``overflow``), where there is one."""
         ...
 
     def seen_ends(self) -> list[int]:

@@ -37,6 +37,9 @@ class TopicPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     dedup_window_ms: int = 5 * 60 * 1000
     #: Deduplicate on a hash of key, value and headers when a message has no dedup id.
     content_dedup: bool = False
+    #: ``drop_oldest`` copies what it drops to each subscription's dead-letter topic, with
+    #: ``x-roost-death-reason: overflow`` (RabbitMQ's drop-head with a dead-letter exchange).
+    dead_letter_dropped: bool = False
 
     def __post_init__(self) -> None:
         for name in ("max_backlog_messages", "max_backlog_bytes"):
@@ -47,6 +50,10 @@ class TopicPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             raise InvalidConfig("overflow", self.overflow, "reject, block or drop_oldest")
         if not 1000 <= self.dedup_window_ms <= 24 * 3600 * 1000:
             raise InvalidConfig("dedup_window_ms", self.dedup_window_ms, "1 s .. 24 h")
+        if self.dead_letter_dropped and self.overflow != "drop_oldest":
+            raise InvalidConfig(
+                "dead_letter_dropped", True, "only with overflow='drop_oldest' (nothing else drops)"
+            )
         if not 0 <= self.block_timeout_ms <= MAX_BLOCK_MS:
             raise InvalidConfig("block_timeout_ms", self.block_timeout_ms, f"0..{MAX_BLOCK_MS}")
 

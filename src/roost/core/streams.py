@@ -312,9 +312,10 @@ class StreamSubscription:
         self._journaled(1)
         self._on_commit(partition)
 
-    def drop_below(self, partition: int, offset: int) -> int:
+    def drop_below(self, partition: int, offset: int, dead_letter: bool = False) -> int:
         """Commit at ``offset`` if the group is below it (overflow ``drop_oldest``); returns
-        how many records that skipped."""
+        how many records that skipped. A stream has no dead-letter topic: ``dead_letter``
+        changes nothing."""
         committed = self.committed[partition]
         if committed >= offset:
             return 0

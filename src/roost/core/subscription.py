@@ -23,6 +23,7 @@ builds messages, writes the state journal, and moves dead letters. Rules:
 
 from __future__ import annotations
 
+import logging
 import random
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -44,10 +45,18 @@ from roost.core.model import (
 )
 from roost.core.stats import SubscriptionStats, subscription_stats
 from roost.core.unread_delays import UnreadDelays
-from roost.errors import InvalidRequest, PartitionQuarantined, RecordTooLarge, UnknownPartition
+from roost.errors import (
+    InvalidRequest,
+    PartitionQuarantined,
+    RecordTooLarge,
+    StorageClosed,
+    UnknownPartition,
+)
 from roost.receipt import Receipt
 from roost.storage import Journal, Record, StoredRecord, Topic
 from roost.storage.log import PartitionLog
+
+_log = logging.getLogger(__name__)
 
 #: How many records one receive reads past parked or delayed ones before it returns.
 MAX_SCAN_PER_RECEIVE = 10_000
@@ -73,6 +82,8 @@ MAX_DELIVERIES = "max-deliveries"
 REJECTED = "rejected"
 #: ... or its TTL passed before it was delivered (core/expiry.py).
 EXPIRED = "expired"
+#: ... or overflow ``drop_oldest`` dropped it, on a topic that says ``dead_letter_dropped``.
+OVERFLOW = "overflow"
 #: How many times one receive reads on past messages it found expired, for as many more.
 EXPIRED_REFILLS = 4
 
@@ -576,13 +587,30 @@ class QueueSubscription:
             self._rng = random.Random(f"{self.spec.topic}/{self.spec.name}")
         return self.spec.retry.delay_ms(deliveries, self._rng)
 
-    def drop_below(self, partition: int, offset: int) -> int:
+    def drop_below(self, partition: int, offset: int, dead_letter: bool = False) -> int:
         """Mark every message below ``offset`` consumed (overflow ``drop_oldest``), leased or
-        not; returns how many were dropped."""
+        not; returns how many were dropped.
+
+        ``dead_letter`` (the topic's ``dead_letter_dropped``), with a dead-letter topic: each
+        dropped message is first appended there, reason ``overflow``, then the drop is
+        journaled: one flush round of the write-ahead log holds both, or the copies' round
+        comes first, so a crash never keeps the drop without its copies (it may keep copies
+        of a drop it lost: those messages are then in both places). A dead-letter topic that
+        refuses the copies (too large, out of service) does not stop the drop: they are lost,
+        as every drop_oldest drop is without the setting."""
         state = self._state(partition)
         floor = state.acks.floor
         if offset <= floor:
             return 0
+        if dead_letter and self.dead_letter is not None:
+            try:
+                self._dead_letter_dropped(state, floor, offset)
+            except (RecordTooLarge, PartitionQuarantined, StorageClosed) as e:
+                # The drop is the policy; the copies were kept where possible, not promised.
+                _log.warning(
+                    "%s/%s: overflow dropped messages below offset %d of partition %d without "
+                    "their dead letters: %s", self.spec.topic, self.spec.name, offset, partition, e,
+                )  # fmt: skip
         dropped = (offset - floor) - state.acks.done_between(floor, offset)
         state.finish_range(floor, offset)
         self._done(partition, [(floor, offset)])
@@ -636,30 +664,9 @@ class QueueSubscription:
         if offset < log.start_offset:
             self._forget(state, [offset])
             return
-        record = self._record_at(log, offset)
         attempts = state.attempts[offset]
-        headers = (
-            # A dead letter keeps no TTL of its own: it waits in its topic until handled.
-            *(h for h in record.headers if h[0] != EXPIRES_AT_HEADER),
-            *zip(
-                DLQ_HEADERS,
-                (
-                    self.spec.topic.encode(),
-                    b"%d" % state.partition,
-                    b"%d" % offset,
-                    b"%d" % attempts.count,
-                    b"%d" % attempts.first_ms,
-                    b"%d" % attempts.last_ms,
-                    (attempts.last_error or "").encode(),
-                    reason.encode(),
-                ),
-                strict=True,
-            ),
-        )
+        dead = self._dead_record(state, self._record_at(log, offset), attempts, reason)
         partition = state.partition % len(self.dead_letter.partitions)
-        dead = Record(
-            value=record.value, key=record.key, headers=headers, timestamp_ms=record.timestamp_ms
-        )
         try:
             result = self.dead_letter.append(partition, [dead])
         except (RecordTooLarge, PartitionQuarantined) as e:
@@ -676,6 +683,60 @@ class QueueSubscription:
             )
         )
         self._on_deadline(self._clock.now_ms())  # a tick settles it once it is durable
+
+    def _dead_record(
+        self, state: PartitionDeliveries, record: StoredRecord, attempts: Attempts, reason: str
+    ) -> Record:
+        """``record`` as its dead letter: the headers say where it came from and why."""
+        headers = (
+            # A dead letter keeps no TTL of its own: it waits in its topic until handled.
+            *(h for h in record.headers if h[0] != EXPIRES_AT_HEADER),
+            *zip(
+                DLQ_HEADERS,
+                (
+                    self.spec.topic.encode(),
+                    b"%d" % state.partition,
+                    b"%d" % record.offset,
+                    b"%d" % attempts.count,
+                    b"%d" % attempts.first_ms,
+                    b"%d" % attempts.last_ms,
+                    (attempts.last_error or "").encode(),
+                    reason.encode(),
+                ),
+                strict=True,
+            ),
+        )
+        return Record(
+            value=record.value, key=record.key, headers=headers, timestamp_ms=record.timestamp_ms
+        )
+
+    def _dead_letter_dropped(self, state: PartitionDeliveries, start: int, end: int) -> int:
+        """Append a dead letter (reason ``overflow``) for each message of ``[start, end)`` not
+        done and not on its way there already; returns how many. Appended before the drop is
+        journaled, in one batch per read: see ``drop_below``."""
+        assert self.dead_letter is not None
+        log = self.topic.log(state.partition)
+        dying = self.dead_lettering(state.partition) if self._pending_dead else set()
+        acks = state.acks
+        dead: list[Record] = []
+        offset = max(start, log.start_offset)
+        while offset < end:
+            records = log.read(offset, max_records=min(256, end - offset))
+            if not records:
+                break
+            for record in records:
+                if record.offset >= end:
+                    break
+                if record.offset in acks or record.offset in dying:
+                    continue
+                attempts = state.attempts_of(record.offset) or Attempts()
+                dead.append(self._dead_record(state, record, attempts, OVERFLOW))
+            offset = records[-1].offset + 1
+        if dead:
+            partition = state.partition % len(self.dead_letter.partitions)
+            self.dead_letter.append(partition, dead)
+            state.dead_lettered += len(dead)
+        return len(dead)
 
     def _settle_dead_letters(self) -> None:
         still_pending = []

@@ -50,8 +50,9 @@ class TopicState:
 
     def drop_below(self, partition: int, offset: int) -> None:
         """Every subscription counts what is below ``offset`` as consumed (``drop_oldest``)."""
+        dead_letter = self.policy.dead_letter_dropped
         for sub in self.subscriptions.values():
-            sub.drop_below(partition, offset)
+            sub.drop_below(partition, offset, dead_letter)
 
     def announce_delays(self, delays: dict[int, list[tuple[int, int]]]) -> None:
         """Partition -> ``(offset, visible_at_ms)`` of delayed records just published."""

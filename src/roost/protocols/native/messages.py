@@ -155,6 +155,8 @@ class BacklogPolicy(_Settings):
     retain_until_consumed: bool | UnsetType = UNSET
     dedup_window_ms: int | UnsetType = UNSET
     content_dedup: bool | UnsetType = UNSET
+    #: Version 8 (sent only on a connection whose ``WELCOME`` said 8).
+    dead_letter_dropped: bool | UnsetType = UNSET
 
 
 class RetrySettings(_Settings):
