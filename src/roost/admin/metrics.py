@@ -110,7 +110,9 @@ METRICS = _specs(
     Spec("roost_subscription_expired_total", "counter", SUBSCRIPTION_PARTITION,
          "Leases that ran out before the consumer acked or nacked."),
     Spec("roost_subscription_dead_lettered_total", "counter", SUBSCRIPTION_PARTITION,
-         "Messages moved to the dead-letter topic after max_deliveries."),
+         "Messages moved to the dead-letter topic (max deliveries, rejected, expired)."),
+    Spec("roost_subscription_messages_expired_total", "counter", SUBSCRIPTION_PARTITION,
+         "Messages whose TTL passed before delivery: dead-lettered (expired), else done."),
     # -- stream subscriptions (consumer groups), per partition ---------------------------
     Spec("roost_subscription_committed_offset", "gauge", SUBSCRIPTION_PARTITION,
          "A stream subscription's committed offset: the next record it will read."),
@@ -308,6 +310,7 @@ def _queue(scrape: _Scrape, stats: SubscriptionStats, counters: Sequence[Counter
         scrape.add("roost_subscription_nacked_total", labels, counted.nacked)
         scrape.add("roost_subscription_expired_total", labels, counted.expired)
         scrape.add("roost_subscription_dead_lettered_total", labels, counted.dead_lettered)
+        scrape.add("roost_subscription_messages_expired_total", labels, counted.ttl_expired)
     if stats.dead_letter_topic is not None:
         scrape.add("roost_subscription_dead_letters", names, stats.dead_letters)
     scrape.add("roost_subscription_quarantined", names, 0)  # serving (the 1s: ``_recovery``)

@@ -40,11 +40,16 @@ def make_room(
         if policy.overflow != "drop_oldest":
             raise BacklogFull(topic.name, limits(policy))
         # Drop from the slowest floor up; acked ranges above it count for nothing, so go on
-        # until enough not-yet-consumed messages are gone.
+        # until enough not-yet-consumed messages are gone. Each round starts past the last
+        # one's end: messages being dead-lettered (``dead_letter_dropped``) hold the floor
+        # until their copies are durable, yet count as consumed.
+        upto = 0
         while excess > 0 and (floor := state.floor(partition)) is not None:
-            if floor >= log.confirmed_offset:
+            start = max(floor, upto)
+            if start >= log.confirmed_offset:
                 break
-            state.drop_below(partition, min(floor + excess, log.confirmed_offset))
+            upto = min(start + excess, log.confirmed_offset)
+            state.drop_below(partition, upto)
             excess = policy.excess(state.backlog(partition) or 0, count, average)
 
 

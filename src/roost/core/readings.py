@@ -59,6 +59,8 @@ class Counters(msgspec.Struct, frozen=True):
     nacked: int = 0
     expired: int = 0
     dead_lettered: int = 0
+    #: Messages whose TTL passed before they were delivered (core/expiry.py), not leases.
+    ttl_expired: int = 0
 
 
 class SubscriptionReading(msgspec.Struct, frozen=True):
@@ -97,6 +99,7 @@ def read_broker(broker: Broker) -> Reading:
                         state.nacked,
                         state.expired,
                         state.dead_lettered,
+                        sub.expired_count(partition),
                     )
                 )
         subscriptions.append(SubscriptionReading(stats, counters))

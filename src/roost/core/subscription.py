@@ -592,19 +592,19 @@ class QueueSubscription:
         not; returns how many were dropped.
 
         ``dead_letter`` (the topic's ``dead_letter_dropped``), with a dead-letter topic: each
-        dropped message is first appended there, reason ``overflow``, then the drop is
-        journaled: one flush round of the write-ahead log holds both, or the copies' round
-        comes first, so a crash never keeps the drop without its copies (it may keep copies
-        of a drop it lost: those messages are then in both places). A dead-letter topic that
-        refuses the copies (too large, out of service) does not stop the drop: they are lost,
-        as every drop_oldest drop is without the setting."""
+        dropped message is dead-lettered instead, reason ``overflow``, in the two steps every
+        dead letter takes (appended there now, done once that is durable; a crash between
+        keeps the message in both places, never in neither). Its lease ends now (an ack is
+        refused), and it no longer counts as backlog (``unconsumed``). A dead-letter topic
+        that refuses the copies (too large, out of service) does not stop the drop: those
+        messages are lost, as every drop_oldest drop is without the setting."""
         state = self._state(partition)
         floor = state.acks.floor
         if offset <= floor:
             return 0
         if dead_letter and self.dead_letter is not None:
             try:
-                self._dead_letter_dropped(state, floor, offset)
+                return self._dead_letter_dropped(state, floor, offset)
             except (RecordTooLarge, PartitionQuarantined, StorageClosed) as e:
                 # The drop is the policy; the copies were kept where possible, not promised.
                 _log.warning(
@@ -711,14 +711,14 @@ class QueueSubscription:
         )
 
     def _dead_letter_dropped(self, state: PartitionDeliveries, start: int, end: int) -> int:
-        """Append a dead letter (reason ``overflow``) for each message of ``[start, end)`` not
-        done and not on its way there already; returns how many. Appended before the drop is
-        journaled, in one batch per read: see ``drop_below``."""
+        """Dead-letter (reason ``overflow``) each message of ``[start, end)`` not done and not
+        on its way there already, in one append; returns how many (see ``drop_below``)."""
         assert self.dead_letter is not None
         log = self.topic.log(state.partition)
         dying = self.dead_lettering(state.partition) if self._pending_dead else set()
         acks = state.acks
         dead: list[Record] = []
+        offsets: list[int] = []
         offset = max(start, log.start_offset)
         while offset < end:
             records = log.read(offset, max_records=min(256, end - offset))
@@ -731,11 +731,19 @@ class QueueSubscription:
                     continue
                 attempts = state.attempts_of(record.offset) or Attempts()
                 dead.append(self._dead_record(state, record, attempts, OVERFLOW))
+                offsets.append(record.offset)
             offset = records[-1].offset + 1
-        if dead:
-            partition = state.partition % len(self.dead_letter.partitions)
-            self.dead_letter.append(partition, dead)
-            state.dead_lettered += len(dead)
+        if not dead:
+            return 0
+        partition = state.partition % len(self.dead_letter.partitions)
+        result = self.dead_letter.append(partition, dead)
+        letters = self.dead_letter.log(partition)
+        for dropped in offsets:
+            state.leases.pop(dropped, None)  # its lease ends: an ack of it is refused
+            self._pending_dead.append(
+                PendingDeadLetter(state.partition, dropped, letters, result.next_offset)
+            )
+        self._on_deadline(self._clock.now_ms())  # a tick settles them once they are durable
         return len(dead)
 
     def _settle_dead_letters(self) -> None:
@@ -807,7 +815,9 @@ class QueueSubscription:
         """Messages of ``partition`` up to its end not done (acked or dead-lettered)."""
         acks = self._state(partition).acks
         end = self.topic.log(partition).end_offset
-        return end - acks.floor - acks.done_between(acks.floor, end)
+        # On their way to the dead-letter topic: consumed, for backpressure (drop_below).
+        dying = len(self.dead_lettering(partition)) if self._pending_dead else 0
+        return end - acks.floor - acks.done_between(acks.floor, end) - dying
 
     def stats(self, now_ms: int) -> SubscriptionStats:
         if self._expiry.active or any(self._expiry.leased):
