@@ -20,6 +20,7 @@ from roost.core.retry import RetryPolicy
 from roost.errors import (
     AlreadyExists,
     BacklogFull,
+    ConfigConflict,
     ConnectionClosed,
     ConnectionLost,
     ExchangeExists,
@@ -49,6 +50,7 @@ __all__ = [
     "AlreadyExists",
     "BacklogFull",
     "Client",
+    "ConfigConflict",
     "ConnectionClosed",
     "ConnectionLost",
     "Delivery",
