@@ -66,6 +66,10 @@ class Expiry:
         self._heaps: list[list[tuple[int, int]]] = [[] for _ in floors]
         #: Below it, every offset has been looked at for the subscription's default TTL.
         self._cursor = list(floors)
+        #: When the record at the cursor expires, once read (None: not known): until then a
+        #: pass reads nothing. Records are in timestamp order, so a cursor that moved on (the
+        #: floor passed it) only makes the next one due later, never earlier.
+        self._cursor_due: list[int | None] = [None for _ in floors]
         #: Offsets whose TTL passed while they were leased: expired when the lease ends.
         self.leased: list[set[int]] = [set() for _ in floors]
         #: Messages expired since the process started, per partition (for stats, metrics).
@@ -154,6 +158,10 @@ class Expiry:
         self, partition: int, log: PartitionLog, acks: AckRanges, now_ms: int, limit: int
     ) -> list[int]:
         assert self.message_ttl_ms is not None
+        known_due = self._cursor_due[partition]
+        if known_due is not None and now_ms < known_due:
+            return []  # the head is not due yet: no read (a receive's tick passes here)
+        self._cursor_due[partition] = None
         oldest_kept = now_ms - self.message_ttl_ms  # a record at or before it has expired
         cursor = max(self._cursor[partition], acks.floor, log.start_offset)
         readable = log.confirmed_offset
@@ -165,6 +173,8 @@ class Expiry:
             for record in records:
                 if record.offset >= readable or record.timestamp_ms > oldest_kept:
                     self._cursor[partition] = cursor
+                    if record.offset < readable:
+                        self._cursor_due[partition] = record.timestamp_ms + self.message_ttl_ms
                     return found
                 if record.offset not in acks:
                     found.append(record.offset)
@@ -180,7 +190,10 @@ class Expiry:
         heap = self._heaps[partition]
         if heap:
             candidates.append(heap[0][0])
-        if self.message_ttl_ms is not None and not log.quarantined:
+        known_due = self._cursor_due[partition]
+        if known_due is not None:
+            candidates.append(known_due)
+        elif self.message_ttl_ms is not None and not log.quarantined:
             cursor = max(self._cursor[partition], log.start_offset)
             if cursor < log.end_offset:
                 records = log.read(cursor, max_records=1)
