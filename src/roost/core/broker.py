@@ -48,6 +48,7 @@ from roost.core.producer_states import ProducerStates
 from roost.core.publishing import (
     Outgoing,
     Published,
+    PublishedRange,
     Publisher,
     PublishOutcome,
     TopicProducers,
@@ -506,11 +507,18 @@ class Broker:
         own = any(m.ttl_ms is not None for m in messages)
         if not own and not any(s.spec.message_ttl_ms for s in state.subscriptions.values()):
             return
+        expiries: dict[int, list[tuple[int, int]]] = {}
+        if not own:  # only the default: the partitions published to, not each message
+            if isinstance(published, PublishedRange):
+                expiries[published.partition] = []
+            else:
+                expiries.update((p.partition, []) for p in published)
+            state.announce_expiries(expiries)
+            return
         # Read after the append's own clock reading: never earlier than the header says.
         now_ms = self.clock.now_ms()
-        expiries: dict[int, list[tuple[int, int]]] = {}
         for message, placed in zip(messages, published, strict=False):
-            at = expires_at(message, now_ms) if own else None
+            at = expires_at(message, now_ms)
             entries = expiries.setdefault(placed.partition, [])
             if at is not None:
                 entries.append((placed.offset, at))
