@@ -51,7 +51,7 @@ from roost.storage.log import PartitionLog
 #: Messages expired per partition per tick, at most (each dead letter is an append).
 MAX_PER_PASS = 1_000
 #: Bytes of stored batches above the ack floor searched for per-message TTLs at open.
-SCAN_AT_OPEN_BYTES = 256 * 1024
+SCAN_AT_OPEN_BYTES = 64 * 1024
 #: How soon a due record not yet durable is looked at again (it cannot be expired before:
 #: a crash could take it back, and a later record would be written at its offset).
 RECHECK_UNCONFIRMED_MS = 50
