@@ -32,8 +32,9 @@ as an ack):
     never delivered (a receive checks), but is counted in depth until a receive reaches it.
 - At most ``MAX_PER_PASS`` messages are expired per tick; the next deadline is then "now".
 
-Memory: one heap entry per message published with its own TTL and not yet expired or read
-past; the cursor costs nothing per message. Nothing here is journaled: the log holds the
+Memory: one heap entry per message published with its own TTL and not finished (entries of
+finished ones go when their time comes, or when the heap doubles: ``PRUNE_AT_LEAST``); the
+cursor costs nothing per message. Nothing here is journaled: the log holds the
 headers and timestamps, the state journal what was expired (as done or dead-lettered).
 """
 
@@ -50,6 +51,10 @@ from roost.storage.log import PartitionLog
 
 #: Messages expired per partition per tick, at most (each dead letter is an append).
 MAX_PER_PASS = 1_000
+#: A partition's heap is pruned of finished messages when it grows past twice what it held
+#: after its last pruning (and at least this many entries): amortised, a few list operations
+#: per message, and the heap holds what is not finished, not every message of the TTL window.
+PRUNE_AT_LEAST = 4_096
 #: Bytes of stored batches above the ack floor searched for per-message TTLs at open.
 SCAN_AT_OPEN_BYTES = 64 * 1024
 #: How soon a due record not yet durable is looked at again (it cannot be expired before:
@@ -64,6 +69,7 @@ class Expiry:
     def __init__(self, message_ttl_ms: int | None, floors: Sequence[int]) -> None:
         self.message_ttl_ms = message_ttl_ms
         self._heaps: list[list[tuple[int, int]]] = [[] for _ in floors]
+        self._prune_at = [PRUNE_AT_LEAST for _ in floors]
         #: Below it, every offset has been looked at for the subscription's default TTL.
         self._cursor = list(floors)
         #: When the record at the cursor expires, once read (None: not known): until then a
@@ -81,12 +87,19 @@ class Expiry:
 
     # -- feeding --------------------------------------------------------------------------
 
-    def announce(self, partition: int, expiries: list[tuple[int, int]]) -> None:
-        """``(offset, expires_at_ms)`` of records just appended to ``partition``."""
+    def announce(
+        self, partition: int, expiries: list[tuple[int, int]], acks: AckRanges | None = None
+    ) -> None:
+        """``(offset, expires_at_ms)`` of records just appended to ``partition``; ``acks``
+        (what is done) lets a heap that has grown be pruned of what needs no expiring."""
         heap = self._heaps[partition]
         for offset, expires_at_ms in expiries:
             heapq.heappush(heap, (expires_at_ms, offset))
         self.per_message = True
+        if acks is not None and len(heap) > self._prune_at[partition]:
+            heap[:] = [entry for entry in heap if entry[1] not in acks]
+            heapq.heapify(heap)
+            self._prune_at[partition] = max(PRUNE_AT_LEAST, 2 * len(heap))
 
     def scan(self, partition: int, log: PartitionLog, floor: int) -> None:
         """At open: find the per-message TTLs of the first unfinished records of

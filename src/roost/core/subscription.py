@@ -384,7 +384,7 @@ class QueueSubscription:
         own TTL; with none, a publish to a subscription with a default TTL (the first of
         them may now be the next to expire)."""
         if expiries:
-            self._expiry.announce(partition, expiries)
+            self._expiry.announce(partition, expiries, self._partitions[partition].acks)
             self._on_deadline(min(at for _, at in expiries))
         if self._expiry.message_ttl_ms is not None:
             self._on_deadline(self._clock.now_ms() + self._expiry.message_ttl_ms)
