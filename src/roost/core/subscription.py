@@ -325,7 +325,7 @@ class QueueSubscription:
         """``records`` less the expired (expired now: never delivered) and those on their way
         to the dead-letter topic, read on past them for as many more, a few times."""
         kept: list[StoredRecord] = []
-        for _ in range(EXPIRED_REFILLS):
+        for refill in range(EXPIRED_REFILLS):
             dying = self.dead_lettering(state.partition) if self._pending_dead else set()
             expired = []
             for record in records:
@@ -338,8 +338,8 @@ class QueueSubscription:
             if not expired:
                 break
             self._expire(state, expired)
-            if len(kept) >= limit:
-                break
+            if len(kept) >= limit or refill == EXPIRED_REFILLS - 1:
+                break  # (what is admitted must be looked at: none after the last round)
             records = self._admit_new(state, log, limit - len(kept), now_ms)
         return kept
 
