@@ -19,6 +19,9 @@ builds messages, writes the state journal, and moves dead letters. Rules:
   the dead-letter topic twice, never zero times.
 - Receipts carry the delivery count, so an ack for an expired delivery is refused with
   ``LeaseExpired`` instead of acking someone else's.
+- A message whose TTL has passed (core/expiry.py) is never leased: every receive drops it,
+  and ``tick``, ``stats`` and ``peek`` expire what is due first. Expiring is dead-lettering
+  (reason ``expired``), or, without a dead-letter topic, done as an ack is.
 """
 
 from __future__ import annotations
