@@ -848,6 +848,26 @@ class Client(ClosedOnExit):
         )
         return _answered(request, value, kind)  # type: ignore[return-value]
 
+    async def queue_stats(self, topic: str, subscription: str | None = None) -> SubscriptionStats:
+        """``stats`` of a `queue` or `keyed` subscription (of a queue: just its name), typed
+        as such: ``depth``, ``delayed``, ``in_flight``, ``oldest_age_ms``, ``dead_letters``.
+        ``InvalidRequest`` if it is a `stream` subscription (``stream_stats`` is for those)."""
+        stats = await self.stats(topic, subscription)
+        if not isinstance(stats, SubscriptionStats):
+            raise InvalidRequest(
+                f"{topic}/{stats.subscription} is a stream subscription: use stream_stats"
+            )
+        return stats
+
+    async def stream_stats(self, topic: str, group: str) -> StreamStats:
+        """``stats`` of a `stream` subscription (a consumer group), typed as such: ``lag``,
+        ``members``, per partition the committed offset. ``InvalidRequest`` if it is a
+        `queue` or `keyed` one (``queue_stats`` is for those)."""
+        stats = await self.stats(topic, group)
+        if not isinstance(stats, StreamStats):
+            raise InvalidRequest(f"{topic}/{group} is a {stats.mode} subscription: use queue_stats")
+        return stats
+
     # -- lifecycle ------------------------------------------------------------------------
 
     async def aclose(self) -> None:
