@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from roost.client.closing import ClosedOnExit
 from roost.client.codecs import Headers, decode_into, decode_json
+from roost.client.durations import Seconds
 from roost.core.model import Message
 from roost.errors import ConnectionClosed, ConnectionLost, LeaseExpired, RoostError, StorageClosed
 from roost.protocols.native import messages as m
@@ -255,7 +256,7 @@ class Delivery:
             self._give_back_credit()
         self.settled((self.receipt,) if refused else ())
 
-    async def nack(self, delay: float | None = None, error: str | None = None) -> None:
+    async def nack(self, delay: Seconds | None = None, error: str | None = None) -> None:
         """Failed: deliver again after ``delay`` seconds (default: the retry policy), or move
         it to the dead-letter topic once it has been delivered ``max_deliveries`` times."""
         try:
@@ -277,7 +278,7 @@ class Delivery:
             self._give_back_credit()
         self.settled(refused)
 
-    async def extend(self, seconds: float) -> None:
+    async def extend(self, seconds: Seconds) -> None:
         """Keep the lease for ``seconds`` more, from now."""
         if await self._client.extend(self.topic, self.subscription, [self.receipt], seconds):
             raise LeaseExpired(self.topic, self.subscription, self.offset)

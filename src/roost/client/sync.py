@@ -32,6 +32,7 @@ from typing import Any, Literal, Self, TypeVar
 from roost.client.api import Client, Headers, StreamMember
 from roost.client.codecs import Headers as DeliveredHeaders
 from roost.client.codecs import Serializer
+from roost.client.durations import Seconds
 from roost.client.embedded import open as open_embedded
 from roost.client.network import DEFAULT_PORT
 from roost.client.network import connect as connect_network
@@ -194,7 +195,7 @@ class SyncDelivery:
         """Done: it will not be delivered again. ``LeaseExpired`` if the lease ran out."""
         self._bridge.run(self.delivery.ack())
 
-    def nack(self, delay: float | None = None, error: str | None = None) -> None:
+    def nack(self, delay: Seconds | None = None, error: str | None = None) -> None:
         """Failed: deliver again after ``delay`` seconds (default: the retry policy), or move
         it to the dead-letter topic once it has been delivered ``max_deliveries`` times."""
         self._bridge.run(self.delivery.nack(delay, error))
@@ -203,7 +204,7 @@ class SyncDelivery:
         """Poison: move it to the dead-letter topic now, whatever its delivery count."""
         self._bridge.run(self.delivery.reject(error))
 
-    def extend(self, seconds: float) -> None:
+    def extend(self, seconds: Seconds) -> None:
         """Keep the lease for ``seconds`` more, from now."""
         self._bridge.run(self.delivery.extend(seconds))
 
@@ -234,11 +235,11 @@ class SyncStreamMember:
         """Tell the group this member is alive; its membership (assignment, generation)."""
         return self._bridge.run(self._target.heartbeat())
 
-    def fetch(self, max_records: int = 500, wait: float = 0.0) -> list[Message]:
+    def fetch(self, max_records: int = 500, wait: Seconds = 0.0) -> list[Message]:
         """Records from the member's partitions, waiting up to ``wait`` seconds for some."""
         return self._bridge.run(self._target.fetch(max_records, wait))
 
-    def stream(self, max_records: int = 1000, wait: float = 1.0) -> Iterator[list[Message]]:
+    def stream(self, max_records: int = 1000, wait: Seconds = 1.0) -> Iterator[list[Message]]:
         """Batches of records, forever, the next fetch on its way while a batch is used."""
         return _iterate(self._bridge, self._target.stream(max_records, wait), _same)
 
@@ -342,13 +343,13 @@ class SyncBroker(_ClosedOnExit):
         *,
         partitions: int = 1,
         durability: Literal["always", "interval", "never"] = "always",
-        retention: float | None = None,
+        retention: Seconds | None = None,
         retention_bytes: int | None = None,
         max_record_bytes: int = 1024 * 1024,
         max_backlog: int | None = None,
         max_backlog_bytes: int | None = None,
         overflow: Overflow = "reject",
-        block_timeout: float = 5.0,
+        block_timeout: Seconds = 5.0,
     ) -> TopicInfo:
         """As ``Client.create_topic``: a declare, ``TopicExists`` for other settings."""
         return self._bridge.run(self._target.create_topic(
@@ -375,15 +376,15 @@ class SyncBroker(_ClosedOnExit):
         *,
         fifo: bool = False,
         partitions: int = 1,
-        visibility_timeout: float = 30.0,
+        visibility_timeout: Seconds = 30.0,
         max_deliveries: int | None = DEFAULT_MAX_DELIVERIES,
         dead_letter: str | None = "",
-        delay: float = 0.0,
+        delay: Seconds = 0.0,
         durability: Literal["always", "interval", "never"] = "always",
         max_backlog: int | None = None,
         overflow: Overflow = "reject",
-        block_timeout: float = 5.0,
-        retention: float | None = None,
+        block_timeout: Seconds = 5.0,
+        retention: Seconds | None = None,
         retry: RetryPolicy | None = None,
     ) -> SubscriptionSpec:
         """As ``Client.create_queue``: a declare, ``ConfigConflict`` for other settings."""
@@ -404,10 +405,10 @@ class SyncBroker(_ClosedOnExit):
         *,
         mode: Literal["stream", "queue", "keyed"] = "queue",
         start: Literal["earliest", "latest"] = "latest",
-        visibility_timeout: float = 30.0,
+        visibility_timeout: Seconds = 30.0,
         max_deliveries: int | None = DEFAULT_MAX_DELIVERIES,
         dead_letter: str | None = "",
-        delay: float = 0.0,
+        delay: Seconds = 0.0,
         retry: RetryPolicy | None = None,
     ) -> SubscriptionSpec:
         """As ``Client.create_subscription``: a declare."""
@@ -520,7 +521,7 @@ class SyncBroker(_ClosedOnExit):
         key: bytes | None = None,
         headers: Headers = (),
         partition: int | None = None,
-        delay: float | None = None,
+        delay: Seconds | None = None,
         deliver_at_ms: int | None = None,
         dedup_id: str | None = None,
         serializer: Serializer | None = None,
@@ -583,8 +584,8 @@ class SyncBroker(_ClosedOnExit):
         subscription: str | None = None,
         *,
         max_messages: int = 1,
-        wait: float = 0.0,
-        visibility_timeout: float | None = None,
+        wait: Seconds = 0.0,
+        visibility_timeout: Seconds | None = None,
     ) -> list[SyncDelivery]:
         """Up to ``max_messages``, leased; waits up to ``wait`` seconds for the first."""
         deliveries = self._bridge.run(self._target.receive(
@@ -611,7 +612,7 @@ class SyncBroker(_ClosedOnExit):
         topic: str,
         subscription: str,
         receipts: Sequence[Receipt],
-        delay: float | None = None,
+        delay: Seconds | None = None,
         error: str | None = None,
         *,
         undelivered: bool = False,
@@ -622,7 +623,7 @@ class SyncBroker(_ClosedOnExit):
         ))  # fmt: skip
 
     def extend(
-        self, topic: str, subscription: str, receipts: Sequence[Receipt], seconds: float
+        self, topic: str, subscription: str, receipts: Sequence[Receipt], seconds: Seconds
     ) -> list[Receipt]:
         return self._bridge.run(self._target.extend(topic, subscription, receipts, seconds))
 
