@@ -26,6 +26,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import msgspec
 
+from roost.client import tracing
 from roost.client.batches import decode_fetched
 from roost.client.closing import ClosedOnExit
 from roost.client.codecs import Serializer, encode, with_content_type
@@ -37,6 +38,7 @@ from roost.client.subscriber import (
     Subscriber,
     message_from_wire,
 )
+from roost.client.tracing import Pairs
 from roost.core.groups import Membership
 from roost.core.inspection import Peeked
 from roost.core.model import DEFAULT_MAX_DELIVERIES, Message, SubscriptionSpec, check_delay
@@ -152,10 +154,10 @@ def _pairs(headers: Headers) -> tuple[tuple[str, bytes], ...]:
     return tuple(headers)
 
 
-def _out(message: Outgoing) -> m.Out:
+def _out(message: Outgoing, traced: Callable[[Pairs], Pairs]) -> m.Out:
     check_types(message.value, message.key, message.headers)
     return m.Out(
-        message.value, message.key, list(message.headers), message.partition,
+        message.value, message.key, list(traced(tuple(message.headers))), message.partition,
         message.deliver_at_ms, message.delay_ms, message.dedup_id,
     )  # fmt: skip
 
@@ -687,8 +689,10 @@ class Client(ClosedOnExit):
         messages to a partition are numbered 0, 1, 2, ...; a batch goes to one partition): a
         retry of a batch is confirmed with the offsets it got the first time.
         """
-        request = m.Publish(topic, [_out(msg) for msg in messages], producer_id, sequence)
-        return _unfold(await self.call(request, m.PublishedAt))
+        with tracing.sending(topic, len(messages)) as traced:
+            outs = [_out(msg, traced) for msg in messages]
+            request = m.Publish(topic, outs, producer_id, sequence)
+            return _unfold(await self.call(request, m.PublishedAt))
 
     async def publish_to_exchange(
         self,
@@ -704,10 +708,10 @@ class Client(ClosedOnExit):
         ``value`` as ``publish`` takes it."""
         data, pairs = self._encoded(value, headers, serializer)
         check_types(data, key, pairs)
-        message = m.Out(data, key, list(pairs))
-        return _unfold(
-            await self.call(m.PublishToExchange(exchange, routing_key, [message]), m.PublishedAt)
-        )
+        with tracing.sending(exchange) as traced:
+            message = m.Out(data, key, list(traced(pairs)))
+            request = m.PublishToExchange(exchange, routing_key, [message])
+            return _unfold(await self.call(request, m.PublishedAt))
 
     # -- consume --------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from roost.client import tracing
 from roost.client.closing import ClosedOnExit
 from roost.client.codecs import Headers, decode_into, decode_json
 from roost.client.durations import Seconds
@@ -341,7 +342,9 @@ class Subscriber(ClosedOnExit):
     async def __anext__(self) -> Delivery:
         if not self._arrived or self._stream is None or self._stream.broken:
             await self._fill()
-        return self._delivery(self._arrived.popleft())
+        arrived = self._arrived.popleft()
+        tracing.arrived(arrived.headers)  # the loop body continues this message's trace
+        return self._delivery(arrived)
 
     async def batch(self, max_messages: int | None = None) -> list[Delivery]:
         """Every delivery that has arrived (at most ``max_messages``), waiting for one."""

@@ -50,6 +50,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import cast
 
+from roost.client import tracing
 from roost.client.api import Client
 from roost.client.durations import Seconds, as_seconds
 from roost.client.subscriber import Delivery
@@ -362,7 +363,8 @@ class Worker:
 async def _outcome(function: Handler, delivery: Delivery) -> Exception | None:
     """The handler's failure as a value, so its task ends cleanly either way."""
     try:
-        await function(delivery)
+        with tracing.processing(delivery):
+            await function(delivery)
     except Exception as error:
         return error
     return None
