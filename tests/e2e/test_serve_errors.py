@@ -122,3 +122,12 @@ def test_a_port_in_use_is_one_line_naming_the_flag(flag: str, tmp_path: Path) ->
         )
     assert f"cannot listen on 127.0.0.1:{port}" in line
     assert line.endswith(f"stop it or choose {flag}")
+
+
+def test_a_mistyped_setting_in_a_config_file_stops_serve_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "roost.toml").write_text("[server]\nport = 'abc'\nadmin = false\n")
+    line = one_line_error(run_roost("serve", "--config", "roost.toml", cwd=tmp_path))
+    assert line == (
+        "error: invalid port='abc': takes a whole number from 0 to 65535 "
+        "(set by roost.toml [server])"
+    )
