@@ -31,7 +31,7 @@ from roost.cli.progress import Counting
 from roost.cli.session import CliError, done, echo_json, json_option, run, show
 from roost.client.api import Client
 from roost.core.model import Message
-from roost.core.redrive import REDRIVE_SUBSCRIPTION
+from roost.core.redrive import REDRIVE_SUBSCRIPTION, RedriveTask
 from roost.core.stats import StreamStats, SubscriptionStats
 from roost.errors import UnknownSubscription
 
@@ -258,6 +258,11 @@ async def _follow(
 )
 @click.option("--key", default=None, help="Only dead letters with this key.")
 @click.option("--error-contains", default=None, help="Only those whose last error has this.")
+@click.option(
+    "--background",
+    is_flag=True,
+    help="Start it as a task and return: `roost dlq tasks` follows it, a restart resumes it.",
+)
 @json_option
 @_subscription_option
 def dlq_redrive(
@@ -266,9 +271,25 @@ def dlq_redrive(
     rate: float,
     key: str | None,
     error_contains: str | None,
+    background: bool,
     as_json: bool,
 ) -> None:
     """Move QUEUE's dead letters (all, or those matching) back to QUEUE."""
+    if background:
+
+        async def start(client: Client) -> RedriveTask:
+            _, topic = await _dead_letters(client, queue, subscription)
+            return await client.start_redrive(
+                topic, source_topic=queue, rate=rate, error_contains=error_contains,
+                key=None if key is None else key.encode(),
+            )  # fmt: skip
+
+        task = run(start)
+        waiting = render.plural(task.to_move, "dead letter")
+        line = (f"started redrive task {task.id}: {waiting} waiting in "
+                f"{task.dead_letter_topic}; `roost dlq tasks {queue}` follows it")  # fmt: skip
+        done(as_json, task, line)
+        return
 
     progress = Counting("moved")
 
@@ -289,3 +310,42 @@ def dlq_redrive(
     result = {"queue": queue, "dead_letter_topic": topic, "moved": moved}
     moved_line = f"moved {render.plural(moved, 'dead letter')} from {topic} back to {queue}"
     done(as_json, result, moved_line)
+
+
+@dlq.command("tasks")
+@click.argument("queue", required=False)
+@json_option
+@_subscription_option
+def dlq_tasks(queue: str | None, subscription: str | None, as_json: bool) -> None:
+    """Redrive tasks (of QUEUE's dead letters), newest first, with their progress."""
+
+    async def listed(client: Client) -> list[RedriveTask]:
+        if queue is None:
+            return await client.redrive_tasks()
+        _, topic = await _dead_letters(client, queue, subscription)
+        return await client.redrive_tasks(topic)
+
+    tasks = run(listed)
+    if as_json:
+        echo_json(tasks)
+    elif tasks:
+        show(render.redrive_tasks_table(tasks))
+    else:
+        click.echo("no redrive task" + (f" for {queue}" if queue else ""))
+
+
+@dlq.command("cancel")
+@click.argument("queue")
+@click.argument("task_id")
+@json_option
+@_subscription_option
+def dlq_cancel(queue: str, task_id: str, subscription: str | None, as_json: bool) -> None:
+    """Stop redrive task TASK_ID of QUEUE's dead letters (what it moved stays moved)."""
+
+    async def cancel(client: Client) -> RedriveTask:
+        _, topic = await _dead_letters(client, queue, subscription)
+        return await client.cancel_redrive(topic, task_id)
+
+    task = run(cancel)
+    done(as_json, task, f"redrive task {task.id}: {task.state}, "
+                        f"{render.plural(task.moved, 'dead letter')} moved")  # fmt: skip
