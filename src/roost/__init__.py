@@ -10,6 +10,7 @@ async with roost.open("./data") as broker:
 """
 
 from roost import errors
+from roost.client import tracing
 from roost.client.api import Client, StreamMember
 from roost.client.embedded import EmbeddedBroker, Outgoing, Published, open
 from roost.client.network import connect
@@ -82,4 +83,5 @@ __all__ = [
     "connect",
     "errors",
     "open",
+    "tracing",
 ]

@@ -656,6 +656,10 @@ class Broker:
         """The copies of ``moved`` are durable at their destination: ack the dead letters."""
         self._redrives.finish(dead_letter_topic, moved)
 
+    def dead_letters_waiting(self, dead_letter_topic: str) -> int:
+        """Dead letters of ``dead_letter_topic`` not yet redriven."""
+        return self._redrives.waiting(dead_letter_topic)
+
     def release_redrive(self, dead_letter_topic: str, receipts: Sequence[Receipt]) -> None:
         """End a redrive run: the dead letters it skipped are visible to the next run."""
         self._redrives.release(dead_letter_topic, receipts)

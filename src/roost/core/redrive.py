@@ -19,6 +19,7 @@ use, runs a batch through the broker's own publish, and corrects a subscription'
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import msgspec
 
@@ -62,6 +63,26 @@ class RedriveFilter(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             if self.error_contains not in error:
                 return False
         return all(message.header(name) == value for name, value in (self.headers or {}).items())
+
+
+TaskState = Literal["running", "completed", "cancelled", "failed"]
+
+
+class RedriveTask(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    dead_letter_topic: str
+    where: RedriveFilter
+    rate_per_s: float
+    #: Where the letters go; None: back to each one's source topic.
+    to: str | None
+    state: TaskState
+    #: Moved so far (saved at most once a second while running).
+    moved: int
+    #: Dead letters waiting when it started (not all may match the filter).
+    to_move: int
+    started_ms: int
+    finished_ms: int | None = None
+    error: str | None = None
 
 
 class RedriveBatch(msgspec.Struct):
@@ -178,6 +199,14 @@ class Redrives:
         if sub is not None:
             return peek_queue(sub, self._clock.now_ms(), max_messages, partition)
         return peek_topic(self._engine.topic(dead_letter_topic), max_messages, partition)
+
+    def waiting(self, dead_letter_topic: str) -> int:
+        """Dead letters not yet redriven (every record, before any redrive)."""
+        sub = self._reader(dead_letter_topic)
+        if sub is not None:
+            return sub.stats(self._clock.now_ms()).backlog
+        topic = self._engine.topic(dead_letter_topic)
+        return sum(log.end_offset - log.start_offset for log in topic.partitions)
 
     def uncount_redriven(self, stats: SubscriptionStats) -> SubscriptionStats:
         """``stats`` with ``dead_letters`` less those redriven: once redriven, a dead letter
