@@ -415,26 +415,29 @@ class Broker:
             target, policy, messages, partitions, producer_id, sequence
         )
         self._appended(target, policy, partitions)
-        self._announce_delays(topic, messages, outcome.published)
+        outcome.durability.extend(self._announce_delays(topic, messages, outcome.published))
         return outcome
 
     def _announce_delays(
         self, topic: str, messages: Sequence[Outgoing], published: Sequence[Published]
-    ) -> None:
+    ) -> list[tuple[PartitionLog, int]]:
         """Tell the topic's subscriptions which records just appended are delayed, so that
-        their stats do not count them as ready before a receive reads them."""
+        a receive never reads through them (core/scheduled.py) and their stats do not count
+        them as ready; returns the journal writes the confirm must await too."""
         state = self._topics.get(topic)
         if state is None or not state.subscriptions:
-            return
+            return []
         if all(m.delay_ms is None and m.deliver_at_ms is None for m in messages):
-            return
+            return []
         now_ms = self.clock.now_ms()
         delays: dict[int, list[tuple[int, int]]] = {}
         for message, placed in zip(messages, published, strict=False):
             when = deliver_at(message, now_ms)
             if when is not None and when > now_ms:
                 delays.setdefault(placed.partition, []).append((placed.offset, when))
-        state.announce_delays(delays)
+        for announced in delays.values():
+            announced.sort()  # one publish may place its messages out of offset order
+        return state.announce_delays(delays)
 
     def _appended(self, topic: Topic, policy: TopicPolicy, partitions: list[int]) -> None:
         """Retention's part in a publish: a roll may have made segments deletable."""
@@ -494,9 +497,9 @@ class Broker:
                     raise _partly_stored(e, published) from e
                 raise
             self._appended(target, policy, partitions)
-            self._announce_delays(target.name, routed, part.published)
             published.extend(part.published)
             durability.extend(part.durability)
+            durability.extend(self._announce_delays(target.name, routed, part.published))
         return PublishOutcome(published, durability)
 
     def backlog(self, topic: str, partition: int) -> int | None:
