@@ -1,9 +1,9 @@
 """Model test of the broker's timers: a tick does the due work, once, and nothing else.
 
-Several queues; random publishes (some delayed: a queue knows those from the publish on), receives (with a visibility timeout), acks,
-nacks with a delay, clock moves and ticks. The model knows each message's state and, per
-queue, every deadline the queue was told about since the tick last visited it. Checked at
-every tick:
+Several queues; random publishes (some delayed: a queue knows those from the publish on),
+receives (with a visibility timeout), acks, nacks with a delay, clock moves and ticks. The
+model knows each message's state and, per queue, every deadline the queue was told about
+since the tick last visited it. Checked at every tick:
 
 - every queue with a lease past its deadline or a delay at its end is visited, and after the
   tick no such work is left anywhere;
