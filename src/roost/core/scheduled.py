@@ -60,8 +60,8 @@ class ScheduledDelays:
     def skip(self, start: int, end: int) -> None:
         """The read position jumps over ``[start, end)`` (they are tracked elsewhere)."""
         starts, ends = self._starts, self._ends
-        if not starts or start > ends[-1]:
-            starts.append(start)
+        if self._head == len(starts) or start > ends[-1]:
+            starts.append(start)  # (never merged into a range the read position passed)
             ends.append(end)
         elif start == ends[-1]:
             ends[-1] = end
