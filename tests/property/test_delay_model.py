@@ -1,13 +1,14 @@
 """Model test of delays: publish delays and nack delays from none to most of a year, against a
 dictionary of when each message may be delivered.
 
-Steps: publish (``delay_ms`` or ``deliver_at_ms``, from 0 to 200 days), receive, ack, nack with
-a delay (up to 300 days), advance the clock (1 ms to 100 days), tick, a clean restart and a
-crash-and-reopen of the whole broker. Checked at every step: nothing is delivered before its
-time, and every receive takes exactly as many messages as are due (so everything is delivered
-after its time); the stats (depth, delayed, in flight) match the model, before a receive has
-read a delayed record and after a restart alike. At the end the clock jumps past every delay
-and the queue is drained: every message is delivered, nothing lost.
+Steps: publish (``delay_ms`` or ``deliver_at_ms``, from 0 to 200 days), receive, ack, nack
+with a delay (up to 300 days), advance the clock (1 ms to 100 days), tick, a snapshot of the
+subscription's journal, a clean restart and a crash-and-reopen of the whole broker. Checked
+at every step: nothing is delivered before its time, and every receive takes exactly as many
+messages as are due (so everything is delivered after its time); the stats (depth, delayed,
+in flight) match the model, before a receive has read a delayed record and after a restart
+alike. At the end the clock jumps past every delay and the queue is drained: every message
+is delivered, nothing lost.
 """
 
 from __future__ import annotations
@@ -144,6 +145,12 @@ class DelayMachine(RuleBasedStateMachine):
     @rule()
     def tick(self) -> None:
         self.broker.tick()
+
+    @rule()
+    def snapshot(self) -> None:
+        """What the host does every ``SNAPSHOT_EVERY`` journal entries: the state, whole."""
+        for sub in self.broker.subscriptions():
+            sub.journal.snapshot(sub.snapshot())
 
     @rule(crash=st.booleans())
     def restart(self, crash: bool) -> None:
