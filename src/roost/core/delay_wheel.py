@@ -34,7 +34,7 @@ NEVER = 1 << 62
 
 
 class DelayWheel:
-    __slots__ = ("_buckets", "_mins", "_near", "_next", "_starts", "count")
+    __slots__ = ("_buckets", "_lowest", "_mins", "_near", "_next", "_starts", "count")
 
     def __init__(self) -> None:
         #: key (start_ms << 3 | level) -> flat runs: visible_at, start, end, visible_at, ...
@@ -42,6 +42,7 @@ class DelayWheel:
         self._starts: list[int] = []  # a heap of the keys of ``_buckets``
         self._mins: dict[int, int] = {}  # key -> the earliest time in that bucket
         self._next = NEVER  # the earliest time of all (buckets overlap: not the first's)
+        self._lowest = NEVER  # no offset below this waits (a bound, exact after ``discard``)
         #: Runs due within the bucket span of level 0 from the last look: exact times.
         self._near: list[tuple[int, int, int]] = []
         self.count = 0
@@ -52,6 +53,7 @@ class DelayWheel:
             self._place(visible_at_ms, start, end, now_ms)
             self.count += end - start
             self._next = min(self._next, visible_at_ms)
+            self._lowest = min(self._lowest, start)
 
     def _place(self, visible_at_ms: int, start: int, end: int, now_ms: int) -> None:
         for level in range(len(_SHIFTS) - 1, -1, -1):
@@ -107,8 +109,8 @@ class DelayWheel:
 
         Rewrites every bucket: a rare operation (purge, ``drop_oldest``, retention), never a
         receive's."""
-        if not self.count:
-            return
+        if not self.count or end <= self._lowest:
+            return  # (``drop_oldest`` below every delayed offset: the common case, free)
         for key, runs in self._buckets.items():
             kept = array(
                 "q", [n for run in self._clip(_flat_triples(runs), start, end) for n in run]
@@ -119,6 +121,7 @@ class DelayWheel:
         self._near = list(self._clip(iter(list(self._near)), start, end))
         heapq.heapify(self._near)
         self._find_next()
+        self._lowest = min((start for _, start, _ in self.runs()), default=NEVER)
 
     def _clip(
         self, runs: Iterator[tuple[int, int, int]], start: int, end: int
