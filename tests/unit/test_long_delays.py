@@ -130,3 +130,19 @@ def test_purge_takes_scheduled_delays_too(engine: LocalEngine, clock: ManualCloc
     assert stats_of(broker) == (0, 0, 0)
     clock.advance(HOUR_MS)
     assert broker.receive("q", "q", 10) == [], "purged: never delivered"
+
+
+def test_a_delayed_publish_confirmed_again_is_scheduled_once(
+    engine: LocalEngine, clock: ManualClock
+) -> None:
+    """A dedup hit or an idempotent producer's retry appends nothing: nothing more waits."""
+    broker = Broker.open(engine, clock)
+    broker.create_queue("q", durability="never")
+    for _ in range(2):
+        broker.publish("q", [Outgoing(value=b"x", delay_ms=HOUR_MS, dedup_id="once")])
+        broker.publish("q", [Outgoing(value=b"y", delay_ms=HOUR_MS)], producer_id="p", sequence=0)
+    assert stats_of(broker) == (0, 2, 0)
+    clock.advance(HOUR_MS)
+    assert sorted(m.value for m in broker.receive("q", "q", 10)) == [b"x", b"y"]
+    assert broker.receive("q", "q", 10) == []
+    assert stats_of(broker) == (0, 0, 2)

@@ -411,29 +411,38 @@ class Broker:
         confirmed with its first offsets instead of being appended twice.
         """
         target, policy, partitions = self._plan(topic, messages)
+        ends = _ends_before(target, messages, partitions)
         outcome = self._publisher.publish(
             target, policy, messages, partitions, producer_id, sequence
         )
         self._appended(target, policy, partitions)
-        outcome.durability.extend(self._announce_delays(topic, messages, outcome.published))
+        outcome.durability.extend(self._announce_delays(topic, messages, outcome.published, ends))
         return outcome
 
     def _announce_delays(
-        self, topic: str, messages: Sequence[Outgoing], published: Sequence[Published]
+        self,
+        topic: str,
+        messages: Sequence[Outgoing],
+        published: Sequence[Published],
+        ends_before: dict[int, int] | None,
     ) -> list[tuple[PartitionLog, int]]:
         """Tell the topic's subscriptions which records just appended are delayed, so that
         a receive never reads through them (core/scheduled.py) and their stats do not count
         them as ready; returns the journal writes the confirm must await too."""
         state = self._topics.get(topic)
-        if state is None or not state.subscriptions:
-            return []
-        if all(m.delay_ms is None and m.deliver_at_ms is None for m in messages):
+        if state is None or not state.subscriptions or ends_before is None:
             return []
         now_ms = self.clock.now_ms()
         delays: dict[int, list[tuple[int, int]]] = {}
         for message, placed in zip(messages, published, strict=False):
             when = deliver_at(message, now_ms)
-            if when is not None and when > now_ms:
+            # Below the end before this publish: confirmed again (a dedup hit, an idempotent
+            # retry), appended and told of before.
+            if (
+                when is not None
+                and when > now_ms
+                and placed.offset >= ends_before[placed.partition]
+            ):
                 delays.setdefault(placed.partition, []).append((placed.offset, when))
         for announced in delays.values():
             announced.sort()  # one publish may place its messages out of offset order
@@ -490,6 +499,7 @@ class Broker:
         published: list[Published] = []
         durability: list[tuple[PartitionLog, int]] = []
         for target, policy, partitions, routed in plans:
+            ends = _ends_before(target, routed, partitions)
             try:
                 part = self._publisher.publish(target, policy, routed, partitions)
             except RoostError as e:
@@ -499,7 +509,7 @@ class Broker:
             self._appended(target, policy, partitions)
             published.extend(part.published)
             durability.extend(part.durability)
-            durability.extend(self._announce_delays(target.name, routed, part.published))
+            durability.extend(self._announce_delays(target.name, routed, part.published, ends))
         return PublishOutcome(published, durability)
 
     def backlog(self, topic: str, partition: int) -> int | None:
@@ -659,6 +669,15 @@ class Broker:
         a retry appends again instead of being confirmed at offsets that now hold nothing (or
         other records). Returns the state to snapshot, so the journal forgets them too."""
         return self._producers.log_cut(topic, partition, end_offset)
+
+
+def _ends_before(
+    target: Topic, messages: Sequence[Outgoing], partitions: list[int]
+) -> dict[int, int] | None:
+    """Where each partition a publish goes to ends before it, when it delays anything."""
+    if all(m.delay_ms is None and m.deliver_at_ms is None for m in messages):
+        return None
+    return {p: target.log(p).end_offset for p in set(partitions)}
 
 
 def _partly_stored(error: RoostError, stored: Sequence[Published]) -> RoostError:
