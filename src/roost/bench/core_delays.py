@@ -12,6 +12,9 @@ case), in publishes of ``FILL_BATCH``. Then, on that queue:
                             it (the mean of the two): the baseline, measured beside it, on
                             a machine whose load changes
   delayed_vs_queue_ratio    delayed_queue_rps / delayed_baseline_rps (target >= 0.8)
+  delayed_queue_cpu_us_per_msg, delayed_baseline_cpu_us_per_msg
+                            process CPU per message of those phases (the baseline's the mean
+                            of the two plain ones): steadier than rates on a shared machine
   delayed_rss_mb            the process's resident memory with the delayed records waiting
                             (the broker runs in this process)
   delayed_rss_bytes_per_msg what the resident memory grew by while they were published,
@@ -82,6 +85,9 @@ async def delayed_phase(
         "delayed_baseline_rps": round(baseline_rps, 1),
         "delayed_vs_queue_ratio": round(phase.rps / baseline_rps, 3),
         "delayed_queue_cpu_us_per_msg": round(phase.cpu_us_per_msg, 2),
+        "delayed_baseline_cpu_us_per_msg": round(
+            (before.cpu_us_per_msg + after.cpu_us_per_msg) / 2, 2
+        ),
         "delayed_rss_mb": round(rss_after / 2**20, 1),
         "delayed_rss_bytes_per_msg": round((rss_after - rss_before) / max(1, delayed), 1),
         "delayed_fill_s": round(fill_s, 2),
