@@ -8,11 +8,11 @@ import pytest
 import roost
 from roost.clock import ManualClock
 from roost.core.broker import Broker
-from roost.core.model import MAX_DELAY_MS
+from roost.core.model import MAX_DELAY_MS, SubscriptionSpec
 from roost.core.publishing import Outgoing
 from roost.core.stats import SubscriptionStats
 from roost.errors import InvalidRequest
-from roost.storage import LocalEngine
+from roost.storage import LocalEngine, TopicConfig
 from tests.embedded_support import run
 
 DAY_MS = 24 * 3600 * 1000
@@ -146,3 +146,22 @@ def test_a_delayed_publish_confirmed_again_is_scheduled_once(
     assert sorted(m.value for m in broker.receive("q", "q", 10)) == [b"x", b"y"]
     assert broker.receive("q", "q", 10) == []
     assert stats_of(broker) == (0, 0, 2)
+
+
+def test_a_new_subscription_finds_the_delays_published_before_it(
+    engine: LocalEngine, clock: ManualClock
+) -> None:
+    broker = Broker.open(engine, clock)
+    broker.create_topic("t", TopicConfig(durability="never"))
+    broker.publish("t", [Outgoing(value=b"later", delay_ms=HOUR_MS), Outgoing(value=b"now")])
+    broker.create_subscription(
+        SubscriptionSpec(name="s", topic="t", start="earliest", max_deliveries=None)
+    )
+    stats = broker.stats("t", "s")
+    assert isinstance(stats, SubscriptionStats)
+    assert (stats.depth, stats.delayed) == (1, 1)
+    [message] = broker.receive("t", "s", 10)
+    assert message.value == b"now"
+    assert broker.ack("t", "s", [message.receipt]) == []
+    clock.advance(HOUR_MS)
+    assert [m.value for m in broker.receive("t", "s", 10)] == [b"later"]

@@ -44,7 +44,7 @@ from roost.core.model import (
 )
 from roost.core.scheduled import restore_scheduled, runs_of
 from roost.core.stats import SubscriptionStats, subscription_stats
-from roost.core.unread_delays import UnreadDelays
+from roost.core.unread_delays import UnreadDelays, find_delays
 from roost.errors import InvalidRequest, PartitionQuarantined, RecordTooLarge, UnknownPartition
 from roost.receipt import Receipt
 from roost.storage import Journal, Record, StoredRecord, Topic
@@ -138,7 +138,8 @@ class QueueSubscription:
         """Resume from the journal; a new (empty) journal starts at ``spec.start``."""
         snapshot, entries = journal.recover()
         partitions = len(topic.partitions)
-        if snapshot is None and not entries:
+        fresh = snapshot is None and not entries
+        if fresh:
             starts = [cls._start_offset(spec, topic, p) for p in range(partitions)]
             entries = [state_codec.done(p, [(0, start)] if start else []) for p, start in
                        enumerate(starts)]  # fmt: skip
@@ -158,6 +159,11 @@ class QueueSubscription:
                     state, unpack(states[state.partition].delays), sub._max_deliveries, now_ms
                 )
                 state.promote(now_ms)
+                if fresh:  # delayed records published before it: as if told at publish
+                    log = topic.log(state.partition)
+                    found = find_delays(log, state.read_offset, now_ms)
+                    if found:
+                        sub.announce_delays(state.partition, found)
             else:
                 log = topic.log(state.partition)
                 sub._unread_delays.scan(state.partition, log, state.read_offset, now_ms)
@@ -216,7 +222,7 @@ class QueueSubscription:
         log = self.topic.log(state.partition)
         ready = state.take_ready(limit)
         if ready and ready[-1] >= log.confirmed_offset:
-            # Announced delayed, due before a crash could no longer take them back: later.
+            # A delay announced at publish may end before its record is durable: later.
             state.make_ready([o for o in ready if o >= log.confirmed_offset])
             ready = [o for o in ready if o < log.confirmed_offset]
         gone = [offset for offset in ready if offset < log.start_offset]
