@@ -142,7 +142,15 @@ def snapshot(states: list[PartitionDeliveries], committed: dict[int, int]) -> by
     }
     for partition, offset in committed.items():
         partitions.setdefault(partition, PartitionState(partition, 0, [], [], [], offset))
-    return _encoder.encode(Snapshot(1, [partitions[p] for p in sorted(partitions)]))
+    rows = [_row(partitions[p]) for p in sorted(partitions)]
+    return _encoder.encode((1, rows))
+
+
+def _row(state: PartitionState) -> tuple[Any, ...]:
+    """``state`` as the array it is stored as; without ``delays`` when there are none, so
+    that a broker from before them reads the snapshot (storage-format.md)."""
+    fields = tuple(getattr(state, name) for name in PartitionState.__struct_fields__)
+    return fields if state.delays else fields[:-1]
 
 
 def _attempts(state: PartitionDeliveries) -> list[tuple[int, int, int, int, str | None]]:
