@@ -32,7 +32,9 @@ class _SnapshotBefore(msgspec.Struct, array_like=True):
 def test_a_snapshot_without_delays_is_what_older_brokers_read() -> None:
     state = PartitionDeliveries(0, keyed=False, acks=AckRanges(5))
     state.scheduled = ScheduledDelays()
-    old = msgspec.msgpack.decode(state_codec.snapshot([state], {}), type=_SnapshotBefore)
+    data = state_codec.snapshot([state], {})
+    assert [len(row) for row in msgspec.msgpack.decode(data)[1]] == [6], "no seventh field"
+    old = msgspec.msgpack.decode(data, type=_SnapshotBefore)
     assert old.partitions == [_PartitionBefore(0, 5, [], [], [], None)]
 
 
