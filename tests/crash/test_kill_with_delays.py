@@ -112,13 +112,17 @@ def test_delayed_messages_survive_kills(tmp_path: Path) -> None:
     try:
         delayed, plain, nacked = asyncio.run(fill(server.url, server))
     finally:
-        if server.process.poll() is None:
-            server.process.kill()
-        server.process.communicate(timeout=30)
+        killed(server)
     server = Server(data_dir, server.port)
     try:
         asyncio.run(after_restart(server.url, len(delayed), plain, len(nacked)))
-        server.process.send_signal(signal.SIGKILL)
     finally:
-        server.process.communicate(timeout=30)
+        killed(server)
     asyncio.run(drain_later(data_dir, delayed | nacked))
+
+
+def killed(server: Server) -> None:
+    """SIGKILL ``server`` if it still runs (a failed check must not leave it behind)."""
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGKILL)
+    server.process.communicate(timeout=30)
