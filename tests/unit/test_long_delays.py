@@ -165,3 +165,33 @@ def test_a_new_subscription_finds_the_delays_published_before_it(
     assert broker.ack("t", "s", [message.receipt]) == []
     clock.advance(HOUR_MS)
     assert [m.value for m in broker.receive("t", "s", 10)] == [b"later"]
+
+
+def test_a_fifo_queue_keeps_long_delays_in_key_order_across_a_restart(
+    data_dir: str, clock: ManualClock
+) -> None:
+    """`keyed` reads delays in order (a delayed message holds its key's later ones)."""
+
+    async def publish(broker: roost.EmbeddedBroker) -> None:
+        await broker.create_queue("q", fifo=True)
+        await broker.publish("q", b"a1", key=b"a", delay=200 * 24 * 3600)
+        await broker.publish("q", b"a2", key=b"a")
+        await broker.publish("q", b"b1", key=b"b")
+
+    async def before(broker: roost.EmbeddedBroker) -> None:
+        assert (await depth_delayed(broker))[1] >= 1, "a1 is delayed from the start"
+        [message] = await broker.receive("q", max_messages=10)
+        assert message.value == b"b1", "a2 waits behind a1"
+        await message.ack()
+        assert await depth_delayed(broker) == (0, 2)
+
+    async def after(broker: roost.EmbeddedBroker) -> None:
+        [message] = await broker.receive("q", max_messages=10)
+        assert message.value == b"a1"
+        await message.ack()
+        assert [m.value for m in await broker.receive("q", max_messages=10)] == [b"a2"]
+
+    run(data_dir, clock, publish)
+    run(data_dir, clock, before)
+    clock.advance(200 * DAY_MS)
+    run(data_dir, clock, after)
