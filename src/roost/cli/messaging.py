@@ -20,6 +20,7 @@ from typing import IO, Literal
 import click
 
 from roost.cli import render
+from roost.cli.params import DELAY, Seconds
 from roost.cli.progress import Counting
 from roost.cli.session import EXIT_INTERRUPTED, CliError, echo_json, json_option, run, show
 from roost.client.api import Client, seconds_to_ms
@@ -51,7 +52,7 @@ Start = Literal["earliest", "latest"]
 @click.option("--header", "headers", multiple=True, metavar="NAME=VALUE", help="Repeatable.")
 @click.option(
     "--delay",
-    type=click.FloatRange(min=0),
+    type=DELAY,
     default=None,
     help="Seconds before the messages can be received.",
 )
@@ -235,7 +236,7 @@ class _Printer:
 )
 @click.option(
     "--wait",
-    type=click.FloatRange(0, 20),
+    type=Seconds(0, 20),
     default=1.0,
     show_default=True,
     help="Seconds to wait for more before stopping.",

@@ -26,6 +26,7 @@ from rich.live import Live
 from rich.table import Table
 
 from roost.cli import render
+from roost.cli.params import PositiveRate, Seconds
 from roost.cli.progress import Counting
 from roost.cli.session import CliError, done, echo_json, json_option, run, show
 from roost.client.api import Client
@@ -46,7 +47,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 @click.argument("subscription", required=False)
 @click.option(
     "--watch",
-    type=click.FloatRange(min=0.1),
+    type=Seconds(0.1, 86_400),
     default=None,
     metavar="SECONDS",
     help="Refresh every SECONDS until Ctrl-C (with --json: a line each).",
@@ -250,7 +251,7 @@ async def _follow(
 @click.argument("queue")
 @click.option(
     "--rate",
-    type=click.FloatRange(min=0, min_open=True),
+    type=PositiveRate(),
     default=100.0,
     show_default=True,
     help="Messages a second at most.",

@@ -21,6 +21,7 @@ import click
 from roost.cli import render
 from roost.cli.admin import confirmed, yes_option
 from roost.cli.admin_api import AdminApi, admin_api
+from roost.cli.params import DELAY, MAX_DELIVERIES, VISIBILITY
 from roost.cli.session import CliError, done, echo_json, fail, json_option, run, show
 from roost.client.api import Client
 from roost.core.model import DEFAULT_MAX_DELIVERIES, SubscriptionSpec
@@ -52,15 +53,15 @@ def subscription() -> None:
     show_default=True,
     help="Where it starts reading: the topic's first record, or what comes next.",
 )
-@click.option("--visibility-timeout", type=click.FloatRange(min=0), default=30.0,
+@click.option("--visibility-timeout", type=VISIBILITY, default=30.0,
               show_default=True, help="Seconds a received message stays leased.")  # fmt: skip
-@click.option("--max-deliveries", type=click.IntRange(min=1), default=DEFAULT_MAX_DELIVERIES,
+@click.option("--max-deliveries", type=MAX_DELIVERIES, default=DEFAULT_MAX_DELIVERIES,
               show_default=True, help="Deliveries before a message is dead-lettered.")  # fmt: skip
 @click.option("--retry-forever", is_flag=True,
               help="Never dead-letter (no --max-deliveries, no dead-letter topic).")  # fmt: skip
 @click.option("--dead-letter", default=None, metavar="TOPIC",
               help="Dead-letter topic (default: TOPIC.NAME.dlq, made if missing).")  # fmt: skip
-@click.option("--delay", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--delay", type=DELAY, default=0.0, show_default=True,
               help="Seconds before a new message can be received.")  # fmt: skip
 @json_option
 def subscription_create(
