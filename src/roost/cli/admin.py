@@ -17,7 +17,7 @@ from typing import Literal, get_args
 import click
 
 from roost.cli import render
-from roost.cli.params import DELAY, MAX_DELIVERIES, PARTITIONS, RETENTION, VISIBILITY
+from roost.cli.params import MAX_DELIVERIES, PARTITIONS, QUEUE_DELAY, RETENTION, VISIBILITY
 from roost.cli.session import done, echo_json, json_option, run, show
 from roost.client.api import Client
 from roost.core.model import DEFAULT_MAX_DELIVERIES, SubscriptionSpec
@@ -158,7 +158,7 @@ def queue() -> None:
 )
 @click.option(
     "--delay",
-    type=DELAY,
+    type=QUEUE_DELAY,
     default=0.0,
     show_default=True,
     help="Seconds before a new message can be received.",
