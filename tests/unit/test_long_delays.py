@@ -195,3 +195,19 @@ def test_a_fifo_queue_keeps_long_delays_in_key_order_across_a_restart(
     run(data_dir, clock, before)
     clock.advance(200 * DAY_MS)
     run(data_dir, clock, after)
+
+
+def test_under_always_a_delayed_publish_is_confirmed_with_its_schedule(
+    engine: LocalEngine, clock: ManualClock
+) -> None:
+    """The confirm awaits the subscription journal's ``DELAYED`` entry too, so a confirmed
+    delay is known after a power loss without reading the log."""
+    broker = Broker.open(engine, clock)
+    broker.create_queue("q")  # durability always
+    [sub] = [s for s in broker.subscriptions() if s.spec.name == "q"]
+    plain = broker.publish("q", [Outgoing(value=b"now")])
+    assert [log for log, _ in plain.durability] == [engine.topic("q").log(0)]
+    delayed = broker.publish("q", [Outgoing(value=b"later", delay_ms=HOUR_MS)])
+    waits = dict(delayed.durability)
+    assert waits[sub.journal.log] == sub.journal.log.end_offset
+    assert engine.topic("q").log(0) in waits
