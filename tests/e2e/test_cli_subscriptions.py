@@ -246,3 +246,28 @@ def test_redrive_tasks_from_the_command_line(server: Server) -> None:
     assert cancelled["state"] == "completed", "a finished task is left as it is"
     missing = error_line(server, "dlq", "cancel", "s-mail", "nope")
     assert missing == "error: unknown redrive task 'nope'"
+
+
+def test_an_interrupted_redrive_says_what_it_moved(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ok(server, "queue", "create", "s-stuck", "--max-deliveries", "1")
+
+    async def dead(broker: roost.Client) -> None:
+        await broker.publish("s-stuck", b"one")
+        [delivery] = await broker.receive("s-stuck", wait=1)
+        await delivery.nack(error="boom")
+
+    with_client(server, dead)
+
+    async def interrupted(client: Any, topic: str, moving: Any, progress: Any) -> None:
+        progress.advance(1)  # what the follower had seen moved when Ctrl-C came
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(monitoring, "_follow", interrupted)
+    result = cli(server, "dlq", "redrive", "s-stuck")
+    assert result.exit_code == 130
+    assert result.stderr.splitlines() == [
+        "interrupted: about 1 dead letter moved back to s-stuck; the broker finishes the batch "
+        "it was moving and stops, and the rest stay dead letters"
+    ]
