@@ -246,3 +246,39 @@ def test_redrive_tasks_from_the_command_line(server: Server) -> None:
     assert cancelled["state"] == "completed", "a finished task is left as it is"
     missing = error_line(server, "dlq", "cancel", "s-mail", "nope")
     assert missing == "error: unknown redrive task 'nope'"
+
+
+def test_an_interrupted_redrive_says_what_it_moved(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ok(server, "queue", "create", "s-stuck", "--max-deliveries", "1")
+
+    async def dead(broker: roost.Client) -> None:
+        await broker.publish("s-stuck", b"one")
+        [delivery] = await broker.receive("s-stuck", wait=1)
+        await delivery.nack(error="boom")
+
+    with_client(server, dead)
+
+    async def interrupted(client: Any, topic: str, moving: Any, progress: Any) -> None:
+        progress.advance(1)  # what the follower had seen moved when Ctrl-C came
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(monitoring, "_follow", interrupted)
+    result = cli(server, "dlq", "redrive", "s-stuck")
+    assert result.exit_code == 130
+    assert result.stderr.splitlines() == [
+        "interrupted: about 1 dead letter moved back to s-stuck; the broker finishes the batch "
+        "it was moving and stops, and the rest stay dead letters"
+    ]
+
+
+def test_a_rate_limit_from_the_command_line(server: Server) -> None:
+    spec = ok(server, "queue", "create", "s-paced", "--rate-limit", "2.5", "--rate-burst", "3")
+    assert (spec["rate_limit_per_s"], spec["rate_burst"]) == (2.5, 3)
+    sub = ok(server, "subscription", "create", "s-paced", "audit", "--rate-limit", "100")
+    assert (sub["rate_limit_per_s"], sub["rate_burst"]) == (100, None)
+    table = cli(server, "stats", "s-paced")
+    assert "at most 2.5/s, held back 0 times" in table.stdout
+    refused = cli(server, "queue", "create", "s-paced-2", "--rate-limit", "0")
+    assert refused.exit_code == 2 and "--rate-limit" in refused.stderr

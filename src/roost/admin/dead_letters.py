@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from roost.admin.endpoints import Call, Endpoint
 from roost.admin.schemas import (
+    DeadLetterQuery,
     DeadLetters,
     MessageView,
     Moved,
-    PeekQuery,
     RedriveRequest,
     peeked_views,
 )
@@ -30,9 +30,13 @@ async def list_dead_letters(call: Call) -> list[DeadLetters]:
 
 
 async def peek_dead_letters(call: Call) -> list[MessageView]:
-    query: PeekQuery = call.query
-    peeked = call.door.peek_dead_letters(call.path["topic"], query.limit, query.partition)
-    return peeked_views(peeked)
+    query: DeadLetterQuery = call.query
+    after = None
+    if query.after is not None:
+        partition, _, offset = query.after.partition("@")
+        after = (int(partition), int(offset))
+    topic = call.path["topic"]
+    return peeked_views(call.door.peek_dead_letters(topic, query.limit, query.partition, after))
 
 
 async def redrive(call: Call) -> Moved:
@@ -74,7 +78,7 @@ ENDPOINTS = [
     Endpoint(
         "GET", DEAD_LETTER_TOPIC + "/dead-letters",
         "Peek at a dead-letter topic's letters not yet redriven, with why they died",
-        peek_dead_letters, list[MessageView], query=PeekQuery, errors=(400, 404),
+        peek_dead_letters, list[MessageView], query=DeadLetterQuery, errors=(400, 404),
         tag="dead letters",
     ),
     Endpoint(

@@ -17,7 +17,14 @@ from typing import Literal, get_args
 import click
 
 from roost.cli import render
-from roost.cli.params import DELAY, MAX_DELIVERIES, PARTITIONS, RETENTION, VISIBILITY
+from roost.cli.params import (
+    MAX_DELIVERIES,
+    PARTITIONS,
+    QUEUE_DELAY,
+    RETENTION,
+    VISIBILITY,
+    rate_limit_options,
+)
 from roost.cli.session import done, echo_json, json_option, run, show
 from roost.client.api import Client
 from roost.core.model import DEFAULT_MAX_DELIVERIES, SubscriptionSpec
@@ -158,7 +165,7 @@ def queue() -> None:
 )
 @click.option(
     "--delay",
-    type=DELAY,
+    type=QUEUE_DELAY,
     default=0.0,
     show_default=True,
     help="Seconds before a new message can be received.",
@@ -169,6 +176,7 @@ def queue() -> None:
     default=None,
     help="Seconds after its publish a message not yet delivered expires (dead-lettered).",
 )
+@rate_limit_options
 @json_option
 def queue_create(
     name: str,
@@ -179,9 +187,11 @@ def queue_create(
     dead_letter: str | None,
     delay: float,
     message_ttl: float | None,
+    rate_limit: float | None,
+    rate_burst: int | None,
     as_json: bool,
 ) -> None:
-    """Create queue NAME."""
+    """Create queue NAME (a declare: the same settings again are fine)."""
     spec = run(
         lambda c: c.create_queue(
             name,
@@ -192,6 +202,8 @@ def queue_create(
             dead_letter=dead_letter or "",
             delay=delay,
             message_ttl=message_ttl,
+            rate_limit=rate_limit,
+            rate_burst=rate_burst,
         )
     )
     kind = "fifo queue" if fifo else "queue"

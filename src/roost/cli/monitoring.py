@@ -28,7 +28,7 @@ from rich.table import Table
 from roost.cli import render
 from roost.cli.params import PositiveRate, Seconds
 from roost.cli.progress import Counting
-from roost.cli.session import CliError, done, echo_json, json_option, run, show
+from roost.cli.session import EXIT_INTERRUPTED, CliError, done, echo_json, json_option, run, show
 from roost.client.api import Client
 from roost.core.model import Message
 from roost.core.redrive import REDRIVE_SUBSCRIPTION, RedriveTask
@@ -232,9 +232,7 @@ async def _follow(
     client: Client, topic: str, moving: asyncio.Future[int], progress: Counting
 ) -> None:
     """Until ``moving`` ends, count what the redrive subscription has finished (its backlog
-    going down), for the progress line."""
-    if not progress.shown:
-        return
+    going down), for the progress line and for what an interruption reports."""
     first: int | None = None
     while not moving.done():
         await asyncio.wait([moving], timeout=FOLLOW_EVERY_S)
@@ -305,8 +303,17 @@ def dlq_redrive(
         finally:
             moving.cancel()
 
-    with progress:
-        topic, moved = run(redrive)
+    try:
+        with progress:
+            topic, moved = run(redrive)
+    except click.exceptions.Exit as e:
+        if e.exit_code == EXIT_INTERRUPTED:
+            click.echo(
+                f"interrupted: about {render.plural(progress.done, 'dead letter')} moved back "
+                f"to {queue}; the broker finishes the batch it was moving and stops, and the "
+                "rest stay dead letters", err=True,
+            )  # fmt: skip
+        raise
     result = {"queue": queue, "dead_letter_topic": topic, "moved": moved}
     moved_line = f"moved {render.plural(moved, 'dead letter')} from {topic} back to {queue}"
     done(as_json, result, moved_line)

@@ -44,6 +44,7 @@ from roost.core.inspection import Peeked
 from roost.core.model import DEFAULT_MAX_DELIVERIES, Message, SubscriptionSpec, check_delay
 from roost.core.policies import Overflow
 from roost.core.publishing import Outgoing, Published
+from roost.core.rate_limits import check_rate_limit
 from roost.core.redrive import RedriveTask
 from roost.core.retry import DEFAULT_RETRY, RetryPolicy
 from roost.core.routing import BindingSpec, ExchangeKind, ExchangeSpec
@@ -72,6 +73,8 @@ PEEK_VERSION = m.MESSAGE_ADDED_IN[m.Peek]
 QUEUE_RETRY_VERSION = PEEK_VERSION
 REJECT_VERSION = m.ADDED_IN[m.Nack]["reject"]
 REDRIVE_TASK_VERSION = m.MESSAGE_ADDED_IN[m.StartRedrive]
+#: From this version a subscription's settings may carry a delivery rate limit.
+RATE_LIMIT_VERSION = REDRIVE_TASK_VERSION
 #: The protocol version from which messages may expire (a TTL per message or per queue).
 TTL_VERSION = m.ADDED_IN[m.Out]["ttl_ms"]
 T = TypeVar("T")
@@ -104,6 +107,15 @@ def _answered(request: m.Request, value: object, kind: type[T]) -> T:
     except msgspec.ValidationError as e:
         name = type(request).__name__
         raise ProtocolError("roost", f"the answer to {name} is not its struct: {e}") from None
+
+
+def _rate_settings(rate_limit: float | None, rate_burst: int | None) -> dict[str, Any]:
+    """A rate limit's settings fields, checked here as the broker checks them; none sent
+    when there is none (an older broker refuses a field it does not know)."""
+    if rate_limit is None and rate_burst is None:
+        return {}
+    check_rate_limit(rate_limit, rate_burst)
+    return {"rate_limit_per_s": rate_limit, "rate_burst": rate_burst}
 
 
 def _retry_settings(retry: RetryPolicy) -> m.RetrySettings:
@@ -510,6 +522,8 @@ class Client(ClosedOnExit):
         block_timeout: Seconds = 5.0,
         retention: Seconds | None = None,
         retry: RetryPolicy | None = None,
+        rate_limit: float | None = None,
+        rate_burst: int | None = None,
         message_ttl: Seconds | None = None,
         dead_letter_dropped: bool = False,
     ) -> SubscriptionSpec:
@@ -525,6 +539,8 @@ class Client(ClosedOnExit):
         ``overflow="drop_oldest"`` copies what it drops there (``overflow``; version 8)."""
         if retry is not None:
             self._needs_version(QUEUE_RETRY_VERSION, "create_queue(retry=...)")
+        if rate_limit is not None or rate_burst is not None:
+            self._needs_version(RATE_LIMIT_VERSION, "create_queue(rate_limit=...)")
         if message_ttl is not None:
             self._needs_version(TTL_VERSION, "create_queue(message_ttl=...)")
         options = m.QueueSettings(
@@ -539,6 +555,7 @@ class Client(ClosedOnExit):
                                    dead_letter_dropped=self._dead_letter_dropped(
                                        dead_letter_dropped)),
             retry=msgspec.UNSET if retry is None else _retry_settings(retry),
+            **_rate_settings(rate_limit, rate_burst),
             message_ttl_ms=msgspec.UNSET if message_ttl is None
             else seconds_to_ms("message_ttl", message_ttl),
         )  # fmt: skip
@@ -560,6 +577,8 @@ class Client(ClosedOnExit):
         dead_letter: str | None = "",
         delay: Seconds = 0.0,
         retry: RetryPolicy | None = None,
+        rate_limit: float | None = None,
+        rate_burst: int | None = None,
         message_ttl: Seconds | None = None,
     ) -> SubscriptionSpec:
         """Read ``topic`` as ``name``: every subscription of a topic sees every message.
@@ -582,9 +601,12 @@ class Client(ClosedOnExit):
             visibility_timeout_ms=seconds_to_ms("visibility_timeout", visibility_timeout),
             max_deliveries=max_deliveries, dead_letter=dead_letter,
             delay_ms=seconds_to_ms("delay", delay), retry=_retry_settings(retry or DEFAULT_RETRY),
+            **_rate_settings(rate_limit, rate_burst),
             message_ttl_ms=msgspec.UNSET if message_ttl is None
             else seconds_to_ms("message_ttl", message_ttl),
         )  # fmt: skip
+        if rate_limit is not None or rate_burst is not None:
+            self._needs_version(RATE_LIMIT_VERSION, "create_subscription(rate_limit=...)")
         return await self._value(m.CreateSubscription(spec), SubscriptionSpec)
 
     async def peek(

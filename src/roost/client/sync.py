@@ -351,13 +351,14 @@ class SyncBroker(_ClosedOnExit):
         max_backlog_bytes: int | None = None,
         overflow: Overflow = "reject",
         block_timeout: Seconds = 5.0,
+        dead_letter_dropped: bool = False,
     ) -> TopicInfo:
         """As ``Client.create_topic``: a declare, ``TopicExists`` for other settings."""
         return self._bridge.run(self._target.create_topic(
             name, partitions=partitions, durability=durability, retention=retention,
             retention_bytes=retention_bytes, max_record_bytes=max_record_bytes,
             max_backlog=max_backlog, max_backlog_bytes=max_backlog_bytes, overflow=overflow,
-            block_timeout=block_timeout,
+            block_timeout=block_timeout, dead_letter_dropped=dead_letter_dropped,
         ))  # fmt: skip
 
     def delete_topic(self, name: str) -> None:
@@ -387,6 +388,10 @@ class SyncBroker(_ClosedOnExit):
         block_timeout: Seconds = 5.0,
         retention: Seconds | None = None,
         retry: RetryPolicy | None = None,
+        rate_limit: float | None = None,
+        rate_burst: int | None = None,
+        message_ttl: Seconds | None = None,
+        dead_letter_dropped: bool = False,
     ) -> SubscriptionSpec:
         """As ``Client.create_queue``: a declare, ``ConfigConflict`` for other settings."""
         return self._bridge.run(self._target.create_queue(
@@ -394,6 +399,8 @@ class SyncBroker(_ClosedOnExit):
             max_deliveries=max_deliveries, dead_letter=dead_letter, delay=delay,
             durability=durability, max_backlog=max_backlog, overflow=overflow,
             block_timeout=block_timeout, retention=retention, retry=retry,
+            rate_limit=rate_limit, rate_burst=rate_burst, message_ttl=message_ttl,
+            dead_letter_dropped=dead_letter_dropped,
         ))  # fmt: skip
 
     def delete_queue(self, name: str) -> None:
@@ -411,11 +418,15 @@ class SyncBroker(_ClosedOnExit):
         dead_letter: str | None = "",
         delay: Seconds = 0.0,
         retry: RetryPolicy | None = None,
+        rate_limit: float | None = None,
+        rate_burst: int | None = None,
+        message_ttl: Seconds | None = None,
     ) -> SubscriptionSpec:
         """As ``Client.create_subscription``: a declare."""
         return self._bridge.run(self._target.create_subscription(
             topic, name, mode=mode, start=start, visibility_timeout=visibility_timeout,
             max_deliveries=max_deliveries, dead_letter=dead_letter, delay=delay, retry=retry,
+            rate_limit=rate_limit, rate_burst=rate_burst, message_ttl=message_ttl,
         ))  # fmt: skip
 
     def delete_subscription(self, topic: str, name: str) -> None:
@@ -549,11 +560,12 @@ class SyncBroker(_ClosedOnExit):
         deliver_at_ms: int | None = None,
         dedup_id: str | None = None,
         serializer: Serializer | None = None,
+        ttl: Seconds | None = None,
     ) -> Published:
         """As ``Client.publish``: returns once the message is durable."""
         return self._bridge.run(self._target.publish(
             topic, value, key=key, headers=headers, partition=partition, delay=delay,
-            deliver_at_ms=deliver_at_ms, dedup_id=dedup_id, serializer=serializer,
+            deliver_at_ms=deliver_at_ms, dedup_id=dedup_id, serializer=serializer, ttl=ttl,
         ))  # fmt: skip
 
     def publish_batch(

@@ -41,7 +41,7 @@ from roost.core.catalog import Catalog
 from roost.core.declares import differences
 from roost.core.delivery_modes import Subscription
 from roost.core.gaps import continue_past_seen
-from roost.core.inspection import Peeked, read_log
+from roost.core.inspection import Cursor, Peeked, read_log
 from roost.core.model import DEFAULT_MAX_DELIVERIES, Message, SubscriptionSpec
 from roost.core.policies import DEFAULT_POLICY, QUEUE_POLICY, TopicPolicy
 from roost.core.producer_states import ProducerStates
@@ -314,6 +314,8 @@ class Broker:
         policy: TopicPolicy = QUEUE_POLICY,
         retention_ms: int | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
+        rate_limit_per_s: float | None = None,
+        rate_burst: int | None = None,
         message_ttl_ms: int | None = None,
     ) -> SubscriptionSpec:
         """A topic and one subscription of the same name: the SQS or RabbitMQ queue.
@@ -350,6 +352,8 @@ class Broker:
             dead_letter=dead_letter_topic,
             delay_ms=delay_ms,
             retry=retry,
+            rate_limit_per_s=rate_limit_per_s,
+            rate_burst=rate_burst,
             message_ttl_ms=message_ttl_ms,
         )
         if self.engine.has_topic(name):
@@ -469,31 +473,43 @@ class Broker:
         confirmed with its first offsets instead of being appended twice.
         """
         target, policy, partitions = self._plan(topic, messages)
+        ends = _ends_before(target, messages, partitions)
         outcome = self._publisher.publish(
             target, policy, messages, partitions, producer_id, sequence
         )
         self._appended(target, policy, partitions)
-        self._announce_delays(topic, messages, outcome.published)
+        outcome.durability.extend(self._announce_delays(topic, messages, outcome.published, ends))
         self._announce_expiries(topic, messages, outcome.published)
         return outcome
 
     def _announce_delays(
-        self, topic: str, messages: Sequence[Outgoing], published: Sequence[Published]
-    ) -> None:
+        self,
+        topic: str,
+        messages: Sequence[Outgoing],
+        published: Sequence[Published],
+        ends_before: dict[int, int] | None,
+    ) -> list[tuple[PartitionLog, int]]:
         """Tell the topic's subscriptions which records just appended are delayed, so that
-        their stats do not count them as ready before a receive reads them."""
+        a receive never reads through them (core/scheduled.py) and their stats do not count
+        them as ready; returns the journal writes the confirm must await too."""
         state = self._topics.get(topic)
-        if state is None or not state.subscriptions:
-            return
-        if all(m.delay_ms is None and m.deliver_at_ms is None for m in messages):
-            return
+        if state is None or not state.subscriptions or ends_before is None:
+            return []
         now_ms = self.clock.now_ms()
         delays: dict[int, list[tuple[int, int]]] = {}
         for message, placed in zip(messages, published, strict=False):
             when = deliver_at(message, now_ms)
-            if when is not None and when > now_ms:
+            # Below the end before this publish: confirmed again (a dedup hit, an idempotent
+            # retry), appended and told of before.
+            if (
+                when is not None
+                and when > now_ms
+                and placed.offset >= ends_before[placed.partition]
+            ):
                 delays.setdefault(placed.partition, []).append((placed.offset, when))
-        state.announce_delays(delays)
+        for announced in delays.values():
+            announced.sort()  # one publish may place its messages out of offset order
+        return state.announce_delays(delays)
 
     def _announce_expiries(
         self, topic: str, messages: Sequence[Outgoing], published: Sequence[Published]
@@ -575,6 +591,7 @@ class Broker:
         published: list[Published] = []
         durability: list[tuple[PartitionLog, int]] = []
         for target, policy, partitions, routed in plans:
+            ends = _ends_before(target, routed, partitions)
             try:
                 part = self._publisher.publish(target, policy, routed, partitions)
             except RoostError as e:
@@ -582,10 +599,10 @@ class Broker:
                     raise _partly_stored(e, published) from e
                 raise
             self._appended(target, policy, partitions)
-            self._announce_delays(target.name, routed, part.published)
-            self._announce_expiries(target.name, routed, part.published)
             published.extend(part.published)
             durability.extend(part.durability)
+            durability.extend(self._announce_delays(target.name, routed, part.published, ends))
+            self._announce_expiries(target.name, routed, part.published)
         return PublishOutcome(published, durability)
 
     def backlog(self, topic: str, partition: int) -> int | None:
@@ -712,13 +729,17 @@ class Broker:
         return read_log(self.engine.topic(topic), partition, offset, max_messages)
 
     def peek_dead_letters(
-        self, dead_letter_topic: str, max_messages: int = 10, partition: int | None = None
+        self,
+        dead_letter_topic: str,
+        max_messages: int = 10,
+        partition: int | None = None,
+        after: Cursor | None = None,
     ) -> list[Peeked]:
         """The dead letters of a topic not yet redriven, with the headers saying why they died.
 
         Those a running redrive holds are ``leased``; without any redrive so far, every record
-        of the topic."""
-        return self._redrives.peek(dead_letter_topic, max_messages, partition)
+        of the topic. ``after`` (partition, offset): the page after the one that ended there."""
+        return self._redrives.peek(dead_letter_topic, max_messages, partition, after)
 
     def purge(self, topic: str, subscription: str) -> int:
         """Finish every confirmed message of ``subscription``, leased and delayed ones too;
@@ -749,6 +770,15 @@ class Broker:
         a retry appends again instead of being confirmed at offsets that now hold nothing (or
         other records). Returns the state to snapshot, so the journal forgets them too."""
         return self._producers.log_cut(topic, partition, end_offset)
+
+
+def _ends_before(
+    target: Topic, messages: Sequence[Outgoing], partitions: list[int]
+) -> dict[int, int] | None:
+    """Where each partition a publish goes to ends before it, when it delays anything."""
+    if all(m.delay_ms is None and m.deliver_at_ms is None for m in messages):
+        return None
+    return {p: target.log(p).end_offset for p in set(partitions)}
 
 
 def _partly_stored(error: RoostError, stored: Sequence[Published]) -> RoostError:

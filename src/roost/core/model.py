@@ -14,6 +14,7 @@ from typing import Literal
 
 import msgspec
 
+from roost.core.rate_limits import check_rate_limit
 from roost.core.retry import RetryPolicy
 from roost.errors import InvalidConfig
 from roost.receipt import Receipt
@@ -24,7 +25,11 @@ StartPosition = Literal["earliest", "latest"]
 
 DEFAULT_VISIBILITY_MS = 30_000
 MAX_VISIBILITY_MS = 12 * 3600 * 1000
-MAX_DELAY_MS = 24 * 3600 * 1000  # longer waits belong in a scheduler, not a queue
+#: The longest publish or nack delay; a topic with time retention allows at most its retention
+#: (core/delay_limits.py). Delays this long cost what short ones do (core/delay_wheel.py).
+MAX_DELAY_MS = 365 * 24 * 3600 * 1000
+#: The longest delay a queue applies to every message (``delay_ms`` of a subscription).
+MAX_QUEUE_DELAY_MS = 24 * 3600 * 1000
 DEFAULT_MAX_DELIVERIES = 10
 
 #: Subscriptions Roost makes for itself are named with this (``roost-redrive`` on a dead-letter
@@ -65,6 +70,11 @@ class SubscriptionSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     message_ttl_ms: int | None = None
     #: The journal holding this subscription's state (assigned by the broker).
     journal: str = ""
+    #: Deliveries a second at most, over all its consumers (NATS's ``RateLimit``); None: no
+    #: limit. ``queue`` and ``keyed`` subscriptions (core/rate_limits.py).
+    rate_limit_per_s: float | None = None
+    #: Deliveries at once at most (the bucket); None: a second's worth.
+    rate_burst: int | None = None
 
     def __post_init__(self) -> None:
         check_name("subscription", self.name)
@@ -76,7 +86,15 @@ class SubscriptionSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
             raise InvalidConfig("max_deliveries", self.max_deliveries, "1..1000, or None")
         if self.dead_letter is not None:
             check_name("topic", self.dead_letter)
-        check_delay(self.delay_ms)
+        if type(self.delay_ms) is not int or not 0 <= self.delay_ms <= MAX_QUEUE_DELAY_MS:
+            raise InvalidConfig(
+                "delay_ms", self.delay_ms, f"between 0 and {MAX_QUEUE_DELAY_MS} (24 h)"
+            )
+        check_rate_limit(self.rate_limit_per_s, self.rate_burst)
+        if self.rate_limit_per_s is not None and self.mode == "stream":
+            raise InvalidConfig("rate_limit_per_s", self.rate_limit_per_s,
+                                "is for queue and keyed subscriptions; a stream reads as it "
+                                "fetches")  # fmt: skip
         if self.message_ttl_ms is not None:
             check_ttl(self.message_ttl_ms, "message_ttl_ms")
             if self.mode == "stream":
@@ -102,7 +120,7 @@ def check_visibility(visibility_ms: int) -> int:
 
 def check_delay(delay_ms: int) -> int:
     if type(delay_ms) is not int or not 0 <= delay_ms <= MAX_DELAY_MS:
-        raise InvalidConfig("delay_ms", delay_ms, f"between 0 and {MAX_DELAY_MS} (24 h)")
+        raise InvalidConfig("delay_ms", delay_ms, f"between 0 and {MAX_DELAY_MS} (365 days)")
     return delay_ms
 
 

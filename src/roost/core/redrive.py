@@ -24,7 +24,7 @@ from typing import Literal
 import msgspec
 
 from roost.clock import Clock
-from roost.core.inspection import Peeked, peek_queue, peek_topic
+from roost.core.inspection import Cursor, Peeked, peek_queue, peek_topic
 from roost.core.model import DELIVER_AT_HEADER, EXPIRES_AT_HEADER, Message, SubscriptionSpec
 from roost.core.publishing import Outgoing, Published, PublishOutcome
 from roost.core.registry import Registry
@@ -191,14 +191,19 @@ class Redrives:
             sub.nack(receipts, delay_ms=0)
 
     def peek(
-        self, dead_letter_topic: str, max_messages: int, partition: int | None
+        self,
+        dead_letter_topic: str,
+        max_messages: int,
+        partition: int | None,
+        after: Cursor | None = None,
     ) -> list[Peeked]:
         """The dead letters not yet redriven (those a running redrive holds are ``leased``);
-        without any redrive so far, every record of the topic."""
+        without any redrive so far, every record of the topic. Past ``after`` (paging)."""
         sub = self._reader(dead_letter_topic)
         if sub is not None:
-            return peek_queue(sub, self._clock.now_ms(), max_messages, partition)
-        return peek_topic(self._engine.topic(dead_letter_topic), max_messages, partition)
+            return peek_queue(sub, self._clock.now_ms(), max_messages, partition, after)
+        topic = self._engine.topic(dead_letter_topic)
+        return peek_topic(topic, max_messages, partition, after=after)
 
     def waiting(self, dead_letter_topic: str) -> int:
         """Dead letters not yet redriven (every record, before any redrive)."""

@@ -574,9 +574,13 @@ class Door:
 
     @command("consume", topic="dead_letter_topic")
     def peek_dead_letters(
-        self, dead_letter_topic: str, max_messages: int = 10, partition: int | None = None
+        self,
+        dead_letter_topic: str,
+        max_messages: int = 10,
+        partition: int | None = None,
+        after: tuple[int, int] | None = None,
     ) -> list[Peeked]:
-        return self._broker.peek_dead_letters(dead_letter_topic, max_messages, partition)
+        return self._broker.peek_dead_letters(dead_letter_topic, max_messages, partition, after)
 
     @command("manage", also=_redrives_to, topic="dead_letter_topic")
     async def redrive(
