@@ -14,9 +14,11 @@ The core never waits; the host does the waiting it asks for:
   watermark, server/disk_space.py) and repairs failed logs once a probe write succeeds
   (storage/repair.py): a full disk or an I/O error heals without a restart.
 
-Known limit: definition changes (topics, queues, exchanges) fsync the metadata file on the
-loop; they are rare and short, but a host serving heavy traffic will want them in a thread
-with the core's commands queued behind them.
+Creates over the native protocol (and embedded) are group-committed: their metadata records
+share one sync in a thread (server/definitions_sync.py), and a publish under `always` is not
+confirmed while a definition it could depend on is still unsynced. Other definition changes
+(deletes, bindings, the admin API's creates) sync their record on the loop; they are rare
+and short.
 
 The host owns two tasks, the timer and the storage watch; ``aclose`` stops them, lets the
 flusher finish, and closes the engine cleanly.
@@ -53,6 +55,7 @@ from roost.errors import (
 )
 from roost.receipt import Receipt
 from roost.server.access import TRUSTED, Principal
+from roost.server.definitions_sync import DefinitionsSync
 from roost.server.door import Door
 from roost.server.failed_logins import FailedLogins
 from roost.server.flusher import Flusher
@@ -97,6 +100,8 @@ class Host:
         self._broker = broker
         self.flusher = flusher
         self.clock = clock
+        #: Group commit of definitions (creates answered once their record is durable).
+        self.definitions = DefinitionsSync(engine.metadata)
         #: Users, tokens and grants, in the engine's metadata store.
         self.identities = Identities(engine.metadata, clock)
         #: Failed logins per address, across every listener (server/failed_logins.py).
@@ -285,11 +290,29 @@ class Host:
         # Under `always` a record is readable once durable, so waiting readers are woken after.
         for log, offset in outcome.durability:
             await self.flusher.wait_durable(log, offset)
+        if outcome.durability and self.definitions.pending:
+            await self._definitions_durable(outcome, topics)
         for topic in topics:
             # A publish that waited for a round resumes beside the others of that round: their
             # confirms go out first (a producer's window waits on them), the pushes after.
             self.wake_readers(topic, soon=bool(outcome.durability))
         return outcome.published
+
+    async def _definitions_durable(self, outcome: PublishOutcome, topics: set[str]) -> None:
+        """Its topic may be a create not yet synced: a power loss would lose the topic with
+        the confirmed message, so the confirm waits for it (definitions_sync.py). If that
+        sync failed, only a publish into a topic it undid fails (the others' are durable)."""
+        with contextlib.suppress(StorageFailure):
+            await self.definitions.durable()
+        for log, _ in outcome.durability:
+            if log.topic not in topics:
+                continue  # a producer journal's: its topic's log is in the list too
+            topic = self.engine.find_topic(log.topic)
+            if topic is None or log not in topic.partitions:
+                raise StorageFailure(
+                    f"creating topic {log.topic}: its definition did not become durable, and "
+                    "was undone with what was published to it"
+                )
 
     def wake_readers(self, topic: str, soon: bool = False) -> None:
         """Wake the long polls on ``topic`` to look again (it changed, or it is gone), and
@@ -635,6 +658,7 @@ class Host:
                     await task
         self.stop_waiting()
         await self.flusher.aclose()
+        await self.definitions.aclose()
         await asyncio.to_thread(self.engine.close)
 
 
