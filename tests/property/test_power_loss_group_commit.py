@@ -6,10 +6,15 @@ it), sync jobs run between them, snapshots now and then; the power cut at a rand
 operation. The store reopened holds the state after some prefix of the commits: at least
 every one known durable before the cut (a job's or a commit's own sync returned), at most
 every one written (plus the one the cut interrupted), never a mix.
+
+Then queues created in groups, one published into and flushed before its group's sync: after
+the cut every queue whose sync returned is there, whole, with its message; the creates kept
+are a prefix of those attempted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -19,6 +24,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from roost.clock import ManualClock
+from roost.core.broker import Broker
+from roost.core.publishing import Outgoing
+from roost.storage import LocalEngine
 from roost.storage.metadata import MetadataStore
 from roost.storage.metadata_snapshot import SnapshotJob
 from tests.property.power_loss_fs import PowerCut, PowerLossFS
@@ -114,3 +123,89 @@ def _do(txn: Any, ops: list[tuple[str, str, int | None]]) -> None:
             txn.put("x", name, value)
         else:
             txn.delete("x", name)
+
+
+# -- queues created in groups, published into before their sync -----------------------------
+
+
+def _create_in_groups(
+    broker: Broker,
+    engine: LocalEngine,
+    groups: list[int],
+    confirmed: list[str],
+    sent: dict[str, bytes],
+    attempted: list[str],
+) -> None:
+    """Each group: its creates written together, a message published into the first and
+    flushed while the group is still unsynced, then one sync for the group. A create counts
+    as confirmed once its group's sync returned; a message once its flush and its queue's
+    create both did (what ``Host.confirm`` waits for)."""
+    store = engine.metadata
+    number = 0
+    for size in groups:
+        names = [f"q{number + i}" for i in range(size)]
+        number += size
+        with store.group_commit():
+            for name in names:
+                attempted.append(name)
+                broker.create_queue(name)
+        value = b"m-" + names[0].encode()
+        broker.publish(names[0], [Outgoing(value=value)])
+        engine.topic(names[0]).log(0).flush()  # its data is durable before its topic is
+        job = store.start_sync()
+        assert job is not None
+        job.run()
+        store.finish_sync(job)
+        if job.error is None:
+            confirmed += names
+            sent[names[0]] = value
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    groups=st.lists(st.integers(1, 4), min_size=1, max_size=5),
+    cut_at=st.integers(1, 300),
+    seed=st.integers(0, 2**32),
+)
+def test_a_power_cut_under_grouped_creates_keeps_every_confirmed_queue_and_message(
+    groups: list[int], cut_at: int, seed: int
+) -> None:
+    root = tempfile.mkdtemp(prefix="roost-power-group-queues-")
+    clock = ManualClock(now_ms=1_700_000_000_000)
+    try:
+        fs = PowerLossFS(root)
+        path = os.path.join(root, "data")
+        engine = LocalEngine.open(path, clock, fs)
+        broker = Broker.open(engine, clock)
+        confirmed: list[str] = []
+        attempted: list[str] = []
+        sent: dict[str, bytes] = {}
+        fs.cut_after(cut_at)
+        with contextlib.suppress(PowerCut):
+            _create_in_groups(broker, engine, groups, confirmed, sent, attempted)
+        engine.close(clean=False)
+        fs.close_all()
+        fs.power_cut(random.Random(seed))
+
+        engine = LocalEngine.open(path, clock, fs)
+        broker = Broker.open(engine, clock)
+        queues = {spec.name for spec in broker.list_subscriptions()}
+        assert set(confirmed) <= queues, f"confirmed creates lost: {set(confirmed) - queues}"
+        assert queues <= set(attempted)
+        # Grouped creates are kept in order: a later one only with every earlier one.
+        kept = [name in queues for name in attempted]
+        assert kept == sorted(kept, reverse=True), kept
+        for name in queues:
+            assert engine.has_topic(f"{name}.dlq")
+            got = [m.value for m in broker.receive(name, name, max_messages=10)]
+            if name in sent:
+                assert got == [sent[name]], f"{name}: a confirmed message is lost"
+            broker.publish(name, [Outgoing(value=b"after")])
+            engine.topic(name).log(0).flush()
+            clock.advance(60_000)
+            assert b"after" in [m.value for m in broker.receive(name, name, max_messages=10)]
+        assert set(engine.list_topics()) == queues | {f"{name}.dlq" for name in queues}
+        engine.close()
+    finally:
+        fs.close_all()
+        shutil.rmtree(root, ignore_errors=True)

@@ -169,7 +169,7 @@ def test_a_commit_that_syncs_itself_settles_the_job_and_syncs_the_pending_with_i
     first, second = job, store.pending
     assert first is not None and second is not None
     _put(store, "c", 3)  # not grouped: waits for (here: runs) the job, then its own sync
-    assert first.done.is_set() and first.finished
+    assert first.done and first.finished
     assert second.durable and store.pending is None and store.durable_version == 3
     assert fs.syncs == 2
     store.finish_sync(first)  # the thread's late report changes nothing
