@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -183,3 +184,38 @@ def test_a_slow_disk_sends_the_rounds_to_a_thread_until_one_is_quick(data_dir: s
 @pytest.fixture
 def data_dir(tmp_path: Any) -> str:
     return str(tmp_path / "data")
+
+
+class HeldSync(FaultFS):
+    """The metadata journal's ``fdatasync`` waits until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = False
+        self.release = threading.Event()
+
+    def fdatasync(self, fd: int) -> None:
+        if self.hold and self._paths.get(fd, "").endswith("metadata.json.journal"):
+            assert self.release.wait(timeout=10)
+        super().fdatasync(fd)
+
+
+def test_only_a_publish_into_the_pending_create_waits_for_its_round(data_dir: str) -> None:
+    fs = HeldSync()
+
+    async def body(host: Host) -> None:
+        door = host.door(TRUSTED)
+        door.create_queue("old")
+        host.definitions.disk_slow = True  # the round goes to a thread, where it is held
+        fs.hold = True
+        creating = asyncio.ensure_future(door.durably(lambda: door.create_queue("fresh")))
+        await asyncio.sleep(0)
+        into_new = asyncio.ensure_future(host.publish("fresh", out(b"new")))
+        await host.publish("old", out(b"old"))  # confirmed while the round is held
+        for _ in range(50):  # turns of the loop, not time: the round is held until released
+            await asyncio.sleep(0)
+        assert not creating.done() and not into_new.done()
+        fs.release.set()
+        await asyncio.wait_for(asyncio.gather(creating, into_new), timeout=10)
+
+    run(data_dir, fs, body)

@@ -24,8 +24,7 @@ every pending definition with ``StorageFailure`` (the store rolls them back); th
 starts afresh.
 
 A publish to a topic whose create is pending must not be confirmed first (a power loss would
-keep the message and lose its topic): ``Host.confirm`` awaits ``durable`` when anything is
-pending (server/host.py).
+keep the message and lose its topic): ``Host.confirm`` awaits that create (server/host.py).
 """
 
 from __future__ import annotations
@@ -71,12 +70,14 @@ class DefinitionsSync:
         finally:
             await self.durable()
 
-    async def durable(self) -> None:
-        """Wait until every definition committed so far is durable; ``StorageFailure`` if the
-        sync that covered the newest one failed."""
-        pending = self._store.pending
-        if pending is None:
+    async def durable(self, pending: Pending | None = None) -> None:
+        """Wait until ``pending`` (default: every definition committed so far) is durable;
+        ``StorageFailure`` if the sync that covered it failed."""
+        pending = pending or self._store.pending
+        if pending is None or pending.durable:
             return
+        if pending.error is not None:
+            raise pending.error
         future = asyncio.get_running_loop().create_future()
         self._waiters.append((pending, future))
         if self._task is None:

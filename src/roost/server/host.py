@@ -64,6 +64,7 @@ from roost.server.meters import ListenerStats
 from roost.server.protocol_strikes import protocol_strikes
 from roost.server.storage_watch import StorageWatch
 from roost.storage import Journal, LocalEngine
+from roost.storage.engine import TOPICS_NAMESPACE
 from roost.storage.log import PartitionLog
 from roost.storage.repair import RepairReport
 from roost.storage.scrub import Scrubber
@@ -291,19 +292,29 @@ class Host:
         for log, offset in outcome.durability:
             await self.flusher.wait_durable(log, offset)
         if outcome.durability and self.definitions.pending:
-            await self._definitions_durable(outcome, topics)
+            await self._creates_durable(topics)
+        if outcome.durability and self.engine.metadata.rollbacks:
+            self._check_still_defined(outcome, topics)
         for topic in topics:
             # A publish that waited for a round resumes beside the others of that round: their
             # confirms go out first (a producer's window waits on them), the pushes after.
             self.wake_readers(topic, soon=bool(outcome.durability))
         return outcome.published
 
-    async def _definitions_durable(self, outcome: PublishOutcome, topics: set[str]) -> None:
-        """Its topic may be a create not yet synced: a power loss would lose the topic with
-        the confirmed message, so the confirm waits for it (definitions_sync.py). If that
-        sync failed, only a publish into a topic it undid fails (the others' are durable)."""
-        with contextlib.suppress(StorageFailure):
-            await self.definitions.durable()
+    async def _creates_durable(self, topics: set[str]) -> None:
+        """A topic may be a create not yet synced: a power loss would lose it with the
+        confirmed message, so the confirm waits for it (definitions_sync.py). A publish into
+        a topic whose definition is durable waits for nothing."""
+        metadata = self.engine.metadata
+        creates = [metadata.pending_on(TOPICS_NAMESPACE, topic) for topic in topics]
+        newest = max((p for p in creates if p is not None), key=lambda p: p.version, default=None)
+        if newest is not None:
+            with contextlib.suppress(StorageFailure):  # told below, if it undid this topic
+                await self.definitions.durable(newest)
+
+    def _check_still_defined(self, outcome: PublishOutcome, topics: set[str]) -> None:
+        """Since a failed metadata sync undid creates (rare: only then is this looked at), a
+        publish may have gone into a topic undone before its confirm: it fails."""
         for log, _ in outcome.durability:
             if log.topic not in topics:
                 continue  # a producer journal's: its topic's log is in the list too

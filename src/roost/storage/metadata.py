@@ -218,6 +218,9 @@ class MetadataStore:
         self._sync_job: SyncJob | None = None
         #: Every commit up to this version is durable.
         self.durable_version = document.version
+        #: How many times pending commits were rolled back (a failed sync or write) since
+        #: open: while 0, nothing in memory was ever undone under a caller's feet.
+        self.rollbacks = 0
 
     @classmethod
     def open(cls, fs: LocalFS, path: str, read_only: bool = False) -> MetadataStore:
@@ -274,6 +277,15 @@ class MetadataStore:
     def pending(self) -> Pending | None:
         """The newest commit not yet known durable (a group commit's), or None."""
         return self._unsynced[-1] if self._unsynced else None
+
+    def pending_on(self, namespace: str, name: str) -> Pending | None:
+        """The newest pending commit that put or deleted entry ``name``, or None. Scans what
+        is pending: a group, not the store."""
+        for pending in reversed(self._unsynced):
+            for changed_namespace, changed_name, _ in pending.before:
+                if changed_name == name and changed_namespace == namespace:
+                    return pending
+        return None
 
     def _commit(self, txn: Transaction) -> None:
         if self._failure is not None:
@@ -403,6 +415,7 @@ class MetadataStore:
             pending.error = failure
             _run_undos(pending.undo)
         if rolled:
+            self.rollbacks += 1
             log.error(
                 "metadata journal %s: %s; %d definition change(s) not yet synced are undone",
                 self.journal_path, failure, len(rolled),
