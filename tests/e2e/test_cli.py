@@ -268,7 +268,11 @@ def test_errors_exit_1_with_one_clear_line(url: str) -> None:
     ok(url, "topic", "create", "e-plain")
     assert "no subscription" in failed(url, "consume", "e-plain", "--wait", "0")
     assert "has no subscription" in failed(url, "dlq", "list", "e-plain")
-    assert "exists" in failed(url, "topic", "create", "e-plain")
+    ok(url, "topic", "create", "e-plain")  # a declare: the same settings are fine
+    conflict = failed(url, "topic", "create", "e-plain", "--partitions", "2")
+    assert conflict == (
+        "error: topic 'e-plain' already exists with other settings: partitions is 1, not 2"
+    )
     assert "invalid" in failed(url, "exchange", "declare", "e-bad name", "direct")
     assert "cannot reach the broker" in failed("roost://127.0.0.1:1", "topic", "list")
     assert "roost://" in failed("http://localhost:7420", "topic", "list")

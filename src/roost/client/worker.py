@@ -50,7 +50,9 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import cast
 
+from roost.client import tracing
 from roost.client.api import Client
+from roost.client.durations import Seconds, as_seconds
 from roost.client.subscriber import Delivery
 from roost.core.retry import RetryPolicy
 from roost.errors import InvalidConfig, LeaseExpired, UnknownSubscription
@@ -101,16 +103,17 @@ class Worker:
         self,
         broker: Client,
         *,
-        shutdown_timeout: float = 30.0,
+        shutdown_timeout: Seconds = 30.0,
         install_signal_handlers: bool = False,
         sleep: Sleep = asyncio.sleep,
         on_retry: OnRetry | None = None,
         on_dead_letter: OnDeadLetter | None = None,
     ) -> None:
-        if not shutdown_timeout >= 0:
+        grace = as_seconds("shutdown_timeout", shutdown_timeout)
+        if not grace >= 0:
             raise InvalidConfig("shutdown_timeout", shutdown_timeout, "seconds, >= 0")
         self._broker = broker
-        self.shutdown_timeout = shutdown_timeout
+        self.shutdown_timeout = grace
         self._install_signal_handlers = install_signal_handlers
         self._sleep = sleep
         self._on_retry = on_retry
@@ -132,7 +135,7 @@ class Worker:
         subscription: str | None = None,
         concurrency: int = 1,
         retry: RetryPolicy | None = None,
-        visibility_timeout: float | None = None,
+        visibility_timeout: Seconds | None = None,
     ) -> Callable[[Handler], Handler]:
         """Register ``async def handle(message: Delivery) -> None`` for ``queue``.
 
@@ -143,14 +146,17 @@ class Worker:
         """
         if type(concurrency) is not int or concurrency < 1:
             raise InvalidConfig("concurrency", concurrency, "a positive int")
-        if visibility_timeout is not None and not visibility_timeout > 0:
-            raise InvalidConfig("visibility_timeout", visibility_timeout, "seconds, > 0")
+        extend_s = None
+        if visibility_timeout is not None:
+            extend_s = as_seconds("visibility_timeout", visibility_timeout)
+            if not extend_s > 0:
+                raise InvalidConfig("visibility_timeout", visibility_timeout, "seconds, > 0")
         name = subscription or queue
         if (queue, name) in self._routes:
             raise InvalidConfig("handler", f"{queue}/{name}", "one handler per subscription")
 
         def register(function: Handler) -> Handler:
-            route = _Route(queue, name, function, concurrency, retry, visibility_timeout)
+            route = _Route(queue, name, function, concurrency, retry, extend_s)
             self._routes[queue, name] = route
             return function
 
@@ -357,7 +363,8 @@ class Worker:
 async def _outcome(function: Handler, delivery: Delivery) -> Exception | None:
     """The handler's failure as a value, so its task ends cleanly either way."""
     try:
-        await function(delivery)
+        with tracing.processing(delivery):
+            await function(delivery)
     except Exception as error:
         return error
     return None
