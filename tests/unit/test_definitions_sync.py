@@ -15,7 +15,7 @@ import pytest
 
 from roost.clock import ManualClock
 from roost.core.publishing import Outgoing
-from roost.errors import StorageFailure, TopicExists
+from roost.errors import ConfigConflict, StorageFailure
 from roost.server.access import TRUSTED
 from roost.server.host import Host
 from tests.fault_fs import FaultFS, start_host
@@ -139,9 +139,11 @@ def test_a_failed_sync_fails_the_creates_it_covered_and_what_was_published_into_
     run(data_dir, fs, body)
 
 
-def test_an_error_about_a_pending_create_is_answered_once_that_create_is_durable(
+def test_a_declare_of_a_pending_create_is_answered_once_that_create_is_durable(
     data_dir: str,
 ) -> None:
+    """Found with the same settings (returned as it is) or other ones (refused), either
+    answer speaks of a create that a failed round could still undo: it waits for the round."""
     fs = JournalSyncs()
 
     async def body(host: Host) -> None:
@@ -151,14 +153,18 @@ def test_an_error_about_a_pending_create_is_answered_once_that_create_is_durable
         first = asyncio.ensure_future(door.durably(lambda: door.create_queue("dup")))
         await asyncio.sleep(0)
 
-        async def again() -> None:
-            try:
-                await door.durably(lambda: door.create_queue("dup"))
-            except TopicExists:
-                fs.events.append("exists")
+        async def same() -> None:
+            await door.durably(lambda: door.create_queue("dup"))
+            fs.events.append("found")
 
-        await asyncio.gather(first, again())
-        assert fs.events == ["metadata synced", "exists"]
+        async def other() -> None:
+            try:
+                await door.durably(lambda: door.create_queue("dup", fifo=True))
+            except ConfigConflict:
+                fs.events.append("refused")
+
+        await asyncio.gather(first, same(), other())
+        assert fs.events == ["metadata synced", "found", "refused"]
 
     run(data_dir, fs, body)
 
