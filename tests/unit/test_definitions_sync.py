@@ -225,3 +225,31 @@ def test_only_a_publish_into_the_pending_create_waits_for_its_round(data_dir: st
         await asyncio.wait_for(asyncio.gather(creating, into_new), timeout=10)
 
     run(data_dir, fs, body)
+
+
+def test_a_delete_and_a_re_create_of_a_pending_name_keep_their_order(data_dir: str) -> None:
+    """Create, delete (which syncs itself, and the pending create with it), create again:
+    each is ordered as committed. If the re-create's round then fails, only it is undone:
+    the name is gone, as the delete left it, in memory and after a restart."""
+    fs = JournalSyncs()
+
+    async def body(host: Host) -> None:
+        door = host.door(TRUSTED)
+        door.create_queue("warm")
+        first = asyncio.ensure_future(door.durably(lambda: door.create_queue("q")))
+        await asyncio.sleep(0)
+        assert host.engine.metadata.pending is not None
+        door.delete_queue("q")
+        assert host.engine.metadata.pending is None  # its first sync covered the create
+        await first  # answered: durable with the delete's sync
+        fs.arm("fdatasync", errno.EIO, match="metadata.json.journal")
+        with pytest.raises(StorageFailure):
+            await door.durably(lambda: door.create_queue("q"))
+        assert not host.engine.has_topic("q") and host.engine.has_topic("q.dlq")
+
+    run(data_dir, fs, body)
+
+    async def reopened(host: Host) -> None:
+        assert sorted(host.engine.list_topics()) == ["q.dlq", "warm", "warm.dlq"]
+
+    run(data_dir, FaultFS(), reopened)  # a restart on the same directory, no faults
