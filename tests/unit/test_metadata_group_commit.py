@@ -284,3 +284,16 @@ def test_a_store_opens_past_a_torn_group_and_keeps_what_was_synced(path: str) ->
     reopened = MetadataStore.open(LocalFS(), path)
     assert reopened.names("x") == ["durable"] and reopened.version == 1
     assert reopened.recovery.bytes_truncated == size - second
+
+
+def test_closing_as_a_crash_would_leaves_what_is_pending_unsynced(path: str) -> None:
+    """``close(sync=False)`` (the engine closed after a failure, or by a crash test) syncs
+    nothing: the record stays as a process crash leaves it, written to the OS."""
+    fs = CountingFS()
+    store = MetadataStore.open(fs, path)
+    with store.group_commit():
+        _put(store, "a", 1)
+    job = store.start_sync()  # handed to a thread that never ran it
+    store.close(sync=False)
+    assert fs.syncs == 0 and job is not None and job.done and job.error is not None
+    assert MetadataStore.open(LocalFS(), path).get("x", "a") == 1

@@ -517,7 +517,7 @@ class LocalEngine:
             except StorageFailure:
                 all_clean = False
         self._closed = True
-        self.metadata.close()
+        self.metadata.close(sync=clean)
         if self.wal is not None:
             try:
                 # Clean: every log flushed above; the checkpoint syncs the files the WAL

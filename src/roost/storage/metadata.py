@@ -619,17 +619,18 @@ class MetadataStore:
         self._failure = None
         return True
 
-    def close(self) -> None:
+    def close(self, sync: bool = True) -> None:
         """Sync what is pending and wait for a snapshot being written (no thread writes after
-        close), then close."""
-        if not self._read_only and self._failure is None:
+        close), then close. ``sync=False`` (the engine closed as a crash would) leaves what is
+        pending unsynced and the journal as it is, once no thread uses them."""
+        if sync and not self._read_only and self._failure is None:
             self._sync_pending()
             self.settle_snapshot()
         elif self._job is not None:
             self._job.done.wait()
             self._job = None
         if self._sync_job is not None:
-            self._sync_job.wait()  # its thread must be done with the descriptor
+            self._sync_job.abandon()  # its thread must be done with the descriptor
         if self._fd is not None:
             self._fs.close(self._fd)
             self._fd = None

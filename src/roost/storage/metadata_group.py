@@ -102,6 +102,16 @@ class SyncJob:
             self.elapsed_ns = time.perf_counter_ns() - started_ns
             self._end.release()
 
+    def abandon(self) -> None:
+        """Make sure it does not run after this (``error`` says so), or wait for the thread
+        running it to end. Blocking only in that case."""
+        if self._claim.acquire(blocking=False):
+            self.error = OSError("not run: the store was closed first")
+            self._end.release()
+        else:
+            with self._end:
+                pass
+
     def wait(self) -> None:
         """Run it here if no thread has yet, and wait for it to end. Blocking."""
         self.run()
