@@ -28,8 +28,10 @@ def test_the_examples_pass_mypy_strict(tmp_path: Path) -> None:
             path.write_text(snippet)
             files.append(str(path.name))
     checked = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / ".cache"),
-         *files],
+        # The package's own modules are checked by the project's mypy run; here only what
+        # the examples do with them counts (silent: its internals' imports are not judged).
+        [sys.executable, "-m", "mypy", "--strict", "--follow-imports", "silent",
+         "--cache-dir", str(tmp_path / ".cache"), *files],
         check=False, cwd=tmp_path, env={"MYPYPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"},
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip

@@ -283,3 +283,23 @@ def test_errors_exit_1_with_one_clear_line(url: str) -> None:
     assert usage.exit_code == 2 and "--dedup-id" in usage.stderr
     usage = roost_cli(url, "publish", "--routing-key", "k")
     assert usage.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("queue", "create", "n1", "--visibility-timeout", "inf"),
+         "inf: a finite number of seconds, from 0 to 43200"),
+        (("queue", "create", "n2", "--delay", "nan"), "nan: a finite number of seconds"),
+        (("queue", "create", "n3", "--max-deliveries", "99999999999999999999"), "1<=x<=1000"),
+        (("publish", "q", "v", "--delay", "1e20"), "1e20: a finite number of seconds"),
+        (("stats", "q", "--watch", "nan"), "nan: a finite number of seconds, from 0.1"),
+        (("dlq", "redrive", "q", "--rate", "0"), "0: a finite number of messages a second"),
+        (("topic", "create", "n4", "--partitions", "5000"), "1<=x<=4096"),
+    ],
+)  # fmt: skip
+def test_numbers_are_checked_before_anything_is_sent(args: tuple[str, ...], said: str) -> None:
+    """A usage error (exit 2) naming the option, even with no broker to reach."""
+    result = roost_cli("roost://127.0.0.1:1", *args)
+    assert result.exit_code == 2, result.stderr
+    assert said in result.stderr and "Traceback" not in result.stderr

@@ -97,22 +97,24 @@ def test_hello_then_failure_closes_both_sides() -> None:
         ([2, 1], 2),
         ([1, 2, 3], 3),
         ([1, 2, 4], 4),
-        ([1, 2, 8], 2),
+        ([1, 2, 8], 8),
+        ([1, 2, 9], 2),
         ([1, 2, 5], 5),
         ([1, 2, 6], 6),
         ([1, 2, 7], 7),
-        ([9, 8, 1, 0], 1),
+        ([9, 8, 1, 0], 8),
+        ([10, 9, 1, 0], 1),
         ([2], 2),
         ([3], 3),
         ([4, 3], 4),
         ([], None),
-        ([8, 9], None),
+        ([9, 10], None),
         ([0], None),
         ([-1], None),
     ],
 )
 def test_negotiate_picks_the_newest_common_version(versions: list[int], chosen: int | None) -> None:
-    assert VERSIONS == (1, 2, 3, 4, 5, 6, 7)
+    assert VERSIONS == (1, 2, 3, 4, 5, 6, 7, 8)
     assert negotiate(m.Hello(versions=versions)) == chosen
 
 
@@ -505,7 +507,8 @@ def test_operation_tags_are_the_wire_contract() -> None:
         "PublishToExchange": 21, "Receive": 30, "Ack": 31, "Nack": 32, "Extend": 33,
         "Subscribe": 34, "Unsubscribe": 35, "Join": 40, "Heartbeat": 41, "Leave": 42,
         "Fetch": 43, "Commit": 44, "Seek": 45, "SeekToTime": 46, "FetchBatches": 47,
-        "Stats": 50, "Redrive": 51, "Peek": 36, "Purge": 37,
+        "Stats": 50, "Redrive": 51, "Peek": 36, "Purge": 37, "StartRedrive": 52,
+        "ListRedrives": 53, "CancelRedrive": 54,
     }  # fmt: skip
     assert responses == {
         "Done": 0, "Described": 1, "Names": 2, "PublishedAt": 20, "Messages": 30,

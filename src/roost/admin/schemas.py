@@ -63,6 +63,14 @@ class PeekQuery(msgspec.Struct, frozen=True):
     limit: Limit = 10
 
 
+class DeadLetterQuery(msgspec.Struct, frozen=True):
+    #: Only this partition (default: every partition, in order).
+    partition: Partition | None = None
+    limit: Limit = 10
+    #: ``PARTITION@OFFSET`` of the last letter of the page before: the next page starts past it.
+    after: Annotated[str, msgspec.Meta(pattern=r"^\d{1,9}@\d{1,18}$")] | None = None
+
+
 class Header(msgspec.Struct, frozen=True):
     name: str
     value: bytes
@@ -151,6 +159,10 @@ class NewQueue(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     policy: TopicPolicy | None = None
     #: When a failed delivery comes again (nack without a delay, a lease that ran out).
     retry: RetryPolicy = DEFAULT_RETRY
+    #: Deliveries a second at most, over all consumers; null: no limit.
+    rate_limit_per_s: float | None = None
+    #: Deliveries at once at most; null: a second's worth.
+    rate_burst: int | None = None
 
 
 class Purged(msgspec.Struct, frozen=True):

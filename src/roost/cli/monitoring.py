@@ -15,23 +15,29 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+import msgspec
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from roost.cli import render
-from roost.cli.session import CliError, done, echo_json, json_option, run, show
+from roost.cli.params import PositiveRate, Seconds
+from roost.cli.progress import Counting
+from roost.cli.session import EXIT_INTERRUPTED, CliError, done, echo_json, json_option, run, show
 from roost.client.api import Client
 from roost.core.model import Message
-from roost.core.redrive import REDRIVE_SUBSCRIPTION
+from roost.core.redrive import REDRIVE_SUBSCRIPTION, RedriveTask
 from roost.core.stats import StreamStats, SubscriptionStats
 from roost.errors import UnknownSubscription
 
 PEEK_PREFIX = "roost-peek-"
+#: How often a redrive's progress is looked at (a stats request beside it).
+FOLLOW_EVERY_S = 0.5
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,7 +47,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 @click.argument("subscription", required=False)
 @click.option(
     "--watch",
-    type=click.FloatRange(min=0.1),
+    type=Seconds(0.1, 86_400),
     default=None,
     metavar="SECONDS",
     help="Refresh every SECONDS until Ctrl-C (with --json: a line each).",
@@ -59,18 +65,62 @@ def stats(topic: str, subscription: str | None, watch: float | None, as_json: bo
         return
 
     async def watching(client: Client) -> None:
+        rates = Rates()
         if as_json:
             while True:
-                echo_json(await client.stats(topic, subscription))
-                await asyncio.sleep(watch)
-        first = render.stats_table(await client.stats(topic, subscription))
-        with Live(first, console=Console(), auto_refresh=False) as live:
+                found, counts = await _stats_and_counts(client, topic, subscription)
+                per_second = rates.update(time.monotonic(), *counts)
+                echo_json({**msgspec.to_builtins(found), "rates": per_second})
+                await pause(watch)
+        found, counts = await _stats_and_counts(client, topic, subscription)
+        rates.update(time.monotonic(), *counts)
+        with Live(render.stats_table(found), console=Console(), auto_refresh=False) as live:
             while True:
-                await asyncio.sleep(watch)
-                live.update(render.stats_table(await client.stats(topic, subscription)))
+                await pause(watch)
+                found, counts = await _stats_and_counts(client, topic, subscription)
+                per_second = rates.update(time.monotonic(), *counts)
+                live.update(render.stats_table(found, per_second))
                 live.refresh()
 
     run(watching, interrupt_is_exit=True)
+
+
+async def pause(seconds: float) -> None:
+    """Between two looks of ``stats --watch`` (a test steps through them instead)."""
+    await asyncio.sleep(seconds)
+
+
+async def _stats_and_counts(
+    client: Client, topic: str, subscription: str | None
+) -> tuple[SubscriptionStats | StreamStats, tuple[int, int]]:
+    """The stats, and (records published to the topic, records the subscription is done
+    with) as counts that only grow, for ``Rates``."""
+    found = await client.stats(topic, subscription)
+    if isinstance(found, StreamStats):
+        published = sum(p.end_offset for p in found.partitions)
+        return found, (published, sum(p.committed for p in found.partitions))
+    info = await client.describe_topic(topic)
+    published = sum(p.end_offset for p in info.partitions)
+    # What is no longer in its backlog was acked or dead-lettered (or never will be read).
+    return found, (published, published - found.backlog)
+
+
+class Rates:
+    """Per second between two looks: published to the topic, and finished by the
+    subscription (acked or dead-lettered; for a stream, committed)."""
+
+    def __init__(self) -> None:
+        self._last: tuple[float, int, int] | None = None
+
+    def update(self, now: float, published: int, finished: int) -> dict[str, float] | None:
+        last, self._last = self._last, (now, published, finished)
+        if last is None or now <= last[0]:
+            return None
+        seconds = now - last[0]
+        return {
+            "published_per_s": round(max(0, published - last[1]) / seconds, 1),
+            "finished_per_s": round(max(0, finished - last[2]) / seconds, 1),
+        }
 
 
 @click.group()
@@ -178,17 +228,39 @@ async def _unredriven(client: Client, topic: str) -> dict[int, int]:
     return {p.partition: max(p.ack_floor, start[p.partition]) for p in redrive.partitions}
 
 
+async def _follow(
+    client: Client, topic: str, moving: asyncio.Future[int], progress: Counting
+) -> None:
+    """Until ``moving`` ends, count what the redrive subscription has finished (its backlog
+    going down), for the progress line and for what an interruption reports."""
+    first: int | None = None
+    while not moving.done():
+        await asyncio.wait([moving], timeout=FOLLOW_EVERY_S)
+        try:
+            found = await client.stats(topic, REDRIVE_SUBSCRIPTION)
+        except UnknownSubscription:  # made by the redrive's first step
+            continue
+        if isinstance(found, SubscriptionStats):
+            first = found.backlog if first is None else first
+            progress.advance(max(0, first - found.backlog - progress.done))
+
+
 @dlq.command("redrive")
 @click.argument("queue")
 @click.option(
     "--rate",
-    type=click.FloatRange(min=0, min_open=True),
+    type=PositiveRate(),
     default=100.0,
     show_default=True,
     help="Messages a second at most.",
 )
 @click.option("--key", default=None, help="Only dead letters with this key.")
 @click.option("--error-contains", default=None, help="Only those whose last error has this.")
+@click.option(
+    "--background",
+    is_flag=True,
+    help="Start it as a task and return: `roost dlq tasks` follows it, a restart resumes it.",
+)
 @json_option
 @_subscription_option
 def dlq_redrive(
@@ -197,22 +269,90 @@ def dlq_redrive(
     rate: float,
     key: str | None,
     error_contains: str | None,
+    background: bool,
     as_json: bool,
 ) -> None:
     """Move QUEUE's dead letters (all, or those matching) back to QUEUE."""
+    if background:
+
+        async def start(client: Client) -> RedriveTask:
+            _, topic = await _dead_letters(client, queue, subscription)
+            return await client.start_redrive(
+                topic, source_topic=queue, rate=rate, error_contains=error_contains,
+                key=None if key is None else key.encode(),
+            )  # fmt: skip
+
+        task = run(start)
+        waiting = render.plural(task.to_move, "dead letter")
+        line = (f"started redrive task {task.id}: {waiting} waiting in "
+                f"{task.dead_letter_topic}; `roost dlq tasks {queue}` follows it")  # fmt: skip
+        done(as_json, task, line)
+        return
+
+    progress = Counting("moved")
 
     async def redrive(client: Client) -> tuple[str, int]:
         _, topic = await _dead_letters(client, queue, subscription)
-        moved = await client.redrive(
-            topic,
-            source_topic=queue,
-            rate=rate,
-            error_contains=error_contains,
+        moving = asyncio.ensure_future(client.redrive(
+            topic, source_topic=queue, rate=rate, error_contains=error_contains,
             key=None if key is None else key.encode(),
-        )
-        return topic, moved
+        ))  # fmt: skip
+        try:
+            await _follow(client, topic, moving, progress)
+            return topic, await moving
+        finally:
+            moving.cancel()
 
-    topic, moved = run(redrive)
+    try:
+        with progress:
+            topic, moved = run(redrive)
+    except click.exceptions.Exit as e:
+        if e.exit_code == EXIT_INTERRUPTED:
+            click.echo(
+                f"interrupted: about {render.plural(progress.done, 'dead letter')} moved back "
+                f"to {queue}; the broker finishes the batch it was moving and stops, and the "
+                "rest stay dead letters", err=True,
+            )  # fmt: skip
+        raise
     result = {"queue": queue, "dead_letter_topic": topic, "moved": moved}
     moved_line = f"moved {render.plural(moved, 'dead letter')} from {topic} back to {queue}"
     done(as_json, result, moved_line)
+
+
+@dlq.command("tasks")
+@click.argument("queue", required=False)
+@json_option
+@_subscription_option
+def dlq_tasks(queue: str | None, subscription: str | None, as_json: bool) -> None:
+    """Redrive tasks (of QUEUE's dead letters), newest first, with their progress."""
+
+    async def listed(client: Client) -> list[RedriveTask]:
+        if queue is None:
+            return await client.redrive_tasks()
+        _, topic = await _dead_letters(client, queue, subscription)
+        return await client.redrive_tasks(topic)
+
+    tasks = run(listed)
+    if as_json:
+        echo_json(tasks)
+    elif tasks:
+        show(render.redrive_tasks_table(tasks))
+    else:
+        click.echo("no redrive task" + (f" for {queue}" if queue else ""))
+
+
+@dlq.command("cancel")
+@click.argument("queue")
+@click.argument("task_id")
+@json_option
+@_subscription_option
+def dlq_cancel(queue: str, task_id: str, subscription: str | None, as_json: bool) -> None:
+    """Stop redrive task TASK_ID of QUEUE's dead letters (what it moved stays moved)."""
+
+    async def cancel(client: Client) -> RedriveTask:
+        _, topic = await _dead_letters(client, queue, subscription)
+        return await client.cancel_redrive(topic, task_id)
+
+    task = run(cancel)
+    done(as_json, task, f"redrive task {task.id}: {task.state}, "
+                        f"{render.plural(task.moved, 'dead letter')} moved")  # fmt: skip

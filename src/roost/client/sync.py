@@ -44,6 +44,7 @@ from roost.core.inspection import Peeked
 from roost.core.model import DEFAULT_MAX_DELIVERIES, Message, SubscriptionSpec
 from roost.core.policies import Overflow
 from roost.core.publishing import Outgoing, Published
+from roost.core.redrive import RedriveTask
 from roost.core.retry import RetryPolicy
 from roost.core.routing import BindingSpec, ExchangeKind, ExchangeSpec
 from roost.core.stats import StreamStats, SubscriptionStats
@@ -386,6 +387,8 @@ class SyncBroker(_ClosedOnExit):
         block_timeout: Seconds = 5.0,
         retention: Seconds | None = None,
         retry: RetryPolicy | None = None,
+        rate_limit: float | None = None,
+        rate_burst: int | None = None,
     ) -> SubscriptionSpec:
         """As ``Client.create_queue``: a declare, ``ConfigConflict`` for other settings."""
         return self._bridge.run(self._target.create_queue(
@@ -393,6 +396,7 @@ class SyncBroker(_ClosedOnExit):
             max_deliveries=max_deliveries, dead_letter=dead_letter, delay=delay,
             durability=durability, max_backlog=max_backlog, overflow=overflow,
             block_timeout=block_timeout, retention=retention, retry=retry,
+            rate_limit=rate_limit, rate_burst=rate_burst,
         ))  # fmt: skip
 
     def delete_queue(self, name: str) -> None:
@@ -410,11 +414,14 @@ class SyncBroker(_ClosedOnExit):
         dead_letter: str | None = "",
         delay: Seconds = 0.0,
         retry: RetryPolicy | None = None,
+        rate_limit: float | None = None,
+        rate_burst: int | None = None,
     ) -> SubscriptionSpec:
         """As ``Client.create_subscription``: a declare."""
         return self._bridge.run(self._target.create_subscription(
             topic, name, mode=mode, start=start, visibility_timeout=visibility_timeout,
             max_deliveries=max_deliveries, dead_letter=dead_letter, delay=delay, retry=retry,
+            rate_limit=rate_limit, rate_burst=rate_burst,
         ))  # fmt: skip
 
     def delete_subscription(self, topic: str, name: str) -> None:
@@ -466,6 +473,29 @@ class SyncBroker(_ClosedOnExit):
             dead_letter_topic, source_topic=source_topic, key=key,
             error_contains=error_contains, headers=headers, rate=rate, to=to,
         ))  # fmt: skip
+
+    def start_redrive(
+        self,
+        dead_letter_topic: str,
+        *,
+        source_topic: str | None = None,
+        key: bytes | None = None,
+        error_contains: str | None = None,
+        headers: dict[str, bytes] | None = None,
+        rate: float = 100.0,
+        to: str | None = None,
+    ) -> RedriveTask:
+        """``redrive`` as a task in the background; answered at once."""
+        return self._bridge.run(self._target.start_redrive(
+            dead_letter_topic, source_topic=source_topic, key=key,
+            error_contains=error_contains, headers=headers, rate=rate, to=to,
+        ))  # fmt: skip
+
+    def redrive_tasks(self, dead_letter_topic: str | None = None) -> list[RedriveTask]:
+        return self._bridge.run(self._target.redrive_tasks(dead_letter_topic))
+
+    def cancel_redrive(self, dead_letter_topic: str, task_id: str) -> RedriveTask:
+        return self._bridge.run(self._target.cancel_redrive(dead_letter_topic, task_id))
 
     # -- exchanges --------------------------------------------------------------------------
 

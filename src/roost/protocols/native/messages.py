@@ -176,6 +176,9 @@ class SubscriptionSettings(_Settings):
     dead_letter: str | UnsetType | None = UNSET
     delay_ms: int | UnsetType = UNSET
     retry: RetrySettings | UnsetType = UNSET
+    #: Version 8: sent only on a connection whose ``WELCOME`` said 8.
+    rate_limit_per_s: float | UnsetType | None = UNSET
+    rate_burst: int | UnsetType | None = UNSET
 
 
 class QueueSettings(_Settings):
@@ -193,6 +196,9 @@ class QueueSettings(_Settings):
     #: Version 7: a client sends it only on a connection whose ``WELCOME`` said 7 (an older
     #: broker refuses a settings field it does not know).
     retry: RetrySettings | UnsetType = UNSET
+    #: Version 8, as ``retry``: the queue's delivery rate limit.
+    rate_limit_per_s: float | UnsetType | None = UNSET
+    rate_burst: int | UnsetType | None = UNSET
 
 
 class Binding(_Settings):
@@ -457,13 +463,36 @@ class Redrive(Request, tag=51):
     to: str | None = None
 
 
+class StartRedrive(Request, tag=52):
+    """Version 8: ``Redrive`` as a task in the background, kept across restarts; answered at
+    once with the task (``Described(RedriveTaskAnswer)``)."""
+
+    dead_letter_topic: str
+    where: RedriveWhere = msgspec.field(default_factory=RedriveWhere)
+    rate_per_s: float = 100.0
+    to: str | None = None
+
+
+class ListRedrives(Request, tag=53):
+    """Version 8: redrive tasks, newest first (of one dead-letter topic, if named)."""
+
+    dead_letter_topic: str | None = None
+
+
+class CancelRedrive(Request, tag=54):
+    """Version 8: stop a running redrive task; what it moved stays moved."""
+
+    dead_letter_topic: str
+    task_id: str
+
+
 AnyRequest = (
     CreateTopic | ListTopics | DescribeTopic | DeleteTopic | CreateQueue | DeleteQueue
     | CreateSubscription | ListSubscriptions | DeleteSubscription | DeclareExchange
     | DeleteExchange | ListExchanges | Bind | Unbind | ListBindings | Publish
     | PublishToExchange | Receive | Ack | Nack | Extend | Subscribe | Unsubscribe | Join
     | Heartbeat | Leave | Fetch | Commit | Seek | SeekToTime | FetchBatches | Stats | Redrive
-    | Peek | Purge
+    | Peek | Purge | StartRedrive | ListRedrives | CancelRedrive
 )  # fmt: skip
 
 
@@ -624,6 +653,25 @@ class SubscriptionAnswer(_Answer):
     dead_letter: str | None
     delay_ms: int
     retry: RetryAnswer
+    #: Version 8 brokers send them; an older one's answer lacks them.
+    rate_limit_per_s: float | None = None
+    rate_burst: int | None = None
+
+
+class RedriveTaskAnswer(_Answer):
+    """A redrive task (``RedriveTask``): ``state`` running, completed, cancelled or failed."""
+
+    id: str
+    dead_letter_topic: str
+    where: RedriveWhere
+    rate_per_s: float
+    to: str | None
+    state: str
+    moved: int
+    to_move: int
+    started_ms: int
+    finished_ms: int | None
+    error: str | None
 
 
 class ExchangeAnswer(_Answer):
@@ -666,6 +714,9 @@ class QueueStatsAnswer(_Answer):
     dead_letter_topic: str | None
     dead_letters: int
     partitions: list[PartitionStatsAnswer]
+    #: Version 8 brokers send them; an older one's answer lacks them.
+    rate_limit_per_s: float | None = None
+    throttled: int = 0
 
 
 class StreamPartitionStatsAnswer(_Answer):
@@ -704,6 +755,9 @@ ANSWERS: dict[type[Request], Any] = {
     Unbind: bool,
     ListBindings: list[BindingAnswer],
     Stats: QueueStatsAnswer | StreamStatsAnswer,
+    StartRedrive: RedriveTaskAnswer,
+    ListRedrives: list[RedriveTaskAnswer],
+    CancelRedrive: RedriveTaskAnswer,
 }
 
 
@@ -758,4 +812,7 @@ ADDED_IN: dict[type[_Msg], dict[str, int]] = {
 #: Requests and responses added after version 1 that a connection of an older version may
 #: neither send nor take (a client checks before sending: an older broker cannot decode the
 #: tag at all). ``FetchBatches`` (version 2) predates this table: only its clients check.
-MESSAGE_ADDED_IN: dict[type[msgspec.Struct], int] = {Peek: 7, Purge: 7, Peeked: 7, Purged: 7}
+MESSAGE_ADDED_IN: dict[type[msgspec.Struct], int] = {
+    Peek: 7, Purge: 7, Peeked: 7, Purged: 7,
+    StartRedrive: 8, ListRedrives: 8, CancelRedrive: 8,
+}  # fmt: skip
