@@ -149,12 +149,22 @@ class Scrubber:
             self._next_segment()
             return
         if result.damage is not None:
+            if job.log.sealed_segments().get(job.base_offset, job.end) != job.end:
+                # Compaction swapped in a new file of another size since the job was made:
+                # the scrub read two files as one. The new one is verified from its start.
+                self._pending[0] = (job.log, job.base_offset, job.path, self._size_of(job))
+                self._position = 0
+                return
             if job.base_offset in job.log.sealed_segments():  # not deleted meanwhile
                 job.log.quarantine(result.damage)
                 self.found += 1
             self._next_segment()
             return
         self._position = result.next_position
+
+    @staticmethod
+    def _size_of(job: ScrubJob) -> int:
+        return job.log.sealed_segments().get(job.base_offset, 0)
 
     def _next_segment(self) -> None:
         self._pending.pop(0)

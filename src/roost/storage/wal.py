@@ -251,6 +251,12 @@ class Wal:
             current.dirty.add(self.key(checkpoint.segment.path))
             current.after_sync.append(checkpoint)
 
+    def mentions(self, path: str) -> bool:
+        """Whether a WAL file not yet checkpointed holds records for the file at ``path``
+        (replay would write them there again)."""
+        key = self.key(path)
+        return any(key in file.dirty for file in self._files)
+
     def write_failed(self, write: WalWrite) -> None:
         """``write`` raised: the next round writes where it should have (rounds never overlap,
         so it was the last one reserved), and no hole is left for replay to call damage."""

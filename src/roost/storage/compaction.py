@@ -1,0 +1,464 @@
+"""Log compaction (Kafka's ``cleanup.policy=compact``): keep the latest record per key.
+
+How it works, per partition of a compacted topic:
+
+- Only **sealed** segments are compacted, never the active one, and only those a crash can no
+  longer change: synced, no flush job holding them, nothing of them left in the shared WAL
+  (whose replay would write old bytes into the new file). They form a prefix of the log.
+- The **clean point** (``CLEANED`` in the partition directory, a hint) says up to which offset
+  the log was compacted. The segments past it are *dirty*; a pass runs when dirty bytes are at
+  least ``min_dirty_ratio`` of the compactable bytes, or when a kept tombstone's retention has
+  run out. A lost or stale hint costs work, never records.
+- A pass (``CompactionJob.run``, in a thread) reads the dirty segments and maps each key to its
+  latest offset (at most ``max_keys`` keys: the pass then stops at that segment, as Kafka's
+  dedupe buffer does), then rewrites every compactable segment up to there: a record is kept
+  if no later record of the map has its key. A **tombstone** (a keyed record with an empty
+  value) is kept until ``tombstone_retention_ms`` after its batch was appended, so that a
+  consumer that catches up in time sees the delete; then it goes too. Records without a key
+  (which a compacted topic refuses, but a log may hold from before) are always kept.
+- A rewritten segment keeps its base offset and its offsets: the records kept are written as
+  batches of dense runs, and each run of dropped offsets becomes one **gap batch** (batch.py),
+  so the file is still a dense run of batches that every reader, index, scan and check knows.
+  It is written as ``<base>.compacted.tmp``, fsynced, and swapped in when it dropped records
+  (and its size differs: how the scrub tells a replaced file from the one it was reading).
+- The **swap** (``Compactor.swap``, on the loop, a rename and no fsync) replaces the file and
+  the in-memory segment together, after checking the segment is still the one read. Then
+  ``CompactionJob.settle`` (a thread) fsyncs the directory, writes the new index files (a hint)
+  and the clean point. A crash before the rename leaves a ``*.tmp`` that recovery removes; after
+  it, the new file or (without the directory fsync) the old one, both whole and valid.
+
+The I/O is paced at ``bytes_per_second`` (reads and writes counted), by pauses in the thread.
+Concurrency: ``next_job``, ``swap`` and ``finish`` run on the loop; ``run`` and ``settle`` in a
+thread, touching only files and the new segments they made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
+
+from roost.clock import Clock
+from roost.storage import batch as batch_format
+from roost.storage.engine import LocalEngine
+from roost.storage.batch import HEADER_SIZE, BatchHeader, CorruptBatch, StoredRecord
+from roost.storage.fd_pool import FdPool
+from roost.storage.fs import LocalFS
+from roost.storage.log import PartitionLog
+from roost.storage.segment import SCAN_CHUNK_BYTES, Segment
+
+#: The clean point's file in a partition directory (JSON; a hint).
+CLEAN_POINT_NAME = "CLEANED"
+TEMP_SUFFIX = ".compacted.tmp"
+#: Kafka's ``min.cleanable.dirty.ratio`` default.
+DEFAULT_MIN_DIRTY_RATIO = 0.5
+DEFAULT_MAX_KEYS = 1_000_000
+#: Kept records are written in batches of about this many bytes.
+OUTPUT_BATCH_BYTES = 256 * 1024
+
+
+class CompactionStopped(Exception):
+    """The broker is closing: the pass gave up (its temporary file is removed)."""
+
+
+class CleanPoint(NamedTuple):
+    #: Every segment ending at or below this offset was compacted.
+    cleaned_offset: int = 0
+    #: When the oldest tombstone kept by the last pass may go (None: none kept).
+    tombstones_due_ms: int | None = None
+
+
+class CompactionSettings(NamedTuple):
+    min_dirty_ratio: float = DEFAULT_MIN_DIRTY_RATIO
+    #: Reads and writes of a pass per second; None: as fast as the disk goes.
+    bytes_per_second: int | None = None
+    max_keys: int = DEFAULT_MAX_KEYS
+
+
+class Swap(NamedTuple):
+    old: Segment
+    temp_path: str
+    new: Segment
+
+
+def read_clean_point(fs: LocalFS, directory: str) -> CleanPoint:
+    path = os.path.join(directory, CLEAN_POINT_NAME)
+    try:
+        data = json.loads(fs.read_file(path))
+        return CleanPoint(int(data["cleaned_offset"]), data.get("tombstones_due_ms"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return CleanPoint()  # no hint, or a damaged one: everything counts as dirty
+
+
+def clean_point(log: PartitionLog) -> CleanPoint:
+    """The log's clean point, read from its hint file the first time it is asked."""
+    point: CleanPoint | None = getattr(log, "clean_point", None)
+    if point is None:
+        point = read_clean_point(log.fs, log.directory) if log.on_disk else CleanPoint()
+        log.clean_point = point
+    return point
+
+
+class CompactionJob:
+    """One pass over one partition: ``run`` (thread), ``Compactor.swap`` (loop), ``settle``
+    (thread), ``Compactor.finish`` (loop)."""
+
+    def __init__(
+        self,
+        log: PartitionLog,
+        segments: list[Segment],
+        point: CleanPoint,
+        now_ms: int,
+        settings: CompactionSettings,
+        clock: Clock,
+    ) -> None:
+        self.log = log
+        self.fs = log.fs
+        self.segments = segments
+        self.point = point
+        self.now_ms = now_ms
+        self.settings = settings
+        self._clock = clock
+        self.tombstone_retention_ms = log.config.tombstone_retention_ms
+        self.index_interval_bytes = log.config.index_interval_bytes
+        #: Set from the loop to make ``run`` give up at its next chunk.
+        self.stopped = False
+        self.pause: Callable[[float], None] = _no_pause
+        # What ``run`` found.
+        self.cleanable_end = point.cleaned_offset
+        self.swaps: list[Swap] = []
+        self.tombstones_due_ms: int | None = None
+        self.bytes_read = 0
+        self.bytes_written = 0
+        self.records_dropped = 0
+        self.damage: str | None = None
+        self.started_ms = clock.monotonic_ms()
+        self._io_bytes = 0
+
+    # -- in a thread -------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Map the dirty segments' keys, then rewrite the segments that lose records.
+        Blocking; a bad batch ends the pass with ``damage`` set and nothing swapped."""
+        try:
+            latest = self._map_keys()
+            for segment in self.segments:
+                if segment.next_offset > self.cleanable_end:
+                    break
+                swap = self._rewrite(segment, latest)
+                if swap is not None:
+                    self.swaps.append(swap)
+        except CorruptBatch as e:
+            self.damage = str(e)
+            self.discard()
+        except BaseException:
+            self.discard()
+            raise
+
+    def _map_keys(self) -> dict[bytes, int]:
+        latest: dict[bytes, int] = {}
+        for segment in self.segments:
+            if segment.next_offset <= self.point.cleaned_offset:
+                continue
+            for _, records in self._batches(segment):
+                for record in records:
+                    if record.key is not None:
+                        latest[record.key] = record.offset
+            self.cleanable_end = segment.next_offset
+            if len(latest) >= self.settings.max_keys:
+                break  # the rest waits for the next pass, as Kafka's full dedupe buffer
+        return latest
+
+    def _rewrite(self, segment: Segment, latest: dict[bytes, int]) -> Swap | None:
+        temp_path = segment.path[: -len(".log")] + TEMP_SUFFIX
+        out = _Output(self.fs, temp_path, segment, self.index_interval_bytes)
+        dropped = 0
+        try:
+            for header, records in self._batches(segment):
+                if header.is_gap:
+                    out.drop(header.base_offset, header.record_count, header.append_time_ms)
+                    continue
+                for record in records:
+                    if self._keep(record, header, latest):
+                        out.keep(record, header.append_time_ms)
+                    else:
+                        out.drop(record.offset, 1, header.append_time_ms)
+                        dropped += 1
+                self._written(out.flush_if_full())
+            self._written(out.finish())
+            if not dropped or out.size == segment.size:
+                # Nothing dropped; or (rarely) the same size, which a scrub reading the file
+                # could not tell from the old one: this segment waits for the next pass.
+                out.remove()
+                return None
+            out.sync()
+        except BaseException:
+            out.remove()
+            raise
+        self.records_dropped += dropped
+        return Swap(segment, temp_path, out.segment)
+
+    def _keep(self, record: StoredRecord, header: BatchHeader, latest: dict[bytes, int]) -> bool:
+        key = record.key
+        if key is None:
+            return True
+        if latest.get(key, record.offset) > record.offset:
+            return False  # a later record of the key replaces it
+        if record.value:
+            return True
+        due_ms = header.append_time_ms + self.tombstone_retention_ms
+        if due_ms <= self.now_ms:
+            return False  # a tombstone past its retention: the key is gone
+        if self.tombstones_due_ms is None or due_ms < self.tombstones_due_ms:
+            self.tombstones_due_ms = due_ms
+        return True
+
+    def _batches(self, segment: Segment) -> Iterator[tuple[BatchHeader, list[StoredRecord]]]:
+        """The batches of ``segment``'s file, CRC-verified and decoded, read in chunks."""
+        fd = self.fs.open_ro(segment.path)
+        try:
+            position, size = 0, segment.size
+            while position < size:
+                self._check_stopped()
+                chunk = self.fs.pread(fd, min(SCAN_CHUNK_BYTES, size - position), position)
+                self._paced(len(chunk))
+                self.bytes_read += len(chunk)
+                offset = 0
+                while len(chunk) - offset >= HEADER_SIZE:
+                    header = batch_format.parse_header(chunk, offset)
+                    if offset + header.size > len(chunk):
+                        if offset == 0:  # one batch larger than a chunk: read it whole
+                            chunk = self.fs.pread(fd, header.size, position)
+                            self.bytes_read += len(chunk)
+                            continue
+                        break
+                    batch_format.verify(chunk, offset, header)
+                    yield header, batch_format.decode_records(chunk, offset, header)
+                    offset += header.size
+                if offset == 0:
+                    raise CorruptBatch(f"segment {segment.base_offset}: torn at byte {position}")
+                position += offset
+        finally:
+            self.fs.close(fd)
+
+    def _written(self, count: int) -> None:
+        self.bytes_written += count
+        self._paced(count)
+
+    def _paced(self, count: int) -> None:
+        """Keep the pass's reads and writes to ``bytes_per_second`` (a pause when ahead)."""
+        rate = self.settings.bytes_per_second
+        if not rate:
+            return
+        self._io_bytes += count
+        elapsed_s = (self._clock.monotonic_ms() - self.started_ms) / 1000
+        ahead_s = self._io_bytes / rate - elapsed_s
+        if ahead_s > 0:
+            self.pause(ahead_s)
+
+    def _check_stopped(self) -> None:
+        if self.stopped:
+            raise CompactionStopped(f"compaction of {self.log.name} stopped")
+
+    def discard(self) -> None:
+        """Remove the temporary files of segments not swapped in."""
+        for swap in self.swaps:
+            swap.new.close()
+            with contextlib.suppress(OSError):
+                self.fs.remove(swap.temp_path)
+        self.swaps = []
+
+    def settle(self) -> None:
+        """After the swap: make the renames durable, then write the hints (index files and
+        the clean point), which may only describe what is on disk. Blocking."""
+        if self.swaps:
+            self.fs.fsync_dir(self.log.directory)
+            for swap in self.swaps:
+                with contextlib.suppress(OSError):  # a hint: a missing one costs a scan
+                    swap.new.write_index()
+        point = CleanPoint(self.cleanable_end, self.tombstones_due_ms)
+        with contextlib.suppress(OSError):
+            self.fs.replace_atomically(
+                os.path.join(self.log.directory, CLEAN_POINT_NAME),
+                json.dumps(point._asdict()).encode(),
+            )
+
+
+class _Output:
+    """The rewritten segment being written: kept runs as batches, dropped runs as gaps. Its
+    ``segment`` accounts every batch written (offsets, index, times), for the path the file
+    will have once swapped in; its descriptors are never opened here."""
+
+    def __init__(self, fs: LocalFS, path: str, old: Segment, index_interval_bytes: int) -> None:
+        self.fs = fs
+        self.path = path
+        self.segment = Segment(fs, old.directory, old.base_offset, FdPool(fs))
+        self.segment.sealed = True
+        self._interval = index_interval_bytes
+        self._fd = fs.open_rw(path)
+        fs.truncate(self._fd, 0)
+        self._run: list[StoredRecord] = []
+        self._run_bytes = 0
+        self._run_time_ms = 0
+        self._gap: tuple[int, int, int] | None = None  # (base, count, append time)
+        self.size = 0
+
+    def keep(self, record: StoredRecord, append_time_ms: int) -> None:
+        self._write_gap()
+        self._run.append(record)
+        self._run_bytes += len(record.value) + len(record.key or b"") + 24
+        self._run_time_ms = max(self._run_time_ms, append_time_ms)
+
+    def drop(self, offset: int, count: int, append_time_ms: int) -> None:
+        self._write_run()
+        if self._gap is None:
+            self._gap = (offset, count, append_time_ms)
+        else:
+            base, gap_count, time_ms = self._gap
+            self._gap = (base, gap_count + count, max(time_ms, append_time_ms))
+
+    def flush_if_full(self) -> int:
+        return self._write_run() if self._run_bytes >= OUTPUT_BATCH_BYTES else 0
+
+    def finish(self) -> int:
+        return self._write_run() + self._write_gap()
+
+    def _write_run(self) -> int:
+        if not self._run:
+            return 0
+        data, header = batch_format.encode_stored(self._run, self._run_time_ms)
+        self._run, self._run_bytes, self._run_time_ms = [], 0, 0
+        return self._append(data, header)
+
+    def _write_gap(self) -> int:
+        if self._gap is None:
+            return 0
+        data, header = batch_format.encode_gap(*self._gap)
+        self._gap = None
+        return self._append(data, header)
+
+    def _append(self, data: bytes, header: BatchHeader) -> int:
+        self.fs.pwrite(self._fd, data, self.size)
+        self.segment.account(self.size, header, self._interval)
+        self.size += len(data)
+        return len(data)
+
+    def sync(self) -> None:
+        self.fs.fsync(self._fd)
+        self.fs.close(self._fd)
+        self._fd = -1
+
+    def remove(self) -> None:
+        if self._fd >= 0:
+            self.fs.close(self._fd)
+            self._fd = -1
+        with contextlib.suppress(OSError):
+            self.fs.remove(self.path)
+        self.segment.close()
+
+
+def _no_pause(seconds: float) -> None:
+    return None
+
+
+class Compactor:
+    """Chooses the next partition to compact and applies what a pass did. Loop-side, but
+    ``CompactionJob.run``/``settle``. ``logs`` lists the logs of compacted topics now."""
+
+    def __init__(
+        self,
+        logs: Callable[[], list[PartitionLog]],
+        clock: Clock,
+        settings: CompactionSettings | None = None,
+    ) -> None:
+        self._logs = logs
+        self._clock = clock
+        self.settings = settings or CompactionSettings()
+        self._cursor = 0
+        #: Metrics: passes finished, segments swapped, bytes and records reclaimed.
+        self.runs = 0
+        self.segments_compacted = 0
+        self.bytes_reclaimed = 0
+        self.records_removed = 0
+        self.last_run_ms = 0
+        self.damage_found = 0
+
+    def next_job(self) -> CompactionJob | None:
+        """A pass for the next partition (round robin) that needs one; None if none does."""
+        logs = self._logs()
+        now_ms = self._clock.now_ms()
+        for step in range(len(logs)):
+            log = logs[(self._cursor + step) % len(logs)]
+            job = self.job_for(log, now_ms)
+            if job is not None:
+                self._cursor = (self._cursor + step + 1) % len(logs)
+                return job
+        return None
+
+    def job_for(self, log: PartitionLog, now_ms: int) -> CompactionJob | None:
+        """A pass for ``log`` if its dirty ratio or a due tombstone calls for one."""
+        segments = log.compactable_segments()
+        if not segments:
+            return None
+        point = clean_point(log)
+        total = sum(s.size for s in segments)
+        dirty = sum(s.size for s in segments if s.next_offset > point.cleaned_offset)
+        due = point.tombstones_due_ms is not None and point.tombstones_due_ms <= now_ms
+        if not due and not (dirty and dirty >= total * self.settings.min_dirty_ratio):
+            return None
+        if due and not dirty:
+            point = point._replace(cleaned_offset=0)  # the map comes from the segments again
+        return CompactionJob(log, segments, point, now_ms, self.settings, self._clock)
+
+    def swap(self, job: CompactionJob) -> None:
+        """Swap the rewritten segments in (loop; renames, no fsync). A segment that changed
+        since the pass read it (retention deleted it, the log failed) keeps its file."""
+        if job.damage is not None:
+            self.damage_found += 1
+            job.log.quarantine(f"compaction found a bad batch: {job.damage}")
+            return
+        swapped: list[Swap] = []
+        for swap in job.swaps:
+            old_size = swap.old.size
+            if job.log.swap_segment(swap.old, swap.new, swap.temp_path):
+                # Dropping one record in the middle of a batch splits it in three: a file
+                # of tiny records may grow a little, the records dropped still go.
+                self.bytes_reclaimed += max(0, old_size - swap.new.size)
+                self.segments_compacted += 1
+                swapped.append(swap)
+            else:
+                swap.new.close()
+                with contextlib.suppress(OSError):
+                    job.fs.remove(swap.temp_path)
+        job.swaps = swapped
+
+    def finish(self, job: CompactionJob) -> None:
+        """After ``settle``: the clean point moves on and the pass counts."""
+        if job.damage is None:
+            job.log.clean_point = CleanPoint(job.cleanable_end, job.tombstones_due_ms)
+        self.records_removed += job.records_dropped
+        self.runs += 1
+        self.last_run_ms = self._clock.monotonic_ms() - job.started_ms
+
+    def compact(self, log: PartitionLog) -> CompactionJob | None:
+        """One pass over ``log`` now, every step inline (blocking): for tests and tools."""
+        job = self.job_for(log, self._clock.now_ms())
+        if job is None:
+            return None
+        job.run()
+        self.swap(job)
+        job.settle()
+        self.finish(job)
+        return job
+
+
+def compacted_logs(engine: LocalEngine) -> list[PartitionLog]:
+    """Every partition log of the engine's compacted topics."""
+    logs: list[PartitionLog] = []
+    for name in engine.topic_names():
+        topic = engine.topic(name)
+        if topic.config.compacted:
+            logs.extend(topic.partitions)
+    return logs
