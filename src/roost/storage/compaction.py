@@ -42,8 +42,8 @@ from typing import NamedTuple
 
 from roost.clock import Clock
 from roost.storage import batch as batch_format
-from roost.storage.engine import LocalEngine
 from roost.storage.batch import HEADER_SIZE, BatchHeader, CorruptBatch, StoredRecord
+from roost.storage.engine import LocalEngine
 from roost.storage.fd_pool import FdPool
 from roost.storage.fs import LocalFS
 from roost.storage.log import PartitionLog
