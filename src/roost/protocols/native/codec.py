@@ -52,7 +52,7 @@ from roost.protocols.native.unreadable import unreadable
 PROTOCOL = "roost"
 #: Protocol versions spoken, oldest first (docs/protocol.md says what each adds); a client says
 #: which it speaks in ``HELLO`` and uses a newer operation only if ``WELCOME`` chose its version.
-VERSIONS: Final = (1, 2, 3, 4, 5, 6, 7)
+VERSIONS: Final = (1, 2, 3, 4, 5, 6, 7, 8)
 HEADER = struct.Struct("<IBI")
 HEADER_SIZE = HEADER.size  # 9
 DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
