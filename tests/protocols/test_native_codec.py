@@ -97,22 +97,23 @@ def test_hello_then_failure_closes_both_sides() -> None:
         ([2, 1], 2),
         ([1, 2, 3], 3),
         ([1, 2, 4], 4),
-        ([1, 2, 8], 2),
+        ([1, 2, 8], 8),
+        ([1, 2, 9], 2),
         ([1, 2, 5], 5),
         ([1, 2, 6], 6),
         ([1, 2, 7], 7),
-        ([9, 8, 1, 0], 1),
+        ([10, 9, 1, 0], 1),
         ([2], 2),
         ([3], 3),
         ([4, 3], 4),
         ([], None),
-        ([8, 9], None),
+        ([9, 10], None),
         ([0], None),
         ([-1], None),
     ],
 )
 def test_negotiate_picks_the_newest_common_version(versions: list[int], chosen: int | None) -> None:
-    assert VERSIONS == (1, 2, 3, 4, 5, 6, 7)
+    assert VERSIONS == (1, 2, 3, 4, 5, 6, 7, 8)
     assert negotiate(m.Hello(versions=versions)) == chosen
 
 
