@@ -37,8 +37,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from typing import NamedTuple
+
+import msgspec
 
 from roost.clock import Clock
 from roost.storage import batch as batch_format
@@ -136,6 +138,8 @@ class CompactionJob:
         self.damage: str | None = None
         self.started_ms = clock.monotonic_ms()
         self._io_bytes = 0
+        #: What the map found in each batch of a dirty segment, by segment base offset.
+        self._plans: dict[int, list[_Planned]] = {}
 
     # -- in a thread -------------------------------------------------------------------
 
@@ -158,35 +162,50 @@ class CompactionJob:
             raise
 
     def _map_keys(self) -> dict[bytes, int]:
-        latest: dict[bytes, int] = {}
+        """Each key of the dirty segments and its latest offset. What each batch holds (its
+        keys, which values are empty) is remembered, up to ``MAX_REMEMBERED_ROWS`` records:
+        the rewrite then reads only the batches it keeps."""
+        latest: dict[bytes | None, int] = {}
+        remembered = 0
         for segment in self.segments:
             if segment.next_offset <= self.point.cleaned_offset:
                 continue
-            for _, records in self._batches(segment):
-                for record in records:
-                    if record.key is not None:
-                        latest[record.key] = record.offset
+            plan: list[_Planned] | None = []
+            with contextlib.closing(self._batches(segment)) as batches:
+                for position, header, _, rows in batches:
+                    latest.update((row[2], row[0]) for row in rows)
+                    if plan is not None:
+                        plan.append(_planned(position, header, rows))
+                        remembered += len(rows)
+                        if remembered > MAX_REMEMBERED_ROWS:
+                            plan = None  # this segment is read again by the rewrite
+            if plan is not None:
+                self._plans[segment.base_offset] = plan
             self.cleanable_end = segment.next_offset
             if len(latest) >= self.settings.max_keys:
                 break  # the rest waits for the next pass, as Kafka's full dedupe buffer
-        return latest
+        latest.pop(None, None)  # records without a key are always kept
+        return latest  # type: ignore[return-value]  # None is gone
 
     def _rewrite(self, segment: Segment, latest: dict[bytes, int]) -> Swap | None:
         temp_path = segment.path[: -len(".log")] + TEMP_SUFFIX
         out = _Output(self.fs, temp_path, segment, self.index_interval_bytes)
         dropped = 0
+        fd = self.fs.open_ro(segment.path)
+        plan = self._plans.pop(segment.base_offset, None)
+        read = None if plan is not None else self._batches(segment)
         try:
-            for header, records in self._batches(segment):
-                if header.is_gap:
-                    out.drop(header.base_offset, header.record_count, header.append_time_ms)
-                    continue
-                for record in records:
-                    if self._keep(record, header, latest):
-                        out.keep(record, header.append_time_ms)
-                    else:
-                        out.drop(record.offset, 1, header.append_time_ms)
-                        dropped += 1
-                self._written(out.flush_if_full())
+            if read is None:
+                batches: Iterable[tuple[_Planned, memoryview | None]] = (
+                    (planned, None) for planned in plan or ()
+                )
+            else:
+                batches = (
+                    (_planned(position, header, rows), data)
+                    for position, header, data, rows in read
+                )
+            for planned, data in batches:
+                dropped += self._rewrite_batch(out, fd, planned, data, latest)
             self._written(out.finish())
             if not dropped or out.size == segment.size:
                 # Nothing dropped; or (rarely) the same size, which a scrub reading the file
@@ -197,26 +216,84 @@ class CompactionJob:
         except BaseException:
             out.remove()
             raise
+        finally:
+            if read is not None:
+                read.close()  # its file now, not when collected (after a crash test's reset)
+            self.fs.close(fd)
         self.records_dropped += dropped
         return Swap(segment, temp_path, out.segment)
 
-    def _keep(self, record: StoredRecord, header: BatchHeader, latest: dict[bytes, int]) -> bool:
-        key = record.key
-        if key is None:
-            return True
-        if latest.get(key, record.offset) > record.offset:
-            return False  # a later record of the key replaces it
-        if record.value:
-            return True
-        due_ms = header.append_time_ms + self.tombstone_retention_ms
-        if due_ms <= self.now_ms:
-            return False  # a tombstone past its retention: the key is gone
-        if self.tombstones_due_ms is None or due_ms < self.tombstones_due_ms:
-            self.tombstones_due_ms = due_ms
-        return True
+    def _rewrite_batch(
+        self,
+        out: _Output,
+        fd: int,
+        planned: _Planned,
+        data: memoryview | None,
+        latest: dict[bytes, int],
+    ) -> int:
+        """Write what ``out`` keeps of one batch (``data``, or read at its position if the
+        map did not keep it); returns how many records it dropped."""
+        position, header, keys, empties = planned
+        if header.is_gap:
+            out.drop(header.base_offset, header.record_count, header.append_time_ms)
+            return 0
+        keep = self._keep(header, keys, empties, latest)
+        kept = sum(keep)
+        if not kept:
+            out.drop(header.base_offset, header.record_count, header.append_time_ms)
+            return len(keep)
+        if data is None:
+            data = self._read_batch(fd, position, header)
+        if kept == len(keep):  # the batch as it is: no decode, no encode
+            self._written(out.whole(data, header))
+            return 0
+        records = batch_format.decode_records(data, 0, header)
+        for record, keeps in zip(records, keep, strict=True):
+            if keeps:
+                out.keep(record, header.append_time_ms)
+            else:
+                out.drop(record.offset, 1, header.append_time_ms)
+        self._written(out.flush_if_full())
+        return len(keep) - kept
 
-    def _batches(self, segment: Segment) -> Iterator[tuple[BatchHeader, list[StoredRecord]]]:
-        """The batches of ``segment``'s file, CRC-verified and decoded, read in chunks."""
+    def _read_batch(self, fd: int, position: int, header: BatchHeader) -> memoryview:
+        """A batch the map read before, read again and verified again."""
+        self._check_stopped()
+        data = self.fs.pread(fd, header.size, position)
+        self._paced(len(data))
+        self.bytes_read += len(data)
+        if batch_format.parse_header(data) != header:
+            raise CorruptBatch(f"the batch at byte {position} changed since it was mapped")
+        batch_format.verify(data, 0, header)
+        return memoryview(data)
+
+    def _keep(
+        self,
+        header: BatchHeader,
+        keys: list[bytes | None],
+        empties: list[int],
+        latest: dict[bytes, int],
+    ) -> list[bool]:
+        """Per record of a batch: kept? A later record of its key replaces it; a tombstone
+        (``empties``: the records with an empty value) goes once ``tombstone_retention_ms``
+        have passed since its batch was appended."""
+        get, base = latest.get, header.base_offset
+        keep = [key is None or get(key, offset) <= offset for offset, key in enumerate(keys, base)]
+        tombstones = [i for i in empties if keep[i] and keys[i] is not None]
+        if tombstones:
+            due_ms = header.append_time_ms + self.tombstone_retention_ms
+            if due_ms <= self.now_ms:
+                for i in tombstones:
+                    keep[i] = False
+            elif self.tombstones_due_ms is None or due_ms < self.tombstones_due_ms:
+                self.tombstones_due_ms = due_ms
+        return keep
+
+    def _batches(
+        self, segment: Segment
+    ) -> Generator[tuple[int, BatchHeader, memoryview, list[_Row]], None, None]:
+        """The batches of ``segment``'s file, CRC-verified, with their records decoded light
+        (values and headers left as raw MessagePack), read in chunks."""
         fd = self.fs.open_ro(segment.path)
         try:
             position, size = 0, segment.size
@@ -235,7 +312,8 @@ class CompactionJob:
                             continue
                         break
                     batch_format.verify(chunk, offset, header)
-                    yield header, batch_format.decode_records(chunk, offset, header)
+                    data = memoryview(chunk)[offset : offset + header.size]
+                    yield position + offset, header, data, _rows(data, header)
                     offset += header.size
                 if offset == 0:
                     raise CorruptBatch(f"segment {segment.base_offset}: torn at byte {position}")
@@ -305,6 +383,11 @@ class _Output:
         self._gap: tuple[int, int, int] | None = None  # (base, count, append time)
         self.size = 0
 
+    def whole(self, data: memoryview, header: BatchHeader) -> int:
+        """A batch kept whole: its bytes as they are (offsets are absolute)."""
+        written = self._write_run() + self._write_gap()
+        return written + self._append(data, header)
+
     def keep(self, record: StoredRecord, append_time_ms: int) -> None:
         self._write_gap()
         self._run.append(record)
@@ -339,7 +422,7 @@ class _Output:
         self._gap = None
         return self._append(data, header)
 
-    def _append(self, data: bytes, header: BatchHeader) -> int:
+    def _append(self, data: bytes | memoryview, header: BatchHeader) -> int:
         self.fs.pwrite(self._fd, data, self.size)
         self.segment.account(self.size, header, self._interval)
         self.size += len(data)
@@ -357,6 +440,40 @@ class _Output:
         with contextlib.suppress(OSError):
             self.fs.remove(self.path)
         self.segment.close()
+
+
+#: A record decoded light: offset, timestamp, key, and the value and headers left raw.
+_Row = tuple[int, int, bytes | None, msgspec.Raw, msgspec.Raw]
+_ROWS = msgspec.msgpack.Decoder(list[_Row])
+#: An empty MessagePack bin (a tombstone's value) as encoded: bin 8, 16 or 32 of length 0.
+_EMPTY_VALUES = (b"\xc4\x00", b"\xc5\x00\x00", b"\xc6\x00\x00\x00\x00")
+
+
+#: What the map remembers of a batch: position, header, keys, which values are empty.
+_Planned = tuple[int, BatchHeader, list[bytes | None], list[int]]
+#: Records whose keys a pass remembers between its map and its rewrite (~100 bytes each).
+MAX_REMEMBERED_ROWS = 2_000_000
+
+
+def _planned(position: int, header: BatchHeader, rows: list[_Row]) -> _Planned:
+    empties = [i for i, row in enumerate(rows) if len(row[3]) <= 5 and _is_empty(row[3])]
+    return position, header, [row[2] for row in rows], empties
+
+
+def _rows(data: memoryview, header: BatchHeader) -> list[_Row]:
+    if header.is_gap:
+        return []
+    try:
+        rows = _ROWS.decode(data[HEADER_SIZE:])
+    except (ValueError, RecursionError) as e:
+        raise CorruptBatch(f"undecodable payload: {e}") from e
+    if len(rows) != header.record_count:
+        raise CorruptBatch(f"header says {header.record_count} records, payload has {len(rows)}")
+    return rows
+
+
+def _is_empty(value: msgspec.Raw) -> bool:
+    return len(value) <= 5 and bytes(value) in _EMPTY_VALUES
 
 
 def _no_pause(seconds: float) -> None:
