@@ -38,6 +38,7 @@ import contextlib
 import json
 import os
 from collections.abc import Callable, Generator, Iterable
+from operator import attrgetter, le
 from typing import NamedTuple
 
 import msgspec
@@ -83,6 +84,10 @@ class Swap(NamedTuple):
     old: Segment
     temp_path: str
     new: Segment
+    #: A descriptor of the old file, held from the rewrite to ``settle``: the last close of
+    #: a replaced file frees its blocks (tens of ms for a large one), in the pass's thread
+    #: rather than on the loop where the swap closes the segment.
+    old_fd: int
 
 
 def read_clean_point(fs: LocalFS, directory: str) -> CleanPoint:
@@ -173,9 +178,12 @@ class CompactionJob:
             plan: list[_Planned] | None = []
             with contextlib.closing(self._batches(segment)) as batches:
                 for position, header, _, rows in batches:
-                    latest.update((row[2], row[0]) for row in rows)
+                    planned = _planned(position, header, rows)
+                    if not header.is_gap:
+                        offsets = range(header.base_offset, header.next_offset)
+                        latest.update(zip(planned[2], offsets, strict=True))
                     if plan is not None:
-                        plan.append(_planned(position, header, rows))
+                        plan.append(planned)
                         remembered += len(rows)
                         if remembered > MAX_REMEMBERED_ROWS:
                             plan = None  # this segment is read again by the rewrite
@@ -213,6 +221,7 @@ class CompactionJob:
                 out.remove()
                 return None
             out.sync()
+            old_fd = self.fs.open_ro(segment.path)
         except BaseException:
             out.remove()
             raise
@@ -221,7 +230,7 @@ class CompactionJob:
                 read.close()  # its file now, not when collected (after a crash test's reset)
             self.fs.close(fd)
         self.records_dropped += dropped
-        return Swap(segment, temp_path, out.segment)
+        return Swap(segment, temp_path, out.segment, old_fd)
 
     def _rewrite_batch(
         self,
@@ -277,8 +286,10 @@ class CompactionJob:
         """Per record of a batch: kept? A later record of its key replaces it; a tombstone
         (``empties``: the records with an empty value) goes once ``tombstone_retention_ms``
         have passed since its batch was appended."""
-        get, base = latest.get, header.base_offset
-        keep = [key is None or get(key, offset) <= offset for offset, key in enumerate(keys, base)]
+        # latest.get(key, offset) <= offset, per record, in C: a key without a later record
+        # maps to its own offset (and None, no key, is never in ``latest``).
+        offsets = range(header.base_offset, header.next_offset)
+        keep: list[bool] = list(map(le, map(latest.get, keys, offsets), offsets))  # type: ignore[arg-type]
         tombstones = [i for i in empties if keep[i] and keys[i] is not None]
         if tombstones:
             due_ms = header.append_time_ms + self.tombstone_retention_ms
@@ -345,12 +356,15 @@ class CompactionJob:
         for swap in self.swaps:
             swap.new.close()
             with contextlib.suppress(OSError):
+                self.fs.close(swap.old_fd)
                 self.fs.remove(swap.temp_path)
         self.swaps = []
 
     def settle(self) -> None:
         """After the swap: make the renames durable, then write the hints (index files and
         the clean point), which may only describe what is on disk. Blocking."""
+        for swap in self.swaps:
+            self.fs.close(swap.old_fd)
         if self.swaps:
             self.fs.fsync_dir(self.log.directory)
             for swap in self.swaps:
@@ -442,9 +456,19 @@ class _Output:
         self.segment.close()
 
 
-#: A record decoded light: offset, timestamp, key, and the value and headers left raw.
-_Row = tuple[int, int, bytes | None, msgspec.Raw, msgspec.Raw]
+class _Row(msgspec.Struct, array_like=True, gc=False):
+    """A record decoded light: the value left raw, the headers skipped (an array-like
+    struct ignores trailing elements it does not name)."""
+
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: msgspec.Raw
+
+
 _ROWS = msgspec.msgpack.Decoder(list[_Row])
+_key_of = attrgetter("key")
+_value_of = attrgetter("value")
 #: An empty MessagePack bin (a tombstone's value) as encoded: bin 8, 16 or 32 of length 0.
 _EMPTY_VALUES = (b"\xc4\x00", b"\xc5\x00\x00", b"\xc6\x00\x00\x00\x00")
 
@@ -456,8 +480,11 @@ MAX_REMEMBERED_ROWS = 2_000_000
 
 
 def _planned(position: int, header: BatchHeader, rows: list[_Row]) -> _Planned:
-    empties = [i for i, row in enumerate(rows) if len(row[3]) <= 5 and _is_empty(row[3])]
-    return position, header, [row[2] for row in rows], empties
+    keys: list[bytes | None] = list(map(_key_of, rows))
+    empties: list[int] = []
+    if rows and min(map(len, map(_value_of, rows))) <= 5:  # a tombstone (rare): find which
+        empties = [i for i, row in enumerate(rows) if _is_empty(row.value)]
+    return position, header, keys, empties
 
 
 def _rows(data: memoryview, header: BatchHeader) -> list[_Row]:
@@ -548,6 +575,7 @@ class Compactor:
             else:
                 swap.new.close()
                 with contextlib.suppress(OSError):
+                    job.fs.close(swap.old_fd)
                     job.fs.remove(swap.temp_path)
         job.swaps = swapped
 
