@@ -9,13 +9,17 @@ How it works, per partition of a compacted topic:
   the log was compacted. The segments past it are *dirty*; a pass runs when dirty bytes are at
   least ``min_dirty_ratio`` of the compactable bytes, or when a kept tombstone's retention has
   run out. A lost or stale hint costs work, never records.
-- A pass (``CompactionJob.run``, in a thread) reads the dirty segments and maps each key to its
-  latest offset (at most ``max_keys`` keys: the pass then stops at that segment, as Kafka's
-  dedupe buffer does), then rewrites every compactable segment up to there: a record is kept
-  if no later record of the map has its key. A **tombstone** (a keyed record with an empty
-  value) is kept until ``tombstone_retention_ms`` after its batch was appended, so that a
-  consumer that catches up in time sees the delete; then it goes too. Records without a key
-  (which a compacted topic refuses, but a log may hold from before) are always kept.
+- A pass (``CompactionJob.run``, in a thread) walks the compactable segments **newest
+  first**, reading each once: a record is kept unless a newer record of its key was seen (the
+  keys seen so far are one set, at most ``max_keys``: past that the older segments wait, and
+  memory stays bounded). Only a segment that drops something is rewritten; the rewrite reads
+  again only the batches it keeps (a batch kept whole is copied byte for byte, a split one
+  decoded). A **tombstone** (a keyed record with an empty value) is kept until
+  ``tombstone_retention_ms`` after its batch was appended, so that a consumer that catches
+  up in time sees the delete; then it goes too. Records without a key (which a compacted
+  topic refuses, but a log may hold from before) are always kept. Unlike Kafka's cleaner,
+  which maps the dirty section's keys first and then rewrites, newest first needs one read
+  per segment and one set operation per record.
 - A rewritten segment keeps its base offset and its offsets: the records kept are written as
   batches of dense runs, and each run of dropped offsets becomes one **gap batch** (batch.py),
   so the file is still a dense run of batches that every reader, index, scan and check knows.
@@ -23,8 +27,9 @@ How it works, per partition of a compacted topic:
   (and its size differs: how the scrub tells a replaced file from the one it was reading).
 - The **swap** (``Compactor.swap``, on the loop, a rename and no fsync) replaces the file and
   the in-memory segment together, after checking the segment is still the one read. Then
-  ``CompactionJob.settle`` (a thread) fsyncs the directory, writes the new index files (a hint)
-  and the clean point. A crash before the rename leaves a ``*.tmp`` that recovery removes; after
+  ``CompactionJob.settle`` (a thread) fsyncs the directory, closes the old files' last
+  descriptor (freeing their blocks, off the loop), writes the new index files (a hint) and the
+  clean point. A crash before the rename leaves a ``*.tmp`` that recovery removes; after
   it, the new file or (without the directory fsync) the old one, both whole and valid.
 
 The I/O is paced at ``bytes_per_second`` (reads and writes counted), by pauses in the thread.
@@ -37,8 +42,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable, Generator, Iterable
-from operator import attrgetter, le
+from collections.abc import Callable, Generator
+from itertools import compress
+from operator import attrgetter
 from typing import NamedTuple
 
 import msgspec
@@ -143,22 +149,22 @@ class CompactionJob:
         self.damage: str | None = None
         self.started_ms = clock.monotonic_ms()
         self._io_bytes = 0
-        #: What the map found in each batch of a dirty segment, by segment base offset.
-        self._plans: dict[int, list[_Planned]] = {}
 
     # -- in a thread -------------------------------------------------------------------
 
     def run(self) -> None:
-        """Map the dirty segments' keys, then rewrite the segments that lose records.
-        Blocking; a bad batch ends the pass with ``damage`` set and nothing swapped."""
+        """Compact the segments newest first, in one read each: a record is kept unless a
+        newer one of its key was seen. Blocking; a bad batch ends the pass with ``damage``
+        set and nothing swapped."""
+        seen: dict[bytes, None] = {}
         try:
-            latest = self._map_keys()
-            for segment in self.segments:
-                if segment.next_offset > self.cleanable_end:
-                    break
-                swap = self._rewrite(segment, latest)
+            for segment in reversed(self.segments):
+                swap = self._compact(segment, seen)
                 if swap is not None:
                     self.swaps.append(swap)
+                if len(seen) >= self.settings.max_keys:
+                    break  # the older segments wait: memory stays bounded
+            self.cleanable_end = self.segments[-1].next_offset
         except CorruptBatch as e:
             self.damage = str(e)
             self.discard()
@@ -166,58 +172,27 @@ class CompactionJob:
             self.discard()
             raise
 
-    def _map_keys(self) -> dict[bytes, int]:
-        """Each key of the dirty segments and its latest offset. What each batch holds (its
-        keys, which values are empty) is remembered, up to ``MAX_REMEMBERED_ROWS`` records:
-        the rewrite then reads only the batches it keeps."""
-        latest: dict[bytes | None, int] = {}
-        remembered = 0
-        for segment in self.segments:
-            if segment.next_offset <= self.point.cleaned_offset:
-                continue
-            plan: list[_Planned] | None = []
-            with contextlib.closing(self._batches(segment)) as batches:
-                for position, header, _, rows in batches:
-                    planned = _planned(position, header, rows)
-                    if not header.is_gap:
-                        offsets = range(header.base_offset, header.next_offset)
-                        latest.update(zip(planned[2], offsets, strict=True))
-                    if plan is not None:
-                        plan.append(planned)
-                        remembered += len(rows)
-                        if remembered > MAX_REMEMBERED_ROWS:
-                            plan = None  # this segment is read again by the rewrite
-            if plan is not None:
-                self._plans[segment.base_offset] = plan
-            self.cleanable_end = segment.next_offset
-            if len(latest) >= self.settings.max_keys:
-                break  # the rest waits for the next pass, as Kafka's full dedupe buffer
-        latest.pop(None, None)  # records without a key are always kept
-        return latest  # type: ignore[return-value]  # None is gone
-
-    def _rewrite(self, segment: Segment, latest: dict[bytes, int]) -> Swap | None:
+    def _compact(self, segment: Segment, seen: dict[bytes, None]) -> Swap | None:
+        """Decide for every record of ``segment`` (``seen``: the keys of newer records, to
+        which its own are added), then write what it keeps, if it drops anything."""
+        with contextlib.closing(self._batches(segment)) as batches:
+            plan = [
+                _planned(position, header, data, rows) for position, header, data, rows in batches
+            ]
+        decisions = [self._decide(planned, seen) for planned in reversed(plan)][::-1]
+        if all(keep is None or all(keep) for keep in decisions):
+            return None  # nothing to drop: the segment stays as it is, unread again
         temp_path = segment.path[: -len(".log")] + TEMP_SUFFIX
         out = _Output(self.fs, temp_path, segment, self.index_interval_bytes)
         dropped = 0
         fd = self.fs.open_ro(segment.path)
-        plan = self._plans.pop(segment.base_offset, None)
-        read = None if plan is not None else self._batches(segment)
         try:
-            if read is None:
-                batches: Iterable[tuple[_Planned, memoryview | None]] = (
-                    (planned, None) for planned in plan or ()
-                )
-            else:
-                batches = (
-                    (_planned(position, header, rows), data)
-                    for position, header, data, rows in read
-                )
-            for planned, data in batches:
-                dropped += self._rewrite_batch(out, fd, planned, data, latest)
+            for planned, keep in zip(plan, decisions, strict=True):
+                dropped += self._write_batch(out, fd, planned, keep)
             self._written(out.finish())
-            if not dropped or out.size == segment.size:
-                # Nothing dropped; or (rarely) the same size, which a scrub reading the file
-                # could not tell from the old one: this segment waits for the next pass.
+            if out.size == segment.size:
+                # The same size, which a scrub reading the file could not tell from the
+                # old one (rare): this segment waits for the next pass.
                 out.remove()
                 return None
             out.sync()
@@ -226,33 +201,53 @@ class CompactionJob:
             out.remove()
             raise
         finally:
-            if read is not None:
-                read.close()  # its file now, not when collected (after a crash test's reset)
             self.fs.close(fd)
         self.records_dropped += dropped
         return Swap(segment, temp_path, out.segment, old_fd)
 
-    def _rewrite_batch(
-        self,
-        out: _Output,
-        fd: int,
-        planned: _Planned,
-        data: memoryview | None,
-        latest: dict[bytes, int],
-    ) -> int:
-        """Write what ``out`` keeps of one batch (``data``, or read at its position if the
-        map did not keep it); returns how many records it dropped."""
-        position, header, keys, empties = planned
+    def _decide(self, planned: _Planned, seen: dict[bytes, None]) -> list[bool] | None:
+        """Per record of a batch, newest first: kept unless a newer record of its key was
+        seen (its key then joins ``seen``); a kept tombstone (an empty value) goes once
+        ``tombstone_retention_ms`` have passed since its batch was appended. None for a gap
+        batch."""
+        _, header, keys, values = planned
         if header.is_gap:
+            return None
+        keep = [True] * len(keys)
+        for i in range(len(keys) - 1, -1, -1):
+            key = keys[i]
+            if key is not None:
+                if key in seen:
+                    keep[i] = False
+                else:
+                    seen[key] = None
+        tombstones = [
+            i for i in compress(range(len(keys)), keep)
+            if len(values[i]) <= _MAX_EMPTY and _is_empty(values[i]) and keys[i] is not None
+        ]  # fmt: skip
+        if tombstones:
+            due_ms = header.append_time_ms + self.tombstone_retention_ms
+            if due_ms <= self.now_ms:
+                for i in tombstones:
+                    keep[i] = False
+            elif self.tombstones_due_ms is None or due_ms < self.tombstones_due_ms:
+                self.tombstones_due_ms = due_ms
+        return keep
+
+    def _write_batch(
+        self, out: _Output, fd: int, planned: _Planned, keep: list[bool] | None
+    ) -> int:
+        """Write what ``out`` keeps of one batch (read again at its position if it keeps
+        any); returns how many records it dropped."""
+        position, header, _, _ = planned
+        if keep is None:
             out.drop(header.base_offset, header.record_count, header.append_time_ms)
             return 0
-        keep = self._keep(header, keys, empties, latest)
         kept = sum(keep)
         if not kept:
             out.drop(header.base_offset, header.record_count, header.append_time_ms)
             return len(keep)
-        if data is None:
-            data = self._read_batch(fd, position, header)
+        data = self._read_batch(fd, position, header)
         if kept == len(keep):  # the batch as it is: no decode, no encode
             self._written(out.whole(data, header))
             return 0
@@ -275,30 +270,6 @@ class CompactionJob:
             raise CorruptBatch(f"the batch at byte {position} changed since it was mapped")
         batch_format.verify(data, 0, header)
         return memoryview(data)
-
-    def _keep(
-        self,
-        header: BatchHeader,
-        keys: list[bytes | None],
-        empties: list[int],
-        latest: dict[bytes, int],
-    ) -> list[bool]:
-        """Per record of a batch: kept? A later record of its key replaces it; a tombstone
-        (``empties``: the records with an empty value) goes once ``tombstone_retention_ms``
-        have passed since its batch was appended."""
-        # latest.get(key, offset) <= offset, per record, in C: a key without a later record
-        # maps to its own offset (and None, no key, is never in ``latest``).
-        offsets = range(header.base_offset, header.next_offset)
-        keep: list[bool] = list(map(le, map(latest.get, keys, offsets), offsets))  # type: ignore[arg-type]
-        tombstones = [i for i in empties if keep[i] and keys[i] is not None]
-        if tombstones:
-            due_ms = header.append_time_ms + self.tombstone_retention_ms
-            if due_ms <= self.now_ms:
-                for i in tombstones:
-                    keep[i] = False
-            elif self.tombstones_due_ms is None or due_ms < self.tombstones_due_ms:
-                self.tombstones_due_ms = due_ms
-        return keep
 
     def _batches(
         self, segment: Segment
@@ -471,20 +442,16 @@ _key_of = attrgetter("key")
 _value_of = attrgetter("value")
 #: An empty MessagePack bin (a tombstone's value) as encoded: bin 8, 16 or 32 of length 0.
 _EMPTY_VALUES = (b"\xc4\x00", b"\xc5\x00\x00", b"\xc6\x00\x00\x00\x00")
+_MAX_EMPTY = 5
 
 
-#: What the map remembers of a batch: position, header, keys, which values are empty.
-_Planned = tuple[int, BatchHeader, list[bytes | None], list[int]]
-#: Records whose keys a pass remembers between its map and its rewrite (~100 bytes each).
-MAX_REMEMBERED_ROWS = 2_000_000
+#: What a pass knows of a batch once read: position, header, keys, values (raw: they point
+#: into the chunk read, so a segment's plan holds at most that segment's bytes).
+_Planned = tuple[int, BatchHeader, list[bytes | None], list[msgspec.Raw]]
 
 
-def _planned(position: int, header: BatchHeader, rows: list[_Row]) -> _Planned:
-    keys: list[bytes | None] = list(map(_key_of, rows))
-    empties: list[int] = []
-    if rows and min(map(len, map(_value_of, rows))) <= 5:  # a tombstone (rare): find which
-        empties = [i for i, row in enumerate(rows) if _is_empty(row.value)]
-    return position, header, keys, empties
+def _planned(position: int, header: BatchHeader, data: memoryview, rows: list[_Row]) -> _Planned:
+    return position, header, list(map(_key_of, rows)), list(map(_value_of, rows))
 
 
 def _rows(data: memoryview, header: BatchHeader) -> list[_Row]:
@@ -500,7 +467,7 @@ def _rows(data: memoryview, header: BatchHeader) -> list[_Row]:
 
 
 def _is_empty(value: msgspec.Raw) -> bool:
-    return len(value) <= 5 and bytes(value) in _EMPTY_VALUES
+    return len(value) <= _MAX_EMPTY and bytes(value) in _EMPTY_VALUES
 
 
 def _no_pause(seconds: float) -> None:
