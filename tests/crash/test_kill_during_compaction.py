@@ -76,12 +76,16 @@ def _wait_for(condition: object, what: str) -> None:
 
 
 def _publish_some(url: str, published: dict[int, tuple[bytes, bytes]], round_: int) -> None:
+    """Enough to roll segments through the server's shared WAL: compacting those voids
+    their WAL records, which the replay after the next kill must respect."""
+
     async def main() -> None:
         async with roost.connect(url) as client:
-            for key in range(0, KEYS, 3):
-                value = b"r%d:" % round_ + _value(key, 9000 + round_)
-                receipt = await client.publish("kv", value, key=b"k%02d" % key)
-                published[receipt.offset] = (b"k%02d" % key, value)
+            for version in range(16):
+                for key in range(0, KEYS, 2):
+                    value = b"r%d:" % round_ + _value(key, 9000 + 10 * round_ + version)
+                    receipt = await client.publish("kv", value, key=b"k%02d" % key)
+                    published[receipt.offset] = (b"k%02d" % key, value)
 
     asyncio.run(main())
 

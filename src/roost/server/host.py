@@ -63,11 +63,11 @@ from roost.server.protocol_strikes import protocol_strikes
 from roost.server.storage_watch import StorageWatch
 from roost.storage import Journal, LocalEngine
 from roost.storage.compaction import (
+    CompactedLogs,
     CompactionJob,
     CompactionSettings,
     CompactionStopped,
     Compactor,
-    compacted_logs,
 )
 from roost.storage.log import PartitionLog
 from roost.storage.repair import RepairReport
@@ -137,7 +137,7 @@ class Host:
         #: Compacts the sealed segments of compacted topics (storage/compaction.py), one
         #: partition per pass, in a thread, paced at ``compaction_bytes_per_s``.
         self.compactor = Compactor(
-            lambda: compacted_logs(engine),
+            CompactedLogs(engine),
             clock,
             CompactionSettings(bytes_per_second=compaction_bytes_per_s or None),
         )

@@ -3,8 +3,9 @@
 How it works, per partition of a compacted topic:
 
 - Only **sealed** segments are compacted, never the active one, and only those a crash can no
-  longer change: synced, no flush job holding them, nothing of them left in the shared WAL
-  (whose replay would write old bytes into the new file). They form a prefix of the log.
+  longer change: durable, no flush job holding them. They form a prefix of the log. The
+  shared WAL's replay writes at fixed positions, so before a swap the old file is fdatasynced
+  and the WAL's records for it voided (a forget marker): old bytes never land in a new file.
 - The **clean point** (``CLEANED`` in the partition directory, a hint) says up to which offset
   the log was compacted. The segments past it are *dirty*; a pass runs when dirty bytes are at
   least ``min_dirty_ratio`` of the compactable bytes, or when a kept tombstone's retention has
@@ -197,6 +198,9 @@ class CompactionJob:
                 return None
             out.sync()
             old_fd = self.fs.open_ro(segment.path)
+            # Its bytes may be durable only in the shared WAL, whose records for it the swap
+            # voids: on disk in its own file first, should the rename not survive a crash.
+            self.fs.fdatasync(old_fd)
         except BaseException:
             out.remove()
             raise
@@ -519,8 +523,6 @@ class Compactor:
         due = point.tombstones_due_ms is not None and point.tombstones_due_ms <= now_ms
         if not due and not (dirty and dirty >= total * self.settings.min_dirty_ratio):
             return None
-        if due and not dirty:
-            point = point._replace(cleaned_offset=0)  # the map comes from the segments again
         return CompactionJob(log, segments, point, now_ms, self.settings, self._clock)
 
     def swap(self, job: CompactionJob) -> None:
@@ -574,3 +576,20 @@ def compacted_logs(engine: LocalEngine) -> list[PartitionLog]:
         if topic.config.compacted:
             logs.extend(topic.partitions)
     return logs
+
+
+class CompactedLogs:
+    """``compacted_logs(engine)``, looked for again only when a definition changed (the
+    metadata's version moved): the host asks every few seconds, and 100,000 queues must not
+    cost a walk over every topic each time."""
+
+    def __init__(self, engine: LocalEngine) -> None:
+        self._engine = engine
+        self._version = -1
+        self._logs: list[PartitionLog] = []
+
+    def __call__(self) -> list[PartitionLog]:
+        version = self._engine.metadata.version
+        if version != self._version:
+            self._logs, self._version = compacted_logs(self._engine), version
+        return [log for log in self._logs if not log.closed]

@@ -697,9 +697,10 @@ class PartitionLog:
     # -- compaction -----------------------------------------------------------------------
 
     def compactable_segments(self) -> list[Segment]:
-        """The oldest sealed segments that a crash can no longer change: synced, held by no
-        flush job, named by no record of the shared WAL (whose replay would write their old
-        bytes into a compacted file). Empty while the log is not serving or being repaired."""
+        """The oldest sealed segments whose bytes a crash can no longer change: durable
+        (synced, or in the shared WAL), held by no flush job. Empty while the log is not
+        serving or being repaired. (A segment the WAL still names is compactable: the swap
+        voids its records first, see ``swap_segment``.)"""
         if self._closed or self._repairing or self._failure is not None:
             return []
         if self.recovery.quarantined or self._made_under is not None:
@@ -712,21 +713,26 @@ class PartitionLog:
                 or segment.base_offset in self._unsynced
                 or segment.held_back_bytes
                 or (segment.next_offset > self.durable_offset and not self._never)
-                or (self.wal is not None and self.wal.mentions(segment.path))
             ):
                 break
             found.append(segment)
         return found
 
     def swap_segment(self, old: Segment, new: Segment, temp_path: str) -> bool:
-        """Put the compacted ``new`` (written and fsynced at ``temp_path``) in place of ``old``:
-        a rename, and the segment list changed with it (storage/compaction.py). False, with
-        nothing changed, when ``old`` is no longer a compactable segment of this log."""
+        """Put the compacted ``new`` (written and fsynced at ``temp_path``) in place of ``old``
+        (whose file the caller fdatasynced): a rename, and the segment list changed with it
+        (storage/compaction.py). False, with nothing changed, when ``old`` is no longer a
+        compactable segment of this log."""
         if old not in self.compactable_segments() or old.size == new.size:
             return False
         if new.base_offset != old.base_offset or new.next_offset != old.next_offset:
             return False
         try:
+            if self.wal is not None and self.wal.mentions(old.path):
+                # Replay writes at fixed positions: the old bytes must never land in the new
+                # file. The caller synced the old file first, so voiding its records loses
+                # nothing if the rename does not survive a crash. One small O_DSYNC write.
+                self.wal.forget(old.path)
             self._fs.rename(temp_path, old.path)
         except OSError as e:
             log.warning("%s: could not swap in compacted segment %s: %s", self.name, old.path, e)
