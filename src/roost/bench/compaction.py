@@ -38,7 +38,9 @@ VALUE_BYTES = 1024
 BATCH_RECORDS = 100
 MB = 1_000_000
 #: 8 MiB segments (the default is 64 MiB: fewer, larger files, less per-file cost).
-CONFIG = TopicConfig(cleanup="compact", segment_max_bytes=8 * 1024 * 1024, durability="never")
+#: Durability ``always``, flushed before anything is measured: the segments are on disk, as
+#: a broker's sealed segments are by the time compaction reaches them.
+CONFIG = TopicConfig(cleanup="compact", segment_max_bytes=8 * 1024 * 1024)
 
 
 def _write(engine: LocalEngine, records: int, keys: int) -> PartitionLog:

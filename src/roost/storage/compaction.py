@@ -136,6 +136,12 @@ class CompactionJob:
         self.settings = settings
         self._clock = clock
         self.tombstone_retention_ms = log.config.tombstone_retention_ms
+        #: Base offsets of the segments the shared WAL still names (read on the loop, here):
+        #: the only ones not already synced in their own file.
+        wal = log.wal
+        self.wal_named = {
+            s.base_offset for s in segments if wal is not None and wal.mentions(s.path)
+        }
         self.index_interval_bytes = log.config.index_interval_bytes
         #: Set from the loop to make ``run`` give up at its next chunk.
         self.stopped = False
@@ -177,9 +183,7 @@ class CompactionJob:
         """Decide for every record of ``segment`` (``seen``: the keys of newer records, to
         which its own are added), then write what it keeps, if it drops anything."""
         with contextlib.closing(self._batches(segment)) as batches:
-            plan = [
-                _planned(position, header, data, rows) for position, header, data, rows in batches
-            ]
+            plan = [_planned(position, header, rows) for position, header, _, rows in batches]
         decisions = [self._decide(planned, seen) for planned in reversed(plan)][::-1]
         if all(keep is None or all(keep) for keep in decisions):
             return None  # nothing to drop: the segment stays as it is, unread again
@@ -198,9 +202,10 @@ class CompactionJob:
                 return None
             out.sync()
             old_fd = self.fs.open_ro(segment.path)
-            # Its bytes may be durable only in the shared WAL, whose records for it the swap
-            # voids: on disk in its own file first, should the rename not survive a crash.
-            self.fs.fdatasync(old_fd)
+            if segment.base_offset in self.wal_named:
+                # Its bytes may be durable only in the shared WAL, whose records for it the
+                # swap voids: on disk in its own file first, should the rename not survive.
+                self.fs.fdatasync(old_fd)
         except BaseException:
             out.remove()
             raise
@@ -213,21 +218,32 @@ class CompactionJob:
         """Per record of a batch, newest first: kept unless a newer record of its key was
         seen (its key then joins ``seen``); a kept tombstone (an empty value) goes once
         ``tombstone_retention_ms`` have passed since its batch was appended. None for a gap
-        batch."""
-        _, header, keys, values = planned
+        batch. Two common batches are decided whole, in C: every key new and distinct (the
+        newest data), every key seen (data since replaced)."""
+        _, header, rows = planned
         if header.is_gap:
             return None
-        keep = [True] * len(keys)
-        for i in range(len(keys) - 1, -1, -1):
-            key = keys[i]
-            if key is not None:
-                if key in seen:
-                    keep[i] = False
-                else:
-                    seen[key] = None
+        keys: list[bytes | None] = list(map(_key_of, rows))
+        count = len(keys)
+        if all(map(seen.__contains__, keys)):
+            return [False] * count
+        fresh = dict.fromkeys(keys)
+        if len(fresh) == count and None not in fresh and seen.keys().isdisjoint(fresh):
+            seen.update(fresh)  # type: ignore[arg-type]  # no None among them
+            keep = [True] * count
+        else:
+            keep = [True] * count
+            for i in range(count - 1, -1, -1):
+                key = keys[i]
+                if key is not None:
+                    if key in seen:
+                        keep[i] = False
+                    else:
+                        seen[key] = None
         tombstones = [
-            i for i in compress(range(len(keys)), keep)
-            if len(values[i]) <= _MAX_EMPTY and _is_empty(values[i]) and keys[i] is not None
+            i for i in compress(range(count), keep)
+            if len(rows[i].value) <= _MAX_EMPTY and _is_empty(rows[i].value)
+            and keys[i] is not None
         ]  # fmt: skip
         if tombstones:
             due_ms = header.append_time_ms + self.tombstone_retention_ms
@@ -243,7 +259,7 @@ class CompactionJob:
     ) -> int:
         """Write what ``out`` keeps of one batch (read again at its position if it keeps
         any); returns how many records it dropped."""
-        position, header, _, _ = planned
+        position, header, _ = planned
         if keep is None:
             out.drop(header.base_offset, header.record_count, header.append_time_ms)
             return 0
@@ -443,19 +459,18 @@ class _Row(msgspec.Struct, array_like=True, gc=False):
 
 _ROWS = msgspec.msgpack.Decoder(list[_Row])
 _key_of = attrgetter("key")
-_value_of = attrgetter("value")
 #: An empty MessagePack bin (a tombstone's value) as encoded: bin 8, 16 or 32 of length 0.
 _EMPTY_VALUES = (b"\xc4\x00", b"\xc5\x00\x00", b"\xc6\x00\x00\x00\x00")
 _MAX_EMPTY = 5
 
 
-#: What a pass knows of a batch once read: position, header, keys, values (raw: they point
-#: into the chunk read, so a segment's plan holds at most that segment's bytes).
-_Planned = tuple[int, BatchHeader, list[bytes | None], list[msgspec.Raw]]
+#: What a pass knows of a batch once read: position, header, its records decoded light (their
+#: values point into the chunk read: a segment's plan holds at most that segment's bytes).
+_Planned = tuple[int, BatchHeader, list[_Row]]
 
 
-def _planned(position: int, header: BatchHeader, data: memoryview, rows: list[_Row]) -> _Planned:
-    return position, header, list(map(_key_of, rows)), list(map(_value_of, rows))
+def _planned(position: int, header: BatchHeader, rows: list[_Row]) -> _Planned:
+    return position, header, rows
 
 
 def _rows(data: memoryview, header: BatchHeader) -> list[_Row]:
