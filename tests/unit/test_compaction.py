@@ -20,6 +20,7 @@ from roost.storage.compaction import (
 )
 from roost.storage.config import TopicConfig
 from roost.storage.log import PartitionLog
+from roost.storage.scrub import Scrubber
 from roost.storage.segment import LOG_SUFFIX
 
 DAY_MS = 24 * 3600 * 1000
@@ -164,3 +165,30 @@ def test_a_temporary_file_left_by_a_crash_is_removed_at_open(
     assert [r.value for r in engine.topic("t").log(0).read(0)] == [b"1", b"2"]
     assert os.path.exists(os.path.join(directory, f"{0:020d}{LOG_SUFFIX}"))
     engine.close()
+
+
+def test_a_scrub_reading_a_segment_that_compaction_replaced_starts_it_again(
+    engine: LocalEngine, clock: ManualClock
+) -> None:
+    log = engine.create_topic("t", _config()).log(0)
+    _publish(log, [(b"k%d" % (i % 3), b"x" * 200) for i in range(60)])
+    _seal(log)
+    scrubber = Scrubber(engine, chunk_bytes=1000)
+    job = scrubber.next_job()
+    assert job is not None and job.position == 0
+    scrubber.finish(job, job.run())  # part of the old file verified
+    job = scrubber.next_job()
+    assert job is not None and job.position > 0
+
+    _compactor(engine, clock).compact(log)  # the file is replaced, smaller
+    result = job.run()  # reads the new file at a position of the old one
+    scrubber.finish(job, result)
+
+    assert not log.quarantined, "not damage: another file"
+    for _ in range(100):  # bounded: the new file is a few hundred bytes
+        job = scrubber.next_job()
+        assert job is not None
+        scrubber.finish(job, job.run())
+        if scrubber.passes:
+            break
+    assert not log.quarantined and scrubber.found == 0

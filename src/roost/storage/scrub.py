@@ -18,8 +18,10 @@ caller bounds the I/O per step and paces the steps (the host sleeps between them
 ``SCAN_TOPICS_PER_STEP`` topics per call (``next_job`` returns None while ``scanning``, and the
 host gives the loop a turn before calling again), so that 100,000 topics are not one stall of
 ~0.4 s once a minute. Only sealed segments are scrubbed: they never change until deleted
-whole. A segment deleted meanwhile (retention) is skipped; active segments and journals are
-verified on open.
+whole, or replaced whole by compaction (storage/compaction.py) with a file of another size. A
+segment deleted meanwhile (retention) is skipped; one replaced meanwhile, whose job then read
+the new file as if it were the old, is verified again from its start (not damage); active
+segments and journals are verified on open.
 """
 
 from __future__ import annotations
