@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 from collections.abc import Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -59,6 +60,8 @@ from roost.storage.fd_pool import FdPool
 from roost.storage.fs import LocalFS
 from roost.storage.log import PartitionLog
 from roost.storage.segment import SCAN_CHUNK_BYTES, Segment
+
+log = logging.getLogger("roost.compaction")
 
 #: The clean point's file in a partition directory (JSON; a hint).
 CLEAN_POINT_NAME = "CLEANED"
@@ -583,6 +586,14 @@ class Compactor:
             job.log.quarantine(f"compaction found a bad batch: {job.damage}")
             return
         swapped: list[Swap] = []
+        compactable = job.log.compactable_segments()
+        try:
+            job.log.forget_in_wal([swap.old for swap in job.swaps if swap.old in compactable])
+        except OSError as e:  # nothing swapped: the next pass tries again
+            log.warning("%s: compaction could not write to the WAL: %s", job.log.name, e)
+            job.discard()
+            job.cleanable_end = job.point.cleaned_offset  # not compacted: the point stays
+            return
         for swap in job.swaps:
             old_size = swap.old.size
             if job.log.swap_segment(swap.old, swap.new, swap.temp_path):

@@ -718,21 +718,24 @@ class PartitionLog:
             found.append(segment)
         return found
 
+    def forget_in_wal(self, segments: Sequence[Segment]) -> None:
+        """Void the shared WAL's records for the files of ``segments`` (about to be replaced
+        by compaction, their files synced by the caller): replay writes at fixed positions,
+        and old bytes must never land in a new file. One small O_DSYNC write, blocking."""
+        named = [s.path for s in segments if self.wal is not None and self.wal.mentions(s.path)]
+        if named and self.wal is not None:
+            self.wal.forget_all(named)
+
     def swap_segment(self, old: Segment, new: Segment, temp_path: str) -> bool:
         """Put the compacted ``new`` (written and fsynced at ``temp_path``) in place of ``old``
-        (whose file the caller fdatasynced): a rename, and the segment list changed with it
-        (storage/compaction.py). False, with nothing changed, when ``old`` is no longer a
-        compactable segment of this log."""
+        (synced, and forgotten by the WAL: ``forget_in_wal``): a rename, and the segment list
+        changed with it (storage/compaction.py). False, with nothing changed, when ``old`` is
+        no longer a compactable segment of this log."""
         if old not in self.compactable_segments() or old.size == new.size:
             return False
         if new.base_offset != old.base_offset or new.next_offset != old.next_offset:
             return False
         try:
-            if self.wal is not None and self.wal.mentions(old.path):
-                # Replay writes at fixed positions: the old bytes must never land in the new
-                # file. The caller synced the old file first, so voiding its records loses
-                # nothing if the rename does not survive a crash. One small O_DSYNC write.
-                self.wal.forget(old.path)
             self._fs.rename(temp_path, old.path)
         except OSError as e:
             log.warning("%s: could not swap in compacted segment %s: %s", self.name, old.path, e)
