@@ -115,7 +115,7 @@ def read_clean_point(fs: LocalFS, directory: str) -> CleanPoint:
 
 def clean_point(log: PartitionLog) -> CleanPoint:
     """The log's clean point, read from its hint file the first time it is asked."""
-    point: CleanPoint | None = getattr(log, "clean_point", None)
+    point = log.clean_point
     if point is None:
         point = read_clean_point(log.fs, log.directory) if log.on_disk else CleanPoint()
         log.clean_point = point
