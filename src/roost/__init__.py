@@ -10,6 +10,7 @@ async with roost.open("./data") as broker:
 """
 
 from roost import errors
+from roost.client import tracing
 from roost.client.api import Client, StreamMember
 from roost.client.embedded import EmbeddedBroker, Outgoing, Published, open
 from roost.client.network import connect
@@ -20,6 +21,7 @@ from roost.core.retry import RetryPolicy
 from roost.errors import (
     AlreadyExists,
     BacklogFull,
+    ConfigConflict,
     ConnectionClosed,
     ConnectionLost,
     ExchangeExists,
@@ -49,6 +51,7 @@ __all__ = [
     "AlreadyExists",
     "BacklogFull",
     "Client",
+    "ConfigConflict",
     "ConnectionClosed",
     "ConnectionLost",
     "Delivery",
@@ -80,4 +83,5 @@ __all__ = [
     "connect",
     "errors",
     "open",
+    "tracing",
 ]

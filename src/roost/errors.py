@@ -19,9 +19,10 @@
     │   ├── UnknownToken             unknown_token
     │   └── UnknownGrant             unknown_grant    (revoking what the user does not hold)
     ├── AlreadyExists
-    │   ├── TopicExists              topic_exists
-    │   ├── ExchangeExists           exchange_exists
-    │   ├── SubscriptionExists       subscription_exists
+    │   ├── ConfigConflict           config_conflict (declared again with other settings)
+    │   │   ├── TopicExists          topic_exists
+    │   │   ├── ExchangeExists       exchange_exists
+    │   │   └── SubscriptionExists   subscription_exists
     │   └── UserExists               user_exists
     ├── Conflict                     (the request was valid, the state moved on)
     │   ├── StaleGeneration          stale_generation (rejoin the group)
@@ -53,6 +54,8 @@ codes, never messages. Lower-level errors (OSError) are wrapped once, at the edg
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 #: What an error's details may hold: plain values a wire can carry and a caller can compare.
 Detail = str | int | float | bool | None | list[str | int | float | bool | None]
@@ -197,11 +200,47 @@ class AlreadyExists(RoostError):
     code = "already_exists"
 
 
-class TopicExists(AlreadyExists):
+#: One setting a declare asked for that differs from what exists: (setting, existing, requested).
+Difference = tuple[str, object, object]
+
+
+class ConfigConflict(AlreadyExists):
+    """A declare named something that exists with other settings; nothing changed.
+
+    Declaring again with the same settings is not an error (it returns what exists), as
+    AMQP's declares and SQS's CreateQueue are idempotent; this is AMQP's
+    ``PRECONDITION_FAILED`` and SQS's ``QueueNameExists``. ``settings`` names each differing
+    setting (nested ones dotted: ``retry.base_ms``); ``existing`` and ``requested`` hold their
+    values in the same order.
+    """
+
+    code = "config_conflict"
+
+    def __init__(self, kind: str, name: str, differences: Sequence[Difference] = ()) -> None:
+        if differences:
+            said = "; ".join(f"{s} is {e!r}, not {r!r}" for s, e, r in differences)
+            message = f"{kind} {name!r} already exists with other settings: {said}"
+        else:
+            message = f"{kind} {name!r} already exists"
+        super().__init__(message)
+        self.kind = kind
+        self.name = name
+        self.settings = [setting for setting, _, _ in differences]
+        self.existing = [_detail(existing) for _, existing, _ in differences]
+        self.requested = [_detail(requested) for _, _, requested in differences]
+
+
+def _detail(value: object) -> str | int | float | bool | None:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return repr(value)
+
+
+class TopicExists(ConfigConflict):
     code = "topic_exists"
 
-    def __init__(self, topic: str) -> None:
-        super().__init__(f"topic {topic!r} already exists")
+    def __init__(self, topic: str, differences: Sequence[Difference] = ()) -> None:
+        super().__init__("topic", topic, differences)
         self.topic = topic
 
 
@@ -240,19 +279,21 @@ class UnknownMember(NotFound):
         self.member = member
 
 
-class ExchangeExists(AlreadyExists):
+class ExchangeExists(ConfigConflict):
     code = "exchange_exists"
 
-    def __init__(self, exchange: str) -> None:
-        super().__init__(f"exchange {exchange!r} already exists")
+    def __init__(self, exchange: str, differences: Sequence[Difference] = ()) -> None:
+        super().__init__("exchange", exchange, differences)
         self.exchange = exchange
 
 
-class SubscriptionExists(AlreadyExists):
+class SubscriptionExists(ConfigConflict):
     code = "subscription_exists"
 
-    def __init__(self, topic: str, subscription: str) -> None:
-        super().__init__(f"topic {topic!r} already has a subscription {subscription!r}")
+    def __init__(
+        self, topic: str, subscription: str, differences: Sequence[Difference] = ()
+    ) -> None:
+        super().__init__("subscription", f"{topic}/{subscription}", differences)
         self.topic = topic
         self.subscription = subscription
 

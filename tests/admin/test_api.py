@@ -189,7 +189,9 @@ def test_subscription_errors(data_dir: str, clock: ManualClock) -> None:
         await admin.error("POST", base, 404, "unknown_topic", json=missing_dlq)
         forever = {"name": "s", "max_deliveries": None}
         await admin.ok("POST", base, forever, status=201)
-        await admin.error("POST", base, 409, "subscription_exists", json=forever)
+        await admin.ok("POST", base, forever, status=201)  # a declare: the same is fine
+        other = {**forever, "visibility_timeout_ms": 1000}
+        await admin.error("POST", base, 409, "subscription_exists", json=other)
         await admin.error("POST", base, 422, "invalid_request", json={"name": "x", "mode": "fast"})
         await admin.error(
             "POST", "/api/v1/topics/nope/subscriptions", 404, "unknown_topic", json=forever
@@ -232,7 +234,7 @@ def test_queues(data_dir: str, clock: ManualClock) -> None:
 def test_queue_errors(data_dir: str, clock: ManualClock) -> None:
     async def body(admin: Admin) -> None:
         await admin.ok("POST", "/api/v1/queues", {"name": "q", **NEVER}, status=201)
-        await admin.error("POST", "/api/v1/queues", 409, "topic_exists", json={"name": "q"})
+        await admin.error("POST", "/api/v1/queues", 409, "config_conflict", json={"name": "q"})
         no_dlq = {"name": "r", "dead_letter": None}
         await admin.error("POST", "/api/v1/queues", 400, "invalid_config", json=no_dlq)
         await admin.error("POST", "/api/v1/queues", 422, "invalid_request", json={"fifo": True})

@@ -81,3 +81,17 @@ def test_rates_are_unknown_rather_than_wrong(
     assert lines["jobs"].delivered is None
     assert lines["new"] == Rates(), "new since the last reading: no counters then"
     assert next(t for t in remade.topics if t.name == "new").published_per_s is None
+
+
+def test_roosts_own_subscriptions_are_not_listed_as_queues(broker: Broker) -> None:
+    from roost.core.model import SubscriptionSpec
+    from roost.core.redrive import REDRIVE_SUBSCRIPTION
+
+    for name in (REDRIVE_SUBSCRIPTION, "roost-peek-3f2a", "audit"):
+        broker.create_subscription(SubscriptionSpec(name=name, topic="jobs.dlq", mode="stream"))
+    seen = snapshot(None, read_broker(broker))
+    assert [(s.stats.topic, s.stats.subscription) for s in seen.subscriptions] == [
+        ("jobs", "jobs"), ("jobs.dlq", "audit"),
+    ]  # fmt: skip
+    dlq = next(t for t in seen.topics if t.name == "jobs.dlq")
+    assert sorted(dlq.subscriptions) == ["audit", "roost-peek-3f2a", "roost-redrive"]

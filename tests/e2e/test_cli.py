@@ -282,7 +282,11 @@ def test_errors_exit_1_with_one_clear_line(url: str) -> None:
     ok(url, "topic", "create", "e-plain")
     assert "no subscription" in failed(url, "consume", "e-plain", "--wait", "0")
     assert "has no subscription" in failed(url, "dlq", "list", "e-plain")
-    assert "exists" in failed(url, "topic", "create", "e-plain")
+    ok(url, "topic", "create", "e-plain")  # a declare: the same settings are fine
+    conflict = failed(url, "topic", "create", "e-plain", "--partitions", "2")
+    assert conflict == (
+        "error: topic 'e-plain' already exists with other settings: partitions is 1, not 2"
+    )
     assert "invalid" in failed(url, "exchange", "declare", "e-bad name", "direct")
     assert "cannot reach the broker" in failed("roost://127.0.0.1:1", "topic", "list")
     assert "roost://" in failed("http://localhost:7420", "topic", "list")
@@ -293,3 +297,23 @@ def test_errors_exit_1_with_one_clear_line(url: str) -> None:
     assert usage.exit_code == 2 and "--dedup-id" in usage.stderr
     usage = roost_cli(url, "publish", "--routing-key", "k")
     assert usage.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("queue", "create", "n1", "--visibility-timeout", "inf"),
+         "inf: a finite number of seconds, from 0 to 43200"),
+        (("queue", "create", "n2", "--delay", "nan"), "nan: a finite number of seconds"),
+        (("queue", "create", "n3", "--max-deliveries", "99999999999999999999"), "1<=x<=1000"),
+        (("publish", "q", "v", "--delay", "1e20"), "1e20: a finite number of seconds"),
+        (("stats", "q", "--watch", "nan"), "nan: a finite number of seconds, from 0.1"),
+        (("dlq", "redrive", "q", "--rate", "0"), "0: a finite number of messages a second"),
+        (("topic", "create", "n4", "--partitions", "5000"), "1<=x<=4096"),
+    ],
+)  # fmt: skip
+def test_numbers_are_checked_before_anything_is_sent(args: tuple[str, ...], said: str) -> None:
+    """A usage error (exit 2) naming the option, even with no broker to reach."""
+    result = roost_cli("roost://127.0.0.1:1", *args)
+    assert result.exit_code == 2, result.stderr
+    assert said in result.stderr and "Traceback" not in result.stderr

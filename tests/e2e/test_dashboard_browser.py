@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Page, expect
+from playwright.async_api import Locator, Page, expect
 
 import roost
 from roost.core.model import Message
@@ -92,10 +92,7 @@ def test_watch_a_queue_dead_letter_a_message_and_redrive_it(server: Server) -> N
             await expect(page.locator('.tile [data-field="depth"]')).to_have_text("5")
             await screenshot(page, "dashboard-queue.png")
 
-            await page.click('[data-action="redrive"]')
-            await expect(page.locator('[data-field="redrive-note"]')).to_have_text(
-                "moved 1 back to jobs"
-            )
+            await redrive_asks_first_and_filters(page, letters)
             await expect(page.locator('[data-section="dead-letters"] [data-empty]')).to_be_visible()
             await expect(dead).to_have_text("0")
             await expect(page.locator('.tile [data-field="depth"]')).to_have_text("6")
@@ -103,6 +100,7 @@ def test_watch_a_queue_dead_letter_a_message_and_redrive_it(server: Server) -> N
 
             await page.click("header .brand")
             await expect(depth).to_have_text("6")
+            await roosts_own_subscriptions_are_not_listed(page)
             await screenshot(page, "dashboard-overview.png")
             await a_consumer_group_s_lag_per_partition(broker, page)
             assert await page.evaluate("window.stillTheSamePage") is True, "no reload"
@@ -114,6 +112,37 @@ def test_watch_a_queue_dead_letter_a_message_and_redrive_it(server: Server) -> N
             await expect(page).to_have_url(re.compile(r"/login$"))  # the session ended
 
     asyncio.run(body())
+
+
+async def redrive_asks_first_and_filters(page: Page, letters: Locator) -> None:
+    """The redrive button asks first (cancel moves nothing), and its filter is applied."""
+    await expect(page.locator('[data-field="dead-letters-shown"]')).to_have_text("1 of 1")
+    await page.click('[data-action="redrive"]')  # asks first, and offers the filter
+    form = page.locator('[data-section="redrive-form"]')
+    await expect(form).to_be_visible()
+    await expect(form.locator('[data-field="redrive-question"]')).to_have_text(
+        "Move 1 dead letters (or those matching) back to jobs, at most 100 a second?"
+    )
+    await page.click('[data-action="redrive-cancel"]')
+    await expect(form).to_be_hidden()
+    await expect(letters).to_have_count(1)  # cancelled: nothing moved
+    await page.click('[data-action="redrive"]')
+    await form.locator('[data-field="redrive-error"]').fill("no such error")
+    await page.click('[data-action="redrive-confirm"]')
+    await expect(page.locator('[data-field="redrive-note"]')).to_have_text(
+        "moved 0 back to jobs"
+    )  # the filter matched nothing
+    await expect(letters).to_have_count(1)
+    await page.click('[data-action="redrive"]')
+    await form.locator('[data-field="redrive-error"]').fill("mailbox")
+    await page.click('[data-action="redrive-confirm"]')
+    await expect(page.locator('[data-field="redrive-note"]')).to_have_text("moved 1 back to jobs")
+
+
+async def roosts_own_subscriptions_are_not_listed(page: Page) -> None:
+    """The redrive's own subscription on jobs.dlq is Roost's, not a queue to list."""
+    await expect(page.locator('tr[data-key="jobs.dlq/roost-redrive"]')).to_have_count(0)
+    await expect(page.locator("p[data-empty]")).to_be_hidden()
 
 
 async def a_consumer_group_s_lag_per_partition(broker: roost.Client, page: Page) -> None:

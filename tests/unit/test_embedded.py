@@ -197,9 +197,10 @@ def test_errors_for_bad_names(data_dir: str, clock: ManualClock) -> None:
         await broker.create_topic("t")
         with pytest.raises(UnknownSubscription):
             await broker.receive("t", "nobody")
-        await broker.create_subscription("t", "s")
+        first = await broker.create_subscription("t", "s")
+        assert await broker.create_subscription("t", "s") == first  # a declare
         with pytest.raises(SubscriptionExists):
-            await broker.create_subscription("t", "s")
+            await broker.create_subscription("t", "s", visibility_timeout=5)
         with pytest.raises(InvalidConfig):
             await broker.create_queue("q2", visibility_timeout=13 * 3600)
         with pytest.raises(InvalidConfig):

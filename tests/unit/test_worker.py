@@ -11,6 +11,7 @@ import asyncio
 import signal
 from collections.abc import Awaitable, Callable
 
+import msgspec
 import pytest
 
 import roost
@@ -472,3 +473,91 @@ def test_a_hook_that_fails_is_logged_and_the_worker_goes_on(
 
 async def _done(broker: roost.EmbeddedBroker, queue: str) -> bool:
     return (await stats(broker, queue)).backlog == 0
+
+
+class Order(msgspec.Struct):
+    id: int
+    items: list[str]
+
+
+def test_a_typed_handler_gets_the_value_decoded(data_dir: str, clock: ManualClock) -> None:
+    async def body(broker: roost.EmbeddedBroker) -> None:
+        for queue in ("orders", "notes", "raw"):
+            await broker.create_queue(queue)
+        await broker.publish("orders", Order(7, ["tea"]), serializer="json")
+        await broker.publish("notes", "héllo")
+        await broker.publish("raw", b"\x00\x01")
+        worker = Worker(broker)
+        seen: list[object] = []
+
+        @worker.handler("orders")
+        async def bill(order: Order, delivery: Delivery) -> None:
+            seen.append((order, delivery.topic))
+
+        @worker.handler("notes")
+        async def note(text: str) -> None:
+            seen.append(text)
+
+        @worker.handler("raw")
+        async def raw(value: bytes) -> None:
+            seen.append(value)
+
+        running = asyncio.create_task(worker.run())
+        await eventually(lambda: len(seen) == 3)
+        worker.stop()
+        await asyncio.wait_for(running, 5)
+        assert sorted(map(repr, seen)) == sorted(
+            map(repr, [(Order(7, ["tea"]), "orders"), "héllo", b"\x00\x01"])
+        )
+        for queue in ("orders", "notes", "raw"):
+            assert (await stats(broker, queue)).backlog == 0, "acked"
+
+    run(data_dir, clock, body)
+
+
+def test_a_value_that_does_not_decode_is_rejected_at_once(
+    data_dir: str, clock: ManualClock
+) -> None:
+    async def body(broker: roost.EmbeddedBroker) -> None:
+        await broker.create_queue("orders", max_deliveries=5)
+        await broker.publish("orders", b'{"id": "seven"}')
+        worker = Worker(broker)
+        calls: list[Order] = []
+
+        @worker.handler("orders")
+        async def bill(order: Order) -> None:
+            calls.append(order)
+
+        running = asyncio.create_task(worker.run())
+        await eventually(lambda: _dead(broker, "orders"))
+        worker.stop()
+        await asyncio.wait_for(running, 5)
+        assert calls == [], "never called with what does not decode"
+        await broker.create_subscription("orders.dlq", "inspect", start="earliest")
+        [dead] = await broker.receive("orders.dlq", "inspect")
+        assert dead.headers["x-roost-death-reason"] == b"rejected"
+        error = dead.headers["x-roost-last-error"].decode()
+        assert error.startswith("cannot decode the value as Order: the value is not a Order")
+
+    run(data_dir, clock, body)
+
+
+def test_a_handler_whose_types_cannot_be_read_is_refused_when_registered(
+    data_dir: str, clock: ManualClock
+) -> None:
+    async def body(broker: roost.EmbeddedBroker) -> None:
+        worker = Worker(broker)
+
+        async def unresolvable(order: NoSuchType) -> None:  # type: ignore[name-defined]  # noqa: F821
+            pass
+
+        with pytest.raises(InvalidConfig, match="cannot be resolved"):
+            worker.handler("q")(unresolvable)
+        with pytest.raises(InvalidConfig, match="takes no parameter"):
+            worker.handler("q")(_no_parameter)
+
+    run(data_dir, clock, body)
+
+
+async def _no_parameter() -> None:
+    pass

@@ -17,6 +17,7 @@ from typing import Literal, get_args
 import click
 
 from roost.cli import render
+from roost.cli.params import DELAY, MAX_DELIVERIES, PARTITIONS, RETENTION, VISIBILITY
 from roost.cli.session import done, echo_json, json_option, run, show
 from roost.client.api import Client
 from roost.core.model import DEFAULT_MAX_DELIVERIES, SubscriptionSpec
@@ -38,7 +39,7 @@ def topic() -> None:
 
 @topic.command("create")
 @click.argument("name")
-@click.option("--partitions", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--partitions", type=PARTITIONS, default=1, show_default=True)
 @click.option(
     "--durability",
     type=click.Choice(get_args(Durability)),
@@ -48,7 +49,7 @@ def topic() -> None:
 )
 @click.option(
     "--retention",
-    type=click.FloatRange(min=0),
+    type=RETENTION,
     default=None,
     help="Seconds to keep records (default: forever).",
 )
@@ -157,17 +158,17 @@ def queue() -> None:
 @queue.command("create")
 @click.argument("name")
 @click.option("--fifo", is_flag=True, help="In order per key, one in flight per key.")
-@click.option("--partitions", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--partitions", type=PARTITIONS, default=1, show_default=True)
 @click.option(
     "--visibility-timeout",
-    type=click.FloatRange(min=0),
+    type=VISIBILITY,
     default=30.0,
     show_default=True,
     help="Seconds a received message stays leased.",
 )
 @click.option(
     "--max-deliveries",
-    type=click.IntRange(min=1),
+    type=MAX_DELIVERIES,
     default=DEFAULT_MAX_DELIVERIES,
     show_default=True,
     help="Deliveries before a message is dead-lettered.",
@@ -180,7 +181,7 @@ def queue() -> None:
 )
 @click.option(
     "--delay",
-    type=click.FloatRange(min=0),
+    type=DELAY,
     default=0.0,
     show_default=True,
     help="Seconds before a new message can be received.",

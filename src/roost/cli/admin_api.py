@@ -21,9 +21,10 @@ import urllib.parse
 import urllib.request
 from typing import Any, TypeVar
 
+import click
 import msgspec
 
-from roost.cli.session import CliError
+from roost.cli.session import CliError, Settings
 from roost.clock import Clock, SystemClock
 from roost.server.access import Grant
 from roost.server.identities import NewToken, TokenInfo, UserInfo
@@ -109,6 +110,19 @@ class AdminApi:
             raise ApiError(
                 0, "unreachable", f"cannot reach the admin API at {self.url}: {reason}"
             ) from None
+
+
+def admin_api(ctx: click.Context) -> AdminApi:
+    """The admin API the group's ``--admin-url`` names, with its ``--token`` or ``--user``
+    (a password not given is asked for)."""
+    settings = ctx.find_object(Settings) or Settings()
+    credentials = settings.user
+    if credentials is not None and ":" not in credentials:
+        password = click.prompt(f"password of {credentials}", hide_input=True, err=True)
+        credentials = f"{credentials}:{password}"
+    return AdminApi(
+        settings.admin_url, authorization(settings.token, credentials), ca_file=settings.ca_file
+    )
 
 
 def _error(status: int, content: bytes) -> ApiError:

@@ -29,8 +29,8 @@ from typing import Any, Protocol, TypeVar
 import click
 
 from roost.cli import render
-from roost.cli.admin_api import AdminApi, RemoteIdentities, authorization
-from roost.cli.session import CliError, Settings, done, echo_json, fail, json_option, show
+from roost.cli.admin_api import RemoteIdentities, admin_api
+from roost.cli.session import CliError, done, echo_json, fail, json_option, show
 from roost.clock import SystemClock
 from roost.errors import DirectoryInUse, RoostError
 from roost.server.access import Grant
@@ -92,18 +92,7 @@ def with_users(data: str | None, body: Callable[[Users], T], create: bool = Fals
 
 
 def _remote(ctx: click.Context) -> RemoteIdentities:
-    settings = ctx.find_object(Settings) or Settings()
-    credentials = settings.user
-    if credentials is not None and ":" not in credentials:
-        password = click.prompt(f"password of {credentials}", hide_input=True, err=True)
-        credentials = f"{credentials}:{password}"
-    return RemoteIdentities(
-        AdminApi(
-            settings.admin_url,
-            authorization(settings.token, credentials),
-            ca_file=settings.ca_file,
-        )
-    )
+    return RemoteIdentities(admin_api(ctx))
 
 
 def _password(from_stdin: bool, name: str) -> str:

@@ -20,6 +20,7 @@ from roost.cli.messaging import consume, publish
 from roost.cli.monitoring import dlq, stats
 from roost.cli.session import DEFAULT_ADMIN_URL, DEFAULT_URL, Settings, json_option
 from roost.cli.storage import repair
+from roost.cli.subscriptions import group, subscription
 from roost.errors import CorruptMetadata, DirectoryInUse, InvalidConfig
 
 
@@ -94,8 +95,8 @@ def main(
     )  # fmt: skip
 
 
-_COMMANDS = (topic, queue, exchange, bind, unbind, publish, consume, stats, dlq,
-             user_group, token_group, acl_group, repair, check)  # fmt: skip
+_COMMANDS = (topic, queue, subscription, group, exchange, bind, unbind, publish, consume, stats,
+             dlq, user_group, token_group, acl_group, repair, check)  # fmt: skip
 for _command in _COMMANDS:
     main.add_command(_command)
 

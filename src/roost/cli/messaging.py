@@ -20,7 +20,9 @@ from typing import IO, Literal
 import click
 
 from roost.cli import render
-from roost.cli.session import CliError, echo_json, json_option, run, show
+from roost.cli.params import DELAY, Seconds
+from roost.cli.progress import Counting
+from roost.cli.session import EXIT_INTERRUPTED, CliError, echo_json, json_option, run, show
 from roost.client.api import Client, seconds_to_ms
 from roost.core.model import Message
 from roost.core.publishing import Outgoing, Published
@@ -50,7 +52,7 @@ Start = Literal["earliest", "latest"]
 @click.option("--header", "headers", multiple=True, metavar="NAME=VALUE", help="Repeatable.")
 @click.option(
     "--delay",
-    type=click.FloatRange(min=0),
+    type=DELAY,
     default=None,
     help="Seconds before the messages can be received.",
 )
@@ -88,17 +90,33 @@ def publish(
     except InvalidConfig as e:
         raise click.BadParameter(f"{delay}: {e.rule}", param_hint="--delay") from None
 
-    async def send(client: Client) -> list[Published]:
+    placed: list[Published] = []
+    progress = Counting("published")
+
+    async def send(client: Client) -> None:
         if topic is None:
             assert exchange is not None
-            return await _through(client, exchange, routing_key or "", bodies, key_bytes, pairs)
+            await _through(client, exchange, routing_key or "", bodies, key_bytes, pairs,
+                           placed, progress)  # fmt: skip
+            return
         outgoing = (
             Outgoing(value=v, key=key_bytes, headers=pairs, delay_ms=delay_ms, dedup_id=dedup_id)
             for v in bodies
         )
-        return [p for batch in _batches(outgoing) for p in await client.publish_batch(topic, batch)]
+        for batch in _batches(outgoing):
+            placed.extend(await client.publish_batch(topic, batch))
+            progress.advance(len(batch))
 
-    placed = run(send)
+    try:
+        with progress:
+            run(send)
+    except click.exceptions.Exit as e:
+        if e.exit_code == EXIT_INTERRUPTED:
+            click.echo(
+                f"interrupted: {render.plural(len(placed), 'message')} published and "
+                "confirmed; nothing after them was sent", err=True,
+            )  # fmt: skip
+        raise
     if as_json:
         echo_json([p._asdict() for p in placed])
     else:
@@ -133,14 +151,15 @@ async def _through(
     bodies: Iterable[bytes],
     key: bytes | None,
     headers: tuple[tuple[str, bytes], ...],
-) -> list[Published]:
+    placed: list[Published],
+    progress: Counting,
+) -> None:
     """One message at a time through ``exchange``: where each copy landed, in order."""
-    placed: list[Published] = []
     for value in bodies:
         placed += await client.publish_to_exchange(
             exchange, routing_key, value, key=key, headers=headers
         )
-    return placed
+        progress.advance(1)
 
 
 def _bodies(values: tuple[str, ...], path: str | None) -> Iterator[bytes]:
@@ -217,7 +236,7 @@ class _Printer:
 )
 @click.option(
     "--wait",
-    type=click.FloatRange(0, 20),
+    type=Seconds(0, 20),
     default=1.0,
     show_default=True,
     help="Seconds to wait for more before stopping.",

@@ -15,15 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+import msgspec
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from roost.cli import render
+from roost.cli.params import PositiveRate, Seconds
+from roost.cli.progress import Counting
 from roost.cli.session import CliError, done, echo_json, json_option, run, show
 from roost.client.api import Client
 from roost.core.model import Message
@@ -32,6 +36,8 @@ from roost.core.stats import StreamStats, SubscriptionStats
 from roost.errors import UnknownSubscription
 
 PEEK_PREFIX = "roost-peek-"
+#: How often a redrive's progress is looked at (a stats request beside it).
+FOLLOW_EVERY_S = 0.5
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,7 +47,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 @click.argument("subscription", required=False)
 @click.option(
     "--watch",
-    type=click.FloatRange(min=0.1),
+    type=Seconds(0.1, 86_400),
     default=None,
     metavar="SECONDS",
     help="Refresh every SECONDS until Ctrl-C (with --json: a line each).",
@@ -59,18 +65,62 @@ def stats(topic: str, subscription: str | None, watch: float | None, as_json: bo
         return
 
     async def watching(client: Client) -> None:
+        rates = Rates()
         if as_json:
             while True:
-                echo_json(await client.stats(topic, subscription))
-                await asyncio.sleep(watch)
-        first = render.stats_table(await client.stats(topic, subscription))
-        with Live(first, console=Console(), auto_refresh=False) as live:
+                found, counts = await _stats_and_counts(client, topic, subscription)
+                per_second = rates.update(time.monotonic(), *counts)
+                echo_json({**msgspec.to_builtins(found), "rates": per_second})
+                await pause(watch)
+        found, counts = await _stats_and_counts(client, topic, subscription)
+        rates.update(time.monotonic(), *counts)
+        with Live(render.stats_table(found), console=Console(), auto_refresh=False) as live:
             while True:
-                await asyncio.sleep(watch)
-                live.update(render.stats_table(await client.stats(topic, subscription)))
+                await pause(watch)
+                found, counts = await _stats_and_counts(client, topic, subscription)
+                per_second = rates.update(time.monotonic(), *counts)
+                live.update(render.stats_table(found, per_second))
                 live.refresh()
 
     run(watching, interrupt_is_exit=True)
+
+
+async def pause(seconds: float) -> None:
+    """Between two looks of ``stats --watch`` (a test steps through them instead)."""
+    await asyncio.sleep(seconds)
+
+
+async def _stats_and_counts(
+    client: Client, topic: str, subscription: str | None
+) -> tuple[SubscriptionStats | StreamStats, tuple[int, int]]:
+    """The stats, and (records published to the topic, records the subscription is done
+    with) as counts that only grow, for ``Rates``."""
+    found = await client.stats(topic, subscription)
+    if isinstance(found, StreamStats):
+        published = sum(p.end_offset for p in found.partitions)
+        return found, (published, sum(p.committed for p in found.partitions))
+    info = await client.describe_topic(topic)
+    published = sum(p.end_offset for p in info.partitions)
+    # What is no longer in its backlog was acked or dead-lettered (or never will be read).
+    return found, (published, published - found.backlog)
+
+
+class Rates:
+    """Per second between two looks: published to the topic, and finished by the
+    subscription (acked or dead-lettered; for a stream, committed)."""
+
+    def __init__(self) -> None:
+        self._last: tuple[float, int, int] | None = None
+
+    def update(self, now: float, published: int, finished: int) -> dict[str, float] | None:
+        last, self._last = self._last, (now, published, finished)
+        if last is None or now <= last[0]:
+            return None
+        seconds = now - last[0]
+        return {
+            "published_per_s": round(max(0, published - last[1]) / seconds, 1),
+            "finished_per_s": round(max(0, finished - last[2]) / seconds, 1),
+        }
 
 
 @click.group()
@@ -178,11 +228,30 @@ async def _unredriven(client: Client, topic: str) -> dict[int, int]:
     return {p.partition: max(p.ack_floor, start[p.partition]) for p in redrive.partitions}
 
 
+async def _follow(
+    client: Client, topic: str, moving: asyncio.Future[int], progress: Counting
+) -> None:
+    """Until ``moving`` ends, count what the redrive subscription has finished (its backlog
+    going down), for the progress line."""
+    if not progress.shown:
+        return
+    first: int | None = None
+    while not moving.done():
+        await asyncio.wait([moving], timeout=FOLLOW_EVERY_S)
+        try:
+            found = await client.stats(topic, REDRIVE_SUBSCRIPTION)
+        except UnknownSubscription:  # made by the redrive's first step
+            continue
+        if isinstance(found, SubscriptionStats):
+            first = found.backlog if first is None else first
+            progress.advance(max(0, first - found.backlog - progress.done))
+
+
 @dlq.command("redrive")
 @click.argument("queue")
 @click.option(
     "--rate",
-    type=click.FloatRange(min=0, min_open=True),
+    type=PositiveRate(),
     default=100.0,
     show_default=True,
     help="Messages a second at most.",
@@ -201,18 +270,22 @@ def dlq_redrive(
 ) -> None:
     """Move QUEUE's dead letters (all, or those matching) back to QUEUE."""
 
+    progress = Counting("moved")
+
     async def redrive(client: Client) -> tuple[str, int]:
         _, topic = await _dead_letters(client, queue, subscription)
-        moved = await client.redrive(
-            topic,
-            source_topic=queue,
-            rate=rate,
-            error_contains=error_contains,
+        moving = asyncio.ensure_future(client.redrive(
+            topic, source_topic=queue, rate=rate, error_contains=error_contains,
             key=None if key is None else key.encode(),
-        )
-        return topic, moved
+        ))  # fmt: skip
+        try:
+            await _follow(client, topic, moving, progress)
+            return topic, await moving
+        finally:
+            moving.cancel()
 
-    topic, moved = run(redrive)
+    with progress:
+        topic, moved = run(redrive)
     result = {"queue": queue, "dead_letter_topic": topic, "moved": moved}
     moved_line = f"moved {render.plural(moved, 'dead letter')} from {topic} back to {queue}"
     done(as_json, result, moved_line)

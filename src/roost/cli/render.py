@@ -17,7 +17,7 @@ from roost.core.inspection import Peeked
 from roost.core.model import Message, SubscriptionSpec
 from roost.core.publishing import Published
 from roost.core.routing import BindingSpec, ExchangeSpec
-from roost.core.stats import StreamStats, SubscriptionStats
+from roost.core.stats import GroupDescription, StreamStats, SubscriptionStats
 from roost.server.identities import TokenInfo, UserInfo
 from roost.storage import TopicInfo
 
@@ -158,11 +158,79 @@ def queues_table(specs: Sequence[SubscriptionSpec], stats: Sequence[Subscription
     return table
 
 
-def stats_table(stats: SubscriptionStats | StreamStats) -> Table:
+def subscriptions_table(
+    specs: Sequence[SubscriptionSpec], stats: Sequence[SubscriptionStats | StreamStats]
+) -> Table:
+    """One row per subscription: what it is, and how much it has left (a queue's backlog,
+    a stream's lag)."""
+    table = Table("topic", "subscription", "mode", "left to read", "in flight", "dead letter")
+    for spec, s in zip(specs, stats, strict=True):
+        if isinstance(s, StreamStats):
+            left, in_flight = f"{s.lag} (lag)", f"{len(s.members)} members"
+        else:
+            left, in_flight = str(s.backlog), str(s.in_flight)
+        table.add_row(spec.topic, spec.name, spec.mode, left, in_flight, spec.dead_letter or "-")
+    return table
+
+
+def subscription_settings(spec: SubscriptionSpec) -> Table:
+    table = Table("setting", "value", title=f"{spec.topic} / {spec.name}")
+    table.add_row("mode", spec.mode)
+    table.add_row("started from", spec.start)
+    if spec.mode != "stream":
+        table.add_row("visibility timeout", age(spec.visibility_timeout_ms))
+        table.add_row("max deliveries", str(spec.max_deliveries or "∞ (retried forever)"))
+        table.add_row("dead letter", spec.dead_letter or "-")
+        table.add_row("delay", age(spec.delay_ms))
+        retry = spec.retry
+        table.add_row(
+            "retry",
+            f"{retry.kind} from {age(retry.base_ms)} to {age(retry.max_ms)}, jitter {retry.jitter}",
+        )
+    return table
+
+
+def groups_table(groups: Sequence[GroupDescription]) -> Table:
+    table = Table("group", "members", "generation", "lag")
+    for g in groups:
+        table.add_row(g.group, str(len(g.members)), str(g.generation), str(g.lag))
+    return table
+
+
+def group_tables(group: GroupDescription) -> tuple[Table, Table]:
+    """Per partition (owner, where it reads, commit, lag), then the members."""
+    partitions = Table(
+        "partition", "start", "end", "committed", "position", "lag", "owner",
+        title=f"{group.topic} / {group.group} (generation {group.generation}, lag {group.lag})",
+    )  # fmt: skip
+    for p in group.partitions:
+        position = "-" if p.position is None else str(p.position)
+        partitions.add_row(str(p.partition), str(p.start_offset), str(p.end_offset),
+                           str(p.committed), position, str(p.lag), p.owner or "-")  # fmt: skip
+    members = Table("member", "partitions", "session expires in")
+    for m in group.members:
+        owned = ", ".join(map(str, m.partitions)) or "-"
+        members.add_row(m.member_id, owned, age(m.session_expires_in_ms))
+    return partitions, members
+
+
+def stats_table(
+    stats: SubscriptionStats | StreamStats, rates: dict[str, float] | None = None
+) -> Table:
     """Per partition, then the total. A queue subscription's ``lag`` is its backlog (every
-    message not yet acked or dead-lettered); its dead letters are counted on the total row."""
-    if isinstance(stats, StreamStats):
-        return _stream_table(stats)
+    message not yet acked or dead-lettered); its dead letters are counted on the total row.
+    ``rates`` (``stats --watch``) go in the caption."""
+    table = _stream_table(stats) if isinstance(stats, StreamStats) else _queue_table(stats)
+    if rates is not None:
+        finished = "committed" if isinstance(stats, StreamStats) else "finished"
+        table.caption = (
+            f"published {rates['published_per_s']:,.1f}/s · "
+            f"{finished} {rates['finished_per_s']:,.1f}/s"
+        )
+    return table
+
+
+def _queue_table(stats: SubscriptionStats) -> Table:
     title = f"{stats.topic} / {stats.subscription} ({stats.mode})"
     table = Table(
         "partition", "depth", "in flight", "delayed", "oldest age", "lag", "DLQ", title=title

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
@@ -125,6 +126,18 @@ def done(as_json: bool, value: object, line: str) -> None:
         click.echo(line)
 
 
+#: Columns a table may take when stdout is not a terminal: no width to fit, so none is cut.
+PIPED_WIDTH = 100_000
+
+
+def console() -> Console:
+    """stdout for people: a terminal's width, or (piped, redirected) wide enough that no
+    table is cut or wrapped for a reader such as ``grep`` or ``awk`` (rich would take 80)."""
+    if sys.stdout.isatty():
+        return Console()
+    return Console(width=PIPED_WIDTH, soft_wrap=True)
+
+
 def show(*renderables: object) -> None:
     """Rich tables (or anything rich prints) on stdout."""
-    Console().print(*renderables)
+    console().print(*renderables)

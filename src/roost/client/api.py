@@ -20,14 +20,17 @@ import asyncio
 import contextlib
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, Literal, Protocol, TypeVar
 
 import msgspec
 
+from roost.client import tracing
 from roost.client.batches import decode_fetched
 from roost.client.closing import ClosedOnExit
 from roost.client.codecs import Serializer, encode, with_content_type
+from roost.client.durations import Seconds, as_seconds
 from roost.client.subscriber import (
     AckCoalescer,
     Delivery,
@@ -35,6 +38,7 @@ from roost.client.subscriber import (
     Subscriber,
     message_from_wire,
 )
+from roost.client.tracing import Pairs
 from roost.core.groups import Membership
 from roost.core.inspection import Peeked
 from roost.core.model import DEFAULT_MAX_DELIVERIES, Message, SubscriptionSpec, check_delay
@@ -111,10 +115,11 @@ def _retry_settings(retry: RetryPolicy) -> m.RetrySettings:
 MAX_WIRE_MS = 2**53
 
 
-def seconds_to_ms(name: str, seconds: float) -> int:
-    """``seconds`` as ms for the wire: a finite, non-negative number, or ``InvalidConfig``
+def seconds_to_ms(name: str, value: Seconds) -> int:
+    """``value`` as ms for the wire: a finite, non-negative duration, or ``InvalidConfig``
     naming the argument as the caller wrote it (nan, inf and 1e20 used to fail deep inside
     the encoder, or close the connection)."""
+    seconds = as_seconds(name, value)
     if (
         isinstance(seconds, bool)
         or not isinstance(seconds, int | float)
@@ -128,15 +133,17 @@ def seconds_to_ms(name: str, seconds: float) -> int:
     return ms
 
 
-def _ms(seconds: float | None, name: str) -> int | None:
+def _ms(seconds: Seconds | None, name: str) -> int | None:
     return None if seconds is None else seconds_to_ms(name, seconds)
 
 
-def _delay_ms(seconds: float | None) -> int | None:
+def _delay_ms(seconds: Seconds | None) -> int | None:
     """A delay in seconds as the broker takes it: ms, within the bound every delay has (so a
     value the wire could not even carry is refused here with the same error)."""
     if seconds is None:
         return None
+    if isinstance(seconds, timedelta):
+        seconds = seconds.total_seconds()
     if not isinstance(seconds, int | float) or not math.isfinite(seconds):
         return check_delay(seconds)  # type: ignore[arg-type]  # refused, naming the bound
     return check_delay(round(seconds * 1000))
@@ -149,10 +156,10 @@ def _pairs(headers: Headers) -> tuple[tuple[str, bytes], ...]:
     return tuple(headers)
 
 
-def _out(message: Outgoing) -> m.Out:
+def _out(message: Outgoing, traced: Callable[[Pairs], Pairs]) -> m.Out:
     check_types(message.value, message.key, message.headers)
     return m.Out(
-        message.value, message.key, list(message.headers), message.partition,
+        message.value, message.key, list(traced(tuple(message.headers))), message.partition,
         message.deliver_at_ms, message.delay_ms, message.dedup_id,
     )  # fmt: skip
 
@@ -199,7 +206,7 @@ class StreamMember:
         )
         return self._apply(wire)
 
-    async def fetch(self, max_records: int = 500, wait: float = 0.0) -> list[Message]:
+    async def fetch(self, max_records: int = 500, wait: Seconds = 0.0) -> list[Message]:
         """The next records of this member's partitions (waiting up to ``wait`` seconds).
 
         A fetch is also a heartbeat: the answer carries the member's current assignment.
@@ -213,7 +220,7 @@ class StreamMember:
             await self._rewind([answer])
             raise
 
-    def stream(self, max_records: int = 1000, wait: float = 1.0) -> StreamReader:
+    def stream(self, max_records: int = 1000, wait: Seconds = 1.0) -> StreamReader:
         """Batches of the next records, forever, with the next fetch always in flight.
 
         ``async with member.stream() as batches: async for batch in batches: ...``. Each batch
@@ -235,7 +242,7 @@ class StreamMember:
         if self._stream is not None:
             raise InvalidRequest(f"{what} while this member's stream() is open: close it first")
 
-    async def _request_fetch(self, max_records: int, wait: float) -> FetchAnswer:
+    async def _request_fetch(self, max_records: int, wait: Seconds) -> FetchAnswer:
         args = (self.topic, self.group, self.member_id, self.membership.generation,
                 max_records, seconds_to_ms("wait", wait))  # fmt: skip
         if self._client.protocol_version >= 2:
@@ -335,7 +342,7 @@ class StreamReader(ClosedOnExit):
     commit that races the rebalance is refused by the broker: ``StaleGeneration``).
     """
 
-    def __init__(self, member: StreamMember, max_records: int, wait: float) -> None:
+    def __init__(self, member: StreamMember, max_records: int, wait: Seconds) -> None:
         self._member = member
         self._max_records = max_records
         self._wait = wait
@@ -440,15 +447,15 @@ class Client(ClosedOnExit):
         *,
         partitions: int = 1,
         durability: Literal["always", "interval", "never"] = "always",
-        retention: float | None = None,
+        retention: Seconds | None = None,
         retention_bytes: int | None = None,
         max_record_bytes: int = 1024 * 1024,
         max_backlog: int | None = None,
         max_backlog_bytes: int | None = None,
         overflow: Overflow = "reject",
-        block_timeout: float = 5.0,
+        block_timeout: Seconds = 5.0,
         cleanup: Literal["delete", "compact", "compact,delete"] = "delete",
-        tombstone_retention: float | None = None,
+        tombstone_retention: Seconds | None = None,
     ) -> TopicInfo:
         """A topic of ``partitions`` logs. ``retention`` (seconds) and ``retention_bytes``
         delete old segments; without them a topic keeps everything. ``max_backlog`` (messages)
@@ -492,15 +499,15 @@ class Client(ClosedOnExit):
         *,
         fifo: bool = False,
         partitions: int = 1,
-        visibility_timeout: float = 30.0,
+        visibility_timeout: Seconds = 30.0,
         max_deliveries: int | None = DEFAULT_MAX_DELIVERIES,
         dead_letter: str | None = "",
-        delay: float = 0.0,
+        delay: Seconds = 0.0,
         durability: Literal["always", "interval", "never"] = "always",
         max_backlog: int | None = None,
         overflow: Overflow = "reject",
-        block_timeout: float = 5.0,
-        retention: float | None = None,
+        block_timeout: Seconds = 5.0,
+        retention: Seconds | None = None,
         retry: RetryPolicy | None = None,
     ) -> SubscriptionSpec:
         """A topic plus one subscription of the same name. ``fifo``: per key in order, one in
@@ -535,10 +542,10 @@ class Client(ClosedOnExit):
         *,
         mode: Literal["stream", "queue", "keyed"] = "queue",
         start: Literal["earliest", "latest"] = "latest",
-        visibility_timeout: float = 30.0,
+        visibility_timeout: Seconds = 30.0,
         max_deliveries: int | None = DEFAULT_MAX_DELIVERIES,
         dead_letter: str | None = "",
-        delay: float = 0.0,
+        delay: Seconds = 0.0,
         retry: RetryPolicy | None = None,
     ) -> SubscriptionSpec:
         """Read ``topic`` as ``name``: every subscription of a topic sees every message.
@@ -658,7 +665,7 @@ class Client(ClosedOnExit):
         key: bytes | None = None,
         headers: Headers = (),
         partition: int | None = None,
-        delay: float | None = None,
+        delay: Seconds | None = None,
         deliver_at_ms: int | None = None,
         dedup_id: str | None = None,
         serializer: Serializer | None = None,
@@ -696,8 +703,10 @@ class Client(ClosedOnExit):
         messages to a partition are numbered 0, 1, 2, ...; a batch goes to one partition): a
         retry of a batch is confirmed with the offsets it got the first time.
         """
-        request = m.Publish(topic, [_out(msg) for msg in messages], producer_id, sequence)
-        return _unfold(await self.call(request, m.PublishedAt))
+        with tracing.sending(topic, len(messages)) as traced:
+            outs = [_out(msg, traced) for msg in messages]
+            request = m.Publish(topic, outs, producer_id, sequence)
+            return _unfold(await self.call(request, m.PublishedAt))
 
     async def publish_to_exchange(
         self,
@@ -713,10 +722,10 @@ class Client(ClosedOnExit):
         ``value`` as ``publish`` takes it."""
         data, pairs = self._encoded(value, headers, serializer)
         check_types(data, key, pairs)
-        message = m.Out(data, key, list(pairs))
-        return _unfold(
-            await self.call(m.PublishToExchange(exchange, routing_key, [message]), m.PublishedAt)
-        )
+        with tracing.sending(exchange) as traced:
+            message = m.Out(data, key, list(traced(pairs)))
+            request = m.PublishToExchange(exchange, routing_key, [message])
+            return _unfold(await self.call(request, m.PublishedAt))
 
     # -- consume --------------------------------------------------------------------------
 
@@ -726,8 +735,8 @@ class Client(ClosedOnExit):
         subscription: str | None = None,
         *,
         max_messages: int = 1,
-        wait: float = 0.0,
-        visibility_timeout: float | None = None,
+        wait: Seconds = 0.0,
+        visibility_timeout: Seconds | None = None,
     ) -> list[Delivery]:
         """Lease up to ``max_messages``; wait up to ``wait`` seconds (20 at most) for one.
 
@@ -740,7 +749,7 @@ class Client(ClosedOnExit):
         ]
 
     async def _receive(
-        self, topic: str, name: str, count: int, wait: float, visibility: float | None
+        self, topic: str, name: str, count: int, wait: Seconds, visibility: Seconds | None
     ) -> list[Message]:
         request = m.Receive(
             topic, name, count, seconds_to_ms("wait", wait), _ms(visibility, "visibility_timeout")
@@ -793,7 +802,7 @@ class Client(ClosedOnExit):
         topic: str,
         subscription: str,
         receipts: Sequence[Receipt],
-        delay: float | None = None,
+        delay: Seconds | None = None,
         error: str | None = None,
         *,
         undelivered: bool = False,
@@ -815,7 +824,7 @@ class Client(ClosedOnExit):
         return wire.receipts
 
     async def extend(
-        self, topic: str, subscription: str, receipts: Sequence[Receipt], seconds: float
+        self, topic: str, subscription: str, receipts: Sequence[Receipt], seconds: Seconds
     ) -> list[Receipt]:
         request = m.Extend(topic, subscription, list(receipts), seconds_to_ms("seconds", seconds))
         wire = await self.call(request, m.Refused)
@@ -861,6 +870,26 @@ class Client(ClosedOnExit):
             else SubscriptionStats
         )
         return _answered(request, value, kind)  # type: ignore[return-value]
+
+    async def queue_stats(self, topic: str, subscription: str | None = None) -> SubscriptionStats:
+        """``stats`` of a `queue` or `keyed` subscription (of a queue: just its name), typed
+        as such: ``depth``, ``delayed``, ``in_flight``, ``oldest_age_ms``, ``dead_letters``.
+        ``InvalidRequest`` if it is a `stream` subscription (``stream_stats`` is for those)."""
+        stats = await self.stats(topic, subscription)
+        if not isinstance(stats, SubscriptionStats):
+            raise InvalidRequest(
+                f"{topic}/{stats.subscription} is a stream subscription: use stream_stats"
+            )
+        return stats
+
+    async def stream_stats(self, topic: str, group: str) -> StreamStats:
+        """``stats`` of a `stream` subscription (a consumer group), typed as such: ``lag``,
+        ``members``, per partition the committed offset. ``InvalidRequest`` if it is a
+        `queue` or `keyed` one (``queue_stats`` is for those)."""
+        stats = await self.stats(topic, group)
+        if not isinstance(stats, StreamStats):
+            raise InvalidRequest(f"{topic}/{group} is a {stats.mode} subscription: use queue_stats")
+        return stats
 
     # -- lifecycle ------------------------------------------------------------------------
 

@@ -81,7 +81,7 @@ def decode_into(value: bytes, kind: type[T]) -> T:
     try:
         return msgspec.json.decode(value, type=kind)
     except msgspec.ValidationError as e:
-        raise ValueError(f"the value is not a {kind.__name__}: {e}") from None
+        raise ValueError(f"the value is not a {getattr(kind, '__name__', kind)}: {e}") from None
     except msgspec.DecodeError as e:
         raise ValueError(f"the value is not JSON: {e}") from None
 

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Sequence
 
 from roost.client.api import Client
+from roost.client.tracing import stamped
 from roost.core.publishing import Outgoing, Published, partition_for_key
 from roost.errors import ConnectionLost, InvalidConfig, RoostError
 
@@ -102,7 +103,7 @@ class Producer:
         batch = self._open.setdefault(partition, _Batch())
         future: asyncio.Future[Published] = asyncio.get_running_loop().create_future()
         batch.messages.append(
-            Outgoing(value=value, key=key, headers=tuple(headers), partition=partition)
+            Outgoing(value=value, key=key, headers=stamped(tuple(headers)), partition=partition)
         )
         batch.futures.append(future)
         batch.size_bytes += len(value) + len(key or b"")

@@ -27,8 +27,10 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from roost.client import tracing
 from roost.client.closing import ClosedOnExit
 from roost.client.codecs import Headers, decode_into, decode_json
+from roost.client.durations import Seconds
 from roost.core.model import Message
 from roost.errors import ConnectionClosed, ConnectionLost, LeaseExpired, RoostError, StorageClosed
 from roost.protocols.native import messages as m
@@ -255,7 +257,7 @@ class Delivery:
             self._give_back_credit()
         self.settled((self.receipt,) if refused else ())
 
-    async def nack(self, delay: float | None = None, error: str | None = None) -> None:
+    async def nack(self, delay: Seconds | None = None, error: str | None = None) -> None:
         """Failed: deliver again after ``delay`` seconds (default: the retry policy), or move
         it to the dead-letter topic once it has been delivered ``max_deliveries`` times."""
         try:
@@ -277,7 +279,7 @@ class Delivery:
             self._give_back_credit()
         self.settled(refused)
 
-    async def extend(self, seconds: float) -> None:
+    async def extend(self, seconds: Seconds) -> None:
         """Keep the lease for ``seconds`` more, from now."""
         if await self._client.extend(self.topic, self.subscription, [self.receipt], seconds):
             raise LeaseExpired(self.topic, self.subscription, self.offset)
@@ -340,7 +342,9 @@ class Subscriber(ClosedOnExit):
     async def __anext__(self) -> Delivery:
         if not self._arrived or self._stream is None or self._stream.broken:
             await self._fill()
-        return self._delivery(self._arrived.popleft())
+        arrived = self._arrived.popleft()
+        tracing.arrived(arrived.headers)  # the loop body continues this message's trace
+        return self._delivery(arrived)
 
     async def batch(self, max_messages: int | None = None) -> list[Delivery]:
         """Every delivery that has arrived (at most ``max_messages``), waiting for one."""

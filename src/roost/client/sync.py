@@ -24,19 +24,36 @@ import asyncio
 import concurrent.futures
 import inspect
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from ssl import SSLContext
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self, TypeVar
 
-from roost.client.api import Client, StreamMember
+from roost.client.api import Client, Headers, StreamMember
+from roost.client.codecs import Headers as DeliveredHeaders
+from roost.client.codecs import Serializer
+from roost.client.durations import Seconds
 from roost.client.embedded import open as open_embedded
 from roost.client.network import DEFAULT_PORT
 from roost.client.network import connect as connect_network
 from roost.client.producer import Producer
 from roost.client.subscriber import Delivery
 from roost.clock import Clock
+from roost.core.groups import Membership
+from roost.core.inspection import Peeked
+from roost.core.model import DEFAULT_MAX_DELIVERIES, Message, SubscriptionSpec
+from roost.core.policies import Overflow
+from roost.core.publishing import Outgoing, Published
+from roost.core.retry import RetryPolicy
+from roost.core.routing import BindingSpec, ExchangeKind, ExchangeSpec
+from roost.core.stats import StreamStats, SubscriptionStats
 from roost.errors import ConnectionClosed
+from roost.receipt import Receipt
+from roost.storage import TopicInfo
+
+T = TypeVar("T")
+U = TypeVar("U")
+V = TypeVar("V")
 
 
 class _Bridge:
@@ -55,7 +72,7 @@ class _Bridge:
         )
         self._thread.start()
 
-    def run(self, coroutine: Awaitable[Any]) -> Any:
+    def run(self, coroutine: Awaitable[T]) -> T:
         with self._lock:
             if self.closed:
                 if inspect.iscoroutine(coroutine):
@@ -85,13 +102,13 @@ class _Bridge:
             self.loop.close()
 
 
-async def _await(awaitable: Awaitable[Any]) -> Any:
+async def _await(awaitable: Awaitable[T]) -> T:
     return await awaitable
 
 
-async def _anext(generator: Any) -> Any:
+async def _anext(iterator: AsyncIterator[T]) -> T:
     # Called on the loop's thread, so the loop sees the generator start and can close it.
-    return await generator.__anext__()
+    return await anext(iterator)
 
 
 async def _finish(last: Callable[[], Awaitable[None]]) -> None:
@@ -106,49 +123,172 @@ async def _finish(last: Callable[[], Awaitable[None]]) -> None:
         await asyncio.gather(*rest, return_exceptions=True)
 
 
-class _Synced:
-    """Wraps an object whose coroutine methods become blocking calls on the bridge."""
+class SyncDelivery:
+    """A ``Delivery`` whose ``ack``, ``nack``, ``reject`` and ``extend`` block."""
 
-    def __init__(self, bridge: _Bridge, target: Any) -> None:
+    __slots__ = ("_bridge", "delivery")
+
+    def __init__(self, bridge: _Bridge, delivery: Delivery) -> None:
         self._bridge = bridge
-        self._target = target
+        #: The async delivery this one settles through.
+        self.delivery = delivery
 
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._target, name)
-        if inspect.isasyncgenfunction(attribute):
-            return lambda *args, **kwargs: self._iterate(attribute(*args, **kwargs))
-        if not inspect.iscoroutinefunction(attribute):
-            return attribute
-        return lambda *args, **kwargs: self._wrap(self._bridge.run(attribute(*args, **kwargs)))
+    @property
+    def topic(self) -> str:
+        return self.delivery.topic
 
-    def _wrap(self, value: Any) -> Any:
-        if isinstance(value, Delivery | StreamMember):
-            return _Synced(self._bridge, value)
-        if isinstance(value, list) and value and isinstance(value[0], Delivery):
-            return [_Synced(self._bridge, item) for item in value]
-        return value
+    @property
+    def subscription(self) -> str:
+        return self.delivery.subscription
 
-    def _iterate(self, generator: Any) -> Iterator[Any]:
-        try:
-            while True:
-                try:
-                    item = self._bridge.run(_anext(generator))
-                except StopAsyncIteration:
-                    return
-                yield self._wrap(item)
-        finally:
-            if not self._bridge.closed:  # else ``stop`` closed it
-                self._bridge.run(generator.aclose())
+    @property
+    def message(self) -> Message:
+        return self.delivery.message
+
+    @property
+    def partition(self) -> int:
+        return self.delivery.partition
+
+    @property
+    def offset(self) -> int:
+        return self.delivery.offset
+
+    @property
+    def key(self) -> bytes | None:
+        return self.delivery.key
+
+    @property
+    def value(self) -> bytes:
+        return self.delivery.value
+
+    @property
+    def headers(self) -> DeliveredHeaders:
+        """(name, value) pairs, also readable by name: ``headers["trace-id"]``, ``.get``."""
+        return self.delivery.headers
+
+    @property
+    def timestamp_ms(self) -> int:
+        return self.delivery.timestamp_ms
+
+    @property
+    def delivery_count(self) -> int:
+        return self.delivery.delivery_count
+
+    @property
+    def receipt(self) -> Receipt:
+        return self.delivery.receipt
+
+    def text(self) -> str:
+        """The value as UTF-8 text (``UnicodeDecodeError`` if it is not)."""
+        return self.delivery.text()
+
+    def json(self) -> Any:
+        """The value decoded from JSON (``ValueError`` if it is not JSON)."""
+        return self.delivery.json()
+
+    def decode(self, kind: type[T]) -> T:
+        """The value (JSON) as ``kind`` (a msgspec Struct, dataclass, TypedDict or pydantic
+        model); ``ValueError`` naming what did not fit."""
+        return self.delivery.decode(kind)
+
+    def ack(self) -> None:
+        """Done: it will not be delivered again. ``LeaseExpired`` if the lease ran out."""
+        self._bridge.run(self.delivery.ack())
+
+    def nack(self, delay: Seconds | None = None, error: str | None = None) -> None:
+        """Failed: deliver again after ``delay`` seconds (default: the retry policy), or move
+        it to the dead-letter topic once it has been delivered ``max_deliveries`` times."""
+        self._bridge.run(self.delivery.nack(delay, error))
+
+    def reject(self, error: str | None = None) -> None:
+        """Poison: move it to the dead-letter topic now, whatever its delivery count."""
+        self._bridge.run(self.delivery.reject(error))
+
+    def extend(self, seconds: Seconds) -> None:
+        """Keep the lease for ``seconds`` more, from now."""
+        self._bridge.run(self.delivery.extend(seconds))
+
+    def settled(self, refused: Sequence[Receipt] = ()) -> None:
+        """It was acked or nacked elsewhere (``SyncBroker.ack``): see ``Delivery.settled``."""
+        self.delivery.settled(refused)
+
+    def __repr__(self) -> str:
+        return f"<sync {self.delivery!r}>"
+
+
+class SyncStreamMember:
+    """A ``StreamMember`` whose calls block; ``stream`` is a plain iterator."""
+
+    def __init__(self, bridge: _Bridge, member: StreamMember) -> None:
+        self._bridge = bridge
+        self._target = member
+
+    @property
+    def member_id(self) -> str:
+        return self._target.member_id
+
+    @property
+    def partitions(self) -> tuple[int, ...]:
+        return self._target.partitions
+
+    def heartbeat(self) -> Membership:
+        """Tell the group this member is alive; its membership (assignment, generation)."""
+        return self._bridge.run(self._target.heartbeat())
+
+    def fetch(self, max_records: int = 500, wait: Seconds = 0.0) -> list[Message]:
+        """Records from the member's partitions, waiting up to ``wait`` seconds for some."""
+        return self._bridge.run(self._target.fetch(max_records, wait))
+
+    def stream(self, max_records: int = 1000, wait: Seconds = 1.0) -> Iterator[list[Message]]:
+        """Batches of records, forever, the next fetch on its way while a batch is used."""
+        return _iterate(self._bridge, self._target.stream(max_records, wait), _same)
+
+    def commit(self, offsets: dict[int, int] | None = None) -> None:
+        """Commit ``offsets`` (partition -> next offset), or what was fetched so far."""
+        self._bridge.run(self._target.commit(offsets))
+
+    def seek(self, partition: int, to: int | Literal["earliest", "latest"]) -> int:
+        """Read ``partition`` from ``to`` on; the offset it will read next."""
+        return self._bridge.run(self._target.seek(partition, to))
+
+    def seek_to_time(self, partition: int, timestamp_ms: int) -> int:
+        """Read ``partition`` from its first record at or after ``timestamp_ms``."""
+        return self._bridge.run(self._target.seek_to_time(partition, timestamp_ms))
+
+    def leave(self) -> None:
+        """Leave the group: its partitions go to the other members at once."""
+        self._bridge.run(self._target.leave())
 
     def __repr__(self) -> str:
         return f"<sync {self._target!r}>"
+
+
+def _same(item: U) -> U:
+    return item
+
+
+def _iterate(bridge: _Bridge, iterable: AsyncIterable[U], wrap: Callable[[U], V]) -> Iterator[V]:
+    """``iterable`` as a blocking iterator; closing it (``break``, the end of a ``for``) closes
+    the async one on its loop (``consume`` puts back what it never handed out)."""
+    iterator = aiter(iterable)
+    try:
+        while True:
+            try:
+                item = bridge.run(_anext(iterator))
+            except StopAsyncIteration:
+                return
+            yield wrap(item)
+    finally:
+        closing = getattr(iterator, "aclose", None)
+        if closing is not None and not bridge.closed:  # else ``stop`` closed it
+            bridge.run(closing())
 
 
 async def _nothing() -> None:
     pass
 
 
-class _ClosedOnExit(_Synced):
+class _ClosedOnExit:
     """``with thing:`` closes it on the way out, whatever happened inside."""
 
     def close(self) -> None:
@@ -167,6 +307,11 @@ class _ClosedOnExit(_Synced):
 
 
 class SyncBroker(_ClosedOnExit):
+    """The client without ``await``: every method of ``roost.Client`` (checked against it by
+    tests/unit/test_sync_api.py), blocking until its answer. Deliveries come back as
+    ``SyncDelivery``, stream members as ``SyncStreamMember``; ``consume`` is a plain iterator.
+    ``subscribe`` (an async context manager) has no blocking twin: ``consume`` is it."""
+
     def __init__(self, opener: Callable[[], Awaitable[Client]]) -> None:
         bridge = _Bridge()
         try:
@@ -174,23 +319,356 @@ class SyncBroker(_ClosedOnExit):
         except BaseException:
             bridge.stop(_nothing)
             raise
-        super().__init__(bridge, client)
+        self._bridge = bridge
+        #: The async client every call goes through, on the bridge's loop.
+        self._target = client
 
-    def producer(self, topic: str, **options: Any) -> SyncProducer:
-        """A batching, idempotent ``Producer`` for ``topic`` (options as ``Producer.start``)
-        whose ``send`` blocks until the message is durable. Threads sending at once share
-        batches; a send retried across a reconnect is not stored twice."""
-        producer = self._bridge.run(Producer.start(self._target, topic, **options))
+    @property
+    def protocol_version(self) -> int:
+        return self._target.protocol_version
+
+    @property
+    def blocked(self) -> str | None:
+        """Why the broker has stopped reading publishers, or None (``Client.blocked``)."""
+        return self._target.blocked
+
+    def _delivery(self, delivery: Delivery) -> SyncDelivery:
+        return SyncDelivery(self._bridge, delivery)
+
+    # -- topics ---------------------------------------------------------------------------
+
+    def create_topic(
+        self,
+        name: str,
+        *,
+        partitions: int = 1,
+        durability: Literal["always", "interval", "never"] = "always",
+        retention: Seconds | None = None,
+        retention_bytes: int | None = None,
+        max_record_bytes: int = 1024 * 1024,
+        max_backlog: int | None = None,
+        max_backlog_bytes: int | None = None,
+        overflow: Overflow = "reject",
+        block_timeout: Seconds = 5.0,
+        cleanup: Literal["delete", "compact", "compact,delete"] = "delete",
+        tombstone_retention: Seconds | None = None,
+    ) -> TopicInfo:
+        """As ``Client.create_topic``: a declare, ``TopicExists`` for other settings."""
+        return self._bridge.run(self._target.create_topic(
+            name, partitions=partitions, durability=durability, retention=retention,
+            retention_bytes=retention_bytes, max_record_bytes=max_record_bytes,
+            max_backlog=max_backlog, max_backlog_bytes=max_backlog_bytes, overflow=overflow,
+            block_timeout=block_timeout, cleanup=cleanup, tombstone_retention=tombstone_retention,
+        ))  # fmt: skip
+
+    def delete_topic(self, name: str) -> None:
+        self._bridge.run(self._target.delete_topic(name))
+
+    def list_topics(self) -> list[str]:
+        return self._bridge.run(self._target.list_topics())
+
+    def describe_topic(self, name: str) -> TopicInfo:
+        return self._bridge.run(self._target.describe_topic(name))
+
+    # -- queues and subscriptions -----------------------------------------------------------
+
+    def create_queue(
+        self,
+        name: str,
+        *,
+        fifo: bool = False,
+        partitions: int = 1,
+        visibility_timeout: Seconds = 30.0,
+        max_deliveries: int | None = DEFAULT_MAX_DELIVERIES,
+        dead_letter: str | None = "",
+        delay: Seconds = 0.0,
+        durability: Literal["always", "interval", "never"] = "always",
+        max_backlog: int | None = None,
+        overflow: Overflow = "reject",
+        block_timeout: Seconds = 5.0,
+        retention: Seconds | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> SubscriptionSpec:
+        """As ``Client.create_queue``: a declare, ``ConfigConflict`` for other settings."""
+        return self._bridge.run(self._target.create_queue(
+            name, fifo=fifo, partitions=partitions, visibility_timeout=visibility_timeout,
+            max_deliveries=max_deliveries, dead_letter=dead_letter, delay=delay,
+            durability=durability, max_backlog=max_backlog, overflow=overflow,
+            block_timeout=block_timeout, retention=retention, retry=retry,
+        ))  # fmt: skip
+
+    def delete_queue(self, name: str) -> None:
+        self._bridge.run(self._target.delete_queue(name))
+
+    def create_subscription(
+        self,
+        topic: str,
+        name: str,
+        *,
+        mode: Literal["stream", "queue", "keyed"] = "queue",
+        start: Literal["earliest", "latest"] = "latest",
+        visibility_timeout: Seconds = 30.0,
+        max_deliveries: int | None = DEFAULT_MAX_DELIVERIES,
+        dead_letter: str | None = "",
+        delay: Seconds = 0.0,
+        retry: RetryPolicy | None = None,
+    ) -> SubscriptionSpec:
+        """As ``Client.create_subscription``: a declare."""
+        return self._bridge.run(self._target.create_subscription(
+            topic, name, mode=mode, start=start, visibility_timeout=visibility_timeout,
+            max_deliveries=max_deliveries, dead_letter=dead_letter, delay=delay, retry=retry,
+        ))  # fmt: skip
+
+    def delete_subscription(self, topic: str, name: str) -> None:
+        self._bridge.run(self._target.delete_subscription(topic, name))
+
+    def list_subscriptions(self, topic: str | None = None) -> list[SubscriptionSpec]:
+        return self._bridge.run(self._target.list_subscriptions(topic))
+
+    def stats(self, topic: str, subscription: str | None = None) -> SubscriptionStats | StreamStats:
+        return self._bridge.run(self._target.stats(topic, subscription))
+
+    def queue_stats(self, topic: str, subscription: str | None = None) -> SubscriptionStats:
+        """``stats`` of a `queue` or `keyed` subscription, typed as such."""
+        return self._bridge.run(self._target.queue_stats(topic, subscription))
+
+    def stream_stats(self, topic: str, group: str) -> StreamStats:
+        """``stats`` of a `stream` subscription (a consumer group), typed as such."""
+        return self._bridge.run(self._target.stream_stats(topic, group))
+
+    def peek(
+        self,
+        topic: str,
+        subscription: str | None = None,
+        *,
+        max_messages: int = 10,
+        partition: int | None = None,
+    ) -> list[Peeked]:
+        """What a queue holds, without a lease or a delivery counted."""
+        return self._bridge.run(
+            self._target.peek(topic, subscription, max_messages=max_messages, partition=partition)
+        )
+
+    def purge(self, topic: str, subscription: str | None = None) -> int:
+        return self._bridge.run(self._target.purge(topic, subscription))
+
+    def redrive(
+        self,
+        dead_letter_topic: str,
+        *,
+        source_topic: str | None = None,
+        key: bytes | None = None,
+        error_contains: str | None = None,
+        headers: dict[str, bytes] | None = None,
+        rate: float = 100.0,
+        to: str | None = None,
+    ) -> int:
+        """Move dead letters back (all, or those matching every filter); how many moved."""
+        return self._bridge.run(self._target.redrive(
+            dead_letter_topic, source_topic=source_topic, key=key,
+            error_contains=error_contains, headers=headers, rate=rate, to=to,
+        ))  # fmt: skip
+
+    # -- exchanges --------------------------------------------------------------------------
+
+    def declare_exchange(
+        self, name: str, kind: ExchangeKind, *, alternate: str | None = None
+    ) -> ExchangeSpec:
+        return self._bridge.run(self._target.declare_exchange(name, kind, alternate=alternate))
+
+    def delete_exchange(self, name: str) -> None:
+        self._bridge.run(self._target.delete_exchange(name))
+
+    def list_exchanges(self) -> list[ExchangeSpec]:
+        return self._bridge.run(self._target.list_exchanges())
+
+    def bind(
+        self,
+        exchange: str,
+        topic: str,
+        *,
+        key: str = "",
+        headers: dict[str, bytes | None] | None = None,
+        match: Literal["all", "any"] = "all",
+        weight: int = 1,
+    ) -> bool:
+        return self._bridge.run(self._target.bind(
+            exchange, topic, key=key, headers=headers, match=match, weight=weight
+        ))  # fmt: skip
+
+    def unbind(
+        self,
+        exchange: str,
+        topic: str,
+        *,
+        key: str = "",
+        headers: dict[str, bytes | None] | None = None,
+        match: Literal["all", "any"] = "all",
+        weight: int = 1,
+    ) -> bool:
+        return self._bridge.run(self._target.unbind(
+            exchange, topic, key=key, headers=headers, match=match, weight=weight
+        ))  # fmt: skip
+
+    def list_bindings(self, exchange: str | None = None) -> list[BindingSpec]:
+        return self._bridge.run(self._target.list_bindings(exchange))
+
+    # -- publishing -------------------------------------------------------------------------
+
+    def publish(
+        self,
+        topic: str,
+        value: object,
+        *,
+        key: bytes | None = None,
+        headers: Headers = (),
+        partition: int | None = None,
+        delay: Seconds | None = None,
+        deliver_at_ms: int | None = None,
+        dedup_id: str | None = None,
+        serializer: Serializer | None = None,
+    ) -> Published:
+        """As ``Client.publish``: returns once the message is durable."""
+        return self._bridge.run(self._target.publish(
+            topic, value, key=key, headers=headers, partition=partition, delay=delay,
+            deliver_at_ms=deliver_at_ms, dedup_id=dedup_id, serializer=serializer,
+        ))  # fmt: skip
+
+    def publish_batch(
+        self,
+        topic: str,
+        messages: Sequence[Outgoing],
+        *,
+        producer_id: str | None = None,
+        sequence: int | None = None,
+    ) -> list[Published]:
+        return self._bridge.run(self._target.publish_batch(
+            topic, messages, producer_id=producer_id, sequence=sequence
+        ))  # fmt: skip
+
+    def publish_to_exchange(
+        self,
+        exchange: str,
+        routing_key: str,
+        value: object,
+        *,
+        key: bytes | None = None,
+        headers: Headers = (),
+        serializer: Serializer | None = None,
+    ) -> list[Published]:
+        return self._bridge.run(self._target.publish_to_exchange(
+            exchange, routing_key, value, key=key, headers=headers, serializer=serializer
+        ))  # fmt: skip
+
+    def producer(
+        self,
+        topic: str,
+        *,
+        linger: float = 0.005,
+        max_batch: int = 500,
+        max_batch_bytes: int = 1024 * 1024,
+        producer_id: str | None = None,
+    ) -> SyncProducer:
+        """A batching, idempotent ``Producer`` for ``topic`` whose ``send`` blocks until the
+        message is durable. Threads sending at once share batches; a send retried across a
+        reconnect is not stored twice."""
+        producer = self._bridge.run(Producer.start(
+            self._target, topic, linger=linger, max_batch=max_batch,
+            max_batch_bytes=max_batch_bytes, producer_id=producer_id,
+        ))  # fmt: skip
         return SyncProducer(self._bridge, producer)
+
+    # -- consuming --------------------------------------------------------------------------
+
+    def receive(
+        self,
+        topic: str,
+        subscription: str | None = None,
+        *,
+        max_messages: int = 1,
+        wait: Seconds = 0.0,
+        visibility_timeout: Seconds | None = None,
+    ) -> list[SyncDelivery]:
+        """Up to ``max_messages``, leased; waits up to ``wait`` seconds for the first."""
+        deliveries = self._bridge.run(self._target.receive(
+            topic, subscription, max_messages=max_messages, wait=wait,
+            visibility_timeout=visibility_timeout,
+        ))  # fmt: skip
+        return [self._delivery(delivery) for delivery in deliveries]
+
+    def consume(
+        self, topic: str, subscription: str | None = None, *, prefetch: int = 100
+    ) -> Iterator[SyncDelivery]:
+        """Deliveries, forever. Leaving the loop puts back what arrived and was never
+        handed out."""
+        deliveries = self._target.consume(topic, subscription, prefetch=prefetch)
+        return _iterate(self._bridge, deliveries, self._delivery)
+
+    def ack(
+        self, topic: str, subscription: str, receipts: Sequence[Receipt], *, wait: bool = True
+    ) -> list[Receipt]:
+        return self._bridge.run(self._target.ack(topic, subscription, receipts, wait=wait))
+
+    def nack(
+        self,
+        topic: str,
+        subscription: str,
+        receipts: Sequence[Receipt],
+        delay: Seconds | None = None,
+        error: str | None = None,
+        *,
+        undelivered: bool = False,
+        reject: bool = False,
+    ) -> list[Receipt]:
+        return self._bridge.run(self._target.nack(
+            topic, subscription, receipts, delay, error, undelivered=undelivered, reject=reject
+        ))  # fmt: skip
+
+    def extend(
+        self, topic: str, subscription: str, receipts: Sequence[Receipt], seconds: Seconds
+    ) -> list[Receipt]:
+        return self._bridge.run(self._target.extend(topic, subscription, receipts, seconds))
+
+    def join(
+        self, topic: str, group: str, *, member_id: str | None = None, client: str = ""
+    ) -> SyncStreamMember:
+        """Join the `stream` subscription ``group`` on ``topic``."""
+        member = self._bridge.run(
+            self._target.join(topic, group, member_id=member_id, client=client)
+        )
+        return SyncStreamMember(self._bridge, member)
 
     def close(self) -> None:
         """Close the client, then stop its thread. Calls still waiting in other threads
         raise ``ConnectionClosed``, as does any call made after; closing twice does nothing."""
         self._bridge.stop(self._target.aclose)
 
+    def __repr__(self) -> str:
+        return f"<sync {self._target!r}>"
+
 
 class SyncProducer(_ClosedOnExit):
     """``Producer`` without ``await``: ``send``, ``flush``; ``close`` sends what is pending."""
+
+    def __init__(self, bridge: _Bridge, producer: Producer) -> None:
+        self._bridge = bridge
+        self._target = producer
+
+    def send(
+        self,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+        partition: int | None = None,
+    ) -> Published:
+        """Blocks until the batch holding it is durable; its offset."""
+        return self._bridge.run(
+            self._target.send(value, key=key, headers=headers, partition=partition)
+        )
+
+    def flush(self) -> None:
+        self._bridge.run(self._target.flush())
 
     def close(self) -> None:
         self._bridge.run(self._target.aclose())

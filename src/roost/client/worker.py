@@ -43,19 +43,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import random
 import signal
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, TypeVar, cast, get_type_hints
 
+from roost.client import tracing
 from roost.client.api import Client
+from roost.client.durations import Seconds, as_seconds
 from roost.client.subscriber import Delivery
 from roost.core.retry import RetryPolicy
 from roost.errors import InvalidConfig, LeaseExpired, UnknownSubscription
 
 Handler = Callable[[Delivery], Awaitable[None]]
+#: What ``handler`` registers: ``f(delivery)``, or typed, ``f(value)`` / ``f(value, delivery)``.
+AnyHandler = TypeVar("AnyHandler", bound=Callable[..., Awaitable[None]])
 Sleep = Callable[[float], Awaitable[None]]
 #: ``on_retry(delivery, error, delay)``: delay in seconds, None for the queue's own policy.
 OnRetry = Callable[[Delivery, Exception, float | None], Awaitable[None] | None]
@@ -101,16 +106,17 @@ class Worker:
         self,
         broker: Client,
         *,
-        shutdown_timeout: float = 30.0,
+        shutdown_timeout: Seconds = 30.0,
         install_signal_handlers: bool = False,
         sleep: Sleep = asyncio.sleep,
         on_retry: OnRetry | None = None,
         on_dead_letter: OnDeadLetter | None = None,
     ) -> None:
-        if not shutdown_timeout >= 0:
+        grace = as_seconds("shutdown_timeout", shutdown_timeout)
+        if not grace >= 0:
             raise InvalidConfig("shutdown_timeout", shutdown_timeout, "seconds, >= 0")
         self._broker = broker
-        self.shutdown_timeout = shutdown_timeout
+        self.shutdown_timeout = grace
         self._install_signal_handlers = install_signal_handlers
         self._sleep = sleep
         self._on_retry = on_retry
@@ -132,9 +138,15 @@ class Worker:
         subscription: str | None = None,
         concurrency: int = 1,
         retry: RetryPolicy | None = None,
-        visibility_timeout: float | None = None,
-    ) -> Callable[[Handler], Handler]:
+        visibility_timeout: Seconds | None = None,
+    ) -> Callable[[AnyHandler], AnyHandler]:
         """Register ``async def handle(message: Delivery) -> None`` for ``queue``.
+
+        Typed, the handler's first parameter says what the value is decoded into before it
+        is called: ``bytes``, ``str`` (UTF-8), or a model (a msgspec Struct, a dataclass, a
+        TypedDict, a pydantic model, ``dict``: from JSON); a second parameter, if any, gets
+        the ``Delivery``. A value that does not decode is rejected straight to the
+        dead-letter topic (it never will), with the decoding error.
 
         ``subscription`` defaults to the queue's own. At most ``concurrency`` handlers run at
         once for it. A failure is retried after ``retry``'s delay for that delivery, else after
@@ -143,14 +155,17 @@ class Worker:
         """
         if type(concurrency) is not int or concurrency < 1:
             raise InvalidConfig("concurrency", concurrency, "a positive int")
-        if visibility_timeout is not None and not visibility_timeout > 0:
-            raise InvalidConfig("visibility_timeout", visibility_timeout, "seconds, > 0")
+        extend_s = None
+        if visibility_timeout is not None:
+            extend_s = as_seconds("visibility_timeout", visibility_timeout)
+            if not extend_s > 0:
+                raise InvalidConfig("visibility_timeout", visibility_timeout, "seconds, > 0")
         name = subscription or queue
         if (queue, name) in self._routes:
             raise InvalidConfig("handler", f"{queue}/{name}", "one handler per subscription")
 
-        def register(function: Handler) -> Handler:
-            route = _Route(queue, name, function, concurrency, retry, visibility_timeout)
+        def register(function: AnyHandler) -> AnyHandler:
+            route = _Route(queue, name, typed(function), concurrency, retry, extend_s)
             self._routes[queue, name] = route
             return function
 
@@ -354,10 +369,47 @@ class Worker:
                     signal.signal(sig, previous[sig])
 
 
+def typed(function: Callable[..., Awaitable[None]]) -> Handler:
+    """``function`` as a handler of deliveries: as it is if its first parameter takes the
+    ``Delivery`` (or says nothing), else wrapped to decode the value into that type first."""
+    try:
+        parameters = list(inspect.signature(function).parameters.values())
+        hints = get_type_hints(function)
+    except (NameError, TypeError) as e:
+        raise InvalidConfig("handler", getattr(function, "__name__", function),
+                            f"its parameter types cannot be resolved: {e}") from None  # fmt: skip
+    if not parameters:
+        raise InvalidConfig("handler", function.__name__, "takes no parameter: give it one")
+    kind = hints.get(parameters[0].name)
+    if kind is None or kind is Delivery or kind is Any:
+        return cast(Handler, function)
+    decode = _decoder(kind)
+    with_delivery = len(parameters) > 1
+    name = getattr(kind, "__name__", str(kind))
+
+    async def decoded(delivery: Delivery) -> None:
+        try:
+            value = decode(delivery)
+        except ValueError as e:  # UnicodeDecodeError and pydantic's ValidationError are too
+            raise Reject(f"cannot decode the value as {name}: {e}") from None
+        await (function(value, delivery) if with_delivery else function(value))
+
+    return decoded
+
+
+def _decoder(kind: Any) -> Callable[[Delivery], object]:
+    if kind is bytes:
+        return lambda delivery: delivery.value
+    if kind is str:
+        return lambda delivery: delivery.text()
+    return lambda delivery: delivery.decode(kind)
+
+
 async def _outcome(function: Handler, delivery: Delivery) -> Exception | None:
     """The handler's failure as a value, so its task ends cleanly either way."""
     try:
-        await function(delivery)
+        with tracing.processing(delivery):
+            await function(delivery)
     except Exception as error:
         return error
     return None

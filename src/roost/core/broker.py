@@ -38,6 +38,7 @@ import msgspec
 from roost.clock import Clock
 from roost.core.backpressure import make_room
 from roost.core.catalog import Catalog
+from roost.core.declares import differences
 from roost.core.delivery_modes import Subscription
 from roost.core.gaps import continue_past_seen
 from roost.core.inspection import Peeked, read_log
@@ -63,6 +64,7 @@ from roost.core.subscription import PendingDeadLetter
 from roost.core.topic_state import TopicStates
 from roost.core.until_consumed import UntilConsumed
 from roost.errors import (
+    ConfigConflict,
     InvalidConfig,
     InvalidRequest,
     ProducerStateQuarantined,
@@ -161,7 +163,12 @@ class Broker:
     ) -> TopicInfo:
         """A topic of partition logs; ``policy`` bounds its backlog (see policies.py).
 
-        One metadata transaction (joined to the caller's, if one is open)."""
+        One metadata transaction (joined to the caller's, if one is open). A topic that
+        exists with the same settings is returned as it is; other settings raise
+        ``TopicExists`` naming each one (core/declares.py)."""
+        if self.engine.has_topic(name):
+            self._check_declared(name, config, policy)
+            return self.engine.describe_topic(name)
         with self.engine.metadata.transaction() as txn:
             info = self.engine.create_topic(name, config).describe()
             if policy is not None and policy != DEFAULT_POLICY:
@@ -170,6 +177,15 @@ class Broker:
                 state.policy, state.policy_saved = policy, True
                 txn.on_abort(lambda: self._topics.drop(name))
         return info
+
+    def _check_declared(
+        self, name: str, config: TopicConfig | None, policy: TopicPolicy | None
+    ) -> None:
+        """``TopicExists`` unless topic ``name`` has this config and policy."""
+        found = differences(self.engine.topic(name).config, config or TopicConfig())
+        found += differences(self._topics.policy(name), policy or DEFAULT_POLICY)
+        if found:
+            raise TopicExists(name, found)
 
     def policy(self, topic: str) -> TopicPolicy:
         self.engine.topic(topic)
@@ -240,7 +256,10 @@ class Broker:
     # -- subscriptions and queues ---------------------------------------------------------
 
     def create_subscription(self, spec: SubscriptionSpec) -> SubscriptionSpec:
-        """Start reading ``spec.topic`` as ``spec.name``; the dead-letter topic must exist."""
+        """Start reading ``spec.topic`` as ``spec.name``; the dead-letter topic must exist.
+
+        One that exists with the same settings is returned as it is; other settings raise
+        ``SubscriptionExists`` naming each one."""
         self.engine.topic(spec.topic)
         if spec.dead_letter is not None:
             self.engine.topic(spec.dead_letter)
@@ -250,9 +269,24 @@ class Broker:
                 f"max_deliveries={spec.max_deliveries} needs a dead-letter topic; to retry a "
                 "failing message forever, say max_deliveries=None",
             )  # fmt: skip
+        existing = self._declared_subscription(spec)
+        if existing is not None:
+            return existing
         with self.engine.metadata.transaction():
             stored = self._define_subscription(spec)
         self._registry.open(stored)
+        return stored
+
+    def _declared_subscription(self, spec: SubscriptionSpec) -> SubscriptionSpec | None:
+        """The stored spec if ``spec`` names a subscription that exists with its settings;
+        None if there is none; ``SubscriptionExists`` if it has others."""
+        if not self._registry.exists(spec.topic, spec.name):
+            return None
+        stored = self._catalog.subscription(spec.topic, spec.name)
+        assert stored is not None, "the registry serves only what the catalog holds"
+        found = differences(stored, spec, skip=("journal",))
+        if found:
+            raise SubscriptionExists(spec.topic, spec.name, found)
         return stored
 
     def _define_subscription(self, spec: SubscriptionSpec) -> SubscriptionSpec:
@@ -284,6 +318,10 @@ class Broker:
         ``fifo`` makes it `keyed` (per key in order, one in flight per key). The dead-letter
         topic defaults to ``<name>.dlq`` (made if missing); ``dead_letter=None`` with
         ``max_deliveries=None`` retries a failing message forever, deliberately.
+
+        A declare: a queue that exists with these settings is returned as it is; other
+        settings (or a topic of that name that is not a queue) raise ``ConfigConflict``
+        naming each one, and change nothing.
         """
         if dead_letter is None and max_deliveries is not None:
             raise InvalidConfig(
@@ -311,7 +349,7 @@ class Broker:
             retry=retry,
         )
         if self.engine.has_topic(name):
-            raise TopicExists(name)
+            return self._declared_queue(spec, config, policy)
         # One metadata transaction, so one durable write: the queue is wholly there after a
         # crash or wholly absent. No file is made: each log makes its own on its first write.
         with self.engine.metadata.transaction():
@@ -321,6 +359,22 @@ class Broker:
                 self.engine.create_topic(dead_letter_topic, dead_letters)
             stored = self._define_subscription(spec)
         self._registry.open(stored)
+        return stored
+
+    def _declared_queue(
+        self, spec: SubscriptionSpec, config: TopicConfig, policy: TopicPolicy
+    ) -> SubscriptionSpec:
+        """The queue ``spec`` names, if it exists with these settings; else ConfigConflict."""
+        found = differences(self.engine.topic(spec.topic).config, config)
+        found += differences(self._topics.policy(spec.topic), policy)
+        stored = self._catalog.subscription(spec.topic, spec.name)
+        if stored is None:
+            found.append(("kind", "topic", "queue"))
+        else:
+            found += differences(stored, spec, skip=("journal",))
+        if found:
+            raise ConfigConflict("queue", spec.name, found)
+        assert stored is not None
         return stored
 
     def delete_queue(self, name: str) -> None:

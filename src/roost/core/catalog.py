@@ -37,6 +37,10 @@ class Catalog:
             for name in self._metadata.names(SUBSCRIPTIONS)
         ]
 
+    def subscription(self, topic: str, name: str) -> SubscriptionSpec | None:
+        stored = self._metadata.get(SUBSCRIPTIONS, subscription_id(topic, name))
+        return None if stored is None else msgspec.convert(stored, SubscriptionSpec)
+
     def add_subscription(self, spec: SubscriptionSpec) -> SubscriptionSpec:
         """Persist ``spec`` with a fresh journal name; returns the spec as stored."""
         with self._metadata.transaction() as txn:

@@ -27,6 +27,15 @@ MAX_VISIBILITY_MS = 12 * 3600 * 1000
 MAX_DELAY_MS = 24 * 3600 * 1000  # longer waits belong in a scheduler, not a queue
 DEFAULT_MAX_DELIVERIES = 10
 
+#: Subscriptions Roost makes for itself are named with this (``roost-redrive`` on a dead-letter
+#: topic, the CLI's ``roost-peek-<random>``): the dashboard does not list them as queues.
+INTERNAL_PREFIX = "roost-"
+
+
+def is_internal(subscription: str) -> bool:
+    return subscription.startswith(INTERNAL_PREFIX)
+
+
 #: Header a record carries when it must not be delivered before a time (ms since the epoch).
 DELIVER_AT_HEADER = "x-roost-deliver-at"
 

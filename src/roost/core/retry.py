@@ -7,11 +7,14 @@ random source is passed in: tests pin it, the broker seeds one per subscription.
 
     policy = RetryPolicy(kind="exponential", base_ms=1000, max_ms=60_000, jitter=0.0)
     policy.delay_ms(deliveries=3, rng=random.Random(0))   # 4000
+    RetryPolicy.exponential(base=1, limit=60, jitter=0.0) == policy   # in seconds
+    RetryPolicy.fixed(timedelta(seconds=5))
 """
 
 from __future__ import annotations
 
 import random
+from datetime import timedelta
 from typing import Literal
 
 import msgspec
@@ -37,6 +40,25 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         if not 0.0 <= self.jitter <= 1.0:
             raise InvalidConfig("retry.jitter", self.jitter, "between 0 and 1")
 
+    @classmethod
+    def fixed(cls, delay: float | timedelta, *, jitter: float = 0.0) -> RetryPolicy:
+        """Always ``delay`` (seconds, or a ``timedelta``) after a failure."""
+        ms = _ms("retry delay", delay)
+        return cls(kind="fixed", base_ms=ms, max_ms=ms, jitter=jitter)
+
+    @classmethod
+    def exponential(
+        cls,
+        base: float | timedelta = 1.0,
+        limit: float | timedelta = 300.0,
+        *,
+        jitter: float = 0.2,
+    ) -> RetryPolicy:
+        """``base`` after the first failure, doubling after each one, never above ``limit``
+        (seconds, or ``timedelta``s)."""
+        return cls(base_ms=_ms("retry base", base), max_ms=_ms("retry limit", limit),
+                   jitter=jitter)  # fmt: skip
+
     def delay_ms(self, deliveries: int, rng: random.Random) -> int:
         """The wait after the ``deliveries``-th delivery failed (``deliveries`` >= 1)."""
         if self.kind == "fixed":
@@ -46,6 +68,15 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         if self.jitter:
             delay -= int(delay * self.jitter * rng.random())
         return delay
+
+
+def _ms(name: str, value: float | timedelta) -> int:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise InvalidConfig(name, value, "a number of seconds or a timedelta")
+    if not 0 <= seconds <= MAX_RETRY_DELAY_MS / 1000:
+        raise InvalidConfig(name, value, f"0..{MAX_RETRY_DELAY_MS // 1000} seconds")
+    return round(seconds * 1000)
 
 
 #: The policy a subscription gets when none is given (frozen: one shared value is safe).

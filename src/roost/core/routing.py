@@ -44,6 +44,7 @@ from typing import Literal, get_args
 
 import msgspec
 
+from roost.core.declares import differences
 from roost.core.patterns import HashRing, HeaderRules, TopicTrie, check_pattern
 from roost.errors import (
     ExchangeExists,
@@ -110,14 +111,16 @@ class Router:
     def declare(self, spec: ExchangeSpec) -> ExchangeSpec:
         """Create an exchange; an identical one already there is fine and returned.
 
-        ``ExchangeExists`` if the name is taken by a different kind or alternate;
+        ``ExchangeExists`` naming what differs if the name is taken by a different kind or
+        alternate;
         ``InvalidName`` / ``InvalidConfig`` for a bad name, kind or alternate.
         """
         _check_exchange(spec)
         existing = self._exchanges.get(spec.name)
         if existing is not None:
-            if existing.spec != spec:
-                raise ExchangeExists(spec.name)
+            found = differences(existing.spec, spec)
+            if found:
+                raise ExchangeExists(spec.name, found)
             return existing.spec
         self._exchanges[spec.name] = _Exchange(spec)
         return spec

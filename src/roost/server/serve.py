@@ -39,8 +39,10 @@ from roost.server.process_tuning import (
     collector_tuned,
     raise_fd_limit,
 )
+from roost.server.settings_errors import explained
 from roost.server.tls import describe, server_context
 from roost.server.watchdog import Timeouts
+from roost.storage.fd_pool import MIN_MAX_OPEN
 
 log = logging.getLogger("roost.serve")
 T = TypeVar("T")
@@ -48,6 +50,7 @@ T = TypeVar("T")
 
 #: A TCP port; 0 asks the system for a free one (the log says which).
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+Positive = Annotated[int, msgspec.Meta(ge=1)]
 #: The tables a config file may have, and what they hold.
 TABLES = ("server", "tls")
 
@@ -56,8 +59,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     data: str = "./data"
     listen: str = "127.0.0.1"
     port: Port = 7420
-    max_frame_bytes: int = 16 * 1024 * 1024
-    max_connections: int = 10_000
+    max_frame_bytes: Annotated[int, msgspec.Meta(ge=4096, le=1 << 30)] = 16 * 1024 * 1024
+    max_connections: Positive = 10_000
     #: The HTTP admin API: served unless ``admin`` is false.
     admin: bool = True
     admin_listen: str = "127.0.0.1"
@@ -70,19 +73,19 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: Names the admin API answers to in Host and Origin, besides its listen address and
     #: localhost (a proxy's public name, say); anything else is refused (DNS rebinding).
     admin_hosts: list[str] = msgspec.field(default_factory=list)
-    max_connections_per_user: int = 1_000
+    max_connections_per_user: Positive = 1_000
     #: A connection must finish its handshake (and authentication) this soon, or is closed.
-    handshake_timeout_ms: int = 10_000
+    handshake_timeout_ms: Positive = 10_000
     # -- bounds (docs/operations.md, "Memory and connection bounds") --
     #: The broker's memory budget: bytes (``512MiB``, ``2GB``), a fraction of the machine's
     #: memory (``0.4``, RabbitMQ's default watermark), or ``0`` for none. Over it, publishing
     #: connections are not read (and told so) until memory falls back.
     max_memory: str = DEFAULT_MAX_MEMORY
     #: A frame that has started to arrive must be whole this soon, or the connection ends.
-    frame_timeout_ms: int = 30_000
+    frame_timeout_ms: Positive = 30_000
     #: Told to clients in the WELCOME: a version-5 client PINGs this often, and one silent for
     #: twice this is closed.
-    heartbeat_ms: int = 10_000
+    heartbeat_ms: Positive = 10_000
     #: TLS on the native and admin listeners: PEM files (the ``[tls]`` table of the TOML file).
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
@@ -92,12 +95,12 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     tls_client_auth: str = "none"
     #: Publishes are refused below this much free space (None: 2x the largest segment +
     #: 1 GiB; 0: off). See server/disk_space.py.
-    min_free_bytes: int | None = None
+    min_free_bytes: Annotated[int, msgspec.Meta(ge=0)] | None = None
     #: Descriptors storage keeps open at most (segment files; idle ones are closed and opened
     #: again on use). None: three quarters of the open files limit (storage/fd_pool.py).
-    max_open_files: int | None = None
+    max_open_files: Annotated[int, msgspec.Meta(ge=MIN_MAX_OPEN)] | None = None
     #: Reads and writes per second of a compaction pass (storage/compaction.py); 0: no limit.
-    compaction_bytes_per_s: int = 32 * 1024 * 1024
+    compaction_bytes_per_s: Annotated[int, msgspec.Meta(ge=0)] = 32 * 1024 * 1024
 
 
 #: Environment variables and the setting each sets.
@@ -143,24 +146,29 @@ def settings(
     TOML, a ``[server]`` or ``[tls]`` that is not a table, an unknown setting, or a value of
     the wrong type."""
     values: dict[str, object] = {}
+    #: Where each value came from, for the error that names it.
+    sources: dict[str, str] = {}
     if config_file is not None:
         document = _read_config(config_file)
         _check_tables(document, config_file)
-        values.update(_table(document, "server", config_file))
+        server = _table(document, "server", config_file)
+        values.update(server)
+        sources.update(dict.fromkeys(server, f"{config_file} [server]"))
         tls = _table(document, "tls", config_file)
         values.update({f"tls_{name}": value for name, value in tls.items()})
+        sources.update({f"tls_{name}": f"{config_file} [tls]" for name in tls})
     for variable, name in ENVIRONMENT.items():
         if variable in environ:
-            values[name] = environ[variable]
-    values.update({name: value for name, value in flags.items() if value is not None})
+            values[name], sources[name] = environ[variable], variable
+    for name, value in flags.items():
+        if value is not None:
+            values[name], sources[name] = value, "--" + name.replace("_", "-")
     if "max_memory" in values:  # a TOML number (0.4) is as good as the string
         values["max_memory"] = str(values["max_memory"])
     try:
         return msgspec.convert(values, Settings, strict=False)
     except msgspec.ValidationError as e:
-        name = str(e).rpartition("`$.")[2].rstrip("`")
-        field = name if name in values else "a setting"
-        raise InvalidConfig(field, values.get(field, "(as given)"), str(e)) from None
+        raise explained(e, values, sources, Settings) from None
 
 
 def _read_config(path: str) -> dict[str, object]:

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 
 import msgspec
 
+from roost.core.model import is_internal
 from roost.core.readings import (
     Counters,
     PartitionReading,
@@ -86,6 +87,8 @@ def snapshot(previous: Reading | None, current: Reading) -> Snapshot:
 
     subscriptions = []
     for sub in current.subscriptions:
+        if is_internal(sub.stats.subscription):
+            continue  # Roost's own (a redrive's, a CLI peek's): not a queue to watch
         was = before_subs.get(_key(sub))
         then = _sum(was.counters) if was is not None else None
         rates = _rates(published.get(sub.stats.topic), _sum(sub.counters), then, elapsed_ms)

@@ -12,37 +12,74 @@ const LIMIT = 100; // letters shown at most (the API's peek limit)
 export function deadLetterBrowser(topic, deadLetterTopic) {
   const base = `api/v1/topics/${encodeURIComponent(deadLetterTopic)}`;
   const note = h("span", { class: "muted", "data-field": "redrive-note" });
+  const shown = h("p", { class: "muted", "data-field": "dead-letters-shown" });
   const list = h("div", { "data-field": "dead-letters" });
-  const redrive = h("button", { class: "primary", "data-action": "redrive", onclick: redriveAll },
-    `Redrive to ${topic}`);
+  const open = h("button", { class: "primary", "data-action": "redrive", onclick: ask },
+    `Redrive to ${topic}…`);
+  const key = h("input", { "data-field": "redrive-key", placeholder: "any key" });
+  const errorContains = h("input", { "data-field": "redrive-error", placeholder: "any error" });
+  const question = h("span", { "data-field": "redrive-question" });
+  const confirmButton = h("button", { class: "primary", "data-action": "redrive-confirm",
+    onclick: redrive }, "Move them");
+  // A redrive moves messages back into a live queue: it is asked for, not one click away.
+  const form = h("div", { class: "toolbar", "data-section": "redrive-form", hidden: "" },
+    question, h("label", {}, "key ", key), h("label", {}, "error contains ", errorContains),
+    confirmButton, h("button", { "data-action": "redrive-cancel", onclick: cancel }, "Cancel"));
   const el = h("section", { "data-section": "dead-letters" },
     h("h2", {}, "Dead letters ", h("span", { class: "muted" }, `in ${deadLetterTopic}`)),
-    h("div", { class: "toolbar" }, redrive, h("button", { onclick: load }, "Refresh"), note),
-    list);
+    h("div", { class: "toolbar" }, open, h("button", { onclick: load }, "Refresh"), note),
+    form, shown, list);
   let count = null;
+  let listed = 0;
   let loads = 0;
 
   async function load() {
     const mine = ++loads; // only the newest answer is drawn
     try {
       const letters = await call("GET", `${base}/dead-letters?limit=${LIMIT}`);
-      if (mine === loads) list.replaceChildren(render(letters));
+      if (mine !== loads) return;
+      listed = letters.length;
+      list.replaceChildren(render(letters));
+      showCount();
     } catch (error) {
       if (mine === loads) list.replaceChildren(h("p", { class: "empty bad" }, String(error)));
     }
   }
 
-  async function redriveAll() {
-    redrive.disabled = true;
+  function showCount() {
+    // The list holds the first LIMIT letters; the live count says how many wait in all.
+    const total = count ?? listed;
+    shown.textContent = total > 0 ? `${listed} of ${total.toLocaleString("en-US")}` : "";
+  }
+
+  function ask() {
+    const total = (count ?? listed).toLocaleString("en-US");
+    question.textContent = `Move ${total} dead letters (or those matching) back to ${topic}, `
+      + "at most 100 a second?";
+    form.hidden = false;
+    open.disabled = true;
+  }
+
+  function cancel() {
+    form.hidden = true;
+    open.disabled = false;
+  }
+
+  async function redrive() {
+    confirmButton.disabled = true;
     note.textContent = "moving…";
+    // Only letters that died on this topic (and match the filter); the broker paces it.
+    const body = { source_topic: topic };
+    if (key.value) body.key = key.value;
+    if (errorContains.value) body.error_contains = errorContains.value;
     try {
-      // Only letters that died on this topic; the broker paces it (100 a second by default).
-      const { moved } = await call("POST", `${base}/redrive`, { source_topic: topic });
+      const { moved } = await call("POST", `${base}/redrive`, body);
       note.textContent = `moved ${moved} back to ${topic}`;
     } catch (error) {
       note.textContent = String(error);
     } finally {
-      redrive.disabled = false;
+      confirmButton.disabled = false;
+      cancel();
       load();
     }
   }
@@ -52,6 +89,7 @@ export function deadLetterBrowser(topic, deadLetterTopic) {
     update(deadLetters) {
       if (deadLetters !== count) {
         count = deadLetters;
+        showCount();
         load();
       }
     },

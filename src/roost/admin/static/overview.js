@@ -16,7 +16,8 @@ export function overview(main) {
       "#Deliver/s", "#DLQ", "Last 5 min"]);
   const [topicsTable, topicsBody] = table(
     ["Topic", "#Partitions", "#Records", "#Size", "#Publish/s", "Subscriptions", "Publish/s, 5 min"]);
-  const subsEmpty = h("p", { class: "empty" }, "No subscriptions yet.");
+  // Hidden until the first snapshot: "none yet" must not flash while the page connects.
+  const subsEmpty = h("p", { class: "empty", "data-empty": "", hidden: "" }, "No subscriptions yet.");
   main.append(
     h("h1", {}, "Overview"),
     h("h2", {}, "Queues and subscriptions"), subsTable, subsEmpty,

@@ -1,0 +1,66 @@
+"""Numbers on the command line, checked before anything is sent: finite, in range, in the
+unit the option says (seconds), or a usage error naming the option (exit 2).
+
+    @click.option("--delay", type=Seconds(high=MAX_DELAY_MS / 1000))
+
+``nan``, ``inf`` and ``1e20`` are numbers to Python's ``float``; to an option that means a
+time they are mistakes, said as such rather than sent to the broker (or past a failed
+connection) to be refused there.
+"""
+
+from __future__ import annotations
+
+import math
+
+import click
+
+from roost.client.api import MAX_WIRE_MS
+from roost.core.model import MAX_DELAY_MS, MAX_VISIBILITY_MS
+from roost.storage.config import MAX_PARTITIONS
+
+
+class Seconds(click.ParamType[float]):
+    """A finite number of seconds from ``low`` to ``high`` (``low`` itself excluded if
+    ``low_open``)."""
+
+    name = "seconds"
+    unit = "seconds"
+
+    def __init__(self, low: float = 0.0, high: float = MAX_WIRE_MS / 1000, *,
+                 low_open: bool = False) -> None:  # fmt: skip
+        self.low, self.high, self.low_open = low, high, low_open
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, float):
+            number = value
+        else:
+            try:
+                number = float(str(value))
+            except ValueError:
+                self.fail(f"{value!r} is not a number of {self.unit}", param, ctx)
+        below = number <= self.low if self.low_open else number < self.low
+        if not math.isfinite(number) or below or number > self.high:
+            low = f"more than {self.low:g}" if self.low_open else f"{self.low:g}"
+            self.fail(f"{value}: a finite number of {self.unit}, from {low} to {self.high:g}",
+                      param, ctx)  # fmt: skip
+        return number
+
+
+class PositiveRate(Seconds):
+    """A finite number above zero (a rate: messages a second)."""
+
+    name = "rate"
+    unit = "messages a second"
+
+    def __init__(self) -> None:
+        super().__init__(0.0, 1e9, low_open=True)
+
+
+VISIBILITY = Seconds(high=MAX_VISIBILITY_MS / 1000)
+DELAY = Seconds(high=MAX_DELAY_MS / 1000)
+RETENTION = Seconds(low=0.001)
+PARTITIONS = click.IntRange(1, MAX_PARTITIONS)
+#: As the broker bounds a subscription's ``max_deliveries``.
+MAX_DELIVERIES = click.IntRange(1, 1000)
