@@ -4,6 +4,7 @@ index and recovery takes in its stride."""
 
 from __future__ import annotations
 
+import errno
 import os
 
 import pytest
@@ -23,6 +24,7 @@ from roost.storage.config import TopicConfig
 from roost.storage.log import PartitionLog
 from roost.storage.scrub import Scrubber
 from roost.storage.segment import LOG_SUFFIX
+from tests.fault_fs import FaultFS
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -209,3 +211,34 @@ def test_roost_check_finds_a_compacted_partition_sound(data_dir: str, clock: Man
     assert report.ok and not partition.problems
     # It counts offsets, a gap batch's too: compaction keeps them all.
     assert (partition.records, partition.segments) == (41, 2)
+
+
+@pytest.mark.parametrize("operation", ["pwrite", "fsync", "rename"])
+def test_a_disk_that_refuses_a_pass_changes_nothing(
+    data_dir: str, clock: ManualClock, operation: str
+) -> None:
+    fs = FaultFS()
+    engine = LocalEngine.open(data_dir, clock, fs)
+    try:
+        log = engine.create_topic("t", _config()).log(0)
+        _publish(log, [(b"a", b"1"), (b"a", b"2"), (b"b", b"1")])
+        _seal(log)
+        before = _contents(log)
+        # A rename is matched on its target: the segment's own name.
+        target = f"{0:020d}{LOG_SUFFIX}" if operation == "rename" else ".compacted.tmp"
+        fs.arm(operation, errno.ENOSPC, match=target)
+        compactor = _compactor(engine, clock)
+        if operation == "rename":  # the swap, on the loop: that segment keeps its file
+            job = compactor.compact(log)
+            assert job is not None and job.swaps == []
+        else:
+            with pytest.raises(OSError):
+                compactor.compact(log)
+        fs.disarm()
+        assert _contents(log) == before, "every record still there, at its offset"
+        assert not [n for n in os.listdir(log.directory) if n.endswith(".compacted.tmp")]
+        log.append([Record(key=b"c", value=b"1")])  # the log goes on
+        assert compactor.compact(log) is not None, "the next pass does it"
+        assert [v for _, _, v in _contents(log)] == [b"2", b"1", b"1"]
+    finally:
+        engine.close()

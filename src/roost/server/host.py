@@ -89,6 +89,8 @@ SCRUB_IDLE_S = 60.0
 #: How often compaction looks for a partition whose dirty ratio (or a due tombstone) calls
 #: for a pass; passes follow each other at once while there are more.
 COMPACTION_CHECK_S = 5.0
+#: The pause after a pass the disk refused (no space, an I/O error).
+COMPACTION_RETRY_S = 60.0
 #: Reads and writes per second of a compaction pass, by default (``compaction_bytes_per_s``).
 COMPACTION_BYTES_PER_S = 32 * 1024 * 1024
 T = TypeVar("T")
@@ -524,17 +526,23 @@ class Host:
 
     async def _run_compaction(self) -> None:
         """Compact until closed: a pass whenever a partition needs one, else a look every
-        ``COMPACTION_CHECK_S``. A failing pass is logged with its traceback, never swallowed,
-        and the next look comes after the same pause."""
+        ``COMPACTION_CHECK_S``. A pass the disk refused (full, failing: nothing was swapped)
+        is one warning line and a longer pause, not a traceback every few seconds; any other
+        failure is logged with its traceback, never swallowed."""
         while not self._closed:
+            pause_s = COMPACTION_CHECK_S
             try:
                 ran = await self.compaction_step()
+            except OSError as e:
+                pause_s = COMPACTION_RETRY_S
+                log.warning("roost compaction: a pass failed (%s); nothing was swapped, next "
+                            "look in %s s", e, pause_s)  # fmt: skip
+                ran = False
             except Exception:
-                log.exception("roost compaction: a pass failed; next look in %s s",
-                              COMPACTION_CHECK_S)  # fmt: skip
+                log.exception("roost compaction: a pass failed; next look in %s s", pause_s)
                 ran = False
             if not ran and not self._closed:
-                await _wait(self._compaction_wake, COMPACTION_CHECK_S)
+                await _wait(self._compaction_wake, pause_s)
                 self._compaction_wake.clear()
 
     async def compaction_step(self) -> bool:

@@ -607,6 +607,7 @@ class Compactor:
                 with contextlib.suppress(OSError):
                     job.fs.close(swap.old_fd)
                     job.fs.remove(swap.temp_path)
+                job.cleanable_end = job.point.cleaned_offset  # that one waits: try it again
         job.swaps = swapped
 
     def finish(self, job: CompactionJob) -> None:
