@@ -21,6 +21,8 @@ def test_the_figures_come_from_one_log_and_add_up(tmp_path: Path) -> None:
     assert result["compaction_ratio"] == pytest.approx(ratio, rel=0.01, abs=0.002)
     assert result["reclaimed_ratio"] > 0.9, "199 of every 200 records of a key go"
     assert result["cpu_ratio"] > 0
+    assert result["host_pass_s"] > 0, "a broker's own pass ended"
+    assert result["loop_lag_max_ms"] >= result["loop_lag_p99_ms"] >= 0
     assert list(tmp_path.iterdir()) == [], "each round's directory is removed"
 
 
@@ -32,4 +34,5 @@ def test_the_command_prints_one_json_object(tmp_path: Path) -> None:
     )  # fmt: skip
     assert out.exit_code == 0, out.output
     figures = json.loads(out.stdout)
-    assert {"read_mbps", "compaction_mbps", "compaction_ratio", "cpu_ratio"} <= set(figures)
+    assert {"read_mbps", "compaction_mbps", "compaction_ratio", "cpu_ratio",
+            "loop_lag_p99_ms", "idle_loop_lag_p99_ms"} <= set(figures)  # fmt: skip
