@@ -17,6 +17,7 @@
     │   ├── UnknownMember            unknown_member
     │   ├── UnknownUser              unknown_user
     │   ├── UnknownToken             unknown_token
+    │   ├── UnknownRedriveTask       unknown_redrive_task
     │   └── UnknownGrant             unknown_grant    (revoking what the user does not hold)
     ├── AlreadyExists
     │   ├── ConfigConflict           config_conflict (declared again with other settings)
@@ -312,6 +313,14 @@ class UserExists(AlreadyExists):
     def __init__(self, user: str) -> None:
         super().__init__(f"user {user!r} already exists")
         self.user = user
+
+
+class UnknownRedriveTask(NotFound):
+    code = "unknown_redrive_task"
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"unknown redrive task {task_id!r}")
+        self.task_id = task_id
 
 
 class UnknownToken(NotFound):

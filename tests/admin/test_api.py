@@ -340,6 +340,34 @@ def test_dead_letters_list_peek_and_redrive(data_dir: str, clock: ManualClock) -
     run(data_dir, clock, body)
 
 
+def test_dead_letters_page_past_a_cursor(data_dir: str, clock: ManualClock) -> None:
+    async def body(admin: Admin) -> None:
+        queue = {"name": "mail", "max_deliveries": 1, **NEVER}
+        await admin.ok("POST", "/api/v1/queues", queue, status=201)
+        await dead_letter(admin, "mail", *[b"letter %d" % n for n in range(5)], error="550")
+        pages: list[list[str]] = []
+        after = ""
+        while True:
+            query = "limit=2" + (f"&after={after}" if after else "")
+            page = await admin.ok("GET", f"/api/v1/topics/mail.dlq/dead-letters?{query}")
+            if not page:
+                break
+            pages.append([m["value_text"] for m in page])
+            after = f"{page[-1]['partition']}@{page[-1]['offset']}"
+        assert pages == [["letter 0", "letter 1"], ["letter 2", "letter 3"], ["letter 4"]]
+        # After a redrive began (its subscription reads the topic), pages are the same.
+        moved = {"headers": {"x-roost-source-offset": "0"}, "rate_per_s": 100_000}
+        assert await admin.ok("POST", "/api/v1/topics/mail.dlq/redrive", moved) == {"moved": 1}
+        second = await admin.ok("GET", "/api/v1/topics/mail.dlq/dead-letters?limit=2&after=0@1")
+        assert [m["value_text"] for m in second] == ["letter 2", "letter 3"]
+        for bad in ("1", "a@b", "0@-1"):
+            await admin.error(
+                "GET", f"/api/v1/topics/mail.dlq/dead-letters?after={bad}", 422, "invalid_request"
+            )
+
+    run(data_dir, clock, body)
+
+
 def test_dead_letter_errors(data_dir: str, clock: ManualClock) -> None:
     async def body(admin: Admin) -> None:
         await admin.ok("POST", "/api/v1/queues", {"name": "q", **NEVER}, status=201)

@@ -30,6 +30,7 @@ from roost.admin.config import AdminConfig
 from roost.client.network import NetworkBackend
 from roost.clock import ManualClock
 from roost.core.model import SubscriptionSpec
+from roost.core.redrive import RedriveFilter
 from roost.core.routing import BindingSpec, ExchangeSpec
 from roost.errors import NotAuthorised, RoostError
 from roost.protocols.native import messages as m
@@ -80,6 +81,9 @@ NATIVE: dict[type[m.Request], m.Request] = {
     m.Redrive: m.Redrive("q.dlq"),
     m.Peek: m.Peek("q", "q"),
     m.Purge: m.Purge("q", "q"),
+    m.StartRedrive: m.StartRedrive("q.dlq"),
+    m.ListRedrives: m.ListRedrives(),
+    m.CancelRedrive: m.CancelRedrive("q.dlq", "no-such-task"),
 }
 #: Requests that are not operations on the broker: ending a subscribe this connection made.
 CONNECTION_ONLY = {m.Unsubscribe}
@@ -116,6 +120,12 @@ HTTP: dict[tuple[str, str], tuple[str, Any]] = {
     ("GET", "/api/v1/dead-letters"): ("/api/v1/dead-letters", None),
     ("GET", "/api/v1/topics/{topic}/dead-letters"): ("/api/v1/topics/q.dlq/dead-letters", None),
     ("POST", "/api/v1/topics/{topic}/redrive"): ("/api/v1/topics/q.dlq/redrive", {}),
+    ("POST", "/api/v1/topics/{topic}/redrive-tasks"): ("/api/v1/topics/q.dlq/redrive-tasks", {}),
+    ("GET", "/api/v1/topics/{topic}/redrive-tasks"): ("/api/v1/topics/q.dlq/redrive-tasks", None),
+    ("GET", "/api/v1/redrive-tasks"): ("/api/v1/redrive-tasks", None),
+    ("DELETE", "/api/v1/topics/{topic}/redrive-tasks/{task}"): (
+        "/api/v1/topics/q.dlq/redrive-tasks/TASK", None
+    ),
     ("GET", "/api/v1/topics/{topic}/groups"): (T + "/groups", None),
     ("GET", "/api/v1/topics/{topic}/groups/{group}"): (T + "/groups/g", None),
     ("POST", "/api/v1/topics/{topic}/groups/{group}/seek"): (
@@ -287,6 +297,12 @@ async def http_call(host: Host, user: str, method: str, path: str, body: Any) ->
     headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
     if "TOKEN" in path:  # revoke a token of carol's that exists on this broker
         path = path.replace("TOKEN", host.identities.create_token("carol").id)
+    if "TASK" in path:  # cancel a redrive task running on this broker
+        running = [t for t in host.redrive_tasks.list("q.dlq") if t.state == "running"]
+        task = (
+            running[0] if running else host.redrive_tasks.start("q.dlq", RedriveFilter(), 1, None)
+        )
+        path = path.replace("TASK", task.id)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://localhost"
     ) as http:

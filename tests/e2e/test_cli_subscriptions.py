@@ -212,3 +212,62 @@ def test_an_interrupted_publish_says_what_was_confirmed(server: Server) -> None:
         "interrupted: 1000 messages published and confirmed; nothing after them was sent"
     ]
     assert ok(server, "queue", "describe", "s-bulk")["depth"] == 1000
+
+
+def test_redrive_tasks_from_the_command_line(server: Server) -> None:
+    ok(server, "queue", "create", "s-mail", "--max-deliveries", "1")
+
+    async def dead(broker: roost.Client) -> None:
+        for n in range(3):
+            await broker.publish("s-mail", b"mail %d" % n)
+        for delivery in await broker.receive("s-mail", max_messages=3):
+            await delivery.nack(error="smtp 550")
+        async with asyncio.timeout(5):
+            while (stats := await broker.queue_stats("s-mail")).dead_letters < 3 or stats.backlog:
+                await asyncio.sleep(0.01)
+
+    with_client(server, dead)
+    task = ok(server, "dlq", "redrive", "s-mail", "--background", "--rate", "1000")
+    assert (task["state"], task["to_move"], task["dead_letter_topic"]) == (
+        "running", 3, "s-mail.dlq",
+    )  # fmt: skip
+
+    async def finished(broker: roost.Client) -> None:
+        async with asyncio.timeout(5):
+            while (await broker.redrive_tasks())[0].state == "running":
+                await asyncio.sleep(0.01)
+
+    with_client(server, finished)
+    [listed] = ok(server, "dlq", "tasks", "s-mail")
+    assert (listed["id"], listed["state"], listed["moved"]) == (task["id"], "completed", 3)
+    table = cli(server, "dlq", "tasks")
+    assert table.exit_code == 0 and task["id"] in table.stdout and "completed" in table.stdout
+    cancelled = ok(server, "dlq", "cancel", "s-mail", task["id"])
+    assert cancelled["state"] == "completed", "a finished task is left as it is"
+    missing = error_line(server, "dlq", "cancel", "s-mail", "nope")
+    assert missing == "error: unknown redrive task 'nope'"
+
+
+def test_an_interrupted_redrive_says_what_it_moved(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ok(server, "queue", "create", "s-stuck", "--max-deliveries", "1")
+
+    async def dead(broker: roost.Client) -> None:
+        await broker.publish("s-stuck", b"one")
+        [delivery] = await broker.receive("s-stuck", wait=1)
+        await delivery.nack(error="boom")
+
+    with_client(server, dead)
+
+    async def interrupted(client: Any, topic: str, moving: Any, progress: Any) -> None:
+        progress.advance(1)  # what the follower had seen moved when Ctrl-C came
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(monitoring, "_follow", interrupted)
+    result = cli(server, "dlq", "redrive", "s-stuck")
+    assert result.exit_code == 130
+    assert result.stderr.splitlines() == [
+        "interrupted: about 1 dead letter moved back to s-stuck; the broker finishes the batch "
+        "it was moving and stops, and the rest stay dead letters"
+    ]

@@ -116,7 +116,9 @@ def test_watch_a_queue_dead_letter_a_message_and_redrive_it(server: Server) -> N
 
 async def redrive_asks_first_and_filters(page: Page, letters: Locator) -> None:
     """The redrive button asks first (cancel moves nothing), and its filter is applied."""
-    await expect(page.locator('[data-field="dead-letters-shown"]')).to_have_text("1 of 1")
+    await expect(page.locator('[data-field="dead-letters-shown"]')).to_have_text("1\u20131 of 1")
+    await expect(page.locator('[data-action="dead-letters-next"]')).to_be_hidden()  # one page
+    await expect(page.locator('[data-action="dead-letters-previous"]')).to_be_hidden()
     await page.click('[data-action="redrive"]')  # asks first, and offers the filter
     form = page.locator('[data-section="redrive-form"]')
     await expect(form).to_be_visible()

@@ -122,7 +122,7 @@ def test_an_answer_that_is_not_its_struct_is_a_protocol_error() -> None:
         (b"[server\n", "not TOML"),
         (b'[server]\ndata = "\xff"\n', "not TOML"),
         (b'[server]\nport = "seven"\n', "port"),
-        (b"[server]\nprot = 7420\n", "unknown field"),
+        (b"[server]\nprot = 7420\n", "prot=7420: is not a setting"),
     ],
 )
 def test_a_bad_config_file_is_invalid_config_naming_what(

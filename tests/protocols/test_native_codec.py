@@ -102,6 +102,7 @@ def test_hello_then_failure_closes_both_sides() -> None:
         ([1, 2, 5], 5),
         ([1, 2, 6], 6),
         ([1, 2, 7], 7),
+        ([9, 8, 1, 0], 8),
         ([10, 9, 1, 0], 1),
         ([2], 2),
         ([3], 3),
@@ -506,7 +507,8 @@ def test_operation_tags_are_the_wire_contract() -> None:
         "PublishToExchange": 21, "Receive": 30, "Ack": 31, "Nack": 32, "Extend": 33,
         "Subscribe": 34, "Unsubscribe": 35, "Join": 40, "Heartbeat": 41, "Leave": 42,
         "Fetch": 43, "Commit": 44, "Seek": 45, "SeekToTime": 46, "FetchBatches": 47,
-        "Stats": 50, "Redrive": 51, "Peek": 36, "Purge": 37,
+        "Stats": 50, "Redrive": 51, "Peek": 36, "Purge": 37, "StartRedrive": 52,
+        "ListRedrives": 53, "CancelRedrive": 54,
     }  # fmt: skip
     assert responses == {
         "Done": 0, "Described": 1, "Names": 2, "PublishedAt": 20, "Messages": 30,

@@ -87,9 +87,14 @@ def test_every_definition_answer_is_a_wire_struct_and_keeps_the_journal_home(
                 m.Bind(m.Binding(exchange="h", topic="t", headers={"k": b"\\xff", "any": None})),
                 m.ListBindings(), m.Unbind(m.Binding(exchange="x", topic="t")),
                 m.Stats("q", "q"),
+                m.StartRedrive("q.dlq"), m.ListRedrives(), m.CancelRedrive("q.dlq", "none"),
             ]  # fmt: skip
             assert {type(r) for r in requests} == set(m.ANSWERS)
-            for request in requests:
+            for asked in requests:
+                request = asked
+                if isinstance(asked, m.CancelRedrive):  # by the id the start gave
+                    [task] = await broker.redrive_tasks("q.dlq")
+                    request = m.CancelRedrive("q.dlq", task.id)
                 answer = await backend.call(request)
                 assert isinstance(answer, m.Described)
                 wire = msgspec.msgpack.decode(msgspec.msgpack.encode(answer))[1]

@@ -63,6 +63,14 @@ class PeekQuery(msgspec.Struct, frozen=True):
     limit: Limit = 10
 
 
+class DeadLetterQuery(msgspec.Struct, frozen=True):
+    #: Only this partition (default: every partition, in order).
+    partition: Partition | None = None
+    limit: Limit = 10
+    #: ``PARTITION@OFFSET`` of the last letter of the page before: the next page starts past it.
+    after: Annotated[str, msgspec.Meta(pattern=r"^\d{1,9}@\d{1,18}$")] | None = None
+
+
 class Header(msgspec.Struct, frozen=True):
     name: str
     value: bytes

@@ -28,10 +28,10 @@ from rich.table import Table
 from roost.cli import render
 from roost.cli.params import PositiveRate, Seconds
 from roost.cli.progress import Counting
-from roost.cli.session import CliError, done, echo_json, json_option, run, show
+from roost.cli.session import EXIT_INTERRUPTED, CliError, done, echo_json, json_option, run, show
 from roost.client.api import Client
 from roost.core.model import Message
-from roost.core.redrive import REDRIVE_SUBSCRIPTION
+from roost.core.redrive import REDRIVE_SUBSCRIPTION, RedriveTask
 from roost.core.stats import StreamStats, SubscriptionStats
 from roost.errors import UnknownSubscription
 
@@ -232,9 +232,7 @@ async def _follow(
     client: Client, topic: str, moving: asyncio.Future[int], progress: Counting
 ) -> None:
     """Until ``moving`` ends, count what the redrive subscription has finished (its backlog
-    going down), for the progress line."""
-    if not progress.shown:
-        return
+    going down), for the progress line and for what an interruption reports."""
     first: int | None = None
     while not moving.done():
         await asyncio.wait([moving], timeout=FOLLOW_EVERY_S)
@@ -258,6 +256,11 @@ async def _follow(
 )
 @click.option("--key", default=None, help="Only dead letters with this key.")
 @click.option("--error-contains", default=None, help="Only those whose last error has this.")
+@click.option(
+    "--background",
+    is_flag=True,
+    help="Start it as a task and return: `roost dlq tasks` follows it, a restart resumes it.",
+)
 @json_option
 @_subscription_option
 def dlq_redrive(
@@ -266,9 +269,25 @@ def dlq_redrive(
     rate: float,
     key: str | None,
     error_contains: str | None,
+    background: bool,
     as_json: bool,
 ) -> None:
     """Move QUEUE's dead letters (all, or those matching) back to QUEUE."""
+    if background:
+
+        async def start(client: Client) -> RedriveTask:
+            _, topic = await _dead_letters(client, queue, subscription)
+            return await client.start_redrive(
+                topic, source_topic=queue, rate=rate, error_contains=error_contains,
+                key=None if key is None else key.encode(),
+            )  # fmt: skip
+
+        task = run(start)
+        waiting = render.plural(task.to_move, "dead letter")
+        line = (f"started redrive task {task.id}: {waiting} waiting in "
+                f"{task.dead_letter_topic}; `roost dlq tasks {queue}` follows it")  # fmt: skip
+        done(as_json, task, line)
+        return
 
     progress = Counting("moved")
 
@@ -284,8 +303,56 @@ def dlq_redrive(
         finally:
             moving.cancel()
 
-    with progress:
-        topic, moved = run(redrive)
+    try:
+        with progress:
+            topic, moved = run(redrive)
+    except click.exceptions.Exit as e:
+        if e.exit_code == EXIT_INTERRUPTED:
+            click.echo(
+                f"interrupted: about {render.plural(progress.done, 'dead letter')} moved back "
+                f"to {queue}; the broker finishes the batch it was moving and stops, and the "
+                "rest stay dead letters", err=True,
+            )  # fmt: skip
+        raise
     result = {"queue": queue, "dead_letter_topic": topic, "moved": moved}
     moved_line = f"moved {render.plural(moved, 'dead letter')} from {topic} back to {queue}"
     done(as_json, result, moved_line)
+
+
+@dlq.command("tasks")
+@click.argument("queue", required=False)
+@json_option
+@_subscription_option
+def dlq_tasks(queue: str | None, subscription: str | None, as_json: bool) -> None:
+    """Redrive tasks (of QUEUE's dead letters), newest first, with their progress."""
+
+    async def listed(client: Client) -> list[RedriveTask]:
+        if queue is None:
+            return await client.redrive_tasks()
+        _, topic = await _dead_letters(client, queue, subscription)
+        return await client.redrive_tasks(topic)
+
+    tasks = run(listed)
+    if as_json:
+        echo_json(tasks)
+    elif tasks:
+        show(render.redrive_tasks_table(tasks))
+    else:
+        click.echo("no redrive task" + (f" for {queue}" if queue else ""))
+
+
+@dlq.command("cancel")
+@click.argument("queue")
+@click.argument("task_id")
+@json_option
+@_subscription_option
+def dlq_cancel(queue: str, task_id: str, subscription: str | None, as_json: bool) -> None:
+    """Stop redrive task TASK_ID of QUEUE's dead letters (what it moved stays moved)."""
+
+    async def cancel(client: Client) -> RedriveTask:
+        _, topic = await _dead_letters(client, queue, subscription)
+        return await client.cancel_redrive(topic, task_id)
+
+    task = run(cancel)
+    done(as_json, task, f"redrive task {task.id}: {task.state}, "
+                        f"{render.plural(task.moved, 'dead letter')} moved")  # fmt: skip

@@ -16,6 +16,7 @@ from rich.table import Table
 from roost.core.inspection import Peeked
 from roost.core.model import Message, SubscriptionSpec
 from roost.core.publishing import Published
+from roost.core.redrive import RedriveTask
 from roost.core.routing import BindingSpec, ExchangeSpec
 from roost.core.stats import GroupDescription, StreamStats, SubscriptionStats
 from roost.server.identities import TokenInfo, UserInfo
@@ -212,6 +213,17 @@ def group_tables(group: GroupDescription) -> tuple[Table, Table]:
         owned = ", ".join(map(str, m.partitions)) or "-"
         members.add_row(m.member_id, owned, age(m.session_expires_in_ms))
     return partitions, members
+
+
+def redrive_tasks_table(tasks: Sequence[RedriveTask]) -> Table:
+    table = Table("task", "dead-letter topic", "state", "moved", "waiting at start", "rate/s",
+                  "started", "finished")  # fmt: skip
+    for t in tasks:
+        state = t.state if t.error is None else f"{t.state}: {t.error}"
+        table.add_row(t.id, t.dead_letter_topic, state, str(t.moved), str(t.to_move),
+                      f"{t.rate_per_s:g}", when(t.started_ms),
+                      "-" if t.finished_ms is None else when(t.finished_ms))  # fmt: skip
+    return table
 
 
 def stats_table(

@@ -44,6 +44,7 @@ from roost.core.inspection import Peeked
 from roost.core.model import DEFAULT_MAX_DELIVERIES, Message, SubscriptionSpec, check_delay
 from roost.core.policies import Overflow
 from roost.core.publishing import Outgoing, Published
+from roost.core.redrive import RedriveTask
 from roost.core.retry import DEFAULT_RETRY, RetryPolicy
 from roost.core.routing import BindingSpec, ExchangeKind, ExchangeSpec
 from roost.core.stats import StreamStats, SubscriptionStats
@@ -72,6 +73,7 @@ PEEK_VERSION = m.MESSAGE_ADDED_IN[m.Peek]
 COMPACTION_VERSION = 8
 QUEUE_RETRY_VERSION = PEEK_VERSION
 REJECT_VERSION = m.ADDED_IN[m.Nack]["reject"]
+REDRIVE_TASK_VERSION = m.MESSAGE_ADDED_IN[m.StartRedrive]
 T = TypeVar("T")
 
 
@@ -847,6 +849,36 @@ class Client(ClosedOnExit):
                                headers=headers)  # fmt: skip
         wire = await self.call(m.Redrive(dead_letter_topic, where, rate, to), m.Moved)
         return wire.count
+
+    async def start_redrive(
+        self,
+        dead_letter_topic: str,
+        *,
+        source_topic: str | None = None,
+        key: bytes | None = None,
+        error_contains: str | None = None,
+        headers: dict[str, bytes] | None = None,
+        rate: float = 100.0,
+        to: str | None = None,
+    ) -> RedriveTask:
+        """``redrive`` as a task in the background (SQS's ``StartMessageMoveTask``): answered
+        at once; ``redrive_tasks`` follows its progress, ``cancel_redrive`` stops it, and a
+        broker restart resumes it. One runs per dead-letter topic at a time."""
+        self._needs_version(REDRIVE_TASK_VERSION, "start_redrive")
+        where = m.RedriveWhere(source_topic=source_topic, key=key, error_contains=error_contains,
+                               headers=headers)  # fmt: skip
+        request = m.StartRedrive(dead_letter_topic, where, rate, to)
+        return await self._value(request, RedriveTask)
+
+    async def redrive_tasks(self, dead_letter_topic: str | None = None) -> list[RedriveTask]:
+        """Redrive tasks, newest first: state, moved so far, how many were waiting."""
+        self._needs_version(REDRIVE_TASK_VERSION, "redrive_tasks")
+        return await self._value(m.ListRedrives(dead_letter_topic), list[RedriveTask])
+
+    async def cancel_redrive(self, dead_letter_topic: str, task_id: str) -> RedriveTask:
+        """Stop a running redrive task; what it moved stays moved."""
+        self._needs_version(REDRIVE_TASK_VERSION, "cancel_redrive")
+        return await self._value(m.CancelRedrive(dead_letter_topic, task_id), RedriveTask)
 
     async def join(
         self, topic: str, group: str, *, member_id: str | None = None, client: str = ""

@@ -44,6 +44,7 @@ from roost.core.inspection import Peeked
 from roost.core.model import DEFAULT_MAX_DELIVERIES, Message, SubscriptionSpec
 from roost.core.policies import Overflow
 from roost.core.publishing import Outgoing, Published
+from roost.core.redrive import RedriveTask
 from roost.core.retry import RetryPolicy
 from roost.core.routing import BindingSpec, ExchangeKind, ExchangeSpec
 from roost.core.stats import StreamStats, SubscriptionStats
@@ -468,6 +469,29 @@ class SyncBroker(_ClosedOnExit):
             dead_letter_topic, source_topic=source_topic, key=key,
             error_contains=error_contains, headers=headers, rate=rate, to=to,
         ))  # fmt: skip
+
+    def start_redrive(
+        self,
+        dead_letter_topic: str,
+        *,
+        source_topic: str | None = None,
+        key: bytes | None = None,
+        error_contains: str | None = None,
+        headers: dict[str, bytes] | None = None,
+        rate: float = 100.0,
+        to: str | None = None,
+    ) -> RedriveTask:
+        """``redrive`` as a task in the background; answered at once."""
+        return self._bridge.run(self._target.start_redrive(
+            dead_letter_topic, source_topic=source_topic, key=key,
+            error_contains=error_contains, headers=headers, rate=rate, to=to,
+        ))  # fmt: skip
+
+    def redrive_tasks(self, dead_letter_topic: str | None = None) -> list[RedriveTask]:
+        return self._bridge.run(self._target.redrive_tasks(dead_letter_topic))
+
+    def cancel_redrive(self, dead_letter_topic: str, task_id: str) -> RedriveTask:
+        return self._bridge.run(self._target.cancel_redrive(dead_letter_topic, task_id))
 
     # -- exchanges --------------------------------------------------------------------------
 

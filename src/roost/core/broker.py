@@ -41,7 +41,7 @@ from roost.core.catalog import Catalog
 from roost.core.declares import differences
 from roost.core.delivery_modes import Subscription
 from roost.core.gaps import continue_past_seen
-from roost.core.inspection import Peeked, read_log
+from roost.core.inspection import Cursor, Peeked, read_log
 from roost.core.model import DEFAULT_MAX_DELIVERIES, Message, SubscriptionSpec
 from roost.core.policies import DEFAULT_POLICY, QUEUE_POLICY, TopicPolicy
 from roost.core.producer_states import ProducerStates
@@ -621,6 +621,10 @@ class Broker:
         """The copies of ``moved`` are durable at their destination: ack the dead letters."""
         self._redrives.finish(dead_letter_topic, moved)
 
+    def dead_letters_waiting(self, dead_letter_topic: str) -> int:
+        """Dead letters of ``dead_letter_topic`` not yet redriven."""
+        return self._redrives.waiting(dead_letter_topic)
+
     def release_redrive(self, dead_letter_topic: str, receipts: Sequence[Receipt]) -> None:
         """End a redrive run: the dead letters it skipped are visible to the next run."""
         self._redrives.release(dead_letter_topic, receipts)
@@ -673,13 +677,17 @@ class Broker:
         return read_log(self.engine.topic(topic), partition, offset, max_messages)
 
     def peek_dead_letters(
-        self, dead_letter_topic: str, max_messages: int = 10, partition: int | None = None
+        self,
+        dead_letter_topic: str,
+        max_messages: int = 10,
+        partition: int | None = None,
+        after: Cursor | None = None,
     ) -> list[Peeked]:
         """The dead letters of a topic not yet redriven, with the headers saying why they died.
 
         Those a running redrive holds are ``leased``; without any redrive so far, every record
-        of the topic."""
-        return self._redrives.peek(dead_letter_topic, max_messages, partition)
+        of the topic. ``after`` (partition, offset): the page after the one that ended there."""
+        return self._redrives.peek(dead_letter_topic, max_messages, partition, after)
 
     def purge(self, topic: str, subscription: str) -> int:
         """Finish every confirmed message of ``subscription``, leased and delayed ones too;

@@ -62,16 +62,25 @@ def check_limit(max_messages: int) -> int:
     return max_messages
 
 
+#: (partition, offset) of the last message of a page: the next page starts past it.
+Cursor = tuple[int, int]
+
+
 def peek_queue(
-    sub: QueueSubscription, now_ms: int, max_messages: int, partition: int | None = None
+    sub: QueueSubscription,
+    now_ms: int,
+    max_messages: int,
+    partition: int | None = None,
+    after: Cursor | None = None,
 ) -> list[Peeked]:
-    """Up to ``max_messages`` messages ``sub`` has not finished with, lowest offsets first."""
+    """Up to ``max_messages`` messages ``sub`` has not finished with, lowest offsets first
+    (past ``after``, the last one of the page before, if given)."""
     check_limit(max_messages)
     found: list[Peeked] = []
-    for p in _partitions(sub.topic, partition):
+    for p in _partitions(sub.topic, partition, after):
         state = sub.partition_state(p)
         log = sub.topic.log(p)
-        start = max(state.acks.floor, log.start_offset)
+        start = _past(p, max(state.acks.floor, log.start_offset), after)
         leaving = sub.dead_lettering(p)  # no longer the queue's: on their way to its DLQ
         for record in _records(log, start, max_messages - len(found)):
             if record.offset in state.acks or record.offset in leaving:
@@ -104,14 +113,17 @@ def peek_topic(
     max_messages: int,
     partition: int | None = None,
     start: Callable[[int], int] | None = None,
+    after: Cursor | None = None,
 ) -> list[Peeked]:
     """Up to ``max_messages`` records of ``topic`` from ``start(partition)`` (default: the
-    log's start), partitions in order; all ``pending`` with no deliveries."""
+    log's start; past ``after`` if given), partitions in order; all ``pending`` with no
+    deliveries."""
     check_limit(max_messages)
     found: list[Peeked] = []
-    for p in _partitions(topic, partition):
+    for p in _partitions(topic, partition, after):
         log = topic.log(p)
         first = max(start(p), log.start_offset) if start is not None else log.start_offset
+        first = _past(p, first, after)
         for record in _records(log, first, max_messages - len(found)):
             found.append(Peeked(_message(topic.name, p, record, 0), "pending"))
             if len(found) >= max_messages:
@@ -132,11 +144,19 @@ def read_log(topic: Topic, partition: int, offset: int | None, max_messages: int
     return [_message(topic.name, partition, r, 0) for r in records[:max_messages] if r.offset < end]
 
 
-def _partitions(topic: Topic, partition: int | None) -> range:
+def _partitions(topic: Topic, partition: int | None, after: Cursor | None = None) -> range:
+    """The partitions to look in, in order: one, or all (from ``after``'s, when paging)."""
     if partition is None:
-        return range(len(topic.partitions))
+        return range(0 if after is None else after[0], len(topic.partitions))
     topic.log(partition)  # UnknownPartition if there is none
     return range(partition, partition + 1)
+
+
+def _past(partition: int, start: int, after: Cursor | None) -> int:
+    """Where to start in ``partition``: past ``after`` if it is this partition's."""
+    if after is None or partition != after[0]:
+        return start
+    return max(start, after[1] + 1)
 
 
 def _records(log: PartitionLog, start: int, wanted: int) -> Iterator[StoredRecord]:

@@ -19,11 +19,12 @@ use, runs a batch through the broker's own publish, and corrects a subscription'
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import msgspec
 
 from roost.clock import Clock
-from roost.core.inspection import Peeked, peek_queue, peek_topic
+from roost.core.inspection import Cursor, Peeked, peek_queue, peek_topic
 from roost.core.model import DELIVER_AT_HEADER, Message, SubscriptionSpec
 from roost.core.publishing import Outgoing, Published, PublishOutcome
 from roost.core.registry import Registry
@@ -62,6 +63,26 @@ class RedriveFilter(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             if self.error_contains not in error:
                 return False
         return all(message.header(name) == value for name, value in (self.headers or {}).items())
+
+
+TaskState = Literal["running", "completed", "cancelled", "failed"]
+
+
+class RedriveTask(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    dead_letter_topic: str
+    where: RedriveFilter
+    rate_per_s: float
+    #: Where the letters go; None: back to each one's source topic.
+    to: str | None
+    state: TaskState
+    #: Moved so far (saved at most once a second while running).
+    moved: int
+    #: Dead letters waiting when it started (not all may match the filter).
+    to_move: int
+    started_ms: int
+    finished_ms: int | None = None
+    error: str | None = None
 
 
 class RedriveBatch(msgspec.Struct):
@@ -170,14 +191,27 @@ class Redrives:
             sub.nack(receipts, delay_ms=0)
 
     def peek(
-        self, dead_letter_topic: str, max_messages: int, partition: int | None
+        self,
+        dead_letter_topic: str,
+        max_messages: int,
+        partition: int | None,
+        after: Cursor | None = None,
     ) -> list[Peeked]:
         """The dead letters not yet redriven (those a running redrive holds are ``leased``);
-        without any redrive so far, every record of the topic."""
+        without any redrive so far, every record of the topic. Past ``after`` (paging)."""
         sub = self._reader(dead_letter_topic)
         if sub is not None:
-            return peek_queue(sub, self._clock.now_ms(), max_messages, partition)
-        return peek_topic(self._engine.topic(dead_letter_topic), max_messages, partition)
+            return peek_queue(sub, self._clock.now_ms(), max_messages, partition, after)
+        topic = self._engine.topic(dead_letter_topic)
+        return peek_topic(topic, max_messages, partition, after=after)
+
+    def waiting(self, dead_letter_topic: str) -> int:
+        """Dead letters not yet redriven (every record, before any redrive)."""
+        sub = self._reader(dead_letter_topic)
+        if sub is not None:
+            return sub.stats(self._clock.now_ms()).backlog
+        topic = self._engine.topic(dead_letter_topic)
+        return sum(log.end_offset - log.start_offset for log in topic.partitions)
 
     def uncount_redriven(self, stats: SubscriptionStats) -> SubscriptionStats:
         """``stats`` with ``dead_letters`` less those redriven: once redriven, a dead letter

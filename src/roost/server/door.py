@@ -46,14 +46,21 @@ from roost.core.policies import TopicPolicy
 from roost.core.publishing import Outgoing, Published, PublishOutcome
 from roost.core.readings import Reading, read_broker
 from roost.core.recovery_status import RecoveryStatus, recovery_status
-from roost.core.redrive import RedriveFilter
+from roost.core.redrive import RedriveFilter, RedriveTask
 from roost.core.routing import BindingSpec, ExchangeSpec
 from roost.core.stats import GroupDescription, StreamStats, SubscriptionStats
 from roost.core.streams import FetchedBatches, ResetTarget, SeekTarget
-from roost.errors import NotAuthenticated, NotAuthorised, UnknownExchange, UnknownTopic
+from roost.errors import (
+    NotAuthenticated,
+    NotAuthorised,
+    UnknownExchange,
+    UnknownRedriveTask,
+    UnknownTopic,
+)
 from roost.receipt import Receipt
 from roost.server.access import ANONYMOUS, Grant, Principal
 from roost.server.identities import Identities, NewToken, TokenInfo, UserInfo
+from roost.server.redrive_tasks import check_rate
 from roost.storage import TopicConfig, TopicInfo
 from roost.storage.repair import RepairResult
 
@@ -567,9 +574,13 @@ class Door:
 
     @command("consume", topic="dead_letter_topic")
     def peek_dead_letters(
-        self, dead_letter_topic: str, max_messages: int = 10, partition: int | None = None
+        self,
+        dead_letter_topic: str,
+        max_messages: int = 10,
+        partition: int | None = None,
+        after: tuple[int, int] | None = None,
     ) -> list[Peeked]:
-        return self._broker.peek_dead_letters(dead_letter_topic, max_messages, partition)
+        return self._broker.peek_dead_letters(dead_letter_topic, max_messages, partition, after)
 
     @command("manage", also=_redrives_to, topic="dead_letter_topic")
     async def redrive(
@@ -585,6 +596,34 @@ class Door:
         topic a letter names) take ``admin``."""
         self._broker.describe_topic(dead_letter_topic)  # unknown: fail before anything is made
         return await self._host.redrive(dead_letter_topic, where, rate_per_s, to)
+
+    @command("manage", also=_redrives_to, topic="dead_letter_topic")
+    def start_redrive(
+        self,
+        dead_letter_topic: str,
+        where: RedriveFilter,
+        rate_per_s: float = 100.0,
+        to: str | None = None,
+    ) -> RedriveTask:
+        """``redrive`` in the background, as a task kept across restarts (SQS's
+        StartMessageMoveTask); the same grants as ``redrive``."""
+        self._broker.describe_topic(dead_letter_topic)  # unknown: fail before anything is made
+        check_rate(rate_per_s)
+        return self._host.redrive_tasks.start(dead_letter_topic, where, rate_per_s, to)
+
+    @command("list")
+    def list_redrives(self, dead_letter_topic: str | None = None) -> list[RedriveTask]:
+        """Redrive tasks, newest first (of the dead-letter topics this principal sees)."""
+        tasks = self._host.redrive_tasks.list(dead_letter_topic)
+        return [t for t in tasks if self.principal.sees("topic", t.dead_letter_topic)]
+
+    @command("manage", topic="dead_letter_topic")
+    async def cancel_redrive(self, dead_letter_topic: str, task_id: str) -> RedriveTask:
+        """Stop a running redrive task of ``dead_letter_topic``; what it moved stays moved."""
+        task = self._host.redrive_tasks.get(task_id)
+        if task.dead_letter_topic != dead_letter_topic:
+            raise UnknownRedriveTask(task_id)  # named through a topic it does not belong to
+        return await self._host.redrive_tasks.cancel(task_id)
 
     # -- users, tokens and grants (administrators) --------------------------------------------
 

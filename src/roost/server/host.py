@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
@@ -42,7 +41,7 @@ from roost.core.broker import Broker
 from roost.core.model import Message
 from roost.core.publishing import Outgoing, Published, PublishOutcome
 from roost.core.recovery_status import log_recovery, recovery_status
-from roost.core.redrive import RedriveFilter
+from roost.core.redrive import RedriveBatch, RedriveFilter
 from roost.core.streams import FetchedBatches
 from roost.errors import (
     BacklogFull,
@@ -60,6 +59,7 @@ from roost.server.flusher import Flusher
 from roost.server.identities import Identities
 from roost.server.meters import ListenerStats
 from roost.server.protocol_strikes import protocol_strikes
+from roost.server.redrive_tasks import RedriveTasks, check_rate
 from roost.server.storage_watch import StorageWatch
 from roost.storage import Journal, LocalEngine
 from roost.storage.compaction import (
@@ -151,6 +151,10 @@ class Host:
         self.stopping = False
         #: Per listener name, counted by the listeners and read by admin/metrics.py.
         self.listeners: dict[str, ListenerStats] = {}
+        #: Redrives running in the background, kept across restarts (server/redrive_tasks.py).
+        self.redrive_tasks = RedriveTasks(
+            engine.metadata, clock, self._redrive_for_task, broker.dead_letters_waiting
+        )
         #: Called by the storage watch, about once a second, with the metadata's version
         #: (``roost serve``: process_tuning.DefinitionFreezer.poll); None: nothing is.
         self.definitions_watch: Callable[[int], object] | None = None
@@ -187,6 +191,7 @@ class Host:
         if host.scrub_bytes_per_s:
             host._scrub_task = asyncio.create_task(host._run_scrub(), name="roost-scrub")
         host._compaction_task = asyncio.create_task(host._run_compaction(), name="roost-compaction")
+        host.redrive_tasks.resume()
         return host
 
     def door(self, principal: Principal) -> Door:
@@ -383,14 +388,15 @@ class Host:
         where: RedriveFilter,
         rate_per_s: float = 100.0,
         to: str | None = None,
+        on_progress: Callable[[int], None] | None = None,
     ) -> int:
         """Move matching dead letters back, at most ``rate_per_s`` a second; returns how many.
+        ``on_progress(moved)`` hears the count after each batch (a task's progress).
 
         Each batch is confirmed (durable at the destination) before its dead letters are
         acked, so a crash mid-run moves a message twice at worst, never loses one.
         """
-        if not 0 < rate_per_s < math.inf:  # inf would make int(rate) below raise
-            raise InvalidConfig("rate", rate_per_s, "a positive number of messages per second")
+        check_rate(rate_per_s)
         batch_size = max(1, min(100, int(rate_per_s)))
         skipped: list[Receipt] = []
         moved = 0
@@ -403,9 +409,21 @@ class Host:
                 skipped += batch.skipped
                 for error in batch.errors:
                     log.warning("redrive of %s: %s", dead_letter_topic, error)
-                await self.confirm(outcome, {p.topic for p in outcome.published})
-                self._broker.finish_redrive(dead_letter_topic, batch.moved)
+                settling = asyncio.ensure_future(self._settle_redrive(dead_letter_topic, batch,
+                                                                      outcome))  # fmt: skip
+                try:
+                    await asyncio.shield(settling)
+                except asyncio.CancelledError:
+                    # Stopped (cancelled, or the broker closing): the batch's copies are out,
+                    # so its dead letters are acked first, not moved twice by the next run.
+                    with contextlib.suppress(Exception):
+                        await settling
+                    if on_progress is not None and settling.done() and not settling.exception():
+                        on_progress(moved + len(batch.moved))
+                    raise
                 moved += len(batch.moved)
+                if on_progress is not None:
+                    on_progress(moved)
                 if batch.exhausted:
                     return moved
                 pace_s = len(outcome.published) / rate_per_s
@@ -413,6 +431,23 @@ class Host:
                 await asyncio.sleep(max(0.0, pace_s - elapsed))
         finally:
             self._broker.release_redrive(dead_letter_topic, skipped)
+
+    async def _settle_redrive(
+        self, dead_letter_topic: str, batch: RedriveBatch, outcome: PublishOutcome
+    ) -> None:
+        """A redrive batch's copies durable, then its dead letters acked."""
+        await self.confirm(outcome, {p.topic for p in outcome.published})
+        self._broker.finish_redrive(dead_letter_topic, batch.moved)
+
+    async def _redrive_for_task(
+        self,
+        dead_letter_topic: str,
+        where: RedriveFilter,
+        rate_per_s: float,
+        to: str | None,
+        on_progress: Callable[[int], None],
+    ) -> int:
+        return await self.redrive(dead_letter_topic, where, rate_per_s, to, on_progress)
 
     # -- receive --------------------------------------------------------------------------
 
@@ -706,6 +741,7 @@ class Host:
                 self._compaction_job.stopped = True
             self._compaction_wake.set()
             await self._compaction_task
+        await self.redrive_tasks.aclose()  # left running in the store: resumed on restart
         for task in (self._timer, self._storage_watch, self._scrub_task):
             if task is not None:
                 task.cancel()

@@ -224,6 +224,19 @@ async def redrive(door: Door, req: m.Redrive) -> m.Response:
     return m.Moved(await door.redrive(req.dead_letter_topic, where, req.rate_per_s, req.to))
 
 
+async def start_redrive(door: Door, req: m.StartRedrive) -> m.Response:
+    where = core(req.where, RedriveFilter)
+    return described(req, door.start_redrive(req.dead_letter_topic, where, req.rate_per_s, req.to))
+
+
+async def list_redrives(door: Door, req: m.ListRedrives) -> m.Response:
+    return described(req, door.list_redrives(req.dead_letter_topic))
+
+
+async def cancel_redrive(door: Door, req: m.CancelRedrive) -> m.Response:
+    return described(req, await door.cancel_redrive(req.dead_letter_topic, req.task_id))
+
+
 async def peek(door: Door, req: m.Peek) -> m.Response:
     peeked = door.peek(req.topic, req.subscription, req.max_messages, req.partition)
     return m.Peeked([m.PeekedMessage(delivered(p.message), p.state, p.until_ms) for p in peeked])
@@ -288,6 +301,9 @@ HANDLERS: dict[type, Handler] = {
     m.SeekToTime: seek_to_time,
     m.Stats: _describe(lambda d, r: d.stats(r.topic, r.subscription)),
     m.Redrive: redrive,
+    m.StartRedrive: start_redrive,
+    m.ListRedrives: list_redrives,
+    m.CancelRedrive: cancel_redrive,
     m.Peek: peek,
     m.Purge: purge,
     Unreadable: refuse_unreadable,

@@ -7,7 +7,7 @@
 import { call } from "./api.js";
 import { fmtTime, h, table } from "./dom.js";
 
-const LIMIT = 100; // letters shown at most (the API's peek limit)
+const LIMIT = 100; // letters per page (the API's peek limit)
 
 export function deadLetterBrowser(topic, deadLetterTopic) {
   const base = `api/v1/topics/${encodeURIComponent(deadLetterTopic)}`;
@@ -25,20 +25,31 @@ export function deadLetterBrowser(topic, deadLetterTopic) {
   const form = h("div", { class: "toolbar", "data-section": "redrive-form", hidden: "" },
     question, h("label", {}, "key ", key), h("label", {}, "error contains ", errorContains),
     confirmButton, h("button", { "data-action": "redrive-cancel", onclick: cancel }, "Cancel"));
+  const previous = h("button", { "data-action": "dead-letters-previous", onclick: back },
+    "‹ Previous");
+  const next = h("button", { "data-action": "dead-letters-next", onclick: forward }, "Next ›");
   const el = h("section", { "data-section": "dead-letters" },
     h("h2", {}, "Dead letters ", h("span", { class: "muted" }, `in ${deadLetterTopic}`)),
     h("div", { class: "toolbar" }, open, h("button", { onclick: load }, "Refresh"), note),
-    form, shown, list);
+    form, h("div", { class: "toolbar" }, previous, shown, next), list);
   let count = null;
-  let listed = 0;
+  let page = []; // the letters shown
+  let cursors = []; // per page before this one, where it started ("" for the first)
   let loads = 0;
 
   async function load() {
     const mine = ++loads; // only the newest answer is drawn
+    const after = cursors.length ? cursors[cursors.length - 1] : "";
+    const query = `limit=${LIMIT}` + (after ? `&after=${encodeURIComponent(after)}` : "");
     try {
-      const letters = await call("GET", `${base}/dead-letters?limit=${LIMIT}`);
+      const letters = await call("GET", `${base}/dead-letters?${query}`);
       if (mine !== loads) return;
-      listed = letters.length;
+      if (letters.length === 0 && cursors.length) { // this page emptied: show the one before
+        cursors.pop();
+        load();
+        return;
+      }
+      page = letters;
       list.replaceChildren(render(letters));
       showCount();
     } catch (error) {
@@ -46,10 +57,25 @@ export function deadLetterBrowser(topic, deadLetterTopic) {
     }
   }
 
+  function forward() {
+    const last = page[page.length - 1];
+    cursors.push(`${last.partition}@${last.offset}`);
+    load();
+  }
+
+  function back() {
+    cursors.pop();
+    load();
+  }
+
   function showCount() {
-    // The list holds the first LIMIT letters; the live count says how many wait in all.
-    const total = count ?? listed;
-    shown.textContent = total > 0 ? `${listed} of ${total.toLocaleString("en-US")}` : "";
+    // A page holds LIMIT letters at most; the live count says how many wait in all.
+    const total = count ?? page.length;
+    const first = cursors.length * LIMIT;
+    const range = page.length > 0 ? `${first + 1}–${first + page.length}` : "0";
+    shown.textContent = total > 0 ? `${range} of ${total.toLocaleString("en-US")}` : "";
+    previous.hidden = cursors.length === 0;
+    next.hidden = page.length < LIMIT || first + page.length >= total;
   }
 
   function ask() {

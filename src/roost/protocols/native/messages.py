@@ -460,13 +460,36 @@ class Redrive(Request, tag=51):
     to: str | None = None
 
 
+class StartRedrive(Request, tag=52):
+    """Version 8: ``Redrive`` as a task in the background, kept across restarts; answered at
+    once with the task (``Described(RedriveTaskAnswer)``)."""
+
+    dead_letter_topic: str
+    where: RedriveWhere = msgspec.field(default_factory=RedriveWhere)
+    rate_per_s: float = 100.0
+    to: str | None = None
+
+
+class ListRedrives(Request, tag=53):
+    """Version 8: redrive tasks, newest first (of one dead-letter topic, if named)."""
+
+    dead_letter_topic: str | None = None
+
+
+class CancelRedrive(Request, tag=54):
+    """Version 8: stop a running redrive task; what it moved stays moved."""
+
+    dead_letter_topic: str
+    task_id: str
+
+
 AnyRequest = (
     CreateTopic | ListTopics | DescribeTopic | DeleteTopic | CreateQueue | DeleteQueue
     | CreateSubscription | ListSubscriptions | DeleteSubscription | DeclareExchange
     | DeleteExchange | ListExchanges | Bind | Unbind | ListBindings | Publish
     | PublishToExchange | Receive | Ack | Nack | Extend | Subscribe | Unsubscribe | Join
     | Heartbeat | Leave | Fetch | Commit | Seek | SeekToTime | FetchBatches | Stats | Redrive
-    | Peek | Purge
+    | Peek | Purge | StartRedrive | ListRedrives | CancelRedrive
 )  # fmt: skip
 
 
@@ -632,6 +655,22 @@ class SubscriptionAnswer(_Answer):
     retry: RetryAnswer
 
 
+class RedriveTaskAnswer(_Answer):
+    """A redrive task (``RedriveTask``): ``state`` running, completed, cancelled or failed."""
+
+    id: str
+    dead_letter_topic: str
+    where: RedriveWhere
+    rate_per_s: float
+    to: str | None
+    state: str
+    moved: int
+    to_move: int
+    started_ms: int
+    finished_ms: int | None
+    error: str | None
+
+
 class ExchangeAnswer(_Answer):
     name: str
     kind: str
@@ -710,6 +749,9 @@ ANSWERS: dict[type[Request], Any] = {
     Unbind: bool,
     ListBindings: list[BindingAnswer],
     Stats: QueueStatsAnswer | StreamStatsAnswer,
+    StartRedrive: RedriveTaskAnswer,
+    ListRedrives: list[RedriveTaskAnswer],
+    CancelRedrive: RedriveTaskAnswer,
 }
 
 
@@ -764,4 +806,7 @@ ADDED_IN: dict[type[_Msg], dict[str, int]] = {
 #: Requests and responses added after version 1 that a connection of an older version may
 #: neither send nor take (a client checks before sending: an older broker cannot decode the
 #: tag at all). ``FetchBatches`` (version 2) predates this table: only its clients check.
-MESSAGE_ADDED_IN: dict[type[msgspec.Struct], int] = {Peek: 7, Purge: 7, Peeked: 7, Purged: 7}
+MESSAGE_ADDED_IN: dict[type[msgspec.Struct], int] = {
+    Peek: 7, Purge: 7, Peeked: 7, Purged: 7,
+    StartRedrive: 8, ListRedrives: 8, CancelRedrive: 8,
+}  # fmt: skip
