@@ -68,7 +68,7 @@ from roost.storage.validation import check_records
 from roost.storage.wal import Wal, write_checkpoints
 
 if TYPE_CHECKING:
-    from roost.storage.compaction import CleanPoint
+    from roost.storage.compaction_pass import CleanPoint
 
 DEFAULT_MAX_READ_BYTES = 1024 * 1024
 #: Idle files closed so that a round can open the directory it could not sync.
