@@ -271,3 +271,14 @@ def test_an_interrupted_redrive_says_what_it_moved(
         "interrupted: about 1 dead letter moved back to s-stuck; the broker finishes the batch "
         "it was moving and stops, and the rest stay dead letters"
     ]
+
+
+def test_a_rate_limit_from_the_command_line(server: Server) -> None:
+    spec = ok(server, "queue", "create", "s-paced", "--rate-limit", "2.5", "--rate-burst", "3")
+    assert (spec["rate_limit_per_s"], spec["rate_burst"]) == (2.5, 3)
+    sub = ok(server, "subscription", "create", "s-paced", "audit", "--rate-limit", "100")
+    assert (sub["rate_limit_per_s"], sub["rate_burst"]) == (100, None)
+    table = cli(server, "stats", "s-paced")
+    assert "at most 2.5/s, held back 0 times" in table.stdout
+    refused = cli(server, "queue", "create", "s-paced-2", "--rate-limit", "0")
+    assert refused.exit_code == 2 and "--rate-limit" in refused.stderr

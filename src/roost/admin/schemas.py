@@ -159,6 +159,10 @@ class NewQueue(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     policy: TopicPolicy | None = None
     #: When a failed delivery comes again (nack without a delay, a lease that ran out).
     retry: RetryPolicy = DEFAULT_RETRY
+    #: Deliveries a second at most, over all consumers; null: no limit.
+    rate_limit_per_s: float | None = None
+    #: Deliveries at once at most; null: a second's worth.
+    rate_burst: int | None = None
 
 
 class Purged(msgspec.Struct, frozen=True):

@@ -17,7 +17,14 @@ from typing import Literal, get_args
 import click
 
 from roost.cli import render
-from roost.cli.params import DELAY, MAX_DELIVERIES, PARTITIONS, RETENTION, VISIBILITY
+from roost.cli.params import (
+    DELAY,
+    MAX_DELIVERIES,
+    PARTITIONS,
+    RETENTION,
+    VISIBILITY,
+    rate_limit_options,
+)
 from roost.cli.session import done, echo_json, json_option, run, show
 from roost.client.api import Client
 from roost.core.model import DEFAULT_MAX_DELIVERIES, SubscriptionSpec
@@ -186,6 +193,7 @@ def queue() -> None:
     show_default=True,
     help="Seconds before a new message can be received.",
 )
+@rate_limit_options
 @json_option
 def queue_create(
     name: str,
@@ -195,9 +203,11 @@ def queue_create(
     max_deliveries: int,
     dead_letter: str | None,
     delay: float,
+    rate_limit: float | None,
+    rate_burst: int | None,
     as_json: bool,
 ) -> None:
-    """Create queue NAME."""
+    """Create queue NAME (a declare: the same settings again are fine)."""
     spec = run(
         lambda c: c.create_queue(
             name,
@@ -207,6 +217,8 @@ def queue_create(
             max_deliveries=max_deliveries,
             dead_letter=dead_letter or "",
             delay=delay,
+            rate_limit=rate_limit,
+            rate_burst=rate_burst,
         )
     )
     kind = "fifo queue" if fifo else "queue"

@@ -11,11 +11,14 @@ connection) to be refused there.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from roost.client.api import MAX_WIRE_MS
 from roost.core.model import MAX_DELAY_MS, MAX_VISIBILITY_MS
+from roost.core.rate_limits import MAX_BURST
 from roost.storage.config import MAX_PARTITIONS
 
 
@@ -64,3 +67,18 @@ RETENTION = Seconds(low=0.001)
 PARTITIONS = click.IntRange(1, MAX_PARTITIONS)
 #: As the broker bounds a subscription's ``max_deliveries``.
 MAX_DELIVERIES = click.IntRange(1, 1000)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def rate_limit_options(command: F) -> F:
+    """``--rate-limit`` and ``--rate-burst``: deliveries a second, and at once, at most."""
+    command = click.option(
+        "--rate-burst", type=click.IntRange(1, MAX_BURST), default=None,
+        help="Deliveries at once at most (default: a second's worth).",
+    )(command)  # fmt: skip
+    return click.option(
+        "--rate-limit", type=PositiveRate(), default=None, metavar="PER_SECOND",
+        help="Deliveries a second at most, over all consumers (default: no limit).",
+    )(command)  # fmt: skip

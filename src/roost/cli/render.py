@@ -233,6 +233,9 @@ def stats_table(
     message not yet acked or dead-lettered); its dead letters are counted on the total row.
     ``rates`` (``stats --watch``) go in the caption."""
     table = _stream_table(stats) if isinstance(stats, StreamStats) else _queue_table(stats)
+    if isinstance(stats, SubscriptionStats) and stats.rate_limit_per_s is not None:
+        table.title = (f"{table.title} · at most {stats.rate_limit_per_s:g}/s, "
+                       f"held back {plural(stats.throttled, 'time')}")  # fmt: skip
     if rates is not None:
         finished = "committed" if isinstance(stats, StreamStats) else "finished"
         table.caption = (

@@ -21,7 +21,7 @@ import click
 from roost.cli import render
 from roost.cli.admin import confirmed, yes_option
 from roost.cli.admin_api import AdminApi, admin_api
-from roost.cli.params import DELAY, MAX_DELIVERIES, VISIBILITY
+from roost.cli.params import DELAY, MAX_DELIVERIES, VISIBILITY, rate_limit_options
 from roost.cli.session import CliError, done, echo_json, fail, json_option, run, show
 from roost.client.api import Client
 from roost.core.model import DEFAULT_MAX_DELIVERIES, SubscriptionSpec
@@ -63,6 +63,7 @@ def subscription() -> None:
               help="Dead-letter topic (default: TOPIC.NAME.dlq, made if missing).")  # fmt: skip
 @click.option("--delay", type=DELAY, default=0.0, show_default=True,
               help="Seconds before a new message can be received.")  # fmt: skip
+@rate_limit_options
 @json_option
 def subscription_create(
     topic: str,
@@ -74,6 +75,8 @@ def subscription_create(
     retry_forever: bool,
     dead_letter: str | None,
     delay: float,
+    rate_limit: float | None,
+    rate_burst: int | None,
     as_json: bool,
 ) -> None:
     """Read TOPIC as NAME (a declare: the same settings again are fine)."""
@@ -83,6 +86,7 @@ def subscription_create(
         topic, name, mode=mode, start=start, visibility_timeout=visibility_timeout,
         max_deliveries=None if retry_forever else max_deliveries,
         dead_letter=None if retry_forever else dead_letter or "", delay=delay,
+        rate_limit=rate_limit, rate_burst=rate_burst,
     ))  # fmt: skip
     where = f", dead letters to {spec.dead_letter}" if spec.dead_letter else ""
     done(as_json, spec, f"subscription {topic}/{name} ({spec.mode}, from {start}{where})")

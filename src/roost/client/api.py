@@ -44,6 +44,7 @@ from roost.core.inspection import Peeked
 from roost.core.model import DEFAULT_MAX_DELIVERIES, Message, SubscriptionSpec, check_delay
 from roost.core.policies import Overflow
 from roost.core.publishing import Outgoing, Published
+from roost.core.rate_limits import check_rate_limit
 from roost.core.redrive import RedriveTask
 from roost.core.retry import DEFAULT_RETRY, RetryPolicy
 from roost.core.routing import BindingSpec, ExchangeKind, ExchangeSpec
@@ -74,6 +75,8 @@ COMPACTION_VERSION = 8
 QUEUE_RETRY_VERSION = PEEK_VERSION
 REJECT_VERSION = m.ADDED_IN[m.Nack]["reject"]
 REDRIVE_TASK_VERSION = m.MESSAGE_ADDED_IN[m.StartRedrive]
+#: From this version a subscription's settings may carry a delivery rate limit.
+RATE_LIMIT_VERSION = REDRIVE_TASK_VERSION
 T = TypeVar("T")
 
 
@@ -104,6 +107,15 @@ def _answered(request: m.Request, value: object, kind: type[T]) -> T:
     except msgspec.ValidationError as e:
         name = type(request).__name__
         raise ProtocolError("roost", f"the answer to {name} is not its struct: {e}") from None
+
+
+def _rate_settings(rate_limit: float | None, rate_burst: int | None) -> dict[str, Any]:
+    """A rate limit's settings fields, checked here as the broker checks them; none sent
+    when there is none (an older broker refuses a field it does not know)."""
+    if rate_limit is None and rate_burst is None:
+        return {}
+    check_rate_limit(rate_limit, rate_burst)
+    return {"rate_limit_per_s": rate_limit, "rate_burst": rate_burst}
 
 
 def _retry_settings(retry: RetryPolicy) -> m.RetrySettings:
@@ -511,6 +523,8 @@ class Client(ClosedOnExit):
         block_timeout: Seconds = 5.0,
         retention: Seconds | None = None,
         retry: RetryPolicy | None = None,
+        rate_limit: float | None = None,
+        rate_burst: int | None = None,
     ) -> SubscriptionSpec:
         """A topic plus one subscription of the same name. ``fifo``: per key in order, one in
         flight per key. Dead letters go to ``<name>.dlq`` unless ``dead_letter`` names another
@@ -520,6 +534,8 @@ class Client(ClosedOnExit):
         broker older than protocol version 7 cannot take it: ``ProtocolError``)."""
         if retry is not None:
             self._needs_version(QUEUE_RETRY_VERSION, "create_queue(retry=...)")
+        if rate_limit is not None or rate_burst is not None:
+            self._needs_version(RATE_LIMIT_VERSION, "create_queue(rate_limit=...)")
         options = m.QueueSettings(
             fifo=fifo, partitions=partitions,
             visibility_timeout_ms=seconds_to_ms("visibility_timeout", visibility_timeout),
@@ -530,6 +546,7 @@ class Client(ClosedOnExit):
                                    block_timeout_ms=seconds_to_ms("block_timeout", block_timeout),
                                    retain_until_consumed=True),
             retry=msgspec.UNSET if retry is None else _retry_settings(retry),
+            **_rate_settings(rate_limit, rate_burst),
         )  # fmt: skip
         return await self._value(m.CreateQueue(name, options), SubscriptionSpec)
 
@@ -549,6 +566,8 @@ class Client(ClosedOnExit):
         dead_letter: str | None = "",
         delay: Seconds = 0.0,
         retry: RetryPolicy | None = None,
+        rate_limit: float | None = None,
+        rate_burst: int | None = None,
     ) -> SubscriptionSpec:
         """Read ``topic`` as ``name``: every subscription of a topic sees every message.
 
@@ -568,7 +587,10 @@ class Client(ClosedOnExit):
             visibility_timeout_ms=seconds_to_ms("visibility_timeout", visibility_timeout),
             max_deliveries=max_deliveries, dead_letter=dead_letter,
             delay_ms=seconds_to_ms("delay", delay), retry=_retry_settings(retry or DEFAULT_RETRY),
+            **_rate_settings(rate_limit, rate_burst),
         )  # fmt: skip
+        if rate_limit is not None or rate_burst is not None:
+            self._needs_version(RATE_LIMIT_VERSION, "create_subscription(rate_limit=...)")
         return await self._value(m.CreateSubscription(spec), SubscriptionSpec)
 
     async def peek(

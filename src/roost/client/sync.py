@@ -389,6 +389,8 @@ class SyncBroker(_ClosedOnExit):
         block_timeout: Seconds = 5.0,
         retention: Seconds | None = None,
         retry: RetryPolicy | None = None,
+        rate_limit: float | None = None,
+        rate_burst: int | None = None,
     ) -> SubscriptionSpec:
         """As ``Client.create_queue``: a declare, ``ConfigConflict`` for other settings."""
         return self._bridge.run(self._target.create_queue(
@@ -396,6 +398,7 @@ class SyncBroker(_ClosedOnExit):
             max_deliveries=max_deliveries, dead_letter=dead_letter, delay=delay,
             durability=durability, max_backlog=max_backlog, overflow=overflow,
             block_timeout=block_timeout, retention=retention, retry=retry,
+            rate_limit=rate_limit, rate_burst=rate_burst,
         ))  # fmt: skip
 
     def delete_queue(self, name: str) -> None:
@@ -413,11 +416,14 @@ class SyncBroker(_ClosedOnExit):
         dead_letter: str | None = "",
         delay: Seconds = 0.0,
         retry: RetryPolicy | None = None,
+        rate_limit: float | None = None,
+        rate_burst: int | None = None,
     ) -> SubscriptionSpec:
         """As ``Client.create_subscription``: a declare."""
         return self._bridge.run(self._target.create_subscription(
             topic, name, mode=mode, start=start, visibility_timeout=visibility_timeout,
             max_deliveries=max_deliveries, dead_letter=dead_letter, delay=delay, retry=retry,
+            rate_limit=rate_limit, rate_burst=rate_burst,
         ))  # fmt: skip
 
     def delete_subscription(self, topic: str, name: str) -> None:

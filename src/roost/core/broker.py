@@ -312,6 +312,8 @@ class Broker:
         policy: TopicPolicy = QUEUE_POLICY,
         retention_ms: int | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
+        rate_limit_per_s: float | None = None,
+        rate_burst: int | None = None,
     ) -> SubscriptionSpec:
         """A topic and one subscription of the same name: the SQS or RabbitMQ queue.
 
@@ -347,6 +349,8 @@ class Broker:
             dead_letter=dead_letter_topic,
             delay_ms=delay_ms,
             retry=retry,
+            rate_limit_per_s=rate_limit_per_s,
+            rate_burst=rate_burst,
         )
         if self.engine.has_topic(name):
             return self._declared_queue(spec, config, policy)

@@ -14,6 +14,7 @@ from typing import Literal
 
 import msgspec
 
+from roost.core.rate_limits import check_rate_limit
 from roost.core.retry import RetryPolicy
 from roost.errors import InvalidConfig
 from roost.receipt import Receipt
@@ -56,6 +57,11 @@ class SubscriptionSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     retry: RetryPolicy = RetryPolicy()
     #: The journal holding this subscription's state (assigned by the broker).
     journal: str = ""
+    #: Deliveries a second at most, over all its consumers (NATS's ``RateLimit``); None: no
+    #: limit. ``queue`` and ``keyed`` subscriptions (core/rate_limits.py).
+    rate_limit_per_s: float | None = None
+    #: Deliveries at once at most (the bucket); None: a second's worth.
+    rate_burst: int | None = None
 
     def __post_init__(self) -> None:
         check_name("subscription", self.name)
@@ -68,6 +74,11 @@ class SubscriptionSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
         if self.dead_letter is not None:
             check_name("topic", self.dead_letter)
         check_delay(self.delay_ms)
+        check_rate_limit(self.rate_limit_per_s, self.rate_burst)
+        if self.rate_limit_per_s is not None and self.mode == "stream":
+            raise InvalidConfig("rate_limit_per_s", self.rate_limit_per_s,
+                                "is for queue and keyed subscriptions; a stream reads as it "
+                                "fetches")  # fmt: skip
 
 
 def check_visibility(visibility_ms: int) -> int:

@@ -48,6 +48,10 @@ class SubscriptionStats(msgspec.Struct, frozen=True):
     dead_letter_topic: str | None
     dead_letters: int
     partitions: list[PartitionStats]
+    #: Its delivery rate limit (messages a second), and how many receives it refused or cut
+    #: short (one that took all the tokens there were counts, more may have been ready).
+    rate_limit_per_s: float | None = None
+    throttled: int = 0
 
 
 def subscription_stats(sub: QueueSubscription, now_ms: int) -> SubscriptionStats:
@@ -68,6 +72,8 @@ def subscription_stats(sub: QueueSubscription, now_ms: int) -> SubscriptionStats
         if dead_letter is not None
         else 0,
         partitions,
+        rate_limit_per_s=sub.spec.rate_limit_per_s,
+        throttled=sub.throttled,
     )
 
 

@@ -40,6 +40,7 @@ from roost.core.model import (
     check_delay,
     check_visibility,
 )
+from roost.core.rate_limits import rate_bucket
 from roost.core.stats import SubscriptionStats, subscription_stats
 from roost.core.unread_delays import UnreadDelays
 from roost.errors import InvalidRequest, PartitionQuarantined, RecordTooLarge, UnknownPartition
@@ -106,6 +107,11 @@ class QueueSubscription:
         self._on_done: Callable[[int], None] = _ignore
         self._on_deadline: Callable[[int], None] = _ignore
         self._on_snapshot_due: Callable[[], None] = _nobody
+        #: Its delivery rate, if limited; when a receive found it spent, when it may go on.
+        self.rate = rate_bucket(spec, clock.now_ms())
+        self.throttled_until_ms: int | None = None
+        #: Receives that the rate limit cut short or refused (for stats).
+        self.throttled = 0
 
     def watch(
         self,
@@ -172,6 +178,12 @@ class QueueSubscription:
         )
         now_ms = self._clock.now_ms()
         self.tick()
+        wanted = max_messages
+        if self.rate is not None:
+            max_messages = min(max_messages, self.rate.available(now_ms))
+            if max_messages < 1:
+                self._throttle(now_ms)
+                return []
         messages: list[Message] = []
         count = len(self._partitions)
         for step in range(count):
@@ -192,7 +204,19 @@ class QueueSubscription:
                 # journal when the operator has repaired it and restarts.
                 continue
         self._next_partition = (self._next_partition + 1) % count
+        if self.rate is not None and messages:
+            self.rate.spend(len(messages), now_ms)
+            if len(messages) < wanted and len(messages) == max_messages:
+                self._throttle(now_ms)  # cut short by the rate: more may be ready
         return messages
+
+    def _throttle(self, now_ms: int) -> None:
+        """The rate limit held messages back: wake readers when the next may go (a deadline
+        the tick keeps, so long polls and pushes go on then)."""
+        assert self.rate is not None
+        self.throttled += 1
+        self.throttled_until_ms = self.rate.next_token_ms(now_ms)
+        self._on_deadline(self.throttled_until_ms)
 
     def _receive_from(
         self, state: PartitionDeliveries, limit: int, now_ms: int, visibility: int, consumer: str
@@ -531,6 +555,11 @@ class QueueSubscription:
         for state in self._partitions:
             state.promote(now_ms)
         deadlines = [d for s in self._partitions if (d := s.next_deadline_ms()) is not None]
+        if self.throttled_until_ms is not None:
+            if self.throttled_until_ms > now_ms:
+                deadlines.append(self.throttled_until_ms)
+            else:
+                self.throttled_until_ms = None  # this tick wakes its readers: they go on
         return min(deadlines) if deadlines else None
 
     # -- dead letters ---------------------------------------------------------------------

@@ -179,6 +179,9 @@ class SubscriptionSettings(_Settings):
     dead_letter: str | UnsetType | None = UNSET
     delay_ms: int | UnsetType = UNSET
     retry: RetrySettings | UnsetType = UNSET
+    #: Version 8: sent only on a connection whose ``WELCOME`` said 8.
+    rate_limit_per_s: float | UnsetType | None = UNSET
+    rate_burst: int | UnsetType | None = UNSET
 
 
 class QueueSettings(_Settings):
@@ -196,6 +199,9 @@ class QueueSettings(_Settings):
     #: Version 7: a client sends it only on a connection whose ``WELCOME`` said 7 (an older
     #: broker refuses a settings field it does not know).
     retry: RetrySettings | UnsetType = UNSET
+    #: Version 8, as ``retry``: the queue's delivery rate limit.
+    rate_limit_per_s: float | UnsetType | None = UNSET
+    rate_burst: int | UnsetType | None = UNSET
 
 
 class Binding(_Settings):
@@ -653,6 +659,9 @@ class SubscriptionAnswer(_Answer):
     dead_letter: str | None
     delay_ms: int
     retry: RetryAnswer
+    #: Version 8 brokers send them; an older one's answer lacks them.
+    rate_limit_per_s: float | None = None
+    rate_burst: int | None = None
 
 
 class RedriveTaskAnswer(_Answer):
@@ -711,6 +720,9 @@ class QueueStatsAnswer(_Answer):
     dead_letter_topic: str | None
     dead_letters: int
     partitions: list[PartitionStatsAnswer]
+    #: Version 8 brokers send them; an older one's answer lacks them.
+    rate_limit_per_s: float | None = None
+    throttled: int = 0
 
 
 class StreamPartitionStatsAnswer(_Answer):
