@@ -307,6 +307,8 @@ def test_errors_exit_1_with_one_clear_line(url: str) -> None:
         (("queue", "create", "n2", "--delay", "nan"), "nan: a finite number of seconds"),
         (("queue", "create", "n3", "--max-deliveries", "99999999999999999999"), "1<=x<=1000"),
         (("publish", "q", "v", "--delay", "1e20"), "1e20: a finite number of seconds"),
+        (("publish", "q", "v", "--delay", "31536001"), "from 0 to 31536000"),  # 365 days
+        (("queue", "create", "n5", "--delay", "86401"), "from 0 to 86400"),  # a queue's: 24 h
         (("stats", "q", "--watch", "nan"), "nan: a finite number of seconds, from 0.1"),
         (("dlq", "redrive", "q", "--rate", "0"), "0: a finite number of messages a second"),
         (("topic", "create", "n4", "--partitions", "5000"), "1<=x<=4096"),

@@ -1,9 +1,9 @@
 """Model test of the broker's timers: a tick does the due work, once, and nothing else.
 
-Several queues; random publishes (some delayed), receives (with a visibility timeout), acks,
-nacks with a delay, clock moves and ticks. The model knows each message's state and, per
-queue, every deadline the queue was told about since the tick last visited it. Checked at
-every tick:
+Several queues; random publishes (some delayed: a queue knows those from the publish on),
+receives (with a visibility timeout), acks, nacks with a delay, clock moves and ticks. The
+model knows each message's state and, per queue, every deadline the queue was told about
+since the tick last visited it. Checked at every tick:
 
 - every queue with a lease past its deadline or a delay at its end is visited, and after the
   tick no such work is left anywhere;
@@ -100,9 +100,13 @@ class TimersMachine(RuleBasedStateMachine):
     )
     def publish(self, name: str, count: int, delay_ms: int | None) -> None:
         outcome = self.broker.publish(name, [Outgoing(value=b"m", delay_ms=delay_ms)] * count)
+        model = self.models[name]
         for published in outcome.published:
-            deliver_at = self.now() + delay_ms if delay_ms is not None else 0
-            self.models[name].messages[published.offset] = Expected(due_ms=deliver_at)
+            if delay_ms:  # known delayed from the publish on (core/scheduled.py): told now
+                model.messages[published.offset] = Expected("delayed", self.now() + delay_ms)
+                model.told.append(self.now() + delay_ms)
+            else:
+                model.messages[published.offset] = Expected(due_ms=self.now())
 
     @rule(
         name=st.sampled_from(QUEUES),

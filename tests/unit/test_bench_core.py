@@ -12,9 +12,10 @@ from roost.cli.main import main
 FIELDS = {
     "append_rps", "queue_rps", "queue_vs_append_ratio", "keyed_rps", "stream_read_rps",
     "queue_cpu_us_per_msg", "log_read_rps", "append_cpu_us_per_msg", "keyed_cpu_us_per_msg",
-    "stream_cpu_us_per_msg",
+    "stream_cpu_us_per_msg", "delayed_queue_rps", "delayed_vs_queue_ratio",
+    "delayed_rss_mb", "delayed_first_receive_ms",
 }  # fmt: skip
-TINY = ["--messages", "200", "--batch", "20", "--keys", "10"]
+TINY = ["--messages", "200", "--batch", "20", "--keys", "10", "--delayed", "1500"]
 
 
 def test_bench_core_json(tmp_path: Path) -> None:
@@ -24,6 +25,7 @@ def test_bench_core_json(tmp_path: Path) -> None:
     assert figures.keys() >= FIELDS
     assert all(figures[name] > 0 for name in FIELDS)
     assert figures["settings"]["messages"] == 200
+    assert figures["delayed_records"] == 1500
     assert list(tmp_path.iterdir()) == [], "the bench cleans up after itself"
 
 

@@ -27,6 +27,8 @@ Fields (one run, in this order, each phase on its own topic of one partition):
                          a queue's: a queue's retention deletes what it has consumed.)
   log_read_rps           the raw log read beneath it: ``topic.read`` of the same topic from its
                          start to its end, 1 MiB at a time, decoding every record
+  delayed_*              the queue phase again with ``delayed`` delayed records ahead, against
+                         plain queues run beside it (core_delays.py)
 The ``*_cpu_us_per_msg`` figures of the other phases are given for comparison.
 """
 
@@ -41,6 +43,7 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from roost.bench.core_delays import delayed_phase
 from roost.core.model import SubscriptionSpec
 from roost.core.publishing import Outgoing
 from roost.server.access import TRUSTED
@@ -73,13 +76,14 @@ class Phase:
 
 
 class CoreBench:
-    def __init__(self, host: Host, messages: int, batch: int, keys: int) -> None:
+    def __init__(self, host: Host, messages: int, batch: int, keys: int, delayed: int = 0) -> None:
         if messages < batch or messages % batch:
             raise ValueError(f"messages ({messages}) must be a multiple of batch ({batch})")
         self.host = host
         self.messages = messages
         self.batch = batch
         self.keys = keys
+        self.delayed = delayed
         self.value = os.urandom(VALUE_BYTES)
 
     async def run(self, progress: Callable[[str], None]) -> dict[str, Any]:
@@ -92,6 +96,9 @@ class CoreBench:
         progress("stream read")
         stream = await self.stream_phase("append")
         log_read_rps = self.log_read_rps("append")
+        delayed = {}
+        if self.delayed:
+            delayed = await delayed_phase(self, self.delayed, progress)
         return {
             "append_rps": round(append.rps, 1),
             "queue_rps": round(queue.rps, 1),
@@ -103,11 +110,13 @@ class CoreBench:
             "append_cpu_us_per_msg": round(append.cpu_us_per_msg, 2),
             "keyed_cpu_us_per_msg": round(keyed.cpu_us_per_msg, 2),
             "stream_cpu_us_per_msg": round(stream.cpu_us_per_msg, 2),
+            **delayed,
             "settings": {
                 "value_bytes": VALUE_BYTES,
                 "messages": self.messages,
                 "batch": self.batch,
                 "keys": self.keys,
+                "delayed": self.delayed,
                 "producers": PRODUCERS,
                 "consumers": CONSUMERS,
                 "durability": "always",
@@ -135,10 +144,11 @@ class CoreBench:
         phase.stop()
         return phase
 
-    async def queue_phase(self, name: str, fifo: bool) -> Phase:
+    async def queue_phase(self, name: str, fifo: bool, create: bool = True) -> Phase:
         """Publish, receive and ack every message through the queue ``name``, concurrently."""
         door = self.host.door(TRUSTED)
-        door.create_queue(name, fifo=fifo, durability="always")
+        if create:
+            door.create_queue(name, fifo=fifo, durability="always")
         batches = self._batches(fifo)
         acked = [0]
 
@@ -219,11 +229,16 @@ class CoreBench:
 
 
 async def _bench(
-    path: str, messages: int, batch: int, keys: int, progress: Callable[[str], None]
+    path: str,
+    messages: int,
+    batch: int,
+    keys: int,
+    delayed: int,
+    progress: Callable[[str], None],
 ) -> dict[str, Any]:
     host = await Host.start(path)
     try:
-        return await CoreBench(host, messages, batch, keys).run(progress)
+        return await CoreBench(host, messages, batch, keys, delayed).run(progress)
     finally:
         await host.aclose()
 
@@ -242,11 +257,12 @@ def run_core_bench(
     batch: int,
     keys: int,
     progress: Callable[[str], None],
+    delayed: int = 0,
 ) -> dict[str, Any]:
     if directory is not None:
         os.makedirs(directory, exist_ok=True)
     parent = tempfile.mkdtemp(prefix="roost-bench-", dir=directory)
     try:
-        return _event_loop_run(_bench(parent, messages, batch, keys, progress))
+        return _event_loop_run(_bench(parent, messages, batch, keys, delayed, progress))
     finally:
         shutil.rmtree(parent, ignore_errors=True)

@@ -18,9 +18,9 @@ import click
 
 from roost.cli import render
 from roost.cli.params import (
-    DELAY,
     MAX_DELIVERIES,
     PARTITIONS,
+    QUEUE_DELAY,
     RETENTION,
     VISIBILITY,
     rate_limit_options,
@@ -188,7 +188,7 @@ def queue() -> None:
 )
 @click.option(
     "--delay",
-    type=DELAY,
+    type=QUEUE_DELAY,
     default=0.0,
     show_default=True,
     help="Seconds before a new message can be received.",

@@ -332,19 +332,32 @@ def bench_compaction(
     help="Messages per publish, receive, ack and stream fetch.",
 )
 @click.option("--keys", default=1_000, show_default=True, help="Distinct keys on the fifo queue.")
-def bench_core(as_json: bool, directory: str | None, messages: int, batch: int, keys: int) -> None:
+@click.option(
+    "--delayed",
+    default=1_000_000,
+    show_default=True,
+    help="Delayed records ahead of the delayed phase's queue (0: no such phase).",
+)
+def bench_core(
+    as_json: bool, directory: str | None, messages: int, batch: int, keys: int, delayed: int
+) -> None:
     """The broker's queue path (publish, receive, ack) against the log alone, durability always."""
     from roost.bench.core import run_core_bench
 
-    if min(messages, batch, keys) < 1 or messages % batch:
+    if min(messages, batch, keys) < 1 or messages % batch or delayed < 0:
         raise click.BadParameter(
-            "--messages, --batch and --keys must be positive, --messages a multiple of --batch"
+            "--messages, --batch and --keys must be positive, --messages a multiple of --batch, "
+            "--delayed not negative"
         )
     _report(
         as_json,
-        lambda progress: run_core_bench(directory, messages, batch, keys, progress),
+        lambda progress: run_core_bench(directory, messages, batch, keys, progress, delayed),
         "roost bench core (1 KiB values, durability always, one run)",
-        {"queue_vs_append_ratio": ">= 0.5", "queue_cpu_us_per_msg": "<= 10"},
+        {
+            "queue_vs_append_ratio": ">= 0.5",
+            "queue_cpu_us_per_msg": "<= 10",
+            "delayed_vs_queue_ratio": ">= 0.8",
+        },
     )
 
 

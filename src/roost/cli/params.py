@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import click
 
 from roost.client.api import MAX_WIRE_MS
-from roost.core.model import MAX_DELAY_MS, MAX_VISIBILITY_MS
+from roost.core.model import MAX_DELAY_MS, MAX_QUEUE_DELAY_MS, MAX_VISIBILITY_MS
 from roost.core.rate_limits import MAX_BURST
 from roost.storage.config import MAX_PARTITIONS
 
@@ -45,10 +45,15 @@ class Seconds(click.ParamType[float]):
                 self.fail(f"{value!r} is not a number of {self.unit}", param, ctx)
         below = number <= self.low if self.low_open else number < self.low
         if not math.isfinite(number) or below or number > self.high:
-            low = f"more than {self.low:g}" if self.low_open else f"{self.low:g}"
-            self.fail(f"{value}: a finite number of {self.unit}, from {low} to {self.high:g}",
-                      param, ctx)  # fmt: skip
+            low = f"more than {_plain(self.low)}" if self.low_open else _plain(self.low)
+            self.fail(f"{value}: a finite number of {self.unit}, from {low} to "
+                      f"{_plain(self.high)}", param, ctx)  # fmt: skip
         return number
+
+
+def _plain(number: float) -> str:
+    """``number`` as a person writes it: 31536000, not 3.1536e+07; 0.1 as 0.1."""
+    return f"{number:.0f}" if number == int(number) else f"{number:g}"
 
 
 class PositiveRate(Seconds):
@@ -63,6 +68,8 @@ class PositiveRate(Seconds):
 
 VISIBILITY = Seconds(high=MAX_VISIBILITY_MS / 1000)
 DELAY = Seconds(high=MAX_DELAY_MS / 1000)
+#: A queue's own delay, on every message (``create_queue(delay=...)``): shorter.
+QUEUE_DELAY = Seconds(high=MAX_QUEUE_DELAY_MS / 1000)
 RETENTION = Seconds(low=0.001)
 PARTITIONS = click.IntRange(1, MAX_PARTITIONS)
 #: As the broker bounds a subscription's ``max_deliveries``.

@@ -21,7 +21,7 @@ import click
 from roost.cli import render
 from roost.cli.admin import confirmed, yes_option
 from roost.cli.admin_api import AdminApi, admin_api
-from roost.cli.params import DELAY, MAX_DELIVERIES, VISIBILITY, rate_limit_options
+from roost.cli.params import MAX_DELIVERIES, QUEUE_DELAY, VISIBILITY, rate_limit_options
 from roost.cli.session import CliError, done, echo_json, fail, json_option, run, show
 from roost.client.api import Client
 from roost.core.model import DEFAULT_MAX_DELIVERIES, SubscriptionSpec
@@ -61,7 +61,7 @@ def subscription() -> None:
               help="Never dead-letter (no --max-deliveries, no dead-letter topic).")  # fmt: skip
 @click.option("--dead-letter", default=None, metavar="TOPIC",
               help="Dead-letter topic (default: TOPIC.NAME.dlq, made if missing).")  # fmt: skip
-@click.option("--delay", type=DELAY, default=0.0, show_default=True,
+@click.option("--delay", type=QUEUE_DELAY, default=0.0, show_default=True,
               help="Seconds before a new message can be received.")  # fmt: skip
 @rate_limit_options
 @json_option

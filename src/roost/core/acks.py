@@ -36,6 +36,10 @@ class AckRanges:
         """Whether anything above the floor is done (else ``in`` is just ``< floor``)."""
         return bool(self._starts)
 
+    def done_from(self, offset: int) -> bool:
+        """Whether anything at or above ``offset`` is done."""
+        return bool(self._ends) and self._ends[-1] > max(offset, self.floor)
+
     def add(self, offset: int) -> None:
         self.add_range(offset, offset + 1)
 

@@ -469,30 +469,42 @@ class Broker:
         confirmed with its first offsets instead of being appended twice.
         """
         target, policy, partitions = self._plan(topic, messages)
+        ends = _ends_before(target, messages, partitions)
         outcome = self._publisher.publish(
             target, policy, messages, partitions, producer_id, sequence
         )
         self._appended(target, policy, partitions)
-        self._announce_delays(topic, messages, outcome.published)
+        outcome.durability.extend(self._announce_delays(topic, messages, outcome.published, ends))
         return outcome
 
     def _announce_delays(
-        self, topic: str, messages: Sequence[Outgoing], published: Sequence[Published]
-    ) -> None:
+        self,
+        topic: str,
+        messages: Sequence[Outgoing],
+        published: Sequence[Published],
+        ends_before: dict[int, int] | None,
+    ) -> list[tuple[PartitionLog, int]]:
         """Tell the topic's subscriptions which records just appended are delayed, so that
-        their stats do not count them as ready before a receive reads them."""
+        a receive never reads through them (core/scheduled.py) and their stats do not count
+        them as ready; returns the journal writes the confirm must await too."""
         state = self._topics.get(topic)
-        if state is None or not state.subscriptions:
-            return
-        if all(m.delay_ms is None and m.deliver_at_ms is None for m in messages):
-            return
+        if state is None or not state.subscriptions or ends_before is None:
+            return []
         now_ms = self.clock.now_ms()
         delays: dict[int, list[tuple[int, int]]] = {}
         for message, placed in zip(messages, published, strict=False):
             when = deliver_at(message, now_ms)
-            if when is not None and when > now_ms:
+            # Below the end before this publish: confirmed again (a dedup hit, an idempotent
+            # retry), appended and told of before.
+            if (
+                when is not None
+                and when > now_ms
+                and placed.offset >= ends_before[placed.partition]
+            ):
                 delays.setdefault(placed.partition, []).append((placed.offset, when))
-        state.announce_delays(delays)
+        for announced in delays.values():
+            announced.sort()  # one publish may place its messages out of offset order
+        return state.announce_delays(delays)
 
     def _appended(self, topic: Topic, policy: TopicPolicy, partitions: list[int]) -> None:
         """Retention's part in a publish: a roll may have made segments deletable."""
@@ -545,6 +557,7 @@ class Broker:
         published: list[Published] = []
         durability: list[tuple[PartitionLog, int]] = []
         for target, policy, partitions, routed in plans:
+            ends = _ends_before(target, routed, partitions)
             try:
                 part = self._publisher.publish(target, policy, routed, partitions)
             except RoostError as e:
@@ -552,9 +565,9 @@ class Broker:
                     raise _partly_stored(e, published) from e
                 raise
             self._appended(target, policy, partitions)
-            self._announce_delays(target.name, routed, part.published)
             published.extend(part.published)
             durability.extend(part.durability)
+            durability.extend(self._announce_delays(target.name, routed, part.published, ends))
         return PublishOutcome(published, durability)
 
     def backlog(self, topic: str, partition: int) -> int | None:
@@ -722,6 +735,15 @@ class Broker:
         a retry appends again instead of being confirmed at offsets that now hold nothing (or
         other records). Returns the state to snapshot, so the journal forgets them too."""
         return self._producers.log_cut(topic, partition, end_offset)
+
+
+def _ends_before(
+    target: Topic, messages: Sequence[Outgoing], partitions: list[int]
+) -> dict[int, int] | None:
+    """Where each partition a publish goes to ends before it, when it delays anything."""
+    if all(m.delay_ms is None and m.deliver_at_ms is None for m in messages):
+        return None
+    return {p: target.log(p).end_offset for p in set(partitions)}
 
 
 def _partly_stored(error: RoostError, stored: Sequence[Published]) -> RoostError:

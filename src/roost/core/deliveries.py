@@ -8,6 +8,7 @@ them:
                      leased --release (nack, lease expiry)--> delayed | ready | dead
                      leased --give_back (never handed to a handler)--> ready, uncounted
     delayed --promote (time passes)--> ready
+    scheduled (announced at publish, core/scheduled.py) --promote--> ready
     parked --(the key's head is done)--> ready | delayed
     dead --finish (after the dead-letter append)--> done
 
@@ -39,6 +40,7 @@ from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from roost.core.acks import AckRanges, ranges_of
+from roost.core.scheduled import ScheduledDelays
 
 
 class Attempts:
@@ -85,6 +87,9 @@ class PartitionDeliveries:
         self._delayed: list[tuple[int, int]] = []
         self._busy: dict[bytes, deque[tuple[int, int]]] = {}  # key -> parked (offset, visible)
         self._head_key: dict[int, bytes] = {}
+        #: Delayed offsets known before they are read (`queue` mode without a queue delay):
+        #: the read position jumps over them, ``promote`` makes them ready.
+        self.scheduled: ScheduledDelays | None = None
         self.delivered = 0  # leases granted: first deliveries and redeliveries
         self.redelivered = 0  # leases granted to an offset delivered before
         self.acked = 0
@@ -285,7 +290,32 @@ class PartitionDeliveries:
             if offset not in self.acks and offset not in self.leases:
                 heapq.heappush(self._ready, offset)
                 moved += 1
+        scheduled = self.scheduled
+        if scheduled is not None and scheduled.wheel.next_ms() <= now_ms:
+            moved += self._promote_scheduled(scheduled, now_ms)
         return moved
+
+    def _promote_scheduled(self, scheduled: ScheduledDelays, now_ms: int) -> int:
+        moved = 0
+        acks, leases, retry_at, ready = self.acks, self.leases, self.retry_at, self._ready
+        for start, end in scheduled.wheel.due(now_ms):
+            for offset in range(start, end):
+                # A retry due later is in ``_delayed`` (restored after a restart).
+                if offset in acks or offset in leases or retry_at.get(offset, 0) > now_ms:
+                    continue
+                heapq.heappush(ready, offset)
+                moved += 1
+        return moved
+
+    def hold(self, offset: int, visible_at_ms: int) -> None:
+        """Restored after a restart: ``offset`` waits for its retry at ``visible_at_ms``, not
+        read again (``scheduled`` skips it)."""
+        self._delay(visible_at_ms, offset)
+
+    def make_ready(self, offsets: list[int]) -> None:
+        """Offsets taken by ``take_ready`` but not delivered (not durable yet): ready again."""
+        for offset in offsets:
+            heapq.heappush(self._ready, offset)
 
     def next_deadline_ms(self) -> int | None:
         """The earliest lease deadline or delay end, for the host's timer."""
@@ -299,6 +329,8 @@ class PartitionDeliveries:
             candidates.append(heap[0][0])
         if self._delayed:
             candidates.append(self._delayed[0][0])
+        if self.scheduled is not None and self.scheduled.count:
+            candidates.append(self.scheduled.wheel.next_ms())
         return min(candidates) if candidates else None
 
     # -- done -----------------------------------------------------------------------------
@@ -346,6 +378,8 @@ class PartitionDeliveries:
         """
         self.acks.add_range(start, end)
         self.read_offset = max(self.read_offset, end)
+        if self.scheduled is not None:
+            self.scheduled.discard(start, end)
         while stale := [o for o in {*self.leases, *self.attempts, *self._head_key} if o < end]:
             for offset in stale:
                 self.finish(offset)
@@ -361,6 +395,8 @@ class PartitionDeliveries:
             ends.append(max(self.attempts) + 1)
         if self.retry_at:
             ends.append(max(self.retry_at) + 1)
+        if self.scheduled is not None:
+            ends.append(self.scheduled.seen_end())
         return max(ends)
 
     def finish_gap(self, start: int, end: int) -> None:
@@ -369,6 +405,8 @@ class PartitionDeliveries:
         self.acks.add_range(start, end)
         if start <= self.read_offset < end:
             self.read_offset = end
+        if self.scheduled is not None:
+            self.scheduled.discard(start, end)
         for offset in [
             o for o in {*self.leases, *self.attempts, *self.retry_at} if start <= o < end
         ]:
@@ -382,8 +420,11 @@ class PartitionDeliveries:
 
     @property
     def delayed(self) -> int:
-        return sum(1 for _, offset in self._delayed if offset not in self.acks) + sum(
-            len(parked) for parked in self._busy.values()
+        scheduled = self.scheduled.count if self.scheduled is not None else 0
+        return (
+            sum(1 for _, offset in self._delayed if offset not in self.acks)
+            + sum(len(parked) for parked in self._busy.values())
+            + scheduled
         )
 
 

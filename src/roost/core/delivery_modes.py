@@ -34,6 +34,7 @@ from roost.core.stats import StreamStats, SubscriptionStats
 from roost.core.streams import StreamSubscription
 from roost.core.subscription import PendingDeadLetter, QueueSubscription
 from roost.storage import Journal, LocalEngine, Topic
+from roost.storage.log import PartitionLog
 
 
 class Subscription(Protocol):
@@ -83,8 +84,11 @@ class Subscription(Protocol):
         """``[start, end)`` of ``partition`` will be a gap batch (recovery)."""
         ...
 
-    def announce_delays(self, partition: int, delays: list[tuple[int, int]]) -> None:
-        """``(offset, visible_at_ms)`` of delayed records just published to ``partition``."""
+    def announce_delays(
+        self, partition: int, delays: list[tuple[int, int]]
+    ) -> list[tuple[PartitionLog, int]]:
+        """``(offset, visible_at_ms)`` of delayed records just published to ``partition``;
+        what the publish's confirm must await besides its records."""
         ...
 
     def purge(self) -> int:

@@ -25,7 +25,11 @@ StartPosition = Literal["earliest", "latest"]
 
 DEFAULT_VISIBILITY_MS = 30_000
 MAX_VISIBILITY_MS = 12 * 3600 * 1000
-MAX_DELAY_MS = 24 * 3600 * 1000  # longer waits belong in a scheduler, not a queue
+#: The longest publish or nack delay; a topic with time retention allows at most its retention
+#: (core/delay_limits.py). Delays this long cost what short ones do (core/delay_wheel.py).
+MAX_DELAY_MS = 365 * 24 * 3600 * 1000
+#: The longest delay a queue applies to every message (``delay_ms`` of a subscription).
+MAX_QUEUE_DELAY_MS = 24 * 3600 * 1000
 DEFAULT_MAX_DELIVERIES = 10
 
 #: Subscriptions Roost makes for itself are named with this (``roost-redrive`` on a dead-letter
@@ -73,7 +77,10 @@ class SubscriptionSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
             raise InvalidConfig("max_deliveries", self.max_deliveries, "1..1000, or None")
         if self.dead_letter is not None:
             check_name("topic", self.dead_letter)
-        check_delay(self.delay_ms)
+        if type(self.delay_ms) is not int or not 0 <= self.delay_ms <= MAX_QUEUE_DELAY_MS:
+            raise InvalidConfig(
+                "delay_ms", self.delay_ms, f"between 0 and {MAX_QUEUE_DELAY_MS} (24 h)"
+            )
         check_rate_limit(self.rate_limit_per_s, self.rate_burst)
         if self.rate_limit_per_s is not None and self.mode == "stream":
             raise InvalidConfig("rate_limit_per_s", self.rate_limit_per_s,
@@ -91,7 +98,7 @@ def check_visibility(visibility_ms: int) -> int:
 
 def check_delay(delay_ms: int) -> int:
     if type(delay_ms) is not int or not 0 <= delay_ms <= MAX_DELAY_MS:
-        raise InvalidConfig("delay_ms", delay_ms, f"between 0 and {MAX_DELAY_MS} (24 h)")
+        raise InvalidConfig("delay_ms", delay_ms, f"between 0 and {MAX_DELAY_MS} (365 days)")
     return delay_ms
 
 

@@ -28,6 +28,7 @@ from crc32c import crc32c
 
 from roost.clock import Clock
 from roost.core import state_codec
+from roost.core.delay_limits import check_publish_delays
 from roost.core.model import DELIVER_AT_HEADER, MAX_DELAY_MS, check_delay
 from roost.core.policies import TopicPolicy
 from roost.core.producers import APPEND, ProducerState, content_id
@@ -186,6 +187,7 @@ class Publisher:
         no writes), appending nothing: a publish to several topics checks every one before
         it appends to any. What it cannot foresee is an I/O error."""
         now_ms = self._clock.now_ms()
+        check_publish_delays(topic, messages, now_ms)
         records = [_record(m, now_ms) for m in messages]
         check_records(records, topic.config.max_record_bytes, topic.name, topic.config.compacted)
         if policy.content_dedup or any(m.dedup_id is not None for m in messages):
@@ -213,6 +215,7 @@ class Publisher:
         sequence: int | None = None,
     ) -> PublishOutcome:
         """Append (or confirm again) ``messages`` on their ``partitions``."""
+        check_publish_delays(topic, messages, self._clock.now_ms())
         tracked = (
             producer_id is not None
             or policy.content_dedup
@@ -393,7 +396,7 @@ def _record(message: Outgoing, now_ms: int) -> Record:
     if deliver_at_ms is not None:
         if type(deliver_at_ms) is not int or not 0 <= deliver_at_ms <= now_ms + MAX_DELAY_MS:
             raise InvalidRequest(
-                f"deliver_at_ms must be an int between 0 and now + 24 h, not {deliver_at_ms!r}"
+                f"deliver_at_ms must be an int between 0 and now + 365 days, not {deliver_at_ms!r}"
             )
         headers = (*headers, (DELIVER_AT_HEADER, b"%d" % deliver_at_ms))
     return Record(

@@ -8,11 +8,15 @@ Entries are MessagePack arrays, one per command, tagged by their first element:
     [COMMITTED, partition, offset]                           stream mode: the committed offset
     [RETURNED, partition, [offset, ...]]                     given back unseen: one delivery
                                                              fewer (undoes a DELIVERED)
+    [DELAYED, partition, [visible_at_ms, start, end, ...]]   published delayed: offsets
+                                                             [start, end) not before visible_at
+                                                             (core/scheduled.py)
 
 A snapshot is the whole state: per partition the ack floor and ranges, the attempts of offsets
 not done (count, first and last delivery time, last error) and their retry times, and the
-committed offset. Leases are never written: after a restart every offset not known to be done is
-delivered again, with its delivery count intact.
+committed offset, and the published delays not yet due (``delays``: packed runs, see
+``DelayWheel.packed``). Leases are never written: after a restart every offset not known to
+be done is delivered again, with its delivery count intact.
 
 Replaying a journal is applying its entries in order to an empty or snapshotted state; a
 ``PartitionState`` is exactly what ``PartitionDeliveries`` needs to resume. Entries and
@@ -23,6 +27,8 @@ have) raise ``CorruptState``, never a ``KeyError`` or ``TypeError`` from deep in
 
 from __future__ import annotations
 
+import sys
+from array import array
 from typing import Any
 
 import msgspec
@@ -30,7 +36,7 @@ import msgspec
 from roost.core.acks import AckRanges
 from roost.core.deliveries import Attempts, PartitionDeliveries
 
-DELIVERED, DONE, RETRY, COMMITTED, RETURNED = 0, 1, 2, 3, 4
+DELIVERED, DONE, RETRY, COMMITTED, RETURNED, DELAYED = 0, 1, 2, 3, 4, 5
 #: Journal entries between snapshots (of a subscription, or of a topic's producer state).
 SNAPSHOT_EVERY = 10_000
 
@@ -43,6 +49,8 @@ class PartitionState(msgspec.Struct, array_like=True):
     attempts: list[tuple[int, int, int, int, str | None]]
     retry_at: list[tuple[int, int]]
     committed: int | None = None
+    #: Published delays not yet due: (visible_at_ms, start, end) runs as little-endian int64s.
+    delays: bytes = b""
 
 
 class Snapshot(msgspec.Struct, array_like=True):
@@ -82,8 +90,14 @@ class _Returned(_Entry, tag=RETURNED):
     offsets: list[int]
 
 
+class _Delayed(_Entry, tag=DELAYED):
+    runs: list[int]
+
+
 _encoder = msgspec.msgpack.Encoder()
-_entry_decoder = msgspec.msgpack.Decoder(_Delivered | _Done | _Retry | _Committed | _Returned)
+_entry_decoder = msgspec.msgpack.Decoder(
+    _Delivered | _Done | _Retry | _Committed | _Returned | _Delayed
+)
 _snapshot_decoder = msgspec.msgpack.Decoder(Snapshot)
 
 
@@ -103,6 +117,11 @@ def returned(partition: int, offsets: list[int]) -> bytes:
     return _encoder.encode((RETURNED, partition, offsets))
 
 
+def delayed(partition: int, runs: list[tuple[int, int, int]]) -> bytes:
+    """Offsets published delayed: ``(visible_at_ms, start, end)`` runs."""
+    return _encoder.encode((DELAYED, partition, [n for run in runs for n in run]))
+
+
 def committed(partition: int, offset: int) -> bytes:
     return _encoder.encode((COMMITTED, partition, offset))
 
@@ -117,12 +136,21 @@ def snapshot(states: list[PartitionDeliveries], committed: dict[int, int]) -> by
             _attempts(state),
             list(state.retry_at.items()),
             committed.get(state.partition),
+            state.scheduled.wheel.packed() if state.scheduled is not None else b"",
         )
         for state in states
     }
     for partition, offset in committed.items():
         partitions.setdefault(partition, PartitionState(partition, 0, [], [], [], offset))
-    return _encoder.encode(Snapshot(1, [partitions[p] for p in sorted(partitions)]))
+    rows = [_row(partitions[p]) for p in sorted(partitions)]
+    return _encoder.encode((1, rows))
+
+
+def _row(state: PartitionState) -> tuple[Any, ...]:
+    """``state`` as the array it is stored as; without ``delays`` when there are none, so
+    that a broker from before them reads the snapshot (storage-format.md)."""
+    fields = tuple(getattr(state, name) for name in PartitionState.__struct_fields__)
+    return fields if state.delays else fields[:-1]
 
 
 def _attempts(state: PartitionDeliveries) -> list[tuple[int, int, int, int, str | None]]:
@@ -177,6 +205,8 @@ class _Replay:
             attempts.last_error = error
         self.retry_at = dict(state.retry_at)
         self.committed = state.committed
+        self.delays = array("q")
+        self.delays.frombytes(state.delays)
 
     def apply(self, entry: _Entry) -> None:
         if isinstance(entry, _Delivered):
@@ -200,6 +230,16 @@ class _Replay:
             self.committed = entry.offset
         elif isinstance(entry, _Returned):
             self._returned(entry.offsets)
+        elif isinstance(entry, _Delayed):
+            self._delayed(entry.runs)
+
+    def _delayed(self, runs: list[int]) -> None:
+        if len(runs) % 3:
+            raise CorruptState(f"a delayed entry of {len(runs)} ints, not runs of 3")
+        try:
+            self.delays.extend(_little_endian(runs))
+        except OverflowError:
+            raise CorruptState("a delayed entry with an int beyond 64 bits") from None
 
     def _returned(self, offsets: list[int]) -> None:
         """Given back unseen: the DELIVERED entry before counted one delivery too many."""
@@ -218,6 +258,7 @@ class _Replay:
             [(o, a.count, a.first_ms, a.last_ms, a.last_error) for o, a in self.attempts.items()],
             list(self.retry_at.items()),
             self.committed,
+            self.delays.tobytes(),
         )
 
 
@@ -228,3 +269,11 @@ def restore(state: PartitionState, keyed: bool) -> PartitionDeliveries:
         attempts.last_error = error
     deliveries.retry_at = dict(state.retry_at)
     return deliveries
+
+
+def _little_endian(ints: list[int]) -> array[int]:
+    """``ints`` as the int64s ``PartitionState.delays`` holds."""
+    packed = array("q", ints)
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return packed

@@ -37,6 +37,7 @@ from roost.core.stats import StreamStats, stream_stats
 from roost.core.subscription import PendingDeadLetter
 from roost.errors import GroupActive, InvalidRequest, OffsetOutOfRange
 from roost.storage import Journal, Topic
+from roost.storage.log import PartitionLog
 
 SeekTarget = int | Literal["earliest", "latest"]
 
@@ -408,8 +409,11 @@ class StreamSubscription:
     def skip(self, partition: int, start: int, end: int) -> None:
         """A gap batch needs nothing of a group: it reads on from its commit, past the gap."""
 
-    def announce_delays(self, partition: int, delays: list[tuple[int, int]]) -> None:
+    def announce_delays(
+        self, partition: int, delays: list[tuple[int, int]]
+    ) -> list[tuple[PartitionLog, int]]:
         """A stream reads delayed records in order, as it reads every other."""
+        return []
 
     @property
     def pending_dead_letters(self) -> list[PendingDeadLetter]:

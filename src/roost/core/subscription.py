@@ -31,6 +31,8 @@ from typing import NamedTuple
 from roost.clock import Clock
 from roost.core import state_codec
 from roost.core.acks import ranges_of
+from roost.core.delay_limits import check_delay_fits
+from roost.core.delay_wheel import unpack
 from roost.core.deliveries import PartitionDeliveries, Released
 from roost.core.inspection import Peeked, peek_queue
 from roost.core.model import (
@@ -41,8 +43,9 @@ from roost.core.model import (
     check_visibility,
 )
 from roost.core.rate_limits import rate_bucket
+from roost.core.scheduled import restore_scheduled, runs_of
 from roost.core.stats import SubscriptionStats, subscription_stats
-from roost.core.unread_delays import UnreadDelays
+from roost.core.unread_delays import UnreadDelays, find_delays
 from roost.errors import InvalidRequest, PartitionQuarantined, RecordTooLarge, UnknownPartition
 from roost.receipt import Receipt
 from roost.storage import Journal, Record, StoredRecord, Topic
@@ -141,7 +144,8 @@ class QueueSubscription:
         """Resume from the journal; a new (empty) journal starts at ``spec.start``."""
         snapshot, entries = journal.recover()
         partitions = len(topic.partitions)
-        if snapshot is None and not entries:
+        fresh = snapshot is None and not entries
+        if fresh:
             starts = [cls._start_offset(spec, topic, p) for p in range(partitions)]
             entries = [state_codec.done(p, [(0, start)] if start else []) for p, start in
                        enumerate(starts)]  # fmt: skip
@@ -156,9 +160,27 @@ class QueueSubscription:
         sub = cls(spec, topic, journal, clock, deliveries, dead_letter)
         now_ms = clock.now_ms()
         for state in deliveries:
-            log = topic.log(state.partition)
-            sub._unread_delays.scan(state.partition, log, state.read_offset, now_ms)
+            if sub.schedules_delays:
+                state.scheduled = restore_scheduled(
+                    state, unpack(states[state.partition].delays), sub._max_deliveries, now_ms
+                )
+                state.promote(now_ms)
+                if fresh:  # delayed records published before it: as if told at publish
+                    log = topic.log(state.partition)
+                    found = find_delays(log, state.read_offset, now_ms)
+                    if found:
+                        sub.announce_delays(state.partition, found)
+            else:
+                log = topic.log(state.partition)
+                sub._unread_delays.scan(state.partition, log, state.read_offset, now_ms)
         return sub
+
+    @property
+    def schedules_delays(self) -> bool:
+        """Whether delays announced at publish are kept out of the read path (scheduled.py):
+        in `keyed` mode a delayed record holds its key's later records, in order, and with a
+        queue delay every record is delayed; both read delays in order, as before."""
+        return self.spec.mode == "queue" and not self.spec.delay_ms
 
     @staticmethod
     def _start_offset(spec: SubscriptionSpec, topic: Topic, partition: int) -> int:
@@ -223,6 +245,10 @@ class QueueSubscription:
     ) -> list[Message]:
         log = self.topic.log(state.partition)
         ready = state.take_ready(limit)
+        if ready and ready[-1] >= log.confirmed_offset:
+            # A delay announced at publish may end before its record is durable: later.
+            state.make_ready([o for o in ready if o >= log.confirmed_offset])
+            ready = [o for o in ready if o < log.confirmed_offset]
         gone = [offset for offset in ready if offset < log.start_offset]
         if gone:
             self._forget(state, gone)
@@ -257,14 +283,23 @@ class QueueSubscription:
         scanned = 0
         delay_ms = self.spec.delay_ms
         admit, attempts = state.admit, state.attempts
-        # Nothing above the floor is done, nothing waits for a retry, no delays, no keys: a
-        # record without headers is then simply admitted (the bulk of a busy queue).
+        # Nothing from the read position on is done, nothing waits for a retry, no delays, no
+        # keys: a record without headers is then simply admitted (the bulk of a busy queue).
         plain = (
-            not state.keyed and not delay_ms and not state.acks.has_ranges and not state.retry_at
+            not state.keyed
+            and not delay_ms
+            and not state.acks.done_from(state.read_offset)
+            and not state.retry_at
         )
         floor = state.acks.floor
+        # Records are read up to the next delayed offset known (scheduled.py), then jumped over.
+        scheduled = state.scheduled
+        stop = min(readable, scheduled.next_skip) if scheduled is not None else readable
         while len(admitted) < limit and state.read_offset < readable:
-            record = self._next_record(state, log, ahead, readable)
+            if state.read_offset >= stop:
+                stop = self._jump(state, ahead, readable)
+                continue
+            record = self._next_record(state, log, ahead, stop)
             if record is None:
                 break
             scanned += 1
@@ -278,17 +313,30 @@ class QueueSubscription:
                 else:
                     visible_at = record.timestamp_ms + delay_ms if delay_ms else 0
                 admitted_now = admit(offset, record.key, visible_at, now_ms)
-            if admitted_now:
-                if offset in attempts and self._exhausted(state, offset):
-                    # Its last lease, or its dead-letter step, was lost in a restart.
-                    attempt = attempts[offset]
-                    attempt.last_error = attempt.last_error or RESTART_ERROR
-                    self._dead_letter(state, offset)
-                else:
-                    admitted.append(record)
+            if admitted_now and not (offset in attempts and self._dead_on_arrival(state, offset)):
+                admitted.append(record)
             if scanned >= MAX_SCAN_PER_RECEIVE:
                 break
         return admitted
+
+    def _dead_on_arrival(self, state: PartitionDeliveries, offset: int) -> bool:
+        """Dead-letter ``offset`` if its last lease, or its dead-letter step, was lost in a
+        restart (it has had its ``max_deliveries``); whether it was."""
+        if not self._exhausted(state, offset):
+            return False
+        attempt = state.attempts[offset]
+        attempt.last_error = attempt.last_error or RESTART_ERROR
+        self._dead_letter(state, offset)
+        return True
+
+    @staticmethod
+    def _jump(state: PartitionDeliveries, ahead: deque[StoredRecord], readable: int) -> int:
+        """Move the read position past the delayed offsets at it; where to read up to next."""
+        scheduled = state.scheduled
+        assert scheduled is not None
+        state.read_offset = scheduled.jump(state.read_offset)
+        ahead.clear()
+        return min(readable, scheduled.next_skip)
 
     def _next_record(
         self,
@@ -320,14 +368,31 @@ class QueueSubscription:
         state.finish_range(*gone)
         self._done(state.partition, [gone])
 
-    def announce_delays(self, partition: int, delays: list[tuple[int, int]]) -> None:
-        """``(offset, visible_at_ms)`` of delayed records just published to ``partition``."""
-        self._unread_delays.announce(partition, delays)
+    def announce_delays(
+        self, partition: int, delays: list[tuple[int, int]]
+    ) -> list[tuple[PartitionLog, int]]:
+        """``(offset, visible_at_ms)`` of delayed records just published to ``partition``, in
+        offset order; returns what the publish's confirm must await (their journal entry)."""
+        state = self._partitions[partition]
+        if state.scheduled is None:
+            self._unread_delays.announce(partition, delays)
+            return []
+        now_ms = self._clock.now_ms()
+        runs = runs_of(delays)
+        for visible_at, start, end in runs:
+            state.scheduled.add(visible_at, start, end, now_ms)
+        state.on_deadline(min(run[0] for run in runs))
+        self._write(state_codec.delayed(partition, runs))
+        if self.topic.log(partition).config.durability != "always":
+            return []
+        return [(self.journal.log, self.journal.log.end_offset)]
 
     def unread_delayed(self, partition: int, now_ms: int) -> int:
         """Records of ``partition`` not read yet that are delayed past ``now_ms`` (a receive
         has not seen their delay, but ``stats`` must not count them as ready)."""
         state = self._partitions[partition]
+        if state.scheduled is not None:
+            return 0  # known delays are scheduled (counted by ``state.delayed``), none unread
         return self._unread_delays.count(
             partition, self.topic.log(partition), state.read_offset, state.acks,
             state.retry_at, self.spec.delay_ms, now_ms,
@@ -424,7 +489,8 @@ class QueueSubscription:
         ``reject``: straight to the dead-letter topic, with ``x-roost-death-reason:
         rejected``, whatever the count (``delay_ms`` must be None)."""
         if delay_ms is not None:
-            check_delay(delay_ms)  # the bound publish delays have; before anything changes
+            # The bound publish delays have; before anything changes.
+            check_delay_fits(self.topic, check_delay(delay_ms))
         if undelivered:
             if delay_ms is not None or error is not None or reject:
                 raise InvalidRequest("an undelivered nack takes no delay, no error, no reject")
@@ -687,6 +753,9 @@ class QueueSubscription:
         return end - acks.floor - acks.done_between(acks.floor, end)
 
     def stats(self, now_ms: int) -> SubscriptionStats:
+        for state in self._partitions:
+            if state.scheduled is not None:
+                state.promote(now_ms)  # what came due since the last tick is ready, not delayed
         return subscription_stats(self, now_ms)
 
     def peek(self, now_ms: int, max_messages: int, partition: int | None) -> list[Peeked]:

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 
 from roost.core.delivery_modes import Subscription
 from roost.core.policies import DEFAULT_POLICY, TopicPolicy
+from roost.storage.log import PartitionLog
 
 
 class TopicState:
@@ -53,11 +54,16 @@ class TopicState:
         for sub in self.subscriptions.values():
             sub.drop_below(partition, offset)
 
-    def announce_delays(self, delays: dict[int, list[tuple[int, int]]]) -> None:
-        """Partition -> ``(offset, visible_at_ms)`` of delayed records just published."""
+    def announce_delays(
+        self, delays: dict[int, list[tuple[int, int]]]
+    ) -> list[tuple[PartitionLog, int]]:
+        """Partition -> ``(offset, visible_at_ms)`` of delayed records just published; returns
+        what the publish's confirm must await besides its records."""
+        durability: list[tuple[PartitionLog, int]] = []
         for sub in self.subscriptions.values():
             for partition, announced in delays.items():
-                sub.announce_delays(partition, announced)
+                durability += sub.announce_delays(partition, announced)
+        return durability
 
 
 class TopicStates:

@@ -5,6 +5,9 @@ receive reaches it. Until then ``stats`` would count a delayed record as ready d
 autoscaling on depth would react to messages nobody can receive. So, per partition, what is
 delayed above the read position is known without reading it:
 
+(A `queue` subscription keeps what it is told in ``ScheduledDelays`` instead, journaled, and a
+new one starts from ``find_delays``; this is for `keyed` ones and those with a queue delay.)
+
 - **per-message delays** (``delay``, ``deliver_at_ms``): the broker tells the subscription the
   offset and the time of each delayed record it appends (``announce``); after a restart, the
   first unread records of the last ``MAX_DELAY_MS`` (no delay is longer) are searched at
@@ -45,30 +48,8 @@ class UnreadDelays:
         self._known.setdefault(partition, {}).update(delays)
 
     def scan(self, partition: int, log: PartitionLog, read_offset: int, now_ms: int) -> None:
-        """At open: find the delays of the first unread records of ``partition`` that may
-        still be delayed (published within the longest delay), at most ``SCAN_AT_OPEN_BYTES``
-        of them. Stored batches are searched for the deliver-at header's name without decoding
-        them; only a batch that holds it is decoded."""
-        if log.quarantined:
-            return
-        found: list[tuple[int, int]] = []
-        try:
-            recent = log.offset_for_timestamp(now_ms - MAX_DELAY_MS)
-            if recent is None:
-                return  # nothing published within the longest delay
-            offset = max(read_offset, recent, log.start_offset)
-            end = log.end_offset
-            budget = SCAN_AT_OPEN_BYTES
-            while offset < end and budget > 0:
-                raw = log.read_batches(offset, budget, end_offset=end)
-                if raw.next_offset <= offset:
-                    break
-                budget -= len(raw.data)
-                if _MARKER in raw.data:
-                    found += _delays_in(log, raw.first_offset, raw.next_offset, now_ms)
-                offset = raw.next_offset
-        except PartitionQuarantined:
-            return  # a read found damage: the partition is out of service anyway
+        """At open: ``find_delays`` of ``partition``, known from here on."""
+        found = find_delays(log, read_offset, now_ms)
         if found:
             self.announce(partition, found)
 
@@ -103,6 +84,34 @@ class UnreadDelays:
             o for o, at in retry_at.items() if start <= o < young and at > now_ms and o not in acks
         )
         return delayed + len(offsets)
+
+
+def find_delays(log: PartitionLog, read_offset: int, now_ms: int) -> list[tuple[int, int]]:
+    """``(offset, visible_at_ms)`` of the first unread records of ``log`` that may still be
+    delayed (published within the longest delay), among at most ``SCAN_AT_OPEN_BYTES`` of
+    them, in offset order. Stored batches are searched for the deliver-at header's name
+    without decoding them; only a batch that holds it is decoded."""
+    found: list[tuple[int, int]] = []
+    if log.quarantined:
+        return found
+    try:
+        recent = log.offset_for_timestamp(now_ms - MAX_DELAY_MS)
+        if recent is None:
+            return found  # nothing published within the longest delay
+        offset = max(read_offset, recent, log.start_offset)
+        end = log.end_offset
+        budget = SCAN_AT_OPEN_BYTES
+        while offset < end and budget > 0:
+            raw = log.read_batches(offset, budget, end_offset=end)
+            if raw.next_offset <= offset:
+                break
+            budget -= len(raw.data)
+            if _MARKER in raw.data:
+                found += _delays_in(log, raw.first_offset, raw.next_offset, now_ms)
+            offset = raw.next_offset
+    except PartitionQuarantined:
+        return []  # a read found damage: the partition is out of service anyway
+    return found
 
 
 def _delays_in(log: PartitionLog, start: int, stop: int, now_ms: int) -> list[tuple[int, int]]:
