@@ -273,9 +273,7 @@ class Broker:
         if existing is not None:
             return existing
         with self.engine.metadata.transaction():
-            stored = self._define_subscription(spec)
-        self._registry.open(stored)
-        return stored
+            return self._define_subscription(spec)
 
     def _declared_subscription(self, spec: SubscriptionSpec) -> SubscriptionSpec | None:
         """The stored spec if ``spec`` names a subscription that exists with its settings;
@@ -290,12 +288,15 @@ class Broker:
         return stored
 
     def _define_subscription(self, spec: SubscriptionSpec) -> SubscriptionSpec:
-        """Put ``spec`` in the open metadata transaction and make its journal (undone if the
-        transaction does not commit); ``Registry.open`` serves it once committed."""
+        """Put ``spec`` in the open metadata transaction, make its journal and serve it, all
+        undone if the transaction does not commit (or, a group commit, its sync fails)."""
         if self._registry.exists(spec.topic, spec.name):
             raise SubscriptionExists(spec.topic, spec.name)
         stored = self._catalog.add_subscription(spec)
         self.engine.journal(stored.journal, f"subscription {spec.topic}/{spec.name}", new=True)
+        with self.engine.metadata.transaction() as txn:
+            txn.on_abort(lambda: self._registry.forget(spec.topic, spec.name))
+            self._registry.open(stored)
         return stored
 
     def create_queue(
@@ -361,9 +362,7 @@ class Broker:
             if dead_letter_topic is not None and not self.engine.has_topic(dead_letter_topic):
                 dead_letters = TopicConfig(durability=config.durability)
                 self.engine.create_topic(dead_letter_topic, dead_letters)
-            stored = self._define_subscription(spec)
-        self._registry.open(stored)
-        return stored
+            return self._define_subscription(spec)
 
     def _declared_queue(
         self, spec: SubscriptionSpec, config: TopicConfig, policy: TopicPolicy

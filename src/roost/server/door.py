@@ -69,6 +69,7 @@ if TYPE_CHECKING:
     from roost.server.host import Host
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 #: What a command asks of a principal: (operation, resource kind, name); kind ``"broker"``
@@ -316,6 +317,12 @@ class Door:
         """A queue, and its dead-letter topic (``<name>.dlq`` unless ``dead_letter`` says):
         dead letters are written there, so that takes ``publish`` on it too."""
         return self._broker.create_queue(name, **options)
+
+    async def durably(self, define: Callable[[], T]) -> T:
+        """Run ``define`` (one of the create commands above) with its metadata record synced
+        together with other creates' (group commit, server/definitions_sync.py); returns once
+        it is durable. Plumbing: ``define`` is a checked command of this door."""
+        return await self._host.definitions.durably(define)
 
     @command("manage", queue="name")
     def delete_queue(self, name: str) -> None:
@@ -718,5 +725,5 @@ class Door:
 #: or carry no data (the boundary test checks every other public method is in ``COMMANDS``).
 PLUMBING = frozenset({
     "confirmed_now", "confirm", "blocked", "watch", "unwatch", "holding_wakes", "stopping",
-    "principal", "current", "exists",
+    "principal", "current", "exists", "durably",
 })  # fmt: skip

@@ -14,9 +14,11 @@ The core never waits; the host does the waiting it asks for:
   watermark, server/disk_space.py) and repairs failed logs once a probe write succeeds
   (storage/repair.py): a full disk or an I/O error heals without a restart.
 
-Known limit: definition changes (topics, queues, exchanges) fsync the metadata file on the
-loop; they are rare and short, but a host serving heavy traffic will want them in a thread
-with the core's commands queued behind them.
+Creates over the native protocol (and embedded) are group-committed: their metadata records
+share one sync in a thread (server/definitions_sync.py), and a publish under `always` is not
+confirmed while a definition it could depend on is still unsynced. Other definition changes
+(deletes, bindings, the admin API's creates) sync their record on the loop; they are rare
+and short.
 
 The host owns two tasks, the timer and the storage watch; ``aclose`` stops them, lets the
 flusher finish, and closes the engine cleanly.
@@ -53,6 +55,7 @@ from roost.errors import (
 )
 from roost.receipt import Receipt
 from roost.server.access import TRUSTED, Principal
+from roost.server.definitions_sync import DefinitionsSync
 from roost.server.door import Door
 from roost.server.failed_logins import FailedLogins
 from roost.server.flusher import Flusher
@@ -69,6 +72,7 @@ from roost.storage.compaction import (
     CompactionStopped,
     Compactor,
 )
+from roost.storage.engine import TOPICS_NAMESPACE
 from roost.storage.log import PartitionLog
 from roost.storage.repair import RepairReport
 from roost.storage.scrub import Scrubber
@@ -113,6 +117,8 @@ class Host:
         self._broker = broker
         self.flusher = flusher
         self.clock = clock
+        #: Group commit of definitions (creates answered once their record is durable).
+        self.definitions = DefinitionsSync(engine.metadata)
         #: Users, tokens and grants, in the engine's metadata store.
         self.identities = Identities(engine.metadata, clock)
         #: Failed logins per address, across every listener (server/failed_logins.py).
@@ -318,11 +324,39 @@ class Host:
         # Under `always` a record is readable once durable, so waiting readers are woken after.
         for log, offset in outcome.durability:
             await self.flusher.wait_durable(log, offset)
+        if outcome.durability and self.definitions.pending:
+            await self._creates_durable(topics)
+        if outcome.durability and self.engine.metadata.rollbacks:
+            self._check_still_defined(outcome, topics)
         for topic in topics:
             # A publish that waited for a round resumes beside the others of that round: their
             # confirms go out first (a producer's window waits on them), the pushes after.
             self.wake_readers(topic, soon=bool(outcome.durability))
         return outcome.published
+
+    async def _creates_durable(self, topics: set[str]) -> None:
+        """A topic may be a create not yet synced: a power loss would lose it with the
+        confirmed message, so the confirm waits for it (definitions_sync.py). A publish into
+        a topic whose definition is durable waits for nothing."""
+        metadata = self.engine.metadata
+        creates = [metadata.pending_on(TOPICS_NAMESPACE, topic) for topic in topics]
+        newest = max((p for p in creates if p is not None), key=lambda p: p.version, default=None)
+        if newest is not None:
+            with contextlib.suppress(StorageFailure):  # told below, if it undid this topic
+                await self.definitions.durable(newest)
+
+    def _check_still_defined(self, outcome: PublishOutcome, topics: set[str]) -> None:
+        """Since a failed metadata sync undid creates (rare: only then is this looked at), a
+        publish may have gone into a topic undone before its confirm: it fails."""
+        for log, _ in outcome.durability:
+            if log.topic not in topics:
+                continue  # a producer journal's: its topic's log is in the list too
+            topic = self.engine.find_topic(log.topic)
+            if topic is None or log not in topic.partitions:
+                raise StorageFailure(
+                    f"creating topic {log.topic}: its definition did not become durable, and "
+                    "was undone with what was published to it"
+                )
 
     def wake_readers(self, topic: str, soon: bool = False) -> None:
         """Wake the long polls on ``topic`` to look again (it changed, or it is gone), and
@@ -749,6 +783,7 @@ class Host:
                     await task
         self.stop_waiting()
         await self.flusher.aclose()
+        await self.definitions.aclose()
         await asyncio.to_thread(self.engine.close)
 
 

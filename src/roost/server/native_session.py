@@ -88,7 +88,7 @@ def core(settings: msgspec.Struct, kind: type[T]) -> T:
 async def create_topic(door: Door, req: m.CreateTopic) -> m.Response:
     config = core(req.config, TopicConfig)
     policy = core(req.policy, TopicPolicy)
-    return described(req, door.create_topic(req.name, config, policy))
+    return described(req, await door.durably(lambda: door.create_topic(req.name, config, policy)))
 
 
 async def create_queue(door: Door, req: m.CreateQueue) -> m.Response:
@@ -97,11 +97,12 @@ async def create_queue(door: Door, req: m.CreateQueue) -> m.Response:
         options["policy"] = core(req.options.policy, TopicPolicy)  # type: ignore[arg-type]
     if "retry" in options:
         options["retry"] = core(req.options.retry, RetryPolicy)  # type: ignore[arg-type]
-    return described(req, door.create_queue(req.name, **options))
+    return described(req, await door.durably(lambda: door.create_queue(req.name, **options)))
 
 
 async def create_subscription(door: Door, req: m.CreateSubscription) -> m.Response:
-    return described(req, door.create_subscription(core(req.spec, SubscriptionSpec)))
+    spec = core(req.spec, SubscriptionSpec)
+    return described(req, await door.durably(lambda: door.create_subscription(spec)))
 
 
 async def publish(door: Door, req: m.Publish) -> m.Response:

@@ -108,6 +108,12 @@ class LocalEngine:
         #: Topics deleted since open whose directory was removed without a sync: creating
         #: one of these names syncs ``topics/`` first (``create_topic``).
         self._removed_topics: set[str] = set()
+        #: Names whose directory may be on disk though no live topic or journal has it: found
+        #: at open, or forgotten since (deleted, or a create undone). A create of any other
+        #: name has nothing to remove and looks for nothing (``_remove_leftover``: a stat per
+        #: directory was 6% of a create), since nobody else writes in a locked directory.
+        self._maybe_left_topics: set[str] = set()
+        self._maybe_left_journals: set[str] = set()
         #: ``largest_segment_bytes``, until the set of topics changes.
         self._largest_segment: int | None = None
         self._closed = False
@@ -174,6 +180,7 @@ class LocalEngine:
     def _open_topics(self, clean: bool) -> None:
         topics_dir = os.path.join(self.path, "topics")
         known = set(self.metadata.names(TOPICS_NAMESPACE))
+        self._maybe_left_journals = set(self._fs.listdir(os.path.join(self.path, "journals")))
         for name in self._fs.listdir(topics_dir):
             if name not in known:
                 self._fs.remove_tree(os.path.join(topics_dir, name))
@@ -257,7 +264,9 @@ class LocalEngine:
         config = config or TopicConfig()
         with self.metadata.transaction() as txn:
             try:
-                self._remove_leftover(os.path.join(self.path, "topics", name))
+                if name in self._maybe_left_topics:
+                    self._remove_leftover(os.path.join(self.path, "topics", name))
+                    self._maybe_left_topics.discard(name)
                 if name in self._removed_topics:
                     # A topic of this name was deleted since open and its directory removed
                     # without a sync: a power loss could bring it back, files and all, under
@@ -276,10 +285,15 @@ class LocalEngine:
         if self._topics.get(topic.name) is topic:
             del self._topics[topic.name]
             self._largest_segment = None
+            self._maybe_left_topics.add(topic.name)
             self._remove_topic_files(topic)
 
     def has_topic(self, name: str) -> bool:
         return name in self._topics
+
+    def find_topic(self, name: str) -> Topic | None:
+        """The open topic called ``name``, or None."""
+        return self._topics.get(name)
 
     def delete_topic(self, name: str) -> None:
         topic = self.topic(name)
@@ -287,6 +301,7 @@ class LocalEngine:
             txn.delete(TOPICS_NAMESPACE, name)
         del self._topics[name]
         self._largest_segment = None
+        self._maybe_left_topics.add(name)
         self._remove_topic_files(topic)
 
     def _remove_topic_files(self, topic: Topic) -> None:
@@ -424,7 +439,9 @@ class LocalEngine:
         journals = os.path.join(self.path, "journals")
         directory = os.path.join(journals, name)
         try:
-            self._remove_leftover(directory)
+            if name in self._maybe_left_journals:
+                self._remove_leftover(directory)
+                self._maybe_left_journals.discard(name)
             return Journal.open(
                 name, directory, self.clock, self._fs, clean_shutdown=True, pool=self.pool,
                 made_under=journals, absent=True,
@@ -440,6 +457,7 @@ class LocalEngine:
         open, stays: that is what open found."""
         self._check_open()
         journal = self._journals.pop(name, None)
+        self._maybe_left_journals.add(name)
         if journal is not None:
             self.snapshots_owed.discard(journal)
             self._failed.discard(journal.log)
@@ -462,6 +480,7 @@ class LocalEngine:
         """Undo a journal made for a definition that did not commit."""
         if self._journals.get(journal.name) is journal:
             del self._journals[journal.name]
+            self._maybe_left_journals.add(journal.name)
             with contextlib.suppress(ValueError):
                 self.recovery.logs.remove(journal.log.recovery)
             journal.close(clean=False)
@@ -498,7 +517,7 @@ class LocalEngine:
             except StorageFailure:
                 all_clean = False
         self._closed = True
-        self.metadata.close()
+        self.metadata.close(sync=clean)
         if self.wal is not None:
             try:
                 # Clean: every log flushed above; the checkpoint syncs the files the WAL

@@ -30,6 +30,13 @@ the whole transaction: the store stays as it was and each undo registered with `
 runs (newest first), so that what the caller made beside the metadata (files, open logs) goes
 too.
 
+Group commit (metadata_group.py): commits made inside ``group_commit()`` write their record
+and apply it, but are synced later, several by one ``fdatasync`` in a thread
+(``start_sync``/``finish_sync``, driven by the server); until then each is ``pending`` and
+confirmed to nobody, and a failed sync rolls every pending commit back. A commit outside
+``group_commit`` syncs itself, and everything pending before it, as it always did. A snapshot
+is only ever started with nothing pending, so it never holds a commit that could be rolled back.
+
 Before each snapshot the previous one is kept as ``metadata.json.prev``: if the snapshot is
 ever damaged (a bad disk, an editor), ``CorruptMetadata`` names it as the copy to restore.
 
@@ -55,6 +62,7 @@ import msgspec
 from roost.errors import CorruptMetadata, StorageFailure
 from roost.storage import metadata_journal
 from roost.storage.fs import LocalFS
+from roost.storage.metadata_group import Pending, SyncJob
 from roost.storage.metadata_journal import DELETE, PUT, Op
 from roost.storage.metadata_snapshot import Runner, SnapshotJob, in_a_thread
 from roost.storage.recovery import LogRecovery
@@ -124,11 +132,52 @@ class Transaction:
         ]
 
     def _abandon(self) -> None:
-        for undo in reversed(self._undo):
-            try:
-                undo()
-            except Exception:
-                log.exception("undoing an abandoned metadata transaction failed")
+        _run_undos(self._undo)
+
+
+class TransactionScope:
+    """``MetadataStore.transaction()``'s block: the outermost one commits on a clean exit
+    and abandons on an exception; one inside another joins it. A class, not a generator: a
+    create opens seven of them (nested), and a generator's context manager cost ~3 us each."""
+
+    __slots__ = ("_outermost", "_store")
+
+    def __init__(self, store: MetadataStore) -> None:
+        self._store = store
+        self._outermost = False
+
+    def __enter__(self) -> Transaction:
+        store = self._store
+        if store._txn is not None:
+            return store._txn  # joined: the outermost block commits or abandons it all
+        self._outermost = True
+        txn = store._txn = Transaction(store)
+        return txn
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if not self._outermost:
+            return
+        store = self._store
+        txn = store._txn
+        assert txn is not None
+        try:
+            if kind is None:
+                store._commit(txn)
+            else:
+                txn._abandon()
+        except BaseException:
+            txn._abandon()
+            raise
+        finally:
+            store._txn = None
+
+
+def _run_undos(undos: list[Callable[[], object]]) -> None:
+    for undo in reversed(undos):
+        try:
+            undo()
+        except Exception:
+            log.exception("undoing an abandoned metadata transaction failed")
 
 
 class MetadataStore:
@@ -161,6 +210,17 @@ class MetadataStore:
         self._closing: list[threading.Thread] = []
         #: What open found in the journal and did about it (bytes cut, and why).
         self.recovery = LogRecovery(log="metadata journal", clean_shutdown=True)
+        #: Inside ``group_commit`` (a depth): commits are written now and synced later.
+        self._grouping = 0
+        #: Commits written and applied but not yet known durable, oldest first.
+        self._unsynced: list[Pending] = []
+        #: The sync of the journal running in a thread, if any (``start_sync``).
+        self._sync_job: SyncJob | None = None
+        #: Every commit up to this version is durable.
+        self.durable_version = document.version
+        #: How many times pending commits were rolled back (a failed sync or write) since
+        #: open: while 0, nothing in memory was ever undone under a caller's feet.
+        self.rollbacks = 0
 
     @classmethod
     def open(cls, fs: LocalFS, path: str, read_only: bool = False) -> MetadataStore:
@@ -192,26 +252,40 @@ class MetadataStore:
 
     # -- transactions ---------------------------------------------------------------------
 
-    @contextmanager
-    def transaction(self) -> Iterator[Transaction]:
+    def transaction(self) -> TransactionScope:
         """Changes made in the block are committed together, durably, when it exits cleanly
         (the outermost block, when transactions nest).
 
         An exception in the block, or a failed write, leaves the store as it was and runs the
         transaction's undos; the exception propagates.
         """
-        if self._txn is not None:
-            yield self._txn  # joined: the outermost block commits or abandons it all
-            return
-        txn = self._txn = Transaction(self)
+        return TransactionScope(self)
+
+    @contextmanager
+    def group_commit(self) -> Iterator[None]:
+        """Commits in the block write their record and apply it, and return before it is
+        synced: ``pending`` says what is not durable yet; the caller must not confirm it
+        before ``start_sync``/``finish_sync`` (or a commit that syncs itself) make it
+        durable, and must expect it rolled back if that sync fails (module docstring)."""
+        self._grouping += 1
         try:
-            yield txn
-            self._commit(txn)
-        except BaseException:
-            txn._abandon()
-            raise
+            yield
         finally:
-            self._txn = None
+            self._grouping -= 1
+
+    @property
+    def pending(self) -> Pending | None:
+        """The newest commit not yet known durable (a group commit's), or None."""
+        return self._unsynced[-1] if self._unsynced else None
+
+    def pending_on(self, namespace: str, name: str) -> Pending | None:
+        """The newest pending commit that put or deleted entry ``name``, or None. Scans what
+        is pending: a group, not the store."""
+        for pending in reversed(self._unsynced):
+            for changed_namespace, changed_name, _ in pending.before:
+                if changed_name == name and changed_namespace == namespace:
+                    return pending
+        return None
 
     def _commit(self, txn: Transaction) -> None:
         if self._failure is not None:
@@ -221,27 +295,139 @@ class MetadataStore:
         ops = txn._ops()
         if not ops:
             return
-        version = self._version + 1
-        record = metadata_journal.encode_record(version, ops)
         if self._snapshot_due:
             # An older format on disk, which an older broker would read without the journal:
             # the snapshot holds this transaction too, and its atomic replace is the commit.
+            self._sync_pending()
+            version = self._version + 1
             applied = _apply(copy.copy(self._namespaces), version, ops, copied=True)
             self._write_snapshot(_StoredDocument(FORMAT_VERSION, version, applied))
             self._namespaces, self._version = applied, version
+            self.durable_version = version
             return
         self._finish_snapshot()
-        self._append(record)
+        version = self._version + 1
+        if self._grouping:
+            self._commit_later(txn, version, ops)
+            return
+        record = metadata_journal.encode_record(version, ops)
+        try:
+            self._append(record)
+        except StorageFailure as failure:
+            self._fail_with_pending(txn, failure)
+            raise
         if self._job is not None:
             self._job.tail.append(record)
         # Stored as the record holds them: their JSON, shared with no caller.
         _apply(self._namespaces, version, ops, copied=False)
-        self._version = version
+        self._version = self.durable_version = version
         self._start_snapshot_if_due()
+
+    def _commit_later(self, txn: Transaction, version: int, ops: list[Op]) -> None:
+        """Write the record and apply it; its sync is a ``SyncJob``'s (group commit)."""
+        record = metadata_journal.encode_record(version, ops, synced=self.durable_version)
+        try:
+            position = self._write(record)
+        except StorageFailure as failure:
+            self._fail_with_pending(txn, failure)  # the group fails whole: simpler to reason on
+            raise
+        before = [
+            (namespace, name, self._namespaces.get(namespace, {}).get(name))
+            for _, namespace, name, _ in ops
+        ]
+        if self._job is not None:
+            self._job.tail.append(record)
+        _apply(self._namespaces, version, ops, copied=False)
+        self._version = version
+        pending = Pending(version, position, before, txn._undo, self._job is not None)
+        self._unsynced.append(pending)
+        txn._undo = []  # they are the pending commit's now: run if it is rolled back
+
+    def _fail_with_pending(self, txn: Transaction, failure: StorageFailure) -> None:
+        """``txn``'s write or sync failed, and with it every pending commit (their records
+        were before its, in the same sync or the same file): undo it first (the newest),
+        then them, and cut their bytes and its own off the journal."""
+        txn._abandon()
+        txn._undo = []
+        self._roll_back(failure, cut=True)
+
+    def start_sync(self) -> SyncJob | None:
+        """A job that syncs every pending commit (run it in a thread, then ``finish_sync``);
+        None if nothing is pending or a job is running already."""
+        if not self._unsynced or self._sync_job is not None or self._fd is None:
+            return None
+        self._sync_job = SyncJob(self._fs, self._fd, self._unsynced[-1])
+        return self._sync_job
+
+    def finish_sync(self, job: SyncJob) -> None:
+        """Take the outcome of ``job`` (once it is done): its commits are durable, or every
+        pending commit is rolled back. Nothing if it was taken already."""
+        if job.finished:
+            return
+        job.finished = True
+        if self._sync_job is job:
+            self._sync_job = None
+        if job.error is not None:
+            failure = StorageFailure(f"syncing metadata journal {self.journal_path}", job.error)
+            self._roll_back(failure)
+            return
+        while self._unsynced and self._unsynced[0].version <= job.last.version:
+            self._unsynced.pop(0).durable = True
+        self.durable_version = max(self.durable_version, job.last.version)
+        if not self._unsynced:
+            self._start_snapshot_if_due()
+
+    def _settle_sync_job(self) -> None:
+        """Wait for the job in progress, if any, and take its outcome. Blocking."""
+        job = self._sync_job
+        if job is not None:
+            job.wait()
+            self.finish_sync(job)
+
+    def _sync_pending(self) -> None:
+        """Make every pending commit durable now, or roll them all back. Blocking: one
+        ``fdatasync`` on the caller's thread (before a snapshot, a journal replacement, a
+        close)."""
+        self._settle_sync_job()
+        if not self._unsynced or self._fd is None:
+            return
+        job = SyncJob(self._fs, self._fd, self._unsynced[-1])
+        self._sync_job = job
+        job.wait()
+        self.finish_sync(job)
+
+    def _roll_back(self, failure: StorageFailure, cut: bool = False) -> None:
+        """A sync or write failed: every pending commit goes, newest first (entries put back,
+        undos run), and the journal is cut back to where the first of them began (``cut``:
+        or where the next record would have, with none pending: the failed one's bytes)."""
+        self._settle_sync_job()  # no thread may sync while the file is cut
+        rolled, self._unsynced = self._unsynced, []
+        for pending in reversed(rolled):
+            for namespace, name, value in reversed(pending.before):
+                entries = self._namespaces.setdefault(namespace, {})
+                if value is None:
+                    entries.pop(name, None)
+                else:
+                    entries[name] = value
+            if pending.in_tail and self._job is not None and self._job.tail:
+                self._job.tail.pop()
+            self._version = pending.version - 1
+            pending.error = failure
+            _run_undos(pending.undo)
+        if rolled:
+            self.rollbacks += 1
+            log.error(
+                "metadata journal %s: %s; %d definition change(s) not yet synced are undone",
+                self.journal_path, failure, len(rolled),
+            )  # fmt: skip
+        if rolled or cut:
+            position = rolled[0].position if rolled else self._journal_bytes
+            self._undo_append(position)
+            self._journal_bytes = position  # what ``repair`` cuts back to, if that failed
 
     def _start_snapshot_if_due(self) -> None:
         bound = max(self.snapshot_bytes, self._snapshot_size, self._retry_at_bytes)
-        if self._job is not None or self._journal_bytes <= bound:
+        if self._job is not None or self._journal_bytes <= bound or self._unsynced:
             return
         # Entries are replaced, never changed in place: a copy of each namespace's dict is a
         # view that later commits do not disturb.
@@ -257,6 +443,9 @@ class MetadataStore:
         job = self._job
         if job is None or not job.done.is_set():
             return
+        # The replacement holds the pending records as written: they must be durable (or
+        # gone) first, and no thread may be syncing the file being replaced.
+        self._sync_pending()
         self._job = None
         if not job.written:
             log.error(
@@ -302,19 +491,38 @@ class MetadataStore:
             self._finish_snapshot()
 
     def _append(self, record: bytes) -> None:
-        try:
-            fd = self._journal_fd()
-        except OSError as e:
-            raise StorageFailure(f"opening metadata journal {self.journal_path}", e) from e
+        """Write ``record`` and sync it, with every pending record before it."""
+        self._settle_sync_job()  # one sync at a time: an error is reported to one caller
+        if self._failure is not None:
+            raise self._failure  # a failed group could not be cut back
+        fd = self._open_journal()
         position = self._journal_bytes
         try:
             self._fs.pwrite(fd, record, position)
             self._fs.fdatasync(fd)
         except OSError as e:
-            failure = StorageFailure(f"writing metadata journal {self.journal_path}", e)
-            self._undo_append(position)
-            raise failure from e
+            raise StorageFailure(f"writing metadata journal {self.journal_path}", e) from e
         self._journal_bytes = position + len(record)
+        for pending in self._unsynced:
+            pending.durable = True
+        self._unsynced = []
+
+    def _write(self, record: bytes) -> int:
+        """Write ``record`` without a sync (a group commit); where it begins."""
+        fd = self._open_journal()
+        position = self._journal_bytes
+        try:
+            self._fs.pwrite(fd, record, position)
+        except OSError as e:
+            raise StorageFailure(f"writing metadata journal {self.journal_path}", e) from e
+        self._journal_bytes = position + len(record)
+        return position
+
+    def _open_journal(self) -> int:
+        try:
+            return self._journal_fd()
+        except OSError as e:
+            raise StorageFailure(f"opening metadata journal {self.journal_path}", e) from e
 
     def _undo_append(self, position: int) -> None:
         """After a failed append: make sure the record is not on disk, or refuse commits
@@ -357,7 +565,10 @@ class MetadataStore:
         when the journal passes ``snapshot_bytes``). Blocking: one document write."""
         if self._failure is not None:
             raise self._failure
+        self._sync_pending()
         self.settle_snapshot()
+        if self._failure is not None:
+            raise self._failure
         self._write_snapshot(_StoredDocument(FORMAT_VERSION, self._version, self._namespaces))
 
     def _write_snapshot(self, document: _StoredDocument) -> None:
@@ -408,13 +619,18 @@ class MetadataStore:
         self._failure = None
         return True
 
-    def close(self) -> None:
-        """Wait for a snapshot being written (no thread writes after close), then close."""
-        if not self._read_only and self._failure is None:
+    def close(self, sync: bool = True) -> None:
+        """Sync what is pending and wait for a snapshot being written (no thread writes after
+        close), then close. ``sync=False`` (the engine closed as a crash would) leaves what is
+        pending unsynced and the journal as it is, once no thread uses them."""
+        if sync and not self._read_only and self._failure is None:
+            self._sync_pending()
             self.settle_snapshot()
         elif self._job is not None:
             self._job.done.wait()
             self._job = None
+        if self._sync_job is not None:
+            self._sync_job.abandon()  # its thread must be done with the descriptor
         if self._fd is not None:
             self._fs.close(self._fd)
             self._fd = None
