@@ -96,6 +96,20 @@ def test_topics_create_list_describe_read_delete(data_dir: str, clock: ManualClo
     run(data_dir, clock, body)
 
 
+def test_a_compacted_topic_over_http(data_dir: str, clock: ManualClock) -> None:
+    async def body(admin: Admin) -> None:
+        config = {"cleanup": "compact", "tombstone_retention_ms": 60_000}
+        created = await admin.ok("POST", "/api/v1/topics", {"name": "kv", "config": config},
+                                 status=201)  # fmt: skip
+        assert created["config"]["cleanup"] == "compact"
+        described = await admin.ok("GET", "/api/v1/topics/kv")
+        assert described["config"]["tombstone_retention_ms"] == 60_000
+        bad = {"name": "kv2", "config": {"cleanup": "compact", "retention_ms": 1000}}
+        await admin.error("POST", "/api/v1/topics", 400, "invalid_config", json=bad)
+
+    run(data_dir, clock, body)
+
+
 def test_topic_errors(data_dir: str, clock: ManualClock) -> None:
     async def body(admin: Admin) -> None:
         await admin.ok("POST", "/api/v1/topics", {"name": "t", "config": NEVER}, status=201)

@@ -75,6 +75,20 @@ def test_topics_create_list_describe_delete(url: str) -> None:
     assert failed(url, "topic", "describe", "t-clicks") == "error: unknown topic 't-clicks'"
 
 
+def test_a_compacted_topic_from_the_cli(url: str) -> None:
+    info = ok(url, "topic", "create", "t-prices", "--cleanup", "compact",
+              "--tombstone-retention", "90")  # fmt: skip
+    assert (info["config"]["cleanup"], info["config"]["tombstone_retention_ms"]) == (
+        "compact", 90_000,
+    )  # fmt: skip
+    described = roost_cli(url, "topic", "describe", "t-prices")
+    assert "cleanup" in described.stdout and "compact" in described.stdout
+    line = failed(url, "topic", "create", "t-bad", "--cleanup", "compact", "--retention", "60")
+    assert line.startswith("error: invalid cleanup='compact'")
+    text = roost_cli(url, "topic", "create", "t-table", "--cleanup", "compact,delete")
+    assert text.exit_code == 0 and "cleanup compact,delete" in text.stdout
+
+
 def test_queues_create_list_describe_purge_delete(url: str) -> None:
     spec = ok(url, "queue", "create", "q-jobs", "--fifo", "--partitions", "2",
               "--visibility-timeout", "5", "--max-deliveries", "3")  # fmt: skip

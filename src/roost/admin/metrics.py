@@ -166,6 +166,17 @@ METRICS = _specs(
          "WAL checkpoints done: old WAL files whose written files were fdatasynced, then removed."),
     Spec("roost_flush_wal_checkpoint_failures_total", "counter", (),
          "WAL checkpoints that failed (their WAL files stay; the next try is a second later)."),
+    Spec("roost_compaction_runs_total", "counter", (),
+         "Compaction passes finished, one partition each (storage/compaction.py)."),
+    Spec("roost_compaction_segments_total", "counter", (),
+         "Segments a compaction pass replaced by their compacted file."),
+    Spec("roost_compaction_reclaimed_bytes_total", "counter", (),
+         "Bytes of segment files compaction freed."),
+    Spec("roost_compaction_removed_records_total", "counter", (),
+         "Records compaction removed: replaced by a later record of their key, or tombstones "
+         "past their retention."),
+    Spec("roost_compaction_last_run_seconds", "gauge", (),
+         "How long the last compaction pass took, reading and writing included."),
     Spec("roost_flushed_records_total", "counter", (),
          "Records made durable by flush rounds, journal entries included."),
     Spec("roost_fsync_duration_seconds", "histogram", (),
@@ -368,6 +379,12 @@ def _storage(scrape: _Scrape, host: Host) -> None:
         (),
         0 if wal is None else wal.checkpoint_failures,
     )
+    compactor = host.compactor
+    scrape.add("roost_compaction_runs_total", (), compactor.runs)
+    scrape.add("roost_compaction_segments_total", (), compactor.segments_compacted)
+    scrape.add("roost_compaction_reclaimed_bytes_total", (), compactor.bytes_reclaimed)
+    scrape.add("roost_compaction_removed_records_total", (), compactor.records_removed)
+    scrape.add("roost_compaction_last_run_seconds", (), compactor.last_run_ms / 1000)
     scrape.add_histogram("roost_fsync_duration_seconds", flusher.meters.sync_duration)
     scrape.add_histogram("roost_append_latency_seconds", flusher.meters.append_latency)
     for journal in host.engine.journals():

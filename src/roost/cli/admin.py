@@ -33,6 +33,7 @@ from roost.errors import UnknownTopic
 from roost.storage import TopicInfo
 
 Durability = Literal["always", "interval", "never"]
+Cleanup = Literal["delete", "compact", "compact,delete"]
 
 
 # -- topics ---------------------------------------------------------------------------------
@@ -59,17 +60,39 @@ def topic() -> None:
     default=None,
     help="Seconds to keep records (default: forever).",
 )
+@click.option(
+    "--cleanup",
+    type=click.Choice(get_args(Cleanup)),
+    default="delete",
+    show_default=True,
+    help="compact: keep the latest record per key (records need a key); compact,delete: "
+    "and apply --retention too.",
+)
+@click.option(
+    "--tombstone-retention",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Seconds a tombstone (an empty value) stays on a compacted topic (default: a day).",
+)
 @json_option
 def topic_create(
-    name: str, partitions: int, durability: Durability, retention: float | None, as_json: bool
+    name: str,
+    partitions: int,
+    durability: Durability,
+    retention: float | None,
+    cleanup: Cleanup,
+    tombstone_retention: float | None,
+    as_json: bool,
 ) -> None:
     """Create topic NAME."""
     info = run(
         lambda c: c.create_topic(
-            name, partitions=partitions, durability=durability, retention=retention
+            name, partitions=partitions, durability=durability, retention=retention,
+            cleanup=cleanup, tombstone_retention=tombstone_retention,
         )
-    )
-    done(as_json, info, f"created topic {name} ({partitions} partitions, {durability})")
+    )  # fmt: skip
+    kind = "" if cleanup == "delete" else f", cleanup {cleanup}"
+    done(as_json, info, f"created topic {name} ({partitions} partitions, {durability}{kind})")
 
 
 @topic.command("list")

@@ -297,6 +297,28 @@ def bench_storage(as_json: bool, directory: str | None, batches: int, rounds: in
     )
 
 
+@bench.command("compaction")
+@json_option
+@_dir_option(_WRITE_DIR_HELP)
+@click.option("--records", default=100_000, show_default=True, help="1 KiB records written.")
+@click.option("--keys", default=10_000, show_default=True, help="Distinct keys among them.")
+@click.option(
+    "--rounds", default=3, show_default=True, help="Alternating rounds; medians reported."
+)
+def bench_compaction(
+    as_json: bool, directory: str | None, records: int, keys: int, rounds: int
+) -> None:
+    """A compaction pass against a sequential read of the same log, in one run."""
+    from roost.bench.compaction import run_compaction_bench
+
+    _report(
+        as_json,
+        lambda progress: run_compaction_bench(directory, records, keys, rounds, progress),
+        "roost bench compaction (1 KiB values, 8 MiB segments, medians)",
+        {"compaction_ratio": ">= 0.5"},
+    )
+
+
 @bench.command("core")
 @json_option
 @_dir_option(_WRITE_DIR_HELP)

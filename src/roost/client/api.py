@@ -70,6 +70,8 @@ Headers = Sequence[tuple[str, bytes]] | Mapping[str, bytes]
 UNDELIVERED_VERSION = m.ADDED_IN[m.Nack]["undelivered"]
 #: The protocol version from which a client may peek, purge, and give a queue a retry policy.
 PEEK_VERSION = m.MESSAGE_ADDED_IN[m.Peek]
+#: Topic settings ``cleanup`` and ``tombstone_retention_ms`` (compaction).
+COMPACTION_VERSION = 8
 QUEUE_RETRY_VERSION = PEEK_VERSION
 REJECT_VERSION = m.ADDED_IN[m.Nack]["reject"]
 REDRIVE_TASK_VERSION = m.MESSAGE_ADDED_IN[m.StartRedrive]
@@ -468,6 +470,8 @@ class Client(ClosedOnExit):
         max_backlog_bytes: int | None = None,
         overflow: Overflow = "reject",
         block_timeout: Seconds = 5.0,
+        cleanup: Literal["delete", "compact", "compact,delete"] = "delete",
+        tombstone_retention: Seconds | None = None,
         dead_letter_dropped: bool = False,
     ) -> TopicInfo:
         """A topic of ``partitions`` logs. ``retention`` (seconds) and ``retention_bytes``
@@ -476,10 +480,21 @@ class Client(ClosedOnExit):
         publish is refused (``overflow="reject"``: ``BacklogFull``), waits up to
         ``block_timeout`` seconds for room (``"block"``), or drops the oldest
         (``"drop_oldest"``; with ``dead_letter_dropped``, protocol version 8, a copy of each
-        to every subscription's dead-letter topic, ``x-roost-death-reason: overflow``)."""
+        to every subscription's dead-letter topic, ``x-roost-death-reason: overflow``).
+        ``cleanup="compact"`` keeps the latest record per key (every
+        record then needs a key; an empty value is a tombstone, kept ``tombstone_retention``
+        seconds, a day by default); ``"compact,delete"`` also applies retention. Compaction
+        needs a broker speaking protocol version 8."""
         config = m.TopicSettings(partitions=partitions, durability=durability,
                   retention_ms=_ms(retention, "retention"), retention_bytes=retention_bytes,
                   max_record_bytes=max_record_bytes)  # fmt: skip
+        if cleanup != "delete" or tombstone_retention is not None:
+            self._needs_version(COMPACTION_VERSION, "cleanup (compaction)")
+            config.cleanup = cleanup
+            if tombstone_retention is not None:
+                config.tombstone_retention_ms = seconds_to_ms(
+                    "tombstone_retention", tombstone_retention
+                )
         policy = m.BacklogPolicy(
             max_backlog_messages=max_backlog, max_backlog_bytes=max_backlog_bytes,
             overflow=overflow, block_timeout_ms=seconds_to_ms("block_timeout", block_timeout),

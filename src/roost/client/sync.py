@@ -351,6 +351,8 @@ class SyncBroker(_ClosedOnExit):
         max_backlog_bytes: int | None = None,
         overflow: Overflow = "reject",
         block_timeout: Seconds = 5.0,
+        cleanup: Literal["delete", "compact", "compact,delete"] = "delete",
+        tombstone_retention: Seconds | None = None,
         dead_letter_dropped: bool = False,
     ) -> TopicInfo:
         """As ``Client.create_topic``: a declare, ``TopicExists`` for other settings."""
@@ -358,7 +360,8 @@ class SyncBroker(_ClosedOnExit):
             name, partitions=partitions, durability=durability, retention=retention,
             retention_bytes=retention_bytes, max_record_bytes=max_record_bytes,
             max_backlog=max_backlog, max_backlog_bytes=max_backlog_bytes, overflow=overflow,
-            block_timeout=block_timeout, dead_letter_dropped=dead_letter_dropped,
+            block_timeout=block_timeout, cleanup=cleanup, tombstone_retention=tombstone_retention,
+            dead_letter_dropped=dead_letter_dropped,
         ))  # fmt: skip
 
     def delete_topic(self, name: str) -> None:

@@ -197,7 +197,7 @@ class Publisher:
         now_ms = self._clock.now_ms()
         check_publish_delays(topic, messages, now_ms)
         records = [_record(m, now_ms) for m in messages]
-        check_records(records, topic.config.max_record_bytes, topic.name)
+        check_records(records, topic.config.max_record_bytes, topic.name, topic.config.compacted)
         if policy.content_dedup or any(m.dedup_id is not None for m in messages):
             self._producers(topic)  # ProducerStateQuarantined when it is out of service
         batches: dict[int, list[Record]] = {}

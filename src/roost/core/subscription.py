@@ -275,7 +275,11 @@ class QueueSubscription:
         gone = [offset for offset in ready if offset < log.start_offset]
         if gone:
             self._forget(state, gone)
-        records = self._records_at(log, [o for o in ready if o >= log.start_offset])
+        wanted = [o for o in ready if o >= log.start_offset]
+        records = self._records_at(log, wanted)
+        if len(records) < len(wanted):  # compaction removed them (a later record of the key)
+            found = {r.offset for r in records}
+            self._forget(state, [o for o in wanted if o not in found])
         if len(records) < limit:
             records += self._admit_new(state, log, limit - len(records), now_ms)
         if self._expiry.active or self._pending_dead:
@@ -536,18 +540,21 @@ class QueueSubscription:
         return visible
 
     @staticmethod
-    def _record_at(log: PartitionLog, offset: int) -> StoredRecord:
-        return log.read(offset, max_records=1)[0]
+    def _record_at(log: PartitionLog, offset: int) -> StoredRecord | None:
+        """The record at ``offset``; None if compaction removed it (a read goes on past)."""
+        records = log.read(offset, max_records=1)
+        return records[0] if records and records[0].offset == offset else None
 
     @staticmethod
     def _records_at(log: PartitionLog, offsets: list[int]) -> list[StoredRecord]:
-        """The records at ``offsets`` (redeliveries), one decode per batch they share."""
+        """The records at ``offsets`` (redeliveries), one decode per batch they share; those
+        compaction removed are left out."""
         found: dict[int, StoredRecord] = {}
         for offset in sorted(offsets):
             if offset not in found:
                 # max_bytes=1: exactly the batch holding ``offset``, from ``offset`` on.
                 found.update((r.offset, r) for r in log.read(offset, max_bytes=1))
-        return [found[offset] for offset in offsets]
+        return [found[offset] for offset in offsets if offset in found]
 
     # -- settle ---------------------------------------------------------------------------
 
@@ -762,8 +769,12 @@ class QueueSubscription:
         if offset < log.start_offset:
             self._forget(state, [offset])
             return
+        record = self._record_at(log, offset)
+        if record is None:  # compacted away: a later record of its key replaced it
+            self._forget(state, [offset])
+            return
         attempts = state.attempts[offset]
-        dead = self._dead_record(state, self._record_at(log, offset), attempts, reason)
+        dead = self._dead_record(state, record, attempts, reason)
         partition = state.partition % len(self.dead_letter.partitions)
         try:
             result = self.dead_letter.append(partition, [dead])

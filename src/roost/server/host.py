@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
@@ -64,6 +65,13 @@ from roost.server.protocol_strikes import protocol_strikes
 from roost.server.redrive_tasks import RedriveTasks, check_rate
 from roost.server.storage_watch import StorageWatch
 from roost.storage import Journal, LocalEngine
+from roost.storage.compaction import (
+    CompactedLogs,
+    CompactionJob,
+    CompactionSettings,
+    CompactionStopped,
+    Compactor,
+)
 from roost.storage.engine import TOPICS_NAMESPACE
 from roost.storage.log import PartitionLog
 from roost.storage.repair import RepairReport
@@ -82,6 +90,13 @@ STORAGE_WATCH_S = 1.0
 SCRUB_BYTES_PER_S = 8 * 1024 * 1024
 #: The scrub's pause when there is nothing sealed to verify, or after a step failed.
 SCRUB_IDLE_S = 60.0
+#: How often compaction looks for a partition whose dirty ratio (or a due tombstone) calls
+#: for a pass; passes follow each other at once while there are more.
+COMPACTION_CHECK_S = 5.0
+#: The pause after a pass the disk refused (no space, an I/O error).
+COMPACTION_RETRY_S = 60.0
+#: Reads and writes per second of a compaction pass, by default (``compaction_bytes_per_s``).
+COMPACTION_BYTES_PER_S = 32 * 1024 * 1024
 T = TypeVar("T")
 
 log = logging.getLogger("roost.host")
@@ -95,6 +110,7 @@ class Host:
         flusher: Flusher,
         clock: Clock,
         min_free_bytes: int | None = None,
+        compaction_bytes_per_s: int = COMPACTION_BYTES_PER_S,
     ) -> None:
         self.engine = engine
         #: Private: every session reaches the core through a ``Door`` (``door``).
@@ -126,6 +142,16 @@ class Host:
         self.scrubber = Scrubber(engine)
         self.scrub_bytes_per_s = SCRUB_BYTES_PER_S
         self._scrub_task: asyncio.Task[None] | None = None
+        #: Compacts the sealed segments of compacted topics (storage/compaction.py), one
+        #: partition per pass, in a thread, paced at ``compaction_bytes_per_s``.
+        self.compactor = Compactor(
+            CompactedLogs(engine),
+            clock,
+            CompactionSettings(bytes_per_second=compaction_bytes_per_s or None),
+        )
+        self._compaction_task: asyncio.Task[None] | None = None
+        self._compaction_job: CompactionJob | None = None
+        self._compaction_wake = asyncio.Event()
         self._closed = False
         #: Shutting down: long polls answer at once instead of waiting, pushes stop.
         self.stopping = False
@@ -146,6 +172,7 @@ class Host:
         clock: Clock | None = None,
         min_free_bytes: int | None = None,
         max_open_files: int | None = None,
+        compaction_bytes_per_s: int = COMPACTION_BYTES_PER_S,
     ) -> Host:
         """Open the data directory (recovering it, in a thread) and start the timer and the
         storage watch. ``min_free_bytes``: the free-space watermark (None: the default, 0:
@@ -163,12 +190,13 @@ class Host:
         log_recovery(recovery_status(broker))
         flusher = Flusher(clock, wal=engine.wal)
         engine.on_dirty = flusher.notify
-        host = cls(engine, broker, flusher, clock, min_free_bytes)
+        host = cls(engine, broker, flusher, clock, min_free_bytes, compaction_bytes_per_s)
         await host.storage.check()  # a disk already full refuses the very first publish
         host._timer = asyncio.create_task(host._run_timer(), name="roost-timer")
         host._storage_watch = asyncio.create_task(host._watch_storage(), name="roost-storage")
         if host.scrub_bytes_per_s:
             host._scrub_task = asyncio.create_task(host._run_scrub(), name="roost-scrub")
+        host._compaction_task = asyncio.create_task(host._run_compaction(), name="roost-compaction")
         host.redrive_tasks.resume()
         return host
 
@@ -565,6 +593,49 @@ class Host:
         self.scrubber.finish(job, result)
         return result.bytes_read / self.scrub_bytes_per_s if self.scrub_bytes_per_s else 0.0
 
+    async def _run_compaction(self) -> None:
+        """Compact until closed: a pass whenever a partition needs one, else a look every
+        ``COMPACTION_CHECK_S``. A pass the disk refused (full, failing: nothing was swapped)
+        is one warning line and a longer pause, not a traceback every few seconds; any other
+        failure is logged with its traceback, never swallowed."""
+        while not self._closed:
+            pause_s = COMPACTION_CHECK_S
+            try:
+                ran = await self.compaction_step()
+            except OSError as e:
+                pause_s = COMPACTION_RETRY_S
+                log.warning("roost compaction: a pass failed (%s); nothing was swapped, next "
+                            "look in %s s", e, pause_s)  # fmt: skip
+                ran = False
+            except Exception:
+                log.exception("roost compaction: a pass failed; next look in %s s", pause_s)
+                ran = False
+            if not ran and not self._closed:
+                await _wait(self._compaction_wake, pause_s)
+                self._compaction_wake.clear()
+
+    async def compaction_step(self) -> bool:
+        """One compaction pass, if a partition needs one: the reading and writing in a
+        thread, the swap on the loop (a rename per segment). Whether one ran."""
+        job = self.compactor.next_job()
+        if job is None:
+            return False
+        job.pause = time.sleep  # pacing, in the pass's thread
+        self._compaction_job = job
+        try:
+            await asyncio.to_thread(job.run)
+            if self._closed:
+                job.discard()
+                return False
+            self.compactor.swap(job)
+            await asyncio.to_thread(job.settle)
+            self.compactor.finish(job)
+        except CompactionStopped:
+            return False
+        finally:
+            self._compaction_job = None
+        return True
+
     async def _tick_once(self) -> None:
         while not self._closed:
             tick = self._broker.tick()
@@ -697,6 +768,13 @@ class Host:
         if self._closed:
             return
         self._closed = True
+        if self._compaction_task is not None:
+            # Not cancelled: a pass's thread would go on writing while the engine closes.
+            # Told to stop, it gives up at its next chunk and removes its temporary file.
+            if self._compaction_job is not None:
+                self._compaction_job.stopped = True
+            self._compaction_wake.set()
+            await self._compaction_task
         await self.redrive_tasks.aclose()  # left running in the store: resumed on restart
         for task in (self._timer, self._storage_watch, self._scrub_task):
             if task is not None:

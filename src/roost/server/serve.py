@@ -99,6 +99,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: Descriptors storage keeps open at most (segment files; idle ones are closed and opened
     #: again on use). None: three quarters of the open files limit (storage/fd_pool.py).
     max_open_files: Annotated[int, msgspec.Meta(ge=MIN_MAX_OPEN)] | None = None
+    #: Reads and writes per second of a compaction pass (storage/compaction.py); 0: no limit.
+    compaction_bytes_per_s: Annotated[int, msgspec.Meta(ge=0)] = 32 * 1024 * 1024
 
 
 #: Environment variables and the setting each sets.
@@ -124,6 +126,7 @@ ENVIRONMENT = {
     "ROOST_TLS_CLIENT_AUTH": "tls_client_auth",
     "ROOST_MIN_FREE_BYTES": "min_free_bytes",
     "ROOST_MAX_OPEN_FILES": "max_open_files",
+    "ROOST_COMPACTION_BYTES_PER_S": "compaction_bytes_per_s",
 }
 
 
@@ -249,6 +252,7 @@ async def run(
                 config.data,
                 min_free_bytes=config.min_free_bytes,
                 max_open_files=config.max_open_files,
+                compaction_bytes_per_s=config.compaction_bytes_per_s,
             )
         except OSError as e:  # made or opened: a path under a file, no permission
             raise InvalidConfig("data", config.data, f"cannot be used: {_reason(e)}") from None

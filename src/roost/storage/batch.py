@@ -159,6 +159,25 @@ def encode_into(
 _timestamp_of_row = itemgetter(1)
 
 
+def encode_stored(
+    records: Sequence[StoredRecord], append_time_ms: int
+) -> tuple[bytes, BatchHeader]:
+    """One batch of records as read back, offsets and timestamps kept (compaction rewrites the
+    records it keeps this way). Their offsets must be dense."""
+    base_offset = records[0].offset
+    if records[-1].offset - base_offset != len(records) - 1:
+        raise ValueError("the records of a batch must have dense offsets")
+    buffer = bytearray(HEADER_SIZE)
+    _encoder.encode_into(records, buffer, HEADER_SIZE)
+    length = len(buffer) - _LENGTH_FIELD_SIZE
+    max_ts_ms = max(r.timestamp_ms for r in records)
+    fields = (FORMAT_VERSION, 0, 0, len(records), base_offset, append_time_ms, max_ts_ms)
+    HEADER.pack_into(buffer, 0, length, 0, *fields)
+    crc = crc32c(memoryview(buffer)[_CRC_START:])
+    _CRC.pack_into(buffer, 4, crc)
+    return bytes(buffer), BatchHeader(length, crc, *fields)
+
+
 def encode_gap(base_offset: int, count: int, append_time_ms: int) -> tuple[bytes, BatchHeader]:
     """A batch that holds no records and covers ``[base_offset, base_offset + count)``."""
     if count < 1:

@@ -22,6 +22,12 @@ import msgspec
 from roost.errors import InvalidConfig, InvalidName
 
 Durability = Literal["always", "interval", "never"]
+#: What happens to old records (Kafka's ``cleanup.policy``): ``delete`` whole segments by time
+#: or size; ``compact`` keeps the latest record per key (storage/compaction.py); both.
+Cleanup = Literal["delete", "compact", "compact,delete"]
+CLEANUPS = ("delete", "compact", "compact,delete")
+#: Kafka's ``delete.retention.ms`` default: a tombstone stays a day after it was appended.
+DEFAULT_TOMBSTONE_RETENTION_MS = 24 * 3600 * 1000
 
 MAX_PARTITIONS = 4096
 #: Segment files are addressed with 32-bit positions in their index.
@@ -54,6 +60,16 @@ class TopicConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     max_record_bytes: int = 1024 * 1024
     #: Bytes of log between two entries of the sparse offset and timestamp indexes.
     index_interval_bytes: int = 4096
+    #: ``delete``: retention deletes whole segments; ``compact``: compaction keeps the latest
+    #: record per key of the sealed segments (a record needs a key); ``compact,delete``: both.
+    cleanup: Cleanup = "delete"
+    #: How long a tombstone (a record with an empty value) outlives the records it deleted,
+    #: counted from its append: a consumer that catches up within it sees the delete.
+    tombstone_retention_ms: int = DEFAULT_TOMBSTONE_RETENTION_MS
+
+    @property
+    def compacted(self) -> bool:
+        return self.cleanup != "delete"
 
     def __post_init__(self) -> None:
         _require(
@@ -107,6 +123,20 @@ class TopicConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
             "index_interval_bytes",
             self.index_interval_bytes,
             ">= 1",
+        )
+        _require(self.cleanup in CLEANUPS, "cleanup", self.cleanup, "one of " + ", ".join(CLEANUPS))
+        _require(
+            self.cleanup != "compact"
+            or (self.retention_ms is None and self.retention_bytes is None),
+            "cleanup",
+            self.cleanup,
+            "retention by time or size needs cleanup delete or compact,delete",
+        )
+        _require(
+            self.tombstone_retention_ms >= 0,
+            "tombstone_retention_ms",
+            self.tombstone_retention_ms,
+            ">= 0",
         )
 
 

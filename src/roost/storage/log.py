@@ -43,7 +43,7 @@ import os
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from roost.clock import Clock
 from roost.errors import (
@@ -66,6 +66,9 @@ from roost.storage.repair import LogRepair, RepairReport
 from roost.storage.segment import LOG_SUFFIX, TAIL_BYTES, Segment, file_name
 from roost.storage.validation import check_records
 from roost.storage.wal import Wal, write_checkpoints
+
+if TYPE_CHECKING:
+    from roost.storage.compaction_pass import CleanPoint
 
 DEFAULT_MAX_READ_BYTES = 1024 * 1024
 #: Idle files closed so that a round can open the directory it could not sync.
@@ -180,6 +183,9 @@ class PartitionLog:
         #: ``use_wal`` makes this log's bytes durable through it, and files that may come
         #: back with other content are forgotten in it first.
         self.wal: Wal | None = None
+        #: Up to where compaction has cleaned this log (storage/compaction.py): read from its
+        #: hint file when compaction first looks at the log.
+        self.clean_point: CleanPoint | None = None
         for segment in segments:
             self._adopt(segment)
 
@@ -341,7 +347,7 @@ class PartitionLog:
     def append(self, records: Sequence[Record]) -> AppendResult:
         """Append ``records`` as one batch; returns their offsets. Not yet durable."""
         self._check_writable()
-        check_records(records, self.config.max_record_bytes, self.topic)
+        check_records(records, self.config.max_record_bytes, self.topic, self.config.compacted)
         now_ms = self._clock.now_ms()
         active = self._segments[-1]
         buffer = self._scratch
@@ -380,6 +386,10 @@ class PartitionLog:
                 self._always or self.unflushed_records >= config.flush_interval_records,
             )
         return AppendResult(header.base_offset, header.base_offset + len(records))
+
+    @property
+    def fs(self) -> LocalFS:
+        return self._fs
 
     @property
     def on_disk(self) -> bool:
@@ -683,6 +693,58 @@ class PartitionLog:
             self._directory_changed = True
             deleted += 1
         return deleted
+
+    # -- compaction -----------------------------------------------------------------------
+
+    def compactable_segments(self) -> list[Segment]:
+        """The oldest sealed segments whose bytes a crash can no longer change: durable
+        (synced, or in the shared WAL), held by no flush job. Empty while the log is not
+        serving or being repaired. (A segment the WAL still names is compactable: the swap
+        voids its records first, see ``swap_segment``.)"""
+        if self._closed or self._repairing or self._failure is not None:
+            return []
+        if self.recovery.quarantined or self._made_under is not None:
+            return []
+        in_flight = {id(segment) for job in self._flushing for segment in job.segments}
+        found: list[Segment] = []
+        for segment in self._segments[:-1]:
+            if (
+                id(segment) in in_flight
+                or segment.base_offset in self._unsynced
+                or segment.held_back_bytes
+                or (segment.next_offset > self.durable_offset and not self._never)
+            ):
+                break
+            found.append(segment)
+        return found
+
+    def forget_in_wal(self, segments: Sequence[Segment]) -> None:
+        """Void the shared WAL's records for the files of ``segments`` (about to be replaced
+        by compaction, their files synced by the caller): replay writes at fixed positions,
+        and old bytes must never land in a new file. One small O_DSYNC write, blocking."""
+        named = [s.path for s in segments if self.wal is not None and self.wal.mentions(s.path)]
+        if named and self.wal is not None:
+            self.wal.forget_all(named)
+
+    def swap_segment(self, old: Segment, new: Segment, temp_path: str) -> bool:
+        """Put the compacted ``new`` (written and fsynced at ``temp_path``) in place of ``old``
+        (synced, and forgotten by the WAL: ``forget_in_wal``): a rename, and the segment list
+        changed with it (storage/compaction.py). False, with nothing changed, when ``old`` is
+        no longer a compactable segment of this log."""
+        if old not in self.compactable_segments() or old.size == new.size:
+            return False
+        if new.base_offset != old.base_offset or new.next_offset != old.next_offset:
+            return False
+        try:
+            self._fs.rename(temp_path, old.path)
+        except OSError as e:
+            log.warning("%s: could not swap in compacted segment %s: %s", self.name, old.path, e)
+            return False
+        position = self._segments.index(old)
+        self._adopt(new)
+        self._segments[position] = new
+        old.close()  # its descriptors name the replaced file; the segment is closed, not deleted
+        return True
 
     # -- durability -----------------------------------------------------------------------
 

@@ -18,8 +18,10 @@ caller bounds the I/O per step and paces the steps (the host sleeps between them
 ``SCAN_TOPICS_PER_STEP`` topics per call (``next_job`` returns None while ``scanning``, and the
 host gives the loop a turn before calling again), so that 100,000 topics are not one stall of
 ~0.4 s once a minute. Only sealed segments are scrubbed: they never change until deleted
-whole. A segment deleted meanwhile (retention) is skipped; active segments and journals are
-verified on open.
+whole, or replaced whole by compaction (storage/compaction.py) with a file of another size. A
+segment deleted meanwhile (retention) is skipped; one replaced meanwhile, whose job then read
+the new file as if it were the old, is verified again from its start (not damage); active
+segments and journals are verified on open.
 """
 
 from __future__ import annotations
@@ -149,12 +151,22 @@ class Scrubber:
             self._next_segment()
             return
         if result.damage is not None:
+            if job.log.sealed_segments().get(job.base_offset, job.end) != job.end:
+                # Compaction swapped in a new file of another size since the job was made:
+                # the scrub read two files as one. The new one is verified from its start.
+                self._pending[0] = (job.log, job.base_offset, job.path, self._size_of(job))
+                self._position = 0
+                return
             if job.base_offset in job.log.sealed_segments():  # not deleted meanwhile
                 job.log.quarantine(result.damage)
                 self.found += 1
             self._next_segment()
             return
         self._position = result.next_position
+
+    @staticmethod
+    def _size_of(job: ScrubJob) -> int:
+        return job.log.sealed_segments().get(job.base_offset, 0)
 
     def _next_segment(self) -> None:
         self._pending.pop(0)

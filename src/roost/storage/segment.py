@@ -297,6 +297,12 @@ class Segment:
         self.next_offset = header.base_offset + header.record_count
         self.size = position + size
 
+    def account(self, position: int, header: BatchHeader, index_interval_bytes: int) -> None:
+        """Account a batch already written at ``position`` by someone else (compaction writes
+        a segment's new file under another name): its offsets, times and index entry."""
+        self._account(position, header, index_interval_bytes)
+        self._file_end = self._taken_end = self.size
+
     # -- read -----------------------------------------------------------------------------
 
     def read(self, position: int, max_bytes: int) -> bytes:

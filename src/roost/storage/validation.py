@@ -17,10 +17,18 @@ _HEADERS_TYPES = (tuple, list)
 MAX_TIMESTAMP_MS = 2**62
 
 
-def check_records(records: Sequence[Record], max_record_bytes: int, topic: str) -> None:
-    """Raise ``InvalidRequest`` (or ``RecordTooLarge``) for the first bad record."""
+def check_records(
+    records: Sequence[Record], max_record_bytes: int, topic: str, compacted: bool = False
+) -> None:
+    """Raise ``InvalidRequest`` (or ``RecordTooLarge``) for the first bad record.
+    ``compacted``: the topic is compacted, where every record needs a key (as in Kafka)."""
     if not records:
         raise InvalidRequest("an append needs at least one record")
+    if compacted and any(record.key is None for record in records):
+        raise InvalidRequest(
+            f"topic {topic} is compacted (it keeps the latest record per key): "
+            "every record needs a key"
+        )
     for record in records:
         value = record.value
         key = record.key

@@ -251,6 +251,12 @@ class Wal:
             current.dirty.add(self.key(checkpoint.segment.path))
             current.after_sync.append(checkpoint)
 
+    def mentions(self, path: str) -> bool:
+        """Whether a WAL file not yet checkpointed holds records for the file at ``path``
+        (replay would write them there again)."""
+        key = self.key(path)
+        return any(key in file.dirty for file in self._files)
+
     def write_failed(self, write: WalWrite) -> None:
         """``write`` raised: the next round writes where it should have (rounds never overlap,
         so it was the last one reserved), and no hole is left for replay to call damage."""
@@ -261,15 +267,25 @@ class Wal:
     def forget(self, directory: str) -> None:
         """Void every record so far for files under ``directory``: durable on return
         (blocking: one small ``O_DSYNC`` write). Call it before the files go or are cut."""
-        if self.closed:
+        self.forget_all([directory])
+
+    def forget_all(self, paths: Sequence[str]) -> None:
+        """``forget`` for each of ``paths`` (directories, or single files: compaction's
+        replaced segments), in one ``O_DSYNC`` write."""
+        if self.closed or not paths:
             return
-        key = os.path.relpath(directory, self.data_dir).encode()
-        rest = FORGET_HEADER.pack(0, FORGET_MAGIC, self._next_record, len(key))[4:] + key
-        marker = struct.pack("<I", crc32c(rest)) + rest
+        markers = []
+        for path in paths:
+            key = os.path.relpath(path, self.data_dir).encode()
+            rest = FORGET_HEADER.pack(0, FORGET_MAGIC, self._next_record, len(key))[4:] + key
+            markers.append(struct.pack("<I", crc32c(rest)) + rest)
+        data = b"".join(markers)
         current = self._files[-1]
-        self.fs.pwrite(current.forget_fd, marker, current.forget_size)
-        current.forget_size += len(marker)
-        self._keys = {p: k for p, k in self._keys.items() if not _under(p, directory)}
+        self.fs.pwrite(current.forget_fd, data, current.forget_size)
+        current.forget_size += len(data)
+        self._keys = {
+            p: k for p, k in self._keys.items() if not any(_under(p, path) for path in paths)
+        }
 
     def checkpoint_job(self) -> Checkpoint | None:
         """A checkpoint, when old WAL files wait for one or the spare is missing, and none

@@ -143,6 +143,9 @@ class TopicSettings(_Settings):
     retention_bytes: int | UnsetType | None = UNSET
     max_record_bytes: int | UnsetType = UNSET
     index_interval_bytes: int | UnsetType = UNSET
+    # Version 8 (compaction): the client sends them only on a version-8 connection.
+    cleanup: str | UnsetType = UNSET  # delete | compact | compact,delete
+    tombstone_retention_ms: int | UnsetType = UNSET
 
 
 class BacklogPolicy(_Settings):
@@ -624,6 +627,9 @@ class TopicConfigAnswer(_Answer):
     retention_bytes: int | None
     max_record_bytes: int
     index_interval_bytes: int
+    # Version 8 (compaction); an older broker's answer lacks them: its topics delete.
+    cleanup: str = "delete"
+    tombstone_retention_ms: int = 24 * 3600 * 1000
 
 
 class PartitionAnswer(_Answer):
