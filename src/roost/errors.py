@@ -219,7 +219,9 @@ class ConfigConflict(AlreadyExists):
 
     def __init__(self, kind: str, name: str, differences: Sequence[Difference] = ()) -> None:
         if differences:
-            said = "; ".join(f"{s} is {e!r}, not {r!r}" for s, e, r in differences)
+            said = "; ".join(
+                f"{s} is {_value(s, e)}, not {_value(s, r)}" for s, e, r in differences
+            )
             message = f"{kind} {name!r} already exists with other settings: {said}"
         else:
             message = f"{kind} {name!r} already exists"
@@ -229,6 +231,13 @@ class ConfigConflict(AlreadyExists):
         self.settings = [setting for setting, _, _ in differences]
         self.existing = [_detail(existing) for _, existing, _ in differences]
         self.requested = [_detail(requested) for _, _, requested in differences]
+
+
+def _value(setting: str, value: object) -> str:
+    """A setting's value for people: a time in ms says its seconds too, as clients take it."""
+    if setting.endswith("_ms") and type(value) is int:
+        return f"{value!r} ({value / 1000:g} s)"
+    return repr(value)
 
 
 def _detail(value: object) -> str | int | float | bool | None:

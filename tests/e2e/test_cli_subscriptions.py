@@ -69,7 +69,7 @@ def test_subscriptions_create_list_describe_delete(server: Server) -> None:
     assert again == spec, "a declare: the same settings again are fine"
     conflict = error_line(server, "subscription", "create", "s-orders", "billing")
     assert conflict.startswith("error: subscription 's-orders/billing' already exists with other")
-    assert "visibility_timeout_ms is 5000, not 30000" in conflict
+    assert "visibility_timeout_ms is 5000 (5 s), not 30000 (30 s)" in conflict
 
     ok(server, "subscription", "create", "s-orders", "audit", "--mode", "stream")
     forever = ok(server, "subscription", "create", "s-orders", "retry", "--retry-forever")
