@@ -44,8 +44,8 @@ import heapq
 from collections.abc import Sequence
 
 from roost.core.acks import AckRanges
+from roost.core.header_scan import header_time, timed_records
 from roost.core.model import EXPIRES_AT_HEADER
-from roost.errors import PartitionQuarantined
 from roost.storage import StoredRecord
 from roost.storage.log import PartitionLog
 
@@ -60,7 +60,6 @@ SCAN_AT_OPEN_BYTES = 64 * 1024
 #: How soon a due record not yet durable is looked at again (it cannot be expired before:
 #: a crash could take it back, and a later record would be written at its offset).
 RECHECK_UNCONFIRMED_MS = 50
-_MARKER = EXPIRES_AT_HEADER.encode()
 
 
 class Expiry:
@@ -105,25 +104,9 @@ class Expiry:
         """At open: find the per-message TTLs of the first unfinished records of
         ``partition``, at most ``SCAN_AT_OPEN_BYTES`` of stored batches."""
         self._cursor[partition] = max(floor, self._cursor[partition])
-        if log.quarantined:
-            return
-        found: list[tuple[int, int]] = []
-        offset, end = max(floor, log.start_offset), log.end_offset
-        budget = SCAN_AT_OPEN_BYTES
-        try:
-            while offset < end:
-                if budget <= 0:
-                    self.per_message = True  # not all looked at: receives check each one
-                    break
-                raw = log.read_batches(offset, budget, end_offset=end)
-                if raw.next_offset <= offset:
-                    break
-                budget -= len(raw.data)
-                if _MARKER in raw.data:
-                    found += _expiries_in(log, raw.first_offset, raw.next_offset)
-                offset = raw.next_offset
-        except PartitionQuarantined:
-            return  # a read found damage: the partition is out of service anyway
+        found, whole = timed_records(log, floor, EXPIRES_AT_HEADER, SCAN_AT_OPEN_BYTES)
+        if not whole:
+            self.per_message = True  # not all looked at: receives check each one
         if found:
             self.announce(partition, found)
 
@@ -227,25 +210,6 @@ class Expiry:
 
 
 def _own_expiry(headers: Sequence[tuple[str, bytes]]) -> int | None:
-    for name, value in headers:
-        if name == EXPIRES_AT_HEADER and value.isdigit():
-            # The broker writes this header; anything unparsable came from elsewhere and
-            # must not stop the subscription: it means no TTL of its own.
-            return int(value)
-    return None
-
-
-def _expiries_in(log: PartitionLog, start: int, stop: int) -> list[tuple[int, int]]:
-    """``(offset, expires_at_ms)`` of the records in ``[start, stop)`` with their own TTL."""
-    found: list[tuple[int, int]] = []
-    offset = start
-    while offset < stop:
-        records = log.read(offset, max_records=stop - offset)
-        if not records:
-            break
-        for record in records:
-            at = _own_expiry(record.headers) if record.offset < stop else None
-            if at is not None:
-                found.append((record.offset, at))
-        offset = records[-1].offset + 1
-    return found
+    # The broker writes this header; anything unparsable came from elsewhere and must not
+    # stop the subscription: it means no TTL of its own.
+    return header_time(headers, EXPIRES_AT_HEADER)

@@ -25,9 +25,8 @@ holds one per delayed record read.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from roost.core.acks import AckRanges
+from roost.core.header_scan import timed_records
 from roost.core.model import DELIVER_AT_HEADER, MAX_DELAY_MS
 from roost.errors import PartitionQuarantined
 from roost.storage.log import PartitionLog
@@ -35,7 +34,6 @@ from roost.storage.log import PartitionLog
 #: Bytes of unread records searched for delays per partition at open: the cost is a read and
 #: a CRC per stored batch (about 2 ms for 64 KiB of one-record batches), paid before serving.
 SCAN_AT_OPEN_BYTES = 64 * 1024
-_MARKER = DELIVER_AT_HEADER.encode()
 
 
 class UnreadDelays:
@@ -89,49 +87,15 @@ class UnreadDelays:
 def find_delays(log: PartitionLog, read_offset: int, now_ms: int) -> list[tuple[int, int]]:
     """``(offset, visible_at_ms)`` of the first unread records of ``log`` that may still be
     delayed (published within the longest delay), among at most ``SCAN_AT_OPEN_BYTES`` of
-    them, in offset order. Stored batches are searched for the deliver-at header's name
-    without decoding them; only a batch that holds it is decoded."""
-    found: list[tuple[int, int]] = []
+    them, in offset order (core/header_scan.py)."""
     if log.quarantined:
-        return found
+        return []
     try:
         recent = log.offset_for_timestamp(now_ms - MAX_DELAY_MS)
-        if recent is None:
-            return found  # nothing published within the longest delay
-        offset = max(read_offset, recent, log.start_offset)
-        end = log.end_offset
-        budget = SCAN_AT_OPEN_BYTES
-        while offset < end and budget > 0:
-            raw = log.read_batches(offset, budget, end_offset=end)
-            if raw.next_offset <= offset:
-                break
-            budget -= len(raw.data)
-            if _MARKER in raw.data:
-                found += _delays_in(log, raw.first_offset, raw.next_offset, now_ms)
-            offset = raw.next_offset
     except PartitionQuarantined:
         return []  # a read found damage: the partition is out of service anyway
-    return found
-
-
-def _delays_in(log: PartitionLog, start: int, stop: int, now_ms: int) -> list[tuple[int, int]]:
-    """``(offset, visible_at_ms)`` of the records in ``[start, stop)`` delayed past now."""
-    found: list[tuple[int, int]] = []
-    offset = start
-    while offset < stop:
-        records = log.read(offset, max_records=stop - offset)
-        if not records:
-            break
-        for record in records:
-            visible_at = _deliver_at(record.headers)
-            if record.offset < stop and visible_at > now_ms:
-                found.append((record.offset, visible_at))
-        offset = records[-1].offset + 1
-    return found
-
-
-def _deliver_at(headers: Sequence[tuple[str, bytes]]) -> int:
-    for name, value in headers:
-        if name == DELIVER_AT_HEADER and value.isdigit():
-            return int(value)
-    return 0
+    if recent is None:
+        return []  # nothing published within the longest delay
+    start = max(read_offset, recent)
+    found, _ = timed_records(log, start, DELIVER_AT_HEADER, SCAN_AT_OPEN_BYTES)
+    return [(offset, at) for offset, at in found if at > now_ms]
